@@ -1,0 +1,264 @@
+//! The facilitator abstraction the resource server talks to, and an
+//! in-process implementation that dispatches to registered scheme plugins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::chain::ChainIdPattern;
+use crate::reason::ErrorReason;
+use crate::scheme::{
+    BoxFuture, NoObserver, SchemeError, SchemeFacilitator, SchemeRegistry, SettlementObserver,
+};
+use crate::types::{
+    FacilitatorRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
+    X402_VERSION,
+};
+
+/// Why a facilitator call failed outright (as opposed to answering
+/// "invalid" or "not settled", which are normal responses).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FacilitatorError {
+    /// The facilitator could not be reached.
+    #[error("facilitator unreachable: {0}")]
+    Transport(String),
+    /// The facilitator answered with an unexpected HTTP status.
+    #[error("facilitator answered HTTP {status}: {body}")]
+    Http {
+        /// Status code.
+        status: u16,
+        /// Body (truncated).
+        body: String,
+    },
+    /// The facilitator's answer could not be decoded.
+    #[error("facilitator answer undecodable: {0}")]
+    Decode(String),
+    /// The request was refused before reaching a scheme (bad version, …).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A scheme plugin failed (chain unreachable, signer unavailable, …).
+    #[error("scheme failure: {0}")]
+    Scheme(#[from] SchemeError),
+}
+
+/// Verify, settle and list capabilities. Implemented by the HTTP client for a
+/// remote facilitator, by [`LocalFacilitator`], and by routing/failover sets.
+pub trait Facilitator: Send + Sync {
+    /// `POST /verify`.
+    fn verify<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>>;
+
+    /// `POST /settle`.
+    fn settle<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>>;
+
+    /// `GET /supported`.
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>>;
+
+    /// [`Facilitator::settle`], reporting each broadcast to `observer` before
+    /// it happens. Remote facilitators cannot observe and use the default.
+    fn settle_observed<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+        observer: &'a dyn SettlementObserver,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        let _ = observer;
+        self.settle(request)
+    }
+}
+
+impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
+    fn verify<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        (**self).verify(request)
+    }
+
+    fn settle<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        (**self).settle(request)
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+        (**self).supported()
+    }
+
+    fn settle_observed<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+        observer: &'a dyn SettlementObserver,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        (**self).settle_observed(request, observer)
+    }
+}
+
+/// A facilitator running in this process: routes each request to the scheme
+/// plugin registered for its (scheme, network).
+#[derive(Clone, Default)]
+pub struct LocalFacilitator {
+    schemes: SchemeRegistry<dyn SchemeFacilitator>,
+    extensions: Vec<String>,
+}
+
+/// Outcome of the checks every request goes through before a plugin sees it.
+enum Routed<'a> {
+    Plugin(&'a Arc<dyn SchemeFacilitator>),
+    Rejected(ErrorReason, String),
+}
+
+impl LocalFacilitator {
+    /// A facilitator with no schemes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a scheme plugin for the networks it reports.
+    pub fn register(&mut self, plugin: Arc<dyn SchemeFacilitator>) -> &mut Self {
+        let networks = plugin.networks();
+        let pattern = match networks.len() {
+            1 => ChainIdPattern::Exact(networks[0].clone()),
+            _ => ChainIdPattern::Set(networks.into_iter().map(ChainIdPattern::Exact).collect()),
+        };
+        let scheme = plugin.scheme().to_owned();
+        self.schemes.register(scheme, pattern, plugin);
+        self
+    }
+
+    /// Declares an extension identifier in `/supported`.
+    pub fn declare_extension(&mut self, extension: impl Into<String>) -> &mut Self {
+        self.extensions.push(extension.into());
+        self
+    }
+
+    fn route<'a>(&'a self, request: &FacilitatorRequest) -> Routed<'a> {
+        let payload = &request.payment_payload;
+        let requirements = &request.payment_requirements;
+        if request.x402_version != X402_VERSION || payload.x402_version != X402_VERSION {
+            return Routed::Rejected(
+                ErrorReason::InvalidX402Version,
+                format!(
+                    "x402Version {} / payload {} not supported; expected {X402_VERSION}",
+                    request.x402_version, payload.x402_version
+                ),
+            );
+        }
+        if payload.accepted.scheme != requirements.scheme {
+            return Routed::Rejected(
+                ErrorReason::InvalidScheme,
+                format!(
+                    "payload scheme {:?} differs from required {:?}",
+                    payload.accepted.scheme, requirements.scheme
+                ),
+            );
+        }
+        if payload.accepted.network != requirements.network {
+            return Routed::Rejected(
+                ErrorReason::InvalidNetwork,
+                format!(
+                    "payload network {} differs from required {}",
+                    payload.accepted.network, requirements.network
+                ),
+            );
+        }
+        match self
+            .schemes
+            .find(&requirements.scheme, &requirements.network)
+        {
+            Some(plugin) => Routed::Plugin(plugin),
+            None => Routed::Rejected(
+                ErrorReason::UnsupportedScheme,
+                format!(
+                    "scheme {:?} on {} is not supported here",
+                    requirements.scheme, requirements.network
+                ),
+            ),
+        }
+    }
+}
+
+impl Facilitator for LocalFacilitator {
+    fn verify<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        Box::pin(async move {
+            match self.route(request) {
+                Routed::Rejected(reason, message) => {
+                    Ok(VerifyResponse::invalid(reason, None).with_message(message))
+                }
+                Routed::Plugin(plugin) => plugin
+                    .verify(&request.payment_payload, &request.payment_requirements)
+                    .await
+                    .map_err(FacilitatorError::Scheme),
+            }
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        self.settle_observed(request, &NoObserver)
+    }
+
+    fn settle_observed<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+        observer: &'a dyn SettlementObserver,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        Box::pin(async move {
+            match self.route(request) {
+                Routed::Rejected(reason, message) => Ok(SettleResponse::failed(
+                    request.payment_requirements.network.clone(),
+                    reason,
+                    None,
+                    "",
+                )
+                .with_message(message)),
+                Routed::Plugin(plugin) => plugin
+                    .settle_observed(
+                        &request.payment_payload,
+                        &request.payment_requirements,
+                        observer,
+                    )
+                    .await
+                    .map_err(FacilitatorError::Scheme),
+            }
+        })
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+        let mut kinds = Vec::new();
+        let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (scheme, _, plugin) in self.schemes.iter() {
+            for network in plugin.networks() {
+                kinds.push(SupportedKind {
+                    x402_version: X402_VERSION,
+                    scheme: scheme.to_owned(),
+                    network: network.to_string(),
+                    extra: plugin.kind_extra(&network),
+                });
+                let entry = signers
+                    .entry(format!("{}:*", network.namespace()))
+                    .or_default();
+                for signer in plugin.signers(&network) {
+                    if !entry.contains(&signer) {
+                        entry.push(signer);
+                    }
+                }
+            }
+        }
+        let response = SupportedResponse {
+            kinds,
+            extensions: self.extensions.clone(),
+            signers,
+        };
+        Box::pin(async move { Ok(response) })
+    }
+}

@@ -1,0 +1,308 @@
+//! Plugin traits for payment schemes and the registry that looks them up by
+//! (scheme, network). Chains and schemes live in their own crates and are
+//! registered at start-up; nothing here knows any chain.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::amount::{AtomicAmount, Money};
+use crate::chain::{ChainId, ChainIdPattern};
+use crate::types::{
+    JsonObject, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind, VerifyResponse,
+};
+
+/// A boxed, sendable future; keeps the plugin traits object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An error raised by a scheme plugin outside the normal "payment invalid"
+/// outcomes (those are reported in [`VerifyResponse`] / [`SettleResponse`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemeError {
+    /// The plugin does not handle this network or asset.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The price or requirements cannot be turned into a payment.
+    #[error("invalid requirements: {0}")]
+    InvalidRequirements(String),
+    /// Signing failed (wallet locked, remote signer down, …).
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// Talking to the chain failed.
+    #[error("chain access failed: {0}")]
+    Chain(String),
+}
+
+/// A price as written in configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Price {
+    /// A money amount (`"$0.01"`); the scheme picks the network's default
+    /// stablecoin and converts with its decimals.
+    Money(Money),
+    /// An exact amount of a specific asset.
+    Atomic {
+        /// Amount in atomic units.
+        amount: AtomicAmount,
+        /// Asset address or code.
+        asset: String,
+        /// Scheme-specific extra data (e.g. EIP-712 name/version).
+        extra: Option<JsonObject>,
+    },
+}
+
+/// What a server-side scheme needs to produce one `PaymentRequirements`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequirementsRequest<'a> {
+    /// Network to be paid on.
+    pub network: &'a ChainId,
+    /// Price to charge.
+    pub price: &'a Price,
+    /// Recipient address, already resolved.
+    pub pay_to: &'a str,
+    /// Time allowed for the payment.
+    pub max_timeout_seconds: u64,
+    /// The facilitator's `/supported` entry for this scheme and network, for
+    /// schemes that need facilitator data (e.g. a Solana fee payer).
+    pub facilitator_kind: Option<&'a SupportedKind>,
+}
+
+/// Resource-server side of a scheme: turns prices into requirements.
+pub trait SchemeServer: Send + Sync {
+    /// Scheme identifier, e.g. `exact`.
+    fn scheme(&self) -> &str;
+
+    /// Builds the requirements for one accepted payment option.
+    fn requirements(
+        &self,
+        request: &RequirementsRequest<'_>,
+    ) -> Result<PaymentRequirements, SchemeError>;
+}
+
+/// Client side of a scheme: signs a payment for chosen requirements.
+pub trait SchemeClient: Send + Sync {
+    /// Scheme identifier, e.g. `exact`.
+    fn scheme(&self) -> &str;
+
+    /// The address that will pay on `network`, if this client can pay there.
+    fn payer(&self, network: &ChainId) -> Option<String>;
+
+    /// Produces the scheme-specific `payload` object for `requirements`.
+    fn create_payload<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<JsonObject, SchemeError>>;
+}
+
+/// Watches the side effects of one settlement, so that a durable ledger can
+/// record each one *before* it happens (a crash then never forgets a
+/// transaction that may land).
+pub trait SettlementObserver: Send + Sync {
+    /// A transaction with hash `transaction` is signed and about to be
+    /// broadcast on `network`. An `Err` aborts the broadcast.
+    fn before_broadcast<'a>(
+        &'a self,
+        network: &'a ChainId,
+        transaction: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl SettlementObserver for NoObserver {
+    fn before_broadcast<'a>(
+        &'a self,
+        _network: &'a ChainId,
+        _transaction: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Facilitator side of a scheme: verifies and settles payments.
+///
+/// An invalid payment is a normal outcome and is returned as a response with
+/// `isValid: false` / `success: false`; `Err` is reserved for infrastructure
+/// failures (RPC unreachable, signer unavailable).
+pub trait SchemeFacilitator: Send + Sync {
+    /// Scheme identifier, e.g. `exact`.
+    fn scheme(&self) -> &str;
+
+    /// The concrete networks served, listed in `/supported`.
+    fn networks(&self) -> Vec<ChainId>;
+
+    /// Extra data for the `/supported` kind of `network`.
+    fn kind_extra(&self, _network: &ChainId) -> Option<JsonObject> {
+        None
+    }
+
+    /// Addresses that sign settlement transactions on `network`.
+    fn signers(&self, network: &ChainId) -> Vec<String>;
+
+    /// Checks a payment against the server's requirements without moving funds.
+    fn verify<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<VerifyResponse, SchemeError>>;
+
+    /// Re-verifies and executes a payment.
+    fn settle<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>>;
+
+    /// [`SchemeFacilitator::settle`], reporting each broadcast to `observer`
+    /// first. Schemes that broadcast transactions should override it; the
+    /// default ignores the observer.
+    fn settle_observed<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+        observer: &'a dyn SettlementObserver,
+    ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
+        let _ = observer;
+        self.settle(payload, requirements)
+    }
+}
+
+struct RegistryEntry<T: ?Sized> {
+    scheme: String,
+    networks: ChainIdPattern,
+    handler: Arc<T>,
+}
+
+/// Handlers keyed by (scheme, network pattern).
+///
+/// Lookup picks the most specific matching pattern (exact chain over a set
+/// over a whole namespace); among equals, the one registered last wins, so an
+/// application can override a default plugin.
+pub struct SchemeRegistry<T: ?Sized> {
+    entries: Vec<RegistryEntry<T>>,
+}
+
+impl<T: ?Sized> Default for SchemeRegistry<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T: ?Sized> Clone for SchemeRegistry<T> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self
+                .entries
+                .iter()
+                .map(|e| RegistryEntry {
+                    scheme: e.scheme.clone(),
+                    networks: e.networks.clone(),
+                    handler: Arc::clone(&e.handler),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for SchemeRegistry<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.entries
+                    .iter()
+                    .map(|e| format!("{} @ {}", e.scheme, e.networks)),
+            )
+            .finish()
+    }
+}
+
+impl<T: ?Sized> SchemeRegistry<T> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` for `scheme` on `networks`.
+    pub fn register(
+        &mut self,
+        scheme: impl Into<String>,
+        networks: ChainIdPattern,
+        handler: Arc<T>,
+    ) -> &mut Self {
+        self.entries.push(RegistryEntry {
+            scheme: scheme.into(),
+            networks,
+            handler,
+        });
+        self
+    }
+
+    /// The handler for `scheme` on `network`, if any.
+    pub fn find(&self, scheme: &str, network: &ChainId) -> Option<&Arc<T>> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.scheme == scheme && e.networks.matches(network))
+            .max_by_key(|(index, e)| (e.networks.specificity(), *index))
+            .map(|(_, e)| &e.handler)
+    }
+
+    /// Whether any handler serves `scheme` on `network`.
+    pub fn supports(&self, scheme: &str, network: &ChainId) -> bool {
+        self.find(scheme, network).is_some()
+    }
+
+    /// All registrations, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ChainIdPattern, &Arc<T>)> {
+        self.entries
+            .iter()
+            .map(|e| (e.scheme.as_str(), &e.networks, &e.handler))
+    }
+
+    /// Number of registrations.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(&'static str);
+
+    #[test]
+    fn most_specific_then_latest_wins() {
+        let mut registry: SchemeRegistry<Named> = SchemeRegistry::new();
+        registry
+            .register(
+                "exact",
+                ChainIdPattern::parse("eip155:*").unwrap(),
+                Arc::new(Named("any-evm")),
+            )
+            .register(
+                "exact",
+                ChainIdPattern::parse("base").unwrap(),
+                Arc::new(Named("base")),
+            )
+            .register(
+                "exact",
+                ChainIdPattern::parse("eip155:*").unwrap(),
+                Arc::new(Named("evm-override")),
+            );
+        let find = |scheme: &str, chain: ChainId| registry.find(scheme, &chain).map(|h| h.0);
+        assert_eq!(find("exact", ChainId::eip155(8453)), Some("base"));
+        assert_eq!(find("exact", ChainId::eip155(1)), Some("evm-override"));
+        assert_eq!(find("upto", ChainId::eip155(1)), None);
+        assert_eq!(find("exact", ChainId::parse("solana:abc").unwrap()), None);
+        assert_eq!(registry.len(), 3);
+    }
+}
