@@ -1,0 +1,1272 @@
+//! Facilitator side of `exact` EIP-3009: verification against the chain and
+//! settlement through the facilitator's own signers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, B256, Bytes, Signature, TxKind, U256};
+use alloy_sol_types::{SolCall, SolEvent};
+use tokio::sync::Mutex as AsyncMutex;
+use x402_core::{
+    BoxFuture, ChainId, ErrorReason, NoObserver, PaymentPayload, PaymentRequirements, SchemeError,
+    SchemeFacilitator, SettleResponse, SettlementObserver, VerifyResponse, X402_VERSION,
+};
+
+use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
+use super::{Clock, SCHEME, system_clock};
+use crate::contracts::{ERC1271_MAGIC_VALUE, IEip3009Token, IErc1271};
+use crate::eip6492;
+use crate::networks::EvmNetwork;
+use crate::rpc::{Receipt, RpcClient, RpcError, call_params, create_call_params, decode_bytes};
+use crate::signer::EvmSigner;
+
+/// One chain the facilitator settles on.
+pub struct EvmChainConfig {
+    /// The chain and the assets accepted on it (anything else is refused).
+    pub network: EvmNetwork,
+    /// RPC access (several endpoints with fail-over).
+    pub rpc: Arc<RpcClient>,
+    /// Settlement signers, used round-robin.
+    pub signers: Vec<Arc<dyn EvmSigner>>,
+    /// Gas limit of a settlement transaction.
+    pub gas_limit: u64,
+    /// Highest `maxFeePerGas` the facilitator pays, in wei. Settlement is
+    /// refused (nothing sent) while the network asks for more.
+    pub max_fee_per_gas: u128,
+    /// Highest priority fee (tip), in wei.
+    pub max_priority_fee_per_gas: u128,
+    /// Most gas the facilitator spends deploying a counterfactual (EIP-6492)
+    /// wallet before settling from it; 0 refuses such payments. Bounds what
+    /// an attacker can make the facilitator pay for deployments.
+    pub max_wallet_deployment_gas: u64,
+}
+
+impl EvmChainConfig {
+    /// A chain with default gas settings (250k gas, 500 gwei fee cap, 2 gwei tip cap).
+    pub fn new(network: EvmNetwork, rpc: Arc<RpcClient>, signers: Vec<Arc<dyn EvmSigner>>) -> Self {
+        Self {
+            network,
+            rpc,
+            signers,
+            gas_limit: 250_000,
+            max_fee_per_gas: 500_000_000_000,
+            max_priority_fee_per_gas: 2_000_000_000,
+            max_wallet_deployment_gas: 1_000_000,
+        }
+    }
+}
+
+/// Per-signer nonce state. The lock is held from nonce allocation to the end
+/// of `eth_sendRawTransaction`, never while waiting for a receipt: sends of
+/// one signer are ordered (no nonce gaps, no collisions) and confirmations
+/// overlap.
+struct SignerSlot {
+    signer: Arc<dyn EvmSigner>,
+    next_nonce: AsyncMutex<Option<u64>>,
+}
+
+struct ChainState {
+    config: EvmChainConfig,
+    slots: Vec<SignerSlot>,
+    next_slot: AtomicUsize,
+    domains: std::sync::Mutex<HashMap<Address, (String, String)>>,
+    gas_price: std::sync::Mutex<Option<(u128, Instant)>>,
+    /// One lock per authorization being settled, so concurrent settles of the
+    /// same authorization run one after the other (the second then finds the
+    /// first's transaction instead of sending a doomed duplicate).
+    in_flight: std::sync::Mutex<HashMap<AuthorizationKey, Arc<AsyncMutex<()>>>>,
+}
+
+/// (token, payer, nonce): identifies one EIP-3009 authorization.
+type AuthorizationKey = (Address, Address, B256);
+
+/// Builder for [`ExactEvmFacilitator`].
+pub struct ExactEvmFacilitatorBuilder {
+    chains: Vec<EvmChainConfig>,
+    valid_before_buffer: Duration,
+    receipt_timeout: Duration,
+    receipt_poll_max: Duration,
+    clock: Clock,
+    crash_after_broadcast: bool,
+}
+
+impl Default for ExactEvmFacilitatorBuilder {
+    fn default() -> Self {
+        Self {
+            chains: Vec::new(),
+            valid_before_buffer: Duration::from_secs(6),
+            receipt_timeout: Duration::from_secs(30),
+            receipt_poll_max: Duration::from_millis(500),
+            clock: system_clock(),
+            crash_after_broadcast: false,
+        }
+    }
+}
+
+impl ExactEvmFacilitatorBuilder {
+    /// Adds a chain.
+    pub fn chain(mut self, chain: EvmChainConfig) -> Self {
+        self.chains.push(chain);
+        self
+    }
+
+    /// Minimum remaining validity of an authorization (default 6 s), so that
+    /// it cannot expire between verification and inclusion in a block.
+    pub fn valid_before_buffer(mut self, buffer: Duration) -> Self {
+        self.valid_before_buffer = buffer;
+        self
+    }
+
+    /// How long settlement waits for a receipt before answering "pending".
+    pub fn receipt_timeout(mut self, timeout: Duration) -> Self {
+        self.receipt_timeout = timeout;
+        self
+    }
+
+    /// Longest pause between receipt checks (checks start at 1 ms and double).
+    pub fn receipt_poll_max(mut self, interval: Duration) -> Self {
+        self.receipt_poll_max = interval;
+        self
+    }
+
+    /// Replaces the clock (tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Fault injection for crash-recovery tests: abort the whole process
+    /// right after a settlement transaction is broadcast, before its outcome
+    /// is known or recorded. Never enable in production.
+    pub fn crash_after_broadcast(mut self, crash: bool) -> Self {
+        self.crash_after_broadcast = crash;
+        self
+    }
+
+    /// Builds the facilitator.
+    pub fn build(self) -> Result<ExactEvmFacilitator, SchemeError> {
+        let mut chains = HashMap::new();
+        for config in self.chains {
+            if config.signers.is_empty() {
+                return Err(SchemeError::InvalidRequirements(format!(
+                    "chain {} has no settlement signer",
+                    config.network.chain
+                )));
+            }
+            let slots = config
+                .signers
+                .iter()
+                .map(|signer| SignerSlot {
+                    signer: Arc::clone(signer),
+                    next_nonce: AsyncMutex::new(None),
+                })
+                .collect();
+            chains.insert(
+                config.network.chain_id,
+                ChainState {
+                    config,
+                    slots,
+                    next_slot: AtomicUsize::new(0),
+                    domains: std::sync::Mutex::new(HashMap::new()),
+                    gas_price: std::sync::Mutex::new(None),
+                    in_flight: std::sync::Mutex::new(HashMap::new()),
+                },
+            );
+        }
+        Ok(ExactEvmFacilitator {
+            chains,
+            valid_before_buffer: self.valid_before_buffer.as_secs(),
+            receipt_timeout: self.receipt_timeout,
+            receipt_poll_max: self.receipt_poll_max,
+            clock: self.clock,
+            crash_after_broadcast: self.crash_after_broadcast,
+        })
+    }
+}
+
+/// Verifies and settles `exact` EIP-3009 payments on the configured chains.
+pub struct ExactEvmFacilitator {
+    chains: HashMap<u64, ChainState>,
+    valid_before_buffer: u64,
+    receipt_timeout: Duration,
+    receipt_poll_max: Duration,
+    clock: Clock,
+    crash_after_broadcast: bool,
+}
+
+/// A payment refused by verification.
+struct Rejection {
+    reason: ErrorReason,
+    message: String,
+    payer: Option<Address>,
+}
+
+fn reject(reason: ErrorReason, message: impl Into<String>, payer: Option<Address>) -> Rejection {
+    Rejection {
+        reason,
+        message: message.into(),
+        payer,
+    }
+}
+
+/// A payment that passed every check.
+struct Verified<'a> {
+    chain: &'a ChainState,
+    asset: Address,
+    /// The payload as it will be executed (an EIP-6492 wrapper removed).
+    payload: ExactEvmPayload,
+    calldata: Vec<u8>,
+    /// Factory call deploying a counterfactual (EIP-6492) wallet before the transfer.
+    deploy: Option<(Address, Bytes)>,
+}
+
+/// Outcome of the checks: infrastructure errors are `Err`, refusals are
+/// `Ok(Err(Rejection))`.
+type Checked<'a> = Result<Result<Verified<'a>, Rejection>, SchemeError>;
+
+fn chain_error(error: RpcError) -> SchemeError {
+    SchemeError::Chain(error.to_string())
+}
+
+/// Whether `signature` is a plain 65-byte ECDSA signature by `from` over `digest`.
+fn ecdsa_signer_matches(signature: &[u8], digest: &B256, from: Address) -> bool {
+    if signature.len() != 65 {
+        return false;
+    }
+    Signature::from_raw(signature)
+        .ok()
+        .and_then(|sig| sig.recover_address_from_prehash(digest).ok())
+        .is_some_and(|recovered| recovered == from)
+}
+
+/// Calldata of `transferWithAuthorization`: the `(v, r, s)` form for 65-byte
+/// signatures (understood by every EIP-3009 token) and the `bytes` form
+/// (EIP-1271 capable tokens such as FiatTokenV2_2) for anything else.
+fn transfer_calldata(payload: &ExactEvmPayload) -> Vec<u8> {
+    let auth = &payload.authorization;
+    let signature = &payload.signature;
+    if signature.len() == 65 {
+        let v = match signature[64] {
+            v @ (0 | 1) => v + 27,
+            v => v,
+        };
+        IEip3009Token::transferWithAuthorization_0Call {
+            from: auth.from,
+            to: auth.to,
+            value: auth.value.as_u256(),
+            validAfter: auth.valid_after.as_u256(),
+            validBefore: auth.valid_before.as_u256(),
+            nonce: auth.nonce,
+            v,
+            r: B256::from_slice(&signature[..32]),
+            s: B256::from_slice(&signature[32..64]),
+        }
+        .abi_encode()
+    } else {
+        IEip3009Token::transferWithAuthorization_1Call {
+            from: auth.from,
+            to: auth.to,
+            value: auth.value.as_u256(),
+            validAfter: auth.valid_after.as_u256(),
+            validBefore: auth.valid_before.as_u256(),
+            nonce: auth.nonce,
+            signature: signature.clone(),
+        }
+        .abi_encode()
+    }
+}
+
+/// Whether `receipt` carries `Transfer(from, to, value)` emitted by `asset`.
+fn has_transfer_log(
+    receipt: &Receipt,
+    asset: Address,
+    from: Address,
+    to: Address,
+    value: U256,
+) -> bool {
+    receipt.logs.iter().any(|log| {
+        log.address == asset
+            && log.topics.len() == 3
+            && log.topics[0] == IEip3009Token::Transfer::SIGNATURE_HASH
+            && log.topics[1] == from.into_word()
+            && log.topics[2] == to.into_word()
+            && log.data.len() == 32
+            && U256::from_be_slice(&log.data) == value
+    })
+}
+
+fn revert_message(error: &RpcError) -> String {
+    match error {
+        RpcError::Node { message, data, .. } => match data {
+            Some(data) => format!("{message} ({data})"),
+            None => message.clone(),
+        },
+        other => other.to_string(),
+    }
+}
+
+impl ExactEvmFacilitator {
+    /// Starts a builder.
+    pub fn builder() -> ExactEvmFacilitatorBuilder {
+        ExactEvmFacilitatorBuilder::default()
+    }
+
+    /// EIP-712 name and version of `asset`, read from the token once and
+    /// cached; falls back to the configured table for tokens lacking the
+    /// getters.
+    async fn domain_of(
+        &self,
+        chain: &ChainState,
+        asset: Address,
+    ) -> Result<(String, String), SchemeError> {
+        if let Some(cached) = chain
+            .domains
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&asset).cloned())
+        {
+            return Ok(cached);
+        }
+        let answers = chain
+            .config
+            .rpc
+            .batch(vec![
+                (
+                    "eth_call",
+                    call_params(None, asset, &IEip3009Token::nameCall {}.abi_encode()),
+                ),
+                (
+                    "eth_call",
+                    call_params(None, asset, &IEip3009Token::versionCall {}.abi_encode()),
+                ),
+            ])
+            .await
+            .map_err(chain_error)?;
+        let mut answers = answers.into_iter();
+        let name = answers
+            .next()
+            .and_then(|r| decode_bytes(r).ok())
+            .and_then(|b| IEip3009Token::nameCall::abi_decode_returns(&b).ok());
+        let version = answers
+            .next()
+            .and_then(|r| decode_bytes(r).ok())
+            .and_then(|b| IEip3009Token::versionCall::abi_decode_returns(&b).ok());
+        let configured = chain.config.network.asset(asset);
+        let domain = match (name, version, configured) {
+            (Some(name), Some(version), _) => (name, version),
+            (name, version, Some(known)) => (
+                name.unwrap_or_else(|| known.eip712_name.clone()),
+                version.unwrap_or_else(|| known.eip712_version.clone()),
+            ),
+            _ => {
+                return Err(SchemeError::Chain(format!(
+                    "could not read the EIP-712 domain of {asset}"
+                )));
+            }
+        };
+        if let Ok(mut domains) = chain.domains.lock() {
+            domains.insert(asset, domain.clone());
+        }
+        Ok(domain)
+    }
+
+    async fn check<'a>(
+        &'a self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Checked<'a> {
+        let accepted = &payload.accepted;
+        if payload.x402_version != X402_VERSION {
+            return Ok(Err(reject(
+                ErrorReason::InvalidX402Version,
+                "x402Version must be 2",
+                None,
+            )));
+        }
+        if requirements.scheme != SCHEME || accepted.scheme != SCHEME {
+            return Ok(Err(reject(
+                ErrorReason::InvalidScheme,
+                "scheme must be exact",
+                None,
+            )));
+        }
+        if accepted.network != requirements.network {
+            return Ok(Err(reject(
+                ErrorReason::InvalidNetwork,
+                "payload network differs from requirements",
+                None,
+            )));
+        }
+        let Some(chain) = requirements
+            .network
+            .eip155_id()
+            .and_then(|id| self.chains.get(&id))
+        else {
+            return Ok(Err(reject(
+                ErrorReason::InvalidNetwork,
+                format!(
+                    "network {} is not served by this facilitator",
+                    requirements.network
+                ),
+                None,
+            )));
+        };
+        match requirements.extra_str("assetTransferMethod") {
+            None | Some("eip3009") => {}
+            Some(other) => {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidPaymentRequirements,
+                    format!("asset transfer method {other:?} is not supported"),
+                    None,
+                )));
+            }
+        }
+        let Ok(asset) = requirements.asset.parse::<Address>() else {
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "asset is not an address",
+                None,
+            )));
+        };
+        let Ok(pay_to) = requirements.pay_to.parse::<Address>() else {
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "payTo is not an address",
+                None,
+            )));
+        };
+        if chain.config.network.asset(asset).is_none() {
+            return Ok(Err(reject(
+                ErrorReason::UnsupportedAsset,
+                format!("asset {asset} is not accepted on {}", requirements.network),
+                None,
+            )));
+        }
+        // The client's copy of the requirements must be the server's.
+        let accepted_matches = accepted.asset.parse::<Address>().ok() == Some(asset)
+            && accepted.pay_to.parse::<Address>().ok() == Some(pay_to)
+            && accepted.amount == requirements.amount;
+        if !accepted_matches {
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "accepted requirements differ from the server's (asset, payTo or amount)",
+                None,
+            )));
+        }
+        let exact = match ExactEvmPayload::from_json(&payload.payload) {
+            Ok(exact) => exact,
+            Err(e) => {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidPayload,
+                    format!("payload: {e}"),
+                    None,
+                )));
+            }
+        };
+        let auth = &exact.authorization;
+        let payer = Some(auth.from);
+        // Every comparison below is against the signed authorization and the
+        // server's requirements, never against the client's `accepted` copy.
+        if auth.to != pay_to {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+                format!("authorization pays {} but payTo is {pay_to}", auth.to),
+                payer,
+            )));
+        }
+        if auth.value != requirements.amount {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+                format!(
+                    "authorization value {} differs from amount {}",
+                    auth.value, requirements.amount
+                ),
+                payer,
+            )));
+        }
+        let now = U256::from((self.clock)());
+        if auth.valid_after.as_u256() > now {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+                "authorization is not valid yet",
+                payer,
+            )));
+        }
+        if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                format!(
+                    "authorization expires in less than {} s",
+                    self.valid_before_buffer
+                ),
+                payer,
+            )));
+        }
+        let (name, version) = self.domain_of(chain, asset).await?;
+        let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
+        let digest = signing_hash(auth, &domain);
+        let counterfactual = eip6492::unwrap(&exact.signature);
+        if counterfactual.is_none() && eip6492::is_wrapped(&exact.signature) {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadSignature,
+                "malformed EIP-6492 signature",
+                payer,
+            )));
+        }
+        let executed = match &counterfactual {
+            Some(wrapped) => ExactEvmPayload {
+                authorization: auth.clone(),
+                signature: wrapped.inner_signature.clone(),
+            },
+            None => exact.clone(),
+        };
+        let is_eoa_signature =
+            counterfactual.is_none() && ecdsa_signer_matches(&exact.signature, &digest, auth.from);
+
+        let calldata = transfer_calldata(&executed);
+        let simulator = chain.slots[0].signer.address();
+        let state_calls = || {
+            vec![
+                (
+                    "eth_call",
+                    call_params(
+                        None,
+                        asset,
+                        &IEip3009Token::authorizationStateCall {
+                            authorizer: auth.from,
+                            nonce: auth.nonce,
+                        }
+                        .abi_encode(),
+                    ),
+                ),
+                (
+                    "eth_call",
+                    call_params(
+                        None,
+                        asset,
+                        &IEip3009Token::balanceOfCall { account: auth.from }.abi_encode(),
+                    ),
+                ),
+            ]
+        };
+        // The simulation alone proves, for a deployed payer, that the nonce is
+        // unused and the balance sufficient: the happy path costs the node one
+        // call. The state reads that name the reason for a failure are only
+        // made when the simulation fails (or cannot run: an undeployed wallet).
+        let mut calls = vec![("eth_call", call_params(Some(simulator), asset, &calldata))];
+        if counterfactual.is_some() {
+            calls.extend(state_calls());
+            calls.push(("eth_getCode", serde_json::json!([auth.from, "latest"])));
+            calls.push((
+                "eth_call",
+                create_call_params(&eip6492::validation_calldata(
+                    auth.from,
+                    digest,
+                    &exact.signature,
+                )),
+            ));
+        } else if !is_eoa_signature {
+            calls.push((
+                "eth_call",
+                call_params(
+                    None,
+                    auth.from,
+                    &IErc1271::isValidSignatureCall {
+                        hash: digest,
+                        signature: exact.signature.clone(),
+                    }
+                    .abi_encode(),
+                ),
+            ));
+        }
+        let mut answers = chain
+            .config
+            .rpc
+            .batch(calls)
+            .await
+            .map_err(chain_error)?
+            .into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .unwrap_or(Err(RpcError::Decode("short batch".into())))
+        };
+        let simulation = next();
+        let mut state = None;
+
+        let mut deploy = None;
+        if let Some(wrapped) = &counterfactual {
+            state = Some((next(), next()));
+            let code = decode_bytes(next()).map_err(chain_error)?;
+            let valid = decode_bytes(next()).is_ok_and(|answer| answer.as_ref() == [1u8]);
+            if !valid {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidExactEvmPayloadSignature,
+                    "EIP-6492 signature does not validate for `from`",
+                    payer,
+                )));
+            }
+            if code.is_empty() {
+                deploy = Some((wrapped.factory, wrapped.factory_calldata.clone()));
+            }
+        } else if !is_eoa_signature {
+            // Not an ECDSA signature by `from`: accept only a deployed
+            // contract wallet that validates it by EIP-1271.
+            let valid_1271 = decode_bytes(next())
+                .ok()
+                .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
+                .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
+            if !valid_1271 {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidExactEvmPayloadSignature,
+                    "signature does not authorise this transfer (neither ECDSA by `from` nor EIP-1271)",
+                    payer,
+                )));
+            }
+        }
+        // An undeployed wallet cannot be simulated before its deployment (the
+        // validator call above stood in for the signature check).
+        let simulation_error = match simulation {
+            Ok(_) => None,
+            Err(_) if deploy.is_some() => None,
+            Err(error @ RpcError::Node { .. }) => Some(error),
+            Err(error) => return Err(chain_error(error)),
+        };
+        if state.is_none() && simulation_error.is_some() {
+            let mut answers = chain
+                .config
+                .rpc
+                .batch(state_calls())
+                .await
+                .map_err(chain_error)?
+                .into_iter();
+            let mut next = || {
+                answers
+                    .next()
+                    .unwrap_or(Err(RpcError::Decode("short batch".into())))
+            };
+            state = Some((next(), next()));
+        }
+        if let Some((used, balance)) = state {
+            let used = decode_bytes(used)
+                .ok()
+                .and_then(|b| IEip3009Token::authorizationStateCall::abi_decode_returns(&b).ok())
+                .ok_or_else(|| SchemeError::Chain("authorizationState unreadable".into()))?;
+            if used {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+                    "authorization nonce already used",
+                    payer,
+                )));
+            }
+            let balance = decode_bytes(balance)
+                .ok()
+                .and_then(|b| IEip3009Token::balanceOfCall::abi_decode_returns(&b).ok())
+                .ok_or_else(|| SchemeError::Chain("balanceOf unreadable".into()))?;
+            if balance < auth.value.as_u256() {
+                return Ok(Err(reject(
+                    ErrorReason::InsufficientFunds,
+                    format!("balance {balance} is below {}", auth.value),
+                    payer,
+                )));
+            }
+        }
+        if let Some(error) = simulation_error {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadSimulationFailed,
+                format!("simulation reverted: {}", revert_message(&error)),
+                payer,
+            )));
+        }
+        Ok(Ok(Verified {
+            chain,
+            asset,
+            payload: executed,
+            calldata,
+            deploy,
+        }))
+    }
+
+    /// Current gas price, cached for a second per chain.
+    async fn gas_price(&self, chain: &ChainState) -> Result<u128, SchemeError> {
+        if let Some((price, at)) = chain.gas_price.lock().ok().and_then(|g| *g)
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(price);
+        }
+        let price = chain.config.rpc.gas_price().await.map_err(chain_error)?;
+        if let Ok(mut cached) = chain.gas_price.lock() {
+            *cached = Some((price, Instant::now()));
+        }
+        Ok(price)
+    }
+
+    /// Signs and broadcasts a transaction calling `to` with `data` from the
+    /// next signer; returns its hash.
+    async fn send(
+        &self,
+        chain: &ChainState,
+        call: (Address, &[u8], u64),
+        payer: Address,
+        observer: &dyn SettlementObserver,
+    ) -> Result<Result<B256, Rejection>, SchemeError> {
+        let (to, data, gas_limit) = call;
+        let config = &chain.config;
+        let gas_price = self.gas_price(chain).await?;
+        let priority = gas_price.min(config.max_priority_fee_per_gas);
+        let max_fee = gas_price.saturating_mul(2).saturating_add(priority);
+        if gas_price > config.max_fee_per_gas {
+            return Ok(Err(reject(
+                ErrorReason::UnexpectedSettleError,
+                format!(
+                    "gas price {gas_price} wei is above the facilitator's cap; try again later"
+                ),
+                Some(payer),
+            )));
+        }
+        let max_fee = max_fee.min(config.max_fee_per_gas);
+        let index = chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len();
+        let slot = &chain.slots[index];
+        let mut next_nonce = slot.next_nonce.lock().await;
+        let mut resynced = false;
+        loop {
+            let nonce = match *next_nonce {
+                Some(nonce) => nonce,
+                None => config
+                    .rpc
+                    .pending_nonce(slot.signer.address())
+                    .await
+                    .map_err(chain_error)?,
+            };
+            let tx = TxEip1559 {
+                chain_id: config.network.chain_id,
+                nonce,
+                gas_limit,
+                max_fee_per_gas: max_fee,
+                max_priority_fee_per_gas: priority,
+                to: TxKind::Call(to),
+                value: U256::ZERO,
+                access_list: Default::default(),
+                input: Bytes::copy_from_slice(data),
+            };
+            let signature = slot
+                .signer
+                .sign_hash(&tx.signature_hash())
+                .await
+                .map_err(|e| SchemeError::Signing(e.to_string()))?;
+            let envelope = TxEnvelope::from(tx.into_signed(signature));
+            let hash = *envelope.tx_hash();
+            let raw = envelope.encoded_2718();
+            // The ledger learns the hash before the transaction can exist.
+            observer
+                .before_broadcast(&config.network.chain, &hash.to_string())
+                .await
+                .map_err(|e| {
+                    SchemeError::Chain(format!("settlement not recorded, not sent: {e}"))
+                })?;
+            match config.rpc.send_raw_transaction(&raw).await {
+                Ok(_) => {
+                    *next_nonce = Some(nonce + 1);
+                    if self.crash_after_broadcast {
+                        tracing::error!(%hash, "fault injection: crashing after broadcast");
+                        std::process::abort();
+                    }
+                    return Ok(Ok(hash));
+                }
+                Err(error) => {
+                    let message = error
+                        .node_message()
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    if message.contains("already known") {
+                        *next_nonce = Some(nonce + 1);
+                        return Ok(Ok(hash));
+                    }
+                    if !resynced
+                        && (message.contains("nonce too low") || message.contains("nonce too high"))
+                    {
+                        // Someone else used this key, or a send was lost:
+                        // re-read the chain's view and try once more.
+                        *next_nonce = None;
+                        resynced = true;
+                        continue;
+                    }
+                    // Nothing was accepted: the nonce is not consumed.
+                    *next_nonce = None;
+                    if matches!(error, RpcError::Node { .. }) {
+                        return Ok(Err(reject(
+                            ErrorReason::InvalidTransactionState,
+                            format!(
+                                "node refused the settlement transaction: {}",
+                                revert_message(&error)
+                            ),
+                            Some(payer),
+                        )));
+                    }
+                    return Err(chain_error(error));
+                }
+            }
+        }
+    }
+
+    /// Polls for a receipt (1 ms, doubling up to the configured maximum)
+    /// until it appears or the timeout passes.
+    async fn wait_receipt(
+        &self,
+        rpc: &RpcClient,
+        hash: B256,
+    ) -> Result<Option<Receipt>, SchemeError> {
+        let deadline = Instant::now() + self.receipt_timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match rpc.receipt(hash).await {
+                Ok(Some(receipt)) => return Ok(Some(receipt)),
+                Ok(None) => {}
+                Err(RpcError::Transport(error)) => {
+                    tracing::warn!(%hash, %error, "receipt poll failed; retrying");
+                }
+                Err(error) => return Err(chain_error(error)),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.receipt_poll_max);
+        }
+    }
+
+    /// Looks on chain for an earlier execution of this exact authorization
+    /// (front-run, or settled before by us) and returns its transaction hash
+    /// if it moved exactly `value` from `from` to `to`.
+    async fn find_execution(
+        &self,
+        chain: &ChainState,
+        asset: Address,
+        payload: &ExactEvmPayload,
+    ) -> Result<Option<B256>, SchemeError> {
+        let auth = &payload.authorization;
+        let rpc = &chain.config.rpc;
+        let logs = rpc
+            .logs(
+                asset,
+                vec![
+                    Some(IEip3009Token::AuthorizationUsed::SIGNATURE_HASH),
+                    Some(auth.from.into_word()),
+                    Some(auth.nonce),
+                ],
+                0,
+            )
+            .await
+            .map_err(chain_error)?;
+        for log in logs {
+            let Some(hash) = log.transaction_hash else {
+                continue;
+            };
+            if let Some(receipt) = rpc.receipt(hash).await.map_err(chain_error)?
+                && receipt.succeeded()
+                && has_transfer_log(&receipt, asset, auth.from, auth.to, auth.value.as_u256())
+            {
+                return Ok(Some(hash));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn settle_checked(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        observer: &dyn SettlementObserver,
+    ) -> Result<SettleResponse, SchemeError> {
+        let network = requirements.network.clone();
+        let failed = |rejection: Rejection, transaction: String| {
+            SettleResponse::failed(
+                network.clone(),
+                rejection.reason,
+                rejection.payer.map(|p| p.to_string()),
+                transaction,
+            )
+            .with_message(rejection.message)
+        };
+        let verified = match self.check(payload, requirements).await? {
+            Ok(verified) => verified,
+            Err(rejection) => {
+                if rejection.reason == ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
+                    && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
+                    && let (Ok(asset), Ok(exact)) = (
+                        requirements.asset.parse::<Address>(),
+                        ExactEvmPayload::from_json(&payload.payload),
+                    )
+                    && let Some(hash) = self.find_execution(chain, asset, &exact).await?
+                {
+                    // Already executed with these exact parameters: report
+                    // the truth (paid, by that transaction).
+                    tracing::info!(%hash, "authorization was already settled on chain");
+                    return Ok(SettleResponse::settled(
+                        network,
+                        hash.to_string(),
+                        rejection.payer.map(|p| p.to_string()),
+                    ));
+                }
+                return Ok(failed(rejection, String::new()));
+            }
+        };
+        let auth = verified.payload.authorization.clone();
+        let payer = Some(auth.from.to_string());
+        if let Some((factory, calldata)) = &verified.deploy {
+            // Counterfactual wallet: deploy it first (its factory call), then
+            // the authorization validates by EIP-1271.
+            let config = &verified.chain.config;
+            let estimate: Result<U256, RpcError> = config
+                .rpc
+                .request(
+                    "eth_estimateGas",
+                    serde_json::json!([{
+                        "from": verified.chain.slots[0].signer.address(),
+                        "to": factory,
+                        "data": calldata,
+                    }]),
+                )
+                .await;
+            let gas = estimate
+                .ok()
+                .and_then(|g| u64::try_from(g).ok())
+                .map(|g| g.saturating_add(g / 5));
+            let Some(gas) = gas.filter(|g| *g <= config.max_wallet_deployment_gas) else {
+                return Ok(failed(
+                    reject(
+                        ErrorReason::InvalidExactEvmPayloadSignature,
+                        "counterfactual wallet deployment fails or exceeds the facilitator's gas cap",
+                        Some(auth.from),
+                    ),
+                    String::new(),
+                ));
+            };
+            let hash = match self
+                .send(
+                    verified.chain,
+                    (*factory, calldata, gas),
+                    auth.from,
+                    observer,
+                )
+                .await?
+            {
+                Ok(hash) => hash,
+                Err(rejection) => return Ok(failed(rejection, String::new())),
+            };
+            match self.wait_receipt(&verified.chain.config.rpc, hash).await {
+                Ok(Some(receipt)) if receipt.succeeded() => {}
+                _ => {
+                    return Ok(failed(
+                        reject(
+                            ErrorReason::InvalidTransactionState,
+                            "deployment of the counterfactual wallet failed",
+                            Some(auth.from),
+                        ),
+                        hash.to_string(),
+                    ));
+                }
+            }
+        }
+        let hash = match self
+            .send(
+                verified.chain,
+                (
+                    verified.asset,
+                    &verified.calldata,
+                    verified.chain.config.gas_limit,
+                ),
+                auth.from,
+                observer,
+            )
+            .await?
+        {
+            Ok(hash) => hash,
+            Err(rejection) => return Ok(failed(rejection, String::new())),
+        };
+        let receipt = match self.wait_receipt(&verified.chain.config.rpc, hash).await {
+            Ok(Some(receipt)) => receipt,
+            Ok(None) => {
+                tracing::warn!(%hash, "settlement not confirmed in time; reporting pending");
+                return Ok(SettleResponse::failed(
+                    network,
+                    ErrorReason::TransactionPending,
+                    payer,
+                    hash.to_string(),
+                )
+                .with_message("transaction sent but not yet confirmed"));
+            }
+            Err(error) => {
+                tracing::warn!(%hash, %error, "receipt unavailable; reporting pending");
+                return Ok(SettleResponse::failed(
+                    network,
+                    ErrorReason::TransactionPending,
+                    payer,
+                    hash.to_string(),
+                )
+                .with_message(format!("transaction sent; receipt unavailable: {error}")));
+            }
+        };
+        if receipt.succeeded()
+            && has_transfer_log(
+                &receipt,
+                verified.asset,
+                auth.from,
+                auth.to,
+                auth.value.as_u256(),
+            )
+        {
+            let mut response = SettleResponse::settled(network, hash.to_string(), payer);
+            response.amount = Some(auth.value);
+            Ok(response)
+        } else if !receipt.succeeded()
+            && let Some(earlier) = self
+                .find_execution(verified.chain, verified.asset, &verified.payload)
+                .await?
+        {
+            // Our transaction lost a race to another execution of the same
+            // authorization (a front-runner, or our own earlier attempt that
+            // was still in the mempool when a retry re-verified): the payer
+            // was charged exactly once, by that transaction.
+            tracing::info!(%hash, %earlier, "authorization executed by another transaction");
+            let mut response = SettleResponse::settled(network, earlier.to_string(), payer);
+            response.amount = Some(auth.value);
+            Ok(response)
+        } else {
+            Ok(SettleResponse::failed(
+                network,
+                ErrorReason::InvalidTransactionState,
+                payer,
+                hash.to_string(),
+            )
+            .with_message(if receipt.succeeded() {
+                "transaction succeeded but did not transfer the exact amount to payTo"
+            } else {
+                "settlement transaction reverted"
+            }))
+        }
+    }
+}
+
+impl SchemeFacilitator for ExactEvmFacilitator {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
+    fn networks(&self) -> Vec<ChainId> {
+        let mut networks: Vec<ChainId> = self
+            .chains
+            .values()
+            .map(|c| c.config.network.chain.clone())
+            .collect();
+        networks.sort();
+        networks
+    }
+
+    fn signers(&self, network: &ChainId) -> Vec<String> {
+        network
+            .eip155_id()
+            .and_then(|id| self.chains.get(&id))
+            .map(|chain| {
+                chain
+                    .slots
+                    .iter()
+                    .map(|s| s.signer.address().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn verify<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<VerifyResponse, SchemeError>> {
+        Box::pin(async move {
+            Ok(match self.check(payload, requirements).await? {
+                Ok(verified) => {
+                    VerifyResponse::valid(verified.payload.authorization.from.to_string())
+                }
+                Err(rejection) => VerifyResponse::invalid(
+                    rejection.reason,
+                    rejection.payer.map(|p| p.to_string()),
+                )
+                .with_message(rejection.message),
+            })
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
+        self.settle_observed(payload, requirements, &NoObserver)
+    }
+
+    fn settle_observed<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+        observer: &'a dyn SettlementObserver,
+    ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
+        Box::pin(async move {
+            // Serialise settles of the same authorization (see `in_flight`).
+            let key = ExactEvmPayload::from_json(&payload.payload)
+                .ok()
+                .zip(requirements.asset.parse::<Address>().ok())
+                .map(|(p, asset)| (asset, p.authorization.from, p.authorization.nonce));
+            let chain = requirements
+                .network
+                .eip155_id()
+                .and_then(|id| self.chains.get(&id));
+            let guard = match (key, chain) {
+                (Some(key), Some(chain)) => {
+                    let lock = chain
+                        .in_flight
+                        .lock()
+                        .map(|mut map| Arc::clone(map.entry(key).or_default()))
+                        .ok();
+                    match lock {
+                        Some(lock) => Some((key, chain, lock.lock_owned().await)),
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let outcome = self.settle_checked(payload, requirements, observer).await;
+            if let Some((key, chain, guard)) = guard {
+                drop(guard);
+                if let Ok(mut map) = chain.in_flight.lock()
+                    && map
+                        .get(&key)
+                        .is_some_and(|lock| Arc::strong_count(lock) == 1)
+                {
+                    map.remove(&key);
+                }
+            }
+            outcome
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Log;
+
+    fn transfer_log(token: Address, from: Address, to: Address, value: u64) -> Log {
+        Log {
+            address: token,
+            topics: vec![
+                IEip3009Token::Transfer::SIGNATURE_HASH,
+                from.into_word(),
+                to.into_word(),
+            ],
+            data: U256::from(value).to_be_bytes::<32>().to_vec().into(),
+            transaction_hash: None,
+            block_number: None,
+        }
+    }
+
+    fn receipt(logs: Vec<Log>) -> Receipt {
+        Receipt {
+            transaction_hash: B256::ZERO,
+            status: Some(U256::from(1)),
+            block_number: None,
+            gas_used: None,
+            logs,
+        }
+    }
+
+    /// A successful receipt is not proof of payment (field lesson 12): the
+    /// exact `Transfer` event of the expected token must be there.
+    #[test]
+    fn settlement_truth_is_the_transfer_event() {
+        let (token, from, to) = (
+            Address::repeat_byte(1),
+            Address::repeat_byte(2),
+            Address::repeat_byte(3),
+        );
+        let value = U256::from(10_000);
+        assert!(has_transfer_log(
+            &receipt(vec![transfer_log(token, from, to, 10_000)]),
+            token,
+            from,
+            to,
+            value
+        ));
+        assert!(
+            !has_transfer_log(&receipt(vec![]), token, from, to, value),
+            "no event"
+        );
+        assert!(
+            !has_transfer_log(
+                &receipt(vec![transfer_log(token, from, to, 9_900)]),
+                token,
+                from,
+                to,
+                value
+            ),
+            "fee-on-transfer moved less"
+        );
+        assert!(
+            !has_transfer_log(
+                &receipt(vec![transfer_log(
+                    Address::repeat_byte(9),
+                    from,
+                    to,
+                    10_000
+                )]),
+                token,
+                from,
+                to,
+                value
+            ),
+            "event from another contract"
+        );
+        assert!(
+            !has_transfer_log(
+                &receipt(vec![transfer_log(
+                    token,
+                    from,
+                    Address::repeat_byte(4),
+                    10_000
+                )]),
+                token,
+                from,
+                to,
+                value
+            ),
+            "paid someone else"
+        );
+    }
+
+    #[test]
+    fn v_is_normalised_for_the_vrs_overload() {
+        let payload = ExactEvmPayload {
+            authorization: super::super::Authorization {
+                from: Address::ZERO,
+                to: Address::ZERO,
+                value: 1u64.into(),
+                valid_after: 0u64.into(),
+                valid_before: 1u64.into(),
+                nonce: B256::ZERO,
+            },
+            signature: {
+                let mut raw = vec![0u8; 65];
+                raw[64] = 1;
+                raw.into()
+            },
+        };
+        let call = IEip3009Token::transferWithAuthorization_0Call::abi_decode(&transfer_calldata(
+            &payload,
+        ))
+        .unwrap();
+        assert_eq!(call.v, 28);
+    }
+}

@@ -1,0 +1,28 @@
+//! The `exact` scheme on EVM chains, EIP-3009 (`transferWithAuthorization`)
+//! asset transfer method.
+
+mod client;
+mod facilitator;
+mod payload;
+mod server;
+
+pub use client::{ExactEvmClient, NonceSource};
+pub use facilitator::{EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder};
+pub use payload::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
+pub use server::ExactEvmServer;
+
+/// Scheme identifier.
+pub const SCHEME: &str = "exact";
+
+/// Clock returning Unix seconds; injectable so tests can move time.
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    })
+}

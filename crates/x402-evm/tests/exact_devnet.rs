@@ -1,0 +1,812 @@
+//! The `exact` EIP-3009 scheme end to end on a local anvil chain with
+//! Circle's real USDC: one test per verification check (each fails if its
+//! check is removed), settlement truth, replay, front-running, concurrency.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::SolCall;
+use x402_core::{
+    ChainId, ErrorReason, Money, PaymentPayload, PaymentRequirements, Price, RequirementsRequest,
+    SchemeFacilitator, SchemeServer,
+};
+use x402_evm::exact::{
+    Authorization, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmPayload,
+    ExactEvmServer, eip712_domain, signing_hash,
+};
+use x402_evm::rpc::RpcClient;
+use x402_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
+use x402_testkit::{Devnet, DevnetOptions};
+
+const PRICE: u64 = 10_000; // $0.01
+
+struct Env {
+    devnet: Devnet,
+    facilitator: ExactEvmFacilitator,
+    network: EvmNetwork,
+}
+
+fn anvil_network(usdc: Address) -> EvmNetwork {
+    EvmNetwork::anvil(usdc)
+}
+
+async fn facilitator_for(
+    devnet: &Devnet,
+    signers: usize,
+    tune: impl FnOnce(
+        x402_evm::exact::ExactEvmFacilitatorBuilder,
+    ) -> x402_evm::exact::ExactEvmFacilitatorBuilder,
+) -> ExactEvmFacilitator {
+    facilitator_with_chain(devnet, signers, |_| {}, tune).await
+}
+
+async fn facilitator_with_chain(
+    devnet: &Devnet,
+    signers: usize,
+    tune_chain: impl FnOnce(&mut EvmChainConfig),
+    tune: impl FnOnce(
+        x402_evm::exact::ExactEvmFacilitatorBuilder,
+    ) -> x402_evm::exact::ExactEvmFacilitatorBuilder,
+) -> ExactEvmFacilitator {
+    let rpc = Arc::new(
+        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap(),
+    );
+    let mut keys: Vec<Arc<dyn EvmSigner>> = Vec::new();
+    for _ in 0..signers {
+        let key = LocalSigner::random();
+        devnet
+            .set_eth_balance(key.address(), U256::from(10u128.pow(21)))
+            .await
+            .unwrap();
+        keys.push(Arc::new(key));
+    }
+    let mut chain = EvmChainConfig::new(anvil_network(devnet.usdc()), rpc, keys);
+    tune_chain(&mut chain);
+    tune(ExactEvmFacilitator::builder().chain(chain))
+        .build()
+        .unwrap()
+}
+
+async fn env() -> Env {
+    env_with(DevnetOptions::default()).await
+}
+
+async fn env_with(options: DevnetOptions) -> Env {
+    let devnet = Devnet::start_with(options).await.unwrap();
+    let facilitator = facilitator_for(&devnet, 1, |b| b).await;
+    let network = anvil_network(devnet.usdc());
+    Env {
+        devnet,
+        facilitator,
+        network,
+    }
+}
+
+impl Env {
+    /// What a resource server would require: $0.01 to `pay_to`.
+    fn requirements(&self, pay_to: Address) -> PaymentRequirements {
+        let mut table = EvmNetworks::empty();
+        table.insert(self.network.clone());
+        let chain = ChainId::eip155(31337);
+        let price = Price::Money(Money::parse("$0.01").unwrap());
+        ExactEvmServer::new(table)
+            .requirements(&RequirementsRequest {
+                network: &chain,
+                price: &price,
+                pay_to: &pay_to.to_string(),
+                max_timeout_seconds: 60,
+                facilitator_kind: None,
+            })
+            .unwrap()
+    }
+
+    fn payer_key(&self, index: usize) -> LocalSigner {
+        LocalSigner::new(self.devnet.payer(index).signer())
+    }
+
+    async fn pay(&self, payer: usize, requirements: &PaymentRequirements) -> PaymentPayload {
+        let client = ExactEvmClient::new(self.payer_key(payer));
+        let exact = client.sign(requirements).await.unwrap();
+        wrap(exact, requirements)
+    }
+
+    /// Signs an arbitrary authorization under an arbitrary domain.
+    fn sign_custom(
+        &self,
+        key: &LocalSigner,
+        authorization: Authorization,
+        name: &str,
+        chain_id: u64,
+        contract: Address,
+    ) -> ExactEvmPayload {
+        let digest = signing_hash(
+            &authorization,
+            &eip712_domain(name, "2", chain_id, contract),
+        );
+        let signature = key.sign_hash_sync(&digest).unwrap();
+        ExactEvmPayload {
+            authorization,
+            signature: signature.as_bytes().into(),
+        }
+    }
+
+    fn valid_authorization(&self, payer: Address, pay_to: Address) -> Authorization {
+        Authorization {
+            from: payer,
+            to: pay_to,
+            value: PRICE.into(),
+            valid_after: 0u64.into(),
+            valid_before: (now() + 300).into(),
+            nonce: B256::random(),
+        }
+    }
+
+    async fn expect_invalid(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        reason: ErrorReason,
+    ) {
+        let answer = self
+            .facilitator
+            .verify(payload, requirements)
+            .await
+            .unwrap();
+        assert!(!answer.is_valid, "expected {reason} but payment was valid");
+        assert_eq!(
+            answer.invalid_reason,
+            Some(reason.clone()),
+            "{:?}",
+            answer.invalid_message
+        );
+        // Settlement re-verifies and must refuse just the same, moving nothing.
+        let settled = self
+            .facilitator
+            .settle(payload, requirements)
+            .await
+            .unwrap();
+        assert!(!settled.success);
+        assert_eq!(settled.error_reason, Some(reason));
+        assert!(settled.transaction.is_empty(), "nothing may be sent");
+    }
+
+    async fn balance(&self, who: Address) -> U256 {
+        self.devnet.usdc_balance(who).await.unwrap()
+    }
+}
+
+fn wrap(exact: ExactEvmPayload, requirements: &PaymentRequirements) -> PaymentPayload {
+    PaymentPayload {
+        x402_version: 2,
+        payload: exact.to_json(),
+        extensions: None,
+        resource: None,
+        accepted: requirements.clone(),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn payee() -> Address {
+    Address::random()
+}
+
+#[tokio::test]
+async fn verify_then_settle_moves_exactly_the_amount() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payer = env.devnet.payer(1).address;
+    let before = env.balance(payer).await;
+    let payload = env.pay(1, &requirements).await;
+
+    let verified = env
+        .facilitator
+        .verify(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(verified.is_valid, "{:?}", verified.invalid_message);
+    assert_eq!(verified.payer, Some(payer.to_string()));
+
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(
+        settled.success,
+        "{:?} {:?}",
+        settled.error_reason, settled.error_message
+    );
+    assert_eq!(settled.payer, Some(payer.to_string()));
+    assert_eq!(settled.amount, Some(PRICE.into()));
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+    assert_eq!(env.balance(payer).await, before - U256::from(PRICE));
+    let hash: B256 = settled.transaction.parse().unwrap();
+    let receipt = env.devnet.wait_receipt(hash).await.unwrap();
+    assert!(
+        receipt.status,
+        "the reported transaction is on chain and succeeded"
+    );
+}
+
+#[tokio::test]
+async fn settling_twice_pays_once_and_reports_the_same_transaction() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(2, &requirements).await;
+    let first = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(first.success);
+    let second = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(
+        second.success,
+        "already settled is reported truthfully as paid"
+    );
+    assert_eq!(second.transaction, first.transaction);
+    assert_eq!(
+        env.balance(pay_to).await,
+        U256::from(PRICE),
+        "paid exactly once"
+    );
+    // And verify no longer accepts it.
+    let again = env
+        .facilitator
+        .verify(&payload, &requirements)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.invalid_reason,
+        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_settles_of_one_authorization_send_one_transaction() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(3, &requirements).await;
+    let answers =
+        futures_join_all((0..5).map(|_| env.facilitator.settle(&payload, &requirements))).await;
+    let hashes: Vec<String> = answers
+        .into_iter()
+        .map(|a| {
+            let a = a.unwrap();
+            assert!(a.success, "{:?}", a.error_message);
+            a.transaction
+        })
+        .collect();
+    assert!(
+        hashes.windows(2).all(|w| w[0] == w[1]),
+        "one transaction: {hashes:?}"
+    );
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn front_run_authorization_is_reconciled_not_refused() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(4, &requirements).await;
+    let exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
+    // Someone else submits the authorization first.
+    let auth = &exact.authorization;
+    let call = x402_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
+        from: auth.from,
+        to: auth.to,
+        value: auth.value.as_u256(),
+        validAfter: auth.valid_after.as_u256(),
+        validBefore: auth.valid_before.as_u256(),
+        nonce: auth.nonce,
+        signature: exact.signature.clone(),
+    };
+    let outsider = env.devnet.account(7).address;
+    let receipt = env
+        .devnet
+        .transact(outsider, env.devnet.usdc(), call.abi_encode())
+        .await
+        .unwrap();
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(
+        settled.success,
+        "the payer was charged, so the payment is reported as settled"
+    );
+    assert_eq!(settled.transaction, receipt.transaction_hash.to_string());
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn hundred_concurrent_settlements_through_one_signer() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let mut payloads = Vec::new();
+    for i in 0..100 {
+        payloads.push(env.pay(1 + i % 8, &requirements).await);
+    }
+    let before: Vec<U256> =
+        futures_join_all((1..=8).map(|i| env.balance(env.devnet.payer(i).address))).await;
+    let answers = futures_join_all(
+        payloads
+            .iter()
+            .map(|p| env.facilitator.settle(p, &requirements)),
+    )
+    .await;
+    let mut hashes = std::collections::HashSet::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert!(
+            answer.success,
+            "{:?}: {:?}",
+            answer.error_reason, answer.error_message
+        );
+        hashes.insert(answer.transaction);
+    }
+    assert_eq!(hashes.len(), 100, "100 distinct transactions");
+    assert_eq!(env.balance(pay_to).await, U256::from(100 * PRICE));
+    for (i, before) in (1..=8).zip(before) {
+        let paid = (0..100).filter(|n| 1 + n % 8 == i).count() as u64;
+        assert_eq!(
+            env.balance(env.devnet.payer(i).address).await,
+            before - U256::from(paid * PRICE)
+        );
+    }
+}
+
+#[tokio::test]
+async fn unconfirmed_settlement_is_pending_with_its_hash() {
+    let env = env_with(DevnetOptions {
+        automine: false,
+        block_time: None,
+        ..DevnetOptions::default()
+    })
+    .await;
+    let facilitator = facilitator_for(&env.devnet, 1, |b| {
+        b.receipt_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    let settled = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(
+        !settled.success,
+        "not confirmed is never reported as success"
+    );
+    assert!(settled.is_pending(), "{:?}", settled.error_reason);
+    let hash: B256 = settled.transaction.parse().unwrap();
+    env.devnet.mine().await.unwrap();
+    let receipt = env.devnet.wait_receipt(hash).await.unwrap();
+    assert!(receipt.status, "the pending transaction lands later");
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+// ---- one negative test per verification step ----
+
+#[tokio::test]
+async fn rejects_underpayment_and_overpayment() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let key = env.payer_key(1);
+    for value in [PRICE - 1, PRICE + 1] {
+        let mut auth = env.valid_authorization(key.address(), pay_to);
+        auth.value = value.into();
+        // The unsigned `accepted` copy still claims the right amount: only
+        // the signed value counts.
+        let payload = wrap(
+            env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
+            &requirements,
+        );
+        env.expect_invalid(
+            &payload,
+            &requirements,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn rejects_wrong_recipient() {
+    let env = env().await;
+    let requirements = env.requirements(payee());
+    let key = env.payer_key(1);
+    let auth = env.valid_authorization(key.address(), payee());
+    let payload = wrap(
+        env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    env.expect_invalid(
+        &payload,
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_unlisted_asset_and_mismatched_accepted_copy() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(1, &requirements).await;
+    let mut other_asset = requirements.clone();
+    other_asset.asset = Address::random().to_string();
+    let mut payload_other = payload.clone();
+    payload_other.accepted = other_asset.clone();
+    env.expect_invalid(&payload_other, &other_asset, ErrorReason::UnsupportedAsset)
+        .await;
+    // A client copy that differs from the server's requirements.
+    let mut tampered = payload.clone();
+    tampered.accepted.pay_to = payee().to_string();
+    env.expect_invalid(
+        &tampered,
+        &requirements,
+        ErrorReason::InvalidPaymentRequirements,
+    )
+    .await;
+    // A payload for another network.
+    let mut other_network = payload;
+    other_network.accepted.network = ChainId::eip155(8453);
+    env.expect_invalid(&other_network, &requirements, ErrorReason::InvalidNetwork)
+        .await;
+}
+
+#[tokio::test]
+async fn rejects_signatures_for_another_domain() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let key = env.payer_key(1);
+    let cases = [
+        ("USD Coin", 1, env.devnet.usdc()),     // another chain id
+        ("USDC", 31337, env.devnet.usdc()),     // wrong domain name
+        ("USD Coin", 31337, Address::random()), // another token contract
+    ];
+    for (name, chain_id, contract) in cases {
+        let auth = env.valid_authorization(key.address(), pay_to);
+        let payload = wrap(
+            env.sign_custom(&key, auth, name, chain_id, contract),
+            &requirements,
+        );
+        env.expect_invalid(
+            &payload,
+            &requirements,
+            ErrorReason::InvalidExactEvmPayloadSignature,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn rejects_bad_and_foreign_signatures() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payer = env.devnet.payer(1).address;
+    // Signed by another key.
+    let auth = env.valid_authorization(payer, pay_to);
+    let payload = wrap(
+        env.sign_custom(
+            &env.payer_key(2),
+            auth.clone(),
+            "USD Coin",
+            31337,
+            env.devnet.usdc(),
+        ),
+        &requirements,
+    );
+    env.expect_invalid(
+        &payload,
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadSignature,
+    )
+    .await;
+    // Garbage of the right length.
+    let garbage = ExactEvmPayload {
+        authorization: auth,
+        signature: vec![7u8; 65].into(),
+    };
+    env.expect_invalid(
+        &wrap(garbage, &requirements),
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadSignature,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rejects_time_window_violations() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let key = env.payer_key(1);
+    let now = now();
+    let cases = [
+        (
+            0,
+            now - 1,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+        ), // expired
+        (
+            0,
+            now + 3,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+        ), // inside the 6 s buffer
+        (
+            now + 120,
+            now + 300,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+        ), // not yet valid
+    ];
+    for (valid_after, valid_before, reason) in cases {
+        let mut auth = env.valid_authorization(key.address(), pay_to);
+        auth.valid_after = valid_after.into();
+        auth.valid_before = valid_before.into();
+        let payload = wrap(
+            env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
+            &requirements,
+        );
+        env.expect_invalid(&payload, &requirements, reason).await;
+    }
+}
+
+#[tokio::test]
+async fn rejects_insufficient_balance() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let broke = LocalSigner::random();
+    env.devnet
+        .mint_usdc(broke.address(), U256::from(PRICE - 1))
+        .await
+        .unwrap();
+    let auth = env.valid_authorization(broke.address(), pay_to);
+    let payload = wrap(
+        env.sign_custom(&broke, auth, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    env.expect_invalid(&payload, &requirements, ErrorReason::InsufficientFunds)
+        .await;
+}
+
+#[tokio::test]
+async fn rejects_when_simulation_reverts() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(6, &requirements).await;
+    // Circle blacklists the payer: every other check passes, the transfer reverts.
+    let blacklist = x402_testkit::IFiatToken::blacklistCall {
+        account: env.devnet.payer(6).address,
+    };
+    let owner = env.devnet.usdc_owner().address;
+    env.devnet
+        .transact(owner, env.devnet.usdc(), blacklist.abi_encode())
+        .await
+        .unwrap();
+    env.expect_invalid(
+        &payload,
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadSimulationFailed,
+    )
+    .await;
+}
+
+/// Minimal join_all without pulling in the `futures` crate.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *result = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.extend(results.into_iter().flatten());
+    outputs
+}
+
+#[tokio::test]
+async fn smart_wallet_pays_through_eip1271() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let owner = env.payer_key(3);
+    let wallet = env
+        .devnet
+        .deploy_smart_wallet(owner.address())
+        .await
+        .unwrap();
+    env.devnet
+        .mint_usdc(wallet, U256::from(5 * PRICE))
+        .await
+        .unwrap();
+
+    // Signed by someone who does not own the wallet: refused.
+    let stranger = env.payer_key(4);
+    let auth = env.valid_authorization(wallet, pay_to);
+    let forged = wrap(
+        env.sign_custom(&stranger, auth, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    env.expect_invalid(
+        &forged,
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadSignature,
+    )
+    .await;
+
+    // Signed by the owner: valid by EIP-1271 and settled.
+    let auth = env.valid_authorization(wallet, pay_to);
+    let payload = wrap(
+        env.sign_custom(&owner, auth, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    let verified = env
+        .facilitator
+        .verify(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(verified.is_valid, "{:?}", verified.invalid_message);
+    assert_eq!(verified.payer, Some(wallet.to_string()));
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+    assert_eq!(env.balance(wallet).await, U256::from(4 * PRICE));
+}
+
+#[tokio::test]
+async fn several_signers_share_the_load() {
+    let env = env().await;
+    let facilitator = facilitator_for(&env.devnet, 3, |b| b).await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let mut payloads = Vec::new();
+    for i in 0..30 {
+        payloads.push(env.pay(1 + i % 8, &requirements).await);
+    }
+    let answers = futures_join_all(
+        payloads
+            .iter()
+            .map(|p| facilitator.settle(p, &requirements)),
+    )
+    .await;
+    let mut senders = std::collections::HashSet::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert!(answer.success, "{:?}", answer.error_message);
+        let hash: B256 = answer.transaction.parse().unwrap();
+        senders.insert(env.devnet.wait_receipt(hash).await.unwrap().from);
+    }
+    assert_eq!(senders.len(), 3, "round-robin over every signer");
+    assert_eq!(env.balance(pay_to).await, U256::from(30 * PRICE));
+}
+
+#[tokio::test]
+async fn refuses_to_settle_above_the_fee_cap() {
+    let env = env().await;
+    let facilitator =
+        facilitator_with_chain(&env.devnet, 1, |chain| chain.max_fee_per_gas = 1, |b| b).await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(7, &requirements).await;
+    let settled = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(!settled.success);
+    assert!(
+        settled.transaction.is_empty(),
+        "nothing sent while gas is above the cap"
+    );
+    assert_eq!(env.balance(pay_to).await, U256::ZERO);
+    // The authorization is still usable once fees allow.
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success);
+}
+
+#[tokio::test]
+async fn counterfactual_wallet_pays_through_eip6492() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let owner = env.payer_key(3);
+    let factory = env.devnet.deploy_wallet_factory().await.unwrap();
+    let salt = B256::repeat_byte(0x42);
+    let wallet = env
+        .devnet
+        .predict_wallet(factory, owner.address(), salt)
+        .await
+        .unwrap();
+    env.devnet
+        .mint_usdc(wallet, U256::from(3 * PRICE))
+        .await
+        .unwrap();
+    assert!(
+        env.devnet.code_at(wallet).await.unwrap().is_empty(),
+        "not deployed yet"
+    );
+    let deploy = x402_testkit::deploy_calldata(owner.address(), salt);
+
+    // A stranger's signature, wrapped the same way: refused, nothing deployed.
+    let stranger = env.payer_key(4);
+    let auth = env.valid_authorization(wallet, pay_to);
+    let mut forged = env.sign_custom(&stranger, auth, "USD Coin", 31337, env.devnet.usdc());
+    forged.signature = x402_testkit::wrap_eip6492(factory, deploy.clone(), forged.signature);
+    env.expect_invalid(
+        &wrap(forged, &requirements),
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadSignature,
+    )
+    .await;
+    assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
+
+    // The owner's: valid, and settlement deploys the wallet then transfers.
+    let auth = env.valid_authorization(wallet, pay_to);
+    let mut signed = env.sign_custom(&owner, auth, "USD Coin", 31337, env.devnet.usdc());
+    signed.signature = x402_testkit::wrap_eip6492(factory, deploy, signed.signature);
+    let payload = wrap(signed, &requirements);
+    let verified = env
+        .facilitator
+        .verify(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(verified.is_valid, "{:?}", verified.invalid_message);
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert!(
+        !env.devnet.code_at(wallet).await.unwrap().is_empty(),
+        "deployed by settlement"
+    );
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+    assert_eq!(env.balance(wallet).await, U256::from(2 * PRICE));
+}
