@@ -1,0 +1,44 @@
+//! # x402-facilitator
+//!
+//! An x402 v2 facilitator service:
+//!
+//! - [`server`]: the HTTP API (`POST /verify`, `POST /settle`,
+//!   `GET /supported`, `/health`, `/ready`, `/metrics`) around any
+//!   [`x402_core::Facilitator`];
+//! - [`config`]: the TOML configuration with `${ENV_VAR}` substitution;
+//! - [`ledger`]: the settlement ledger (idempotency, audit trail,
+//!   `payment-identifier` binding) behind a store trait: SQLite by default,
+//!   [`postgres`] for several instances sharing one database;
+//! - [`metrics`]: Prometheus counters and a settle latency histogram;
+//! - [`recovery`]: hashes recorded before broadcast, and reconciliation of
+//!   unfinished settlements at startup and in the background;
+//! - [`ops`]: API keys and rate limits.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), x402_facilitator::SetupError> {
+//! let config = x402_facilitator::FacilitatorConfig::load("facilitator.toml".as_ref())?;
+//! x402_facilitator::run(config).await
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod ops;
+pub mod postgres;
+pub mod recovery;
+pub mod server;
+mod setup;
+
+pub use config::{ConfigError, FacilitatorConfig, example_config};
+pub use error::{ApiError, SetupError};
+pub use ledger::{
+    Ledger, LedgerError, LedgerStore, SettlementRecord, SettlementState, SqliteStore, StoreLock,
+};
+pub use ops::{ApiKeys, Endpoint};
+pub use postgres::PostgresStore;
+pub use recovery::{LedgerObserver, ReconcileReport};
+pub use server::{AppState, ChainProbe, router};
+pub use setup::{build, run, serve, shutdown_signal};

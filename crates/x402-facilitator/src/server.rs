@@ -1,0 +1,782 @@
+//! The HTTP API: `POST /verify`, `POST /settle`, `GET /supported`,
+//! `GET /health`, `GET /ready`, `GET /metrics`.
+//!
+//! Every error answer is JSON `{"error": "<code>", "message": "..."}`: 400
+//! for bad input, 409 for a reused payment identifier, 413 for an oversized
+//! body, 502/503 when the chain or the ledger is unavailable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::{
+    Mutex as AsyncMutex, OwnedMutexGuard, OwnedRwLockReadGuard, RwLock as AsyncRwLock,
+};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Instrument;
+use x402_core::codec::from_versioned_json;
+use x402_core::extensions::PAYMENT_IDENTIFIER;
+use x402_core::{
+    ChainId, Facilitator, FacilitatorError, FacilitatorRequest, PaymentPayload, SchemeError,
+    SettleResponse,
+};
+use x402_evm::rpc::RpcClient;
+
+use crate::error::ApiError;
+use crate::ledger::{
+    Ledger, LedgerError, PaymentIdClaim, SettlementRecord, SettlementState, StoreLock, fingerprint,
+};
+use crate::metrics::Metrics;
+use crate::ops::{ApiKeys, AuthFailure, Endpoint, RateLimiter, claimed_payer};
+use crate::recovery::LedgerObserver;
+
+/// Default request body limit (64 KiB).
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// How long a `/ready` probe may take per chain.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A readiness check of one chain: its RPC must answer `eth_chainId` with
+/// `chain_id`.
+#[derive(Clone, Debug)]
+pub struct ChainProbe {
+    /// CAIP-2 network (for the report).
+    pub network: ChainId,
+    /// The chain id the RPC must report.
+    pub chain_id: u64,
+    /// The chain's RPC client.
+    pub rpc: Arc<RpcClient>,
+    /// Settlement signers, whose gas balances `/metrics` reports.
+    pub signers: Vec<alloy_primitives::Address>,
+}
+
+/// One lock per settlement fingerprint, dropped from the map when unused.
+#[derive(Default)]
+struct KeyedLocks {
+    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+}
+
+/// Holds one settlement's lock (see [`AppState::lock_settlement`]).
+pub struct KeyedGuard {
+    locks: Arc<KeyedLocks>,
+    key: String,
+    guard: Option<OwnedMutexGuard<()>>,
+    store: Option<StoreLock>,
+}
+
+impl KeyedLocks {
+    async fn lock(self: &Arc<Self>, key: &str) -> KeyedGuard {
+        let mutex = {
+            let mut map = match self.locks.lock() {
+                Ok(map) => map,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            Arc::clone(map.entry(key.to_owned()).or_default())
+        };
+        let guard = mutex.lock_owned().await;
+        KeyedGuard {
+            locks: Arc::clone(self),
+            key: key.to_owned(),
+            guard: Some(guard),
+            store: None,
+        }
+    }
+}
+
+impl Drop for KeyedGuard {
+    fn drop(&mut self) {
+        // The store lock (other processes) first, then the local one.
+        drop(self.store.take());
+        drop(self.guard.take());
+        let mut map = match self.locks.locks.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map
+            .get(&self.key)
+            .is_some_and(|mutex| Arc::strong_count(mutex) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    facilitator: Arc<dyn Facilitator>,
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    locks: Arc<KeyedLocks>,
+    probes: Arc<[ChainProbe]>,
+    body_limit: usize,
+    pending_recheck_after: Duration,
+    in_flight: Arc<AsyncRwLock<()>>,
+    api_keys: Arc<ApiKeys>,
+    per_ip: Option<Arc<RateLimiter>>,
+    per_payer: Option<Arc<RateLimiter>>,
+    reconcile_interval: Duration,
+    reconcile_min_age: Duration,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("probes", &self.probes)
+            .field("body_limit", &self.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State around any facilitator (a [`x402_core::LocalFacilitator`] with
+    /// scheme plugins registered) and a ledger. Declare
+    /// [`PAYMENT_IDENTIFIER`] on the facilitator to advertise the extension.
+    pub fn new(facilitator: Arc<dyn Facilitator>, ledger: Ledger) -> Self {
+        Self {
+            facilitator,
+            ledger,
+            metrics: Arc::new(Metrics::default()),
+            locks: Arc::new(KeyedLocks::default()),
+            probes: Arc::from(Vec::new()),
+            body_limit: DEFAULT_BODY_LIMIT,
+            pending_recheck_after: Duration::from_secs(30),
+            in_flight: Arc::new(AsyncRwLock::new(())),
+            api_keys: Arc::new(ApiKeys::none()),
+            per_ip: None,
+            per_payer: None,
+            reconcile_interval: Duration::from_secs(5),
+            reconcile_min_age: Duration::from_secs(5),
+        }
+    }
+
+    /// Requires API keys (see [`ApiKeys`]).
+    pub fn with_api_keys(mut self, keys: ApiKeys) -> Self {
+        self.api_keys = Arc::new(keys);
+        self
+    }
+
+    /// Rate limits per client IP and per (claimed) payer, in requests per
+    /// minute on `/verify` and `/settle`; `None` or 0 disables one.
+    pub fn with_rate_limits(mut self, per_ip: Option<u32>, per_payer: Option<u32>) -> Self {
+        let limiter = |n: Option<u32>| n.filter(|&n| n > 0).map(|n| Arc::new(RateLimiter::new(n)));
+        self.per_ip = limiter(per_ip);
+        self.per_payer = limiter(per_payer);
+        self
+    }
+
+    /// The background reconciler started by [`crate::serve`] runs every
+    /// `interval` (zero disables it) over `submitted`/`pending` settlements
+    /// unchanged for at least `min_age`.
+    pub fn with_reconciler(mut self, interval: Duration, min_age: Duration) -> Self {
+        self.reconcile_interval = interval;
+        self.reconcile_min_age = min_age;
+        self
+    }
+
+    /// The reconciler's (interval, minimum age).
+    pub fn reconciler_settings(&self) -> (Duration, Duration) {
+        (self.reconcile_interval, self.reconcile_min_age)
+    }
+
+    /// Takes the lock of the settlement keyed `fingerprint`: the
+    /// process-local one, then the store's (which, for a store shared by
+    /// several processes, excludes them too).
+    pub async fn lock_settlement(&self, fingerprint: &str) -> Result<KeyedGuard, LedgerError> {
+        let mut guard = self.locks.lock(fingerprint).await;
+        guard.store = Some(self.ledger.lock(fingerprint).await?);
+        Ok(guard)
+    }
+
+    /// Marks a settlement in flight until the guard drops; [`Self::drain`]
+    /// waits for all of them.
+    pub async fn in_flight(&self) -> OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.in_flight).read_owned().await
+    }
+
+    /// Waits until no settlement is in flight (graceful shutdown).
+    pub async fn drain(&self) {
+        let _all = self.in_flight.write().await;
+    }
+
+    /// Sets the request body limit in bytes.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// A repeated `/settle` of a `pending` settlement answers from the ledger
+    /// until this long after the last attempt, then asks the scheme again
+    /// (which finds the landed transaction on chain).
+    pub fn with_pending_recheck_after(mut self, after: Duration) -> Self {
+        self.pending_recheck_after = after;
+        self
+    }
+
+    /// Sets the chains `/ready` checks.
+    pub fn with_probes(mut self, probes: Vec<ChainProbe>) -> Self {
+        self.probes = Arc::from(probes);
+        self
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The settlement ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+/// The facilitator's HTTP routes with body limit, metrics, tracing and
+/// panic-to-JSON layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/verify", post(verify))
+        .route("/settle", post(settle))
+        .route("/supported", get(supported))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Header carrying the request id (taken from the request when the client
+/// or a proxy set one, else generated).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        nanos ^ std::process::id().rotate_left(16)
+    });
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:08x}-{n:06}")
+}
+
+/// Gives every request an id, a tracing span carrying it, and echoes it in
+/// the response's `x-request-id`.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(new_request_id, str::to_owned);
+    let header = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &header {
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, value.clone());
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(value) = header {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// API keys and the per-IP rate limit, before the body is read.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(endpoint) = Endpoint::of_path(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.api_keys.check(endpoint, authorization) {
+        Ok(()) => {}
+        Err(AuthFailure::Unauthorized) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API key is required: Authorization: Bearer <key>",
+            )
+            .into_response();
+        }
+        Err(AuthFailure::Forbidden) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this API key may not call /{}", endpoint.as_str()),
+            )
+            .into_response();
+        }
+    }
+    if endpoint != Endpoint::Supported
+        && let Some(limiter) = &state.per_ip
+        && let Some(ConnectInfo(address)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && let Err(wait) = limiter.check(&address.ip().to_string())
+    {
+        state.metrics.rate_limited("ip");
+        return rate_limited("too many requests from this address", wait);
+    }
+    next.run(request).await
+}
+
+fn rate_limited(message: &str, wait: Duration) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The per-payer rate limit (on the payer the payload claims): `Some`
+/// answer when over it.
+fn check_payer(state: &AppState, request: &FacilitatorRequest) -> Option<Response> {
+    if let Some(limiter) = &state.per_payer
+        && let Some(payer) = claimed_payer(request)
+        && let Err(wait) = limiter.check(&payer)
+    {
+        state.metrics.rate_limited("payer");
+        return Some(rate_limited("too many requests for this payer", wait));
+    }
+    None
+}
+
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.request(&route, response.status().as_u16());
+    response
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal error",
+    )
+    .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Reads and decodes a `/verify` or `/settle` body.
+fn parse_request(body: Result<Bytes, BytesRejection>) -> Result<FacilitatorRequest, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_body"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    })?;
+    from_versioned_json::<FacilitatorRequest>(&body)
+        .map_err(|error| ApiError::bad_request(error.reason(), error.to_string()))
+}
+
+/// The `payment-identifier` id of a payload: `None` when absent, 400 when
+/// malformed or when the extension says `required: true` but has no id.
+pub fn payment_id(payload: &PaymentPayload) -> Result<Option<String>, ApiError> {
+    let Some(info) = payload
+        .extensions
+        .as_ref()
+        .and_then(|e| e.info(PAYMENT_IDENTIFIER))
+    else {
+        return Ok(None);
+    };
+    let bad = |message: String| ApiError::bad_request("invalid_payment_identifier", message);
+    match info.get("id") {
+        None | Some(Value::Null) => {
+            if info.get("required") == Some(&Value::Bool(true)) {
+                Err(bad(
+                    "payment-identifier is required but no id was sent".into()
+                ))
+            } else {
+                Ok(None)
+            }
+        }
+        Some(Value::String(id)) => {
+            let valid_chars = id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !(16..=128).contains(&id.len()) || !valid_chars {
+                return Err(bad(format!(
+                    "payment-identifier id must be 16-128 characters of [A-Za-z0-9_-]; got {} characters",
+                    id.chars().count()
+                )));
+            }
+            Ok(Some(id.clone()))
+        }
+        Some(_) => Err(bad("payment-identifier id must be a string".into())),
+    }
+}
+
+fn facilitator_error(error: FacilitatorError) -> ApiError {
+    match error {
+        FacilitatorError::BadRequest(message) => ApiError::bad_request("bad_request", message),
+        FacilitatorError::Scheme(
+            error @ (SchemeError::InvalidRequirements(_) | SchemeError::Unsupported(_)),
+        ) => ApiError::bad_request("invalid_payment_requirements", error.to_string()),
+        FacilitatorError::Scheme(error) => {
+            tracing::warn!(%error, "scheme failure");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "chain_unavailable",
+                error.to_string(),
+            )
+        }
+        other => {
+            tracing::warn!(error = %other, "upstream failure");
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", other.to_string())
+        }
+    }
+}
+
+fn conflict(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "payment_identifier_conflict",
+        format!("payment-identifier {id:?} was already used with a different payment"),
+    )
+}
+
+fn reason_code(reason: Option<&x402_core::ErrorReason>) -> String {
+    reason
+        .and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn verify(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let request = match parse_request(body) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(limited) = check_payer(&state, &request) {
+        return limited;
+    }
+    match verify_parsed(state, request).await {
+        Ok(response) => Json(response).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn verify_parsed(
+    state: AppState,
+    request: FacilitatorRequest,
+) -> Result<x402_core::VerifyResponse, ApiError> {
+    if let Some(id) = payment_id(&request.payment_payload)? {
+        let key = fingerprint(
+            &request.payment_payload.payload,
+            &request.payment_requirements,
+        );
+        if let Some(bound) = state.ledger.payment_id_binding(&id).await?
+            && bound != key
+        {
+            state
+                .metrics
+                .verify("conflict", "payment_identifier_conflict");
+            return Err(conflict(&id));
+        }
+    }
+    match state.facilitator.verify(&request).await {
+        Ok(response) => {
+            let outcome = if response.is_valid {
+                "valid"
+            } else {
+                "invalid"
+            };
+            state
+                .metrics
+                .verify(outcome, &reason_code(response.invalid_reason.as_ref()));
+            tracing::debug!(outcome, payer = ?response.payer, "verified");
+            Ok(response)
+        }
+        Err(error) => {
+            state.metrics.verify("error", "");
+            Err(facilitator_error(error))
+        }
+    }
+}
+
+async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let request = match parse_request(body) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let id = match payment_id(&request.payment_payload) {
+        Ok(id) => id,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(limited) = check_payer(&state, &request) {
+        return limited;
+    }
+    // The settlement runs in its own task so that a client hanging up cannot
+    // cancel it half-way, and it holds an in-flight guard so that a graceful
+    // shutdown waits for it.
+    let in_flight = state.in_flight().await;
+    let task = tokio::spawn(
+        async move {
+            let result = settle_once(state, request, id).await;
+            drop(in_flight);
+            result
+        }
+        .in_current_span(),
+    );
+    match task.await {
+        Ok(Ok(response)) => Json(response).into_response(),
+        Ok(Err(error)) => error.into_response(),
+        Err(error) => {
+            tracing::error!(%error, "settle task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "settlement task failed",
+            )
+            .into_response()
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The recorded answer a repeated `/settle` gets, or `None` when the scheme
+/// must be asked (again).
+fn reusable(record: &SettlementRecord, pending_recheck_after: Duration) -> Option<SettleResponse> {
+    let response = record.response.as_ref()?;
+    match record.state {
+        SettlementState::Confirmed => Some(response.clone()),
+        // Reverted on chain: final. Refused before sending: retrying is
+        // harmless and may succeed (e.g. the payer topped up).
+        SettlementState::Failed if !response.transaction.is_empty() => Some(response.clone()),
+        SettlementState::Pending
+            if unix_now().saturating_sub(record.updated_at) < pending_recheck_after.as_secs() =>
+        {
+            Some(response.clone())
+        }
+        _ => None,
+    }
+}
+
+async fn settle_once(
+    state: AppState,
+    request: FacilitatorRequest,
+    id: Option<String>,
+) -> Result<SettleResponse, ApiError> {
+    let key = fingerprint(
+        &request.payment_payload.payload,
+        &request.payment_requirements,
+    );
+    if let Some(id) = &id
+        && let PaymentIdClaim::Conflict { .. } = state.ledger.claim_payment_id(id, &key).await?
+    {
+        state
+            .metrics
+            .settle("conflict", "payment_identifier_conflict");
+        return Err(conflict(id));
+    }
+    let _guard = state.lock_settlement(&key).await?;
+    if let Some(record) = state.ledger.get(&key).await?
+        && let Some(cached) = reusable(&record, state.pending_recheck_after)
+    {
+        tracing::info!(fingerprint = %key, state = record.state.as_str(), "settle answered from ledger");
+        state.metrics.settle("cached", record.state.as_str());
+        return Ok(cached);
+    }
+    run_settlement(&state, &key, &request, id.as_deref()).await
+}
+
+/// Runs the scheme for the settlement keyed `key` and records every step:
+/// `received` before the call, `submitted` + hash before each broadcast (a
+/// failed write aborts the broadcast), then the outcome. The caller holds
+/// the settlement's lock.
+pub(crate) async fn run_settlement(
+    state: &AppState,
+    key: &str,
+    request: &FacilitatorRequest,
+    id: Option<&str>,
+) -> Result<SettleResponse, ApiError> {
+    state.ledger.mark_received(key, request, id).await?;
+    let observer = LedgerObserver::new(state.ledger.clone(), key);
+    let started = Instant::now();
+    let result = state.facilitator.settle_observed(request, &observer).await;
+    state.metrics.settle_latency(started.elapsed());
+    match result {
+        Ok(response) => {
+            let recorded = state.ledger.record_outcome(key, &response).await?;
+            state.metrics.settle(
+                recorded.as_str(),
+                &reason_code(response.error_reason.as_ref()),
+            );
+            tracing::info!(
+                fingerprint = %key,
+                state = recorded.as_str(),
+                transaction = %response.transaction,
+                "settlement recorded"
+            );
+            Ok(response)
+        }
+        Err(error) => {
+            state.metrics.settle("error", "");
+            if let Err(ledger_error) = state.ledger.record_error(key, &error.to_string()).await {
+                tracing::error!(%ledger_error, "could not record settlement error");
+            }
+            Err(facilitator_error(error))
+        }
+    }
+}
+
+async fn supported(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let supported = state
+        .facilitator
+        .supported()
+        .await
+        .map_err(facilitator_error)?;
+    Ok(Json(supported).into_response())
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut chains = Vec::with_capacity(state.probes.len());
+    let mut all_ok = true;
+    for probe in state.probes.iter() {
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, probe.rpc.chain_id()).await;
+        let problem = match answer {
+            Ok(Ok(id)) if id == probe.chain_id => None,
+            Ok(Ok(id)) => Some(format!(
+                "RPC reports chain id {id}, expected {}",
+                probe.chain_id
+            )),
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+        };
+        all_ok &= problem.is_none();
+        chains.push(match problem {
+            None => json!({"network": probe.network, "ok": true}),
+            Some(error) => json!({"network": probe.network, "ok": false, "error": error}),
+        });
+    }
+    if all_ok {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "chains": chains})),
+        )
+            .into_response()
+    } else {
+        tracing::warn!(?chains, "not ready");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "error": "not_ready",
+                "message": "one or more chains are unreachable or misconfigured",
+                "chains": chains,
+            })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = state.metrics.render();
+    text.push_str(&signer_balances(&state.probes).await);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The native (gas) balance of every settlement signer, read when scraped so
+/// an operator can alert before a signer runs dry. A chain that does not
+/// answer within two seconds is left out rather than delaying the scrape.
+async fn signer_balances(probes: &[ChainProbe]) -> String {
+    let mut lines = String::from(
+        "# HELP x402_signer_balance_wei Native balance of each settlement signer.\n\
+         # TYPE x402_signer_balance_wei gauge\n",
+    );
+    for probe in probes {
+        let calls = probe
+            .signers
+            .iter()
+            .map(|signer| ("eth_getBalance", serde_json::json!([signer, "latest"])))
+            .collect();
+        let Ok(Ok(answers)) =
+            tokio::time::timeout(Duration::from_secs(2), probe.rpc.batch(calls)).await
+        else {
+            continue;
+        };
+        for (signer, answer) in probe.signers.iter().zip(answers) {
+            if let Some(balance) = answer
+                .ok()
+                .and_then(|v| serde_json::from_value::<alloy_primitives::U256>(v).ok())
+            {
+                lines.push_str(&format!(
+                    "x402_signer_balance_wei{{network=\"{}\",signer=\"{signer}\"}} {balance}\n",
+                    probe.network
+                ));
+            }
+        }
+    }
+    lines
+}

@@ -1,0 +1,181 @@
+//! Building and running the service from a [`FacilitatorConfig`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use x402_core::LocalFacilitator;
+use x402_core::extensions::PAYMENT_IDENTIFIER;
+use x402_evm::exact::{EvmChainConfig, ExactEvmFacilitator};
+use x402_evm::rpc::RpcClient;
+use x402_evm::{EvmSigner, LocalSigner};
+
+use crate::config::{FacilitatorConfig, StoreLocation};
+use crate::error::SetupError;
+use crate::ledger::Ledger;
+use crate::recovery::spawn_reconciler;
+use crate::server::{AppState, ChainProbe, router};
+
+/// Opens the ledger and builds the facilitator (the `exact` EVM scheme on
+/// every configured chain, `payment-identifier` declared). Does not contact
+/// the chains: an unreachable RPC shows in `/ready`, not as a startup error.
+pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
+    if config.chains.is_empty() {
+        return Err(crate::config::ConfigError::Invalid {
+            field: "chains".into(),
+            message: "no [[chains]] configured".into(),
+        }
+        .into());
+    }
+    let ledger = match config.store_location()? {
+        StoreLocation::Sqlite(path) => Ledger::open(&path).await?,
+        StoreLocation::Postgres(url) => Ledger::connect_postgres(&url).await?,
+    };
+    tracing::info!(store = ledger.kind(), "settlement ledger opened");
+    let api_keys = config.api_keys()?;
+    if config.fault_injection.crash_after_broadcast {
+        tracing::warn!(
+            "FAULT INJECTION ENABLED: the process aborts after every settlement broadcast (test-only setting)"
+        );
+    }
+    let mut builder = ExactEvmFacilitator::builder()
+        .valid_before_buffer(Duration::from_secs(config.valid_before_buffer_seconds))
+        .receipt_timeout(config.receipt_timeout())
+        .crash_after_broadcast(config.fault_injection.crash_after_broadcast);
+    let mut probes = Vec::with_capacity(config.chains.len());
+    for index in 0..config.chains.len() {
+        let chain = config.resolve_chain(index)?;
+        let network = chain.network.chain.to_string();
+        let rpc = RpcClient::new(
+            chain.rpc_urls.clone(),
+            Duration::from_secs(config.rpc_timeout_seconds),
+        )
+        .map_err(|e| SetupError::Chain {
+            network: network.clone(),
+            message: e.to_string(),
+        })?;
+        let rpc = Arc::new(rpc);
+        let mut signers: Vec<Arc<dyn EvmSigner>> = Vec::new();
+        for (n, key) in chain.signer_private_keys.iter().enumerate() {
+            // Never echo the key (or the parser's view of it) in the error.
+            let signer =
+                LocalSigner::from_hex(key.expose().trim()).map_err(|_| SetupError::Chain {
+                    network: network.clone(),
+                    message: format!("signer_private_keys[{n}] is not a valid hex private key"),
+                })?;
+            tracing::info!(%network, signer = %signer.address(), "settlement signer loaded");
+            signers.push(Arc::new(signer));
+        }
+        probes.push(ChainProbe {
+            network: chain.network.chain.clone(),
+            chain_id: chain.network.chain_id,
+            rpc: Arc::clone(&rpc),
+            signers: signers.iter().map(|s| s.address()).collect(),
+        });
+        let mut evm = EvmChainConfig::new(chain.network, rpc, signers);
+        evm.gas_limit = chain.gas_limit;
+        evm.max_fee_per_gas = chain.max_fee_per_gas;
+        evm.max_priority_fee_per_gas = chain.max_priority_fee_per_gas;
+        builder = builder.chain(evm);
+    }
+    let exact = builder.build().map_err(|e| SetupError::Chain {
+        network: "*".into(),
+        message: e.to_string(),
+    })?;
+    let mut facilitator = LocalFacilitator::new();
+    facilitator.register(Arc::new(exact));
+    facilitator.declare_extension(PAYMENT_IDENTIFIER);
+    let state = AppState::new(Arc::new(facilitator), ledger)
+        .with_body_limit(config.body_limit_bytes)
+        .with_pending_recheck_after(config.receipt_timeout())
+        .with_probes(probes)
+        .with_api_keys(api_keys)
+        .with_rate_limits(
+            config.rate_limit.per_ip_per_minute,
+            config.rate_limit.per_payer_per_minute,
+        )
+        .with_reconciler(
+            Duration::from_secs(config.recovery.interval_seconds),
+            Duration::from_secs(config.recovery.min_age_seconds),
+        );
+    // Startup recovery: finish what a previous process left open. Failures
+    // (e.g. the RPC is down) are logged; the background task retries.
+    let report = state.reconcile_all().await?;
+    if report.examined > 0 {
+        tracing::info!(?report, "startup reconciliation");
+    }
+    Ok(state)
+}
+
+/// Serves the API on `listener` (with the background reconciler) until
+/// `shutdown` completes, then stops accepting, lets in-flight requests
+/// answer, stops the reconciler and waits for every settlement still
+/// running (even those whose client hung up).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SetupError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let (interval, min_age) = state.reconciler_settings();
+    let reconciler =
+        (!interval.is_zero()).then(|| spawn_reconciler(state.clone(), interval, min_age, stop_rx));
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = Arc::clone(&stop_tx);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    if let Some(reconciler) = reconciler {
+        let _ = reconciler.await;
+    }
+    state.drain().await;
+    tracing::info!("all settlements finished; stopped");
+    served?;
+    Ok(())
+}
+
+/// Builds the service from `config`, listens on `config.listen` and serves
+/// until Ctrl-C / SIGTERM.
+pub async fn run(config: FacilitatorConfig) -> Result<(), SetupError> {
+    let state = build(&config).await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "x402 facilitator listening");
+    serve(listener, state, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

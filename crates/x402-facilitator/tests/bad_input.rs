@@ -1,0 +1,337 @@
+//! A table of malformed or invalid `/verify` and `/settle` requests, each
+//! with the exact status and error code (or `invalidReason`) it must get.
+
+mod common;
+
+use alloy_primitives::Address;
+use common::*;
+use serde_json::{Value, json};
+use x402_testkit::Devnet;
+
+/// What a case must answer.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// An error status with this `error` code.
+    Error(u16, &'static str),
+    /// 200 with `isValid: false` (verify) / `success: false` (settle) and this reason.
+    Invalid(&'static str),
+}
+
+/// Replaces the value at a `/`-separated path (creating it), or removes it when `value` is None.
+fn edit(mut body: Value, path: &str, value: Option<Value>) -> Value {
+    let parts: Vec<&str> = path.split('/').collect();
+    let (last, parents) = parts.split_last().expect("non-empty path");
+    let mut node = &mut body;
+    for part in parents {
+        node = &mut node[*part];
+    }
+    if let Some(map) = node.as_object_mut() {
+        match value {
+            Some(value) => {
+                map.insert((*last).to_owned(), value);
+            }
+            None => {
+                map.remove(*last);
+            }
+        }
+    }
+    body
+}
+
+/// Sets the field in both `paymentRequirements` and `paymentPayload.accepted`.
+fn both(body: Value, field: &str, value: Value) -> Value {
+    let body = edit(
+        body,
+        &format!("paymentRequirements/{field}"),
+        Some(value.clone()),
+    );
+    edit(
+        body,
+        &format!("paymentPayload/accepted/{field}"),
+        Some(value),
+    )
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_requests_table() -> TestResult {
+    let devnet = Devnet::start().await?;
+    let dir = tempfile::tempdir()?;
+    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let client = reqwest::Client::new();
+    let requirements = requirements(&devnet, Address::random());
+    let payload = pay(&devnet, 7, &requirements, None).await?;
+    let good = body(&payload, &requirements);
+    let text = |v: &Value| v.to_string().into_bytes();
+    let good_text = good.to_string();
+    let payer = devnet.payer(7).address;
+    let payer_before = balance(&devnet, payer).await?;
+
+    let mut huge = br#"{"x402Version":2,"pad":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    huge.extend(br#""}"#);
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes();
+
+    use Expect::{Error, Invalid};
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+        ("empty body", Vec::new(), Error(400, "invalid_json")),
+        (
+            "truncated JSON",
+            good_text.as_bytes()[..good_text.len() / 2].to_vec(),
+            Error(400, "invalid_json"),
+        ),
+        ("not JSON", b"hello".to_vec(), Error(400, "invalid_json")),
+        (
+            "invalid UTF-8",
+            vec![b'{', 0xff, 0xfe, b'}'],
+            Error(400, "invalid_json"),
+        ),
+        (
+            "JSON array",
+            b"[1,2,3]".to_vec(),
+            Error(400, "invalid_json"),
+        ),
+        ("JSON number", b"42".to_vec(), Error(400, "invalid_json")),
+        ("JSON null", b"null".to_vec(), Error(400, "invalid_json")),
+        ("deeply nested", deep, Error(400, "invalid_json")),
+        ("oversized body", huge, Error(413, "body_too_large")),
+        (
+            "v1 body",
+            text(&json!({"x402Version": 1, "paymentPayload": {}, "paymentRequirements": {}})),
+            Error(400, "invalid_x402_version"),
+        ),
+        (
+            "version as string",
+            text(&edit(good.clone(), "x402Version", Some(json!("2")))),
+            Error(400, "invalid_x402_version"),
+        ),
+        (
+            "version 3",
+            text(&edit(good.clone(), "x402Version", Some(json!(3)))),
+            Error(400, "invalid_x402_version"),
+        ),
+        (
+            "missing version",
+            text(&edit(good.clone(), "x402Version", None)),
+            Error(400, "invalid_x402_version"),
+        ),
+        (
+            "missing paymentPayload",
+            text(&edit(good.clone(), "paymentPayload", None)),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "missing paymentRequirements",
+            text(&edit(good.clone(), "paymentRequirements", None)),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "requirements not an object",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements",
+                Some(json!("exact")),
+            )),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "payload not an object",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload",
+                Some(json!([1])),
+            )),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "missing scheme",
+            text(&edit(good.clone(), "paymentRequirements/scheme", None)),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "amount as number",
+            text(&both(good.clone(), "amount", json!(10000))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "negative amount",
+            text(&both(good.clone(), "amount", json!("-1"))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "hex amount",
+            text(&both(good.clone(), "amount", json!("0x2710"))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "float amount",
+            text(&both(good.clone(), "amount", json!("10000.5"))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "amount above 2^256",
+            text(&both(good.clone(), "amount", json!("1".repeat(80)))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "huge number literal",
+            text(&both(good.clone(), "maxTimeoutSeconds", json!(1e300))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "negative timeout",
+            text(&both(good.clone(), "maxTimeoutSeconds", json!(-5))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "invalid CAIP-2",
+            text(&both(good.clone(), "network", json!("base mainnet"))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "empty network",
+            text(&both(good.clone(), "network", json!(""))),
+            Error(400, "invalid_json"),
+        ),
+        (
+            "unknown network",
+            text(&both(good.clone(), "network", json!("eip155:999999"))),
+            Invalid("unsupported_scheme"),
+        ),
+        (
+            "non-EVM network",
+            text(&both(
+                good.clone(),
+                "network",
+                json!("solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"),
+            )),
+            Invalid("unsupported_scheme"),
+        ),
+        (
+            "unknown scheme",
+            text(&both(good.clone(), "scheme", json!("upto"))),
+            Invalid("unsupported_scheme"),
+        ),
+        (
+            "payTo not an address",
+            text(&both(good.clone(), "payTo", json!("bob"))),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "asset not an address",
+            text(&both(good.clone(), "asset", json!("usdc"))),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "asset not allowed",
+            text(&both(
+                good.clone(),
+                "asset",
+                json!(Address::random().to_string()),
+            )),
+            Invalid("unsupported_asset"),
+        ),
+        (
+            "signature not hex",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/signature",
+                Some(json!("0xnothex")),
+            )),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "signature of someone else",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization/from",
+                Some(json!(Address::random().to_string())),
+            )),
+            Invalid("invalid_exact_evm_payload_signature"),
+        ),
+        (
+            "missing authorization",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization",
+                None,
+            )),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "authorization value too low",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization/value",
+                Some(json!("1")),
+            )),
+            Invalid("invalid_exact_evm_payload_authorization_value_mismatch"),
+        ),
+        (
+            "authorization to someone else",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization/to",
+                Some(json!(Address::random().to_string())),
+            )),
+            Invalid("invalid_exact_evm_payload_recipient_mismatch"),
+        ),
+        (
+            "accepted differs from requirements",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/accepted/amount",
+                Some(json!("1")),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "expired authorization",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization/validBefore",
+                Some(json!("1")),
+            )),
+            Invalid("invalid_exact_evm_payload_authorization_valid_before"),
+        ),
+    ];
+    assert!(cases.len() >= 30);
+
+    let mut failures = Vec::new();
+    for (name, bytes, expect) in &cases {
+        for path in ["/verify", "/settle"] {
+            let (status, answer) = post_raw(&client, &server.url(path), bytes.clone()).await?;
+            let ok = match expect {
+                Error(code_status, code) => {
+                    status == *code_status
+                        && answer["error"] == json!(code)
+                        && answer["message"].as_str().is_some_and(|m| !m.is_empty())
+                }
+                Invalid(reason) => {
+                    let (flag, field, value) = if path == "/verify" {
+                        ("isValid", "invalidReason", false)
+                    } else {
+                        ("success", "errorReason", false)
+                    };
+                    status == 200 && answer[flag] == json!(value) && answer[field] == json!(reason)
+                }
+            };
+            if !ok {
+                failures.push(format!(
+                    "{name} {path}: expected {expect:?}, got {status} {answer}"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed:\n{}",
+        failures.len(),
+        cases.len() * 2,
+        failures.join("\n")
+    );
+    // Nothing moved.
+    devnet.mine().await?;
+    assert_eq!(balance(&devnet, payer).await?, payer_before);
+    server.stop().await;
+    Ok(())
+}

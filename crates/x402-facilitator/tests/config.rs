@@ -1,0 +1,188 @@
+//! Configuration parsing: example, unknown keys, environment substitution.
+
+use x402_facilitator::config::StoreLocation;
+use x402_facilitator::{ConfigError, FacilitatorConfig, example_config};
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "BASE_SEPOLIA_RPC_URL" => Some("https://rpc.example/base-sepolia".into()),
+        "BASE_RPC_URL" => Some("https://rpc.example/base".into()),
+        "FACILITATOR_API_KEY" => Some("test-api-key-0123456789".into()),
+        "FACILITATOR_PRIVATE_KEY" => {
+            Some("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".into())
+        }
+        _ => None,
+    }
+}
+
+const MINIMAL: &str = r#"
+store = "ledger.sqlite"
+[[chains]]
+network = "base"
+rpc_urls = ["https://rpc.example"]
+signer_private_keys = ["${KEY}"]
+"#;
+
+#[test]
+fn example_parses() -> Result<(), ConfigError> {
+    let config = FacilitatorConfig::parse_with_env(example_config(), env)?;
+    assert_eq!(config.chains.len(), 2);
+    assert_eq!(
+        config.chains[0].rpc_urls,
+        [
+            "https://rpc.example/base-sepolia",
+            "https://sepolia.base.org"
+        ]
+    );
+    assert_eq!(
+        config.store_location()?,
+        StoreLocation::Sqlite("/var/lib/x402/facilitator.sqlite".into())
+    );
+    let sepolia = config.resolve_chain(0)?;
+    assert_eq!(sepolia.network.chain_id, 84532);
+    assert_eq!(sepolia.max_fee_per_gas, 5_000_000_000);
+    let base = config.resolve_chain(1)?;
+    assert_eq!(base.network.chain_id, 8453);
+    assert_eq!(base.network.default_asset.symbol, "USDC");
+    assert_eq!(base.max_fee_per_gas, 500_000_000);
+    // Keys never show in Debug output.
+    assert!(!format!("{config:?}").contains("ac0974bec"));
+    Ok(())
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let text = MINIMAL.replace("store =", "stor = \"x\"\nstore =");
+    let error = FacilitatorConfig::parse_with_env(&text, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("stor"), "{error}");
+
+    let text = format!("{MINIMAL}gas_limt = 5\n");
+    let error = FacilitatorConfig::parse_with_env(&text, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("gas_limt"), "{error}");
+}
+
+#[test]
+fn missing_env_var_is_named() {
+    match FacilitatorConfig::parse_with_env(MINIMAL, |_| None) {
+        Err(ConfigError::MissingEnv { name, at }) => {
+            assert_eq!(name, "KEY");
+            assert_eq!(at, "chains[0].signer_private_keys[0]");
+        }
+        other => panic!("expected MissingEnv, got {other:?}"),
+    }
+    let error = FacilitatorConfig::parse_with_env(example_config(), |_| None)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    // Tables are visited in key order: `api_keys` comes first.
+    assert!(
+        error.contains("FACILITATOR_API_KEY") && error.contains("api_keys[0].key"),
+        "{error}"
+    );
+}
+
+#[test]
+fn invalid_values_are_rejected() {
+    let key = |_: &str| Some("0x01".to_owned());
+    let postgres = MINIMAL.replace("ledger.sqlite", "postgres://db:notaport/x402");
+    let error = FacilitatorConfig::parse_with_env(&postgres, key)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("invalid PostgreSQL URL"), "{error}");
+    let mysql = MINIMAL.replace("ledger.sqlite", "mysql://db/x402");
+    let error = FacilitatorConfig::parse_with_env(&mysql, key)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("unsupported store URL"), "{error}");
+
+    let unknown_chain = MINIMAL.replace("\"base\"", "\"eip155:999999\"");
+    let error = FacilitatorConfig::parse_with_env(&unknown_chain, key)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("chains.assets"), "{error}");
+
+    let solana = MINIMAL.replace("\"base\"", "\"solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp\"");
+    assert!(FacilitatorConfig::parse_with_env(&solana, key).is_err());
+
+    let bad_asset = format!(
+        "{MINIMAL}[[chains.assets]]\naddress = \"0xnope\"\nsymbol = \"X\"\ndecimals = 6\neip712_name = \"X\"\neip712_version = \"1\"\n"
+    );
+    let error = FacilitatorConfig::parse_with_env(&bad_asset, key)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("chains[0].assets[0].address"), "{error}");
+
+    let wrong_type = MINIMAL.replace("store = \"ledger.sqlite\"", "body_limit_bytes = \"big\"");
+    assert!(FacilitatorConfig::parse_with_env(&wrong_type, key).is_err());
+}
+
+#[test]
+fn operations_sections() -> Result<(), ConfigError> {
+    let config = FacilitatorConfig::parse_with_env(example_config(), env)?;
+    assert_eq!(config.rate_limit.per_ip_per_minute, Some(600));
+    assert_eq!(config.rate_limit.per_payer_per_minute, Some(60));
+    assert_eq!(config.recovery.interval_seconds, 5);
+    assert!(!config.fault_injection.crash_after_broadcast);
+    let keys = config.api_keys()?;
+    assert!(keys.protects(x402_facilitator::Endpoint::Settle));
+    assert!(!keys.protects(x402_facilitator::Endpoint::Supported));
+
+    let minimal = FacilitatorConfig::parse_with_env(MINIMAL, |_| Some("k".into()))?;
+    assert!(minimal.api_keys.is_empty());
+    assert_eq!(minimal.rate_limit.per_ip_per_minute, None);
+    assert_eq!(minimal.recovery.interval_seconds, 5);
+    assert_eq!(minimal.recovery.min_age_seconds, 5);
+
+    let bad_endpoint =
+        format!("{MINIMAL}\n[[api_keys]]\nkey = \"0123456789abcdef\"\nendpoints = [\"refund\"]\n");
+    let error = FacilitatorConfig::parse_with_env(&bad_endpoint, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("api_keys[0].endpoints") && error.contains("refund"),
+        "{error}"
+    );
+
+    let short = format!("{MINIMAL}\n[[api_keys]]\nkey = \"short\"\n");
+    let error = FacilitatorConfig::parse_with_env(&short, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("api_keys[0].key"), "{error}");
+
+    let unknown = format!("{MINIMAL}\n[fault_injection]\ncrash_before_broadcast = true\n");
+    let error = FacilitatorConfig::parse_with_env(&unknown, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("crash_before_broadcast"), "{error}");
+    Ok(())
+}
+
+#[test]
+fn postgres_store_urls_select_the_postgres_ledger() -> Result<(), ConfigError> {
+    let key = |_: &str| Some("0x01".to_owned());
+    for url in [
+        "postgres://x402@db.internal:5432/x402",
+        "postgresql://x402:secret@127.0.0.1/ledger",
+    ] {
+        let config =
+            FacilitatorConfig::parse_with_env(&MINIMAL.replace("ledger.sqlite", url), key)?;
+        assert_eq!(
+            config.store_location()?,
+            StoreLocation::Postgres(url.into())
+        );
+    }
+    Ok(())
+}
