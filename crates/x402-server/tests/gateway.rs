@@ -1,0 +1,278 @@
+//! `x402 gateway` end to end: an upstream axum service behind the gateway,
+//! our facilitator (in-process `LocalFacilitator` over HTTP) on an anvil
+//! devnet, a payment signed with `ExactEvmClient`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use alloy_primitives::{Address, U256};
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use common::*;
+use x402_core::codec::decode_payment_response;
+use x402_server::gateway::{Gateway, GatewayConfig};
+use x402_testkit::Devnet;
+
+#[derive(Default)]
+struct Upstream {
+    priced: AtomicUsize,
+    broken: AtomicUsize,
+}
+
+fn upstream(state: Arc<Upstream>) -> Router {
+    Router::new()
+        .route(
+            "/free",
+            get(|headers: HeaderMap| async move {
+                let get = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned()
+                };
+                format!(
+                    "free host={} fwd-host={} conn-private={}",
+                    get("host"),
+                    get("x-forwarded-host"),
+                    get("x-private")
+                )
+            }),
+        )
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .route(
+            "/api/priced",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Upstream>>,
+                 headers: HeaderMap| async move {
+                    s.priced.fetch_add(1, Ordering::SeqCst);
+                    format!(
+                        "priced content; signature seen: {}",
+                        headers.contains_key("payment-signature")
+                    )
+                },
+            ),
+        )
+        .route(
+            "/api/broken",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Upstream>>| async move {
+                    s.broken.fetch_add(1, Ordering::SeqCst);
+                    (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded")
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+fn config(upstream: &str, facilitator: &str, usdc: Address, payee: Address) -> String {
+    format!(
+        r#"
+listen = "127.0.0.1:0"
+public_origin = "https://paid.example.test"
+upstream = "{upstream}"
+well_known_networks = false
+
+[[facilitators]]
+url = "http://127.0.0.1:1"   # down: the router fails over
+
+[[facilitators]]
+url = "{facilitator}"
+token = "${{GATEWAY_TEST_TOKEN}}"
+
+[[networks]]
+chain_id = 31337
+name = "Anvil"
+asset = {{ address = "{usdc}", symbol = "USDC", decimals = 6, eip712_name = "USD Coin", eip712_version = "2", usd_stable = true }}
+
+[[routes]]
+method = "GET"
+path = "/api/priced"
+description = "Priced upstream data"
+mime_type = "text/plain"
+
+[[routes.accepts]]
+network = "eip155:31337"
+price = "$0.01"
+pay_to = "{payee}"
+
+[[routes]]
+method = "GET"
+path = "/api/broken"
+
+[[routes.accepts]]
+network = "eip155:31337"
+amount = "10000"
+asset = "{usdc}"
+pay_to = "{payee}"
+"#
+    )
+}
+
+#[tokio::test]
+async fn gateway_sells_an_upstream_end_to_end() {
+    let devnet = Devnet::start().await.expect("devnet");
+    let local = local_facilitator(&devnet).await;
+    let facilitator_url = serve_facilitator(local).await;
+    let state = Arc::new(Upstream::default());
+    let upstream_url = serve(upstream(Arc::clone(&state))).await;
+    let payee = Address::random();
+    let text = config(&upstream_url, &facilitator_url, devnet.usdc(), payee);
+    let config = GatewayConfig::parse_with_env(&text, |name| {
+        (name == "GATEWAY_TEST_TOKEN").then(|| "test-token".to_owned())
+    })
+    .expect("config");
+    let gateway = Gateway::from_config(&config).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway_url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    let http = client();
+
+    // Free route: proxied, Host rewritten, hop-by-hop headers stripped.
+    let free = http
+        .get(format!("{gateway_url}/free"))
+        .header("connection", "x-private")
+        .header("x-private", "secret")
+        .send()
+        .await
+        .expect("free");
+    assert_eq!(free.status().as_u16(), 200);
+    let upstream_authority = upstream_url.trim_start_matches("http://");
+    let gateway_authority = gateway_url.trim_start_matches("http://");
+    assert_eq!(
+        free.text().await.expect("body"),
+        format!("free host={upstream_authority} fwd-host={gateway_authority} conn-private=-")
+    );
+    // Request bodies go through (streamed) on free routes.
+    let payload = vec![b'x'; 300_000];
+    let echo = http
+        .post(format!("{gateway_url}/echo"))
+        .body(payload.clone())
+        .send()
+        .await
+        .expect("echo");
+    assert_eq!(echo.status().as_u16(), 200);
+    assert_eq!(
+        echo.bytes().await.expect("body").as_ref(),
+        payload.as_slice()
+    );
+    // Unknown upstream paths come back as the upstream answered them.
+    let missing = http
+        .get(format!("{gateway_url}/nowhere"))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status().as_u16(), 404);
+
+    // Priced route: 402, then paid.
+    let unpaid = http
+        .get(format!("{gateway_url}/api/priced"))
+        .send()
+        .await
+        .expect("unpaid");
+    let required = required_of(&unpaid);
+    assert_eq!(
+        required.resource.url,
+        "https://paid.example.test/api/priced"
+    );
+    assert_eq!(
+        required.resource.description.as_deref(),
+        Some("Priced upstream data")
+    );
+    assert_eq!(required.accepts[0].amount.to_string(), "10000");
+    assert_eq!(state.priced.load(Ordering::SeqCst), 0);
+
+    let payer = devnet.payer(1).address;
+    let payer_before = devnet.usdc_balance(payer).await.expect("balance");
+    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let paid = http
+        .get(format!("{gateway_url}/api/priced"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("paid");
+    assert_eq!(paid.status().as_u16(), 200);
+    let receipt = decode_payment_response(
+        header(&paid, "payment-response")
+            .expect("PAYMENT-RESPONSE")
+            .as_bytes(),
+    )
+    .expect("receipt");
+    assert!(receipt.success);
+    assert_eq!(
+        paid.text().await.expect("body"),
+        "priced content; signature seen: false"
+    );
+    assert_eq!(state.priced.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        devnet.usdc_balance(payee).await.expect("balance"),
+        U256::from(10_000u64)
+    );
+    assert_eq!(
+        devnet.usdc_balance(payer).await.expect("balance"),
+        payer_before - U256::from(10_000u64)
+    );
+    // The same payment again: refused, upstream not called.
+    let replay = http
+        .get(format!("{gateway_url}/api/priced"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(replay.status().as_u16(), 402);
+    assert_eq!(state.priced.load(Ordering::SeqCst), 1);
+
+    // Upstream 500: the upstream's answer, no receipt, nothing charged.
+    let required = required_of(
+        &http
+            .get(format!("{gateway_url}/api/broken"))
+            .send()
+            .await
+            .expect("unpaid"),
+    );
+    let payer_before = devnet.usdc_balance(payer).await.expect("balance");
+    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let broken = http
+        .get(format!("{gateway_url}/api/broken"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("broken");
+    assert_eq!(broken.status().as_u16(), 500);
+    assert!(header(&broken, "payment-response").is_none());
+    assert_eq!(broken.text().await.expect("body"), "upstream exploded");
+    assert_eq!(state.broken.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        devnet.usdc_balance(payer).await.expect("balance"),
+        payer_before
+    );
+    assert_eq!(
+        devnet.usdc_balance(payee).await.expect("balance"),
+        U256::from(10_000u64)
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_is_a_502() {
+    let dead = dead_url().await;
+    let text = format!(
+        "public_origin = \"https://a.example\"\nupstream = \"{dead}\"\n\
+         [[facilitators]]\nurl = \"{dead}\"\n"
+    );
+    let config = GatewayConfig::parse_with_env(&text, |_| None).expect("config");
+    let url = serve(Gateway::from_config(&config).expect("gateway").router()).await;
+    let response = client()
+        .get(format!("{url}/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 502);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"], "upstream_unavailable");
+}

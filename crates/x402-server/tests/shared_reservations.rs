@@ -1,0 +1,285 @@
+//! Two "instances" (two `PaymentLayer`s with their own connections) share one
+//! reservation store, a SQLite file or a PostgreSQL database: concurrent copies
+//! of one payment, split across both, run the handler exactly once.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use common::*;
+use serde_json::{Value, json};
+use x402_core::codec::encode_header;
+use x402_core::{
+    BoxFuture, ChainIdPattern, Facilitator, FacilitatorError, FacilitatorRequest, JsonObject,
+    PaymentPayload, SettleResponse, SupportedResponse, VerifyResponse,
+};
+use x402_evm::EvmNetworks;
+use x402_evm::exact::ExactEvmServer;
+use x402_server::{
+    PayTo, PaymentLayer, PaymentOption, PostgresReservationStore, ReservationStore, Route,
+    SqliteReservationStore, money,
+};
+
+/// Valid and settled, instantly.
+#[derive(Default)]
+struct Approve {
+    settles: AtomicUsize,
+}
+
+impl Facilitator for Approve {
+    fn verify<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        Box::pin(async {
+            Ok(VerifyResponse::valid(
+                "0x0000000000000000000000000000000000000001",
+            ))
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        self.settles.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            serde_json::from_value(
+                json!({"success": true, "transaction": "0xabc", "network": "eip155:31337"}),
+            )
+            .map_err(|e| FacilitatorError::Decode(e.to_string()))
+        })
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+        Box::pin(async { Ok(SupportedResponse::default()) })
+    }
+}
+
+fn instance(
+    facilitator: Arc<Approve>,
+    store: Arc<dyn ReservationStore>,
+    runs: Arc<AtomicUsize>,
+) -> Router {
+    let usdc = Address::repeat_byte(0x11);
+    let mut table = EvmNetworks::empty();
+    table.insert(anvil_network(usdc));
+    let layer = PaymentLayer::builder(facilitator)
+        .scheme(
+            ChainIdPattern::parse("eip155:*").expect("pattern"),
+            Arc::new(ExactEvmServer::new(table)),
+        )
+        .public_origin(ORIGIN)
+        .reservations(store)
+        .route(
+            Route::new("GET /cheap")
+                .expect("route")
+                .accept(PaymentOption::exact(
+                    chain(),
+                    money("$0.01").expect("price"),
+                    PayTo::address(Address::repeat_byte(0x22).to_string()),
+                )),
+        )
+        .build()
+        .expect("layer");
+    Router::new()
+        .route(
+            "/cheap",
+            get(|State(runs): State<Arc<AtomicUsize>>| async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                CONTENT
+            }),
+        )
+        .layer(layer)
+        .with_state(runs)
+}
+
+/// Opens a new connection to the shared store (a new "instance").
+type Open = Box<dyn Fn() -> BoxFuture<'static, Arc<dyn ReservationStore>> + Send + Sync>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!(
+        "x402-server-sqlite-{}-{}",
+        std::process::id(),
+        B256::random()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("reservations.sqlite");
+    let open: Open = Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            Arc::new(SqliteReservationStore::open(&path).expect("open"))
+                as Arc<dyn ReservationStore>
+        })
+    });
+    two_instances_run_one_payment_once(open).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_postgres_database() {
+    let Some(cluster) = x402_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let url = cluster.url().to_owned();
+    let open: Open = Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            Arc::new(
+                PostgresReservationStore::connect(&url)
+                    .await
+                    .expect("connect"),
+            ) as Arc<dyn ReservationStore>
+        })
+    });
+    two_instances_run_one_payment_once(open).await;
+    drop(cluster);
+}
+
+async fn two_instances_run_one_payment_once(open: Open) {
+    let facilitator = Arc::new(Approve::default());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = serve(instance(
+        Arc::clone(&facilitator),
+        open().await,
+        Arc::clone(&runs),
+    ))
+    .await;
+    let b = serve(instance(
+        Arc::clone(&facilitator),
+        open().await,
+        Arc::clone(&runs),
+    ))
+    .await;
+    let required = required_of(
+        &client()
+            .get(format!("{a}/cheap"))
+            .send()
+            .await
+            .expect("402"),
+    );
+    let mut authorization = JsonObject::new();
+    authorization.insert("from".into(), json!(Address::random().to_string()));
+    authorization.insert("nonce".into(), json!(B256::random().to_string()));
+    let mut payload = JsonObject::new();
+    payload.insert("authorization".into(), Value::Object(authorization));
+    payload.insert("signature".into(), json!("0x00"));
+    let payment = encode_header(&PaymentPayload {
+        x402_version: 2,
+        payload,
+        extensions: None,
+        resource: Some(required.resource.clone()),
+        accepted: required.accepts[0].clone(),
+    });
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = format!("{}/cheap", if i % 2 == 0 { &a } else { &b });
+        let payment = payment.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = client()
+                .get(url)
+                .header("PAYMENT-SIGNATURE", payment)
+                .send()
+                .await
+                .expect("request");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        }));
+    }
+    let mut served = 0;
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        match status {
+            200 => {
+                assert_eq!(body, CONTENT);
+                served += 1;
+            }
+            402 => assert!(!body.contains(CONTENT)),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert_eq!(served, 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(facilitator.settles.load(Ordering::SeqCst), 1);
+
+    // A restarted instance still knows the payment was used.
+    let restarted = serve(instance(
+        Arc::clone(&facilitator),
+        open().await,
+        Arc::clone(&runs),
+    ))
+    .await;
+    let again = client()
+        .get(format!("{restarted}/cheap"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(again.status().as_u16(), 402);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_semantics() {
+    use x402_server::{ReservationKey, ReserveOutcome};
+    let Some(cluster) = x402_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let store = PostgresReservationStore::connect_with(
+        cluster.url(),
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("connect");
+    let other = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("second connection");
+    let key = ReservationKey(B256::random().0);
+    assert_eq!(
+        store.reserve(&key).await.expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    assert_eq!(
+        other.reserve(&key).await.expect("reserve"),
+        ReserveOutcome::InUse
+    );
+    store.release(&key).await.expect("release");
+    assert_eq!(
+        store.reserve(&key).await.expect("reserve"),
+        ReserveOutcome::Reserved,
+        "released, so free again (this time with the short lifetime)"
+    );
+    // An abandoned reservation expires.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.reserve(&key).await.expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    store.consume(&key).await.expect("consume");
+    assert_eq!(
+        other.reserve(&key).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    // Releasing a consumed key does not free it.
+    other.release(&key).await.expect("release");
+    assert_eq!(
+        store.reserve(&key).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+}
