@@ -1,0 +1,321 @@
+//! `x402 pay URL`: a curl-like paid request.
+//!
+//! Exit codes: 0 success (2xx); 1 the server answered a non-2xx status;
+//! 2 usage or configuration error; 3 payment refused by the policy, the
+//! budget or `--max`; 4 the payment was made but not settled (or is
+//! pending); 5 network error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use reqwest::Method;
+use x402_client::{
+    AssetInfo, Budget, BudgetRule, ClientError, PaymentOutcome, PaymentStatus, PriceCap,
+    SelectionPolicy, StaticCatalog, X402Client, payment_required_from,
+};
+use x402_core::{ChainId, ChainIdPattern, Money};
+use x402_evm::exact::ExactEvmClient;
+use x402_evm::{EvmNetworks, LocalSigner};
+use x402_siwx::{EvmSiwxSigner, SiwxSignIn};
+
+/// Arguments of `x402 pay`.
+#[derive(Debug, Args)]
+pub struct PayArgs {
+    /// The URL to request.
+    url: String,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    method: String,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// Largest acceptable price per call, in US dollars (e.g. 0.05).
+    #[arg(long)]
+    max: Option<String>,
+    /// Preferred networks, most preferred first (names or CAIP-2; repeatable).
+    #[arg(long)]
+    prefer: Vec<String>,
+    /// Only pay on these networks (repeatable).
+    #[arg(long)]
+    network: Vec<String>,
+    /// Only pay on test networks.
+    #[arg(long)]
+    testnet_only: bool,
+    /// Environment variable holding the payer's hex private key.
+    #[arg(long, default_value = "X402_PRIVATE_KEY")]
+    wallet_env: String,
+    /// File holding the payer's hex private key (instead of --wallet-env).
+    /// The key is never printed or logged.
+    #[arg(long)]
+    wallet_file: Option<PathBuf>,
+    /// Extra asset for value comparison and dollar caps:
+    /// `NETWORK:ADDRESS:DECIMALS[:usd]` (repeatable), e.g. a devnet USDC.
+    #[arg(long = "asset")]
+    assets: Vec<String>,
+    /// SQLite file keeping the spend across runs (with --daily-usd / --total-usd).
+    #[arg(long)]
+    budget: Option<PathBuf>,
+    /// Daily spending limit in US dollars (needs --budget).
+    #[arg(long, requires = "budget")]
+    daily_usd: Option<String>,
+    /// Total spending limit in US dollars (needs --budget).
+    #[arg(long, requires = "budget")]
+    total_usd: Option<String>,
+    /// Show what would be paid and why, without signing or paying.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+const EXIT_HTTP: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_REFUSED: u8 = 3;
+const EXIT_NOT_SETTLED: u8 = 4;
+const EXIT_NETWORK: u8 = 5;
+
+struct Failure(u8, String);
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure(EXIT_USAGE, message.into())
+}
+
+fn micro_usd(text: &str) -> Result<u128, Failure> {
+    let money = Money::parse(text.trim_start_matches('$')).map_err(|e| usage(e.to_string()))?;
+    money
+        .to_atomic(6)
+        .map_err(|e| usage(e.to_string()))?
+        .to_u128()
+        .ok_or_else(|| usage("amount too large"))
+}
+
+fn parse_asset(text: &str) -> Result<(ChainId, String, AssetInfo), Failure> {
+    match text.strip_suffix(":usd") {
+        Some(body) => parse_asset_parts(body, true),
+        None => parse_asset_parts(text, false),
+    }
+}
+
+fn parse_asset_parts(
+    text: &str,
+    usd_stable: bool,
+) -> Result<(ChainId, String, AssetInfo), Failure> {
+    let bad = || {
+        usage(format!(
+            "--asset {text:?}: expected NETWORK:ADDRESS:DECIMALS[:usd]"
+        ))
+    };
+    let (rest, decimals) = text.rsplit_once(':').ok_or_else(bad)?;
+    let (network, address) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let network = ChainId::from_name_or_caip2(network).map_err(|e| usage(e.to_string()))?;
+    let decimals: u8 = decimals.parse().map_err(|_| bad())?;
+    Ok((
+        network,
+        address.to_owned(),
+        AssetInfo {
+            symbol: if usd_stable {
+                "USD".into()
+            } else {
+                "TOKEN".into()
+            },
+            decimals,
+            usd_stable,
+        },
+    ))
+}
+
+fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
+    let key = match &args.wallet_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "cannot read the wallet file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => std::env::var(&args.wallet_env).map_err(|_| {
+            usage(format!(
+                "set {} to the payer's hex private key (or use --wallet-file)",
+                args.wallet_env
+            ))
+        })?,
+    };
+    let signer = LocalSigner::from_hex(&key).map_err(|e| usage(e.to_string()))?;
+    let mut policy = SelectionPolicy::default();
+    for name in &args.prefer {
+        policy
+            .prefer_networks
+            .push(ChainIdPattern::parse(name).map_err(|e| usage(e.to_string()))?);
+    }
+    for name in &args.network {
+        policy
+            .allow_networks
+            .push(ChainIdPattern::parse(name).map_err(|e| usage(e.to_string()))?);
+    }
+    if args.testnet_only {
+        policy.network_class = Some(x402_core::NetworkClass::Testnet);
+    }
+    if let Some(max) = &args.max {
+        let money = Money::parse(&format!("${}", max.trim_start_matches('$')))
+            .map_err(|e| usage(e.to_string()))?;
+        policy.max_per_call.push(PriceCap::Usd(money));
+    }
+    let mut catalog = StaticCatalog::default();
+    for asset in &args.assets {
+        let (network, address, info) = parse_asset(asset)?;
+        catalog = catalog.with(network, address, info);
+    }
+    // Sign in with the same wallet first (on any eip155 network the server
+    // lists), so a returning wallet with an entitlement is let in unpaid.
+    let sign_in = SiwxSignIn::any_chain(Arc::new(EvmSiwxSigner::new(signer.clone())));
+    let mut builder = X402Client::builder()
+        .wallet(
+            ChainIdPattern::namespace("eip155").map_err(|e| usage(e.to_string()))?,
+            Arc::new(ExactEvmClient::new(signer)),
+        )
+        .sign_in(Arc::new(sign_in))
+        .catalog(Arc::new(EvmNetworks::well_known()))
+        .catalog(Arc::new(catalog))
+        .policy(policy);
+    if let Some(path) = &args.budget {
+        let rule = BudgetRule {
+            per_day: args.daily_usd.as_deref().map(micro_usd).transpose()?,
+            total: args.total_usd.as_deref().map(micro_usd).transpose()?,
+            ..BudgetRule::usd()
+        };
+        let budget = Budget::open(path, vec![rule]).map_err(|e| usage(e.to_string()))?;
+        builder = builder.budget(Arc::new(budget));
+    }
+    Ok(builder.build())
+}
+
+fn build_request(http: &reqwest::Client, args: &PayArgs) -> Result<reqwest::Request, Failure> {
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| usage(format!("invalid method {:?}", args.method)))?;
+    let mut request = http.request(method, &args.url);
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| usage(format!("header {header:?} is not `Name: value`")))?;
+        request = request.header(name.trim(), value.trim());
+    }
+    if let Some(data) = &args.data {
+        request = request.body(data.clone());
+    }
+    request.build().map_err(|e| usage(e.to_string()))
+}
+
+fn receipt_line(outcome: &PaymentOutcome) -> String {
+    let req = &outcome.requirements;
+    let tx = outcome
+        .receipt
+        .as_ref()
+        .map(|r| r.transaction.as_str())
+        .filter(|t| !t.is_empty())
+        .unwrap_or("-");
+    let status = match outcome.status {
+        PaymentStatus::Paid => "paid",
+        PaymentStatus::Pending => "pending",
+        PaymentStatus::NotPaid => "not paid",
+    };
+    format!(
+        "x402: {status} {} (atomic) of {} on {} to {} tx {tx}",
+        req.amount, req.asset, req.network, req.pay_to
+    )
+}
+
+async fn dry_run(
+    client: &X402Client,
+    http: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<(), Failure> {
+    let response = http
+        .execute(request)
+        .await
+        .map_err(|e| Failure(EXIT_NETWORK, e.to_string()))?;
+    if response.status() != reqwest::StatusCode::PAYMENT_REQUIRED {
+        eprintln!("x402: no payment asked (HTTP {})", response.status());
+        return Ok(());
+    }
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Failure(EXIT_NETWORK, e.to_string()))?;
+    let required =
+        payment_required_from(&headers, &body).map_err(|e| Failure(EXIT_HTTP, e.to_string()))?;
+    let selection = client.select(&required);
+    eprintln!("{}", selection.explain());
+    match selection.chosen() {
+        Some(chosen) => {
+            eprintln!(
+                "x402: would pay {} (atomic) of {} on {} to {}",
+                chosen.amount, chosen.asset, chosen.network, chosen.pay_to
+            );
+            Ok(())
+        }
+        None => Err(Failure(EXIT_REFUSED, "no acceptable payment option".into())),
+    }
+}
+
+async fn pay(args: PayArgs) -> Result<(), Failure> {
+    let client = build_client(&args)?;
+    let http = reqwest::Client::new();
+    let request = build_request(&http, &args)?;
+    if args.dry_run {
+        return dry_run(&client, &http, request).await;
+    }
+    let response = client.send(&http, request).await.map_err(|e| match e {
+        ClientError::NoAcceptableOption(_) | ClientError::Budget(_) | ClientError::Vetoed(_) => {
+            Failure(EXIT_REFUSED, e.to_string())
+        }
+        ClientError::Http(_) => Failure(EXIT_NETWORK, e.to_string()),
+        other => Failure(EXIT_USAGE, other.to_string()),
+    })?;
+    let status = response.status();
+    let outcome = response.extensions().get::<PaymentOutcome>().cloned();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Failure(EXIT_NETWORK, e.to_string()))?;
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&body);
+    let _ = stdout.flush();
+    if let Some(outcome) = &outcome {
+        eprintln!("{}", receipt_line(outcome));
+        if outcome.status != PaymentStatus::Paid {
+            return Err(Failure(
+                EXIT_NOT_SETTLED,
+                format!("HTTP {status}: payment not settled"),
+            ));
+        }
+    }
+    if !status.is_success() {
+        return Err(Failure(EXIT_HTTP, format!("HTTP {status}")));
+    }
+    Ok(())
+}
+
+/// Runs `x402 pay` and maps the outcome to the documented exit codes.
+pub fn run(args: PayArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(pay(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! `x402 pay` end to end: the real binary pays our axum server (x402-server
+//! layer + in-process facilitator) on anvil with Circle's real USDC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use axum::Router;
+use axum::routing::get;
+use x402_core::{ChainId, ChainIdPattern, Facilitator, LocalFacilitator};
+use x402_evm::exact::{EvmChainConfig, ExactEvmFacilitator, ExactEvmServer};
+use x402_evm::rpc::RpcClient;
+use x402_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
+use x402_server::{PayTo, PaymentLayer, PaymentOption, Route, money};
+use x402_testkit::Devnet;
+
+struct Env {
+    devnet: Devnet,
+    url: String,
+    payee: Address,
+}
+
+async fn env() -> Env {
+    let devnet = Devnet::start().await.expect("devnet");
+    let network = EvmNetwork::anvil(devnet.usdc());
+    let rpc = Arc::new(
+        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc"),
+    );
+    let key = LocalSigner::random();
+    devnet
+        .set_eth_balance(key.address(), U256::from(10u128.pow(21)))
+        .await
+        .expect("fund");
+    let keys: Vec<Arc<dyn EvmSigner>> = vec![Arc::new(key)];
+    let evm = ExactEvmFacilitator::builder()
+        .chain(EvmChainConfig::new(network.clone(), rpc, keys))
+        .build()
+        .expect("facilitator");
+    let mut local = LocalFacilitator::new();
+    local.register(Arc::new(evm));
+    let facilitator: Arc<dyn Facilitator> = Arc::new(local);
+    let mut table = EvmNetworks::empty();
+    table.insert(network);
+    let payee = Address::random();
+    // Bind first: sign-in-with-x binds challenges to the public origin.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let store = Arc::new(x402_siwx::MemoryStore::new());
+    let siwx = x402_siwx::SiwxServer::new(
+        x402_siwx::SiwxServerConfig::new(url.clone()),
+        x402_siwx::VerifierRegistry::with_defaults(),
+        store.clone(),
+    )
+    .expect("siwx");
+    let hooks = x402_siwx::SiwxHooks::new(Arc::new(siwx), store).route(
+        "GET /pass",
+        x402_siwx::AccessPolicy::Pass {
+            duration_ms: 3_600_000,
+        },
+    );
+    let layer = PaymentLayer::builder(facilitator)
+        .scheme(
+            ChainIdPattern::parse("eip155:*").expect("pattern"),
+            Arc::new(ExactEvmServer::new(table)),
+        )
+        .public_origin(url.clone())
+        .hooks(Arc::new(hooks))
+        .route(
+            Route::new("GET /pass")
+                .expect("route")
+                .accept(PaymentOption::exact(
+                    ChainId::eip155(31337),
+                    money("$0.01").expect("price"),
+                    PayTo::address(payee.to_string()),
+                )),
+        )
+        .route(
+            Route::new("GET /report")
+                .expect("route")
+                .accept(PaymentOption::exact(
+                    ChainId::eip155(31337),
+                    money("$0.01").expect("price"),
+                    PayTo::address(payee.to_string()),
+                )),
+        )
+        .build()
+        .expect("layer");
+    let app = Router::new()
+        .route("/report", get(|| async { "the report" }))
+        .route("/pass", get(|| async { "members only" }))
+        .layer(layer);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Env { devnet, url, payee }
+}
+
+async fn x402_pay(env: &Env, extra: &[&str]) -> (i32, String, String) {
+    x402_pay_path(env, "/report", extra).await
+}
+
+async fn x402_pay_path(env: &Env, path: &str, extra: &[&str]) -> (i32, String, String) {
+    let asset = format!("eip155:31337:{}:6:usd", env.devnet.usdc());
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_x402"))
+        .arg("pay")
+        .arg(format!("{}{path}", env.url))
+        .args(["--asset", &asset])
+        .args(extra)
+        .env("X402_PRIVATE_KEY", env.devnet.payer(2).private_key_hex())
+        .output()
+        .await
+        .expect("run x402");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pays_and_prints_the_body_and_a_receipt() {
+    let env = env().await;
+    let (code, stdout, stderr) = x402_pay(&env, &["--max", "0.05"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "the report");
+    assert!(stderr.contains("x402: paid 10000"), "{stderr}");
+    assert!(stderr.contains("tx 0x"), "{stderr}");
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::from(10_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_above_max_and_dry_run_pays_nothing() {
+    let env = env().await;
+    let (code, _, stderr) = x402_pay(&env, &["--max", "0.005"]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("above the per-call maximum"), "{stderr}");
+    let (code, stdout, stderr) = x402_pay(&env, &["--dry-run"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("would pay 10000"), "{stderr}");
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::ZERO
+    );
+    let (code, _, stderr) = x402_pay(&env, &["--network", "base"]).await;
+    assert_eq!(code, 3, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_the_key_from_a_file() {
+    let env = env().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("payer.key");
+    std::fs::write(&key, format!("{}\n", env.devnet.payer(3).private_key_hex()))
+        .expect("write key");
+    let asset = format!("eip155:31337:{}:6:usd", env.devnet.usdc());
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_x402"))
+        .arg("pay")
+        .arg(format!("{}/report", env.url))
+        .args(["--asset", &asset, "--wallet-file"])
+        .arg(&key)
+        .env_remove("X402_PRIVATE_KEY")
+        .output()
+        .await
+        .expect("run x402");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains(&env.devnet.payer(3).private_key_hex()[2..]),
+        "the key is never printed"
+    );
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::from(10_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_wallet_is_a_usage_error() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_x402"))
+        .args([
+            "pay",
+            "http://127.0.0.1:9/x",
+            "--wallet-env",
+            "X402_TEST_NO_SUCH_VAR",
+        ])
+        .output()
+        .await
+        .expect("run x402");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("X402_TEST_NO_SUCH_VAR"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_wallet_signs_in_instead_of_paying() {
+    let env = env().await;
+    let (code, stdout, stderr) = x402_pay_path(&env, "/pass", &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "members only");
+    assert!(stderr.contains("x402: paid 10000"), "{stderr}");
+    for _ in 0..2 {
+        let (code, stdout, stderr) = x402_pay_path(&env, "/pass", &[]).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, "members only");
+        assert!(
+            !stderr.contains("x402: paid"),
+            "signed in, not paid: {stderr}"
+        );
+    }
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::from(10_000),
+        "one payment for three visits"
+    );
+}
