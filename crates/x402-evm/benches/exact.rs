@@ -7,17 +7,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, Signature, U256};
+use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_sol_types::SolCall;
 use criterion::{Criterion, criterion_group, criterion_main};
 use x402_core::{
     ChainId, Money, PaymentPayload, PaymentRequirements, Price, RequirementsRequest,
     SchemeFacilitator, SchemeServer, codec,
 };
+use x402_evm::contracts::IEip3009Token;
 use x402_evm::exact::{
     EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmPayload, ExactEvmServer,
     eip712_domain, signing_hash,
 };
-use x402_evm::rpc::RpcClient;
+use x402_evm::rpc::{RpcClient, call_params};
 use x402_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use x402_testkit::Devnet;
 
@@ -69,15 +71,43 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(client.sign(&requirements)).unwrap())
     });
 
-    // The CPU work of verification without any RPC: decode the header, read
-    // the payload, hash the EIP-712 message, recover the signer.
+    // The CPU work of a successful verification without any RPC: decode the
+    // header, read the payload, hash the EIP-712 message, encode the
+    // simulation call and its JSON-RPC request. The token checks the
+    // signature inside the simulation, so no signer recovery happens here.
     let header = codec::encode_header(&rt.block_on(sign(&client, &requirements)));
     let domain = eip712_domain("USD Coin", "2", 31337, usdc);
-    c.bench_function("verify_cpu_decode_hash_recover", |b| {
+    c.bench_function("verify_cpu_happy_path", |b| {
         b.iter(|| {
             let payload = codec::decode_payment_signature(header.as_bytes()).unwrap();
             let exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
             let digest = signing_hash(&exact.authorization, &domain);
+            let auth = &exact.authorization;
+            let signature = &exact.signature;
+            let calldata = IEip3009Token::transferWithAuthorization_0Call {
+                from: auth.from,
+                to: auth.to,
+                value: auth.value.as_u256(),
+                validAfter: auth.valid_after.as_u256(),
+                validBefore: auth.valid_before.as_u256(),
+                nonce: auth.nonce,
+                v: signature[64],
+                r: B256::from_slice(&signature[..32]),
+                s: B256::from_slice(&signature[32..64]),
+            }
+            .abi_encode();
+            let body = serde_json::to_vec(&call_params(Some(auth.to), usdc, &calldata)).unwrap();
+            std::hint::black_box((digest, body));
+        })
+    });
+
+    // Signer recovery, paid only when a simulation fails and the facilitator
+    // names which check did.
+    let payload = codec::decode_payment_signature(header.as_bytes()).unwrap();
+    let exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
+    let digest = signing_hash(&exact.authorization, &domain);
+    c.bench_function("verify_cpu_failure_diagnosis_recover", |b| {
+        b.iter(|| {
             let signature = Signature::from_raw(&exact.signature).unwrap();
             let recovered = signature.recover_address_from_prehash(&digest).unwrap();
             assert_eq!(recovered, exact.authorization.from);

@@ -403,6 +403,61 @@ async fn unconfirmed_settlement_is_pending_with_its_hash() {
 
 // ---- one negative test per verification step ----
 
+/// Pending transactions in anvil's pool, read from `txpool_status`.
+async fn pooled_transactions(devnet: &Devnet) -> u64 {
+    let status = devnet
+        .rpc("txpool_status", serde_json::json!([]))
+        .await
+        .unwrap();
+    let pending = status["pending"].as_str().unwrap_or("0x0");
+    u64::from_str_radix(pending.trim_start_matches("0x"), 16).unwrap()
+}
+
+async fn wait_for_pool(devnet: &Devnet, expected: u64) {
+    for _ in 0..500 {
+        if pooled_transactions(devnet).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the pool never held {expected} transaction(s)");
+}
+
+#[tokio::test]
+async fn transaction_dropped_by_the_node_is_broadcast_again() {
+    let env = env_with(DevnetOptions {
+        automine: false,
+        block_time: None,
+        ..DevnetOptions::default()
+    })
+    .await;
+    let facilitator = facilitator_for(&env.devnet, 1, |b| {
+        b.receipt_timeout(Duration::from_secs(20))
+            .rebroadcast_interval(Duration::from_millis(300))
+    })
+    .await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(6, &requirements).await;
+    let settling = facilitator.settle(&payload, &requirements);
+    let node_side = async {
+        wait_for_pool(&env.devnet, 1).await;
+        // The node forgets the transaction, as a restarted or evicting node would.
+        env.devnet
+            .rpc("anvil_dropAllTransactions", serde_json::json!([]))
+            .await
+            .unwrap();
+        assert_eq!(pooled_transactions(&env.devnet).await, 0);
+        // Only the facilitator's re-broadcast can put it back.
+        wait_for_pool(&env.devnet, 1).await;
+        env.devnet.mine().await.unwrap();
+    };
+    let (settled, ()) = tokio::join!(settling, node_side);
+    let settled = settled.unwrap();
+    assert!(settled.success, "{:?}", settled.error_reason);
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
 #[tokio::test]
 async fn rejects_underpayment_and_overpayment() {
     let env = env().await;

@@ -95,6 +95,9 @@ fn default_valid_before_buffer() -> u64 {
 fn default_receipt_timeout() -> u64 {
     30
 }
+fn default_rebroadcast_interval() -> u64 {
+    3
+}
 fn default_rpc_timeout() -> u64 {
     10
 }
@@ -129,6 +132,10 @@ pub struct FacilitatorConfig {
     /// How long settlement waits for a receipt before answering `pending` (default 30 s).
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_seconds: u64,
+    /// How long a settlement transaction may go without a receipt before its
+    /// signed bytes are sent to the node again (default 3 s).
+    #[serde(default = "default_rebroadcast_interval")]
+    pub rebroadcast_interval_seconds: u64,
     /// Per-request timeout of RPC calls (default 10 s).
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_seconds: u64,
@@ -561,6 +568,10 @@ valid_before_buffer_seconds = 6
 # How long /settle waits for a receipt before answering "pending" with the
 # transaction hash (never "failed" for a transaction that may still land).
 receipt_timeout_seconds = 30
+
+# While waiting, a transaction with no receipt yet is sent again (same signed
+# bytes, so it can never pay twice) this often: nodes drop transactions.
+rebroadcast_interval_seconds = 3
 
 # Per-request timeout of RPC calls.
 rpc_timeout_seconds = 10

@@ -44,6 +44,9 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     let mut builder = ExactEvmFacilitator::builder()
         .valid_before_buffer(Duration::from_secs(config.valid_before_buffer_seconds))
         .receipt_timeout(config.receipt_timeout())
+        .rebroadcast_interval(Duration::from_secs(
+            config.rebroadcast_interval_seconds.max(1),
+        ))
         .crash_after_broadcast(config.fault_injection.crash_after_broadcast);
     let mut probes = Vec::with_capacity(config.chains.len());
     for index in 0..config.chains.len() {

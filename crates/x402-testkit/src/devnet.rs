@@ -16,6 +16,7 @@ use crate::process::AnvilProcess;
 use crate::rpc::{Rpc, TxReceipt};
 use crate::snapshot::{deploy_into, ensure_snapshot};
 use crate::usdc::{IFiatToken, usdc_balance_of, usdc_domain};
+use crate::watchdog::PoolWatchdog;
 
 /// anvil's chain id.
 pub const CHAIN_ID: u64 = 31337;
@@ -92,6 +93,7 @@ pub struct Devnet {
     rpc: Rpc,
     usdc: Address,
     accounts: Vec<DevAccount>,
+    _pool_watchdog: Option<PoolWatchdog>,
 }
 
 impl Devnet {
@@ -106,8 +108,9 @@ impl Devnet {
     pub async fn start_with(options: DevnetOptions) -> Result<Self> {
         let anvil = install::anvil().await?;
         let mut args = options.anvil_args();
+        let watch_pool = options.automine;
         if let Some(dir) = &options.state_dir {
-            return Self::start_persistent(&anvil, args, dir).await;
+            return Self::start_persistent(&anvil, args, dir, watch_pool).await;
         }
         let (mut process, usdc) = if options.use_snapshot {
             let snapshot = ensure_snapshot(&anvil).await?;
@@ -125,6 +128,9 @@ impl Devnet {
         let accounts = dev_accounts()?;
         match Self::check(&rpc, &accounts, usdc, options.use_snapshot).await {
             Ok(()) => Ok(Self {
+                _pool_watchdog: watch_pool
+                    .then(|| PoolWatchdog::start(rpc.url().to_owned()))
+                    .flatten(),
                 process,
                 rpc,
                 usdc,
@@ -142,6 +148,7 @@ impl Devnet {
         anvil: &install::Anvil,
         mut args: Vec<std::ffi::OsString>,
         dir: &std::path::Path,
+        watch_pool: bool,
     ) -> Result<Self> {
         let io = |e: std::io::Error| {
             DevnetError::Unexpected(format!("state dir {}: {e}", dir.display()))
@@ -181,6 +188,9 @@ impl Devnet {
         let accounts = dev_accounts()?;
         match Self::check(&rpc, &accounts, usdc, true).await {
             Ok(()) => Ok(Self {
+                _pool_watchdog: watch_pool
+                    .then(|| PoolWatchdog::start(rpc.url().to_owned()))
+                    .flatten(),
                 process,
                 rpc,
                 usdc,

@@ -33,6 +33,7 @@ pub mod rpc;
 mod snapshot;
 pub mod usdc;
 pub mod wallet;
+mod watchdog;
 
 pub use accounts::{DEV_MNEMONIC, DEV_PRIVATE_KEYS, DevAccount, dev_accounts};
 pub use devnet::{CHAIN_ID, Devnet, DevnetOptions, NETWORK};

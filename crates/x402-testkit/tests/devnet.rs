@@ -315,3 +315,52 @@ fn devnet_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Devnet>();
 }
+
+/// anvil can leave a transaction queued behind a nonce that is already used
+/// (foundry-rs/foundry#10122); the kit's pool watchdog puts it back. The
+/// state is produced here on purpose: a transaction one nonce ahead waits in
+/// the queue, then the account's nonce is moved past the gap behind the
+/// pool's back, exactly what the race does.
+#[tokio::test]
+async fn transaction_stranded_in_the_queue_is_mined_anyway() {
+    let devnet = Devnet::start().await.unwrap();
+    let sender = devnet.account(7).address;
+    let count = |tag: &'static str| {
+        let devnet = &devnet;
+        async move {
+            let value = devnet
+                .rpc("eth_getTransactionCount", json!([sender, tag]))
+                .await
+                .unwrap();
+            u64::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        }
+    };
+    let nonce = count("latest").await;
+    let hash = devnet
+        .rpc(
+            "eth_sendTransaction",
+            json!([{
+                "from": sender,
+                "to": devnet.account(8).address,
+                "value": "0x1",
+                "gas": "0x5208",
+                "nonce": format!("{:#x}", nonce + 1),
+            }]),
+        )
+        .await
+        .unwrap();
+    let hash: B256 = serde_json::from_value(hash).unwrap();
+    devnet
+        .rpc(
+            "anvil_setNonce",
+            json!([sender, format!("{:#x}", nonce + 1)]),
+        )
+        .await
+        .unwrap();
+    let receipt = tokio::time::timeout(Duration::from_secs(10), devnet.wait_receipt(hash))
+        .await
+        .expect("the stranded transaction was mined")
+        .unwrap();
+    assert!(receipt.status);
+    assert_eq!(count("latest").await, nonce + 2);
+}

@@ -81,6 +81,23 @@ struct ChainState {
     in_flight: std::sync::Mutex<HashMap<AuthorizationKey, Arc<AsyncMutex<()>>>>,
 }
 
+/// A signed transaction the node accepted.
+struct Broadcast {
+    hash: B256,
+    raw: Vec<u8>,
+}
+
+/// Sends a transaction's signed bytes again. The answer only informs the
+/// log: "already known" or "nonce too low" mean the node still has it or has
+/// mined it, and the receipt poll decides what happened either way.
+async fn rebroadcast(rpc: &RpcClient, sent: &Broadcast) {
+    let hash = sent.hash;
+    match rpc.send_raw_transaction(&sent.raw).await {
+        Ok(_) => tracing::warn!(%hash, "transaction still unconfirmed; re-broadcast it"),
+        Err(error) => tracing::debug!(%hash, %error, "re-broadcast not needed"),
+    }
+}
+
 /// (token, payer, nonce): identifies one EIP-3009 authorization.
 type AuthorizationKey = (Address, Address, B256);
 
@@ -90,6 +107,7 @@ pub struct ExactEvmFacilitatorBuilder {
     valid_before_buffer: Duration,
     receipt_timeout: Duration,
     receipt_poll_max: Duration,
+    rebroadcast_interval: Duration,
     clock: Clock,
     crash_after_broadcast: bool,
 }
@@ -101,6 +119,7 @@ impl Default for ExactEvmFacilitatorBuilder {
             valid_before_buffer: Duration::from_secs(6),
             receipt_timeout: Duration::from_secs(30),
             receipt_poll_max: Duration::from_millis(500),
+            rebroadcast_interval: Duration::from_secs(3),
             clock: system_clock(),
             crash_after_broadcast: false,
         }
@@ -130,6 +149,16 @@ impl ExactEvmFacilitatorBuilder {
     /// Longest pause between receipt checks (checks start at 1 ms and double).
     pub fn receipt_poll_max(mut self, interval: Duration) -> Self {
         self.receipt_poll_max = interval;
+        self
+    }
+
+    /// How long a broadcast transaction may go without a receipt before it is
+    /// sent again (default 3 s). Nodes drop transactions from their pools
+    /// (eviction, restarts, pool bugs); the signed bytes are identical, so a
+    /// re-broadcast can never pay twice, and a nonce gap left by a dropped
+    /// transaction would otherwise hold back every later one of its signer.
+    pub fn rebroadcast_interval(mut self, interval: Duration) -> Self {
+        self.rebroadcast_interval = interval;
         self
     }
 
@@ -182,6 +211,7 @@ impl ExactEvmFacilitatorBuilder {
             valid_before_buffer: self.valid_before_buffer.as_secs(),
             receipt_timeout: self.receipt_timeout,
             receipt_poll_max: self.receipt_poll_max,
+            rebroadcast_interval: self.rebroadcast_interval,
             clock: self.clock,
             crash_after_broadcast: self.crash_after_broadcast,
         })
@@ -194,6 +224,7 @@ pub struct ExactEvmFacilitator {
     valid_before_buffer: u64,
     receipt_timeout: Duration,
     receipt_poll_max: Duration,
+    rebroadcast_interval: Duration,
     clock: Clock,
     crash_after_broadcast: bool,
 }
@@ -524,9 +555,6 @@ impl ExactEvmFacilitator {
             },
             None => exact.clone(),
         };
-        let is_eoa_signature =
-            counterfactual.is_none() && ecdsa_signer_matches(&exact.signature, &digest, auth.from);
-
         let calldata = transfer_calldata(&executed);
         let simulator = chain.slots[0].signer.address();
         let state_calls = || {
@@ -553,10 +581,12 @@ impl ExactEvmFacilitator {
                 ),
             ]
         };
-        // The simulation alone proves, for a deployed payer, that the nonce is
-        // unused and the balance sufficient: the happy path costs the node one
-        // call. The state reads that name the reason for a failure are only
-        // made when the simulation fails (or cannot run: an undeployed wallet).
+        // The token checks the signature (ECDSA, or EIP-1271 for a contract
+        // `from`), the nonce and the balance itself, so a simulation that
+        // succeeds proves them all: the happy path costs one node call and
+        // no elliptic-curve work here. The reads that name the reason for a
+        // failure are only made when the simulation fails (or cannot run: an
+        // undeployed wallet, whose validation goes into the first batch).
         let mut calls = vec![("eth_call", call_params(Some(simulator), asset, &calldata))];
         if counterfactual.is_some() {
             calls.extend(state_calls());
@@ -568,19 +598,6 @@ impl ExactEvmFacilitator {
                     digest,
                     &exact.signature,
                 )),
-            ));
-        } else if !is_eoa_signature {
-            calls.push((
-                "eth_call",
-                call_params(
-                    None,
-                    auth.from,
-                    &IErc1271::isValidSignatureCall {
-                        hash: digest,
-                        signature: exact.signature.clone(),
-                    }
-                    .abi_encode(),
-                ),
             ));
         }
         let mut answers = chain
@@ -613,20 +630,6 @@ impl ExactEvmFacilitator {
             if code.is_empty() {
                 deploy = Some((wrapped.factory, wrapped.factory_calldata.clone()));
             }
-        } else if !is_eoa_signature {
-            // Not an ECDSA signature by `from`: accept only a deployed
-            // contract wallet that validates it by EIP-1271.
-            let valid_1271 = decode_bytes(next())
-                .ok()
-                .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
-                .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
-            if !valid_1271 {
-                return Ok(Err(reject(
-                    ErrorReason::InvalidExactEvmPayloadSignature,
-                    "signature does not authorise this transfer (neither ECDSA by `from` nor EIP-1271)",
-                    payer,
-                )));
-            }
         }
         // An undeployed wallet cannot be simulated before its deployment (the
         // validator call above stood in for the signature check).
@@ -637,10 +640,28 @@ impl ExactEvmFacilitator {
             Err(error) => return Err(chain_error(error)),
         };
         if state.is_none() && simulation_error.is_some() {
+            // Name the failed check, signature first: an ECDSA signature by
+            // `from`, or else a deployed contract wallet's EIP-1271 answer.
+            let is_eoa_signature = ecdsa_signer_matches(&exact.signature, &digest, auth.from);
+            let mut calls = state_calls();
+            if !is_eoa_signature {
+                calls.push((
+                    "eth_call",
+                    call_params(
+                        None,
+                        auth.from,
+                        &IErc1271::isValidSignatureCall {
+                            hash: digest,
+                            signature: exact.signature.clone(),
+                        }
+                        .abi_encode(),
+                    ),
+                ));
+            }
             let mut answers = chain
                 .config
                 .rpc
-                .batch(state_calls())
+                .batch(calls)
                 .await
                 .map_err(chain_error)?
                 .into_iter();
@@ -650,6 +671,19 @@ impl ExactEvmFacilitator {
                     .unwrap_or(Err(RpcError::Decode("short batch".into())))
             };
             state = Some((next(), next()));
+            if !is_eoa_signature {
+                let valid_1271 = decode_bytes(next())
+                    .ok()
+                    .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
+                    .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
+                if !valid_1271 {
+                    return Ok(Err(reject(
+                        ErrorReason::InvalidExactEvmPayloadSignature,
+                        "signature does not authorise this transfer (neither ECDSA by `from` nor EIP-1271)",
+                        payer,
+                    )));
+                }
+            }
         }
         if let Some((used, balance)) = state {
             let used = decode_bytes(used)
@@ -706,14 +740,14 @@ impl ExactEvmFacilitator {
     }
 
     /// Signs and broadcasts a transaction calling `to` with `data` from the
-    /// next signer; returns its hash.
+    /// next signer.
     async fn send(
         &self,
         chain: &ChainState,
         call: (Address, &[u8], u64),
         payer: Address,
         observer: &dyn SettlementObserver,
-    ) -> Result<Result<B256, Rejection>, SchemeError> {
+    ) -> Result<Result<Broadcast, Rejection>, SchemeError> {
         let (to, data, gas_limit) = call;
         let config = &chain.config;
         let gas_price = self.gas_price(chain).await?;
@@ -775,7 +809,7 @@ impl ExactEvmFacilitator {
                         tracing::error!(%hash, "fault injection: crashing after broadcast");
                         std::process::abort();
                     }
-                    return Ok(Ok(hash));
+                    return Ok(Ok(Broadcast { hash, raw }));
                 }
                 Err(error) => {
                     let message = error
@@ -784,7 +818,7 @@ impl ExactEvmFacilitator {
                         .to_ascii_lowercase();
                     if message.contains("already known") {
                         *next_nonce = Some(nonce + 1);
-                        return Ok(Ok(hash));
+                        return Ok(Ok(Broadcast { hash, raw }));
                     }
                     if !resynced
                         && (message.contains("nonce too low") || message.contains("nonce too high"))
@@ -814,13 +848,17 @@ impl ExactEvmFacilitator {
     }
 
     /// Polls for a receipt (1 ms, doubling up to the configured maximum)
-    /// until it appears or the timeout passes.
+    /// until it appears or the timeout passes, sending the same signed bytes
+    /// again whenever a re-broadcast interval passes without one.
     async fn wait_receipt(
         &self,
         rpc: &RpcClient,
-        hash: B256,
+        sent: &Broadcast,
     ) -> Result<Option<Receipt>, SchemeError> {
-        let deadline = Instant::now() + self.receipt_timeout;
+        let hash = sent.hash;
+        let started = Instant::now();
+        let deadline = started + self.receipt_timeout;
+        let mut next_rebroadcast = started + self.rebroadcast_interval;
         let mut pause = Duration::from_millis(1);
         loop {
             match rpc.receipt(hash).await {
@@ -831,8 +869,13 @@ impl ExactEvmFacilitator {
                 }
                 Err(error) => return Err(chain_error(error)),
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(None);
+            }
+            if now >= next_rebroadcast {
+                next_rebroadcast = now + self.rebroadcast_interval;
+                rebroadcast(rpc, sent).await;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(self.receipt_poll_max);
@@ -946,7 +989,7 @@ impl ExactEvmFacilitator {
                     String::new(),
                 ));
             };
-            let hash = match self
+            let sent = match self
                 .send(
                     verified.chain,
                     (*factory, calldata, gas),
@@ -955,10 +998,10 @@ impl ExactEvmFacilitator {
                 )
                 .await?
             {
-                Ok(hash) => hash,
+                Ok(sent) => sent,
                 Err(rejection) => return Ok(failed(rejection, String::new())),
             };
-            match self.wait_receipt(&verified.chain.config.rpc, hash).await {
+            match self.wait_receipt(&verified.chain.config.rpc, &sent).await {
                 Ok(Some(receipt)) if receipt.succeeded() => {}
                 _ => {
                     return Ok(failed(
@@ -967,12 +1010,12 @@ impl ExactEvmFacilitator {
                             "deployment of the counterfactual wallet failed",
                             Some(auth.from),
                         ),
-                        hash.to_string(),
+                        sent.hash.to_string(),
                     ));
                 }
             }
         }
-        let hash = match self
+        let sent = match self
             .send(
                 verified.chain,
                 (
@@ -985,10 +1028,11 @@ impl ExactEvmFacilitator {
             )
             .await?
         {
-            Ok(hash) => hash,
+            Ok(sent) => sent,
             Err(rejection) => return Ok(failed(rejection, String::new())),
         };
-        let receipt = match self.wait_receipt(&verified.chain.config.rpc, hash).await {
+        let hash = sent.hash;
+        let receipt = match self.wait_receipt(&verified.chain.config.rpc, &sent).await {
             Ok(Some(receipt)) => receipt,
             Ok(None) => {
                 tracing::warn!(%hash, "settlement not confirmed in time; reporting pending");
