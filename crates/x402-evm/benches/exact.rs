@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
 use criterion::{Criterion, criterion_group, criterion_main};
 use x402_core::{
@@ -15,6 +15,7 @@ use x402_core::{
     SchemeFacilitator, SchemeServer, codec,
 };
 use x402_evm::contracts::IEip3009Token;
+use x402_evm::ecrecover::recover_address;
 use x402_evm::exact::{
     EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmPayload, ExactEvmServer,
     eip712_domain, signing_hash,
@@ -108,9 +109,8 @@ fn benches(c: &mut Criterion) {
     let digest = signing_hash(&exact.authorization, &domain);
     c.bench_function("verify_cpu_failure_diagnosis_recover", |b| {
         b.iter(|| {
-            let signature = Signature::from_raw(&exact.signature).unwrap();
-            let recovered = signature.recover_address_from_prehash(&digest).unwrap();
-            assert_eq!(recovered, exact.authorization.from);
+            let recovered = recover_address(&exact.signature, &digest);
+            assert_eq!(recovered, Some(exact.authorization.from));
         })
     });
 

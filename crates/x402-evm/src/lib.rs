@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod contracts;
+pub mod ecrecover;
 pub mod eip6492;
 pub mod exact;
 pub mod networks;

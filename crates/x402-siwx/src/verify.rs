@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alloy_primitives::{Address, Bytes, Signature, eip191_hash_message, hex};
+use alloy_primitives::{Address, Bytes, eip191_hash_message, hex};
 use x402_core::{BoxFuture, ChainId};
 use x402_evm::eip6492;
 use x402_evm::rpc::{RpcClient, create_call_params};
@@ -146,10 +146,7 @@ impl SiwxVerifier for EvmVerifier {
                     VerifyError::MalformedSignature("expected 0x-prefixed hex".into())
                 })?;
             let hash = eip191_hash_message(message.as_bytes());
-            if bytes.len() == 65
-                && let Ok(sig) = Signature::from_raw(&bytes)
-                && sig.recover_address_from_prehash(&hash).ok() == Some(signer)
-            {
+            if x402_evm::ecrecover::recover_address(&bytes, &hash) == Some(signer) {
                 return Ok(());
             }
             let Some(rpc) = self.rpc.get(chain.as_str()) else {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{Address, B256, Bytes, Signature, TxKind, U256};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_sol_types::{SolCall, SolEvent};
 use tokio::sync::Mutex as AsyncMutex;
 use x402_core::{
@@ -265,13 +265,7 @@ fn chain_error(error: RpcError) -> SchemeError {
 
 /// Whether `signature` is a plain 65-byte ECDSA signature by `from` over `digest`.
 fn ecdsa_signer_matches(signature: &[u8], digest: &B256, from: Address) -> bool {
-    if signature.len() != 65 {
-        return false;
-    }
-    Signature::from_raw(signature)
-        .ok()
-        .and_then(|sig| sig.recover_address_from_prehash(digest).ok())
-        .is_some_and(|recovered| recovered == from)
+    crate::ecrecover::recover_address(signature, digest) == Some(from)
 }
 
 /// Calldata of `transferWithAuthorization`: the `(v, r, s)` form for 65-byte
