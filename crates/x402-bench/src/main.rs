@@ -45,6 +45,22 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Internal: run only the resource server (`paid` with the payment
+    /// layer, `plain` without) in this process, for its memory figure.
+    #[arg(long, hide = true, requires = "usdc")]
+    serve: Option<ServeMode>,
+    /// Internal: the facilitator the `--serve paid` server uses.
+    #[arg(long, hide = true)]
+    facilitator_url: Option<String>,
+    /// Internal: the devnet's USDC address for `--serve`.
+    #[arg(long, hide = true)]
+    usdc: Option<Address>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ServeMode {
+    Paid,
+    Plain,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -429,12 +445,17 @@ async fn post_json(http: &reqwest::Client, url: &str, body: &Value, key: &str) -
     }
 }
 
-async fn paid_requests(
-    devnet: &Devnet,
+/// The seller's app: `GET /paid` behind `PaymentLayer` (or, for the memory
+/// baseline, the same route without it).
+fn seller_app(
+    mode: ServeMode,
+    usdc: Address,
     facilitator_url: &str,
-    args: &Args,
-) -> Result<Stats, String> {
-    let usdc = devnet.usdc();
+) -> Result<axum::Router, String> {
+    let app = axum::Router::new().route("/paid", axum::routing::get(|| async { "ok" }));
+    if mode == ServeMode::Plain {
+        return Ok(app);
+    }
     let mut table = EvmNetworks::empty();
     table.insert(EvmNetwork::anvil(usdc));
     let facilitator: Arc<dyn Facilitator> =
@@ -443,7 +464,7 @@ async fn paid_requests(
         PaymentLayer::builder(facilitator)
             .scheme(
                 ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
-                Arc::new(ExactEvmServer::new(table.clone())),
+                Arc::new(ExactEvmServer::new(table)),
             )
             .public_origin("https://bench.example")
             .route(Route::new("GET /paid").map_err(|e| e.to_string())?.accept(
@@ -455,19 +476,79 @@ async fn paid_requests(
             ))
             .build()
             .map_err(|e| e.to_string())?;
-    let app = axum::Router::new()
-        .route("/paid", axum::routing::get(|| async { "ok" }))
-        .layer(layer);
+    Ok(app.layer(layer))
+}
+
+/// `--serve`: serves the seller's app and prints its address on stdout.
+async fn serve(args: Args) -> Result<(), String> {
+    let (Some(mode), Some(usdc)) = (args.serve, args.usdc) else {
+        return Err("--serve needs --usdc".into());
+    };
+    let app = seller_app(mode, usdc, args.facilitator_url.as_deref().unwrap_or(""))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
-    let url = format!(
+    println!(
         "http://{}/paid",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
+
+/// A seller's server in its own process, so its memory can be read.
+struct ServerProcess {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn start_server(
+    mode: ServeMode,
+    usdc: Address,
+    facilitator_url: &str,
+) -> Result<ServerProcess, String> {
+    use tokio::io::AsyncBufReadExt;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(me)
+        .arg("--serve")
+        .arg(match mode {
+            ServeMode::Paid => "paid",
+            ServeMode::Plain => "plain",
+        })
+        .arg("--usdc")
+        .arg(usdc.to_string())
+        .arg("--facilitator-url")
+        .arg(facilitator_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the seller server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| "the seller server did not start".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(ServerProcess {
+        child,
+        url: line.trim().to_owned(),
+    })
+}
+
+/// Paid requests at concurrency 1 against a seller server process; returns
+/// the figures and the server's peak RSS.
+async fn paid_requests(
+    devnet: &Devnet,
+    facilitator_url: &str,
+    args: &Args,
+) -> Result<(Stats, Option<u64>), String> {
+    let usdc = devnet.usdc();
+    let server = start_server(ServeMode::Paid, usdc, facilitator_url).await?;
+    let mut table = EvmNetworks::empty();
+    table.insert(EvmNetwork::anvil(usdc));
     let client = Arc::new(
         X402Client::builder()
             .wallet(
@@ -480,7 +561,8 @@ async fn paid_requests(
             .build(),
     );
     let http = reqwest::Client::new();
-    Ok(drive(1, Some(args.paid_requests), None, move |_| {
+    let url = server.url.clone();
+    let stats = drive(1, Some(args.paid_requests), None, move |_| {
         let (client, http, url) = (Arc::clone(&client), http.clone(), url.clone());
         async move {
             let Ok(request) = http.get(&url).build() else {
@@ -495,7 +577,27 @@ async fn paid_requests(
             }
         }
     })
-    .await)
+    .await;
+    Ok((stats, server.child.id().and_then(peak_rss_kib)))
+}
+
+/// The memory baseline: the same server without the payment layer, under
+/// the same number of (free) requests.
+async fn plain_requests(usdc: Address, args: &Args) -> Result<Option<u64>, String> {
+    let server = start_server(ServeMode::Plain, usdc, "").await?;
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    drive(1, Some(args.paid_requests), None, move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    Ok(server.child.id().and_then(peak_rss_kib))
 }
 
 async fn run(args: Args) -> Result<Value, String> {
@@ -548,7 +650,8 @@ async fn run(args: Args) -> Result<Value, String> {
     .await;
 
     eprintln!("[5/5] paid requests end to end (concurrency 1) ...");
-    let paid = paid_requests(&devnet, &facilitator.url, &args).await?;
+    let (paid, server_rss) = paid_requests(&devnet, &facilitator.url, &args).await?;
+    let plain_rss = plain_requests(devnet.usdc(), &args).await?;
     let rss = facilitator.child.id().and_then(peak_rss_kib);
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -561,6 +664,11 @@ async fn run(args: Args) -> Result<Value, String> {
             "peak_rss_kib": rss,
         },
         "paid_request": paid.to_json(),
+        "server": {
+            "peak_rss_kib_with_layer": server_rss,
+            "peak_rss_kib_without_layer": plain_rss,
+            "layer_rss_kib": server_rss.zip(plain_rss).map(|(with, without)| with as i64 - without as i64),
+        },
         "ratios": {
             "verify_per_second_vs_node_eth_call": ratio(verify.throughput(), node_call.throughput()),
             "settle_per_second_vs_node_send_and_mine": ratio(settle.throughput(), node_send.throughput()),
@@ -594,6 +702,12 @@ fn print_table(report: &Value) {
         "facilitator peak RSS: {} KiB",
         report["facilitator"]["peak_rss_kib"]
     );
+    println!(
+        "seller server peak RSS: {} KiB with the payment layer, {} KiB without (layer adds {} KiB)",
+        report["server"]["peak_rss_kib_with_layer"],
+        report["server"]["peak_rss_kib_without_layer"],
+        report["server"]["layer_rss_kib"],
+    );
     for (name, value) in report["ratios"].as_object().into_iter().flatten() {
         println!("{name}: {:.3}", value.as_f64().unwrap_or_default());
     }
@@ -602,6 +716,15 @@ fn print_table(report: &Value) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.serve.is_some() {
+        return match serve(args).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let json = args.json;
     match run(args).await {
         Ok(report) => {
