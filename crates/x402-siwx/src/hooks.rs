@@ -217,7 +217,7 @@ impl PaymentHooks for SiwxHooks {
                 return extensions;
             }
             match self.server.challenge(&ctx.path, &networks(accepts)).await {
-                Ok(challenge) => challenge.insert_into(&mut extensions),
+                Ok(challenge) => challenge.move_into(&mut extensions),
                 Err(error) => {
                     tracing::error!(%error, "no sign-in challenge in this 402");
                 }

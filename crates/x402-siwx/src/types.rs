@@ -104,11 +104,32 @@ impl SiwxExtension {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The extension as JSON, moving the schema instead of copying it
+    /// through a serializer (this runs for every 402 of a sign-in route).
+    pub fn into_value(self) -> Value {
+        let mut object = serde_json::Map::with_capacity(3);
+        object.insert(
+            "info".to_owned(),
+            serde_json::to_value(&self.info).unwrap_or(Value::Null),
+        );
+        object.insert(
+            "supportedChains".to_owned(),
+            serde_json::to_value(&self.supported_chains).unwrap_or(Value::Null),
+        );
+        object.insert("schema".to_owned(), self.schema);
+        Value::Object(object)
+    }
+
     /// Inserts (or replaces) the extension in a `PaymentRequired.extensions` map.
     pub fn insert_into(&self, extensions: &mut Extensions) {
+        self.clone().move_into(extensions);
+    }
+
+    /// Like [`SiwxExtension::insert_into`], without copying the extension.
+    pub fn move_into(self, extensions: &mut Extensions) {
         extensions
             .0
-            .insert(SIGN_IN_WITH_X.to_owned(), self.to_value());
+            .insert(SIGN_IN_WITH_X.to_owned(), self.into_value());
     }
 
     /// Reads the extension from a `PaymentRequired.extensions` map: `None` if
@@ -202,6 +223,11 @@ impl SiwxProof {
 /// Our JSON Schema (draft 2020-12) of the proof, per the specification's
 /// field list.
 pub fn proof_schema() -> Value {
+    static SCHEMA: std::sync::LazyLock<Value> = std::sync::LazyLock::new(build_proof_schema);
+    SCHEMA.clone()
+}
+
+fn build_proof_schema() -> Value {
     let date_time = json!({"type": "string", "format": "date-time"});
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -239,6 +265,31 @@ pub(crate) mod tests {
 
     /// The specification's example header, byte for byte.
     pub(crate) const SPEC_HEADER: &str = "eyJkb21haW4iOiJhcGkuZXhhbXBsZS5jb20iLCJhZGRyZXNzIjoiMHg4NTdiMDY1MTlFOTFlM0E1NDUzODc5MWJEYmIwRTIyMzczZTM2YjY2IiwidXJpIjoiaHR0cHM6Ly9hcGkuZXhhbXBsZS5jb20vcHJlbWl1bS1kYXRhIiwidmVyc2lvbiI6IjEiLCJjaGFpbklkIjoiZWlwMTU1Ojg0NTMiLCJ0eXBlIjoiZWlwMTkxIiwibm9uY2UiOiJhMWIyYzNkNGU1ZjY3ODkwYTFiMmMzZDRlNWY2Nzg5MCIsImlzc3VlZEF0IjoiMjAyNC0wMS0xNVQxMDozMDowMC4wMDBaIiwiZXhwaXJhdGlvblRpbWUiOiIyMDI0LTAxLTE1VDEwOjM1OjAwLjAwMFoiLCJzdGF0ZW1lbnQiOiJTaWduIGluIHRvIGFjY2VzcyBwcmVtaXVtIGRhdGEiLCJyZXNvdXJjZXMiOlsiaHR0cHM6Ly9hcGkuZXhhbXBsZS5jb20vcHJlbWl1bS1kYXRhIl0sInNpZ25hdHVyZVNjaGVtZSI6ImVpcDE5MSIsInNpZ25hdHVyZSI6IjB4MmQ2YTc1ODhkNmFjY2E1MDVjYmYwZDlhNGEyMjdlMGM1MmM2YzM0MDA4YzhlODk4NmExMjgzMjU5NzY0MTczNjA4YTJjZTY0OTY2NDJlMzc3ZDZkYThkYmJmNTgzNmU5YmQxNTA5MmY5ZWNhYjA1ZGVkM2Q2MjkzYWYxNDhiNTcxYyJ9";
+
+    #[test]
+    fn moved_and_serialized_extensions_are_the_same_json() {
+        let extension = SiwxExtension::new(
+            SiwxInfo {
+                domain: "api.example.com".into(),
+                uri: "https://api.example.com/data".into(),
+                version: SIWX_VERSION.into(),
+                nonce: "a1b2c3d4e5f67890a1b2c3d4e5f67890".into(),
+                issued_at: "2024-01-15T10:30:00.000Z".into(),
+                expiration_time: None,
+                not_before: None,
+                statement: Some("hello".into()),
+                request_id: None,
+                resources: Some(vec!["https://api.example.com/data".into()]),
+            },
+            vec![SupportedChain {
+                chain_id: "eip155:8453".into(),
+                kind: TYPE_EIP191.into(),
+                signature_scheme: None,
+            }],
+        );
+        assert_eq!(extension.clone().into_value(), extension.to_value());
+        assert_eq!(extension.schema, build_proof_schema());
+    }
 
     #[test]
     fn spec_header_round_trips_byte_for_byte() {
