@@ -151,9 +151,39 @@ pub struct FacilitatorConfig {
     /// Reconciliation of unfinished settlements.
     #[serde(default)]
     pub recovery: RecoveryConfig,
+    /// The bazaar discovery catalog.
+    #[serde(default)]
+    pub bazaar: BazaarConfig,
     /// Fault injection for tests. Never enable in production.
     #[serde(default)]
     pub fault_injection: FaultInjectionConfig,
+}
+
+/// `[bazaar]`: the discovery catalog.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BazaarConfig {
+    /// Catalog settled payments' `bazaar` declarations and serve
+    /// `/discovery/*` (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A SQLite file path, or `memory`. Default: the ledger's SQLite file,
+    /// or memory when the ledger is PostgreSQL.
+    #[serde(default)]
+    pub store: Option<String>,
+}
+
+impl Default for BazaarConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// One `[[api_keys]]` entry.
@@ -596,6 +626,14 @@ per_payer_per_minute = 60
 [recovery]
 interval_seconds = 5
 min_age_seconds = 5
+
+# Bazaar discovery: settled payments that carry a `bazaar` declaration are
+# validated and cataloged; GET /discovery/resources and /discovery/search
+# serve the catalog. store: a SQLite file or "memory" (default: the ledger's
+# SQLite file; memory with a PostgreSQL ledger).
+[bazaar]
+enabled = true
+store = "/var/lib/x402/bazaar.sqlite"
 
 # TEST ONLY. crash_after_broadcast aborts the process right after a settlement
 # transaction is broadcast, to exercise crash recovery. Never enable it.

@@ -82,6 +82,9 @@ pub enum SetupError {
         /// What went wrong.
         message: String,
     },
+    /// The bazaar catalog could not be opened.
+    #[error("bazaar catalog: {0}")]
+    Catalog(String),
     /// Binding or serving failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -21,6 +21,7 @@ struct Inner {
     unresolved: u64,
     recovered: BTreeMap<String, u64>,
     rate_limited: BTreeMap<String, u64>,
+    bazaar: BTreeMap<String, u64>,
 }
 
 /// The facilitator's metrics registry.
@@ -57,6 +58,11 @@ impl Metrics {
                 .entry((outcome.to_owned(), reason.to_owned()))
                 .or_default() += 1;
         });
+    }
+
+    /// Counts one bazaar cataloging outcome (`cataloged`, `rejected`, `error`).
+    pub fn bazaar(&self, outcome: &str) {
+        self.update(|m| *m.bazaar.entry(outcome.to_owned()).or_default() += 1);
     }
 
     /// Counts one settle outcome (`confirmed`, `failed`, `pending`, `cached`,
@@ -146,6 +152,12 @@ impl Metrics {
                     "Requests refused by a rate limit.",
                     "limit",
                     &m.rate_limited,
+                ),
+                (
+                    "x402_bazaar_declarations_total",
+                    "Bazaar declarations of settled payments, by outcome.",
+                    "outcome",
+                    &m.bazaar,
                 ),
             ] {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

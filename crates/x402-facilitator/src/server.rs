@@ -1,5 +1,6 @@
 //! The HTTP API: `POST /verify`, `POST /settle`, `GET /supported`,
-//! `GET /health`, `GET /ready`, `GET /metrics`.
+//! `GET /discovery/resources`, `GET /discovery/search`, `GET /health`,
+//! `GET /ready`, `GET /metrics`.
 //!
 //! Every error answer is JSON `{"error": "<code>", "message": "..."}`: 400
 //! for bad input, 409 for a reused payment identifier, 413 for an oversized
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +28,7 @@ use tokio::sync::{
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Instrument;
+use x402_bazaar::{Catalog, CatalogStatus, ResourceFilter};
 use x402_core::codec::from_versioned_json;
 use x402_core::extensions::PAYMENT_IDENTIFIER;
 use x402_core::{
@@ -130,6 +132,7 @@ pub struct AppState {
     per_payer: Option<Arc<RateLimiter>>,
     reconcile_interval: Duration,
     reconcile_min_age: Duration,
+    catalog: Option<Arc<dyn Catalog>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -160,7 +163,17 @@ impl AppState {
             per_payer: None,
             reconcile_interval: Duration::from_secs(5),
             reconcile_min_age: Duration::from_secs(5),
+            catalog: None,
         }
+    }
+
+    /// Keeps a bazaar catalog: settled payments that carry a `bazaar`
+    /// declaration are cataloged, and `GET /discovery/resources` and
+    /// `GET /discovery/search` serve it. Declare [`x402_core::extensions::BAZAAR`]
+    /// on the facilitator to advertise it in `/supported`.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Requires API keys (see [`ApiKeys`]).
@@ -253,6 +266,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/discovery/resources", get(discovery_resources))
+        .route("/discovery/search", get(discovery_search))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))
@@ -567,14 +582,29 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
     let in_flight = state.in_flight().await;
     let task = tokio::spawn(
         async move {
-            let result = settle_once(state, request, id).await;
+            let result = settle_once(state.clone(), request.clone(), id).await;
+            let cataloged = match &result {
+                Ok(response) if response.success => catalog_payment(&state, &request).await,
+                _ => None,
+            };
             drop(in_flight);
-            result
+            result.map(|response| (response, cataloged))
         }
         .in_current_span(),
     );
     match task.await {
-        Ok(Ok(response)) => Json(response).into_response(),
+        Ok(Ok((response, cataloged))) => {
+            let mut answer = Json(response).into_response();
+            if let Some(status) = cataloged
+                && let Ok(value) =
+                    HeaderValue::from_str(&x402_bazaar::extension_responses_header(&status))
+            {
+                answer
+                    .headers_mut()
+                    .insert(x402_bazaar::EXTENSION_RESPONSES_HEADER, value);
+            }
+            answer
+        }
         Ok(Err(error)) => error.into_response(),
         Err(error) => {
             tracing::error!(%error, "settle task failed");
@@ -586,6 +616,131 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
             .into_response()
         }
     }
+}
+
+/// Catalogs the `bazaar` declaration a settled payment carries, when the
+/// catalog is enabled: `None` when there is nothing to say.
+async fn catalog_payment(state: &AppState, request: &FacilitatorRequest) -> Option<CatalogStatus> {
+    let catalog = state.catalog.clone()?;
+    let extracted = x402_bazaar::extract(
+        &request.payment_payload,
+        &request.payment_requirements,
+        unix_now(),
+    )?;
+    let entry = match extracted {
+        Ok(entry) => entry,
+        Err(reason) => {
+            tracing::info!(%reason, "bazaar declaration refused");
+            state.metrics.bazaar("rejected");
+            return Some(CatalogStatus::Rejected(reason.0));
+        }
+    };
+    let resource = entry.resource.clone();
+    let stored = tokio::task::spawn_blocking(move || catalog.upsert(entry)).await;
+    match stored {
+        Ok(Ok(())) => {
+            tracing::info!(%resource, "resource cataloged");
+            state.metrics.bazaar("cataloged");
+            Some(CatalogStatus::Success)
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "bazaar catalog write failed");
+            state.metrics.bazaar("error");
+            Some(CatalogStatus::Rejected("catalog unavailable".into()))
+        }
+        Err(error) => {
+            tracing::error!(%error, "bazaar catalog task failed");
+            state.metrics.bazaar("error");
+            Some(CatalogStatus::Rejected("catalog unavailable".into()))
+        }
+    }
+}
+
+/// Query of `GET /discovery/resources`.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    #[serde(flatten)]
+    filter: ResourceFilter,
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
+/// Query of `GET /discovery/search`.
+#[derive(Debug, serde::Deserialize)]
+struct SearchQuery {
+    query: Option<String>,
+    #[serde(flatten)]
+    filter: ResourceFilter,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+fn discovery_disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "discovery_disabled",
+        "this facilitator does not keep a bazaar catalog",
+    )
+}
+
+fn bad_query(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", error.to_string())
+}
+
+fn catalog_unavailable(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "bazaar catalog read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "catalog_unavailable",
+        "the bazaar catalog cannot be read right now",
+    )
+}
+
+fn check_limit(limit: Option<usize>) -> Result<(), ApiError> {
+    match limit {
+        Some(0) => Err(bad_query("limit must be between 1 and 100")),
+        Some(n) if n > x402_bazaar::MAX_PAGE => Err(bad_query("limit must be between 1 and 100")),
+        _ => Ok(()),
+    }
+}
+
+async fn discovery_resources(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let catalog = state.catalog.clone().ok_or_else(discovery_disabled)?;
+    let Query(query) = query.map_err(|e| bad_query(e.body_text()))?;
+    check_limit(query.limit)?;
+    let page =
+        tokio::task::spawn_blocking(move || catalog.list(&query.filter, query.limit, query.offset))
+            .await
+            .map_err(catalog_unavailable)?
+            .map_err(catalog_unavailable)?;
+    Ok(Json(page).into_response())
+}
+
+async fn discovery_search(
+    State(state): State<AppState>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let catalog = state.catalog.clone().ok_or_else(discovery_disabled)?;
+    let Query(query) = query.map_err(|e| bad_query(e.body_text()))?;
+    check_limit(query.limit)?;
+    let text = query
+        .query
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| bad_query("query is required"))?;
+    if text.len() > 512 {
+        return Err(bad_query("query is longer than 512 bytes"));
+    }
+    let page = tokio::task::spawn_blocking(move || {
+        catalog.search(&text, &query.filter, query.limit, query.cursor.as_deref())
+    })
+    .await
+    .map_err(catalog_unavailable)?
+    .map_err(catalog_unavailable)?;
+    Ok(Json(page).into_response())
 }
 
 fn unix_now() -> u64 {

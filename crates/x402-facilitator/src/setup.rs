@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use x402_core::LocalFacilitator;
-use x402_core::extensions::PAYMENT_IDENTIFIER;
+use x402_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
 use x402_evm::exact::{EvmChainConfig, ExactEvmFacilitator};
 use x402_evm::rpc::RpcClient;
 use x402_evm::{EvmSigner, LocalSigner};
@@ -20,7 +20,8 @@ use crate::recovery::spawn_reconciler;
 use crate::server::{AppState, ChainProbe, router};
 
 /// Opens the ledger and builds the facilitator (the `exact` EVM scheme on
-/// every configured chain, `payment-identifier` declared). Does not contact
+/// every configured chain, `payment-identifier` declared, the bazaar catalog
+/// when enabled). Does not contact
 /// the chains: an unreachable RPC shows in `/ready`, not as a startup error.
 pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     if config.chains.is_empty() {
@@ -91,7 +92,11 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     let mut facilitator = LocalFacilitator::new();
     facilitator.register(Arc::new(exact));
     facilitator.declare_extension(PAYMENT_IDENTIFIER);
-    let state = AppState::new(Arc::new(facilitator), ledger)
+    let catalog = open_catalog(config)?;
+    if catalog.is_some() {
+        facilitator.declare_extension(BAZAAR);
+    }
+    let mut state = AppState::new(Arc::new(facilitator), ledger)
         .with_body_limit(config.body_limit_bytes)
         .with_pending_recheck_after(config.receipt_timeout())
         .with_probes(probes)
@@ -104,6 +109,9 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
             Duration::from_secs(config.recovery.interval_seconds),
             Duration::from_secs(config.recovery.min_age_seconds),
         );
+    if let Some(catalog) = catalog {
+        state = state.with_catalog(catalog);
+    }
     // Startup recovery: finish what a previous process left open. Failures
     // (e.g. the RPC is down) are logged; the background task retries.
     let report = state.reconcile_all().await?;
@@ -181,4 +189,31 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The bazaar catalog the configuration asks for, if any.
+fn open_catalog(
+    config: &FacilitatorConfig,
+) -> Result<Option<Arc<dyn x402_bazaar::Catalog>>, SetupError> {
+    if !config.bazaar.enabled {
+        return Ok(None);
+    }
+    let path = match (&config.bazaar.store, config.store_location()?) {
+        (Some(store), _) if store == "memory" => None,
+        (Some(store), _) => Some(std::path::PathBuf::from(store)),
+        (None, StoreLocation::Sqlite(path)) => Some(path),
+        (None, StoreLocation::Postgres(_)) => None,
+    };
+    let catalog: Arc<dyn x402_bazaar::Catalog> = match path {
+        Some(path) => Arc::new(
+            x402_bazaar::SqliteCatalog::open(&path)
+                .map_err(|e| SetupError::Catalog(e.to_string()))?,
+        ),
+        None => Arc::new(x402_bazaar::MemoryCatalog::new()),
+    };
+    tracing::info!(
+        store = config.bazaar.store.as_deref().unwrap_or("(default)"),
+        "bazaar catalog opened"
+    );
+    Ok(Some(catalog))
 }

@@ -275,7 +275,10 @@ async fn supported_health_ready_and_metrics() -> TestResult {
         json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:31337"}]),
         "{supported}"
     );
-    assert_eq!(supported["extensions"], json!(["payment-identifier"]));
+    assert_eq!(
+        supported["extensions"],
+        json!(["payment-identifier", "bazaar"])
+    );
     assert_eq!(
         supported["signers"]["eip155:*"],
         json!([devnet.usdc_owner().address.to_string()])

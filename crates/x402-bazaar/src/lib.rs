@@ -1,0 +1,37 @@
+//! The x402 `bazaar` discovery extension.
+//!
+//! - **Sellers** describe how to call a paid endpoint (HTTP method, query or
+//!   body example, output example, or an MCP tool) with [`Declaration`] and
+//!   put it in their 402 answers ([`Declaration::into_extension`]).
+//! - **Facilitators** validate what clients echo back
+//!   ([`extract`]: the schema check the specification requires plus our own
+//!   structural checks, service metadata soft-dropped by the specification's
+//!   rules) and keep a [`Catalog`] ([`MemoryCatalog`], [`SqliteCatalog`]) that
+//!   `GET /discovery/resources` and `GET /discovery/search` serve.
+//! - **Clients and agents** browse it with [`DiscoveryClient`] and pick the
+//!   cheapest suitable resource with [`cheapest`].
+
+#![warn(missing_docs)]
+
+mod catalog;
+mod client;
+mod declaration;
+mod extract;
+mod sanitize;
+mod schema;
+
+pub use catalog::{
+    Catalog, CatalogError, DEFAULT_PAGE, DiscoveredResource, ListPage, MAX_PAGE, MemoryCatalog,
+    Pagination, ResourceFilter, SearchPage, SearchPagination, SqliteCatalog,
+};
+pub use client::{DiscoveryClient, DiscoveryError, cheapest};
+pub use declaration::{BodyType, Declaration};
+pub use extract::{CatalogStatus, ExtractError, extension_responses_header, extract};
+pub use sanitize::{
+    is_valid_icon_url, is_valid_route_template, is_valid_service_name, sanitize_resource,
+    sanitize_tags,
+};
+pub use schema::{SchemaError, validate};
+
+/// Name of the facilitator response header carrying extension outcomes.
+pub const EXTENSION_RESPONSES_HEADER: &str = "EXTENSION-RESPONSES";
