@@ -95,6 +95,26 @@ impl RoutePattern {
         &self.text
     }
 
+    /// The path with its `:name` parameters (`/users/:id`), when the pattern
+    /// has parameters and no wildcard: the catalog key of a dynamic route.
+    pub fn template(&self) -> Option<String> {
+        let mut has_param = false;
+        let mut template = String::new();
+        for segment in &self.segments {
+            template.push('/');
+            match segment {
+                Segment::Literal(literal) => template.push_str(literal),
+                Segment::Param(name) => {
+                    has_param = true;
+                    template.push(':');
+                    template.push_str(name);
+                }
+                Segment::Any | Segment::Rest => return None,
+            }
+        }
+        has_param.then_some(template)
+    }
+
     /// Matches a request; returns the captured parameters.
     pub fn matches(&self, method: &Method, path: &str) -> Option<HashMap<String, String>> {
         if let Some(expected) = &self.method {
@@ -349,6 +369,10 @@ pub struct Route {
     pub(crate) body_limit: Option<usize>,
     pub(crate) settle_mode: SettleMode,
     pub(crate) pending: PendingPolicy,
+    pub(crate) service_name: Option<String>,
+    pub(crate) tags: Option<Vec<String>>,
+    pub(crate) icon_url: Option<String>,
+    pub(crate) extensions: Option<x402_core::Extensions>,
 }
 
 impl Route {
@@ -364,7 +388,40 @@ impl Route {
             body_limit: None,
             settle_mode: SettleMode::default(),
             pending: PendingPolicy::default(),
+            service_name: None,
+            tags: None,
+            icon_url: None,
+            extensions: None,
         })
+    }
+
+    /// Service metadata for discovery catalogs: the service's name (printable
+    /// ASCII, at most 32 characters), up to five topical tags, and an icon
+    /// URL. Facilitators drop values that break those rules.
+    pub fn service(
+        mut self,
+        name: impl Into<String>,
+        tags: impl IntoIterator<Item = impl Into<String>>,
+        icon_url: Option<String>,
+    ) -> Self {
+        self.service_name = Some(name.into());
+        let tags: Vec<String> = tags.into_iter().map(Into::into).collect();
+        self.tags = (!tags.is_empty()).then_some(tags);
+        self.icon_url = icon_url;
+        self
+    }
+
+    /// Adds an extension to every 402 answer of the route, e.g. a `bazaar`
+    /// declaration (`x402_bazaar::Declaration::into_extension`). For a
+    /// route with `:name` parameters, a `bazaar` declaration also gets the
+    /// route template and the request's parameter values, so catalogs keep
+    /// one entry for all of the route's URLs.
+    pub fn extension(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.extensions
+            .get_or_insert_with(x402_core::Extensions::new)
+            .0
+            .insert(key.into(), value);
+        self
     }
 
     /// Adds an accepted payment option.
