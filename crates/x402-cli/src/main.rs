@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use x402_core::codec;
 
 mod demo;
+mod discover;
 #[cfg(feature = "otel")]
 mod otel;
 mod pay;
@@ -38,6 +39,10 @@ enum Command {
     /// Exit codes: 0 ok, 1 HTTP error, 2 usage, 3 payment refused by policy or
     /// budget, 4 payment not settled (or pending), 5 network error.
     Pay(Box<pay::PayArgs>),
+    /// List or search the paid resources a facilitator has cataloged (bazaar
+    /// discovery); `--cheapest` prints the lowest-priced way to pay.
+    /// Exit codes: 0 ok, 1 request failed, 2 usage, 3 nothing comparable.
+    Discover(Box<discover::DiscoverArgs>),
     /// The whole x402 v2 story on this machine with nothing configured: a
     /// devnet with real USDC, our facilitator, a sample paid API and an agent
     /// with a budget. Exits 0 only if every step did what it says.
@@ -212,6 +217,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Pay(args) => Ok(pay::run(*args)),
+        Command::Discover(args) => Ok(discover::run(*args)),
         other => run_simple(other).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -250,7 +256,7 @@ fn run_simple(command: Command) -> Result<(), String> {
                 None => Err("--config is required".into()),
             }
         }
-        Command::Pay(args) => Err(format!("{args:?} is dispatched by run()")),
+        Command::Pay(_) | Command::Discover(_) => Err("dispatched by run()".into()),
         Command::Devnet { state_dir } => run_devnet(state_dir),
         Command::Demo => demo::run(),
         Command::Gateway {

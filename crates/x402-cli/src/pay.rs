@@ -77,7 +77,7 @@ const EXIT_REFUSED: u8 = 3;
 const EXIT_NOT_SETTLED: u8 = 4;
 const EXIT_NETWORK: u8 = 5;
 
-struct Failure(u8, String);
+pub(crate) struct Failure(pub(crate) u8, pub(crate) String);
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure(EXIT_USAGE, message.into())
@@ -92,7 +92,7 @@ fn micro_usd(text: &str) -> Result<u128, Failure> {
         .ok_or_else(|| usage("amount too large"))
 }
 
-fn parse_asset(text: &str) -> Result<(ChainId, String, AssetInfo), Failure> {
+pub(crate) fn parse_asset(text: &str) -> Result<(ChainId, String, AssetInfo), Failure> {
     match text.strip_suffix(":usd") {
         Some(body) => parse_asset_parts(body, true),
         None => parse_asset_parts(text, false),
