@@ -185,10 +185,7 @@ async fn discover(args: DiscoverArgs) -> Result<ExitCode, (u8, String)> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::Value::from(serde_json::to_value(&resources).unwrap_or_default())
-        );
+        println!("{}", serde_json::to_value(&resources).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
     if resources.is_empty() {

@@ -479,6 +479,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn templates_of_parameterised_routes() {
+        let template = |p: &str| RoutePattern::parse(p).unwrap().template();
+        assert_eq!(template("GET /users/:id"), Some("/users/:id".into()));
+        assert_eq!(template("/w/:country/:city"), Some("/w/:country/:city".into()));
+        assert_eq!(template("GET /weather"), None, "static: the concrete URL is the key");
+        assert_eq!(template("/files/:id/*"), None, "a wildcard has no template");
+    }
+
+    #[test]
     fn patterns() {
         let p = RoutePattern::parse("GET /tenants/:tenant/jobs").unwrap();
         let params = p.matches(&Method::GET, "/tenants/acme/jobs").unwrap();

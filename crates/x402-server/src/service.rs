@@ -908,6 +908,32 @@ impl Shared {
     }
 }
 
+/// The route's own 402 extensions; a `bazaar` declaration on a route with
+/// parameters gets `routeTemplate` and this request's `pathParams`.
+fn route_extensions(
+    route: &Route,
+    params: &std::collections::HashMap<String, String>,
+) -> Option<x402_core::Extensions> {
+    let mut extensions = route.extensions.clone()?;
+    if let Some(template) = route.pattern.template()
+        && let Some(serde_json::Value::Object(bazaar)) =
+            extensions.0.get_mut(x402_core::extensions::BAZAAR)
+    {
+        if let Some(serde_json::Value::Object(input)) = bazaar
+            .get_mut("info")
+            .and_then(|info| info.get_mut("input"))
+        {
+            let values: serde_json::Map<String, serde_json::Value> = params
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            input.insert("pathParams".into(), serde_json::Value::Object(values));
+        }
+        bazaar.insert("routeTemplate".into(), serde_json::Value::String(template));
+    }
+    Some(extensions)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -947,30 +973,4 @@ mod tests {
             assert!(!same_requirement(&ours, &theirs), "{theirs:?}");
         }
     }
-}
-
-/// The route's own 402 extensions; a `bazaar` declaration on a route with
-/// parameters gets `routeTemplate` and this request's `pathParams`.
-fn route_extensions(
-    route: &Route,
-    params: &std::collections::HashMap<String, String>,
-) -> Option<x402_core::Extensions> {
-    let mut extensions = route.extensions.clone()?;
-    if let Some(template) = route.pattern.template()
-        && let Some(serde_json::Value::Object(bazaar)) =
-            extensions.0.get_mut(x402_core::extensions::BAZAAR)
-    {
-        if let Some(serde_json::Value::Object(input)) = bazaar
-            .get_mut("info")
-            .and_then(|info| info.get_mut("input"))
-        {
-            let values: serde_json::Map<String, serde_json::Value> = params
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            input.insert("pathParams".into(), serde_json::Value::Object(values));
-        }
-        bazaar.insert("routeTemplate".into(), serde_json::Value::String(template));
-    }
-    Some(extensions)
 }
