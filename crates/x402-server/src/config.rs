@@ -482,8 +482,15 @@ mod tests {
     fn templates_of_parameterised_routes() {
         let template = |p: &str| RoutePattern::parse(p).unwrap().template();
         assert_eq!(template("GET /users/:id"), Some("/users/:id".into()));
-        assert_eq!(template("/w/:country/:city"), Some("/w/:country/:city".into()));
-        assert_eq!(template("GET /weather"), None, "static: the concrete URL is the key");
+        assert_eq!(
+            template("/w/:country/:city"),
+            Some("/w/:country/:city".into())
+        );
+        assert_eq!(
+            template("GET /weather"),
+            None,
+            "static: the concrete URL is the key"
+        );
         assert_eq!(template("/files/:id/*"), None, "a wildcard has no template");
     }
 
