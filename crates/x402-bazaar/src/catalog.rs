@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use x402_core::PaymentRequirements;
+use x402_core::{BoxFuture, PaymentRequirements};
 
 /// One cataloged resource, as the discovery endpoints return it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,87 +205,104 @@ pub const DEFAULT_PAGE: usize = 20;
 #[error("catalog store: {0}")]
 pub struct CatalogError(pub String);
 
-/// Where discovered resources are kept. Implementations are synchronous and
-/// fast (a local database); call them off the async executor when they may
-/// touch disk.
+/// A boxed catalog operation.
+pub type CatalogFuture<'a, T> = BoxFuture<'a, Result<T, CatalogError>>;
+
+/// Where discovered resources are kept.
 pub trait Catalog: Send + Sync {
     /// Every entry, most recently updated first.
-    fn all(&self) -> Result<Vec<DiscoveredResource>, CatalogError>;
+    fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>>;
 
-    /// Inserts `entry`, or merges it into the entry with the same key.
-    fn upsert(&self, entry: DiscoveredResource) -> Result<(), CatalogError>;
+    /// Inserts `entry`, or merges it into the entry with the same key
+    /// (atomically: concurrent upserts of one key lose nothing).
+    fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()>;
 
     /// One page of the entries matching `filter`.
-    fn list(
-        &self,
-        filter: &ResourceFilter,
+    fn list<'a>(
+        &'a self,
+        filter: &'a ResourceFilter,
         limit: Option<usize>,
         offset: usize,
-    ) -> Result<ListPage, CatalogError> {
-        let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let matching: Vec<DiscoveredResource> = self
-            .all()?
-            .into_iter()
-            .filter(|e| filter.matches(e))
-            .collect();
-        let total = matching.len();
-        Ok(ListPage {
-            x402_version: 2,
-            items: matching.into_iter().skip(offset).take(limit).collect(),
-            pagination: Pagination {
-                limit,
-                offset,
-                total,
-            },
-        })
+    ) -> CatalogFuture<'a, ListPage> {
+        Box::pin(async move { Ok(list_page(self.all().await?, filter, limit, offset)) })
     }
 
     /// Entries matching `filter` and any word of `query` (in the URL,
     /// description, service name, tags or tool), ranked by how many words
     /// they match, then by freshness. `cursor` is the opaque continuation a
     /// previous page returned.
-    fn search(
-        &self,
-        query: &str,
-        filter: &ResourceFilter,
+    fn search<'a>(
+        &'a self,
+        query: &'a str,
+        filter: &'a ResourceFilter,
         limit: Option<usize>,
-        cursor: Option<&str>,
-    ) -> Result<SearchPage, CatalogError> {
-        let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let start = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
-        let words: Vec<String> = query
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.len() > 1)
-            .map(str::to_lowercase)
-            .collect();
-        let mut scored: Vec<(usize, DiscoveredResource)> = self
-            .all()?
-            .into_iter()
-            .filter(|e| filter.matches(e))
-            .filter_map(|entry| {
-                let text = entry.text_for_search();
-                let score = words.iter().filter(|w| text.contains(w.as_str())).count();
-                (score > 0).then_some((score, entry))
-            })
-            .collect();
-        // A stable sort keeps the freshness order of `all` among equal scores.
-        scored.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
-        let more = scored.len() > start + limit;
-        let resources: Vec<DiscoveredResource> = scored
-            .into_iter()
-            .skip(start)
-            .take(limit)
-            .map(|(_, entry)| entry)
-            .collect();
-        Ok(SearchPage {
-            x402_version: 2,
-            pagination: Some(SearchPagination {
-                limit: resources.len(),
-                cursor: more.then(|| (start + limit).to_string()),
-            }),
-            resources,
-            partial_results: more,
+        cursor: Option<&'a str>,
+    ) -> CatalogFuture<'a, SearchPage> {
+        Box::pin(async move { Ok(search_page(self.all().await?, query, filter, limit, cursor)) })
+    }
+}
+
+fn list_page(
+    entries: Vec<DiscoveredResource>,
+    filter: &ResourceFilter,
+    limit: Option<usize>,
+    offset: usize,
+) -> ListPage {
+    let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let matching: Vec<DiscoveredResource> =
+        entries.into_iter().filter(|e| filter.matches(e)).collect();
+    let total = matching.len();
+    ListPage {
+        x402_version: 2,
+        items: matching.into_iter().skip(offset).take(limit).collect(),
+        pagination: Pagination {
+            limit,
+            offset,
+            total,
+        },
+    }
+}
+
+fn search_page(
+    entries: Vec<DiscoveredResource>,
+    query: &str,
+    filter: &ResourceFilter,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> SearchPage {
+    let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let start = cursor.and_then(|c| c.parse::<usize>().ok()).unwrap_or(0);
+    let words: Vec<String> = query
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 1)
+        .map(str::to_lowercase)
+        .collect();
+    let mut scored: Vec<(usize, DiscoveredResource)> = entries
+        .into_iter()
+        .filter(|e| filter.matches(e))
+        .filter_map(|entry| {
+            let text = entry.text_for_search();
+            let score = words.iter().filter(|w| text.contains(w.as_str())).count();
+            (score > 0).then_some((score, entry))
         })
+        .collect();
+    // A stable sort keeps the freshness order of `all` among equal scores.
+    scored.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
+    let more = scored.len() > start + limit;
+    let resources: Vec<DiscoveredResource> = scored
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, entry)| entry)
+        .collect();
+    SearchPage {
+        x402_version: 2,
+        pagination: Some(SearchPagination {
+            limit: resources.len(),
+            cursor: more.then(|| (start + limit).to_string()),
+        }),
+        resources,
+        partial_results: more,
     }
 }
 
@@ -318,13 +335,13 @@ impl MemoryCatalog {
 }
 
 impl Catalog for MemoryCatalog {
-    fn all(&self) -> Result<Vec<DiscoveredResource>, CatalogError> {
+    fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>> {
         let mut entries: Vec<DiscoveredResource> = self.lock().values().cloned().collect();
         sort_fresh_first(&mut entries);
-        Ok(entries)
+        Box::pin(std::future::ready(Ok(entries)))
     }
 
-    fn upsert(&self, entry: DiscoveredResource) -> Result<(), CatalogError> {
+    fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()> {
         let mut entries = self.lock();
         match entries.get_mut(&entry.key()) {
             Some(existing) => existing.merge(entry),
@@ -332,14 +349,15 @@ impl Catalog for MemoryCatalog {
                 entries.insert(entry.key(), entry);
             }
         }
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
-/// A catalog in a SQLite file, kept across restarts.
-#[derive(Debug)]
+/// A catalog in a SQLite file, kept across restarts. Its queries run on
+/// tokio's blocking pool.
+#[derive(Debug, Clone)]
 pub struct SqliteCatalog {
-    connection: Mutex<Connection>,
+    connection: Arc<Mutex<Connection>>,
 }
 
 fn sql(error: rusqlite::Error) -> CatalogError {
@@ -364,15 +382,24 @@ impl SqliteCatalog {
             )
             .map_err(sql)?;
         Ok(Self {
-            connection: Mutex::new(connection),
+            connection: Arc::new(Mutex::new(connection)),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        match self.connection.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T, CatalogError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = match connection.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| CatalogError(format!("catalog task: {e}")))?
     }
 }
 
@@ -381,52 +408,194 @@ fn decode(text: &str) -> Result<DiscoveredResource, CatalogError> {
 }
 
 impl Catalog for SqliteCatalog {
-    fn all(&self) -> Result<Vec<DiscoveredResource>, CatalogError> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached("SELECT entry FROM bazaar_resources ORDER BY last_updated DESC, key")
-            .map_err(sql)?;
-        let rows = statement
-            .query_map([], |row| row.get::<_, String>(0))
-            .map_err(sql)?;
-        let mut entries = Vec::new();
-        for row in rows {
-            entries.push(decode(&row.map_err(sql)?)?);
-        }
-        sort_fresh_first(&mut entries);
-        Ok(entries)
+    fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>> {
+        Box::pin(self.with_connection(|connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT entry FROM bazaar_resources ORDER BY last_updated DESC, key",
+                )
+                .map_err(sql)?;
+            let rows = statement
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(sql)?;
+            let mut entries = Vec::new();
+            for row in rows {
+                entries.push(decode(&row.map_err(sql)?)?);
+            }
+            sort_fresh_first(&mut entries);
+            Ok(entries)
+        }))
     }
 
-    fn upsert(&self, entry: DiscoveredResource) -> Result<(), CatalogError> {
-        let mut connection = self.lock();
-        let transaction = connection.transaction().map_err(sql)?;
-        let key = entry.key();
-        let existing: Option<String> = transaction
-            .query_row(
-                "SELECT entry FROM bazaar_resources WHERE key = ?1",
-                params![key],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(sql)?;
-        let merged = match existing {
-            Some(text) => {
-                let mut stored = decode(&text)?;
-                stored.merge(entry);
-                stored
+    fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()> {
+        Box::pin(self.with_connection(move |connection| {
+            let transaction = connection.transaction().map_err(sql)?;
+            let key = entry.key();
+            let existing: Option<String> = transaction
+                .query_row(
+                    "SELECT entry FROM bazaar_resources WHERE key = ?1",
+                    params![key],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            let merged = match existing {
+                Some(text) => {
+                    let mut stored = decode(&text)?;
+                    stored.merge(entry);
+                    stored
+                }
+                None => entry,
+            };
+            let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
+            let updated = i64::try_from(merged.last_updated).unwrap_or(i64::MAX);
+            transaction
+                .execute(
+                    "INSERT INTO bazaar_resources (key, entry, last_updated) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET entry = excluded.entry, last_updated = excluded.last_updated",
+                    params![key, text, updated],
+                )
+                .map_err(sql)?;
+            transaction.commit().map_err(sql)
+        }))
+    }
+}
+
+/// A catalog in PostgreSQL, shared by several facilitator instances (URL
+/// `postgres://user[:password]@host[:port]/db`, no TLS). An upsert merges
+/// under a transaction-scoped advisory lock on the entry's key, so two
+/// instances cataloging the same resource at once lose nothing.
+pub struct PostgresCatalog {
+    config: tokio_postgres::Config,
+    client: tokio::sync::Mutex<tokio_postgres::Client>,
+}
+
+impl std::fmt::Debug for PostgresCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the config: it may hold a password.
+        f.debug_struct("PostgresCatalog").finish_non_exhaustive()
+    }
+}
+
+/// Advisory lock class of catalog upserts (object id `hashtext(key)`).
+const CATALOG_LOCK_CLASS: i32 = 4022;
+
+fn pg(error: tokio_postgres::Error) -> CatalogError {
+    CatalogError(error.to_string())
+}
+
+async fn pg_open(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, CatalogError> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "postgres catalog connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresCatalog {
+    /// Connects and creates the table if needed.
+    pub async fn connect(url: &str) -> Result<Self, CatalogError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(pg)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("x402-bazaar");
+        }
+        let client = pg_open(&config).await?;
+        client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_lock({CATALOG_LOCK_CLASS}, 0);
+                 CREATE TABLE IF NOT EXISTS x402_bazaar_resources (
+                     key          TEXT PRIMARY KEY,
+                     entry        TEXT NOT NULL,
+                     last_updated BIGINT NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS x402_bazaar_resources_fresh
+                     ON x402_bazaar_resources (last_updated DESC);
+                 SELECT pg_advisory_unlock({CATALOG_LOCK_CLASS}, 0);"
+            ))
+            .await
+            .map_err(pg)?;
+        Ok(Self {
+            config,
+            client: tokio::sync::Mutex::new(client),
+        })
+    }
+
+    async fn client(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, tokio_postgres::Client>, CatalogError> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            tracing::warn!("postgres catalog connection lost; reconnecting");
+            *client = pg_open(&self.config).await?;
+        }
+        Ok(client)
+    }
+}
+
+impl Catalog for PostgresCatalog {
+    fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT entry FROM x402_bazaar_resources ORDER BY last_updated DESC, key",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in rows {
+                entries.push(decode(&row.try_get::<_, String>(0).map_err(pg)?)?);
             }
-            None => entry,
-        };
-        let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
-        let updated = i64::try_from(merged.last_updated).unwrap_or(i64::MAX);
-        transaction
-            .execute(
-                "INSERT INTO bazaar_resources (key, entry, last_updated) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET entry = excluded.entry, last_updated = excluded.last_updated",
-                params![key, text, updated],
-            )
-            .map_err(sql)?;
-        transaction.commit().map_err(sql)
+            sort_fresh_first(&mut entries);
+            Ok(entries)
+        })
+    }
+
+    fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let transaction = client.transaction().await.map_err(pg)?;
+            let key = entry.key();
+            transaction
+                .execute(
+                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                    &[&CATALOG_LOCK_CLASS, &key],
+                )
+                .await
+                .map_err(pg)?;
+            let existing = transaction
+                .query_opt(
+                    "SELECT entry FROM x402_bazaar_resources WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .map_err(pg)?;
+            let merged = match existing {
+                Some(row) => {
+                    let mut stored = decode(&row.try_get::<_, String>(0).map_err(pg)?)?;
+                    stored.merge(entry);
+                    stored
+                }
+                None => entry,
+            };
+            let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
+            let updated = i64::try_from(merged.last_updated).unwrap_or(i64::MAX);
+            transaction
+                .execute(
+                    "INSERT INTO x402_bazaar_resources (key, entry, last_updated) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET entry = EXCLUDED.entry, last_updated = EXCLUDED.last_updated",
+                    &[&key, &text, &updated],
+                )
+                .await
+                .map_err(pg)?;
+            transaction.commit().await.map_err(pg)
+        })
     }
 }
 
@@ -462,7 +631,7 @@ mod tests {
         }
     }
 
-    fn exercise(catalog: &dyn Catalog) {
+    async fn exercise(catalog: &dyn Catalog) {
         catalog
             .upsert(entry(
                 "https://a.example/weather",
@@ -471,6 +640,7 @@ mod tests {
                 5,
                 "Weather forecast",
             ))
+            .await
             .unwrap();
         catalog
             .upsert(entry(
@@ -480,6 +650,7 @@ mod tests {
                 6,
                 "Stock quotes",
             ))
+            .await
             .unwrap();
         catalog
             .upsert(entry(
@@ -489,6 +660,7 @@ mod tests {
                 7,
                 "World news and weather",
             ))
+            .await
             .unwrap();
         // The same resource paid again, on another network and at a new price.
         catalog
@@ -499,6 +671,7 @@ mod tests {
                 8,
                 "Weather forecast, hourly",
             ))
+            .await
             .unwrap();
         catalog
             .upsert(entry(
@@ -508,9 +681,13 @@ mod tests {
                 9,
                 "Weather forecast, hourly",
             ))
+            .await
             .unwrap();
 
-        let page = catalog.list(&ResourceFilter::default(), None, 0).unwrap();
+        let page = catalog
+            .list(&ResourceFilter::default(), None, 0)
+            .await
+            .unwrap();
         assert_eq!(
             page.pagination,
             Pagination {
@@ -546,15 +723,25 @@ mod tests {
             network: Some("eip155:84532".into()),
             ..Default::default()
         };
-        assert_eq!(catalog.list(&testnet, None, 0).unwrap().pagination.total, 2);
+        assert_eq!(
+            catalog
+                .list(&testnet, None, 0)
+                .await
+                .unwrap()
+                .pagination
+                .total,
+            2
+        );
         let page = catalog
             .list(&ResourceFilter::default(), Some(1), 1)
+            .await
             .unwrap();
         assert_eq!(page.items[0].resource, "https://c.example/news");
         assert_eq!(page.pagination.limit, 1);
         assert_eq!(
             catalog
                 .list(&ResourceFilter::default(), Some(1000), 0)
+                .await
                 .unwrap()
                 .pagination
                 .limit,
@@ -564,23 +751,40 @@ mod tests {
             kind: Some("mcp".into()),
             ..Default::default()
         };
-        assert_eq!(catalog.list(&mcp, None, 0).unwrap().pagination.total, 0);
+        assert_eq!(
+            catalog.list(&mcp, None, 0).await.unwrap().pagination.total,
+            0
+        );
         let with_siwx = ResourceFilter {
             extensions: Some("sign-in-with-x".into()),
             ..Default::default()
         };
         assert_eq!(
-            catalog.list(&with_siwx, None, 0).unwrap().pagination.total,
+            catalog
+                .list(&with_siwx, None, 0)
+                .await
+                .unwrap()
+                .pagination
+                .total,
             0
         );
         let pay_to = ResourceFilter {
             pay_to: Some("0x209693bc6afc0c5328ba36faf03c514ef312287c".into()),
             ..Default::default()
         };
-        assert_eq!(catalog.list(&pay_to, None, 0).unwrap().pagination.total, 3);
+        assert_eq!(
+            catalog
+                .list(&pay_to, None, 0)
+                .await
+                .unwrap()
+                .pagination
+                .total,
+            3
+        );
 
         let found = catalog
             .search("hourly weather", &ResourceFilter::default(), None, None)
+            .await
             .unwrap();
         let urls: Vec<&str> = found
             .resources
@@ -593,6 +797,7 @@ mod tests {
         );
         let first = catalog
             .search("weather", &ResourceFilter::default(), Some(1), None)
+            .await
             .unwrap();
         assert!(first.partial_results);
         let cursor = first.pagination.unwrap().cursor.unwrap();
@@ -603,6 +808,7 @@ mod tests {
                 Some(1),
                 Some(&cursor),
             )
+            .await
             .unwrap();
         assert_eq!(second.resources[0].resource, "https://c.example/news");
         assert!(!second.partial_results);
@@ -610,26 +816,67 @@ mod tests {
         assert!(
             catalog
                 .search("zzz", &ResourceFilter::default(), None, None)
+                .await
                 .unwrap()
                 .resources
                 .is_empty()
         );
     }
 
-    #[test]
-    fn memory_catalog() {
-        exercise(&MemoryCatalog::new());
+    #[tokio::test]
+    async fn memory_catalog() {
+        exercise(&MemoryCatalog::new()).await;
     }
 
-    #[test]
-    fn sqlite_catalog_survives_reopening() {
+    #[tokio::test]
+    async fn postgres_catalog_is_shared_between_instances() {
+        let Some(cluster) = x402_testkit::postgres::PgCluster::start_or_skip()
+            .await
+            .unwrap()
+        else {
+            return;
+        };
+        let first = PostgresCatalog::connect(cluster.url()).await.unwrap();
+        exercise(&first).await;
+        let second = PostgresCatalog::connect(cluster.url()).await.unwrap();
+        assert_eq!(
+            second
+                .list(&ResourceFilter::default(), None, 0)
+                .await
+                .unwrap()
+                .pagination
+                .total,
+            3
+        );
+        // Two instances merging options of one new resource at once lose neither.
+        let a = entry("https://d.example/x", "eip155:8453", "1", 20, "d");
+        let b = entry("https://d.example/x", "eip155:84532", "2", 21, "d");
+        let (ra, rb) = tokio::join!(first.upsert(a), second.upsert(b));
+        ra.unwrap();
+        rb.unwrap();
+        let page = first
+            .list(&ResourceFilter::default(), Some(1), 0)
+            .await
+            .unwrap();
+        assert_eq!(page.items[0].resource, "https://d.example/x");
+        assert_eq!(
+            page.items[0].accepts.len(),
+            2,
+            "{:?}",
+            page.items[0].accepts
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_catalog_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bazaar.sqlite");
-        exercise(&SqliteCatalog::open(&path).unwrap());
+        exercise(&SqliteCatalog::open(&path).unwrap()).await;
         let reopened = SqliteCatalog::open(&path).unwrap();
         assert_eq!(
             reopened
                 .list(&ResourceFilter::default(), None, 0)
+                .await
                 .unwrap()
                 .pagination
                 .total,
@@ -637,8 +884,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn mcp_tools_of_one_server_are_separate_entries() {
+    #[tokio::test]
+    async fn mcp_tools_of_one_server_are_separate_entries() {
         let catalog = MemoryCatalog::new();
         for tool in ["quote", "analyse"] {
             let mut e = entry(
@@ -652,11 +899,12 @@ mod tests {
             e.extensions = Some(
                 json!({"bazaar": {"info": {"input": {"type": "mcp", "toolName": tool, "inputSchema": {}}}}}),
             );
-            catalog.upsert(e).unwrap();
+            catalog.upsert(e).await.unwrap();
         }
         assert_eq!(
             catalog
                 .list(&ResourceFilter::default(), None, 0)
+                .await
                 .unwrap()
                 .pagination
                 .total,
@@ -664,6 +912,7 @@ mod tests {
         );
         let found = catalog
             .search("analyse", &ResourceFilter::default(), None, None)
+            .await
             .unwrap();
         assert_eq!(found.resources.len(), 1);
         assert_eq!(found.resources[0].tool_name(), Some("analyse"));

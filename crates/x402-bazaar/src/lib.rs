@@ -21,8 +21,9 @@ mod sanitize;
 mod schema;
 
 pub use catalog::{
-    Catalog, CatalogError, DEFAULT_PAGE, DiscoveredResource, ListPage, MAX_PAGE, MemoryCatalog,
-    Pagination, ResourceFilter, SearchPage, SearchPagination, SqliteCatalog,
+    Catalog, CatalogError, CatalogFuture, DEFAULT_PAGE, DiscoveredResource, ListPage, MAX_PAGE,
+    MemoryCatalog, Pagination, PostgresCatalog, ResourceFilter, SearchPage, SearchPagination,
+    SqliteCatalog,
 };
 pub use client::{DiscoveryClient, DiscoveryError, cheapest};
 pub use declaration::{BodyType, Declaration};

@@ -167,8 +167,8 @@ pub struct BazaarConfig {
     /// `/discovery/*` (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// A SQLite file path, or `memory`. Default: the ledger's SQLite file,
-    /// or memory when the ledger is PostgreSQL.
+    /// A SQLite file path, a `postgres://` URL, or `memory`. Default: the
+    /// ledger's store (its SQLite file or its PostgreSQL database).
     #[serde(default)]
     pub store: Option<String>,
 }
@@ -629,8 +629,9 @@ min_age_seconds = 5
 
 # Bazaar discovery: settled payments that carry a `bazaar` declaration are
 # validated and cataloged; GET /discovery/resources and /discovery/search
-# serve the catalog. store: a SQLite file or "memory" (default: the ledger's
-# SQLite file; memory with a PostgreSQL ledger).
+# serve the catalog. store: a SQLite file, a postgres:// URL or "memory"
+# (default: the ledger's store, so instances sharing a PostgreSQL ledger
+# share the catalog too).
 [bazaar]
 enabled = true
 store = "/var/lib/x402/bazaar.sqlite"

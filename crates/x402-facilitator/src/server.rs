@@ -636,20 +636,14 @@ async fn catalog_payment(state: &AppState, request: &FacilitatorRequest) -> Opti
         }
     };
     let resource = entry.resource.clone();
-    let stored = tokio::task::spawn_blocking(move || catalog.upsert(entry)).await;
-    match stored {
-        Ok(Ok(())) => {
+    match catalog.upsert(entry).await {
+        Ok(()) => {
             tracing::info!(%resource, "resource cataloged");
             state.metrics.bazaar("cataloged");
             Some(CatalogStatus::Success)
         }
-        Ok(Err(error)) => {
-            tracing::error!(%error, "bazaar catalog write failed");
-            state.metrics.bazaar("error");
-            Some(CatalogStatus::Rejected("catalog unavailable".into()))
-        }
         Err(error) => {
-            tracing::error!(%error, "bazaar catalog task failed");
+            tracing::error!(%error, "bazaar catalog write failed");
             state.metrics.bazaar("error");
             Some(CatalogStatus::Rejected("catalog unavailable".into()))
         }
@@ -712,11 +706,10 @@ async fn discovery_resources(
     let catalog = state.catalog.clone().ok_or_else(discovery_disabled)?;
     let Query(query) = query.map_err(|e| bad_query(e.body_text()))?;
     check_limit(query.limit)?;
-    let page =
-        tokio::task::spawn_blocking(move || catalog.list(&query.filter, query.limit, query.offset))
-            .await
-            .map_err(catalog_unavailable)?
-            .map_err(catalog_unavailable)?;
+    let page = catalog
+        .list(&query.filter, query.limit, query.offset)
+        .await
+        .map_err(catalog_unavailable)?;
     Ok(Json(page).into_response())
 }
 
@@ -734,12 +727,10 @@ async fn discovery_search(
     if text.len() > 512 {
         return Err(bad_query("query is longer than 512 bytes"));
     }
-    let page = tokio::task::spawn_blocking(move || {
-        catalog.search(&text, &query.filter, query.limit, query.cursor.as_deref())
-    })
-    .await
-    .map_err(catalog_unavailable)?
-    .map_err(catalog_unavailable)?;
+    let page = catalog
+        .search(&text, &query.filter, query.limit, query.cursor.as_deref())
+        .await
+        .map_err(catalog_unavailable)?;
     Ok(Json(page).into_response())
 }
 

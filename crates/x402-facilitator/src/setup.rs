@@ -92,7 +92,7 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     let mut facilitator = LocalFacilitator::new();
     facilitator.register(Arc::new(exact));
     facilitator.declare_extension(PAYMENT_IDENTIFIER);
-    let catalog = open_catalog(config)?;
+    let catalog = open_catalog(config).await?;
     if catalog.is_some() {
         facilitator.declare_extension(BAZAAR);
     }
@@ -192,28 +192,35 @@ pub async fn shutdown_signal() {
 }
 
 /// The bazaar catalog the configuration asks for, if any.
-fn open_catalog(
+async fn open_catalog(
     config: &FacilitatorConfig,
 ) -> Result<Option<Arc<dyn x402_bazaar::Catalog>>, SetupError> {
     if !config.bazaar.enabled {
         return Ok(None);
     }
-    let path = match (&config.bazaar.store, config.store_location()?) {
-        (Some(store), _) if store == "memory" => None,
-        (Some(store), _) => Some(std::path::PathBuf::from(store)),
-        (None, StoreLocation::Sqlite(path)) => Some(path),
-        (None, StoreLocation::Postgres(_)) => None,
-    };
-    let catalog: Arc<dyn x402_bazaar::Catalog> = match path {
-        Some(path) => Arc::new(
-            x402_bazaar::SqliteCatalog::open(&path)
-                .map_err(|e| SetupError::Catalog(e.to_string()))?,
-        ),
-        None => Arc::new(x402_bazaar::MemoryCatalog::new()),
-    };
-    tracing::info!(
-        store = config.bazaar.store.as_deref().unwrap_or("(default)"),
-        "bazaar catalog opened"
-    );
+    let failed = |e: x402_bazaar::CatalogError| SetupError::Catalog(e.to_string());
+    let is_postgres = |s: &str| s.starts_with("postgres://") || s.starts_with("postgresql://");
+    let catalog: Arc<dyn x402_bazaar::Catalog> =
+        match (&config.bazaar.store, config.store_location()?) {
+            (Some(store), _) if store == "memory" => Arc::new(x402_bazaar::MemoryCatalog::new()),
+            (Some(store), _) if is_postgres(store) => Arc::new(
+                x402_bazaar::PostgresCatalog::connect(store)
+                    .await
+                    .map_err(failed)?,
+            ),
+            (Some(store), _) => Arc::new(
+                x402_bazaar::SqliteCatalog::open(store.strip_prefix("sqlite://").unwrap_or(store))
+                    .map_err(failed)?,
+            ),
+            (None, StoreLocation::Sqlite(path)) => {
+                Arc::new(x402_bazaar::SqliteCatalog::open(&path).map_err(failed)?)
+            }
+            (None, StoreLocation::Postgres(url)) => Arc::new(
+                x402_bazaar::PostgresCatalog::connect(&url)
+                    .await
+                    .map_err(failed)?,
+            ),
+        };
+    tracing::info!("bazaar catalog opened");
     Ok(Some(catalog))
 }

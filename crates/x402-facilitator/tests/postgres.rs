@@ -386,3 +386,38 @@ async fn two_processes_settle_one_payment_once() -> TestResult {
     assert_eq!(record.attempts, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn two_instances_share_the_bazaar_catalog() -> TestResult {
+    let Some(store) = TestStore::postgres().await? else {
+        return Ok(());
+    };
+    let devnet = Devnet::start().await?;
+    let (a, b) = two_instances(&devnet, &store).await?;
+    let requirements = requirements(&devnet, Address::random());
+    let mut payload = pay(&devnet, 5, &requirements, None).await?;
+    let (key, declaration) = x402_bazaar::Declaration::get().into_extension();
+    let mut extensions = payload.extensions.take().unwrap_or_default();
+    extensions.0.insert(key, declaration);
+    payload.extensions = Some(extensions);
+    payload.resource = Some(x402_core::ResourceInfo::new("https://shared.example/data"));
+    let http = reqwest::Client::new();
+    let (status, settled) = post(&http, &a.url("/settle"), &body(&payload, &requirements)).await?;
+    assert_eq!(
+        (status, &settled["success"]),
+        (200, &json!(true)),
+        "{settled}"
+    );
+    let listed: Value = http
+        .get(b.url("/discovery/resources"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(listed["pagination"]["total"], 1, "{listed}");
+    assert_eq!(
+        listed["items"][0]["resource"],
+        "https://shared.example/data"
+    );
+    Ok(())
+}
