@@ -147,6 +147,18 @@ async fn start_api(
     });
     let (acme, globex) = (payees.acme, payees.globex);
     let merchant = PayTo::address(payees.merchant.to_string());
+    // Bazaar declarations: facilitators that keep a catalog list these
+    // endpoints once a buyer has paid for them.
+    let (weather_key, weather_declaration) = x402_bazaar::Declaration::get()
+        .output_json(serde_json::json!({"forecast": "sunny", "celsius": 21}))
+        .into_extension();
+    let (summarise_key, summarise_declaration) = x402_bazaar::Declaration::body_method(
+        "POST",
+        x402_bazaar::BodyType::Text,
+        serde_json::json!("a text to summarise"),
+    )
+    .output_json(serde_json::json!({"summary_of_bytes": 19}))
+    .into_extension();
     let layer = PaymentLayer::builder(facilitator)
         .scheme(
             ChainIdPattern::namespace("eip155").map_err(|e| fail(&e))?,
@@ -172,6 +184,8 @@ async fn start_api(
             Route::new("GET /weather")
                 .map_err(|e| fail(&e))?
                 .description("Today's weather")
+                .service("Demo Weather", ["weather"], None)
+                .extension(weather_key, weather_declaration)
                 .accept(PaymentOption::exact(
                     chain.clone(),
                     money("$0.01").map_err(|e| fail(&e))?,
@@ -192,6 +206,7 @@ async fn start_api(
             Route::new("POST /summarise")
                 .map_err(|e| fail(&e))?
                 .description("Summarise a text; $0.01 per KiB, paid to the tenant")
+                .extension(summarise_key, summarise_declaration)
                 .with_body(16 * 1024)
                 .accept(PaymentOption::exact(chain, by_size, per_tenant)),
         )
@@ -379,6 +394,15 @@ async fn run_demo(style: &Style) -> Result<(), String> {
         }
     }
 
+    style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
+    match discover(&facilitator_url, &devnet).await {
+        Ok(line) => style.ok(&line),
+        Err(error) => {
+            failures += 1;
+            style.fail(&error);
+        }
+    }
+
     style.step("The budget stops the agent before it overspends");
     let expensive = http
         .post(format!("{api}/summarise"))
@@ -452,6 +476,46 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     } else {
         Err(format!("{failures} step(s) failed"))
     }
+}
+
+/// What the facilitator cataloged from the payments above, and the cheapest
+/// weather source an agent would pick from it.
+async fn discover(facilitator: &str, devnet: &Devnet) -> Result<String, String> {
+    let client = x402_bazaar::DiscoveryClient::new(facilitator).map_err(|e| e.to_string())?;
+    let all = client
+        .list(&x402_bazaar::ResourceFilter::default(), None, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    let found = client
+        .search(
+            "weather",
+            &x402_bazaar::ResourceFilter::default(),
+            None,
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut assets = EvmNetworks::empty();
+    assets.insert(EvmNetwork::anvil(devnet.usdc()));
+    let (resource, option) = x402_bazaar::cheapest(&found.resources, &assets, |_, _| true)
+        .ok_or_else(|| {
+            format!(
+                "the catalog has {} entries but no comparable weather source",
+                all.pagination.total
+            )
+        })?;
+    if all.pagination.total != 2 {
+        return Err(format!(
+            "expected /weather and /summarise in the catalog, found {}",
+            all.pagination.total
+        ));
+    }
+    Ok(format!(
+        "{} paid endpoints cataloged after settlement; cheapest for \"weather\": {} at {}",
+        all.pagination.total,
+        resource.resource,
+        usdc(option.amount.as_u256())
+    ))
 }
 
 /// Runs the demo; everything it started stops when it returns.

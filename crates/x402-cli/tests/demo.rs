@@ -32,6 +32,10 @@ fn demo_runs_end_to_end() {
         assert!(!row.contains(" 0x"), "no transaction: {row}");
     }
     assert!(stdout.contains("spent 0.11 USDC"), "{stdout}");
+    assert!(
+        stdout.contains("2 paid endpoints cataloged after settlement; cheapest for \"weather\""),
+        "{stdout}"
+    );
     assert!(stdout.contains("refused: it would exceed"), "{stdout}");
     assert!(
         stdout.contains("demo complete: every step did what it says"),
