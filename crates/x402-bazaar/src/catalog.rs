@@ -407,6 +407,24 @@ fn decode(text: &str) -> Result<DiscoveredResource, CatalogError> {
     serde_json::from_str(text).map_err(|e| CatalogError(format!("stored entry: {e}")))
 }
 
+/// The row to store for `entry` merged into the stored `existing` one, if
+/// any: (entry JSON, last update).
+fn merged_row(
+    existing: Option<&str>,
+    entry: DiscoveredResource,
+) -> Result<(String, i64), CatalogError> {
+    let merged = match existing {
+        Some(text) => {
+            let mut stored = decode(text)?;
+            stored.merge(entry);
+            stored
+        }
+        None => entry,
+    };
+    let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
+    Ok((text, i64::try_from(merged.last_updated).unwrap_or(i64::MAX)))
+}
+
 impl Catalog for SqliteCatalog {
     fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>> {
         Box::pin(self.with_connection(|connection| {
@@ -439,16 +457,7 @@ impl Catalog for SqliteCatalog {
                 )
                 .optional()
                 .map_err(sql)?;
-            let merged = match existing {
-                Some(text) => {
-                    let mut stored = decode(&text)?;
-                    stored.merge(entry);
-                    stored
-                }
-                None => entry,
-            };
-            let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
-            let updated = i64::try_from(merged.last_updated).unwrap_or(i64::MAX);
+            let (text, updated) = merged_row(existing.as_deref(), entry)?;
             transaction
                 .execute(
                     "INSERT INTO bazaar_resources (key, entry, last_updated) VALUES (?1, ?2, ?3)
@@ -576,16 +585,11 @@ impl Catalog for PostgresCatalog {
                 )
                 .await
                 .map_err(pg)?;
-            let merged = match existing {
-                Some(row) => {
-                    let mut stored = decode(&row.try_get::<_, String>(0).map_err(pg)?)?;
-                    stored.merge(entry);
-                    stored
-                }
-                None => entry,
+            let existing: Option<String> = match existing {
+                Some(row) => Some(row.try_get(0).map_err(pg)?),
+                None => None,
             };
-            let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
-            let updated = i64::try_from(merged.last_updated).unwrap_or(i64::MAX);
+            let (text, updated) = merged_row(existing.as_deref(), entry)?;
             transaction
                 .execute(
                     "INSERT INTO x402_bazaar_resources (key, entry, last_updated) VALUES ($1, $2, $3)
@@ -629,6 +633,15 @@ mod tests {
             ),
             metadata: Some(json!({"description": description, "tags": ["data"]})),
         }
+    }
+
+    async fn total(catalog: &dyn Catalog, filter: ResourceFilter) -> usize {
+        catalog
+            .list(&filter, None, 0)
+            .await
+            .unwrap()
+            .pagination
+            .total
     }
 
     async fn exercise(catalog: &dyn Catalog) {
@@ -723,15 +736,7 @@ mod tests {
             network: Some("eip155:84532".into()),
             ..Default::default()
         };
-        assert_eq!(
-            catalog
-                .list(&testnet, None, 0)
-                .await
-                .unwrap()
-                .pagination
-                .total,
-            2
-        );
+        assert_eq!(total(catalog, testnet).await, 2);
         let page = catalog
             .list(&ResourceFilter::default(), Some(1), 1)
             .await
@@ -751,36 +756,17 @@ mod tests {
             kind: Some("mcp".into()),
             ..Default::default()
         };
-        assert_eq!(
-            catalog.list(&mcp, None, 0).await.unwrap().pagination.total,
-            0
-        );
+        assert_eq!(total(catalog, mcp).await, 0);
         let with_siwx = ResourceFilter {
             extensions: Some("sign-in-with-x".into()),
             ..Default::default()
         };
-        assert_eq!(
-            catalog
-                .list(&with_siwx, None, 0)
-                .await
-                .unwrap()
-                .pagination
-                .total,
-            0
-        );
+        assert_eq!(total(catalog, with_siwx).await, 0);
         let pay_to = ResourceFilter {
             pay_to: Some("0x209693bc6afc0c5328ba36faf03c514ef312287c".into()),
             ..Default::default()
         };
-        assert_eq!(
-            catalog
-                .list(&pay_to, None, 0)
-                .await
-                .unwrap()
-                .pagination
-                .total,
-            3
-        );
+        assert_eq!(total(catalog, pay_to).await, 3);
 
         let found = catalog
             .search("hourly weather", &ResourceFilter::default(), None, None)

@@ -27,6 +27,14 @@ fn declared(mut payload: PaymentPayload, url: &str, declaration: Value) -> Payme
     payload
 }
 
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    server: &Server,
+    path: &str,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(http.get(server.url(path)).send().await?.json().await?)
+}
+
 async fn settle(
     http: &reqwest::Client,
     server: &Server,
@@ -56,12 +64,7 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     let requirements = requirements(&devnet, pay_to);
 
     // Nothing cataloged yet.
-    let empty: ListPage = http
-        .get(server.url("/discovery/resources"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let empty: ListPage = get_json(&http, &server, "/discovery/resources").await?;
     assert_eq!(empty.pagination.total, 0);
 
     // A verified-only payment is not cataloged: only settled payments are.
@@ -81,12 +84,7 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     )
     .await?;
     assert_eq!((status, &verified["isValid"]), (200, &json!(true)));
-    let still_empty: ListPage = http
-        .get(server.url("/discovery/resources"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let still_empty: ListPage = get_json(&http, &server, "/discovery/resources").await?;
     assert_eq!(still_empty.pagination.total, 0);
 
     let (settled, header) = settle(&http, &server, &payload, &requirements).await?;
@@ -128,12 +126,7 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     let (settled, _) = settle(&http, &server, &payload, &requirements).await?;
     assert_eq!(settled["success"], json!(true));
 
-    let page: ListPage = http
-        .get(server.url("/discovery/resources"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 2);
     let weather = page
         .items
@@ -150,12 +143,7 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
         "a localhost icon is dropped"
     );
 
-    let mcp: ListPage = http
-        .get(server.url("/discovery/resources?type=mcp"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let mcp: ListPage = get_json(&http, &server, "/discovery/resources?type=mcp").await?;
     assert_eq!(mcp.items.len(), 1);
     assert_eq!(mcp.items[0].tool_name(), Some("forecast"));
     let other_payee: ListPage = http
@@ -165,20 +153,10 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
         .json()
         .await?;
     assert_eq!(other_payee.pagination.total, 0);
-    let paged: ListPage = http
-        .get(server.url("/discovery/resources?limit=1&offset=1"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let paged: ListPage = get_json(&http, &server, "/discovery/resources?limit=1&offset=1").await?;
     assert_eq!((paged.items.len(), paged.pagination.total), (1, 2));
 
-    let found: SearchPage = http
-        .get(server.url("/discovery/search?query=agents+tool"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let found: SearchPage = get_json(&http, &server, "/discovery/search?query=agents+tool").await?;
     assert_eq!(found.resources.len(), 1);
     assert_eq!(found.resources[0].resource, "https://tools.example/mcp");
 
@@ -199,12 +177,7 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     // The catalog is in the ledger's SQLite file: it survives a restart.
     server.stop().await;
     let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
-    let page: ListPage = http
-        .get(server.url("/discovery/resources"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 2);
     Ok(())
 }
@@ -224,12 +197,7 @@ async fn discovery_can_be_switched_off() -> TestResult {
     let http = reqwest::Client::new();
     let response = http.get(server.url("/discovery/resources")).send().await?;
     assert_eq!(response.status().as_u16(), 404);
-    let supported: Value = http
-        .get(server.url("/supported"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let supported: Value = get_json(&http, &server, "/supported").await?;
     assert_eq!(supported["extensions"], json!(["payment-identifier"]));
     Ok(())
 }
