@@ -169,6 +169,39 @@ async fn pays_the_cheapest_option_and_reads_the_receipt() {
     assert_eq!(balance(&env, payer).await, before - U256::from(10_000));
 }
 
+/// A body that can be sent only once cannot be re-sent with a payment: the
+/// client refuses before signing anything, and nothing is paid.
+#[tokio::test]
+async fn a_streamed_body_is_never_paid_for() {
+    let env = env().await;
+    let payer = env.devnet.payer(6).address;
+    let before = balance(&env, payer).await;
+    let client = client_for(&env, 6, None, SelectionPolicy::default());
+    let http = reqwest::Client::new();
+    let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![Ok(b"streamed")];
+    let request = http
+        .get(format!("{}/report", env.url))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .build()
+        .expect("request");
+    let served = env.served.load(Ordering::SeqCst);
+    match client.send(&http, request).await {
+        Err(ClientError::BodyNotReplayable) => {}
+        other => panic!(
+            "expected BodyNotReplayable, got {:?}",
+            other.map(|r| r.status())
+        ),
+    }
+    assert_eq!(balance(&env, payer).await, before, "nothing was paid");
+    assert_eq!(
+        env.served.load(Ordering::SeqCst),
+        served,
+        "the handler never ran"
+    );
+}
+
 #[tokio::test]
 async fn middleware_pays_transparently() {
     let env = env().await;
