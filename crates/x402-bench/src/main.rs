@@ -39,7 +39,8 @@ struct Args {
     /// Paid requests end to end (concurrency 1).
     #[arg(long, default_value_t = 50)]
     paid_requests: usize,
-    /// Path of the `x402` binary (default: next to this one).
+    /// Path of an `x402` binary to run `x402 facilitator` from (default: the
+    /// `x402-facilitator` binary next to this one, else `x402` there).
     #[arg(long)]
     x402: Option<PathBuf>,
     /// Print one JSON object instead of a table.
@@ -337,25 +338,32 @@ mod tempdir {
     }
 }
 
-fn x402_binary(args: &Args) -> Result<PathBuf, String> {
+/// How to start the facilitator: the dedicated `x402-facilitator` binary
+/// next to this one when it was built (what an operator deploys), else
+/// `x402 facilitator`; `--x402` forces the latter with that path.
+fn facilitator_command(args: &Args) -> Result<(PathBuf, Option<&'static str>), String> {
     if let Some(path) = &args.x402 {
-        return Ok(path.clone());
+        return Ok((path.clone(), Some("facilitator")));
     }
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dedicated = me.with_file_name("x402-facilitator");
+    if dedicated.exists() {
+        return Ok((dedicated, None));
+    }
     let sibling = me.with_file_name("x402");
     if sibling.exists() {
-        Ok(sibling)
+        Ok((sibling, Some("facilitator")))
     } else {
         Err(format!(
-            "the x402 binary was not found at {}; build it (cargo build --release -p x402-cli) or pass --x402",
-            sibling.display()
+            "no facilitator binary next to {}; build one (cargo build --release -p x402-facilitator) or pass --x402",
+            me.display()
         ))
     }
 }
 
 async fn start_facilitator(
     devnet: &Devnet,
-    binary: &PathBuf,
+    (binary, subcommand): &(PathBuf, Option<&'static str>),
 ) -> Result<FacilitatorProcess, String> {
     let dir = tempdir::TempDir::new().map_err(|e| e.to_string())?;
     let signer_key = B256::random().to_string();
@@ -393,7 +401,7 @@ eip712_version = "2"
     let config_path = dir.path().join("facilitator.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let child = tokio::process::Command::new(binary)
-        .arg("facilitator")
+        .args(subcommand)
         .arg("--config")
         .arg(&config_path)
         .env("BENCH_SIGNER_KEY", signer_key)
@@ -601,7 +609,7 @@ async fn plain_requests(usdc: Address, args: &Args) -> Result<Option<u64>, Strin
 }
 
 async fn run(args: Args) -> Result<Value, String> {
-    let binary = x402_binary(&args)?;
+    let binary = facilitator_command(&args)?;
     let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
     let requirements = requirements(devnet.usdc(), Address::random());
     eprintln!("[1/5] node: eth_call of transferWithAuthorization ...");
@@ -657,6 +665,7 @@ async fn run(args: Args) -> Result<Value, String> {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Ok(json!({
         "concurrency": args.concurrency,
+        "facilitator_binary": binary.0.file_name().map(|n| n.to_string_lossy().into_owned()),
         "node": {"eth_call": node_call.to_json(), "send_and_mine": node_send.to_json()},
         "facilitator": {
             "verify": verify.to_json(),
@@ -689,7 +698,10 @@ fn print_table(report: &Value) {
             stats["errors"],
         );
     };
-    println!("concurrency {}", report["concurrency"]);
+    println!(
+        "concurrency {}, facilitator binary {}",
+        report["concurrency"], report["facilitator_binary"]
+    );
     row(
         "node eth_call(transferWithAuth)",
         &report["node"]["eth_call"],
