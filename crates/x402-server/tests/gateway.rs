@@ -94,11 +94,18 @@ method = "GET"
 path = "/api/priced"
 description = "Priced upstream data"
 mime_type = "text/plain"
+service_name = "Gateway Test"
+tags = ["data"]
 
 [[routes.accepts]]
 network = "eip155:31337"
 price = "$0.01"
 pay_to = "{payee}"
+
+[routes.discovery]
+query_params = {{ q = "example" }}
+output_example = "upstream text"
+output_type = "text"
 
 [[routes]]
 method = "GET"
@@ -186,6 +193,22 @@ async fn gateway_sells_an_upstream_end_to_end() {
         Some("Priced upstream data")
     );
     assert_eq!(required.accepts[0].amount.to_string(), "10000");
+    assert_eq!(
+        required.resource.service_name.as_deref(),
+        Some("Gateway Test")
+    );
+    let bazaar = &required.extensions.as_ref().expect("extensions").0["bazaar"];
+    assert_eq!(
+        bazaar["info"],
+        serde_json::json!({
+            "input": {"type": "http", "method": "GET", "queryParams": {"q": "example"}},
+            "output": {"type": "text", "example": "upstream text"}
+        })
+    );
+    assert_eq!(
+        x402_bazaar::validate(&bazaar["info"], &bazaar["schema"]),
+        Ok(())
+    );
     assert_eq!(state.priced.load(Ordering::SeqCst), 0);
 
     let payer = devnet.payer(1).address;

@@ -164,6 +164,43 @@ pub struct RouteEntry {
     pub settle_before_handler: bool,
     /// Accepted payment options (at least one).
     pub accepts: Vec<AcceptEntry>,
+    /// Name of the service, for discovery catalogs (printable ASCII, ≤ 32).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Topical tags for discovery catalogs (≤ 5).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Absolute http(s) URL of the service's icon.
+    #[serde(default)]
+    pub icon_url: Option<String>,
+    /// How to call the route, declared in its 402 answers so that
+    /// facilitators with a bazaar catalog list it once someone has paid.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryEntry>,
+}
+
+/// `[routes.discovery]`: a bazaar declaration of the route (needs `method`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryEntry {
+    /// Example query parameters.
+    #[serde(default)]
+    pub query_params: std::collections::BTreeMap<String, String>,
+    /// Example request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Body encoding for POST/PUT/PATCH: `json` (default), `form-data`, `text`.
+    #[serde(default)]
+    pub body_type: Option<String>,
+    /// Example body for POST/PUT/PATCH (any TOML value; default `{}`).
+    #[serde(default)]
+    pub body_example: Option<serde_json::Value>,
+    /// Response type (default `json`).
+    #[serde(default)]
+    pub output_type: Option<String>,
+    /// Example response (any TOML value).
+    #[serde(default)]
+    pub output_example: Option<serde_json::Value>,
 }
 
 /// One accepted payment option (`exact` scheme).
@@ -304,10 +341,20 @@ description = "Current weather"
 mime_type = "application/json"
 max_timeout_seconds = 60
 
+service_name = "Example Weather"        # optional service metadata for
+tags = ["weather", "forecast"]          # discovery catalogs
+# icon_url = "https://api.example.com/icon.png"
+
 [[routes.accepts]]
 network = "base-sepolia"
 price = "$0.01"
 pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+
+# Optional bazaar declaration: facilitators with a discovery catalog list the
+# route (GET /discovery/resources) once a buyer has paid for it.
+[routes.discovery]
+query_params = { city = "Paris" }
+output_example = { city = "Paris", temperature = 21 }
 
 [[routes]]
 method = "POST"

@@ -23,8 +23,8 @@ use x402_evm::exact::ExactEvmServer;
 use x402_evm::{EvmAsset, EvmNetwork, EvmNetworks};
 
 pub use config::{
-    AcceptEntry, AssetEntry, FacilitatorEntry, GatewayConfig, GatewayConfigError, NetworkEntry,
-    RouteEntry, example_config,
+    AcceptEntry, AssetEntry, DiscoveryEntry, FacilitatorEntry, GatewayConfig, GatewayConfigError,
+    NetworkEntry, RouteEntry, example_config,
 };
 
 use crate::config::{PayTo, PaymentOption, Route, money};
@@ -244,6 +244,66 @@ fn networks(config: &GatewayConfig) -> Result<EvmNetworks, GatewayError> {
     Ok(table)
 }
 
+/// The bazaar declaration of a route's `[routes.discovery]`.
+fn declaration(
+    at: &str,
+    method: Option<&str>,
+    entry: &config::DiscoveryEntry,
+) -> Result<(String, serde_json::Value), GatewayError> {
+    use x402_bazaar::{BodyType, Declaration};
+    let Some(method) = method.map(str::to_ascii_uppercase) else {
+        return Err(invalid(at, "discovery needs the route's `method`"));
+    };
+    let mut declaration = match method.as_str() {
+        "GET" | "HEAD" | "DELETE" => {
+            if entry.body_type.is_some() || entry.body_example.is_some() {
+                return Err(invalid(
+                    format!("{at}.discovery"),
+                    format!("{method} takes no body_type or body_example"),
+                ));
+            }
+            Declaration::query_method(&method)
+        }
+        "POST" | "PUT" | "PATCH" => {
+            let body_type = match entry.body_type.as_deref() {
+                None | Some("json") => BodyType::Json,
+                Some("form-data") => BodyType::FormData,
+                Some("text") => BodyType::Text,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{at}.discovery.body_type"),
+                        format!("{other:?}: use json, form-data or text"),
+                    ));
+                }
+            };
+            let example = entry
+                .body_example
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({}));
+            Declaration::body_method(&method, body_type, example)
+        }
+        other => {
+            return Err(invalid(
+                at,
+                format!("discovery cannot describe method {other}"),
+            ));
+        }
+    };
+    for (name, example) in &entry.query_params {
+        declaration = declaration.query_param(name, example);
+    }
+    for (name, example) in &entry.headers {
+        declaration = declaration.header(name, example);
+    }
+    if entry.output_type.is_some() || entry.output_example.is_some() {
+        declaration = declaration.output(
+            entry.output_type.clone().unwrap_or_else(|| "json".into()),
+            entry.output_example.clone(),
+        );
+    }
+    Ok(declaration.into_extension())
+}
+
 fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Route, GatewayError> {
     let at = format!("routes[{index}]");
     let pattern = format!("{} {}", entry.method.as_deref().unwrap_or("*"), entry.path);
@@ -256,6 +316,13 @@ fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Rou
     }
     if entry.settle_before_handler {
         route = route.settle_before_handler();
+    }
+    if let Some(name) = &entry.service_name {
+        route = route.service(name, entry.tags.clone(), entry.icon_url.clone());
+    }
+    if let Some(discovery) = &entry.discovery {
+        let (key, declaration) = declaration(&at, entry.method.as_deref(), discovery)?;
+        route = route.extension(key, declaration);
     }
     if entry.accepts.is_empty() {
         return Err(invalid(
@@ -330,6 +397,10 @@ mod tests {
             "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nnetwork = \"eip155:999\"\nprice = \"$1\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
             // Bad payTo.
             "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nnetwork = \"base\"\nprice = \"$1\"\npay_to = \"nope\"\n",
+            // Discovery without a method.
+            "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nnetwork = \"base\"\nprice = \"$1\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n[routes.discovery]\n",
+            // A body example on GET.
+            "[[routes]]\nmethod = \"GET\"\npath = \"/a\"\n[[routes.accepts]]\nnetwork = \"base\"\nprice = \"$1\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n[routes.discovery]\nbody_example = {}\n",
             // Both price and amount.
             "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nnetwork = \"base\"\nprice = \"$1\"\namount = \"1\"\nasset = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
             // No options.
