@@ -68,6 +68,15 @@ pub trait Facilitator: Send + Sync {
         let _ = observer;
         self.settle(request)
     }
+
+    /// The payer of `request` when a cheap local check proves that the payer
+    /// signed it (per-payer rate limits key on this, so that a payload
+    /// merely claiming someone's address cannot spend their allowance);
+    /// `None` when it cannot be proven without the chain.
+    fn authenticated_payer(&self, request: &FacilitatorRequest) -> Option<String> {
+        let _ = request;
+        None
+    }
 }
 
 impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
@@ -95,6 +104,10 @@ impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
         observer: &'a dyn SettlementObserver,
     ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
         (**self).settle_observed(request, observer)
+    }
+
+    fn authenticated_payer(&self, request: &FacilitatorRequest) -> Option<String> {
+        (**self).authenticated_payer(request)
     }
 }
 
@@ -198,6 +211,15 @@ impl Facilitator for LocalFacilitator {
                     .map_err(FacilitatorError::Scheme),
             }
         })
+    }
+
+    fn authenticated_payer(&self, request: &FacilitatorRequest) -> Option<String> {
+        match self.route(request) {
+            Routed::Plugin(plugin) => {
+                plugin.authenticated_payer(&request.payment_payload, &request.payment_requirements)
+            }
+            Routed::Rejected(..) => None,
+        }
     }
 
     fn settle<'a>(

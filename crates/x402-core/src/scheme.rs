@@ -154,6 +154,17 @@ pub trait SchemeFacilitator: Send + Sync {
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>>;
 
+    /// The payer, when a local check (no chain access) proves they signed
+    /// the payload; see [`crate::Facilitator::authenticated_payer`].
+    fn authenticated_payer(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let _ = (payload, requirements);
+        None
+    }
+
     /// [`SchemeFacilitator::settle`], reporting each broadcast to `observer`
     /// first. Schemes that broadcast transactions should override it; the
     /// default ignores the observer.

@@ -6,9 +6,6 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use x402_core::FacilitatorRequest;
-
 /// An endpoint an API key may be allowed to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -196,17 +193,6 @@ impl RateLimiter {
             Err(Duration::from_secs(60))
         }
     }
-}
-
-/// The payer a request claims (`authorization.from` of EIP-3009 payloads,
-/// `permit2Authorization.from` of Permit2 ones), lower-cased. Used only for
-/// rate limiting: it is not verified at this point.
-pub fn claimed_payer(request: &FacilitatorRequest) -> Option<String> {
-    let payload = &request.payment_payload.payload;
-    ["authorization", "permit2Authorization"]
-        .iter()
-        .find_map(|field| payload.get(*field)?.get("from").and_then(Value::as_str))
-        .map(str::to_ascii_lowercase)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use crate::ledger::{
     Ledger, LedgerError, PaymentIdClaim, SettlementRecord, SettlementState, StoreLock, fingerprint,
 };
 use crate::metrics::Metrics;
-use crate::ops::{ApiKeys, AuthFailure, Endpoint, RateLimiter, claimed_payer};
+use crate::ops::{ApiKeys, AuthFailure, Endpoint, RateLimiter};
 use crate::recovery::LedgerObserver;
 
 /// Default request body limit (64 KiB).
@@ -383,7 +383,7 @@ fn rate_limited(message: &str, wait: Duration) -> Response {
 /// answer when over it.
 fn check_payer(state: &AppState, request: &FacilitatorRequest) -> Option<Response> {
     if let Some(limiter) = &state.per_payer
-        && let Some(payer) = claimed_payer(request)
+        && let Some(payer) = state.facilitator.authenticated_payer(request)
         && let Err(wait) = limiter.check(&payer)
     {
         state.metrics.rate_limited("payer");

@@ -406,3 +406,71 @@ async fn ledger_survives_restart(store: TestStore) -> TestResult {
     second.stop().await;
     Ok(())
 }
+
+/// The per-payer limit counts only payloads whose signature proves the
+/// payer: a flood claiming the victim's address with someone else's
+/// signature leaves the victim's allowance untouched.
+#[tokio::test]
+async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
+    let devnet = Devnet::start().await?;
+    let dir = tempfile::tempdir()?;
+    let mut text = config_text(
+        devnet.network(),
+        devnet.rpc_url(),
+        Some(devnet.usdc()),
+        &dir.path().join("ledger.sqlite"),
+    );
+    text.push_str("\n[rate_limit]\nper_payer_per_minute = 2\n");
+    let server = start_from(&text, &devnet.usdc_owner().private_key_hex()).await?;
+    let http = reqwest::Client::new();
+    let requirements = requirements(&devnet, Address::random());
+    let victim = devnet.payer(1).address;
+
+    // Payer 2 signs, but the payloads claim the victim as `from`.
+    for _ in 0..5 {
+        let mut spoofed = pay(&devnet, 2, &requirements, None).await?;
+        spoofed.payload.insert("authorization".into(), {
+            let mut authorization = spoofed.payload["authorization"].clone();
+            authorization["from"] = json!(victim.to_string());
+            authorization
+        });
+        let (status, answer) = post(
+            &http,
+            &server.url("/verify"),
+            &body(&spoofed, &requirements),
+        )
+        .await?;
+        assert_eq!(
+            status, 200,
+            "refused by verification, not by the limit: {answer}"
+        );
+        assert_eq!(answer["isValid"], json!(false), "{answer}");
+    }
+    // The victim's own payments still pass, up to the limit.
+    for _ in 0..2 {
+        let genuine = pay(&devnet, 1, &requirements, None).await?;
+        let (status, answer) = post(
+            &http,
+            &server.url("/verify"),
+            &body(&genuine, &requirements),
+        )
+        .await?;
+        assert_eq!(
+            (status, &answer["isValid"]),
+            (200, &json!(true)),
+            "{answer}"
+        );
+    }
+    let genuine = pay(&devnet, 1, &requirements, None).await?;
+    let (status, answer) = post(
+        &http,
+        &server.url("/verify"),
+        &body(&genuine, &requirements),
+    )
+    .await?;
+    assert_eq!(
+        status, 429,
+        "the victim's own third request is limited: {answer}"
+    );
+    Ok(())
+}

@@ -69,6 +69,14 @@ impl Facilitator for Scripted {
             })
         })
     }
+
+    /// This script trusts its payloads' `authorization.from` (the EVM scheme
+    /// proves it by signature; see `http.rs`).
+    fn authenticated_payer(&self, request: &FacilitatorRequest) -> Option<String> {
+        request.payment_payload.payload["authorization"]["from"]
+            .as_str()
+            .map(str::to_ascii_lowercase)
+    }
 }
 
 struct Running {

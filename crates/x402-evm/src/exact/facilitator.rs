@@ -1095,6 +1095,40 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         SCHEME
     }
 
+    /// `authorization.from`, when the 65-byte signature recovers to it over
+    /// the authorization's EIP-712 hash (domain: the token's as read before,
+    /// else the asset table's, else the requirements' `extra`). Contract
+    /// wallets are not recognised here (that needs the chain).
+    fn authenticated_payer(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let chain = self.chains.get(&requirements.network.eip155_id()?)?;
+        let asset: Address = requirements.asset.parse().ok()?;
+        let exact = ExactEvmPayload::from_json(&payload.payload).ok()?;
+        let cached = chain
+            .domains
+            .lock()
+            .ok()
+            .and_then(|domains| domains.get(&asset).cloned());
+        let (name, version) = match cached {
+            Some(domain) => domain,
+            None => match chain.config.network.asset(asset) {
+                Some(known) => (known.eip712_name.clone(), known.eip712_version.clone()),
+                None => (
+                    requirements.extra_str("name")?.to_owned(),
+                    requirements.extra_str("version")?.to_owned(),
+                ),
+            },
+        };
+        let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
+        let digest = signing_hash(&exact.authorization, &domain);
+        let from = exact.authorization.from;
+        (crate::ecrecover::recover_address(&exact.signature, &digest) == Some(from))
+            .then(|| from.to_string().to_ascii_lowercase())
+    }
+
     fn networks(&self) -> Vec<ChainId> {
         let mut networks: Vec<ChainId> = self
             .chains
