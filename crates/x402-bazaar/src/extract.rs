@@ -45,8 +45,8 @@ fn reject(message: impl Into<String>) -> ExtractError {
 
 /// Checks the parts of `info` the catalog relies on, whatever the supplied
 /// schema allowed (a schema of `{}` accepts anything); returns the resource
-/// type and, for MCP, the tool name.
-fn check_structure(info: &Value) -> Result<(&'static str, Option<String>), ExtractError> {
+/// type.
+fn check_structure(info: &Value) -> Result<&'static str, ExtractError> {
     let input = info
         .get("input")
         .and_then(Value::as_object)
@@ -72,16 +72,16 @@ fn check_structure(info: &Value) -> Result<(&'static str, Option<String>), Extra
                     "method {method:?} needs bodyType and body, or is not an HTTP method"
                 )));
             }
-            Ok(("http", None))
+            Ok("http")
         }
         Some("mcp") => {
-            let tool = text("toolName")
-                .filter(|t| !t.is_empty() && t.len() <= MAX_TOOL_NAME)
-                .ok_or_else(|| reject("info.input.toolName must be a non-empty string"))?;
+            if !text("toolName").is_some_and(|t| !t.is_empty() && t.len() <= MAX_TOOL_NAME) {
+                return Err(reject("info.input.toolName must be a non-empty string"));
+            }
             if !input.get("inputSchema").is_some_and(Value::is_object) {
                 return Err(reject("info.input.inputSchema must be an object"));
             }
-            Ok(("mcp", Some(tool.to_owned())))
+            Ok("mcp")
         }
         _ => Err(reject("info.input.type must be \"http\" or \"mcp\"")),
     }
@@ -138,7 +138,7 @@ fn extract_declared(
         return Err(reject("bazaar.schema must define the input property"));
     }
     validate(info, schema).map_err(|e| reject(format!("info failed schema validation: {e}")))?;
-    let (kind, _tool) = check_structure(info)?;
+    let kind = check_structure(info)?;
     let resource = payload
         .resource
         .as_ref()

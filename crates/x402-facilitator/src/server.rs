@@ -30,7 +30,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Instrument;
 use x402_bazaar::{Catalog, CatalogStatus, ResourceFilter};
 use x402_core::codec::from_versioned_json;
-use x402_core::extensions::PAYMENT_IDENTIFIER;
+use x402_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
 use x402_core::{
     ChainId, Facilitator, FacilitatorError, FacilitatorRequest, PaymentPayload, SchemeError,
     SettleResponse,
@@ -580,11 +580,22 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
     // cancel it half-way, and it holds an in-flight guard so that a graceful
     // shutdown waits for it.
     let in_flight = state.in_flight().await;
+    // Only a payment carrying a declaration, on a facilitator keeping a
+    // catalog, needs its request after settlement.
+    let declared = state.catalog.is_some()
+        && request
+            .payment_payload
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.contains(BAZAAR));
     let task = tokio::spawn(
         async move {
-            let result = settle_once(state.clone(), request.clone(), id).await;
-            let cataloged = match &result {
-                Ok(response) if response.success => catalog_payment(&state, &request).await,
+            let kept = declared.then(|| request.clone());
+            let result = settle_once(state.clone(), request, id).await;
+            let cataloged = match (&result, &kept) {
+                (Ok(response), Some(request)) if response.success => {
+                    catalog_payment(&state, request).await
+                }
                 _ => None,
             };
             drop(in_flight);
