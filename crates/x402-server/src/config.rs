@@ -37,6 +37,7 @@ pub struct RoutePattern {
     text: String,
     method: Option<Method>,
     segments: Vec<Segment>,
+    template: Option<String>,
 }
 
 impl RoutePattern {
@@ -83,10 +84,12 @@ impl RoutePattern {
             };
             segments.push(segment);
         }
+        let template = template_of(&segments);
         Ok(Self {
             text: trimmed.to_owned(),
             method,
             segments,
+            template,
         })
     }
 
@@ -97,22 +100,8 @@ impl RoutePattern {
 
     /// The path with its `:name` parameters (`/users/:id`), when the pattern
     /// has parameters and no wildcard: the catalog key of a dynamic route.
-    pub fn template(&self) -> Option<String> {
-        let mut has_param = false;
-        let mut template = String::new();
-        for segment in &self.segments {
-            template.push('/');
-            match segment {
-                Segment::Literal(literal) => template.push_str(literal),
-                Segment::Param(name) => {
-                    has_param = true;
-                    template.push(':');
-                    template.push_str(name);
-                }
-                Segment::Any | Segment::Rest => return None,
-            }
-        }
-        has_param.then_some(template)
+    pub fn template(&self) -> Option<&str> {
+        self.template.as_deref()
     }
 
     /// Matches a request; returns the captured parameters.
@@ -146,6 +135,24 @@ impl RoutePattern {
         }
         (index == parts.len()).then_some(params)
     }
+}
+
+fn template_of(segments: &[Segment]) -> Option<String> {
+    let mut has_param = false;
+    let mut template = String::new();
+    for segment in segments {
+        template.push('/');
+        match segment {
+            Segment::Literal(literal) => template.push_str(literal),
+            Segment::Param(name) => {
+                has_param = true;
+                template.push(':');
+                template.push_str(name);
+            }
+            Segment::Any | Segment::Rest => return None,
+        }
+    }
+    has_param.then_some(template)
 }
 
 /// A recipient: an address, or a role resolved per request by the
@@ -480,8 +487,13 @@ mod tests {
 
     #[test]
     fn templates_of_parameterised_routes() {
-        let template = |p: &str| RoutePattern::parse(p).unwrap().template();
-        assert_eq!(template("GET /users/:id"), Some("/users/:id".into()));
+        let template = |p: &str| {
+            RoutePattern::parse(p)
+                .unwrap()
+                .template()
+                .map(str::to_owned)
+        };
+        assert_eq!(template("GET /users/:id").as_deref(), Some("/users/:id"));
         assert_eq!(
             template("/w/:country/:city"),
             Some("/w/:country/:city".into())

@@ -919,17 +919,25 @@ fn route_extensions(
         && let Some(serde_json::Value::Object(bazaar)) =
             extensions.0.get_mut(x402_core::extensions::BAZAAR)
     {
-        if let Some(serde_json::Value::Object(input)) = bazaar
+        let Some(serde_json::Value::Object(input)) = bazaar
             .get_mut("info")
             .and_then(|info| info.get_mut("input"))
-        {
+        else {
+            return Some(extensions);
+        };
+        // MCP tools are keyed by URL and tool name; only HTTP inputs carry
+        // path parameters.
+        if input.get("type").and_then(serde_json::Value::as_str) == Some("http") {
             let values: serde_json::Map<String, serde_json::Value> = params
                 .iter()
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect();
             input.insert("pathParams".into(), serde_json::Value::Object(values));
+            bazaar.insert(
+                "routeTemplate".into(),
+                serde_json::Value::String(template.to_owned()),
+            );
         }
-        bazaar.insert("routeTemplate".into(), serde_json::Value::String(template));
     }
     Some(extensions)
 }
@@ -937,6 +945,33 @@ fn route_extensions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dynamic_http_declarations_get_template_and_path_params_mcp_ones_do_not() {
+        let params: std::collections::HashMap<String, String> =
+            [("id".to_owned(), "42".to_owned())].into();
+        let http =
+            serde_json::json!({"info": {"input": {"type": "http", "method": "GET"}}, "schema": {}});
+        let route = Route::new("GET /users/:id")
+            .unwrap()
+            .extension("bazaar", http);
+        let extensions = route_extensions(&route, &params).unwrap();
+        assert_eq!(extensions.0["bazaar"]["routeTemplate"], "/users/:id");
+        assert_eq!(
+            extensions.0["bazaar"]["info"]["input"]["pathParams"],
+            serde_json::json!({"id": "42"})
+        );
+
+        let mcp = serde_json::json!({"info": {"input": {"type": "mcp", "toolName": "t", "inputSchema": {}}}, "schema": {}});
+        let route = Route::new("POST /mcp/:tenant")
+            .unwrap()
+            .extension("bazaar", mcp.clone());
+        let extensions = route_extensions(&route, &params).unwrap();
+        assert_eq!(extensions.0["bazaar"], mcp, "left as declared");
+
+        let fixed = Route::new("GET /weather").unwrap();
+        assert!(route_extensions(&fixed, &params).is_none());
+    }
     use x402_core::AtomicAmount;
 
     fn requirement() -> PaymentRequirements {
