@@ -186,14 +186,12 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
 async fn discovery_can_be_switched_off() -> TestResult {
     let devnet = Devnet::start().await?;
     let dir = tempfile::tempdir()?;
-    let mut text = config_text(
-        devnet.network(),
-        devnet.rpc_url(),
-        Some(devnet.usdc()),
+    let server = start_configured(
+        &devnet,
         &dir.path().join("l.sqlite"),
-    );
-    text.push_str("\n[bazaar]\nenabled = false\n");
-    let server = start_from(&text, &devnet.usdc_owner().private_key_hex()).await?;
+        "[bazaar]\nenabled = false\n",
+    )
+    .await?;
     let http = reqwest::Client::new();
     let response = http.get(server.url("/discovery/resources")).send().await?;
     assert_eq!(response.status().as_u16(), 404);

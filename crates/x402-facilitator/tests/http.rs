@@ -414,17 +414,19 @@ async fn ledger_survives_restart(store: TestStore) -> TestResult {
 async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
     let devnet = Devnet::start().await?;
     let dir = tempfile::tempdir()?;
-    let mut text = config_text(
-        devnet.network(),
-        devnet.rpc_url(),
-        Some(devnet.usdc()),
+    let server = start_configured(
+        &devnet,
         &dir.path().join("ledger.sqlite"),
-    );
-    text.push_str("\n[rate_limit]\nper_payer_per_minute = 2\n");
-    let server = start_from(&text, &devnet.usdc_owner().private_key_hex()).await?;
+        "[rate_limit]\nper_payer_per_minute = 2\n",
+    )
+    .await?;
     let http = reqwest::Client::new();
     let requirements = requirements(&devnet, Address::random());
     let victim = devnet.payer(1).address;
+    let verify = |payload: x402_core::PaymentPayload| {
+        let (http, url, body) = (&http, server.url("/verify"), body(&payload, &requirements));
+        async move { post(http, &url, &body).await }
+    };
 
     // Payer 2 signs, but the payloads claim the victim as `from`.
     for _ in 0..5 {
@@ -434,12 +436,7 @@ async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
             authorization["from"] = json!(victim.to_string());
             authorization
         });
-        let (status, answer) = post(
-            &http,
-            &server.url("/verify"),
-            &body(&spoofed, &requirements),
-        )
-        .await?;
+        let (status, answer) = verify(spoofed).await?;
         assert_eq!(
             status, 200,
             "refused by verification, not by the limit: {answer}"
@@ -449,12 +446,7 @@ async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
     // The victim's own payments still pass, up to the limit.
     for _ in 0..2 {
         let genuine = pay(&devnet, 1, &requirements, None).await?;
-        let (status, answer) = post(
-            &http,
-            &server.url("/verify"),
-            &body(&genuine, &requirements),
-        )
-        .await?;
+        let (status, answer) = verify(genuine).await?;
         assert_eq!(
             (status, &answer["isValid"]),
             (200, &json!(true)),
@@ -462,12 +454,7 @@ async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
         );
     }
     let genuine = pay(&devnet, 1, &requirements, None).await?;
-    let (status, answer) = post(
-        &http,
-        &server.url("/verify"),
-        &body(&genuine, &requirements),
-    )
-    .await?;
+    let (status, answer) = verify(genuine).await?;
     assert_eq!(
         status, 429,
         "the victim's own third request is limited: {answer}"

@@ -113,6 +113,23 @@ pub async fn start_from(
     })
 }
 
+/// Like [`start`], with more configuration (`[section]` text) appended.
+pub async fn start_configured(
+    devnet: &Devnet,
+    store: &Path,
+    extra: &str,
+) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
+    let mut text = config_text(
+        devnet.network(),
+        devnet.rpc_url(),
+        Some(devnet.usdc()),
+        store,
+    );
+    text.push('\n');
+    text.push_str(extra);
+    start_from(&text, &devnet.usdc_owner().private_key_hex()).await
+}
+
 /// A facilitator for the devnet, with its ledger at `store`; dev account #0 settles.
 pub async fn start(
     devnet: &Devnet,
