@@ -71,6 +71,31 @@ pub fn substitute(
     Ok(out)
 }
 
+/// Substitutes every string in a parsed TOML value, in place; `at` names
+/// the value (`chains[0].rpc_urls[1]` in errors). Keys are left alone.
+#[cfg(feature = "toml")]
+pub fn substitute_toml(
+    value: &mut toml::Value,
+    at: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), EnvSubstError> {
+    match value {
+        toml::Value::String(text) => *text = substitute(text, at, env)?,
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                substitute_toml(item, &format!("{at}[{index}]"), env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                substitute_toml(item, &format!("{at}.{key}"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,7 +344,7 @@ impl FacilitatorConfig {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         for (key, item) in value.iter_mut() {
-            substitute_value(item, key, &env)?;
+            x402_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
         }
         let config = Self::deserialize(toml::Value::Table(value))
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
@@ -531,44 +531,24 @@ fn gwei_to_wei(gwei: f64) -> Option<u128> {
     Some(wei as u128)
 }
 
-fn substitute_value(
-    value: &mut toml::Value,
-    at: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
-    match value {
-        toml::Value::String(text) => {
-            *text = substitute(text, at, env)?;
-        }
-        toml::Value::Array(items) => {
-            for (index, item) in items.iter_mut().enumerate() {
-                substitute_value(item, &format!("{at}[{index}]"), env)?;
-            }
-        }
-        toml::Value::Table(table) => {
-            for (key, item) in table.iter_mut() {
-                substitute_value(item, &format!("{at}.{key}"), env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
 /// Replaces every `${NAME}` in `text`; `$${` stays a literal `${`.
 pub fn substitute(
     text: &str,
     at: &str,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<String, ConfigError> {
-    x402_core::envsubst::substitute(text, at, env).map_err(|error| match error {
+    x402_core::envsubst::substitute(text, at, env).map_err(env_error)
+}
+
+fn env_error(error: x402_core::envsubst::EnvSubstError) -> ConfigError {
+    match error {
         x402_core::envsubst::EnvSubstError::Missing { name, at } => {
             ConfigError::MissingEnv { name, at }
         }
         x402_core::envsubst::EnvSubstError::BadReference { at, detail } => {
             ConfigError::BadReference { at, detail }
         }
-    })
+    }
 }
 
 /// A documented example configuration (`x402 facilitator --print-config-example`).

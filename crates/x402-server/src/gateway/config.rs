@@ -246,7 +246,7 @@ impl GatewayConfig {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| GatewayConfigError::Toml(e.to_string()))?;
         for (key, item) in value.iter_mut() {
-            substitute_value(item, key, &env)?;
+            x402_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
         }
         toml::Value::Table(value)
             .try_into()
@@ -254,42 +254,15 @@ impl GatewayConfig {
     }
 }
 
-fn substitute_value(
-    value: &mut toml::Value,
-    at: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<(), GatewayConfigError> {
-    match value {
-        toml::Value::String(text) => *text = substitute(text, at, env)?,
-        toml::Value::Array(items) => {
-            for (index, item) in items.iter_mut().enumerate() {
-                substitute_value(item, &format!("{at}[{index}]"), env)?;
-            }
-        }
-        toml::Value::Table(table) => {
-            for (key, item) in table.iter_mut() {
-                substitute_value(item, &format!("{at}.{key}"), env)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Replaces every `${NAME}` in `text`; `$${` stays a literal `${`.
-fn substitute(
-    text: &str,
-    at: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<String, GatewayConfigError> {
-    x402_core::envsubst::substitute(text, at, env).map_err(|error| match error {
+fn env_error(error: x402_core::envsubst::EnvSubstError) -> GatewayConfigError {
+    match error {
         x402_core::envsubst::EnvSubstError::Missing { name, at } => {
             GatewayConfigError::MissingEnv { name, at }
         }
         x402_core::envsubst::EnvSubstError::BadReference { at, detail } => {
             GatewayConfigError::BadReference { at, detail }
         }
-    })
+    }
 }
 
 /// A documented example configuration (`x402 gateway --print-config-example`).
@@ -408,7 +381,7 @@ mod tests {
         .unwrap_err();
         assert!(unknown.to_string().contains("listne"), "{unknown}");
         assert_eq!(
-            substitute("a$${b}$c${X}", "k", &|_| Some("1".into())).unwrap(),
+            x402_core::envsubst::substitute("a$${b}$c${X}", "k", &|_| Some("1".into())).unwrap(),
             "a${b}$c1"
         );
     }
