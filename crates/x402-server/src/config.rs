@@ -9,6 +9,7 @@ use x402_core::{BoxFuture, ChainId, Money, Price};
 
 use crate::context::RequestContext;
 use crate::error::{ConfigError, PricingError};
+use crate::path::{NormalizedPath, canonical_segment, normalize_path};
 
 /// Parses a money price such as `"$0.01"` or `"0.5 USDC"`.
 pub fn money(text: &str) -> Result<Price, ConfigError> {
@@ -31,7 +32,10 @@ enum Segment {
 /// `"POST /tenants/:tenant/jobs"`. Without a method, any method matches.
 /// `:name` matches one segment and captures it; `*` matches one segment, or
 /// everything that follows when it is the last segment. Empty segments are
-/// ignored, so `/a//b/` matches like `/a/b`.
+/// ignored, so `/a//b/` matches like `/a/b`. Requests are matched on their
+/// normalized path ([`crate::normalize_path`]) segment by segment after
+/// percent-decoding, so `/%70aid` matches `/paid`; literal segments of the
+/// pattern are decoded the same way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
     text: String,
@@ -80,7 +84,11 @@ impl RoutePattern {
                 }
                 Segment::Param(name.to_owned())
             } else {
-                Segment::Literal((*part).to_owned())
+                let literal = canonical_segment(part).map_err(|e| err(&e.to_string()))?;
+                if matches!(literal.decoded.as_str(), "." | "..") {
+                    return Err(err("dot segments ('.', '..') cannot be matched"));
+                }
+                Segment::Literal(literal.decoded)
             };
             segments.push(segment);
         }
@@ -104,8 +112,21 @@ impl RoutePattern {
         self.template.as_deref()
     }
 
-    /// Matches a request; returns the captured parameters.
+    /// Matches a request; returns the captured parameters. The path is
+    /// normalized first ([`crate::normalize_path`]); a refused path matches
+    /// nothing. Matching is case-sensitive.
     pub fn matches(&self, method: &Method, path: &str) -> Option<HashMap<String, String>> {
+        self.matches_normalized(method, &normalize_path(path).ok()?, false)
+    }
+
+    /// Matches a normalized path; parameters capture the normalized
+    /// (still percent-encoded) segment.
+    pub(crate) fn matches_normalized(
+        &self,
+        method: &Method,
+        path: &NormalizedPath,
+        case_insensitive: bool,
+    ) -> Option<HashMap<String, String>> {
         if let Some(expected) = &self.method {
             // HEAD is served by GET handlers in most frameworks: price it too.
             let head_as_get = *expected == Method::GET && *method == Method::HEAD;
@@ -113,14 +134,24 @@ impl RoutePattern {
                 return None;
             }
         }
-        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let parts = path.segments();
+        let same = |literal: &str, decoded: &str| {
+            if case_insensitive {
+                literal
+                    .chars()
+                    .flat_map(char::to_lowercase)
+                    .eq(decoded.chars().flat_map(char::to_lowercase))
+            } else {
+                literal == decoded
+            }
+        };
         let mut params = HashMap::new();
         let mut index = 0;
         for segment in &self.segments {
             match segment {
                 Segment::Rest => return Some(params),
                 Segment::Literal(literal) => {
-                    if parts.get(index) != Some(&literal.as_str()) {
+                    if !same(literal, &parts.get(index)?.decoded) {
                         return None;
                     }
                 }
@@ -128,7 +159,7 @@ impl RoutePattern {
                     parts.get(index)?;
                 }
                 Segment::Param(name) => {
-                    params.insert(name.clone(), (*parts.get(index)?).to_owned());
+                    params.insert(name.clone(), parts.get(index)?.canonical.clone());
                 }
             }
             index += 1;
@@ -530,5 +561,39 @@ mod tests {
                 .matches(&Method::GET, "//cheap/")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn patterns_match_normalized_decoded_paths() {
+        let paid = RoutePattern::parse("GET /paid").unwrap();
+        for path in ["/x/../paid", "/%70aid", "/./paid", "/x/%2E%2e/paid"] {
+            assert!(paid.matches(&Method::GET, path).is_some(), "{path}");
+        }
+        assert!(paid.matches(&Method::GET, "/../paid").is_none(), "refused");
+        assert!(
+            paid.matches(&Method::GET, "/PAID").is_none(),
+            "case-sensitive"
+        );
+        let upper = normalize_path("/P%41iD").unwrap();
+        assert!(
+            paid.matches_normalized(&Method::GET, &upper, true)
+                .is_some()
+        );
+        assert!(
+            paid.matches_normalized(&Method::GET, &upper, false)
+                .is_none()
+        );
+        let unicode = RoutePattern::parse("/caf%C3%A9/:id").unwrap();
+        let params = unicode.matches(&Method::GET, "/café/a%2d%3f").unwrap();
+        assert_eq!(params["id"], "a-%3F", "captures the normalized segment");
+        let accented = normalize_path("/CAFÉ/1").unwrap();
+        assert!(
+            unicode
+                .matches_normalized(&Method::GET, &accented, true)
+                .is_some()
+        );
+        assert!(RoutePattern::parse("/a/../b").is_err());
+        assert!(RoutePattern::parse("/a%2fb").is_err());
+        assert!(RoutePattern::parse("/a;b").is_err());
     }
 }

@@ -10,7 +10,7 @@ use http::{HeaderMap, Method};
 pub struct RequestContext {
     /// HTTP method.
     pub method: Method,
-    /// Request path (no query).
+    /// Normalized request path (no query), see [`crate::normalize_path`].
     pub path: String,
     /// Raw query string, without `?`.
     pub query: Option<String>,

@@ -19,6 +19,9 @@
 //!   several instances behind a load balancer.
 //! - [`HttpFacilitator`] and [`FacilitatorRouter`]: remote facilitators and
 //!   preference-ordered routing with failover.
+//! - [`normalize_path`]: the one path normalization used to price and to
+//!   forward a request (dot segments, percent-encoding, `//`); paths that
+//!   cannot be normalized safely are refused with 400.
 //! - [`gateway`]: `x402 gateway`, a reverse proxy selling any upstream HTTP
 //!   API from a TOML configuration.
 
@@ -30,6 +33,7 @@ mod error;
 pub mod gateway;
 mod hooks;
 mod http_facilitator;
+mod path;
 mod paywall;
 mod postgres;
 mod proof;
@@ -47,6 +51,7 @@ pub use context::RequestContext;
 pub use error::{ConfigError, PricingError};
 pub use hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
 pub use http_facilitator::{HttpFacilitator, HttpFacilitatorBuilder, request_not_sent};
+pub use path::{MAX_PATH_BYTES, NormalizedPath, PathError, normalize_path};
 pub use postgres::PostgresReservationStore;
 pub use reservation::{
     InMemoryReservationStore, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,

@@ -22,6 +22,7 @@ use crate::context::RequestContext;
 use crate::error::{ConfigError, PricingError};
 use crate::hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
 use crate::http_facilitator::request_not_sent;
+use crate::path::{NormalizedPath, normalize_path, normalize_request, refused as path_refused};
 use crate::paywall::AssetInfo;
 use crate::proof::{Access, Settled, Verified};
 use crate::reservation::{
@@ -46,6 +47,7 @@ struct Shared {
     assets: HashMap<(String, String), AssetInfo>,
     supported_ttl: Duration,
     supported: Mutex<Option<(Instant, Option<Arc<SupportedResponse>>)>>,
+    case_insensitive_paths: bool,
 }
 
 /// Configures a [`PaymentLayer`].
@@ -59,6 +61,7 @@ pub struct PaymentLayerBuilder {
     resolver: Option<Arc<dyn PayToResolver>>,
     assets: HashMap<(String, String), AssetInfo>,
     supported_ttl: Duration,
+    case_insensitive_paths: bool,
 }
 
 impl std::fmt::Debug for PaymentLayerBuilder {
@@ -143,6 +146,14 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// Matches route patterns ignoring case (default: case-sensitive), for
+    /// apps or upstreams that serve `/PAID` as `/paid`: otherwise such a
+    /// spelling would reach the priced resource unpriced.
+    pub fn case_insensitive_paths(mut self, enabled: bool) -> Self {
+        self.case_insensitive_paths = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<PaymentLayer, ConfigError> {
         let public_origin = match self.public_origin {
@@ -190,6 +201,7 @@ impl PaymentLayerBuilder {
                 assets: self.assets,
                 supported_ttl: self.supported_ttl,
                 supported: Mutex::new(None),
+                case_insensitive_paths: self.case_insensitive_paths,
             }),
         })
     }
@@ -222,18 +234,21 @@ impl PaymentLayer {
             resolver: None,
             assets: HashMap::new(),
             supported_ttl: Duration::from_secs(300),
+            case_insensitive_paths: false,
         }
     }
 
     /// The requirements a request would be offered (what the 402 lists and
-    /// what a payment is checked against).
+    /// what a payment is checked against). `None` for an unpriced path and
+    /// for a path the layer refuses with 400 ([`crate::normalize_path`]).
     pub async fn requirements_for(
         &self,
         method: &Method,
         path: &str,
         ctx: &RequestContext,
     ) -> Option<Result<Vec<PaymentRequirements>, PricingError>> {
-        let (index, _) = self.shared.match_route(method, path)?;
+        let path = normalize_path(path).ok()?;
+        let (index, _) = self.shared.match_route(method, &path)?;
         Some(
             self.shared
                 .requirements(&self.shared.routes[index], ctx)
@@ -519,11 +534,18 @@ impl Paid<'_> {
 }
 
 impl Shared {
-    fn match_route(&self, method: &Method, path: &str) -> Option<(usize, HashMap<String, String>)> {
-        self.routes
-            .iter()
-            .enumerate()
-            .find_map(|(index, route)| Some((index, route.pattern.matches(method, path)?)))
+    fn match_route(
+        &self,
+        method: &Method,
+        path: &NormalizedPath,
+    ) -> Option<(usize, HashMap<String, String>)> {
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            let params =
+                route
+                    .pattern
+                    .matches_normalized(method, path, self.case_insensitive_paths)?;
+            Some((index, params))
+        })
     }
 
     fn asset_info(&self, requirement: &PaymentRequirements) -> Option<AssetInfo> {
@@ -650,7 +672,13 @@ impl Shared {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + Send,
     {
-        let Some((index, params)) = self.match_route(request.method(), request.uri().path()) else {
+        // Price what runs: the inner service gets the normalized path.
+        let mut request = request;
+        let path = match normalize_request(&mut request) {
+            Ok(path) => path,
+            Err(error) => return Ok(path_refused(error)),
+        };
+        let Some((index, params)) = self.match_route(request.method(), &path) else {
             return call_inner(Access::Unpriced, inner, request)
                 .await
                 .map(|r| r.map(Body::new));
