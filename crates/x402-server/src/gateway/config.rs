@@ -76,6 +76,10 @@ pub struct GatewayConfig {
     /// Whole-request timeout towards the upstream, in seconds (default 60).
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_seconds: u64,
+    /// Match route paths ignoring case (default false: case-sensitive). Set it
+    /// when the upstream serves `/PAID` as `/paid`, or that spelling is free.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
     /// SQLite file for payment reservations (shared by gateway instances on
     /// one host, persisted across restarts); in memory when absent.
     #[serde(default)]
@@ -281,6 +285,13 @@ public_origin = "https://api.example.com"
 # The API being sold (plain http; a path prefix is kept).
 upstream = "http://127.0.0.1:8080"
 upstream_timeout_seconds = 60
+# Request paths are normalized (dot segments resolved, %-encoded unreserved
+# characters decoded, // collapsed) before routes are matched, and exactly
+# that path is forwarded; paths that cannot be normalized safely (%2F, %5C,
+# \, NUL, ;, double encoding, climbing above the root, over 8 KiB) get a 400.
+# Route matching is case-sensitive; set this if the upstream ignores case,
+# otherwise /PAID would reach its /paid for free.
+case_insensitive_paths = false
 # Share reservations between instances on one host / keep them across
 # restarts (in memory when absent).
 # reservations_sqlite = "/var/lib/x402/gateway-reservations.sqlite"
@@ -364,6 +375,7 @@ mod tests {
             Some("250000")
         );
         assert!(config.routes[1].settle_before_handler);
+        assert!(!config.case_insensitive_paths);
     }
 
     #[test]

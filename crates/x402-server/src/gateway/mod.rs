@@ -5,6 +5,8 @@
 //! errors are never charged); every other path is proxied for free with
 //! streaming request and response bodies. Hop-by-hop headers are stripped,
 //! `Host` becomes the upstream's, payment headers never reach the upstream.
+//! Routes are matched on the normalized path ([`crate::normalize_path`]) and
+//! exactly that path, appended to the upstream's base path, is forwarded.
 
 mod config;
 mod proxy;
@@ -104,7 +106,8 @@ impl Gateway {
             .map_err(|e| invalid("networks", format!("internal pattern: {e}")))?;
         let mut builder = PaymentLayer::builder(facilitator)
             .scheme(pattern, Arc::new(exact.clone()))
-            .public_origin(&config.public_origin);
+            .public_origin(&config.public_origin)
+            .case_insensitive_paths(config.case_insensitive_paths);
         for network in networks.iter() {
             for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
                 builder = builder.asset(

@@ -14,6 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use x402_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER};
 
+use crate::path::{PathError, normalize_path, refused};
 use crate::responses::json_error;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -48,7 +49,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 pub(crate) struct Proxy {
     client: reqwest::Client,
-    upstream: String,
+    /// The upstream base URL; its path is replaced per request.
+    upstream: reqwest::Url,
+    /// The normalized base path without its trailing `/` (empty at the root).
+    base_path: String,
     proto: &'static str,
 }
 
@@ -59,14 +63,20 @@ impl Proxy {
         timeout: Duration,
     ) -> Result<Self, String> {
         let upstream = upstream.trim_end_matches('/');
+        let not_a_base =
+            || format!("{upstream:?} is not an http(s) base URL such as http://127.0.0.1:8080");
         let rest = upstream
             .strip_prefix("http://")
             .or_else(|| upstream.strip_prefix("https://"));
         if !rest.is_some_and(|host| !host.is_empty() && !host.contains(['?', '#', ' '])) {
-            return Err(format!(
-                "{upstream:?} is not an http(s) base URL such as http://127.0.0.1:8080"
-            ));
+            return Err(not_a_base());
         }
+        let url = reqwest::Url::parse(upstream).map_err(|_| not_a_base())?;
+        let base_path = normalize_path(url.path())
+            .map_err(|error| format!("{upstream:?}: base path refused: {error}"))?
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -75,13 +85,29 @@ impl Proxy {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             client,
-            upstream: upstream.to_owned(),
+            upstream: url,
+            base_path,
             proto: if public_origin.starts_with("https://") {
                 "https"
             } else {
                 "http"
             },
         })
+    }
+
+    /// The upstream URL for a request: the base path joined with the
+    /// request's normalized path, the query unchanged. Refuses rather than
+    /// forward a path that differs from the one matched against routes.
+    fn url_for(&self, uri: &http::Uri) -> Result<reqwest::Url, PathError> {
+        let normalized = normalize_path(uri.path())?;
+        let path = format!("{}{}", self.base_path, normalized.as_str());
+        let mut url = self.upstream.clone();
+        url.set_path(&path);
+        url.set_query(uri.query());
+        if url.path() != path {
+            return Err(PathError::NotForwardable);
+        }
+        Ok(url)
     }
 }
 
@@ -126,8 +152,12 @@ pub(crate) async fn forward(
     request: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}{}", proxy.upstream, path_and_query);
+    // The layer already normalized the path; normalizing again (a no-op)
+    // keeps free paths safe even if the proxy is reached another way.
+    let url = match proxy.url_for(&parts.uri) {
+        Ok(url) => url,
+        Err(error) => return refused(error),
+    };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     let original_host = headers.remove(header::HOST);
@@ -150,7 +180,7 @@ pub(crate) async fn forward(
     }
     let upstream = proxy
         .client
-        .request(parts.method, &url)
+        .request(parts.method, url.clone())
         .headers(headers)
         .body(reqwest::Body::wrap(SyncBody(Mutex::new(body))))
         .send()
@@ -189,5 +219,30 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn joins_the_normalized_path_under_the_base_path() {
+        let proxy = Proxy::new(
+            "http://up:1/api/",
+            "https://a.example",
+            Duration::from_secs(1),
+        )
+        .expect("proxy");
+        let url = |target: &'static str| {
+            proxy
+                .url_for(&http::Uri::from_static(target))
+                .map(|url| url.to_string())
+        };
+        assert_eq!(url("/x?q=/../a"), Ok("http://up:1/api/x?q=/../a".into()));
+        assert_eq!(url("/x/../%70aid/"), Ok("http://up:1/api/paid/".into()));
+        assert_eq!(url("/a%20b%3F"), Ok("http://up:1/api/a%20b%3F".into()));
+        assert_eq!(url("/../admin"), Err(PathError::AboveRoot));
+        assert_eq!(url("/%2e%2e/admin"), Err(PathError::AboveRoot));
+        assert_eq!(url("/..%2fadmin"), Err(PathError::EncodedSeparator));
+        let root = Proxy::new("http://up:1", "http://a", Duration::from_secs(1)).expect("proxy");
+        let at_root = root.url_for(&http::Uri::from_static("/"));
+        assert_eq!(at_root.map(|u| u.to_string()), Ok("http://up:1/".into()));
+        assert!(Proxy::new("http://up/a%2fb", "http://a", Duration::from_secs(1)).is_err());
     }
 }
