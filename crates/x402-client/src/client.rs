@@ -783,6 +783,100 @@ mod tests {
         assert_eq!(wallet.0.load(Ordering::SeqCst), 0, "nothing signed");
     }
 
+    /// An offer whose authorization would live longer than the policy's
+    /// cap (300 s by default) is refused, with the reason, before signing.
+    #[tokio::test]
+    async fn offers_above_the_timeout_cap_are_not_signed() {
+        let wallet = Arc::new(CountingWallet(AtomicUsize::new(0)));
+        let client = X402Client::builder()
+            .wallet(ChainIdPattern::parse("eip155:*").unwrap(), wallet.clone())
+            .build();
+        let mut long = required();
+        long.accepts[0].max_timeout_seconds = 301;
+        match client.prepare(&long).await {
+            Err(ClientError::NoAcceptableOption(why)) => {
+                assert!(why.contains("maxTimeoutSeconds 301 exceeds"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(wallet.0.load(Ordering::SeqCst), 0, "nothing signed");
+        long.accepts[0].max_timeout_seconds = 300;
+        assert!(client.prepare(&long).await.is_ok());
+    }
+
+    fn receipt_headers(receipt: &SettleResponse) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            PAYMENT_RESPONSE_HEADER,
+            HeaderValue::from_str(&codec::encode_header(receipt)).unwrap(),
+        );
+        headers
+    }
+
+    /// Field lesson 31: only a success receipt or a refusal before sending
+    /// ends the counting of a payment; an error answer does not.
+    #[tokio::test]
+    async fn the_budget_follows_receipts_not_status_codes() {
+        let scope = crate::BudgetScope::Asset {
+            network: ChainId::eip155(8453),
+            asset: required().accepts[0].asset.clone(),
+        };
+        let budget = Arc::new(
+            Budget::in_memory(vec![crate::BudgetRule {
+                scope: scope.clone(),
+                per_call: None,
+                per_hour: None,
+                per_day: None,
+                total: Some(100_000),
+            }])
+            .unwrap(),
+        );
+        let client = X402Client::builder()
+            .wallet(
+                ChainIdPattern::parse("eip155:*").unwrap(),
+                Arc::new(CountingWallet(AtomicUsize::new(0))),
+            )
+            .budget(Arc::clone(&budget))
+            .build();
+        let totals = || {
+            (
+                budget.spent_total(&scope).unwrap(),
+                budget.outstanding_total(&scope).unwrap(),
+            )
+        };
+        let refused = client.prepare(&required()).await.unwrap();
+        let failed = x402_core::SettleResponse::failed(
+            ChainId::eip155(8453),
+            x402_core::ErrorReason::InsufficientFunds,
+            None,
+            "",
+        );
+        let outcome = client
+            .finish(&refused, 402, &receipt_headers(&failed))
+            .await;
+        assert_eq!(outcome.status, PaymentStatus::NotPaid);
+        client.finish(&refused, 500, &HeaderMap::new()).await;
+        assert_eq!(totals(), (0, 10_000), "the server holds it: still counted");
+
+        let settled = client.prepare(&required()).await.unwrap();
+        let success = x402_core::SettleResponse {
+            success: true,
+            error_reason: None,
+            transaction: "0xabc".into(),
+            ..failed.clone()
+        };
+        let outcome = client
+            .finish(&settled, 500, &receipt_headers(&success))
+            .await;
+        assert_eq!(outcome.status, PaymentStatus::Paid);
+        assert_eq!(totals(), (10_000, 10_000));
+
+        let unsent = client.prepare(&required()).await.unwrap();
+        assert_eq!(totals(), (10_000, 20_000));
+        client.abandon(&unsent);
+        assert_eq!(totals(), (10_000, 10_000), "never sent: released");
+    }
+
     #[tokio::test]
     async fn pending_receipts_are_reported_as_pending() {
         let wallet = Arc::new(CountingWallet(AtomicUsize::new(0)));
