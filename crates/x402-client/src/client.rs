@@ -563,11 +563,28 @@ impl X402Client {
                 return Err(error);
             }
         };
+        self.send_paid(&retry, &prepared, &value, &mut execute)
+            .await
+    }
+
+    /// Sends the paid request, re-sending the same payment on transport
+    /// errors that certainly did not reach the server.
+    async fn send_paid<F, Fut>(
+        &self,
+        retry: &reqwest::Request,
+        prepared: &PreparedPayment,
+        value: &HeaderValue,
+        execute: &mut F,
+    ) -> Result<reqwest::Response, ClientError>
+    where
+        F: FnMut(reqwest::Request) -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
+    {
         let mut attempt = 0;
         loop {
             let Some(mut paid) = retry.try_clone() else {
                 if attempt == 0 {
-                    self.abandon(&prepared);
+                    self.abandon(prepared);
                 }
                 return Err(ClientError::BodyNotReplayable);
             };
@@ -581,7 +598,7 @@ impl X402Client {
                         provider.remember(retry.url(), response.headers());
                     }
                     let outcome = self
-                        .finish(&prepared, response.status().as_u16(), response.headers())
+                        .finish(prepared, response.status().as_u16(), response.headers())
                         .await;
                     response.extensions_mut().insert(outcome);
                     return Ok(response);
