@@ -23,7 +23,8 @@ const DEFAULT_REORG_MARGIN_SECS: u64 = 120;
 /// Tells whether the EIP-3009 authorization of an `exact` payment was
 /// executed, on the networks it has an RPC node for.
 ///
-/// It answers [`SpendState::Spent`] when the token reports the nonce used,
+/// It answers [`SpendState::Spent`] when the token reports the nonce used
+/// (a nonce the payer cancelled reads the same: counting it is the safe side),
 /// [`SpendState::Unspent`] when the nonce is unused and the latest block is
 /// later than `validBefore` plus a reorganisation margin (the token refuses
 /// the authorization from then on), and [`SpendState::Unknown`] otherwise
