@@ -8,15 +8,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use reqwest::Method;
 use x402_client::{
-    AssetInfo, Budget, BudgetRule, ClientError, PaymentOutcome, PaymentStatus, PriceCap,
-    SelectionPolicy, StaticCatalog, X402Client, payment_required_from,
+    AssetInfo, Budget, BudgetRule, ClientError, DEFAULT_MAX_402_BODY, DEFAULT_MAX_TIMEOUT_SECONDS,
+    PaymentOutcome, PaymentStatus, PriceCap, SelectionPolicy, StaticCatalog, X402Client,
 };
 use x402_core::{ChainId, ChainIdPattern, Money};
-use x402_evm::exact::ExactEvmClient;
+use x402_evm::exact::{ExactEvmClient, ExactEvmSpendProbe};
+use x402_evm::rpc::RpcClient;
 use x402_evm::{EvmNetworks, LocalSigner};
 use x402_siwx::{EvmSiwxSigner, SiwxSignIn};
 
@@ -66,6 +68,18 @@ pub struct PayArgs {
     /// Total spending limit in US dollars (needs --budget).
     #[arg(long, requires = "budget")]
     total_usd: Option<String>,
+    /// RPC node the budget asks whether a payment sent earlier but not
+    /// settled was spent: `NETWORK=URL` (repeatable, eip155 networks; needs
+    /// --budget). Without one, such payments keep counting against the budget.
+    #[arg(long = "rpc", requires = "budget", value_name = "NETWORK=URL")]
+    rpcs: Vec<String>,
+    /// Refuse offers whose maxTimeoutSeconds (how long the signed
+    /// authorization stays valid) is larger than this.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MAX_TIMEOUT_SECONDS)]
+    max_timeout: u64,
+    /// Largest 402 body read, in bytes (a larger one is refused unsigned).
+    #[arg(long = "max-402-body", value_name = "BYTES", default_value_t = DEFAULT_MAX_402_BODY)]
+    max_402_body: usize,
     /// Show what would be paid and why, without signing or paying.
     #[arg(long)]
     dry_run: bool,
@@ -127,6 +141,27 @@ fn parse_asset_parts(
     ))
 }
 
+/// The spend probe for `--rpc NETWORK=URL` options. The URL (which may carry
+/// a provider API key) never appears in an error.
+fn spend_probe(rpcs: &[String]) -> Result<ExactEvmSpendProbe, Failure> {
+    let mut probe = ExactEvmSpendProbe::new();
+    for option in rpcs {
+        let (network, url) = option
+            .split_once('=')
+            .ok_or_else(|| usage("--rpc expects NETWORK=URL"))?;
+        let network = ChainId::from_name_or_caip2(network).map_err(|e| usage(e.to_string()))?;
+        if network.eip155_id().is_none() {
+            return Err(usage(format!(
+                "--rpc {network}: only eip155 networks have a spend probe"
+            )));
+        }
+        let rpc = RpcClient::new(vec![url.to_owned()], Duration::from_secs(10))
+            .map_err(|_| usage(format!("--rpc {network}: cannot create an RPC client")))?;
+        probe = probe.network(network, Arc::new(rpc));
+    }
+    Ok(probe)
+}
+
 fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
     let key = match &args.wallet_file {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
@@ -157,6 +192,7 @@ fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
     if args.testnet_only {
         policy.network_class = Some(x402_core::NetworkClass::Testnet);
     }
+    policy.max_timeout_seconds = args.max_timeout;
     if let Some(max) = &args.max {
         let money = Money::parse(&format!("${}", max.trim_start_matches('$')))
             .map_err(|e| usage(e.to_string()))?;
@@ -178,7 +214,8 @@ fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
         .sign_in(Arc::new(sign_in))
         .catalog(Arc::new(EvmNetworks::well_known()))
         .catalog(Arc::new(catalog))
-        .policy(policy);
+        .policy(policy)
+        .max_402_body(args.max_402_body);
     if let Some(path) = &args.budget {
         let rule = BudgetRule {
             per_day: args.daily_usd.as_deref().map(micro_usd).transpose()?,
@@ -187,6 +224,9 @@ fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
         };
         let budget = Budget::open(path, vec![rule]).map_err(|e| usage(e.to_string()))?;
         builder = builder.budget(Arc::new(budget));
+        if !args.rpcs.is_empty() {
+            builder = builder.spend_probe(Arc::new(spend_probe(&args.rpcs)?));
+        }
     }
     Ok(builder.build())
 }
@@ -239,13 +279,11 @@ async fn dry_run(
         eprintln!("x402: no payment asked (HTTP {})", response.status());
         return Ok(());
     }
-    let headers = response.headers().clone();
-    let body = response
-        .bytes()
+    let required = client
+        .read_payment_required(response)
         .await
-        .map_err(|e| Failure(EXIT_NETWORK, e.to_string()))?;
-    let required =
-        payment_required_from(&headers, &body).map_err(|e| Failure(EXIT_HTTP, e.to_string()))?;
+        .map_err(|e| Failure(EXIT_HTTP, e.to_string()))?;
+    client.reconcile().await;
     let selection = client.select(&required);
     eprintln!("{}", selection.explain());
     match selection.chosen() {
@@ -272,6 +310,7 @@ async fn pay(args: PayArgs) -> Result<(), Failure> {
             Failure(EXIT_REFUSED, e.to_string())
         }
         ClientError::Http(_) => Failure(EXIT_NETWORK, e.to_string()),
+        ClientError::PaymentRequiredTooLarge { .. } => Failure(EXIT_HTTP, e.to_string()),
         other => Failure(EXIT_USAGE, other.to_string()),
     })?;
     let status = response.status();

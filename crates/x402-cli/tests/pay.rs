@@ -218,3 +218,59 @@ async fn a_returning_wallet_signs_in_instead_of_paying() {
         "one payment for three visits"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_timeout_caps_how_long_an_authorization_lives() {
+    let env = env().await;
+    // The route offers maxTimeoutSeconds 60 (the server's default).
+    let (code, _, stderr) = x402_pay(&env, &["--max-timeout", "59"]).await;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("maxTimeoutSeconds 60 exceeds the cap of 59 s"),
+        "{stderr}"
+    );
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::ZERO
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = dir.path().join("budget.db");
+    let rpc = format!("eip155:31337={}", env.devnet.rpc_url());
+    let (code, _, stderr) = x402_pay(
+        &env,
+        &[
+            "--max-timeout",
+            "60",
+            "--budget",
+            budget.to_str().expect("path"),
+            "--total-usd",
+            "0.05",
+            "--rpc",
+            &rpc,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::from(10_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rpc_option_does_not_echo_the_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = dir.path().join("budget.db");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_x402"))
+        .args(["pay", "http://127.0.0.1:9/x", "--budget"])
+        .arg(&budget)
+        .args(["--rpc", "solana=https://rpc.example/SECRET-KEY"])
+        .env("X402_PRIVATE_KEY", format!("0x{}", "11".repeat(32)))
+        .output()
+        .await
+        .expect("run x402");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("only eip155 networks"), "{stderr}");
+    assert!(!stderr.contains("SECRET-KEY"), "{stderr}");
+}

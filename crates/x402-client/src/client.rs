@@ -14,8 +14,17 @@ use x402_core::{
     PaymentRequirements, SchemeClient, SchemeRegistry, SettleResponse, X402_VERSION,
 };
 
-use crate::budget::{Budget, BudgetError, Reservation};
+use crate::budget::{Budget, BudgetError, Reconciliation, Reservation};
 use crate::policy::{AssetCatalog, Catalogs, Exclusion, Selection, SelectionPolicy};
+use crate::spend::SpendProbe;
+
+/// Default cap on a 402 answer's body (64 KiB): a payment challenge is a few
+/// kilobytes of JSON.
+pub const DEFAULT_MAX_402_BODY: usize = 64 * 1024;
+
+/// Default time one reconciliation of outstanding payments may take before
+/// a payment goes ahead without it.
+const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a paid request failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +35,13 @@ pub enum ClientError {
     /// The 402 carried neither a `PAYMENT-REQUIRED` header nor a JSON body.
     #[error("402 answer without payment requirements")]
     MissingPaymentRequired,
+    /// The 402 answer's body is larger than the configured limit; nothing
+    /// was signed.
+    #[error("the 402 answer's body exceeds the {limit}-byte limit; nothing was signed")]
+    PaymentRequiredTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// No offered option is acceptable; the text explains each one.
     #[error("no acceptable payment option:\n{0}")]
     NoAcceptableOption(String),
@@ -60,11 +76,14 @@ pub struct PaymentOutcome {
 /// What happened to a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
-    /// Settled (the receipt says `success: true`).
+    /// Settled (the receipt says `success: true`, whatever the HTTP status),
+    /// or a 2xx answer without a receipt.
     Paid,
     /// Sent to the chain but not confirmed yet; it may still land.
     Pending,
-    /// Not taken (the server refused or settlement failed).
+    /// Not settled (the server refused or settlement failed). The server
+    /// may still hold the signed authorization: the budget keeps counting it
+    /// until it is proven unspent.
     NotPaid,
 }
 
@@ -134,6 +153,9 @@ pub struct X402Client {
     hooks: Arc<dyn PaymentHooks>,
     sign_in: Option<Arc<dyn SignInProvider>>,
     retries: u32,
+    spend_probe: Option<Arc<dyn SpendProbe>>,
+    reconcile_timeout: Duration,
+    max_402_body: usize,
 }
 
 impl std::fmt::Debug for X402Client {
@@ -195,6 +217,31 @@ impl X402ClientBuilder {
         self
     }
 
+    /// Lets the budget ask the chain about payments it still counts as
+    /// outstanding (signed and sent, not known to be settled): a payment
+    /// proven unspent after its authorization expired is released, a settled
+    /// one committed. Without a probe, outstanding payments keep counting.
+    pub fn spend_probe(mut self, probe: Arc<dyn SpendProbe>) -> Self {
+        self.client.spend_probe = Some(probe);
+        self
+    }
+
+    /// How long the reconciliation run before each payment may take before
+    /// the payment goes ahead without it (default 5 s); undecided payments
+    /// keep counting.
+    pub fn reconcile_timeout(mut self, timeout: Duration) -> Self {
+        self.client.reconcile_timeout = timeout;
+        self
+    }
+
+    /// Largest 402 body the client reads (default [`DEFAULT_MAX_402_BODY`]);
+    /// a larger one is refused with [`ClientError::PaymentRequiredTooLarge`]
+    /// before anything is signed.
+    pub fn max_402_body(mut self, bytes: usize) -> Self {
+        self.client.max_402_body = bytes;
+        self
+    }
+
     /// Finishes the client.
     pub fn build(self) -> X402Client {
         self.client
@@ -243,6 +290,9 @@ impl X402Client {
                 hooks: Arc::new(NoHooks),
                 sign_in: None,
                 retries: 2,
+                spend_probe: None,
+                reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
+                max_402_body: DEFAULT_MAX_402_BODY,
             },
         }
     }
@@ -263,11 +313,42 @@ impl X402Client {
         )
     }
 
+    /// Reconciles the budget's outstanding payments that are due with the
+    /// spend probe, within the reconcile timeout. `None` without a budget or
+    /// a probe, when nothing is due, or when the pass failed or timed out
+    /// (undecided payments keep counting: this never stops a payment).
+    pub async fn reconcile(&self) -> Option<Reconciliation> {
+        let (budget, probe) = (self.budget.as_ref()?, self.spend_probe.as_ref()?);
+        match budget.has_due_probes() {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "budget store unreadable; reconciliation skipped");
+                return None;
+            }
+        }
+        match tokio::time::timeout(self.reconcile_timeout, budget.reconcile(probe.as_ref())).await {
+            Ok(Ok(done)) => Some(done),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reconciliation of outstanding payments failed");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("reconciliation of outstanding payments timed out");
+                None
+            }
+        }
+    }
+
     /// Chooses, reserves budget for, and signs a payment for `required`.
+    /// From here the payment counts as outstanding in the budget: if it is
+    /// then not sent at all, hand it to [`Self::abandon`]; once sent, to
+    /// [`Self::finish`].
     pub async fn prepare(
         &self,
         required: &PaymentRequired,
     ) -> Result<PreparedPayment, ClientError> {
+        self.reconcile().await;
         let selection = self.select(required);
         let Some(requirements) = selection.chosen().cloned() else {
             return Err(ClientError::NoAcceptableOption(selection.explain()));
@@ -310,6 +391,12 @@ impl X402Client {
             resource: Some(required.resource.clone()),
             accepted: requirements,
         };
+        if let (Some(budget), Some(reservation)) = (&self.budget, &reservation)
+            && let Err(error) = budget.mark_outstanding(reservation, &payload)
+        {
+            let _ = budget.release(reservation);
+            return Err(error.into());
+        }
         let header = codec::encode_header(&payload);
         Ok(PreparedPayment {
             payload,
@@ -331,7 +418,10 @@ impl X402Client {
         Some(extensions)
     }
 
-    /// Records the outcome of a prepared payment in the budget and hooks.
+    /// Records the outcome of a sent payment in the budget and hooks: a
+    /// receipt with `success: true` commits it as spent; any other answer
+    /// leaves it outstanding (the server may still settle the authorization
+    /// it holds) until it is settled or proven unspent.
     pub async fn finish(
         &self,
         prepared: &PreparedPayment,
@@ -342,21 +432,19 @@ impl X402Client {
             .get(PAYMENT_RESPONSE_HEADER)
             .and_then(|v| codec::decode_payment_response(v.as_bytes()).ok());
         let status = match &receipt {
-            Some(r) if r.success && (200..300).contains(&status) => PaymentStatus::Paid,
+            Some(r) if r.success => PaymentStatus::Paid,
             Some(r) if r.is_pending() => PaymentStatus::Pending,
             // A 2xx without a receipt: the server took the payment but did not
             // say how; count it as spent (never under-count a budget).
             None if (200..300).contains(&status) => PaymentStatus::Paid,
             _ => PaymentStatus::NotPaid,
         };
-        if let (Some(budget), Some(reservation)) = (&self.budget, &prepared.reservation) {
-            let result = match status {
-                PaymentStatus::Paid | PaymentStatus::Pending => budget.commit(reservation),
-                PaymentStatus::NotPaid => budget.release(reservation),
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "could not record the payment in the budget");
-            }
+        let settled = receipt.as_ref().is_some_and(|r| r.success);
+        if let (Some(budget), Some(reservation), true) =
+            (&self.budget, &prepared.reservation, settled)
+            && let Err(error) = budget.commit(reservation)
+        {
+            tracing::error!(%error, "could not record the payment in the budget");
         }
         let outcome = PaymentOutcome {
             requirements: prepared.payload.accepted.clone(),
@@ -367,7 +455,9 @@ impl X402Client {
         outcome
     }
 
-    /// Releases the budget of a payment whose request never reached the server.
+    /// Releases the budget of a prepared payment that was never sent (its
+    /// signed authorization never left the client). Never call it for a
+    /// payment that was sent, whatever the answer.
     pub fn abandon(&self, prepared: &PreparedPayment) {
         if let (Some(budget), Some(reservation)) = (&self.budget, &prepared.reservation) {
             let _ = budget.release(reservation);
@@ -392,12 +482,18 @@ impl X402Client {
         .await
     }
 
-    async fn read_402(response: reqwest::Response) -> Result<PaymentRequired, ClientError> {
+    /// Reads the `PaymentRequired` of a 402 answer: from its
+    /// `PAYMENT-REQUIRED` header (the body, perhaps a paywall page, is then
+    /// not read), else from its body, read up to the configured limit.
+    pub async fn read_payment_required(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<PaymentRequired, ClientError> {
+        if response.headers().contains_key(PAYMENT_REQUIRED_HEADER) {
+            return payment_required_from(response.headers(), &[]);
+        }
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let body = read_limited(response, self.max_402_body).await?;
         payment_required_from(&headers, &body)
     }
 
@@ -430,7 +526,7 @@ impl X402Client {
         }
         let result = async {
             let retry = retry.ok_or(ClientError::BodyNotReplayable)?;
-            let mut required = Self::read_402(response).await?;
+            let mut required = self.read_payment_required(response).await?;
             if let Some(provider) = &self.sign_in
                 && let Some((name, value)) = provider.sign_in(retry.url(), &required).await
             {
@@ -446,12 +542,17 @@ impl X402Client {
                     return Ok(Err(response));
                 }
                 tracing::debug!("sign-in did not grant access; paying");
-                required = Self::read_402(response).await?;
+                required = self.read_payment_required(response).await?;
             }
             let prepared = self.prepare(&required).await?;
-            let value = HeaderValue::from_str(&prepared.header)
-                .map_err(|e| ClientError::Http(e.to_string()));
-            Ok::<_, ClientError>(Ok((retry, prepared, value?)))
+            let value = match HeaderValue::from_str(&prepared.header) {
+                Ok(value) => value,
+                Err(error) => {
+                    self.abandon(&prepared);
+                    return Err(ClientError::Http(error.to_string()));
+                }
+            };
+            Ok::<_, ClientError>(Ok((retry, prepared, value)))
         }
         .await;
         let (retry, prepared, value) = match result {
@@ -462,10 +563,29 @@ impl X402Client {
                 return Err(error);
             }
         };
+        self.send_paid(&retry, &prepared, &value, &mut execute)
+            .await
+    }
+
+    /// Sends the paid request, re-sending the same payment on transport
+    /// errors that certainly did not reach the server.
+    async fn send_paid<F, Fut>(
+        &self,
+        retry: &reqwest::Request,
+        prepared: &PreparedPayment,
+        value: &HeaderValue,
+        execute: &mut F,
+    ) -> Result<reqwest::Response, ClientError>
+    where
+        F: FnMut(reqwest::Request) -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
+    {
         let mut attempt = 0;
         loop {
             let Some(mut paid) = retry.try_clone() else {
-                self.abandon(&prepared);
+                if attempt == 0 {
+                    self.abandon(prepared);
+                }
                 return Err(ClientError::BodyNotReplayable);
             };
             paid.headers_mut()
@@ -478,7 +598,7 @@ impl X402Client {
                         provider.remember(retry.url(), response.headers());
                     }
                     let outcome = self
-                        .finish(&prepared, response.status().as_u16(), response.headers())
+                        .finish(prepared, response.status().as_u16(), response.headers())
                         .await;
                     response.extensions_mut().insert(outcome);
                     return Ok(response);
@@ -489,9 +609,8 @@ impl X402Client {
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 }
                 Err(error) => {
-                    // The server may have received it: keep the reservation
-                    // (counted as spent until it goes stale) rather than risk
-                    // overspending.
+                    // The server may have received it: the payment stays
+                    // outstanding in the budget until proven unspent.
                     let error = ClientError::Http(error.message);
                     self.hooks.on_failure(&error).await;
                     return Err(error);
@@ -499,6 +618,33 @@ impl X402Client {
             }
         }
     }
+}
+
+/// Reads a body of at most `limit` bytes, refusing a larger one before
+/// buffering it (by its announced length, else as it streams in).
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = ClientError::PaymentRequiredTooLarge { limit };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+    {
+        if body.len().saturating_add(chunk.len()) > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A transport failure, and whether the request certainly did not reach the
@@ -652,6 +798,100 @@ mod tests {
             Err(ClientError::Vetoed(_))
         ));
         assert_eq!(wallet.0.load(Ordering::SeqCst), 0, "nothing signed");
+    }
+
+    /// An offer whose authorization would live longer than the policy's
+    /// cap (300 s by default) is refused, with the reason, before signing.
+    #[tokio::test]
+    async fn offers_above_the_timeout_cap_are_not_signed() {
+        let wallet = Arc::new(CountingWallet(AtomicUsize::new(0)));
+        let client = X402Client::builder()
+            .wallet(ChainIdPattern::parse("eip155:*").unwrap(), wallet.clone())
+            .build();
+        let mut long = required();
+        long.accepts[0].max_timeout_seconds = 301;
+        match client.prepare(&long).await {
+            Err(ClientError::NoAcceptableOption(why)) => {
+                assert!(why.contains("maxTimeoutSeconds 301 exceeds"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(wallet.0.load(Ordering::SeqCst), 0, "nothing signed");
+        long.accepts[0].max_timeout_seconds = 300;
+        assert!(client.prepare(&long).await.is_ok());
+    }
+
+    fn receipt_headers(receipt: &SettleResponse) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            PAYMENT_RESPONSE_HEADER,
+            HeaderValue::from_str(&codec::encode_header(receipt)).unwrap(),
+        );
+        headers
+    }
+
+    /// Field lesson 31: only a success receipt or a refusal before sending
+    /// ends the counting of a payment; an error answer does not.
+    #[tokio::test]
+    async fn the_budget_follows_receipts_not_status_codes() {
+        let scope = crate::BudgetScope::Asset {
+            network: ChainId::eip155(8453),
+            asset: required().accepts[0].asset.clone(),
+        };
+        let budget = Arc::new(
+            Budget::in_memory(vec![crate::BudgetRule {
+                scope: scope.clone(),
+                per_call: None,
+                per_hour: None,
+                per_day: None,
+                total: Some(100_000),
+            }])
+            .unwrap(),
+        );
+        let client = X402Client::builder()
+            .wallet(
+                ChainIdPattern::parse("eip155:*").unwrap(),
+                Arc::new(CountingWallet(AtomicUsize::new(0))),
+            )
+            .budget(Arc::clone(&budget))
+            .build();
+        let totals = || {
+            (
+                budget.spent_total(&scope).unwrap(),
+                budget.outstanding_total(&scope).unwrap(),
+            )
+        };
+        let refused = client.prepare(&required()).await.unwrap();
+        let failed = x402_core::SettleResponse::failed(
+            ChainId::eip155(8453),
+            x402_core::ErrorReason::InsufficientFunds,
+            None,
+            "",
+        );
+        let outcome = client
+            .finish(&refused, 402, &receipt_headers(&failed))
+            .await;
+        assert_eq!(outcome.status, PaymentStatus::NotPaid);
+        client.finish(&refused, 500, &HeaderMap::new()).await;
+        assert_eq!(totals(), (0, 10_000), "the server holds it: still counted");
+
+        let settled = client.prepare(&required()).await.unwrap();
+        let success = x402_core::SettleResponse {
+            success: true,
+            error_reason: None,
+            transaction: "0xabc".into(),
+            ..failed.clone()
+        };
+        let outcome = client
+            .finish(&settled, 500, &receipt_headers(&success))
+            .await;
+        assert_eq!(outcome.status, PaymentStatus::Paid);
+        assert_eq!(totals(), (10_000, 10_000));
+
+        let unsent = client.prepare(&required()).await.unwrap();
+        assert_eq!(totals(), (10_000, 20_000));
+        client.abandon(&unsent);
+        assert_eq!(totals(), (10_000, 10_000), "never sent: released");
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 //!   [`X402Middleware`] for `reqwest-middleware` stacks.
 //!
 //! A retried paid request reuses the same signed payment (and its
-//! `payment-identifier` id): never a second signature for one request.
+//! `payment-identifier` id): never a second signature for one request. Once
+//! a signed payment has been sent, the budget counts it until it is settled
+//! or a [`SpendProbe`] proves it unspent, whatever the server answered.
 
 #![warn(missing_docs)]
 
@@ -18,14 +20,17 @@ mod budget;
 mod client;
 mod middleware;
 mod policy;
+mod spend;
 
-pub use budget::{Budget, BudgetError, BudgetRule, BudgetScope, Reservation};
+pub use budget::{Budget, BudgetError, BudgetRule, BudgetScope, Reconciliation, Reservation};
 pub use client::{
-    ClientError, PaymentHooks, PaymentOutcome, PaymentStatus, PreparedPayment, SignInProvider,
-    X402Client, X402ClientBuilder, payment_required_from, random_id,
+    ClientError, DEFAULT_MAX_402_BODY, PaymentHooks, PaymentOutcome, PaymentStatus,
+    PreparedPayment, SignInProvider, X402Client, X402ClientBuilder, payment_required_from,
+    random_id,
 };
 pub use middleware::X402Middleware;
 pub use policy::{
-    AssetCatalog, AssetInfo, Catalogs, Exclusion, PriceCap, Selection, SelectionPolicy,
-    StaticCatalog, Verdict,
+    AssetCatalog, AssetInfo, Catalogs, DEFAULT_MAX_TIMEOUT_SECONDS, Exclusion, PriceCap, Selection,
+    SelectionPolicy, StaticCatalog, Verdict,
 };
+pub use spend::{SpendProbe, SpendState};

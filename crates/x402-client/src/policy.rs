@@ -61,8 +61,11 @@ pub enum PriceCap {
     },
 }
 
+/// Default cap on an offer's `maxTimeoutSeconds` (5 minutes).
+pub const DEFAULT_MAX_TIMEOUT_SECONDS: u64 = 300;
+
 /// The declarative policy. Empty lists mean "no restriction".
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SelectionPolicy {
     /// Networks in order of preference (breaks ties between equal prices).
     pub prefer_networks: Vec<ChainIdPattern>,
@@ -83,6 +86,27 @@ pub struct SelectionPolicy {
     pub deny_pay_to: Vec<String>,
     /// Per-call ceilings; each applies to the options it concerns.
     pub max_per_call: Vec<PriceCap>,
+    /// Largest acceptable `maxTimeoutSeconds` (default
+    /// [`DEFAULT_MAX_TIMEOUT_SECONDS`]): a signed authorization stays valid
+    /// that long, and the server holding it may settle it until then.
+    pub max_timeout_seconds: u64,
+}
+
+impl Default for SelectionPolicy {
+    fn default() -> Self {
+        Self {
+            prefer_networks: Vec::new(),
+            allow_networks: Vec::new(),
+            deny_networks: Vec::new(),
+            network_class: None,
+            allow_schemes: Vec::new(),
+            allow_assets: Vec::new(),
+            allow_pay_to: Vec::new(),
+            deny_pay_to: Vec::new(),
+            max_per_call: Vec::new(),
+            max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECONDS,
+        }
+    }
 }
 
 /// Why an option was excluded.
@@ -109,6 +133,13 @@ pub enum Exclusion {
     PayToDenied,
     /// Above a per-call ceiling.
     AboveCap(String),
+    /// The offer's `maxTimeoutSeconds` exceeds the policy's cap.
+    TimeoutTooLong {
+        /// The offer's `maxTimeoutSeconds`.
+        offered: u64,
+        /// The policy's cap.
+        cap: u64,
+    },
     /// Refused by the budget.
     Budget(String),
 }
@@ -125,6 +156,11 @@ impl fmt::Display for Exclusion {
             Self::PayToNotAllowed => write!(f, "recipient not in the allow list"),
             Self::PayToDenied => write!(f, "recipient denied"),
             Self::AboveCap(detail) => write!(f, "above the per-call maximum ({detail})"),
+            Self::TimeoutTooLong { offered, cap } => write!(
+                f,
+                "maxTimeoutSeconds {offered} exceeds the cap of {cap} s \
+                 (the signed authorization would stay valid that long)"
+            ),
             Self::Budget(detail) => write!(f, "budget: {detail}"),
         }
     }
@@ -242,6 +278,12 @@ impl SelectionPolicy {
             if class != Some(required) {
                 return Some(Exclusion::NetworkClass { required });
             }
+        }
+        if requirements.max_timeout_seconds > self.max_timeout_seconds {
+            return Some(Exclusion::TimeoutTooLong {
+                offered: requirements.max_timeout_seconds,
+                cap: self.max_timeout_seconds,
+            });
         }
         if !self.allow_assets.is_empty()
             && !self.allow_assets.iter().any(|(pattern, asset)| {
@@ -541,6 +583,43 @@ mod tests {
         };
         let selection = capped.select(&accepts[..1], &catalog(), any, none);
         assert_eq!(selection.chosen, None);
+    }
+
+    #[test]
+    fn caps_max_timeout_seconds_at_300_by_default() {
+        let mut long = option("base", "0xusdc-base", 10_000, "0xa");
+        long.max_timeout_seconds = 301;
+        let mut limit = long.clone();
+        limit.max_timeout_seconds = 300;
+        let policy = SelectionPolicy::default();
+        let selection = policy.select(&[long.clone()], &catalog(), any, none);
+        assert_eq!(selection.chosen, None);
+        assert_eq!(
+            selection.verdicts[0].excluded,
+            Some(Exclusion::TimeoutTooLong {
+                offered: 301,
+                cap: 300
+            })
+        );
+        assert!(
+            selection
+                .explain()
+                .contains("maxTimeoutSeconds 301 exceeds the cap of 300 s"),
+            "{}",
+            selection.explain()
+        );
+        assert_eq!(
+            policy.select(&[limit], &catalog(), any, none).chosen,
+            Some(0)
+        );
+        let relaxed = SelectionPolicy {
+            max_timeout_seconds: 3600,
+            ..Default::default()
+        };
+        assert_eq!(
+            relaxed.select(&[long], &catalog(), any, none).chosen,
+            Some(0)
+        );
     }
 
     #[test]

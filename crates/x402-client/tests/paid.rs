@@ -1,19 +1,26 @@
 //! The client end to end: our client pays our axum server (x402-server layer)
 //! through an in-process facilitator on anvil with Circle's real USDC.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::{Address, U256};
 use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use x402_client::{
-    Budget, BudgetRule, ClientError, PaymentOutcome, PaymentStatus, SelectionPolicy, X402Client,
-    X402Middleware,
+    Budget, BudgetRule, BudgetScope, ClientError, PaymentOutcome, PaymentStatus, SelectionPolicy,
+    SpendProbe, X402Client, X402Middleware,
 };
-use x402_core::{ChainId, ChainIdPattern, Facilitator, LocalFacilitator};
-use x402_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmServer};
+use x402_core::codec::{self, PAYMENT_SIGNATURE_HEADER};
+use x402_core::{
+    BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, JsonObject,
+    LocalFacilitator, PaymentRequirements, SchemeClient, SchemeError,
+};
+use x402_evm::exact::{
+    Clock, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmServer, ExactEvmSpendProbe,
+};
 use x402_evm::rpc::RpcClient;
 use x402_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use x402_server::{PaymentLayer, PaymentOption, Route, money};
@@ -29,6 +36,11 @@ struct Env {
     cheap_payee: Address,
     dear_payee: Address,
     served: Arc<AtomicUsize>,
+    /// Paid by `GET /flaky`, whose handler fails after the payment arrived.
+    flaky_payee: Address,
+    /// The `PAYMENT-SIGNATURE` headers `GET /flaky` received.
+    flaky_payments: Arc<Mutex<Vec<String>>>,
+    facilitator: Arc<dyn Facilitator>,
 }
 
 async fn env() -> Env {
@@ -54,8 +66,9 @@ async fn env() -> Env {
     table.insert(network(devnet.usdc()));
     let chain = ChainId::eip155(31337);
     let (cheap_payee, dear_payee) = (Address::random(), Address::random());
+    let flaky_payee = Address::random();
     // Two options for one resource: the dearer one listed first (field lesson 19).
-    let layer = PaymentLayer::builder(facilitator)
+    let layer = PaymentLayer::builder(Arc::clone(&facilitator))
         .scheme(
             ChainIdPattern::parse("eip155:*").expect("pattern"),
             Arc::new(ExactEvmServer::new(table)),
@@ -75,8 +88,19 @@ async fn env() -> Env {
                     x402_server::PayTo::address(cheap_payee.to_string()),
                 )),
         )
+        .route(
+            Route::new("GET /flaky")
+                .expect("route")
+                .accept(PaymentOption::exact(
+                    ChainId::eip155(31337),
+                    money("$0.01").expect("price"),
+                    x402_server::PayTo::address(flaky_payee.to_string()),
+                )),
+        )
         .build()
         .expect("layer");
+    let flaky_payments = Arc::new(Mutex::new(Vec::new()));
+    let received = Arc::clone(&flaky_payments);
     let served = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&served);
     let app = Router::new()
@@ -87,6 +111,19 @@ async fn env() -> Env {
                 async move {
                     counter.fetch_add(1, Ordering::SeqCst);
                     "the report"
+                }
+            }),
+        )
+        .route(
+            "/flaky",
+            get(move |headers: HeaderMap| {
+                let received = Arc::clone(&received);
+                async move {
+                    if let Some(payment) = headers.get(PAYMENT_SIGNATURE_HEADER) {
+                        let payment = payment.to_str().unwrap_or_default().to_owned();
+                        received.lock().expect("lock").push(payment);
+                    }
+                    (StatusCode::INTERNAL_SERVER_ERROR, "crashed")
                 }
             }),
         )
@@ -104,6 +141,9 @@ async fn env() -> Env {
         cheap_payee,
         dear_payee,
         served,
+        flaky_payee,
+        flaky_payments,
+        facilitator,
     }
 }
 
@@ -287,4 +327,232 @@ async fn policy_refusal_explains_every_option() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(env.served.load(Ordering::SeqCst), 0);
+}
+
+/// A wallet that counts its signatures.
+struct Counting<W> {
+    wallet: W,
+    signed: AtomicUsize,
+}
+
+impl<W: SchemeClient> SchemeClient for Counting<W> {
+    fn scheme(&self) -> &str {
+        self.wallet.scheme()
+    }
+    fn payer(&self, network: &ChainId) -> Option<String> {
+        self.wallet.payer(network)
+    }
+    fn create_payload<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<JsonObject, SchemeError>> {
+        self.signed.fetch_add(1, Ordering::SeqCst);
+        self.wallet.create_payload(requirements)
+    }
+}
+
+/// The payer's side of the outstanding-payment tests: a client with a
+/// budget of `total_micro_usd`, a spend probe, and a clock (shared by the
+/// wallet and the budget) that the test moves along with anvil's.
+struct Payer {
+    client: X402Client,
+    budget: Arc<Budget>,
+    wallet: Arc<Counting<ExactEvmClient<LocalSigner>>>,
+    /// Seconds added to the system clock.
+    skew: Arc<AtomicU64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+}
+
+fn payer_with_probe(
+    env: &Env,
+    payer: usize,
+    total_micro_usd: u128,
+    probe: Arc<dyn SpendProbe>,
+) -> Payer {
+    let skew = Arc::new(AtomicU64::new(0));
+    let wallet_skew = Arc::clone(&skew);
+    let clock: Clock = Arc::new(move || unix_now() + wallet_skew.load(Ordering::SeqCst));
+    let budget_skew = Arc::clone(&skew);
+    let budget = Arc::new(
+        Budget::in_memory(vec![BudgetRule {
+            total: Some(total_micro_usd),
+            ..BudgetRule::usd()
+        }])
+        .expect("budget")
+        .with_clock(move || (unix_now() + budget_skew.load(Ordering::SeqCst)) as i64),
+    );
+    let wallet = Arc::new(Counting {
+        wallet: ExactEvmClient::new(LocalSigner::new(env.devnet.payer(payer).signer()))
+            .with_clock(clock),
+        signed: AtomicUsize::new(0),
+    });
+    let mut table = EvmNetworks::empty();
+    table.insert(network(env.devnet.usdc()));
+    let client = X402Client::builder()
+        .wallet(
+            ChainIdPattern::parse("eip155:*").expect("pattern"),
+            Arc::clone(&wallet) as Arc<dyn SchemeClient>,
+        )
+        .catalog(Arc::new(table))
+        .budget(Arc::clone(&budget))
+        .spend_probe(probe)
+        .build();
+    Payer {
+        client,
+        budget,
+        wallet,
+        skew,
+    }
+}
+
+fn devnet_probe(env: &Env) -> Arc<dyn SpendProbe> {
+    let rpc = RpcClient::new(
+        vec![env.devnet.rpc_url().to_owned()],
+        Duration::from_secs(10),
+    )
+    .expect("rpc");
+    Arc::new(ExactEvmSpendProbe::new().network(ChainId::eip155(31337), Arc::new(rpc)))
+}
+
+impl Payer {
+    async fn get(&self, env: &Env, path: &str) -> Result<reqwest::Response, ClientError> {
+        let http = reqwest::Client::new();
+        let request = http
+            .get(format!("{}{path}", env.url))
+            .build()
+            .expect("request");
+        self.client.send(&http, request).await
+    }
+
+    fn signed(&self) -> usize {
+        self.wallet.signed.load(Ordering::SeqCst)
+    }
+
+    fn outstanding(&self) -> u128 {
+        self.budget
+            .outstanding_total(&BudgetScope::Usd)
+            .expect("budget")
+    }
+
+    fn spent(&self) -> u128 {
+        self.budget.spent_total(&BudgetScope::Usd).expect("budget")
+    }
+
+    /// Moves anvil's clock and the payer's past the end of every
+    /// authorization signed so far (60 s) plus the probe's reorg margin.
+    async fn outlive_authorizations(&self, env: &Env) {
+        let seconds = 60 + 120 + 30;
+        env.devnet
+            .increase_time(seconds)
+            .await
+            .expect("time travel");
+        self.skew.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+async fn expect_budget_refusal(payer: &Payer, env: &Env) {
+    let signed = payer.signed();
+    match payer.get(env, "/report").await {
+        Err(ClientError::NoAcceptableOption(why)) => assert!(why.contains("budget"), "{why}"),
+        other => panic!(
+            "expected a budget refusal, got {:?}",
+            other.map(|r| r.status())
+        ),
+    }
+    assert_eq!(payer.signed(), signed, "refused before signing");
+}
+
+/// Field lesson 31: the server answered 500 after it received the signed
+/// authorization, so it could still settle it: the budget keeps counting it
+/// until the chain proves it unspent after `validBefore`.
+#[tokio::test]
+async fn a_payment_answered_with_500_counts_until_proven_unspent() {
+    let env = env().await;
+    let payer = payer_with_probe(&env, 1, 15_000, devnet_probe(&env));
+    let before = balance(&env, env.devnet.payer(1).address).await;
+
+    let response = payer.get(&env, "/flaky").await.expect("answer");
+    assert_eq!(response.status(), 500);
+    let outcome = response.extensions().get::<PaymentOutcome>().cloned();
+    assert_eq!(outcome.map(|o| o.status), Some(PaymentStatus::NotPaid));
+    assert_eq!(env.flaky_payments.lock().expect("lock").len(), 1);
+    assert_eq!(payer.outstanding(), 10_000, "the sent authorization counts");
+    // $0.01 outstanding + $0.01 more > $0.015.
+    expect_budget_refusal(&payer, &env).await;
+
+    payer.outlive_authorizations(&env).await;
+    let response = payer.get(&env, "/report").await.expect("paid");
+    assert_eq!(response.status(), 200, "released once proven unspent");
+    assert_eq!(payer.outstanding(), 0);
+    assert_eq!(payer.spent(), 10_000);
+    assert_eq!(balance(&env, env.flaky_payee).await, U256::ZERO);
+    assert_eq!(
+        balance(&env, env.devnet.payer(1).address).await,
+        before - U256::from(10_000)
+    );
+}
+
+/// The server answered 500, then settled the authorization it kept: the
+/// budget counts that payment once, as spent.
+#[tokio::test]
+async fn a_late_settlement_is_counted_once() {
+    let env = env().await;
+    let payer = payer_with_probe(&env, 2, 30_000, devnet_probe(&env));
+    assert_eq!(
+        payer.get(&env, "/flaky").await.expect("answer").status(),
+        500
+    );
+
+    let header = env.flaky_payments.lock().expect("lock")[0].clone();
+    let payload = codec::decode_payment_signature(header.as_bytes()).expect("payload");
+    let request = FacilitatorRequest::new(payload.clone(), payload.accepted.clone());
+    let settled = env.facilitator.settle(&request).await.expect("settle");
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(balance(&env, env.flaky_payee).await, U256::from(10_000));
+
+    assert_eq!(
+        payer.get(&env, "/report").await.expect("paid").status(),
+        200
+    );
+    assert_eq!((payer.outstanding(), payer.spent()), (10_000, 10_000));
+    payer.outlive_authorizations(&env).await;
+    // Reconciled as spent: $0.01 + $0.01 + $0.01 fits $0.03 exactly; counted
+    // twice, it would not.
+    assert_eq!(
+        payer.get(&env, "/report").await.expect("paid").status(),
+        200
+    );
+    assert_eq!((payer.outstanding(), payer.spent()), (0, 30_000));
+    expect_budget_refusal(&payer, &env).await;
+    assert_eq!(balance(&env, env.cheap_payee).await, U256::from(20_000));
+}
+
+/// When the chain cannot be read, an outstanding payment stays counted (and
+/// the payment attempt is refused by the budget, not stuck).
+#[tokio::test]
+async fn an_unreachable_rpc_keeps_the_payment_counted() {
+    let env = env().await;
+    let unreachable = RpcClient::new(
+        vec!["http://127.0.0.1:9/secret-key".to_owned()],
+        Duration::from_secs(2),
+    )
+    .expect("rpc");
+    let probe =
+        Arc::new(ExactEvmSpendProbe::new().network(ChainId::eip155(31337), Arc::new(unreachable)));
+    let payer = payer_with_probe(&env, 4, 15_000, probe);
+    assert_eq!(
+        payer.get(&env, "/flaky").await.expect("answer").status(),
+        500
+    );
+    payer.outlive_authorizations(&env).await;
+    let started = std::time::Instant::now();
+    expect_budget_refusal(&payer, &env).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "never stuck");
+    assert_eq!(payer.outstanding(), 10_000);
 }
