@@ -7,6 +7,7 @@
 mod common;
 
 use alloy_primitives::Address;
+use common::origin::{Origin, wait_for_outcome};
 use common::*;
 use serde_json::{Value, json};
 use x402_bazaar::{Declaration, ListPage, SearchPage};

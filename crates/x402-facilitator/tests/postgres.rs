@@ -6,6 +6,7 @@
 mod common;
 
 use alloy_primitives::{Address, U256};
+use common::origin::{Origin, wait_for_outcome};
 use common::*;
 use serde_json::{Value, json};
 use x402_facilitator::SettlementState;
