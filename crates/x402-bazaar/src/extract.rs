@@ -20,6 +20,8 @@ pub struct ExtractError(pub String);
 pub enum CatalogStatus {
     /// Validated and cataloged.
     Success,
+    /// Validated; cataloged later, once its origin confirms it.
+    Processing,
     /// Refused, with the reason.
     Rejected(String),
 }
@@ -29,6 +31,7 @@ pub enum CatalogStatus {
 pub fn extension_responses_header(status: &CatalogStatus) -> String {
     let bazaar = match status {
         CatalogStatus::Success => json!({"status": "success"}),
+        CatalogStatus::Processing => json!({"status": "processing"}),
         CatalogStatus::Rejected(reason) => json!({"status": "rejected", "rejectedReason": reason}),
     };
     codec::encode_header(&json!({ BAZAAR: bazaar }))
@@ -87,8 +90,29 @@ fn check_structure(info: &Value) -> Result<&'static str, ExtractError> {
     }
 }
 
+/// Whether the concrete `path` is an instance of `template`: as many
+/// segments, literal ones equal, `:param` ones non-empty. Without this a
+/// template could key an entry under any path of the origin.
+fn template_matches(template: &str, path: &str) -> bool {
+    let (mut template, mut path) = (template.split('/'), path.split('/'));
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(t), Some(p)) if t.starts_with(':') && !p.is_empty() => {}
+            (Some(t), Some(p)) if t == p => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The `routeTemplate` to key `url` under: valid, and matching its path.
+fn usable_template<'a>(url: &str, template: Option<&'a str>) -> Option<&'a str> {
+    let path = url::Url::parse(url).ok()?.path().to_owned();
+    template.filter(|t| is_valid_route_template(t) && template_matches(t, &path))
+}
+
 /// The URL a resource is cataloged under: the concrete URL without query
-/// or fragment, or, with a valid `routeTemplate`, its origin plus the
+/// or fragment, or, with a usable `routeTemplate`, its origin plus the
 /// template (so `/users/1` and `/users/2` are one entry).
 fn catalog_url(url: &str, template: Option<&str>) -> Result<String, ExtractError> {
     let mut parsed = url::Url::parse(url).map_err(|e| reject(format!("resource url: {e}")))?;
@@ -97,7 +121,7 @@ fn catalog_url(url: &str, template: Option<&str>) -> Result<String, ExtractError
     }
     parsed.set_query(None);
     parsed.set_fragment(None);
-    if let Some(template) = template.filter(|t| is_valid_route_template(t)) {
+    if let Some(template) = template {
         parsed.set_path(template);
     }
     Ok(parsed.to_string())
@@ -110,7 +134,8 @@ fn catalog_url(url: &str, template: Option<&str>) -> Result<String, ExtractError
 /// The declaration is validated against its own schema (as the
 /// specification requires) and against the structure the catalog needs;
 /// service metadata on the payload's `resource` goes through the soft-drop
-/// rules; an invalid `routeTemplate` is ignored.
+/// rules; a `routeTemplate` that is invalid, or that the URL's path does
+/// not match, is ignored.
 pub fn extract(
     payload: &PaymentPayload,
     requirements: &PaymentRequirements,
@@ -143,7 +168,10 @@ fn extract_declared(
         .resource
         .as_ref()
         .ok_or_else(|| reject("the payment names no resource"))?;
-    let template = declared.get("routeTemplate").and_then(Value::as_str);
+    let template = usable_template(
+        &resource.url,
+        declared.get("routeTemplate").and_then(Value::as_str),
+    );
     let url = catalog_url(&resource.url, template)?;
     let clean = sanitize_resource(resource);
     let mut metadata = Map::new();
@@ -160,7 +188,7 @@ fn extract_declared(
     let mut bazaar = Map::new();
     bazaar.insert("info".into(), info.clone());
     bazaar.insert("schema".into(), schema.clone());
-    if let Some(template) = template.filter(|t| is_valid_route_template(t)) {
+    if let Some(template) = template {
         bazaar.insert("routeTemplate".into(), json!(template));
     }
     let mut extensions = Map::new();
@@ -292,15 +320,27 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(entry.resource, "https://a.example/users/:id");
-        declared["routeTemplate"] = json!("/users/%2e%2e/admin");
-        let entry = extract(
-            &payload(Some(declared), "https://a.example/users/42"),
-            &requirements(),
-            1,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(entry.resource, "https://a.example/users/42");
+        for ignored in [
+            "/users/%2e%2e/admin",
+            "/admin/:id",
+            "/users/:id/x",
+            "/users",
+        ] {
+            declared["routeTemplate"] = json!(ignored);
+            let entry = extract(
+                &payload(Some(declared.clone()), "https://a.example/users/42"),
+                &requirements(),
+                1,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(entry.resource, "https://a.example/users/42", "{ignored}");
+            assert!(
+                entry.extensions.unwrap()["bazaar"]
+                    .get("routeTemplate")
+                    .is_none()
+            );
+        }
     }
 
     #[test]
@@ -309,6 +349,10 @@ mod tests {
             extension_responses_header(&CatalogStatus::Success),
             "eyJiYXphYXIiOnsic3RhdHVzIjoic3VjY2VzcyJ9fQ=="
         );
+        let processing: Value =
+            codec::decode_header(extension_responses_header(&CatalogStatus::Processing).as_bytes())
+                .unwrap();
+        assert_eq!(processing, json!({"bazaar": {"status": "processing"}}));
         assert_eq!(
             extension_responses_header(&CatalogStatus::Rejected(
                 "info failed schema validation".into()

@@ -6,8 +6,10 @@
 //! - **Facilitators** validate what clients echo back
 //!   ([`extract`]: the schema check the specification requires plus our own
 //!   structural checks, service metadata soft-dropped by the specification's
-//!   rules) and keep a [`Catalog`] ([`MemoryCatalog`], [`SqliteCatalog`]) that
-//!   `GET /discovery/resources` and `GET /discovery/search` serve.
+//!   rules), confirm it against the resource's origin ([`OriginConfirmer`]:
+//!   its unpaid 402 must offer what was paid) and keep a [`Catalog`]
+//!   ([`MemoryCatalog`], [`SqliteCatalog`]) that `GET /discovery/resources`
+//!   and `GET /discovery/search` serve.
 //! - **Clients and agents** browse it with [`DiscoveryClient`] and pick the
 //!   cheapest suitable resource with [`cheapest`].
 
@@ -15,6 +17,7 @@
 
 mod catalog;
 mod client;
+mod confirm;
 mod declaration;
 mod extract;
 mod sanitize;
@@ -26,6 +29,10 @@ pub use catalog::{
     SqliteCatalog,
 };
 pub use client::{DiscoveryClient, DiscoveryError, cheapest};
+pub use confirm::{
+    ConfirmConfig, ConfirmSetupError, DEFAULT_CONFIRM_TIMEOUT, MAX_PAYMENT_REQUIRED_BODY,
+    OriginConfirmer, Probe, Unconfirmed, is_public_address,
+};
 pub use declaration::{BodyType, Declaration};
 pub use extract::{CatalogStatus, ExtractError, extension_responses_header, extract};
 pub use sanitize::{

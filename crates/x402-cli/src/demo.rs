@@ -88,6 +88,9 @@ symbol = "USDC"
 decimals = 6
 eip712_name = "USD Coin"
 eip712_version = "2"
+# The demo's paid API is on loopback; a public facilitator leaves this off.
+[bazaar]
+confirm_private_addresses = true
 "#,
         store = dir.join("facilitator.sqlite").display(),
         rpc = devnet.rpc_url(),
@@ -482,10 +485,19 @@ async fn run_demo(style: &Style) -> Result<(), String> {
 /// weather source an agent would pick from it.
 async fn discover(facilitator: &str, devnet: &Devnet) -> Result<String, String> {
     let client = x402_bazaar::DiscoveryClient::new(facilitator).map_err(|e| e.to_string())?;
-    let all = client
-        .list(&x402_bazaar::ResourceFilter::default(), None, 0)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The facilitator confirms each declaration with its origin after the
+    // settlement has answered: give it a moment.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let all = loop {
+        let all = client
+            .list(&x402_bazaar::ResourceFilter::default(), None, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        if all.pagination.total >= 2 || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let found = client
         .search(
             "weather",

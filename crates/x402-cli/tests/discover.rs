@@ -40,6 +40,10 @@ symbol = "USDC"
 decimals = 6
 eip712_name = "USD Coin"
 eip712_version = "2"
+
+# The seller below listens on loopback.
+[bazaar]
+confirm_private_addresses = true
 "#,
         store = dir.join("ledger.sqlite").display(),
         rpc = devnet.rpc_url(),
@@ -170,15 +174,24 @@ async fn paid_endpoints_are_discovered_and_the_cheapest_is_picked() {
         assert_eq!(code, 0, "{method} {path}: {err}");
     }
 
-    let (code, out, err) = x402(&env, &["discover", "--json"]).await;
-    assert_eq!(code, 0, "{err}");
-    let listed: Value = serde_json::from_str(&out).expect("json");
-    let mut urls: Vec<String> = listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|e| e["resource"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    // The facilitator confirms each declaration with the seller after
+    // settling; wait for the three entries.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut urls: Vec<String> = loop {
+        let (code, out, err) = x402(&env, &["discover", "--json"]).await;
+        assert_eq!(code, 0, "{err}");
+        let listed: Value = serde_json::from_str(&out).expect("json");
+        let urls: Vec<String> = listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|e| e["resource"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if urls.len() >= 3 || std::time::Instant::now() > deadline {
+            break urls;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     urls.sort();
     let base = &env.seller;
     assert_eq!(

@@ -171,6 +171,15 @@ pub struct BazaarConfig {
     /// ledger's store (its SQLite file or its PostgreSQL database).
     #[serde(default)]
     pub store: Option<String>,
+    /// How long a resource's origin has to answer the unpaid request that
+    /// confirms a declaration, in seconds (1 to 30, default 5).
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout_seconds: u64,
+    /// Also confirm resources on private, loopback and other non-public
+    /// addresses (default false). For devnets only: on a public facilitator
+    /// it lets any payer send the facilitator's requests into its network.
+    #[serde(default)]
+    pub confirm_private_addresses: bool,
 }
 
 impl Default for BazaarConfig {
@@ -178,6 +187,33 @@ impl Default for BazaarConfig {
         Self {
             enabled: true,
             store: None,
+            confirm_timeout_seconds: default_confirm_timeout(),
+            confirm_private_addresses: false,
+        }
+    }
+}
+
+fn default_confirm_timeout() -> u64 {
+    x402_bazaar::DEFAULT_CONFIRM_TIMEOUT.as_secs()
+}
+
+impl BazaarConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=30).contains(&self.confirm_timeout_seconds) {
+            return Err(invalid(
+                "bazaar.confirm_timeout_seconds",
+                "must be between 1 and 30",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How declarations are confirmed against their origins.
+    pub fn confirm_config(&self) -> x402_bazaar::ConfirmConfig {
+        x402_bazaar::ConfirmConfig {
+            timeout: Duration::from_secs(self.confirm_timeout_seconds),
+            allow_private_addresses: self.confirm_private_addresses,
+            ..x402_bazaar::ConfirmConfig::default()
         }
     }
 }
@@ -361,6 +397,7 @@ impl FacilitatorConfig {
             self.resolve_chain(index)?;
         }
         self.api_keys()?;
+        self.bazaar.validate()?;
         Ok(())
     }
 
@@ -608,13 +645,18 @@ interval_seconds = 5
 min_age_seconds = 5
 
 # Bazaar discovery: settled payments that carry a `bazaar` declaration are
-# validated and cataloged; GET /discovery/resources and /discovery/search
-# serve the catalog. store: a SQLite file, a postgres:// URL or "memory"
-# (default: the ledger's store, so instances sharing a PostgreSQL ledger
-# share the catalog too).
+# validated, confirmed against the resource's origin (its unpaid 402 must
+# offer the paid payTo, asset and network) and cataloged; GET
+# /discovery/resources and /discovery/search serve the catalog. store: a
+# SQLite file, a postgres:// URL or "memory" (default: the ledger's store, so
+# instances sharing a PostgreSQL ledger share the catalog too). Origins on
+# private or loopback addresses are never fetched unless
+# confirm_private_addresses is set (devnets only).
 [bazaar]
 enabled = true
 store = "/var/lib/x402/bazaar.sqlite"
+confirm_timeout_seconds = 5
+confirm_private_addresses = false
 
 # TEST ONLY. crash_after_broadcast aborts the process right after a settlement
 # transaction is broadcast, to exercise crash recovery. Never enable it.

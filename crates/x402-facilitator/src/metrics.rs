@@ -60,7 +60,8 @@ impl Metrics {
         });
     }
 
-    /// Counts one bazaar cataloging outcome (`cataloged`, `rejected`, `error`).
+    /// Counts one bazaar cataloging outcome (`cataloged`, `rejected` by
+    /// validation, `unconfirmed` by the resource's origin, `error`).
     pub fn bazaar(&self, outcome: &str) {
         self.update(|m| *m.bazaar.entry(outcome.to_owned()).or_default() += 1);
     }

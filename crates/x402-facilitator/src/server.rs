@@ -28,7 +28,9 @@ use tokio::sync::{
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Instrument;
-use x402_bazaar::{Catalog, CatalogStatus, ResourceFilter};
+use x402_bazaar::{
+    Catalog, CatalogStatus, DiscoveredResource, OriginConfirmer, ResourceFilter, Unconfirmed,
+};
 use x402_core::codec::from_versioned_json;
 use x402_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
 use x402_core::{
@@ -133,6 +135,7 @@ pub struct AppState {
     reconcile_interval: Duration,
     reconcile_min_age: Duration,
     catalog: Option<Arc<dyn Catalog>>,
+    catalog_confirmer: Option<Arc<OriginConfirmer>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -164,15 +167,18 @@ impl AppState {
             reconcile_interval: Duration::from_secs(5),
             reconcile_min_age: Duration::from_secs(5),
             catalog: None,
+            catalog_confirmer: None,
         }
     }
 
     /// Keeps a bazaar catalog: settled payments that carry a `bazaar`
-    /// declaration are cataloged, and `GET /discovery/resources` and
+    /// declaration are cataloged once `confirmer` has confirmed them against
+    /// the resource's origin, and `GET /discovery/resources` and
     /// `GET /discovery/search` serve it. Declare [`x402_core::extensions::BAZAAR`]
     /// on the facilitator to advertise it in `/supported`.
-    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>, confirmer: OriginConfirmer) -> Self {
         self.catalog = Some(catalog);
+        self.catalog_confirmer = Some(Arc::new(confirmer));
         self
     }
 
@@ -631,19 +637,50 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
 
 /// Catalogs the `bazaar` declaration a settled payment carries, when the
 /// catalog is enabled: `None` when there is nothing to say.
+///
+/// The declaration is listed only once its origin confirms it. With a fresh
+/// remembered answer of the origin the verdict is immediate; otherwise the
+/// origin is asked in the background (so `/settle` does not wait for it) and
+/// the answer says `processing`.
 async fn catalog_payment(state: &AppState, request: &FacilitatorRequest) -> Option<CatalogStatus> {
     let catalog = state.catalog.clone()?;
-    let extracted = x402_bazaar::extract(
-        &request.payment_payload,
-        &request.payment_requirements,
-        unix_now(),
-    )?;
-    let entry = match extracted {
+    let confirmer = state.catalog_confirmer.clone()?;
+    let (payload, paid) = (&request.payment_payload, &request.payment_requirements);
+    if let Err(reason) = x402_bazaar::extract(payload, paid, unix_now())? {
+        tracing::info!(%reason, "bazaar declaration refused");
+        state.metrics.bazaar("rejected");
+        return Some(CatalogStatus::Rejected(reason.0));
+    }
+    let probe = match confirmer.probe(payload, paid) {
+        Ok(probe) => probe,
+        Err(reason) => return Some(list_confirmed(state, catalog.as_ref(), Err(reason)).await),
+    };
+    if let Some(verdict) = confirmer.cached(&probe, unix_now()) {
+        return Some(list_confirmed(state, catalog.as_ref(), verdict).await);
+    }
+    let state = state.clone();
+    tokio::spawn(
+        async move {
+            let verdict = confirmer.confirm(&probe, unix_now()).await;
+            list_confirmed(&state, catalog.as_ref(), verdict).await;
+        }
+        .in_current_span(),
+    );
+    Some(CatalogStatus::Processing)
+}
+
+/// Lists what the origin confirmed, or counts why it did not.
+async fn list_confirmed(
+    state: &AppState,
+    catalog: &dyn Catalog,
+    verdict: Result<DiscoveredResource, Unconfirmed>,
+) -> CatalogStatus {
+    let entry = match verdict {
         Ok(entry) => entry,
         Err(reason) => {
-            tracing::info!(%reason, "bazaar declaration refused");
-            state.metrics.bazaar("rejected");
-            return Some(CatalogStatus::Rejected(reason.0));
+            tracing::info!(%reason, "bazaar declaration not confirmed by its origin");
+            state.metrics.bazaar("unconfirmed");
+            return CatalogStatus::Rejected(format!("not confirmed by the origin: {reason}"));
         }
     };
     let resource = entry.resource.clone();
@@ -651,12 +688,12 @@ async fn catalog_payment(state: &AppState, request: &FacilitatorRequest) -> Opti
         Ok(()) => {
             tracing::info!(%resource, "resource cataloged");
             state.metrics.bazaar("cataloged");
-            Some(CatalogStatus::Success)
+            CatalogStatus::Success
         }
         Err(error) => {
             tracing::error!(%error, "bazaar catalog write failed");
             state.metrics.bazaar("error");
-            Some(CatalogStatus::Rejected("catalog unavailable".into()))
+            CatalogStatus::Rejected("catalog unavailable".into())
         }
     }
 }

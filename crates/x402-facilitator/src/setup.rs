@@ -110,7 +110,15 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
             Duration::from_secs(config.recovery.min_age_seconds),
         );
     if let Some(catalog) = catalog {
-        state = state.with_catalog(catalog);
+        if config.bazaar.confirm_private_addresses {
+            tracing::warn!(
+                "bazaar: origins on private and loopback addresses are fetched \
+                 (confirm_private_addresses); use this on devnets only"
+            );
+        }
+        let confirmer = x402_bazaar::OriginConfirmer::new(config.bazaar.confirm_config())
+            .map_err(|e| SetupError::Catalog(e.to_string()))?;
+        state = state.with_catalog(catalog, confirmer);
     }
     // Startup recovery: finish what a previous process left open. Failures
     // (e.g. the RPC is down) are logged; the background task retries.

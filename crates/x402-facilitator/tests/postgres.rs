@@ -6,6 +6,7 @@
 mod common;
 
 use alloy_primitives::{Address, U256};
+use common::origin::{Origin, wait_for_outcome};
 use common::*;
 use serde_json::{Value, json};
 use x402_facilitator::SettlementState;
@@ -393,14 +394,24 @@ async fn two_instances_share_the_bazaar_catalog() -> TestResult {
         return Ok(());
     };
     let devnet = Devnet::start().await?;
-    let (a, b) = two_instances(&devnet, &store).await?;
+    // The origin is on loopback: a devnet setting.
+    let mut text = config_text(
+        devnet.network(),
+        devnet.rpc_url(),
+        Some(devnet.usdc()),
+        &store.location(),
+    );
+    text.push_str("\n[bazaar]\nconfirm_private_addresses = true\n");
+    let a = start_from(&text, &devnet.usdc_owner().private_key_hex()).await?;
+    let b = start_from(&text, &devnet.payer(8).private_key_hex()).await?;
     let requirements = requirements(&devnet, Address::random());
     let mut payload = pay(&devnet, 5, &requirements, None).await?;
     let (key, declaration) = x402_bazaar::Declaration::get().into_extension();
+    let origin = Origin::start(&requirements, declaration.clone(), "Shared data").await?;
     let mut extensions = payload.extensions.take().unwrap_or_default();
     extensions.0.insert(key, declaration);
     payload.extensions = Some(extensions);
-    payload.resource = Some(x402_core::ResourceInfo::new("https://shared.example/data"));
+    payload.resource = Some(x402_core::ResourceInfo::new(origin.url("/data")));
     let http = reqwest::Client::new();
     let (status, settled) = post(&http, &a.url("/settle"), &body(&payload, &requirements)).await?;
     assert_eq!(
@@ -408,6 +419,7 @@ async fn two_instances_share_the_bazaar_catalog() -> TestResult {
         (200, &json!(true)),
         "{settled}"
     );
+    wait_for_outcome(&http, &a.base, "cataloged", 1).await?;
     let listed: Value = http
         .get(b.url("/discovery/resources"))
         .send()
@@ -415,9 +427,6 @@ async fn two_instances_share_the_bazaar_catalog() -> TestResult {
         .json()
         .await?;
     assert_eq!(listed["pagination"]["total"], 1, "{listed}");
-    assert_eq!(
-        listed["items"][0]["resource"],
-        "https://shared.example/data"
-    );
+    assert_eq!(listed["items"][0]["resource"], origin.url("/data"));
     Ok(())
 }

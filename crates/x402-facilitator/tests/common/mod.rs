@@ -15,6 +15,8 @@ use x402_facilitator::{AppState, FacilitatorConfig};
 use x402_testkit::Devnet;
 use x402_testkit::postgres::PgCluster;
 
+pub mod origin;
+
 /// Price of every test payment: $0.01.
 pub const PRICE: u64 = 10_000;
 
