@@ -18,7 +18,17 @@
 //!   `%3B`: Tomcat-style upstreams strip them, so `/paid;x` would be `/paid`
 //!   upstream), double encoding (`%25` followed by two hex digits, which a
 //!   decode-twice upstream turns into another character), malformed or
-//!   non-UTF-8 percent-encoding, and paths over [`MAX_PATH_BYTES`].
+//!   non-UTF-8 percent-encoding, and paths over [`MAX_PATH_BYTES`];
+//! - also refused, because common upstreams serve them as another name: a
+//!   segment ending in `.` or a space (Windows and IIS drop them, so
+//!   `/paid.` is `/paid`), an NTFS stream suffix (`/paid::$DATA`), and
+//!   Unicode that is not in NFC (`cafe` + U+0301 is `café` on macOS file
+//!   systems);
+//! - [`normalize_request`] also refuses method names that are not upper case
+//!   (`get /paid` does not match a `GET` route, but many frameworks upper-case
+//!   the method and run the `GET` handler), and, when routes match ignoring
+//!   case, non-ASCII letters (`ſ`, `ı`, `ß` fold to ASCII letters in some
+//!   upstreams' case-insensitive comparisons but not in ours).
 
 use axum::body::Body;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -71,6 +81,23 @@ pub enum PathError {
     /// The normalized path could not be put back into the request or upstream URL.
     #[error("the normalized path cannot be forwarded unchanged")]
     NotForwardable,
+    /// A segment ending in `.` or a space, which Windows-style upstreams strip.
+    #[error("a path segment may not end in '.' or a space")]
+    TrailingDotOrSpace,
+    /// An NTFS alternate-stream suffix (`:$DATA`).
+    #[error("NTFS stream names (':$') are not accepted in a path")]
+    StreamSuffix,
+    /// Decoded text that is not in Unicode normalization form C.
+    #[error("the decoded path is not in Unicode normalization form C")]
+    NotNfc,
+    /// A method name with lower-case letters (`get`), which some frameworks
+    /// upper-case and serve as another method.
+    #[error("method names are case-sensitive and must be upper case")]
+    LowerCaseMethod,
+    /// Non-ASCII letters while routes match ignoring case: their case folding
+    /// differs between implementations.
+    #[error("non-ASCII characters are not accepted when paths match ignoring case")]
+    NonAsciiIgnoringCase,
 }
 
 impl PathError {
@@ -89,6 +116,11 @@ impl PathError {
             Self::AboveRoot => "above_root",
             Self::DotSegmentsAfterRouting => "dot_segments_after_routing",
             Self::NotForwardable => "not_forwardable",
+            Self::TrailingDotOrSpace => "trailing_dot_or_space",
+            Self::StreamSuffix => "stream_suffix",
+            Self::NotNfc => "not_nfc",
+            Self::LowerCaseMethod => "lower_case_method",
+            Self::NonAsciiIgnoringCase => "non_ascii_ignoring_case",
         }
     }
 }
@@ -256,7 +288,23 @@ pub(crate) fn canonical_segment(part: &str) -> Result<Segment, PathError> {
         return Err(PathError::DoubleEncoding);
     }
     let decoded = String::from_utf8(decoded).map_err(|_| PathError::InvalidUtf8)?;
+    check_decoded_name(&decoded)?;
     Ok(Segment { canonical, decoded })
+}
+
+/// Refuses names that common upstreams serve as another name.
+fn check_decoded_name(decoded: &str) -> Result<(), PathError> {
+    let dot_segment = matches!(decoded, "." | "..");
+    if !dot_segment && (decoded.ends_with('.') || decoded.ends_with(' ')) {
+        return Err(PathError::TrailingDotOrSpace);
+    }
+    if decoded.contains(":$") {
+        return Err(PathError::StreamSuffix);
+    }
+    if !decoded.is_ascii() && !unicode_normalization::is_nfc(decoded) {
+        return Err(PathError::NotNfc);
+    }
+    Ok(())
 }
 
 fn has_double_encoding(canonical: &str) -> bool {
@@ -267,9 +315,23 @@ fn has_double_encoding(canonical: &str) -> bool {
 
 /// Normalizes the request's path for the payment layer and rewrites the
 /// request URI to it (query unchanged), so the inner service runs what was
-/// priced.
-pub(crate) fn normalize_request<B>(request: &mut Request<B>) -> Result<NormalizedPath, PathError> {
+/// priced. `ignoring_case`: routes match ignoring (ASCII) case.
+pub(crate) fn normalize_request<B>(
+    request: &mut Request<B>,
+    ignoring_case: bool,
+) -> Result<NormalizedPath, PathError> {
+    if request
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        return Err(PathError::LowerCaseMethod);
+    }
     let normalized = normalize_path(request.uri().path())?;
+    if ignoring_case && normalized.decoded_segments().any(|s| !s.is_ascii()) {
+        return Err(PathError::NonAsciiIgnoringCase);
+    }
     // Inside an axum Router (`Router::layer`), the handler was chosen from
     // the raw path: `/users/%2e%2e` runs `/users/{id}` while it resolves to
     // `/`. Only a path without dot segments reads the same both ways.
@@ -357,8 +419,9 @@ mod tests {
         assert_eq!(normal("/paid/."), "/paid/");
         assert_eq!(normal("/a/b/.."), "/a/");
         assert_eq!(normal("/a/.."), "/");
-        assert_eq!(normal("/..."), "/...", "three dots are a name");
-        assert_eq!(normal("/.%2e%2e"), "/...");
+        assert_eq!(refusal("/..."), PathError::TrailingDotOrSpace);
+        assert_eq!(refusal("/.%2e%2e"), PathError::TrailingDotOrSpace);
+        assert_eq!(normal("/.well-known/x"), "/.well-known/x");
         assert!(!normalize_path("/paid").unwrap().resolved_dot_segments());
     }
 
@@ -366,7 +429,7 @@ mod tests {
     fn decodes_unreserved_and_canonicalizes_the_rest() {
         assert_eq!(normal("/%70aid"), "/paid");
         assert_eq!(normal("/%70%61%69%64"), "/paid");
-        assert_eq!(normal("/%7E%2d%5F%2E"), "/~-_.");
+        assert_eq!(normal("/%7E%2d%5F%2Ex"), "/~-_.x");
         assert_eq!(normal("/a%3fb"), "/a%3Fb", "an encoded ? stays encoded");
         assert_eq!(normal("/a%23b"), "/a%23b");
         assert_eq!(normal("/caf%c3%a9"), "/caf%C3%A9");
@@ -417,6 +480,13 @@ mod tests {
             ("*", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
             ("paid", PathError::NotAbsolute),
+            ("/paid.", PathError::TrailingDotOrSpace),
+            ("/paid%2e", PathError::TrailingDotOrSpace),
+            ("/paid%20", PathError::TrailingDotOrSpace),
+            ("/paid./x", PathError::TrailingDotOrSpace),
+            ("/paid::$DATA", PathError::StreamSuffix),
+            ("/paid:$DATA", PathError::StreamSuffix),
+            ("/cafe%CC%81", PathError::NotNfc),
         ];
         for (raw, expected) in cases {
             assert_eq!(refusal(raw), expected, "{raw:?}");
@@ -431,13 +501,37 @@ mod tests {
     fn rewrites_the_request_uri_and_keeps_the_query() {
         let mut request = Request::new(());
         *request.uri_mut() = Uri::from_static("/x/%2e%2e/%70aid?q=/../free&x=%2e");
-        let normalized = normalize_request(&mut request).unwrap();
+        let normalized = normalize_request(&mut request, false).unwrap();
         assert_eq!(normalized.as_str(), "/paid");
         assert_eq!(request.uri(), "/paid?q=/../free&x=%2e");
         let mut absolute = Request::new(());
         *absolute.uri_mut() = Uri::from_static("http://h:1/a/./b");
-        normalize_request(&mut absolute).unwrap();
+        normalize_request(&mut absolute, false).unwrap();
         assert_eq!(absolute.uri(), "http://h:1/a/b");
+    }
+
+    #[test]
+    fn refuses_lower_case_methods_and_non_ascii_when_ignoring_case() {
+        let request_for = |method: &str, uri: &'static str| {
+            let mut request = Request::new(());
+            *request.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap();
+            *request.uri_mut() = Uri::from_static(uri);
+            request
+        };
+        for method in ["get", "Get", "gEt", "head", "post"] {
+            let refused = normalize_request(&mut request_for(method, "/paid"), false);
+            assert_eq!(refused.unwrap_err(), PathError::LowerCaseMethod, "{method}");
+        }
+        assert!(normalize_request(&mut request_for("PROPFIND", "/paid"), false).is_ok());
+        for uri in ["/u%C5%BFers/7", "/pa%C4%B1d", "/PA%C4%B0D", "/stra%C3%9Fe"] {
+            let mut request = request_for("GET", uri);
+            assert_eq!(
+                normalize_request(&mut request, true).unwrap_err(),
+                PathError::NonAsciiIgnoringCase,
+                "{uri}"
+            );
+            assert!(normalize_request(&mut request_for("GET", uri), false).is_ok());
+        }
     }
 
     fn raw_path() -> impl Strategy<Value = String> {

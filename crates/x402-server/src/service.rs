@@ -247,6 +247,8 @@ impl PaymentLayer {
         path: &str,
         ctx: &RequestContext,
     ) -> Option<Result<Vec<PaymentRequirements>, PricingError>> {
+        // Callers may pass a request target with its query.
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
         let path = normalize_path(path).ok()?;
         let (index, _) = self.shared.match_route(method, &path)?;
         Some(
@@ -674,7 +676,7 @@ impl Shared {
     {
         // Price what runs: the inner service gets the normalized path.
         let mut request = request;
-        let path = match normalize_request(&mut request) {
+        let path = match normalize_request(&mut request, self.case_insensitive_paths) {
             Ok(path) => path,
             Err(error) => return Ok(path_refused(error)),
         };

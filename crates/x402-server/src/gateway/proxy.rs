@@ -30,6 +30,16 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Request headers some frameworks read as the method or path to run.
+const REROUTING_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -164,6 +174,12 @@ pub(crate) async fn forward(
     // The payment is the gateway's business; the upstream never sees it.
     headers.remove(PAYMENT_SIGNATURE_HEADER);
     headers.remove(V1_PAYMENT_HEADER);
+    // Frameworks that honour these would run another method or path than
+    // the one the gateway priced (Rails turns `POST /paid` with
+    // `X-HTTP-Method-Override: GET` into `GET /paid`).
+    for name in REROUTING_HEADERS {
+        headers.remove(*name);
+    }
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);
     }
