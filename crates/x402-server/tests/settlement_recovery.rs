@@ -37,6 +37,9 @@ enum Settle {
     Hang,
     /// Answers this JSON with 200.
     Answer(Value),
+    /// Answers this JSON with 200 after a while (still within the server's
+    /// timeout): concurrent retries overlap it.
+    Slow(Value),
     /// Answers this HTTP status.
     Status(u16),
 }
@@ -113,6 +116,10 @@ async fn facilitator(script: Arc<Script>) -> String {
                         axum::Json(settled("0xabc")).into_response()
                     }
                     Settle::Answer(value) => axum::Json(value).into_response(),
+                    Settle::Slow(value) => {
+                        tokio::time::sleep(SERVER_TIMEOUT / 3).await;
+                        axum::Json(value).into_response()
+                    }
                     Settle::Status(status) => (
                         axum::http::StatusCode::from_u16(status).expect("status"),
                         "facilitator trouble",
@@ -296,11 +303,7 @@ async fn paid_get(url: &str, payment: &str) -> (u16, Option<SettleResponse>, Str
 /// arrive together, and another payload reusing the authorization never does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_out_settlement_is_served_once_to_the_same_payload() {
-    let env = env(Script::new(
-        [Settle::Hang],
-        Settle::Answer(settled("0xabc")),
-    ))
-    .await;
+    let env = env(Script::new([Settle::Hang], Settle::Slow(settled("0xabc")))).await;
     let url = format!("{}/cheap", env.url);
     let authorization = fresh_authorization();
     let payment = payment_for(&url, authorization, "0x00").await;
@@ -379,11 +382,20 @@ async fn pending_then_confirmed_is_served_from_the_kept_response() {
     ))
     .await;
     let url = format!("{}/cheap", env.url);
-    let payment = payment_for(&url, fresh_authorization(), "0x00").await;
+    let authorization = fresh_authorization();
+    let payment = payment_for(&url, authorization, "0x00").await;
     let (status, receipt, body) = paid_get(&url, &payment).await;
     assert_eq!(status, 402);
     assert!(receipt.expect("pending receipt").is_pending());
     assert!(!body.contains(CONTENT));
+
+    // Another payload for the pending authorization still verifies (nothing
+    // landed yet) but never resumes the payment.
+    let forged = payment_for(&url, authorization, "0x01").await;
+    let (status, _, body) = paid_get(&url, &forged).await;
+    assert_eq!(status, 402);
+    assert!(!body.contains(CONTENT));
+    assert_eq!(env.script.settles(), 1);
 
     let (status, receipt, body) = paid_get(&url, &payment).await;
     assert_eq!(status, 200, "{body}");
