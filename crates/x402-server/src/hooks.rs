@@ -81,12 +81,23 @@ pub enum PaymentFailure {
     Invalid(VerifyResponse),
     /// The payment is already being used or was used.
     Reused,
-    /// Settlement failed (or is pending and the route refuses pending).
+    /// Settlement failed (or is pending and the route refuses pending: the
+    /// payment is then kept for a retry with the same payload).
     SettleFailed(SettleResponse),
     /// The facilitator could not be reached or answered garbage.
     Facilitator(String),
+    /// Nobody knows yet whether the payment was charged (facilitator timeout,
+    /// 5xx): the payment is kept and a retry with the same payload gets the
+    /// response once settlement is final.
+    SettlementUnknown(String),
     /// The handler failed; nothing was charged.
     HandlerFailed(u16),
+    /// The handler's response exceeded the limit of paid responses held back
+    /// until settlement; nothing was charged.
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A `before_verify` or `before_settle` hook aborted the payment.
     Aborted(String),
 }

@@ -16,6 +16,16 @@ const NOT_SENT: &str = "request not sent: ";
 /// Longest error body kept in [`FacilitatorError::Http`].
 const MAX_ERROR_BODY: usize = 512;
 
+/// Largest facilitator answer read (verify, settle and `/supported` answers
+/// are a few KB): a broken or hostile facilitator cannot make us buffer more.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Default whole-request timeout. It must exceed the facilitator's own wait
+/// for a receipt (30 s at most by default, 25 s for ours) so that the
+/// facilitator answers `pending` with the transaction hash before we give up;
+/// a timeout here leaves the settlement outcome unknown.
+pub const DEFAULT_FACILITATOR_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// Whether `error` proves that the request never reached the facilitator, so
 /// retrying it elsewhere cannot settle a payment twice.
 pub fn request_not_sent(error: &FacilitatorError) -> bool {
@@ -41,7 +51,11 @@ pub struct HttpFacilitatorBuilder {
 }
 
 impl HttpFacilitatorBuilder {
-    /// Whole-request timeout (default 30 s: settlement waits for a receipt).
+    /// Whole-request timeout (default [`DEFAULT_FACILITATOR_TIMEOUT`], 45 s).
+    /// Keep it above the facilitator's receipt wait: a settle call that times
+    /// out leaves the payment's outcome unknown (kept for the payer's retry
+    /// with the same payload) where a `pending` answer would carry the
+    /// transaction hash.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -96,7 +110,7 @@ impl HttpFacilitator {
     pub fn builder(base_url: impl Into<String>) -> HttpFacilitatorBuilder {
         HttpFacilitatorBuilder {
             base: base_url.into(),
-            timeout: Duration::from_secs(30),
+            timeout: DEFAULT_FACILITATOR_TIMEOUT,
             connect_timeout: Duration::from_secs(5),
             token: None,
             client: None,
@@ -121,7 +135,10 @@ impl HttpFacilitator {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
+        // Error texts reach clients: never the facilitator's URL (it may
+        // carry a key).
         let response = request.send().await.map_err(|e| {
+            let e = e.without_url();
             if e.is_connect() {
                 FacilitatorError::Transport(format!("{NOT_SENT}{e}"))
             } else {
@@ -129,10 +146,7 @@ impl HttpFacilitator {
             }
         })?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| FacilitatorError::Transport(e.to_string()))?;
+        let (body, truncated) = read_bounded(response).await?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             let mut end = text.len().min(MAX_ERROR_BODY);
@@ -144,8 +158,34 @@ impl HttpFacilitator {
                 body: text[..end].to_owned(),
             });
         }
+        if truncated {
+            return Err(FacilitatorError::Decode(format!(
+                "the facilitator's answer is larger than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
         serde_json::from_slice(&body).map_err(|e| FacilitatorError::Decode(e.to_string()))
     }
+}
+
+/// Reads at most [`MAX_ANSWER_BYTES`] of an answer; `true` when there was
+/// more (the rest is not read).
+async fn read_bounded(
+    mut response: reqwest::Response,
+) -> Result<(Vec<u8>, bool), FacilitatorError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| FacilitatorError::Transport(e.without_url().to_string()))?
+    {
+        let room = MAX_ANSWER_BYTES - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 impl Facilitator for HttpFacilitator {

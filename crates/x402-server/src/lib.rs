@@ -13,7 +13,9 @@
 //! - [`PaymentHooks`]: observation points, `grant_access` / `check_access`
 //!   (serve without payment) and extensions added to every 402.
 //! - [`ReservationStore`] / [`InMemoryReservationStore`]: atomic single use of
-//!   a payment across concurrent requests.
+//!   a payment across concurrent requests; a payment whose settlement outcome
+//!   is unknown (facilitator timeout, `pending`) is kept so that a retry with
+//!   the same payload gets what was paid for once settlement is final.
 //! - [`SqliteReservationStore`]: the same, shared between processes on one
 //!   host and persisted across restarts; [`PostgresReservationStore`] for
 //!   several instances behind a load balancer.
@@ -38,9 +40,11 @@ mod paywall;
 mod postgres;
 mod proof;
 mod reservation;
+mod response_cache;
 mod responses;
 mod router;
 mod service;
+mod settlement;
 mod sqlite;
 
 pub use config::{
@@ -50,12 +54,17 @@ pub use config::{
 pub use context::RequestContext;
 pub use error::{ConfigError, PricingError};
 pub use hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
-pub use http_facilitator::{HttpFacilitator, HttpFacilitatorBuilder, request_not_sent};
+pub use http_facilitator::{
+    DEFAULT_FACILITATOR_TIMEOUT, HttpFacilitator, HttpFacilitatorBuilder, request_not_sent,
+};
 pub use path::{MAX_PATH_BYTES, NormalizedPath, PathError, normalize_path};
 pub use postgres::PostgresReservationStore;
 pub use reservation::{
-    InMemoryReservationStore, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
+    InMemoryReservationStore, PayloadFingerprint, ReservationError, ReservationKey,
+    ReservationStore, ReserveOutcome,
 };
 pub use router::FacilitatorRouter;
-pub use service::{PaymentLayer, PaymentLayerBuilder, PaymentService};
+pub use service::{
+    DEFAULT_MAX_PAID_RESPONSE_BYTES, PaymentLayer, PaymentLayerBuilder, PaymentService,
+};
 pub use sqlite::SqliteReservationStore;

@@ -93,14 +93,41 @@ pub(crate) fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
+/// Identifies the exact signed payment: SHA-256 of the canonical JSON of the
+/// payload's signed `payload` and of its `accepted` requirements.
+///
+/// Where a [`ReservationKey`] names what the chain makes single-use (payer and
+/// nonce), the fingerprint tells two payloads for that authorization apart: only
+/// the very payload whose settlement outcome is unknown may resume it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PayloadFingerprint(pub [u8; 32]);
+
+impl PayloadFingerprint {
+    /// The fingerprint of `payment`.
+    pub fn of(payment: &PaymentPayload) -> Self {
+        let mut canonical = String::new();
+        write_canonical(&Value::Object(payment.payload.clone()), &mut canonical);
+        canonical.push('\n');
+        // Requirements always serialise; `Null` only guards the impossible.
+        let accepted = serde_json::to_value(&payment.accepted).unwrap_or(Value::Null);
+        write_canonical(&accepted, &mut canonical);
+        Self(Sha256::digest(canonical.as_bytes()).into())
+    }
+}
+
 /// Result of [`ReservationStore::reserve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReserveOutcome {
     /// This request now holds the payment.
     Reserved,
+    /// An earlier attempt with this very payload ended with an unknown
+    /// settlement outcome; this request now holds it to ask the facilitator
+    /// again.
+    Resumed,
     /// Another request holds it right now.
     InUse,
-    /// It was already settled (or its settlement outcome is unknown).
+    /// It was already settled, or another payload for the same authorization
+    /// is recorded.
     Consumed,
 }
 
@@ -110,41 +137,103 @@ pub enum ReserveOutcome {
 pub struct ReservationError(pub String);
 
 /// Atomic single-use records of payments.
+///
+/// A key is free, held (reserved by a request), settled (consumed), or kept
+/// with an unknown settlement outcome. A retry with the same payload (same
+/// [`PayloadFingerprint`]) may take an unknown key over ([`ReserveOutcome::Resumed`])
+/// to ask the facilitator again; at most one request holds a key at a time.
 pub trait ReservationStore: Send + Sync {
-    /// Atomically reserves `key` unless it is reserved or consumed.
+    /// Atomically reserves `key` for the payload `fingerprint`: a free key is
+    /// reserved, a key with an unknown outcome recorded for this same payload
+    /// and not held is resumed; anything else is refused.
     fn reserve<'a>(
         &'a self,
         key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
     ) -> BoxFuture<'a, Result<ReserveOutcome, ReservationError>>;
 
-    /// Releases a reservation (the handler failed or settlement definitely
-    /// failed); consumed keys stay consumed.
+    /// Frees a held key (the handler failed, or settlement definitely failed
+    /// without charging anything); settled keys and unknown keys nobody holds
+    /// stay as they are.
     fn release<'a>(
         &'a self,
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>>;
 
-    /// Marks `key` as used for good (settled, pending, or unknown outcome).
+    /// Marks `key` as used for good (settled, or served while pending).
     fn consume<'a>(
         &'a self,
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>>;
+
+    /// Records that settling `key` with the payload `fingerprint` ended with an
+    /// unknown outcome (facilitator timeout, 5xx, `pending`): the key stays
+    /// used, and only a retry with the same payload can resume it. A settled
+    /// key stays settled.
+    fn mark_unknown<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<(), ReservationError>>;
+
+    /// Whether `key` is recorded with an unknown outcome for the payload
+    /// `fingerprint` (read only: a retry that failed verification because its
+    /// first settlement landed uses it to decide to resume).
+    fn is_unknown<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<bool, ReservationError>>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Reserved,
     Consumed,
+    /// Outcome unknown, nobody holds it.
+    Unknown,
+    /// Outcome unknown, a retry holds it until `held_until`.
+    Resuming,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: State,
+    /// End of the hold (`Reserved`) or of the retention (other states).
+    expires: Instant,
+    fingerprint: Option<PayloadFingerprint>,
+    held_until: Option<Instant>,
+}
+
+/// What `reserve` does with an existing live entry, shared by every store.
+pub(crate) enum Transition {
+    /// Refuse with this outcome.
+    Refuse(ReserveOutcome),
+    /// Take the unknown outcome over for this request.
+    Resume,
+}
+
+/// The reserve rule for a live (unexpired) record. `held` tells whether a
+/// resuming record's hold is still running.
+pub(crate) fn transition(same_payload: bool, unknown: bool, held: bool) -> Transition {
+    match (unknown, same_payload, held) {
+        (true, true, false) => Transition::Resume,
+        (true, true, true) => Transition::Refuse(ReserveOutcome::InUse),
+        (true, false, _) => Transition::Refuse(ReserveOutcome::Consumed),
+        (false, _, true) => Transition::Refuse(ReserveOutcome::InUse),
+        (false, _, false) => Transition::Refuse(ReserveOutcome::Consumed),
+    }
 }
 
 const MIN_PURGE_AT: usize = 10_000;
 
 /// Process-local [`ReservationStore`]. Reservations expire after
 /// `reservation_ttl` (a request that died mid-way cannot block a payment
-/// forever) and consumed keys are kept for `retention`.
+/// forever); settled keys and keys with an unknown outcome are kept for
+/// `retention`.
 #[derive(Debug)]
 pub struct InMemoryReservationStore {
-    entries: Mutex<HashMap<ReservationKey, (State, Instant)>>,
+    entries: Mutex<HashMap<ReservationKey, Entry>>,
     /// Size above which expired entries are purged (grows with the live set
     /// so that purging stays amortised O(1)).
     purge_at: Mutex<usize>,
@@ -176,7 +265,7 @@ impl InMemoryReservationStore {
 
     fn with<T>(
         &self,
-        f: impl FnOnce(&mut HashMap<ReservationKey, (State, Instant)>) -> T,
+        f: impl FnOnce(&mut HashMap<ReservationKey, Entry>) -> T,
     ) -> Result<T, ReservationError> {
         let mut entries = self
             .entries
@@ -184,27 +273,51 @@ impl InMemoryReservationStore {
             .map_err(|_| ReservationError("lock poisoned".into()))?;
         Ok(f(&mut entries))
     }
+
+    fn purge(&self, entries: &mut HashMap<ReservationKey, Entry>, now: Instant) {
+        if let Ok(mut purge_at) = self.purge_at.lock()
+            && entries.len() > *purge_at
+        {
+            entries.retain(|_, entry| entry.expires > now);
+            *purge_at = (entries.len() * 2).max(MIN_PURGE_AT);
+        }
+    }
 }
 
 impl ReservationStore for InMemoryReservationStore {
     fn reserve<'a>(
         &'a self,
         key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
     ) -> BoxFuture<'a, Result<ReserveOutcome, ReservationError>> {
         let result = self.with(|entries| {
             let now = Instant::now();
-            if let Ok(mut purge_at) = self.purge_at.lock()
-                && entries.len() > *purge_at
-            {
-                entries.retain(|_, (_, expires)| *expires > now);
-                *purge_at = (entries.len() * 2).max(MIN_PURGE_AT);
-            }
-            match entries.get(key) {
-                Some((State::Reserved, expires)) if *expires > now => ReserveOutcome::InUse,
-                Some((State::Consumed, expires)) if *expires > now => ReserveOutcome::Consumed,
-                _ => {
-                    entries.insert(*key, (State::Reserved, now + self.reservation_ttl));
-                    ReserveOutcome::Reserved
+            self.purge(entries, now);
+            let live = entries.get_mut(key).filter(|entry| entry.expires > now);
+            let Some(entry) = live else {
+                entries.insert(
+                    *key,
+                    Entry {
+                        state: State::Reserved,
+                        expires: now + self.reservation_ttl,
+                        fingerprint: Some(*fingerprint),
+                        held_until: None,
+                    },
+                );
+                return ReserveOutcome::Reserved;
+            };
+            let unknown = matches!(entry.state, State::Unknown | State::Resuming);
+            let held = match entry.state {
+                State::Reserved => true,
+                State::Resuming => entry.held_until.is_some_and(|until| until > now),
+                State::Consumed | State::Unknown => false,
+            };
+            match transition(entry.fingerprint == Some(*fingerprint), unknown, held) {
+                Transition::Refuse(outcome) => outcome,
+                Transition::Resume => {
+                    entry.state = State::Resuming;
+                    entry.held_until = Some(now + self.reservation_ttl);
+                    ReserveOutcome::Resumed
                 }
             }
         });
@@ -216,7 +329,10 @@ impl ReservationStore for InMemoryReservationStore {
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         let result = self.with(|entries| {
-            if matches!(entries.get(key), Some((State::Reserved, _))) {
+            if entries
+                .get(key)
+                .is_some_and(|entry| matches!(entry.state, State::Reserved | State::Resuming))
+            {
                 entries.remove(key);
             }
         });
@@ -228,7 +344,56 @@ impl ReservationStore for InMemoryReservationStore {
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         let result = self.with(|entries| {
-            entries.insert(*key, (State::Consumed, Instant::now() + self.retention));
+            let fingerprint = entries.get(key).and_then(|entry| entry.fingerprint);
+            entries.insert(
+                *key,
+                Entry {
+                    state: State::Consumed,
+                    expires: Instant::now() + self.retention,
+                    fingerprint,
+                    held_until: None,
+                },
+            );
+        });
+        Box::pin(async move { result })
+    }
+
+    fn mark_unknown<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        let result = self.with(|entries| {
+            let now = Instant::now();
+            let settled = entries
+                .get(key)
+                .is_some_and(|entry| entry.state == State::Consumed && entry.expires > now);
+            if !settled {
+                entries.insert(
+                    *key,
+                    Entry {
+                        state: State::Unknown,
+                        expires: now + self.retention,
+                        fingerprint: Some(*fingerprint),
+                        held_until: None,
+                    },
+                );
+            }
+        });
+        Box::pin(async move { result })
+    }
+
+    fn is_unknown<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<bool, ReservationError>> {
+        let result = self.with(|entries| {
+            entries.get(key).is_some_and(|entry| {
+                matches!(entry.state, State::Unknown | State::Resuming)
+                    && entry.expires > Instant::now()
+                    && entry.fingerprint == Some(*fingerprint)
+            })
         });
         Box::pin(async move { result })
     }
@@ -283,35 +448,172 @@ mod tests {
         assert_ne!(ReservationKey::of(&d), ReservationKey::of(&f));
     }
 
+    const FP: PayloadFingerprint = PayloadFingerprint([1; 32]);
+    const OTHER_FP: PayloadFingerprint = PayloadFingerprint([2; 32]);
+
+    #[test]
+    fn fingerprint_tells_payloads_of_one_authorization_apart() {
+        let a = payment(
+            json!({"signature": "0xaa", "authorization": {"from": "0xAB", "nonce": "0xCD", "value": "1"}}),
+        );
+        let reordered = payment(
+            json!({"authorization": {"value": "1", "nonce": "0xCD", "from": "0xAB"}, "signature": "0xaa"}),
+        );
+        let resigned = payment(
+            json!({"signature": "0xbb", "authorization": {"from": "0xAB", "nonce": "0xCD", "value": "1"}}),
+        );
+        assert_eq!(ReservationKey::of(&a), ReservationKey::of(&resigned));
+        assert_eq!(
+            PayloadFingerprint::of(&a),
+            PayloadFingerprint::of(&reordered)
+        );
+        assert_ne!(
+            PayloadFingerprint::of(&a),
+            PayloadFingerprint::of(&resigned)
+        );
+        let mut cheaper = a.clone();
+        cheaper.accepted.amount = 0u64.into();
+        assert_ne!(PayloadFingerprint::of(&a), PayloadFingerprint::of(&cheaper));
+    }
+
     /// The shared semantics, run against every store.
-    async fn semantics(store: &dyn ReservationStore) {
+    pub(crate) async fn semantics(store: &dyn ReservationStore) {
         let key = ReservationKey([7; 32]);
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Reserved);
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::InUse);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::InUse
+        );
         store.release(&key).await.unwrap();
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Reserved);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
         store.consume(&key).await.unwrap();
         store.release(&key).await.unwrap();
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Consumed);
-        // Consuming without a reservation (unknown outcome) also sticks.
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Consumed
+        );
+        // Consuming without a reservation also sticks.
         let other = ReservationKey([8; 32]);
         store.consume(&other).await.unwrap();
         assert_eq!(
-            store.reserve(&other).await.unwrap(),
+            store.reserve(&other, &FP).await.unwrap(),
             ReserveOutcome::Consumed
+        );
+        store.mark_unknown(&other, &FP).await.unwrap();
+        assert_eq!(
+            store.reserve(&other, &FP).await.unwrap(),
+            ReserveOutcome::Consumed,
+            "a settled key never becomes unknown"
+        );
+        unknown_semantics(store).await;
+    }
+
+    /// An unknown outcome: kept, resumable by the same payload only, one
+    /// holder at a time, released only on purpose.
+    pub(crate) async fn unknown_semantics(store: &dyn ReservationStore) {
+        let key = ReservationKey([10; 32]);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
+        store.mark_unknown(&key, &FP).await.unwrap();
+        assert!(store.is_unknown(&key, &FP).await.unwrap());
+        assert!(!store.is_unknown(&key, &OTHER_FP).await.unwrap());
+        assert!(
+            !store
+                .is_unknown(&ReservationKey([11; 32]), &FP)
+                .await
+                .unwrap()
+        );
+        store.release(&key).await.unwrap();
+        assert_eq!(
+            store.reserve(&key, &OTHER_FP).await.unwrap(),
+            ReserveOutcome::Consumed,
+            "another payload for the authorization is refused; release did not free it"
+        );
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::InUse
+        );
+        assert_eq!(
+            store.reserve(&key, &OTHER_FP).await.unwrap(),
+            ReserveOutcome::Consumed
+        );
+        // Still unknown after the resume: back to resumable.
+        store.mark_unknown(&key, &FP).await.unwrap();
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
+        store.consume(&key).await.unwrap();
+        assert!(!store.is_unknown(&key, &FP).await.unwrap());
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Consumed
+        );
+        // Resumed, then proven never charged: free again.
+        let freed = ReservationKey([12; 32]);
+        store.mark_unknown(&freed, &FP).await.unwrap();
+        assert_eq!(
+            store.reserve(&freed, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
+        store.release(&freed).await.unwrap();
+        assert_eq!(
+            store.reserve(&freed, &OTHER_FP).await.unwrap(),
+            ReserveOutcome::Reserved
         );
     }
 
-    /// Reservations and consumed keys expire.
+    /// Reservations and consumed keys expire; an abandoned resume can be
+    /// taken over once its hold expired.
     async fn expiry(store: &dyn ReservationStore) {
         let key = ReservationKey([9; 32]);
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Reserved);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Reserved);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
         store.consume(&key).await.unwrap();
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Consumed);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Consumed
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Reserved);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
+        let unknown = ReservationKey([13; 32]);
+        store.mark_unknown(&unknown, &FP).await.unwrap();
+        assert_eq!(
+            store.reserve(&unknown, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
+        assert_eq!(
+            store.reserve(&unknown, &FP).await.unwrap(),
+            ReserveOutcome::InUse
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            store.reserve(&unknown, &FP).await.unwrap(),
+            ReserveOutcome::Resumed,
+            "the abandoned hold expired; the unknown outcome did not"
+        );
     }
 
     pub(crate) fn temp_db(name: &str) -> std::path::PathBuf {
@@ -347,18 +649,37 @@ mod tests {
         let path = temp_db("restart");
         let key = ReservationKey([1; 32]);
         let held = ReservationKey([2; 32]);
+        let unknown = ReservationKey([4; 32]);
         {
             let store = crate::SqliteReservationStore::open(&path).unwrap();
-            assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Reserved);
-            store.consume(&key).await.unwrap();
             assert_eq!(
-                store.reserve(&held).await.unwrap(),
+                store.reserve(&key, &FP).await.unwrap(),
                 ReserveOutcome::Reserved
             );
+            store.consume(&key).await.unwrap();
+            assert_eq!(
+                store.reserve(&held, &FP).await.unwrap(),
+                ReserveOutcome::Reserved
+            );
+            store.mark_unknown(&unknown, &FP).await.unwrap();
         }
         let store = crate::SqliteReservationStore::open(&path).unwrap();
-        assert_eq!(store.reserve(&key).await.unwrap(), ReserveOutcome::Consumed);
-        assert_eq!(store.reserve(&held).await.unwrap(), ReserveOutcome::InUse);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Consumed
+        );
+        assert_eq!(
+            store.reserve(&held, &FP).await.unwrap(),
+            ReserveOutcome::InUse
+        );
+        assert_eq!(
+            store.reserve(&unknown, &OTHER_FP).await.unwrap(),
+            ReserveOutcome::Consumed
+        );
+        assert_eq!(
+            store.reserve(&unknown, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
         // Two connections to one file: exactly one reservation wins.
         let other = crate::SqliteReservationStore::open(&path).unwrap();
         let fresh = ReservationKey([3; 32]);
@@ -369,9 +690,9 @@ mod tests {
             } else {
                 other.clone()
             };
-            tasks.push(tokio::spawn(
-                async move { store.reserve(&fresh).await.unwrap() },
-            ));
+            tasks.push(tokio::spawn(async move {
+                store.reserve(&fresh, &FP).await.unwrap()
+            }));
         }
         let mut reserved = 0;
         for task in tasks {

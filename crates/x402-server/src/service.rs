@@ -7,30 +7,46 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::header::RETRY_AFTER;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tower::{Layer, Service};
 use x402_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, decode_payment_signature};
 use x402_core::{
     BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, PaymentRequired,
     PaymentRequirements, RequirementsRequest, ResourceInfo, SchemeRegistry, SchemeServer,
-    SupportedResponse, X402_VERSION,
+    SettleResponse, SupportedResponse, VerifyResponse, X402_VERSION,
 };
 
 use crate::config::{PayTo, PayToResolver, PayToSpec, PendingPolicy, PriceSpec, Route, SettleMode};
 use crate::context::RequestContext;
 use crate::error::{ConfigError, PricingError};
 use crate::hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
-use crate::http_facilitator::request_not_sent;
 use crate::path::{NormalizedPath, normalize_path, normalize_request, refused as path_refused};
 use crate::paywall::AssetInfo;
 use crate::proof::{Access, Settled, Verified};
 use crate::reservation::{
-    InMemoryReservationStore, ReservationKey, ReservationStore, ReserveOutcome,
+    InMemoryReservationStore, PayloadFingerprint, ReservationKey, ReservationStore, ReserveOutcome,
 };
+use crate::response_cache::{CachedResponse, RequestIdentity, ResponseCache};
 use crate::responses::{add_receipt, json_error, payment_required, protect, wants_html};
+use crate::settlement::{
+    BoxError, BufferError, Guard, GuardState, Settlement, Unknown, buffer, proves_nothing_charged,
+    settle_error_is_definite,
+};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Default limit of a paid response held back until settlement: 8 MiB.
+pub const DEFAULT_MAX_PAID_RESPONSE_BYTES: usize = 8 << 20;
+
+/// Default lifetime of a paid response kept after an unknown settlement
+/// outcome: 10 minutes (longer than any authorization should stay valid).
+const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// Default total size of the paid responses kept after unknown outcomes.
+const DEFAULT_UNKNOWN_CACHE_BYTES: usize = 64 << 20;
+
+/// `Retry-After` (seconds) of a `settlement_unknown` answer.
+const RETRY_UNKNOWN_AFTER: &str = "5";
 
 /// The message of the 402 answered to x402 v1 clients.
 const V1_MESSAGE: &str = "x402 v1 (X-PAYMENT header) is not supported: this server speaks x402 v2; \
@@ -48,6 +64,8 @@ struct Shared {
     supported_ttl: Duration,
     supported: Mutex<Option<(Instant, Option<Arc<SupportedResponse>>)>>,
     case_insensitive_paths: bool,
+    max_response_bytes: usize,
+    responses: ResponseCache,
 }
 
 /// Configures a [`PaymentLayer`].
@@ -62,6 +80,9 @@ pub struct PaymentLayerBuilder {
     assets: HashMap<(String, String), AssetInfo>,
     supported_ttl: Duration,
     case_insensitive_paths: bool,
+    max_response_bytes: usize,
+    unknown_cache_ttl: Duration,
+    unknown_cache_bytes: usize,
 }
 
 impl std::fmt::Debug for PaymentLayerBuilder {
@@ -154,6 +175,26 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// Largest handler response held back until settlement (default
+    /// [`DEFAULT_MAX_PAID_RESPONSE_BYTES`], 8 MiB). A larger response is
+    /// answered `500 response_too_large` and nothing is settled; sell large
+    /// downloads with `.settle_before_handler()` (streamed) instead.
+    pub fn max_paid_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// How long (default 10 min) and how much (default 64 MiB in total) of
+    /// the paid responses whose settlement outcome is unknown are kept in
+    /// memory for the payer's retry. Without a kept response (expired,
+    /// evicted, or lost in a restart) the retry runs the handler once
+    /// settlement is final.
+    pub fn unknown_outcome_cache(mut self, ttl: Duration, max_bytes: usize) -> Self {
+        self.unknown_cache_ttl = ttl;
+        self.unknown_cache_bytes = max_bytes;
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<PaymentLayer, ConfigError> {
         let public_origin = match self.public_origin {
@@ -202,6 +243,8 @@ impl PaymentLayerBuilder {
                 supported_ttl: self.supported_ttl,
                 supported: Mutex::new(None),
                 case_insensitive_paths: self.case_insensitive_paths,
+                max_response_bytes: self.max_response_bytes,
+                responses: ResponseCache::new(self.unknown_cache_ttl, self.unknown_cache_bytes),
             }),
         })
     }
@@ -235,6 +278,9 @@ impl PaymentLayer {
             assets: HashMap::new(),
             supported_ttl: Duration::from_secs(300),
             case_insensitive_paths: false,
+            max_response_bytes: DEFAULT_MAX_PAID_RESPONSE_BYTES,
+            unknown_cache_ttl: DEFAULT_UNKNOWN_CACHE_TTL,
+            unknown_cache_bytes: DEFAULT_UNKNOWN_CACHE_BYTES,
         }
     }
 
@@ -324,60 +370,6 @@ where
     inner.call(request).await
 }
 
-/// Holds a reservation; releases it if dropped before settlement started
-/// (cancelled request), consumes it if dropped while settling.
-struct Guard {
-    store: Arc<dyn ReservationStore>,
-    key: ReservationKey,
-    state: GuardState,
-}
-
-#[derive(PartialEq, Eq)]
-enum GuardState {
-    Held,
-    Settling,
-    Done,
-}
-
-impl Guard {
-    async fn release(&mut self) {
-        self.state = GuardState::Done;
-        if let Err(error) = self.store.release(&self.key).await {
-            tracing::error!(%error, "releasing a payment reservation failed");
-        }
-    }
-
-    async fn consume(&mut self) {
-        self.state = GuardState::Done;
-        if let Err(error) = self.store.consume(&self.key).await {
-            tracing::error!(%error, "consuming a payment reservation failed");
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let consume = match self.state {
-            GuardState::Done => return,
-            GuardState::Held => false,
-            GuardState::Settling => true,
-        };
-        let (store, key) = (Arc::clone(&self.store), self.key);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let result = if consume {
-                    store.consume(&key).await
-                } else {
-                    store.release(&key).await
-                };
-                if let Err(error) = result {
-                    tracing::error!(%error, "cleaning up a dropped reservation failed");
-                }
-            });
-        }
-    }
-}
-
 /// Field-by-field comparison of our requirement with the client's `accepted`.
 fn same_requirement(ours: &PaymentRequirements, theirs: &PaymentRequirements) -> bool {
     fn same_address(a: &str, b: &str) -> bool {
@@ -450,12 +442,168 @@ impl Paid<'_> {
             .await
     }
 
-    /// Settles; `Ok` only with a [`Settled`] proof. Updates the reservation.
+    /// Decodes `PAYMENT-SIGNATURE` and binds it to the matching requirement
+    /// of this request (the facilitator sees OUR requirement, never the
+    /// client's copy).
+    async fn payment_of(&self, headers: &HeaderMap) -> Result<FacilitatorRequest, Response<Body>> {
+        let Some(signature) = headers.get(PAYMENT_SIGNATURE_HEADER) else {
+            let message = if headers.contains_key(V1_PAYMENT_HEADER) {
+                V1_MESSAGE
+            } else {
+                "PAYMENT-SIGNATURE header is required"
+            };
+            return Err(self.payment_required(message.to_owned(), None).await);
+        };
+        let payload = match decode_payment_signature(signature.as_bytes()) {
+            Ok(payload) => payload,
+            Err(error) => {
+                let response =
+                    json_error(StatusCode::BAD_REQUEST, error.reason(), &error.to_string());
+                return Err(self
+                    .fail(PaymentFailure::Malformed(error.to_string()), response)
+                    .await);
+            }
+        };
+        let Some(requirement) = self
+            .required
+            .accepts
+            .iter()
+            .find(|ours| same_requirement(ours, &payload.accepted))
+            .cloned()
+        else {
+            let response = self
+                .payment_required(
+                    "the payment does not match this resource: its accepted requirements \
+                 (scheme, network, amount, asset, payTo, maxTimeoutSeconds, extra) are not \
+                 among the ones offered here"
+                        .to_owned(),
+                    None,
+                )
+                .await;
+            return Err(self.fail(PaymentFailure::Mismatch, response).await);
+        };
+        Ok(FacilitatorRequest::new(payload, requirement))
+    }
+
+    /// Verifies: `Ok(Ok(_))` valid, `Ok(Err(_))` judged invalid, `Err(_)` the
+    /// answer to send (aborted by a hook, facilitator unreachable).
+    async fn verify(
+        &self,
+        request: &FacilitatorRequest,
+    ) -> Result<Result<Verified, Box<VerifyResponse>>, Response<Body>> {
+        let hooks = &self.shared.hooks;
+        if let HookVerdict::Abort {
+            status,
+            reason,
+            message,
+        } = hooks.before_verify(&self.ctx, request).await
+        {
+            return Err(self.aborted(status, &reason, &message).await);
+        }
+        let answer = match self.shared.facilitator.verify(request).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                let response = json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "facilitator_unavailable",
+                    &format!("payment could not be verified: {error}"),
+                );
+                return Err(self
+                    .fail(PaymentFailure::Facilitator(error.to_string()), response)
+                    .await);
+            }
+        };
+        hooks.after_verify(&self.ctx, request, &answer).await;
+        Ok(Verified::check(answer))
+    }
+
+    /// The 402 for a payment the facilitator judged invalid.
+    async fn invalid(&self, answer: &VerifyResponse) -> Response<Body> {
+        let reason = answer
+            .invalid_reason
+            .as_ref()
+            .map_or("unknown", |r| r.as_str());
+        let detail = answer
+            .invalid_message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        let response = self
+            .payment_required(
+                format!("payment verification failed: {reason}{detail}"),
+                None,
+            )
+            .await;
+        self.fail(PaymentFailure::Invalid(answer.clone()), response)
+            .await
+    }
+
+    /// Takes the payment for this request (fresh, or resumed after an
+    /// unknown outcome), or the refusal to send.
+    async fn reserve(
+        &self,
+        key: ReservationKey,
+        fingerprint: PayloadFingerprint,
+    ) -> Result<Guard, Response<Body>> {
+        let store = &self.shared.reservations;
+        let message = match store.reserve(&key, &fingerprint).await {
+            Ok(ReserveOutcome::Reserved) => {
+                return Ok(Guard::new(Arc::clone(store), key, fingerprint, false));
+            }
+            Ok(ReserveOutcome::Resumed) => {
+                return Ok(Guard::new(Arc::clone(store), key, fingerprint, true));
+            }
+            Ok(ReserveOutcome::InUse) => "payment already in use by another request",
+            Ok(ReserveOutcome::Consumed) => "payment already used",
+            Err(error) => {
+                tracing::error!(%error, "reservation store failed");
+                return Err(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "reservation_failed",
+                    "the payment could not be reserved; retry later",
+                ));
+            }
+        };
+        let response = self.payment_required(message.to_owned(), None).await;
+        Err(self.fail(PaymentFailure::Reused, response).await)
+    }
+
+    /// The answer when the handler's response could not be buffered for
+    /// settlement (nothing was charged).
+    async fn unbuffered(&self, error: BufferError, limit: usize) -> Response<Body> {
+        let (failure, response) = match error {
+            BufferError::TooLarge => (
+                PaymentFailure::ResponseTooLarge { limit },
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "response_too_large",
+                    &format!(
+                        "the response is larger than the {limit}-byte limit for paid responses, \
+                         which are held back until the payment settles; it cannot be sold \
+                         buffered and nothing was charged"
+                    ),
+                ),
+            ),
+            BufferError::Failed(error) => (
+                PaymentFailure::HandlerFailed(500),
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "handler_failed",
+                    &format!("the response could not be produced (nothing was charged): {error}"),
+                ),
+            ),
+        };
+        self.fail(failure, response).await
+    }
+
+    /// Settles (or, for a resumed payment, asks the facilitator again) and
+    /// updates the reservation, except for an unknown outcome: the caller
+    /// keeps the response first, then marks it.
     async fn settle(
         &self,
         guard: &mut Guard,
         request: &FacilitatorRequest,
-    ) -> Result<Settled, Response<Body>> {
+    ) -> Settlement<Response<Body>> {
         let hooks = &self.shared.hooks;
         if let HookVerdict::Abort {
             status,
@@ -463,56 +611,64 @@ impl Paid<'_> {
             message,
         } = hooks.before_settle(&self.ctx, request).await
         {
-            guard.release().await;
-            return Err(self.aborted(status, &reason, &message).await);
+            guard.let_go().await;
+            return Settlement::Refused(self.aborted(status, &reason, &message).await);
         }
         guard.state = GuardState::Settling;
         let answer = match self.shared.facilitator.settle(request).await {
             Ok(answer) => answer,
-            Err(error) => {
-                if request_not_sent(&error) {
-                    guard.release().await;
-                } else {
-                    // The facilitator may have settled: never reuse.
-                    guard.consume().await;
-                }
+            Err(error) if !guard.resumed && settle_error_is_definite(&error) => {
+                guard.release().await;
                 let response = json_error(
                     StatusCode::BAD_GATEWAY,
                     "facilitator_unavailable",
-                    &format!("settlement could not be completed: {error}"),
+                    &format!("settlement could not be completed (nothing was charged): {error}"),
                 );
-                return Err(self
-                    .fail(PaymentFailure::Facilitator(error.to_string()), response)
-                    .await);
+                return Settlement::Refused(
+                    self.fail(PaymentFailure::Facilitator(error.to_string()), response)
+                        .await,
+                );
+            }
+            Err(error) => {
+                return Settlement::Unknown(Unknown {
+                    receipt: None,
+                    detail: error.to_string(),
+                });
             }
         };
         hooks.after_settle(&self.ctx, request, &answer).await;
+        self.judge(guard, answer).await
+    }
+
+    /// Judges a settlement answer (see [`Paid::settle`]).
+    async fn judge(&self, guard: &mut Guard, answer: SettleResponse) -> Settlement<Response<Body>> {
         let answer = match Settled::check(answer) {
             Ok(settled) => {
                 guard.consume().await;
-                return Ok(settled);
+                return Settlement::Settled(settled);
             }
             Err(answer) => *answer,
         };
         if answer.is_pending() {
-            // The transaction may still land: the payment is spent either way.
-            guard.consume().await;
-            if self.route.pending == PendingPolicy::Serve {
-                return Settled::accept_pending(answer).map_err(|_| {
-                    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "pending")
-                });
+            if self.route.pending == PendingPolicy::Serve
+                && let Ok(settled) = Settled::accept_pending(answer.clone())
+            {
+                // Served: the payment is spent whatever the chain decides.
+                guard.consume().await;
+                return Settlement::Settled(settled);
             }
-            let message = format!(
-                "settlement pending: transaction {} was broadcast but is not confirmed yet; \
-                 do not pay again, retry later",
-                answer.transaction
-            );
-            let response = self.payment_required(message, Some(&answer)).await;
-            return Err(self
-                .fail(PaymentFailure::SettleFailed(answer), response)
-                .await);
+            let detail = format!("transaction {} is pending", answer.transaction);
+            return Settlement::Unknown(Unknown {
+                receipt: Some(answer),
+                detail,
+            });
         }
-        guard.release().await;
+        if guard.resumed && !proves_nothing_charged(&answer) {
+            // An earlier attempt may have been charged: never reusable.
+            guard.keep_unknown().await;
+        } else {
+            guard.release().await;
+        }
         let reason = answer
             .error_reason
             .as_ref()
@@ -529,9 +685,45 @@ impl Paid<'_> {
                 Some(&answer),
             )
             .await;
-        Err(self
-            .fail(PaymentFailure::SettleFailed(answer), response)
-            .await)
+        Settlement::Refused(
+            self.fail(PaymentFailure::SettleFailed(answer), response)
+                .await,
+        )
+    }
+
+    /// The answer to an unknown settlement outcome: the payer must retry
+    /// with the same payment, never pay again.
+    async fn unknown_outcome(&self, unknown: Unknown) -> Response<Body> {
+        match unknown.receipt {
+            Some(receipt) => {
+                let message = format!(
+                    "settlement pending: transaction {} was broadcast but is not confirmed yet; \
+                     do not pay again: retry this request with the same PAYMENT-SIGNATURE to \
+                     receive the response once it is confirmed",
+                    receipt.transaction
+                );
+                let response = self.payment_required(message, Some(&receipt)).await;
+                self.fail(PaymentFailure::SettleFailed(receipt), response)
+                    .await
+            }
+            None => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "settlement_unknown",
+                    &format!(
+                        "the settlement outcome is unknown ({}); do not pay again: retry this \
+                         request with the same PAYMENT-SIGNATURE to receive the response once \
+                         settlement is final",
+                        unknown.detail
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_UNKNOWN_AFTER));
+                self.fail(PaymentFailure::SettlementUnknown(unknown.detail), response)
+                    .await
+            }
+        }
     }
 }
 
@@ -779,155 +971,61 @@ impl Shared {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + Send,
     {
-        let Some(signature) = request.headers().get(PAYMENT_SIGNATURE_HEADER) else {
-            let message = if request.headers().contains_key(V1_PAYMENT_HEADER) {
-                V1_MESSAGE
-            } else {
-                "PAYMENT-SIGNATURE header is required"
-            };
-            return Ok(paid.payment_required(message.to_owned(), None).await);
-        };
-        let payload = match decode_payment_signature(signature.as_bytes()) {
-            Ok(payload) => payload,
-            Err(error) => {
-                let response =
-                    json_error(StatusCode::BAD_REQUEST, error.reason(), &error.to_string());
-                return Ok(paid
-                    .fail(PaymentFailure::Malformed(error.to_string()), response)
-                    .await);
-            }
-        };
-        let Some(requirement) = paid
-            .required
-            .accepts
-            .iter()
-            .find(|ours| same_requirement(ours, &payload.accepted))
-            .cloned()
-        else {
-            let response = paid
-                .payment_required(
-                    "the payment does not match this resource: its accepted requirements \
-                 (scheme, network, amount, asset, payTo, maxTimeoutSeconds, extra) are not \
-                 among the ones offered here"
-                        .to_owned(),
-                    None,
-                )
-                .await;
-            return Ok(paid.fail(PaymentFailure::Mismatch, response).await);
-        };
-        // The facilitator sees OUR requirement, never the client's copy.
-        let facilitator_request = FacilitatorRequest::new(payload, requirement);
-        if let HookVerdict::Abort {
-            status,
-            reason,
-            message,
-        } = self
-            .hooks
-            .before_verify(&paid.ctx, &facilitator_request)
-            .await
-        {
-            return Ok(paid.aborted(status, &reason, &message).await);
-        }
-        let answer = match self.facilitator.verify(&facilitator_request).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                let response = json_error(
-                    StatusCode::BAD_GATEWAY,
-                    "facilitator_unavailable",
-                    &format!("payment could not be verified: {error}"),
-                );
-                return Ok(paid
-                    .fail(PaymentFailure::Facilitator(error.to_string()), response)
-                    .await);
-            }
-        };
-        self.hooks
-            .after_verify(&paid.ctx, &facilitator_request, &answer)
-            .await;
-        let verified = match Verified::check(answer) {
-            Ok(verified) => verified,
-            Err(answer) => {
-                let reason = answer
-                    .invalid_reason
-                    .as_ref()
-                    .map_or("unknown", |r| r.as_str());
-                let detail = answer
-                    .invalid_message
-                    .as_deref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default();
-                let response = paid
-                    .payment_required(
-                        format!("payment verification failed: {reason}{detail}"),
-                        None,
-                    )
-                    .await;
-                return Ok(paid.fail(PaymentFailure::Invalid(*answer), response).await);
-            }
+        let facilitator_request = match paid.payment_of(request.headers()).await {
+            Ok(facilitator_request) => facilitator_request,
+            Err(response) => return Ok(response),
         };
         let key = ReservationKey::of(&facilitator_request.payment_payload);
-        let refused = match self.reservations.reserve(&key).await {
-            Ok(ReserveOutcome::Reserved) => None,
-            Ok(ReserveOutcome::InUse) => Some("payment already in use by another request"),
-            Ok(ReserveOutcome::Consumed) => Some("payment already used"),
-            Err(error) => {
-                tracing::error!(%error, "reservation store failed");
-                return Ok(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "reservation_failed",
-                    "the payment could not be reserved; retry later",
-                ));
-            }
+        let fingerprint = PayloadFingerprint::of(&facilitator_request.payment_payload);
+        let verdict = match paid.verify(&facilitator_request).await {
+            Ok(verdict) => verdict,
+            Err(response) => return Ok(response),
         };
-        if let Some(message) = refused {
-            let response = paid.payment_required(message.to_owned(), None).await;
-            return Ok(paid.fail(PaymentFailure::Reused, response).await);
+        // A payment whose first settlement landed no longer verifies (its
+        // nonce is used): only a recorded unknown outcome of this very payload
+        // lets it through, to resume.
+        if let Err(invalid) = &verdict
+            && !self.is_unknown(&key, &fingerprint).await
+        {
+            return Ok(paid.invalid(invalid).await);
         }
-        let mut guard = Guard {
-            store: Arc::clone(&self.reservations),
-            key,
-            state: GuardState::Held,
+        let mut guard = match paid.reserve(key, fingerprint).await {
+            Ok(guard) => guard,
+            Err(response) => return Ok(response),
+        };
+        if guard.resumed {
+            return self
+                .resume(&paid, guard, inner, request, &facilitator_request)
+                .await;
+        }
+        let verified = match verdict {
+            Ok(verified) => verified,
+            Err(invalid) => {
+                guard.release().await;
+                return Ok(paid.invalid(&invalid).await);
+            }
         };
         tracing::debug!(payer = ?verified.payer(), key = %key.to_hex(), "payment verified and reserved");
         match paid.route.settle_mode {
             SettleMode::AfterHandler => {
-                let response = call_inner(Access::Verified(&verified), inner, request).await?;
-                let (mut parts, body) = response.into_parts();
-                if !parts.status.is_success() {
-                    guard.release().await;
-                    protect(&mut parts.headers);
-                    let failure = PaymentFailure::HandlerFailed(parts.status.as_u16());
-                    let response = Response::from_parts(parts, Body::new(body));
-                    return Ok(paid.fail(failure, response).await);
-                }
-                let bytes = match body.collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(error) => {
-                        guard.release().await;
-                        let error: BoxError = error.into();
-                        let response = json_error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "handler_failed",
-                            &format!("the response could not be produced: {error}"),
-                        );
-                        return Ok(paid
-                            .fail(PaymentFailure::HandlerFailed(500), response)
-                            .await);
-                    }
-                };
-                match paid.settle(&mut guard, &facilitator_request).await {
-                    Ok(settled) => {
-                        add_receipt(&mut parts.headers, settled.receipt());
-                        protect(&mut parts.headers);
-                        Ok(Response::from_parts(parts, Body::from(bytes)))
-                    }
-                    Err(response) => Ok(response),
-                }
+                self.settle_after_handler(
+                    &paid,
+                    guard,
+                    &verified,
+                    inner,
+                    request,
+                    &facilitator_request,
+                )
+                .await
             }
             SettleMode::BeforeHandler => {
                 let settled = match paid.settle(&mut guard, &facilitator_request).await {
-                    Ok(settled) => settled,
-                    Err(response) => return Ok(response),
+                    Settlement::Settled(settled) => settled,
+                    Settlement::Unknown(unknown) => {
+                        guard.keep_unknown().await;
+                        return Ok(paid.unknown_outcome(unknown).await);
+                    }
+                    Settlement::Refused(response) => return Ok(response),
                 };
                 let mut response = call_inner(Access::Settled(&settled), inner, request).await?;
                 add_receipt(response.headers_mut(), settled.receipt());
@@ -935,6 +1033,115 @@ impl Shared {
                 Ok(response.map(Body::new))
             }
         }
+    }
+
+    async fn is_unknown(&self, key: &ReservationKey, fingerprint: &PayloadFingerprint) -> bool {
+        self.reservations
+            .is_unknown(key, fingerprint)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "reservation store failed");
+                false
+            })
+    }
+
+    /// The default mode: handler, buffered body, settlement, then the body.
+    async fn settle_after_handler<S, B>(
+        &self,
+        paid: &Paid<'_>,
+        mut guard: Guard,
+        verified: &Verified,
+        inner: S,
+        request: Request<Body>,
+        facilitator_request: &FacilitatorRequest,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError> + Send,
+    {
+        let identity = RequestIdentity::new(request.method(), request.uri());
+        let response = call_inner(Access::Verified(verified), inner, request).await?;
+        let (mut parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            guard.release().await;
+            protect(&mut parts.headers);
+            let failure = PaymentFailure::HandlerFailed(parts.status.as_u16());
+            let response = Response::from_parts(parts, Body::new(body));
+            return Ok(paid.fail(failure, response).await);
+        }
+        let bytes = match buffer(self.max_response_bytes, &parts.headers, body).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // Nothing was settled: the payment stays usable.
+                guard.release().await;
+                return Ok(paid.unbuffered(error, self.max_response_bytes).await);
+            }
+        };
+        match paid.settle(&mut guard, facilitator_request).await {
+            Settlement::Settled(settled) => {
+                add_receipt(&mut parts.headers, settled.receipt());
+                protect(&mut parts.headers);
+                Ok(Response::from_parts(parts, Body::from(bytes)))
+            }
+            Settlement::Unknown(unknown) => {
+                let kept = CachedResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: bytes,
+                };
+                self.responses
+                    .put(guard.key, guard.fingerprint, identity, kept);
+                guard.keep_unknown().await;
+                Ok(paid.unknown_outcome(unknown).await)
+            }
+            Settlement::Refused(response) => Ok(response),
+        }
+    }
+
+    /// A retry of a payment whose settlement outcome was unknown: ask the
+    /// facilitator again; once settled, serve the kept response (or run the
+    /// handler when it is gone).
+    async fn resume<S, B>(
+        &self,
+        paid: &Paid<'_>,
+        mut guard: Guard,
+        inner: S,
+        request: Request<Body>,
+        facilitator_request: &FacilitatorRequest,
+    ) -> Result<Response<Body>, S::Error>
+    where
+        S: Service<Request<Body>, Response = Response<B>>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError> + Send,
+    {
+        tracing::info!(key = %guard.key.to_hex(), "resuming a payment whose settlement outcome was unknown");
+        let settled = match paid.settle(&mut guard, facilitator_request).await {
+            Settlement::Settled(settled) => settled,
+            Settlement::Unknown(unknown) => {
+                guard.keep_unknown().await;
+                return Ok(paid.unknown_outcome(unknown).await);
+            }
+            Settlement::Refused(response) => return Ok(response),
+        };
+        let identity = RequestIdentity::new(request.method(), request.uri());
+        let mut response = match self
+            .responses
+            .take(&guard.key, &guard.fingerprint, &identity)
+        {
+            Some(kept) => {
+                let mut response = Response::new(Body::from(kept.body));
+                *response.status_mut() = kept.status;
+                *response.headers_mut() = kept.headers;
+                response
+            }
+            None => call_inner(Access::Settled(&settled), inner, request)
+                .await?
+                .map(Body::new),
+        };
+        add_receipt(response.headers_mut(), settled.receipt());
+        protect(response.headers_mut());
+        Ok(response)
     }
 }
 

@@ -11,7 +11,7 @@ use common::*;
 use x402_core::codec::decode_payment_response;
 use x402_core::{Facilitator, PaymentRequired};
 use x402_server::{FacilitatorRouter, HttpFacilitator};
-use x402_testkit::Devnet;
+use x402_testkit::{Devnet, DevnetOptions};
 
 struct Env {
     devnet: Devnet,
@@ -473,4 +473,151 @@ async fn router_fails_over_to_the_secondary_http_facilitator() {
     assert_eq!(body["error"], "facilitator_unavailable");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(Counters::get(&counters.cheap), 0, "nothing served");
+}
+
+/// Our facilitator service (`x402 facilitator`, SQLite ledger in `dir`) for
+/// `devnet`, waiting up to `receipt_wait_seconds` for a receipt; its URL.
+async fn facilitator_service(
+    devnet: &Devnet,
+    dir: &std::path::Path,
+    receipt_wait_seconds: u64,
+) -> String {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+store = "{store}"
+receipt_timeout_seconds = {receipt_wait_seconds}
+rpc_timeout_seconds = 5
+
+[[chains]]
+network = "{network}"
+rpc_urls = ["{rpc}"]
+signer_private_keys = ["${{SIGNER_KEY}}"]
+gas_limit = 300000
+max_fee_per_gas_gwei = 100
+
+[[chains.assets]]
+address = "{usdc}"
+symbol = "USDC"
+decimals = 6
+eip712_name = "USD Coin"
+eip712_version = "2"
+"#,
+        store = dir.join("ledger.sqlite").display(),
+        network = devnet.network(),
+        rpc = devnet.rpc_url(),
+        usdc = devnet.usdc(),
+    );
+    let key = devnet.usdc_owner().private_key_hex();
+    let config = x402_facilitator::FacilitatorConfig::parse_with_env(&text, |name| {
+        (name == "SIGNER_KEY").then(|| key.clone())
+    })
+    .expect("facilitator config");
+    let state = x402_facilitator::build(&config).await.expect("facilitator");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = x402_facilitator::serve(listener, state, std::future::pending()).await;
+    });
+    url
+}
+
+/// Lesson 13 end to end: our facilitator waits longer for the receipt than
+/// the server waits for it, so the server's settle call times out after the
+/// transaction was broadcast. The payment is kept; once the block is mined,
+/// the buyer's retry with the same payload gets the kept response and the
+/// on-chain receipt, exactly once, for exactly one transfer.
+#[tokio::test]
+async fn settlement_outliving_the_server_timeout_is_served_on_retry() {
+    let devnet = Devnet::start_with(DevnetOptions {
+        automine: false,
+        block_time: None,
+        ..DevnetOptions::default()
+    })
+    .await
+    .expect("devnet");
+    let dir = std::env::temp_dir().join(format!(
+        "x402-server-e2e-recovery-{}-{}",
+        std::process::id(),
+        alloy_primitives::B256::random()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let facilitator_url = facilitator_service(&devnet, &dir, 20).await;
+    let facilitator = HttpFacilitator::builder(&facilitator_url)
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let counting = Counting::new(Arc::new(facilitator));
+    let payees = Payees::random();
+    let counters = Arc::new(Counters::default());
+    let priced = layer(counting.clone(), devnet.usdc(), payees, Knobs::default());
+    let url = format!("{}/cheap", serve(app(Arc::clone(&counters), priced)).await);
+    let required = required_of(&client().get(&url).send().await.expect("402"));
+    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let pay = || async {
+        let response = client()
+            .get(&url)
+            .header("PAYMENT-SIGNATURE", &payment)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let receipt = header(&response, "payment-response")
+            .map(|h| decode_payment_response(h.as_bytes()).expect("receipt"));
+        (status, receipt, response.text().await.expect("body"))
+    };
+
+    let (status, _, body) = pay().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("settlement_unknown"), "{body}");
+    assert_eq!(Counters::get(&counters.cheap), 1);
+    assert_eq!(
+        devnet.usdc_balance(payees.merchant).await.expect("balance"),
+        U256::ZERO
+    );
+
+    devnet.mine().await.expect("mine");
+    let mut served = None;
+    for _ in 0..20 {
+        match pay().await {
+            (200, receipt, body) => {
+                served = Some((receipt, body));
+                break;
+            }
+            // The facilitator has not recorded the receipt yet.
+            (503 | 402, _, body) => {
+                assert!(!body.contains(CONTENT));
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            (other, _, body) => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let (receipt, body) = served.expect("served once settlement was confirmed");
+    assert_eq!(body, CONTENT);
+    let receipt = receipt.expect("PAYMENT-RESPONSE");
+    assert!(receipt.success);
+    let onchain = devnet
+        .rpc(
+            "eth_getTransactionReceipt",
+            serde_json::json!([receipt.transaction]),
+        )
+        .await
+        .expect("receipt");
+    assert_eq!(onchain["status"], "0x1", "{onchain}");
+    assert_eq!(
+        Counters::get(&counters.cheap),
+        1,
+        "the kept response was served"
+    );
+    assert_eq!(
+        devnet.usdc_balance(payees.merchant).await.expect("balance"),
+        U256::from(10_000u64),
+        "exactly one transfer"
+    );
+    let (status, _, body) = pay().await;
+    assert_eq!(status, 402, "used for good");
+    assert!(!body.contains(CONTENT));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -241,3 +241,55 @@ async fn router_fails_over_verify_but_never_a_possibly_sent_settle() {
     let merged = router.supported().await.expect("supported");
     assert_eq!(merged.kinds.len(), 1);
 }
+
+/// Lesson 13's defaults: the server waits for `/settle` longer than our
+/// facilitator waits for a receipt, so a slow chain yields `pending` with the
+/// transaction hash instead of a server-side timeout.
+#[test]
+fn server_timeout_exceeds_the_facilitators_receipt_wait() {
+    let facilitator = x402_facilitator::FacilitatorConfig::parse_with_env("", |_| None)
+        .expect("an empty facilitator configuration takes every default");
+    let receipt_wait = std::time::Duration::from_secs(facilitator.receipt_timeout_seconds);
+    assert!(
+        x402_server::DEFAULT_FACILITATOR_TIMEOUT
+            >= receipt_wait + std::time::Duration::from_secs(10),
+        "{:?} is not comfortably above the receipt wait {receipt_wait:?}",
+        x402_server::DEFAULT_FACILITATOR_TIMEOUT
+    );
+}
+
+/// Item 7: a facilitator's answer is read up to 1 MiB, never more; an
+/// oversized success body is an undecodable answer, an oversized error body is
+/// cut, and an error never carries the facilitator's URL (it may hold a key).
+#[tokio::test]
+async fn facilitator_answers_are_read_up_to_a_bound() {
+    let huge: &'static str = Box::leak(
+        format!(r#"{{"isValid": true, "payer": "{}"}}"#, "a".repeat(2 << 20)).into_boxed_str(),
+    );
+    let (url, _) = stub(Behaviour {
+        network: "eip155:31337",
+        verify: (200, huge),
+        settle: (500, huge),
+    })
+    .await;
+    let facilitator = HttpFacilitator::new(&url).expect("client");
+    let request = request();
+    match facilitator.verify(&request).await {
+        Err(FacilitatorError::Decode(message)) => {
+            assert!(message.contains("larger than"), "{message}")
+        }
+        other => panic!("expected an oversized answer error, got {other:?}"),
+    }
+    match facilitator.settle(&request).await {
+        Err(FacilitatorError::Http { status: 500, body }) => assert!(body.len() <= 512),
+        other => panic!("expected HTTP 500, got {other:?}"),
+    }
+    let dead = format!("{}/secret-key-path", dead_url().await);
+    let error = HttpFacilitator::new(&dead)
+        .expect("client")
+        .settle(&request)
+        .await
+        .expect_err("nothing listens");
+    assert!(request_not_sent(&error), "{error}");
+    assert!(!error.to_string().contains("secret-key-path"), "{error}");
+}

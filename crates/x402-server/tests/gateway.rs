@@ -21,6 +21,7 @@ use x402_testkit::Devnet;
 struct Upstream {
     priced: AtomicUsize,
     broken: AtomicUsize,
+    large: AtomicUsize,
 }
 
 fn upstream(state: Arc<Upstream>) -> Router {
@@ -44,6 +45,15 @@ fn upstream(state: Arc<Upstream>) -> Router {
             }),
         )
         .route("/echo", post(|body: Bytes| async move { body }))
+        .route(
+            "/api/large",
+            get(
+                |axum::extract::State(s): axum::extract::State<Arc<Upstream>>| async move {
+                    s.large.fetch_add(1, Ordering::SeqCst);
+                    "L".repeat(4096)
+                },
+            ),
+        )
         .route(
             "/api/priced",
             get(
@@ -298,4 +308,69 @@ async fn upstream_down_is_a_502() {
     assert_eq!(response.status().as_u16(), 502);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"], "upstream_unavailable");
+}
+
+/// Item 7: an upstream answer over `max_paid_response_bytes` is refused with a
+/// clear error, never settled, and the payment stays usable.
+#[tokio::test]
+async fn oversized_upstream_answer_is_refused_and_not_charged() {
+    let devnet = Devnet::start().await.expect("devnet");
+    let counting = Counting::new(local_facilitator(&devnet).await);
+    let state = Arc::new(Upstream::default());
+    let upstream_url = serve(upstream(Arc::clone(&state))).await;
+    let payee = Address::random();
+    let text = config(&upstream_url, "http://127.0.0.1:1", devnet.usdc(), payee)
+        .replace(
+            "well_known_networks = false",
+            "well_known_networks = false\nmax_paid_response_bytes = 1024",
+        )
+        .replace(
+            "[[routes]]\nmethod = \"GET\"\npath = \"/api/broken\"",
+            "[[routes]]\nmethod = \"GET\"\npath = \"/api/large\"\n\
+             [[routes.accepts]]\nnetwork = \"eip155:31337\"\nprice = \"$0.01\"\n\
+             pay_to = \"PAYEE\"\n\n[[routes]]\nmethod = \"GET\"\npath = \"/api/broken\"",
+        )
+        .replace("PAYEE", &payee.to_string());
+    let config =
+        GatewayConfig::parse_with_env(&text, |_| Some("token".to_owned())).expect("config");
+    assert_eq!(config.max_paid_response_bytes, 1024);
+    let gateway = Gateway::with_facilitator(&config, counting.clone()).expect("gateway");
+    let url = serve(gateway.router()).await;
+    let http = client();
+    let required = required_of(
+        &http
+            .get(format!("{url}/api/large"))
+            .send()
+            .await
+            .expect("402"),
+    );
+    let payment = encode(&sign(&devnet, 2, &required.accepts[0], &required).await);
+    let large = http
+        .get(format!("{url}/api/large"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("large");
+    assert_eq!(large.status().as_u16(), 500);
+    assert!(header(&large, "payment-response").is_none());
+    let body: serde_json::Value = large.json().await.expect("json");
+    assert_eq!(body["error"], "response_too_large");
+    assert_eq!(state.large.load(Ordering::SeqCst), 1);
+    assert_eq!(counting.settles.load(Ordering::SeqCst), 0, "never settled");
+    assert_eq!(
+        devnet.usdc_balance(payee).await.expect("balance"),
+        U256::ZERO
+    );
+    // The same payment buys an answer within the limit.
+    let small = http
+        .get(format!("{url}/api/priced"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("small");
+    assert_eq!(small.status().as_u16(), 200);
+    assert_eq!(
+        devnet.usdc_balance(payee).await.expect("balance"),
+        U256::from(10_000u64)
+    );
 }

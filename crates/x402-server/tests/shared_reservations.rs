@@ -22,8 +22,8 @@ use x402_core::{
 use x402_evm::EvmNetworks;
 use x402_evm::exact::ExactEvmServer;
 use x402_server::{
-    PayTo, PaymentLayer, PaymentOption, PostgresReservationStore, ReservationStore, Route,
-    SqliteReservationStore, money,
+    PayTo, PayloadFingerprint, PaymentLayer, PaymentOption, PostgresReservationStore,
+    ReservationKey, ReservationStore, ReserveOutcome, Route, SqliteReservationStore, money,
 };
 
 /// Valid and settled, instantly.
@@ -233,7 +233,6 @@ async fn two_instances_run_one_payment_once(open: Open) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_semantics() {
-    use x402_server::{ReservationKey, ReserveOutcome};
     let Some(cluster) = x402_testkit::postgres::PgCluster::start_or_skip()
         .await
         .expect("postgres")
@@ -251,35 +250,242 @@ async fn postgres_store_semantics() {
         .await
         .expect("second connection");
     let key = ReservationKey(B256::random().0);
+    let fp = PayloadFingerprint(B256::random().0);
     assert_eq!(
-        store.reserve(&key).await.expect("reserve"),
+        store.reserve(&key, &fp).await.expect("reserve"),
         ReserveOutcome::Reserved
     );
     assert_eq!(
-        other.reserve(&key).await.expect("reserve"),
+        other.reserve(&key, &fp).await.expect("reserve"),
         ReserveOutcome::InUse
     );
     store.release(&key).await.expect("release");
     assert_eq!(
-        store.reserve(&key).await.expect("reserve"),
+        store.reserve(&key, &fp).await.expect("reserve"),
         ReserveOutcome::Reserved,
         "released, so free again (this time with the short lifetime)"
     );
     // An abandoned reservation expires.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        store.reserve(&key).await.expect("reserve"),
+        store.reserve(&key, &fp).await.expect("reserve"),
         ReserveOutcome::Reserved
     );
     store.consume(&key).await.expect("consume");
     assert_eq!(
-        other.reserve(&key).await.expect("reserve"),
+        other.reserve(&key, &fp).await.expect("reserve"),
         ReserveOutcome::Consumed
     );
     // Releasing a consumed key does not free it.
     other.release(&key).await.expect("release");
     assert_eq!(
-        store.reserve(&key).await.expect("reserve"),
+        store.reserve(&key, &fp).await.expect("reserve"),
         ReserveOutcome::Consumed
     );
+}
+
+fn temp_sqlite(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "x402-server-{name}-{}-{}",
+        std::process::id(),
+        B256::random()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("reservations.sqlite");
+    (dir, path)
+}
+
+/// An unknown settlement outcome outlives the connection (a restart): only
+/// the same payload resumes it, one connection at a time.
+async fn unknown_outcome_survives_a_reopen(open: Open) {
+    let key = ReservationKey(B256::random().0);
+    let fp = PayloadFingerprint(B256::random().0);
+    let other_fp = PayloadFingerprint(B256::random().0);
+    {
+        let before = open().await;
+        assert_eq!(
+            before.reserve(&key, &fp).await.expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        before.mark_unknown(&key, &fp).await.expect("mark");
+    }
+    let (a, b) = (open().await, open().await);
+    assert!(a.is_unknown(&key, &fp).await.expect("read"));
+    assert!(!a.is_unknown(&key, &other_fp).await.expect("read"));
+    assert_eq!(
+        b.reserve(&key, &other_fp).await.expect("reserve"),
+        ReserveOutcome::Consumed,
+        "another payload for the authorization"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move {
+            store.reserve(&key, &fp).await.expect("reserve")
+        }));
+    }
+    let mut resumed = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            ReserveOutcome::Resumed => resumed += 1,
+            other => assert_eq!(other, ReserveOutcome::InUse),
+        }
+    }
+    assert_eq!(resumed, 1, "one resume at a time");
+    // Still unknown after that attempt: resumable again; then settled.
+    a.mark_unknown(&key, &fp).await.expect("mark");
+    assert_eq!(
+        b.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    b.consume(&key).await.expect("consume");
+    a.mark_unknown(&key, &fp).await.expect("mark");
+    assert_eq!(
+        open().await.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed,
+        "settled stays settled"
+    );
+    // Resumed, then proven never charged: free for any payload.
+    let freed = ReservationKey(B256::random().0);
+    a.mark_unknown(&freed, &fp).await.expect("mark");
+    assert_eq!(
+        a.reserve(&freed, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    a.release(&freed).await.expect("release");
+    assert_eq!(
+        b.reserve(&freed, &other_fp).await.expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_unknown_outcomes_across_a_reopen() {
+    let (dir, path) = temp_sqlite("unknown");
+    let open: Open = Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            Arc::new(SqliteReservationStore::open(&path).expect("open"))
+                as Arc<dyn ReservationStore>
+        })
+    });
+    unknown_outcome_survives_a_reopen(open).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_unknown_outcomes_across_a_reopen() {
+    let Some(cluster) = x402_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let url = cluster.url().to_owned();
+    let open: Open = Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            Arc::new(
+                PostgresReservationStore::connect(&url)
+                    .await
+                    .expect("connect"),
+            ) as Arc<dyn ReservationStore>
+        })
+    });
+    unknown_outcome_survives_a_reopen(open).await;
+    drop(cluster);
+}
+
+/// A table created by the previous version (three columns) is migrated in
+/// place: its rows keep their meaning, unknown outcomes work.
+#[tokio::test]
+async fn sqlite_migrates_a_table_of_the_previous_version() {
+    let (dir, path) = temp_sqlite("migrate");
+    let (used, held) = (ReservationKey([1; 32]), ReservationKey([2; 32]));
+    let far = 4_102_444_800_000_i64; // 2100-01-01, in ms
+    {
+        let old = rusqlite::Connection::open(&path).expect("open");
+        old.execute_batch(
+            "CREATE TABLE x402_reservations (
+                 key BLOB PRIMARY KEY NOT NULL,
+                 state INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        )
+        .expect("old schema");
+        old.execute(
+            "INSERT INTO x402_reservations VALUES (?1, 1, ?3), (?2, 0, ?3)",
+            rusqlite::params![&used.0[..], &held.0[..], far],
+        )
+        .expect("old rows");
+    }
+    let store = SqliteReservationStore::open(&path).expect("migrated");
+    let fp = PayloadFingerprint([3; 32]);
+    assert_eq!(
+        store.reserve(&used, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    assert_eq!(
+        store.reserve(&held, &fp).await.expect("reserve"),
+        ReserveOutcome::InUse
+    );
+    let key = ReservationKey([4; 32]);
+    store.mark_unknown(&key, &fp).await.expect("mark");
+    drop(store);
+    let reopened = SqliteReservationStore::open(&path).expect("reopen");
+    assert_eq!(
+        reopened.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrates_a_table_of_the_previous_version() {
+    let Some(cluster) = x402_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(cluster.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let used = ReservationKey(B256::random().0);
+    client
+        .batch_execute(
+            "CREATE TABLE x402_reservations (
+                 key BYTEA PRIMARY KEY,
+                 state SMALLINT NOT NULL,
+                 expires_ms BIGINT NOT NULL
+             );",
+        )
+        .await
+        .expect("old schema");
+    client
+        .execute(
+            "INSERT INTO x402_reservations VALUES ($1, 1, 4102444800000)",
+            &[&&used.0[..]],
+        )
+        .await
+        .expect("old row");
+    let store = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("migrated");
+    let fp = PayloadFingerprint(B256::random().0);
+    assert_eq!(
+        store.reserve(&used, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    let key = ReservationKey(B256::random().0);
+    store.mark_unknown(&key, &fp).await.expect("mark");
+    let again = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        again.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    drop(cluster);
 }

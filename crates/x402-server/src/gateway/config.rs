@@ -56,6 +56,10 @@ fn default_upstream_timeout() -> u64 {
     60
 }
 
+fn default_max_paid_response_bytes() -> usize {
+    crate::service::DEFAULT_MAX_PAID_RESPONSE_BYTES
+}
+
 fn default_max_timeout() -> u64 {
     60
 }
@@ -80,6 +84,11 @@ pub struct GatewayConfig {
     /// when the upstream serves `/PAID` as `/paid`, or that spelling is free.
     #[serde(default)]
     pub case_insensitive_paths: bool,
+    /// Largest upstream answer of a priced route, in bytes (default 8 MiB):
+    /// it is held back until the payment settles; a larger one is answered
+    /// `500 response_too_large` and nothing is charged.
+    #[serde(default = "default_max_paid_response_bytes")]
+    pub max_paid_response_bytes: usize,
     /// SQLite file for payment reservations (shared by gateway instances on
     /// one host, persisted across restarts); in memory when absent.
     #[serde(default)]
@@ -107,7 +116,9 @@ pub struct FacilitatorEntry {
     /// Bearer token (use `${ENV_VAR}`).
     #[serde(default)]
     pub token: Option<String>,
-    /// Whole-request timeout in seconds (default 30).
+    /// Whole-request timeout in seconds (default 45). Keep it above the
+    /// facilitator's receipt wait (25-30 s): a settle call that times out
+    /// leaves the payment's outcome unknown until the payer retries.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
 }
@@ -292,6 +303,9 @@ upstream_timeout_seconds = 60
 # Route matching is case-sensitive; set this if the upstream ignores case,
 # otherwise /PAID would reach its /paid for free.
 case_insensitive_paths = false
+# Priced answers are held back until the payment settles: larger ones are
+# refused (500 response_too_large) and nothing is charged (default 8 MiB).
+max_paid_response_bytes = 8388608
 # Share reservations between instances on one host / keep them across
 # restarts (in memory when absent).
 # reservations_sqlite = "/var/lib/x402/gateway-reservations.sqlite"
@@ -305,7 +319,9 @@ well_known_networks = true
 [[facilitators]]
 url = "https://facilitator.example.com"
 token = "${FACILITATOR_TOKEN}"
-timeout_seconds = 30
+# Above the facilitator's receipt wait (default 45): a timed-out settlement
+# keeps the payment for the buyer's retry with the same payload.
+timeout_seconds = 45
 
 [[facilitators]]
 url = "https://x402.org/facilitator"
@@ -376,6 +392,8 @@ mod tests {
         );
         assert!(config.routes[1].settle_before_handler);
         assert!(!config.case_insensitive_paths);
+        assert_eq!(config.max_paid_response_bytes, 8 << 20);
+        assert_eq!(config.facilitators[0].timeout_seconds, Some(45));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `x402 gateway`: a reverse proxy that sells an existing HTTP API.
 //!
-//! Priced routes go through [`PaymentLayer`] (request and response bodies are
-//! buffered there, and only a 2xx upstream answer is settled, so upstream
-//! errors are never charged); every other path is proxied for free with
+//! Priced routes go through [`PaymentLayer`] (upstream answers are buffered
+//! there, up to `max_paid_response_bytes`, and only a 2xx upstream answer is
+//! settled, so upstream errors are never charged); every other path is proxied for free with
 //! streaming request and response bodies. Hop-by-hop headers are stripped,
 //! `Host` becomes the upstream's, payment headers never reach the upstream.
 //! Routes are matched on the normalized path ([`crate::normalize_path`]) and
@@ -107,7 +107,8 @@ impl Gateway {
         let mut builder = PaymentLayer::builder(facilitator)
             .scheme(pattern, Arc::new(exact.clone()))
             .public_origin(&config.public_origin)
-            .case_insensitive_paths(config.case_insensitive_paths);
+            .case_insensitive_paths(config.case_insensitive_paths)
+            .max_paid_response_bytes(config.max_paid_response_bytes);
         for network in networks.iter() {
             for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
                 builder = builder.asset(
