@@ -153,6 +153,8 @@ pub struct X402Client {
     hooks: Arc<dyn PaymentHooks>,
     sign_in: Option<Arc<dyn SignInProvider>>,
     retries: u32,
+    outcome_retries: u32,
+    max_outcome_wait: Duration,
     spend_probe: Option<Arc<dyn SpendProbe>>,
     reconcile_timeout: Duration,
     max_402_body: usize,
@@ -214,6 +216,22 @@ impl X402ClientBuilder {
     /// a transport error (default 2).
     pub fn retries(mut self, retries: u32) -> Self {
         self.client.retries = retries;
+        self
+    }
+
+    /// How many times a paid request is re-sent, with the same payment, when
+    /// the server says the settlement outcome is not known yet (a pending
+    /// receipt, or 503 with `Retry-After`) (default 3). Re-sending the same
+    /// payment never pays twice; paying again with a new one could.
+    pub fn outcome_retries(mut self, retries: u32) -> Self {
+        self.client.outcome_retries = retries;
+        self
+    }
+
+    /// Longest wait honoured from a `Retry-After` before such a re-send
+    /// (default 10 s).
+    pub fn max_outcome_wait(mut self, wait: Duration) -> Self {
+        self.client.max_outcome_wait = wait;
         self
     }
 
@@ -290,6 +308,8 @@ impl X402Client {
                 hooks: Arc::new(NoHooks),
                 sign_in: None,
                 retries: 2,
+                outcome_retries: 3,
+                max_outcome_wait: Duration::from_secs(10),
                 spend_probe: None,
                 reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
                 max_402_body: DEFAULT_MAX_402_BODY,
@@ -581,6 +601,7 @@ impl X402Client {
         Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
     {
         let mut attempt = 0;
+        let mut outcome_attempt = 0;
         loop {
             let Some(mut paid) = retry.try_clone() else {
                 if attempt == 0 {
@@ -596,6 +617,18 @@ impl X402Client {
                         && response.status().is_success()
                     {
                         provider.remember(retry.url(), response.headers());
+                    }
+                    if outcome_attempt < self.outcome_retries
+                        && let Some(wait) = self.outcome_not_known_yet(&response)
+                    {
+                        outcome_attempt += 1;
+                        tracing::info!(
+                            ?wait,
+                            attempt = outcome_attempt,
+                            "settlement outcome not known yet; re-sending the same payment"
+                        );
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
                     let outcome = self
                         .finish(prepared, response.status().as_u16(), response.headers())
@@ -617,6 +650,32 @@ impl X402Client {
                 }
             }
         }
+    }
+}
+
+impl X402Client {
+    /// How long to wait before re-sending the same payment, when `response`
+    /// says its settlement outcome is not known yet: a pending receipt, or a
+    /// 503 with `Retry-After` (the server kept the payment for a retry).
+    fn outcome_not_known_yet(&self, response: &reqwest::Response) -> Option<Duration> {
+        let pending = response
+            .headers()
+            .get(PAYMENT_RESPONSE_HEADER)
+            .and_then(|v| codec::decode_payment_response(v.as_bytes()).ok())
+            .is_some_and(|receipt| receipt.is_pending());
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let unknown =
+            response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some();
+        (pending || unknown).then(|| {
+            retry_after
+                .unwrap_or(Duration::from_secs(1))
+                .min(self.max_outcome_wait)
+        })
     }
 }
 
@@ -784,6 +843,108 @@ mod tests {
             .and_then(|id| id.as_str())
             .unwrap();
         assert!(id.starts_with("pay_") && id.len() >= 16, "{id}");
+    }
+
+    /// A settlement whose outcome the server does not know yet (503 with
+    /// `Retry-After`, then a pending receipt) is asked again with the same
+    /// payment until it is final; never with a new one.
+    #[tokio::test]
+    async fn unknown_settlement_outcomes_are_asked_again_with_the_same_payment() {
+        let wallet = Arc::new(CountingWallet(AtomicUsize::new(0)));
+        let client = X402Client::builder()
+            .wallet(ChainIdPattern::parse("eip155:*").unwrap(), wallet.clone())
+            .max_outcome_wait(Duration::from_millis(10))
+            .build();
+        let sent: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+        let challenge = codec::encode_header(&required());
+        let network = ChainId::eip155(8453);
+        let pending = codec::encode_header(&x402_core::SettleResponse::failed(
+            network.clone(),
+            x402_core::ErrorReason::TransactionPending,
+            None,
+            "0xabc",
+        ));
+        let settled =
+            codec::encode_header(&x402_core::SettleResponse::settled(network, "0xabc", None));
+        let request = reqwest::Client::new()
+            .get("http://127.0.0.1:9/r")
+            .build()
+            .unwrap();
+        let response = client
+            .pay_flow(request, |request| {
+                let header = request
+                    .headers()
+                    .get(PAYMENT_SIGNATURE_HEADER)
+                    .map(|v| v.to_str().unwrap_or_default().to_owned());
+                let attempt = {
+                    let mut sent = sent.lock().unwrap();
+                    sent.push(header);
+                    sent.len()
+                };
+                let (challenge, pending, settled) =
+                    (challenge.clone(), pending.clone(), settled.clone());
+                async move {
+                    Ok(match attempt {
+                        1 => response(402, &[(PAYMENT_REQUIRED_HEADER, challenge)]),
+                        2 => response(503, &[("retry-after", "2".into())]),
+                        3 => response(402, &[(PAYMENT_RESPONSE_HEADER, pending)]),
+                        _ => response(200, &[(PAYMENT_RESPONSE_HEADER, settled)]),
+                    })
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let outcome = response.extensions().get::<PaymentOutcome>().unwrap();
+        assert_eq!(outcome.status, PaymentStatus::Paid);
+        let sent = sent.into_inner().unwrap();
+        assert_eq!(sent.len(), 4);
+        assert!(sent[1..].windows(2).all(|w| w[0] == w[1] && w[0].is_some()));
+        assert_eq!(wallet.0.load(Ordering::SeqCst), 1, "signed exactly once");
+    }
+
+    /// A plain 503 (no `Retry-After`) and a definite refusal are answers,
+    /// not reasons to ask again; the number of re-sends is bounded.
+    #[tokio::test]
+    async fn outcome_retries_are_bounded_and_need_a_reason() {
+        let wallet = Arc::new(CountingWallet(AtomicUsize::new(0)));
+        let client = X402Client::builder()
+            .wallet(ChainIdPattern::parse("eip155:*").unwrap(), wallet)
+            .max_outcome_wait(Duration::from_millis(1))
+            .outcome_retries(2)
+            .build();
+        let challenge = codec::encode_header(&required());
+        for (status, retry_after, expected_sends) in
+            [(503, false, 2), (503, true, 4), (500, true, 2)]
+        {
+            let sends = AtomicUsize::new(0);
+            let request = reqwest::Client::new()
+                .get("http://127.0.0.1:9/r")
+                .build()
+                .unwrap();
+            let response = client
+                .pay_flow(request, |_| {
+                    let attempt = sends.fetch_add(1, Ordering::SeqCst) + 1;
+                    let challenge = challenge.clone();
+                    async move {
+                        Ok(if attempt == 1 {
+                            response(402, &[(PAYMENT_REQUIRED_HEADER, challenge)])
+                        } else if retry_after {
+                            response(status, &[("retry-after", "1".into())])
+                        } else {
+                            response(status, &[])
+                        })
+                    }
+                })
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                sends.load(Ordering::SeqCst),
+                expected_sends,
+                "{status} {retry_after}"
+            );
+        }
     }
 
     #[tokio::test]
