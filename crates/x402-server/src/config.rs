@@ -116,7 +116,7 @@ impl RoutePattern {
     /// normalized first ([`crate::normalize_path`]); a refused path matches
     /// nothing. Matching is case-sensitive.
     pub fn matches(&self, method: &Method, path: &str) -> Option<HashMap<String, String>> {
-        self.matches_normalized(method, &normalize_path(path).ok()?, false)
+        self.matches_normalized(method, &normalize_path(path).ok()?, PathMatching::default())
     }
 
     /// Matches a normalized path; parameters capture the normalized
@@ -125,7 +125,7 @@ impl RoutePattern {
         &self,
         method: &Method,
         path: &NormalizedPath,
-        case_insensitive: bool,
+        options: PathMatching,
     ) -> Option<HashMap<String, String>> {
         if let Some(expected) = &self.method {
             // HEAD is served by GET handlers in most frameworks: price it too.
@@ -136,7 +136,7 @@ impl RoutePattern {
         }
         let parts = path.segments();
         let same = |literal: &str, decoded: &str| {
-            if case_insensitive {
+            if options.case_insensitive {
                 literal
                     .chars()
                     .flat_map(char::to_lowercase)
@@ -145,13 +145,21 @@ impl RoutePattern {
                 literal == decoded
             }
         };
+        let last = self.segments.len().checked_sub(1);
         let mut params = HashMap::new();
         let mut index = 0;
         for segment in &self.segments {
             match segment {
                 Segment::Rest => return Some(params),
                 Segment::Literal(literal) => {
-                    if !same(literal, &parts.get(index)?.decoded) {
+                    let decoded = &parts.get(index)?.decoded;
+                    let with_suffix = options.format_suffixes && Some(index) == last;
+                    let stem = if with_suffix {
+                        strip_format_suffix(decoded)
+                    } else {
+                        decoded
+                    };
+                    if !same(literal, decoded) && !same(literal, stem) {
                         return None;
                     }
                 }
@@ -165,6 +173,30 @@ impl RoutePattern {
             index += 1;
         }
         (index == parts.len()).then_some(params)
+    }
+}
+
+/// How request paths are compared with route patterns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PathMatching {
+    /// ASCII letters match ignoring case.
+    pub(crate) case_insensitive: bool,
+    /// A final literal also matches with a format suffix (`/paid.json`).
+    pub(crate) format_suffixes: bool,
+}
+
+/// `name` without a trailing `.ext` (ASCII letters and digits), the format
+/// suffix Rails and older Spring MVC strip before routing.
+fn strip_format_suffix(name: &str) -> &str {
+    match name.rsplit_once('.') {
+        Some((stem, ext))
+            if !stem.is_empty()
+                && !ext.is_empty()
+                && ext.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            stem
+        }
+        _ => name,
     }
 }
 
@@ -574,13 +606,17 @@ mod tests {
             paid.matches(&Method::GET, "/PAID").is_none(),
             "case-sensitive"
         );
+        let ignoring_case = PathMatching {
+            case_insensitive: true,
+            ..PathMatching::default()
+        };
         let upper = normalize_path("/P%41iD").unwrap();
         assert!(
-            paid.matches_normalized(&Method::GET, &upper, true)
+            paid.matches_normalized(&Method::GET, &upper, ignoring_case)
                 .is_some()
         );
         assert!(
-            paid.matches_normalized(&Method::GET, &upper, false)
+            paid.matches_normalized(&Method::GET, &upper, PathMatching::default())
                 .is_none()
         );
         let unicode = RoutePattern::parse("/caf%C3%A9/:id").unwrap();
@@ -589,9 +625,30 @@ mod tests {
         let accented = normalize_path("/CAFÉ/1").unwrap();
         assert!(
             unicode
-                .matches_normalized(&Method::GET, &accented, true)
+                .matches_normalized(&Method::GET, &accented, ignoring_case)
                 .is_some()
         );
+        let suffixes = PathMatching {
+            format_suffixes: true,
+            ..PathMatching::default()
+        };
+        for (path, priced) in [
+            ("/paid.json", true),
+            ("/paid.tar", true),
+            ("/paid.", false),
+            ("/paid.j-s", false),
+            ("/.paid", false),
+            ("/paid.json/x", false),
+        ] {
+            let Ok(normalized) = normalize_path(path) else {
+                assert!(!priced, "{path}");
+                continue;
+            };
+            let matched = paid.matches_normalized(&Method::GET, &normalized, suffixes);
+            assert_eq!(matched.is_some(), priced, "{path}");
+            let plain = paid.matches_normalized(&Method::GET, &normalized, PathMatching::default());
+            assert!(plain.is_none(), "{path} without the option");
+        }
         assert!(RoutePattern::parse("/a/../b").is_err());
         assert!(RoutePattern::parse("/a%2fb").is_err());
         assert!(RoutePattern::parse("/a;b").is_err());

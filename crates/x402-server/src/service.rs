@@ -18,7 +18,9 @@ use x402_core::{
     SettleResponse, SupportedResponse, VerifyResponse, X402_VERSION,
 };
 
-use crate::config::{PayTo, PayToResolver, PayToSpec, PendingPolicy, PriceSpec, Route, SettleMode};
+use crate::config::{
+    PathMatching, PayTo, PayToResolver, PayToSpec, PendingPolicy, PriceSpec, Route, SettleMode,
+};
 use crate::context::RequestContext;
 use crate::error::{ConfigError, PricingError};
 use crate::hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
@@ -63,7 +65,7 @@ struct Shared {
     assets: HashMap<(String, String), AssetInfo>,
     supported_ttl: Duration,
     supported: Mutex<Option<(Instant, Option<Arc<SupportedResponse>>)>>,
-    case_insensitive_paths: bool,
+    path_matching: PathMatching,
     max_response_bytes: usize,
     responses: ResponseCache,
 }
@@ -79,7 +81,7 @@ pub struct PaymentLayerBuilder {
     resolver: Option<Arc<dyn PayToResolver>>,
     assets: HashMap<(String, String), AssetInfo>,
     supported_ttl: Duration,
-    case_insensitive_paths: bool,
+    path_matching: PathMatching,
     max_response_bytes: usize,
     unknown_cache_ttl: Duration,
     unknown_cache_bytes: usize,
@@ -171,7 +173,16 @@ impl PaymentLayerBuilder {
     /// apps or upstreams that serve `/PAID` as `/paid`: otherwise such a
     /// spelling would reach the priced resource unpriced.
     pub fn case_insensitive_paths(mut self, enabled: bool) -> Self {
-        self.case_insensitive_paths = enabled;
+        self.path_matching.case_insensitive = enabled;
+        self
+    }
+
+    /// Prices a route's final literal segment also with a format suffix
+    /// (`/paid` also matches `/paid.json`, `/paid.html`; default off), for
+    /// apps or upstreams that strip one before routing (Rails routes, Spring
+    /// MVC before 5.3): otherwise `/paid.json` would be their `/paid`, free.
+    pub fn format_suffixes(mut self, enabled: bool) -> Self {
+        self.path_matching.format_suffixes = enabled;
         self
     }
 
@@ -242,7 +253,7 @@ impl PaymentLayerBuilder {
                 assets: self.assets,
                 supported_ttl: self.supported_ttl,
                 supported: Mutex::new(None),
-                case_insensitive_paths: self.case_insensitive_paths,
+                path_matching: self.path_matching,
                 max_response_bytes: self.max_response_bytes,
                 responses: ResponseCache::new(self.unknown_cache_ttl, self.unknown_cache_bytes),
             }),
@@ -277,7 +288,7 @@ impl PaymentLayer {
             resolver: None,
             assets: HashMap::new(),
             supported_ttl: Duration::from_secs(300),
-            case_insensitive_paths: false,
+            path_matching: PathMatching::default(),
             max_response_bytes: DEFAULT_MAX_PAID_RESPONSE_BYTES,
             unknown_cache_ttl: DEFAULT_UNKNOWN_CACHE_TTL,
             unknown_cache_bytes: DEFAULT_UNKNOWN_CACHE_BYTES,
@@ -734,10 +745,9 @@ impl Shared {
         path: &NormalizedPath,
     ) -> Option<(usize, HashMap<String, String>)> {
         self.routes.iter().enumerate().find_map(|(index, route)| {
-            let params =
-                route
-                    .pattern
-                    .matches_normalized(method, path, self.case_insensitive_paths)?;
+            let params = route
+                .pattern
+                .matches_normalized(method, path, self.path_matching)?;
             Some((index, params))
         })
     }
@@ -868,7 +878,7 @@ impl Shared {
     {
         // Price what runs: the inner service gets the normalized path.
         let mut request = request;
-        let path = match normalize_request(&mut request, self.case_insensitive_paths) {
+        let path = match normalize_request(&mut request, self.path_matching.case_insensitive) {
             Ok(path) => path,
             Err(error) => return Ok(path_refused(error)),
         };

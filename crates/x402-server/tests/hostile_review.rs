@@ -484,6 +484,32 @@ async fn bypass_upstream_equivalent_spellings_are_forwarded_free() {
     assert!(leaked.is_empty(), "{leaked:#?}");
 }
 
+/// Rails (`/paid(.:format)`) and Spring MVC before 5.3 serve `/paid.json`
+/// as `/paid`. Off by default (a free `/paid.css` beside a priced `/paid`
+/// stays free); with `format_suffixes = true` the suffixed spellings are
+/// priced too.
+#[tokio::test]
+async fn bypass_format_suffixes_are_priced_when_configured() {
+    let suffixed = [
+        ("GET", "/paid.json", ""),
+        ("GET", "/paid.html", ""),
+        ("GET", "/PAID.json", ""),
+        ("GET", "/users/7.json", ""),
+        ("GET", "/strasse.txt", ""),
+    ];
+    let gw = gateway("", "format_suffixes = true\ncase_insensitive_paths = true").await;
+    let leaked = leaks(&gw, &suffixed).await;
+    assert!(leaked.is_empty(), "{leaked:#?}");
+    for (method, target, _) in suffixed {
+        let (status, heads) = probe(&gw, &request(method, target, "")).await;
+        assert_eq!((status, heads.len()), (402, 0), "{target}");
+    }
+    // Without the option the suffix is a different, free name.
+    let gw = gateway("", "").await;
+    let (status, heads) = probe(&gw, &request("GET", "/paid.json", "")).await;
+    assert_eq!((status, heads.len()), (200, 1));
+}
+
 /// `requirements_for` takes a path; a caller passing `uri.path_and_query()`
 /// (or any path with `?`) gets `None` ("unpriced") for a priced route, since
 /// `?` is encoded to `%3F` by the normalizer.

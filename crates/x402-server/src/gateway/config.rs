@@ -84,6 +84,11 @@ pub struct GatewayConfig {
     /// when the upstream serves `/PAID` as `/paid`, or that spelling is free.
     #[serde(default)]
     pub case_insensitive_paths: bool,
+    /// A priced route's last literal segment also matches with a format
+    /// suffix (`/paid` prices `/paid.json`; default false). Set it when the
+    /// upstream strips one before routing (Rails, Spring MVC before 5.3).
+    #[serde(default)]
+    pub format_suffixes: bool,
     /// Largest upstream answer of a priced route, in bytes (default 8 MiB):
     /// it is held back until the payment settles; a larger one is answered
     /// `500 response_too_large` and nothing is charged.
@@ -303,6 +308,9 @@ upstream_timeout_seconds = 60
 # Route matching is case-sensitive; set this if the upstream ignores case,
 # otherwise /PAID would reach its /paid for free.
 case_insensitive_paths = false
+# Set this if the upstream strips a format suffix before routing (Rails,
+# Spring MVC before 5.3): /paid then also prices /paid.json, /paid.html.
+format_suffixes = false
 # Priced answers are held back until the payment settles: larger ones are
 # refused (500 response_too_large) and nothing is charged (default 8 MiB).
 max_paid_response_bytes = 8388608

@@ -108,6 +108,7 @@ impl Gateway {
             .scheme(pattern, Arc::new(exact.clone()))
             .public_origin(&config.public_origin)
             .case_insensitive_paths(config.case_insensitive_paths)
+            .format_suffixes(config.format_suffixes)
             .max_paid_response_bytes(config.max_paid_response_bytes);
         for network in networks.iter() {
             for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
