@@ -183,6 +183,49 @@ mod tests {
     }
 
     #[test]
+    fn answers_per_view() {
+        let network = ChainId::eip155(1);
+        let payload = ExactEvmPayload {
+            authorization: auth(),
+            signature: Bytes::new(),
+        };
+        let hash = B256::repeat_byte(3);
+        for view in [ChainView::Executed(hash), ChainView::UsedElsewhere] {
+            match answer(&network, &payload, view, Some(hash)) {
+                SettlementLookup::Settled(settled) => {
+                    assert!(settled.success);
+                    assert_eq!(settled.transaction, hash.to_string());
+                    assert_eq!(settled.amount, Some(10_000u64.into()));
+                }
+                other => panic!("{view:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            answer(&network, &payload, ChainView::Open, None),
+            SettlementLookup::Open
+        );
+        for (view, reason) in [
+            (
+                ChainView::UsedElsewhere,
+                ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            ),
+            (
+                ChainView::Expired,
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+            ),
+        ] {
+            match answer(&network, &payload, view, None) {
+                SettlementLookup::Unsettleable(failed) => {
+                    assert!(!failed.success);
+                    assert_eq!(failed.error_reason, Some(reason));
+                    assert_eq!(failed.transaction, "");
+                }
+                other => panic!("{view:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn execution_needs_the_nonce_and_the_exact_transfer() {
         let token = Address::repeat_byte(5);
         let a = auth();
