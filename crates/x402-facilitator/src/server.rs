@@ -659,20 +659,26 @@ async fn settle(
         .into_response();
     };
     match answer.deliver(&state).await {
-        Ok(response) => {
-            let mut answer = Json(response).into_response();
-            if let Some(status) = cataloged
-                && let Ok(value) =
-                    HeaderValue::from_str(&x402_bazaar::extension_responses_header(&status))
-            {
-                answer
-                    .headers_mut()
-                    .insert(x402_bazaar::EXTENSION_RESPONSES_HEADER, value);
-            }
-            answer
-        }
+        Ok(response) => settle_response(response, cataloged),
         Err(error) => error.into_response(),
     }
+}
+
+/// The `/settle` answer, with the bazaar's `EXTENSION-RESPONSES` when the
+/// payment's declaration was cataloged (or refused).
+fn settle_response(
+    response: x402_core::SettleResponse,
+    cataloged: Option<CatalogStatus>,
+) -> Response {
+    let mut answer = Json(response).into_response();
+    if let Some(status) = cataloged
+        && let Ok(value) = HeaderValue::from_str(&x402_bazaar::extension_responses_header(&status))
+    {
+        answer
+            .headers_mut()
+            .insert(x402_bazaar::EXTENSION_RESPONSES_HEADER, value);
+    }
+    answer
 }
 
 /// Catalogs the `bazaar` declaration a settled payment carries, when the

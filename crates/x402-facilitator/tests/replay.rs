@@ -23,6 +23,7 @@ use x402_testkit::{Devnet, DevnetOptions};
 
 both_stores!(
     a_repeated_settle_is_refused_and_sends_nothing,
+    a_front_run_settlement_is_reported_once,
     the_same_payment_identifier_gets_the_recorded_answer,
     the_same_api_key_gets_the_recorded_answer_within_the_window,
     a_caller_that_hung_up_leaves_the_outcome_to_the_next_settle,
@@ -212,6 +213,55 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
     let delivery = record.delivery.ok_or("no delivery recorded")?;
     assert_eq!(delivery.state, SettlementState::Confirmed);
     assert_eq!(delivery.caller, None);
+    server.stop().await;
+    Ok(())
+}
+
+async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult {
+    use alloy_sol_types::SolCall;
+    use x402_evm::contracts::IEip3009Token;
+    use x402_evm::exact::ExactEvmPayload;
+
+    let devnet = Devnet::start().await?;
+    let server = start(&devnet, &store.location()).await?;
+    let signer = devnet.usdc_owner().address;
+    let pay_to = Address::random();
+    let requirements = requirements(&devnet, pay_to);
+    let payload = pay(&devnet, 2, &requirements, None).await?;
+    let request = body(&payload, &requirements);
+    let sent = tx_count(&devnet, signer).await?;
+
+    // Someone else submits the payer's authorization first.
+    let exact = ExactEvmPayload::from_json(&payload.payload)?;
+    let auth = &exact.authorization;
+    let calldata = IEip3009Token::transferWithAuthorization_1Call {
+        from: auth.from,
+        to: auth.to,
+        value: auth.value.as_u256(),
+        validAfter: auth.valid_after.as_u256(),
+        validBefore: auth.valid_before.as_u256(),
+        nonce: auth.nonce,
+        signature: exact.signature.clone(),
+    }
+    .abi_encode();
+    let front_runner = devnet.account(3).address;
+    let receipt = devnet
+        .transact(front_runner, devnet.usdc(), calldata)
+        .await?;
+
+    // The payer was charged once: the first settle of the payload is told
+    // so, with the front-runner's transaction; the next is a replay.
+    let (status, first) = settle(&server, &request, None).await?;
+    let transaction = assert_settled(status, &first);
+    assert_eq!(transaction, receipt.transaction_hash.to_string());
+    let (status, again) = settle(&server, &request, None).await?;
+    assert_replay_refused(status, &again);
+    assert_eq!(
+        tx_count(&devnet, signer).await?,
+        sent,
+        "the facilitator sent something"
+    );
+    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
     server.stop().await;
     Ok(())
 }
