@@ -18,6 +18,10 @@ pub enum AmountError {
     /// The string holds something other than ASCII decimal digits.
     #[error("amount {0:?} must be a plain decimal integer (no sign, hex, spaces or fraction)")]
     NotDecimal(String),
+    /// The digits have leading zeros (`"010000"`): two spellings of one
+    /// amount would let payloads that are equal on chain differ on the wire.
+    #[error("amount {0:?} must not have leading zeros")]
+    LeadingZero(String),
     /// The value does not fit in 256 bits.
     #[error("amount {0:?} does not fit in 256 bits")]
     Overflow(String),
@@ -35,7 +39,8 @@ pub enum AmountError {
 }
 
 /// An amount in the asset's smallest unit. Serialises as a decimal string,
-/// as the x402 wire format requires, and parses strictly: only ASCII digits.
+/// as the x402 wire format requires, and parses strictly: only the canonical
+/// spelling (`0`, or a non-zero digit followed by digits).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct AtomicAmount(U256);
 
@@ -46,8 +51,9 @@ impl AtomicAmount {
     /// Zero.
     pub const ZERO: Self = Self(U256::ZERO);
 
-    /// Parses a decimal string of digits only. Leading zeros are tolerated;
-    /// signs, whitespace, hex prefixes, fractions and overflow are rejected.
+    /// Parses the canonical decimal spelling of an amount: `0`, or a
+    /// non-zero digit followed by digits. Leading zeros, signs, whitespace,
+    /// hex prefixes, fractions and overflow are rejected.
     pub fn parse(text: &str) -> Result<Self, AmountError> {
         if text.is_empty() {
             return Err(AmountError::Empty);
@@ -55,14 +61,16 @@ impl AtomicAmount {
         if !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AmountError::NotDecimal(text.to_owned()));
         }
-        let significant = text.trim_start_matches('0');
-        if significant.len() > MAX_U256_DIGITS {
-            return Err(AmountError::Overflow(text.to_owned()));
-        }
-        if significant.is_empty() {
+        if text == "0" {
             return Ok(Self::ZERO);
         }
-        U256::from_str_radix(significant, 10)
+        if text.starts_with('0') {
+            return Err(AmountError::LeadingZero(text.to_owned()));
+        }
+        if text.len() > MAX_U256_DIGITS {
+            return Err(AmountError::Overflow(text.to_owned()));
+        }
+        U256::from_str_radix(text, 10)
             .map(Self)
             .map_err(|_| AmountError::Overflow(text.to_owned()))
     }
@@ -298,10 +306,6 @@ mod tests {
             AtomicAmount::parse("10000").unwrap(),
             AtomicAmount::from(10_000u64)
         );
-        assert_eq!(
-            AtomicAmount::parse("00010").unwrap(),
-            AtomicAmount::from(10u64)
-        );
         let max = U256::MAX.to_string();
         assert_eq!(AtomicAmount::parse(&max).unwrap().as_u256(), U256::MAX);
     }
@@ -309,10 +313,15 @@ mod tests {
     #[test]
     fn rejects_non_canonical_amounts() {
         for bad in [
-            "", "-1", "+1", "0x10", " 1", "1 ", "1.0", "1e6", "１", "1_000", "1,000",
+            "", "-1", "+1", "0x10", " 1", "1 ", "1.0", "1e6", "１", "1_000", "1,000", "010000",
+            "00", "007", "+0", "-0",
         ] {
             assert!(AtomicAmount::parse(bad).is_err(), "{bad:?} must fail");
         }
+        assert_eq!(
+            AtomicAmount::parse("010000"),
+            Err(AmountError::LeadingZero("010000".into()))
+        );
         let too_big = format!("{}0", U256::MAX);
         assert!(matches!(
             AtomicAmount::parse(&too_big),
@@ -332,6 +341,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&amount).unwrap(), "\"10000\"");
         assert!(serde_json::from_str::<AtomicAmount>("10000").is_err());
         assert!(serde_json::from_str::<AtomicAmount>("\"-5\"").is_err());
+        assert!(serde_json::from_str::<AtomicAmount>("\"010000\"").is_err());
     }
 
     #[test]

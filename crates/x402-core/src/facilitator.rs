@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::chain::ChainIdPattern;
 use crate::reason::ErrorReason;
 use crate::scheme::{
-    BoxFuture, NoObserver, SchemeError, SchemeFacilitator, SchemeRegistry, SettlementObserver,
+    BoxFuture, NoObserver, SchemeError, SchemeFacilitator, SchemeRegistry, SettlementLookup,
+    SettlementObserver,
 };
 use crate::types::{
     FacilitatorRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
@@ -77,6 +78,18 @@ pub trait Facilitator: Send + Sync {
         let _ = request;
         None
     }
+
+    /// What the chain says about `request`'s payment, read without sending
+    /// anything (see [`SchemeFacilitator::lookup_settlement`]); `Ok(None)`
+    /// when it cannot tell (the default: remote facilitators).
+    fn lookup_settlement<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+        known_transaction: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<SettlementLookup>, FacilitatorError>> {
+        let _ = (request, known_transaction);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
@@ -108,6 +121,14 @@ impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
 
     fn authenticated_payer(&self, request: &FacilitatorRequest) -> Option<String> {
         (**self).authenticated_payer(request)
+    }
+
+    fn lookup_settlement<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+        known_transaction: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<SettlementLookup>, FacilitatorError>> {
+        (**self).lookup_settlement(request, known_transaction)
     }
 }
 
@@ -227,6 +248,26 @@ impl Facilitator for LocalFacilitator {
         request: &'a FacilitatorRequest,
     ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
         self.settle_observed(request, &NoObserver)
+    }
+
+    fn lookup_settlement<'a>(
+        &'a self,
+        request: &'a FacilitatorRequest,
+        known_transaction: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<SettlementLookup>, FacilitatorError>> {
+        Box::pin(async move {
+            match self.route(request) {
+                Routed::Rejected(..) => Ok(None),
+                Routed::Plugin(plugin) => plugin
+                    .lookup_settlement(
+                        &request.payment_payload,
+                        &request.payment_requirements,
+                        known_transaction,
+                    )
+                    .await
+                    .map_err(FacilitatorError::Scheme),
+            }
+        })
     }
 
     fn settle_observed<'a>(

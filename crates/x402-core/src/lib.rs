@@ -37,7 +37,7 @@ pub use facilitator::{Facilitator, FacilitatorError, LocalFacilitator};
 pub use reason::ErrorReason;
 pub use scheme::{
     BoxFuture, NoObserver, Price, RequirementsRequest, SchemeClient, SchemeError,
-    SchemeFacilitator, SchemeRegistry, SchemeServer, SettlementObserver,
+    SchemeFacilitator, SchemeRegistry, SchemeServer, SettlementLookup, SettlementObserver,
 };
 pub use types::{
     FacilitatorRequest, JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements,

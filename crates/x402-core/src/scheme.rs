@@ -120,6 +120,20 @@ impl SettlementObserver for NoObserver {
     }
 }
 
+/// What the chain says about one payment, read without sending anything
+/// (see [`SchemeFacilitator::lookup_settlement`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettlementLookup {
+    /// The payment was executed exactly as required: the answer to record
+    /// (`success: true`, with the transaction that executed it).
+    Settled(SettleResponse),
+    /// Not executed yet, and it still can be.
+    Open,
+    /// Not executed, and it never can be any more (expired, or its
+    /// authorization was consumed another way): the failure to record.
+    Unsettleable(SettleResponse),
+}
+
 /// Facilitator side of a scheme: verifies and settles payments.
 ///
 /// An invalid payment is a normal outcome and is returned as a response with
@@ -163,6 +177,24 @@ pub trait SchemeFacilitator: Send + Sync {
     ) -> Option<String> {
         let _ = (payload, requirements);
         None
+    }
+
+    /// Looks up on chain, without sending anything, what became of this
+    /// payment: a facilitator restarting after a broadcast, or rechecking a
+    /// `pending` settlement, must learn that a transaction landed even when
+    /// the authorization's time window has passed since (re-running
+    /// [`SchemeFacilitator::settle`] would then refuse it as expired).
+    /// `known_transaction` is the hash the facilitator recorded before its
+    /// last broadcast, if any. `Ok(None)` (the default): this scheme cannot
+    /// tell, and the facilitator falls back to re-running the settlement.
+    fn lookup_settlement<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+        known_transaction: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<SettlementLookup>, SchemeError>> {
+        let _ = (payload, requirements, known_transaction);
+        Box::pin(async { Ok(None) })
     }
 
     /// [`SchemeFacilitator::settle`], reporting each broadcast to `observer`

@@ -214,7 +214,14 @@ impl VerifyResponse {
 }
 
 /// Result of `POST /settle`, also carried in `PAYMENT-RESPONSE`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// On the wire a failure always carries `transaction: ""` (the
+/// specification's rule), whatever the in-memory value: serialisation
+/// enforces it, so no code path can send a failure with a hash. The one
+/// exception is a pending answer (`success: false`, reason
+/// [`ErrorReason::TransactionPending`]): it names the transaction that was
+/// broadcast and may still land, which the payer needs to follow it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SettleResponse {
     /// True only if settled. Missing or non-boolean is false.
@@ -229,7 +236,10 @@ pub struct SettleResponse {
     /// The payer's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payer: Option<String>,
-    /// Transaction hash; empty if nothing was sent.
+    /// Transaction hash of a settlement (or of a pending answer). On any
+    /// other failure it may name, in memory only, the transaction that was
+    /// broadcast and failed (for the facilitator's records); it is never
+    /// serialised (see [`SettleResponse::wire_transaction`]).
     #[serde(default)]
     pub transaction: String,
     /// CAIP-2 network.
@@ -261,7 +271,10 @@ impl SettleResponse {
         }
     }
 
-    /// A failed settlement. `transaction` may be empty.
+    /// A failed settlement. `transaction` names the transaction that was
+    /// broadcast and failed, if any (empty otherwise): it stays in memory for
+    /// the facilitator's records and is serialised as `""`, except for
+    /// [`ErrorReason::TransactionPending`] (prefer [`SettleResponse::pending`]).
     pub fn failed(
         network: ChainId,
         reason: ErrorReason,
@@ -280,6 +293,26 @@ impl SettleResponse {
         }
     }
 
+    /// A transaction was broadcast but is not confirmed yet: `success:
+    /// false`, reason [`ErrorReason::TransactionPending`], with its hash.
+    pub fn pending(
+        network: ChainId,
+        payer: Option<String>,
+        transaction: impl Into<String>,
+    ) -> Self {
+        Self::failed(network, ErrorReason::TransactionPending, payer, transaction)
+    }
+
+    /// The `transaction` the wire carries: the hash of a settlement or of a
+    /// pending answer, `""` for every other failure.
+    pub fn wire_transaction(&self) -> &str {
+        if self.success || self.error_reason == Some(ErrorReason::TransactionPending) {
+            &self.transaction
+        } else {
+            ""
+        }
+    }
+
     /// Whether the facilitator sent a transaction whose outcome is unknown yet
     /// (it may still land, so it must not be treated as a plain failure).
     pub fn is_pending(&self) -> bool {
@@ -292,6 +325,41 @@ impl SettleResponse {
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.error_message = Some(message.into());
         self
+    }
+}
+
+/// The serialised form of a [`SettleResponse`] (same members, same order).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SettleResponseWire<'a> {
+    success: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_reason: Option<&'a ErrorReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payer: Option<&'a str>,
+    transaction: &'a str,
+    network: &'a ChainId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<&'a AtomicAmount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extensions: Option<&'a Extensions>,
+}
+
+impl Serialize for SettleResponse {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SettleResponseWire {
+            success: self.success,
+            error_reason: self.error_reason.as_ref(),
+            error_message: self.error_message.as_deref(),
+            payer: self.payer.as_deref(),
+            transaction: self.wire_transaction(),
+            network: &self.network,
+            amount: self.amount.as_ref(),
+            extensions: self.extensions.as_ref(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -428,6 +496,44 @@ mod tests {
             text,
             r#"{"success":true,"transaction":"0xabc","network":"eip155:8453"}"#
         );
+    }
+
+    #[test]
+    fn failures_never_carry_a_transaction_on_the_wire() {
+        let network = ChainId::eip155(1);
+        let reverted = SettleResponse::failed(
+            network.clone(),
+            ErrorReason::InvalidTransactionState,
+            Some("0xpayer".into()),
+            "0xdead",
+        );
+        assert_eq!(reverted.transaction, "0xdead", "kept in memory");
+        let wire = serde_json::to_value(&reverted).unwrap();
+        assert_eq!(wire["transaction"], json!(""), "{wire}");
+        assert_eq!(wire["success"], json!(false));
+        assert_eq!(wire["payer"], json!("0xpayer"));
+        // Even a hand-built failure cannot send a hash.
+        let mut forged = SettleResponse::settled(network.clone(), "0xbeef", None);
+        forged.success = false;
+        assert_eq!(
+            serde_json::to_value(&forged).unwrap()["transaction"],
+            json!("")
+        );
+        // Pending is the one failure that names its transaction.
+        let pending = SettleResponse::pending(network.clone(), None, "0xdead");
+        let wire = serde_json::to_value(&pending).unwrap();
+        assert_eq!(wire["transaction"], json!("0xdead"));
+        assert_eq!(wire["errorReason"], json!("settlement_pending"));
+        let settled = SettleResponse::settled(network, "0xabc", None);
+        assert_eq!(
+            serde_json::to_value(&settled).unwrap()["transaction"],
+            json!("0xabc")
+        );
+        // The round trip of a normalised failure is stable.
+        let back: SettleResponse =
+            serde_json::from_value(serde_json::to_value(&reverted).unwrap()).unwrap();
+        assert_eq!(back.transaction, "");
+        assert_eq!(back.error_reason, reverted.error_reason);
     }
 
     #[test]

@@ -17,9 +17,11 @@ proptest! {
     }
 
     #[test]
-    fn amount_rejects_anything_but_digits(text in "\\PC{1,20}") {
+    fn amount_accepts_only_the_canonical_spelling(text in "\\PC{1,20}|0[0-9]{0,5}") {
         let result = AtomicAmount::parse(&text);
-        prop_assert_eq!(result.is_ok(), text.bytes().all(|b| b.is_ascii_digit()));
+        let canonical = text == "0"
+            || (text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0'));
+        prop_assert_eq!(result.is_ok(), canonical);
     }
 
     #[test]

@@ -101,6 +101,9 @@ fn default_rebroadcast_interval() -> u64 {
 fn default_rpc_timeout() -> u64 {
     10
 }
+fn default_idempotent_retry_window() -> u64 {
+    600
+}
 fn default_gas_limit() -> u64 {
     250_000
 }
@@ -139,6 +142,11 @@ pub struct FacilitatorConfig {
     /// Per-request timeout of RPC calls (default 10 s).
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_seconds: u64,
+    /// How long after a settlement's answer was delivered to an API-key
+    /// caller that caller may settle the same payload again and get the
+    /// recorded answer (default 600 s); anyone else gets a replay refusal.
+    #[serde(default = "default_idempotent_retry_window")]
+    pub idempotent_retry_window_seconds: u64,
     /// The chains settled on.
     #[serde(default)]
     pub chains: Vec<ChainConfig>,
@@ -228,6 +236,10 @@ fn default_true() -> bool {
 pub struct ApiKeyConfig {
     /// The bearer token (use `${ENV_VAR}`).
     pub key: Secret,
+    /// The caller's name in the ledger and logs (default: `key-` and 12 hex
+    /// digits of the key's SHA-256). Keep it when rotating a caller's key.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Endpoints this key may call: `verify`, `settle`, `supported`
     /// (default: all three). An endpoint that some key lists requires a key.
     #[serde(default = "default_endpoints")]
@@ -404,7 +416,23 @@ impl FacilitatorConfig {
     /// The configured API keys.
     pub fn api_keys(&self) -> Result<ApiKeys, ConfigError> {
         let mut keys = ApiKeys::none();
+        let mut names = std::collections::HashSet::new();
         for (n, entry) in self.api_keys.iter().enumerate() {
+            if let Some(name) = &entry.name {
+                let printable = name.chars().all(|c| c.is_ascii_graphic());
+                if name.is_empty() || name.len() > 64 || !printable {
+                    return Err(invalid(
+                        &format!("api_keys[{n}].name"),
+                        "must be 1-64 printable ASCII characters without spaces",
+                    ));
+                }
+                if !names.insert(name.as_str()) {
+                    return Err(invalid(
+                        &format!("api_keys[{n}].name"),
+                        format!("{name:?} names another key too"),
+                    ));
+                }
+            }
             let key = entry.key.expose().trim();
             if key.len() < 16 {
                 return Err(invalid(
@@ -432,7 +460,10 @@ impl FacilitatorConfig {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            keys = keys.with_key(key, endpoints);
+            keys = match &entry.name {
+                Some(name) => keys.with_named_key(name.as_str(), key, endpoints),
+                None => keys.with_key(key, endpoints),
+            };
         }
         Ok(keys)
     }
@@ -623,11 +654,19 @@ rebroadcast_interval_seconds = 3
 # Per-request timeout of RPC calls.
 rpc_timeout_seconds = 10
 
+# A repeated /settle of a payment whose outcome was already delivered is
+# refused (success: false, nonce already used) so that one payment cannot be
+# served twice. Exceptions get the recorded answer: the same
+# payment-identifier id, or the same API key within this many seconds of the
+# first answer.
+idempotent_retry_window_seconds = 600
+
 # Optional API keys (Authorization: Bearer <key>). An endpoint listed by any
 # key requires a key; endpoints no key lists stay open. Unknown key: 401;
 # a key not allowed on the endpoint: 403.
 [[api_keys]]
 key = "${FACILITATOR_API_KEY}"
+name = "shop-a"                    # the caller's name in the ledger and logs (optional)
 endpoints = ["verify", "settle"]   # of verify, settle, supported (default: all)
 
 # Optional rate limits on /verify and /settle (token buckets kept in memory per

@@ -1,8 +1,10 @@
 //! The settlement ledger: one row per settlement attempt key (fingerprint),
-//! persisted in SQLite. It answers repeated `/settle` calls without touching
-//! the chain, binds `payment-identifier` ids to the first payload seen, and
-//! keeps an audit trail (states `received → submitted → confirmed | failed |
-//! pending`) that recovery jobs can scan with [`Ledger::unresolved`].
+//! persisted in SQLite. It records which caller was told each outcome (so a
+//! replay can be refused and an idempotent retry answered without touching
+//! the chain), binds `payment-identifier` ids to the first payload seen and
+//! settled transactions to the one payload they paid for, and keeps an audit
+//! trail (states `received → submitted → confirmed | failed | pending`) that
+//! recovery jobs can scan with [`Ledger::unresolved`].
 //!
 //! [`Ledger`] is a cheap handle on a [`LedgerStore`]: [`SqliteStore`] (the
 //! default, one file) or [`crate::postgres::PostgresStore`] (several
@@ -50,7 +52,35 @@ CREATE TABLE payment_ids (
     r#"
 ALTER TABLE settlements ADD COLUMN request TEXT;
 "#,
+    // 3: who was told each outcome, and which payload each settled
+    // transaction belongs to. Rows that already had an outcome were answered
+    // under the old rules: they count as delivered (to an unnamed caller), so
+    // that a replay of them is refused too.
+    r#"
+ALTER TABLE settlements ADD COLUMN delivered_state TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_to TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_payment_id TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_at INTEGER;
+UPDATE settlements
+   SET delivered_state = state, delivered_payment_id = payment_id, delivered_at = updated_at
+ WHERE state IN ('confirmed', 'failed', 'pending');
+CREATE TABLE settled_transactions (
+    transaction_hash TEXT PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    created_at       INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
 ];
+
+/// The columns a [`SettlementRecord`] is read from, in [`RawRow`] order
+/// (the same names in the SQLite and the PostgreSQL table).
+pub(crate) const RECORD_COLUMNS: &str = "fingerprint, network, payment_id, state, \
+    transaction_hash, response, last_error, attempts, created_at, updated_at, request, \
+    delivered_state, delivered_to, delivered_payment_id, delivered_at";
 
 /// A ledger failure (database I/O or corruption).
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +129,7 @@ impl SettlementState {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "received" => Self::Received,
             "submitted" => Self::Submitted,
@@ -143,20 +173,46 @@ pub struct SettlementRecord {
     pub request: Option<FacilitatorRequest>,
     /// How many times the scheme was called for this key.
     pub attempts: u32,
+    /// Who was last told an outcome of this settlement, and which (`None`:
+    /// nobody received one, e.g. every caller hung up before the answer).
+    pub delivery: Option<Delivery>,
     /// Unix time of creation.
     pub created_at: u64,
     /// Unix time of the last change.
     pub updated_at: u64,
 }
 
-/// Result of binding a `payment-identifier` id to a fingerprint.
+/// The answer one `/settle` caller received (see [`Ledger::mark_delivered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The state the answer reported: `confirmed`, `pending` or `failed`
+    /// (an error answer counts as `failed`).
+    pub state: SettlementState,
+    /// The id of the API key the caller presented (never the key itself).
+    pub caller: Option<String>,
+    /// The `payment-identifier` id the delivered request carried.
+    pub payment_id: Option<String>,
+    /// Unix time of the delivery.
+    pub at: u64,
+}
+
+impl Delivery {
+    /// Whether the caller can be recognised when it retries (it presented an
+    /// API key or a payment identifier).
+    pub fn identified(&self) -> bool {
+        self.caller.is_some() || self.payment_id.is_some()
+    }
+}
+
+/// Result of binding a `payment-identifier` id, or a settled transaction,
+/// to a fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentIdClaim {
-    /// The id is now (or already was) bound to this fingerprint.
+    /// The id (transaction) is now, or already was, bound to this fingerprint.
     Bound,
-    /// The id is bound to another payload.
+    /// The id (transaction) is bound to another payload.
     Conflict {
-        /// The fingerprint the id was first seen with.
+        /// The fingerprint it was first bound to.
         fingerprint: String,
     },
 }
@@ -211,6 +267,21 @@ fn canonical(value: &Value, out: &mut String) {
         }
         scalar => out.push_str(&scalar.to_string()),
     }
+}
+
+/// The JSON a response is stored as: its wire form, except that a failure
+/// keeps the transaction it names in memory (a broadcast that failed on
+/// chain, which makes the failure final), which the wire never carries.
+pub(crate) fn stored_response(response: &SettleResponse) -> Result<String, LedgerError> {
+    let corrupt = |e: serde_json::Error| LedgerError::Corrupt(e.to_string());
+    let mut value = serde_json::to_value(response).map_err(corrupt)?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "transaction".to_owned(),
+            Value::String(response.transaction.clone()),
+        );
+    }
+    serde_json::to_string(&value).map_err(corrupt)
 }
 
 pub(crate) fn now() -> i64 {
@@ -286,6 +357,18 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, SettlementState>;
     /// See [`Ledger::record_error`].
     fn record_error<'a>(&'a self, fingerprint: &'a str, error: &'a str) -> StoreFuture<'a, ()>;
+    /// See [`Ledger::mark_delivered`].
+    fn mark_delivered<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        delivery: &'a Delivery,
+    ) -> StoreFuture<'a, ()>;
+    /// See [`Ledger::claim_transaction`].
+    fn claim_transaction<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim>;
     /// Takes the store-wide lock of one settlement, on top of the
     /// process-local one: for stores shared by several processes, so that a
     /// payment is settled by one of them at a time. The default is no lock.
@@ -413,6 +496,28 @@ impl Ledger {
         self.store.record_error(fingerprint, error).await
     }
 
+    /// Records that `delivery` (a caller, the state it was told) received
+    /// an answer for `fingerprint`: the replay rules key on it.
+    pub async fn mark_delivered(
+        &self,
+        fingerprint: &str,
+        delivery: &Delivery,
+    ) -> Result<(), LedgerError> {
+        self.store.mark_delivered(fingerprint, delivery).await
+    }
+
+    /// Binds the settled `transaction` to `fingerprint` unless it is already
+    /// bound (atomically, across processes sharing the store): one on-chain
+    /// payment answers success to one payload only, however its requirements
+    /// were re-worded.
+    pub async fn claim_transaction(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        self.store.claim_transaction(transaction, fingerprint).await
+    }
+
     /// Takes the store-wide lock of one settlement (see [`LedgerStore::lock`]).
     pub async fn lock(&self, fingerprint: &str) -> Result<StoreLock, LedgerError> {
         self.store.lock(fingerprint).await
@@ -484,6 +589,24 @@ impl LedgerStore for SqliteStore {
     fn record_error<'a>(&'a self, fingerprint: &'a str, error: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(SqliteStore::record_error(self, fingerprint, error))
     }
+    fn mark_delivered<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        delivery: &'a Delivery,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(SqliteStore::mark_delivered(self, fingerprint, delivery))
+    }
+    fn claim_transaction<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(SqliteStore::claim_transaction(
+            self,
+            transaction,
+            fingerprint,
+        ))
+    }
     fn kind(&self) -> &'static str {
         "sqlite"
     }
@@ -554,9 +677,7 @@ impl SqliteStore {
         self.with(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT fingerprint, network, payment_id, state, transaction_hash, response,
-                            last_error, attempts, created_at, updated_at, request
-                     FROM settlements WHERE fingerprint = ?1",
+                    &format!("SELECT {RECORD_COLUMNS} FROM settlements WHERE fingerprint = ?1"),
                     params![fingerprint],
                     raw_row,
                 )
@@ -575,10 +696,10 @@ impl SqliteStore {
         self.with(move |conn| {
             let row = conn
                 .query_row(
-                    "SELECT fingerprint, network, payment_id, state, transaction_hash, response,
-                            last_error, attempts, created_at, updated_at, request
-                     FROM settlements WHERE transaction_hash = ?1
-                     ORDER BY updated_at DESC LIMIT 1",
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM settlements WHERE transaction_hash = ?1
+                         ORDER BY updated_at DESC LIMIT 1"
+                    ),
                     params![transaction],
                     raw_row,
                 )
@@ -592,12 +713,10 @@ impl SqliteStore {
     /// `pending`): the work list of a recovery job.
     pub async fn unresolved(&self) -> Result<Vec<SettlementRecord>, LedgerError> {
         self.with(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT fingerprint, network, payment_id, state, transaction_hash, response,
-                        last_error, attempts, created_at, updated_at, request
-                 FROM settlements WHERE state IN ('received', 'submitted', 'pending')
-                 ORDER BY updated_at",
-            )?;
+            let mut statement = conn.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM settlements
+                 WHERE state IN ('received', 'submitted', 'pending') ORDER BY updated_at"
+            ))?;
             let rows = statement
                 .query_map([], raw_row)?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -627,24 +746,74 @@ impl SqliteStore {
         id: &str,
         fingerprint: &str,
     ) -> Result<PaymentIdClaim, LedgerError> {
-        let (id, fingerprint) = (id.to_owned(), fingerprint.to_owned());
+        self.claim(ClaimTable::PaymentIds, id, fingerprint).await
+    }
+
+    /// Binds the settled `transaction` to `fingerprint` unless it is
+    /// already bound (atomically).
+    pub async fn claim_transaction(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        self.claim(ClaimTable::SettledTransactions, transaction, fingerprint)
+            .await
+    }
+
+    async fn claim(
+        &self,
+        table: ClaimTable,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
+        let (insert, select) = match table {
+            ClaimTable::PaymentIds => (
+                "INSERT OR IGNORE INTO payment_ids (id, fingerprint, created_at) VALUES (?1, ?2, ?3)",
+                "SELECT fingerprint FROM payment_ids WHERE id = ?1",
+            ),
+            ClaimTable::SettledTransactions => (
+                "INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+                 VALUES (?1, ?2, ?3)",
+                "SELECT fingerprint FROM settled_transactions WHERE transaction_hash = ?1",
+            ),
+        };
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT OR IGNORE INTO payment_ids (id, fingerprint, created_at) VALUES (?1, ?2, ?3)",
-                params![id, fingerprint, now()],
-            )?;
-            let bound: String = tx.query_row(
-                "SELECT fingerprint FROM payment_ids WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )?;
+            tx.execute(insert, params![key, fingerprint, now()])?;
+            let bound: String = tx.query_row(select, params![key], |r| r.get(0))?;
             tx.commit()?;
             Ok(if bound == fingerprint {
                 PaymentIdClaim::Bound
             } else {
                 PaymentIdClaim::Conflict { fingerprint: bound }
             })
+        })
+        .await
+    }
+
+    /// Records who received an answer for `fingerprint`, and which.
+    pub async fn mark_delivered(
+        &self,
+        fingerprint: &str,
+        delivery: &Delivery,
+    ) -> Result<(), LedgerError> {
+        let fingerprint = fingerprint.to_owned();
+        let delivery = delivery.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE settlements SET delivered_state = ?2, delivered_to = ?3,
+                        delivered_payment_id = ?4, delivered_at = ?5
+                 WHERE fingerprint = ?1",
+                params![
+                    fingerprint,
+                    delivery.state.as_str(),
+                    delivery.caller,
+                    delivery.payment_id,
+                    i64::try_from(delivery.at).unwrap_or(i64::MAX)
+                ],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -715,8 +884,7 @@ impl SqliteStore {
         response: &SettleResponse,
     ) -> Result<SettlementState, LedgerError> {
         let state = SettlementState::of(response);
-        let json =
-            serde_json::to_string(response).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let json = stored_response(response)?;
         let transaction = Some(response.transaction.clone()).filter(|t| !t.is_empty());
         let fingerprint = fingerprint.to_owned();
         self.with(move |conn| {
@@ -747,38 +915,59 @@ impl SqliteStore {
     }
 }
 
-pub(crate) type RawRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-);
+/// The table a claim binds into.
+#[derive(Debug, Clone, Copy)]
+enum ClaimTable {
+    PaymentIds,
+    SettledTransactions,
+}
+
+/// One row as stored, columns in [`RECORD_COLUMNS`] order.
+pub(crate) struct RawRow {
+    pub(crate) fingerprint: String,
+    pub(crate) network: String,
+    pub(crate) payment_id: Option<String>,
+    pub(crate) state: String,
+    pub(crate) transaction: Option<String>,
+    pub(crate) response: Option<String>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) attempts: i64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) request: Option<String>,
+    pub(crate) delivered_state: Option<String>,
+    pub(crate) delivered_to: Option<String>,
+    pub(crate) delivered_payment_id: Option<String>,
+    pub(crate) delivered_at: Option<i64>,
+}
 
 fn raw_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-        row.get(10)?,
-    ))
+    Ok(RawRow {
+        fingerprint: row.get(0)?,
+        network: row.get(1)?,
+        payment_id: row.get(2)?,
+        state: row.get(3)?,
+        transaction: row.get(4)?,
+        response: row.get(5)?,
+        last_error: row.get(6)?,
+        attempts: row.get(7)?,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+        request: row.get(10)?,
+        delivered_state: row.get(11)?,
+        delivered_to: row.get(12)?,
+        delivered_payment_id: row.get(13)?,
+        delivered_at: row.get(14)?,
+    })
+}
+
+fn parse_state(state: &str) -> Result<SettlementState, LedgerError> {
+    SettlementState::parse(state)
+        .ok_or_else(|| LedgerError::Corrupt(format!("unknown state {state:?}")))
 }
 
 pub(crate) fn decode_row(raw: RawRow) -> Result<SettlementRecord, LedgerError> {
-    let (
+    let RawRow {
         fingerprint,
         network,
         payment_id,
@@ -787,12 +976,27 @@ pub(crate) fn decode_row(raw: RawRow) -> Result<SettlementRecord, LedgerError> {
         response,
         last_error,
         attempts,
-        created,
-        updated,
+        created_at: created,
+        updated_at: updated,
         request,
-    ) = raw;
-    let state = SettlementState::parse(&state)
-        .ok_or_else(|| LedgerError::Corrupt(format!("unknown state {state:?}")))?;
+        delivered_state,
+        delivered_to,
+        delivered_payment_id,
+        delivered_at,
+    } = raw;
+    let state = parse_state(&state)?;
+    let delivery = delivered_state
+        .map(|delivered| -> Result<Delivery, LedgerError> {
+            Ok(Delivery {
+                state: parse_state(&delivered)?,
+                caller: delivered_to,
+                payment_id: delivered_payment_id,
+                at: delivered_at
+                    .and_then(|at| u64::try_from(at).ok())
+                    .unwrap_or(0),
+            })
+        })
+        .transpose()?;
     let response = response
         .map(|json| serde_json::from_str::<SettleResponse>(&json))
         .transpose()
@@ -811,6 +1015,7 @@ pub(crate) fn decode_row(raw: RawRow) -> Result<SettlementRecord, LedgerError> {
         last_error,
         request,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        delivery,
         created_at: u64::try_from(created).unwrap_or(0),
         updated_at: u64::try_from(updated).unwrap_or(0),
     })
@@ -943,6 +1148,90 @@ pub(crate) mod tests {
             Some("f1".to_owned())
         );
         assert!(ledger.find_by_transaction("0x2").await?.is_none());
+
+        // Who was told what.
+        assert_eq!(record.delivery, None);
+        let delivery = Delivery {
+            state: SettlementState::Confirmed,
+            caller: Some("shop-a".into()),
+            payment_id: Some("id".into()),
+            at: 1234,
+        };
+        ledger.mark_delivered("f1", &delivery).await?;
+        let record = ledger
+            .get("f1")
+            .await?
+            .ok_or(LedgerError::Task("missing".into()))?;
+        assert_eq!(record.delivery, Some(delivery));
+        // One settled transaction, one payload.
+        assert_eq!(
+            ledger.claim_transaction("0x1", "f1").await?,
+            PaymentIdClaim::Bound
+        );
+        assert_eq!(
+            ledger.claim_transaction("0x1", "f1").await?,
+            PaymentIdClaim::Bound
+        );
+        assert_eq!(
+            ledger.claim_transaction("0x1", "f2").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "f1".into()
+            }
+        );
+        // A failure keeps the transaction it names in the ledger (it makes
+        // the failure final), though the wire never carries it.
+        let reverted = SettleResponse::failed(
+            ChainId::eip155(1),
+            ErrorReason::InvalidTransactionState,
+            None,
+            "0x3",
+        );
+        ledger.mark_received("f3", &request(), None).await?;
+        ledger.record_outcome("f3", &reverted).await?;
+        let record = ledger
+            .get("f3")
+            .await?
+            .ok_or(LedgerError::Task("missing".into()))?;
+        assert_eq!(record.response.map(|r| r.transaction), Some("0x3".into()));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn rows_answered_before_the_upgrade_count_as_delivered()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("v2.sqlite");
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(MIGRATIONS[0])?;
+            conn.execute_batch(MIGRATIONS[1])?;
+            conn.pragma_update(None, "user_version", 2)?;
+            conn.execute(
+                "INSERT INTO settlements (fingerprint, network, payment_id, state, transaction_hash,
+                                          attempts, created_at, updated_at)
+                 VALUES ('settled', 'eip155:1', 'pay_id', 'confirmed', '0xabc', 1, 5, 7),
+                        ('open', 'eip155:1', NULL, 'received', NULL, 1, 5, 7)",
+                [],
+            )?;
+        }
+        let ledger = Ledger::open(&path).await?;
+        let settled = ledger.get("settled").await?.ok_or("missing")?;
+        assert_eq!(
+            settled.delivery,
+            Some(Delivery {
+                state: SettlementState::Confirmed,
+                caller: None,
+                payment_id: Some("pay_id".into()),
+                at: 7,
+            })
+        );
+        assert_eq!(ledger.get("open").await?.ok_or("missing")?.delivery, None);
+        assert_eq!(
+            ledger.claim_transaction("0xabc", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "settled".into()
+            }
+        );
         Ok(())
     }
 

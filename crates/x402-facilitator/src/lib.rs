@@ -12,7 +12,11 @@
 //! - [`metrics`]: Prometheus counters and a settle latency histogram;
 //! - [`recovery`]: hashes recorded before broadcast, and reconciliation of
 //!   unfinished settlements at startup and in the background;
-//! - [`ops`]: API keys and rate limits.
+//! - [`ops`]: API keys and rate limits;
+//! - replay refusal: a settle of a payload whose outcome was already
+//!   delivered fails (`success: false`) unless it is an idempotent retry
+//!   (same payment identifier, or same API key within
+//!   `idempotent_retry_window_seconds`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), x402_facilitator::SetupError> {
@@ -30,15 +34,18 @@ pub mod ops;
 pub mod postgres;
 pub mod recovery;
 pub mod server;
+mod settlement;
 mod setup;
+mod wire;
 
 pub use config::{ConfigError, FacilitatorConfig, example_config};
 pub use error::{ApiError, SetupError};
 pub use ledger::{
-    Ledger, LedgerError, LedgerStore, SettlementRecord, SettlementState, SqliteStore, StoreLock,
+    Delivery, Ledger, LedgerError, LedgerStore, SettlementRecord, SettlementState, SqliteStore,
+    StoreLock,
 };
 pub use ops::{ApiKeys, Endpoint};
 pub use postgres::PostgresStore;
 pub use recovery::{LedgerObserver, ReconcileReport};
-pub use server::{AppState, ChainProbe, router};
+pub use server::{AppState, CallerKey, ChainProbe, router};
 pub use setup::{build, run, serve, shutdown_signal};

@@ -51,7 +51,8 @@ impl Metrics {
         self.update(|m| *m.requests.entry((route.to_owned(), status)).or_default() += 1);
     }
 
-    /// Counts one verify outcome (`valid`, `invalid`, `error`) with its reason.
+    /// Counts one verify outcome (`valid`, `invalid`, `malformed`, `error`)
+    /// with its reason.
     pub fn verify(&self, outcome: &str, reason: &str) {
         self.update(|m| {
             *m.verify
@@ -67,7 +68,7 @@ impl Metrics {
     }
 
     /// Counts one settle outcome (`confirmed`, `failed`, `pending`, `cached`,
-    /// `error`, `conflict`) with its reason.
+    /// `replay`, `malformed`, `error`, `conflict`) with its reason.
     pub fn settle(&self, outcome: &str, reason: &str) {
         self.update(|m| {
             *m.settle

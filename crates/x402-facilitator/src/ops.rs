@@ -46,11 +46,23 @@ impl Endpoint {
     }
 }
 
+/// One configured key.
+#[derive(Clone)]
+struct ApiKey {
+    id: String,
+    secret: String,
+    endpoints: Vec<Endpoint>,
+}
+
 /// The configured API keys. An endpoint that at least one key lists needs a
 /// key (`Authorization: Bearer <key>`); endpoints no key lists stay open.
+///
+/// Each key has an id, which names the caller in the ledger and in logs
+/// (never the key itself): the configured name, or else `key-` and the
+/// first 12 hex digits of the key's SHA-256.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    keys: Vec<(String, Vec<Endpoint>)>,
+    keys: Vec<ApiKey>,
 }
 
 impl fmt::Debug for ApiKeys {
@@ -76,9 +88,25 @@ impl ApiKeys {
         Self::default()
     }
 
-    /// Adds a key allowed on `endpoints`.
-    pub fn with_key(mut self, key: impl Into<String>, endpoints: Vec<Endpoint>) -> Self {
-        self.keys.push((key.into(), endpoints));
+    /// Adds a key allowed on `endpoints`, identified by a digest of the key.
+    pub fn with_key(self, key: impl Into<String>, endpoints: Vec<Endpoint>) -> Self {
+        let key = key.into();
+        let id = digest_id(&key);
+        self.with_named_key(id, key, endpoints)
+    }
+
+    /// Adds a key allowed on `endpoints`, identified as `id`.
+    pub fn with_named_key(
+        mut self,
+        id: impl Into<String>,
+        key: impl Into<String>,
+        endpoints: Vec<Endpoint>,
+    ) -> Self {
+        self.keys.push(ApiKey {
+            id: id.into(),
+            secret: key.into(),
+            endpoints,
+        });
         self
     }
 
@@ -86,7 +114,26 @@ impl ApiKeys {
     pub fn protects(&self, endpoint: Endpoint) -> bool {
         self.keys
             .iter()
-            .any(|(_, allowed)| allowed.contains(&endpoint))
+            .any(|key| key.endpoints.contains(&endpoint))
+    }
+
+    /// The id of the key the `Authorization` header presents, if it is a
+    /// configured one (whether or not the endpoint needs a key).
+    pub fn identify(&self, authorization: Option<&str>) -> Option<&str> {
+        let presented = bearer_token(authorization)?;
+        self.find(presented).map(|key| key.id.as_str())
+    }
+
+    /// The key whose secret is `presented`, comparing against every key (no
+    /// early exit on a match).
+    fn find(&self, presented: &str) -> Option<&ApiKey> {
+        let mut found = None;
+        for key in &self.keys {
+            if constant_time_eq(key.secret.as_bytes(), presented.as_bytes()) {
+                found = Some(key);
+            }
+        }
+        found
     }
 
     /// Checks the `Authorization` header value for `endpoint`.
@@ -98,28 +145,37 @@ impl ApiKeys {
         if !self.protects(endpoint) {
             return Ok(());
         }
-        let presented = authorization
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .filter(|token| !token.is_empty())
-            .ok_or(AuthFailure::Unauthorized)?;
-        // Compare against every key (no early exit on a match).
-        let mut allowed = None;
-        for (key, endpoints) in &self.keys {
-            if constant_time_eq(key.as_bytes(), presented.as_bytes()) {
-                allowed = Some(endpoints.contains(&endpoint));
-            }
-        }
-        match allowed {
+        let presented = bearer_token(authorization).ok_or(AuthFailure::Unauthorized)?;
+        match self.find(presented) {
             None => Err(AuthFailure::Unauthorized),
-            Some(false) => Err(AuthFailure::Forbidden),
-            Some(true) => Ok(()),
+            Some(key) if key.endpoints.contains(&endpoint) => Ok(()),
+            Some(_) => Err(AuthFailure::Forbidden),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .filter(|token| !token.is_empty())
+}
+
+/// `key-` and the first 12 hex digits of the key's SHA-256: stable across
+/// restarts and configuration reorderings, and not the key.
+fn digest_id(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut id = String::from("key-");
+    for byte in &digest[..6] {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -229,6 +285,32 @@ mod tests {
         assert_eq!(open.check(Endpoint::Supported, None), Ok(()));
         assert_eq!(ApiKeys::none().check(Endpoint::Settle, None), Ok(()));
         assert!(!format!("{keys:?}").contains("full"));
+    }
+
+    #[test]
+    fn keys_are_identified_by_name_or_digest() {
+        let keys = ApiKeys::none()
+            .with_key("first-key-0123456789", vec![Endpoint::Verify])
+            .with_named_key("shop-a", "second-key-0123456789", vec![Endpoint::Settle]);
+        let first = keys.identify(Some("Bearer first-key-0123456789"));
+        assert!(
+            first.is_some_and(|id| id.starts_with("key-") && id.len() == 16),
+            "{first:?}"
+        );
+        assert!(first.is_some_and(|id| !id.contains("first")));
+        assert_eq!(
+            first,
+            ApiKeys::none()
+                .with_key("first-key-0123456789", vec![])
+                .identify(Some("bearer first-key-0123456789"))
+        );
+        // Identified even on an endpoint the key may not call.
+        assert_eq!(
+            keys.identify(Some("Bearer second-key-0123456789")),
+            Some("shop-a")
+        );
+        assert_eq!(keys.identify(Some("Bearer unknown-key-0123456789")), None);
+        assert_eq!(keys.identify(None), None);
     }
 
     #[test]

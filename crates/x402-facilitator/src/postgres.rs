@@ -26,8 +26,8 @@ use tokio_postgres::{Client, Config, NoTls, Row};
 use x402_core::{FacilitatorRequest, SettleResponse};
 
 use crate::ledger::{
-    LedgerError, LedgerStore, PaymentIdClaim, RawRow, SettlementRecord, SettlementState,
-    StoreFuture, StoreLock, decode_row, now,
+    Delivery, LedgerError, LedgerStore, PaymentIdClaim, RECORD_COLUMNS, RawRow, SettlementRecord,
+    SettlementState, StoreFuture, StoreLock, decode_row, now, stored_response,
 };
 
 /// Advisory lock class of settlement locks (the object id is
@@ -62,10 +62,33 @@ CREATE TABLE x402_payment_ids (
     created_at  BIGINT NOT NULL
 );
 "#,
+    // 2: who was told each outcome, and which payload each settled
+    // transaction belongs to. Rows that already had an outcome were answered
+    // under the old rules: they count as delivered (to an unnamed caller), so
+    // that a replay of them is refused too.
+    r#"
+ALTER TABLE x402_settlements ADD COLUMN delivered_state TEXT;
+ALTER TABLE x402_settlements ADD COLUMN delivered_to TEXT;
+ALTER TABLE x402_settlements ADD COLUMN delivered_payment_id TEXT;
+ALTER TABLE x402_settlements ADD COLUMN delivered_at BIGINT;
+UPDATE x402_settlements
+   SET delivered_state = state, delivered_payment_id = payment_id, delivered_at = updated_at
+ WHERE state IN ('confirmed', 'failed', 'pending');
+CREATE TABLE x402_settled_transactions (
+    transaction_hash TEXT PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    created_at       BIGINT NOT NULL
+);
+INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
+  FROM x402_settlements
+ WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
+ ORDER BY transaction_hash, created_at
+ON CONFLICT (transaction_hash) DO NOTHING;
+"#,
 ];
 
-const COLUMNS: &str = "fingerprint, network, payment_id, state, transaction_hash, response, \
-                       last_error, attempts, created_at, updated_at, request";
+const COLUMNS: &str = RECORD_COLUMNS;
 
 /// The PostgreSQL store: one shared connection for queries (re-opened if it
 /// drops) plus one short-lived connection per held settlement lock.
@@ -92,19 +115,23 @@ async fn open(config: &Config) -> Result<Client, LedgerError> {
 }
 
 fn raw_row(row: &Row) -> Result<RawRow, tokio_postgres::Error> {
-    Ok((
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        row.try_get(4)?,
-        row.try_get(5)?,
-        row.try_get(6)?,
-        row.try_get(7)?,
-        row.try_get(8)?,
-        row.try_get(9)?,
-        row.try_get(10)?,
-    ))
+    Ok(RawRow {
+        fingerprint: row.try_get(0)?,
+        network: row.try_get(1)?,
+        payment_id: row.try_get(2)?,
+        state: row.try_get(3)?,
+        transaction: row.try_get(4)?,
+        response: row.try_get(5)?,
+        last_error: row.try_get(6)?,
+        attempts: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+        updated_at: row.try_get(9)?,
+        request: row.try_get(10)?,
+        delivered_state: row.try_get(11)?,
+        delivered_to: row.try_get(12)?,
+        delivered_payment_id: row.try_get(13)?,
+        delivered_at: row.try_get(14)?,
+    })
 }
 
 fn decode(row: &Row) -> Result<SettlementRecord, LedgerError> {
@@ -200,28 +227,75 @@ impl PostgresStore {
         id: &str,
         fingerprint: &str,
     ) -> Result<PaymentIdClaim, LedgerError> {
+        self.claim(
+            "INSERT INTO x402_payment_ids (id, fingerprint, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+            "SELECT fingerprint FROM x402_payment_ids WHERE id = $1",
+            id,
+            fingerprint,
+        )
+        .await
+    }
+
+    async fn claim_transaction(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        self.claim(
+            "INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+             VALUES ($1, $2, $3) ON CONFLICT (transaction_hash) DO NOTHING",
+            "SELECT fingerprint FROM x402_settled_transactions WHERE transaction_hash = $1",
+            transaction,
+            fingerprint,
+        )
+        .await
+    }
+
+    /// Inserts `(key, fingerprint)` unless `key` is bound, then reads the
+    /// binding back. ON CONFLICT waits for a concurrent insert of the same
+    /// key to commit, so the read sees whichever binding won.
+    async fn claim(
+        &self,
+        insert: &str,
+        select: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
         let client = self.client().await?;
-        // ON CONFLICT waits for a concurrent insert of the same id to commit,
-        // so the read below sees whichever binding won.
         client
-            .execute(
-                "INSERT INTO x402_payment_ids (id, fingerprint, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO NOTHING",
-                &[&id, &fingerprint, &now()],
-            )
+            .execute(insert, &[&key, &fingerprint, &now()])
             .await?;
-        let bound: String = client
-            .query_one(
-                "SELECT fingerprint FROM x402_payment_ids WHERE id = $1",
-                &[&id],
-            )
-            .await?
-            .try_get(0)?;
+        let bound: String = client.query_one(select, &[&key]).await?.try_get(0)?;
         Ok(if bound == fingerprint {
             PaymentIdClaim::Bound
         } else {
             PaymentIdClaim::Conflict { fingerprint: bound }
         })
+    }
+
+    async fn mark_delivered(
+        &self,
+        fingerprint: &str,
+        delivery: &Delivery,
+    ) -> Result<(), LedgerError> {
+        let client = self.client().await?;
+        let at = i64::try_from(delivery.at).unwrap_or(i64::MAX);
+        client
+            .execute(
+                "UPDATE x402_settlements SET delivered_state = $2, delivered_to = $3,
+                        delivered_payment_id = $4, delivered_at = $5
+                 WHERE fingerprint = $1",
+                &[
+                    &fingerprint,
+                    &delivery.state.as_str(),
+                    &delivery.caller,
+                    &delivery.payment_id,
+                    &at,
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn mark_received(
@@ -279,7 +353,7 @@ impl PostgresStore {
         response: &SettleResponse,
     ) -> Result<SettlementState, LedgerError> {
         let state = SettlementState::of(response);
-        let json = to_json(response)?;
+        let json = stored_response(response)?;
         let transaction = Some(response.transaction.as_str()).filter(|t| !t.is_empty());
         let client = self.client().await?;
         client
@@ -412,6 +486,24 @@ impl LedgerStore for PostgresStore {
     fn record_error<'a>(&'a self, fingerprint: &'a str, error: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(PostgresStore::record_error(self, fingerprint, error))
     }
+    fn mark_delivered<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        delivery: &'a Delivery,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(PostgresStore::mark_delivered(self, fingerprint, delivery))
+    }
+    fn claim_transaction<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(PostgresStore::claim_transaction(
+            self,
+            transaction,
+            fingerprint,
+        ))
+    }
     fn lock<'a>(&'a self, fingerprint: &'a str) -> StoreFuture<'a, StoreLock> {
         Box::pin(PostgresStore::lock(self, fingerprint))
     }
@@ -448,6 +540,45 @@ mod tests {
             other.claim_payment_id("id", "f2").await?,
             PaymentIdClaim::Conflict {
                 fingerprint: "f1".into()
+            }
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn postgres_rows_answered_before_the_upgrade_count_as_delivered()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        {
+            // A database at schema version 1, with one settled row.
+            let (client, connection) = cluster.url().parse::<Config>()?.connect(NoTls).await?;
+            let connection = tokio::spawn(connection);
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE x402_schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
+                     INSERT INTO x402_schema_migrations VALUES (1, 0);
+                     {}
+                     INSERT INTO x402_settlements (fingerprint, network, payment_id, state,
+                         transaction_hash, attempts, created_at, updated_at)
+                     VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7);",
+                    MIGRATIONS[0]
+                ))
+                .await?;
+            drop(client);
+            connection.await??;
+        }
+        let ledger = Ledger::connect_postgres(cluster.url()).await?;
+        let settled = ledger.get("settled").await?.ok_or("missing")?;
+        assert_eq!(
+            settled.delivery.map(|d| (d.state, d.caller, d.at)),
+            Some((SettlementState::Confirmed, None, 7))
+        );
+        assert_eq!(
+            ledger.claim_transaction("0xabc", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "settled".into()
             }
         );
         Ok(())

@@ -1,19 +1,31 @@
 //! Crash safety and recovery: the ledger learns every transaction hash
 //! before the transaction is broadcast ([`LedgerObserver`]), and settlements
 //! left without a final outcome (`received`, `submitted`, `pending`) are
-//! re-run from their stored request ([`AppState::reconcile`]) at startup and
-//! periodically. Re-running is safe: the EVM scheme finds an authorization
-//! already executed on chain and reports the transaction that executed it.
+//! reconciled ([`AppState::reconcile`]) at startup and periodically:
+//!
+//! 1. the chain is asked first, without sending anything, what became of
+//!    the payment (`Facilitator::lookup_settlement`): a transaction that
+//!    landed is recorded `confirmed` even when the authorization's time
+//!    window has passed since, and one that never can land is `failed`;
+//! 2. a settlement whose HTTP caller was told it failed (an error answer)
+//!    is never re-run: that caller may have asked the payer for a new
+//!    payment. Without a transaction out it is recorded `failed` (an
+//!    explicit `/settle` may still retry it); with one, it is looked up
+//!    again on the next pass;
+//! 3. anything else is re-run from its stored request (safe: the scheme
+//!    re-verifies, and finds an authorization executed on chain).
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use x402_core::scheme::BoxFuture;
-use x402_core::{ChainId, SettlementObserver};
+use x402_core::{ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementObserver};
 
-use crate::ledger::{Ledger, LedgerError, SettlementState};
-use crate::server::{AppState, run_settlement};
+use crate::error::ApiError;
+use crate::ledger::{Ledger, LedgerError, SettlementRecord, SettlementState};
+use crate::server::AppState;
+use crate::settlement::{outcome_from_chain, run_settlement};
 
 /// Records `submitted` + the transaction hash before each broadcast of one
 /// settlement. A ledger failure aborts the broadcast (nothing is sent
@@ -110,7 +122,7 @@ impl AppState {
                 report.skipped += 1;
                 continue;
             }
-            let Some(request) = record.request else {
+            let Some(request) = record.request.clone() else {
                 tracing::warn!(fingerprint = %record.fingerprint, state = record.state.as_str(),
                     "unresolved settlement has no stored request; cannot reconcile");
                 report.skipped += 1;
@@ -118,15 +130,9 @@ impl AppState {
             };
             tracing::info!(fingerprint = %record.fingerprint, state = record.state.as_str(),
                 transaction = ?record.transaction, "reconciling settlement");
-            match run_settlement(
-                self,
-                &record.fingerprint,
-                &request,
-                record.payment_id.as_deref(),
-            )
-            .await
-            {
-                Ok(response) => {
+            match self.reconcile_one(&record, &request).await {
+                Ok(None) => report.still_open += 1,
+                Ok(Some(response)) => {
                     let state = SettlementState::of(&response);
                     self.metrics().recovered(state.as_str());
                     if matches!(state, SettlementState::Confirmed | SettlementState::Failed) {
@@ -149,6 +155,45 @@ impl AppState {
             tracing::info!(?report, "reconciliation pass done");
         }
         Ok(report)
+    }
+
+    /// Reconciles one unresolved settlement (see the module documentation);
+    /// `None` when it is left open for a later pass.
+    async fn reconcile_one(
+        &self,
+        record: &SettlementRecord,
+        request: &FacilitatorRequest,
+    ) -> Result<Option<SettleResponse>, ApiError> {
+        let key = record.fingerprint.as_str();
+        let known = record.transaction.as_deref();
+        if let Some(response) = outcome_from_chain(self, key, request, known).await? {
+            return Ok(Some(response));
+        }
+        let told_failed = record
+            .delivery
+            .as_ref()
+            .is_some_and(|delivery| delivery.state == SettlementState::Failed);
+        if !told_failed {
+            return run_settlement(self, key, request, record.payment_id.as_deref())
+                .await
+                .map(Some);
+        }
+        if known.is_some() {
+            // A transaction may still land: look again next pass.
+            return Ok(None);
+        }
+        let response = SettleResponse::failed(
+            request.payment_requirements.network.clone(),
+            ErrorReason::UnexpectedSettleError,
+            None,
+            "",
+        )
+        .with_message(format!(
+            "settlement failed ({}) and its caller was told so; not re-run",
+            record.last_error.as_deref().unwrap_or("error")
+        ));
+        self.ledger().record_outcome(key, &response).await?;
+        Ok(Some(response))
     }
 
     /// The startup pass: every `received`, `submitted` and `pending`

@@ -3,27 +3,30 @@
 //! `GET /ready`, `GET /metrics`.
 //!
 //! Every error answer is JSON `{"error": "<code>", "message": "..."}`: 400
-//! for bad input, 409 for a reused payment identifier, 413 for an oversized
-//! body, 502/503 when the chain or the ledger is unavailable.
+//! for a body that is not JSON, 409 for a reused payment identifier, 413 for
+//! an oversized body, 502/503 when the chain or the ledger is unavailable. A
+//! JSON body holding a malformed payment gets the specification's answer
+//! shape instead (HTTP 200, `isValid: false` / `success: false` with a
+//! reason), and a replayed settle a structured refusal.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, MatchedPath, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::{
-    Mutex as AsyncMutex, OwnedMutexGuard, OwnedRwLockReadGuard, RwLock as AsyncRwLock,
+    Mutex as AsyncMutex, OwnedMutexGuard, OwnedRwLockReadGuard, RwLock as AsyncRwLock, oneshot,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -31,27 +34,31 @@ use tracing::Instrument;
 use x402_bazaar::{
     Catalog, CatalogStatus, DiscoveredResource, OriginConfirmer, ResourceFilter, Unconfirmed,
 };
-use x402_core::codec::from_versioned_json;
 use x402_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
 use x402_core::{
     ChainId, Facilitator, FacilitatorError, FacilitatorRequest, PaymentPayload, SchemeError,
-    SettleResponse,
 };
 use x402_evm::rpc::RpcClient;
 
 use crate::error::ApiError;
-use crate::ledger::{
-    Ledger, LedgerError, PaymentIdClaim, SettlementRecord, SettlementState, StoreLock, fingerprint,
-};
+use crate::ledger::{Ledger, LedgerError, StoreLock, fingerprint};
 use crate::metrics::Metrics;
 use crate::ops::{ApiKeys, AuthFailure, Endpoint, RateLimiter};
-use crate::recovery::LedgerObserver;
+use crate::settlement::{Caller, settle_once};
+use crate::wire::{Refusal, parse_request};
 
 /// Default request body limit (64 KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 /// How long a `/ready` probe may take per chain.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default of [`AppState::with_idempotent_retry_window`] (10 minutes).
+pub const DEFAULT_IDEMPOTENT_RETRY_WINDOW: Duration = Duration::from_secs(600);
+
+/// The id of the API key a request presented, set by the API-key guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerKey(pub String);
 
 /// A readiness check of one chain: its RPC must answer `eth_chainId` with
 /// `chain_id`.
@@ -128,6 +135,7 @@ pub struct AppState {
     probes: Arc<[ChainProbe]>,
     body_limit: usize,
     pending_recheck_after: Duration,
+    retry_window: Duration,
     in_flight: Arc<AsyncRwLock<()>>,
     api_keys: Arc<ApiKeys>,
     per_ip: Option<Arc<RateLimiter>>,
@@ -160,6 +168,7 @@ impl AppState {
             probes: Arc::from(Vec::new()),
             body_limit: DEFAULT_BODY_LIMIT,
             pending_recheck_after: Duration::from_secs(30),
+            retry_window: DEFAULT_IDEMPOTENT_RETRY_WINDOW,
             in_flight: Arc::new(AsyncRwLock::new(())),
             api_keys: Arc::new(ApiKeys::none()),
             per_ip: None,
@@ -243,6 +252,27 @@ impl AppState {
     pub fn with_pending_recheck_after(mut self, after: Duration) -> Self {
         self.pending_recheck_after = after;
         self
+    }
+
+    /// How long after a settlement's answer was delivered to an API-key
+    /// caller that caller may settle the same payload again and get the
+    /// recorded answer (anyone else gets a replay refusal).
+    pub fn with_idempotent_retry_window(mut self, window: Duration) -> Self {
+        self.retry_window = window;
+        self
+    }
+
+    pub(crate) fn retry_window(&self) -> Duration {
+        self.retry_window
+    }
+
+    pub(crate) fn pending_recheck_after(&self) -> Duration {
+        self.pending_recheck_after
+    }
+
+    /// The facilitator settlements are run with.
+    pub(crate) fn facilitator(&self) -> &Arc<dyn Facilitator> {
+        &self.facilitator
     }
 
     /// Sets the chains `/ready` checks.
@@ -336,8 +366,9 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// API keys and the per-IP rate limit, before the body is read.
-async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// API keys and the per-IP rate limit, before the body is read. A request
+/// presenting a configured key carries its id ([`CallerKey`]) onwards.
+async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(endpoint) = Endpoint::of_path(request.uri().path()) else {
         return next.run(request).await;
     };
@@ -363,6 +394,10 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             )
             .into_response();
         }
+    }
+    if let Some(id) = state.api_keys.identify(authorization) {
+        let id = CallerKey(id.to_owned());
+        request.extensions_mut().insert(id);
     }
     if endpoint != Endpoint::Supported
         && let Some(limiter) = &state.per_ip
@@ -430,21 +465,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Reads and decodes a `/verify` or `/settle` body.
-fn parse_request(body: Result<Bytes, BytesRejection>) -> Result<FacilitatorRequest, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "invalid_body"
-        };
-        ApiError::new(status, code, rejection.body_text())
-    })?;
-    from_versioned_json::<FacilitatorRequest>(&body)
-        .map_err(|error| ApiError::bad_request(error.reason(), error.to_string()))
-}
-
 /// The `payment-identifier` id of a payload: `None` when absent, 400 when
 /// malformed or when the extension says `required: true` but has no id.
 pub fn payment_id(payload: &PaymentPayload) -> Result<Option<String>, ApiError> {
@@ -482,7 +502,7 @@ pub fn payment_id(payload: &PaymentPayload) -> Result<Option<String>, ApiError> 
     }
 }
 
-fn facilitator_error(error: FacilitatorError) -> ApiError {
+pub(crate) fn facilitator_error(error: FacilitatorError) -> ApiError {
     match error {
         FacilitatorError::BadRequest(message) => ApiError::bad_request("bad_request", message),
         FacilitatorError::Scheme(
@@ -503,7 +523,7 @@ fn facilitator_error(error: FacilitatorError) -> ApiError {
     }
 }
 
-fn conflict(id: &str) -> ApiError {
+pub(crate) fn conflict(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "payment_identifier_conflict",
@@ -511,7 +531,7 @@ fn conflict(id: &str) -> ApiError {
     )
 }
 
-fn reason_code(reason: Option<&x402_core::ErrorReason>) -> String {
+pub(crate) fn reason_code(reason: Option<&x402_core::ErrorReason>) -> String {
     reason
         .and_then(|r| serde_json::to_value(r).ok())
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -521,7 +541,11 @@ fn reason_code(reason: Option<&x402_core::ErrorReason>) -> String {
 async fn verify(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let request = match parse_request(body) {
         Ok(request) => request,
-        Err(error) => return error.into_response(),
+        Err(Refusal::Http(error)) => return error.into_response(),
+        Err(Refusal::Malformed(malformed)) => {
+            state.metrics.verify("malformed", malformed.reason.as_str());
+            return malformed.verify_answer();
+        }
     };
     if let Some(limited) = check_payer(&state, &request) {
         return limited;
@@ -570,18 +594,30 @@ async fn verify_parsed(
     }
 }
 
-async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn settle(
+    State(state): State<AppState>,
+    caller_key: Option<Extension<CallerKey>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let request = match parse_request(body) {
         Ok(request) => request,
-        Err(error) => return error.into_response(),
+        Err(Refusal::Http(error)) => return error.into_response(),
+        Err(Refusal::Malformed(malformed)) => {
+            state.metrics.settle("malformed", malformed.reason.as_str());
+            return malformed.settle_answer();
+        }
     };
-    let id = match payment_id(&request.payment_payload) {
+    let payment_id = match payment_id(&request.payment_payload) {
         Ok(id) => id,
         Err(error) => return error.into_response(),
     };
     if let Some(limited) = check_payer(&state, &request) {
         return limited;
     }
+    let caller = Caller {
+        key: caller_key.map(|Extension(CallerKey(id))| id),
+        payment_id,
+    };
     // The settlement runs in its own task so that a client hanging up cannot
     // cancel it half-way, and it holds an in-flight guard so that a graceful
     // shutdown waits for it.
@@ -594,45 +630,61 @@ async fn settle(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
             .extensions
             .as_ref()
             .is_some_and(|e| e.contains(BAZAAR));
-    let task = tokio::spawn(
+    // The answer comes back with the settlement's lock still held. If this
+    // handler is dropped first (the caller hung up), the receiver goes with
+    // it, the send fails and nothing is recorded as delivered: the caller
+    // was told nothing, so the next settle of the payload gets the outcome.
+    let (answer_tx, answer_rx) = oneshot::channel();
+    let task_state = state.clone();
+    tokio::spawn(
         async move {
             let kept = declared.then(|| request.clone());
-            let result = settle_once(state.clone(), request, id).await;
-            let cataloged = match (&result, &kept) {
+            let answer = settle_once(&task_state, &request, caller).await;
+            let cataloged = match (&answer.result, &kept) {
                 (Ok(response), Some(request)) if response.success => {
-                    catalog_payment(&state, request).await
+                    catalog_payment(&task_state, request).await
                 }
                 _ => None,
             };
             drop(in_flight);
-            result.map(|response| (response, cataloged))
+            if answer_tx.send((answer, cataloged)).is_err() {
+                tracing::info!(
+                    "the caller hung up before the settle answer; not recorded as delivered"
+                );
+            }
         }
         .in_current_span(),
     );
-    match task.await {
-        Ok(Ok((response, cataloged))) => {
-            let mut answer = Json(response).into_response();
-            if let Some(status) = cataloged
-                && let Ok(value) =
-                    HeaderValue::from_str(&x402_bazaar::extension_responses_header(&status))
-            {
-                answer
-                    .headers_mut()
-                    .insert(x402_bazaar::EXTENSION_RESPONSES_HEADER, value);
-            }
-            answer
-        }
-        Ok(Err(error)) => error.into_response(),
-        Err(error) => {
-            tracing::error!(%error, "settle task failed");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "settlement task failed",
-            )
-            .into_response()
-        }
+    let Ok((answer, cataloged)) = answer_rx.await else {
+        tracing::error!("settle task failed");
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "settlement task failed",
+        )
+        .into_response();
+    };
+    match answer.deliver(&state).await {
+        Ok(response) => settle_response(response, cataloged),
+        Err(error) => error.into_response(),
     }
+}
+
+/// The `/settle` answer, with the bazaar's `EXTENSION-RESPONSES` when the
+/// payment's declaration was cataloged (or refused).
+fn settle_response(
+    response: x402_core::SettleResponse,
+    cataloged: Option<CatalogStatus>,
+) -> Response {
+    let mut answer = Json(response).into_response();
+    if let Some(status) = cataloged
+        && let Ok(value) = HeaderValue::from_str(&x402_bazaar::extension_responses_header(&status))
+    {
+        answer
+            .headers_mut()
+            .insert(x402_bazaar::EXTENSION_RESPONSES_HEADER, value);
+    }
+    answer
 }
 
 /// Catalogs the `bazaar` declaration a settled payment carries, when the
@@ -787,92 +839,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The recorded answer a repeated `/settle` gets, or `None` when the scheme
-/// must be asked (again).
-fn reusable(record: &SettlementRecord, pending_recheck_after: Duration) -> Option<SettleResponse> {
-    let response = record.response.as_ref()?;
-    match record.state {
-        SettlementState::Confirmed => Some(response.clone()),
-        // Reverted on chain: final. Refused before sending: retrying is
-        // harmless and may succeed (e.g. the payer topped up).
-        SettlementState::Failed if !response.transaction.is_empty() => Some(response.clone()),
-        SettlementState::Pending
-            if unix_now().saturating_sub(record.updated_at) < pending_recheck_after.as_secs() =>
-        {
-            Some(response.clone())
-        }
-        _ => None,
-    }
-}
-
-async fn settle_once(
-    state: AppState,
-    request: FacilitatorRequest,
-    id: Option<String>,
-) -> Result<SettleResponse, ApiError> {
-    let key = fingerprint(
-        &request.payment_payload.payload,
-        &request.payment_requirements,
-    );
-    if let Some(id) = &id
-        && let PaymentIdClaim::Conflict { .. } = state.ledger.claim_payment_id(id, &key).await?
-    {
-        state
-            .metrics
-            .settle("conflict", "payment_identifier_conflict");
-        return Err(conflict(id));
-    }
-    let _guard = state.lock_settlement(&key).await?;
-    if let Some(record) = state.ledger.get(&key).await?
-        && let Some(cached) = reusable(&record, state.pending_recheck_after)
-    {
-        tracing::info!(fingerprint = %key, state = record.state.as_str(), "settle answered from ledger");
-        state.metrics.settle("cached", record.state.as_str());
-        return Ok(cached);
-    }
-    run_settlement(&state, &key, &request, id.as_deref()).await
-}
-
-/// Runs the scheme for the settlement keyed `key` and records every step:
-/// `received` before the call, `submitted` + hash before each broadcast (a
-/// failed write aborts the broadcast), then the outcome. The caller holds
-/// the settlement's lock.
-pub(crate) async fn run_settlement(
-    state: &AppState,
-    key: &str,
-    request: &FacilitatorRequest,
-    id: Option<&str>,
-) -> Result<SettleResponse, ApiError> {
-    state.ledger.mark_received(key, request, id).await?;
-    let observer = LedgerObserver::new(state.ledger.clone(), key);
-    let started = Instant::now();
-    let result = state.facilitator.settle_observed(request, &observer).await;
-    state.metrics.settle_latency(started.elapsed());
-    match result {
-        Ok(response) => {
-            let recorded = state.ledger.record_outcome(key, &response).await?;
-            state.metrics.settle(
-                recorded.as_str(),
-                &reason_code(response.error_reason.as_ref()),
-            );
-            tracing::info!(
-                fingerprint = %key,
-                state = recorded.as_str(),
-                transaction = %response.transaction,
-                "settlement recorded"
-            );
-            Ok(response)
-        }
-        Err(error) => {
-            state.metrics.settle("error", "");
-            if let Err(ledger_error) = state.ledger.record_error(key, &error.to_string()).await {
-                tracing::error!(%ledger_error, "could not record settlement error");
-            }
-            Err(facilitator_error(error))
-        }
-    }
 }
 
 async fn supported(State(state): State<AppState>) -> Result<Response, ApiError> {

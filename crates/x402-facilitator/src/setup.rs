@@ -99,6 +99,7 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     let mut state = AppState::new(Arc::new(facilitator), ledger)
         .with_body_limit(config.body_limit_bytes)
         .with_pending_recheck_after(config.receipt_timeout())
+        .with_idempotent_retry_window(Duration::from_secs(config.idempotent_retry_window_seconds))
         .with_probes(probes)
         .with_api_keys(api_keys)
         .with_rate_limits(

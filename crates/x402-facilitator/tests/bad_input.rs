@@ -1,5 +1,9 @@
 //! A table of malformed or invalid `/verify` and `/settle` requests, each
 //! with the exact status and error code (or `invalidReason`) it must get.
+//! A body that is not JSON (or is too large) is an HTTP error; a JSON body
+//! with a malformed payment gets the specification's answer shape (200,
+//! `isValid: false` / `success: false` + `transaction: ""`), which is all
+//! SDK clients parse.
 
 mod common;
 
@@ -13,7 +17,8 @@ use x402_testkit::Devnet;
 enum Expect {
     /// An error status with this `error` code.
     Error(u16, &'static str),
-    /// 200 with `isValid: false` (verify) / `success: false` (settle) and this reason.
+    /// 200 with `isValid: false` (verify) / `success: false`, `transaction: ""`
+    /// and a `network` (settle), and this reason.
     Invalid(&'static str),
 }
 
@@ -65,6 +70,10 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
     let good_text = good.to_string();
     let payer = devnet.payer(7).address;
     let payer_before = balance(&devnet, payer).await?;
+    let valid_before = payload.payload["authorization"]["validBefore"]
+        .as_str()
+        .unwrap_or("1")
+        .to_owned();
 
     let mut huge = br#"{"x402Version":2,"pad":""#.to_vec();
     huge.extend(std::iter::repeat_n(b'a', 70 * 1024));
@@ -88,41 +97,41 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
         (
             "JSON array",
             b"[1,2,3]".to_vec(),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
-        ("JSON number", b"42".to_vec(), Error(400, "invalid_json")),
-        ("JSON null", b"null".to_vec(), Error(400, "invalid_json")),
+        ("JSON number", b"42".to_vec(), Invalid("invalid_payload")),
+        ("JSON null", b"null".to_vec(), Invalid("invalid_payload")),
         ("deeply nested", deep, Error(400, "invalid_json")),
         ("oversized body", huge, Error(413, "body_too_large")),
         (
             "v1 body",
             text(&json!({"x402Version": 1, "paymentPayload": {}, "paymentRequirements": {}})),
-            Error(400, "invalid_x402_version"),
+            Invalid("invalid_x402_version"),
         ),
         (
             "version as string",
             text(&edit(good.clone(), "x402Version", Some(json!("2")))),
-            Error(400, "invalid_x402_version"),
+            Invalid("invalid_x402_version"),
         ),
         (
             "version 3",
             text(&edit(good.clone(), "x402Version", Some(json!(3)))),
-            Error(400, "invalid_x402_version"),
+            Invalid("invalid_x402_version"),
         ),
         (
             "missing version",
             text(&edit(good.clone(), "x402Version", None)),
-            Error(400, "invalid_x402_version"),
+            Invalid("invalid_x402_version"),
         ),
         (
             "missing paymentPayload",
             text(&edit(good.clone(), "paymentPayload", None)),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "missing paymentRequirements",
             text(&edit(good.clone(), "paymentRequirements", None)),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payment_requirements"),
         ),
         (
             "requirements not an object",
@@ -131,7 +140,7 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
                 "paymentRequirements",
                 Some(json!("exact")),
             )),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payment_requirements"),
         ),
         (
             "payload not an object",
@@ -140,57 +149,148 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
                 "paymentPayload/payload",
                 Some(json!([1])),
             )),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "missing scheme",
             text(&edit(good.clone(), "paymentRequirements/scheme", None)),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payment_requirements"),
         ),
         (
             "amount as number",
             text(&both(good.clone(), "amount", json!(10000))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "negative amount",
             text(&both(good.clone(), "amount", json!("-1"))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "hex amount",
             text(&both(good.clone(), "amount", json!("0x2710"))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "float amount",
             text(&both(good.clone(), "amount", json!("10000.5"))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "amount above 2^256",
             text(&both(good.clone(), "amount", json!("1".repeat(80)))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "huge number literal",
             text(&both(good.clone(), "maxTimeoutSeconds", json!(1e300))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "negative timeout",
             text(&both(good.clone(), "maxTimeoutSeconds", json!(-5))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "invalid CAIP-2",
             text(&both(good.clone(), "network", json!("base mainnet"))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
         ),
         (
             "empty network",
             text(&both(good.clone(), "network", json!(""))),
-            Error(400, "invalid_json"),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "paymentPayload not an object",
+            text(&edit(good.clone(), "paymentPayload", Some(json!("pay")))),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "missing accepted",
+            text(&edit(good.clone(), "paymentPayload/accepted", None)),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "payTo of the wrong type",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements/payTo",
+                Some(json!(7)),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "leading-zero amount in requirements",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements/amount",
+                Some(json!("010000")),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "signed amount in requirements",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements/amount",
+                Some(json!("+10000")),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "padded amount in requirements",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements/amount",
+                Some(json!(" 10000")),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "fractional amount in requirements",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements/amount",
+                Some(json!("10000.0")),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "empty amount in requirements",
+            text(&edit(
+                good.clone(),
+                "paymentRequirements/amount",
+                Some(json!("")),
+            )),
+            Invalid("invalid_payment_requirements"),
+        ),
+        (
+            "leading-zero amount in accepted",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/accepted/amount",
+                Some(json!("010000")),
+            )),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "leading-zero authorization value",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization/value",
+                Some(json!("010000")),
+            )),
+            Invalid("invalid_payload"),
+        ),
+        (
+            "leading-zero validBefore",
+            text(&edit(
+                good.clone(),
+                "paymentPayload/payload/authorization/validBefore",
+                Some(json!(format!("0{valid_before}"))),
+            )),
+            Invalid("invalid_payload"),
         ),
         (
             "unknown network",
@@ -294,7 +394,7 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
             Invalid("invalid_exact_evm_payload_authorization_valid_before"),
         ),
     ];
-    assert!(cases.len() >= 30);
+    assert!(cases.len() >= 40);
 
     let mut failures = Vec::new();
     for (name, bytes, expect) in &cases {
@@ -312,7 +412,14 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
                     } else {
                         ("success", "errorReason", false)
                     };
-                    status == 200 && answer[flag] == json!(value) && answer[field] == json!(reason)
+                    // What the TypeScript SDK's HTTPFacilitatorClient requires
+                    // of a settle answer: `transaction` and `network` strings.
+                    let settle_shape = path == "/verify"
+                        || (answer["transaction"] == json!("") && answer["network"].is_string());
+                    status == 200
+                        && answer[flag] == json!(value)
+                        && answer[field] == json!(reason)
+                        && settle_shape
                 }
             };
             if !ok {

@@ -136,12 +136,28 @@ fn operations_sections() -> Result<(), ConfigError> {
     let keys = config.api_keys()?;
     assert!(keys.protects(x402_facilitator::Endpoint::Settle));
     assert!(!keys.protects(x402_facilitator::Endpoint::Supported));
+    assert_eq!(
+        keys.identify(Some("Bearer test-api-key-0123456789")),
+        Some("shop-a")
+    );
+    assert_eq!(config.idempotent_retry_window_seconds, 600);
 
     let minimal = FacilitatorConfig::parse_with_env(MINIMAL, |_| Some("k".into()))?;
     assert!(minimal.api_keys.is_empty());
     assert_eq!(minimal.rate_limit.per_ip_per_minute, None);
     assert_eq!(minimal.recovery.interval_seconds, 5);
     assert_eq!(minimal.recovery.min_age_seconds, 5);
+    assert_eq!(minimal.idempotent_retry_window_seconds, 600);
+
+    let twice = format!(
+        "{MINIMAL}\n[[api_keys]]\nkey = \"0123456789abcdef\"\nname = \"shop\"\n\
+         [[api_keys]]\nkey = \"fedcba9876543210\"\nname = \"shop\"\n"
+    );
+    let error = FacilitatorConfig::parse_with_env(&twice, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("api_keys[1].name"), "{error}");
 
     let bad_endpoint =
         format!("{MINIMAL}\n[[api_keys]]\nkey = \"0123456789abcdef\"\nendpoints = [\"refund\"]\n");

@@ -21,8 +21,18 @@ type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 const TX: &str = "0x00000000000000000000000000000000000000000000000000000000000000aa";
 
-/// Settles after `delay`, reporting [`TX`] to the observer first; the first
-/// settle answers `pending` when `pending_first` is set.
+/// The transaction the script settles `request` with: one per payment (the
+/// facilitator answers success for one on-chain transaction to one payload
+/// only), derived from the payload's `authorization.nonce`.
+fn tx_for(request: &FacilitatorRequest) -> String {
+    let n = request.payment_payload.payload["authorization"]["nonce"]
+        .as_u64()
+        .unwrap_or(0);
+    format!("0x{:064x}", 0xaa + n)
+}
+
+/// Settles after `delay`, reporting [`tx_for`] to the observer first; the
+/// first settle answers `pending` when `pending_first` is set.
 #[derive(Default)]
 struct Scripted {
     delay: Duration,
@@ -57,15 +67,16 @@ impl Facilitator for Scripted {
         Box::pin(async move {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
             let network = request.payment_requirements.network.clone();
+            let tx = tx_for(request);
             observer
-                .before_broadcast(&network, TX)
+                .before_broadcast(&network, &tx)
                 .await
                 .map_err(FacilitatorError::BadRequest)?;
             tokio::time::sleep(self.delay).await;
             Ok(if self.pending_first && call == 0 {
-                SettleResponse::failed(network, ErrorReason::TransactionPending, None, TX)
+                SettleResponse::pending(network, None, tx)
             } else {
-                SettleResponse::settled(network, TX, None)
+                SettleResponse::settled(network, tx, None)
             })
         })
     }
@@ -352,7 +363,8 @@ async fn shutdown_waits_for_in_flight_settlements(ledger: Ledger) -> TestResult 
     assert_eq!(open.len(), 2, "{open:?}");
     for row in &open {
         assert_eq!(row.state, SettlementState::Submitted);
-        assert_eq!(row.transaction.as_deref(), Some(TX));
+        let request = row.request.as_ref().ok_or("no request")?;
+        assert_eq!(row.transaction, Some(tx_for(request)));
     }
 
     if let Some(shutdown) = server.shutdown.take() {
@@ -406,7 +418,8 @@ async fn background_reconciler_finishes_pending_settlements(ledger: Ledger) -> T
         post(&client, &server.url("/settle"), &request(PAYER_A, 1), None).await?;
     assert_eq!(status, 200);
     assert_eq!(answer["success"], json!(true), "{answer}");
-    assert_eq!(answer["transaction"], json!(TX));
+    let request_1: FacilitatorRequest = serde_json::from_value(request(PAYER_A, 1))?;
+    assert_eq!(answer["transaction"], json!(tx_for(&request_1)));
     assert_eq!(scripted.calls.load(Ordering::SeqCst), 2);
     let metrics = client
         .get(server.url("/metrics"))

@@ -13,7 +13,8 @@ use alloy_sol_types::{SolCall, SolEvent};
 use tokio::sync::Mutex as AsyncMutex;
 use x402_core::{
     BoxFuture, ChainId, ErrorReason, NoObserver, PaymentPayload, PaymentRequirements, SchemeError,
-    SchemeFacilitator, SettleResponse, SettlementObserver, VerifyResponse, X402_VERSION,
+    SchemeFacilitator, SettleResponse, SettlementLookup, SettlementObserver, VerifyResponse,
+    X402_VERSION,
 };
 
 use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
@@ -1178,6 +1179,41 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
         self.settle_observed(payload, requirements, &NoObserver)
+    }
+
+    /// See `super::lookup`; an authorization used by an unknown transaction
+    /// is looked for with [`Self::find_execution`].
+    fn lookup_settlement<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+        known_transaction: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<SettlementLookup>, SchemeError>> {
+        use super::lookup::{ChainView, answer, pays, read};
+        Box::pin(async move {
+            let chain = requirements
+                .network
+                .eip155_id()
+                .and_then(|id| self.chains.get(&id));
+            let asset = requirements.asset.parse::<Address>();
+            let exact = ExactEvmPayload::from_json(&payload.payload);
+            let (Some(chain), Ok(asset), Ok(exact)) = (chain, asset, exact) else {
+                return Ok(None);
+            };
+            if !pays(&exact, requirements, asset) {
+                return Ok(None);
+            }
+            let known = known_transaction.and_then(|t| t.parse::<B256>().ok());
+            let view = read(&chain.config.rpc, asset, &exact, known)
+                .await
+                .map_err(chain_error)?;
+            let executed = match view {
+                ChainView::Executed(hash) => Some(hash),
+                ChainView::UsedElsewhere => self.find_execution(chain, asset, &exact).await?,
+                ChainView::Open | ChainView::Expired => None,
+            };
+            Ok(Some(answer(&requirements.network, &exact, view, executed)))
+        })
     }
 
     fn settle_observed<'a>(

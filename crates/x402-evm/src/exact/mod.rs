@@ -3,6 +3,7 @@
 
 mod client;
 mod facilitator;
+mod lookup;
 mod payload;
 mod server;
 #[cfg(feature = "client")]

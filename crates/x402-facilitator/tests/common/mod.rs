@@ -280,3 +280,48 @@ macro_rules! both_stores {
         }
     )*};
 }
+
+/// How many transactions `address` has sent (its account nonce).
+pub async fn tx_count(
+    devnet: &Devnet,
+    address: Address,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let answer = devnet
+        .rpc(
+            "eth_getTransactionCount",
+            json!([address.to_string(), "latest"]),
+        )
+        .await?;
+    let text = answer.as_str().ok_or("nonce is not a string")?;
+    Ok(u64::from_str_radix(text.trim_start_matches("0x"), 16)?)
+}
+
+/// A replayed settle's answer: 200, `success: false`, the used-nonce
+/// reason, `transaction: ""`, the network.
+pub fn assert_replay_refused(status: u16, answer: &Value) {
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success"], json!(false), "{answer}");
+    assert_eq!(
+        answer["errorReason"],
+        json!("invalid_exact_evm_nonce_already_used"),
+        "{answer}"
+    );
+    assert_eq!(answer["transaction"], json!(""), "{answer}");
+    assert_eq!(answer["network"], json!("eip155:31337"), "{answer}");
+}
+
+/// The value of the metric line starting with `name ` (0 when absent).
+pub async fn metric_value(
+    base: &str,
+    name: &str,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0))
+}
