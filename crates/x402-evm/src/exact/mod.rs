@@ -4,10 +4,13 @@
 mod client;
 mod facilitator;
 mod payload;
+mod reconcile;
 mod server;
 
 pub use client::{ExactEvmClient, NonceSource};
-pub use facilitator::{EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder};
+pub use facilitator::{
+    CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder,
+};
 pub use payload::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
 pub use server::ExactEvmServer;
 
