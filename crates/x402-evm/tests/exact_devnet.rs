@@ -1358,3 +1358,31 @@ async fn broadcast_without_answer_is_pending_and_keeps_its_nonce() {
     }
     assert_eq!(env.balance(pay_to).await, U256::from(2 * PRICE));
 }
+
+#[tokio::test]
+async fn expired_authorization_that_landed_is_reported_settled() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    // Re-run an hour later (a restart, recovery): the chain decides first.
+    let later = facilitator_for(&env.devnet, 1, |b| b.clock(Arc::new(|| now() + 3_600))).await;
+    let again = later.settle(&payload, &requirements).await.unwrap();
+    assert!(again.success, "{:?}", again.error_message);
+    assert_eq!(again.transaction, settled.transaction);
+    // Expired and never executed: refused for its time window, nothing sent.
+    let unused = env.pay(6, &requirements).await;
+    let refused = later.settle(&unused, &requirements).await.unwrap();
+    assert_eq!(
+        refused.error_reason,
+        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore)
+    );
+    assert!(refused.transaction.is_empty());
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}

@@ -456,6 +456,19 @@ fn already_known(message: &str) -> bool {
         .any(|text| message.contains(text))
 }
 
+/// Signs `tx`: its hash and the bytes to broadcast.
+async fn sign_transaction(signer: &dyn EvmSigner, tx: TxEip1559) -> Result<Broadcast, SchemeError> {
+    let signature = signer
+        .sign_hash(&tx.signature_hash())
+        .await
+        .map_err(|e| SchemeError::Signing(e.to_string()))?;
+    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    Ok(Broadcast {
+        hash: *envelope.tx_hash(),
+        raw: envelope.encoded_2718(),
+    })
+}
+
 /// What became of one `eth_sendRawTransaction`.
 enum SendOutcome {
     /// The node has the transaction, or may have it.
@@ -571,6 +584,56 @@ impl ExactEvmFacilitator {
         Ok(domain)
     }
 
+    /// The signed authorization against the server's requirements: recipient,
+    /// exact (non-zero) value, and a validity window covering now plus the
+    /// safety buffer.
+    fn check_terms(
+        &self,
+        auth: &super::Authorization,
+        requirements: &PaymentRequirements,
+        pay_to: Address,
+    ) -> Result<(), Rejection> {
+        let payer = Some(auth.from);
+        // Every comparison below is against the signed authorization and the
+        // server's requirements, never against the client's `accepted` copy.
+        if auth.to != pay_to {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+                format!("authorization pays {} but payTo is {pay_to}", auth.to),
+                payer,
+            ));
+        }
+        if auth.value.is_zero() || auth.value != requirements.amount {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+                format!(
+                    "authorization value {} differs from amount {}",
+                    auth.value, requirements.amount
+                ),
+                payer,
+            ));
+        }
+        let now = U256::from((self.clock)());
+        if auth.valid_after.as_u256() > now {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+                "authorization is not valid yet",
+                payer,
+            ));
+        }
+        if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                format!(
+                    "authorization expires in less than {} s",
+                    self.valid_before_buffer
+                ),
+                payer,
+            ));
+        }
+        Ok(())
+    }
+
     async fn check<'a>(
         &'a self,
         payload: &PaymentPayload,
@@ -675,42 +738,8 @@ impl ExactEvmFacilitator {
         };
         let auth = &exact.authorization;
         let payer = Some(auth.from);
-        // Every comparison below is against the signed authorization and the
-        // server's requirements, never against the client's `accepted` copy.
-        if auth.to != pay_to {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
-                format!("authorization pays {} but payTo is {pay_to}", auth.to),
-                payer,
-            )));
-        }
-        if auth.value.is_zero() || auth.value != requirements.amount {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
-                format!(
-                    "authorization value {} differs from amount {}",
-                    auth.value, requirements.amount
-                ),
-                payer,
-            )));
-        }
-        let now = U256::from((self.clock)());
-        if auth.valid_after.as_u256() > now {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
-                "authorization is not valid yet",
-                payer,
-            )));
-        }
-        if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-                format!(
-                    "authorization expires in less than {} s",
-                    self.valid_before_buffer
-                ),
-                payer,
-            )));
+        if let Err(rejection) = self.check_terms(auth, requirements, pay_to) {
+            return Ok(Err(rejection));
         }
         let (name, version) = self.domain_of(chain, asset).await?;
         let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
@@ -985,16 +1014,7 @@ impl ExactEvmFacilitator {
                 access_list: Default::default(),
                 input: Bytes::copy_from_slice(call.1),
             };
-            let signature = slot
-                .signer
-                .sign_hash(&tx.signature_hash())
-                .await
-                .map_err(|e| SchemeError::Signing(e.to_string()))?;
-            let envelope = TxEnvelope::from(tx.into_signed(signature));
-            let sent = Broadcast {
-                hash: *envelope.tx_hash(),
-                raw: envelope.encoded_2718(),
-            };
+            let sent = sign_transaction(slot.signer.as_ref(), tx).await?;
             // The ledger learns the hash before the transaction can exist.
             observer
                 .before_broadcast(&config.network.chain, &sent.hash.to_string())
@@ -1143,9 +1163,10 @@ impl ExactEvmFacilitator {
     }
 
     /// Settlement of a payment that verification refused: nothing is sent.
-    /// A used nonce is first looked up on chain: when this very
-    /// authorization was executed (front-run, or an earlier settlement), the
-    /// payer was charged and the answer says so, with that transaction.
+    /// A used nonce or an expired authorization is first looked up on chain:
+    /// when this very authorization was executed (front-run, or an earlier
+    /// settlement), the payer was charged and the answer says so, with that
+    /// transaction.
     async fn settle_refused(
         &self,
         rejection: Rejection,
@@ -1153,7 +1174,15 @@ impl ExactEvmFacilitator {
         requirements: &PaymentRequirements,
     ) -> Result<SettleResponse, SchemeError> {
         let network = &requirements.network;
-        if rejection.reason == ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
+        // An expired authorization may have been executed before it expired
+        // (e.g. a settlement re-run after a restart): the chain decides
+        // first, so a landed transfer is never reported as failed.
+        let may_have_executed = matches!(
+            rejection.reason,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
+                | ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore
+        );
+        if may_have_executed
             && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
             && let (Ok(asset), Ok(exact)) = (
                 requirements.asset.parse::<Address>(),
