@@ -112,6 +112,27 @@ impl PartialEq<&str> for RpcUrl {
     }
 }
 
+/// `rpc_urls` as a list of strings. A value of another shape is refused
+/// without quoting it (serde's own message would print the URL, key and all).
+fn rpc_url_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<RpcUrl>, D::Error> {
+    match toml::Value::deserialize(deserializer)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(url) => Ok(RpcUrl(url)),
+                _ => Err(serde::de::Error::custom(
+                    "rpc_urls must be a list of URL strings",
+                )),
+            })
+            .collect(),
+        _ => Err(serde::de::Error::custom(
+            "rpc_urls must be a list of URL strings",
+        )),
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
@@ -305,6 +326,7 @@ pub struct ChainConfig {
     /// CAIP-2 id (`eip155:8453`) or friendly name (`base`).
     pub network: String,
     /// RPC endpoints, tried in order (fail-over).
+    #[serde(deserialize_with = "rpc_url_list")]
     pub rpc_urls: Vec<RpcUrl>,
     /// Settlement signer private keys (hex), used round-robin.
     pub signer_private_keys: Vec<Secret>,

@@ -122,6 +122,19 @@ fn rpc_urls_print_as_scheme_and_host() -> Result<(), ConfigError> {
         assert!(!printed.contains(secret), "{printed}");
     }
     assert!(config.chains[0].rpc_urls[0].expose().contains("SECRETPATH"));
+    // A misshapen value is refused without being quoted.
+    for shape in [
+        "\"https://rpc.example/SECRET\"",
+        "[\"https://a\", 1, \"https://b/SECRET\"]",
+    ] {
+        let text = MINIMAL.replace("[\"https://rpc.example\"]", shape);
+        let error = FacilitatorConfig::parse_with_env(&text, |_| Some("0x01".into()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("rpc_urls must be a list"), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
+    }
     Ok(())
 }
 
