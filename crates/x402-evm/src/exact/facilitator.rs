@@ -1223,26 +1223,18 @@ impl ExactEvmFacilitator {
         let receipt = self
             .wait_receipt(&verified.chain.config.rpc, &sent, deadline)
             .await;
-        Ok(match receipt {
-            Ok(Some(receipt)) if receipt.succeeded() => None,
-            Ok(Some(_)) => Some(failure(
-                network,
-                reject(
-                    ErrorReason::InvalidTransactionState,
-                    "deployment of the counterfactual wallet failed",
-                    Some(payer),
-                ),
-                sent.hash.to_string(),
-            )),
-            // Not confirmed yet: it may still land, and the transfer can only
-            // follow it. Pending, with the deployment's hash.
-            Ok(None) | Err(_) => Some(pending(
-                network,
-                Some(payer.to_string()),
-                sent.hash,
-                "counterfactual wallet deployment sent but not yet confirmed".into(),
-            )),
-        })
+        let hash = sent.hash;
+        let problem = match receipt {
+            Ok(Some(receipt)) if receipt.succeeded() => return Ok(None),
+            Ok(Some(_)) => format!("deployment of the counterfactual wallet reverted ({hash})"),
+            Ok(None) | Err(_) => format!(
+                "deployment of the counterfactual wallet not confirmed in time ({hash}); retry later"
+            ),
+        };
+        // The payment itself was never sent: a failure that charged nobody
+        // (the transaction field names payments only).
+        let rejection = reject(ErrorReason::InvalidTransactionState, problem, Some(payer));
+        Ok(Some(failure(network, rejection, String::new())))
     }
 
     async fn settle_checked(
