@@ -56,6 +56,10 @@ error_reasons! {
     InvalidExactEvmPayloadAuthorizationValueMismatch => "invalid_exact_evm_payload_authorization_value_mismatch",
     /// The signature does not authorise the transfer.
     InvalidExactEvmPayloadSignature => "invalid_exact_evm_payload_signature",
+    /// The payer is a counterfactual (EIP-6492) smart wallet that is not
+    /// deployed, and the facilitator does not deploy it (spelled as the
+    /// official SDKs do).
+    InvalidExactEvmPayloadUndeployedSmartWallet => "invalid_exact_evm_payload_undeployed_smart_wallet",
     /// The signed recipient is not the required `payTo`.
     InvalidExactEvmPayloadRecipientMismatch => "invalid_exact_evm_payload_recipient_mismatch",
     /// The authorization nonce was already used on chain (spelled as the

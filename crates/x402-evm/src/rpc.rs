@@ -4,6 +4,10 @@
 //! Every method this crate sends is idempotent (reads, and
 //! `eth_sendRawTransaction`, whose re-send of identical bytes is harmless), so
 //! a transport failure is retried on the next endpoint.
+//!
+//! RPC URLs often carry a provider API key in their path or query. The client
+//! never prints one: errors, log lines and `Debug` name an endpoint by scheme,
+//! host and port only ([`redact_url`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -54,13 +58,87 @@ impl RpcError {
     }
 }
 
+/// The part of an RPC URL that may be shown: scheme, host and port. Path,
+/// query, fragment and user info (where providers put API keys) are dropped;
+/// text that is not a URL is not shown at all.
+pub fn redact_url(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url.trim()) else {
+        return "<invalid URL>".to_owned();
+    };
+    let host = parsed.host_str().unwrap_or("");
+    match parsed.port() {
+        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
+        None => format!("{}://{host}", parsed.scheme()),
+    }
+}
+
+/// One RPC endpoint: the URL requests go to, and the label errors show.
+struct Endpoint {
+    url: reqwest::Url,
+    label: String,
+}
+
+impl Endpoint {
+    fn parse(url: &str, index: usize) -> Result<Self, RpcError> {
+        // The error names the endpoint by position: the text may hold a key.
+        let invalid = || RpcError::Transport(format!("RPC endpoint #{index} is not a valid URL"));
+        let parsed = reqwest::Url::parse(url.trim()).map_err(|_| invalid())?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(RpcError::Transport(format!(
+                "RPC endpoint #{index} ({}) must be an http:// or https:// URL",
+                redact_url(url)
+            )));
+        }
+        Ok(Self {
+            label: redact_url(url),
+            url: parsed,
+        })
+    }
+
+    /// `error` as text without the request URL: reqwest's `Display` prints
+    /// the whole URL, so it is dropped and the causes (connection refused,
+    /// timed out) are appended instead. Any remaining trace of the path or
+    /// query is scrubbed as well.
+    fn describe(&self, error: reqwest::Error) -> String {
+        let error = error.without_url();
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        self.scrub(text)
+    }
+
+    /// Removes the URL, its path and its query from `text`.
+    fn scrub(&self, mut text: String) -> String {
+        let secrets = [
+            Some(self.url.as_str()),
+            Some(self.url.path()).filter(|path| path.len() > 1),
+            self.url.query().filter(|query| !query.is_empty()),
+        ];
+        for secret in secrets.into_iter().flatten() {
+            text = text.replace(secret, "<redacted>");
+        }
+        text
+    }
+}
+
 /// JSON-RPC client over HTTP with endpoint fail-over.
-#[derive(Debug)]
 pub struct RpcClient {
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
     http: reqwest::Client,
     next_id: AtomicU64,
     preferred: AtomicUsize,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("endpoints", &self.endpoint_labels())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,16 +177,21 @@ impl RpcResponse {
 
 impl RpcClient {
     /// A client for `endpoints` (tried in order on transport failure) with a
-    /// per-request `timeout`.
+    /// per-request `timeout`. Each must be an `http://` or `https://` URL.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Self, RpcError> {
         if endpoints.is_empty() {
             return Err(RpcError::Transport("no RPC endpoint configured".into()));
         }
+        let endpoints = endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, url)| Endpoint::parse(url, index))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true);
-        if endpoints.iter().all(|url| url.starts_with("http://")) {
+        if endpoints.iter().all(|e| e.url.scheme() == "http") {
             // Plain HTTP never verifies a certificate: skip loading the
             // system's root store (some 600 KB resident).
             builder = builder.tls_certs_only(Vec::new());
@@ -124,9 +207,10 @@ impl RpcClient {
         })
     }
 
-    /// The configured endpoints.
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
+    /// The configured endpoints as they may be shown: scheme, host and port
+    /// (see [`redact_url`]).
+    pub fn endpoint_labels(&self) -> Vec<&str> {
+        self.endpoints.iter().map(|e| e.label.as_str()).collect()
     }
 
     async fn post(&self, body: &Value) -> Result<Value, RpcError> {
@@ -134,33 +218,40 @@ impl RpcClient {
         let mut last_error = String::new();
         for attempt in 0..self.endpoints.len() {
             let index = (start + attempt) % self.endpoints.len();
-            let url = &self.endpoints[index];
+            let endpoint = &self.endpoints[index];
             let outcome = async {
                 let response = self
                     .http
-                    .post(url)
+                    .post(endpoint.url.clone())
                     .json(body)
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| endpoint.describe(e))?;
                 let status = response.status();
                 if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                     return Err(format!("HTTP {status}"));
                 }
-                response.json::<Value>().await.map_err(|e| e.to_string())
+                response
+                    .json::<Value>()
+                    .await
+                    .map_err(|e| endpoint.describe(e))
             }
             .await;
+            let label = &endpoint.label;
             match outcome {
                 Ok(value) => {
                     if attempt > 0 {
                         self.preferred.store(index, Ordering::Relaxed);
-                        tracing::warn!(endpoint = %url, "RPC fail-over to endpoint");
+                        tracing::warn!(endpoint = %label, "RPC fail-over to endpoint");
                     }
                     return Ok(value);
                 }
                 Err(error) => {
-                    tracing::debug!(endpoint = %url, %error, "RPC endpoint failed");
-                    last_error = format!("{url}: {error}");
+                    tracing::debug!(endpoint = %label, %error, "RPC endpoint failed");
+                    if !last_error.is_empty() {
+                        last_error.push_str("; ");
+                    }
+                    last_error.push_str(&format!("{label}: {error}"));
                 }
             }
         }
@@ -307,12 +398,14 @@ impl RpcClient {
             .await
     }
 
-    /// `eth_getLogs` for one contract and topic filter over a block range.
+    /// `eth_getLogs` for one contract and topic filter over the blocks
+    /// `from_block..=to_block`.
     pub async fn logs(
         &self,
         address: Address,
         topics: Vec<Option<B256>>,
         from_block: u64,
+        to_block: u64,
     ) -> Result<Vec<Log>, RpcError> {
         self.request(
             "eth_getLogs",
@@ -320,8 +413,37 @@ impl RpcClient {
                 "address": address,
                 "topics": topics,
                 "fromBlock": format!("0x{from_block:x}"),
-                "toBlock": "latest",
+                "toBlock": format!("0x{to_block:x}"),
             }]),
+        )
+        .await
+    }
+
+    /// The timestamp (Unix seconds) of block `number`.
+    pub async fn block_timestamp(&self, number: u64) -> Result<u64, RpcError> {
+        let header: Option<BlockHeader> = self
+            .request(
+                "eth_getBlockByNumber",
+                json!([format!("0x{number:x}"), false]),
+            )
+            .await?;
+        let header = header.ok_or_else(|| RpcError::Decode(format!("block {number} not found")))?;
+        u64::try_from(header.timestamp).map_err(|e| RpcError::Decode(e.to_string()))
+    }
+
+    /// `eth_getTransactionByHash`: the recipient and input of a transaction.
+    pub async fn transaction(&self, hash: B256) -> Result<Option<Transaction>, RpcError> {
+        self.request("eth_getTransactionByHash", json!([hash]))
+            .await
+    }
+
+    /// `debug_traceTransaction` with the call tracer: every call the
+    /// transaction made. Many providers do not offer it (a
+    /// [`RpcError::Node`] then).
+    pub async fn trace_calls(&self, hash: B256) -> Result<CallFrame, RpcError> {
+        self.request(
+            "debug_traceTransaction",
+            json!([hash, {"tracer": "callTracer"}]),
         )
         .await
     }
@@ -377,6 +499,42 @@ impl Receipt {
     pub fn succeeded(&self) -> bool {
         self.status == Some(U256::from(1))
     }
+}
+
+/// The fields of a block header this crate reads.
+#[derive(Debug, Clone, Deserialize)]
+struct BlockHeader {
+    timestamp: U256,
+}
+
+/// The fields of a transaction this crate reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Transaction {
+    /// Called contract (`None` for a contract creation).
+    #[serde(default)]
+    pub to: Option<Address>,
+    /// Calldata.
+    pub input: Bytes,
+}
+
+/// One call of a transaction, as the call tracer reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallFrame {
+    /// `CALL`, `STATICCALL`, `DELEGATECALL`, `CREATE`, ...
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Called contract.
+    #[serde(default)]
+    pub to: Option<Address>,
+    /// Calldata.
+    #[serde(default)]
+    pub input: Bytes,
+    /// Why the call reverted, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Calls this call made.
+    #[serde(default)]
+    pub calls: Vec<CallFrame>,
 }
 
 /// An event log.

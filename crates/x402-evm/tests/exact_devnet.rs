@@ -12,12 +12,14 @@ use x402_core::{
     SchemeFacilitator, SchemeServer,
 };
 use x402_evm::exact::{
-    Authorization, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmPayload,
-    ExactEvmServer, eip712_domain, signing_hash,
+    Authorization, CounterfactualWallets, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator,
+    ExactEvmPayload, ExactEvmServer, eip712_domain, signing_hash,
 };
 use x402_evm::rpc::RpcClient;
 use x402_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use x402_testkit::{Devnet, DevnetOptions};
+
+mod common;
 
 const PRICE: u64 = 10_000; // $0.01
 
@@ -49,9 +51,21 @@ async fn facilitator_with_chain(
         x402_evm::exact::ExactEvmFacilitatorBuilder,
     ) -> x402_evm::exact::ExactEvmFacilitatorBuilder,
 ) -> ExactEvmFacilitator {
-    let rpc = Arc::new(
-        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap(),
-    );
+    let rpc = RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap();
+    facilitator_via(devnet, rpc, signers, tune_chain, tune).await
+}
+
+/// A facilitator for `devnet` reaching it through `rpc` (e.g. a proxy).
+async fn facilitator_via(
+    devnet: &Devnet,
+    rpc: RpcClient,
+    signers: usize,
+    tune_chain: impl FnOnce(&mut EvmChainConfig),
+    tune: impl FnOnce(
+        x402_evm::exact::ExactEvmFacilitatorBuilder,
+    ) -> x402_evm::exact::ExactEvmFacilitatorBuilder,
+) -> ExactEvmFacilitator {
+    let rpc = Arc::new(rpc);
     let mut keys: Vec<Arc<dyn EvmSigner>> = Vec::new();
     for _ in 0..signers {
         let key = LocalSigner::random();
@@ -805,11 +819,8 @@ async fn refuses_to_settle_above_the_fee_cap() {
     assert!(settled.success);
 }
 
-#[tokio::test]
-async fn counterfactual_wallet_pays_through_eip6492() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
+/// A funded counterfactual wallet of payer #3's key: (wallet, factory, deployment calldata).
+async fn counterfactual_wallet(env: &Env) -> (Address, Address, alloy_primitives::Bytes) {
     let owner = env.payer_key(3);
     let factory = env.devnet.deploy_wallet_factory().await.unwrap();
     let salt = B256::repeat_byte(0x42);
@@ -826,7 +837,43 @@ async fn counterfactual_wallet_pays_through_eip6492() {
         env.devnet.code_at(wallet).await.unwrap().is_empty(),
         "not deployed yet"
     );
-    let deploy = x402_testkit::deploy_calldata(owner.address(), salt);
+    (
+        wallet,
+        factory,
+        x402_testkit::deploy_calldata(owner.address(), salt),
+    )
+}
+
+/// Transactions sent by the facilitator's signers (pending included).
+async fn sent_by(devnet: &Devnet, facilitator: &ExactEvmFacilitator) -> u64 {
+    let mut total = 0;
+    for signer in facilitator.signers(&ChainId::eip155(31337)) {
+        let count = devnet
+            .rpc(
+                "eth_getTransactionCount",
+                serde_json::json!([signer, "pending"]),
+            )
+            .await
+            .unwrap();
+        total += common::block_number(&count);
+    }
+    total
+}
+
+#[tokio::test]
+async fn counterfactual_wallet_pays_through_eip6492() {
+    let mut env = env().await;
+    env.facilitator = facilitator_with_chain(
+        &env.devnet,
+        1,
+        |chain| chain.counterfactual_wallets = CounterfactualWallets::Deploy,
+        |b| b,
+    )
+    .await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let owner = env.payer_key(3);
+    let (wallet, factory, deploy) = counterfactual_wallet(&env).await;
 
     // A stranger's signature, wrapped the same way: refused, nothing deployed.
     let stranger = env.payer_key(4);
@@ -864,4 +911,478 @@ async fn counterfactual_wallet_pays_through_eip6492() {
     );
     assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
     assert_eq!(env.balance(wallet).await, U256::from(2 * PRICE));
+}
+
+/// A payment needing a wallet deployment, signed by the wallet's owner.
+fn counterfactual_payment(
+    env: &Env,
+    requirements: &PaymentRequirements,
+    (wallet, factory, deploy): (Address, Address, alloy_primitives::Bytes),
+) -> PaymentPayload {
+    let auth = env.valid_authorization(wallet, requirements.pay_to.parse().unwrap());
+    let mut signed = env.sign_custom(
+        &env.payer_key(3),
+        auth,
+        "USD Coin",
+        31337,
+        env.devnet.usdc(),
+    );
+    signed.signature = x402_testkit::wrap_eip6492(factory, deploy, signed.signature);
+    wrap(signed, requirements)
+}
+
+#[tokio::test]
+async fn counterfactual_wallets_are_refused_unless_deployments_are_on() {
+    let env = env().await;
+    let requirements = env.requirements(payee());
+    let counterfactual = counterfactual_wallet(&env).await;
+    let wallet = counterfactual.0;
+    let payload = counterfactual_payment(&env, &requirements, counterfactual);
+    // The default: no deployment, refused at verify and at settle.
+    env.expect_invalid(
+        &payload,
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet,
+    )
+    .await;
+    assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
+    assert_eq!(
+        sent_by(&env.devnet, &env.facilitator).await,
+        0,
+        "nothing sent"
+    );
+
+    // On, but the deployment needs more gas than the cap: refused as well.
+    let capped = facilitator_with_chain(
+        &env.devnet,
+        1,
+        |chain| {
+            chain.counterfactual_wallets = CounterfactualWallets::Deploy;
+            chain.max_wallet_deployment_gas = 50_000;
+        },
+        |b| b,
+    )
+    .await;
+    let verified = capped.verify(&payload, &requirements).await.unwrap();
+    assert_eq!(
+        verified.invalid_reason,
+        Some(ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet)
+    );
+    let message = verified.invalid_message.unwrap_or_default();
+    assert!(message.contains("cap of 50000"), "{message}");
+    let settled = capped.settle(&payload, &requirements).await.unwrap();
+    assert!(!settled.success && settled.transaction.is_empty());
+    assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
+    assert_eq!(sent_by(&env.devnet, &capped).await, 0, "nothing sent");
+}
+
+#[tokio::test]
+async fn zero_value_payment_never_produces_a_transaction() {
+    let env = env().await;
+    let pay_to = payee();
+    let mut requirements = env.requirements(pay_to);
+    requirements.amount = 0u64.into();
+    let key = env.payer_key(1);
+    let mut auth = env.valid_authorization(key.address(), pay_to);
+    auth.value = 0u64.into();
+    let free = wrap(
+        env.sign_custom(&key, auth.clone(), "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    env.expect_invalid(
+        &free,
+        &requirements,
+        ErrorReason::InvalidPaymentRequirements,
+    )
+    .await;
+    // A zero-value authorization against a priced requirement.
+    let priced = env.requirements(pay_to);
+    auth.nonce = B256::random();
+    let zero = wrap(
+        env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
+        &priced,
+    );
+    env.expect_invalid(
+        &zero,
+        &priced,
+        ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+    )
+    .await;
+    assert_eq!(
+        sent_by(&env.devnet, &env.facilitator).await,
+        0,
+        "nothing sent"
+    );
+}
+
+/// `transferWithAuthorization` (bytes overload) calldata of `payload`.
+fn transfer_call(payload: &ExactEvmPayload) -> Vec<u8> {
+    let auth = &payload.authorization;
+    x402_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
+        from: auth.from,
+        to: auth.to,
+        value: auth.value.as_u256(),
+        validAfter: auth.valid_after.as_u256(),
+        validBefore: auth.valid_before.as_u256(),
+        nonce: auth.nonce,
+        signature: payload.signature.clone(),
+    }
+    .abi_encode()
+}
+
+#[tokio::test]
+async fn new_authorization_reusing_a_settled_nonce_fails_at_settle() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let key = env.payer_key(2);
+    let first = env.valid_authorization(key.address(), pay_to);
+    let mut second = first.clone();
+    second.valid_before = (second.valid_before.as_u256() + U256::from(1)).into();
+    let first = wrap(
+        env.sign_custom(&key, first, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    let second = wrap(
+        env.sign_custom(&key, second, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    let settled = env.facilitator.settle(&first, &requirements).await.unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    // Another authorization (other validBefore, other signature) with the
+    // same nonce: the payer paid once, for the first one.
+    env.expect_invalid(
+        &second,
+        &requirements,
+        ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+    )
+    .await;
+    // The genuine retry of the first still finds its transaction.
+    let again = env.facilitator.settle(&first, &requirements).await.unwrap();
+    assert!(again.success);
+    assert_eq!(again.transaction, settled.transaction);
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn front_run_through_a_contract_is_reconciled_from_the_call_trace() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let key = env.payer_key(4);
+    let auth = env.valid_authorization(key.address(), pay_to);
+    let mut other = auth.clone();
+    other.valid_before = (other.valid_before.as_u256() + U256::from(1)).into();
+    let signed = env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc());
+    let payload = wrap(signed.clone(), &requirements);
+    // An outsider executes the authorization through their contract wallet:
+    // the transaction's own input is not a token call.
+    let outsider = env.devnet.account(7).address;
+    let relay = env.devnet.deploy_smart_wallet(outsider).await.unwrap();
+    let execute = x402_testkit::ISmartWallet::executeCall {
+        to: env.devnet.usdc(),
+        value: U256::ZERO,
+        data: transfer_call(&signed).into(),
+    };
+    let receipt = env
+        .devnet
+        .transact(outsider, relay, execute.abi_encode())
+        .await
+        .unwrap();
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, receipt.transaction_hash.to_string());
+    // An authorization reusing that nonce was not what the trace shows.
+    let replay = wrap(
+        env.sign_custom(&key, other, "USD Coin", 31337, env.devnet.usdc()),
+        &requirements,
+    );
+    let refused = env
+        .facilitator
+        .settle(&replay, &requirements)
+        .await
+        .unwrap();
+    assert!(!refused.success);
+    assert!(refused.transaction.is_empty());
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+/// A facilitator whose clock is the chain's (tests that mine ahead of the wall clock).
+async fn chain_clock(devnet: &Devnet) -> x402_evm::exact::Clock {
+    let now = devnet.block_timestamp().await.unwrap();
+    Arc::new(move || now)
+}
+
+async fn mine_blocks(devnet: &Devnet, count: u64) {
+    devnet
+        .rpc(
+            "anvil_mine",
+            serde_json::json!([format!("0x{count:x}"), "0x1"]),
+        )
+        .await
+        .unwrap();
+}
+
+/// (fromBlock, toBlock) of every `eth_getLogs` call seen by `proxy`.
+fn log_ranges(proxy: &common::RpcProxy) -> Vec<(u64, u64)> {
+    proxy
+        .calls("eth_getLogs")
+        .iter()
+        .map(|call| {
+            let filter = &call["params"][0];
+            (
+                common::block_number(&filter["fromBlock"]),
+                common::block_number(&filter["toBlock"]),
+            )
+        })
+        .collect()
+}
+
+/// An authorization of payer `index` valid from `valid_after` (chain time),
+/// executed by an outsider right away.
+async fn front_run(
+    env: &Env,
+    index: usize,
+    pay_to: Address,
+    valid_after: u64,
+) -> (ExactEvmPayload, B256) {
+    let key = env.payer_key(index);
+    let mut auth = env.valid_authorization(key.address(), pay_to);
+    auth.valid_after = valid_after.into();
+    auth.valid_before = (env.devnet.block_timestamp().await.unwrap() + 100_000).into();
+    let signed = env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc());
+    let outsider = env.devnet.account(7).address;
+    let receipt = env
+        .devnet
+        .transact(outsider, env.devnet.usdc(), transfer_call(&signed))
+        .await
+        .unwrap();
+    (signed, receipt.transaction_hash)
+}
+
+#[tokio::test]
+async fn front_run_reconciliation_reads_a_bounded_range_in_chunks() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    // Scaled down (mining is slow): 200-block chunks over some 1,000 blocks.
+    mine_blocks(&env.devnet, 300).await;
+    let start = env.devnet.block_number().await.unwrap();
+    let valid_after = env.devnet.block_timestamp().await.unwrap();
+    mine_blocks(&env.devnet, 1).await;
+    let (bounded, bounded_hash) = front_run(&env, 4, pay_to, valid_after).await;
+    mine_blocks(&env.devnet, 700).await;
+    // Valid since forever: the lookback (100 s at one block per second) bounds it.
+    let (unbounded, unbounded_hash) = front_run(&env, 5, pay_to, 0).await;
+    mine_blocks(&env.devnet, 10).await;
+    let latest = env.devnet.block_number().await.unwrap();
+
+    let proxy = common::RpcProxy::start(env.devnet.rpc_url()).await;
+    let (url, devnet) = (proxy.url(), &env.devnet);
+    let facilitator = |lookback: u64| async move {
+        let rpc = RpcClient::new(vec![url.to_owned()], Duration::from_secs(10)).unwrap();
+        let clock = chain_clock(devnet).await;
+        facilitator_via(
+            devnet,
+            rpc,
+            1,
+            |chain| {
+                chain.log_range_blocks = 200;
+                chain.reconcile_lookback = Duration::from_secs(lookback);
+            },
+            |b| b.clock(clock),
+        )
+        .await
+    };
+
+    // The default lookback (a day) reaches further: validAfter bounds it.
+    let settled = facilitator(86_400)
+        .await
+        .settle(&wrap(bounded, &requirements), &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, bounded_hash.to_string());
+    let ranges = log_ranges(&proxy);
+    assert!(ranges.len() >= 3, "newest first, in chunks: {ranges:?}");
+    assert!(ranges[0].1 >= latest, "from the latest block: {ranges:?}");
+    for (from, to) in &ranges {
+        assert!(to - from < 200, "chunk too large: {ranges:?}");
+        assert!(
+            *from >= start - 1,
+            "read before validAfter (block {start}): {ranges:?}"
+        );
+    }
+    assert!(
+        ranges.windows(2).all(|w| w[1].1 + 1 == w[0].0),
+        "contiguous: {ranges:?}"
+    );
+
+    proxy.clear();
+    let settled = facilitator(100)
+        .await
+        .settle(&wrap(unbounded, &requirements), &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, unbounded_hash.to_string());
+    let ranges = log_ranges(&proxy);
+    assert_eq!(ranges.len(), 1, "{ranges:?}");
+    assert!(
+        ranges[0].0 + 150 >= latest && ranges[0].0 > start,
+        "lookback not applied: {ranges:?}"
+    );
+}
+
+#[tokio::test]
+async fn log_range_refused_by_the_provider_is_halved() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let start = env.devnet.block_timestamp().await.unwrap();
+    mine_blocks(&env.devnet, 1).await;
+    let (payload, hash) = front_run(&env, 4, pay_to, start).await;
+    mine_blocks(&env.devnet, 600).await;
+
+    let proxy = common::RpcProxy::start(env.devnet.rpc_url()).await;
+    proxy.set_rule(|body| {
+        if body["method"] == "eth_getLogs" {
+            let filter = &body["params"][0];
+            let span = common::block_number(&filter["toBlock"])
+                - common::block_number(&filter["fromBlock"]);
+            if span >= 100 {
+                return common::Action::Respond(common::error_answer(
+                    body,
+                    -32005,
+                    "query exceeds max block range 100",
+                ));
+            }
+        }
+        common::Action::Forward
+    });
+    let rpc = RpcClient::new(vec![proxy.url().to_owned()], Duration::from_secs(10)).unwrap();
+    let clock = chain_clock(&env.devnet).await;
+    let facilitator = facilitator_via(
+        &env.devnet,
+        rpc,
+        1,
+        |chain| chain.log_range_blocks = 400,
+        |b| b.clock(clock),
+    )
+    .await;
+    let settled = facilitator
+        .settle(&wrap(payload, &requirements), &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, hash.to_string());
+    let ranges = log_ranges(&proxy);
+    // 400 refused, 200 refused, then 100-block chunks down to the execution.
+    assert_eq!(ranges[0].1 - ranges[0].0, 399, "{ranges:?}");
+    assert_eq!(ranges[1].1 - ranges[1].0, 199, "{ranges:?}");
+    assert!(ranges.len() >= 8, "{ranges:?}");
+    let (last, middle) = ranges[2..].split_last().unwrap();
+    assert!(
+        middle.iter().all(|(from, to)| to - from == 99),
+        "{ranges:?}"
+    );
+    assert!(last.1 - last.0 <= 99, "{ranges:?}");
+}
+
+#[tokio::test]
+async fn broadcast_without_answer_is_pending_and_keeps_its_nonce() {
+    let env = env_with(DevnetOptions {
+        automine: false,
+        block_time: None,
+        ..DevnetOptions::default()
+    })
+    .await;
+    let proxy = common::RpcProxy::start(env.devnet.rpc_url()).await;
+    // The node accepts the transaction, but its answer never arrives; and
+    // the provider's "pending" nonce does not show it (another node behind
+    // the same load balancer).
+    proxy.set_rule(|body| match body["method"].as_str() {
+        Some("eth_sendRawTransaction") => common::Action::ForwardThenStall(Duration::from_secs(3)),
+        _ => common::Action::Forward,
+    });
+    let rpc = RpcClient::new(vec![proxy.url().to_owned()], Duration::from_millis(500)).unwrap();
+    let facilitator = facilitator_via(
+        &env.devnet,
+        rpc,
+        1,
+        |_| {},
+        |b| {
+            b.receipt_timeout(Duration::from_millis(800))
+                .rebroadcast_interval(Duration::from_secs(60))
+        },
+    )
+    .await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let first = env.pay(1, &requirements).await;
+    let settled = facilitator.settle(&first, &requirements).await.unwrap();
+    assert!(
+        settled.is_pending(),
+        "{:?} {:?}",
+        settled.error_reason,
+        settled.error_message
+    );
+    let first_hash: B256 = settled.transaction.parse().unwrap();
+    wait_for_pool(&env.devnet, 1).await;
+
+    proxy.set_rule(|body| match body["method"].as_str() {
+        Some("eth_getTransactionCount") => common::Action::Respond(serde_json::json!({
+            "jsonrpc": "2.0", "id": body["id"].clone(), "result": "0x0"
+        })),
+        _ => common::Action::Forward,
+    });
+    let second = env.pay(2, &requirements).await;
+    let settled = facilitator.settle(&second, &requirements).await.unwrap();
+    assert!(
+        settled.is_pending(),
+        "{:?} {:?}",
+        settled.error_reason,
+        settled.error_message
+    );
+    let second_hash: B256 = settled.transaction.parse().unwrap();
+    assert_ne!(first_hash, second_hash);
+    wait_for_pool(&env.devnet, 2).await;
+    env.devnet.mine().await.unwrap();
+    for hash in [first_hash, second_hash] {
+        let receipt = env.devnet.wait_receipt(hash).await.unwrap();
+        assert!(receipt.status, "both land: no nonce was used twice");
+    }
+    assert_eq!(env.balance(pay_to).await, U256::from(2 * PRICE));
+}
+
+#[tokio::test]
+async fn expired_authorization_that_landed_is_reported_settled() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    let settled = env
+        .facilitator
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    // Re-run an hour later (a restart, recovery): the chain decides first.
+    let later = facilitator_for(&env.devnet, 1, |b| b.clock(Arc::new(|| now() + 3_600))).await;
+    let again = later.settle(&payload, &requirements).await.unwrap();
+    assert!(again.success, "{:?}", again.error_message);
+    assert_eq!(again.transaction, settled.transaction);
+    // Expired and never executed: refused for its time window, nothing sent.
+    let unused = env.pay(6, &requirements).await;
+    let refused = later.settle(&unused, &requirements).await.unwrap();
+    assert_eq!(
+        refused.error_reason,
+        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore)
+    );
+    assert!(refused.transaction.is_empty());
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
 }

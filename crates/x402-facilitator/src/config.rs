@@ -12,6 +12,8 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use serde::Deserialize;
 use x402_core::ChainId;
+use x402_evm::exact::CounterfactualWallets;
+use x402_evm::rpc::redact_url;
 use x402_evm::{EvmAsset, EvmNetwork, EvmNetworks};
 
 use crate::ops::{ApiKeys, Endpoint};
@@ -80,6 +82,57 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// An RPC endpoint URL. Providers put API keys in the path or query, so it
+/// prints (`Debug`) as scheme, host and port only.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct RpcUrl(String);
+
+impl RpcUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole URL, API key included: for the RPC client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RpcUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RpcUrl({})", redact_url(&self.0))
+    }
+}
+
+impl PartialEq<&str> for RpcUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// `rpc_urls` as a list of strings. A value of another shape is refused
+/// without quoting it (serde's own message would print the URL, key and all).
+fn rpc_url_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<RpcUrl>, D::Error> {
+    match toml::Value::deserialize(deserializer)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(url) => Ok(RpcUrl(url)),
+                _ => Err(serde::de::Error::custom(
+                    "rpc_urls must be a list of URL strings",
+                )),
+            })
+            .collect(),
+        _ => Err(serde::de::Error::custom(
+            "rpc_urls must be a list of URL strings",
+        )),
+    }
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
@@ -93,7 +146,7 @@ fn default_valid_before_buffer() -> u64 {
     6
 }
 fn default_receipt_timeout() -> u64 {
-    30
+    20
 }
 fn default_rebroadcast_interval() -> u64 {
     3
@@ -112,6 +165,15 @@ fn default_max_fee_gwei() -> f64 {
 }
 fn default_max_priority_fee_gwei() -> f64 {
     2.0
+}
+fn default_max_wallet_deployment_gas() -> u64 {
+    1_000_000
+}
+fn default_log_range_blocks() -> u64 {
+    2_000
+}
+fn default_reconcile_lookback() -> u64 {
+    24 * 60 * 60
 }
 
 /// The whole configuration file.
@@ -132,7 +194,9 @@ pub struct FacilitatorConfig {
     /// Minimum remaining validity of an authorization at settlement (default 6 s).
     #[serde(default = "default_valid_before_buffer")]
     pub valid_before_buffer_seconds: u64,
-    /// How long settlement waits for a receipt before answering `pending` (default 30 s).
+    /// How long settlement waits for receipts before answering `pending`
+    /// (default 20 s): keep it below the time resource servers allow for
+    /// `/settle` (30 s by default), so they hear `pending` rather than time out.
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_seconds: u64,
     /// How long a settlement transaction may go without a receipt before its
@@ -310,7 +374,8 @@ pub struct ChainConfig {
     /// CAIP-2 id (`eip155:8453`) or friendly name (`base`).
     pub network: String,
     /// RPC endpoints, tried in order (fail-over).
-    pub rpc_urls: Vec<String>,
+    #[serde(deserialize_with = "rpc_url_list")]
+    pub rpc_urls: Vec<RpcUrl>,
     /// Settlement signer private keys (hex), used round-robin.
     pub signer_private_keys: Vec<Secret>,
     /// Gas limit of a settlement transaction (default 250 000).
@@ -322,6 +387,25 @@ pub struct ChainConfig {
     /// Highest priority fee, in gwei (default 2).
     #[serde(default = "default_max_priority_fee_gwei")]
     pub max_priority_fee_per_gas_gwei: f64,
+    /// Payments from counterfactual (EIP-6492, not yet deployed) wallets:
+    /// `"off"` (default) refuses them at `/verify`; `"deploy"` deploys the
+    /// wallet from a settlement signer (a factory call the payer chooses,
+    /// paid by the facilitator) before settling.
+    #[serde(default)]
+    pub counterfactual_wallets: CounterfactualWallets,
+    /// Most gas one wallet deployment may use (default 1 000 000); a payment
+    /// needing more is refused at `/verify`.
+    #[serde(default = "default_max_wallet_deployment_gas")]
+    pub max_wallet_deployment_gas: u64,
+    /// Most blocks per `eth_getLogs` request when looking for an earlier
+    /// execution of an authorization (default 2 000; halved automatically
+    /// when the provider refuses a range).
+    #[serde(default = "default_log_range_blocks")]
+    pub log_range_blocks: u64,
+    /// How far back that search goes, in seconds before the latest block
+    /// (default 86 400); it never starts before the authorization's `validAfter`.
+    #[serde(default = "default_reconcile_lookback")]
+    pub reconcile_lookback_seconds: u64,
     /// Accepted assets; defaults to the chain's well-known USDC.
     #[serde(default)]
     pub assets: Vec<AssetConfig>,
@@ -358,7 +442,7 @@ pub struct ResolvedChain {
     /// The network with its accepted assets.
     pub network: EvmNetwork,
     /// RPC endpoints.
-    pub rpc_urls: Vec<String>,
+    pub rpc_urls: Vec<RpcUrl>,
     /// Signer keys.
     pub signer_private_keys: Vec<Secret>,
     /// Gas limit.
@@ -367,6 +451,14 @@ pub struct ResolvedChain {
     pub max_fee_per_gas: u128,
     /// Tip cap in wei.
     pub max_priority_fee_per_gas: u128,
+    /// Counterfactual wallet deployments.
+    pub counterfactual_wallets: CounterfactualWallets,
+    /// Gas cap of one wallet deployment.
+    pub max_wallet_deployment_gas: u64,
+    /// Blocks per `eth_getLogs` request.
+    pub log_range_blocks: u64,
+    /// Reconciliation lookback.
+    pub reconcile_lookback: Duration,
 }
 
 impl FacilitatorConfig {
@@ -517,6 +609,9 @@ impl FacilitatorConfig {
                 "at least one RPC URL is required",
             ));
         }
+        if chain.log_range_blocks == 0 {
+            return Err(invalid(&field("log_range_blocks"), "must be positive"));
+        }
         if chain.signer_private_keys.is_empty() {
             return Err(invalid(
                 &field("signer_private_keys"),
@@ -567,6 +662,10 @@ impl FacilitatorConfig {
             rpc_urls: chain.rpc_urls.clone(),
             signer_private_keys: chain.signer_private_keys.clone(),
             gas_limit: chain.gas_limit,
+            counterfactual_wallets: chain.counterfactual_wallets,
+            max_wallet_deployment_gas: chain.max_wallet_deployment_gas,
+            log_range_blocks: chain.log_range_blocks,
+            reconcile_lookback: Duration::from_secs(chain.reconcile_lookback_seconds),
             max_fee_per_gas: gwei_to_wei(chain.max_fee_per_gas_gwei).ok_or_else(|| {
                 invalid(&field("max_fee_per_gas_gwei"), "not a valid gwei amount")
             })?,
@@ -645,7 +744,8 @@ valid_before_buffer_seconds = 6
 
 # How long /settle waits for a receipt before answering "pending" with the
 # transaction hash (never "failed" for a transaction that may still land).
-receipt_timeout_seconds = 30
+# Keep it below the time resource servers allow /settle (30 s by default).
+receipt_timeout_seconds = 20
 
 # While waiting, a transaction with no receipt yet is sent again (same signed
 # bytes, so it can never pay twice) this often: nodes drop transactions.
@@ -714,6 +814,17 @@ gas_limit = 250000
 # Settlement is refused (nothing sent) while the network asks for more.
 max_fee_per_gas_gwei = 5
 max_priority_fee_per_gas_gwei = 1
+# Counterfactual (EIP-6492) wallets: "off" refuses payments from undeployed
+# wallets at /verify; "deploy" deploys them first from a settlement signer,
+# calling a factory the payer chooses at your expense (up to the gas cap).
+# Enable it only behind API keys or per-IP rate limits.
+counterfactual_wallets = "off"
+max_wallet_deployment_gas = 1000000
+# Finding an authorization someone else already executed (front-run): logs are
+# read in chunks of log_range_blocks (halved when the provider refuses a range),
+# back to the authorization's validAfter but at most reconcile_lookback_seconds.
+log_range_blocks = 2000
+reconcile_lookback_seconds = 86400
 # Accepted assets. When omitted, the chain's well-known USDC is accepted.
 [[chains.assets]]
 address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"

@@ -9,13 +9,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use x402_core::LocalFacilitator;
 use x402_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
-use x402_evm::exact::{EvmChainConfig, ExactEvmFacilitator};
+use x402_evm::exact::{CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator};
 use x402_evm::rpc::RpcClient;
 use x402_evm::{EvmSigner, LocalSigner};
 
 use crate::config::{FacilitatorConfig, StoreLocation};
 use crate::error::SetupError;
 use crate::ledger::Ledger;
+use crate::ops::Endpoint;
 use crate::recovery::spawn_reconciler;
 use crate::server::{AppState, ChainProbe, router};
 
@@ -54,7 +55,11 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
         let chain = config.resolve_chain(index)?;
         let network = chain.network.chain.to_string();
         let rpc = RpcClient::new(
-            chain.rpc_urls.clone(),
+            chain
+                .rpc_urls
+                .iter()
+                .map(|u| u.expose().to_owned())
+                .collect(),
             Duration::from_secs(config.rpc_timeout_seconds),
         )
         .map_err(|e| SetupError::Chain {
@@ -83,6 +88,16 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
         evm.gas_limit = chain.gas_limit;
         evm.max_fee_per_gas = chain.max_fee_per_gas;
         evm.max_priority_fee_per_gas = chain.max_priority_fee_per_gas;
+        evm.counterfactual_wallets = chain.counterfactual_wallets;
+        evm.max_wallet_deployment_gas = chain.max_wallet_deployment_gas;
+        evm.log_range_blocks = chain.log_range_blocks;
+        evm.reconcile_lookback = chain.reconcile_lookback;
+        if chain.counterfactual_wallets == CounterfactualWallets::Deploy
+            && !api_keys.protects(Endpoint::Settle)
+        {
+            tracing::warn!(%network,
+                "counterfactual wallet deployments are on while /settle needs no API key: anyone can make this facilitator pay for deployments (up to max_wallet_deployment_gas each)");
+        }
         builder = builder.chain(evm);
     }
     let exact = builder.build().map_err(|e| SetupError::Chain {

@@ -68,6 +68,77 @@ fn unknown_keys_are_named() {
 }
 
 #[test]
+fn chain_safety_settings() -> Result<(), ConfigError> {
+    use x402_evm::exact::CounterfactualWallets;
+    let key = |_: &str| Some("0x01".to_owned());
+    let config = FacilitatorConfig::parse_with_env(MINIMAL, key)?;
+    assert_eq!(config.receipt_timeout_seconds, 20);
+    let chain = config.resolve_chain(0)?;
+    assert_eq!(chain.counterfactual_wallets, CounterfactualWallets::Off);
+    assert_eq!(chain.max_wallet_deployment_gas, 1_000_000);
+    assert_eq!(chain.log_range_blocks, 2_000);
+    assert_eq!(chain.reconcile_lookback.as_secs(), 86_400);
+
+    let settings = |extra: &str| {
+        MINIMAL.replace(
+            "signer_private_keys",
+            &format!("{extra}\nsigner_private_keys"),
+        )
+    };
+    let on = FacilitatorConfig::parse_with_env(
+        &settings("counterfactual_wallets = \"deploy\"\nmax_wallet_deployment_gas = 400000\nlog_range_blocks = 500\nreconcile_lookback_seconds = 3600"),
+        key,
+    )?
+    .resolve_chain(0)?;
+    assert_eq!(on.counterfactual_wallets, CounterfactualWallets::Deploy);
+    assert_eq!(on.max_wallet_deployment_gas, 400_000);
+    assert_eq!(on.log_range_blocks, 500);
+    assert_eq!(on.reconcile_lookback.as_secs(), 3_600);
+
+    let error =
+        FacilitatorConfig::parse_with_env(&settings("counterfactual_wallets = \"yes\""), key)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+    assert!(error.contains("deploy"), "{error}");
+    let error = FacilitatorConfig::parse_with_env(&settings("log_range_blocks = 0"), key)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("log_range_blocks"), "{error}");
+    Ok(())
+}
+
+#[test]
+fn rpc_urls_print_as_scheme_and_host() -> Result<(), ConfigError> {
+    let text = MINIMAL.replace(
+        "https://rpc.example",
+        "https://user:pass@rpc.example:8545/v2/SECRETPATH?apikey=SECRETQUERY#SECRETFRAGMENT",
+    );
+    let config = FacilitatorConfig::parse_with_env(&text, |_| Some("0x01".into()))?;
+    let printed = format!("{config:?} {:?}", config.resolve_chain(0)?);
+    assert!(printed.contains("https://rpc.example:8545"), "{printed}");
+    for secret in ["SECRET", "user", "pass"] {
+        assert!(!printed.contains(secret), "{printed}");
+    }
+    assert!(config.chains[0].rpc_urls[0].expose().contains("SECRETPATH"));
+    // A misshapen value is refused without being quoted.
+    for shape in [
+        "\"https://rpc.example/SECRET\"",
+        "[\"https://a\", 1, \"https://b/SECRET\"]",
+    ] {
+        let text = MINIMAL.replace("[\"https://rpc.example\"]", shape);
+        let error = FacilitatorConfig::parse_with_env(&text, |_| Some("0x01".into()))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("rpc_urls must be a list"), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
+    }
+    Ok(())
+}
+
+#[test]
 fn missing_env_var_is_named() {
     match FacilitatorConfig::parse_with_env(MINIMAL, |_| None) {
         Err(ConfigError::MissingEnv { name, at }) => {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -18,6 +18,7 @@ use x402_core::{
 };
 
 use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
+use super::reconcile::LogSearch;
 use super::{Clock, SCHEME, system_clock};
 use crate::contracts::{ERC1271_MAGIC_VALUE, IEip3009Token, IErc1271};
 use crate::eip6492;
@@ -40,14 +41,29 @@ pub struct EvmChainConfig {
     pub max_fee_per_gas: u128,
     /// Highest priority fee (tip), in wei.
     pub max_priority_fee_per_gas: u128,
+    /// Whether payments from counterfactual (EIP-6492, not yet deployed)
+    /// wallets are settled by deploying the wallet first. Off by default:
+    /// the deployment calls a factory the payer chooses, from the
+    /// facilitator's signer and at its expense.
+    pub counterfactual_wallets: CounterfactualWallets,
     /// Most gas the facilitator spends deploying a counterfactual (EIP-6492)
-    /// wallet before settling from it; 0 refuses such payments. Bounds what
-    /// an attacker can make the facilitator pay for deployments.
+    /// wallet before settling from it (when deployments are on). Bounds what
+    /// an attacker can make the facilitator pay per deployment.
     pub max_wallet_deployment_gas: u64,
+    /// Most blocks one `eth_getLogs` request covers when looking for an
+    /// earlier execution of an authorization (default 2,000). Halved for the
+    /// rest of the process whenever the provider refuses a range.
+    pub log_range_blocks: u64,
+    /// How far back before the latest block (in seconds) that search goes
+    /// for an authorization valid since before then (default one day). An
+    /// authorization with a later `validAfter` is searched from there.
+    pub reconcile_lookback: Duration,
 }
 
 impl EvmChainConfig {
-    /// A chain with default gas settings (250k gas, 500 gwei fee cap, 2 gwei tip cap).
+    /// A chain with default settings: 250k gas, 500 gwei fee cap, 2 gwei tip
+    /// cap, counterfactual wallets refused (1M gas cap once allowed), logs
+    /// read 2,000 blocks at a time up to one day back.
     pub fn new(network: EvmNetwork, rpc: Arc<RpcClient>, signers: Vec<Arc<dyn EvmSigner>>) -> Self {
         Self {
             network,
@@ -56,9 +72,28 @@ impl EvmChainConfig {
             gas_limit: 250_000,
             max_fee_per_gas: 500_000_000_000,
             max_priority_fee_per_gas: 2_000_000_000,
+            counterfactual_wallets: CounterfactualWallets::Off,
             max_wallet_deployment_gas: 1_000_000,
+            log_range_blocks: 2_000,
+            reconcile_lookback: Duration::from_secs(24 * 60 * 60),
         }
     }
+}
+
+/// What the facilitator does with a payment from a counterfactual (EIP-6492)
+/// wallet that is not deployed yet. In configuration files: `"off"` or
+/// `"deploy"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterfactualWallets {
+    /// Refuse it at verification
+    /// (`invalid_exact_evm_payload_undeployed_smart_wallet`); nothing is sent.
+    #[default]
+    Off,
+    /// Deploy the wallet (the factory call its signature carries, sent from
+    /// the facilitator's signer within `max_wallet_deployment_gas`), then
+    /// settle.
+    Deploy,
 }
 
 /// Per-signer nonce state. The lock is held from nonce allocation to the end
@@ -67,7 +102,18 @@ impl EvmChainConfig {
 /// overlap.
 struct SignerSlot {
     signer: Arc<dyn EvmSigner>,
-    next_nonce: AsyncMutex<Option<u64>>,
+    nonces: AsyncMutex<NonceState>,
+}
+
+#[derive(Default)]
+struct NonceState {
+    /// The next nonce to use; `None`: ask the node.
+    next: Option<u64>,
+    /// A transaction whose broadcast ended without an answer (timeout,
+    /// dropped connection): the node may hold it. Its nonce stays taken, and
+    /// its bytes are sent again before this signer's next transaction, which
+    /// would otherwise wait forever behind a nonce gap if they were lost.
+    in_doubt: Option<Broadcast>,
 }
 
 struct ChainState {
@@ -76,13 +122,16 @@ struct ChainState {
     next_slot: AtomicUsize,
     domains: std::sync::Mutex<HashMap<Address, (String, String)>>,
     gas_price: std::sync::Mutex<Option<(u128, Instant)>>,
+    /// Current `eth_getLogs` chunk size (see `EvmChainConfig::log_range_blocks`).
+    log_range: AtomicU64,
     /// One lock per authorization being settled, so concurrent settles of the
     /// same authorization run one after the other (the second then finds the
     /// first's transaction instead of sending a doomed duplicate).
     in_flight: std::sync::Mutex<HashMap<AuthorizationKey, Arc<AsyncMutex<()>>>>,
 }
 
-/// A signed transaction the node accepted.
+/// A signed transaction the node accepted (or may have).
+#[derive(Clone)]
 struct Broadcast {
     hash: B256,
     raw: Vec<u8>,
@@ -118,7 +167,7 @@ impl Default for ExactEvmFacilitatorBuilder {
         Self {
             chains: Vec::new(),
             valid_before_buffer: Duration::from_secs(6),
-            receipt_timeout: Duration::from_secs(30),
+            receipt_timeout: Duration::from_secs(20),
             receipt_poll_max: Duration::from_millis(500),
             rebroadcast_interval: Duration::from_secs(3),
             clock: system_clock(),
@@ -141,7 +190,9 @@ impl ExactEvmFacilitatorBuilder {
         self
     }
 
-    /// How long settlement waits for a receipt before answering "pending".
+    /// How long settlement waits for receipts before answering "pending"
+    /// (default 20 s; one budget for a wallet deployment and the transfer).
+    /// Keep it below the time resource servers give `/settle`.
     pub fn receipt_timeout(mut self, timeout: Duration) -> Self {
         self.receipt_timeout = timeout;
         self
@@ -192,12 +243,13 @@ impl ExactEvmFacilitatorBuilder {
                 .iter()
                 .map(|signer| SignerSlot {
                     signer: Arc::clone(signer),
-                    next_nonce: AsyncMutex::new(None),
+                    nonces: AsyncMutex::new(NonceState::default()),
                 })
                 .collect();
             chains.insert(
                 config.network.chain_id,
                 ChainState {
+                    log_range: AtomicU64::new(config.log_range_blocks.max(1)),
                     config,
                     slots,
                     next_slot: AtomicUsize::new(0),
@@ -252,8 +304,16 @@ struct Verified<'a> {
     /// The payload as it will be executed (an EIP-6492 wrapper removed).
     payload: ExactEvmPayload,
     calldata: Vec<u8>,
-    /// Factory call deploying a counterfactual (EIP-6492) wallet before the transfer.
-    deploy: Option<(Address, Bytes)>,
+    /// Factory call deploying a counterfactual (EIP-6492) wallet before the
+    /// transfer, with its gas limit.
+    deploy: Option<Deployment>,
+}
+
+/// A factory call deploying a counterfactual wallet.
+struct Deployment {
+    factory: Address,
+    calldata: Bytes,
+    gas_limit: u64,
 }
 
 /// Outcome of the checks: infrastructure errors are `Err`, refusals are
@@ -323,6 +383,131 @@ fn has_transfer_log(
             && log.data.len() == 32
             && U256::from_be_slice(&log.data) == value
     })
+}
+
+/// The deployment of an undeployed counterfactual wallet, when this chain
+/// allows deployments and the estimate fits the gas cap; otherwise why not.
+/// `estimate` is the answer to `eth_estimateGas` of the factory call (asked
+/// only when deployments are on).
+fn deployment(
+    config: &EvmChainConfig,
+    wrapped: &eip6492::Counterfactual,
+    estimate: Option<Result<serde_json::Value, RpcError>>,
+) -> Result<Deployment, String> {
+    let Some(estimate) = estimate else {
+        return Err(
+            "the payer's wallet is not deployed and this facilitator does not deploy counterfactual (EIP-6492) wallets"
+                .into(),
+        );
+    };
+    let estimate = estimate
+        .ok()
+        .and_then(|value| serde_json::from_value::<U256>(value).ok())
+        .and_then(|gas| u64::try_from(gas).ok())
+        .ok_or("the deployment of the payer's counterfactual wallet fails")?;
+    // A margin over the estimate: state can change before inclusion.
+    let gas_limit = estimate.saturating_add(estimate / 5);
+    if gas_limit > config.max_wallet_deployment_gas {
+        return Err(format!(
+            "deploying the payer's wallet needs {gas_limit} gas, above this facilitator's cap of {}",
+            config.max_wallet_deployment_gas
+        ));
+    }
+    Ok(Deployment {
+        factory: wrapped.factory,
+        calldata: wrapped.factory_calldata.clone(),
+        gas_limit,
+    })
+}
+
+/// A refused settlement's answer.
+fn failure(network: &ChainId, rejection: Rejection, transaction: String) -> SettleResponse {
+    SettleResponse::failed(
+        network.clone(),
+        rejection.reason,
+        rejection.payer.map(|p| p.to_string()),
+        transaction,
+    )
+    .with_message(rejection.message)
+}
+
+/// The answer for a transaction that was (or may have been) broadcast but is
+/// not confirmed: it may still land, so never "failed".
+fn pending(
+    network: &ChainId,
+    payer: Option<String>,
+    hash: B256,
+    message: String,
+) -> SettleResponse {
+    SettleResponse::failed(
+        network.clone(),
+        ErrorReason::TransactionPending,
+        payer,
+        hash.to_string(),
+    )
+    .with_message(message)
+}
+
+/// Whether a node's (lowercased) refusal says it already holds the
+/// transaction: geth and reth say "already known", anvil "transaction
+/// already imported", Besu "known transaction".
+fn already_known(message: &str) -> bool {
+    ["already known", "already imported", "known transaction"]
+        .iter()
+        .any(|text| message.contains(text))
+}
+
+/// Signs `tx`: its hash and the bytes to broadcast.
+async fn sign_transaction(signer: &dyn EvmSigner, tx: TxEip1559) -> Result<Broadcast, SchemeError> {
+    let signature = signer
+        .sign_hash(&tx.signature_hash())
+        .await
+        .map_err(|e| SchemeError::Signing(e.to_string()))?;
+    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    Ok(Broadcast {
+        hash: *envelope.tx_hash(),
+        raw: envelope.encoded_2718(),
+    })
+}
+
+/// What became of one `eth_sendRawTransaction`.
+enum SendOutcome {
+    /// The node has the transaction, or may have it.
+    Sent,
+    /// Try again with a nonce re-read from the node.
+    Retry,
+    /// The node refused it; nothing was sent.
+    Refused(RpcError),
+}
+
+/// Sends again the signer's transaction whose broadcast went unanswered, so
+/// that the next transaction does not queue behind a gap at its nonce. While
+/// the node cannot be reached, nothing new is sent; a refusal means the
+/// transaction never entered the pool, and the nonce is re-read.
+async fn resolve_in_doubt(rpc: &RpcClient, nonces: &mut NonceState) -> Result<(), SchemeError> {
+    let Some(doubt) = nonces.in_doubt.take() else {
+        return Ok(());
+    };
+    let hash = doubt.hash;
+    match rpc.send_raw_transaction(&doubt.raw).await {
+        Ok(_) => tracing::info!(%hash, "unanswered broadcast sent again"),
+        Err(error @ RpcError::Node { .. }) => {
+            let message = error
+                .node_message()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            // Known to the node, or mined (its nonce is spent): settled.
+            if !(already_known(&message) || message.contains("nonce too low")) {
+                tracing::warn!(%hash, %error, "unanswered broadcast refused on re-send; re-reading the nonce");
+                nonces.next = None;
+            }
+        }
+        Err(error) => {
+            nonces.in_doubt = Some(doubt);
+            return Err(chain_error(error));
+        }
+    }
+    Ok(())
 }
 
 fn revert_message(error: &RpcError) -> String {
@@ -400,6 +585,56 @@ impl ExactEvmFacilitator {
         Ok(domain)
     }
 
+    /// The signed authorization against the server's requirements: recipient,
+    /// exact (non-zero) value, and a validity window covering now plus the
+    /// safety buffer.
+    fn check_terms(
+        &self,
+        auth: &super::Authorization,
+        requirements: &PaymentRequirements,
+        pay_to: Address,
+    ) -> Result<(), Rejection> {
+        let payer = Some(auth.from);
+        // Every comparison below is against the signed authorization and the
+        // server's requirements, never against the client's `accepted` copy.
+        if auth.to != pay_to {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+                format!("authorization pays {} but payTo is {pay_to}", auth.to),
+                payer,
+            ));
+        }
+        if auth.value.is_zero() || auth.value != requirements.amount {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+                format!(
+                    "authorization value {} differs from amount {}",
+                    auth.value, requirements.amount
+                ),
+                payer,
+            ));
+        }
+        let now = U256::from((self.clock)());
+        if auth.valid_after.as_u256() > now {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+                "authorization is not valid yet",
+                payer,
+            ));
+        }
+        if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                format!(
+                    "authorization expires in less than {} s",
+                    self.valid_before_buffer
+                ),
+                payer,
+            ));
+        }
+        Ok(())
+    }
+
     async fn check<'a>(
         &'a self,
         payload: &PaymentPayload,
@@ -465,6 +700,15 @@ impl ExactEvmFacilitator {
                 None,
             )));
         };
+        if requirements.amount.is_zero() {
+            // A zero-value transfer pays nobody and would cost the
+            // facilitator gas: never a payment.
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "amount must be positive for the exact scheme",
+                None,
+            )));
+        }
         if chain.config.network.asset(asset).is_none() {
             return Ok(Err(reject(
                 ErrorReason::UnsupportedAsset,
@@ -495,42 +739,8 @@ impl ExactEvmFacilitator {
         };
         let auth = &exact.authorization;
         let payer = Some(auth.from);
-        // Every comparison below is against the signed authorization and the
-        // server's requirements, never against the client's `accepted` copy.
-        if auth.to != pay_to {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
-                format!("authorization pays {} but payTo is {pay_to}", auth.to),
-                payer,
-            )));
-        }
-        if auth.value != requirements.amount {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
-                format!(
-                    "authorization value {} differs from amount {}",
-                    auth.value, requirements.amount
-                ),
-                payer,
-            )));
-        }
-        let now = U256::from((self.clock)());
-        if auth.valid_after.as_u256() > now {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
-                "authorization is not valid yet",
-                payer,
-            )));
-        }
-        if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
-            return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-                format!(
-                    "authorization expires in less than {} s",
-                    self.valid_before_buffer
-                ),
-                payer,
-            )));
+        if let Err(rejection) = self.check_terms(auth, requirements, pay_to) {
+            return Ok(Err(rejection));
         }
         let (name, version) = self.domain_of(chain, asset).await?;
         let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
@@ -582,8 +792,9 @@ impl ExactEvmFacilitator {
         // no elliptic-curve work here. The reads that name the reason for a
         // failure are only made when the simulation fails (or cannot run: an
         // undeployed wallet, whose validation goes into the first batch).
+        let deploys = chain.config.counterfactual_wallets == CounterfactualWallets::Deploy;
         let mut calls = vec![("eth_call", call_params(Some(simulator), asset, &calldata))];
-        if counterfactual.is_some() {
+        if let Some(wrapped) = &counterfactual {
             calls.extend(state_calls());
             calls.push(("eth_getCode", serde_json::json!([auth.from, "latest"])));
             calls.push((
@@ -594,6 +805,16 @@ impl ExactEvmFacilitator {
                     &exact.signature,
                 )),
             ));
+            if deploys {
+                calls.push((
+                    "eth_estimateGas",
+                    serde_json::json!([{
+                        "from": simulator,
+                        "to": wrapped.factory,
+                        "data": wrapped.factory_calldata,
+                    }]),
+                ));
+            }
         }
         let mut answers = chain
             .config
@@ -623,7 +844,17 @@ impl ExactEvmFacilitator {
                 )));
             }
             if code.is_empty() {
-                deploy = Some((wrapped.factory, wrapped.factory_calldata.clone()));
+                let estimate = if deploys { Some(next()) } else { None };
+                match deployment(&chain.config, wrapped, estimate) {
+                    Ok(planned) => deploy = Some(planned),
+                    Err(message) => {
+                        return Ok(Err(reject(
+                            ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet,
+                            message,
+                            payer,
+                        )));
+                    }
+                }
             }
         }
         // An undeployed wallet cannot be simulated before its deployment (the
@@ -743,11 +974,8 @@ impl ExactEvmFacilitator {
         payer: Address,
         observer: &dyn SettlementObserver,
     ) -> Result<Result<Broadcast, Rejection>, SchemeError> {
-        let (to, data, gas_limit) = call;
         let config = &chain.config;
         let gas_price = self.gas_price(chain).await?;
-        let priority = gas_price.min(config.max_priority_fee_per_gas);
-        let max_fee = gas_price.saturating_mul(2).saturating_add(priority);
         if gas_price > config.max_fee_per_gas {
             return Ok(Err(reject(
                 ErrorReason::UnexpectedSettleError,
@@ -757,13 +985,18 @@ impl ExactEvmFacilitator {
                 Some(payer),
             )));
         }
-        let max_fee = max_fee.min(config.max_fee_per_gas);
+        let priority = gas_price.min(config.max_priority_fee_per_gas);
+        let max_fee = gas_price
+            .saturating_mul(2)
+            .saturating_add(priority)
+            .min(config.max_fee_per_gas);
         let index = chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len();
         let slot = &chain.slots[index];
-        let mut next_nonce = slot.next_nonce.lock().await;
+        let mut nonces = slot.nonces.lock().await;
+        resolve_in_doubt(&config.rpc, &mut nonces).await?;
         let mut resynced = false;
         loop {
-            let nonce = match *next_nonce {
+            let nonce = match nonces.next {
                 Some(nonce) => nonce,
                 None => config
                     .rpc
@@ -774,86 +1007,102 @@ impl ExactEvmFacilitator {
             let tx = TxEip1559 {
                 chain_id: config.network.chain_id,
                 nonce,
-                gas_limit,
+                gas_limit: call.2,
                 max_fee_per_gas: max_fee,
                 max_priority_fee_per_gas: priority,
-                to: TxKind::Call(to),
+                to: TxKind::Call(call.0),
                 value: U256::ZERO,
                 access_list: Default::default(),
-                input: Bytes::copy_from_slice(data),
+                input: Bytes::copy_from_slice(call.1),
             };
-            let signature = slot
-                .signer
-                .sign_hash(&tx.signature_hash())
-                .await
-                .map_err(|e| SchemeError::Signing(e.to_string()))?;
-            let envelope = TxEnvelope::from(tx.into_signed(signature));
-            let hash = *envelope.tx_hash();
-            let raw = envelope.encoded_2718();
+            let sent = sign_transaction(slot.signer.as_ref(), tx).await?;
             // The ledger learns the hash before the transaction can exist.
             observer
-                .before_broadcast(&config.network.chain, &hash.to_string())
+                .before_broadcast(&config.network.chain, &sent.hash.to_string())
                 .await
                 .map_err(|e| {
                     SchemeError::Chain(format!("settlement not recorded, not sent: {e}"))
                 })?;
-            match config.rpc.send_raw_transaction(&raw).await {
-                Ok(_) => {
-                    *next_nonce = Some(nonce + 1);
-                    if self.crash_after_broadcast {
-                        tracing::error!(%hash, "fault injection: crashing after broadcast");
-                        std::process::abort();
-                    }
-                    return Ok(Ok(Broadcast { hash, raw }));
-                }
-                Err(error) => {
-                    let message = error
-                        .node_message()
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
-                    if message.contains("already known") {
-                        *next_nonce = Some(nonce + 1);
-                        return Ok(Ok(Broadcast { hash, raw }));
-                    }
-                    if !resynced
-                        && (message.contains("nonce too low") || message.contains("nonce too high"))
-                    {
-                        // Someone else used this key, or a send was lost:
-                        // re-read the chain's view and try once more.
-                        *next_nonce = None;
-                        resynced = true;
-                        continue;
-                    }
-                    // Nothing was accepted: the nonce is not consumed.
-                    *next_nonce = None;
-                    if matches!(error, RpcError::Node { .. }) {
-                        return Ok(Err(reject(
-                            ErrorReason::InvalidTransactionState,
-                            format!(
-                                "node refused the settlement transaction: {}",
-                                revert_message(&error)
-                            ),
-                            Some(payer),
-                        )));
-                    }
-                    return Err(chain_error(error));
+            let outcome = config.rpc.send_raw_transaction(&sent.raw).await;
+            match self.broadcast_outcome(&mut nonces, nonce, &sent, outcome, &mut resynced) {
+                SendOutcome::Sent => return Ok(Ok(sent)),
+                SendOutcome::Retry => continue,
+                SendOutcome::Refused(error) => {
+                    return Ok(Err(reject(
+                        ErrorReason::InvalidTransactionState,
+                        format!(
+                            "node refused the settlement transaction: {}",
+                            revert_message(&error)
+                        ),
+                        Some(payer),
+                    )));
                 }
             }
         }
     }
 
+    /// What an `eth_sendRawTransaction` answer means for the settlement and
+    /// for the signer's nonces.
+    fn broadcast_outcome(
+        &self,
+        nonces: &mut NonceState,
+        nonce: u64,
+        sent: &Broadcast,
+        outcome: Result<B256, RpcError>,
+        resynced: &mut bool,
+    ) -> SendOutcome {
+        let hash = sent.hash;
+        let error = match outcome {
+            Ok(_) => {
+                nonces.next = Some(nonce + 1);
+                if self.crash_after_broadcast {
+                    tracing::error!(%hash, "fault injection: crashing after broadcast");
+                    std::process::abort();
+                }
+                return SendOutcome::Sent;
+            }
+            Err(error @ RpcError::Node { .. }) => error,
+            Err(error) => {
+                // No answer: the node may have accepted the transaction, and
+                // the ledger already holds its hash. Treat it as sent (the
+                // receipt wait re-broadcasts it, and answers `pending` if it
+                // never shows), and keep its nonce taken.
+                tracing::warn!(%hash, %error, "broadcast unanswered; the transaction may be pending");
+                nonces.next = Some(nonce + 1);
+                nonces.in_doubt = Some(sent.clone());
+                return SendOutcome::Sent;
+            }
+        };
+        let message = error
+            .node_message()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if already_known(&message) {
+            nonces.next = Some(nonce + 1);
+            return SendOutcome::Sent;
+        }
+        // Refused: nothing was accepted, the nonce is not consumed.
+        nonces.next = None;
+        if !*resynced && (message.contains("nonce too low") || message.contains("nonce too high")) {
+            // Someone else used this key, or a send was lost: re-read the
+            // chain's view and try once more.
+            *resynced = true;
+            return SendOutcome::Retry;
+        }
+        SendOutcome::Refused(error)
+    }
+
     /// Polls for a receipt (1 ms, doubling up to the configured maximum)
-    /// until it appears or the timeout passes, sending the same signed bytes
+    /// until it appears or `deadline` passes, sending the same signed bytes
     /// again whenever a re-broadcast interval passes without one.
     async fn wait_receipt(
         &self,
         rpc: &RpcClient,
         sent: &Broadcast,
+        deadline: Instant,
     ) -> Result<Option<Receipt>, SchemeError> {
         let hash = sent.hash;
-        let started = Instant::now();
-        let deadline = started + self.receipt_timeout;
-        let mut next_rebroadcast = started + self.rebroadcast_interval;
+        let mut next_rebroadcast = Instant::now() + self.rebroadcast_interval;
         let mut pause = Duration::from_millis(1);
         loop {
             match rpc.receipt(hash).await {
@@ -872,14 +1121,15 @@ impl ExactEvmFacilitator {
                 next_rebroadcast = now + self.rebroadcast_interval;
                 rebroadcast(rpc, sent).await;
             }
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(self.receipt_poll_max);
         }
     }
 
-    /// Looks on chain for an earlier execution of this exact authorization
+    /// Looks on chain for an earlier execution of this very authorization
     /// (front-run, or settled before by us) and returns its transaction hash
-    /// if it moved exactly `value` from `from` to `to`.
+    /// if it moved exactly `value` from `from` to `to`. An execution of
+    /// another authorization reusing the nonce does not count.
     async fn find_execution(
         &self,
         chain: &ChainState,
@@ -887,31 +1137,105 @@ impl ExactEvmFacilitator {
         payload: &ExactEvmPayload,
     ) -> Result<Option<B256>, SchemeError> {
         let auth = &payload.authorization;
-        let rpc = &chain.config.rpc;
-        let logs = rpc
-            .logs(
-                asset,
-                vec![
-                    Some(IEip3009Token::AuthorizationUsed::SIGNATURE_HASH),
-                    Some(auth.from.into_word()),
-                    Some(auth.nonce),
-                ],
-                0,
-            )
+        let search = LogSearch {
+            rpc: &chain.config.rpc,
+            asset,
+            range_blocks: &chain.log_range,
+            lookback_seconds: chain.config.reconcile_lookback.as_secs(),
+        };
+        let Some(hash) = search
+            .authorization_used(auth)
             .await
-            .map_err(chain_error)?;
-        for log in logs {
-            let Some(hash) = log.transaction_hash else {
-                continue;
-            };
-            if let Some(receipt) = rpc.receipt(hash).await.map_err(chain_error)?
-                && receipt.succeeded()
-                && has_transfer_log(&receipt, asset, auth.from, auth.to, auth.value.as_u256())
-            {
-                return Ok(Some(hash));
-            }
+            .map_err(chain_error)?
+            .and_then(|log| log.transaction_hash)
+        else {
+            return Ok(None);
+        };
+        let Some(receipt) = chain.config.rpc.receipt(hash).await.map_err(chain_error)? else {
+            return Ok(None);
+        };
+        let paid = receipt.succeeded()
+            && has_transfer_log(&receipt, asset, auth.from, auth.to, auth.value.as_u256());
+        if paid && search.executed(hash, auth).await.map_err(chain_error)? {
+            return Ok(Some(hash));
         }
+        tracing::info!(%hash, "the nonce was used by another authorization");
         Ok(None)
+    }
+
+    /// Settlement of a payment that verification refused: nothing is sent.
+    /// A used nonce or an expired authorization is first looked up on chain:
+    /// when this very authorization was executed (front-run, or an earlier
+    /// settlement), the payer was charged and the answer says so, with that
+    /// transaction.
+    async fn settle_refused(
+        &self,
+        rejection: Rejection,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<SettleResponse, SchemeError> {
+        let network = &requirements.network;
+        // An expired authorization may have been executed before it expired
+        // (e.g. a settlement re-run after a restart): the chain decides
+        // first, so a landed transfer is never reported as failed.
+        let may_have_executed = matches!(
+            rejection.reason,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
+                | ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore
+        );
+        if may_have_executed
+            && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
+            && let (Ok(asset), Ok(exact)) = (
+                requirements.asset.parse::<Address>(),
+                ExactEvmPayload::from_json(&payload.payload),
+            )
+            && let Some(hash) = self.find_execution(chain, asset, &exact).await?
+        {
+            tracing::info!(%hash, "authorization was already settled on chain");
+            return Ok(SettleResponse::settled(
+                network.clone(),
+                hash.to_string(),
+                rejection.payer.map(|p| p.to_string()),
+            ));
+        }
+        Ok(failure(network, rejection, String::new()))
+    }
+
+    /// Deploys the payer's counterfactual wallet; `Some` failure answer when
+    /// that did not work.
+    async fn deploy_wallet(
+        &self,
+        verified: &Verified<'_>,
+        deployment: &Deployment,
+        deadline: Instant,
+        observer: &dyn SettlementObserver,
+        network: &ChainId,
+    ) -> Result<Option<SettleResponse>, SchemeError> {
+        let payer = verified.payload.authorization.from;
+        let call = (
+            deployment.factory,
+            deployment.calldata.as_ref(),
+            deployment.gas_limit,
+        );
+        let sent = match self.send(verified.chain, call, payer, observer).await? {
+            Ok(sent) => sent,
+            Err(rejection) => return Ok(Some(failure(network, rejection, String::new()))),
+        };
+        let receipt = self
+            .wait_receipt(&verified.chain.config.rpc, &sent, deadline)
+            .await;
+        let hash = sent.hash;
+        let problem = match receipt {
+            Ok(Some(receipt)) if receipt.succeeded() => return Ok(None),
+            Ok(Some(_)) => format!("deployment of the counterfactual wallet reverted ({hash})"),
+            Ok(None) | Err(_) => format!(
+                "deployment of the counterfactual wallet not confirmed in time ({hash}); retry later"
+            ),
+        };
+        // The payment itself was never sent: a failure that charged nobody
+        // (the transaction field names payments only).
+        let rejection = reject(ErrorReason::InvalidTransactionState, problem, Some(payer));
+        Ok(Some(failure(network, rejection, String::new())))
     }
 
     async fn settle_checked(
@@ -920,149 +1244,68 @@ impl ExactEvmFacilitator {
         requirements: &PaymentRequirements,
         observer: &dyn SettlementObserver,
     ) -> Result<SettleResponse, SchemeError> {
-        let network = requirements.network.clone();
-        let failed = |rejection: Rejection, transaction: String| {
-            SettleResponse::failed(
-                network.clone(),
-                rejection.reason,
-                rejection.payer.map(|p| p.to_string()),
-                transaction,
-            )
-            .with_message(rejection.message)
-        };
+        let network = &requirements.network;
         let verified = match self.check(payload, requirements).await? {
             Ok(verified) => verified,
-            Err(rejection) => {
-                if rejection.reason == ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
-                    && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
-                    && let (Ok(asset), Ok(exact)) = (
-                        requirements.asset.parse::<Address>(),
-                        ExactEvmPayload::from_json(&payload.payload),
-                    )
-                    && let Some(hash) = self.find_execution(chain, asset, &exact).await?
-                {
-                    // Already executed with these exact parameters: report
-                    // the truth (paid, by that transaction).
-                    tracing::info!(%hash, "authorization was already settled on chain");
-                    return Ok(SettleResponse::settled(
-                        network,
-                        hash.to_string(),
-                        rejection.payer.map(|p| p.to_string()),
-                    ));
-                }
-                return Ok(failed(rejection, String::new()));
-            }
+            Err(rejection) => return self.settle_refused(rejection, payload, requirements).await,
         };
-        let auth = verified.payload.authorization.clone();
-        let payer = Some(auth.from.to_string());
-        if let Some((factory, calldata)) = &verified.deploy {
-            // Counterfactual wallet: deploy it first (its factory call), then
-            // the authorization validates by EIP-1271.
-            let config = &verified.chain.config;
-            let estimate: Result<U256, RpcError> = config
-                .rpc
-                .request(
-                    "eth_estimateGas",
-                    serde_json::json!([{
-                        "from": verified.chain.slots[0].signer.address(),
-                        "to": factory,
-                        "data": calldata,
-                    }]),
-                )
-                .await;
-            let gas = estimate
-                .ok()
-                .and_then(|g| u64::try_from(g).ok())
-                .map(|g| g.saturating_add(g / 5));
-            let Some(gas) = gas.filter(|g| *g <= config.max_wallet_deployment_gas) else {
-                return Ok(failed(
-                    reject(
-                        ErrorReason::InvalidExactEvmPayloadSignature,
-                        "counterfactual wallet deployment fails or exceeds the facilitator's gas cap",
-                        Some(auth.from),
-                    ),
-                    String::new(),
-                ));
-            };
-            let sent = match self
-                .send(
-                    verified.chain,
-                    (*factory, calldata, gas),
-                    auth.from,
-                    observer,
-                )
+        // One receipt budget for the whole settlement (deployment included).
+        let deadline = Instant::now() + self.receipt_timeout;
+        if let Some(deployment) = &verified.deploy
+            && let Some(failed) = self
+                .deploy_wallet(&verified, deployment, deadline, observer, network)
                 .await?
-            {
-                Ok(sent) => sent,
-                Err(rejection) => return Ok(failed(rejection, String::new())),
-            };
-            match self.wait_receipt(&verified.chain.config.rpc, &sent).await {
-                Ok(Some(receipt)) if receipt.succeeded() => {}
-                _ => {
-                    return Ok(failed(
-                        reject(
-                            ErrorReason::InvalidTransactionState,
-                            "deployment of the counterfactual wallet failed",
-                            Some(auth.from),
-                        ),
-                        sent.hash.to_string(),
-                    ));
-                }
-            }
-        }
-        let sent = match self
-            .send(
-                verified.chain,
-                (
-                    verified.asset,
-                    &verified.calldata,
-                    verified.chain.config.gas_limit,
-                ),
-                auth.from,
-                observer,
-            )
-            .await?
         {
+            return Ok(failed);
+        }
+        let auth = &verified.payload.authorization;
+        let payer = Some(auth.from.to_string());
+        let chain = verified.chain;
+        let call = (
+            verified.asset,
+            verified.calldata.as_slice(),
+            chain.config.gas_limit,
+        );
+        let sent = match self.send(chain, call, auth.from, observer).await? {
             Ok(sent) => sent,
-            Err(rejection) => return Ok(failed(rejection, String::new())),
+            Err(rejection) => return Ok(failure(network, rejection, String::new())),
         };
         let hash = sent.hash;
-        let receipt = match self.wait_receipt(&verified.chain.config.rpc, &sent).await {
+        let receipt = match self.wait_receipt(&chain.config.rpc, &sent, deadline).await {
             Ok(Some(receipt)) => receipt,
             Ok(None) => {
                 tracing::warn!(%hash, "settlement not confirmed in time; reporting pending");
-                return Ok(SettleResponse::failed(
-                    network,
-                    ErrorReason::TransactionPending,
-                    payer,
-                    hash.to_string(),
-                )
-                .with_message("transaction sent but not yet confirmed"));
+                let message = "transaction sent but not yet confirmed".to_owned();
+                return Ok(pending(network, payer, hash, message));
             }
             Err(error) => {
                 tracing::warn!(%hash, %error, "receipt unavailable; reporting pending");
-                return Ok(SettleResponse::failed(
-                    network,
-                    ErrorReason::TransactionPending,
-                    payer,
-                    hash.to_string(),
-                )
-                .with_message(format!("transaction sent; receipt unavailable: {error}")));
+                let message = format!("transaction sent; receipt unavailable: {error}");
+                return Ok(pending(network, payer, hash, message));
             }
         };
+        self.judge_receipt(&verified, hash, &receipt, network).await
+    }
+
+    /// The settlement's outcome from its transaction's receipt.
+    async fn judge_receipt(
+        &self,
+        verified: &Verified<'_>,
+        hash: B256,
+        receipt: &Receipt,
+        network: &ChainId,
+    ) -> Result<SettleResponse, SchemeError> {
+        let auth = &verified.payload.authorization;
+        let payer = Some(auth.from.to_string());
+        let value = auth.value.as_u256();
         if receipt.succeeded()
-            && has_transfer_log(
-                &receipt,
-                verified.asset,
-                auth.from,
-                auth.to,
-                auth.value.as_u256(),
-            )
+            && has_transfer_log(receipt, verified.asset, auth.from, auth.to, value)
         {
-            let mut response = SettleResponse::settled(network, hash.to_string(), payer);
+            let mut response = SettleResponse::settled(network.clone(), hash.to_string(), payer);
             response.amount = Some(auth.value);
-            Ok(response)
-        } else if !receipt.succeeded()
+            return Ok(response);
+        }
+        if !receipt.succeeded()
             && let Some(earlier) = self
                 .find_execution(verified.chain, verified.asset, &verified.payload)
                 .await?
@@ -1072,22 +1315,21 @@ impl ExactEvmFacilitator {
             // was still in the mempool when a retry re-verified): the payer
             // was charged exactly once, by that transaction.
             tracing::info!(%hash, %earlier, "authorization executed by another transaction");
-            let mut response = SettleResponse::settled(network, earlier.to_string(), payer);
+            let mut response = SettleResponse::settled(network.clone(), earlier.to_string(), payer);
             response.amount = Some(auth.value);
-            Ok(response)
-        } else {
-            Ok(SettleResponse::failed(
-                network,
-                ErrorReason::InvalidTransactionState,
-                payer,
-                hash.to_string(),
-            )
-            .with_message(if receipt.succeeded() {
-                "transaction succeeded but did not transfer the exact amount to payTo"
-            } else {
-                "settlement transaction reverted"
-            }))
+            return Ok(response);
         }
+        Ok(SettleResponse::failed(
+            network.clone(),
+            ErrorReason::InvalidTransactionState,
+            payer,
+            hash.to_string(),
+        )
+        .with_message(if receipt.succeeded() {
+            "transaction succeeded but did not transfer the exact amount to payTo"
+        } else {
+            "settlement transaction reverted"
+        }))
     }
 }
 

@@ -5,12 +5,15 @@ mod client;
 mod facilitator;
 mod lookup;
 mod payload;
+mod reconcile;
 mod server;
 #[cfg(feature = "client")]
 mod spend;
 
 pub use client::{ExactEvmClient, NonceSource};
-pub use facilitator::{EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder};
+pub use facilitator::{
+    CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder,
+};
 pub use payload::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
 pub use server::ExactEvmServer;
 #[cfg(feature = "client")]
