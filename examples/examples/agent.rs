@@ -2,22 +2,22 @@
 //! budget.
 //!
 //! ```sh
-//! X402_PRIVATE_KEY=0x... cargo run -p x402-examples --example agent -- http://127.0.0.1:3000/report
+//! PAYWIRE_PRIVATE_KEY=0x... cargo run -p paywire-examples --example agent -- http://127.0.0.1:3000/report
 //! ```
 
 use std::sync::Arc;
 
-use x402_client::{
+use paywire_client::{
     Budget, BudgetRule, PaymentOutcome, PriceCap, SelectionPolicy, X402Client, X402Middleware,
 };
-use x402_core::{ChainIdPattern, Money, NetworkClass};
-use x402_evm::exact::ExactEvmClient;
-use x402_evm::{EvmNetworks, LocalSigner};
+use paywire_core::{ChainIdPattern, Money, NetworkClass};
+use paywire_evm::exact::ExactEvmClient;
+use paywire_evm::{EvmNetworks, LocalSigner};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).ok_or("usage: agent URL")?;
-    let wallet = LocalSigner::from_hex(&std::env::var("X402_PRIVATE_KEY")?)?;
+    let wallet = LocalSigner::from_hex(&std::env::var("PAYWIRE_PRIVATE_KEY")?)?;
 
     // "Prefer Base, testnets only, never more than 5 cents a call."
     let policy = SelectionPolicy {

@@ -2,18 +2,18 @@
 //! size of its input with a per-tenant recipient, and a free route.
 //!
 //! ```sh
-//! X402_FACILITATOR_URL=http://127.0.0.1:4021 \
-//! X402_PAY_TO=0xYourAddress \
-//! cargo run -p x402-examples --example seller
+//! PAYWIRE_FACILITATOR_URL=http://127.0.0.1:4021 \
+//! PAYWIRE_PAY_TO=0xYourAddress \
+//! cargo run -p paywire-examples --example seller
 //! ```
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use x402_core::{ChainId, ChainIdPattern, Facilitator};
-use x402_evm::exact::ExactEvmServer;
-use x402_server::{
+use paywire_core::{ChainId, ChainIdPattern, Facilitator};
+use paywire_evm::exact::ExactEvmServer;
+use paywire_server::{
     HttpFacilitator, PayTo, PayToSpec, PaymentLayer, PaymentOption, PriceSpec, PricingError,
     RequestContext, Route, money,
 };
@@ -21,8 +21,8 @@ use x402_server::{
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let facilitator_url =
-        std::env::var("X402_FACILITATOR_URL").unwrap_or_else(|_| "http://127.0.0.1:4021".into());
-    let pay_to = std::env::var("X402_PAY_TO")?;
+        std::env::var("PAYWIRE_FACILITATOR_URL").unwrap_or_else(|_| "http://127.0.0.1:4021".into());
+    let pay_to = std::env::var("PAYWIRE_PAY_TO")?;
     let network = ChainId::from_name_or_caip2("base-sepolia")?;
 
     // Any `Facilitator` works: a remote one over HTTP, an in-process

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use x402_core::codec;
+use paywire_core::codec;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(payload) = codec::decode_payment_signature(data) {

@@ -1,0 +1,755 @@
+//! `paywire-bench`: measures the devnet node's ceiling and our components against
+//! it in one run. See the crate README.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use clap::Parser;
+use paywire_client::{PaymentStatus, X402Client};
+use paywire_core::{
+    ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, PaymentPayload, PaymentRequirements,
+    Price, RequirementsRequest, SchemeServer,
+};
+use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
+use paywire_evm::rpc::RpcClient;
+use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
+use paywire_server::{HttpFacilitator, PayTo, PaymentLayer, PaymentOption, Route, money};
+use paywire_testkit::Devnet;
+use serde_json::{Value, json};
+
+/// Load tool for the x402 stack on a local devnet.
+#[derive(Parser, Debug)]
+#[command(name = "paywire-bench", version)]
+struct Args {
+    /// Concurrent workers for throughput phases.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds per time-boxed phase (eth_call ceiling, /verify).
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Payments settled in the /settle phase (and transfers in the send-and-mine phase).
+    #[arg(long, default_value_t = 400)]
+    settlements: usize,
+    /// Paid requests end to end (concurrency 1).
+    #[arg(long, default_value_t = 50)]
+    paid_requests: usize,
+    /// Path of a `paywire` binary to run `paywire facilitator` from (default: the
+    /// `paywire-facilitator` binary next to this one, else `paywire` there).
+    #[arg(long)]
+    paywire: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Internal: run only the resource server (`paid` with the payment
+    /// layer, `plain` without) in this process, for its memory figure.
+    #[arg(long, hide = true, requires = "usdc")]
+    serve: Option<ServeMode>,
+    /// Internal: the facilitator the `--serve paid` server uses.
+    #[arg(long, hide = true)]
+    facilitator_url: Option<String>,
+    /// Internal: the devnet's USDC address for `--serve`.
+    #[arg(long, hide = true)]
+    usdc: Option<Address>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ServeMode {
+    Paid,
+    Plain,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Stats {
+    count: usize,
+    errors: usize,
+    seconds: f64,
+    latencies_us: Vec<u64>,
+}
+
+impl Stats {
+    fn throughput(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.count as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "count": self.count,
+            "errors": self.errors,
+            "seconds": self.seconds,
+            "per_second": self.throughput(),
+            "p50_ms": self.percentile(0.50),
+            "p90_ms": self.percentile(0.90),
+            "p99_ms": self.percentile(0.99),
+        })
+    }
+}
+
+/// Runs `work(i)` for i in 0..total with `concurrency` workers (or until
+/// `deadline`), timing each call.
+async fn drive<F, Fut>(
+    concurrency: usize,
+    total: Option<usize>,
+    deadline: Option<Duration>,
+    work: F,
+) -> Stats
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (work, next) = (Arc::clone(&work), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| i >= t) || deadline.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                let began = Instant::now();
+                if work(i).await {
+                    latencies.push(began.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut stats = Stats::default();
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            stats.count += latencies.len();
+            stats.latencies_us.extend(latencies);
+            stats.errors += errors;
+        }
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    stats
+}
+
+fn requirements(usdc: Address, pay_to: Address) -> PaymentRequirements {
+    let mut table = EvmNetworks::empty();
+    table.insert(EvmNetwork::anvil(usdc));
+    let chain = ChainId::eip155(31337);
+    let price = Price::Money(paywire_core::Money::parse("$0.001").expect("price"));
+    ExactEvmServer::new(table)
+        .requirements(&RequirementsRequest {
+            network: &chain,
+            price: &price,
+            pay_to: &pay_to.to_string(),
+            max_timeout_seconds: 600,
+            facilitator_kind: None,
+        })
+        .expect("requirements")
+}
+
+async fn sign_payments(
+    devnet: &Devnet,
+    requirements: &PaymentRequirements,
+    count: usize,
+) -> Vec<PaymentPayload> {
+    let clients: Vec<_> = (1..=8)
+        .map(|i| ExactEvmClient::new(LocalSigner::new(devnet.payer(i).signer())))
+        .collect();
+    let mut payloads = Vec::with_capacity(count);
+    for i in 0..count {
+        let exact = clients[i % 8].sign(requirements).await.expect("sign");
+        payloads.push(PaymentPayload {
+            x402_version: 2,
+            payload: exact.to_json(),
+            extensions: None,
+            resource: None,
+            accepted: requirements.clone(),
+        });
+    }
+    payloads
+}
+
+/// Node ceiling 1: raw `eth_call` of `transferWithAuthorization`.
+async fn node_eth_call(devnet: &Devnet, requirements: &PaymentRequirements, args: &Args) -> Stats {
+    let payload = sign_payments(devnet, requirements, 1).await.remove(0);
+    let exact = paywire_evm::exact::ExactEvmPayload::from_json(&payload.payload).expect("payload");
+    let auth = &exact.authorization;
+    let call = paywire_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
+        from: auth.from,
+        to: auth.to,
+        value: auth.value.as_u256(),
+        validAfter: auth.valid_after.as_u256(),
+        validBefore: auth.valid_before.as_u256(),
+        nonce: auth.nonce,
+        signature: exact.signature.clone(),
+    };
+    let data: Bytes = alloy_sol_types::SolCall::abi_encode(&call).into();
+    let rpc = Arc::new(
+        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc"),
+    );
+    let usdc = devnet.usdc();
+    drive(
+        args.concurrency,
+        None,
+        Some(Duration::from_secs(args.duration)),
+        move |_| {
+            let (rpc, data) = (Arc::clone(&rpc), data.clone());
+            async move { rpc.call(None, usdc, &data).await.is_ok() }
+        },
+    )
+    .await
+}
+
+/// Node ceiling 2: raw send-and-mine of simple transfers, one key per worker
+/// (sequential nonces per key, so no nonce manager is involved).
+async fn node_send_and_mine(devnet: &Devnet, args: &Args) -> Stats {
+    let rpc = Arc::new(
+        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc"),
+    );
+    let gas_price = rpc.gas_price().await.expect("gas price");
+    let mut keys = Vec::new();
+    for _ in 0..args.concurrency {
+        let key = LocalSigner::random();
+        devnet
+            .set_eth_balance(key.address(), U256::from(10u128.pow(22)))
+            .await
+            .expect("fund");
+        keys.push(key);
+    }
+    let per_worker = args.settlements.div_ceil(args.concurrency) as u64;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for key in keys {
+        let rpc = Arc::clone(&rpc);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            for nonce in 0..per_worker {
+                let tx = TxEip1559 {
+                    chain_id: 31337,
+                    nonce,
+                    gas_limit: 21_000,
+                    max_fee_per_gas: gas_price * 2,
+                    max_priority_fee_per_gas: 1,
+                    to: TxKind::Call(Address::random()),
+                    value: U256::from(1),
+                    access_list: Default::default(),
+                    input: Bytes::new(),
+                };
+                let began = Instant::now();
+                let Ok(signature) = key.sign_hash_sync(&tx.signature_hash()) else {
+                    errors += 1;
+                    continue;
+                };
+                let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
+                let Ok(hash) = rpc.send_raw_transaction(&raw).await else {
+                    errors += 1;
+                    continue;
+                };
+                if wait_receipt(&rpc, hash).await {
+                    latencies.push(began.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut stats = Stats::default();
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            stats.count += latencies.len();
+            stats.latencies_us.extend(latencies);
+            stats.errors += errors;
+        }
+    }
+    stats.seconds = start.elapsed().as_secs_f64();
+    stats
+}
+
+async fn wait_receipt(rpc: &RpcClient, hash: B256) -> bool {
+    let mut pause = Duration::from_micros(500);
+    for _ in 0..200 {
+        if let Ok(Some(receipt)) = rpc.receipt(hash).await {
+            return receipt.succeeded();
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    false
+}
+
+struct FacilitatorProcess {
+    child: tokio::process::Child,
+    url: String,
+    _dir: tempdir::TempDir,
+}
+
+mod tempdir {
+    //! A temporary directory removed on drop (no extra dependency).
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> std::io::Result<Self> {
+            let path = std::env::temp_dir().join(format!(
+                "paywire-bench-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default()
+            ));
+            std::fs::create_dir_all(&path)?;
+            Ok(Self(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// How to start the facilitator: the dedicated `paywire-facilitator` binary
+/// next to this one when it was built (what an operator deploys), else
+/// `paywire facilitator`; `--paywire` forces the latter with that path.
+fn facilitator_command(args: &Args) -> Result<(PathBuf, Option<&'static str>), String> {
+    if let Some(path) = &args.paywire {
+        return Ok((path.clone(), Some("facilitator")));
+    }
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dedicated = me.with_file_name("paywire-facilitator");
+    if dedicated.exists() {
+        return Ok((dedicated, None));
+    }
+    let sibling = me.with_file_name("paywire");
+    if sibling.exists() {
+        Ok((sibling, Some("facilitator")))
+    } else {
+        Err(format!(
+            "no facilitator binary next to {}; build one (cargo build --release -p paywire-facilitator) or pass --paywire",
+            me.display()
+        ))
+    }
+}
+
+async fn start_facilitator(
+    devnet: &Devnet,
+    (binary, subcommand): &(PathBuf, Option<&'static str>),
+) -> Result<FacilitatorProcess, String> {
+    let dir = tempdir::TempDir::new().map_err(|e| e.to_string())?;
+    let signer_key = B256::random().to_string();
+    let key = LocalSigner::from_hex(&signer_key).map_err(|e| e.to_string())?;
+    devnet
+        .set_eth_balance(key.address(), U256::from(10u128.pow(22)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let config = format!(
+        r#"listen = "127.0.0.1:{port}"
+store = "{store}"
+receipt_timeout_seconds = 30
+
+[[chains]]
+network = "eip155:31337"
+rpc_urls = ["{rpc}"]
+signer_private_keys = ["${{BENCH_SIGNER_KEY}}"]
+max_fee_per_gas_gwei = 1000
+
+[[chains.assets]]
+address = "{usdc}"
+symbol = "USDC"
+decimals = 6
+eip712_name = "USD Coin"
+eip712_version = "2"
+"#,
+        store = dir.path().join("ledger.sqlite").display(),
+        rpc = devnet.rpc_url(),
+        usdc = devnet.usdc(),
+    );
+    let config_path = dir.path().join("facilitator.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let child = tokio::process::Command::new(binary)
+        .args(subcommand)
+        .arg("--config")
+        .arg(&config_path)
+        .env("BENCH_SIGNER_KEY", signer_key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(FacilitatorProcess {
+                child,
+                url,
+                _dir: dir,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err("the facilitator did not become healthy".into())
+}
+
+/// Peak resident set size of a process, in KiB (Linux `VmHWM`).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value, key: &str) -> bool {
+    match http.post(url).json(body).send().await {
+        Ok(response) if response.status().is_success() => response
+            .json::<Value>()
+            .await
+            .is_ok_and(|v| v.get(key) == Some(&Value::Bool(true))),
+        _ => false,
+    }
+}
+
+/// The seller's app: `GET /paid` behind `PaymentLayer` (or, for the memory
+/// baseline, the same route without it).
+fn seller_app(
+    mode: ServeMode,
+    usdc: Address,
+    facilitator_url: &str,
+) -> Result<axum::Router, String> {
+    let app = axum::Router::new().route("/paid", axum::routing::get(|| async { "ok" }));
+    if mode == ServeMode::Plain {
+        return Ok(app);
+    }
+    let mut table = EvmNetworks::empty();
+    table.insert(EvmNetwork::anvil(usdc));
+    let facilitator: Arc<dyn Facilitator> =
+        Arc::new(HttpFacilitator::new(facilitator_url).map_err(|e| e.to_string())?);
+    let layer =
+        PaymentLayer::builder(facilitator)
+            .scheme(
+                ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
+                Arc::new(ExactEvmServer::new(table)),
+            )
+            .public_origin("https://bench.example")
+            .route(Route::new("GET /paid").map_err(|e| e.to_string())?.accept(
+                PaymentOption::exact(
+                    ChainId::eip155(31337),
+                    money("$0.001").map_err(|e| e.to_string())?,
+                    PayTo::address(Address::random().to_string()),
+                ),
+            ))
+            .build()
+            .map_err(|e| e.to_string())?;
+    Ok(app.layer(layer))
+}
+
+/// `--serve`: serves the seller's app and prints its address on stdout.
+async fn serve(args: Args) -> Result<(), String> {
+    let (Some(mode), Some(usdc)) = (args.serve, args.usdc) else {
+        return Err("--serve needs --usdc".into());
+    };
+    let app = seller_app(mode, usdc, args.facilitator_url.as_deref().unwrap_or(""))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "http://{}/paid",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
+
+/// A seller's server in its own process, so its memory can be read.
+struct ServerProcess {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn start_server(
+    mode: ServeMode,
+    usdc: Address,
+    facilitator_url: &str,
+) -> Result<ServerProcess, String> {
+    use tokio::io::AsyncBufReadExt;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(me)
+        .arg("--serve")
+        .arg(match mode {
+            ServeMode::Paid => "paid",
+            ServeMode::Plain => "plain",
+        })
+        .arg("--usdc")
+        .arg(usdc.to_string())
+        .arg("--facilitator-url")
+        .arg(facilitator_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the seller server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| "the seller server did not start".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(ServerProcess {
+        child,
+        url: line.trim().to_owned(),
+    })
+}
+
+/// Paid requests at concurrency 1 against a seller server process; returns
+/// the figures and the server's peak RSS.
+async fn paid_requests(
+    devnet: &Devnet,
+    facilitator_url: &str,
+    args: &Args,
+) -> Result<(Stats, Option<u64>), String> {
+    let usdc = devnet.usdc();
+    let server = start_server(ServeMode::Paid, usdc, facilitator_url).await?;
+    let mut table = EvmNetworks::empty();
+    table.insert(EvmNetwork::anvil(usdc));
+    let client = Arc::new(
+        X402Client::builder()
+            .wallet(
+                ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
+                Arc::new(ExactEvmClient::new(LocalSigner::new(
+                    devnet.payer(8).signer(),
+                ))),
+            )
+            .catalog(Arc::new(table))
+            .build(),
+    );
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    let stats = drive(1, Some(args.paid_requests), None, move |_| {
+        let (client, http, url) = (Arc::clone(&client), http.clone(), url.clone());
+        async move {
+            let Ok(request) = http.get(&url).build() else {
+                return false;
+            };
+            match client.send(&http, request).await {
+                Ok(response) => response
+                    .extensions()
+                    .get::<paywire_client::PaymentOutcome>()
+                    .is_some_and(|o| o.status == PaymentStatus::Paid),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    Ok((stats, server.child.id().and_then(peak_rss_kib)))
+}
+
+/// The memory baseline: the same server without the payment layer, under
+/// the same number of (free) requests.
+async fn plain_requests(usdc: Address, args: &Args) -> Result<Option<u64>, String> {
+    let server = start_server(ServeMode::Plain, usdc, "").await?;
+    let http = reqwest::Client::new();
+    let url = server.url.clone();
+    drive(1, Some(args.paid_requests), None, move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    Ok(server.child.id().and_then(peak_rss_kib))
+}
+
+async fn run(args: Args) -> Result<Value, String> {
+    let binary = facilitator_command(&args)?;
+    let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+    let requirements = requirements(devnet.usdc(), Address::random());
+    eprintln!("[1/5] node: eth_call of transferWithAuthorization ...");
+    let node_call = node_eth_call(&devnet, &requirements, &args).await;
+    eprintln!("[2/5] node: send-and-mine ...");
+    let node_send = node_send_and_mine(&devnet, &args).await;
+
+    let facilitator = start_facilitator(&devnet, &binary).await?;
+    let http = reqwest::Client::new();
+    eprintln!("[3/5] facilitator: /verify ...");
+    let verify_payloads = Arc::new(sign_payments(&devnet, &requirements, 256).await);
+    let verify_url = format!("{}/verify", facilitator.url);
+    let (h, r, p) = (
+        http.clone(),
+        requirements.clone(),
+        Arc::clone(&verify_payloads),
+    );
+    let verify = drive(
+        args.concurrency,
+        None,
+        Some(Duration::from_secs(args.duration)),
+        move |i| {
+            let body =
+                serde_json::to_value(FacilitatorRequest::new(p[i % p.len()].clone(), r.clone()))
+                    .unwrap_or_default();
+            let (h, url) = (h.clone(), verify_url.clone());
+            async move { post_json(&h, &url, &body, "isValid").await }
+        },
+    )
+    .await;
+
+    eprintln!("[4/5] facilitator: /settle ...");
+    let settle_payloads = Arc::new(sign_payments(&devnet, &requirements, args.settlements).await);
+    let settle_url = format!("{}/settle", facilitator.url);
+    let (h, r, p) = (
+        http.clone(),
+        requirements.clone(),
+        Arc::clone(&settle_payloads),
+    );
+    let settle = drive(args.concurrency, Some(args.settlements), None, move |i| {
+        let body = serde_json::to_value(FacilitatorRequest::new(p[i].clone(), r.clone()))
+            .unwrap_or_default();
+        let (h, url) = (h.clone(), settle_url.clone());
+        async move { post_json(&h, &url, &body, "success").await }
+    })
+    .await;
+
+    eprintln!("[5/5] paid requests end to end (concurrency 1) ...");
+    let (paid, server_rss) = paid_requests(&devnet, &facilitator.url, &args).await?;
+    let plain_rss = plain_requests(devnet.usdc(), &args).await?;
+    let rss = facilitator.child.id().and_then(peak_rss_kib);
+
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Ok(json!({
+        "concurrency": args.concurrency,
+        "facilitator_binary": binary.0.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "node": {"eth_call": node_call.to_json(), "send_and_mine": node_send.to_json()},
+        "facilitator": {
+            "verify": verify.to_json(),
+            "settle": settle.to_json(),
+            "peak_rss_kib": rss,
+        },
+        "paid_request": paid.to_json(),
+        "server": {
+            "peak_rss_kib_with_layer": server_rss,
+            "peak_rss_kib_without_layer": plain_rss,
+            "layer_rss_kib": server_rss.zip(plain_rss).map(|(with, without)| with as i64 - without as i64),
+        },
+        "ratios": {
+            "verify_per_second_vs_node_eth_call": ratio(verify.throughput(), node_call.throughput()),
+            "settle_per_second_vs_node_send_and_mine": ratio(settle.throughput(), node_send.throughput()),
+            "paid_request_p50_vs_node_send_p50": ratio(paid.percentile(0.5), node_send.percentile(0.5)),
+        },
+    }))
+}
+
+fn print_table(report: &Value) {
+    let row = |name: &str, stats: &Value| {
+        println!(
+            "{name:<34} {:>9.1}/s  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  ({} ok, {} errors)",
+            stats["per_second"].as_f64().unwrap_or_default(),
+            stats["p50_ms"].as_f64().unwrap_or_default(),
+            stats["p90_ms"].as_f64().unwrap_or_default(),
+            stats["p99_ms"].as_f64().unwrap_or_default(),
+            stats["count"],
+            stats["errors"],
+        );
+    };
+    println!(
+        "concurrency {}, facilitator binary {}",
+        report["concurrency"], report["facilitator_binary"]
+    );
+    row(
+        "node eth_call(transferWithAuth)",
+        &report["node"]["eth_call"],
+    );
+    row("node send-and-mine", &report["node"]["send_and_mine"]);
+    row("facilitator /verify", &report["facilitator"]["verify"]);
+    row("facilitator /settle", &report["facilitator"]["settle"]);
+    row("paid request e2e (concurrency 1)", &report["paid_request"]);
+    println!(
+        "facilitator peak RSS: {} KiB",
+        report["facilitator"]["peak_rss_kib"]
+    );
+    println!(
+        "seller server peak RSS: {} KiB with the payment layer, {} KiB without (layer adds {} KiB)",
+        report["server"]["peak_rss_kib_with_layer"],
+        report["server"]["peak_rss_kib_without_layer"],
+        report["server"]["layer_rss_kib"],
+    );
+    for (name, value) in report["ratios"].as_object().into_iter().flatten() {
+        println!("{name}: {:.3}", value.as_f64().unwrap_or_default());
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if args.serve.is_some() {
+        return match serve(args).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    let json = args.json;
+    match run(args).await {
+        Ok(report) => {
+            if json {
+                println!("{report}");
+            } else {
+                print_table(&report);
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

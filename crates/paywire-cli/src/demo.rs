@@ -1,0 +1,551 @@
+//! `paywire demo`: the whole x402 v2 story on this machine, with nothing
+//! configured: a devnet with Circle's USDC, our facilitator, a sample paid
+//! API, and an agent with a budget paying for a sequence of calls.
+//!
+//! Exits 0 only if every step did what it says.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy_primitives::{Address, U256};
+use axum::Router;
+use axum::routing::{get, post};
+use paywire_client::{
+    Budget, BudgetRule, PaymentOutcome, PaymentStatus, SelectionPolicy, X402Client,
+};
+use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator};
+use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
+use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
+use paywire_server::{
+    HttpFacilitator, PayTo, PayToSpec, PaymentLayer, PaymentOption, PriceSpec, PricingError,
+    RequestContext, Route, money,
+};
+use paywire_testkit::Devnet;
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn step(&self, text: &str) {
+        println!("{} {text}", self.paint("1;36", "==>"));
+    }
+    fn ok(&self, text: &str) {
+        println!("    {} {text}", self.paint("32", "ok"));
+    }
+    fn fail(&self, text: &str) {
+        println!("    {} {text}", self.paint("31", "FAILED"));
+    }
+}
+
+/// One row of the final table.
+struct Row {
+    request: String,
+    price: String,
+    how: String,
+    tx: String,
+    latency_ms: f64,
+}
+
+struct Payees {
+    merchant: Address,
+    acme: Address,
+    globex: Address,
+}
+
+fn usdc(amount: U256) -> String {
+    format!("{} USDC", AtomicAmount::from(amount).to_decimal_string(6))
+}
+
+async fn start_facilitator(devnet: &Devnet, dir: &std::path::Path) -> Result<String, String> {
+    let key = alloy_primitives::B256::random().to_string();
+    let signer = LocalSigner::from_hex(&key).map_err(|e| e.to_string())?;
+    devnet
+        .set_eth_balance(signer.address(), U256::from(10u128.pow(21)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let config = format!(
+        r#"listen = "{address}"
+store = "{store}"
+[[chains]]
+network = "eip155:31337"
+rpc_urls = ["{rpc}"]
+signer_private_keys = ["{key}"]
+max_fee_per_gas_gwei = 1000
+[[chains.assets]]
+address = "{usdc}"
+symbol = "USDC"
+decimals = 6
+eip712_name = "USD Coin"
+eip712_version = "2"
+# The demo's paid API is on loopback; a public facilitator leaves this off.
+[bazaar]
+confirm_private_addresses = true
+"#,
+        store = dir.join("facilitator.sqlite").display(),
+        rpc = devnet.rpc_url(),
+        usdc = devnet.usdc(),
+    );
+    let config =
+        paywire_facilitator::FacilitatorConfig::parse(&config).map_err(|e| e.to_string())?;
+    let state = paywire_facilitator::build(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = paywire_facilitator::serve(listener, state, std::future::pending()).await;
+    });
+    Ok(format!("http://{address}"))
+}
+
+async fn start_api(
+    devnet: &Devnet,
+    facilitator_url: &str,
+    payees: &Payees,
+) -> Result<String, String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    // The public origin is the address the agent calls: sign-in-with-x binds
+    // every challenge to it (domain and URI), never to a Host header.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| fail(&e))?;
+    let url = format!("http://{}", listener.local_addr().map_err(|e| fail(&e))?);
+    let store = Arc::new(paywire_siwx::MemoryStore::new());
+    let siwx = paywire_siwx::SiwxServer::new(
+        paywire_siwx::SiwxServerConfig::new(url.clone())
+            .statement("Sign in to use your paywire demo pass"),
+        paywire_siwx::VerifierRegistry::with_defaults(),
+        store.clone(),
+    )
+    .map_err(|e| fail(&e))?;
+    let hooks = paywire_siwx::SiwxHooks::new(Arc::new(siwx), store).scoped_route(
+        "GET /premium/*",
+        paywire_siwx::AccessPolicy::Pass {
+            duration_ms: 3_600_000,
+        },
+        "premium",
+    );
+
+    let mut table = EvmNetworks::empty();
+    table.insert(EvmNetwork::anvil(devnet.usdc()));
+    let chain = ChainId::eip155(31337);
+    let facilitator: Arc<dyn Facilitator> =
+        Arc::new(HttpFacilitator::new(facilitator_url).map_err(|e| fail(&e))?);
+    // $0.01 per KiB of input, at least $0.01.
+    let by_size = PriceSpec::dynamic(|ctx: &RequestContext| {
+        let kib = ctx.body_len().div_ceil(1024).max(1);
+        async move { money(&format!("$0.{kib:02}")).map_err(|e| PricingError::Callback(e.to_string())) }
+    });
+    let per_tenant = PayToSpec::dynamic(|ctx: &RequestContext| {
+        let tenant = ctx.header("x-tenant").unwrap_or("acme").to_owned();
+        async move { Ok(PayTo::role(format!("tenant:{tenant}"))) }
+    });
+    let (acme, globex) = (payees.acme, payees.globex);
+    let merchant = PayTo::address(payees.merchant.to_string());
+    // Bazaar declarations: facilitators that keep a catalog list these
+    // endpoints once a buyer has paid for them.
+    let (weather_key, weather_declaration) = paywire_bazaar::Declaration::get()
+        .output_json(serde_json::json!({"forecast": "sunny", "celsius": 21}))
+        .into_extension();
+    let (summarise_key, summarise_declaration) = paywire_bazaar::Declaration::body_method(
+        "POST",
+        paywire_bazaar::BodyType::Text,
+        serde_json::json!("a text to summarise"),
+    )
+    .output_json(serde_json::json!({"summary_of_bytes": 19}))
+    .into_extension();
+    let layer = PaymentLayer::builder(facilitator)
+        .scheme(
+            ChainIdPattern::namespace("eip155").map_err(|e| fail(&e))?,
+            Arc::new(ExactEvmServer::new(table)),
+        )
+        .public_origin(url.clone())
+        .hooks(Arc::new(hooks))
+        .asset(&chain, &devnet.usdc().to_string(), "USDC", 6)
+        .pay_to_resolver(move |role: &str, _: &ChainId, _: &RequestContext| {
+            let address = match role {
+                "tenant:globex" => Some(globex),
+                "tenant:acme" => Some(acme),
+                _ => None,
+            };
+            let role = role.to_owned();
+            async move {
+                address
+                    .map(|a| a.to_string())
+                    .ok_or_else(|| PricingError::Callback(format!("unknown tenant {role}")))
+            }
+        })
+        .route(
+            Route::new("GET /weather")
+                .map_err(|e| fail(&e))?
+                .description("Today's weather")
+                .service("Demo Weather", ["weather"], None)
+                .extension(weather_key, weather_declaration)
+                .accept(PaymentOption::exact(
+                    chain.clone(),
+                    money("$0.01").map_err(|e| fail(&e))?,
+                    merchant.clone(),
+                )),
+        )
+        .route(
+            Route::new("GET /premium/*")
+                .map_err(|e| fail(&e))?
+                .description("One hour of /premium/*; sign in with your wallet to come back")
+                .accept(PaymentOption::exact(
+                    chain.clone(),
+                    money("$0.05").map_err(|e| fail(&e))?,
+                    merchant,
+                )),
+        )
+        .route(
+            Route::new("POST /summarise")
+                .map_err(|e| fail(&e))?
+                .description("Summarise a text; $0.01 per KiB, paid to the tenant")
+                .extension(summarise_key, summarise_declaration)
+                .with_body(16 * 1024)
+                .accept(PaymentOption::exact(chain, by_size, per_tenant)),
+        )
+        .build()
+        .map_err(|e| fail(&e))?;
+    let app = Router::new()
+        .route(
+            "/weather",
+            get(|| async { r#"{"forecast":"sunny","celsius":21}"# }),
+        )
+        .route(
+            "/premium/report",
+            get(|| async { r#"{"report":"premium insights"}"# }),
+        )
+        .route(
+            "/summarise",
+            post(|body: String| async move { format!(r#"{{"summary_of_bytes":{}}}"#, body.len()) }),
+        )
+        .layer(layer);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+async fn run_demo(style: &Style) -> Result<(), String> {
+    let started = Instant::now();
+    style.step("Starting a local EVM chain (anvil) with Circle's real USDC contract");
+    let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+    style.ok(&format!("{} · USDC at {}", devnet.rpc_url(), devnet.usdc()));
+
+    style.step("Starting our facilitator (verify + settle, SQLite ledger)");
+    let dir = std::env::temp_dir().join(format!("paywire-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let facilitator_url = start_facilitator(&devnet, &dir).await?;
+    style.ok(&facilitator_url);
+
+    let payees = Payees {
+        merchant: Address::random(),
+        acme: Address::random(),
+        globex: Address::random(),
+    };
+    style.step("Starting a sample paid API");
+    let api = start_api(&devnet, &facilitator_url, &payees).await?;
+    style.ok(&format!(
+        "{api}  GET /weather $0.01 · POST /summarise $0.01/KiB to the tenant · \
+         GET /premium/* $0.05 for a one-hour pass (sign-in-with-x)"
+    ));
+
+    style.step("An agent with a $0.25 budget pays for a sequence of calls");
+    let payer = devnet.payer(1);
+    let budget = Budget::in_memory(vec![BudgetRule {
+        total: Some(250_000),
+        ..BudgetRule::usd()
+    }])
+    .map_err(|e| e.to_string())?;
+    let mut catalog = EvmNetworks::empty();
+    catalog.insert(EvmNetwork::anvil(devnet.usdc()));
+    // The same wallet pays and, for the pass, signs in (SIWE) when it returns.
+    let wallet = LocalSigner::new(payer.signer());
+    let sign_in = paywire_siwx::SiwxSignIn::evm(
+        paywire_siwx::EvmSiwxSigner::new(wallet.clone()),
+        vec![ChainId::eip155(31337)],
+    );
+    let agent = X402Client::builder()
+        .wallet(
+            ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
+            Arc::new(ExactEvmClient::new(wallet)),
+        )
+        .sign_in(Arc::new(sign_in))
+        .catalog(Arc::new(catalog))
+        .policy(SelectionPolicy::default())
+        .budget(Arc::new(budget))
+        .build();
+    let before = devnet
+        .usdc_balance(payer.address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::new();
+    let calls: Vec<(&str, reqwest::Request)> = vec![
+        (
+            "GET /weather",
+            http.get(format!("{api}/weather"))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "POST /summarise (0.5 KiB, acme)",
+            http.post(format!("{api}/summarise"))
+                .header("x-tenant", "acme")
+                .body("x".repeat(512))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "POST /summarise (3 KiB, globex)",
+            http.post(format!("{api}/summarise"))
+                .header("x-tenant", "globex")
+                .body("y".repeat(3 * 1024))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "GET /weather",
+            http.get(format!("{api}/weather"))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "GET /premium/report (buys the pass)",
+            http.get(format!("{api}/premium/report"))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "GET /premium/report (returning)",
+            http.get(format!("{api}/premium/report"))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "GET /premium/report (returning)",
+            http.get(format!("{api}/premium/report"))
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut failures = 0;
+    for (label, request) in calls {
+        let began = Instant::now();
+        if style.color {
+            // A transient progress line, erased when the call returns.
+            print!("    … {label}");
+            let _ = std::io::stdout().flush();
+        }
+        let result = agent.send(&http, request).await;
+        let latency_ms = began.elapsed().as_secs_f64() * 1000.0;
+        if style.color {
+            print!("\r\x1b[2K");
+        }
+        match result {
+            Ok(response) => {
+                let outcome = response.extensions().get::<PaymentOutcome>().cloned();
+                let status = response.status();
+                match outcome {
+                    Some(outcome)
+                        if outcome.status == PaymentStatus::Paid && status.is_success() =>
+                    {
+                        let tx = outcome.receipt.map(|r| r.transaction).unwrap_or_default();
+                        style.ok(&format!(
+                            "{label}: HTTP {status}, paid {}",
+                            usdc(outcome.requirements.amount.as_u256())
+                        ));
+                        rows.push(Row {
+                            request: label.to_owned(),
+                            price: usdc(outcome.requirements.amount.as_u256()),
+                            how: "paid".into(),
+                            tx,
+                            latency_ms,
+                        });
+                    }
+                    None if status.is_success() && label.contains("returning") => {
+                        style.ok(&format!(
+                            "{label}: HTTP {status}, signed in with the wallet: no payment, no transaction"
+                        ));
+                        rows.push(Row {
+                            request: label.to_owned(),
+                            price: "-".into(),
+                            how: "session".into(),
+                            tx: "-".into(),
+                            latency_ms,
+                        });
+                    }
+                    other => {
+                        failures += 1;
+                        style.fail(&format!("{label}: HTTP {status}, {other:?}"));
+                    }
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                style.fail(&format!("{label}: {error}"));
+            }
+        }
+    }
+
+    style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
+    match discover(&facilitator_url, &devnet).await {
+        Ok(line) => style.ok(&line),
+        Err(error) => {
+            failures += 1;
+            style.fail(&error);
+        }
+    }
+
+    style.step("The budget stops the agent before it overspends");
+    let expensive = http
+        .post(format!("{api}/summarise"))
+        .header("x-tenant", "acme")
+        .body("z".repeat(16 * 1024))
+        .build()
+        .map_err(|e| e.to_string())?;
+    match agent.send(&http, expensive).await {
+        Err(paywire_client::ClientError::NoAcceptableOption(why)) if why.contains("budget") => {
+            style.ok("a $0.16 call is refused: it would exceed the $0.25 budget (nothing signed)");
+        }
+        other => {
+            failures += 1;
+            style.fail(&format!(
+                "expected a budget refusal, got {:?}",
+                other.map(|r| r.status())
+            ));
+        }
+    }
+
+    // Final table and balances.
+    println!();
+    println!(
+        "{:<38} {:>10}  {:<7} {:<68} {:>9}",
+        "request", "price", "how", "transaction", "latency"
+    );
+    for row in &rows {
+        println!(
+            "{:<38} {:>10}  {:<7} {:<68} {:>7.1}ms",
+            row.request, row.price, row.how, row.tx, row.latency_ms
+        );
+    }
+    let after = devnet
+        .usdc_balance(payer.address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let spent = before.saturating_sub(after);
+    println!();
+    println!("payer {}  spent {}", payer.address, usdc(spent));
+    let mut received = U256::ZERO;
+    for (name, who) in [
+        ("merchant", payees.merchant),
+        ("acme", payees.acme),
+        ("globex", payees.globex),
+    ] {
+        let balance = devnet.usdc_balance(who).await.map_err(|e| e.to_string())?;
+        received += balance;
+        println!("{name:<8} {who}  received {}", usdc(balance));
+    }
+    // 0.01 + 0.01 + 0.03 + 0.01 + 0.05 for the pass = 0.11 USDC; the
+    // returning visits cost nothing.
+    let expected = U256::from(110_000u64);
+    if spent != expected || received != expected {
+        failures += 1;
+        style.fail(&format!(
+            "balances: spent {} and received {}, expected {}",
+            usdc(spent),
+            usdc(received),
+            usdc(expected)
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!();
+    if failures == 0 && rows.len() == 7 {
+        println!(
+            "{} every step did what it says ({:.1}s)",
+            style.paint("1;32", "demo complete:"),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    } else {
+        Err(format!("{failures} step(s) failed"))
+    }
+}
+
+/// What the facilitator cataloged from the payments above, and the cheapest
+/// weather source an agent would pick from it.
+async fn discover(facilitator: &str, devnet: &Devnet) -> Result<String, String> {
+    let client = paywire_bazaar::DiscoveryClient::new(facilitator).map_err(|e| e.to_string())?;
+    // The facilitator confirms each declaration with its origin after the
+    // settlement has answered: give it a moment.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    let all = loop {
+        let all = client
+            .list(&paywire_bazaar::ResourceFilter::default(), None, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        if all.pagination.total >= 2 || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let found = client
+        .search(
+            "weather",
+            &paywire_bazaar::ResourceFilter::default(),
+            None,
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut assets = EvmNetworks::empty();
+    assets.insert(EvmNetwork::anvil(devnet.usdc()));
+    let (resource, option) = paywire_bazaar::cheapest(&found.resources, &assets, |_, _| true)
+        .ok_or_else(|| {
+            format!(
+                "the catalog has {} entries but no comparable weather source",
+                all.pagination.total
+            )
+        })?;
+    if all.pagination.total != 2 {
+        return Err(format!(
+            "expected /weather and /summarise in the catalog, found {}",
+            all.pagination.total
+        ));
+    }
+    Ok(format!(
+        "{} paid endpoints cataloged after settlement; cheapest for \"weather\": {} at {}",
+        all.pagination.total,
+        resource.resource,
+        usdc(option.amount.as_u256())
+    ))
+}
+
+/// Runs the demo; everything it started stops when it returns.
+pub fn run() -> Result<(), String> {
+    let style = Style {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = run_demo(&style) => result,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        }
+    })
+}

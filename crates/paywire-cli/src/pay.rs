@@ -1,0 +1,360 @@
+//! `paywire pay URL`: a curl-like paid request.
+//!
+//! Exit codes: 0 success (2xx); 1 the server answered a non-2xx status;
+//! 2 usage or configuration error; 3 payment refused by the policy, the
+//! budget or `--max`; 4 the payment was made but not settled (or is
+//! pending); 5 network error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use paywire_client::{
+    AssetInfo, Budget, BudgetRule, ClientError, DEFAULT_MAX_402_BODY, DEFAULT_MAX_TIMEOUT_SECONDS,
+    PaymentOutcome, PaymentStatus, PriceCap, SelectionPolicy, StaticCatalog, X402Client,
+};
+use paywire_core::{ChainId, ChainIdPattern, Money};
+use paywire_evm::exact::{ExactEvmClient, ExactEvmSpendProbe};
+use paywire_evm::rpc::RpcClient;
+use paywire_evm::{EvmNetworks, LocalSigner};
+use paywire_siwx::{EvmSiwxSigner, SiwxSignIn};
+use reqwest::Method;
+
+/// Arguments of `paywire pay`.
+#[derive(Debug, Args)]
+pub struct PayArgs {
+    /// The URL to request.
+    url: String,
+    /// HTTP method.
+    #[arg(short = 'X', long = "request", default_value = "GET")]
+    method: String,
+    /// Extra header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long = "data")]
+    data: Option<String>,
+    /// Largest acceptable price per call, in US dollars (e.g. 0.05).
+    #[arg(long)]
+    max: Option<String>,
+    /// Preferred networks, most preferred first (names or CAIP-2; repeatable).
+    #[arg(long)]
+    prefer: Vec<String>,
+    /// Only pay on these networks (repeatable).
+    #[arg(long)]
+    network: Vec<String>,
+    /// Only pay on test networks.
+    #[arg(long)]
+    testnet_only: bool,
+    /// Environment variable holding the payer's hex private key.
+    #[arg(long, default_value = "PAYWIRE_PRIVATE_KEY")]
+    wallet_env: String,
+    /// File holding the payer's hex private key (instead of --wallet-env).
+    /// The key is never printed or logged.
+    #[arg(long)]
+    wallet_file: Option<PathBuf>,
+    /// Extra asset for value comparison and dollar caps:
+    /// `NETWORK:ADDRESS:DECIMALS[:usd]` (repeatable), e.g. a devnet USDC.
+    #[arg(long = "asset")]
+    assets: Vec<String>,
+    /// SQLite file keeping the spend across runs (with --daily-usd / --total-usd).
+    #[arg(long)]
+    budget: Option<PathBuf>,
+    /// Daily spending limit in US dollars (needs --budget).
+    #[arg(long, requires = "budget")]
+    daily_usd: Option<String>,
+    /// Total spending limit in US dollars (needs --budget).
+    #[arg(long, requires = "budget")]
+    total_usd: Option<String>,
+    /// RPC node the budget asks whether a payment sent earlier but not
+    /// settled was spent: `NETWORK=URL` (repeatable, eip155 networks; needs
+    /// --budget). Without one, such payments keep counting against the budget.
+    #[arg(long = "rpc", requires = "budget", value_name = "NETWORK=URL")]
+    rpcs: Vec<String>,
+    /// Refuse offers whose maxTimeoutSeconds (how long the signed
+    /// authorization stays valid) is larger than this.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_MAX_TIMEOUT_SECONDS)]
+    max_timeout: u64,
+    /// Largest 402 body read, in bytes (a larger one is refused unsigned).
+    #[arg(long = "max-402-body", value_name = "BYTES", default_value_t = DEFAULT_MAX_402_BODY)]
+    max_402_body: usize,
+    /// Show what would be paid and why, without signing or paying.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+const EXIT_HTTP: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_REFUSED: u8 = 3;
+const EXIT_NOT_SETTLED: u8 = 4;
+const EXIT_NETWORK: u8 = 5;
+
+pub(crate) struct Failure(pub(crate) u8, pub(crate) String);
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure(EXIT_USAGE, message.into())
+}
+
+fn micro_usd(text: &str) -> Result<u128, Failure> {
+    let money = Money::parse(text.trim_start_matches('$')).map_err(|e| usage(e.to_string()))?;
+    money
+        .to_atomic(6)
+        .map_err(|e| usage(e.to_string()))?
+        .to_u128()
+        .ok_or_else(|| usage("amount too large"))
+}
+
+pub(crate) fn parse_asset(text: &str) -> Result<(ChainId, String, AssetInfo), Failure> {
+    match text.strip_suffix(":usd") {
+        Some(body) => parse_asset_parts(body, true),
+        None => parse_asset_parts(text, false),
+    }
+}
+
+fn parse_asset_parts(
+    text: &str,
+    usd_stable: bool,
+) -> Result<(ChainId, String, AssetInfo), Failure> {
+    let bad = || {
+        usage(format!(
+            "--asset {text:?}: expected NETWORK:ADDRESS:DECIMALS[:usd]"
+        ))
+    };
+    let (rest, decimals) = text.rsplit_once(':').ok_or_else(bad)?;
+    let (network, address) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let network = ChainId::from_name_or_caip2(network).map_err(|e| usage(e.to_string()))?;
+    let decimals: u8 = decimals.parse().map_err(|_| bad())?;
+    Ok((
+        network,
+        address.to_owned(),
+        AssetInfo {
+            symbol: if usd_stable {
+                "USD".into()
+            } else {
+                "TOKEN".into()
+            },
+            decimals,
+            usd_stable,
+        },
+    ))
+}
+
+/// The spend probe for `--rpc NETWORK=URL` options. The URL (which may carry
+/// a provider API key) never appears in an error.
+fn spend_probe(rpcs: &[String]) -> Result<ExactEvmSpendProbe, Failure> {
+    let mut probe = ExactEvmSpendProbe::new();
+    for option in rpcs {
+        let (network, url) = option
+            .split_once('=')
+            .ok_or_else(|| usage("--rpc expects NETWORK=URL"))?;
+        let network = ChainId::from_name_or_caip2(network).map_err(|e| usage(e.to_string()))?;
+        if network.eip155_id().is_none() {
+            return Err(usage(format!(
+                "--rpc {network}: only eip155 networks have a spend probe"
+            )));
+        }
+        let rpc = RpcClient::new(vec![url.to_owned()], Duration::from_secs(10))
+            .map_err(|_| usage(format!("--rpc {network}: cannot create an RPC client")))?;
+        probe = probe.network(network, Arc::new(rpc));
+    }
+    Ok(probe)
+}
+
+fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
+    let key = match &args.wallet_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "cannot read the wallet file {}: {e}",
+                path.display()
+            ))
+        })?,
+        None => std::env::var(&args.wallet_env).map_err(|_| {
+            usage(format!(
+                "set {} to the payer's hex private key (or use --wallet-file)",
+                args.wallet_env
+            ))
+        })?,
+    };
+    let signer = LocalSigner::from_hex(&key).map_err(|e| usage(e.to_string()))?;
+    let mut policy = SelectionPolicy::default();
+    for name in &args.prefer {
+        policy
+            .prefer_networks
+            .push(ChainIdPattern::parse(name).map_err(|e| usage(e.to_string()))?);
+    }
+    for name in &args.network {
+        policy
+            .allow_networks
+            .push(ChainIdPattern::parse(name).map_err(|e| usage(e.to_string()))?);
+    }
+    if args.testnet_only {
+        policy.network_class = Some(paywire_core::NetworkClass::Testnet);
+    }
+    policy.max_timeout_seconds = args.max_timeout;
+    if let Some(max) = &args.max {
+        let money = Money::parse(&format!("${}", max.trim_start_matches('$')))
+            .map_err(|e| usage(e.to_string()))?;
+        policy.max_per_call.push(PriceCap::Usd(money));
+    }
+    let mut catalog = StaticCatalog::default();
+    for asset in &args.assets {
+        let (network, address, info) = parse_asset(asset)?;
+        catalog = catalog.with(network, address, info);
+    }
+    // Sign in with the same wallet first (on any eip155 network the server
+    // lists), so a returning wallet with an entitlement is let in unpaid.
+    let sign_in = SiwxSignIn::any_chain(Arc::new(EvmSiwxSigner::new(signer.clone())));
+    let mut builder = X402Client::builder()
+        .wallet(
+            ChainIdPattern::namespace("eip155").map_err(|e| usage(e.to_string()))?,
+            Arc::new(ExactEvmClient::new(signer)),
+        )
+        .sign_in(Arc::new(sign_in))
+        .catalog(Arc::new(EvmNetworks::well_known()))
+        .catalog(Arc::new(catalog))
+        .policy(policy)
+        .max_402_body(args.max_402_body);
+    if let Some(path) = &args.budget {
+        let rule = BudgetRule {
+            per_day: args.daily_usd.as_deref().map(micro_usd).transpose()?,
+            total: args.total_usd.as_deref().map(micro_usd).transpose()?,
+            ..BudgetRule::usd()
+        };
+        let budget = Budget::open(path, vec![rule]).map_err(|e| usage(e.to_string()))?;
+        builder = builder.budget(Arc::new(budget));
+        if !args.rpcs.is_empty() {
+            builder = builder.spend_probe(Arc::new(spend_probe(&args.rpcs)?));
+        }
+    }
+    Ok(builder.build())
+}
+
+fn build_request(http: &reqwest::Client, args: &PayArgs) -> Result<reqwest::Request, Failure> {
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| usage(format!("invalid method {:?}", args.method)))?;
+    let mut request = http.request(method, &args.url);
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| usage(format!("header {header:?} is not `Name: value`")))?;
+        request = request.header(name.trim(), value.trim());
+    }
+    if let Some(data) = &args.data {
+        request = request.body(data.clone());
+    }
+    request.build().map_err(|e| usage(e.to_string()))
+}
+
+fn receipt_line(outcome: &PaymentOutcome) -> String {
+    let req = &outcome.requirements;
+    let tx = outcome
+        .receipt
+        .as_ref()
+        .map(|r| r.transaction.as_str())
+        .filter(|t| !t.is_empty())
+        .unwrap_or("-");
+    let status = match outcome.status {
+        PaymentStatus::Paid => "paid",
+        PaymentStatus::Pending => "pending",
+        PaymentStatus::NotPaid => "not paid",
+    };
+    format!(
+        "paywire: {status} {} (atomic) of {} on {} to {} tx {tx}",
+        req.amount, req.asset, req.network, req.pay_to
+    )
+}
+
+async fn dry_run(
+    client: &X402Client,
+    http: &reqwest::Client,
+    request: reqwest::Request,
+) -> Result<(), Failure> {
+    let response = http
+        .execute(request)
+        .await
+        .map_err(|e| Failure(EXIT_NETWORK, e.to_string()))?;
+    if response.status() != reqwest::StatusCode::PAYMENT_REQUIRED {
+        eprintln!("paywire: no payment asked (HTTP {})", response.status());
+        return Ok(());
+    }
+    let required = client
+        .read_payment_required(response)
+        .await
+        .map_err(|e| Failure(EXIT_HTTP, e.to_string()))?;
+    client.reconcile().await;
+    let selection = client.select(&required);
+    eprintln!("{}", selection.explain());
+    match selection.chosen() {
+        Some(chosen) => {
+            eprintln!(
+                "paywire: would pay {} (atomic) of {} on {} to {}",
+                chosen.amount, chosen.asset, chosen.network, chosen.pay_to
+            );
+            Ok(())
+        }
+        None => Err(Failure(EXIT_REFUSED, "no acceptable payment option".into())),
+    }
+}
+
+async fn pay(args: PayArgs) -> Result<(), Failure> {
+    let client = build_client(&args)?;
+    let http = reqwest::Client::new();
+    let request = build_request(&http, &args)?;
+    if args.dry_run {
+        return dry_run(&client, &http, request).await;
+    }
+    let response = client.send(&http, request).await.map_err(|e| match e {
+        ClientError::NoAcceptableOption(_) | ClientError::Budget(_) | ClientError::Vetoed(_) => {
+            Failure(EXIT_REFUSED, e.to_string())
+        }
+        ClientError::Http(_) => Failure(EXIT_NETWORK, e.to_string()),
+        ClientError::PaymentRequiredTooLarge { .. } => Failure(EXIT_HTTP, e.to_string()),
+        other => Failure(EXIT_USAGE, other.to_string()),
+    })?;
+    let status = response.status();
+    let outcome = response.extensions().get::<PaymentOutcome>().cloned();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| Failure(EXIT_NETWORK, e.to_string()))?;
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&body);
+    let _ = stdout.flush();
+    if let Some(outcome) = &outcome {
+        eprintln!("{}", receipt_line(outcome));
+        if outcome.status != PaymentStatus::Paid {
+            return Err(Failure(
+                EXIT_NOT_SETTLED,
+                format!("HTTP {status}: payment not settled"),
+            ));
+        }
+    }
+    if !status.is_success() {
+        return Err(Failure(EXIT_HTTP, format!("HTTP {status}")));
+    }
+    Ok(())
+}
+
+/// Runs `paywire pay` and maps the outcome to the documented exit codes.
+pub fn run(args: PayArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(pay(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}

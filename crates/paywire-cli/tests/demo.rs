@@ -1,0 +1,48 @@
+//! `paywire demo` runs end to end and its final table shows every call paid.
+
+#[test]
+fn demo_runs_end_to_end() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+        .arg("demo")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run paywire demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("request"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(table.len(), 7, "{stdout}");
+    for row in &table[..5] {
+        assert!(row.contains(" paid "), "{row}");
+        assert!(row.contains(" 0x"), "a transaction hash: {row}");
+    }
+    for row in &table[5..] {
+        assert!(
+            row.contains(" session "),
+            "a returning wallet signs in: {row}"
+        );
+        assert!(!row.contains(" 0x"), "no transaction: {row}");
+    }
+    assert!(stdout.contains("spent 0.11 USDC"), "{stdout}");
+    assert!(
+        stdout.contains("2 paid endpoints cataloged after settlement; cheapest for \"weather\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("refused: it would exceed"), "{stdout}");
+    assert!(
+        stdout.contains("demo complete: every step did what it says"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\x1b'),
+        "no colour codes without a terminal"
+    );
+}

@@ -1,0 +1,1622 @@
+//! Facilitator side of `exact` EIP-3009: verification against the chain and
+//! settlement through the facilitator's own signers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy_sol_types::{SolCall, SolEvent};
+use paywire_core::{
+    BoxFuture, ChainId, ErrorReason, NoObserver, PaymentPayload, PaymentRequirements, SchemeError,
+    SchemeFacilitator, SettleResponse, SettlementLookup, SettlementObserver, VerifyResponse,
+    X402_VERSION,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
+use super::reconcile::LogSearch;
+use super::{Clock, SCHEME, system_clock};
+use crate::contracts::{ERC1271_MAGIC_VALUE, IEip3009Token, IErc1271};
+use crate::eip6492;
+use crate::networks::EvmNetwork;
+use crate::rpc::{Receipt, RpcClient, RpcError, call_params, create_call_params, decode_bytes};
+use crate::signer::EvmSigner;
+
+/// One chain the facilitator settles on.
+pub struct EvmChainConfig {
+    /// The chain and the assets accepted on it (anything else is refused).
+    pub network: EvmNetwork,
+    /// RPC access (several endpoints with fail-over).
+    pub rpc: Arc<RpcClient>,
+    /// Settlement signers, used round-robin.
+    pub signers: Vec<Arc<dyn EvmSigner>>,
+    /// Gas limit of a settlement transaction.
+    pub gas_limit: u64,
+    /// Highest `maxFeePerGas` the facilitator pays, in wei. Settlement is
+    /// refused (nothing sent) while the network asks for more.
+    pub max_fee_per_gas: u128,
+    /// Highest priority fee (tip), in wei.
+    pub max_priority_fee_per_gas: u128,
+    /// Whether payments from counterfactual (EIP-6492, not yet deployed)
+    /// wallets are settled by deploying the wallet first. Off by default:
+    /// the deployment calls a factory the payer chooses, from the
+    /// facilitator's signer and at its expense.
+    pub counterfactual_wallets: CounterfactualWallets,
+    /// Most gas the facilitator spends deploying a counterfactual (EIP-6492)
+    /// wallet before settling from it (when deployments are on). Bounds what
+    /// an attacker can make the facilitator pay per deployment.
+    pub max_wallet_deployment_gas: u64,
+    /// Most blocks one `eth_getLogs` request covers when looking for an
+    /// earlier execution of an authorization (default 2,000). Halved for the
+    /// rest of the process whenever the provider refuses a range.
+    pub log_range_blocks: u64,
+    /// How far back before the latest block (in seconds) that search goes
+    /// for an authorization valid since before then (default one day). An
+    /// authorization with a later `validAfter` is searched from there.
+    pub reconcile_lookback: Duration,
+}
+
+impl EvmChainConfig {
+    /// A chain with default settings: 250k gas, 500 gwei fee cap, 2 gwei tip
+    /// cap, counterfactual wallets refused (1M gas cap once allowed), logs
+    /// read 2,000 blocks at a time up to one day back.
+    pub fn new(network: EvmNetwork, rpc: Arc<RpcClient>, signers: Vec<Arc<dyn EvmSigner>>) -> Self {
+        Self {
+            network,
+            rpc,
+            signers,
+            gas_limit: 250_000,
+            max_fee_per_gas: 500_000_000_000,
+            max_priority_fee_per_gas: 2_000_000_000,
+            counterfactual_wallets: CounterfactualWallets::Off,
+            max_wallet_deployment_gas: 1_000_000,
+            log_range_blocks: 2_000,
+            reconcile_lookback: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// What the facilitator does with a payment from a counterfactual (EIP-6492)
+/// wallet that is not deployed yet. In configuration files: `"off"` or
+/// `"deploy"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterfactualWallets {
+    /// Refuse it at verification
+    /// (`invalid_exact_evm_payload_undeployed_smart_wallet`); nothing is sent.
+    #[default]
+    Off,
+    /// Deploy the wallet (the factory call its signature carries, sent from
+    /// the facilitator's signer within `max_wallet_deployment_gas`), then
+    /// settle.
+    Deploy,
+}
+
+/// Per-signer nonce state. The lock is held from nonce allocation to the end
+/// of `eth_sendRawTransaction`, never while waiting for a receipt: sends of
+/// one signer are ordered (no nonce gaps, no collisions) and confirmations
+/// overlap.
+struct SignerSlot {
+    signer: Arc<dyn EvmSigner>,
+    nonces: AsyncMutex<NonceState>,
+}
+
+#[derive(Default)]
+struct NonceState {
+    /// The next nonce to use; `None`: ask the node.
+    next: Option<u64>,
+    /// A transaction whose broadcast ended without an answer (timeout,
+    /// dropped connection): the node may hold it. Its nonce stays taken, and
+    /// its bytes are sent again before this signer's next transaction, which
+    /// would otherwise wait forever behind a nonce gap if they were lost.
+    in_doubt: Option<Broadcast>,
+}
+
+struct ChainState {
+    config: EvmChainConfig,
+    slots: Vec<SignerSlot>,
+    next_slot: AtomicUsize,
+    domains: std::sync::Mutex<HashMap<Address, (String, String)>>,
+    gas_price: std::sync::Mutex<Option<(u128, Instant)>>,
+    /// Current `eth_getLogs` chunk size (see `EvmChainConfig::log_range_blocks`).
+    log_range: AtomicU64,
+    /// One lock per authorization being settled, so concurrent settles of the
+    /// same authorization run one after the other (the second then finds the
+    /// first's transaction instead of sending a doomed duplicate).
+    in_flight: std::sync::Mutex<HashMap<AuthorizationKey, Arc<AsyncMutex<()>>>>,
+}
+
+/// A signed transaction the node accepted (or may have).
+#[derive(Clone)]
+struct Broadcast {
+    hash: B256,
+    raw: Vec<u8>,
+}
+
+/// Sends a transaction's signed bytes again. The answer only informs the
+/// log: "already known" or "nonce too low" mean the node still has it or has
+/// mined it, and the receipt poll decides what happened either way.
+async fn rebroadcast(rpc: &RpcClient, sent: &Broadcast) {
+    let hash = sent.hash;
+    match rpc.send_raw_transaction(&sent.raw).await {
+        Ok(_) => tracing::warn!(%hash, "transaction still unconfirmed; re-broadcast it"),
+        Err(error) => tracing::debug!(%hash, %error, "re-broadcast not needed"),
+    }
+}
+
+/// (token, payer, nonce): identifies one EIP-3009 authorization.
+type AuthorizationKey = (Address, Address, B256);
+
+/// Builder for [`ExactEvmFacilitator`].
+pub struct ExactEvmFacilitatorBuilder {
+    chains: Vec<EvmChainConfig>,
+    valid_before_buffer: Duration,
+    receipt_timeout: Duration,
+    receipt_poll_max: Duration,
+    rebroadcast_interval: Duration,
+    clock: Clock,
+    crash_after_broadcast: bool,
+}
+
+impl Default for ExactEvmFacilitatorBuilder {
+    fn default() -> Self {
+        Self {
+            chains: Vec::new(),
+            valid_before_buffer: Duration::from_secs(6),
+            receipt_timeout: Duration::from_secs(20),
+            receipt_poll_max: Duration::from_millis(500),
+            rebroadcast_interval: Duration::from_secs(3),
+            clock: system_clock(),
+            crash_after_broadcast: false,
+        }
+    }
+}
+
+impl ExactEvmFacilitatorBuilder {
+    /// Adds a chain.
+    pub fn chain(mut self, chain: EvmChainConfig) -> Self {
+        self.chains.push(chain);
+        self
+    }
+
+    /// Minimum remaining validity of an authorization (default 6 s), so that
+    /// it cannot expire between verification and inclusion in a block.
+    pub fn valid_before_buffer(mut self, buffer: Duration) -> Self {
+        self.valid_before_buffer = buffer;
+        self
+    }
+
+    /// How long settlement waits for receipts before answering "pending"
+    /// (default 20 s; one budget for a wallet deployment and the transfer).
+    /// Keep it below the time resource servers give `/settle`.
+    pub fn receipt_timeout(mut self, timeout: Duration) -> Self {
+        self.receipt_timeout = timeout;
+        self
+    }
+
+    /// Longest pause between receipt checks (checks start at 1 ms and double).
+    pub fn receipt_poll_max(mut self, interval: Duration) -> Self {
+        self.receipt_poll_max = interval;
+        self
+    }
+
+    /// How long a broadcast transaction may go without a receipt before it is
+    /// sent again (default 3 s). Nodes drop transactions from their pools
+    /// (eviction, restarts, pool bugs); the signed bytes are identical, so a
+    /// re-broadcast can never pay twice, and a nonce gap left by a dropped
+    /// transaction would otherwise hold back every later one of its signer.
+    pub fn rebroadcast_interval(mut self, interval: Duration) -> Self {
+        self.rebroadcast_interval = interval;
+        self
+    }
+
+    /// Replaces the clock (tests).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Fault injection for crash-recovery tests: abort the whole process
+    /// right after a settlement transaction is broadcast, before its outcome
+    /// is known or recorded. Never enable in production.
+    pub fn crash_after_broadcast(mut self, crash: bool) -> Self {
+        self.crash_after_broadcast = crash;
+        self
+    }
+
+    /// Builds the facilitator.
+    pub fn build(self) -> Result<ExactEvmFacilitator, SchemeError> {
+        let mut chains = HashMap::new();
+        for config in self.chains {
+            if config.signers.is_empty() {
+                return Err(SchemeError::InvalidRequirements(format!(
+                    "chain {} has no settlement signer",
+                    config.network.chain
+                )));
+            }
+            let slots = config
+                .signers
+                .iter()
+                .map(|signer| SignerSlot {
+                    signer: Arc::clone(signer),
+                    nonces: AsyncMutex::new(NonceState::default()),
+                })
+                .collect();
+            chains.insert(
+                config.network.chain_id,
+                ChainState {
+                    log_range: AtomicU64::new(config.log_range_blocks.max(1)),
+                    config,
+                    slots,
+                    next_slot: AtomicUsize::new(0),
+                    domains: std::sync::Mutex::new(HashMap::new()),
+                    gas_price: std::sync::Mutex::new(None),
+                    in_flight: std::sync::Mutex::new(HashMap::new()),
+                },
+            );
+        }
+        Ok(ExactEvmFacilitator {
+            chains,
+            valid_before_buffer: self.valid_before_buffer.as_secs(),
+            receipt_timeout: self.receipt_timeout,
+            receipt_poll_max: self.receipt_poll_max,
+            rebroadcast_interval: self.rebroadcast_interval,
+            clock: self.clock,
+            crash_after_broadcast: self.crash_after_broadcast,
+        })
+    }
+}
+
+/// Verifies and settles `exact` EIP-3009 payments on the configured chains.
+pub struct ExactEvmFacilitator {
+    chains: HashMap<u64, ChainState>,
+    valid_before_buffer: u64,
+    receipt_timeout: Duration,
+    receipt_poll_max: Duration,
+    rebroadcast_interval: Duration,
+    clock: Clock,
+    crash_after_broadcast: bool,
+}
+
+/// A payment refused by verification.
+struct Rejection {
+    reason: ErrorReason,
+    message: String,
+    payer: Option<Address>,
+}
+
+fn reject(reason: ErrorReason, message: impl Into<String>, payer: Option<Address>) -> Rejection {
+    Rejection {
+        reason,
+        message: message.into(),
+        payer,
+    }
+}
+
+/// A payment that passed every check.
+struct Verified<'a> {
+    chain: &'a ChainState,
+    asset: Address,
+    /// The payload as it will be executed (an EIP-6492 wrapper removed).
+    payload: ExactEvmPayload,
+    calldata: Vec<u8>,
+    /// Factory call deploying a counterfactual (EIP-6492) wallet before the
+    /// transfer, with its gas limit.
+    deploy: Option<Deployment>,
+}
+
+/// A factory call deploying a counterfactual wallet.
+struct Deployment {
+    factory: Address,
+    calldata: Bytes,
+    gas_limit: u64,
+}
+
+/// Outcome of the checks: infrastructure errors are `Err`, refusals are
+/// `Ok(Err(Rejection))`.
+type Checked<'a> = Result<Result<Verified<'a>, Rejection>, SchemeError>;
+
+fn chain_error(error: RpcError) -> SchemeError {
+    SchemeError::Chain(error.to_string())
+}
+
+/// Whether `signature` is a plain 65-byte ECDSA signature by `from` over `digest`.
+fn ecdsa_signer_matches(signature: &[u8], digest: &B256, from: Address) -> bool {
+    crate::ecrecover::recover_address(signature, digest) == Some(from)
+}
+
+/// Calldata of `transferWithAuthorization`: the `(v, r, s)` form for 65-byte
+/// signatures (understood by every EIP-3009 token) and the `bytes` form
+/// (EIP-1271 capable tokens such as FiatTokenV2_2) for anything else.
+fn transfer_calldata(payload: &ExactEvmPayload) -> Vec<u8> {
+    let auth = &payload.authorization;
+    let signature = &payload.signature;
+    if signature.len() == 65 {
+        let v = match signature[64] {
+            v @ (0 | 1) => v + 27,
+            v => v,
+        };
+        IEip3009Token::transferWithAuthorization_0Call {
+            from: auth.from,
+            to: auth.to,
+            value: auth.value.as_u256(),
+            validAfter: auth.valid_after.as_u256(),
+            validBefore: auth.valid_before.as_u256(),
+            nonce: auth.nonce,
+            v,
+            r: B256::from_slice(&signature[..32]),
+            s: B256::from_slice(&signature[32..64]),
+        }
+        .abi_encode()
+    } else {
+        IEip3009Token::transferWithAuthorization_1Call {
+            from: auth.from,
+            to: auth.to,
+            value: auth.value.as_u256(),
+            validAfter: auth.valid_after.as_u256(),
+            validBefore: auth.valid_before.as_u256(),
+            nonce: auth.nonce,
+            signature: signature.clone(),
+        }
+        .abi_encode()
+    }
+}
+
+/// Whether `receipt` carries `Transfer(from, to, value)` emitted by `asset`.
+fn has_transfer_log(
+    receipt: &Receipt,
+    asset: Address,
+    from: Address,
+    to: Address,
+    value: U256,
+) -> bool {
+    receipt.logs.iter().any(|log| {
+        log.address == asset
+            && log.topics.len() == 3
+            && log.topics[0] == IEip3009Token::Transfer::SIGNATURE_HASH
+            && log.topics[1] == from.into_word()
+            && log.topics[2] == to.into_word()
+            && log.data.len() == 32
+            && U256::from_be_slice(&log.data) == value
+    })
+}
+
+/// The deployment of an undeployed counterfactual wallet, when this chain
+/// allows deployments and the estimate fits the gas cap; otherwise why not.
+/// `estimate` is the answer to `eth_estimateGas` of the factory call (asked
+/// only when deployments are on).
+fn deployment(
+    config: &EvmChainConfig,
+    wrapped: &eip6492::Counterfactual,
+    estimate: Option<Result<serde_json::Value, RpcError>>,
+) -> Result<Deployment, String> {
+    let Some(estimate) = estimate else {
+        return Err(
+            "the payer's wallet is not deployed and this facilitator does not deploy counterfactual (EIP-6492) wallets"
+                .into(),
+        );
+    };
+    let estimate = estimate
+        .ok()
+        .and_then(|value| serde_json::from_value::<U256>(value).ok())
+        .and_then(|gas| u64::try_from(gas).ok())
+        .ok_or("the deployment of the payer's counterfactual wallet fails")?;
+    // A margin over the estimate: state can change before inclusion.
+    let gas_limit = estimate.saturating_add(estimate / 5);
+    if gas_limit > config.max_wallet_deployment_gas {
+        return Err(format!(
+            "deploying the payer's wallet needs {gas_limit} gas, above this facilitator's cap of {}",
+            config.max_wallet_deployment_gas
+        ));
+    }
+    Ok(Deployment {
+        factory: wrapped.factory,
+        calldata: wrapped.factory_calldata.clone(),
+        gas_limit,
+    })
+}
+
+/// A refused settlement's answer.
+fn failure(network: &ChainId, rejection: Rejection, transaction: String) -> SettleResponse {
+    SettleResponse::failed(
+        network.clone(),
+        rejection.reason,
+        rejection.payer.map(|p| p.to_string()),
+        transaction,
+    )
+    .with_message(rejection.message)
+}
+
+/// The answer for a transaction that was (or may have been) broadcast but is
+/// not confirmed: it may still land, so never "failed".
+fn pending(
+    network: &ChainId,
+    payer: Option<String>,
+    hash: B256,
+    message: String,
+) -> SettleResponse {
+    SettleResponse::failed(
+        network.clone(),
+        ErrorReason::TransactionPending,
+        payer,
+        hash.to_string(),
+    )
+    .with_message(message)
+}
+
+/// Whether a node's (lowercased) refusal says it already holds the
+/// transaction: geth and reth say "already known", anvil "transaction
+/// already imported", Besu "known transaction".
+fn already_known(message: &str) -> bool {
+    ["already known", "already imported", "known transaction"]
+        .iter()
+        .any(|text| message.contains(text))
+}
+
+/// Signs `tx`: its hash and the bytes to broadcast.
+async fn sign_transaction(signer: &dyn EvmSigner, tx: TxEip1559) -> Result<Broadcast, SchemeError> {
+    let signature = signer
+        .sign_hash(&tx.signature_hash())
+        .await
+        .map_err(|e| SchemeError::Signing(e.to_string()))?;
+    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    Ok(Broadcast {
+        hash: *envelope.tx_hash(),
+        raw: envelope.encoded_2718(),
+    })
+}
+
+/// What became of one `eth_sendRawTransaction`.
+enum SendOutcome {
+    /// The node has the transaction, or may have it.
+    Sent,
+    /// Try again with a nonce re-read from the node.
+    Retry,
+    /// The node refused it; nothing was sent.
+    Refused(RpcError),
+}
+
+/// Sends again the signer's transaction whose broadcast went unanswered, so
+/// that the next transaction does not queue behind a gap at its nonce. While
+/// the node cannot be reached, nothing new is sent; a refusal means the
+/// transaction never entered the pool, and the nonce is re-read.
+async fn resolve_in_doubt(rpc: &RpcClient, nonces: &mut NonceState) -> Result<(), SchemeError> {
+    let Some(doubt) = nonces.in_doubt.take() else {
+        return Ok(());
+    };
+    let hash = doubt.hash;
+    match rpc.send_raw_transaction(&doubt.raw).await {
+        Ok(_) => tracing::info!(%hash, "unanswered broadcast sent again"),
+        Err(error @ RpcError::Node { .. }) => {
+            let message = error
+                .node_message()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            // Known to the node, or mined (its nonce is spent): settled.
+            if !(already_known(&message) || message.contains("nonce too low")) {
+                tracing::warn!(%hash, %error, "unanswered broadcast refused on re-send; re-reading the nonce");
+                nonces.next = None;
+            }
+        }
+        Err(error) => {
+            nonces.in_doubt = Some(doubt);
+            return Err(chain_error(error));
+        }
+    }
+    Ok(())
+}
+
+fn revert_message(error: &RpcError) -> String {
+    match error {
+        RpcError::Node { message, data, .. } => match data {
+            Some(data) => format!("{message} ({data})"),
+            None => message.clone(),
+        },
+        other => other.to_string(),
+    }
+}
+
+impl ExactEvmFacilitator {
+    /// Starts a builder.
+    pub fn builder() -> ExactEvmFacilitatorBuilder {
+        ExactEvmFacilitatorBuilder::default()
+    }
+
+    /// EIP-712 name and version of `asset`, read from the token once and
+    /// cached; falls back to the configured table for tokens lacking the
+    /// getters.
+    async fn domain_of(
+        &self,
+        chain: &ChainState,
+        asset: Address,
+    ) -> Result<(String, String), SchemeError> {
+        if let Some(cached) = chain
+            .domains
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&asset).cloned())
+        {
+            return Ok(cached);
+        }
+        let answers = chain
+            .config
+            .rpc
+            .batch(vec![
+                (
+                    "eth_call",
+                    call_params(None, asset, &IEip3009Token::nameCall {}.abi_encode()),
+                ),
+                (
+                    "eth_call",
+                    call_params(None, asset, &IEip3009Token::versionCall {}.abi_encode()),
+                ),
+            ])
+            .await
+            .map_err(chain_error)?;
+        let mut answers = answers.into_iter();
+        let name = answers
+            .next()
+            .and_then(|r| decode_bytes(r).ok())
+            .and_then(|b| IEip3009Token::nameCall::abi_decode_returns(&b).ok());
+        let version = answers
+            .next()
+            .and_then(|r| decode_bytes(r).ok())
+            .and_then(|b| IEip3009Token::versionCall::abi_decode_returns(&b).ok());
+        let configured = chain.config.network.asset(asset);
+        let domain = match (name, version, configured) {
+            (Some(name), Some(version), _) => (name, version),
+            (name, version, Some(known)) => (
+                name.unwrap_or_else(|| known.eip712_name.clone()),
+                version.unwrap_or_else(|| known.eip712_version.clone()),
+            ),
+            _ => {
+                return Err(SchemeError::Chain(format!(
+                    "could not read the EIP-712 domain of {asset}"
+                )));
+            }
+        };
+        if let Ok(mut domains) = chain.domains.lock() {
+            domains.insert(asset, domain.clone());
+        }
+        Ok(domain)
+    }
+
+    /// The signed authorization against the server's requirements: recipient,
+    /// exact (non-zero) value, and a validity window covering now plus the
+    /// safety buffer.
+    fn check_terms(
+        &self,
+        auth: &super::Authorization,
+        requirements: &PaymentRequirements,
+        pay_to: Address,
+    ) -> Result<(), Rejection> {
+        let payer = Some(auth.from);
+        // Every comparison below is against the signed authorization and the
+        // server's requirements, never against the client's `accepted` copy.
+        if auth.to != pay_to {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+                format!("authorization pays {} but payTo is {pay_to}", auth.to),
+                payer,
+            ));
+        }
+        if auth.value.is_zero() || auth.value != requirements.amount {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+                format!(
+                    "authorization value {} differs from amount {}",
+                    auth.value, requirements.amount
+                ),
+                payer,
+            ));
+        }
+        let now = U256::from((self.clock)());
+        if auth.valid_after.as_u256() > now {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+                "authorization is not valid yet",
+                payer,
+            ));
+        }
+        if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
+            return Err(reject(
+                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                format!(
+                    "authorization expires in less than {} s",
+                    self.valid_before_buffer
+                ),
+                payer,
+            ));
+        }
+        Ok(())
+    }
+
+    async fn check<'a>(
+        &'a self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Checked<'a> {
+        let accepted = &payload.accepted;
+        if payload.x402_version != X402_VERSION {
+            return Ok(Err(reject(
+                ErrorReason::InvalidX402Version,
+                "x402Version must be 2",
+                None,
+            )));
+        }
+        if requirements.scheme != SCHEME || accepted.scheme != SCHEME {
+            return Ok(Err(reject(
+                ErrorReason::InvalidScheme,
+                "scheme must be exact",
+                None,
+            )));
+        }
+        if accepted.network != requirements.network {
+            return Ok(Err(reject(
+                ErrorReason::InvalidNetwork,
+                "payload network differs from requirements",
+                None,
+            )));
+        }
+        let Some(chain) = requirements
+            .network
+            .eip155_id()
+            .and_then(|id| self.chains.get(&id))
+        else {
+            return Ok(Err(reject(
+                ErrorReason::InvalidNetwork,
+                format!(
+                    "network {} is not served by this facilitator",
+                    requirements.network
+                ),
+                None,
+            )));
+        };
+        match requirements.extra_str("assetTransferMethod") {
+            None | Some("eip3009") => {}
+            Some(other) => {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidPaymentRequirements,
+                    format!("asset transfer method {other:?} is not supported"),
+                    None,
+                )));
+            }
+        }
+        let Ok(asset) = requirements.asset.parse::<Address>() else {
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "asset is not an address",
+                None,
+            )));
+        };
+        let Ok(pay_to) = requirements.pay_to.parse::<Address>() else {
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "payTo is not an address",
+                None,
+            )));
+        };
+        if requirements.amount.is_zero() {
+            // A zero-value transfer pays nobody and would cost the
+            // facilitator gas: never a payment.
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "amount must be positive for the exact scheme",
+                None,
+            )));
+        }
+        if chain.config.network.asset(asset).is_none() {
+            return Ok(Err(reject(
+                ErrorReason::UnsupportedAsset,
+                format!("asset {asset} is not accepted on {}", requirements.network),
+                None,
+            )));
+        }
+        // The client's copy of the requirements must be the server's.
+        let accepted_matches = accepted.asset.parse::<Address>().ok() == Some(asset)
+            && accepted.pay_to.parse::<Address>().ok() == Some(pay_to)
+            && accepted.amount == requirements.amount;
+        if !accepted_matches {
+            return Ok(Err(reject(
+                ErrorReason::InvalidPaymentRequirements,
+                "accepted requirements differ from the server's (asset, payTo or amount)",
+                None,
+            )));
+        }
+        let exact = match ExactEvmPayload::from_json(&payload.payload) {
+            Ok(exact) => exact,
+            Err(e) => {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidPayload,
+                    format!("payload: {e}"),
+                    None,
+                )));
+            }
+        };
+        let auth = &exact.authorization;
+        let payer = Some(auth.from);
+        if let Err(rejection) = self.check_terms(auth, requirements, pay_to) {
+            return Ok(Err(rejection));
+        }
+        let (name, version) = self.domain_of(chain, asset).await?;
+        let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
+        let digest = signing_hash(auth, &domain);
+        let counterfactual = eip6492::unwrap(&exact.signature);
+        if counterfactual.is_none() && eip6492::is_wrapped(&exact.signature) {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadSignature,
+                "malformed EIP-6492 signature",
+                payer,
+            )));
+        }
+        let executed = match &counterfactual {
+            Some(wrapped) => ExactEvmPayload {
+                authorization: auth.clone(),
+                signature: wrapped.inner_signature.clone(),
+            },
+            None => exact.clone(),
+        };
+        let calldata = transfer_calldata(&executed);
+        let simulator = chain.slots[0].signer.address();
+        let state_calls = || {
+            vec![
+                (
+                    "eth_call",
+                    call_params(
+                        None,
+                        asset,
+                        &IEip3009Token::authorizationStateCall {
+                            authorizer: auth.from,
+                            nonce: auth.nonce,
+                        }
+                        .abi_encode(),
+                    ),
+                ),
+                (
+                    "eth_call",
+                    call_params(
+                        None,
+                        asset,
+                        &IEip3009Token::balanceOfCall { account: auth.from }.abi_encode(),
+                    ),
+                ),
+            ]
+        };
+        // The token checks the signature (ECDSA, or EIP-1271 for a contract
+        // `from`), the nonce and the balance itself, so a simulation that
+        // succeeds proves them all: the happy path costs one node call and
+        // no elliptic-curve work here. The reads that name the reason for a
+        // failure are only made when the simulation fails (or cannot run: an
+        // undeployed wallet, whose validation goes into the first batch).
+        let deploys = chain.config.counterfactual_wallets == CounterfactualWallets::Deploy;
+        let mut calls = vec![("eth_call", call_params(Some(simulator), asset, &calldata))];
+        if let Some(wrapped) = &counterfactual {
+            calls.extend(state_calls());
+            calls.push(("eth_getCode", serde_json::json!([auth.from, "latest"])));
+            calls.push((
+                "eth_call",
+                create_call_params(&eip6492::validation_calldata(
+                    auth.from,
+                    digest,
+                    &exact.signature,
+                )),
+            ));
+            if deploys {
+                calls.push((
+                    "eth_estimateGas",
+                    serde_json::json!([{
+                        "from": simulator,
+                        "to": wrapped.factory,
+                        "data": wrapped.factory_calldata,
+                    }]),
+                ));
+            }
+        }
+        let mut answers = chain
+            .config
+            .rpc
+            .batch(calls)
+            .await
+            .map_err(chain_error)?
+            .into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .unwrap_or(Err(RpcError::Decode("short batch".into())))
+        };
+        let simulation = next();
+        let mut state = None;
+
+        let mut deploy = None;
+        if let Some(wrapped) = &counterfactual {
+            state = Some((next(), next()));
+            let code = decode_bytes(next()).map_err(chain_error)?;
+            let valid = decode_bytes(next()).is_ok_and(|answer| answer.as_ref() == [1u8]);
+            if !valid {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidExactEvmPayloadSignature,
+                    "EIP-6492 signature does not validate for `from`",
+                    payer,
+                )));
+            }
+            if code.is_empty() {
+                let estimate = if deploys { Some(next()) } else { None };
+                match deployment(&chain.config, wrapped, estimate) {
+                    Ok(planned) => deploy = Some(planned),
+                    Err(message) => {
+                        return Ok(Err(reject(
+                            ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet,
+                            message,
+                            payer,
+                        )));
+                    }
+                }
+            }
+        }
+        // An undeployed wallet cannot be simulated before its deployment (the
+        // validator call above stood in for the signature check).
+        let simulation_error = match simulation {
+            Ok(_) => None,
+            Err(_) if deploy.is_some() => None,
+            Err(error @ RpcError::Node { .. }) => Some(error),
+            Err(error) => return Err(chain_error(error)),
+        };
+        if state.is_none() && simulation_error.is_some() {
+            // Name the failed check, signature first: an ECDSA signature by
+            // `from`, or else a deployed contract wallet's EIP-1271 answer.
+            let is_eoa_signature = ecdsa_signer_matches(&exact.signature, &digest, auth.from);
+            let mut calls = state_calls();
+            if !is_eoa_signature {
+                calls.push((
+                    "eth_call",
+                    call_params(
+                        None,
+                        auth.from,
+                        &IErc1271::isValidSignatureCall {
+                            hash: digest,
+                            signature: exact.signature.clone(),
+                        }
+                        .abi_encode(),
+                    ),
+                ));
+            }
+            let mut answers = chain
+                .config
+                .rpc
+                .batch(calls)
+                .await
+                .map_err(chain_error)?
+                .into_iter();
+            let mut next = || {
+                answers
+                    .next()
+                    .unwrap_or(Err(RpcError::Decode("short batch".into())))
+            };
+            state = Some((next(), next()));
+            if !is_eoa_signature {
+                let valid_1271 = decode_bytes(next())
+                    .ok()
+                    .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
+                    .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
+                if !valid_1271 {
+                    return Ok(Err(reject(
+                        ErrorReason::InvalidExactEvmPayloadSignature,
+                        "signature does not authorise this transfer (neither ECDSA by `from` nor EIP-1271)",
+                        payer,
+                    )));
+                }
+            }
+        }
+        if let Some((used, balance)) = state {
+            let used = decode_bytes(used)
+                .ok()
+                .and_then(|b| IEip3009Token::authorizationStateCall::abi_decode_returns(&b).ok())
+                .ok_or_else(|| SchemeError::Chain("authorizationState unreadable".into()))?;
+            if used {
+                return Ok(Err(reject(
+                    ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+                    "authorization nonce already used",
+                    payer,
+                )));
+            }
+            let balance = decode_bytes(balance)
+                .ok()
+                .and_then(|b| IEip3009Token::balanceOfCall::abi_decode_returns(&b).ok())
+                .ok_or_else(|| SchemeError::Chain("balanceOf unreadable".into()))?;
+            if balance < auth.value.as_u256() {
+                return Ok(Err(reject(
+                    ErrorReason::InsufficientFunds,
+                    format!("balance {balance} is below {}", auth.value),
+                    payer,
+                )));
+            }
+        }
+        if let Some(error) = simulation_error {
+            return Ok(Err(reject(
+                ErrorReason::InvalidExactEvmPayloadSimulationFailed,
+                format!("simulation reverted: {}", revert_message(&error)),
+                payer,
+            )));
+        }
+        Ok(Ok(Verified {
+            chain,
+            asset,
+            payload: executed,
+            calldata,
+            deploy,
+        }))
+    }
+
+    /// Current gas price, cached for a second per chain.
+    async fn gas_price(&self, chain: &ChainState) -> Result<u128, SchemeError> {
+        if let Some((price, at)) = chain.gas_price.lock().ok().and_then(|g| *g)
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(price);
+        }
+        let price = chain.config.rpc.gas_price().await.map_err(chain_error)?;
+        if let Ok(mut cached) = chain.gas_price.lock() {
+            *cached = Some((price, Instant::now()));
+        }
+        Ok(price)
+    }
+
+    /// Signs and broadcasts a transaction calling `to` with `data` from the
+    /// next signer.
+    async fn send(
+        &self,
+        chain: &ChainState,
+        call: (Address, &[u8], u64),
+        payer: Address,
+        observer: &dyn SettlementObserver,
+    ) -> Result<Result<Broadcast, Rejection>, SchemeError> {
+        let config = &chain.config;
+        let gas_price = self.gas_price(chain).await?;
+        if gas_price > config.max_fee_per_gas {
+            return Ok(Err(reject(
+                ErrorReason::UnexpectedSettleError,
+                format!(
+                    "gas price {gas_price} wei is above the facilitator's cap; try again later"
+                ),
+                Some(payer),
+            )));
+        }
+        let priority = gas_price.min(config.max_priority_fee_per_gas);
+        let max_fee = gas_price
+            .saturating_mul(2)
+            .saturating_add(priority)
+            .min(config.max_fee_per_gas);
+        let index = chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len();
+        let slot = &chain.slots[index];
+        let mut nonces = slot.nonces.lock().await;
+        resolve_in_doubt(&config.rpc, &mut nonces).await?;
+        let mut resynced = false;
+        loop {
+            let nonce = match nonces.next {
+                Some(nonce) => nonce,
+                None => config
+                    .rpc
+                    .pending_nonce(slot.signer.address())
+                    .await
+                    .map_err(chain_error)?,
+            };
+            let tx = TxEip1559 {
+                chain_id: config.network.chain_id,
+                nonce,
+                gas_limit: call.2,
+                max_fee_per_gas: max_fee,
+                max_priority_fee_per_gas: priority,
+                to: TxKind::Call(call.0),
+                value: U256::ZERO,
+                access_list: Default::default(),
+                input: Bytes::copy_from_slice(call.1),
+            };
+            let sent = sign_transaction(slot.signer.as_ref(), tx).await?;
+            // The ledger learns the hash before the transaction can exist.
+            observer
+                .before_broadcast(&config.network.chain, &sent.hash.to_string())
+                .await
+                .map_err(|e| {
+                    SchemeError::Chain(format!("settlement not recorded, not sent: {e}"))
+                })?;
+            let outcome = config.rpc.send_raw_transaction(&sent.raw).await;
+            match self.broadcast_outcome(&mut nonces, nonce, &sent, outcome, &mut resynced) {
+                SendOutcome::Sent => return Ok(Ok(sent)),
+                SendOutcome::Retry => continue,
+                SendOutcome::Refused(error) => {
+                    return Ok(Err(reject(
+                        ErrorReason::InvalidTransactionState,
+                        format!(
+                            "node refused the settlement transaction: {}",
+                            revert_message(&error)
+                        ),
+                        Some(payer),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// What an `eth_sendRawTransaction` answer means for the settlement and
+    /// for the signer's nonces.
+    fn broadcast_outcome(
+        &self,
+        nonces: &mut NonceState,
+        nonce: u64,
+        sent: &Broadcast,
+        outcome: Result<B256, RpcError>,
+        resynced: &mut bool,
+    ) -> SendOutcome {
+        let hash = sent.hash;
+        let error = match outcome {
+            Ok(_) => {
+                nonces.next = Some(nonce + 1);
+                if self.crash_after_broadcast {
+                    tracing::error!(%hash, "fault injection: crashing after broadcast");
+                    std::process::abort();
+                }
+                return SendOutcome::Sent;
+            }
+            Err(error @ RpcError::Node { .. }) => error,
+            Err(error) => {
+                // No answer: the node may have accepted the transaction, and
+                // the ledger already holds its hash. Treat it as sent (the
+                // receipt wait re-broadcasts it, and answers `pending` if it
+                // never shows), and keep its nonce taken.
+                tracing::warn!(%hash, %error, "broadcast unanswered; the transaction may be pending");
+                nonces.next = Some(nonce + 1);
+                nonces.in_doubt = Some(sent.clone());
+                return SendOutcome::Sent;
+            }
+        };
+        let message = error
+            .node_message()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if already_known(&message) {
+            nonces.next = Some(nonce + 1);
+            return SendOutcome::Sent;
+        }
+        // Refused: nothing was accepted, the nonce is not consumed.
+        nonces.next = None;
+        if !*resynced && (message.contains("nonce too low") || message.contains("nonce too high")) {
+            // Someone else used this key, or a send was lost: re-read the
+            // chain's view and try once more.
+            *resynced = true;
+            return SendOutcome::Retry;
+        }
+        SendOutcome::Refused(error)
+    }
+
+    /// Polls for a receipt (1 ms, doubling up to the configured maximum)
+    /// until it appears or `deadline` passes, sending the same signed bytes
+    /// again whenever a re-broadcast interval passes without one.
+    async fn wait_receipt(
+        &self,
+        rpc: &RpcClient,
+        sent: &Broadcast,
+        deadline: Instant,
+    ) -> Result<Option<Receipt>, SchemeError> {
+        let hash = sent.hash;
+        let mut next_rebroadcast = Instant::now() + self.rebroadcast_interval;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match rpc.receipt(hash).await {
+                Ok(Some(receipt)) => return Ok(Some(receipt)),
+                Ok(None) => {}
+                Err(RpcError::Transport(error)) => {
+                    tracing::warn!(%hash, %error, "receipt poll failed; retrying");
+                }
+                Err(error) => return Err(chain_error(error)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            if now >= next_rebroadcast {
+                next_rebroadcast = now + self.rebroadcast_interval;
+                rebroadcast(rpc, sent).await;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(self.receipt_poll_max);
+        }
+    }
+
+    /// Looks on chain for an earlier execution of this very authorization
+    /// (front-run, or settled before by us) and returns its transaction hash
+    /// if it moved exactly `value` from `from` to `to`. An execution of
+    /// another authorization reusing the nonce does not count.
+    async fn find_execution(
+        &self,
+        chain: &ChainState,
+        asset: Address,
+        payload: &ExactEvmPayload,
+    ) -> Result<Option<B256>, SchemeError> {
+        let auth = &payload.authorization;
+        let search = LogSearch {
+            rpc: &chain.config.rpc,
+            asset,
+            range_blocks: &chain.log_range,
+            lookback_seconds: chain.config.reconcile_lookback.as_secs(),
+        };
+        let Some(hash) = search
+            .authorization_used(auth)
+            .await
+            .map_err(chain_error)?
+            .and_then(|log| log.transaction_hash)
+        else {
+            return Ok(None);
+        };
+        let Some(receipt) = chain.config.rpc.receipt(hash).await.map_err(chain_error)? else {
+            return Ok(None);
+        };
+        let paid = receipt.succeeded()
+            && has_transfer_log(&receipt, asset, auth.from, auth.to, auth.value.as_u256());
+        if paid && search.executed(hash, auth).await.map_err(chain_error)? {
+            return Ok(Some(hash));
+        }
+        tracing::info!(%hash, "the nonce was used by another authorization");
+        Ok(None)
+    }
+
+    /// Settlement of a payment that verification refused: nothing is sent.
+    /// A used nonce or an expired authorization is first looked up on chain:
+    /// when this very authorization was executed (front-run, or an earlier
+    /// settlement), the payer was charged and the answer says so, with that
+    /// transaction.
+    async fn settle_refused(
+        &self,
+        rejection: Rejection,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<SettleResponse, SchemeError> {
+        let network = &requirements.network;
+        // An expired authorization may have been executed before it expired
+        // (e.g. a settlement re-run after a restart): the chain decides
+        // first, so a landed transfer is never reported as failed.
+        let may_have_executed = matches!(
+            rejection.reason,
+            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
+                | ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore
+        );
+        if may_have_executed
+            && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
+            && let (Ok(asset), Ok(exact)) = (
+                requirements.asset.parse::<Address>(),
+                ExactEvmPayload::from_json(&payload.payload),
+            )
+            && let Some(hash) = self.find_execution(chain, asset, &exact).await?
+        {
+            tracing::info!(%hash, "authorization was already settled on chain");
+            return Ok(SettleResponse::settled(
+                network.clone(),
+                hash.to_string(),
+                rejection.payer.map(|p| p.to_string()),
+            ));
+        }
+        Ok(failure(network, rejection, String::new()))
+    }
+
+    /// Deploys the payer's counterfactual wallet; `Some` failure answer when
+    /// that did not work.
+    async fn deploy_wallet(
+        &self,
+        verified: &Verified<'_>,
+        deployment: &Deployment,
+        deadline: Instant,
+        observer: &dyn SettlementObserver,
+        network: &ChainId,
+    ) -> Result<Option<SettleResponse>, SchemeError> {
+        let payer = verified.payload.authorization.from;
+        let call = (
+            deployment.factory,
+            deployment.calldata.as_ref(),
+            deployment.gas_limit,
+        );
+        let sent = match self.send(verified.chain, call, payer, observer).await? {
+            Ok(sent) => sent,
+            Err(rejection) => return Ok(Some(failure(network, rejection, String::new()))),
+        };
+        let receipt = self
+            .wait_receipt(&verified.chain.config.rpc, &sent, deadline)
+            .await;
+        let hash = sent.hash;
+        let problem = match receipt {
+            Ok(Some(receipt)) if receipt.succeeded() => return Ok(None),
+            Ok(Some(_)) => format!("deployment of the counterfactual wallet reverted ({hash})"),
+            Ok(None) | Err(_) => format!(
+                "deployment of the counterfactual wallet not confirmed in time ({hash}); retry later"
+            ),
+        };
+        // The payment itself was never sent: a failure that charged nobody
+        // (the transaction field names payments only).
+        let rejection = reject(ErrorReason::InvalidTransactionState, problem, Some(payer));
+        Ok(Some(failure(network, rejection, String::new())))
+    }
+
+    async fn settle_checked(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        observer: &dyn SettlementObserver,
+    ) -> Result<SettleResponse, SchemeError> {
+        let network = &requirements.network;
+        let verified = match self.check(payload, requirements).await? {
+            Ok(verified) => verified,
+            Err(rejection) => return self.settle_refused(rejection, payload, requirements).await,
+        };
+        // One receipt budget for the whole settlement (deployment included).
+        let deadline = Instant::now() + self.receipt_timeout;
+        if let Some(deployment) = &verified.deploy
+            && let Some(failed) = self
+                .deploy_wallet(&verified, deployment, deadline, observer, network)
+                .await?
+        {
+            return Ok(failed);
+        }
+        let auth = &verified.payload.authorization;
+        let payer = Some(auth.from.to_string());
+        let chain = verified.chain;
+        let call = (
+            verified.asset,
+            verified.calldata.as_slice(),
+            chain.config.gas_limit,
+        );
+        let sent = match self.send(chain, call, auth.from, observer).await? {
+            Ok(sent) => sent,
+            Err(rejection) => return Ok(failure(network, rejection, String::new())),
+        };
+        let hash = sent.hash;
+        let receipt = match self.wait_receipt(&chain.config.rpc, &sent, deadline).await {
+            Ok(Some(receipt)) => receipt,
+            Ok(None) => {
+                tracing::warn!(%hash, "settlement not confirmed in time; reporting pending");
+                let message = "transaction sent but not yet confirmed".to_owned();
+                return Ok(pending(network, payer, hash, message));
+            }
+            Err(error) => {
+                tracing::warn!(%hash, %error, "receipt unavailable; reporting pending");
+                let message = format!("transaction sent; receipt unavailable: {error}");
+                return Ok(pending(network, payer, hash, message));
+            }
+        };
+        self.judge_receipt(&verified, hash, &receipt, network).await
+    }
+
+    /// The settlement's outcome from its transaction's receipt.
+    async fn judge_receipt(
+        &self,
+        verified: &Verified<'_>,
+        hash: B256,
+        receipt: &Receipt,
+        network: &ChainId,
+    ) -> Result<SettleResponse, SchemeError> {
+        let auth = &verified.payload.authorization;
+        let payer = Some(auth.from.to_string());
+        let value = auth.value.as_u256();
+        if receipt.succeeded()
+            && has_transfer_log(receipt, verified.asset, auth.from, auth.to, value)
+        {
+            let mut response = SettleResponse::settled(network.clone(), hash.to_string(), payer);
+            response.amount = Some(auth.value);
+            return Ok(response);
+        }
+        if !receipt.succeeded()
+            && let Some(earlier) = self
+                .find_execution(verified.chain, verified.asset, &verified.payload)
+                .await?
+        {
+            // Our transaction lost a race to another execution of the same
+            // authorization (a front-runner, or our own earlier attempt that
+            // was still in the mempool when a retry re-verified): the payer
+            // was charged exactly once, by that transaction.
+            tracing::info!(%hash, %earlier, "authorization executed by another transaction");
+            let mut response = SettleResponse::settled(network.clone(), earlier.to_string(), payer);
+            response.amount = Some(auth.value);
+            return Ok(response);
+        }
+        Ok(SettleResponse::failed(
+            network.clone(),
+            ErrorReason::InvalidTransactionState,
+            payer,
+            hash.to_string(),
+        )
+        .with_message(if receipt.succeeded() {
+            "transaction succeeded but did not transfer the exact amount to payTo"
+        } else {
+            "settlement transaction reverted"
+        }))
+    }
+}
+
+impl SchemeFacilitator for ExactEvmFacilitator {
+    fn scheme(&self) -> &str {
+        SCHEME
+    }
+
+    /// `authorization.from`, when the 65-byte signature recovers to it over
+    /// the authorization's EIP-712 hash (domain: the token's as read before,
+    /// else the asset table's, else the requirements' `extra`). Contract
+    /// wallets are not recognised here (that needs the chain).
+    fn authenticated_payer(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let chain = self.chains.get(&requirements.network.eip155_id()?)?;
+        let asset: Address = requirements.asset.parse().ok()?;
+        let exact = ExactEvmPayload::from_json(&payload.payload).ok()?;
+        let cached = chain
+            .domains
+            .lock()
+            .ok()
+            .and_then(|domains| domains.get(&asset).cloned());
+        let (name, version) = match cached {
+            Some(domain) => domain,
+            None => match chain.config.network.asset(asset) {
+                Some(known) => (known.eip712_name.clone(), known.eip712_version.clone()),
+                None => (
+                    requirements.extra_str("name")?.to_owned(),
+                    requirements.extra_str("version")?.to_owned(),
+                ),
+            },
+        };
+        let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
+        let digest = signing_hash(&exact.authorization, &domain);
+        let from = exact.authorization.from;
+        (crate::ecrecover::recover_address(&exact.signature, &digest) == Some(from))
+            .then(|| from.to_string().to_ascii_lowercase())
+    }
+
+    fn networks(&self) -> Vec<ChainId> {
+        let mut networks: Vec<ChainId> = self
+            .chains
+            .values()
+            .map(|c| c.config.network.chain.clone())
+            .collect();
+        networks.sort();
+        networks
+    }
+
+    fn signers(&self, network: &ChainId) -> Vec<String> {
+        network
+            .eip155_id()
+            .and_then(|id| self.chains.get(&id))
+            .map(|chain| {
+                chain
+                    .slots
+                    .iter()
+                    .map(|s| s.signer.address().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn verify<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<VerifyResponse, SchemeError>> {
+        Box::pin(async move {
+            Ok(match self.check(payload, requirements).await? {
+                Ok(verified) => {
+                    VerifyResponse::valid(verified.payload.authorization.from.to_string())
+                }
+                Err(rejection) => VerifyResponse::invalid(
+                    rejection.reason,
+                    rejection.payer.map(|p| p.to_string()),
+                )
+                .with_message(rejection.message),
+            })
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
+        self.settle_observed(payload, requirements, &NoObserver)
+    }
+
+    /// See `super::lookup`; an authorization used by an unknown transaction
+    /// is looked for with [`Self::find_execution`].
+    fn lookup_settlement<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+        known_transaction: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<SettlementLookup>, SchemeError>> {
+        use super::lookup::{ChainView, answer, pays, read};
+        Box::pin(async move {
+            let chain = requirements
+                .network
+                .eip155_id()
+                .and_then(|id| self.chains.get(&id));
+            let asset = requirements.asset.parse::<Address>();
+            let exact = ExactEvmPayload::from_json(&payload.payload);
+            let (Some(chain), Ok(asset), Ok(exact)) = (chain, asset, exact) else {
+                return Ok(None);
+            };
+            if !pays(&exact, requirements, asset) {
+                return Ok(None);
+            }
+            let known = known_transaction.and_then(|t| t.parse::<B256>().ok());
+            let view = read(&chain.config.rpc, asset, &exact, known)
+                .await
+                .map_err(chain_error)?;
+            let executed = match view {
+                ChainView::Executed(hash) => Some(hash),
+                ChainView::UsedElsewhere => self.find_execution(chain, asset, &exact).await?,
+                ChainView::Open | ChainView::Expired => None,
+            };
+            Ok(Some(answer(&requirements.network, &exact, view, executed)))
+        })
+    }
+
+    fn settle_observed<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        requirements: &'a PaymentRequirements,
+        observer: &'a dyn SettlementObserver,
+    ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
+        Box::pin(async move {
+            // Serialise settles of the same authorization (see `in_flight`).
+            let key = ExactEvmPayload::from_json(&payload.payload)
+                .ok()
+                .zip(requirements.asset.parse::<Address>().ok())
+                .map(|(p, asset)| (asset, p.authorization.from, p.authorization.nonce));
+            let chain = requirements
+                .network
+                .eip155_id()
+                .and_then(|id| self.chains.get(&id));
+            let guard = match (key, chain) {
+                (Some(key), Some(chain)) => {
+                    let lock = chain
+                        .in_flight
+                        .lock()
+                        .map(|mut map| Arc::clone(map.entry(key).or_default()))
+                        .ok();
+                    match lock {
+                        Some(lock) => Some((key, chain, lock.lock_owned().await)),
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let outcome = self.settle_checked(payload, requirements, observer).await;
+            if let Some((key, chain, guard)) = guard {
+                drop(guard);
+                if let Ok(mut map) = chain.in_flight.lock()
+                    && map
+                        .get(&key)
+                        .is_some_and(|lock| Arc::strong_count(lock) == 1)
+                {
+                    map.remove(&key);
+                }
+            }
+            outcome
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Log;
+
+    fn transfer_log(token: Address, from: Address, to: Address, value: u64) -> Log {
+        Log {
+            address: token,
+            topics: vec![
+                IEip3009Token::Transfer::SIGNATURE_HASH,
+                from.into_word(),
+                to.into_word(),
+            ],
+            data: U256::from(value).to_be_bytes::<32>().to_vec().into(),
+            transaction_hash: None,
+            block_number: None,
+        }
+    }
+
+    fn receipt(logs: Vec<Log>) -> Receipt {
+        Receipt {
+            transaction_hash: B256::ZERO,
+            status: Some(U256::from(1)),
+            block_number: None,
+            gas_used: None,
+            logs,
+        }
+    }
+
+    /// A successful receipt is not proof of payment (field lesson 12): the
+    /// exact `Transfer` event of the expected token must be there.
+    #[test]
+    fn settlement_truth_is_the_transfer_event() {
+        let (token, from, to) = (
+            Address::repeat_byte(1),
+            Address::repeat_byte(2),
+            Address::repeat_byte(3),
+        );
+        let value = U256::from(10_000);
+        assert!(has_transfer_log(
+            &receipt(vec![transfer_log(token, from, to, 10_000)]),
+            token,
+            from,
+            to,
+            value
+        ));
+        assert!(
+            !has_transfer_log(&receipt(vec![]), token, from, to, value),
+            "no event"
+        );
+        assert!(
+            !has_transfer_log(
+                &receipt(vec![transfer_log(token, from, to, 9_900)]),
+                token,
+                from,
+                to,
+                value
+            ),
+            "fee-on-transfer moved less"
+        );
+        assert!(
+            !has_transfer_log(
+                &receipt(vec![transfer_log(
+                    Address::repeat_byte(9),
+                    from,
+                    to,
+                    10_000
+                )]),
+                token,
+                from,
+                to,
+                value
+            ),
+            "event from another contract"
+        );
+        assert!(
+            !has_transfer_log(
+                &receipt(vec![transfer_log(
+                    token,
+                    from,
+                    Address::repeat_byte(4),
+                    10_000
+                )]),
+                token,
+                from,
+                to,
+                value
+            ),
+            "paid someone else"
+        );
+    }
+
+    #[test]
+    fn v_is_normalised_for_the_vrs_overload() {
+        let payload = ExactEvmPayload {
+            authorization: super::super::Authorization {
+                from: Address::ZERO,
+                to: Address::ZERO,
+                value: 1u64.into(),
+                valid_after: 0u64.into(),
+                valid_before: 1u64.into(),
+                nonce: B256::ZERO,
+            },
+            signature: {
+                let mut raw = vec![0u8; 65];
+                raw[64] = 1;
+                raw.into()
+            },
+        };
+        let call = IEip3009Token::transferWithAuthorization_0Call::abi_decode(&transfer_calldata(
+            &payload,
+        ))
+        .unwrap();
+        assert_eq!(call.v, 28);
+    }
+}

@@ -1,0 +1,180 @@
+//! The paying client's spend probe for `exact` EIP-3009 payments: reads the
+//! token's `authorizationState(authorizer, nonce)` and the chain's time, so
+//! that the client's budget can release an authorization that expired unused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use alloy_primitives::{Address, U256};
+use alloy_sol_types::SolCall;
+use paywire_client::{SpendProbe, SpendState};
+use paywire_core::{BoxFuture, ChainId, PaymentPayload};
+use serde_json::{Value, json};
+
+use super::SCHEME;
+use super::payload::ExactEvmPayload;
+use crate::contracts::IEip3009Token;
+use crate::rpc::{RpcClient, RpcError, call_params, decode_bytes};
+
+/// Default margin past `validBefore` before an unused authorization counts
+/// as unspent: a chain reorganisation cannot bring back blocks this old.
+const DEFAULT_REORG_MARGIN_SECS: u64 = 120;
+
+/// Tells whether the EIP-3009 authorization of an `exact` payment was
+/// executed, on the networks it has an RPC node for.
+///
+/// It answers [`SpendState::Spent`] when the token reports the nonce used
+/// (a nonce the payer cancelled reads the same: counting it is the safe side),
+/// [`SpendState::Unspent`] when the nonce is unused and the latest block is
+/// later than `validBefore` plus a reorganisation margin (the token refuses
+/// the authorization from then on), and [`SpendState::Unknown`] otherwise
+/// (still valid, another payload type, an unconfigured network, an RPC
+/// failure, or a node reporting another chain).
+#[derive(Debug, Default)]
+pub struct ExactEvmSpendProbe {
+    nodes: HashMap<ChainId, Arc<RpcClient>>,
+    reorg_margin: Option<u64>,
+}
+
+impl ExactEvmSpendProbe {
+    /// A probe with no network configured (it answers `Unknown` for all).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads `network` (an `eip155` chain) through `rpc`.
+    pub fn network(mut self, network: ChainId, rpc: Arc<RpcClient>) -> Self {
+        self.nodes.insert(network, rpc);
+        self
+    }
+
+    /// Seconds past `validBefore` the latest block must be before an unused
+    /// authorization counts as unspent (default 120).
+    pub fn reorg_margin(mut self, seconds: u64) -> Self {
+        self.reorg_margin = Some(seconds);
+        self
+    }
+
+    /// The spend state of `payload`'s authorization.
+    pub async fn state(&self, payload: &PaymentPayload) -> SpendState {
+        let Some(query) = self.query_for(payload) else {
+            return SpendState::Unknown;
+        };
+        match query.run().await {
+            Ok(state) => state,
+            Err(error) => {
+                // Only the kind: transport errors name the endpoint, whose
+                // URL may carry a provider API key.
+                tracing::warn!(
+                    network = %payload.accepted.network,
+                    error = rpc_error_kind(&error),
+                    "spend probe could not read the chain; the payment stays counted"
+                );
+                SpendState::Unknown
+            }
+        }
+    }
+
+    /// What to ask which node, or `None` for a payload this probe cannot judge.
+    fn query_for(&self, payload: &PaymentPayload) -> Option<Query<'_>> {
+        let accepted = &payload.accepted;
+        let eip3009 = matches!(
+            accepted.extra_str("assetTransferMethod"),
+            None | Some("eip3009")
+        );
+        if accepted.scheme != SCHEME || !eip3009 {
+            return None;
+        }
+        let chain_id = accepted.network.eip155_id()?;
+        let rpc = self.nodes.get(&accepted.network)?;
+        let token: Address = accepted.asset.parse().ok()?;
+        let signed = ExactEvmPayload::from_json(&payload.payload).ok()?;
+        Some(Query {
+            rpc,
+            chain_id,
+            token,
+            authorizer: signed.authorization.from,
+            nonce: signed.authorization.nonce,
+            unspent_from: signed
+                .authorization
+                .valid_before
+                .as_u256()
+                .saturating_add(U256::from(
+                    self.reorg_margin.unwrap_or(DEFAULT_REORG_MARGIN_SECS),
+                )),
+        })
+    }
+}
+
+impl SpendProbe for ExactEvmSpendProbe {
+    fn probe<'a>(&'a self, payload: &'a PaymentPayload) -> BoxFuture<'a, SpendState> {
+        Box::pin(self.state(payload))
+    }
+}
+
+/// One authorization to look up.
+struct Query<'a> {
+    rpc: &'a RpcClient,
+    chain_id: u64,
+    token: Address,
+    authorizer: Address,
+    nonce: alloy_primitives::B256,
+    /// Block time from which an unused authorization is unspent for good.
+    unspent_from: U256,
+}
+
+impl Query<'_> {
+    /// Chain id, nonce state and latest block in one round trip.
+    async fn run(&self) -> Result<SpendState, RpcError> {
+        let call = IEip3009Token::authorizationStateCall {
+            authorizer: self.authorizer,
+            nonce: self.nonce,
+        }
+        .abi_encode();
+        let mut answers = self
+            .rpc
+            .batch(vec![
+                ("eth_chainId", json!([])),
+                ("eth_call", call_params(None, self.token, &call)),
+                ("eth_getBlockByNumber", json!(["latest", false])),
+            ])
+            .await?
+            .into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .unwrap_or_else(|| Err(RpcError::Decode("short batch answer".into())))
+        };
+        let (chain, used, block) = (next(), next(), next());
+        let chain: U256 = decode(chain)?;
+        if chain != U256::from(self.chain_id) {
+            return Err(RpcError::Decode(format!(
+                "the node serves chain {chain}, not {}",
+                self.chain_id
+            )));
+        }
+        let used = IEip3009Token::authorizationStateCall::abi_decode_returns(&decode_bytes(used)?)
+            .map_err(|e| RpcError::Decode(e.to_string()))?;
+        if used {
+            return Ok(SpendState::Spent);
+        }
+        let timestamp: U256 = decode(block.map(|b| b["timestamp"].clone()))?;
+        Ok(if timestamp >= self.unspent_from {
+            SpendState::Unspent
+        } else {
+            SpendState::Unknown
+        })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: Result<Value, RpcError>) -> Result<T, RpcError> {
+    serde_json::from_value(value?).map_err(|e| RpcError::Decode(e.to_string()))
+}
+
+fn rpc_error_kind(error: &RpcError) -> &'static str {
+    match error {
+        RpcError::Transport(_) => "transport",
+        RpcError::Node { .. } => "node",
+        RpcError::Decode(_) => "decode",
+    }
+}

@@ -1,0 +1,24 @@
+//! # paywire-evm
+//!
+//! EVM (`eip155:*`) plugins for x402:
+//!
+//! - [`networks`]: well-known chains and their USDC deployments as data,
+//!   extendable at run time;
+//! - [`exact`]: the `exact` scheme with EIP-3009 `transferWithAuthorization`,
+//!   client ([`exact::ExactEvmClient`]), server ([`exact::ExactEvmServer`])
+//!   and facilitator ([`exact::ExactEvmFacilitator`]) sides;
+//! - [`signer`]: the [`signer::EvmSigner`] trait with a local-key implementation;
+//! - [`rpc`]: a lean JSON-RPC client with fail-over and batching.
+
+#![warn(missing_docs)]
+
+pub mod contracts;
+pub mod ecrecover;
+pub mod eip6492;
+pub mod exact;
+pub mod networks;
+pub mod rpc;
+pub mod signer;
+
+pub use networks::{EvmAsset, EvmNetwork, EvmNetworks};
+pub use signer::{EvmSigner, LocalSigner};

@@ -1,0 +1,897 @@
+//! The facilitator's TOML configuration.
+//!
+//! Unknown keys are errors (naming the key), and every string value may use
+//! `${ENV_VAR}` substitution so that secrets (RPC URLs with API keys, signer
+//! private keys) stay out of the file. `$${` writes a literal `${`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use paywire_core::ChainId;
+use paywire_evm::exact::CounterfactualWallets;
+use paywire_evm::rpc::redact_url;
+use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks};
+use serde::Deserialize;
+
+use crate::ops::{ApiKeys, Endpoint};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A `${VAR}` reference names an unset environment variable.
+    #[error("config references environment variable {name} (at {at}), which is not set")]
+    MissingEnv {
+        /// The variable name.
+        name: String,
+        /// Where in the file (dotted key path).
+        at: String,
+    },
+    /// A `${` without a closing `}` or with an invalid name.
+    #[error("malformed ${{…}} reference at {at}: {detail}")]
+    BadReference {
+        /// Where in the file (dotted key path).
+        at: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A value is syntactically fine but not acceptable.
+    #[error("invalid config value for {field}: {message}")]
+    Invalid {
+        /// The offending field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A string that is never printed (private keys).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// An RPC endpoint URL. Providers put API keys in the path or query, so it
+/// prints (`Debug`) as scheme, host and port only.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct RpcUrl(String);
+
+impl RpcUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole URL, API key included: for the RPC client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RpcUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RpcUrl({})", redact_url(&self.0))
+    }
+}
+
+impl PartialEq<&str> for RpcUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// `rpc_urls` as a list of strings. A value of another shape is refused
+/// without quoting it (serde's own message would print the URL, key and all).
+fn rpc_url_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<RpcUrl>, D::Error> {
+    match toml::Value::deserialize(deserializer)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(url) => Ok(RpcUrl(url)),
+                _ => Err(serde::de::Error::custom(
+                    "rpc_urls must be a list of URL strings",
+                )),
+            })
+            .collect(),
+        _ => Err(serde::de::Error::custom(
+            "rpc_urls must be a list of URL strings",
+        )),
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8402))
+}
+fn default_store() -> String {
+    "paywire-facilitator.sqlite".to_owned()
+}
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+fn default_valid_before_buffer() -> u64 {
+    6
+}
+fn default_receipt_timeout() -> u64 {
+    20
+}
+fn default_rebroadcast_interval() -> u64 {
+    3
+}
+fn default_rpc_timeout() -> u64 {
+    10
+}
+fn default_idempotent_retry_window() -> u64 {
+    600
+}
+fn default_gas_limit() -> u64 {
+    250_000
+}
+fn default_max_fee_gwei() -> f64 {
+    500.0
+}
+fn default_max_priority_fee_gwei() -> f64 {
+    2.0
+}
+fn default_max_wallet_deployment_gas() -> u64 {
+    1_000_000
+}
+fn default_log_range_blocks() -> u64 {
+    2_000
+}
+fn default_reconcile_lookback() -> u64 {
+    24 * 60 * 60
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FacilitatorConfig {
+    /// Address the HTTP server listens on (default `127.0.0.1:8402`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Settlement ledger: a SQLite file path (optionally `sqlite://path`),
+    /// or a `postgres://` / `postgresql://` URL (several instances may share
+    /// one PostgreSQL database).
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// Largest accepted request body, in bytes (default 64 KiB).
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    /// Minimum remaining validity of an authorization at settlement (default 6 s).
+    #[serde(default = "default_valid_before_buffer")]
+    pub valid_before_buffer_seconds: u64,
+    /// How long settlement waits for receipts before answering `pending`
+    /// (default 20 s): keep it below the time resource servers allow for
+    /// `/settle` (30 s by default), so they hear `pending` rather than time out.
+    #[serde(default = "default_receipt_timeout")]
+    pub receipt_timeout_seconds: u64,
+    /// How long a settlement transaction may go without a receipt before its
+    /// signed bytes are sent to the node again (default 3 s).
+    #[serde(default = "default_rebroadcast_interval")]
+    pub rebroadcast_interval_seconds: u64,
+    /// Per-request timeout of RPC calls (default 10 s).
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_seconds: u64,
+    /// How long after a settlement's answer was delivered to an API-key
+    /// caller that caller may settle the same payload again and get the
+    /// recorded answer (default 600 s); anyone else gets a replay refusal.
+    #[serde(default = "default_idempotent_retry_window")]
+    pub idempotent_retry_window_seconds: u64,
+    /// The chains settled on.
+    #[serde(default)]
+    pub chains: Vec<ChainConfig>,
+    /// API keys; when none is configured every endpoint is open.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Rate limits (off by default).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Reconciliation of unfinished settlements.
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
+    /// The bazaar discovery catalog.
+    #[serde(default)]
+    pub bazaar: BazaarConfig,
+    /// Fault injection for tests. Never enable in production.
+    #[serde(default)]
+    pub fault_injection: FaultInjectionConfig,
+}
+
+/// `[bazaar]`: the discovery catalog.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BazaarConfig {
+    /// Catalog settled payments' `bazaar` declarations and serve
+    /// `/discovery/*` (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A SQLite file path, a `postgres://` URL, or `memory`. Default: the
+    /// ledger's store (its SQLite file or its PostgreSQL database).
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How long a resource's origin has to answer the unpaid request that
+    /// confirms a declaration, in seconds (1 to 30, default 5).
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout_seconds: u64,
+    /// Also confirm resources on private, loopback and other non-public
+    /// addresses (default false). For devnets only: on a public facilitator
+    /// it lets any payer send the facilitator's requests into its network.
+    #[serde(default)]
+    pub confirm_private_addresses: bool,
+}
+
+impl Default for BazaarConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: None,
+            confirm_timeout_seconds: default_confirm_timeout(),
+            confirm_private_addresses: false,
+        }
+    }
+}
+
+fn default_confirm_timeout() -> u64 {
+    paywire_bazaar::DEFAULT_CONFIRM_TIMEOUT.as_secs()
+}
+
+impl BazaarConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=30).contains(&self.confirm_timeout_seconds) {
+            return Err(invalid(
+                "bazaar.confirm_timeout_seconds",
+                "must be between 1 and 30",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How declarations are confirmed against their origins.
+    pub fn confirm_config(&self) -> paywire_bazaar::ConfirmConfig {
+        paywire_bazaar::ConfirmConfig {
+            timeout: Duration::from_secs(self.confirm_timeout_seconds),
+            allow_private_addresses: self.confirm_private_addresses,
+            ..paywire_bazaar::ConfirmConfig::default()
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One `[[api_keys]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The bearer token (use `${ENV_VAR}`).
+    pub key: Secret,
+    /// The caller's name in the ledger and logs (default: `key-` and 12 hex
+    /// digits of the key's SHA-256). Keep it when rotating a caller's key.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Endpoints this key may call: `verify`, `settle`, `supported`
+    /// (default: all three). An endpoint that some key lists requires a key.
+    #[serde(default = "default_endpoints")]
+    pub endpoints: Vec<String>,
+}
+
+fn default_endpoints() -> Vec<String> {
+    Endpoint::ALL
+        .iter()
+        .map(|e| e.as_str().to_owned())
+        .collect()
+}
+
+/// `[rate_limit]`: token buckets in memory (per process).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `/verify` + `/settle` requests per client IP and minute (0 or absent: off).
+    #[serde(default)]
+    pub per_ip_per_minute: Option<u32>,
+    /// `/verify` + `/settle` requests per payer address and minute (0 or absent: off).
+    #[serde(default)]
+    pub per_payer_per_minute: Option<u32>,
+}
+
+fn default_reconcile_interval() -> u64 {
+    5
+}
+fn default_reconcile_min_age() -> u64 {
+    5
+}
+
+/// `[recovery]`: the background reconciler.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Seconds between passes over `submitted`/`pending` settlements (0: off; default 5).
+    #[serde(default = "default_reconcile_interval")]
+    pub interval_seconds: u64,
+    /// Only settlements unchanged for this long are re-run (default 5).
+    #[serde(default = "default_reconcile_min_age")]
+    pub min_age_seconds: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_reconcile_interval(),
+            min_age_seconds: default_reconcile_min_age(),
+        }
+    }
+}
+
+/// `[fault_injection]`: test-only switches.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultInjectionConfig {
+    /// Abort the process right after a settlement transaction is broadcast
+    /// (crash-recovery tests). Never enable in production.
+    #[serde(default)]
+    pub crash_after_broadcast: bool,
+}
+
+/// One `[[chains]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// CAIP-2 id (`eip155:8453`) or friendly name (`base`).
+    pub network: String,
+    /// RPC endpoints, tried in order (fail-over).
+    #[serde(deserialize_with = "rpc_url_list")]
+    pub rpc_urls: Vec<RpcUrl>,
+    /// Settlement signer private keys (hex), used round-robin.
+    pub signer_private_keys: Vec<Secret>,
+    /// Gas limit of a settlement transaction (default 250 000).
+    #[serde(default = "default_gas_limit")]
+    pub gas_limit: u64,
+    /// Highest `maxFeePerGas` paid, in gwei (default 500).
+    #[serde(default = "default_max_fee_gwei")]
+    pub max_fee_per_gas_gwei: f64,
+    /// Highest priority fee, in gwei (default 2).
+    #[serde(default = "default_max_priority_fee_gwei")]
+    pub max_priority_fee_per_gas_gwei: f64,
+    /// Payments from counterfactual (EIP-6492, not yet deployed) wallets:
+    /// `"off"` (default) refuses them at `/verify`; `"deploy"` deploys the
+    /// wallet from a settlement signer (a factory call the payer chooses,
+    /// paid by the facilitator) before settling.
+    #[serde(default)]
+    pub counterfactual_wallets: CounterfactualWallets,
+    /// Most gas one wallet deployment may use (default 1 000 000); a payment
+    /// needing more is refused at `/verify`.
+    #[serde(default = "default_max_wallet_deployment_gas")]
+    pub max_wallet_deployment_gas: u64,
+    /// Most blocks per `eth_getLogs` request when looking for an earlier
+    /// execution of an authorization (default 2 000; halved automatically
+    /// when the provider refuses a range).
+    #[serde(default = "default_log_range_blocks")]
+    pub log_range_blocks: u64,
+    /// How far back that search goes, in seconds before the latest block
+    /// (default 86 400); it never starts before the authorization's `validAfter`.
+    #[serde(default = "default_reconcile_lookback")]
+    pub reconcile_lookback_seconds: u64,
+    /// Accepted assets; defaults to the chain's well-known USDC.
+    #[serde(default)]
+    pub assets: Vec<AssetConfig>,
+}
+
+/// One `[[chains.assets]]` entry: an EIP-3009 token.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Token contract address.
+    pub address: String,
+    /// Ticker, e.g. `USDC`.
+    pub symbol: String,
+    /// Token decimals.
+    pub decimals: u8,
+    /// EIP-712 domain name of the token (e.g. `USD Coin`).
+    pub eip712_name: String,
+    /// EIP-712 domain version of the token (e.g. `2`).
+    pub eip712_version: String,
+}
+
+/// Where the settlement ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+/// A fully resolved chain: network table entry plus gas settings in wei.
+#[derive(Debug, Clone)]
+pub struct ResolvedChain {
+    /// The network with its accepted assets.
+    pub network: EvmNetwork,
+    /// RPC endpoints.
+    pub rpc_urls: Vec<RpcUrl>,
+    /// Signer keys.
+    pub signer_private_keys: Vec<Secret>,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Fee cap in wei.
+    pub max_fee_per_gas: u128,
+    /// Tip cap in wei.
+    pub max_priority_fee_per_gas: u128,
+    /// Counterfactual wallet deployments.
+    pub counterfactual_wallets: CounterfactualWallets,
+    /// Gas cap of one wallet deployment.
+    pub max_wallet_deployment_gas: u64,
+    /// Blocks per `eth_getLogs` request.
+    pub log_range_blocks: u64,
+    /// Reconciliation lookback.
+    pub reconcile_lookback: Duration,
+}
+
+impl FacilitatorConfig {
+    /// Reads and parses a file, substituting `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses TOML text, substituting `${VAR}` from the process environment.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses TOML text, resolving `${VAR}` with `env` (tests, embedding).
+    pub fn parse_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (key, item) in value.iter_mut() {
+            paywire_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
+        }
+        let config = Self::deserialize(toml::Value::Table(value))
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.store_location()?;
+        if self.body_limit_bytes == 0 {
+            return Err(invalid("body_limit_bytes", "must be positive"));
+        }
+        for index in 0..self.chains.len() {
+            self.resolve_chain(index)?;
+        }
+        self.api_keys()?;
+        self.bazaar.validate()?;
+        Ok(())
+    }
+
+    /// The configured API keys.
+    pub fn api_keys(&self) -> Result<ApiKeys, ConfigError> {
+        let mut keys = ApiKeys::none();
+        let mut names = std::collections::HashSet::new();
+        for (n, entry) in self.api_keys.iter().enumerate() {
+            if let Some(name) = &entry.name {
+                let printable = name.chars().all(|c| c.is_ascii_graphic());
+                if name.is_empty() || name.len() > 64 || !printable {
+                    return Err(invalid(
+                        &format!("api_keys[{n}].name"),
+                        "must be 1-64 printable ASCII characters without spaces",
+                    ));
+                }
+                if !names.insert(name.as_str()) {
+                    return Err(invalid(
+                        &format!("api_keys[{n}].name"),
+                        format!("{name:?} names another key too"),
+                    ));
+                }
+            }
+            let key = entry.key.expose().trim();
+            if key.len() < 16 {
+                return Err(invalid(
+                    &format!("api_keys[{n}].key"),
+                    "must be at least 16 characters",
+                ));
+            }
+            if entry.endpoints.is_empty() {
+                return Err(invalid(
+                    &format!("api_keys[{n}].endpoints"),
+                    "list at least one of verify, settle, supported",
+                ));
+            }
+            let endpoints = entry
+                .endpoints
+                .iter()
+                .map(|name| {
+                    Endpoint::parse(name).ok_or_else(|| {
+                        invalid(
+                            &format!("api_keys[{n}].endpoints"),
+                            format!(
+                                "unknown endpoint {name:?}; expected verify, settle or supported"
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            keys = match &entry.name {
+                Some(name) => keys.with_named_key(name.as_str(), key, endpoints),
+                None => keys.with_key(key, endpoints),
+            };
+        }
+        Ok(keys)
+    }
+
+    /// The ledger location named by `store`.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        let store = self.store.trim();
+        if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            if let Err(error) = store.parse::<tokio_postgres::Config>() {
+                return Err(invalid("store", format!("invalid PostgreSQL URL: {error}")));
+            }
+            return Ok(StoreLocation::Postgres(store.to_owned()));
+        }
+        let path = store.strip_prefix("sqlite://").unwrap_or(store);
+        if path.is_empty() {
+            return Err(invalid("store", "empty path"));
+        }
+        if path.contains("://") {
+            return Err(invalid(
+                "store",
+                format!(
+                    "unsupported store URL {path:?}; use a SQLite file path or a postgres:// URL"
+                ),
+            ));
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+    }
+
+    /// Receipt timeout as a duration.
+    pub fn receipt_timeout(&self) -> Duration {
+        Duration::from_secs(self.receipt_timeout_seconds)
+    }
+
+    /// Resolves chain `index` (network, assets, fee caps in wei).
+    pub fn resolve_chain(&self, index: usize) -> Result<ResolvedChain, ConfigError> {
+        let Some(chain) = self.chains.get(index) else {
+            return Err(invalid("chains", format!("no chain at index {index}")));
+        };
+        let field = |name: &str| format!("chains[{index}].{name}");
+        let id = ChainId::from_name_or_caip2(&chain.network)
+            .map_err(|e| invalid(&field("network"), e.to_string()))?;
+        let Some(chain_id) = id.eip155_id() else {
+            return Err(invalid(
+                &field("network"),
+                format!("{id} is not an EVM (eip155) chain; only eip155 is supported"),
+            ));
+        };
+        if chain.rpc_urls.is_empty() {
+            return Err(invalid(
+                &field("rpc_urls"),
+                "at least one RPC URL is required",
+            ));
+        }
+        if chain.log_range_blocks == 0 {
+            return Err(invalid(&field("log_range_blocks"), "must be positive"));
+        }
+        if chain.signer_private_keys.is_empty() {
+            return Err(invalid(
+                &field("signer_private_keys"),
+                "at least one signer key is required",
+            ));
+        }
+        let mut assets = Vec::with_capacity(chain.assets.len());
+        for (n, asset) in chain.assets.iter().enumerate() {
+            let address: Address = asset.address.parse().map_err(|e| {
+                invalid(
+                    &field(&format!("assets[{n}].address")),
+                    format!("{:?}: {e}", asset.address),
+                )
+            })?;
+            assets.push(EvmAsset {
+                address,
+                symbol: asset.symbol.clone(),
+                decimals: asset.decimals,
+                eip712_name: asset.eip712_name.clone(),
+                eip712_version: asset.eip712_version.clone(),
+                usd_stable: matches!(asset.symbol.as_str(), "USDC" | "USDT" | "PYUSD"),
+            });
+        }
+        let network = if assets.is_empty() {
+            EvmNetworks::well_known()
+                .by_chain_id(chain_id)
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(
+                        &field("assets"),
+                        format!(
+                            "{id} has no well-known USDC deployment; list its assets in [[chains.assets]]"
+                        ),
+                    )
+                })?
+        } else {
+            let mut assets = assets.into_iter();
+            let default_asset = assets
+                .next()
+                .ok_or_else(|| invalid(&field("assets"), "empty"))?;
+            let name = id.known_name().unwrap_or(id.as_str()).to_owned();
+            let mut network = EvmNetwork::new(chain_id, name, default_asset);
+            network.other_assets = assets.collect();
+            network
+        };
+        Ok(ResolvedChain {
+            network,
+            rpc_urls: chain.rpc_urls.clone(),
+            signer_private_keys: chain.signer_private_keys.clone(),
+            gas_limit: chain.gas_limit,
+            counterfactual_wallets: chain.counterfactual_wallets,
+            max_wallet_deployment_gas: chain.max_wallet_deployment_gas,
+            log_range_blocks: chain.log_range_blocks,
+            reconcile_lookback: Duration::from_secs(chain.reconcile_lookback_seconds),
+            max_fee_per_gas: gwei_to_wei(chain.max_fee_per_gas_gwei).ok_or_else(|| {
+                invalid(&field("max_fee_per_gas_gwei"), "not a valid gwei amount")
+            })?,
+            max_priority_fee_per_gas: gwei_to_wei(chain.max_priority_fee_per_gas_gwei).ok_or_else(
+                || {
+                    invalid(
+                        &field("max_priority_fee_per_gas_gwei"),
+                        "not a valid gwei amount",
+                    )
+                },
+            )?,
+        })
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Converts gwei (possibly fractional, e.g. `0.05` on L2s) to wei.
+fn gwei_to_wei(gwei: f64) -> Option<u128> {
+    if !gwei.is_finite() || !(0.0..=1.0e12).contains(&gwei) {
+        return None;
+    }
+    let wei = (gwei * 1.0e9).round();
+    // Bounded above by 1e21 < u128::MAX, non-negative: the cast is exact.
+    Some(wei as u128)
+}
+
+/// Replaces every `${NAME}` in `text`; `$${` stays a literal `${`.
+pub fn substitute(
+    text: &str,
+    at: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    paywire_core::envsubst::substitute(text, at, env).map_err(env_error)
+}
+
+fn env_error(error: paywire_core::envsubst::EnvSubstError) -> ConfigError {
+    match error {
+        paywire_core::envsubst::EnvSubstError::Missing { name, at } => {
+            ConfigError::MissingEnv { name, at }
+        }
+        paywire_core::envsubst::EnvSubstError::BadReference { at, detail } => {
+            ConfigError::BadReference { at, detail }
+        }
+    }
+}
+
+/// A documented example configuration (`paywire facilitator --print-config-example`).
+pub fn example_config() -> &'static str {
+    EXAMPLE_CONFIG
+}
+
+const EXAMPLE_CONFIG: &str = r#"# paywire facilitator configuration.
+#
+# Every string may use ${ENV_VAR} substitution (an unset variable is an error
+# naming it); write $${ for a literal "${". Unknown keys are errors.
+
+# Address the HTTP API listens on.
+listen = "127.0.0.1:8402"
+
+# Settlement ledger (idempotency, audit trail): a SQLite file path, or a
+# PostgreSQL URL shared by several facilitator instances, e.g.
+# store = "postgres://x402:${PAYWIRE_DB_PASSWORD}@10.0.0.5:5432/x402" (no TLS).
+store = "/var/lib/paywire/facilitator.sqlite"
+
+# Largest accepted request body, in bytes.
+body_limit_bytes = 65536
+
+# An authorization must stay valid at least this long after settlement starts.
+valid_before_buffer_seconds = 6
+
+# How long /settle waits for a receipt before answering "pending" with the
+# transaction hash (never "failed" for a transaction that may still land).
+# Keep it below the time resource servers allow /settle (30 s by default).
+receipt_timeout_seconds = 20
+
+# While waiting, a transaction with no receipt yet is sent again (same signed
+# bytes, so it can never pay twice) this often: nodes drop transactions.
+rebroadcast_interval_seconds = 3
+
+# Per-request timeout of RPC calls.
+rpc_timeout_seconds = 10
+
+# A repeated /settle of a payment whose outcome was already delivered is
+# refused (success: false, nonce already used) so that one payment cannot be
+# served twice. Exceptions get the recorded answer: the same
+# payment-identifier id, or the same API key within this many seconds of the
+# first answer.
+idempotent_retry_window_seconds = 600
+
+# Optional API keys (Authorization: Bearer <key>). An endpoint listed by any
+# key requires a key; endpoints no key lists stay open. Unknown key: 401;
+# a key not allowed on the endpoint: 403.
+[[api_keys]]
+key = "${FACILITATOR_API_KEY}"
+name = "shop-a"                    # the caller's name in the ledger and logs (optional)
+endpoints = ["verify", "settle"]   # of verify, settle, supported (default: all)
+
+# Optional rate limits on /verify and /settle (token buckets kept in memory per
+# process; 0 or absent disables one). Over the limit: 429 with Retry-After.
+[rate_limit]
+per_ip_per_minute = 600
+per_payer_per_minute = 60
+
+# Settlements left received/submitted/pending (crash, RPC outage, receipt
+# timeout) are re-run from their stored request at startup; a background task
+# re-runs submitted/pending ones unchanged for min_age_seconds, every
+# interval_seconds (0 disables it).
+[recovery]
+interval_seconds = 5
+min_age_seconds = 5
+
+# Bazaar discovery: settled payments that carry a `bazaar` declaration are
+# validated, confirmed against the resource's origin (its unpaid 402 must
+# offer the paid payTo, asset and network) and cataloged; GET
+# /discovery/resources and /discovery/search serve the catalog. store: a
+# SQLite file, a postgres:// URL or "memory" (default: the ledger's store, so
+# instances sharing a PostgreSQL ledger share the catalog too). Origins on
+# private or loopback addresses are never fetched unless
+# confirm_private_addresses is set (devnets only).
+[bazaar]
+enabled = true
+store = "/var/lib/paywire/bazaar.sqlite"
+confirm_timeout_seconds = 5
+confirm_private_addresses = false
+
+# TEST ONLY. crash_after_broadcast aborts the process right after a settlement
+# transaction is broadcast, to exercise crash recovery. Never enable it.
+[fault_injection]
+crash_after_broadcast = false
+
+[[chains]]
+# CAIP-2 id ("eip155:84532") or a friendly name ("base-sepolia").
+network = "base-sepolia"
+# Tried in order; the next one is used when one fails.
+rpc_urls = ["${BASE_SEPOLIA_RPC_URL}", "https://sepolia.base.org"]
+# Settlement signers (hex private keys), used round-robin. Keep them in the
+# environment, never in this file.
+signer_private_keys = ["${FACILITATOR_PRIVATE_KEY}"]
+gas_limit = 250000
+# Settlement is refused (nothing sent) while the network asks for more.
+max_fee_per_gas_gwei = 5
+max_priority_fee_per_gas_gwei = 1
+# Counterfactual (EIP-6492) wallets: "off" refuses payments from undeployed
+# wallets at /verify; "deploy" deploys them first from a settlement signer,
+# calling a factory the payer chooses at your expense (up to the gas cap).
+# Enable it only behind API keys or per-IP rate limits.
+counterfactual_wallets = "off"
+max_wallet_deployment_gas = 1000000
+# Finding an authorization someone else already executed (front-run): logs are
+# read in chunks of log_range_blocks (halved when the provider refuses a range),
+# back to the authorization's validAfter but at most reconcile_lookback_seconds.
+log_range_blocks = 2000
+reconcile_lookback_seconds = 86400
+# Accepted assets. When omitted, the chain's well-known USDC is accepted.
+[[chains.assets]]
+address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+symbol = "USDC"
+decimals = 6
+eip712_name = "USDC"
+eip712_version = "2"
+
+[[chains]]
+network = "base"
+rpc_urls = ["${BASE_RPC_URL}"]
+signer_private_keys = ["${FACILITATOR_PRIVATE_KEY}"]
+max_fee_per_gas_gwei = 0.5
+# No [[chains.assets]]: Circle's USDC on Base.
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "A" => Some("alpha".into()),
+            "B_2" => Some("${not_expanded}".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitution() {
+        assert_eq!(
+            substitute("x${A}y", "k", &env).ok().as_deref(),
+            Some("xalphay")
+        );
+        assert_eq!(
+            substitute("${B_2}", "k", &env).ok().as_deref(),
+            Some("${not_expanded}")
+        );
+        assert_eq!(
+            substitute("$${A} $5", "k", &env).ok().as_deref(),
+            Some("${A} $5")
+        );
+        assert!(matches!(
+            substitute("${MISSING}", "k", &env),
+            Err(ConfigError::MissingEnv { name, .. }) if name == "MISSING"
+        ));
+        assert!(matches!(
+            substitute("${A", "k", &env),
+            Err(ConfigError::BadReference { .. })
+        ));
+        assert!(matches!(
+            substitute("${A-B}", "k", &env),
+            Err(ConfigError::BadReference { .. })
+        ));
+    }
+
+    #[test]
+    fn gwei_conversion() {
+        assert_eq!(gwei_to_wei(1.0), Some(1_000_000_000));
+        assert_eq!(gwei_to_wei(0.05), Some(50_000_000));
+        assert_eq!(gwei_to_wei(-1.0), None);
+        assert_eq!(gwei_to_wei(f64::NAN), None);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let secret = Secret::new("0xdeadbeef");
+        assert!(!format!("{secret:?}").contains("dead"));
+    }
+}

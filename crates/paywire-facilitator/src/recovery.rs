@@ -1,0 +1,257 @@
+//! Crash safety and recovery: the ledger learns every transaction hash
+//! before the transaction is broadcast ([`LedgerObserver`]), and settlements
+//! left without a final outcome (`received`, `submitted`, `pending`) are
+//! reconciled ([`AppState::reconcile`]) at startup and periodically:
+//!
+//! 1. the chain is asked first, without sending anything, what became of
+//!    the payment (`Facilitator::lookup_settlement`): a transaction that
+//!    landed is recorded `confirmed` even when the authorization's time
+//!    window has passed since, and one that never can land is `failed`;
+//! 2. a settlement whose HTTP caller was told it failed (an error answer)
+//!    is never re-run: that caller may have asked the payer for a new
+//!    payment. Without a transaction out it is recorded `failed` (an
+//!    explicit `/settle` may still retry it); with one, it is looked up
+//!    again on the next pass;
+//! 3. anything else is re-run from its stored request (safe: the scheme
+//!    re-verifies, and finds an authorization executed on chain).
+
+use std::time::Duration;
+
+use paywire_core::scheme::BoxFuture;
+use paywire_core::{ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementObserver};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::ledger::{Ledger, LedgerError, SettlementRecord, SettlementState};
+use crate::server::AppState;
+use crate::settlement::{outcome_from_chain, run_settlement};
+
+/// Records `submitted` + the transaction hash before each broadcast of one
+/// settlement. A ledger failure aborts the broadcast (nothing is sent
+/// unrecorded).
+pub struct LedgerObserver {
+    ledger: Ledger,
+    fingerprint: String,
+}
+
+impl LedgerObserver {
+    /// An observer for the settlement keyed `fingerprint`.
+    pub fn new(ledger: Ledger, fingerprint: impl Into<String>) -> Self {
+        Self {
+            ledger,
+            fingerprint: fingerprint.into(),
+        }
+    }
+}
+
+impl SettlementObserver for LedgerObserver {
+    fn before_broadcast<'a>(
+        &'a self,
+        network: &'a ChainId,
+        transaction: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.ledger
+                .mark_submitted(&self.fingerprint, transaction)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(fingerprint = %self.fingerprint, %network, %transaction, "settlement submitted");
+            Ok(())
+        })
+    }
+}
+
+/// What one reconciliation pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Unresolved rows seen.
+    pub examined: usize,
+    /// Rows that reached `confirmed` or `failed`.
+    pub resolved: usize,
+    /// Rows re-run that are still `pending` or `submitted`.
+    pub still_open: usize,
+    /// Rows whose re-run failed with an infrastructure error (left for later).
+    pub errors: usize,
+    /// Rows skipped: too recent, resolved meanwhile, or without a stored request.
+    pub skipped: usize,
+}
+
+impl AppState {
+    /// Re-runs every settlement in one of `states` whose last change is at
+    /// least `min_age` old, from its stored request, and records the
+    /// outcome. Each row is handled under its settlement lock, so a
+    /// concurrent `/settle` of the same payment waits (and then answers from
+    /// the ledger). Per-row failures are logged and counted, not returned.
+    pub async fn reconcile(
+        &self,
+        states: &[SettlementState],
+        min_age: Duration,
+    ) -> Result<ReconcileReport, LedgerError> {
+        self.reconcile_until(states, min_age, None).await
+    }
+
+    async fn reconcile_until(
+        &self,
+        states: &[SettlementState],
+        min_age: Duration,
+        stop: Option<&watch::Receiver<bool>>,
+    ) -> Result<ReconcileReport, LedgerError> {
+        let rows = self.ledger().unresolved().await?;
+        self.metrics()
+            .set_unresolved(u64::try_from(rows.len()).unwrap_or(u64::MAX));
+        let mut report = ReconcileReport::default();
+        for row in rows {
+            if stop.is_some_and(|stop| *stop.borrow()) {
+                break;
+            }
+            if !states.contains(&row.state) {
+                continue;
+            }
+            report.examined += 1;
+            // Same order as `/settle`: in-flight guard, then the settlement lock.
+            let _in_flight = self.in_flight().await;
+            let _guard = self.lock_settlement(&row.fingerprint).await?;
+            // Re-read under the lock: a request may have finished it.
+            let Some(record) = self.ledger().get(&row.fingerprint).await? else {
+                report.skipped += 1;
+                continue;
+            };
+            let age = unix_now().saturating_sub(record.updated_at);
+            if !states.contains(&record.state) || age < min_age.as_secs() {
+                report.skipped += 1;
+                continue;
+            }
+            let Some(request) = record.request.clone() else {
+                tracing::warn!(fingerprint = %record.fingerprint, state = record.state.as_str(),
+                    "unresolved settlement has no stored request; cannot reconcile");
+                report.skipped += 1;
+                continue;
+            };
+            tracing::info!(fingerprint = %record.fingerprint, state = record.state.as_str(),
+                transaction = ?record.transaction, "reconciling settlement");
+            match self.reconcile_one(&record, &request).await {
+                Ok(None) => report.still_open += 1,
+                Ok(Some(response)) => {
+                    let state = SettlementState::of(&response);
+                    self.metrics().recovered(state.as_str());
+                    if matches!(state, SettlementState::Confirmed | SettlementState::Failed) {
+                        report.resolved += 1;
+                    } else {
+                        report.still_open += 1;
+                    }
+                }
+                Err(error) => {
+                    self.metrics().recovered("error");
+                    tracing::warn!(fingerprint = %record.fingerprint, %error, "reconciliation failed; will retry");
+                    report.errors += 1;
+                }
+            }
+        }
+        if report.examined > 0 {
+            let left = self.ledger().unresolved().await?.len();
+            self.metrics()
+                .set_unresolved(u64::try_from(left).unwrap_or(u64::MAX));
+            tracing::info!(?report, "reconciliation pass done");
+        }
+        Ok(report)
+    }
+
+    /// Reconciles one unresolved settlement (see the module documentation);
+    /// `None` when it is left open for a later pass.
+    async fn reconcile_one(
+        &self,
+        record: &SettlementRecord,
+        request: &FacilitatorRequest,
+    ) -> Result<Option<SettleResponse>, ApiError> {
+        let key = record.fingerprint.as_str();
+        let known = record.transaction.as_deref();
+        if let Some(response) = outcome_from_chain(self, key, request, known).await? {
+            return Ok(Some(response));
+        }
+        let told_failed = record
+            .delivery
+            .as_ref()
+            .is_some_and(|delivery| delivery.state == SettlementState::Failed);
+        if !told_failed {
+            return run_settlement(self, key, request, record.payment_id.as_deref())
+                .await
+                .map(Some);
+        }
+        if known.is_some() {
+            // A transaction may still land: look again next pass.
+            return Ok(None);
+        }
+        let response = SettleResponse::failed(
+            request.payment_requirements.network.clone(),
+            ErrorReason::UnexpectedSettleError,
+            None,
+            "",
+        )
+        .with_message(format!(
+            "settlement failed ({}) and its caller was told so; not re-run",
+            record.last_error.as_deref().unwrap_or("error")
+        ));
+        self.ledger().record_outcome(key, &response).await?;
+        Ok(Some(response))
+    }
+
+    /// The startup pass: every `received`, `submitted` and `pending`
+    /// settlement, whatever its age.
+    pub async fn reconcile_all(&self) -> Result<ReconcileReport, LedgerError> {
+        self.reconcile(
+            &[
+                SettlementState::Received,
+                SettlementState::Submitted,
+                SettlementState::Pending,
+            ],
+            Duration::ZERO,
+        )
+        .await
+    }
+}
+
+/// Spawns the background reconciler: every `interval`, `submitted` and
+/// `pending` settlements older than `min_age` are re-run. It stops (after
+/// finishing the row in hand) when `stop` turns true.
+pub(crate) fn spawn_reconciler(
+    state: AppState,
+    interval: Duration,
+    min_age: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+                _ = ticker.tick() => {
+                    let pass = state
+                        .reconcile_until(
+                            &[SettlementState::Submitted, SettlementState::Pending],
+                            min_age,
+                            Some(&stop),
+                        )
+                        .await;
+                    if let Err(error) = pass {
+                        tracing::warn!(%error, "reconciliation pass failed");
+                    }
+                }
+            }
+        }
+        tracing::debug!("reconciler stopped");
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,426 @@
+//! The gateway's TOML configuration.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// A configuration problem (parse, environment substitution, validation).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or does not match the schema.
+    #[error("invalid gateway configuration: {0}")]
+    Toml(String),
+    /// A `${VAR}` reference names an unset environment variable.
+    #[error("environment variable {name} (referenced at {at}) is not set")]
+    MissingEnv {
+        /// Variable name.
+        name: String,
+        /// Where in the file.
+        at: String,
+    },
+    /// A `${` without a closing `}` or with an invalid name.
+    #[error("malformed ${{…}} reference at {at}: {detail}")]
+    BadReference {
+        /// Where in the file.
+        at: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A value is syntactically fine but unusable.
+    #[error("{at}: {detail}")]
+    Invalid {
+        /// Where in the file.
+        at: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8402".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_upstream_timeout() -> u64 {
+    60
+}
+
+fn default_max_paid_response_bytes() -> usize {
+    crate::service::DEFAULT_MAX_PAID_RESPONSE_BYTES
+}
+
+fn default_max_timeout() -> u64 {
+    60
+}
+
+/// `paywire gateway --config gateway.toml`: see [`example_config`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Listen address (`host:port`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Public origin of the gateway (`https://api.example.com`): resource URLs
+    /// in 402 answers are built from it, never from `Host`.
+    pub public_origin: String,
+    /// Base URL of the upstream API (`http://127.0.0.1:8080`, optionally with
+    /// a path prefix).
+    pub upstream: String,
+    /// Whole-request timeout towards the upstream, in seconds (default 60).
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_seconds: u64,
+    /// Match route paths ignoring case (default false: case-sensitive). Set it
+    /// when the upstream serves `/PAID` as `/paid`, or that spelling is free.
+    #[serde(default)]
+    pub case_insensitive_paths: bool,
+    /// A priced route's last literal segment also matches with a format
+    /// suffix (`/paid` prices `/paid.json`; default false). Set it when the
+    /// upstream strips one before routing (Rails, Spring MVC before 5.3).
+    #[serde(default)]
+    pub format_suffixes: bool,
+    /// Largest upstream answer of a priced route, in bytes (default 8 MiB):
+    /// it is held back until the payment settles; a larger one is answered
+    /// `500 response_too_large` and nothing is charged.
+    #[serde(default = "default_max_paid_response_bytes")]
+    pub max_paid_response_bytes: usize,
+    /// SQLite file for payment reservations (shared by gateway instances on
+    /// one host, persisted across restarts); in memory when absent.
+    #[serde(default)]
+    pub reservations_sqlite: Option<String>,
+    /// Facilitators in preference order.
+    pub facilitators: Vec<FacilitatorEntry>,
+    /// Whether the built-in EVM networks (Base, Ethereum, … with USDC) are
+    /// known (default true).
+    #[serde(default = "default_true")]
+    pub well_known_networks: bool,
+    /// Custom EVM chains, or extra assets on known chains.
+    #[serde(default)]
+    pub networks: Vec<NetworkEntry>,
+    /// Priced routes; every other path is proxied without payment.
+    #[serde(default)]
+    pub routes: Vec<RouteEntry>,
+}
+
+/// One facilitator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilitatorEntry {
+    /// Base URL (`{url}/verify`, `{url}/settle`, `{url}/supported`).
+    pub url: String,
+    /// Bearer token (use `${ENV_VAR}`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Whole-request timeout in seconds (default 45). Keep it above the
+    /// facilitator's receipt wait (25-30 s): a settle call that times out
+    /// leaves the payment's outcome unknown until the payer retries.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// An EVM chain and its payment asset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    /// Numeric chain id (`eip155:<chain_id>`).
+    pub chain_id: u64,
+    /// Human name (defaults to `eip155:<chain_id>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The asset: the chain's default asset for a new chain, an extra asset
+    /// for a chain that is already known.
+    pub asset: AssetEntry,
+}
+
+/// An ERC-20 token with EIP-3009 support.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetEntry {
+    /// Token contract address.
+    pub address: String,
+    /// Ticker (`USDC`).
+    pub symbol: String,
+    /// Token decimals.
+    pub decimals: u8,
+    /// EIP-712 domain name of the token.
+    pub eip712_name: String,
+    /// EIP-712 domain version of the token.
+    pub eip712_version: String,
+    /// Whether one unit is one US dollar (for `"$0.01"` prices; default false).
+    #[serde(default)]
+    pub usd_stable: bool,
+}
+
+/// A priced route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    /// HTTP method (`GET`); any method when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path pattern: `/weather`, `/users/:id`, `/files/*`.
+    pub path: String,
+    /// Description shown to clients and on the paywall.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// MIME type of the response.
+    #[serde(default)]
+    pub mime_type: Option<String>,
+    /// `maxTimeoutSeconds` (default 60).
+    #[serde(default = "default_max_timeout")]
+    pub max_timeout_seconds: u64,
+    /// Settle before forwarding (for upstream calls with side effects).
+    #[serde(default)]
+    pub settle_before_handler: bool,
+    /// Accepted payment options (at least one).
+    pub accepts: Vec<AcceptEntry>,
+    /// Name of the service, for discovery catalogs (printable ASCII, ≤ 32).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Topical tags for discovery catalogs (≤ 5).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Absolute http(s) URL of the service's icon.
+    #[serde(default)]
+    pub icon_url: Option<String>,
+    /// How to call the route, declared in its 402 answers so that
+    /// facilitators with a bazaar catalog list it once someone has paid.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryEntry>,
+}
+
+/// `[routes.discovery]`: a bazaar declaration of the route (needs `method`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryEntry {
+    /// Example query parameters.
+    #[serde(default)]
+    pub query_params: std::collections::BTreeMap<String, String>,
+    /// Example request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Body encoding for POST/PUT/PATCH: `json` (default), `form-data`, `text`.
+    #[serde(default)]
+    pub body_type: Option<String>,
+    /// Example body for POST/PUT/PATCH (any TOML value; default `{}`).
+    #[serde(default)]
+    pub body_example: Option<serde_json::Value>,
+    /// Response type (default `json`).
+    #[serde(default)]
+    pub output_type: Option<String>,
+    /// Example response (any TOML value).
+    #[serde(default)]
+    pub output_example: Option<serde_json::Value>,
+}
+
+/// One accepted payment option (`exact` scheme).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptEntry {
+    /// Network: a name (`base`, `base-sepolia`) or CAIP-2 (`eip155:8453`).
+    pub network: String,
+    /// Money price (`"$0.01"`, `"0.5 USDC"`); or give `amount` + `asset`.
+    #[serde(default)]
+    pub price: Option<String>,
+    /// Atomic amount (with `asset`).
+    #[serde(default)]
+    pub amount: Option<String>,
+    /// Asset address (with `amount`).
+    #[serde(default)]
+    pub asset: Option<String>,
+    /// Recipient address.
+    pub pay_to: String,
+}
+
+impl GatewayConfig {
+    /// Reads and parses a file, substituting `${VAR}` from the environment.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, GatewayConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| GatewayConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses TOML text, substituting `${VAR}` from the process environment.
+    pub fn parse(text: &str) -> Result<Self, GatewayConfigError> {
+        Self::parse_with_env(text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses TOML text, resolving `${VAR}` with `env`.
+    pub fn parse_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, GatewayConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| GatewayConfigError::Toml(e.to_string()))?;
+        for (key, item) in value.iter_mut() {
+            paywire_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
+        }
+        toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| GatewayConfigError::Toml(e.to_string()))
+    }
+}
+
+fn env_error(error: paywire_core::envsubst::EnvSubstError) -> GatewayConfigError {
+    match error {
+        paywire_core::envsubst::EnvSubstError::Missing { name, at } => {
+            GatewayConfigError::MissingEnv { name, at }
+        }
+        paywire_core::envsubst::EnvSubstError::BadReference { at, detail } => {
+            GatewayConfigError::BadReference { at, detail }
+        }
+    }
+}
+
+/// A documented example configuration (`paywire gateway --print-config-example`).
+pub fn example_config() -> &'static str {
+    EXAMPLE_CONFIG
+}
+
+const EXAMPLE_CONFIG: &str = r#"# paywire gateway: sells an existing HTTP API for x402 payments.
+#
+# Every string may use ${ENV_VAR} substitution (an unset variable is an error
+# naming it); write $${ for a literal "${". Unknown keys are errors.
+
+listen = "0.0.0.0:8402"
+# Resource URLs in 402 answers are built from this, never from Host.
+public_origin = "https://api.example.com"
+# The API being sold (plain http; a path prefix is kept).
+upstream = "http://127.0.0.1:8080"
+upstream_timeout_seconds = 60
+# Request paths are normalized (dot segments resolved, %-encoded unreserved
+# characters decoded, // collapsed) before routes are matched, and exactly
+# that path is forwarded; paths that cannot be normalized safely (%2F, %5C,
+# \, NUL, ;, double encoding, climbing above the root, over 8 KiB) get a 400.
+# Route matching is case-sensitive; set this if the upstream ignores case,
+# otherwise /PAID would reach its /paid for free.
+case_insensitive_paths = false
+# Set this if the upstream strips a format suffix before routing (Rails,
+# Spring MVC before 5.3): /paid then also prices /paid.json, /paid.html.
+format_suffixes = false
+# Priced answers are held back until the payment settles: larger ones are
+# refused (500 response_too_large) and nothing is charged (default 8 MiB).
+max_paid_response_bytes = 8388608
+# Share reservations between instances on one host / keep them across
+# restarts (in memory when absent).
+# reservations_sqlite = "/var/lib/paywire/gateway-reservations.sqlite"
+
+# Built-in chains (Base, Ethereum, Polygon, Arbitrum, OP, Avalanche and their
+# testnets, each with Circle's USDC) are known unless this is false.
+well_known_networks = true
+
+# Facilitators, most preferred first. Each (scheme, network) goes to the
+# ones listing it in /supported; verify fails over on errors.
+[[facilitators]]
+url = "https://facilitator.example.com"
+token = "${FACILITATOR_TOKEN}"
+# Above the facilitator's receipt wait (default 45): a timed-out settlement
+# keeps the payment for the buyer's retry with the same payload.
+timeout_seconds = 45
+
+[[facilitators]]
+url = "https://x402.org/facilitator"
+
+# A custom chain with its default asset (or an extra asset on a known chain).
+[[networks]]
+chain_id = 31337
+name = "Anvil"
+asset = { address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e", symbol = "USDC", decimals = 6, eip712_name = "USD Coin", eip712_version = "2", usd_stable = true }
+
+# Priced routes: method (optional) + path pattern (`:param`, `*`).
+# Everything else is proxied for free, streaming.
+[[routes]]
+method = "GET"
+path = "/weather"
+description = "Current weather"
+mime_type = "application/json"
+max_timeout_seconds = 60
+
+service_name = "Example Weather"        # optional service metadata for
+tags = ["weather", "forecast"]          # discovery catalogs
+# icon_url = "https://api.example.com/icon.png"
+
+[[routes.accepts]]
+network = "base-sepolia"
+price = "$0.01"
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+
+# Optional bazaar declaration: facilitators with a discovery catalog list the
+# route (GET /discovery/resources) once a buyer has paid for it.
+[routes.discovery]
+query_params = { city = "Paris" }
+output_example = { city = "Paris", temperature = 21 }
+
+[[routes]]
+method = "POST"
+path = "/reports/:id"
+description = "Generate a report (settled before the upstream runs)"
+settle_before_handler = true
+
+[[routes.accepts]]
+network = "eip155:8453"
+amount = "250000"   # atomic units of the asset below
+asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let config = GatewayConfig::parse_with_env(example_config(), |name| {
+            (name == "FACILITATOR_TOKEN").then(|| "secret".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.listen, "0.0.0.0:8402");
+        assert_eq!(config.facilitators.len(), 2);
+        assert_eq!(config.facilitators[0].token.as_deref(), Some("secret"));
+        assert_eq!(config.facilitators[1].token, None);
+        assert_eq!(config.networks[0].chain_id, 31337);
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes[0].accepts[0].price.as_deref(), Some("$0.01"));
+        assert_eq!(
+            config.routes[1].accepts[0].amount.as_deref(),
+            Some("250000")
+        );
+        assert!(config.routes[1].settle_before_handler);
+        assert!(!config.case_insensitive_paths);
+        assert_eq!(config.max_paid_response_bytes, 8 << 20);
+        assert_eq!(config.facilitators[0].timeout_seconds, Some(45));
+    }
+
+    #[test]
+    fn env_and_unknown_fields() {
+        let missing = GatewayConfig::parse_with_env(example_config(), |_| None).unwrap_err();
+        assert!(
+            matches!(&missing, GatewayConfigError::MissingEnv { name, at }
+                if name == "FACILITATOR_TOKEN" && at == "facilitators[0].token"),
+            "{missing}"
+        );
+        let unknown = GatewayConfig::parse_with_env(
+            "public_origin = \"https://a.b\"\nupstream = \"http://u\"\nfacilitators = []\nlistne = \"x\"\n",
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(unknown.to_string().contains("listne"), "{unknown}");
+        assert_eq!(
+            paywire_core::envsubst::substitute("a$${b}$c${X}", "k", &|_| Some("1".into())).unwrap(),
+            "a${b}$c1"
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! Forwarding to the upstream with streaming bodies.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER};
+
+use crate::path::{PathError, normalize_path, refused};
+use crate::responses::json_error;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers some frameworks read as the method or path to run.
+const REROUTING_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+pub(crate) struct Proxy {
+    client: reqwest::Client,
+    /// The upstream base URL; its path is replaced per request.
+    upstream: reqwest::Url,
+    /// The normalized base path without its trailing `/` (empty at the root).
+    base_path: String,
+    proto: &'static str,
+}
+
+impl Proxy {
+    pub(crate) fn new(
+        upstream: &str,
+        public_origin: &str,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let upstream = upstream.trim_end_matches('/');
+        let not_a_base =
+            || format!("{upstream:?} is not an http(s) base URL such as http://127.0.0.1:8080");
+        let rest = upstream
+            .strip_prefix("http://")
+            .or_else(|| upstream.strip_prefix("https://"));
+        if !rest.is_some_and(|host| !host.is_empty() && !host.contains(['?', '#', ' '])) {
+            return Err(not_a_base());
+        }
+        let url = reqwest::Url::parse(upstream).map_err(|_| not_a_base())?;
+        let base_path = normalize_path(url.path())
+            .map_err(|error| format!("{upstream:?}: base path refused: {error}"))?
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            client,
+            upstream: url,
+            base_path,
+            proto: if public_origin.starts_with("https://") {
+                "https"
+            } else {
+                "http"
+            },
+        })
+    }
+
+    /// The upstream URL for a request: the base path joined with the
+    /// request's normalized path, the query unchanged. Refuses rather than
+    /// forward a path that differs from the one matched against routes.
+    fn url_for(&self, uri: &http::Uri) -> Result<reqwest::Url, PathError> {
+        let normalized = normalize_path(uri.path())?;
+        let path = format!("{}{}", self.base_path, normalized.as_str());
+        let mut url = self.upstream.clone();
+        url.set_path(&path);
+        url.set_query(uri.query());
+        if url.path() != path {
+            return Err(PathError::NotForwardable);
+        }
+        Ok(url)
+    }
+}
+
+/// An axum request body made `Sync` (reqwest requires it) without locking on
+/// the data path: `poll_frame` has `&mut` access.
+struct SyncBody(Mutex<Body>);
+
+impl http_body::Body for SyncBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let body = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        Pin::new(body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size_hint()
+    }
+}
+
+/// The fallback handler: forwards any request to the upstream.
+pub(crate) async fn forward(
+    State(proxy): State<Arc<Proxy>>,
+    request: Request<Body>,
+) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    // The layer already normalized the path; normalizing again (a no-op)
+    // keeps free paths safe even if the proxy is reached another way.
+    let url = match proxy.url_for(&parts.uri) {
+        Ok(url) => url,
+        Err(error) => return refused(error),
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    let original_host = headers.remove(header::HOST);
+    // The payment is the gateway's business; the upstream never sees it.
+    headers.remove(PAYMENT_SIGNATURE_HEADER);
+    headers.remove(V1_PAYMENT_HEADER);
+    // Frameworks that honour these would run another method or path than
+    // the one the gateway priced (Rails turns `POST /paid` with
+    // `X-HTTP-Method-Override: GET` into `GET /paid`).
+    for name in REROUTING_HEADERS {
+        headers.remove(*name);
+    }
+    if let Some(host) = original_host {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proxy.proto));
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        let ip = peer.ip().to_string();
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(previous) => format!("{previous}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+    let upstream = proxy
+        .client
+        .request(parts.method, url.clone())
+        .headers(headers)
+        .body(reqwest::Body::wrap(SyncBody(Mutex::new(body))))
+        .send()
+        .await;
+    match upstream {
+        Ok(response) => {
+            let response: Response<reqwest::Body> = response.into();
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(error) => {
+            tracing::warn!(%error, %url, "upstream request failed");
+            let (status, code) = if error.is_timeout() {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            } else {
+                (StatusCode::BAD_GATEWAY, "upstream_unavailable")
+            };
+            json_error(status, code, &format!("the upstream failed: {error}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("close, x-private"));
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn joins_the_normalized_path_under_the_base_path() {
+        let proxy = Proxy::new(
+            "http://up:1/api/",
+            "https://a.example",
+            Duration::from_secs(1),
+        )
+        .expect("proxy");
+        let url = |target: &'static str| {
+            proxy
+                .url_for(&http::Uri::from_static(target))
+                .map(|url| url.to_string())
+        };
+        assert_eq!(url("/x?q=/../a"), Ok("http://up:1/api/x?q=/../a".into()));
+        assert_eq!(url("/x/../%70aid/"), Ok("http://up:1/api/paid/".into()));
+        assert_eq!(url("/a%20b%3F"), Ok("http://up:1/api/a%20b%3F".into()));
+        assert_eq!(url("/../admin"), Err(PathError::AboveRoot));
+        assert_eq!(url("/%2e%2e/admin"), Err(PathError::AboveRoot));
+        assert_eq!(url("/..%2fadmin"), Err(PathError::EncodedSeparator));
+        let root = Proxy::new("http://up:1", "http://a", Duration::from_secs(1)).expect("proxy");
+        let at_root = root.url_for(&http::Uri::from_static("/"));
+        assert_eq!(at_root.map(|u| u.to_string()), Ok("http://up:1/".into()));
+        assert!(Proxy::new("http://up/a%2fb", "http://a", Duration::from_secs(1)).is_err());
+    }
+}

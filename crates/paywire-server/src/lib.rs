@@ -1,0 +1,70 @@
+//! # paywire-server
+//!
+//! Resource-server middleware for the x402 v2 payment protocol.
+//!
+//! - [`PaymentLayer`] / [`PaymentService`]: a tower layer (usable with
+//!   `axum::Router::layer`) that answers unpaid requests to priced routes with
+//!   `402 Payment Required`, and runs paid requests through
+//!   decode → match → verify → reserve → handler → settle (or settle first for
+//!   routes with side effects), serving the body only after an explicit
+//!   `success: true` settlement.
+//! - [`Route`], [`PaymentOption`], [`PriceSpec`], [`PayToSpec`]: per-route
+//!   configuration with fixed or dynamic prices and pay-to roles.
+//! - [`PaymentHooks`]: observation points, `grant_access` / `check_access`
+//!   (serve without payment) and extensions added to every 402.
+//! - [`ReservationStore`] / [`InMemoryReservationStore`]: atomic single use of
+//!   a payment across concurrent requests; a payment whose settlement outcome
+//!   is unknown (facilitator timeout, `pending`) is kept so that a retry with
+//!   the same payload gets what was paid for once settlement is final.
+//! - [`SqliteReservationStore`]: the same, shared between processes on one
+//!   host and persisted across restarts; [`PostgresReservationStore`] for
+//!   several instances behind a load balancer.
+//! - [`HttpFacilitator`] and [`FacilitatorRouter`]: remote facilitators and
+//!   preference-ordered routing with failover.
+//! - [`normalize_path`]: the one path normalization used to price and to
+//!   forward a request (dot segments, percent-encoding, `//`); paths that
+//!   cannot be normalized safely are refused with 400.
+//! - [`gateway`]: `paywire gateway`, a reverse proxy selling any upstream HTTP
+//!   API from a TOML configuration.
+
+#![warn(missing_docs)]
+
+mod config;
+mod context;
+mod error;
+pub mod gateway;
+mod hooks;
+mod http_facilitator;
+mod path;
+mod paywall;
+mod postgres;
+mod proof;
+mod reservation;
+mod response_cache;
+mod responses;
+mod router;
+mod service;
+mod settlement;
+mod sqlite;
+
+pub use config::{
+    DynamicPayTo, DynamicPrice, PayTo, PayToResolver, PayToSpec, PaymentOption, PendingPolicy,
+    PriceSpec, Route, RoutePattern, SettleMode, money,
+};
+pub use context::RequestContext;
+pub use error::{ConfigError, PricingError};
+pub use hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
+pub use http_facilitator::{
+    DEFAULT_FACILITATOR_TIMEOUT, HttpFacilitator, HttpFacilitatorBuilder, request_not_sent,
+};
+pub use path::{MAX_PATH_BYTES, NormalizedPath, PathError, normalize_path};
+pub use postgres::PostgresReservationStore;
+pub use reservation::{
+    InMemoryReservationStore, PayloadFingerprint, ReservationError, ReservationKey,
+    ReservationStore, ReserveOutcome,
+};
+pub use router::FacilitatorRouter;
+pub use service::{
+    DEFAULT_MAX_PAID_RESPONSE_BYTES, PaymentLayer, PaymentLayerBuilder, PaymentService,
+};
+pub use sqlite::SqliteReservationStore;

@@ -1,0 +1,294 @@
+//! A [`ReservationStore`] in PostgreSQL: shared by every instance of a
+//! resource server behind a load balancer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use paywire_core::BoxFuture;
+use tokio_postgres::{Client, NoTls};
+
+use crate::reservation::{
+    PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
+    Transition, transition,
+};
+
+const RESERVED: i16 = 0;
+const CONSUMED: i16 = 1;
+/// Settlement outcome unknown, nobody holds it.
+const UNKNOWN: i16 = 2;
+/// Settlement outcome unknown, a retry holds it until `held_until_ms`.
+const RESUMING: i16 = 3;
+
+/// Advisory lock taken while creating the table, so that instances starting
+/// together do not race on `CREATE TABLE`.
+const MIGRATION_LOCK: i64 = 0x7840_3202;
+
+/// PostgreSQL-backed [`ReservationStore`] with the semantics of
+/// [`crate::InMemoryReservationStore`]: reservations expire after
+/// `reservation_ttl`, settled keys and keys with an unknown settlement outcome
+/// are kept for `retention`.
+///
+/// Reserving is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE free or
+/// resumable` statement, atomic per key across every connection: two instances
+/// can never both hold one payment. Tables created by earlier versions are
+/// migrated (two columns added) when connecting. The connection is not TLS-encrypted (`NoTls`);
+/// keep the database on a private network.
+#[derive(Clone)]
+pub struct PostgresReservationStore {
+    client: Arc<Client>,
+    reservation_ttl: Duration,
+    retention: Duration,
+}
+
+impl std::fmt::Debug for PostgresReservationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReservationStore")
+            .field("reservation_ttl", &self.reservation_ttl)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+fn store_error(error: impl std::fmt::Display) -> ReservationError {
+    ReservationError(error.to_string())
+}
+
+fn now_ms() -> i64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PostgresReservationStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) with the default
+    /// lifetimes (reservations 10 min, consumed keys 24 h), creating the
+    /// table if needed.
+    pub async fn connect(url: &str) -> Result<Self, ReservationError> {
+        Self::connect_with(
+            url,
+            Duration::from_secs(600),
+            Duration::from_secs(24 * 3600),
+        )
+        .await
+    }
+
+    /// Connects with explicit lifetimes.
+    pub async fn connect_with(
+        url: &str,
+        reservation_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Self, ReservationError> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(store_error)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::error!(%error, "reservation database connection closed");
+            }
+        });
+        client
+            .batch_execute(&format!(
+                "BEGIN;
+                 SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
+                 CREATE TABLE IF NOT EXISTS x402_reservations (
+                     key BYTEA PRIMARY KEY,
+                     state SMALLINT NOT NULL,
+                     expires_ms BIGINT NOT NULL
+                 );
+                 ALTER TABLE x402_reservations
+                     ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
+                     ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;
+                 COMMIT;"
+            ))
+            .await
+            .map_err(store_error)?;
+        Ok(Self {
+            client: Arc::new(client),
+            reservation_ttl,
+            retention,
+        })
+    }
+}
+
+impl PostgresReservationStore {
+    /// Why `reserve` could not take `key`, from its current row.
+    async fn refusal(
+        &self,
+        key: &ReservationKey,
+        fingerprint: &PayloadFingerprint,
+    ) -> Result<ReserveOutcome, ReservationError> {
+        let now = now_ms();
+        let row = self
+            .client
+            .query_opt(
+                "SELECT state, fingerprint, held_until_ms FROM x402_reservations
+                 WHERE key = $1 AND expires_ms > $2",
+                &[&&key.0[..], &now],
+            )
+            .await
+            .map_err(store_error)?;
+        // Gone since the insert attempt (released): still busy a moment ago.
+        let Some(row) = row else {
+            return Ok(ReserveOutcome::InUse);
+        };
+        let state: i16 = row.get(0);
+        let recorded: Option<Vec<u8>> = row.get(1);
+        let held_until: Option<i64> = row.get(2);
+        let unknown = state == UNKNOWN || state == RESUMING;
+        let held = state == RESERVED || (state == RESUMING && held_until.is_some_and(|t| t > now));
+        let same_payload = recorded.as_deref() == Some(&fingerprint.0[..]);
+        Ok(match transition(same_payload, unknown, held) {
+            Transition::Refuse(outcome) => outcome,
+            // It became resumable after the insert attempt: busy a moment ago.
+            Transition::Resume => ReserveOutcome::InUse,
+        })
+    }
+}
+
+impl ReservationStore for PostgresReservationStore {
+    fn reserve<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<ReserveOutcome, ReservationError>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let expires = now.saturating_add(ms(self.reservation_ttl));
+            // A free (or expired) row becomes RESERVED; an unknown row of this
+            // payload that nobody holds becomes RESUMING, keeping its retention.
+            let taken = self
+                .client
+                .query_opt(
+                    "INSERT INTO x402_reservations AS r
+                         (key, state, expires_ms, fingerprint, held_until_ms)
+                     VALUES ($1, $2, $3, $4, NULL)
+                     ON CONFLICT (key) DO UPDATE SET
+                         state = CASE WHEN r.expires_ms <= $5 THEN $2 ELSE $6 END,
+                         expires_ms = CASE WHEN r.expires_ms <= $5
+                             THEN EXCLUDED.expires_ms ELSE r.expires_ms END,
+                         fingerprint = EXCLUDED.fingerprint,
+                         held_until_ms = CASE WHEN r.expires_ms <= $5 THEN NULL ELSE $3 END
+                     WHERE r.expires_ms <= $5
+                        OR (r.fingerprint = EXCLUDED.fingerprint
+                            AND (r.state = $7 OR (r.state = $6 AND r.held_until_ms <= $5)))
+                     RETURNING state",
+                    &[
+                        &&key.0[..],
+                        &RESERVED,
+                        &expires,
+                        &&fingerprint.0[..],
+                        &now,
+                        &RESUMING,
+                        &UNKNOWN,
+                    ],
+                )
+                .await
+                .map_err(store_error)?;
+            match taken.map(|row| row.get::<_, i16>(0)) {
+                Some(RESERVED) => Ok(ReserveOutcome::Reserved),
+                Some(_) => Ok(ReserveOutcome::Resumed),
+                None => self.refusal(key, fingerprint).await,
+            }
+        })
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        Box::pin(async move {
+            self.client
+                .execute(
+                    "DELETE FROM x402_reservations WHERE key = $1 AND state IN ($2, $3)",
+                    &[&&key.0[..], &RESERVED, &RESUMING],
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
+    }
+
+    fn consume<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        Box::pin(async move {
+            let expires = now_ms().saturating_add(ms(self.retention));
+            self.client
+                .execute(
+                    "INSERT INTO x402_reservations (key, state, expires_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE
+                         SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
+                             held_until_ms = NULL",
+                    &[&&key.0[..], &CONSUMED, &expires],
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
+    }
+
+    fn mark_unknown<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let expires = now.saturating_add(ms(self.retention));
+            self.client
+                .execute(
+                    "INSERT INTO x402_reservations AS r
+                         (key, state, expires_ms, fingerprint, held_until_ms)
+                     VALUES ($1, $2, $3, $4, NULL)
+                     ON CONFLICT (key) DO UPDATE
+                         SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
+                             fingerprint = EXCLUDED.fingerprint, held_until_ms = NULL
+                         WHERE r.state <> $5 OR r.expires_ms <= $6",
+                    &[
+                        &&key.0[..],
+                        &UNKNOWN,
+                        &expires,
+                        &&fingerprint.0[..],
+                        &CONSUMED,
+                        &now,
+                    ],
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
+    }
+
+    fn is_unknown<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<bool, ReservationError>> {
+        Box::pin(async move {
+            let row = self
+                .client
+                .query_opt(
+                    "SELECT 1 FROM x402_reservations
+                     WHERE key = $1 AND state IN ($2, $3) AND fingerprint = $4
+                         AND expires_ms > $5",
+                    &[
+                        &&key.0[..],
+                        &UNKNOWN,
+                        &RESUMING,
+                        &&fingerprint.0[..],
+                        &now_ms(),
+                    ],
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(row.is_some())
+        })
+    }
+}

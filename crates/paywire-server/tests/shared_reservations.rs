@@ -1,0 +1,491 @@
+//! Two "instances" (two `PaymentLayer`s with their own connections) share one
+//! reservation store, a SQLite file or a PostgreSQL database: concurrent copies
+//! of one payment, split across both, run the handler exactly once.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use common::*;
+use paywire_core::codec::encode_header;
+use paywire_core::{
+    BoxFuture, ChainIdPattern, Facilitator, FacilitatorError, FacilitatorRequest, JsonObject,
+    PaymentPayload, SettleResponse, SupportedResponse, VerifyResponse,
+};
+use paywire_evm::EvmNetworks;
+use paywire_evm::exact::ExactEvmServer;
+use paywire_server::{
+    PayTo, PayloadFingerprint, PaymentLayer, PaymentOption, PostgresReservationStore,
+    ReservationKey, ReservationStore, ReserveOutcome, Route, SqliteReservationStore, money,
+};
+use serde_json::{Value, json};
+
+/// Valid and settled, instantly.
+#[derive(Default)]
+struct Approve {
+    settles: AtomicUsize,
+}
+
+impl Facilitator for Approve {
+    fn verify<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        Box::pin(async {
+            Ok(VerifyResponse::valid(
+                "0x0000000000000000000000000000000000000001",
+            ))
+        })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        self.settles.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            serde_json::from_value(
+                json!({"success": true, "transaction": "0xabc", "network": "eip155:31337"}),
+            )
+            .map_err(|e| FacilitatorError::Decode(e.to_string()))
+        })
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+        Box::pin(async { Ok(SupportedResponse::default()) })
+    }
+}
+
+fn instance(
+    facilitator: Arc<Approve>,
+    store: Arc<dyn ReservationStore>,
+    runs: Arc<AtomicUsize>,
+) -> Router {
+    let usdc = Address::repeat_byte(0x11);
+    let mut table = EvmNetworks::empty();
+    table.insert(anvil_network(usdc));
+    let layer = PaymentLayer::builder(facilitator)
+        .scheme(
+            ChainIdPattern::parse("eip155:*").expect("pattern"),
+            Arc::new(ExactEvmServer::new(table)),
+        )
+        .public_origin(ORIGIN)
+        .reservations(store)
+        .route(
+            Route::new("GET /cheap")
+                .expect("route")
+                .accept(PaymentOption::exact(
+                    chain(),
+                    money("$0.01").expect("price"),
+                    PayTo::address(Address::repeat_byte(0x22).to_string()),
+                )),
+        )
+        .build()
+        .expect("layer");
+    Router::new()
+        .route(
+            "/cheap",
+            get(|State(runs): State<Arc<AtomicUsize>>| async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                CONTENT
+            }),
+        )
+        .layer(layer)
+        .with_state(runs)
+}
+
+/// Opens a new connection to the shared store (a new "instance").
+type Open = Box<dyn Fn() -> BoxFuture<'static, Arc<dyn ReservationStore>> + Send + Sync>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!(
+        "paywire-server-sqlite-{}-{}",
+        std::process::id(),
+        B256::random()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("reservations.sqlite");
+    let open: Open = Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            Arc::new(SqliteReservationStore::open(&path).expect("open"))
+                as Arc<dyn ReservationStore>
+        })
+    });
+    two_instances_run_one_payment_once(open).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_postgres_database() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let url = cluster.url().to_owned();
+    let open: Open = Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            Arc::new(
+                PostgresReservationStore::connect(&url)
+                    .await
+                    .expect("connect"),
+            ) as Arc<dyn ReservationStore>
+        })
+    });
+    two_instances_run_one_payment_once(open).await;
+    drop(cluster);
+}
+
+async fn two_instances_run_one_payment_once(open: Open) {
+    let facilitator = Arc::new(Approve::default());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = serve(instance(
+        Arc::clone(&facilitator),
+        open().await,
+        Arc::clone(&runs),
+    ))
+    .await;
+    let b = serve(instance(
+        Arc::clone(&facilitator),
+        open().await,
+        Arc::clone(&runs),
+    ))
+    .await;
+    let required = required_of(
+        &client()
+            .get(format!("{a}/cheap"))
+            .send()
+            .await
+            .expect("402"),
+    );
+    let mut authorization = JsonObject::new();
+    authorization.insert("from".into(), json!(Address::random().to_string()));
+    authorization.insert("nonce".into(), json!(B256::random().to_string()));
+    let mut payload = JsonObject::new();
+    payload.insert("authorization".into(), Value::Object(authorization));
+    payload.insert("signature".into(), json!("0x00"));
+    let payment = encode_header(&PaymentPayload {
+        x402_version: 2,
+        payload,
+        extensions: None,
+        resource: Some(required.resource.clone()),
+        accepted: required.accepts[0].clone(),
+    });
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let url = format!("{}/cheap", if i % 2 == 0 { &a } else { &b });
+        let payment = payment.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = client()
+                .get(url)
+                .header("PAYMENT-SIGNATURE", payment)
+                .send()
+                .await
+                .expect("request");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("body"))
+        }));
+    }
+    let mut served = 0;
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        match status {
+            200 => {
+                assert_eq!(body, CONTENT);
+                served += 1;
+            }
+            402 => assert!(!body.contains(CONTENT)),
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert_eq!(served, 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(facilitator.settles.load(Ordering::SeqCst), 1);
+
+    // A restarted instance still knows the payment was used.
+    let restarted = serve(instance(
+        Arc::clone(&facilitator),
+        open().await,
+        Arc::clone(&runs),
+    ))
+    .await;
+    let again = client()
+        .get(format!("{restarted}/cheap"))
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(again.status().as_u16(), 402);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_semantics() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let store = PostgresReservationStore::connect_with(
+        cluster.url(),
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("connect");
+    let other = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("second connection");
+    let key = ReservationKey(B256::random().0);
+    let fp = PayloadFingerprint(B256::random().0);
+    assert_eq!(
+        store.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    assert_eq!(
+        other.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::InUse
+    );
+    store.release(&key).await.expect("release");
+    assert_eq!(
+        store.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Reserved,
+        "released, so free again (this time with the short lifetime)"
+    );
+    // An abandoned reservation expires.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    store.consume(&key).await.expect("consume");
+    assert_eq!(
+        other.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    // Releasing a consumed key does not free it.
+    other.release(&key).await.expect("release");
+    assert_eq!(
+        store.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+}
+
+fn temp_sqlite(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "paywire-server-{name}-{}-{}",
+        std::process::id(),
+        B256::random()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("reservations.sqlite");
+    (dir, path)
+}
+
+/// An unknown settlement outcome outlives the connection (a restart): only
+/// the same payload resumes it, one connection at a time.
+async fn unknown_outcome_survives_a_reopen(open: Open) {
+    let key = ReservationKey(B256::random().0);
+    let fp = PayloadFingerprint(B256::random().0);
+    let other_fp = PayloadFingerprint(B256::random().0);
+    {
+        let before = open().await;
+        assert_eq!(
+            before.reserve(&key, &fp).await.expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        before.mark_unknown(&key, &fp).await.expect("mark");
+    }
+    let (a, b) = (open().await, open().await);
+    assert!(a.is_unknown(&key, &fp).await.expect("read"));
+    assert!(!a.is_unknown(&key, &other_fp).await.expect("read"));
+    assert_eq!(
+        b.reserve(&key, &other_fp).await.expect("reserve"),
+        ReserveOutcome::Consumed,
+        "another payload for the authorization"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move {
+            store.reserve(&key, &fp).await.expect("reserve")
+        }));
+    }
+    let mut resumed = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            ReserveOutcome::Resumed => resumed += 1,
+            other => assert_eq!(other, ReserveOutcome::InUse),
+        }
+    }
+    assert_eq!(resumed, 1, "one resume at a time");
+    // Still unknown after that attempt: resumable again; then settled.
+    a.mark_unknown(&key, &fp).await.expect("mark");
+    assert_eq!(
+        b.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    b.consume(&key).await.expect("consume");
+    a.mark_unknown(&key, &fp).await.expect("mark");
+    assert_eq!(
+        open().await.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed,
+        "settled stays settled"
+    );
+    // Resumed, then proven never charged: free for any payload.
+    let freed = ReservationKey(B256::random().0);
+    a.mark_unknown(&freed, &fp).await.expect("mark");
+    assert_eq!(
+        a.reserve(&freed, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    a.release(&freed).await.expect("release");
+    assert_eq!(
+        b.reserve(&freed, &other_fp).await.expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_unknown_outcomes_across_a_reopen() {
+    let (dir, path) = temp_sqlite("unknown");
+    let open: Open = Box::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            Arc::new(SqliteReservationStore::open(&path).expect("open"))
+                as Arc<dyn ReservationStore>
+        })
+    });
+    unknown_outcome_survives_a_reopen(open).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_unknown_outcomes_across_a_reopen() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let url = cluster.url().to_owned();
+    let open: Open = Box::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            Arc::new(
+                PostgresReservationStore::connect(&url)
+                    .await
+                    .expect("connect"),
+            ) as Arc<dyn ReservationStore>
+        })
+    });
+    unknown_outcome_survives_a_reopen(open).await;
+    drop(cluster);
+}
+
+/// A table created by the previous version (three columns) is migrated in
+/// place: its rows keep their meaning, unknown outcomes work.
+#[tokio::test]
+async fn sqlite_migrates_a_table_of_the_previous_version() {
+    let (dir, path) = temp_sqlite("migrate");
+    let (used, held) = (ReservationKey([1; 32]), ReservationKey([2; 32]));
+    let far = 4_102_444_800_000_i64; // 2100-01-01, in ms
+    {
+        let old = rusqlite::Connection::open(&path).expect("open");
+        old.execute_batch(
+            "CREATE TABLE x402_reservations (
+                 key BLOB PRIMARY KEY NOT NULL,
+                 state INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        )
+        .expect("old schema");
+        old.execute(
+            "INSERT INTO x402_reservations VALUES (?1, 1, ?3), (?2, 0, ?3)",
+            rusqlite::params![&used.0[..], &held.0[..], far],
+        )
+        .expect("old rows");
+    }
+    let store = SqliteReservationStore::open(&path).expect("migrated");
+    let fp = PayloadFingerprint([3; 32]);
+    assert_eq!(
+        store.reserve(&used, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    assert_eq!(
+        store.reserve(&held, &fp).await.expect("reserve"),
+        ReserveOutcome::InUse
+    );
+    let key = ReservationKey([4; 32]);
+    store.mark_unknown(&key, &fp).await.expect("mark");
+    drop(store);
+    let reopened = SqliteReservationStore::open(&path).expect("reopen");
+    assert_eq!(
+        reopened.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrates_a_table_of_the_previous_version() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(cluster.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let used = ReservationKey(B256::random().0);
+    client
+        .batch_execute(
+            "CREATE TABLE x402_reservations (
+                 key BYTEA PRIMARY KEY,
+                 state SMALLINT NOT NULL,
+                 expires_ms BIGINT NOT NULL
+             );",
+        )
+        .await
+        .expect("old schema");
+    client
+        .execute(
+            "INSERT INTO x402_reservations VALUES ($1, 1, 4102444800000)",
+            &[&&used.0[..]],
+        )
+        .await
+        .expect("old row");
+    let store = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("migrated");
+    let fp = PayloadFingerprint(B256::random().0);
+    assert_eq!(
+        store.reserve(&used, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    let key = ReservationKey(B256::random().0);
+    store.mark_unknown(&key, &fp).await.expect("mark");
+    let again = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("reconnect");
+    assert_eq!(
+        again.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    drop(cluster);
+}
