@@ -28,7 +28,7 @@ pub fn cache_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".cache").join("x402-devnet")),
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("paywire-devnet")),
         None => Err(DevnetError::Unexpected(format!(
             "neither {ENV_CACHE} nor HOME is set; cannot choose a cache directory"
         ))),
