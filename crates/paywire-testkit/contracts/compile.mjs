@@ -3,7 +3,7 @@
 // tests never need solc. Each `<Contract>.sol` must define a contract named `<Contract>`;
 // relative imports are resolved next to the importing file.
 //
-//   node crates/paywire-testkit/contracts/compile.mjs           # SmartWallet.sol, WalletFactory.sol
+//   node crates/paywire-testkit/contracts/compile.mjs           # SmartWallet.sol, WalletFactory.sol, ShortchangeToken.sol
 //   node crates/paywire-testkit/contracts/compile.mjs --check   # exit 1 if any JSON is stale
 //   node crates/paywire-testkit/contracts/compile.mjs [--check] path/to/Other.sol ...
 //
@@ -19,12 +19,12 @@ import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const SOLC_VERSION = "0.8.26";
-const DEFAULT_SOURCES = ["SmartWallet.sol", "WalletFactory.sol"];
+const DEFAULT_SOURCES = ["SmartWallet.sol", "WalletFactory.sol", "ShortchangeToken.sol"];
 const OPTIMIZER = { enabled: true, runs: 200 };
 const EVM_VERSION = "cancun";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const cache = process.env.PAYWIRE_DEVNET_CACHE || join(homedir(), ".cache", "x402-devnet");
+const cache = process.env.PAYWIRE_DEVNET_CACHE || join(homedir(), ".cache", "paywire-devnet");
 const prefix = process.env.PAYWIRE_SOLC_PREFIX || join(cache, `npm-solc-${SOLC_VERSION}`);
 
 function loadSolc() {

@@ -30,6 +30,7 @@ pub mod peer;
 pub mod postgres;
 mod process;
 pub mod rpc;
+pub mod shortchange;
 mod snapshot;
 pub mod usdc;
 pub mod wallet;
@@ -42,6 +43,7 @@ pub use factory::{
     EIP6492_MAGIC_SUFFIX, IWalletFactory, deploy_calldata, predict_wallet_address, wrap_eip6492,
 };
 pub use rpc::{ReceiptLog, TxReceipt};
+pub use shortchange::{IShortchangeToken, ShortchangeToken};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use usdc::{
     IFiatToken, INITIAL_USDC_BALANCE, ReceiveWithAuthorization, TransferWithAuthorization,
