@@ -26,7 +26,7 @@ use paywire_evm::exact::{
 };
 use paywire_evm::rpc::RpcClient;
 use paywire_evm::{EvmAsset, EvmNetwork, EvmSigner, LocalSigner};
-use paywire_testkit::{Devnet, DevnetOptions, IShortchangeToken};
+use paywire_testkit::{Devnet, DevnetOptions};
 use serde_json::json;
 
 mod common;
@@ -213,11 +213,8 @@ async fn shortchange_env() -> (Devnet, Address, ExactEvmFacilitator) {
 }
 
 async fn set_shortfall(devnet: &Devnet, token: Address, shortfall: u64) {
-    let call = IShortchangeToken::setShortfallCall {
-        shortfall: U256::from(shortfall),
-    };
     devnet
-        .transact(devnet.usdc_owner().address, token, call.abi_encode())
+        .set_shortchange_shortfall(token, U256::from(shortfall))
         .await
         .unwrap();
 }

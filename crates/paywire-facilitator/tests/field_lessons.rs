@@ -8,12 +8,11 @@ mod common;
 use std::path::Path;
 
 use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::SolCall;
 use common::*;
 use paywire_core::PaymentRequirements;
 use paywire_evm::LocalSigner;
 use paywire_evm::exact::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
-use paywire_testkit::{Devnet, IShortchangeToken};
+use paywire_testkit::Devnet;
 use serde_json::json;
 
 const SHORT_NAME: &str = "Shortchange Dollar";
@@ -80,11 +79,8 @@ async fn settle_of_a_token_that_pays_short_is_invalid_transaction_state() -> Tes
     let http = reqwest::Client::new();
 
     for (payer, shortfall) in [(1, 3_000), (2, PRICE)] {
-        let set = IShortchangeToken::setShortfallCall {
-            shortfall: U256::from(shortfall),
-        };
         devnet
-            .transact(devnet.usdc_owner().address, token, set.abi_encode())
+            .set_shortchange_shortfall(token, U256::from(shortfall))
             .await?;
         devnet
             .mint_shortchange_token(token, devnet.payer(payer).address, U256::from(PRICE))

@@ -132,6 +132,18 @@ impl Devnet {
             .await
     }
 
+    /// Sets how much less than each authorized value the [`ShortchangeToken`] at `token`
+    /// pays from now on (sent by its owner, dev account #0).
+    pub async fn set_shortchange_shortfall(
+        &self,
+        token: Address,
+        shortfall: U256,
+    ) -> Result<TxReceipt> {
+        let call = IShortchangeToken::setShortfallCall { shortfall };
+        self.transact(self.usdc_owner().address, token, call.abi_encode())
+            .await
+    }
+
     /// `balanceOf(owner)` of the token at `token` (any ERC-20).
     pub async fn token_balance(&self, token: Address, owner: Address) -> Result<U256> {
         let out = self
