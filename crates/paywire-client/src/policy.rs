@@ -563,6 +563,101 @@ mod tests {
             policy.select(&accepts, &catalog(), any, none).chosen,
             Some(0)
         );
+
+        // The first option is within the cap but cannot be paid (no Solana
+        // wallet); the one that would be selected is above it. A cap judged
+        // on the first advertised option would let it through.
+        let accepts = vec![
+            option("solana", "USDC-SOL", 10_000, "0xa"),
+            option("base", "0xusdc-base", 60_000, "0xa"),
+        ];
+        let evm_only = |r: &PaymentRequirements| r.network.namespace() == "eip155";
+        let selection = policy.select(&accepts, &catalog(), evm_only, none);
+        assert_eq!(selection.chosen, None, "{}", selection.explain());
+        assert!(
+            matches!(selection.verdicts[1].excluded, Some(Exclusion::AboveCap(_))),
+            "{}",
+            selection.explain()
+        );
+        // The first option is above the cap and the second within it: the
+        // second is paid, not everything refused.
+        let accepts = vec![
+            option("base", "0xusdc-base", 60_000, "0xa"),
+            option("base", "0xusdc-base", 40_000, "0xa"),
+        ];
+        let selection = policy.select(&accepts, &catalog(), any, none);
+        assert_eq!(selection.chosen, Some(1), "{}", selection.explain());
+    }
+
+    #[test]
+    fn allow_pay_to_excludes_every_other_recipient() {
+        // Field lesson 22: a modified 402 naming another payTo is not paid,
+        // even when it is the cheapest option.
+        let accepts = vec![
+            option("base", "0xusdc-base", 1_000, "0xEvil"),
+            option("base", "0xusdc-base", 10_000, "0xA"),
+        ];
+        let policy = SelectionPolicy {
+            allow_pay_to: vec!["0xa".into()],
+            ..Default::default()
+        };
+        let selection = policy.select(&accepts, &catalog(), any, none);
+        assert_eq!(selection.chosen, Some(1), "{}", selection.explain());
+        assert_eq!(
+            selection.verdicts[0].excluded,
+            Some(Exclusion::PayToNotAllowed)
+        );
+        assert!(
+            selection
+                .explain()
+                .contains("recipient not in the allow list"),
+            "{}",
+            selection.explain()
+        );
+        // No offered recipient on the list: nothing is paid.
+        let strict = SelectionPolicy {
+            allow_pay_to: vec!["0xb".into()],
+            ..Default::default()
+        };
+        let selection = strict.select(&accepts, &catalog(), any, none);
+        assert_eq!(selection.chosen, None);
+        assert!(
+            selection
+                .verdicts
+                .iter()
+                .all(|v| v.excluded == Some(Exclusion::PayToNotAllowed))
+        );
+    }
+
+    #[test]
+    fn allow_networks_excludes_every_other_network() {
+        // Field lesson 22: an option on a network outside the allow list is
+        // not paid, even when it is the cheapest.
+        let accepts = vec![
+            option("solana", "USDC-SOL", 1_000, "0xa"),
+            option("base-sepolia", "0xusdc-sep", 2_000, "0xa"),
+            option("base", "0xusdc-base", 10_000, "0xa"),
+        ];
+        let policy = SelectionPolicy {
+            allow_networks: vec![ChainIdPattern::parse("eip155:8453").unwrap()],
+            ..Default::default()
+        };
+        let selection = policy.select(&accepts, &catalog(), any, none);
+        assert_eq!(selection.chosen, Some(2), "{}", selection.explain());
+        for verdict in &selection.verdicts[..2] {
+            assert_eq!(verdict.excluded, Some(Exclusion::NetworkNotAllowed));
+        }
+        // A wildcard admits its namespace only.
+        let evm = SelectionPolicy {
+            allow_networks: vec![ChainIdPattern::parse("eip155:*").unwrap()],
+            ..Default::default()
+        };
+        let selection = evm.select(&accepts, &catalog(), any, none);
+        assert_eq!(selection.chosen, Some(1), "{}", selection.explain());
+        assert_eq!(
+            selection.verdicts[0].excluded,
+            Some(Exclusion::NetworkNotAllowed)
+        );
     }
 
     #[test]
