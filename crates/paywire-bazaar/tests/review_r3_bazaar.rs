@@ -5,13 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use paywire_bazaar::{ConfirmConfig, Declaration, OriginConfirmer, Unconfirmed};
 use paywire_core::{
     Extensions, PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, codec,
 };
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 const VICTIM: &str = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
 const ATTACKER: &str = "0x000000000000000000000000000000000000dEaD";

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use common::*;
-use serde_json::{Value, json};
 use paywire_core::PaymentPayload;
 use paywire_evm::LocalSigner;
 use paywire_evm::exact::ExactEvmClient;
 use paywire_testkit::{Devnet, DevnetOptions};
+use serde_json::{Value, json};
 
 const KEY_A: &str = "shop-a-key-0123456789";
 const KEY_B: &str = "shop-b-key-0123456789";

@@ -19,12 +19,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use common::*;
-use serde_json::{Value, json};
 use paywire_core::codec::{decode_payment_response, encode_header};
 use paywire_core::{ChainIdPattern, Extensions, JsonObject, PaymentPayload, SettleResponse};
 use paywire_evm::EvmNetworks;
 use paywire_evm::exact::ExactEvmServer;
 use paywire_server::{HttpFacilitator, PayTo, PaymentLayer, PaymentOption, Route, money};
+use serde_json::{Value, json};
 
 const SERVER_TIMEOUT: Duration = Duration::from_millis(400);
 const SECRET_LOCATION: &str = "https://cdn.example.test/file.zip?X-Amz-Signature=secret";
