@@ -399,6 +399,32 @@ fn same_requirement(ours: &PaymentRequirements, theirs: &PaymentRequirements) ->
         && ours.extra == theirs.extra
 }
 
+/// How a settle-after-handler route treats its handler's answer.
+#[derive(Debug, PartialEq, Eq)]
+enum HandlerAnswer {
+    /// 2xx and 3xx: held back until settlement, then given with the receipt.
+    /// A redirect sells what it points to (a presigned download URL), so it
+    /// is charged like content.
+    Sellable,
+    /// 4xx and 5xx: passed through, never charged (field lesson 2).
+    Error,
+    /// 1xx (`101 Switching Protocols`): the new protocol starts when the
+    /// answer is sent, so it cannot be held back until settlement.
+    Upgrade,
+}
+
+impl HandlerAnswer {
+    fn of(status: StatusCode) -> Self {
+        if status.is_client_error() || status.is_server_error() {
+            Self::Error
+        } else if status.is_informational() {
+            Self::Upgrade
+        } else {
+            Self::Sellable
+        }
+    }
+}
+
 /// Per-request state of a priced route.
 struct Paid<'a> {
     shared: &'a Shared,
@@ -605,6 +631,25 @@ impl Paid<'_> {
             ),
         };
         self.fail(failure, response).await
+    }
+
+    /// The answer when a settle-after-handler route's handler switched
+    /// protocols (nothing was charged, the upgrade did not happen).
+    async fn upgrade_refused(&self, status: StatusCode) -> Response<Body> {
+        tracing::error!(route = %self.route.pattern.as_str(), %status,
+            "a paid route answered a protocol upgrade after its handler ran; declare it \
+             with .settle_before_handler()");
+        let response = json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "upgrade_needs_settle_before_handler",
+            &format!(
+                "this paid route answered {status}, a protocol upgrade, which cannot be held \
+                 back until the payment settles; the seller must declare the route with \
+                 settle-before-handler; nothing was charged"
+            ),
+        );
+        self.fail(PaymentFailure::HandlerFailed(status.as_u16()), response)
+            .await
     }
 
     /// Settles (or, for a resumed payment, asks the facilitator again) and
@@ -1073,12 +1118,21 @@ impl Shared {
         let identity = RequestIdentity::new(request.method(), request.uri());
         let response = call_inner(Access::Verified(verified), inner, request).await?;
         let (mut parts, body) = response.into_parts();
-        if !parts.status.is_success() {
-            guard.release().await;
-            protect(&mut parts.headers);
-            let failure = PaymentFailure::HandlerFailed(parts.status.as_u16());
-            let response = Response::from_parts(parts, Body::new(body));
-            return Ok(paid.fail(failure, response).await);
+        match HandlerAnswer::of(parts.status) {
+            HandlerAnswer::Sellable => {}
+            HandlerAnswer::Error => {
+                // Field lesson 2: errors are never charged.
+                guard.release().await;
+                protect(&mut parts.headers);
+                let failure = PaymentFailure::HandlerFailed(parts.status.as_u16());
+                let response = Response::from_parts(parts, Body::new(body));
+                return Ok(paid.fail(failure, response).await);
+            }
+            HandlerAnswer::Upgrade => {
+                // Dropping the 101 cancels the upgrade: nothing was given.
+                guard.release().await;
+                return Ok(paid.upgrade_refused(parts.status).await);
+            }
         }
         let bytes = match buffer(self.max_response_bytes, &parts.headers, body).await {
             Ok(bytes) => bytes,
