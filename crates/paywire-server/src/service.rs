@@ -11,6 +11,7 @@ use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, decode_payment_signature};
+use paywire_core::extensions::PAYMENT_IDENTIFIER;
 use paywire_core::{
     BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, PaymentRequired,
     PaymentRequirements, RequirementsRequest, ResourceInfo, SchemeRegistry, SchemeServer,
@@ -68,6 +69,7 @@ struct Shared {
     path_matching: PathMatching,
     max_response_bytes: usize,
     responses: ResponseCache,
+    advertise_payment_identifier: bool,
 }
 
 /// Configures a [`PaymentLayer`].
@@ -85,6 +87,7 @@ pub struct PaymentLayerBuilder {
     max_response_bytes: usize,
     unknown_cache_ttl: Duration,
     unknown_cache_bytes: usize,
+    advertise_payment_identifier: bool,
 }
 
 impl std::fmt::Debug for PaymentLayerBuilder {
@@ -206,6 +209,18 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// Whether every 402 advertises the `payment-identifier` extension with
+    /// `required: false` (default: yes), so that buyers' clients give their
+    /// payment an id. A facilitator that honours it (ours does) answers a
+    /// repeated settle carrying the same id with its recorded outcome: when
+    /// the answer to the first settle was lost on the way, the buyer's retry
+    /// is then served instead of being refused as a replay. A route's own
+    /// `payment-identifier` declaration is left as it is.
+    pub fn advertise_payment_identifier(mut self, enabled: bool) -> Self {
+        self.advertise_payment_identifier = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<PaymentLayer, ConfigError> {
         let public_origin = match self.public_origin {
@@ -256,6 +271,7 @@ impl PaymentLayerBuilder {
                 path_matching: self.path_matching,
                 max_response_bytes: self.max_response_bytes,
                 responses: ResponseCache::new(self.unknown_cache_ttl, self.unknown_cache_bytes),
+                advertise_payment_identifier: self.advertise_payment_identifier,
             }),
         })
     }
@@ -292,6 +308,7 @@ impl PaymentLayer {
             max_response_bytes: DEFAULT_MAX_PAID_RESPONSE_BYTES,
             unknown_cache_ttl: DEFAULT_UNKNOWN_CACHE_TTL,
             unknown_cache_bytes: DEFAULT_UNKNOWN_CACHE_BYTES,
+            advertise_payment_identifier: true,
         }
     }
 
@@ -720,11 +737,12 @@ impl Paid<'_> {
             });
         }
         if guard.resumed && !proves_nothing_charged(&answer) {
-            // An earlier attempt may have been charged: never reusable.
+            // An earlier attempt may have been charged: never reusable, and
+            // never a 402 (its new challenge would invite paying twice).
             guard.keep_unknown().await;
-        } else {
-            guard.release().await;
+            return Settlement::Refused(self.disputed(&guard.key, answer).await);
         }
+        guard.release().await;
         let reason = answer
             .error_reason
             .as_ref()
@@ -745,6 +763,58 @@ impl Paid<'_> {
             self.fail(PaymentFailure::SettleFailed(answer), response)
                 .await,
         )
+    }
+
+    /// The answer when a payment resumed after an unknown outcome is now
+    /// refused for a reason that does not prove the first attempt was free
+    /// (typically: its authorization is already used, because that attempt
+    /// settled and its answer was lost). Not a 402: the payer must not pay
+    /// again. The payment stays kept.
+    async fn disputed(&self, key: &ReservationKey, answer: SettleResponse) -> Response<Body> {
+        use paywire_core::ErrorReason as R;
+        let reference = key.to_hex();
+        let reason = answer
+            .error_reason
+            .as_ref()
+            .map_or("unknown", |r| r.as_str());
+        tracing::warn!(route = %self.route.pattern.as_str(), %reference, %reason, payer = ?answer.payer,
+            "a payment resumed after an unknown outcome was refused; an earlier attempt may have \
+             been charged (a facilitator API key lets its idempotent retries through)");
+        let used = matches!(
+            answer.error_reason,
+            Some(R::InvalidExactEvmPayloadAuthorizationNonceUsed | R::DuplicateSettlement)
+        );
+        let what = if used {
+            "this payment's authorization has already been used: it appears to have been \
+             settled by an earlier attempt whose answer was lost"
+                .to_owned()
+        } else {
+            format!(
+                "settling this payment again failed ({reason}), but an earlier attempt whose \
+                 outcome is unknown may have charged it"
+            )
+        };
+        let message = format!(
+            "{what}; do not pay again: contact the seller with payment reference {reference}"
+        );
+        let mut body = serde_json::json!({
+            "error": "settlement_disputed",
+            "message": message,
+            "reference": reference,
+            "reason": reason,
+        });
+        if let Some(payer) = &answer.payer {
+            body["payer"] = serde_json::Value::String(payer.clone());
+        }
+        let mut response = Response::new(Body::from(body.to_string()));
+        *response.status_mut() = StatusCode::CONFLICT;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        protect(response.headers_mut());
+        self.fail(PaymentFailure::SettleFailed(answer), response)
+            .await
     }
 
     /// The answer to an unknown settlement outcome: the payer must retry
@@ -795,6 +865,24 @@ impl Shared {
                 .matches_normalized(method, path, self.path_matching)?;
             Some((index, params))
         })
+    }
+
+    /// The route's 402 extensions, with `payment-identifier` added unless
+    /// the route declares its own or advertising it is off.
+    fn offered_extensions(
+        &self,
+        route: &Route,
+        params: &HashMap<String, String>,
+    ) -> Option<paywire_core::Extensions> {
+        let mut extensions = route_extensions(route, params);
+        if self.advertise_payment_identifier {
+            extensions
+                .get_or_insert_with(paywire_core::Extensions::new)
+                .0
+                .entry(PAYMENT_IDENTIFIER)
+                .or_insert_with(payment_identifier_declaration);
+        }
+        extensions
     }
 
     fn asset_info(&self, requirement: &PaymentRequirements) -> Option<AssetInfo> {
@@ -986,7 +1074,7 @@ impl Shared {
                 error: None,
                 resource: self.resource(route, request.uri(), request.headers()),
                 accepts,
-                extensions: route_extensions(route, &ctx.params),
+                extensions: self.offered_extensions(route, &ctx.params),
             },
             ctx,
         };
@@ -1207,6 +1295,23 @@ impl Shared {
         protect(response.headers_mut());
         Ok(response)
     }
+}
+
+/// The `payment-identifier` declaration of a 402 (the extension's spec):
+/// ids are optional, 16 to 128 characters.
+fn payment_identifier_declaration() -> serde_json::Value {
+    serde_json::json!({
+        "info": {"required": false},
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "required": {"type": "boolean"},
+                "id": {"type": "string", "minLength": 16, "maxLength": 128}
+            },
+            "required": ["required"]
+        }
+    })
 }
 
 /// The route's own 402 extensions; a `bazaar` declaration on a route with
