@@ -77,7 +77,6 @@ impl SchemeClient for SlowFirst {
 /// one is still marked outstanding afterwards, and the total limit is
 /// exceeded.
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn a_slow_signature_does_not_let_the_total_be_exceeded() {
     let clock = Arc::new(AtomicI64::new(1_000_000));
     let scope = BudgetScope::Asset {
