@@ -99,6 +99,9 @@ pub enum PaymentFailure {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The paid responses held back until settlement already fill the
+    /// in-flight limit; nothing was charged.
+    Busy,
     /// A `before_verify` or `before_settle` hook aborted the payment.
     Aborted(String),
 }

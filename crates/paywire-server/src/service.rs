@@ -34,12 +34,16 @@ use crate::reservation::{
 use crate::response_cache::{CachedResponse, RequestIdentity, ResponseCache};
 use crate::responses::{add_receipt, json_error, payment_required, protect, wants_html};
 use crate::settlement::{
-    BoxError, BufferError, Guard, GuardState, Settlement, Unknown, buffer, proves_nothing_charged,
-    settle_error_is_definite,
+    BoxError, BufferError, Guard, GuardState, HeldBytes, Settlement, Unknown, buffer,
+    proves_nothing_charged, settle_error_is_definite,
 };
 
 /// Default limit of a paid response held back until settlement: 8 MiB.
 pub const DEFAULT_MAX_PAID_RESPONSE_BYTES: usize = 8 << 20;
+
+/// Default limit of all paid responses held back at once: 256 MiB (32
+/// responses of the default maximum size).
+pub const DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT: usize = 256 << 20;
 
 /// Default lifetime of a paid response kept after an unknown settlement
 /// outcome: 10 minutes (longer than any authorization should stay valid).
@@ -68,6 +72,7 @@ struct Shared {
     supported: Mutex<Option<(Instant, Option<Arc<SupportedResponse>>)>>,
     path_matching: PathMatching,
     max_response_bytes: usize,
+    held: HeldBytes,
     responses: ResponseCache,
     advertise_payment_identifier: bool,
 }
@@ -85,6 +90,7 @@ pub struct PaymentLayerBuilder {
     supported_ttl: Duration,
     path_matching: PathMatching,
     max_response_bytes: usize,
+    max_response_bytes_in_flight: usize,
     unknown_cache_ttl: Duration,
     unknown_cache_bytes: usize,
     advertise_payment_identifier: bool,
@@ -198,6 +204,17 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// Largest total of the handler responses held back until settlement by
+    /// all requests at once (default
+    /// [`DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT`], 256 MiB). A request
+    /// whose response would go over it is answered `503 server_busy` with
+    /// `Retry-After`, nothing is settled and the payment stays usable: many
+    /// verifying authorizations on a large route cannot exhaust memory.
+    pub fn max_paid_response_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.max_response_bytes_in_flight = bytes;
+        self
+    }
+
     /// How long (default 10 min) and how much (default 64 MiB in total) of
     /// the paid responses whose settlement outcome is unknown are kept in
     /// memory for the payer's retry. Without a kept response (expired,
@@ -270,6 +287,7 @@ impl PaymentLayerBuilder {
                 supported: Mutex::new(None),
                 path_matching: self.path_matching,
                 max_response_bytes: self.max_response_bytes,
+                held: HeldBytes::new(self.max_response_bytes_in_flight),
                 responses: ResponseCache::new(self.unknown_cache_ttl, self.unknown_cache_bytes),
                 advertise_payment_identifier: self.advertise_payment_identifier,
             }),
@@ -306,6 +324,7 @@ impl PaymentLayer {
             supported_ttl: Duration::from_secs(300),
             path_matching: PathMatching::default(),
             max_response_bytes: DEFAULT_MAX_PAID_RESPONSE_BYTES,
+            max_response_bytes_in_flight: DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT,
             unknown_cache_ttl: DEFAULT_UNKNOWN_CACHE_TTL,
             unknown_cache_bytes: DEFAULT_UNKNOWN_CACHE_BYTES,
             advertise_payment_identifier: true,
@@ -638,6 +657,18 @@ impl Paid<'_> {
                     ),
                 ),
             ),
+            BufferError::Busy => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_busy",
+                    "too many paid responses are waiting for settlement right now; retry \
+                     shortly with the same PAYMENT-SIGNATURE (nothing was charged)",
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                (PaymentFailure::Busy, response)
+            }
             BufferError::Failed(error) => (
                 PaymentFailure::HandlerFailed(500),
                 json_error(
@@ -1222,8 +1253,8 @@ impl Shared {
                 return Ok(paid.upgrade_refused(parts.status).await);
             }
         }
-        let bytes = match buffer(self.max_response_bytes, &parts.headers, body).await {
-            Ok(bytes) => bytes,
+        let held = match buffer(self.max_response_bytes, &self.held, &parts.headers, body).await {
+            Ok(held) => held,
             Err(error) => {
                 // Nothing was settled: the payment stays usable.
                 guard.release().await;
@@ -1234,13 +1265,14 @@ impl Shared {
             Settlement::Settled(settled) => {
                 add_receipt(&mut parts.headers, settled.receipt());
                 protect(&mut parts.headers);
-                Ok(Response::from_parts(parts, Body::from(bytes)))
+                Ok(Response::from_parts(parts, held.into_body()))
             }
             Settlement::Unknown(unknown) => {
+                // The response cache bounds what it keeps by itself.
                 let kept = CachedResponse {
                     status: parts.status,
                     headers: parts.headers,
-                    body: bytes,
+                    body: held.bytes,
                 };
                 self.responses
                     .put(guard.key, guard.fingerprint, identity, kept);

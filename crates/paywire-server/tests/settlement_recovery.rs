@@ -678,3 +678,45 @@ async fn the_402_advertises_payment_identifier_unless_turned_off() {
     .await;
     assert_eq!(offered(format!("{}/cheap", off.url)).await, None);
 }
+
+/// The paid responses held back until settlement share an in-flight limit:
+/// a response that would go over it is refused `503 server_busy` before
+/// anything is settled, and the same payment goes through once room is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_responses_held_at_once_are_bounded_in_total() {
+    let env = env_with(Script::new([], Settle::Slow(settled("0xb16"))), |b| {
+        b.max_paid_response_bytes_in_flight(BIG + BIG / 2)
+    })
+    .await;
+    let url = format!("{}/big", env.url);
+    let first = payment_for(&url, fresh_authorization(), "0x00").await;
+    let second = payment_for(&url, fresh_authorization(), "0x00").await;
+    let slow = {
+        let (url, first) = (url.clone(), first.clone());
+        tokio::spawn(async move { paid_get(&url, &first).await })
+    };
+    // The first response is held while its settlement takes a while.
+    tokio::time::sleep(SERVER_TIMEOUT / 8).await;
+    let response = client()
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", &second)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(header(&response, "retry-after"), Some("1"));
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"], "server_busy", "{body}");
+    let (status, _, body) = slow.await.expect("task");
+    assert_eq!((status, body.len()), (200, BIG));
+    assert_eq!(env.script.settles(), 1, "the refused one was not settled");
+
+    let (status, receipt, body) = paid_get(&url, &second).await;
+    assert_eq!(
+        (status, body.len()),
+        (200, BIG),
+        "room is back, the payment still usable"
+    );
+    assert!(receipt.expect("receipt").success);
+    assert_eq!(env.script.settles(), 2);
+}

@@ -110,7 +110,8 @@ impl Gateway {
             .public_origin(&config.public_origin)
             .case_insensitive_paths(config.case_insensitive_paths)
             .format_suffixes(config.format_suffixes)
-            .max_paid_response_bytes(config.max_paid_response_bytes);
+            .max_paid_response_bytes(config.max_paid_response_bytes)
+            .max_paid_response_bytes_in_flight(config.max_paid_response_bytes_in_flight);
         for network in networks.iter() {
             for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
                 builder = builder.asset(
