@@ -6,7 +6,9 @@
 //! A payment goes through these states:
 //!
 //! - `reserved`: checked against the limits and counted, not signed yet (a
-//!   reservation abandoned by a crash stops counting after 15 minutes);
+//!   reservation abandoned by a crash stops counting after 15 minutes; one
+//!   whose signature took longer is checked against the limits again before
+//!   it becomes outstanding, and refused if it no longer fits);
 //! - `outstanding`: the signed authorization exists and may have reached the
 //!   server, which could settle it at any time; counted until the payment is
 //!   settled or proven unspent by a [`SpendProbe`], whatever the server
@@ -104,7 +106,8 @@ pub struct Reconciliation {
 
 /// Reservations older than this that were never signed are considered
 /// abandoned (a crash between reserve and signing must not block the budget
-/// forever). Signed (outstanding) payments never go stale.
+/// forever); one signed later is checked again ([`Budget::mark_outstanding`]).
+/// Signed (outstanding) payments never go stale.
 const STALE_RESERVATION_SECS: i64 = 15 * 60;
 
 /// After an undecided probe, wait this long before asking the chain again,
@@ -320,20 +323,58 @@ impl Budget {
     }
 
     /// Committed, outstanding and live reserved spending of `scope` since
-    /// `since`.
+    /// `since`, leaving out the row `except` (empty: none).
     fn spent_since(
         db: &Connection,
         scope: &BudgetScope,
         since: i64,
         now: i64,
+        except: &str,
     ) -> Result<u128, BudgetError> {
         Self::sum(
             db,
             scope,
-            "created_at >= ?1 AND (state IN ('committed', 'outstanding')
+            "created_at >= ?1 AND id != ?3 AND (state IN ('committed', 'outstanding')
                 OR (state = 'reserved' AND created_at >= ?2))",
-            params![since, now - STALE_RESERVATION_SECS],
+            params![since, now - STALE_RESERVATION_SECS, except],
         )
+    }
+
+    /// Whether `amount` more of `rule`'s scope fits its limits now, next to
+    /// everything counted but the row `except`.
+    fn check_rule(
+        db: &Connection,
+        rule: &BudgetRule,
+        amount: u128,
+        now: i64,
+        except: &str,
+    ) -> Result<(), BudgetError> {
+        let unit = match rule.scope {
+            BudgetScope::Usd => "micro-USD",
+            BudgetScope::Asset { .. } => "atomic units",
+        };
+        if let Some(limit) = rule.per_call
+            && amount > limit
+        {
+            return Err(BudgetError::Exceeded(format!(
+                "per-call limit {limit} {unit} < {amount}"
+            )));
+        }
+        for (limit, since, label) in [
+            (rule.per_hour, now - 3600, "hourly"),
+            (rule.per_day, now - 86_400, "daily"),
+            (rule.total, i64::MIN, "total"),
+        ] {
+            let Some(limit) = limit else { continue };
+            let spent = Self::spent_since(db, &rule.scope, since, now, except)?;
+            if spent.saturating_add(amount) > limit {
+                return Err(BudgetError::Exceeded(format!(
+                    "{label} limit {limit} {unit}: {spent} spent or outstanding, \
+                     {amount} more asked"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn check(
@@ -351,33 +392,53 @@ impl Budget {
             if rule.scope == BudgetScope::Usd {
                 usd = Some(amount);
             }
-            let unit = match rule.scope {
-                BudgetScope::Usd => "micro-USD",
-                BudgetScope::Asset { .. } => "atomic units",
-            };
-            if let Some(limit) = rule.per_call
-                && amount > limit
-            {
-                return Err(BudgetError::Exceeded(format!(
-                    "per-call limit {limit} {unit} < {amount}"
-                )));
-            }
-            for (limit, since, label) in [
-                (rule.per_hour, now - 3600, "hourly"),
-                (rule.per_day, now - 86_400, "daily"),
-                (rule.total, i64::MIN, "total"),
-            ] {
-                let Some(limit) = limit else { continue };
-                let spent = Self::spent_since(db, &rule.scope, since, now)?;
-                if spent.saturating_add(amount) > limit {
-                    return Err(BudgetError::Exceeded(format!(
-                        "{label} limit {limit} {unit}: {spent} spent or outstanding, \
-                         {amount} more asked"
-                    )));
-                }
-            }
+            Self::check_rule(db, rule, amount, now, "")?;
         }
         Ok(usd)
+    }
+
+    /// Checks the reserved row `id` against the limits again, as if it were
+    /// asked for now: a reservation stops counting once stale (15 minutes),
+    /// even while its signature is still being made (a hardware wallet
+    /// waiting for a button), and other payments may have taken its room.
+    fn recheck(&self, db: &Connection, id: &str) -> Result<(), BudgetError> {
+        let row = db
+            .query_row(
+                "SELECT network, asset, amount, usd_micros FROM spends
+                 WHERE id = ?1 AND state = 'reserved'",
+                params![id],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((network, asset, amount, usd)) = row else {
+            return Err(BudgetError::Store(format!(
+                "reservation {id} is not pending"
+            )));
+        };
+        let now = self.now();
+        for rule in &self.rules {
+            let counted = match &rule.scope {
+                BudgetScope::Usd => usd.as_deref(),
+                BudgetScope::Asset {
+                    network: n,
+                    asset: a,
+                } => (n.as_str() == network && a.eq_ignore_ascii_case(&asset))
+                    .then_some(amount.as_str()),
+            };
+            let Some(counted) = counted else { continue };
+            let counted = counted
+                .parse::<u128>()
+                .map_err(|e| BudgetError::Store(format!("reservation {id}: {e}")))?;
+            Self::check_rule(db, rule, counted, now, id)?;
+        }
+        Ok(())
     }
 
     /// Whether a payment would fit, without reserving anything.
@@ -423,6 +484,11 @@ impl Budget {
     /// ([`Self::commit`]) or proven unspent ([`Self::reconcile`]). The payload
     /// is kept in the store for the probe until then (an EIP-3009
     /// authorization can only pay the recipient it names).
+    ///
+    /// The limits are checked again first: a reservation that went stale
+    /// while it was being signed may no longer fit, and is then refused with
+    /// [`BudgetError::Exceeded`] (the caller releases it and must not send
+    /// the payment).
     pub fn mark_outstanding(
         &self,
         reservation: &Reservation,
@@ -431,18 +497,15 @@ impl Budget {
         let json = serde_json::to_string(payload).map_err(|e| BudgetError::Store(e.to_string()))?;
         let lifetime = i64::try_from(payload.accepted.max_timeout_seconds).unwrap_or(i64::MAX);
         let probe_after = self.now().saturating_add(lifetime);
-        let db = self.lock()?;
-        let updated = db.execute(
+        let mut db = self.lock()?;
+        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.recheck(&tx, &reservation.id)?;
+        tx.execute(
             "UPDATE spends SET state = 'outstanding', payload = ?1, probe_after = ?2
              WHERE id = ?3 AND state = 'reserved'",
             params![json, probe_after, reservation.id],
         )?;
-        if updated == 0 {
-            return Err(BudgetError::Store(format!(
-                "reservation {} is not pending",
-                reservation.id
-            )));
-        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -745,6 +808,46 @@ mod tests {
         assert!(budget.fits(&requirement(10_000), Some(&usdc())).is_ok());
         assert_eq!(budget.outstanding_total(&BudgetScope::Usd).unwrap(), 0);
         assert_eq!(budget.spent_total(&BudgetScope::Usd).unwrap(), 0);
+    }
+
+    /// Review r3 finding 3: a reservation that went stale while it was
+    /// being signed is checked again before it counts for good, and refused
+    /// if others took its room; a fresh one is not affected.
+    #[test]
+    fn a_reservation_signed_after_going_stale_is_checked_again() {
+        let (budget, now) = clocked(BudgetRule {
+            total: Some(100_000),
+            ..BudgetRule::usd()
+        });
+        let slow = budget.reserve(&requirement(60_000), Some(&usdc())).unwrap();
+        now.fetch_add(
+            STALE_RESERVATION_SECS + 60,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let quick = budget.reserve(&requirement(60_000), Some(&usdc())).unwrap();
+        budget
+            .mark_outstanding(&quick, &payload(requirement(60_000)))
+            .unwrap();
+        match budget.mark_outstanding(&slow, &payload(requirement(60_000))) {
+            Err(BudgetError::Exceeded(why)) => assert!(why.contains("total limit"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        budget.release(&slow).unwrap();
+        assert_eq!(budget.outstanding_total(&BudgetScope::Usd).unwrap(), 60_000);
+
+        // Stale but still fitting: it becomes outstanding.
+        let late = budget.reserve(&requirement(40_000), Some(&usdc())).unwrap();
+        now.fetch_add(
+            STALE_RESERVATION_SECS + 60,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        budget
+            .mark_outstanding(&late, &payload(requirement(40_000)))
+            .unwrap();
+        assert_eq!(
+            budget.outstanding_total(&BudgetScope::Usd).unwrap(),
+            100_000
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::budget::{Budget, BudgetError, Reconciliation, Reservation};
 use crate::policy::{AssetCatalog, Catalogs, Exclusion, Selection, SelectionPolicy};
+use crate::redirect;
 use crate::spend::SpendProbe;
 
 /// Default cap on a 402 answer's body (64 KiB): a payment challenge is a few
@@ -25,6 +26,10 @@ pub const DEFAULT_MAX_402_BODY: usize = 64 * 1024;
 /// Default time one reconciliation of outstanding payments may take before
 /// a payment goes ahead without it.
 const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Redirects within the seller's origin that a payment follows at most
+/// before the flow stops carrying it.
+const MAX_PAID_HOPS: usize = 5;
 
 /// Why a paid request failed.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +163,9 @@ pub struct X402Client {
     spend_probe: Option<Arc<dyn SpendProbe>>,
     reconcile_timeout: Duration,
     max_402_body: usize,
+    /// Sends requests carrying a payment; never follows redirects. Built on
+    /// first use unless configured.
+    paid_http: std::sync::OnceLock<Result<reqwest::Client, String>>,
 }
 
 impl std::fmt::Debug for X402Client {
@@ -260,6 +268,20 @@ impl X402ClientBuilder {
         self
     }
 
+    /// The HTTP client that sends requests carrying a payment (default: a
+    /// plain `reqwest` client that does not follow redirects), e.g. to set a
+    /// proxy, TLS roots or timeouts for them. Build it with
+    /// `.redirect(reqwest::redirect::Policy::none())`: the flow follows
+    /// redirects itself so that the payment never reaches another origin
+    /// (an HTTP client forwards custom headers such as `PAYMENT-SIGNATURE`
+    /// across origins). [`X402Client::send`] and [`crate::X402Middleware`]
+    /// send paid requests with it; everything else goes through your client
+    /// or middleware chain.
+    pub fn paid_request_client(self, client: reqwest::Client) -> Self {
+        let _ = self.client.paid_http.set(Ok(client));
+        self
+    }
+
     /// Finishes the client.
     pub fn build(self) -> X402Client {
         self.client
@@ -313,6 +335,7 @@ impl X402Client {
                 spend_probe: None,
                 reconcile_timeout: DEFAULT_RECONCILE_TIMEOUT,
                 max_402_body: DEFAULT_MAX_402_BODY,
+                paid_http: std::sync::OnceLock::new(),
             },
         }
     }
@@ -485,21 +508,57 @@ impl X402Client {
     }
 
     /// Sends `request` with `http`; on 402 first tries the sign-in provider
-    /// (if any), then pays and retries once with the payment (re-sending the same payment on transport errors). Returns the
-    /// final response; its extensions carry a [`PaymentOutcome`] when a
-    /// payment was made.
+    /// (if any), then pays and retries once with the payment (re-sending the
+    /// same payment on transport errors). Returns the final response; its
+    /// extensions carry a [`PaymentOutcome`] when a payment was made.
+    ///
+    /// The paid request goes to the URL that asked for the payment and is
+    /// sent by the paid-request client
+    /// ([`X402ClientBuilder::paid_request_client`]) without following
+    /// redirects. A redirect answered to it is followed once by this flow:
+    /// with the payment only within the same origin while the server has not
+    /// taken it, otherwise without it through `http` (whose own redirect
+    /// policy then applies).
     pub async fn send(
         &self,
         http: &reqwest::Client,
         request: reqwest::Request,
     ) -> Result<reqwest::Response, ClientError> {
-        self.pay_flow(request, |request| async move {
-            http.execute(request).await.map_err(|e| Transport {
-                retryable: e.is_connect() || e.is_timeout(),
-                message: e.to_string(),
-            })
-        })
+        self.pay_flow(
+            request,
+            |request| async move { http.execute(request).await.map_err(Transport::from) },
+            |request| self.execute_paid(request),
+        )
         .await
+    }
+
+    /// Sends a request carrying the payment with the paid-request client.
+    pub(crate) async fn execute_paid(
+        &self,
+        request: reqwest::Request,
+    ) -> Result<reqwest::Response, Transport> {
+        let client = self
+            .paid_http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|error| Transport {
+                retryable: false,
+                message: format!("the HTTP client for paid requests could not be built: {error}"),
+            })?;
+        let sent_to = request.url().clone();
+        let response = client.execute(request).await.map_err(Transport::from)?;
+        if *response.url() != sent_to {
+            tracing::error!(
+                "the client for paid requests followed a redirect: the payment may have reached \
+                 another origin; build it with redirect::Policy::none()"
+            );
+        }
+        Ok(response)
     }
 
     /// Reads the `PaymentRequired` of a 402 answer: from its
@@ -517,15 +576,21 @@ impl X402Client {
         payment_required_from(&headers, &body)
     }
 
-    /// The request flow shared by [`X402Client::send`] and the middleware.
-    pub(crate) async fn pay_flow<F, Fut>(
+    /// The request flow shared by [`X402Client::send`] and the middleware:
+    /// `execute` sends requests without a payment (following redirects as
+    /// it is configured to), `execute_paid` the ones carrying it (never
+    /// following redirects).
+    pub(crate) async fn pay_flow<F, Fut, P, PFut>(
         &self,
         request: reqwest::Request,
         mut execute: F,
+        mut execute_paid: P,
     ) -> Result<reqwest::Response, ClientError>
     where
         F: FnMut(reqwest::Request) -> Fut,
         Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
+        P: FnMut(reqwest::Request) -> PFut,
+        PFut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
     {
         let retry = request.try_clone();
         let mut request = request;
@@ -545,7 +610,8 @@ impl X402Client {
             provider.forget(&url);
         }
         let result = async {
-            let retry = retry.ok_or(ClientError::BodyNotReplayable)?;
+            let mut retry = retry.ok_or(ClientError::BodyNotReplayable)?;
+            redirect::pay_where_challenged(&mut retry, response.url());
             let mut required = self.read_payment_required(response).await?;
             if let Some(provider) = &self.sign_in
                 && let Some((name, value)) = provider.sign_in(retry.url(), &required).await
@@ -583,63 +649,47 @@ impl X402Client {
                 return Err(error);
             }
         };
-        self.send_paid(&retry, &prepared, &value, &mut execute)
+        self.send_paid(retry, &prepared, &value, &mut execute, &mut execute_paid)
             .await
     }
 
-    /// Sends the paid request, re-sending the same payment on transport
-    /// errors that certainly did not reach the server.
-    async fn send_paid<F, Fut>(
+    /// Sends the paid request with `execute_paid`: re-sends the same payment
+    /// on transport errors that certainly did not reach the server and while
+    /// the outcome is not known yet, carries it across a redirect only within
+    /// the origin until the server takes it, and follows any other redirect
+    /// without it.
+    async fn send_paid<F, Fut, P, PFut>(
         &self,
-        retry: &reqwest::Request,
+        retry: reqwest::Request,
         prepared: &PreparedPayment,
         value: &HeaderValue,
         execute: &mut F,
+        execute_paid: &mut P,
     ) -> Result<reqwest::Response, ClientError>
     where
         F: FnMut(reqwest::Request) -> Fut,
         Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
+        P: FnMut(reqwest::Request) -> PFut,
+        PFut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
     {
-        let mut attempt = 0;
-        let mut outcome_attempt = 0;
+        let mut target = retry;
+        let (mut attempt, mut outcome_attempt, mut hops) = (0, 0, 0);
         loop {
-            let Some(mut paid) = retry.try_clone() else {
-                if attempt == 0 {
+            let Some(mut paid) = target.try_clone() else {
+                if attempt == 0 && hops == 0 {
                     self.abandon(prepared);
                 }
                 return Err(ClientError::BodyNotReplayable);
             };
             paid.headers_mut()
                 .insert(PAYMENT_SIGNATURE_HEADER, value.clone());
-            match execute(paid).await {
-                Ok(mut response) => {
-                    if let Some(provider) = &self.sign_in
-                        && response.status().is_success()
-                    {
-                        provider.remember(retry.url(), response.headers());
-                    }
-                    if outcome_attempt < self.outcome_retries
-                        && let Some(wait) = self.outcome_not_known_yet(&response)
-                    {
-                        outcome_attempt += 1;
-                        tracing::info!(
-                            ?wait,
-                            attempt = outcome_attempt,
-                            "settlement outcome not known yet; re-sending the same payment"
-                        );
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                    let outcome = self
-                        .finish(prepared, response.status().as_u16(), response.headers())
-                        .await;
-                    response.extensions_mut().insert(outcome);
-                    return Ok(response);
-                }
+            let mut response = match execute_paid(paid).await {
+                Ok(response) => response,
                 Err(error) if attempt < self.retries && error.retryable => {
                     attempt += 1;
                     tracing::warn!(error = %error.message, attempt, "paid request failed; re-sending the same payment");
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    continue;
                 }
                 Err(error) => {
                     // The server may have received it: the payment stays
@@ -648,7 +698,66 @@ impl X402Client {
                     self.hooks.on_failure(&error).await;
                     return Err(error);
                 }
+            };
+            if let Some(provider) = &self.sign_in
+                && response.status().is_success()
+            {
+                provider.remember(target.url(), response.headers());
             }
+            if outcome_attempt < self.outcome_retries
+                && let Some(wait) = self.outcome_not_known_yet(&response)
+            {
+                outcome_attempt += 1;
+                tracing::info!(
+                    ?wait,
+                    attempt = outcome_attempt,
+                    "settlement outcome not known yet; re-sending the same payment"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let hop = match redirect::next_hop(&target, &response) {
+                Some(hop) if hop.carries_payment && hops < MAX_PAID_HOPS => {
+                    hops += 1;
+                    target = hop.request;
+                    continue;
+                }
+                hop => hop,
+            };
+            let outcome = self
+                .finish(prepared, response.status().as_u16(), response.headers())
+                .await;
+            let Some(hop) = hop else {
+                response.extensions_mut().insert(outcome);
+                return Ok(response);
+            };
+            return Ok(follow_unpaid(hop.request, response, outcome, execute).await);
+        }
+    }
+}
+
+/// Follows the redirect answered to a paid request, without the payment,
+/// with `execute`; the outcome goes with the final answer (or with the
+/// redirect itself when it cannot be followed).
+async fn follow_unpaid<F, Fut>(
+    request: reqwest::Request,
+    mut redirect: reqwest::Response,
+    outcome: PaymentOutcome,
+    execute: &mut F,
+) -> reqwest::Response
+where
+    F: FnMut(reqwest::Request) -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
+{
+    match execute(request).await {
+        Ok(mut followed) => {
+            followed.extensions_mut().insert(outcome);
+            followed
+        }
+        Err(error) => {
+            tracing::warn!(error = %error.message, "following the paid request's redirect failed; answering the redirect");
+            redirect.extensions_mut().insert(outcome);
+            redirect
         }
     }
 }
@@ -714,12 +823,36 @@ pub(crate) struct Transport {
     pub(crate) message: String,
 }
 
+impl From<reqwest::Error> for Transport {
+    fn from(error: reqwest::Error) -> Self {
+        Self {
+            retryable: error.is_connect() || error.is_timeout(),
+            message: error.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use paywire_core::{BoxFuture, ChainId, JsonObject, ResourceInfo, SchemeError};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    impl X402Client {
+        /// `pay_flow` with one transport for unpaid and paid requests.
+        async fn flow_through<F, Fut>(
+            &self,
+            request: reqwest::Request,
+            execute: F,
+        ) -> Result<reqwest::Response, ClientError>
+        where
+            F: FnMut(reqwest::Request) -> Fut + Copy,
+            Fut: std::future::Future<Output = Result<reqwest::Response, Transport>>,
+        {
+            self.pay_flow(request, execute, execute).await
+        }
+    }
 
     /// Signs nothing real; counts how many payloads it produced.
     struct CountingWallet(AtomicUsize);
@@ -799,7 +932,7 @@ mod tests {
             .build()
             .unwrap();
         let response = client
-            .pay_flow(request, |request| {
+            .flow_through(request, |request| {
                 let header = request
                     .headers()
                     .get(PAYMENT_SIGNATURE_HEADER)
@@ -872,7 +1005,7 @@ mod tests {
             .build()
             .unwrap();
         let response = client
-            .pay_flow(request, |request| {
+            .flow_through(request, |request| {
                 let header = request
                     .headers()
                     .get(PAYMENT_SIGNATURE_HEADER)
@@ -924,7 +1057,7 @@ mod tests {
                 .build()
                 .unwrap();
             let response = client
-                .pay_flow(request, |_| {
+                .flow_through(request, |_| {
                     let attempt = sends.fetch_add(1, Ordering::SeqCst) + 1;
                     let challenge = challenge.clone();
                     async move {

@@ -20,6 +20,7 @@ mod budget;
 mod client;
 mod middleware;
 mod policy;
+mod redirect;
 mod spend;
 
 pub use budget::{Budget, BudgetError, BudgetRule, BudgetScope, Reconciliation, Reservation};

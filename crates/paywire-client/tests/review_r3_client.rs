@@ -12,7 +12,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use paywire_client::{Budget, BudgetRule, BudgetScope, X402Client};
+use paywire_client::{Budget, BudgetRule, BudgetScope, PaymentOutcome, X402Client};
 use paywire_core::codec::{self, PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER};
 use paywire_core::{
     BoxFuture, ChainId, ChainIdPattern, JsonObject, PaymentRequired, PaymentRequirements,
@@ -77,7 +77,6 @@ impl SchemeClient for SlowFirst {
 /// one is still marked outstanding afterwards, and the total limit is
 /// exceeded.
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn a_slow_signature_does_not_let_the_total_be_exceeded() {
     let clock = Arc::new(AtomicI64::new(1_000_000));
     let scope = BudgetScope::Asset {
@@ -190,7 +189,6 @@ fn challenge_response() -> axum::response::Response {
 /// `307 Location: https://third-party/...` hands the buyer's unsettled,
 /// still valid authorization to that third party.
 #[tokio::test]
-#[ignore = "finding 4"]
 async fn the_payment_does_not_follow_a_redirect_to_another_origin() {
     let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let third_party = {
@@ -238,6 +236,138 @@ async fn the_payment_does_not_follow_a_redirect_to_another_origin() {
     assert!(
         seen[0].is_none(),
         "the third-party origin received the buyer's PAYMENT-SIGNATURE"
+    );
+}
+
+/// Where the signed payment was seen, per path, by the test servers.
+type Seen = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// A route that records whether it received the payment.
+fn recording(seen: &Seen, path: &'static str) -> axum::routing::MethodRouter {
+    let seen = Arc::clone(seen);
+    get(move |headers: HeaderMap| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let paid = headers.contains_key(PAYMENT_SIGNATURE_HEADER);
+            seen.lock().unwrap().push((path.to_owned(), paid));
+            if path == "/landing" || paid {
+                (StatusCode::OK, format!("{path} served")).into_response()
+            } else {
+                challenge_response()
+            }
+        }
+    })
+}
+
+/// A seller whose paid `/r` redirects (307, no receipt) to `to`; the URL
+/// of its `/r`.
+async fn redirecting_seller(seen: &Seen, to: String) -> String {
+    let seen_r = Arc::clone(seen);
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move |headers: HeaderMap| {
+                let (seen, to) = (Arc::clone(&seen_r), to.clone());
+                async move {
+                    let paid = headers.contains_key(PAYMENT_SIGNATURE_HEADER);
+                    seen.lock().unwrap().push(("/r".to_owned(), paid));
+                    if paid {
+                        (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+                    } else {
+                        challenge_response()
+                    }
+                }
+            }),
+        )
+        .route("/r2", recording(seen, "/r2"));
+    serve(app).await + "/r"
+}
+
+/// Finding 4 through the reqwest middleware: the same redirect to another
+/// origin is followed without the payment, whatever the inner client does.
+#[tokio::test]
+async fn the_middleware_does_not_carry_the_payment_to_another_origin() {
+    let seen: Seen = Arc::default();
+    let third_party = serve(Router::new().route("/landing", recording(&seen, "/landing"))).await;
+    let target = third_party.replace("127.0.0.1", "localhost") + "/landing";
+    let url = redirecting_seller(&seen, target).await;
+    let (client, wallet) = payer();
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(paywire_client::X402Middleware::new(Arc::new(client)))
+        .build();
+    let response = http.get(&url).send().await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert!(response.extensions().get::<PaymentOutcome>().is_some());
+    assert_eq!(response.text().await.expect("body"), "/landing served");
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [
+            ("/r".to_owned(), false),
+            ("/r".to_owned(), true),
+            ("/landing".to_owned(), false)
+        ]
+    );
+    assert_eq!(wallet.0.load(Ordering::SeqCst), 1);
+}
+
+/// Finding 4, what still works: a redirect within the seller's origin that
+/// did not take the payment (no receipt) carries it on.
+#[tokio::test]
+async fn a_redirect_within_the_origin_carries_the_payment_on() {
+    let seen: Seen = Arc::default();
+    let url = redirecting_seller(&seen, "/r2".to_owned()).await;
+    let (client, _) = payer();
+    let http = reqwest::Client::new();
+    let response = client
+        .send(&http, http.get(&url).build().expect("request"))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "/r2 served");
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [
+            ("/r".to_owned(), false),
+            ("/r".to_owned(), true),
+            ("/r2".to_owned(), true)
+        ]
+    );
+}
+
+/// Finding 4, what still works: an unpaid GET redirected to another origin
+/// (`http://` to `https://`, a canonical host) is paid where its 402 came
+/// from, so the payment never passes through the first origin's redirect.
+#[tokio::test]
+async fn a_redirected_request_is_paid_where_it_was_challenged() {
+    let seen: Seen = Arc::default();
+    let canonical = serve(Router::new().route("/r", recording(&seen, "/r"))).await;
+    let moved_to = canonical.clone() + "/r";
+    let seen_old = Arc::clone(&seen);
+    let old = serve(Router::new().route(
+        "/old",
+        get(move |headers: HeaderMap| {
+            let (seen, to) = (Arc::clone(&seen_old), moved_to.clone());
+            async move {
+                let paid = headers.contains_key(PAYMENT_SIGNATURE_HEADER);
+                seen.lock().unwrap().push(("/old".to_owned(), paid));
+                (StatusCode::MOVED_PERMANENTLY, [("location", to)])
+            }
+        }),
+    ))
+    .await
+    .replace("127.0.0.1", "localhost");
+    let (client, _) = payer();
+    let http = reqwest::Client::new();
+    let request = http.get(format!("{old}/old")).build().expect("request");
+    let response = client.send(&http, request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [
+            ("/old".to_owned(), false),
+            ("/r".to_owned(), false),
+            ("/r".to_owned(), true)
+        ]
     );
 }
 

@@ -406,8 +406,11 @@ impl PaymentOption {
 /// When settlement happens relative to the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SettleMode {
-    /// Run the handler, buffer its response, settle only if it returned 2xx,
-    /// serve only if settlement succeeded (default).
+    /// Run the handler, buffer its response, settle unless it returned
+    /// 4xx/5xx (a 3xx redirect is settled like content), serve only if
+    /// settlement succeeded (default). A `101 Switching Protocols` cannot be
+    /// held back and is refused with a 500: upgrades need
+    /// [`SettleMode::BeforeHandler`].
     #[default]
     AfterHandler,
     /// Settle first; run the handler only after a successful settlement (for
@@ -531,7 +534,9 @@ impl Route {
         self
     }
 
-    /// Settles before the handler runs.
+    /// Settles before the handler runs: for handlers with side effects,
+    /// streamed responses, and protocol upgrades (WebSocket), which cannot be
+    /// held back until settlement.
     pub fn settle_before_handler(mut self) -> Self {
         self.settle_mode = SettleMode::BeforeHandler;
         self

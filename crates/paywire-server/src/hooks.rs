@@ -90,7 +90,8 @@ pub enum PaymentFailure {
     /// 5xx): the payment is kept and a retry with the same payload gets the
     /// response once settlement is final.
     SettlementUnknown(String),
-    /// The handler failed; nothing was charged.
+    /// The handler failed (4xx/5xx), or answered a protocol upgrade (1xx)
+    /// on a route that settles after its handler; nothing was charged.
     HandlerFailed(u16),
     /// The handler's response exceeded the limit of paid responses held back
     /// until settlement; nothing was charged.
@@ -98,6 +99,9 @@ pub enum PaymentFailure {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The paid responses held back until settlement already fill the
+    /// in-flight limit; nothing was charged.
+    Busy,
     /// A `before_verify` or `before_settle` hook aborted the payment.
     Aborted(String),
 }

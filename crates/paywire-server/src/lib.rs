@@ -65,6 +65,7 @@ pub use reservation::{
 };
 pub use router::FacilitatorRouter;
 pub use service::{
-    DEFAULT_MAX_PAID_RESPONSE_BYTES, PaymentLayer, PaymentLayerBuilder, PaymentService,
+    DEFAULT_MAX_PAID_RESPONSE_BYTES, DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT, PaymentLayer,
+    PaymentLayerBuilder, PaymentService,
 };
 pub use sqlite::SqliteReservationStore;

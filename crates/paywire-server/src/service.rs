@@ -11,6 +11,7 @@ use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, decode_payment_signature};
+use paywire_core::extensions::PAYMENT_IDENTIFIER;
 use paywire_core::{
     BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, PaymentRequired,
     PaymentRequirements, RequirementsRequest, ResourceInfo, SchemeRegistry, SchemeServer,
@@ -33,12 +34,16 @@ use crate::reservation::{
 use crate::response_cache::{CachedResponse, RequestIdentity, ResponseCache};
 use crate::responses::{add_receipt, json_error, payment_required, protect, wants_html};
 use crate::settlement::{
-    BoxError, BufferError, Guard, GuardState, Settlement, Unknown, buffer, proves_nothing_charged,
-    settle_error_is_definite,
+    BoxError, BufferError, Guard, GuardState, HeldBytes, Settlement, Unknown, buffer,
+    proves_nothing_charged, settle_error_is_definite,
 };
 
 /// Default limit of a paid response held back until settlement: 8 MiB.
 pub const DEFAULT_MAX_PAID_RESPONSE_BYTES: usize = 8 << 20;
+
+/// Default limit of all paid responses held back at once: 256 MiB (32
+/// responses of the default maximum size).
+pub const DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT: usize = 256 << 20;
 
 /// Default lifetime of a paid response kept after an unknown settlement
 /// outcome: 10 minutes (longer than any authorization should stay valid).
@@ -67,7 +72,9 @@ struct Shared {
     supported: Mutex<Option<(Instant, Option<Arc<SupportedResponse>>)>>,
     path_matching: PathMatching,
     max_response_bytes: usize,
+    held: HeldBytes,
     responses: ResponseCache,
+    advertise_payment_identifier: bool,
 }
 
 /// Configures a [`PaymentLayer`].
@@ -83,8 +90,10 @@ pub struct PaymentLayerBuilder {
     supported_ttl: Duration,
     path_matching: PathMatching,
     max_response_bytes: usize,
+    max_response_bytes_in_flight: usize,
     unknown_cache_ttl: Duration,
     unknown_cache_bytes: usize,
+    advertise_payment_identifier: bool,
 }
 
 impl std::fmt::Debug for PaymentLayerBuilder {
@@ -195,6 +204,17 @@ impl PaymentLayerBuilder {
         self
     }
 
+    /// Largest total of the handler responses held back until settlement by
+    /// all requests at once (default
+    /// [`DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT`], 256 MiB). A request
+    /// whose response would go over it is answered `503 server_busy` with
+    /// `Retry-After`, nothing is settled and the payment stays usable: many
+    /// verifying authorizations on a large route cannot exhaust memory.
+    pub fn max_paid_response_bytes_in_flight(mut self, bytes: usize) -> Self {
+        self.max_response_bytes_in_flight = bytes;
+        self
+    }
+
     /// How long (default 10 min) and how much (default 64 MiB in total) of
     /// the paid responses whose settlement outcome is unknown are kept in
     /// memory for the payer's retry. Without a kept response (expired,
@@ -203,6 +223,18 @@ impl PaymentLayerBuilder {
     pub fn unknown_outcome_cache(mut self, ttl: Duration, max_bytes: usize) -> Self {
         self.unknown_cache_ttl = ttl;
         self.unknown_cache_bytes = max_bytes;
+        self
+    }
+
+    /// Whether every 402 advertises the `payment-identifier` extension with
+    /// `required: false` (default: yes), so that buyers' clients give their
+    /// payment an id. A facilitator that honours it (ours does) answers a
+    /// repeated settle carrying the same id with its recorded outcome: when
+    /// the answer to the first settle was lost on the way, the buyer's retry
+    /// is then served instead of being refused as a replay. A route's own
+    /// `payment-identifier` declaration is left as it is.
+    pub fn advertise_payment_identifier(mut self, enabled: bool) -> Self {
+        self.advertise_payment_identifier = enabled;
         self
     }
 
@@ -255,7 +287,9 @@ impl PaymentLayerBuilder {
                 supported: Mutex::new(None),
                 path_matching: self.path_matching,
                 max_response_bytes: self.max_response_bytes,
+                held: HeldBytes::new(self.max_response_bytes_in_flight),
                 responses: ResponseCache::new(self.unknown_cache_ttl, self.unknown_cache_bytes),
+                advertise_payment_identifier: self.advertise_payment_identifier,
             }),
         })
     }
@@ -290,8 +324,10 @@ impl PaymentLayer {
             supported_ttl: Duration::from_secs(300),
             path_matching: PathMatching::default(),
             max_response_bytes: DEFAULT_MAX_PAID_RESPONSE_BYTES,
+            max_response_bytes_in_flight: DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT,
             unknown_cache_ttl: DEFAULT_UNKNOWN_CACHE_TTL,
             unknown_cache_bytes: DEFAULT_UNKNOWN_CACHE_BYTES,
+            advertise_payment_identifier: true,
         }
     }
 
@@ -397,6 +433,32 @@ fn same_requirement(ours: &PaymentRequirements, theirs: &PaymentRequirements) ->
         && same_address(&ours.pay_to, &theirs.pay_to)
         && ours.max_timeout_seconds == theirs.max_timeout_seconds
         && ours.extra == theirs.extra
+}
+
+/// How a settle-after-handler route treats its handler's answer.
+#[derive(Debug, PartialEq, Eq)]
+enum HandlerAnswer {
+    /// 2xx and 3xx: held back until settlement, then given with the receipt.
+    /// A redirect sells what it points to (a presigned download URL), so it
+    /// is charged like content.
+    Sellable,
+    /// 4xx and 5xx: passed through, never charged (field lesson 2).
+    Error,
+    /// 1xx (`101 Switching Protocols`): the new protocol starts when the
+    /// answer is sent, so it cannot be held back until settlement.
+    Upgrade,
+}
+
+impl HandlerAnswer {
+    fn of(status: StatusCode) -> Self {
+        if status.is_client_error() || status.is_server_error() {
+            Self::Error
+        } else if status.is_informational() {
+            Self::Upgrade
+        } else {
+            Self::Sellable
+        }
+    }
 }
 
 /// Per-request state of a priced route.
@@ -595,6 +657,18 @@ impl Paid<'_> {
                     ),
                 ),
             ),
+            BufferError::Busy => {
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_busy",
+                    "too many paid responses are waiting for settlement right now; retry \
+                     shortly with the same PAYMENT-SIGNATURE (nothing was charged)",
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                (PaymentFailure::Busy, response)
+            }
             BufferError::Failed(error) => (
                 PaymentFailure::HandlerFailed(500),
                 json_error(
@@ -605,6 +679,25 @@ impl Paid<'_> {
             ),
         };
         self.fail(failure, response).await
+    }
+
+    /// The answer when a settle-after-handler route's handler switched
+    /// protocols (nothing was charged, the upgrade did not happen).
+    async fn upgrade_refused(&self, status: StatusCode) -> Response<Body> {
+        tracing::error!(route = %self.route.pattern.as_str(), %status,
+            "a paid route answered a protocol upgrade after its handler ran; declare it \
+             with .settle_before_handler()");
+        let response = json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "upgrade_needs_settle_before_handler",
+            &format!(
+                "this paid route answered {status}, a protocol upgrade, which cannot be held \
+                 back until the payment settles; the seller must declare the route with \
+                 settle-before-handler; nothing was charged"
+            ),
+        );
+        self.fail(PaymentFailure::HandlerFailed(status.as_u16()), response)
+            .await
     }
 
     /// Settles (or, for a resumed payment, asks the facilitator again) and
@@ -675,11 +768,12 @@ impl Paid<'_> {
             });
         }
         if guard.resumed && !proves_nothing_charged(&answer) {
-            // An earlier attempt may have been charged: never reusable.
+            // An earlier attempt may have been charged: never reusable, and
+            // never a 402 (its new challenge would invite paying twice).
             guard.keep_unknown().await;
-        } else {
-            guard.release().await;
+            return Settlement::Refused(self.disputed(&guard.key, answer).await);
         }
+        guard.release().await;
         let reason = answer
             .error_reason
             .as_ref()
@@ -700,6 +794,58 @@ impl Paid<'_> {
             self.fail(PaymentFailure::SettleFailed(answer), response)
                 .await,
         )
+    }
+
+    /// The answer when a payment resumed after an unknown outcome is now
+    /// refused for a reason that does not prove the first attempt was free
+    /// (typically: its authorization is already used, because that attempt
+    /// settled and its answer was lost). Not a 402: the payer must not pay
+    /// again. The payment stays kept.
+    async fn disputed(&self, key: &ReservationKey, answer: SettleResponse) -> Response<Body> {
+        use paywire_core::ErrorReason as R;
+        let reference = key.to_hex();
+        let reason = answer
+            .error_reason
+            .as_ref()
+            .map_or("unknown", |r| r.as_str());
+        tracing::warn!(route = %self.route.pattern.as_str(), %reference, %reason, payer = ?answer.payer,
+            "a payment resumed after an unknown outcome was refused; an earlier attempt may have \
+             been charged (a facilitator API key lets its idempotent retries through)");
+        let used = matches!(
+            answer.error_reason,
+            Some(R::InvalidExactEvmPayloadAuthorizationNonceUsed | R::DuplicateSettlement)
+        );
+        let what = if used {
+            "this payment's authorization has already been used: it appears to have been \
+             settled by an earlier attempt whose answer was lost"
+                .to_owned()
+        } else {
+            format!(
+                "settling this payment again failed ({reason}), but an earlier attempt whose \
+                 outcome is unknown may have charged it"
+            )
+        };
+        let message = format!(
+            "{what}; do not pay again: contact the seller with payment reference {reference}"
+        );
+        let mut body = serde_json::json!({
+            "error": "settlement_disputed",
+            "message": message,
+            "reference": reference,
+            "reason": reason,
+        });
+        if let Some(payer) = &answer.payer {
+            body["payer"] = serde_json::Value::String(payer.clone());
+        }
+        let mut response = Response::new(Body::from(body.to_string()));
+        *response.status_mut() = StatusCode::CONFLICT;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        protect(response.headers_mut());
+        self.fail(PaymentFailure::SettleFailed(answer), response)
+            .await
     }
 
     /// The answer to an unknown settlement outcome: the payer must retry
@@ -750,6 +896,24 @@ impl Shared {
                 .matches_normalized(method, path, self.path_matching)?;
             Some((index, params))
         })
+    }
+
+    /// The route's 402 extensions, with `payment-identifier` added unless
+    /// the route declares its own or advertising it is off.
+    fn offered_extensions(
+        &self,
+        route: &Route,
+        params: &HashMap<String, String>,
+    ) -> Option<paywire_core::Extensions> {
+        let mut extensions = route_extensions(route, params);
+        if self.advertise_payment_identifier {
+            extensions
+                .get_or_insert_with(paywire_core::Extensions::new)
+                .0
+                .entry(PAYMENT_IDENTIFIER)
+                .or_insert_with(payment_identifier_declaration);
+        }
+        extensions
     }
 
     fn asset_info(&self, requirement: &PaymentRequirements) -> Option<AssetInfo> {
@@ -941,7 +1105,7 @@ impl Shared {
                 error: None,
                 resource: self.resource(route, request.uri(), request.headers()),
                 accepts,
-                extensions: route_extensions(route, &ctx.params),
+                extensions: self.offered_extensions(route, &ctx.params),
             },
             ctx,
         };
@@ -1073,15 +1237,24 @@ impl Shared {
         let identity = RequestIdentity::new(request.method(), request.uri());
         let response = call_inner(Access::Verified(verified), inner, request).await?;
         let (mut parts, body) = response.into_parts();
-        if !parts.status.is_success() {
-            guard.release().await;
-            protect(&mut parts.headers);
-            let failure = PaymentFailure::HandlerFailed(parts.status.as_u16());
-            let response = Response::from_parts(parts, Body::new(body));
-            return Ok(paid.fail(failure, response).await);
+        match HandlerAnswer::of(parts.status) {
+            HandlerAnswer::Sellable => {}
+            HandlerAnswer::Error => {
+                // Field lesson 2: errors are never charged.
+                guard.release().await;
+                protect(&mut parts.headers);
+                let failure = PaymentFailure::HandlerFailed(parts.status.as_u16());
+                let response = Response::from_parts(parts, Body::new(body));
+                return Ok(paid.fail(failure, response).await);
+            }
+            HandlerAnswer::Upgrade => {
+                // Dropping the 101 cancels the upgrade: nothing was given.
+                guard.release().await;
+                return Ok(paid.upgrade_refused(parts.status).await);
+            }
         }
-        let bytes = match buffer(self.max_response_bytes, &parts.headers, body).await {
-            Ok(bytes) => bytes,
+        let held = match buffer(self.max_response_bytes, &self.held, &parts.headers, body).await {
+            Ok(held) => held,
             Err(error) => {
                 // Nothing was settled: the payment stays usable.
                 guard.release().await;
@@ -1092,13 +1265,14 @@ impl Shared {
             Settlement::Settled(settled) => {
                 add_receipt(&mut parts.headers, settled.receipt());
                 protect(&mut parts.headers);
-                Ok(Response::from_parts(parts, Body::from(bytes)))
+                Ok(Response::from_parts(parts, held.into_body()))
             }
             Settlement::Unknown(unknown) => {
+                // The response cache bounds what it keeps by itself.
                 let kept = CachedResponse {
                     status: parts.status,
                     headers: parts.headers,
-                    body: bytes,
+                    body: held.bytes,
                 };
                 self.responses
                     .put(guard.key, guard.fingerprint, identity, kept);
@@ -1153,6 +1327,23 @@ impl Shared {
         protect(response.headers_mut());
         Ok(response)
     }
+}
+
+/// The `payment-identifier` declaration of a 402 (the extension's spec):
+/// ids are optional, 16 to 128 characters.
+fn payment_identifier_declaration() -> serde_json::Value {
+    serde_json::json!({
+        "info": {"required": false},
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "required": {"type": "boolean"},
+                "id": {"type": "string", "minLength": 16, "maxLength": 128}
+            },
+            "required": ["required"]
+        }
+    })
 }
 
 /// The route's own 402 extensions; a `bazaar` declaration on a route with

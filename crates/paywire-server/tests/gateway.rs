@@ -68,6 +68,15 @@ fn upstream(state: Arc<Upstream>) -> Router {
             ),
         )
         .route(
+            "/api/moved",
+            get(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "https://cdn.example.test/file?sig=secret")],
+                )
+            }),
+        )
+        .route(
             "/api/broken",
             get(
                 |axum::extract::State(s): axum::extract::State<Arc<Upstream>>| async move {
@@ -373,4 +382,55 @@ async fn oversized_upstream_answer_is_refused_and_not_charged() {
         devnet.usdc_balance(payee).await.expect("balance"),
         U256::from(10_000u64)
     );
+}
+
+/// Finding 1 (review r3): an upstream redirect on a priced route is what was
+/// sold (e.g. a presigned URL): it is settled before it is passed on, once.
+#[tokio::test]
+async fn a_priced_upstream_redirect_is_settled_before_it_is_passed_on() {
+    let devnet = Devnet::start().await.expect("devnet");
+    let counting = Counting::new(local_facilitator(&devnet).await);
+    let upstream_url = serve(upstream(Arc::new(Upstream::default()))).await;
+    let payee = Address::random();
+    let text = config(&upstream_url, "http://127.0.0.1:1", devnet.usdc(), payee)
+        .replace("path = \"/api/priced\"", "path = \"/api/moved\"");
+    let config =
+        GatewayConfig::parse_with_env(&text, |_| Some("token".to_owned())).expect("config");
+    let gateway = Gateway::with_facilitator(&config, counting.clone()).expect("gateway");
+    let url = format!("{}/api/moved", serve(gateway.router()).await);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let required = required_of(&http.get(&url).send().await.expect("402"));
+    let payment = encode(&sign(&devnet, 3, &required.accepts[0], &required).await);
+    let paid = || async {
+        http.get(&url)
+            .header("PAYMENT-SIGNATURE", &payment)
+            .send()
+            .await
+            .expect("paid")
+    };
+    let moved = paid().await;
+    assert_eq!(moved.status().as_u16(), 307);
+    assert_eq!(
+        header(&moved, "location"),
+        Some("https://cdn.example.test/file?sig=secret")
+    );
+    let receipt = decode_payment_response(
+        header(&moved, "payment-response")
+            .expect("PAYMENT-RESPONSE")
+            .as_bytes(),
+    )
+    .expect("receipt");
+    assert!(receipt.success);
+    assert_eq!(counting.settles.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        devnet.usdc_balance(payee).await.expect("balance"),
+        U256::from(10_000u64)
+    );
+    let again = paid().await;
+    assert_eq!(again.status().as_u16(), 402, "used");
+    assert!(header(&again, "location").is_none());
+    assert_eq!(counting.settles.load(Ordering::SeqCst), 1);
 }

@@ -18,9 +18,14 @@ use common::*;
 use paywire_server::HttpFacilitator;
 use paywire_testkit::Devnet;
 
-/// Our facilitator service for `devnet` (as in `tests/devnet.rs`); its URL.
-async fn facilitator_service(devnet: &Devnet, dir: &std::path::Path) -> String {
-    let text = format!(
+/// Our facilitator service for `devnet` (as in `tests/devnet.rs`), with
+/// `api_key` as its one `[[api_keys]]` entry if given; its URL.
+async fn facilitator_service(
+    devnet: &Devnet,
+    dir: &std::path::Path,
+    api_key: Option<&str>,
+) -> String {
+    let mut text = format!(
         r#"
 listen = "127.0.0.1:0"
 store = "{store}"
@@ -46,9 +51,14 @@ eip712_version = "2"
         rpc = devnet.rpc_url(),
         usdc = devnet.usdc(),
     );
+    if api_key.is_some() {
+        text.push_str("\n[[api_keys]]\nkey = \"${API_KEY}\"\nname = \"shop\"\n");
+    }
     let key = devnet.usdc_owner().private_key_hex();
-    let config = paywire_facilitator::FacilitatorConfig::parse_with_env(&text, |name| {
-        (name == "SIGNER_KEY").then(|| key.clone())
+    let config = paywire_facilitator::FacilitatorConfig::parse_with_env(&text, |name| match name {
+        "SIGNER_KEY" => Some(key.clone()),
+        "API_KEY" => api_key.map(str::to_owned),
+        _ => None,
     })
     .expect("facilitator config");
     let state = paywire_facilitator::build(&config)
@@ -87,8 +97,10 @@ async fn lossy_proxy(upstream: String) -> (String, Arc<Lossy>) {
             let mut forward = reqwest::Client::new()
                 .request(parts.method.clone(), url)
                 .body(body.to_vec());
-            if let Some(ct) = parts.headers.get("content-type") {
-                forward = forward.header("content-type", ct.as_bytes());
+            for name in ["content-type", "authorization"] {
+                if let Some(value) = parts.headers.get(name) {
+                    forward = forward.header(name, value.as_bytes());
+                }
             }
             let answer = forward.send().await.expect("upstream");
             let status = answer.status();
@@ -113,15 +125,31 @@ async fn lossy_proxy(upstream: String) -> (String, Arc<Lossy>) {
     (serve(router).await, lossy)
 }
 
-/// Finding 2: the facilitator records a settle answer as delivered before it
-/// reaches the resource server. When that answer is lost on the way (a 502
-/// from a proxy, a reset connection), the server rightly keeps the payment
-/// as "outcome unknown", but every retry of the buyer is then refused by the
-/// facilitator as a replay (the server resumes anonymously: no API key, no
-/// payment-identifier), so the buyer is charged on chain and never served.
-#[tokio::test]
-#[ignore = "finding 2"]
-async fn a_lost_settle_answer_still_lets_the_buyer_get_what_they_paid_for() {
+/// How the resource server and the buyer are set up in front of the lossy
+/// proxy.
+#[derive(Clone, Copy)]
+struct Setup {
+    /// The API key the server presents to the facilitator (`None`: anonymous).
+    api_key: Option<&'static str>,
+    /// The `payment-identifier` id the buyer's payment carries.
+    payment_id: Option<&'static str>,
+}
+
+/// What the buyer got: the answers to the first paid request and to each
+/// retry with the same payment (until served, at most `retries`), the
+/// merchant's balance, the handler runs and the settles that reached the
+/// facilitator.
+struct Story {
+    first: (u16, String),
+    retries: Vec<(u16, Option<String>, String)>,
+    merchant: U256,
+    served: usize,
+    settles: usize,
+}
+
+/// Finding 2 scenario: the facilitator settles, its answer is lost by a proxy
+/// (502), the buyer retries with the same payment.
+async fn lose_the_settle_answer(setup: Setup, retries: usize) -> Story {
     let devnet = Devnet::start().await.expect("devnet");
     let dir = std::env::temp_dir().join(format!(
         "x402-review-r3-{}-{}",
@@ -129,9 +157,13 @@ async fn a_lost_settle_answer_still_lets_the_buyer_get_what_they_paid_for() {
         alloy_primitives::B256::random()
     ));
     std::fs::create_dir_all(&dir).expect("dir");
-    let facilitator_url = facilitator_service(&devnet, &dir).await;
+    let facilitator_url = facilitator_service(&devnet, &dir, setup.api_key).await;
     let (proxy_url, proxy) = lossy_proxy(facilitator_url).await;
-    let facilitator = HttpFacilitator::new(&proxy_url).expect("client");
+    let mut builder = HttpFacilitator::builder(&proxy_url);
+    if let Some(key) = setup.api_key {
+        builder = builder.bearer_token(key);
+    }
+    let facilitator = builder.build().expect("client");
     let payees = Payees::random();
     let counters = Arc::new(Counters::default());
     let priced = layer(
@@ -142,7 +174,16 @@ async fn a_lost_settle_answer_still_lets_the_buyer_get_what_they_paid_for() {
     );
     let url = format!("{}/cheap", serve(app(Arc::clone(&counters), priced)).await);
     let required = required_of(&client().get(&url).send().await.expect("402"));
-    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let mut payload = sign(&devnet, 1, &required.accepts[0], &required).await;
+    if let Some(id) = setup.payment_id {
+        let mut extensions = paywire_core::Extensions::new();
+        extensions.0.insert(
+            "payment-identifier".into(),
+            serde_json::json!({"info": {"required": false, "id": id}, "schema": {}}),
+        );
+        payload.extensions = Some(extensions);
+    }
+    let payment = encode(&payload);
     let pay = || async {
         let response = client()
             .get(&url)
@@ -151,32 +192,114 @@ async fn a_lost_settle_answer_still_lets_the_buyer_get_what_they_paid_for() {
             .await
             .expect("request");
         let status = response.status().as_u16();
-        (status, response.text().await.expect("body"))
+        let challenge = header(&response, "payment-required").map(str::to_owned);
+        (status, challenge, response.text().await.expect("body"))
     };
-
-    let (status, body) = pay().await;
-    assert_eq!(status, 503, "unknown outcome: {body}");
-    assert_eq!(
-        devnet.usdc_balance(payees.merchant).await.expect("balance"),
-        U256::from(10_000u64),
-        "the buyer was charged"
-    );
-    let mut last = (0, String::new());
-    for _ in 0..5 {
-        last = pay().await;
-        if last.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _, body) = pay().await;
+    let mut story = Story {
+        first: (status, body),
+        retries: Vec::new(),
+        merchant: U256::ZERO,
+        served: 0,
+        settles: 0,
+    };
+    for _ in 0..retries {
+        let answer = pay().await;
+        story.retries.push(answer);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(
-        last.0,
-        200,
-        "charged on chain, kept as 'unknown' by the server, yet every retry with the same \
-         payment is refused ({} settle calls reached the facilitator): {}",
-        proxy.settles.load(Ordering::SeqCst),
-        last.1
+    story.merchant = devnet.usdc_balance(payees.merchant).await.expect("balance");
+    story.served = counters.cheap.load(Ordering::SeqCst);
+    story.settles = proxy.settles.load(Ordering::SeqCst);
+    story
+}
+
+/// The answers every lost-answer story starts with: the outcome is unknown
+/// to the server, the buyer was charged once.
+fn assert_charged_once_unknown(story: &Story) {
+    assert_eq!(story.first.0, 503, "unknown outcome: {}", story.first.1);
+    assert!(
+        story.first.1.contains("settlement_unknown"),
+        "{}",
+        story.first.1
     );
-    assert_eq!(last.1, CONTENT);
+    assert_eq!(story.merchant, U256::from(10_000u64), "charged once");
+}
+
+/// Finding 2, anonymous server: the facilitator refuses the server's retry
+/// as a replay. The buyer must then get a clear non-402 answer telling them
+/// not to pay again (never a fresh challenge), every time.
+#[tokio::test]
+async fn a_lost_settle_answer_without_a_key_is_disputed_never_a_new_402() {
+    let story = lose_the_settle_answer(
+        Setup {
+            api_key: None,
+            payment_id: None,
+        },
+        3,
+    )
+    .await;
+    assert_charged_once_unknown(&story);
+    for (status, challenge, body) in &story.retries {
+        assert_eq!(*status, 409, "{body}");
+        assert!(challenge.is_none(), "no new challenge: {body}");
+        assert!(body.contains("settlement_disputed"), "{body}");
+        assert!(body.contains("do not pay again"), "{body}");
+        assert!(!body.contains(CONTENT));
+    }
+    assert_eq!(
+        story.served, 1,
+        "the handler ran for the first attempt only"
+    );
+    assert_eq!(story.merchant, U256::from(10_000u64), "never charged twice");
+}
+
+/// Finding 2, a server with an API key: its retry is the facilitator's
+/// idempotent retry, so the buyer gets what they paid for, once.
+#[tokio::test]
+async fn a_lost_settle_answer_still_lets_the_buyer_get_what_they_paid_for() {
+    let story = lose_the_settle_answer(
+        Setup {
+            api_key: Some("review-r3-server-key"),
+            payment_id: None,
+        },
+        2,
+    )
+    .await;
+    assert_served_once_after_the_loss(&story);
+}
+
+/// Finding 2, anonymous server, a buyer sending a `payment-identifier` (as
+/// our client does when the 402 advertises it): the same id makes the retry
+/// idempotent at the facilitator.
+#[tokio::test]
+async fn a_lost_settle_answer_is_served_to_a_buyer_with_a_payment_identifier() {
+    let story = lose_the_settle_answer(
+        Setup {
+            api_key: None,
+            payment_id: Some("pay_review_r3_lost_answer_0001"),
+        },
+        2,
+    )
+    .await;
+    assert_served_once_after_the_loss(&story);
+}
+
+fn assert_served_once_after_the_loss(story: &Story) {
+    assert_charged_once_unknown(story);
+    let (status, _, body) = &story.retries[0];
+    assert_eq!(
+        *status, 200,
+        "charged on chain, kept as 'unknown' by the server: the retry is served ({} settle \
+         calls reached the facilitator): {body}",
+        story.settles
+    );
+    assert_eq!(body, CONTENT);
+    let (status, _, body) = &story.retries[1];
+    assert_eq!(*status, 402, "served once: {body}");
+    assert!(!body.contains(CONTENT));
+    assert_eq!(story.served, 1, "the kept response was served");
+    assert_eq!(story.settles, 2);
+    assert_eq!(story.merchant, U256::from(10_000u64), "charged once");
 }

@@ -141,6 +141,9 @@ async fn env(script: Arc<Script>) -> (String, Arc<Runs>) {
         .route(priced("GET /a"))
         .route(priced("GET /b"))
         .route(priced("POST /first").settle_before_handler())
+        .route(priced("GET /ws-first").settle_before_handler())
+        .route(priced("GET /not-modified"))
+        .route(priced("GET /empty"))
         .build()
         .expect("layer");
     let runs = Arc::new(Runs::default());
@@ -157,17 +160,10 @@ async fn env(script: Arc<Script>) -> (String, Arc<Runs>) {
             }),
         )
         // A paid WebSocket-style upgrade (what axum's WebSocketUpgrade answers).
-        .route(
-            "/ws",
-            get(|| async {
-                let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-                let headers = response.headers_mut();
-                headers.insert("upgrade", HeaderValue::from_static("websocket"));
-                headers.insert("connection", HeaderValue::from_static("upgrade"));
-                headers.insert("x-stream-token", HeaderValue::from_static("paid-stream"));
-                response
-            }),
-        )
+        .route("/ws", get(|| async { upgrade() }))
+        .route("/ws-first", get(|| async { upgrade() }))
+        .route("/not-modified", get(|| async { StatusCode::NOT_MODIFIED }))
+        .route("/empty", get(|| async { StatusCode::NO_CONTENT }))
         .route(
             "/a",
             get(|State(r): State<Arc<Runs>>| async move {
@@ -192,6 +188,16 @@ async fn env(script: Arc<Script>) -> (String, Arc<Runs>) {
         .layer(layer)
         .with_state(Arc::clone(&runs));
     (serve(router).await, runs)
+}
+
+/// What axum's `WebSocketUpgrade` answers.
+fn upgrade() -> axum::response::Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert("upgrade", HeaderValue::from_static("websocket"));
+    headers.insert("connection", HeaderValue::from_static("upgrade"));
+    headers.insert("x-stream-token", HeaderValue::from_static("paid-stream"));
+    response
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -277,7 +283,6 @@ fn fresh() -> (Address, B256) {
 /// and the payment is released, so one verifying authorization fetches the
 /// redirect target any number of times for free.
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn paid_redirect_is_not_given_away_unsettled() {
     let script = Script::new([], Settle::Answer(settled("0xabc")));
     let (base, _) = env(Arc::clone(&script)).await;
@@ -301,7 +306,6 @@ async fn paid_redirect_is_not_given_away_unsettled() {
 /// Protocols` (a paid WebSocket stream) is upgraded without settlement, and
 /// the payment stays reusable.
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn paid_upgrade_is_not_given_away_unsettled() {
     let script = Script::new([], Settle::Answer(settled("0xabc")));
     let (base, _) = env(Arc::clone(&script)).await;
@@ -328,6 +332,140 @@ async fn paid_upgrade_is_not_given_away_unsettled() {
         assert!(
             !head.starts_with("HTTP/1.1 101") || script.settles() > 0,
             "upgraded to the paid stream with no settlement:\n{head}"
+        );
+    }
+}
+
+fn failed(reason: &str) -> Value {
+    json!({"success": false, "errorReason": reason, "transaction": "", "network": "eip155:31337"})
+}
+
+/// The head of the answer to a raw HTTP/1.1 `GET path` carrying `payment`
+/// (reqwest does not surface 101 to callers).
+async fn raw_get(base: &str, path: &str, payment: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         PAYMENT-SIGNATURE: {payment}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("answer")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+/// Finding 1: a paid redirect is settled like content, once: a failed
+/// settlement withholds it (and frees the payment, nothing was charged); a
+/// settled one carries the receipt; the payment is then used, for HEAD too.
+#[tokio::test]
+async fn a_paid_redirect_is_sold_once_and_withheld_unsettled() {
+    let script = Script::new(
+        [Settle::Answer(failed("insufficient_funds"))],
+        Settle::Answer(settled("0xabc")),
+    );
+    let (base, _) = env(Arc::clone(&script)).await;
+    let url = format!("{base}/download");
+    let payment = payment_for(reqwest::Method::GET, &url, fresh(), None).await;
+    let location = |headers: &reqwest::header::HeaderMap| headers.get("location").cloned();
+
+    let (status, headers, _, _) = pay(reqwest::Method::GET, &url, &payment).await;
+    assert_eq!(status, 402, "settlement failed: withheld");
+    assert_eq!(location(&headers), None);
+    assert_eq!(script.settles(), 1);
+
+    let (status, headers, receipt, _) = pay(reqwest::Method::GET, &url, &payment).await;
+    assert_eq!(status, 307);
+    assert_eq!(
+        location(&headers).as_ref().map(|l| l.as_bytes()),
+        Some(SECRET_LOCATION.as_bytes())
+    );
+    assert!(receipt.expect("PAYMENT-RESPONSE").success);
+    assert_eq!(
+        headers.get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..])
+    );
+    assert_eq!(script.settles(), 2);
+
+    let (status, headers, _, _) = pay(reqwest::Method::GET, &url, &payment).await;
+    assert_eq!(status, 402, "used");
+    assert_eq!(location(&headers), None);
+    assert_eq!(script.settles(), 2);
+
+    // HEAD is priced like GET: its redirect is sold once as well.
+    let head = payment_for(reqwest::Method::HEAD, &url, fresh(), None).await;
+    let (status, headers, receipt, _) = pay(reqwest::Method::HEAD, &url, &head).await;
+    assert_eq!(status, 307);
+    assert!(location(&headers).is_some());
+    assert!(receipt.expect("PAYMENT-RESPONSE").success);
+    let (status, headers, _, _) = pay(reqwest::Method::HEAD, &url, &head).await;
+    assert_eq!(status, 402);
+    assert_eq!(location(&headers), None);
+    assert_eq!(script.settles(), 3);
+}
+
+/// Finding 1: on a settle-after-handler route an upgrade is refused with a
+/// clear error and nothing is charged (the payment stays usable); a
+/// settle-first route upgrades once settled, with the receipt.
+#[tokio::test]
+async fn an_upgrade_is_sold_only_settle_first() {
+    let script = Script::new([], Settle::Answer(settled("0xabc")));
+    let (base, runs) = env(Arc::clone(&script)).await;
+    let payment = payment_for(reqwest::Method::GET, &format!("{base}/ws"), fresh(), None).await;
+    let head = raw_get(&base, "/ws", &payment).await;
+    assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+    assert!(
+        head.contains("upgrade_needs_settle_before_handler"),
+        "{head}"
+    );
+    assert!(!head.contains("paid-stream"), "{head}");
+    assert_eq!(script.settles(), 0, "nothing charged");
+    // Not charged, so not used up: the same requirements elsewhere accept it.
+    let (status, _, _, body) = pay(reqwest::Method::GET, &format!("{base}/a"), &payment).await;
+    assert_eq!((status, body.as_str()), (200, "content A"));
+    assert_eq!(runs.a.load(Ordering::SeqCst), 1);
+
+    let first = payment_for(
+        reqwest::Method::GET,
+        &format!("{base}/ws-first"),
+        fresh(),
+        None,
+    )
+    .await;
+    let settles = script.settles();
+    let head = raw_get(&base, "/ws-first", &first).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("payment-response:"),
+        "{head}"
+    );
+    assert_eq!(script.settles(), settles + 1);
+    let head = raw_get(&base, "/ws-first", &first).await;
+    assert!(head.starts_with("HTTP/1.1 402"), "used: {head}");
+}
+
+/// Finding 1 (the other non-error answers): 204 and 304 are charged like
+/// any answer that is not an error, once.
+#[tokio::test]
+async fn no_content_and_not_modified_are_charged_once() {
+    let script = Script::new([], Settle::Answer(settled("0xabc")));
+    let (base, _) = env(Arc::clone(&script)).await;
+    for (path, expected) in [("/empty", 204), ("/not-modified", 304)] {
+        let url = format!("{base}{path}");
+        let payment = payment_for(reqwest::Method::GET, &url, fresh(), None).await;
+        let settles = script.settles();
+        let (status, _, receipt, _) = pay(reqwest::Method::GET, &url, &payment).await;
+        assert_eq!(status, expected, "{path}");
+        assert!(receipt.expect("PAYMENT-RESPONSE").success, "{path}");
+        assert_eq!(script.settles(), settles + 1, "{path}");
+        assert_eq!(
+            pay(reqwest::Method::GET, &url, &payment).await.0,
+            402,
+            "{path}"
         );
     }
 }

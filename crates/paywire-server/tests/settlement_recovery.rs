@@ -409,7 +409,9 @@ async fn pending_then_confirmed_is_served_from_the_kept_response() {
 
 /// Still unknown (5xx, then pending), then a definite failure that does not
 /// prove the first attempt was free: the body stays withheld every time
-/// (lesson 1) and the payment stays resumable, never reusable afresh.
+/// (lesson 1) and the payment stays resumable, never reusable afresh. Such
+/// a failure is a `409 settlement_disputed`, never a 402 whose fresh
+/// challenge would invite paying a second time (review r3 finding 2).
 #[tokio::test]
 async fn failures_after_an_unknown_outcome_withhold_the_body_and_keep_the_payment() {
     let env = env(Script::new(
@@ -438,11 +440,27 @@ async fn failures_after_an_unknown_outcome_withhold_the_body_and_keep_the_paymen
     assert!(receipt.expect("pending receipt").is_pending());
     assert!(!body.contains(CONTENT));
 
-    for _ in 0..2 {
-        let (status, receipt, body) = paid_get(&url, &payment).await;
-        assert_eq!(status, 402);
-        assert!(!receipt.expect("failure receipt").success);
-        assert!(!body.contains(CONTENT));
+    for expected in ["appears to have been settled", "(unknown)"] {
+        let response = client()
+            .get(&url)
+            .header("PAYMENT-SIGNATURE", &payment)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 409);
+        assert!(
+            header(&response, "payment-required").is_none(),
+            "no new challenge"
+        );
+        assert!(header(&response, "payment-response").is_none());
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(body["error"], "settlement_disputed", "{body}");
+        let message = body["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains("do not pay again"), "{message}");
+        let reference = body["reference"].as_str().expect("reference");
+        assert_eq!(reference.len(), 64);
+        assert!(message.contains(reference), "{message}");
     }
     assert_eq!(env.script.settles(), 4, "every retry asked the facilitator");
     assert_eq!(env.runs.cheap.load(Ordering::SeqCst), 1);
@@ -624,4 +642,81 @@ async fn default_paid_response_limit_is_eight_mib() {
     let (status, _, body) = paid_get(&format!("{url}/cheap"), &payment).await;
     assert_eq!(status, 200);
     assert_eq!(body.len(), 8 << 20);
+}
+
+/// Review r3 finding 2 (decision): every 402 advertises `payment-identifier`
+/// (optional ids) unless turned off, so buyers' ids make a settle retried
+/// after a lost answer idempotent at the facilitator; a route's own
+/// declaration wins.
+#[tokio::test]
+async fn the_402_advertises_payment_identifier_unless_turned_off() {
+    let declared = json!({"info": {"required": true}, "schema": {"type": "object"}});
+    let env = env_with(Script::new([], Settle::Answer(settled("0x1"))), |b| {
+        b.route(priced("GET /declared").extension("payment-identifier", declared.clone()))
+    })
+    .await;
+    let offered = |url: String| async move {
+        required_of(&client().get(url).send().await.expect("402")).extensions
+    };
+    let extensions = offered(format!("{}/cheap", env.url))
+        .await
+        .expect("extensions");
+    let advertised = &extensions.0["payment-identifier"];
+    assert_eq!(advertised["info"], json!({"required": false}));
+    assert_eq!(
+        advertised["schema"]["properties"]["id"],
+        json!({"type": "string", "minLength": 16, "maxLength": 128})
+    );
+    let extensions = offered(format!("{}/declared", env.url))
+        .await
+        .expect("extensions");
+    assert_eq!(extensions.0["payment-identifier"], declared);
+
+    let off = env_with(Script::new([], Settle::Answer(settled("0x1"))), |b| {
+        b.advertise_payment_identifier(false)
+    })
+    .await;
+    assert_eq!(offered(format!("{}/cheap", off.url)).await, None);
+}
+
+/// The paid responses held back until settlement share an in-flight limit:
+/// a response that would go over it is refused `503 server_busy` before
+/// anything is settled, and the same payment goes through once room is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_responses_held_at_once_are_bounded_in_total() {
+    let env = env_with(Script::new([], Settle::Slow(settled("0xb16"))), |b| {
+        b.max_paid_response_bytes_in_flight(BIG + BIG / 2)
+    })
+    .await;
+    let url = format!("{}/big", env.url);
+    let first = payment_for(&url, fresh_authorization(), "0x00").await;
+    let second = payment_for(&url, fresh_authorization(), "0x00").await;
+    let slow = {
+        let (url, first) = (url.clone(), first.clone());
+        tokio::spawn(async move { paid_get(&url, &first).await })
+    };
+    // The first response is held while its settlement takes a while.
+    tokio::time::sleep(SERVER_TIMEOUT / 8).await;
+    let response = client()
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", &second)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(header(&response, "retry-after"), Some("1"));
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["error"], "server_busy", "{body}");
+    let (status, _, body) = slow.await.expect("task");
+    assert_eq!((status, body.len()), (200, BIG));
+    assert_eq!(env.script.settles(), 1, "the refused one was not settled");
+
+    let (status, receipt, body) = paid_get(&url, &second).await;
+    assert_eq!(
+        (status, body.len()),
+        (200, BIG),
+        "room is back, the payment still usable"
+    );
+    assert!(receipt.expect("receipt").success);
+    assert_eq!(env.script.settles(), 2);
 }

@@ -60,6 +60,10 @@ fn default_max_paid_response_bytes() -> usize {
     crate::service::DEFAULT_MAX_PAID_RESPONSE_BYTES
 }
 
+fn default_max_paid_response_bytes_in_flight() -> usize {
+    crate::service::DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT
+}
+
 fn default_max_timeout() -> u64 {
     60
 }
@@ -94,6 +98,11 @@ pub struct GatewayConfig {
     /// `500 response_too_large` and nothing is charged.
     #[serde(default = "default_max_paid_response_bytes")]
     pub max_paid_response_bytes: usize,
+    /// Largest total of the priced upstream answers held back at once
+    /// (default 256 MiB); an answer that would go over it is refused with
+    /// `503 server_busy` and nothing is charged.
+    #[serde(default = "default_max_paid_response_bytes_in_flight")]
+    pub max_paid_response_bytes_in_flight: usize,
     /// SQLite file for payment reservations (shared by gateway instances on
     /// one host, persisted across restarts); in memory when absent.
     #[serde(default)]
@@ -314,6 +323,9 @@ format_suffixes = false
 # Priced answers are held back until the payment settles: larger ones are
 # refused (500 response_too_large) and nothing is charged (default 8 MiB).
 max_paid_response_bytes = 8388608
+# ... and all of them together at most this many bytes (503 server_busy
+# above it, nothing charged; default 256 MiB).
+max_paid_response_bytes_in_flight = 268435456
 # Share reservations between instances on one host / keep them across
 # restarts (in memory when absent).
 # reservations_sqlite = "/var/lib/paywire/gateway-reservations.sqlite"
@@ -401,6 +413,7 @@ mod tests {
         assert!(config.routes[1].settle_before_handler);
         assert!(!config.case_insensitive_paths);
         assert_eq!(config.max_paid_response_bytes, 8 << 20);
+        assert_eq!(config.max_paid_response_bytes_in_flight, 256 << 20);
         assert_eq!(config.facilitators[0].timeout_seconds, Some(45));
     }
 

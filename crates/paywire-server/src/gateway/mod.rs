@@ -1,8 +1,9 @@
 //! `paywire gateway`: a reverse proxy that sells an existing HTTP API.
 //!
 //! Priced routes go through [`PaymentLayer`] (upstream answers are buffered
-//! there, up to `max_paid_response_bytes`, and only a 2xx upstream answer is
-//! settled, so upstream errors are never charged); every other path is proxied for free with
+//! there, up to `max_paid_response_bytes`, and settled unless the upstream
+//! answered 4xx/5xx, so upstream errors are never charged while a redirect is
+//! sold like content); every other path is proxied for free with
 //! streaming request and response bodies. Hop-by-hop headers are stripped,
 //! `Host` becomes the upstream's, payment headers never reach the upstream.
 //! Routes are matched on the normalized path ([`crate::normalize_path`]) and
@@ -109,7 +110,8 @@ impl Gateway {
             .public_origin(&config.public_origin)
             .case_insensitive_paths(config.case_insensitive_paths)
             .format_suffixes(config.format_suffixes)
-            .max_paid_response_bytes(config.max_paid_response_bytes);
+            .max_paid_response_bytes(config.max_paid_response_bytes)
+            .max_paid_response_bytes_in_flight(config.max_paid_response_bytes_in_flight);
         for network in networks.iter() {
             for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
                 builder = builder.asset(
