@@ -11,11 +11,11 @@ use std::sync::Mutex;
 
 use alloy_primitives::{Address, B256};
 use common::*;
-use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use paywire_core::{PaymentPayload, PaymentRequirements};
 use paywire_evm::LocalSigner;
 use paywire_facilitator::FacilitatorConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATH_SECRET: &str = "PATHSECRET0123";
 const QUERY_SECRET: &str = "QUERYSECRET4567";
@@ -158,7 +158,6 @@ async fn probe_everything(server: &Server, asset: Address) -> TestResult {
 // shown in `/ready` (public, unauthenticated) and in the log.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 5"]
 async fn a_provider_error_naming_the_key_is_scrubbed() -> TestResult {
     capture_logs();
     let message = format!(
