@@ -562,11 +562,22 @@ impl RpcClient {
 
 /// Parameters of an `eth_call` against the latest block.
 pub fn call_params(from: Option<Address>, to: Address, data: &[u8]) -> Value {
+    call_params_at(from, to, data, "latest")
+}
+
+/// Parameters of an `eth_call` against the pending state: the latest block
+/// plus the transactions waiting in the node's pool (where the node keeps
+/// one; others answer for the latest block).
+pub fn pending_call_params(from: Option<Address>, to: Address, data: &[u8]) -> Value {
+    call_params_at(from, to, data, "pending")
+}
+
+fn call_params_at(from: Option<Address>, to: Address, data: &[u8], block: &str) -> Value {
     let mut tx = json!({"to": to, "data": Bytes::copy_from_slice(data)});
     if let Some(from) = from {
         tx["from"] = json!(from);
     }
-    json!([tx, "latest"])
+    json!([tx, block])
 }
 
 /// Parameters of a "deployless" `eth_call` (no `to`: `data` is creation code).
@@ -620,6 +631,15 @@ pub struct Transaction {
     pub to: Option<Address>,
     /// Calldata.
     pub input: Bytes,
+    /// Sender.
+    #[serde(default)]
+    pub from: Option<Address>,
+    /// The sender's nonce it uses.
+    #[serde(default)]
+    pub nonce: Option<U256>,
+    /// The block that included it; `None` while it waits in the pool.
+    #[serde(default, rename = "blockNumber")]
+    pub block_number: Option<U256>,
 }
 
 /// One call of a transaction, as the call tracer reports it.
