@@ -1624,10 +1624,18 @@ impl SchemeFacilitator for ExactEvmFacilitator {
                 ChainView::UsedElsewhere => self.find_execution(chain, asset, &exact).await?,
                 ChainView::Open | ChainView::Expired => None,
             };
-            if let (ChainView::Open, Some(hash)) = (view, known) {
+            match (view, known) {
                 // The facilitator re-runs an open settlement next: it must
                 // wait for this transaction rather than sign another.
-                self.remember_pending(chain, asset, &exact, hash).await?;
+                (ChainView::Open, Some(hash)) => {
+                    self.remember_pending(chain, asset, &exact, hash).await?;
+                }
+                (ChainView::Open, None) => {}
+                // Executed, or never executable: nothing is in flight.
+                _ => {
+                    let auth = &exact.authorization;
+                    chain.attempts.forget_all(&(asset, auth.from, auth.nonce));
+                }
             }
             Ok(Some(answer(&requirements.network, &exact, view, executed)))
         })

@@ -149,6 +149,12 @@ impl Attempts {
         }
     }
 
+    /// Forgets `key`'s attempt, whichever transaction it is: the
+    /// authorization was executed, or can no longer be.
+    pub(super) fn forget_all(&self, key: &AuthorizationKey) {
+        lock_map(&self.attempts).remove(key);
+    }
+
     /// Applies `change` to `key`'s attempt if it is still transaction `hash`;
     /// the attempt as it is afterwards.
     pub(super) fn update(
@@ -164,13 +170,14 @@ impl Attempts {
     }
 
     /// Transfers from `payer` on `token` under way for other authorizations
-    /// than `except`: (transaction, value), unexpired ones only.
+    /// than `except`, unexpired ones only: (authorization, transaction,
+    /// value).
     pub(super) fn in_flight(
         &self,
         (token, payer): PayerKey,
         except: &AuthorizationKey,
         now: u64,
-    ) -> Vec<(B256, U256)> {
+    ) -> Vec<(AuthorizationKey, B256, U256)> {
         lock_map(&self.attempts)
             .iter()
             .filter(|((t, p, _), a)| {
@@ -178,7 +185,7 @@ impl Attempts {
                     && a.valid_before.saturating_add(EXPIRY_MARGIN_SECS) >= now
             })
             .filter(|(key, _)| *key != except)
-            .map(|(_, a)| (a.hash, a.value))
+            .map(|(key, a)| (*key, a.hash, a.value))
             .collect()
     }
 }
@@ -212,9 +219,11 @@ mod tests {
         attempts.record(key(payer, 1), attempt(1, 10, 1_000), 0);
         attempts.record(key(payer, 2), attempt(2, 20, 1_000), 0);
         attempts.record(key(other, 3), attempt(3, 30, 1_000), 0);
-        let mut seen = attempts.in_flight((token, payer), &key(payer, 1), 500);
-        seen.sort();
-        assert_eq!(seen, vec![(B256::repeat_byte(2), U256::from(20))]);
+        let seen = attempts.in_flight((token, payer), &key(payer, 1), 500);
+        assert_eq!(
+            seen,
+            vec![(key(payer, 2), B256::repeat_byte(2), U256::from(20))]
+        );
         assert!(
             attempts
                 .in_flight((token, payer), &key(payer, 9), 2_000)
@@ -232,6 +241,8 @@ mod tests {
         // Recording prunes what expired.
         attempts.record(key(payer, 4), attempt(4, 1, 10_000), 5_000);
         assert!(attempts.get(&key(payer, 1)).is_none());
+        attempts.forget_all(&key(payer, 4));
+        assert!(attempts.get(&key(payer, 4)).is_none());
     }
 
     #[tokio::test]

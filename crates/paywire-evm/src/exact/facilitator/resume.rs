@@ -333,7 +333,7 @@ impl ExactEvmFacilitator {
         let balance_call = IEip3009Token::balanceOfCall { account: auth.from }.abi_encode();
         let mut calls: Vec<(&str, Value)> = others
             .iter()
-            .map(|(hash, _)| ("eth_getTransactionReceipt", json!([hash])))
+            .map(|(_, hash, _)| ("eth_getTransactionReceipt", json!([hash])))
             .collect();
         calls.push(("eth_call", call_params(None, verified.asset, &balance_call)));
         let mut answers = chain.config.rpc.batch(calls).await.map_err(chain_error)?;
@@ -342,15 +342,16 @@ impl ExactEvmFacilitator {
             .and_then(|answer| decode_bytes(answer).ok())
             .and_then(|b| IEip3009Token::balanceOfCall::abi_decode_returns(&b).ok())
             .ok_or_else(|| SchemeError::Chain("balanceOf unreadable".into()))?;
-        // A mined transfer is in the balance already; one whose receipt
-        // could not be read counts as in flight.
-        let unmined = others
-            .iter()
-            .zip(&answers)
-            .filter(|(_, receipt)| !matches!(receipt, Ok(r) if !r.is_null()))
-            .fold(U256::ZERO, |sum, ((_, value), _)| {
-                sum.saturating_add(*value)
-            });
+        // A mined transfer is in the balance already (and no longer in
+        // flight); one whose receipt could not be read counts as in flight.
+        let mut unmined = U256::ZERO;
+        for ((other, hash, value), receipt) in others.iter().zip(&answers) {
+            if matches!(receipt, Ok(r) if !r.is_null()) {
+                chain.attempts.forget(other, *hash);
+            } else {
+                unmined = unmined.saturating_add(*value);
+            }
+        }
         if balance >= unmined.saturating_add(auth.value.as_u256()) {
             return Ok(None);
         }
