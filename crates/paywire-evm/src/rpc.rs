@@ -49,6 +49,17 @@ impl RpcError {
         }
     }
 
+    /// A short description that never carries text from the node or the
+    /// transport (for public status pages such as `/ready`): the kind of
+    /// failure and, for a node error, its code.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Transport(_) => "RPC endpoint unreachable".to_owned(),
+            Self::Node { code, .. } => format!("RPC error {code}"),
+            Self::Decode(_) => "RPC answer undecodable".to_owned(),
+        }
+    }
+
     /// The node's error message, if any.
     pub fn node_message(&self) -> Option<&str> {
         match self {
@@ -76,6 +87,8 @@ pub fn redact_url(url: &str) -> String {
 struct Endpoint {
     url: reqwest::Url,
     label: String,
+    /// Parts of the URL never to show ([`url_secrets`]).
+    secrets: Vec<String>,
 }
 
 impl Endpoint {
@@ -91,6 +104,7 @@ impl Endpoint {
         }
         Ok(Self {
             label: redact_url(url),
+            secrets: url_secrets(&parsed),
             url: parsed,
         })
     }
@@ -111,18 +125,107 @@ impl Endpoint {
         self.scrub(text)
     }
 
-    /// Removes the URL, its path and its query from `text`.
+    /// Removes from `text` the URL and every part of it that may hold a key
+    /// (path, path segments, query, query values, user info), then any
+    /// remaining long opaque token ([`scrub_opaque_tokens`]).
     fn scrub(&self, mut text: String) -> String {
-        let secrets = [
-            Some(self.url.as_str()),
-            Some(self.url.path()).filter(|path| path.len() > 1),
-            self.url.query().filter(|query| !query.is_empty()),
-        ];
-        for secret in secrets.into_iter().flatten() {
-            text = text.replace(secret, "<redacted>");
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), "<redacted>");
         }
-        text
+        scrub_opaque_tokens(&text)
     }
+
+    /// Scrubs the error objects of a JSON-RPC answer (one response or a
+    /// batch): providers and gateways name the key they refused in the
+    /// message (`invalid API key …`). Results are left alone.
+    fn scrub_errors(&self, answer: &mut Value) {
+        let responses = match answer {
+            Value::Array(items) => items.iter_mut().collect(),
+            single => vec![single],
+        };
+        for response in responses {
+            if let Some(error) = response.get_mut("error") {
+                self.scrub_strings(error);
+            }
+        }
+    }
+
+    fn scrub_strings(&self, value: &mut Value) {
+        match value {
+            Value::String(text) => *text = self.scrub(std::mem::take(text)),
+            Value::Array(items) => items.iter_mut().for_each(|item| self.scrub_strings(item)),
+            Value::Object(members) => members
+                .values_mut()
+                .for_each(|member| self.scrub_strings(member)),
+            _ => {}
+        }
+    }
+}
+
+/// The parts of `url` that may carry a provider key, longest first: the
+/// whole URL, its path and query (raw and percent-decoded), each path
+/// segment and query value of [`MIN_SECRET_LEN`] characters or more, and the
+/// user name and password.
+fn url_secrets(url: &reqwest::Url) -> Vec<String> {
+    let mut secrets = vec![url.as_str().to_owned()];
+    if url.path().len() > 1 {
+        secrets.push(url.path().to_owned());
+    }
+    secrets.extend(url.query().map(str::to_owned));
+    secrets.extend(url.path_segments().into_iter().flatten().map(str::to_owned));
+    for (name, value) in url.query_pairs() {
+        secrets.push(name.into_owned());
+        secrets.push(value.into_owned());
+    }
+    secrets.push(url.username().to_owned());
+    secrets.extend(url.password().map(str::to_owned));
+    let decoded: Vec<String> = secrets
+        .iter()
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy())
+        .map(|s| s.into_owned())
+        .collect();
+    secrets.extend(decoded);
+    secrets.retain(|s| s.len() >= MIN_SECRET_LEN);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// Shortest URL part treated as a secret: shorter ones (`v2`, `rpc`) are
+/// route names, and replacing them would mangle unrelated text.
+const MIN_SECRET_LEN: usize = 6;
+
+/// Shortest run of letters, digits, `-` and `_` that [`scrub_opaque_tokens`]
+/// removes.
+const OPAQUE_TOKEN_LEN: usize = 20;
+
+/// Replaces every long opaque token in `text` (an API key, a bearer token:
+/// at least [`OPAQUE_TOKEN_LEN`] letters, digits, `-` or `_`, mixing letters
+/// and digits) with `<redacted>`. `0x` hex (addresses, hashes, revert data)
+/// and plain words or numbers stay.
+pub fn scrub_opaque_tokens(text: &str) -> String {
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(is_token_char) {
+        out.push_str(&rest[..start]);
+        let run = &rest[start..];
+        let end = run.find(|c: char| !is_token_char(c)).unwrap_or(run.len());
+        let token = &run[..end];
+        let hex = token
+            .strip_prefix("0x")
+            .is_some_and(|digits| digits.chars().all(|c| c.is_ascii_hexdigit()));
+        let mixed = token.chars().any(|c| c.is_ascii_digit())
+            && token.chars().any(|c| c.is_ascii_alphabetic());
+        if token.len() >= OPAQUE_TOKEN_LEN && mixed && !hex {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(token);
+        }
+        rest = &run[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// JSON-RPC client over HTTP with endpoint fail-over.
@@ -231,10 +334,12 @@ impl RpcClient {
                 if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                     return Err(format!("HTTP {status}"));
                 }
-                response
+                let mut answer = response
                     .json::<Value>()
                     .await
-                    .map_err(|e| endpoint.describe(e))
+                    .map_err(|e| endpoint.describe(e))?;
+                endpoint.scrub_errors(&mut answer);
+                Ok(answer)
             }
             .await;
             let label = &endpoint.label;
@@ -457,11 +562,22 @@ impl RpcClient {
 
 /// Parameters of an `eth_call` against the latest block.
 pub fn call_params(from: Option<Address>, to: Address, data: &[u8]) -> Value {
+    call_params_at(from, to, data, "latest")
+}
+
+/// Parameters of an `eth_call` against the pending state: the latest block
+/// plus the transactions waiting in the node's pool (where the node keeps
+/// one; others answer for the latest block).
+pub fn pending_call_params(from: Option<Address>, to: Address, data: &[u8]) -> Value {
+    call_params_at(from, to, data, "pending")
+}
+
+fn call_params_at(from: Option<Address>, to: Address, data: &[u8], block: &str) -> Value {
     let mut tx = json!({"to": to, "data": Bytes::copy_from_slice(data)});
     if let Some(from) = from {
         tx["from"] = json!(from);
     }
-    json!([tx, "latest"])
+    json!([tx, block])
 }
 
 /// Parameters of a "deployless" `eth_call` (no `to`: `data` is creation code).
@@ -515,6 +631,15 @@ pub struct Transaction {
     pub to: Option<Address>,
     /// Calldata.
     pub input: Bytes,
+    /// Sender.
+    #[serde(default)]
+    pub from: Option<Address>,
+    /// The sender's nonce it uses.
+    #[serde(default)]
+    pub nonce: Option<U256>,
+    /// The block that included it; `None` while it waits in the pool.
+    #[serde(default, rename = "blockNumber")]
+    pub block_number: Option<U256>,
 }
 
 /// One call of a transaction, as the call tracer reports it.
@@ -553,4 +678,65 @@ pub struct Log {
     /// Block number.
     #[serde(default)]
     pub block_number: Option<U256>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_lose_every_part_of_the_url_that_may_be_a_key() {
+        let endpoint = Endpoint::parse(
+            "https://user:pa%24sword99@rpc.example:8545/v2/KeyInPath42?apikey=QueryKey77&x=1",
+            0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut answer = json!([
+            {"jsonrpc": "2.0", "id": 1, "error": {
+                "code": -32001,
+                "message": "invalid API key KeyInPath42 (query QueryKey77, user pa$sword99)",
+                "data": {"detail": ["apikey=QueryKey77"]},
+            }},
+            {"jsonrpc": "2.0", "id": 2, "result": "KeyInPath42"},
+        ]);
+        endpoint.scrub_errors(&mut answer);
+        let text = answer[0]["error"].to_string();
+        for secret in ["KeyInPath42", "QueryKey77", "pa$sword99", "pa%24sword99"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("invalid API key <redacted>"), "{text}");
+        assert_eq!(answer[1]["result"], "KeyInPath42", "results are untouched");
+    }
+
+    #[test]
+    fn opaque_tokens_go_and_chain_data_stays() {
+        let address = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let text = format!(
+            "key alcht_4fG7hJ9kL2mN5pQ8rS1tU3vW went bad for {address}: \
+             execution reverted: FiatTokenV2: invalid signature, maxFeePerGas 1000000000000000000000"
+        );
+        let scrubbed = scrub_opaque_tokens(&text);
+        assert!(!scrubbed.contains("alcht_4fG7"), "{scrubbed}");
+        assert!(scrubbed.contains(address), "{scrubbed}");
+        assert!(
+            scrubbed.contains("FiatTokenV2: invalid signature"),
+            "{scrubbed}"
+        );
+        assert!(scrubbed.contains("1000000000000000000000"), "{scrubbed}");
+    }
+
+    #[test]
+    fn the_summary_carries_no_node_text() {
+        let error = RpcError::Node {
+            code: -32001,
+            message: "invalid API key SECRET".into(),
+            data: Some("SECRET".into()),
+        };
+        assert_eq!(error.summary(), "RPC error -32001");
+        assert!(
+            !RpcError::Transport("http://h/SECRET".into())
+                .summary()
+                .contains("SECRET")
+        );
+    }
 }

@@ -1386,3 +1386,259 @@ async fn expired_authorization_that_landed_is_reported_settled() {
     assert!(refused.transaction.is_empty());
     assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
 }
+
+// ---- re-runs, transfers in flight, unsigned look-ups (hostile review) ----
+
+/// `payload` with `v` written as 0/1: the same authorization, other bytes.
+fn v_as_parity(payload: &PaymentPayload) -> PaymentPayload {
+    let mut exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
+    let mut signature = exact.signature.to_vec();
+    signature[64] -= 27;
+    exact.signature = signature.into();
+    wrap(exact, &payload.accepted)
+}
+
+/// A facilitator reaching `devnet` through `proxy` (with one new signer).
+async fn facilitator_behind(
+    devnet: &Devnet,
+    proxy: &common::RpcProxy,
+    tune: impl FnOnce(
+        paywire_evm::exact::ExactEvmFacilitatorBuilder,
+    ) -> paywire_evm::exact::ExactEvmFacilitatorBuilder,
+) -> ExactEvmFacilitator {
+    let rpc = RpcClient::new(vec![proxy.url().to_owned()], Duration::from_secs(10)).unwrap();
+    facilitator_via(devnet, rpc, 1, |_| {}, tune).await
+}
+
+fn manual_mining() -> DevnetOptions {
+    DevnetOptions {
+        automine: false,
+        block_time: None,
+        ..DevnetOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_re_run_waits_for_its_pending_transaction() {
+    let env = env_with(manual_mining()).await;
+    let facilitator = facilitator_for(&env.devnet, 1, |b| {
+        b.receipt_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    let first = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(first.is_pending(), "{:?}", first.error_message);
+    // Re-runs (a reconciler, a retry, the payload re-worded) while the
+    // transaction waits in the pool: the same transaction, still pending.
+    for again in [payload.clone(), v_as_parity(&payload)] {
+        let rerun = facilitator.settle(&again, &requirements).await.unwrap();
+        assert!(
+            rerun.is_pending(),
+            "{:?}: {:?}",
+            rerun.error_reason,
+            rerun.error_message
+        );
+        assert_eq!(rerun.transaction, first.transaction);
+    }
+    assert_eq!(sent_by(&env.devnet, &facilitator).await, 1);
+    env.devnet.mine().await.unwrap();
+    let settled = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, first.transaction);
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn a_restarted_facilitator_waits_for_the_transaction_its_ledger_names() {
+    let env = env_with(manual_mining()).await;
+    // A provider without pending state: only the ledger's hash tells the
+    // new process that a transaction is under way.
+    let proxy = common::RpcProxy::start(env.devnet.rpc_url()).await;
+    proxy.set_rule(common::without_pending_state);
+    let tune = |b: paywire_evm::exact::ExactEvmFacilitatorBuilder| {
+        b.receipt_timeout(Duration::from_millis(300))
+    };
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    let first = facilitator_behind(&env.devnet, &proxy, tune)
+        .await
+        .settle(&payload, &requirements)
+        .await
+        .unwrap();
+    assert!(first.is_pending(), "{:?}", first.error_message);
+
+    let restarted = facilitator_behind(&env.devnet, &proxy, tune).await;
+    // What the facilitator does with a settlement its ledger holds as
+    // pending: ask the chain, then run it again.
+    let lookup = restarted
+        .lookup_settlement(&payload, &requirements, Some(&first.transaction))
+        .await
+        .unwrap();
+    assert_eq!(lookup, Some(paywire_core::SettlementLookup::Open));
+    let rerun = restarted.settle(&payload, &requirements).await.unwrap();
+    assert!(rerun.is_pending(), "{:?}", rerun.error_message);
+    assert_eq!(rerun.transaction, first.transaction);
+    assert_eq!(
+        pooled_transactions(&env.devnet).await,
+        1,
+        "no second transaction"
+    );
+    env.devnet.mine().await.unwrap();
+    let settled = restarted.settle(&payload, &requirements).await.unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, first.transaction);
+}
+
+#[tokio::test]
+async fn one_balance_pays_for_one_transfer_in_flight() {
+    let env = env_with(DevnetOptions {
+        block_time: None,
+        ..DevnetOptions::default()
+    })
+    .await;
+    let payer = LocalSigner::random();
+    env.devnet
+        .mint_usdc(payer.address(), U256::from(PRICE))
+        .await
+        .unwrap();
+    env.devnet
+        .rpc("evm_setAutomine", serde_json::json!([false]))
+        .await
+        .unwrap();
+    let proxy = common::RpcProxy::start(env.devnet.rpc_url()).await;
+    // Simulations at `pending` see nothing of the pool here: only the
+    // facilitator's own count of transfers in flight stops the broadcasts.
+    proxy.set_rule(common::without_pending_state);
+    let facilitator = facilitator_behind(&env.devnet, &proxy, |b| {
+        b.receipt_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let requirements = env.requirements(payee());
+    let client = ExactEvmClient::new(payer);
+    let mut payloads = Vec::new();
+    for _ in 0..4 {
+        payloads.push(wrap(
+            client.sign(&requirements).await.unwrap(),
+            &requirements,
+        ));
+    }
+    let answers = futures_join_all(
+        payloads
+            .iter()
+            .map(|payload| facilitator.settle(payload, &requirements)),
+    )
+    .await;
+    let mut refused = 0;
+    for answer in answers {
+        let answer = answer.unwrap();
+        if answer.error_reason == Some(ErrorReason::InsufficientFunds) {
+            assert!(answer.transaction.is_empty());
+            refused += 1;
+        } else {
+            assert!(
+                answer.is_pending(),
+                "{:?}: {:?}",
+                answer.error_reason,
+                answer.error_message
+            );
+        }
+    }
+    assert_eq!(refused, 3);
+    assert_eq!(sent_by(&env.devnet, &facilitator).await, 1);
+}
+
+#[tokio::test]
+async fn an_under_priced_pending_transaction_is_replaced_at_its_nonce() {
+    let env = env_with(manual_mining()).await;
+    let facilitator = facilitator_for(&env.devnet, 1, |b| {
+        b.receipt_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    let first = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(first.is_pending(), "{:?}", first.error_message);
+    // Fees spike above what the transaction offers: the node keeps it
+    // waiting, or (anvil) evicts it.
+    let sent = env
+        .devnet
+        .rpc(
+            "eth_getTransactionByHash",
+            serde_json::json!([first.transaction]),
+        )
+        .await
+        .unwrap();
+    let offered = common::block_number(&sent["maxFeePerGas"]);
+    env.devnet
+        .rpc(
+            "anvil_setNextBlockBaseFeePerGas",
+            serde_json::json!([format!("0x{:x}", offered * 4)]),
+        )
+        .await
+        .unwrap();
+    env.devnet.mine().await.unwrap();
+    assert_eq!(sent_by(&env.devnet, &facilitator).await, 0, "not mined");
+
+    let rerun = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(rerun.is_pending(), "{:?}", rerun.error_message);
+    assert_ne!(rerun.transaction, first.transaction, "replaced");
+    assert_eq!(
+        pooled_transactions(&env.devnet).await,
+        1,
+        "at the same nonce"
+    );
+    env.devnet.mine().await.unwrap();
+    let settled = facilitator.settle(&payload, &requirements).await.unwrap();
+    assert!(settled.success, "{:?}", settled.error_message);
+    assert_eq!(settled.transaction, rerun.transaction);
+    assert_eq!(sent_by(&env.devnet, &facilitator).await, 1);
+    assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn an_unsigned_expired_authorization_names_no_payer_and_reads_no_logs() {
+    let env = env().await;
+    let pay_to = payee();
+    let requirements = env.requirements(pay_to);
+    let payload = env.pay(5, &requirements).await;
+    assert!(
+        env.facilitator
+            .settle(&payload, &requirements)
+            .await
+            .unwrap()
+            .success
+    );
+    // Someone copies (from, nonce) of that transfer, moves validBefore into
+    // the past and signs nothing.
+    let mut forged = ExactEvmPayload::from_json(&payload.payload).unwrap();
+    forged.authorization.valid_before = 1000u64.into();
+    forged.signature = vec![0u8; 65].into();
+    let forged = wrap(forged, &requirements);
+    let proxy = common::RpcProxy::start(env.devnet.rpc_url()).await;
+    let facilitator = facilitator_behind(&env.devnet, &proxy, |b| b).await;
+    for _ in 0..2 {
+        let refused = facilitator.settle(&forged, &requirements).await.unwrap();
+        assert!(!refused.success);
+        assert_eq!(refused.payer, None, "nothing proved who signed");
+        let verified = facilitator.verify(&forged, &requirements).await.unwrap();
+        assert_eq!(verified.payer, None);
+    }
+    assert!(proxy.calls("eth_getLogs").is_empty());
+    assert!(proxy.calls("eth_getBlockByNumber").is_empty());
+    // The real authorization, expired since, is still found (once).
+    let later =
+        facilitator_behind(&env.devnet, &proxy, |b| b.clock(Arc::new(|| now() + 3_600))).await;
+    for _ in 0..2 {
+        let again = later.settle(&payload, &requirements).await.unwrap();
+        assert!(again.success, "{:?}", again.error_message);
+    }
+    assert_eq!(
+        proxy.calls("eth_getLogs").len(),
+        1,
+        "the second answer is cached"
+    );
+}

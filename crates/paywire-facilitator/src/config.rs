@@ -112,6 +112,67 @@ impl PartialEq<&str> for RpcUrl {
     }
 }
 
+/// Where a store lives: a SQLite file path (optionally `sqlite://path`), a
+/// `postgres://user:password@host/db` URL, or `memory` (the bazaar). A
+/// database URL carries its password, so it prints (`Debug`) without user
+/// info, query or fragment ([`redact_store`]).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// Wraps a store location.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole location, password included: for opening the store only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({})", redact_store(&self.0))
+    }
+}
+
+impl From<&str> for StoreUrl {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<String> for StoreUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl PartialEq<&str> for StoreUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// A store location as it may be shown: a file path as is; a URL as scheme,
+/// host, port and path (the database name), without the user info, query
+/// and fragment where a password may be.
+pub fn redact_store(store: &str) -> String {
+    let store = store.trim();
+    let Some((scheme, rest)) = store.split_once("://") else {
+        return store.to_owned();
+    };
+    // Up to the query or fragment; the user info ends at the authority's
+    // last `@` (a password may itself contain `@`, `/` or `?` only
+    // percent-encoded).
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}{path}")
+}
+
 /// `rpc_urls` as a list of strings. A value of another shape is refused
 /// without quoting it (serde's own message would print the URL, key and all).
 fn rpc_url_list<'de, D: serde::Deserializer<'de>>(
@@ -136,8 +197,8 @@ fn rpc_url_list<'de, D: serde::Deserializer<'de>>(
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
-fn default_store() -> String {
-    "paywire-facilitator.sqlite".to_owned()
+fn default_store() -> StoreUrl {
+    StoreUrl::new("paywire-facilitator.sqlite")
 }
 fn default_body_limit() -> usize {
     64 * 1024
@@ -187,7 +248,7 @@ pub struct FacilitatorConfig {
     /// or a `postgres://` / `postgresql://` URL (several instances may share
     /// one PostgreSQL database).
     #[serde(default = "default_store")]
-    pub store: String,
+    pub store: StoreUrl,
     /// Largest accepted request body, in bytes (default 64 KiB).
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
@@ -242,7 +303,7 @@ pub struct BazaarConfig {
     /// A SQLite file path, a `postgres://` URL, or `memory`. Default: the
     /// ledger's store (its SQLite file or its PostgreSQL database).
     #[serde(default)]
-    pub store: Option<String>,
+    pub store: Option<StoreUrl>,
     /// How long a resource's origin has to answer the unpaid request that
     /// confirms a declaration, in seconds (1 to 30, default 5).
     #[serde(default = "default_confirm_timeout")]
@@ -271,6 +332,17 @@ fn default_confirm_timeout() -> u64 {
 
 impl BazaarConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        let store = self.store.as_ref().map(|store| store.expose().trim());
+        if let Some((scheme, _)) = store.and_then(|store| store.split_once("://"))
+            && !matches!(scheme, "sqlite" | "postgres" | "postgresql")
+        {
+            return Err(invalid(
+                "bazaar.store",
+                format!(
+                    "unsupported store URL scheme {scheme:?}; use a SQLite file path, a postgres:// URL or \"memory\""
+                ),
+            ));
+        }
         if !(1..=30).contains(&self.confirm_timeout_seconds) {
             return Err(invalid(
                 "bazaar.confirm_timeout_seconds",
@@ -432,8 +504,8 @@ pub struct AssetConfig {
 pub enum StoreLocation {
     /// A SQLite database file.
     Sqlite(PathBuf),
-    /// A PostgreSQL connection URL.
-    Postgres(String),
+    /// A PostgreSQL connection URL (prints without its password).
+    Postgres(StoreUrl),
 }
 
 /// A fully resolved chain: network table entry plus gas settings in wei.
@@ -562,22 +634,26 @@ impl FacilitatorConfig {
 
     /// The ledger location named by `store`.
     pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
-        let store = self.store.trim();
+        let store = self.store.expose().trim();
         if store.starts_with("postgres://") || store.starts_with("postgresql://") {
-            if let Err(error) = store.parse::<tokio_postgres::Config>() {
-                return Err(invalid("store", format!("invalid PostgreSQL URL: {error}")));
+            if store.parse::<tokio_postgres::Config>().is_err() {
+                // The parser's message may quote the offending part.
+                return Err(invalid(
+                    "store",
+                    format!("invalid PostgreSQL URL {}", redact_store(store)),
+                ));
             }
-            return Ok(StoreLocation::Postgres(store.to_owned()));
+            return Ok(StoreLocation::Postgres(StoreUrl::new(store)));
         }
         let path = store.strip_prefix("sqlite://").unwrap_or(store);
         if path.is_empty() {
             return Err(invalid("store", "empty path"));
         }
-        if path.contains("://") {
+        if let Some((scheme, _)) = path.split_once("://") {
             return Err(invalid(
                 "store",
                 format!(
-                    "unsupported store URL {path:?}; use a SQLite file path or a postgres:// URL"
+                    "unsupported store URL scheme {scheme:?}; use a SQLite file path or a postgres:// URL"
                 ),
             ));
         }
@@ -893,5 +969,22 @@ mod tests {
     fn secrets_are_not_printed() {
         let secret = Secret::new("0xdeadbeef");
         assert!(!format!("{secret:?}").contains("dead"));
+    }
+
+    #[test]
+    fn store_urls_print_without_their_password() {
+        let url = StoreUrl::new("postgres://x402:hunter2hunter2@db.internal:5432/x402?password=q1");
+        let shown = format!("{url:?}");
+        assert_eq!(shown, "StoreUrl(postgres://db.internal:5432/x402)");
+        assert_eq!(
+            redact_store("/var/lib/paywire/ledger.sqlite"),
+            "/var/lib/paywire/ledger.sqlite"
+        );
+        assert_eq!(
+            redact_store("mysql://root:p@ss@[::1]:3306"),
+            "mysql://[::1]:3306"
+        );
+        let located = format!("{:?}", StoreLocation::Postgres(url));
+        assert!(!located.contains("hunter2"), "{located}");
     }
 }

@@ -13,7 +13,7 @@ use paywire_evm::{EvmSigner, LocalSigner};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{FacilitatorConfig, StoreLocation};
+use crate::config::{FacilitatorConfig, StoreLocation, StoreUrl};
 use crate::error::SetupError;
 use crate::ledger::Ledger;
 use crate::ops::Endpoint;
@@ -34,7 +34,7 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     }
     let ledger = match config.store_location()? {
         StoreLocation::Sqlite(path) => Ledger::open(&path).await?,
-        StoreLocation::Postgres(url) => Ledger::connect_postgres(&url).await?,
+        StoreLocation::Postgres(url) => Ledger::connect_postgres(url.expose()).await?,
     };
     tracing::info!(store = ledger.kind(), "settlement ledger opened");
     let api_keys = config.api_keys()?;
@@ -224,29 +224,27 @@ async fn open_catalog(
     }
     let failed = |e: paywire_bazaar::CatalogError| SetupError::Catalog(e.to_string());
     let is_postgres = |s: &str| s.starts_with("postgres://") || s.starts_with("postgresql://");
-    let catalog: Arc<dyn paywire_bazaar::Catalog> =
-        match (&config.bazaar.store, config.store_location()?) {
-            (Some(store), _) if store == "memory" => Arc::new(paywire_bazaar::MemoryCatalog::new()),
-            (Some(store), _) if is_postgres(store) => Arc::new(
-                paywire_bazaar::PostgresCatalog::connect(store)
-                    .await
-                    .map_err(failed)?,
-            ),
-            (Some(store), _) => Arc::new(
-                paywire_bazaar::SqliteCatalog::open(
-                    store.strip_prefix("sqlite://").unwrap_or(store),
-                )
+    let store = config.bazaar.store.as_ref().map(StoreUrl::expose);
+    let catalog: Arc<dyn paywire_bazaar::Catalog> = match (store, config.store_location()?) {
+        (Some("memory"), _) => Arc::new(paywire_bazaar::MemoryCatalog::new()),
+        (Some(store), _) if is_postgres(store) => Arc::new(
+            paywire_bazaar::PostgresCatalog::connect(store)
+                .await
                 .map_err(failed)?,
-            ),
-            (None, StoreLocation::Sqlite(path)) => {
-                Arc::new(paywire_bazaar::SqliteCatalog::open(&path).map_err(failed)?)
-            }
-            (None, StoreLocation::Postgres(url)) => Arc::new(
-                paywire_bazaar::PostgresCatalog::connect(&url)
-                    .await
-                    .map_err(failed)?,
-            ),
-        };
+        ),
+        (Some(store), _) => Arc::new(
+            paywire_bazaar::SqliteCatalog::open(store.strip_prefix("sqlite://").unwrap_or(store))
+                .map_err(failed)?,
+        ),
+        (None, StoreLocation::Sqlite(path)) => {
+            Arc::new(paywire_bazaar::SqliteCatalog::open(&path).map_err(failed)?)
+        }
+        (None, StoreLocation::Postgres(url)) => Arc::new(
+            paywire_bazaar::PostgresCatalog::connect(url.expose())
+                .await
+                .map_err(failed)?,
+        ),
+    };
     tracing::info!("bazaar catalog opened");
     Ok(Some(catalog))
 }

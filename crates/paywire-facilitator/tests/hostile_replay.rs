@@ -239,7 +239,6 @@ async fn a_reserved_pending_outcome_cannot_be_taken_by_a_reworded_payload() -> T
 // the first lands, every duplicate reverts at the facilitator's expense.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 3"]
 async fn a_stuck_transaction_is_not_duplicated_by_re_runs() -> TestResult {
     let devnet = manual_devnet().await?;
     let dir = tempfile::tempdir()?;
@@ -292,7 +291,6 @@ async fn a_stuck_transaction_is_not_duplicated_by_re_runs() -> TestResult {
 // itself.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 4"]
 async fn one_balance_does_not_buy_many_broadcasts() -> TestResult {
     let devnet = manual_devnet().await?;
     let payer = LocalSigner::random();
@@ -653,7 +651,6 @@ async fn counting_proxy(
 // 2,000 blocks plus ~32 header reads. No funds, key or API key needed.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 9"]
 async fn an_unsigned_expired_authorization_costs_few_rpc_calls() -> TestResult {
     let devnet = Devnet::start().await?;
     // A transfer made long ago by someone else.

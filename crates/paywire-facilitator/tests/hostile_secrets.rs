@@ -158,7 +158,6 @@ async fn probe_everything(server: &Server, asset: Address) -> TestResult {
 // shown in `/ready` (public, unauthenticated) and in the log.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 5"]
 async fn a_provider_error_naming_the_key_is_scrubbed() -> TestResult {
     capture_logs();
     let message = format!(
@@ -187,7 +186,6 @@ async fn a_provider_error_naming_the_key_is_scrubbed() -> TestResult {
 // scheme is quoted whole in the configuration error.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 6"]
 async fn the_store_password_is_never_printed() -> TestResult {
     let asset = Address::random();
     let url = format!("http://127.0.0.1:1/v2/{PATH_SECRET}");

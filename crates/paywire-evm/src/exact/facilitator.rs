@@ -17,14 +17,20 @@ use paywire_core::{
 };
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::inflight::{Attempts, AuthorizationKey, Broadcast, KeyedLocks, PayerKey};
 use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
-use super::reconcile::LogSearch;
+use super::reconcile::{LogSearch, SearchCache};
 use super::{Clock, SCHEME, system_clock};
 use crate::contracts::{ERC1271_MAGIC_VALUE, IEip3009Token, IErc1271};
 use crate::eip6492;
 use crate::networks::EvmNetwork;
-use crate::rpc::{Receipt, RpcClient, RpcError, call_params, create_call_params, decode_bytes};
+use crate::rpc::{
+    Receipt, RpcClient, RpcError, call_params, create_call_params, decode_bytes,
+    pending_call_params,
+};
 use crate::signer::EvmSigner;
+
+mod resume;
 
 /// One chain the facilitator settles on.
 pub struct EvmChainConfig {
@@ -124,32 +130,28 @@ struct ChainState {
     gas_price: std::sync::Mutex<Option<(u128, Instant)>>,
     /// Current `eth_getLogs` chunk size (see `EvmChainConfig::log_range_blocks`).
     log_range: AtomicU64,
+    /// Earlier searches for the execution of used nonces.
+    searches: SearchCache,
     /// One lock per authorization being settled, so concurrent settles of the
     /// same authorization run one after the other (the second then finds the
     /// first's transaction instead of sending a doomed duplicate).
-    in_flight: std::sync::Mutex<HashMap<AuthorizationKey, Arc<AsyncMutex<()>>>>,
-}
-
-/// A signed transaction the node accepted (or may have).
-#[derive(Clone)]
-struct Broadcast {
-    hash: B256,
-    raw: Vec<u8>,
+    authorizations: KeyedLocks<AuthorizationKey>,
+    /// One lock per (token, payer), held from the funds check to the
+    /// broadcast, so that transfers in flight count against the balance.
+    payers: KeyedLocks<PayerKey>,
+    /// Transactions broadcast whose outcome is not known yet.
+    attempts: Attempts,
 }
 
 /// Sends a transaction's signed bytes again. The answer only informs the
 /// log: "already known" or "nonce too low" mean the node still has it or has
 /// mined it, and the receipt poll decides what happened either way.
-async fn rebroadcast(rpc: &RpcClient, sent: &Broadcast) {
-    let hash = sent.hash;
-    match rpc.send_raw_transaction(&sent.raw).await {
+async fn rebroadcast(rpc: &RpcClient, hash: B256, raw: &[u8]) {
+    match rpc.send_raw_transaction(raw).await {
         Ok(_) => tracing::warn!(%hash, "transaction still unconfirmed; re-broadcast it"),
         Err(error) => tracing::debug!(%hash, %error, "re-broadcast not needed"),
     }
 }
-
-/// (token, payer, nonce): identifies one EIP-3009 authorization.
-type AuthorizationKey = (Address, Address, B256);
 
 /// Builder for [`ExactEvmFacilitator`].
 pub struct ExactEvmFacilitatorBuilder {
@@ -158,6 +160,7 @@ pub struct ExactEvmFacilitatorBuilder {
     receipt_timeout: Duration,
     receipt_poll_max: Duration,
     rebroadcast_interval: Duration,
+    dropped_after: Duration,
     clock: Clock,
     crash_after_broadcast: bool,
 }
@@ -170,6 +173,7 @@ impl Default for ExactEvmFacilitatorBuilder {
             receipt_timeout: Duration::from_secs(20),
             receipt_poll_max: Duration::from_millis(500),
             rebroadcast_interval: Duration::from_secs(3),
+            dropped_after: Duration::from_secs(60),
             clock: system_clock(),
             crash_after_broadcast: false,
         }
@@ -214,6 +218,17 @@ impl ExactEvmFacilitatorBuilder {
         self
     }
 
+    /// How long the node must go on not knowing an earlier settlement
+    /// transaction this process did not sign itself (one the facilitator's
+    /// ledger names, after a restart) before a re-run may sign a new one
+    /// (default 60 s). A transaction this process signed is sent again
+    /// instead, and one whose nonce another transaction used is dropped at
+    /// once.
+    pub fn dropped_after(mut self, grace: Duration) -> Self {
+        self.dropped_after = grace;
+        self
+    }
+
     /// Replaces the clock (tests).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -255,7 +270,10 @@ impl ExactEvmFacilitatorBuilder {
                     next_slot: AtomicUsize::new(0),
                     domains: std::sync::Mutex::new(HashMap::new()),
                     gas_price: std::sync::Mutex::new(None),
-                    in_flight: std::sync::Mutex::new(HashMap::new()),
+                    searches: SearchCache::default(),
+                    authorizations: KeyedLocks::default(),
+                    payers: KeyedLocks::default(),
+                    attempts: Attempts::default(),
                 },
             );
         }
@@ -265,6 +283,7 @@ impl ExactEvmFacilitatorBuilder {
             receipt_timeout: self.receipt_timeout,
             receipt_poll_max: self.receipt_poll_max,
             rebroadcast_interval: self.rebroadcast_interval,
+            dropped_after: self.dropped_after,
             clock: self.clock,
             crash_after_broadcast: self.crash_after_broadcast,
         })
@@ -278,6 +297,7 @@ pub struct ExactEvmFacilitator {
     receipt_timeout: Duration,
     receipt_poll_max: Duration,
     rebroadcast_interval: Duration,
+    dropped_after: Duration,
     clock: Clock,
     crash_after_broadcast: bool,
 }
@@ -457,16 +477,23 @@ fn already_known(message: &str) -> bool {
         .any(|text| message.contains(text))
 }
 
-/// Signs `tx`: its hash and the bytes to broadcast.
-async fn sign_transaction(signer: &dyn EvmSigner, tx: TxEip1559) -> Result<Broadcast, SchemeError> {
+/// Signs `tx` with the signer of `slot`: its hash and the bytes to broadcast.
+async fn sign_transaction(
+    chain: &ChainState,
+    slot: usize,
+    tx: TxEip1559,
+) -> Result<Broadcast, SchemeError> {
+    let signer = &chain.slots[slot].signer;
     let signature = signer
         .sign_hash(&tx.signature_hash())
         .await
         .map_err(|e| SchemeError::Signing(e.to_string()))?;
-    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    let envelope = TxEnvelope::from(tx.clone().into_signed(signature));
     Ok(Broadcast {
         hash: *envelope.tx_hash(),
         raw: envelope.encoded_2718(),
+        tx,
+        slot,
     })
 }
 
@@ -587,14 +614,14 @@ impl ExactEvmFacilitator {
 
     /// The signed authorization against the server's requirements: recipient,
     /// exact (non-zero) value, and a validity window covering now plus the
-    /// safety buffer.
+    /// safety buffer. A refusal names no payer: nothing proved who signed.
     fn check_terms(
         &self,
         auth: &super::Authorization,
         requirements: &PaymentRequirements,
         pay_to: Address,
     ) -> Result<(), Rejection> {
-        let payer = Some(auth.from);
+        let payer = None;
         // Every comparison below is against the signed authorization and the
         // server's requirements, never against the client's `accepted` copy.
         if auth.to != pay_to {
@@ -739,7 +766,12 @@ impl ExactEvmFacilitator {
         };
         let auth = &exact.authorization;
         let payer = Some(auth.from);
-        if let Err(rejection) = self.check_terms(auth, requirements, pay_to) {
+        if let Err(mut rejection) = self.check_terms(auth, requirements, pay_to) {
+            // Named only when an ECDSA signature proves it, checked offline:
+            // anyone can copy (from, nonce) of an old transfer.
+            rejection.payer = self
+                .authenticated_payer(payload, requirements)
+                .map(|_| auth.from);
             return Ok(Err(rejection));
         }
         let (name, version) = self.domain_of(chain, asset).await?;
@@ -750,7 +782,7 @@ impl ExactEvmFacilitator {
             return Ok(Err(reject(
                 ErrorReason::InvalidExactEvmPayloadSignature,
                 "malformed EIP-6492 signature",
-                payer,
+                None,
             )));
         }
         let executed = match &counterfactual {
@@ -762,11 +794,14 @@ impl ExactEvmFacilitator {
         };
         let calldata = transfer_calldata(&executed);
         let simulator = chain.slots[0].signer.address();
+        // The state and the simulation are read at `pending`: a transfer of
+        // this payer (or of this authorization) waiting in the node's pool
+        // already counts, so nothing is sent that its mining would revert.
         let state_calls = || {
             vec![
                 (
                     "eth_call",
-                    call_params(
+                    pending_call_params(
                         None,
                         asset,
                         &IEip3009Token::authorizationStateCall {
@@ -778,7 +813,7 @@ impl ExactEvmFacilitator {
                 ),
                 (
                     "eth_call",
-                    call_params(
+                    pending_call_params(
                         None,
                         asset,
                         &IEip3009Token::balanceOfCall { account: auth.from }.abi_encode(),
@@ -793,7 +828,10 @@ impl ExactEvmFacilitator {
         // failure are only made when the simulation fails (or cannot run: an
         // undeployed wallet, whose validation goes into the first batch).
         let deploys = chain.config.counterfactual_wallets == CounterfactualWallets::Deploy;
-        let mut calls = vec![("eth_call", call_params(Some(simulator), asset, &calldata))];
+        let mut calls = vec![(
+            "eth_call",
+            pending_call_params(Some(simulator), asset, &calldata),
+        )];
         if let Some(wrapped) = &counterfactual {
             calls.extend(state_calls());
             calls.push(("eth_getCode", serde_json::json!([auth.from, "latest"])));
@@ -840,7 +878,7 @@ impl ExactEvmFacilitator {
                 return Ok(Err(reject(
                     ErrorReason::InvalidExactEvmPayloadSignature,
                     "EIP-6492 signature does not validate for `from`",
-                    payer,
+                    None,
                 )));
             }
             if code.is_empty() {
@@ -906,7 +944,7 @@ impl ExactEvmFacilitator {
                     return Ok(Err(reject(
                         ErrorReason::InvalidExactEvmPayloadSignature,
                         "signature does not authorise this transfer (neither ECDSA by `from` nor EIP-1271)",
-                        payer,
+                        None,
                     )));
                 }
             }
@@ -1015,7 +1053,7 @@ impl ExactEvmFacilitator {
                 access_list: Default::default(),
                 input: Bytes::copy_from_slice(call.1),
             };
-            let sent = sign_transaction(slot.signer.as_ref(), tx).await?;
+            let sent = sign_transaction(chain, index, tx).await?;
             // The ledger learns the hash before the transaction can exist.
             observer
                 .before_broadcast(&config.network.chain, &sent.hash.to_string())
@@ -1092,16 +1130,17 @@ impl ExactEvmFacilitator {
         SendOutcome::Refused(error)
     }
 
-    /// Polls for a receipt (1 ms, doubling up to the configured maximum)
-    /// until it appears or `deadline` passes, sending the same signed bytes
-    /// again whenever a re-broadcast interval passes without one.
+    /// Polls for transaction `hash`'s receipt (1 ms, doubling up to the
+    /// configured maximum) until it appears or `deadline` passes, sending its
+    /// signed bytes `raw` (when known) again whenever a re-broadcast interval
+    /// passes without one.
     async fn wait_receipt(
         &self,
         rpc: &RpcClient,
-        sent: &Broadcast,
+        hash: B256,
+        raw: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Option<Receipt>, SchemeError> {
-        let hash = sent.hash;
         let mut next_rebroadcast = Instant::now() + self.rebroadcast_interval;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -1117,9 +1156,11 @@ impl ExactEvmFacilitator {
             if now >= deadline {
                 return Ok(None);
             }
-            if now >= next_rebroadcast {
+            if now >= next_rebroadcast
+                && let Some(raw) = raw
+            {
                 next_rebroadcast = now + self.rebroadcast_interval;
-                rebroadcast(rpc, sent).await;
+                rebroadcast(rpc, hash, raw).await;
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(self.receipt_poll_max);
@@ -1142,13 +1183,9 @@ impl ExactEvmFacilitator {
             asset,
             range_blocks: &chain.log_range,
             lookback_seconds: chain.config.reconcile_lookback.as_secs(),
+            cache: &chain.searches,
         };
-        let Some(hash) = search
-            .authorization_used(auth)
-            .await
-            .map_err(chain_error)?
-            .and_then(|log| log.transaction_hash)
-        else {
+        let Some(hash) = search.used_by(auth).await.map_err(chain_error)? else {
             return Ok(None);
         };
         let Some(receipt) = chain.config.rpc.receipt(hash).await.map_err(chain_error)? else {
@@ -1163,11 +1200,46 @@ impl ExactEvmFacilitator {
         Ok(None)
     }
 
+    /// Whether `payload`'s signature is `from`'s: an ECDSA signature by
+    /// `from`, or else (a contract wallet) `from`'s EIP-1271 approval, which
+    /// costs one node call. An EIP-6492 wrapper is looked through.
+    async fn signed_by_payer(
+        &self,
+        chain: &ChainState,
+        asset: Address,
+        payload: &ExactEvmPayload,
+    ) -> Result<bool, SchemeError> {
+        let (name, version) = self.domain_of(chain, asset).await?;
+        let domain = eip712_domain(&name, &version, chain.config.network.chain_id, asset);
+        let auth = &payload.authorization;
+        let digest = signing_hash(auth, &domain);
+        let signature = executed_payload(payload).signature;
+        if ecdsa_signer_matches(&signature, &digest, auth.from) {
+            return Ok(true);
+        }
+        let call = IErc1271::isValidSignatureCall {
+            hash: digest,
+            signature,
+        };
+        // A node error (no code at `from`, a reverting wallet) is a refusal.
+        let answer = chain
+            .config
+            .rpc
+            .call(None, auth.from, &call.abi_encode())
+            .await;
+        Ok(answer
+            .ok()
+            .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
+            .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE))
+    }
+
     /// Settlement of a payment that verification refused: nothing is sent.
     /// A used nonce or an expired authorization is first looked up on chain:
     /// when this very authorization was executed (front-run, or an earlier
     /// settlement), the payer was charged and the answer says so, with that
-    /// transaction.
+    /// transaction. Only an authorization its payer signed is looked up: the
+    /// search reads many blocks, and (from, nonce) of any old transfer is
+    /// public.
     async fn settle_refused(
         &self,
         rejection: Rejection,
@@ -1189,13 +1261,14 @@ impl ExactEvmFacilitator {
                 requirements.asset.parse::<Address>(),
                 ExactEvmPayload::from_json(&payload.payload),
             )
+            && self.signed_by_payer(chain, asset, &exact).await?
             && let Some(hash) = self.find_execution(chain, asset, &exact).await?
         {
             tracing::info!(%hash, "authorization was already settled on chain");
             return Ok(SettleResponse::settled(
                 network.clone(),
                 hash.to_string(),
-                rejection.payer.map(|p| p.to_string()),
+                Some(exact.authorization.from.to_string()),
             ));
         }
         Ok(failure(network, rejection, String::new()))
@@ -1222,7 +1295,12 @@ impl ExactEvmFacilitator {
             Err(rejection) => return Ok(Some(failure(network, rejection, String::new()))),
         };
         let receipt = self
-            .wait_receipt(&verified.chain.config.rpc, &sent, deadline)
+            .wait_receipt(
+                &verified.chain.config.rpc,
+                sent.hash,
+                Some(&sent.raw),
+                deadline,
+            )
             .await;
         let hash = sent.hash;
         let problem = match receipt {
@@ -1245,22 +1323,60 @@ impl ExactEvmFacilitator {
         observer: &dyn SettlementObserver,
     ) -> Result<SettleResponse, SchemeError> {
         let network = &requirements.network;
+        // One receipt budget for the whole settlement (deployment included).
+        let deadline = Instant::now() + self.receipt_timeout;
+        if let Some(answer) = self
+            .resume_attempt(payload, requirements, deadline, observer)
+            .await?
+        {
+            return Ok(answer);
+        }
         let verified = match self.check(payload, requirements).await? {
             Ok(verified) => verified,
             Err(rejection) => return self.settle_refused(rejection, payload, requirements).await,
         };
-        // One receipt budget for the whole settlement (deployment included).
-        let deadline = Instant::now() + self.receipt_timeout;
+        let sent = match self
+            .broadcast_transfer(&verified, deadline, observer, network)
+            .await?
+        {
+            Ok(sent) => sent,
+            Err(refused) => return Ok(refused),
+        };
+        let outcome = Outcome {
+            chain: verified.chain,
+            asset: verified.asset,
+            payload: &verified.payload,
+            network,
+        };
+        self.await_outcome(&outcome, sent.hash, Some(&sent.raw), deadline)
+            .await
+    }
+
+    /// Deploys the payer's wallet if needed and broadcasts the transfer,
+    /// under the payer's lock: transfers of the same payer in flight count
+    /// against its balance, and a payment they leave uncovered is refused
+    /// with `insufficient_funds` before anything is sent.
+    async fn broadcast_transfer(
+        &self,
+        verified: &Verified<'_>,
+        deadline: Instant,
+        observer: &dyn SettlementObserver,
+        network: &ChainId,
+    ) -> Result<Result<Broadcast, SettleResponse>, SchemeError> {
+        let chain = verified.chain;
+        let auth = &verified.payload.authorization;
+        let key = (verified.asset, auth.from, auth.nonce);
+        let _payer = chain.payers.lock((verified.asset, auth.from)).await;
+        if let Some(rejection) = self.uncovered_by_balance(verified).await? {
+            return Ok(Err(failure(network, rejection, String::new())));
+        }
         if let Some(deployment) = &verified.deploy
             && let Some(failed) = self
-                .deploy_wallet(&verified, deployment, deadline, observer, network)
+                .deploy_wallet(verified, deployment, deadline, observer, network)
                 .await?
         {
-            return Ok(failed);
+            return Ok(Err(failed));
         }
-        let auth = &verified.payload.authorization;
-        let payer = Some(auth.from.to_string());
-        let chain = verified.chain;
         let call = (
             verified.asset,
             verified.calldata.as_slice(),
@@ -1268,10 +1384,36 @@ impl ExactEvmFacilitator {
         );
         let sent = match self.send(chain, call, auth.from, observer).await? {
             Ok(sent) => sent,
-            Err(rejection) => return Ok(failure(network, rejection, String::new())),
+            Err(rejection) => return Ok(Err(failure(network, rejection, String::new()))),
         };
-        let hash = sent.hash;
-        let receipt = match self.wait_receipt(&chain.config.rpc, &sent, deadline).await {
+        let attempt = super::inflight::Attempt {
+            calldata: verified.calldata.clone(),
+            value: auth.value.as_u256(),
+            valid_before: u64::try_from(auth.valid_before.as_u256()).unwrap_or(u64::MAX),
+            hash: sent.hash,
+            sender: chain.slots[sent.slot].signer.address(),
+            nonce: sent.tx.nonce,
+            signed: Some(sent.clone()),
+            unknown_since: None,
+        };
+        chain.attempts.record(key, attempt, (self.clock)());
+        Ok(Ok(sent))
+    }
+
+    /// Waits for transaction `hash` of `outcome`'s authorization (sending
+    /// `raw` again while it has no receipt) and judges its receipt; `pending`
+    /// when none comes before `deadline`.
+    async fn await_outcome(
+        &self,
+        outcome: &Outcome<'_>,
+        hash: B256,
+        raw: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Result<SettleResponse, SchemeError> {
+        let payer = Some(outcome.payload.authorization.from.to_string());
+        let network = outcome.network;
+        let rpc = &outcome.chain.config.rpc;
+        let receipt = match self.wait_receipt(rpc, hash, raw, deadline).await {
             Ok(Some(receipt)) => receipt,
             Ok(None) => {
                 tracing::warn!(%hash, "settlement not confirmed in time; reporting pending");
@@ -1284,30 +1426,30 @@ impl ExactEvmFacilitator {
                 return Ok(pending(network, payer, hash, message));
             }
         };
-        self.judge_receipt(&verified, hash, &receipt, network).await
+        // Mined: the chain now has the answer, whatever it is.
+        outcome.chain.attempts.forget(&outcome.key(), hash);
+        self.judge_receipt(outcome, hash, &receipt).await
     }
 
     /// The settlement's outcome from its transaction's receipt.
     async fn judge_receipt(
         &self,
-        verified: &Verified<'_>,
+        outcome: &Outcome<'_>,
         hash: B256,
         receipt: &Receipt,
-        network: &ChainId,
     ) -> Result<SettleResponse, SchemeError> {
-        let auth = &verified.payload.authorization;
+        let (network, asset) = (outcome.network, outcome.asset);
+        let auth = &outcome.payload.authorization;
         let payer = Some(auth.from.to_string());
         let value = auth.value.as_u256();
-        if receipt.succeeded()
-            && has_transfer_log(receipt, verified.asset, auth.from, auth.to, value)
-        {
+        if receipt.succeeded() && has_transfer_log(receipt, asset, auth.from, auth.to, value) {
             let mut response = SettleResponse::settled(network.clone(), hash.to_string(), payer);
             response.amount = Some(auth.value);
             return Ok(response);
         }
         if !receipt.succeeded()
             && let Some(earlier) = self
-                .find_execution(verified.chain, verified.asset, &verified.payload)
+                .find_execution(outcome.chain, asset, outcome.payload)
                 .await?
         {
             // Our transaction lost a race to another execution of the same
@@ -1330,6 +1472,34 @@ impl ExactEvmFacilitator {
         } else {
             "settlement transaction reverted"
         }))
+    }
+}
+
+/// The authorization a settlement transaction executes, for judging it.
+struct Outcome<'a> {
+    chain: &'a ChainState,
+    asset: Address,
+    /// The payload as executed (an EIP-6492 wrapper removed).
+    payload: &'a ExactEvmPayload,
+    network: &'a ChainId,
+}
+
+impl Outcome<'_> {
+    fn key(&self) -> AuthorizationKey {
+        let auth = &self.payload.authorization;
+        (self.asset, auth.from, auth.nonce)
+    }
+}
+
+/// `payload` as the token executes it: an EIP-6492 wrapper (deployment data
+/// for a counterfactual wallet) removed from the signature.
+fn executed_payload(payload: &ExactEvmPayload) -> ExactEvmPayload {
+    match eip6492::unwrap(&payload.signature) {
+        Some(wrapped) => ExactEvmPayload {
+            authorization: payload.authorization.clone(),
+            signature: wrapped.inner_signature,
+        },
+        None => payload.clone(),
     }
 }
 
@@ -1454,6 +1624,19 @@ impl SchemeFacilitator for ExactEvmFacilitator {
                 ChainView::UsedElsewhere => self.find_execution(chain, asset, &exact).await?,
                 ChainView::Open | ChainView::Expired => None,
             };
+            match (view, known) {
+                // The facilitator re-runs an open settlement next: it must
+                // wait for this transaction rather than sign another.
+                (ChainView::Open, Some(hash)) => {
+                    self.remember_pending(chain, asset, &exact, hash).await?;
+                }
+                (ChainView::Open, None) => {}
+                // Executed, or never executable: nothing is in flight.
+                _ => {
+                    let auth = &exact.authorization;
+                    chain.attempts.forget_all(&(asset, auth.from, auth.nonce));
+                }
+            }
             Ok(Some(answer(&requirements.network, &exact, view, executed)))
         })
     }
@@ -1465,7 +1648,7 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         observer: &'a dyn SettlementObserver,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
         Box::pin(async move {
-            // Serialise settles of the same authorization (see `in_flight`).
+            // Serialise settles of the same authorization (see `authorizations`).
             let key = ExactEvmPayload::from_json(&payload.payload)
                 .ok()
                 .zip(requirements.asset.parse::<Address>().ok())
@@ -1474,32 +1657,11 @@ impl SchemeFacilitator for ExactEvmFacilitator {
                 .network
                 .eip155_id()
                 .and_then(|id| self.chains.get(&id));
-            let guard = match (key, chain) {
-                (Some(key), Some(chain)) => {
-                    let lock = chain
-                        .in_flight
-                        .lock()
-                        .map(|mut map| Arc::clone(map.entry(key).or_default()))
-                        .ok();
-                    match lock {
-                        Some(lock) => Some((key, chain, lock.lock_owned().await)),
-                        None => None,
-                    }
-                }
+            let _guard = match (key, chain) {
+                (Some(key), Some(chain)) => Some(chain.authorizations.lock(key).await),
                 _ => None,
             };
-            let outcome = self.settle_checked(payload, requirements, observer).await;
-            if let Some((key, chain, guard)) = guard {
-                drop(guard);
-                if let Ok(mut map) = chain.in_flight.lock()
-                    && map
-                        .get(&key)
-                        .is_some_and(|lock| Arc::strong_count(lock) == 1)
-                {
-                    map.remove(&key);
-                }
-            }
-            outcome
+            self.settle_checked(payload, requirements, observer).await
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod facilitator;
+mod inflight;
 mod lookup;
 mod payload;
 mod reconcile;

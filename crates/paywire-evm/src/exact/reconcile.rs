@@ -10,13 +10,17 @@
 //! provider accepts, and the search stops at the first `AuthorizationUsed`
 //! log: a token emits one per (authorizer, nonce), ever.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolEvent};
 use serde::Deserialize;
 
 use super::Authorization;
+use super::inflight::AuthorizationKey;
 use crate::contracts::IEip3009Token;
 use crate::rpc::{CallFrame, Log, RpcClient, RpcError, call_params, decode_bytes};
 
@@ -29,6 +33,46 @@ pub(super) struct LogSearch<'a> {
     pub range_blocks: &'a AtomicU64,
     /// Seconds before the latest block the search may reach.
     pub lookback_seconds: u64,
+    /// Earlier answers for used nonces.
+    pub cache: &'a SearchCache,
+}
+
+/// How long the outcome of a search for a used nonce is reused. A used nonce
+/// stays used, and its `AuthorizationUsed` log (or the lack of one in the
+/// searched range) does not change either, so repeated requests about it
+/// (a retry, or anyone replaying an old authorization) cost no node call.
+const SEARCH_CACHE_TTL: Duration = Duration::from_secs(600);
+
+/// Most searches remembered per chain.
+const SEARCH_CACHE_ENTRIES: usize = 10_000;
+
+/// Outcomes of searches for used nonces: per (token, authorizer, nonce), the
+/// transaction of its `AuthorizationUsed` log, or `None` when the searched
+/// range holds none.
+#[derive(Default)]
+pub(super) struct SearchCache {
+    entries: Mutex<HashMap<AuthorizationKey, (Option<B256>, Instant)>>,
+}
+
+impl SearchCache {
+    fn get(&self, key: &AuthorizationKey) -> Option<Option<B256>> {
+        let entries = self.entries.lock().ok()?;
+        let (found, at) = entries.get(key)?;
+        (at.elapsed() < SEARCH_CACHE_TTL).then_some(*found)
+    }
+
+    fn put(&self, key: AuthorizationKey, found: Option<B256>) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= SEARCH_CACHE_ENTRIES {
+            entries.retain(|_, (_, at)| at.elapsed() < SEARCH_CACHE_TTL);
+            if entries.len() >= SEARCH_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (found, Instant::now()));
+    }
 }
 
 #[derive(Deserialize)]
@@ -42,12 +86,30 @@ fn to_u64(value: U256) -> Result<u64, RpcError> {
 }
 
 impl LogSearch<'_> {
+    /// The transaction that used (`from`, `nonce`) within the searched range
+    /// ([`Self::authorization_used`]), from the cache when the nonce was
+    /// searched for before.
+    pub async fn used_by(&self, authorization: &Authorization) -> Result<Option<B256>, RpcError> {
+        let key = (self.asset, authorization.from, authorization.nonce);
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found);
+        }
+        let Some(found) = self.authorization_used(authorization).await? else {
+            return Ok(None);
+        };
+        let hash = found.and_then(|log| log.transaction_hash);
+        self.cache.put(key, hash);
+        Ok(hash)
+    }
+
     /// The `AuthorizationUsed` log of (`from`, `nonce`) within the searched
-    /// range, or `None` when the nonce is unused or was used before the range.
+    /// range.
+    /// `None` when the nonce is unused (nothing worth remembering: it may
+    /// be used any time), `Some(None)` when it was used before the range.
     pub async fn authorization_used(
         &self,
         authorization: &Authorization,
-    ) -> Result<Option<Log>, RpcError> {
+    ) -> Result<Option<Option<Log>>, RpcError> {
         let state = IEip3009Token::authorizationStateCall {
             authorizer: authorization.from,
             nonce: authorization.nonce,
@@ -83,7 +145,7 @@ impl LogSearch<'_> {
         let from = self
             .last_block_before(not_before, latest, latest_time)
             .await?;
-        self.newest_log(authorization, from, latest).await
+        self.newest_log(authorization, from, latest).await.map(Some)
     }
 
     /// The last block whose timestamp is below `time` (0 when there is none):

@@ -25,6 +25,8 @@ pub enum Action {
     /// Pass it to the node, then hold the answer for this long (the client
     /// times out first: the node acted, the client never heard).
     ForwardThenStall(Duration),
+    /// Pass this body to the node instead, and relay the answer.
+    ForwardAs(Value),
 }
 
 /// Decides the [`Action`] for a request body.
@@ -111,12 +113,12 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
     }
     let action = (shared.rule.lock().unwrap())(&value);
-    let forward = || async {
+    let forward_body = |body: Bytes| async {
         let answer = shared
             .http
             .post(&shared.upstream)
             .header("content-type", "application/json")
-            .body(body.clone())
+            .body(body)
             .send()
             .await;
         match answer {
@@ -129,6 +131,7 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             Err(_) => StatusCode::BAD_GATEWAY.into_response(),
         }
     };
+    let forward = || forward_body(body.clone());
     match action {
         Action::Forward => forward().await,
         Action::Respond(answer) => axum::Json(answer).into_response(),
@@ -137,7 +140,29 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             tokio::time::sleep(pause).await;
             answer
         }
+        Action::ForwardAs(other) => forward_body(Bytes::from(other.to_string())).await,
     }
+}
+
+/// A rule making the node look like one that keeps no pending state (many
+/// providers answer `pending` reads for the latest block): every `eth_call`
+/// at `pending` is sent at `latest`.
+pub fn without_pending_state(body: &Value) -> Action {
+    fn rewrite(call: &mut Value) {
+        if call["method"] == "eth_call"
+            && let Some(params) = call["params"].as_array_mut()
+        {
+            for param in params.iter_mut().filter(|p| *p == "pending") {
+                *param = Value::from("latest");
+            }
+        }
+    }
+    let mut body = body.clone();
+    match &mut body {
+        Value::Array(calls) => calls.iter_mut().for_each(rewrite),
+        call => rewrite(call),
+    }
+    Action::ForwardAs(body)
 }
 
 /// A JSON-RPC error answer to `call` (a single request object).
