@@ -254,9 +254,10 @@ impl AppState {
         self
     }
 
-    /// How long after a settlement's answer was delivered to an API-key
-    /// caller that caller may settle the same payload again and get the
-    /// recorded answer (anyone else gets a replay refusal).
+    /// How long after a settlement's answer was delivered its caller may
+    /// settle the same payload again and get the recorded answer: the same
+    /// API key when the answer went to one, else the same payment
+    /// identifier (anyone else, or later, gets a replay refusal).
     pub fn with_idempotent_retry_window(mut self, window: Duration) -> Self {
         self.retry_window = window;
         self

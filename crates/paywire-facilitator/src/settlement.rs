@@ -6,8 +6,10 @@
 //! ([`Delivery`]). Once a success was delivered, a settle of the same
 //! fingerprint gets a structured refusal (`success: false`, the used-nonce
 //! reason, `transaction: ""`), without calling the scheme, unless it is an
-//! idempotent retry: the same `payment-identifier` id as the delivered
-//! request, or the same API key within the retry window. A `pending` answer
+//! idempotent retry within the retry window: by the same API key when the
+//! answer went to one, else by a request carrying the same
+//! `payment-identifier` id (the payer chooses the id, so it never stands in
+//! for a key). A `pending` answer
 //! delivered to an identified caller (API key or payment identifier)
 //! reserves the final outcome for that caller's retries; a `pending` answer
 //! to an anonymous caller reserves nothing, and the first settle that sees
@@ -38,14 +40,21 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether this request retries `delivery`: the same payment identifier,
-    /// or the same API key within `window` of the delivery.
+    /// Whether this request retries `delivery`. The payer chooses the
+    /// payload and its payment identifier, so neither names the caller: an
+    /// answer delivered to an API key is retried by that key only, one
+    /// delivered without a key by the same payment identifier only. A
+    /// delivered outcome is retried within `window` of its delivery; a
+    /// `pending` answer (no outcome yet) reserves the outcome for its
+    /// caller however long it takes.
     fn retries(&self, delivery: &Delivery, window: Duration, now: u64) -> bool {
-        let same_id = self.payment_id.is_some() && self.payment_id == delivery.payment_id;
-        let same_key = self.key.is_some()
-            && self.key == delivery.caller
-            && now.saturating_sub(delivery.at) <= window.as_secs();
-        same_id || same_key
+        let same_caller = match &delivery.caller {
+            Some(key) => self.key.as_ref() == Some(key),
+            None => self.payment_id.is_some() && self.payment_id == delivery.payment_id,
+        };
+        let in_time = delivery.state == SettlementState::Pending
+            || now.saturating_sub(delivery.at) <= window.as_secs();
+        same_caller && in_time
     }
 }
 
@@ -87,12 +96,23 @@ fn replay_refusal(
         .or_else(|| state.facilitator().authenticated_payer(request));
     let reason = replay_reason(&network);
     state.metrics().settle("replay", reason.as_str());
-    SettleResponse::failed(network, reason, payer, "").with_message(
-        "this payment was already settled and its outcome delivered to another request: \
-         a repeated settle is refused; retry with the same payment-identifier, or the same \
-         API key within the idempotent retry window, to get the recorded answer",
-    )
+    SettleResponse::failed(network, reason, payer, "").with_message(REPLAY_REFUSAL_MESSAGE)
 }
+
+/// The `errorMessage` of every replay refusal, word for word (it starts
+/// with [`REPLAY_REFUSAL_PREFIX`]). The `errorReason` (a used nonce) is also
+/// what a scheme answers for a nonce spent by another authorization; this
+/// message tells a resource server that *this* payment was settled and its
+/// outcome went to an earlier request (e.g. its own, whose answer was lost
+/// on the way back), so the payer must not be asked to pay again.
+pub const REPLAY_REFUSAL_MESSAGE: &str = "payment already settled: its outcome was delivered \
+    (or is reserved) for an earlier /settle request, so this repeated settle is refused. The \
+    recorded answer goes to retries within the idempotent retry window by the same API key, or, \
+    for an answer given without an API key, with the same payment-identifier id";
+
+/// The stable start of [`REPLAY_REFUSAL_MESSAGE`], for resource servers to
+/// match on.
+pub const REPLAY_REFUSAL_PREFIX: &str = "payment already settled:";
 
 /// A `/settle` answer that still holds the settlement's lock: the handler
 /// records its delivery when it hands it to the caller, or drops it
@@ -422,22 +442,60 @@ mod tests {
             &caller(Some("other"), None),
             1001
         ));
-        assert!(!replay(
-            Some(success.clone()),
-            &caller(None, Some("pay_0123456789abcdef")),
-            99_999
-        ));
+        // The payer chose the id: it does not stand in for the key the
+        // answer went to, for another caller or anonymously, even in time.
+        for other in [None, Some("other")] {
+            assert!(replay(
+                Some(success.clone()),
+                &caller(other, Some("pay_0123456789abcdef")),
+                1001
+            ));
+        }
         assert!(replay(
             Some(success),
             &caller(None, Some("pay_fedcba9876543210")),
             1001
         ));
-        // Pending: reserved for an identified caller only.
+        // Delivered without a key: the same id retries, within the window.
+        let by_id = delivered(
+            SettlementState::Confirmed,
+            None,
+            Some("pay_0123456789abcdef"),
+        );
+        let same_id = caller(None, Some("pay_0123456789abcdef"));
+        assert!(!replay(Some(by_id.clone()), &same_id, 1600));
+        assert!(!replay(
+            Some(by_id.clone()),
+            &caller(Some("k"), Some("pay_0123456789abcdef")),
+            1600
+        ));
+        assert!(replay(Some(by_id.clone()), &same_id, 1601));
+        assert!(replay(Some(by_id), &anyone, 1001));
+        // Pending: reserved for an identified caller only, for as long as
+        // the outcome takes (nothing was delivered yet).
         let anonymous_pending = delivered(SettlementState::Pending, None, None);
         assert!(!replay(Some(anonymous_pending), &anyone, 1001));
         let keyed_pending = delivered(SettlementState::Pending, Some("k"), None);
         assert!(replay(Some(keyed_pending.clone()), &anyone, 1001));
-        assert!(!replay(Some(keyed_pending), &caller(Some("k"), None), 1001));
+        assert!(!replay(
+            Some(keyed_pending.clone()),
+            &caller(Some("k"), None),
+            99_999
+        ));
+        assert!(replay(
+            Some(keyed_pending),
+            &caller(Some("other"), None),
+            1001
+        ));
+        let id_pending = delivered(SettlementState::Pending, None, Some("pay_0123456789abcdef"));
+        assert!(!replay(Some(id_pending.clone()), &same_id, 99_999));
+        assert!(replay(Some(id_pending), &anyone, 1001));
+    }
+
+    #[test]
+    fn replay_refusal_message_is_stable() {
+        assert!(REPLAY_REFUSAL_MESSAGE.starts_with(REPLAY_REFUSAL_PREFIX));
+        assert!(!REPLAY_REFUSAL_MESSAGE.contains("  "));
     }
 
     #[test]

@@ -7,9 +7,9 @@ mod common;
 
 use alloy_primitives::Address;
 use common::*;
-use serde_json::{Value, json};
 use paywire_core::{PaymentPayload, PaymentRequirements};
 use paywire_evm::LocalSigner;
+use serde_json::{Value, json};
 
 /// An RPC provider on loopback that accepts connections and never answers.
 async fn silent_provider() -> String {

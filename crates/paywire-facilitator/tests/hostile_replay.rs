@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use common::*;
-use serde_json::{Value, json};
 use paywire_core::PaymentPayload;
 use paywire_evm::LocalSigner;
 use paywire_evm::exact::ExactEvmClient;
 use paywire_testkit::{Devnet, DevnetOptions};
+use serde_json::{Value, json};
 
 const KEY_A: &str = "shop-a-key-0123456789";
 const KEY_B: &str = "shop-b-key-0123456789";
@@ -139,7 +139,6 @@ fn v_as_parity(payload: &PaymentPayload) -> PaymentPayload {
 // payment as often as the payer sends it.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn a_payment_identifier_does_not_let_another_caller_replay() -> TestResult {
     let devnet = Devnet::start().await?;
     let dir = tempfile::tempdir()?;

@@ -11,11 +11,11 @@ use std::sync::Mutex;
 
 use alloy_primitives::{Address, B256};
 use common::*;
-use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use paywire_core::{PaymentPayload, PaymentRequirements};
 use paywire_evm::LocalSigner;
 use paywire_facilitator::FacilitatorConfig;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATH_SECRET: &str = "PATHSECRET0123";
 const QUERY_SECRET: &str = "QUERYSECRET4567";

@@ -26,6 +26,7 @@ both_stores!(
     a_front_run_settlement_is_reported_once,
     the_same_payment_identifier_gets_the_recorded_answer,
     the_same_api_key_gets_the_recorded_answer_within_the_window,
+    a_payment_identifier_is_no_key_and_expires_with_the_window,
     a_caller_that_hung_up_leaves_the_outcome_to_the_next_settle,
     a_pending_settlement_is_delivered_once_confirmed,
     a_pending_answer_to_an_api_key_is_reserved_for_it,
@@ -345,6 +346,57 @@ async fn the_same_api_key_gets_the_recorded_answer_within_the_window(
         .and_then(|r| r.delivery)
         .ok_or("no delivery")?;
     assert_eq!(delivery.caller.as_deref(), Some("shop-a"), "{delivery:?}");
+    server.stop().await;
+    Ok(())
+}
+
+/// The payer chooses the payment identifier: it re-reads an answer given
+/// without an API key, within the window only, and never one given to a key.
+async fn a_payment_identifier_is_no_key_and_expires_with_the_window(
+    store: TestStore,
+) -> TestResult {
+    let devnet = Devnet::start().await?;
+    let text = configured(
+        &devnet,
+        &store,
+        "idempotent_retry_window_seconds = 3",
+        &api_keys(r#"["verify"]"#),
+    );
+    let server = start_text(&devnet, &text).await?;
+    let signer = devnet.usdc_owner().address;
+
+    // Answered to shop-a: the id stands in for nobody, not even in time.
+    let to_a = requirements(&devnet, Address::random());
+    let keyed = body(
+        &pay(&devnet, 1, &to_a, Some("pay_keyed_answer_0123456789")).await?,
+        &to_a,
+    );
+    let (status, first) = settle(&server, &keyed, Some(KEY_A)).await?;
+    assert_settled(status, &first);
+    for key in [None, Some(KEY_B)] {
+        let (status, again) = settle(&server, &keyed, key).await?;
+        assert_replay_refused(status, &again);
+    }
+    let (status, again) = settle(&server, &keyed, Some(KEY_A)).await?;
+    assert_eq!((status, &again), (200, &first));
+
+    // Answered without a key: the same id re-reads it, within the window.
+    let to_b = requirements(&devnet, Address::random());
+    let anonymous = body(
+        &pay(&devnet, 2, &to_b, Some("pay_anonymous_answer_01234")).await?,
+        &to_b,
+    );
+    let (status, first) = settle(&server, &anonymous, None).await?;
+    assert_settled(status, &first);
+    let (status, again) = settle(&server, &anonymous, Some(KEY_B)).await?;
+    assert_eq!((status, &again), (200, &first));
+    let sent = tx_count(&devnet, signer).await?;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for key in [None, Some(KEY_A)] {
+        let (status, again) = settle(&server, &anonymous, key).await?;
+        assert_replay_refused(status, &again);
+    }
+    assert_eq!(tx_count(&devnet, signer).await?, sent);
     server.stop().await;
     Ok(())
 }
