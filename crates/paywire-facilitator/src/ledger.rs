@@ -2,7 +2,7 @@
 //! persisted in SQLite. It records which caller was told each outcome (so a
 //! replay can be refused and an idempotent retry answered without touching
 //! the chain), binds `payment-identifier` ids to the first payload seen and
-//! settled transactions to the one payload they paid for, and keeps an audit
+//! transactions to the one payload they pay for, and keeps an audit
 //! trail (states `received → submitted → confirmed | failed | pending`) that
 //! recovery jobs can scan with [`Ledger::unresolved`].
 //!
@@ -72,6 +72,14 @@ CREATE TABLE settled_transactions (
 INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
 SELECT transaction_hash, fingerprint, updated_at FROM settlements
  WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
+    // 4: transactions are claimed before their broadcast: claim those that
+    // were out (submitted, pending) at the upgrade.
+    r#"
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
  ORDER BY created_at;
 "#,
 ];
@@ -437,7 +445,9 @@ impl Ledger {
         self.store.unresolved().await
     }
 
-    /// The record whose transaction hash is `transaction`, if any.
+    /// The record whose transaction hash is `transaction`, if any: the one
+    /// the transaction is claimed by when several name it (a re-spelled
+    /// payload refused as a replay keeps the transaction it was refused for).
     pub async fn find_by_transaction(
         &self,
         transaction: &str,
@@ -509,10 +519,11 @@ impl Ledger {
         self.store.mark_delivered(fingerprint, delivery).await
     }
 
-    /// Binds the settled `transaction` to `fingerprint` unless it is already
-    /// bound (atomically, across processes sharing the store): one on-chain
-    /// payment answers success to one payload only, however its requirements
-    /// were re-worded.
+    /// Binds `transaction` to `fingerprint` unless it is already bound
+    /// (atomically, across processes sharing the store): one on-chain payment
+    /// answers success to one payload only, however it was re-spelled. A
+    /// transaction this facilitator sends is claimed before its broadcast;
+    /// one found on chain (sent by someone else) when an answer first names it.
     pub async fn claim_transaction(
         &self,
         transaction: &str,
@@ -701,7 +712,10 @@ impl SqliteStore {
                 .query_row(
                     &format!(
                         "SELECT {RECORD_COLUMNS} FROM settlements WHERE transaction_hash = ?1
-                         ORDER BY updated_at DESC LIMIT 1"
+                         ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM settled_transactions
+                                                          WHERE transaction_hash = ?1), 0) DESC,
+                                  updated_at DESC
+                         LIMIT 1"
                     ),
                     params![transaction],
                     raw_row,
@@ -1181,6 +1195,23 @@ pub(crate) mod tests {
                 fingerprint: "f1".into()
             }
         );
+        // Another payload refused for that transaction names it too; the
+        // transaction still leads to the payload that claimed it.
+        ledger.mark_received("f2", &request(), None).await?;
+        let refused = SettleResponse::failed(
+            ChainId::eip155(1),
+            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            None,
+            "0x1",
+        );
+        ledger.record_outcome("f2", &refused).await?;
+        assert_eq!(
+            ledger
+                .find_by_transaction("0x1")
+                .await?
+                .map(|r| r.fingerprint),
+            Some("f1".to_owned())
+        );
         // A failure keeps the transaction it names in the ledger (it makes
         // the failure final), though the wire never carries it.
         let reverted = SettleResponse::failed(
@@ -1213,7 +1244,8 @@ pub(crate) mod tests {
                 "INSERT INTO settlements (fingerprint, network, payment_id, state, transaction_hash,
                                           attempts, created_at, updated_at)
                  VALUES ('settled', 'eip155:1', 'pay_id', 'confirmed', '0xabc', 1, 5, 7),
-                        ('open', 'eip155:1', NULL, 'received', NULL, 1, 5, 7)",
+                        ('open', 'eip155:1', NULL, 'received', NULL, 1, 5, 7),
+                        ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7)",
                 [],
             )?;
         }
@@ -1233,6 +1265,13 @@ pub(crate) mod tests {
             ledger.claim_transaction("0xabc", "other").await?,
             PaymentIdClaim::Conflict {
                 fingerprint: "settled".into()
+            }
+        );
+        // A transaction out at the upgrade is claimed by its settlement.
+        assert_eq!(
+            ledger.claim_transaction("0xdef", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "out".into()
             }
         );
         Ok(())

@@ -86,6 +86,16 @@ SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
  ORDER BY transaction_hash, created_at
 ON CONFLICT (transaction_hash) DO NOTHING;
 "#,
+    // 3: transactions are claimed before their broadcast: claim those that
+    // were out (submitted, pending) at the upgrade.
+    r#"
+INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
+  FROM x402_settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
+ ORDER BY transaction_hash, created_at
+ON CONFLICT (transaction_hash) DO NOTHING;
+"#,
 ];
 
 const COLUMNS: &str = RECORD_COLUMNS;
@@ -203,7 +213,10 @@ impl PostgresStore {
             .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM x402_settlements WHERE transaction_hash = $1
-                     ORDER BY updated_at DESC LIMIT 1"
+                     ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM x402_settled_transactions
+                                                      WHERE transaction_hash = $1), false) DESC,
+                              updated_at DESC
+                     LIMIT 1"
                 ),
                 &[&transaction],
             )
@@ -562,7 +575,8 @@ mod tests {
                      {}
                      INSERT INTO x402_settlements (fingerprint, network, payment_id, state,
                          transaction_hash, attempts, created_at, updated_at)
-                     VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7);",
+                     VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7),
+                            ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7);",
                     MIGRATIONS[0]
                 ))
                 .await?;
@@ -579,6 +593,13 @@ mod tests {
             ledger.claim_transaction("0xabc", "other").await?,
             PaymentIdClaim::Conflict {
                 fingerprint: "settled".into()
+            }
+        );
+        // A transaction out at the upgrade is claimed by its settlement.
+        assert_eq!(
+            ledger.claim_transaction("0xdef", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "out".into()
             }
         );
         Ok(())

@@ -1,5 +1,6 @@
 //! Crash safety and recovery: the ledger learns every transaction hash
-//! before the transaction is broadcast ([`LedgerObserver`]), and settlements
+//! before the transaction is broadcast, bound to the one payload it settles
+//! ([`LedgerObserver`]), and settlements
 //! left without a final outcome (`received`, `submitted`, `pending`) are
 //! reconciled ([`AppState::reconcile`]) at startup and periodically:
 //!
@@ -23,13 +24,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::ledger::{Ledger, LedgerError, SettlementRecord, SettlementState};
+use crate::ledger::{Ledger, LedgerError, PaymentIdClaim, SettlementRecord, SettlementState};
 use crate::server::AppState;
 use crate::settlement::{outcome_from_chain, run_settlement};
 
-/// Records `submitted` + the transaction hash before each broadcast of one
-/// settlement. A ledger failure aborts the broadcast (nothing is sent
-/// unrecorded).
+/// Claims each transaction for its settlement's payload and records
+/// `submitted` + the hash, before each broadcast of one settlement. A ledger
+/// failure aborts the broadcast (nothing is sent unrecorded).
 pub struct LedgerObserver {
     ledger: Ledger,
     fingerprint: String,
@@ -46,12 +47,26 @@ impl LedgerObserver {
 }
 
 impl SettlementObserver for LedgerObserver {
+    /// Claims the transaction for this settlement's payload, then records
+    /// it `submitted`. The claim comes first so that no answer naming this
+    /// transaction can ever be given to another payload (a re-spelled
+    /// authorization) while the settlement is still `pending`.
     fn before_broadcast<'a>(
         &'a self,
         network: &'a ChainId,
         transaction: &'a str,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            let claim = self
+                .ledger
+                .claim_transaction(transaction, &self.fingerprint)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let PaymentIdClaim::Conflict { fingerprint } = claim {
+                return Err(format!(
+                    "transaction {transaction} is already claimed by settlement {fingerprint}"
+                ));
+            }
             self.ledger
                 .mark_submitted(&self.fingerprint, transaction)
                 .await

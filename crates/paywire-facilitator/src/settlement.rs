@@ -15,9 +15,11 @@
 //! to an anonymous caller reserves nothing, and the first settle that sees
 //! the confirmation gets the success. A caller that hung up was told
 //! nothing: the next settle of the payload gets the outcome as the first
-//! delivery. One settled transaction answers success to one fingerprint
-//! only ([`crate::Ledger::claim_transaction`]), so re-worded requirements
-//! around the same on-chain payment are replays too.
+//! delivery. One transaction answers success to one fingerprint only
+//! ([`crate::Ledger::claim_transaction`]): the fingerprint that broadcast it
+//! claims it before the broadcast, so a re-spelled payload or re-worded
+//! requirements around the same on-chain payment are replays too, even while
+//! the first settlement is still `pending`.
 
 use std::time::{Duration, Instant};
 
@@ -89,13 +91,21 @@ fn replay_refusal(
     request: &FacilitatorRequest,
     record: Option<&SettlementRecord>,
 ) -> SettleResponse {
-    let network = request.payment_requirements.network.clone();
     let payer = record
         .and_then(|r| r.response.as_ref())
         .and_then(|r| r.payer.clone())
         .or_else(|| state.facilitator().authenticated_payer(request));
+    let refusal = refusal_for(request, payer);
+    state
+        .metrics()
+        .settle("replay", &reason_code(refusal.error_reason.as_ref()));
+    refusal
+}
+
+/// The replay refusal's answer (uncounted).
+fn refusal_for(request: &FacilitatorRequest, payer: Option<String>) -> SettleResponse {
+    let network = request.payment_requirements.network.clone();
     let reason = replay_reason(&network);
-    state.metrics().settle("replay", reason.as_str());
     SettleResponse::failed(network, reason, payer, "").with_message(REPLAY_REFUSAL_MESSAGE)
 }
 
@@ -316,10 +326,40 @@ pub(crate) async fn outcome_from_chain(
         }
         Some(SettlementLookup::Open) | None => return Ok(None),
     };
-    let recorded = state.ledger().record_outcome(key, &response).await?;
+    let (response, recorded) = record_scheme_answer(state, key, request, response).await?;
     tracing::info!(fingerprint = %key, state = recorded.as_str(),
         transaction = %response.transaction, "settlement outcome read from the chain");
     Ok(Some(response))
+}
+
+/// Records what the scheme (or the chain) answered for the settlement keyed
+/// `key`, and returns the answer to give. A success naming a transaction
+/// that another payload claimed (it broadcast it, or was answered with it
+/// first) is that payload's outcome, not this one's: it is recorded and
+/// answered as a replay refusal, final (the refusal keeps the transaction
+/// in the ledger).
+async fn record_scheme_answer(
+    state: &AppState,
+    key: &str,
+    request: &FacilitatorRequest,
+    response: SettleResponse,
+) -> Result<(SettleResponse, SettlementState), ApiError> {
+    let mut response = response;
+    if response.success && !response.transaction.is_empty() {
+        let claim = state
+            .ledger()
+            .claim_transaction(&response.transaction, key)
+            .await?;
+        if let PaymentIdClaim::Conflict { fingerprint } = claim {
+            tracing::warn!(%key, other = %fingerprint, transaction = %response.transaction,
+                "the chain's answer names a transaction claimed by another payload; a replay");
+            let transaction = std::mem::take(&mut response.transaction);
+            response = refusal_for(request, response.payer.take());
+            response.transaction = transaction;
+        }
+    }
+    let recorded = state.ledger().record_outcome(key, &response).await?;
+    Ok((response, recorded))
 }
 
 /// Runs the scheme for the settlement keyed `key` and records every step:
@@ -342,7 +382,7 @@ pub(crate) async fn run_settlement(
     state.metrics().settle_latency(started.elapsed());
     match result {
         Ok(response) => {
-            let recorded = state.ledger().record_outcome(key, &response).await?;
+            let (response, recorded) = record_scheme_answer(state, key, request, response).await?;
             state.metrics().settle(
                 recorded.as_str(),
                 &reason_code(response.error_reason.as_ref()),

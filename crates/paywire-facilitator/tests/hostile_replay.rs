@@ -179,7 +179,6 @@ async fn a_payment_identifier_does_not_let_another_caller_replay() -> TestResult
 // gets `success: true`; the caller holding the reservation is then refused.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 2"]
 async fn a_reserved_pending_outcome_cannot_be_taken_by_a_reworded_payload() -> TestResult {
     let devnet = manual_devnet().await?;
     let dir = tempfile::tempdir()?;

@@ -30,6 +30,7 @@ both_stores!(
     a_caller_that_hung_up_leaves_the_outcome_to_the_next_settle,
     a_pending_settlement_is_delivered_once_confirmed,
     a_pending_answer_to_an_api_key_is_reserved_for_it,
+    a_respelled_payload_never_takes_a_claimed_transaction,
     recovery_confirms_a_landed_transaction_after_its_window,
     recovery_never_reruns_a_delivered_failure,
 );
@@ -521,6 +522,83 @@ async fn a_pending_answer_to_an_api_key_is_reserved_for_it(store: TestStore) -> 
     assert_eq!((status, &again), (200, &confirmed));
     let (status, answer) = settle(&server, &request, None).await?;
     assert_replay_refused(status, &answer);
+    server.stop().await;
+    Ok(())
+}
+
+/// The same authorization with its signature hex in upper case: another
+/// fingerprint for the same on-chain payment.
+fn respelled(request: &Value) -> Value {
+    let mut variant = request.clone();
+    let signature = request["paymentPayload"]["payload"]["signature"]
+        .as_str()
+        .unwrap_or_default();
+    let upper = format!(
+        "0x{}",
+        signature.trim_start_matches("0x").to_ascii_uppercase()
+    );
+    variant["paymentPayload"]["payload"]["signature"] = json!(upper);
+    variant
+}
+
+/// A transaction belongs to the payload that broadcast it from before the
+/// broadcast: the background reconciler confirms the pending settlement
+/// for it, and a re-spelled payload whose scheme run finds that
+/// transaction on chain is recorded and answered as a replay.
+async fn a_respelled_payload_never_takes_a_claimed_transaction(store: TestStore) -> TestResult {
+    let devnet = manual_devnet().await?;
+    let sections = format!(
+        "[recovery]\ninterval_seconds = 1\nmin_age_seconds = 1\n{}",
+        api_keys(r#"["verify"]"#)
+    );
+    let server = start_impatient(&devnet, &store, &sections).await?;
+    let requirements = requirements(&devnet, Address::random());
+    let payload = pay(&devnet, 1, &requirements, None).await?;
+    let request = body(&payload, &requirements);
+    let key = fingerprint(&payload.payload, &requirements);
+
+    devnet.rpc("evm_setAutomine", json!([false])).await?;
+    let (status, pending) = settle(&server, &request, Some(KEY_A)).await?;
+    assert_eq!(
+        (status, &pending["errorReason"]),
+        (200, &json!("settlement_pending")),
+        "{pending}"
+    );
+    devnet.mine().await?;
+    devnet.rpc("evm_setAutomine", json!([true])).await?;
+    let record = wait_for_state(&server, &key, SettlementState::Confirmed).await?;
+    let hash = record.transaction.clone().ok_or("no transaction")?;
+
+    let variant = respelled(&request);
+    let variant_key = fingerprint(
+        variant["paymentPayload"]["payload"]
+            .as_object()
+            .ok_or("payload")?,
+        &requirements,
+    );
+    assert_ne!(variant_key, key);
+    for caller in [None, Some(KEY_B)] {
+        let (status, answer) = settle(&server, &variant, caller).await?;
+        assert_replay_refused(status, &answer);
+    }
+    let stolen = server
+        .state
+        .ledger()
+        .get(&variant_key)
+        .await?
+        .ok_or("the re-spelled payload left no record")?;
+    assert_eq!(stolen.state, SettlementState::Failed, "{stolen:?}");
+    assert_eq!(
+        server
+            .state
+            .ledger()
+            .find_by_transaction(&hash)
+            .await?
+            .map(|r| r.state),
+        Some(SettlementState::Confirmed)
+    );
+    let (status, confirmed) = settle(&server, &request, Some(KEY_A)).await?;
+    assert_eq!(assert_settled(status, &confirmed), hash);
     server.stop().await;
     Ok(())
 }
