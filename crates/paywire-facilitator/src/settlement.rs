@@ -23,11 +23,13 @@
 
 use std::time::{Duration, Instant};
 
-use paywire_core::{ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup};
+use paywire_core::{
+    ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup, X402_VERSION,
+};
 
 use crate::error::ApiError;
 use crate::ledger::{
-    Delivery, PaymentIdClaim, SettlementRecord, SettlementState, fingerprint, now,
+    Delivery, LockWatch, PaymentIdClaim, SettlementRecord, SettlementState, fingerprint, now,
 };
 use crate::recovery::LedgerObserver;
 use crate::server::{AppState, KeyedGuard, conflict, facilitator_error, reason_code};
@@ -124,6 +126,59 @@ pub const REPLAY_REFUSAL_MESSAGE: &str = "payment already settled: its outcome w
 /// match on.
 pub const REPLAY_REFUSAL_PREFIX: &str = "payment already settled:";
 
+/// The refusal of a `/settle` that needs neither the ledger nor the chain:
+/// a payload that disagrees with the requirements on version, scheme or
+/// network, or a (scheme, network) this facilitator does not settle. Such a
+/// request leaves nothing in the ledger. `None`: go on and settle.
+pub(crate) async fn precheck(
+    state: &AppState,
+    request: &FacilitatorRequest,
+) -> Option<SettleResponse> {
+    let (payload, required) = (&request.payment_payload, &request.payment_requirements);
+    let (reason, message) = if payload.x402_version != X402_VERSION {
+        (
+            ErrorReason::InvalidX402Version,
+            format!(
+                "payload x402Version {} is not supported; expected {X402_VERSION}",
+                payload.x402_version
+            ),
+        )
+    } else if payload.accepted.scheme != required.scheme {
+        (
+            ErrorReason::InvalidScheme,
+            format!(
+                "payload scheme {:?} differs from required {:?}",
+                payload.accepted.scheme, required.scheme
+            ),
+        )
+    } else if payload.accepted.network != required.network {
+        (
+            ErrorReason::InvalidNetwork,
+            format!(
+                "payload network {} differs from required {}",
+                payload.accepted.network, required.network
+            ),
+        )
+    } else {
+        let kinds = state.supported_kinds().await?;
+        if kinds.contains(&(required.scheme.clone(), required.network.to_string())) {
+            return None;
+        }
+        (
+            ErrorReason::UnsupportedScheme,
+            format!(
+                "scheme {:?} on {} is not supported here",
+                required.scheme, required.network
+            ),
+        )
+    };
+    state
+        .metrics()
+        .settle("refused", &reason_code(Some(&reason)));
+    let payer = state.facilitator().authenticated_payer(request);
+    Some(SettleResponse::failed(required.network.clone(), reason, payer, "").with_message(message))
+}
+
 /// A `/settle` answer that still holds the settlement's lock: the handler
 /// records its delivery when it hands it to the caller, or drops it
 /// unrecorded if the caller hung up (the next settle then gets the outcome).
@@ -200,7 +255,8 @@ pub async fn settle_once(state: &AppState, request: &FacilitatorRequest, caller:
         Ok(guard) => guard,
         Err(error) => return Answer::unlocked(key, caller, error.into()),
     };
-    let (result, delivers) = match settle_locked(state, &key, request, &caller).await {
+    let watch = guard.watch();
+    let (result, delivers) = match settle_locked(state, &key, request, &caller, &watch).await {
         Ok(answered) => answered,
         Err(error) => (Err(error), None),
     };
@@ -222,6 +278,7 @@ async fn settle_locked(
     key: &str,
     request: &FacilitatorRequest,
     caller: &Caller,
+    lock: &LockWatch,
 ) -> Result<Answered, ApiError> {
     let record = state.ledger().get(key).await?;
     if let Some(record) = &record
@@ -230,7 +287,7 @@ async fn settle_locked(
         tracing::warn!(fingerprint = %key, caller = ?caller.key, "replayed settle refused");
         return Ok((Ok(replay_refusal(state, request, Some(record))), None));
     }
-    let answered = match answer(state, key, request, record.as_ref(), caller).await {
+    let answered = match answer(state, key, request, record.as_ref(), caller, lock).await {
         // One on-chain payment answers success to one payload only.
         Ok(response) if response.success && !response.transaction.is_empty() => {
             match state
@@ -266,6 +323,7 @@ async fn answer(
     request: &FacilitatorRequest,
     record: Option<&SettlementRecord>,
     caller: &Caller,
+    lock: &LockWatch,
 ) -> Result<SettleResponse, ApiError> {
     if let Some(record) = record {
         if let Some(cached) = reusable(record, state.pending_recheck_after()) {
@@ -284,7 +342,7 @@ async fn answer(
             return Ok(response);
         }
     }
-    run_settlement(state, key, request, caller.payment_id.as_deref()).await
+    run_settlement(state, key, request, caller.payment_id.as_deref(), lock).await
 }
 
 /// The recorded answer a repeated `/settle` gets, or `None` when the scheme
@@ -364,16 +422,17 @@ async fn record_scheme_answer(
 
 /// Runs the scheme for the settlement keyed `key` and records every step:
 /// `received` before the call, `submitted` + hash before each broadcast (a
-/// failed write aborts the broadcast), then the outcome. The caller holds
-/// the settlement's lock.
+/// failed write, or a lost settlement lock, aborts the broadcast), then the
+/// outcome. The caller holds the settlement's lock, which `lock` watches.
 pub(crate) async fn run_settlement(
     state: &AppState,
     key: &str,
     request: &FacilitatorRequest,
     id: Option<&str>,
+    lock: &LockWatch,
 ) -> Result<SettleResponse, ApiError> {
     state.ledger().mark_received(key, request, id).await?;
-    let observer = LedgerObserver::new(state.ledger().clone(), key);
+    let observer = LedgerObserver::new(state.ledger().clone(), key).guarded_by(lock.clone());
     let started = Instant::now();
     let result = state
         .facilitator()

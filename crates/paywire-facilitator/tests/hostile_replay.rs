@@ -549,7 +549,6 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
 // ever, at request rate.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 8"]
 async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
     let devnet = Devnet::start().await?;
     let dir = tempfile::tempdir()?;
