@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use paywire_core::{BoxFuture, PaymentRequirements};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -447,7 +447,13 @@ impl Catalog for SqliteCatalog {
 
     fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()> {
         Box::pin(self.with_connection(move |connection| {
-            let transaction = connection.transaction().map_err(sql)?;
+            // IMMEDIATE: a read-then-write transaction that starts deferred
+            // fails at once ("database is locked", no busy wait) when another
+            // connection to the file, e.g. the facilitator's ledger, wrote
+            // in between; taking the write lock first makes it wait instead.
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql)?;
             let key = entry.key();
             let existing: Option<String> = transaction
                 .query_row(

@@ -218,6 +218,9 @@ fn default_rpc_timeout() -> u64 {
 fn default_idempotent_retry_window() -> u64 {
     600
 }
+fn default_max_concurrent_settlements() -> usize {
+    crate::server::DEFAULT_MAX_CONCURRENT_SETTLEMENTS
+}
 fn default_gas_limit() -> u64 {
     250_000
 }
@@ -267,11 +270,16 @@ pub struct FacilitatorConfig {
     /// Per-request timeout of RPC calls (default 10 s).
     #[serde(default = "default_rpc_timeout")]
     pub rpc_timeout_seconds: u64,
-    /// How long after a settlement's answer was delivered to an API-key
-    /// caller that caller may settle the same payload again and get the
-    /// recorded answer (default 600 s); anyone else gets a replay refusal.
+    /// How long after a settlement's answer was delivered its caller may
+    /// settle the same payload again and get the recorded answer (default
+    /// 600 s): the same API key when the answer went to one, else the same
+    /// payment identifier; anyone else, or later, gets a replay refusal.
     #[serde(default = "default_idempotent_retry_window")]
     pub idempotent_retry_window_seconds: u64,
+    /// Most settlements run at once (default 64); a `/settle` beyond that
+    /// gets `503 overloaded` with `Retry-After`, before anything is written.
+    #[serde(default = "default_max_concurrent_settlements")]
+    pub max_concurrent_settlements: usize,
     /// The chains settled on.
     #[serde(default)]
     pub chains: Vec<ChainConfig>,
@@ -407,6 +415,9 @@ fn default_reconcile_interval() -> u64 {
 fn default_reconcile_min_age() -> u64 {
     5
 }
+fn default_unsent_failure_retention() -> u64 {
+    crate::server::DEFAULT_UNSENT_FAILURE_RETENTION.as_secs()
+}
 
 /// `[recovery]`: the background reconciler.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -418,6 +429,11 @@ pub struct RecoveryConfig {
     /// Only settlements unchanged for this long are re-run (default 5).
     #[serde(default = "default_reconcile_min_age")]
     pub min_age_seconds: u64,
+    /// Settlements that failed before any transaction was sent are deleted
+    /// by the reconciler once unchanged for this long (default 604 800, 7
+    /// days; 0: kept for ever). Rows naming a transaction are never deleted.
+    #[serde(default = "default_unsent_failure_retention")]
+    pub purge_unsent_failures_after_seconds: u64,
 }
 
 impl Default for RecoveryConfig {
@@ -425,6 +441,7 @@ impl Default for RecoveryConfig {
         Self {
             interval_seconds: default_reconcile_interval(),
             min_age_seconds: default_reconcile_min_age(),
+            purge_unsent_failures_after_seconds: default_unsent_failure_retention(),
         }
     }
 }
@@ -568,6 +585,9 @@ impl FacilitatorConfig {
         self.store_location()?;
         if self.body_limit_bytes == 0 {
             return Err(invalid("body_limit_bytes", "must be positive"));
+        }
+        if self.max_concurrent_settlements == 0 {
+            return Err(invalid("max_concurrent_settlements", "must be positive"));
         }
         for index in 0..self.chains.len() {
             self.resolve_chain(index)?;
@@ -831,11 +851,15 @@ rebroadcast_interval_seconds = 3
 rpc_timeout_seconds = 10
 
 # A repeated /settle of a payment whose outcome was already delivered is
-# refused (success: false, nonce already used) so that one payment cannot be
-# served twice. Exceptions get the recorded answer: the same
-# payment-identifier id, or the same API key within this many seconds of the
-# first answer.
+# refused (success: false, nonce already used, errorMessage "payment already
+# settled: ...") so that one payment cannot be served twice. Retries within
+# this many seconds of the answer get it again: by the same API key when the
+# answer went to one, else with the same payment-identifier id.
 idempotent_retry_window_seconds = 600
+
+# Most settlements in progress at once; more get 503 "overloaded" with
+# Retry-After, before anything is written to the ledger.
+max_concurrent_settlements = 64
 
 # Optional API keys (Authorization: Bearer <key>). An endpoint listed by any
 # key requires a key; endpoints no key lists stay open. Unknown key: 401;
@@ -854,10 +878,14 @@ per_payer_per_minute = 60
 # Settlements left received/submitted/pending (crash, RPC outage, receipt
 # timeout) are re-run from their stored request at startup; a background task
 # re-runs submitted/pending ones unchanged for min_age_seconds, every
-# interval_seconds (0 disables it).
+# interval_seconds (0 disables it). It also deletes settlements that failed
+# before any transaction was sent (refused payments) once unchanged for
+# purge_unsent_failures_after_seconds (0 keeps them); rows naming a
+# transaction are kept (the replay guard needs them).
 [recovery]
 interval_seconds = 5
 min_age_seconds = 5
+purge_unsent_failures_after_seconds = 604800
 
 # Bazaar discovery: settled payments that carry a `bazaar` declaration are
 # validated, confirmed against the resource's origin (its unpaid 402 must

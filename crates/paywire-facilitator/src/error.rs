@@ -56,6 +56,14 @@ impl IntoResponse for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
+        if let LedgerError::LockTimeout(_) = error {
+            tracing::warn!(%error, "settlement lock not obtained");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "settlement_busy",
+                "this payment is being settled by another facilitator instance; retry shortly",
+            );
+        }
         tracing::error!(%error, "ledger failure");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,7 +2,7 @@
 //! persisted in SQLite. It records which caller was told each outcome (so a
 //! replay can be refused and an idempotent retry answered without touching
 //! the chain), binds `payment-identifier` ids to the first payload seen and
-//! settled transactions to the one payload they paid for, and keeps an audit
+//! transactions to the one payload they pay for, and keeps an audit
 //! trail (states `received → submitted → confirmed | failed | pending`) that
 //! recovery jobs can scan with [`Ledger::unresolved`].
 //!
@@ -74,6 +74,21 @@ SELECT transaction_hash, fingerprint, updated_at FROM settlements
  WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
  ORDER BY created_at;
 "#,
+    // 4: transactions are claimed before their broadcast: claim those that
+    // were out (submitted, pending) at the upgrade.
+    r#"
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
+    // 5: the retention purge finds settlements that failed before sending,
+    // and old payment-identifier bindings, by age.
+    r#"
+CREATE INDEX settlements_unsent_failures ON settlements(updated_at)
+ WHERE state = 'failed' AND transaction_hash IS NULL;
+CREATE INDEX payment_ids_created ON payment_ids(created_at);
+"#,
 ];
 
 /// The columns a [`SettlementRecord`] is read from, in [`RawRow`] order
@@ -97,6 +112,10 @@ pub enum LedgerError {
     /// The blocking task running the query failed.
     #[error("ledger task failed: {0}")]
     Task(String),
+    /// Another process held a settlement's lock for longer than a settle
+    /// may wait for it.
+    #[error("the settlement is busy in another process (waited {0:?})")]
+    LockTimeout(std::time::Duration),
 }
 
 /// Where a settlement stands.
@@ -298,8 +317,15 @@ pub(crate) fn now() -> i64 {
 /// A boxed future returned by [`LedgerStore`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError>> + Send + 'a>>;
 
+/// A store-level lock that is released when dropped.
+pub trait HeldLock: Send + Sync {
+    /// Whether the lock is still held: a lock tied to a database session is
+    /// lost with the session, and a settlement must not broadcast then.
+    fn is_held(&self) -> bool;
+}
+
 /// Holds a store-level settlement lock until dropped (see [`LedgerStore::lock`]).
-pub struct StoreLock(Option<Box<dyn Send + Sync>>);
+pub struct StoreLock(Option<Arc<dyn HeldLock>>);
 
 impl StoreLock {
     /// No lock beyond the process-local one (single-process stores).
@@ -308,8 +334,33 @@ impl StoreLock {
     }
 
     /// A lock released when `held` is dropped.
-    pub fn holding(held: impl Send + Sync + 'static) -> Self {
-        Self(Some(Box::new(held)))
+    pub fn holding(held: impl HeldLock + 'static) -> Self {
+        Self(Some(Arc::new(held)))
+    }
+
+    /// Whether the lock is still held (always, for [`StoreLock::none`]).
+    pub fn is_held(&self) -> bool {
+        self.0.as_ref().is_none_or(|held| held.is_held())
+    }
+
+    /// A check of [`StoreLock::is_held`] that outlives this borrow (the
+    /// lock itself is released when this `StoreLock` drops).
+    pub(crate) fn watch(&self) -> LockWatch {
+        LockWatch(self.0.as_ref().map(Arc::downgrade))
+    }
+}
+
+/// Tells whether a [`StoreLock`] is still held, without holding it.
+#[derive(Clone, Default)]
+pub(crate) struct LockWatch(Option<std::sync::Weak<dyn HeldLock>>);
+
+impl LockWatch {
+    /// Held: no store lock was needed, or it is alive and still held.
+    pub(crate) fn is_held(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(weak) => weak.upgrade().is_some_and(|held| held.is_held()),
+        }
     }
 }
 
@@ -372,9 +423,13 @@ pub trait LedgerStore: Send + Sync + 'static {
         transaction: &'a str,
         fingerprint: &'a str,
     ) -> StoreFuture<'a, PaymentIdClaim>;
+    /// See [`Ledger::purge_unsent_failures`].
+    fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64>;
     /// Takes the store-wide lock of one settlement, on top of the
     /// process-local one: for stores shared by several processes, so that a
-    /// payment is settled by one of them at a time. The default is no lock.
+    /// payment is settled by one of them at a time. It only excludes other
+    /// processes (within one, the caller serialises settlements of the same
+    /// fingerprint first). The default is no lock.
     fn lock<'a>(&'a self, fingerprint: &'a str) -> StoreFuture<'a, StoreLock> {
         let _ = fingerprint;
         Box::pin(async { Ok(StoreLock::none()) })
@@ -437,7 +492,9 @@ impl Ledger {
         self.store.unresolved().await
     }
 
-    /// The record whose transaction hash is `transaction`, if any.
+    /// The record whose transaction hash is `transaction`, if any: the one
+    /// the transaction is claimed by when several name it (a re-spelled
+    /// payload refused as a replay keeps the transaction it was refused for).
     pub async fn find_by_transaction(
         &self,
         transaction: &str,
@@ -509,10 +566,11 @@ impl Ledger {
         self.store.mark_delivered(fingerprint, delivery).await
     }
 
-    /// Binds the settled `transaction` to `fingerprint` unless it is already
-    /// bound (atomically, across processes sharing the store): one on-chain
-    /// payment answers success to one payload only, however its requirements
-    /// were re-worded.
+    /// Binds `transaction` to `fingerprint` unless it is already bound
+    /// (atomically, across processes sharing the store): one on-chain payment
+    /// answers success to one payload only, however it was re-spelled. A
+    /// transaction this facilitator sends is claimed before its broadcast;
+    /// one found on chain (sent by someone else) when an answer first names it.
     pub async fn claim_transaction(
         &self,
         transaction: &str,
@@ -525,7 +583,30 @@ impl Ledger {
     pub async fn lock(&self, fingerprint: &str) -> Result<StoreLock, LedgerError> {
         self.store.lock(fingerprint).await
     }
+
+    /// Deletes the settlements that failed before any transaction was sent
+    /// (no transaction hash recorded, never answered success) and last
+    /// changed before unix time `before`, and the payment-identifier
+    /// bindings older than that whose settlement is gone. Returns how many
+    /// settlements were deleted.
+    ///
+    /// Nothing the replay guard needs goes: a refusal before sending may be
+    /// retried anyway, and every row that names a transaction (confirmed,
+    /// reverted, pending, submitted) and every transaction claim is kept.
+    pub async fn purge_unsent_failures(&self, before: u64) -> Result<u64, LedgerError> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        self.store.purge_unsent_failures(before).await
+    }
 }
+
+/// Rows deleted per statement by [`Ledger::purge_unsent_failures`], so that
+/// a large purge never holds the database for long.
+pub(crate) const PURGE_BATCH: i64 = 1_000;
+
+/// Which settlements [`Ledger::purge_unsent_failures`] deletes, before its
+/// age cutoff (the same column names in both stores).
+pub(crate) const UNSENT_FAILURE: &str = "state = 'failed' AND transaction_hash IS NULL \
+    AND (delivered_state IS NULL OR delivered_state <> 'confirmed')";
 
 /// The SQLite store. Cheap to clone; queries run on Tokio's blocking pool.
 #[derive(Clone)]
@@ -609,6 +690,9 @@ impl LedgerStore for SqliteStore {
             transaction,
             fingerprint,
         ))
+    }
+    fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64> {
+        Box::pin(SqliteStore::purge_unsent_failures(self, before))
     }
     fn kind(&self) -> &'static str {
         "sqlite"
@@ -701,7 +785,10 @@ impl SqliteStore {
                 .query_row(
                     &format!(
                         "SELECT {RECORD_COLUMNS} FROM settlements WHERE transaction_hash = ?1
-                         ORDER BY updated_at DESC LIMIT 1"
+                         ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM settled_transactions
+                                                          WHERE transaction_hash = ?1), 0) DESC,
+                                  updated_at DESC
+                         LIMIT 1"
                     ),
                     params![transaction],
                     raw_row,
@@ -915,6 +1002,49 @@ impl SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    /// See [`Ledger::purge_unsent_failures`]: one batch per blocking call,
+    /// so that other queries get the connection in between.
+    pub async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
+        let mut deleted = 0u64;
+        loop {
+            let batch = self
+                .with(move |conn| {
+                    Ok(conn.execute(
+                        &format!(
+                            "DELETE FROM settlements WHERE rowid IN (
+                                SELECT rowid FROM settlements
+                                 WHERE {UNSENT_FAILURE} AND updated_at < ?1 LIMIT ?2)"
+                        ),
+                        params![before, PURGE_BATCH],
+                    )?)
+                })
+                .await?;
+            deleted += u64::try_from(batch).unwrap_or(0);
+            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        loop {
+            let batch = self
+                .with(move |conn| {
+                    Ok(conn.execute(
+                        "DELETE FROM payment_ids WHERE rowid IN (
+                            SELECT rowid FROM payment_ids
+                             WHERE created_at < ?1
+                               AND NOT EXISTS (SELECT 1 FROM settlements
+                                                WHERE settlements.fingerprint = payment_ids.fingerprint)
+                             LIMIT ?2)",
+                        params![before, PURGE_BATCH],
+                    )?)
+                })
+                .await?;
+            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -1181,6 +1311,23 @@ pub(crate) mod tests {
                 fingerprint: "f1".into()
             }
         );
+        // Another payload refused for that transaction names it too; the
+        // transaction still leads to the payload that claimed it.
+        ledger.mark_received("f2", &request(), None).await?;
+        let refused = SettleResponse::failed(
+            ChainId::eip155(1),
+            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            None,
+            "0x1",
+        );
+        ledger.record_outcome("f2", &refused).await?;
+        assert_eq!(
+            ledger
+                .find_by_transaction("0x1")
+                .await?
+                .map(|r| r.fingerprint),
+            Some("f1".to_owned())
+        );
         // A failure keeps the transaction it names in the ledger (it makes
         // the failure final), though the wire never carries it.
         let reverted = SettleResponse::failed(
@@ -1200,6 +1347,85 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn purge_deletes_only_old_unsent_failures() -> Result<(), LedgerError> {
+        purge_checks(&Ledger::in_memory().await?).await
+    }
+
+    /// What the retention purge deletes and keeps (also run against Postgres).
+    pub(crate) async fn purge_checks(ledger: &Ledger) -> Result<(), LedgerError> {
+        let network = ChainId::eip155(1);
+        let refused =
+            SettleResponse::failed(network.clone(), ErrorReason::InsufficientFunds, None, "");
+        let reverted = SettleResponse::failed(
+            network.clone(),
+            ErrorReason::InvalidTransactionState,
+            None,
+            "0xr",
+        );
+        let settled = SettleResponse::settled(network.clone(), "0xs", None);
+        let pending = SettleResponse::failed(network, ErrorReason::TransactionPending, None, "0xp");
+        for (key, outcome) in [
+            ("unsent", Some(&refused)),
+            ("reverted", Some(&reverted)),
+            ("settled", Some(&settled)),
+            ("pending", Some(&pending)),
+            ("received", None),
+        ] {
+            ledger
+                .mark_received(key, &request(), Some(&format!("pay_id_of_{key}_0000")))
+                .await?;
+            if let Some(outcome) = outcome {
+                ledger.record_outcome(key, outcome).await?;
+            }
+            ledger
+                .claim_payment_id(&format!("pay_id_of_{key}_0000"), key)
+                .await?;
+        }
+        // Refused, then retried and settled: it names a transaction.
+        ledger.mark_received("retried", &request(), None).await?;
+        ledger.record_outcome("retried", &refused).await?;
+        ledger.mark_submitted("retried", "0xt").await?;
+        ledger.record_outcome("retried", &refused).await?;
+        ledger
+            .claim_payment_id("pay_orphan_00000000", "never-written")
+            .await?;
+        ledger.claim_transaction("0xs", "settled").await?;
+
+        // Nothing is old enough yet.
+        let now = u64::try_from(now()).unwrap_or(0);
+        assert_eq!(
+            ledger.purge_unsent_failures(now.saturating_sub(60)).await?,
+            0
+        );
+        assert!(ledger.get("unsent").await?.is_some());
+        // Everything is, from an hour on.
+        assert_eq!(ledger.purge_unsent_failures(now + 3600).await?, 1);
+        assert!(ledger.get("unsent").await?.is_none());
+        assert_eq!(
+            ledger.payment_id_binding("pay_id_of_unsent_0000").await?,
+            None
+        );
+        assert_eq!(
+            ledger.payment_id_binding("pay_orphan_00000000").await?,
+            None
+        );
+        for kept in ["reverted", "settled", "pending", "received"] {
+            assert!(ledger.get(kept).await?.is_some(), "{kept} was purged");
+            let id = format!("pay_id_of_{kept}_0000");
+            assert_eq!(ledger.payment_id_binding(&id).await?.as_deref(), Some(kept));
+        }
+        assert!(ledger.get("retried").await?.is_some(), "retried was purged");
+        assert_eq!(
+            ledger.claim_transaction("0xs", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "settled".into()
+            }
+        );
+        assert_eq!(ledger.purge_unsent_failures(now + 3600).await?, 0);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn rows_answered_before_the_upgrade_count_as_delivered()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
@@ -1213,7 +1439,8 @@ pub(crate) mod tests {
                 "INSERT INTO settlements (fingerprint, network, payment_id, state, transaction_hash,
                                           attempts, created_at, updated_at)
                  VALUES ('settled', 'eip155:1', 'pay_id', 'confirmed', '0xabc', 1, 5, 7),
-                        ('open', 'eip155:1', NULL, 'received', NULL, 1, 5, 7)",
+                        ('open', 'eip155:1', NULL, 'received', NULL, 1, 5, 7),
+                        ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7)",
                 [],
             )?;
         }
@@ -1233,6 +1460,13 @@ pub(crate) mod tests {
             ledger.claim_transaction("0xabc", "other").await?,
             PaymentIdClaim::Conflict {
                 fingerprint: "settled".into()
+            }
+        );
+        // A transaction out at the upgrade is claimed by its settlement.
+        assert_eq!(
+            ledger.claim_transaction("0xdef", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "out".into()
             }
         );
         Ok(())

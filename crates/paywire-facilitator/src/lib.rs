@@ -15,8 +15,8 @@
 //! - [`ops`]: API keys and rate limits;
 //! - replay refusal: a settle of a payload whose outcome was already
 //!   delivered fails (`success: false`) unless it is an idempotent retry
-//!   (same payment identifier, or same API key within
-//!   `idempotent_retry_window_seconds`).
+//!   within `idempotent_retry_window_seconds`: by the same API key when the
+//!   answer went to one, else with the same payment identifier.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), paywire_facilitator::SetupError> {
@@ -48,4 +48,5 @@ pub use ops::{ApiKeys, Endpoint};
 pub use postgres::PostgresStore;
 pub use recovery::{LedgerObserver, ReconcileReport};
 pub use server::{AppState, CallerKey, ChainProbe, router};
+pub use settlement::{REPLAY_REFUSAL_MESSAGE, REPLAY_REFUSAL_PREFIX};
 pub use setup::{build, run, serve, shutdown_signal};

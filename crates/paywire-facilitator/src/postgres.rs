@@ -9,12 +9,16 @@
 //! - `payment-identifier` ids are claimed with `INSERT ... ON CONFLICT DO
 //!   NOTHING` and read back: the first payload to reach the database wins;
 //! - [`PostgresStore::lock`] takes a session advisory lock
-//!   (`pg_advisory_lock(4020, hashtext(fingerprint))`) on a dedicated
-//!   connection, held for the whole settlement (ledger read, scheme call,
-//!   outcome write) and released when the guard drops (the connection closes;
-//!   a crashed process releases it too). So two processes given the same
-//!   payment run it one after the other, and the second answers from the
-//!   ledger.
+//!   (`pg_try_advisory_lock(4020, hashtext(fingerprint))`, polled while
+//!   another process holds it, for at most [`LOCK_WAIT`]) held for the whole
+//!   settlement (ledger read, scheme call, outcome write) and released when
+//!   the guard drops. So two processes given the same payment run it one
+//!   after the other, and the second answers from the ledger. All of one
+//!   process's settlement locks share one lock session (a second
+//!   connection): settlements in flight cost no database connections, and a
+//!   crashed process releases its locks with its session. A lock whose
+//!   session died is no longer held ([`crate::ledger::HeldLock`]), and the
+//!   settlement broadcasts nothing.
 //!
 //! The schema is created and migrated on connect, under an advisory lock so
 //! that instances starting together do not race.
@@ -26,8 +30,9 @@ use paywire_core::{FacilitatorRequest, SettleResponse};
 use tokio_postgres::{Client, Config, NoTls, Row};
 
 use crate::ledger::{
-    Delivery, LedgerError, LedgerStore, PaymentIdClaim, RECORD_COLUMNS, RawRow, SettlementRecord,
-    SettlementState, StoreFuture, StoreLock, decode_row, now, stored_response,
+    Delivery, HeldLock, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS,
+    RawRow, SettlementRecord, SettlementState, StoreFuture, StoreLock, UNSENT_FAILURE, decode_row,
+    now, stored_response,
 };
 
 /// Advisory lock class of settlement locks (the object id is
@@ -36,6 +41,15 @@ use crate::ledger::{
 const SETTLEMENT_LOCK_CLASS: i32 = 4020;
 /// Advisory lock class of the schema migration lock.
 const MIGRATION_LOCK_CLASS: i32 = 4021;
+
+/// The longest a settlement waits for its lock while another process holds
+/// it (that process runs the same payment: a settle, with its receipt wait).
+pub const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// The first pause between attempts to take a held lock; it doubles up to
+/// [`LOCK_POLL_MAX`].
+const LOCK_POLL_MIN: Duration = Duration::from_millis(20);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(250);
 
 /// Schema migrations, applied in order; `x402_schema_migrations` records them.
 const MIGRATIONS: &[&str] = &[
@@ -86,15 +100,70 @@ SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
  ORDER BY transaction_hash, created_at
 ON CONFLICT (transaction_hash) DO NOTHING;
 "#,
+    // 3: transactions are claimed before their broadcast: claim those that
+    // were out (submitted, pending) at the upgrade.
+    r#"
+INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
+  FROM x402_settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
+ ORDER BY transaction_hash, created_at
+ON CONFLICT (transaction_hash) DO NOTHING;
+"#,
+    // 4: the retention purge finds settlements that failed before sending,
+    // and old payment-identifier bindings, by age.
+    r#"
+CREATE INDEX x402_settlements_unsent_failures ON x402_settlements(updated_at)
+ WHERE state = 'failed' AND transaction_hash IS NULL;
+CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
+"#,
 ];
 
 const COLUMNS: &str = RECORD_COLUMNS;
 
-/// The PostgreSQL store: one shared connection for queries (re-opened if it
-/// drops) plus one short-lived connection per held settlement lock.
+/// The PostgreSQL store: one shared connection for queries and one for the
+/// settlement locks (each re-opened if it drops).
 pub struct PostgresStore {
     config: Config,
     client: tokio::sync::Mutex<Arc<Client>>,
+    lock_session: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+/// One settlement's advisory lock, held on the store's lock session and
+/// released (`pg_advisory_unlock`) when dropped.
+struct AdvisoryLock {
+    session: Arc<Client>,
+    fingerprint: String,
+}
+
+impl HeldLock for AdvisoryLock {
+    fn is_held(&self) -> bool {
+        // Session locks go only with an explicit unlock or the session.
+        !self.session.is_closed()
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let session = Arc::clone(&self.session);
+        let fingerprint = std::mem::take(&mut self.fingerprint);
+        // Without a runtime the process is ending: the session goes with it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let unlocked = session
+                    .execute(
+                        "SELECT pg_advisory_unlock($1, hashtext($2))",
+                        &[&SETTLEMENT_LOCK_CLASS, &fingerprint],
+                    )
+                    .await;
+                if let Err(error) = unlocked
+                    && !session.is_closed()
+                {
+                    tracing::warn!(%error, "could not release a settlement lock");
+                }
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -157,6 +226,7 @@ impl PostgresStore {
         Ok(Self {
             config,
             client: tokio::sync::Mutex::new(Arc::new(client)),
+            lock_session: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -203,7 +273,10 @@ impl PostgresStore {
             .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM x402_settlements WHERE transaction_hash = $1
-                     ORDER BY updated_at DESC LIMIT 1"
+                     ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM x402_settled_transactions
+                                                      WHERE transaction_hash = $1), false) DESC,
+                              updated_at DESC
+                     LIMIT 1"
                 ),
                 &[&transaction],
             )
@@ -379,17 +452,85 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Takes the cross-process lock of one settlement on its own connection;
-    /// dropping the returned guard closes that connection, which releases it.
+    /// The session holding this process's settlement locks, re-opened if
+    /// it dropped (its locks went with it).
+    async fn lock_session(&self) -> Result<Arc<Client>, LedgerError> {
+        let mut current = self.lock_session.lock().await;
+        if let Some(session) = current.as_ref()
+            && !session.is_closed()
+        {
+            return Ok(Arc::clone(session));
+        }
+        let session = Arc::new(open(&self.config).await?);
+        *current = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// Takes the cross-process lock of one settlement on the lock session,
+    /// polling while another process holds it, for at most [`LOCK_WAIT`].
+    /// Never blocks the session: the other locks it carries keep working.
     async fn lock(&self, fingerprint: &str) -> Result<StoreLock, LedgerError> {
-        let client = open(&self.config).await?;
-        client
-            .execute(
-                "SELECT pg_advisory_lock($1, hashtext($2))",
-                &[&SETTLEMENT_LOCK_CLASS, &fingerprint],
-            )
-            .await?;
-        Ok(StoreLock::holding(client))
+        let started = tokio::time::Instant::now();
+        let mut pause = LOCK_POLL_MIN;
+        loop {
+            let session = self.lock_session().await?;
+            let taken: bool = session
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                    &[&SETTLEMENT_LOCK_CLASS, &fingerprint],
+                )
+                .await?
+                .try_get(0)?;
+            if taken {
+                return Ok(StoreLock::holding(AdvisoryLock {
+                    session,
+                    fingerprint: fingerprint.to_owned(),
+                }));
+            }
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(LedgerError::LockTimeout(LOCK_WAIT));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LOCK_POLL_MAX);
+        }
+    }
+
+    async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
+        let client = self.client().await?;
+        let mut deleted = 0;
+        loop {
+            let batch = client
+                .execute(
+                    &format!(
+                        "DELETE FROM x402_settlements WHERE fingerprint IN (
+                            SELECT fingerprint FROM x402_settlements
+                             WHERE {UNSENT_FAILURE} AND updated_at < $1 LIMIT $2)"
+                    ),
+                    &[&before, &PURGE_BATCH],
+                )
+                .await?;
+            deleted += batch;
+            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        loop {
+            let batch = client
+                .execute(
+                    "DELETE FROM x402_payment_ids WHERE id IN (
+                        SELECT id FROM x402_payment_ids p
+                         WHERE p.created_at < $1
+                           AND NOT EXISTS (SELECT 1 FROM x402_settlements s
+                                            WHERE s.fingerprint = p.fingerprint)
+                         LIMIT $2)",
+                    &[&before, &PURGE_BATCH],
+                )
+                .await?;
+            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 }
 
@@ -507,6 +648,9 @@ impl LedgerStore for PostgresStore {
     fn lock<'a>(&'a self, fingerprint: &'a str) -> StoreFuture<'a, StoreLock> {
         Box::pin(PostgresStore::lock(self, fingerprint))
     }
+    fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64> {
+        Box::pin(PostgresStore::purge_unsent_failures(self, before))
+    }
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -518,7 +662,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::Ledger;
-    use crate::ledger::tests::state_machine_checks;
+    use crate::ledger::tests::{purge_checks, state_machine_checks};
     use paywire_testkit::postgres::PgCluster;
 
     #[tokio::test]
@@ -546,6 +690,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn postgres_purge_deletes_only_old_unsent_failures()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        purge_checks(&Ledger::connect_postgres(cluster.url()).await?).await?;
+        Ok(())
+    }
+
+    /// Connections the cluster has open for `application_name`.
+    async fn connections(cluster: &PgCluster) -> Result<i64, Box<dyn std::error::Error>> {
+        let (client, connection) = cluster.url().parse::<Config>()?.connect(NoTls).await?;
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paywire-facilitator'",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    #[tokio::test]
+    async fn settlement_locks_cost_no_connection_each() -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        let store = Arc::new(PostgresStore::connect(cluster.url()).await?);
+        // More settlements in flight than the server takes connections.
+        let mut held = Vec::new();
+        for n in 0..300 {
+            held.push(store.lock(&format!("fingerprint-{n}")).await?);
+        }
+        assert!(held.iter().all(StoreLock::is_held));
+        let open = connections(&cluster).await?;
+        assert!(open <= 2, "{open} connections for 300 locks");
+        // They exclude another process, and are released when dropped.
+        let other = PostgresStore::connect(cluster.url()).await?;
+        let blocked = tokio::time::timeout(Duration::from_millis(300), other.lock("fingerprint-7"));
+        assert!(blocked.await.is_err(), "the lock was not exclusive");
+        drop(held);
+        let taken = tokio::time::timeout(Duration::from_secs(5), other.lock("fingerprint-7"));
+        assert!(taken.await??.is_held());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_lock_dies_with_its_session() -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        let store = PostgresStore::connect(cluster.url()).await?;
+        let lock = store.lock("fp").await?;
+        assert!(lock.is_held());
+        // The database ends the lock session (restart, failover, admin).
+        let (client, connection) = cluster.url().parse::<Config>()?.connect(NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks
+                  WHERE locktype = 'advisory' AND classid::bigint = $1",
+                &[&i64::from(SETTLEMENT_LOCK_CLASS)],
+            )
+            .await?;
+        let started = Instant::now();
+        while lock.is_held() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !lock.is_held(),
+            "a lock whose session died still counts as held"
+        );
+        // The store opens a new session for the next lock.
+        let again = tokio::time::timeout(Duration::from_secs(5), store.lock("fp")).await??;
+        assert!(again.is_held());
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn postgres_rows_answered_before_the_upgrade_count_as_delivered()
     -> Result<(), Box<dyn std::error::Error>> {
         let Some(cluster) = PgCluster::start_or_skip().await? else {
@@ -562,7 +785,8 @@ mod tests {
                      {}
                      INSERT INTO x402_settlements (fingerprint, network, payment_id, state,
                          transaction_hash, attempts, created_at, updated_at)
-                     VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7);",
+                     VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7),
+                            ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7);",
                     MIGRATIONS[0]
                 ))
                 .await?;
@@ -579,6 +803,13 @@ mod tests {
             ledger.claim_transaction("0xabc", "other").await?,
             PaymentIdClaim::Conflict {
                 fingerprint: "settled".into()
+            }
+        );
+        // A transaction out at the upgrade is claimed by its settlement.
+        assert_eq!(
+            ledger.claim_transaction("0xdef", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "out".into()
             }
         );
         Ok(())

@@ -1,5 +1,6 @@
 //! Crash safety and recovery: the ledger learns every transaction hash
-//! before the transaction is broadcast ([`LedgerObserver`]), and settlements
+//! before the transaction is broadcast, bound to the one payload it settles
+//! ([`LedgerObserver`]), and settlements
 //! left without a final outcome (`received`, `submitted`, `pending`) are
 //! reconciled ([`AppState::reconcile`]) at startup and periodically:
 //!
@@ -14,6 +15,10 @@
 //!    again on the next pass;
 //! 3. anything else is re-run from its stored request (safe: the scheme
 //!    re-verifies, and finds an authorization executed on chain).
+//!
+//! The background reconciler also bounds the ledger: settlements that
+//! failed before anything was sent are deleted once older than the
+//! retention ([`AppState::purge_unsent_failures`]).
 
 use std::time::Duration;
 
@@ -23,16 +28,19 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
-use crate::ledger::{Ledger, LedgerError, SettlementRecord, SettlementState};
+use crate::ledger::{
+    Ledger, LedgerError, LockWatch, PaymentIdClaim, SettlementRecord, SettlementState,
+};
 use crate::server::AppState;
 use crate::settlement::{outcome_from_chain, run_settlement};
 
-/// Records `submitted` + the transaction hash before each broadcast of one
-/// settlement. A ledger failure aborts the broadcast (nothing is sent
-/// unrecorded).
+/// Claims each transaction for its settlement's payload and records
+/// `submitted` + the hash, before each broadcast of one settlement. A ledger
+/// failure aborts the broadcast (nothing is sent unrecorded).
 pub struct LedgerObserver {
     ledger: Ledger,
     fingerprint: String,
+    lock: LockWatch,
 }
 
 impl LedgerObserver {
@@ -41,17 +49,42 @@ impl LedgerObserver {
         Self {
             ledger,
             fingerprint: fingerprint.into(),
+            lock: LockWatch::default(),
         }
+    }
+
+    /// Refuses every broadcast once the settlement's store lock is lost
+    /// (another process may be running the same payment).
+    pub(crate) fn guarded_by(mut self, lock: LockWatch) -> Self {
+        self.lock = lock;
+        self
     }
 }
 
 impl SettlementObserver for LedgerObserver {
+    /// Claims the transaction for this settlement's payload, then records
+    /// it `submitted`. The claim comes first so that no answer naming this
+    /// transaction can ever be given to another payload (a re-spelled
+    /// authorization) while the settlement is still `pending`.
     fn before_broadcast<'a>(
         &'a self,
         network: &'a ChainId,
         transaction: &'a str,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            if !self.lock.is_held() {
+                return Err("the settlement's ledger lock was lost; nothing sent".to_owned());
+            }
+            let claim = self
+                .ledger
+                .claim_transaction(transaction, &self.fingerprint)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let PaymentIdClaim::Conflict { fingerprint } = claim {
+                return Err(format!(
+                    "transaction {transaction} is already claimed by settlement {fingerprint}"
+                ));
+            }
             self.ledger
                 .mark_submitted(&self.fingerprint, transaction)
                 .await
@@ -111,7 +144,7 @@ impl AppState {
             report.examined += 1;
             // Same order as `/settle`: in-flight guard, then the settlement lock.
             let _in_flight = self.in_flight().await;
-            let _guard = self.lock_settlement(&row.fingerprint).await?;
+            let guard = self.lock_settlement(&row.fingerprint).await?;
             // Re-read under the lock: a request may have finished it.
             let Some(record) = self.ledger().get(&row.fingerprint).await? else {
                 report.skipped += 1;
@@ -130,7 +163,7 @@ impl AppState {
             };
             tracing::info!(fingerprint = %record.fingerprint, state = record.state.as_str(),
                 transaction = ?record.transaction, "reconciling settlement");
-            match self.reconcile_one(&record, &request).await {
+            match self.reconcile_one(&record, &request, &guard.watch()).await {
                 Ok(None) => report.still_open += 1,
                 Ok(Some(response)) => {
                     let state = SettlementState::of(&response);
@@ -163,6 +196,7 @@ impl AppState {
         &self,
         record: &SettlementRecord,
         request: &FacilitatorRequest,
+        lock: &LockWatch,
     ) -> Result<Option<SettleResponse>, ApiError> {
         let key = record.fingerprint.as_str();
         let known = record.transaction.as_deref();
@@ -174,7 +208,7 @@ impl AppState {
             .as_ref()
             .is_some_and(|delivery| delivery.state == SettlementState::Failed);
         if !told_failed {
-            return run_settlement(self, key, request, record.payment_id.as_deref())
+            return run_settlement(self, key, request, record.payment_id.as_deref(), lock)
                 .await
                 .map(Some);
         }
@@ -196,6 +230,23 @@ impl AppState {
         Ok(Some(response))
     }
 
+    /// Deletes the settlements that failed before anything was sent and
+    /// last changed longer ago than the retention
+    /// ([`AppState::with_unsent_failure_retention`]; see
+    /// [`Ledger::purge_unsent_failures`] for what is never deleted). Returns
+    /// how many went (0 when retention is off).
+    pub async fn purge_unsent_failures(&self) -> Result<u64, LedgerError> {
+        let Some(retention) = self.unsent_failure_retention() else {
+            return Ok(0);
+        };
+        let before = unix_now().saturating_sub(retention.as_secs());
+        let deleted = self.ledger().purge_unsent_failures(before).await?;
+        if deleted > 0 {
+            tracing::info!(deleted, "purged settlements that failed before sending");
+        }
+        Ok(deleted)
+    }
+
     /// The startup pass: every `received`, `submitted` and `pending`
     /// settlement, whatever its age.
     pub async fn reconcile_all(&self) -> Result<ReconcileReport, LedgerError> {
@@ -211,9 +262,14 @@ impl AppState {
     }
 }
 
+/// The longest time between two purges of old unsent failures.
+const PURGE_EVERY_MAX: Duration = Duration::from_secs(60 * 60);
+
 /// Spawns the background reconciler: every `interval`, `submitted` and
-/// `pending` settlements older than `min_age` are re-run. It stops (after
-/// finishing the row in hand) when `stop` turns true.
+/// `pending` settlements older than `min_age` are re-run, and (at most
+/// hourly, or once per retention period when that is shorter) old unsent
+/// failures are purged. It stops (after finishing the row in hand) when
+/// `stop` turns true.
 pub(crate) fn spawn_reconciler(
     state: AppState,
     interval: Duration,
@@ -224,6 +280,10 @@ pub(crate) fn spawn_reconciler(
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let purge_every = state
+            .unsent_failure_retention()
+            .map(|retention| retention.min(PURGE_EVERY_MAX).max(interval));
+        let mut last_purge: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 changed = stop.changed() => {
@@ -242,6 +302,14 @@ pub(crate) fn spawn_reconciler(
                     if let Err(error) = pass {
                         tracing::warn!(%error, "reconciliation pass failed");
                     }
+                    if let Some(every) = purge_every
+                        && last_purge.is_none_or(|at| at.elapsed() >= every)
+                    {
+                        last_purge = Some(tokio::time::Instant::now());
+                        if let Err(error) = state.purge_unsent_failures().await {
+                            tracing::warn!(%error, "purging old unsent failures failed");
+                        }
+                    }
                 }
             }
         }
@@ -254,4 +322,61 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::ledger::tests::request;
+    use crate::ledger::{HeldLock, StoreLock};
+
+    struct Flag(Arc<AtomicBool>);
+
+    impl HeldLock for Flag {
+        fn is_held(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_needs_the_lock_and_its_own_transaction() -> Result<(), LedgerError> {
+        let ledger = Ledger::in_memory().await?;
+        ledger.mark_received("f", &request(), None).await?;
+        let held = Arc::new(AtomicBool::new(true));
+        let lock = StoreLock::holding(Flag(Arc::clone(&held)));
+        let observer = LedgerObserver::new(ledger.clone(), "f").guarded_by(lock.watch());
+        let network = ChainId::eip155(1);
+        assert!(observer.before_broadcast(&network, "0x1").await.is_ok());
+        assert_eq!(
+            ledger.claim_transaction("0x1", "g").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "f".into()
+            },
+            "claimed before the broadcast"
+        );
+        // A transaction another payload claimed is not sent for this one.
+        ledger.claim_transaction("0x2", "g").await?;
+        assert!(observer.before_broadcast(&network, "0x2").await.is_err());
+        // Nor anything once the lock is lost, or released.
+        held.store(false, Ordering::SeqCst);
+        assert!(observer.before_broadcast(&network, "0x3").await.is_err());
+        held.store(true, Ordering::SeqCst);
+        drop(lock);
+        assert!(observer.before_broadcast(&network, "0x4").await.is_err());
+        let record = ledger
+            .get("f")
+            .await?
+            .ok_or(LedgerError::Task("gone".into()))?;
+        assert_eq!(record.transaction.as_deref(), Some("0x1"));
+        for unsent in ["0x3", "0x4"] {
+            assert_eq!(
+                ledger.claim_transaction(unsent, "g").await?,
+                PaymentIdClaim::Bound
+            );
+        }
+        Ok(())
+    }
 }

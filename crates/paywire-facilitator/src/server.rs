@@ -9,7 +9,7 @@
 //! shape instead (HTTP 200, `isValid: false` / `success: false` with a
 //! reason), and a replayed settle a structured refusal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,17 +34,18 @@ use paywire_core::{
 use paywire_evm::rpc::RpcClient;
 use serde_json::{Value, json};
 use tokio::sync::{
-    Mutex as AsyncMutex, OwnedMutexGuard, OwnedRwLockReadGuard, RwLock as AsyncRwLock, oneshot,
+    Mutex as AsyncMutex, OnceCell, OwnedMutexGuard, OwnedRwLockReadGuard, OwnedSemaphorePermit,
+    RwLock as AsyncRwLock, Semaphore, oneshot,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::ledger::{Ledger, LedgerError, StoreLock, fingerprint};
+use crate::ledger::{Ledger, LedgerError, LockWatch, StoreLock, fingerprint};
 use crate::metrics::Metrics;
 use crate::ops::{ApiKeys, AuthFailure, Endpoint, RateLimiter};
-use crate::settlement::{Caller, settle_once};
+use crate::settlement::{Caller, precheck, settle_once};
 use crate::wire::{Refusal, parse_request};
 
 /// Default request body limit (64 KiB).
@@ -55,6 +56,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Default of [`AppState::with_idempotent_retry_window`] (10 minutes).
 pub const DEFAULT_IDEMPOTENT_RETRY_WINDOW: Duration = Duration::from_secs(600);
+
+/// Default of [`AppState::with_max_concurrent_settlements`].
+pub const DEFAULT_MAX_CONCURRENT_SETTLEMENTS: usize = 64;
+
+/// Default of [`AppState::with_unsent_failure_retention`] (7 days).
+pub const DEFAULT_UNSENT_FAILURE_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The id of the API key a request presented, set by the API-key guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +81,9 @@ pub struct ChainProbe {
     pub signers: Vec<alloy_primitives::Address>,
 }
 
+/// The (scheme, network) pairs a facilitator settles.
+pub(crate) type SupportedKinds = Arc<HashSet<(String, String)>>;
+
 /// One lock per settlement fingerprint, dropped from the map when unused.
 #[derive(Default)]
 struct KeyedLocks {
@@ -86,6 +96,17 @@ pub struct KeyedGuard {
     key: String,
     guard: Option<OwnedMutexGuard<()>>,
     store: Option<StoreLock>,
+}
+
+impl KeyedGuard {
+    /// Tells whether the store lock is still held, for the ledger observer
+    /// (a settlement whose lock was lost must not broadcast).
+    pub(crate) fn watch(&self) -> LockWatch {
+        self.store
+            .as_ref()
+            .map(StoreLock::watch)
+            .unwrap_or_default()
+    }
 }
 
 impl KeyedLocks {
@@ -142,6 +163,9 @@ pub struct AppState {
     per_payer: Option<Arc<RateLimiter>>,
     reconcile_interval: Duration,
     reconcile_min_age: Duration,
+    unsent_failure_retention: Option<Duration>,
+    settle_slots: Arc<Semaphore>,
+    supported_kinds: Arc<OnceCell<SupportedKinds>>,
     catalog: Option<Arc<dyn Catalog>>,
     catalog_confirmer: Option<Arc<OriginConfirmer>>,
 }
@@ -175,6 +199,9 @@ impl AppState {
             per_payer: None,
             reconcile_interval: Duration::from_secs(5),
             reconcile_min_age: Duration::from_secs(5),
+            unsent_failure_retention: Some(DEFAULT_UNSENT_FAILURE_RETENTION),
+            settle_slots: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_SETTLEMENTS)),
+            supported_kinds: Arc::new(OnceCell::new()),
             catalog: None,
             catalog_confirmer: None,
         }
@@ -220,6 +247,52 @@ impl AppState {
         (self.reconcile_interval, self.reconcile_min_age)
     }
 
+    /// How long settlements that failed before anything was sent are kept
+    /// (`None`: for ever); the background reconciler deletes older ones
+    /// (see [`Ledger::purge_unsent_failures`]).
+    pub fn with_unsent_failure_retention(mut self, retention: Option<Duration>) -> Self {
+        self.unsent_failure_retention = retention;
+        self
+    }
+
+    pub(crate) fn unsent_failure_retention(&self) -> Option<Duration> {
+        self.unsent_failure_retention
+    }
+
+    /// At most `max` settlements run at once (at least 1); a `/settle`
+    /// beyond that is answered `503 overloaded` with `Retry-After`, before
+    /// anything is written to the ledger.
+    pub fn with_max_concurrent_settlements(mut self, max: usize) -> Self {
+        self.settle_slots = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+        self
+    }
+
+    /// A settlement slot, if one is free (see
+    /// [`Self::with_max_concurrent_settlements`]).
+    pub(crate) fn settle_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.settle_slots).try_acquire_owned().ok()
+    }
+
+    /// The (scheme, network) pairs the facilitator settles, read once from
+    /// its `/supported`; `None` while it cannot say (its `supported` failed,
+    /// or lists no kind at all, as a test double or a proxy may).
+    pub(crate) async fn supported_kinds(&self) -> Option<SupportedKinds> {
+        let kinds = self
+            .supported_kinds
+            .get_or_try_init(|| async {
+                let supported = self.facilitator.supported().await?;
+                let kinds = supported
+                    .kinds
+                    .into_iter()
+                    .filter(|kind| kind.x402_version == paywire_core::X402_VERSION)
+                    .map(|kind| (kind.scheme, kind.network))
+                    .collect::<HashSet<_>>();
+                Ok::<_, FacilitatorError>(Arc::new(kinds))
+            })
+            .await;
+        kinds.ok().filter(|kinds| !kinds.is_empty()).cloned()
+    }
+
     /// Takes the lock of the settlement keyed `fingerprint`: the
     /// process-local one, then the store's (which, for a store shared by
     /// several processes, excludes them too).
@@ -254,9 +327,10 @@ impl AppState {
         self
     }
 
-    /// How long after a settlement's answer was delivered to an API-key
-    /// caller that caller may settle the same payload again and get the
-    /// recorded answer (anyone else gets a replay refusal).
+    /// How long after a settlement's answer was delivered its caller may
+    /// settle the same payload again and get the recorded answer: the same
+    /// API key when the answer went to one, else the same payment
+    /// identifier (anyone else, or later, gets a replay refusal).
     pub fn with_idempotent_retry_window(mut self, window: Duration) -> Self {
         self.retry_window = window;
         self
@@ -417,6 +491,20 @@ fn rate_limited(message: &str, wait: Duration) -> Response {
     if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
+    response
+}
+
+/// `503 overloaded`: every settlement slot is taken.
+fn overloaded() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many settlements in progress; retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
@@ -594,26 +682,61 @@ async fn verify_parsed(
     }
 }
 
+/// A `/settle` that passed every check needing neither the ledger nor the
+/// chain, holding one of the settlement slots.
+struct Admitted {
+    request: FacilitatorRequest,
+    payment_id: Option<String>,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Reads a `/settle` body and refuses, before anything is written or
+/// locked, what can be refused cheaply: a malformed body or payment
+/// identifier, a payer over its rate, a payment this facilitator cannot
+/// settle, or no free settlement slot.
+async fn admit_settle(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Admitted, Response> {
+    let request = match parse_request(body) {
+        Ok(request) => request,
+        Err(Refusal::Http(error)) => return Err(error.into_response()),
+        Err(Refusal::Malformed(malformed)) => {
+            state.metrics.settle("malformed", malformed.reason.as_str());
+            return Err(malformed.settle_answer());
+        }
+    };
+    let payment_id = payment_id(&request.payment_payload).map_err(IntoResponse::into_response)?;
+    if let Some(limited) = check_payer(state, &request) {
+        return Err(limited);
+    }
+    if let Some(refused) = precheck(state, &request).await {
+        return Err(Json(refused).into_response());
+    }
+    let Some(slot) = state.settle_slot() else {
+        state.metrics.settle("overloaded", "");
+        return Err(overloaded());
+    };
+    Ok(Admitted {
+        request,
+        payment_id,
+        slot,
+    })
+}
+
 async fn settle(
     State(state): State<AppState>,
     caller_key: Option<Extension<CallerKey>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request = match parse_request(body) {
-        Ok(request) => request,
-        Err(Refusal::Http(error)) => return error.into_response(),
-        Err(Refusal::Malformed(malformed)) => {
-            state.metrics.settle("malformed", malformed.reason.as_str());
-            return malformed.settle_answer();
-        }
+    let Admitted {
+        request,
+        payment_id,
+        slot,
+    } = match admit_settle(&state, body).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
-    let payment_id = match payment_id(&request.payment_payload) {
-        Ok(id) => id,
-        Err(error) => return error.into_response(),
-    };
-    if let Some(limited) = check_payer(&state, &request) {
-        return limited;
-    }
     let caller = Caller {
         key: caller_key.map(|Extension(CallerKey(id))| id),
         payment_id,
@@ -646,7 +769,7 @@ async fn settle(
                 }
                 _ => None,
             };
-            drop(in_flight);
+            drop((in_flight, slot));
             if answer_tx.send((answer, cataloged)).is_err() {
                 tracing::info!(
                     "the caller hung up before the settle answer; not recorded as delivered"

@@ -6,24 +6,30 @@
 //! ([`Delivery`]). Once a success was delivered, a settle of the same
 //! fingerprint gets a structured refusal (`success: false`, the used-nonce
 //! reason, `transaction: ""`), without calling the scheme, unless it is an
-//! idempotent retry: the same `payment-identifier` id as the delivered
-//! request, or the same API key within the retry window. A `pending` answer
+//! idempotent retry within the retry window: by the same API key when the
+//! answer went to one, else by a request carrying the same
+//! `payment-identifier` id (the payer chooses the id, so it never stands in
+//! for a key). A `pending` answer
 //! delivered to an identified caller (API key or payment identifier)
 //! reserves the final outcome for that caller's retries; a `pending` answer
 //! to an anonymous caller reserves nothing, and the first settle that sees
 //! the confirmation gets the success. A caller that hung up was told
 //! nothing: the next settle of the payload gets the outcome as the first
-//! delivery. One settled transaction answers success to one fingerprint
-//! only ([`crate::Ledger::claim_transaction`]), so re-worded requirements
-//! around the same on-chain payment are replays too.
+//! delivery. One transaction answers success to one fingerprint only
+//! ([`crate::Ledger::claim_transaction`]): the fingerprint that broadcast it
+//! claims it before the broadcast, so a re-spelled payload or re-worded
+//! requirements around the same on-chain payment are replays too, even while
+//! the first settlement is still `pending`.
 
 use std::time::{Duration, Instant};
 
-use paywire_core::{ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup};
+use paywire_core::{
+    ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup, X402_VERSION,
+};
 
 use crate::error::ApiError;
 use crate::ledger::{
-    Delivery, PaymentIdClaim, SettlementRecord, SettlementState, fingerprint, now,
+    Delivery, LockWatch, PaymentIdClaim, SettlementRecord, SettlementState, fingerprint, now,
 };
 use crate::recovery::LedgerObserver;
 use crate::server::{AppState, KeyedGuard, conflict, facilitator_error, reason_code};
@@ -38,14 +44,21 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Whether this request retries `delivery`: the same payment identifier,
-    /// or the same API key within `window` of the delivery.
+    /// Whether this request retries `delivery`. The payer chooses the
+    /// payload and its payment identifier, so neither names the caller: an
+    /// answer delivered to an API key is retried by that key only, one
+    /// delivered without a key by the same payment identifier only. A
+    /// delivered outcome is retried within `window` of its delivery; a
+    /// `pending` answer (no outcome yet) reserves the outcome for its
+    /// caller however long it takes.
     fn retries(&self, delivery: &Delivery, window: Duration, now: u64) -> bool {
-        let same_id = self.payment_id.is_some() && self.payment_id == delivery.payment_id;
-        let same_key = self.key.is_some()
-            && self.key == delivery.caller
-            && now.saturating_sub(delivery.at) <= window.as_secs();
-        same_id || same_key
+        let same_caller = match &delivery.caller {
+            Some(key) => self.key.as_ref() == Some(key),
+            None => self.payment_id.is_some() && self.payment_id == delivery.payment_id,
+        };
+        let in_time = delivery.state == SettlementState::Pending
+            || now.saturating_sub(delivery.at) <= window.as_secs();
+        same_caller && in_time
     }
 }
 
@@ -80,18 +93,90 @@ fn replay_refusal(
     request: &FacilitatorRequest,
     record: Option<&SettlementRecord>,
 ) -> SettleResponse {
-    let network = request.payment_requirements.network.clone();
     let payer = record
         .and_then(|r| r.response.as_ref())
         .and_then(|r| r.payer.clone())
         .or_else(|| state.facilitator().authenticated_payer(request));
+    let refusal = refusal_for(request, payer);
+    state
+        .metrics()
+        .settle("replay", &reason_code(refusal.error_reason.as_ref()));
+    refusal
+}
+
+/// The replay refusal's answer (uncounted).
+fn refusal_for(request: &FacilitatorRequest, payer: Option<String>) -> SettleResponse {
+    let network = request.payment_requirements.network.clone();
     let reason = replay_reason(&network);
-    state.metrics().settle("replay", reason.as_str());
-    SettleResponse::failed(network, reason, payer, "").with_message(
-        "this payment was already settled and its outcome delivered to another request: \
-         a repeated settle is refused; retry with the same payment-identifier, or the same \
-         API key within the idempotent retry window, to get the recorded answer",
-    )
+    SettleResponse::failed(network, reason, payer, "").with_message(REPLAY_REFUSAL_MESSAGE)
+}
+
+/// The `errorMessage` of every replay refusal, word for word (it starts
+/// with [`REPLAY_REFUSAL_PREFIX`]). The `errorReason` (a used nonce) is also
+/// what a scheme answers for a nonce spent by another authorization; this
+/// message tells a resource server that *this* payment was settled and its
+/// outcome went to an earlier request (e.g. its own, whose answer was lost
+/// on the way back), so the payer must not be asked to pay again.
+pub const REPLAY_REFUSAL_MESSAGE: &str = "payment already settled: its outcome was delivered \
+    (or is reserved) for an earlier /settle request, so this repeated settle is refused. The \
+    recorded answer goes to retries within the idempotent retry window by the same API key, or, \
+    for an answer given without an API key, with the same payment-identifier id";
+
+/// The stable start of [`REPLAY_REFUSAL_MESSAGE`], for resource servers to
+/// match on.
+pub const REPLAY_REFUSAL_PREFIX: &str = "payment already settled:";
+
+/// The refusal of a `/settle` that needs neither the ledger nor the chain:
+/// a payload that disagrees with the requirements on version, scheme or
+/// network, or a (scheme, network) this facilitator does not settle. Such a
+/// request leaves nothing in the ledger. `None`: go on and settle.
+pub(crate) async fn precheck(
+    state: &AppState,
+    request: &FacilitatorRequest,
+) -> Option<SettleResponse> {
+    let (payload, required) = (&request.payment_payload, &request.payment_requirements);
+    let (reason, message) = if payload.x402_version != X402_VERSION {
+        (
+            ErrorReason::InvalidX402Version,
+            format!(
+                "payload x402Version {} is not supported; expected {X402_VERSION}",
+                payload.x402_version
+            ),
+        )
+    } else if payload.accepted.scheme != required.scheme {
+        (
+            ErrorReason::InvalidScheme,
+            format!(
+                "payload scheme {:?} differs from required {:?}",
+                payload.accepted.scheme, required.scheme
+            ),
+        )
+    } else if payload.accepted.network != required.network {
+        (
+            ErrorReason::InvalidNetwork,
+            format!(
+                "payload network {} differs from required {}",
+                payload.accepted.network, required.network
+            ),
+        )
+    } else {
+        let kinds = state.supported_kinds().await?;
+        if kinds.contains(&(required.scheme.clone(), required.network.to_string())) {
+            return None;
+        }
+        (
+            ErrorReason::UnsupportedScheme,
+            format!(
+                "scheme {:?} on {} is not supported here",
+                required.scheme, required.network
+            ),
+        )
+    };
+    state
+        .metrics()
+        .settle("refused", &reason_code(Some(&reason)));
+    let payer = state.facilitator().authenticated_payer(request);
+    Some(SettleResponse::failed(required.network.clone(), reason, payer, "").with_message(message))
 }
 
 /// A `/settle` answer that still holds the settlement's lock: the handler
@@ -170,7 +255,8 @@ pub async fn settle_once(state: &AppState, request: &FacilitatorRequest, caller:
         Ok(guard) => guard,
         Err(error) => return Answer::unlocked(key, caller, error.into()),
     };
-    let (result, delivers) = match settle_locked(state, &key, request, &caller).await {
+    let watch = guard.watch();
+    let (result, delivers) = match settle_locked(state, &key, request, &caller, &watch).await {
         Ok(answered) => answered,
         Err(error) => (Err(error), None),
     };
@@ -192,6 +278,7 @@ async fn settle_locked(
     key: &str,
     request: &FacilitatorRequest,
     caller: &Caller,
+    lock: &LockWatch,
 ) -> Result<Answered, ApiError> {
     let record = state.ledger().get(key).await?;
     if let Some(record) = &record
@@ -200,7 +287,7 @@ async fn settle_locked(
         tracing::warn!(fingerprint = %key, caller = ?caller.key, "replayed settle refused");
         return Ok((Ok(replay_refusal(state, request, Some(record))), None));
     }
-    let answered = match answer(state, key, request, record.as_ref(), caller).await {
+    let answered = match answer(state, key, request, record.as_ref(), caller, lock).await {
         // One on-chain payment answers success to one payload only.
         Ok(response) if response.success && !response.transaction.is_empty() => {
             match state
@@ -236,6 +323,7 @@ async fn answer(
     request: &FacilitatorRequest,
     record: Option<&SettlementRecord>,
     caller: &Caller,
+    lock: &LockWatch,
 ) -> Result<SettleResponse, ApiError> {
     if let Some(record) = record {
         if let Some(cached) = reusable(record, state.pending_recheck_after()) {
@@ -254,7 +342,7 @@ async fn answer(
             return Ok(response);
         }
     }
-    run_settlement(state, key, request, caller.payment_id.as_deref()).await
+    run_settlement(state, key, request, caller.payment_id.as_deref(), lock).await
 }
 
 /// The recorded answer a repeated `/settle` gets, or `None` when the scheme
@@ -296,24 +384,55 @@ pub(crate) async fn outcome_from_chain(
         }
         Some(SettlementLookup::Open) | None => return Ok(None),
     };
-    let recorded = state.ledger().record_outcome(key, &response).await?;
+    let (response, recorded) = record_scheme_answer(state, key, request, response).await?;
     tracing::info!(fingerprint = %key, state = recorded.as_str(),
         transaction = %response.transaction, "settlement outcome read from the chain");
     Ok(Some(response))
 }
 
+/// Records what the scheme (or the chain) answered for the settlement keyed
+/// `key`, and returns the answer to give. A success naming a transaction
+/// that another payload claimed (it broadcast it, or was answered with it
+/// first) is that payload's outcome, not this one's: it is recorded and
+/// answered as a replay refusal, final (the refusal keeps the transaction
+/// in the ledger).
+async fn record_scheme_answer(
+    state: &AppState,
+    key: &str,
+    request: &FacilitatorRequest,
+    response: SettleResponse,
+) -> Result<(SettleResponse, SettlementState), ApiError> {
+    let mut response = response;
+    if response.success && !response.transaction.is_empty() {
+        let claim = state
+            .ledger()
+            .claim_transaction(&response.transaction, key)
+            .await?;
+        if let PaymentIdClaim::Conflict { fingerprint } = claim {
+            tracing::warn!(%key, other = %fingerprint, transaction = %response.transaction,
+                "the chain's answer names a transaction claimed by another payload; a replay");
+            let transaction = std::mem::take(&mut response.transaction);
+            response = refusal_for(request, response.payer.take());
+            response.transaction = transaction;
+        }
+    }
+    let recorded = state.ledger().record_outcome(key, &response).await?;
+    Ok((response, recorded))
+}
+
 /// Runs the scheme for the settlement keyed `key` and records every step:
 /// `received` before the call, `submitted` + hash before each broadcast (a
-/// failed write aborts the broadcast), then the outcome. The caller holds
-/// the settlement's lock.
+/// failed write, or a lost settlement lock, aborts the broadcast), then the
+/// outcome. The caller holds the settlement's lock, which `lock` watches.
 pub(crate) async fn run_settlement(
     state: &AppState,
     key: &str,
     request: &FacilitatorRequest,
     id: Option<&str>,
+    lock: &LockWatch,
 ) -> Result<SettleResponse, ApiError> {
     state.ledger().mark_received(key, request, id).await?;
-    let observer = LedgerObserver::new(state.ledger().clone(), key);
+    let observer = LedgerObserver::new(state.ledger().clone(), key).guarded_by(lock.clone());
     let started = Instant::now();
     let result = state
         .facilitator()
@@ -322,7 +441,7 @@ pub(crate) async fn run_settlement(
     state.metrics().settle_latency(started.elapsed());
     match result {
         Ok(response) => {
-            let recorded = state.ledger().record_outcome(key, &response).await?;
+            let (response, recorded) = record_scheme_answer(state, key, request, response).await?;
             state.metrics().settle(
                 recorded.as_str(),
                 &reason_code(response.error_reason.as_ref()),
@@ -422,22 +541,60 @@ mod tests {
             &caller(Some("other"), None),
             1001
         ));
-        assert!(!replay(
-            Some(success.clone()),
-            &caller(None, Some("pay_0123456789abcdef")),
-            99_999
-        ));
+        // The payer chose the id: it does not stand in for the key the
+        // answer went to, for another caller or anonymously, even in time.
+        for other in [None, Some("other")] {
+            assert!(replay(
+                Some(success.clone()),
+                &caller(other, Some("pay_0123456789abcdef")),
+                1001
+            ));
+        }
         assert!(replay(
             Some(success),
             &caller(None, Some("pay_fedcba9876543210")),
             1001
         ));
-        // Pending: reserved for an identified caller only.
+        // Delivered without a key: the same id retries, within the window.
+        let by_id = delivered(
+            SettlementState::Confirmed,
+            None,
+            Some("pay_0123456789abcdef"),
+        );
+        let same_id = caller(None, Some("pay_0123456789abcdef"));
+        assert!(!replay(Some(by_id.clone()), &same_id, 1600));
+        assert!(!replay(
+            Some(by_id.clone()),
+            &caller(Some("k"), Some("pay_0123456789abcdef")),
+            1600
+        ));
+        assert!(replay(Some(by_id.clone()), &same_id, 1601));
+        assert!(replay(Some(by_id), &anyone, 1001));
+        // Pending: reserved for an identified caller only, for as long as
+        // the outcome takes (nothing was delivered yet).
         let anonymous_pending = delivered(SettlementState::Pending, None, None);
         assert!(!replay(Some(anonymous_pending), &anyone, 1001));
         let keyed_pending = delivered(SettlementState::Pending, Some("k"), None);
         assert!(replay(Some(keyed_pending.clone()), &anyone, 1001));
-        assert!(!replay(Some(keyed_pending), &caller(Some("k"), None), 1001));
+        assert!(!replay(
+            Some(keyed_pending.clone()),
+            &caller(Some("k"), None),
+            99_999
+        ));
+        assert!(replay(
+            Some(keyed_pending),
+            &caller(Some("other"), None),
+            1001
+        ));
+        let id_pending = delivered(SettlementState::Pending, None, Some("pay_0123456789abcdef"));
+        assert!(!replay(Some(id_pending.clone()), &same_id, 99_999));
+        assert!(replay(Some(id_pending), &anyone, 1001));
+    }
+
+    #[test]
+    fn replay_refusal_message_is_stable() {
+        assert!(REPLAY_REFUSAL_MESSAGE.starts_with(REPLAY_REFUSAL_PREFIX));
+        assert!(!REPLAY_REFUSAL_MESSAGE.contains("  "));
     }
 
     #[test]

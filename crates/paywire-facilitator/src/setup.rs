@@ -115,6 +115,12 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
         .with_body_limit(config.body_limit_bytes)
         .with_pending_recheck_after(config.receipt_timeout())
         .with_idempotent_retry_window(Duration::from_secs(config.idempotent_retry_window_seconds))
+        .with_max_concurrent_settlements(config.max_concurrent_settlements)
+        .with_unsent_failure_retention(
+            Some(config.recovery.purge_unsent_failures_after_seconds)
+                .filter(|&seconds| seconds > 0)
+                .map(Duration::from_secs),
+        )
         .with_probes(probes)
         .with_api_keys(api_keys)
         .with_rate_limits(

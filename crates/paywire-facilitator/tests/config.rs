@@ -219,6 +219,25 @@ fn operations_sections() -> Result<(), ConfigError> {
     assert_eq!(minimal.recovery.interval_seconds, 5);
     assert_eq!(minimal.recovery.min_age_seconds, 5);
     assert_eq!(minimal.idempotent_retry_window_seconds, 600);
+    assert_eq!(minimal.max_concurrent_settlements, 64);
+    assert_eq!(
+        minimal.recovery.purge_unsent_failures_after_seconds,
+        7 * 24 * 60 * 60
+    );
+    assert_eq!(config.max_concurrent_settlements, 64);
+    assert_eq!(
+        config.recovery.purge_unsent_failures_after_seconds,
+        7 * 24 * 60 * 60
+    );
+    let no_slots = format!(
+        "max_concurrent_settlements = 0
+{MINIMAL}"
+    );
+    let error = FacilitatorConfig::parse_with_env(&no_slots, |_| Some("k".into()))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("max_concurrent_settlements"), "{error}");
 
     let twice = format!(
         "{MINIMAL}\n[[api_keys]]\nkey = \"0123456789abcdef\"\nname = \"shop\"\n\

@@ -35,7 +35,6 @@ async fn silent_provider() -> String {
 // ledger_unavailable` ("too many clients") meanwhile.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 7"]
 async fn concurrent_junk_settles_do_not_exhaust_database_connections() -> TestResult {
     let Some(store) = TestStore::postgres().await? else {
         return Ok(());

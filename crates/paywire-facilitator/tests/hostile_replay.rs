@@ -139,7 +139,6 @@ fn v_as_parity(payload: &PaymentPayload) -> PaymentPayload {
 // payment as often as the payer sends it.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 1"]
 async fn a_payment_identifier_does_not_let_another_caller_replay() -> TestResult {
     let devnet = Devnet::start().await?;
     let dir = tempfile::tempdir()?;
@@ -180,7 +179,6 @@ async fn a_payment_identifier_does_not_let_another_caller_replay() -> TestResult
 // gets `success: true`; the caller holding the reservation is then refused.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 2"]
 async fn a_reserved_pending_outcome_cannot_be_taken_by_a_reworded_payload() -> TestResult {
     let devnet = manual_devnet().await?;
     let dir = tempfile::tempdir()?;
@@ -549,7 +547,6 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
 // ever, at request rate.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 8"]
 async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
     let devnet = Devnet::start().await?;
     let dir = tempfile::tempdir()?;

@@ -26,9 +26,11 @@ both_stores!(
     a_front_run_settlement_is_reported_once,
     the_same_payment_identifier_gets_the_recorded_answer,
     the_same_api_key_gets_the_recorded_answer_within_the_window,
+    a_payment_identifier_is_no_key_and_expires_with_the_window,
     a_caller_that_hung_up_leaves_the_outcome_to_the_next_settle,
     a_pending_settlement_is_delivered_once_confirmed,
     a_pending_answer_to_an_api_key_is_reserved_for_it,
+    a_respelled_payload_never_takes_a_claimed_transaction,
     recovery_confirms_a_landed_transaction_after_its_window,
     recovery_never_reruns_a_delivered_failure,
 );
@@ -349,6 +351,57 @@ async fn the_same_api_key_gets_the_recorded_answer_within_the_window(
     Ok(())
 }
 
+/// The payer chooses the payment identifier: it re-reads an answer given
+/// without an API key, within the window only, and never one given to a key.
+async fn a_payment_identifier_is_no_key_and_expires_with_the_window(
+    store: TestStore,
+) -> TestResult {
+    let devnet = Devnet::start().await?;
+    let text = configured(
+        &devnet,
+        &store,
+        "idempotent_retry_window_seconds = 3",
+        &api_keys(r#"["verify"]"#),
+    );
+    let server = start_text(&devnet, &text).await?;
+    let signer = devnet.usdc_owner().address;
+
+    // Answered to shop-a: the id stands in for nobody, not even in time.
+    let to_a = requirements(&devnet, Address::random());
+    let keyed = body(
+        &pay(&devnet, 1, &to_a, Some("pay_keyed_answer_0123456789")).await?,
+        &to_a,
+    );
+    let (status, first) = settle(&server, &keyed, Some(KEY_A)).await?;
+    assert_settled(status, &first);
+    for key in [None, Some(KEY_B)] {
+        let (status, again) = settle(&server, &keyed, key).await?;
+        assert_replay_refused(status, &again);
+    }
+    let (status, again) = settle(&server, &keyed, Some(KEY_A)).await?;
+    assert_eq!((status, &again), (200, &first));
+
+    // Answered without a key: the same id re-reads it, within the window.
+    let to_b = requirements(&devnet, Address::random());
+    let anonymous = body(
+        &pay(&devnet, 2, &to_b, Some("pay_anonymous_answer_01234")).await?,
+        &to_b,
+    );
+    let (status, first) = settle(&server, &anonymous, None).await?;
+    assert_settled(status, &first);
+    let (status, again) = settle(&server, &anonymous, Some(KEY_B)).await?;
+    assert_eq!((status, &again), (200, &first));
+    let sent = tx_count(&devnet, signer).await?;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for key in [None, Some(KEY_A)] {
+        let (status, again) = settle(&server, &anonymous, key).await?;
+        assert_replay_refused(status, &again);
+    }
+    assert_eq!(tx_count(&devnet, signer).await?, sent);
+    server.stop().await;
+    Ok(())
+}
+
 async fn a_caller_that_hung_up_leaves_the_outcome_to_the_next_settle(
     store: TestStore,
 ) -> TestResult {
@@ -469,6 +522,83 @@ async fn a_pending_answer_to_an_api_key_is_reserved_for_it(store: TestStore) -> 
     assert_eq!((status, &again), (200, &confirmed));
     let (status, answer) = settle(&server, &request, None).await?;
     assert_replay_refused(status, &answer);
+    server.stop().await;
+    Ok(())
+}
+
+/// The same authorization with its signature hex in upper case: another
+/// fingerprint for the same on-chain payment.
+fn respelled(request: &Value) -> Value {
+    let mut variant = request.clone();
+    let signature = request["paymentPayload"]["payload"]["signature"]
+        .as_str()
+        .unwrap_or_default();
+    let upper = format!(
+        "0x{}",
+        signature.trim_start_matches("0x").to_ascii_uppercase()
+    );
+    variant["paymentPayload"]["payload"]["signature"] = json!(upper);
+    variant
+}
+
+/// A transaction belongs to the payload that broadcast it from before the
+/// broadcast: the background reconciler confirms the pending settlement
+/// for it, and a re-spelled payload whose scheme run finds that
+/// transaction on chain is recorded and answered as a replay.
+async fn a_respelled_payload_never_takes_a_claimed_transaction(store: TestStore) -> TestResult {
+    let devnet = manual_devnet().await?;
+    let sections = format!(
+        "[recovery]\ninterval_seconds = 1\nmin_age_seconds = 1\n{}",
+        api_keys(r#"["verify"]"#)
+    );
+    let server = start_impatient(&devnet, &store, &sections).await?;
+    let requirements = requirements(&devnet, Address::random());
+    let payload = pay(&devnet, 1, &requirements, None).await?;
+    let request = body(&payload, &requirements);
+    let key = fingerprint(&payload.payload, &requirements);
+
+    devnet.rpc("evm_setAutomine", json!([false])).await?;
+    let (status, pending) = settle(&server, &request, Some(KEY_A)).await?;
+    assert_eq!(
+        (status, &pending["errorReason"]),
+        (200, &json!("settlement_pending")),
+        "{pending}"
+    );
+    devnet.mine().await?;
+    devnet.rpc("evm_setAutomine", json!([true])).await?;
+    let record = wait_for_state(&server, &key, SettlementState::Confirmed).await?;
+    let hash = record.transaction.clone().ok_or("no transaction")?;
+
+    let variant = respelled(&request);
+    let variant_key = fingerprint(
+        variant["paymentPayload"]["payload"]
+            .as_object()
+            .ok_or("payload")?,
+        &requirements,
+    );
+    assert_ne!(variant_key, key);
+    for caller in [None, Some(KEY_B)] {
+        let (status, answer) = settle(&server, &variant, caller).await?;
+        assert_replay_refused(status, &answer);
+    }
+    let stolen = server
+        .state
+        .ledger()
+        .get(&variant_key)
+        .await?
+        .ok_or("the re-spelled payload left no record")?;
+    assert_eq!(stolen.state, SettlementState::Failed, "{stolen:?}");
+    assert_eq!(
+        server
+            .state
+            .ledger()
+            .find_by_transaction(&hash)
+            .await?
+            .map(|r| r.state),
+        Some(SettlementState::Confirmed)
+    );
+    let (status, confirmed) = settle(&server, &request, Some(KEY_A)).await?;
+    assert_eq!(assert_settled(status, &confirmed), hash);
     server.stop().await;
     Ok(())
 }

@@ -308,6 +308,13 @@ pub fn assert_replay_refused(status: u16, answer: &Value) {
     );
     assert_eq!(answer["transaction"], json!(""), "{answer}");
     assert_eq!(answer["network"], json!("eip155:31337"), "{answer}");
+    // The message tells a resource server "already settled and delivered"
+    // apart from other used-nonce failures: stable, word for word.
+    assert_eq!(
+        answer["errorMessage"],
+        json!(paywire_facilitator::REPLAY_REFUSAL_MESSAGE),
+        "{answer}"
+    );
 }
 
 /// The value of the metric line starting with `name ` (0 when absent).
