@@ -991,7 +991,11 @@ async fn ready(State(state): State<AppState>) -> Response {
                 "RPC reports chain id {id}, expected {}",
                 probe.chain_id
             )),
-            Ok(Err(error)) => Some(error.to_string()),
+            Ok(Err(error)) => {
+                // The public page gets the kind of failure; the log (scrubbed) the detail.
+                tracing::warn!(network = %probe.network, %error, "readiness probe failed");
+                Some(error.summary())
+            }
             Err(_) => Some(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
         };
         all_ok &= problem.is_none();
