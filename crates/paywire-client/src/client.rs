@@ -993,7 +993,7 @@ mod tests {
         let network = ChainId::eip155(8453);
         let pending = codec::encode_header(&paywire_core::SettleResponse::failed(
             network.clone(),
-            paywire_core::ErrorReason::TransactionPending,
+            paywire_core::ErrorReason::TRANSACTION_PENDING,
             None,
             "0xabc",
         ));
@@ -1159,7 +1159,7 @@ mod tests {
         let refused = client.prepare(&required()).await.unwrap();
         let failed = paywire_core::SettleResponse::failed(
             ChainId::eip155(8453),
-            paywire_core::ErrorReason::InsufficientFunds,
+            paywire_core::ErrorReason::INSUFFICIENT_FUNDS,
             None,
             "",
         );
@@ -1198,7 +1198,7 @@ mod tests {
         let prepared = client.prepare(&required()).await.unwrap();
         let pending = paywire_core::SettleResponse::failed(
             ChainId::eip155(8453),
-            paywire_core::ErrorReason::TransactionPending,
+            paywire_core::ErrorReason::TRANSACTION_PENDING,
             None,
             "0xabc",
         );
@@ -1211,7 +1211,7 @@ mod tests {
         assert_eq!(outcome.status, PaymentStatus::Pending);
         let failed = paywire_core::SettleResponse::failed(
             ChainId::eip155(8453),
-            paywire_core::ErrorReason::InsufficientFunds,
+            paywire_core::ErrorReason::INSUFFICIENT_FUNDS,
             None,
             "",
         );

@@ -285,7 +285,7 @@ async fn settling_twice_pays_once_and_reports_the_same_transaction() {
         .unwrap();
     assert_eq!(
         again.invalid_reason,
-        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed)
+        Some(reasons::NONCE_USED)
     );
 }
 
@@ -490,7 +490,7 @@ async fn rejects_underpayment_and_overpayment() {
         env.expect_invalid(
             &payload,
             &requirements,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+            reasons::VALUE_MISMATCH,
         )
         .await;
     }
@@ -509,7 +509,7 @@ async fn rejects_wrong_recipient() {
     env.expect_invalid(
         &payload,
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+        reasons::RECIPIENT_MISMATCH,
     )
     .await;
 }
@@ -524,7 +524,7 @@ async fn rejects_unlisted_asset_and_mismatched_accepted_copy() {
     other_asset.asset = Address::random().to_string();
     let mut payload_other = payload.clone();
     payload_other.accepted = other_asset.clone();
-    env.expect_invalid(&payload_other, &other_asset, ErrorReason::UnsupportedAsset)
+    env.expect_invalid(&payload_other, &other_asset, ErrorReason::UNSUPPORTED_ASSET)
         .await;
     // A client copy that differs from the server's requirements.
     let mut tampered = payload.clone();
@@ -532,13 +532,13 @@ async fn rejects_unlisted_asset_and_mismatched_accepted_copy() {
     env.expect_invalid(
         &tampered,
         &requirements,
-        ErrorReason::InvalidPaymentRequirements,
+        ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
     )
     .await;
     // A payload for another network.
     let mut other_network = payload;
     other_network.accepted.network = ChainId::eip155(8453);
-    env.expect_invalid(&other_network, &requirements, ErrorReason::InvalidNetwork)
+    env.expect_invalid(&other_network, &requirements, ErrorReason::INVALID_NETWORK)
         .await;
 }
 
@@ -562,7 +562,7 @@ async fn rejects_signatures_for_another_domain() {
         env.expect_invalid(
             &payload,
             &requirements,
-            ErrorReason::InvalidExactEvmPayloadSignature,
+            reasons::SIGNATURE,
         )
         .await;
     }
@@ -589,7 +589,7 @@ async fn rejects_bad_and_foreign_signatures() {
     env.expect_invalid(
         &payload,
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
+        reasons::SIGNATURE,
     )
     .await;
     // Garbage of the right length.
@@ -600,7 +600,7 @@ async fn rejects_bad_and_foreign_signatures() {
     env.expect_invalid(
         &wrap(garbage, &requirements),
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
+        reasons::SIGNATURE,
     )
     .await;
 }
@@ -616,17 +616,17 @@ async fn rejects_time_window_violations() {
         (
             0,
             now - 1,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+            reasons::VALID_BEFORE,
         ), // expired
         (
             0,
             now + 3,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+            reasons::VALID_BEFORE,
         ), // inside the 6 s buffer
         (
             now + 120,
             now + 300,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+            reasons::VALID_AFTER,
         ), // not yet valid
     ];
     for (valid_after, valid_before, reason) in cases {
@@ -656,7 +656,7 @@ async fn rejects_insufficient_balance() {
         env.sign_custom(&broke, auth, "USD Coin", 31337, env.devnet.usdc()),
         &requirements,
     );
-    env.expect_invalid(&payload, &requirements, ErrorReason::InsufficientFunds)
+    env.expect_invalid(&payload, &requirements, ErrorReason::INSUFFICIENT_FUNDS)
         .await;
 }
 
@@ -678,7 +678,7 @@ async fn rejects_when_simulation_reverts() {
     env.expect_invalid(
         &payload,
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSimulationFailed,
+        reasons::SIMULATION_FAILED,
     )
     .await;
 }
@@ -741,7 +741,7 @@ async fn smart_wallet_pays_through_eip1271() {
     env.expect_invalid(
         &forged,
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
+        reasons::SIGNATURE,
     )
     .await;
 
@@ -883,7 +883,7 @@ async fn counterfactual_wallet_pays_through_eip6492() {
     env.expect_invalid(
         &wrap(forged, &requirements),
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
+        reasons::SIGNATURE,
     )
     .await;
     assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
@@ -942,7 +942,7 @@ async fn counterfactual_wallets_are_refused_unless_deployments_are_on() {
     env.expect_invalid(
         &payload,
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet,
+        reasons::UNDEPLOYED_SMART_WALLET,
     )
     .await;
     assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
@@ -966,7 +966,7 @@ async fn counterfactual_wallets_are_refused_unless_deployments_are_on() {
     let verified = capped.verify(&payload, &requirements).await.unwrap();
     assert_eq!(
         verified.invalid_reason,
-        Some(ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet)
+        Some(reasons::UNDEPLOYED_SMART_WALLET)
     );
     let message = verified.invalid_message.unwrap_or_default();
     assert!(message.contains("cap of 50000"), "{message}");
@@ -992,7 +992,7 @@ async fn zero_value_payment_never_produces_a_transaction() {
     env.expect_invalid(
         &free,
         &requirements,
-        ErrorReason::InvalidPaymentRequirements,
+        ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
     )
     .await;
     // A zero-value authorization against a priced requirement.
@@ -1005,7 +1005,7 @@ async fn zero_value_payment_never_produces_a_transaction() {
     env.expect_invalid(
         &zero,
         &priced,
-        ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+        reasons::VALUE_MISMATCH,
     )
     .await;
     assert_eq!(
@@ -1054,7 +1054,7 @@ async fn new_authorization_reusing_a_settled_nonce_fails_at_settle() {
     env.expect_invalid(
         &second,
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+        reasons::NONCE_USED,
     )
     .await;
     // The genuine retry of the first still finds its transaction.
@@ -1381,7 +1381,7 @@ async fn expired_authorization_that_landed_is_reported_settled() {
     let refused = later.settle(&unused, &requirements).await.unwrap();
     assert_eq!(
         refused.error_reason,
-        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore)
+        Some(reasons::VALID_BEFORE)
     );
     assert!(refused.transaction.is_empty());
     assert_eq!(env.balance(pay_to).await, U256::from(PRICE));

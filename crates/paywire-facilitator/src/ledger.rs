@@ -1231,7 +1231,7 @@ pub(crate) mod tests {
 
         let pending = SettleResponse::failed(
             ChainId::eip155(1),
-            ErrorReason::TransactionPending,
+            ErrorReason::TRANSACTION_PENDING,
             None,
             "0x1",
         );
@@ -1332,7 +1332,7 @@ pub(crate) mod tests {
         // the failure final), though the wire never carries it.
         let reverted = SettleResponse::failed(
             ChainId::eip155(1),
-            ErrorReason::InvalidTransactionState,
+            ErrorReason::INVALID_TRANSACTION_STATE,
             None,
             "0x3",
         );

@@ -218,7 +218,7 @@ impl AppState {
         }
         let response = SettleResponse::failed(
             request.payment_requirements.network.clone(),
-            ErrorReason::UnexpectedSettleError,
+            ErrorReason::UNEXPECTED_SETTLE_ERROR,
             None,
             "",
         )

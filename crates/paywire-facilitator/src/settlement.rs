@@ -81,9 +81,9 @@ fn is_replay(record: &SettlementRecord, caller: &Caller, window: Duration, now: 
 /// spelling on `eip155`, `duplicate_settlement` elsewhere.
 fn replay_reason(network: &ChainId) -> ErrorReason {
     if network.eip155_id().is_some() {
-        ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
+        reasons::NONCE_USED
     } else {
-        ErrorReason::DuplicateSettlement
+        ErrorReason::DUPLICATE_SETTLEMENT
     }
 }
 

@@ -343,15 +343,15 @@ mod tests {
     fn only_payload_defects_prove_nothing_was_charged() {
         let failed = |reason| SettleResponse::failed(ChainId::eip155(1), reason, None, "");
         assert!(proves_nothing_charged(&failed(
-            ErrorReason::InvalidExactEvmPayloadRecipientMismatch
+            reasons::RECIPIENT_MISMATCH
         )));
         for reason in [
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
-            ErrorReason::InsufficientFunds,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-            ErrorReason::InvalidTransactionState,
-            ErrorReason::InvalidExactEvmPayloadSignature,
-            ErrorReason::UnexpectedSettleError,
+            reasons::NONCE_USED,
+            ErrorReason::INSUFFICIENT_FUNDS,
+            reasons::VALID_BEFORE,
+            ErrorReason::INVALID_TRANSACTION_STATE,
+            reasons::SIGNATURE,
+            ErrorReason::UNEXPECTED_SETTLE_ERROR,
             ErrorReason::Other("who knows".into()),
         ] {
             assert!(!proves_nothing_charged(&failed(reason.clone())), "{reason}");

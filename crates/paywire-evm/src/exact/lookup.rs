@@ -126,11 +126,11 @@ pub(crate) fn answer(
     let (reason, message) = match view {
         ChainView::Open | ChainView::Executed(_) => return SettlementLookup::Open,
         ChainView::UsedElsewhere => (
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            reasons::NONCE_USED,
             "the authorization's nonce was used without executing this payment",
         ),
         ChainView::Expired => (
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+            reasons::VALID_BEFORE,
             "the authorization expired before it was executed",
         ),
     };
@@ -207,11 +207,11 @@ mod tests {
         for (view, reason) in [
             (
                 ChainView::UsedElsewhere,
-                ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+                reasons::NONCE_USED,
             ),
             (
                 ChainView::Expired,
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                reasons::VALID_BEFORE,
             ),
         ] {
             match answer(&network, &payload, view, None) {
