@@ -2,6 +2,8 @@
 //! Circle's real USDC: one test per verification check (each fails if its
 //! check is removed), settlement truth, replay, front-running, concurrency.
 
+use paywire_evm::Eip155ChainId;
+use paywire_evm::reasons;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -283,10 +285,7 @@ async fn settling_twice_pays_once_and_reports_the_same_transaction() {
         .verify(&payload, &requirements)
         .await
         .unwrap();
-    assert_eq!(
-        again.invalid_reason,
-        Some(reasons::NONCE_USED)
-    );
+    assert_eq!(again.invalid_reason, Some(reasons::NONCE_USED));
 }
 
 #[tokio::test]
@@ -487,12 +486,8 @@ async fn rejects_underpayment_and_overpayment() {
             env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
             &requirements,
         );
-        env.expect_invalid(
-            &payload,
-            &requirements,
-            reasons::VALUE_MISMATCH,
-        )
-        .await;
+        env.expect_invalid(&payload, &requirements, reasons::VALUE_MISMATCH)
+            .await;
     }
 }
 
@@ -506,12 +501,8 @@ async fn rejects_wrong_recipient() {
         env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
         &requirements,
     );
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        reasons::RECIPIENT_MISMATCH,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::RECIPIENT_MISMATCH)
+        .await;
 }
 
 #[tokio::test]
@@ -559,12 +550,8 @@ async fn rejects_signatures_for_another_domain() {
             env.sign_custom(&key, auth, name, chain_id, contract),
             &requirements,
         );
-        env.expect_invalid(
-            &payload,
-            &requirements,
-            reasons::SIGNATURE,
-        )
-        .await;
+        env.expect_invalid(&payload, &requirements, reasons::SIGNATURE)
+            .await;
     }
 }
 
@@ -586,12 +573,8 @@ async fn rejects_bad_and_foreign_signatures() {
         ),
         &requirements,
     );
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        reasons::SIGNATURE,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::SIGNATURE)
+        .await;
     // Garbage of the right length.
     let garbage = ExactEvmPayload {
         authorization: auth,
@@ -613,21 +596,9 @@ async fn rejects_time_window_violations() {
     let key = env.payer_key(1);
     let now = now();
     let cases = [
-        (
-            0,
-            now - 1,
-            reasons::VALID_BEFORE,
-        ), // expired
-        (
-            0,
-            now + 3,
-            reasons::VALID_BEFORE,
-        ), // inside the 6 s buffer
-        (
-            now + 120,
-            now + 300,
-            reasons::VALID_AFTER,
-        ), // not yet valid
+        (0, now - 1, reasons::VALID_BEFORE),          // expired
+        (0, now + 3, reasons::VALID_BEFORE),          // inside the 6 s buffer
+        (now + 120, now + 300, reasons::VALID_AFTER), // not yet valid
     ];
     for (valid_after, valid_before, reason) in cases {
         let mut auth = env.valid_authorization(key.address(), pay_to);
@@ -675,12 +646,8 @@ async fn rejects_when_simulation_reverts() {
         .transact(owner, env.devnet.usdc(), blacklist.abi_encode())
         .await
         .unwrap();
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        reasons::SIMULATION_FAILED,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::SIMULATION_FAILED)
+        .await;
 }
 
 /// Minimal join_all without pulling in the `futures` crate.
@@ -738,12 +705,8 @@ async fn smart_wallet_pays_through_eip1271() {
         env.sign_custom(&stranger, auth, "USD Coin", 31337, env.devnet.usdc()),
         &requirements,
     );
-    env.expect_invalid(
-        &forged,
-        &requirements,
-        reasons::SIGNATURE,
-    )
-    .await;
+    env.expect_invalid(&forged, &requirements, reasons::SIGNATURE)
+        .await;
 
     // Signed by the owner: valid by EIP-1271 and settled.
     let auth = env.valid_authorization(wallet, pay_to);
@@ -939,12 +902,8 @@ async fn counterfactual_wallets_are_refused_unless_deployments_are_on() {
     let wallet = counterfactual.0;
     let payload = counterfactual_payment(&env, &requirements, counterfactual);
     // The default: no deployment, refused at verify and at settle.
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        reasons::UNDEPLOYED_SMART_WALLET,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::UNDEPLOYED_SMART_WALLET)
+        .await;
     assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
     assert_eq!(
         sent_by(&env.devnet, &env.facilitator).await,
@@ -1002,12 +961,8 @@ async fn zero_value_payment_never_produces_a_transaction() {
         env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
         &priced,
     );
-    env.expect_invalid(
-        &zero,
-        &priced,
-        reasons::VALUE_MISMATCH,
-    )
-    .await;
+    env.expect_invalid(&zero, &priced, reasons::VALUE_MISMATCH)
+        .await;
     assert_eq!(
         sent_by(&env.devnet, &env.facilitator).await,
         0,
@@ -1051,12 +1006,8 @@ async fn new_authorization_reusing_a_settled_nonce_fails_at_settle() {
     assert!(settled.success, "{:?}", settled.error_message);
     // Another authorization (other validBefore, other signature) with the
     // same nonce: the payer paid once, for the first one.
-    env.expect_invalid(
-        &second,
-        &requirements,
-        reasons::NONCE_USED,
-    )
-    .await;
+    env.expect_invalid(&second, &requirements, reasons::NONCE_USED)
+        .await;
     // The genuine retry of the first still finds its transaction.
     let again = env.facilitator.settle(&first, &requirements).await.unwrap();
     assert!(again.success);
@@ -1379,10 +1330,7 @@ async fn expired_authorization_that_landed_is_reported_settled() {
     // Expired and never executed: refused for its time window, nothing sent.
     let unused = env.pay(6, &requirements).await;
     let refused = later.settle(&unused, &requirements).await.unwrap();
-    assert_eq!(
-        refused.error_reason,
-        Some(reasons::VALID_BEFORE)
-    );
+    assert_eq!(refused.error_reason, Some(reasons::VALID_BEFORE));
     assert!(refused.transaction.is_empty());
     assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
 }

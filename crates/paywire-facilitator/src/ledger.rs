@@ -1230,7 +1230,7 @@ pub(crate) mod tests {
         assert!(ledger.mark_submitted("nope", "0x2").await.is_err());
 
         let pending = SettleResponse::failed(
-            ChainId::eip155(1),
+            ChainId::parse("eip155:1").unwrap(),
             ErrorReason::TRANSACTION_PENDING,
             None,
             "0x1",
@@ -1239,7 +1239,7 @@ pub(crate) mod tests {
             ledger.record_outcome("f1", &pending).await?,
             SettlementState::Pending
         );
-        let settled = SettleResponse::settled(ChainId::eip155(1), "0x1", None);
+        let settled = SettleResponse::settled(ChainId::parse("eip155:1").unwrap(), "0x1", None);
         ledger.mark_received("f1", &request(), None).await?;
         assert_eq!(
             ledger.record_outcome("f1", &settled).await?,
@@ -1331,7 +1331,7 @@ pub(crate) mod tests {
         // A failure keeps the transaction it names in the ledger (it makes
         // the failure final), though the wire never carries it.
         let reverted = SettleResponse::failed(
-            ChainId::eip155(1),
+            ChainId::parse("eip155:1").unwrap(),
             ErrorReason::INVALID_TRANSACTION_STATE,
             None,
             "0x3",

@@ -191,7 +191,10 @@ mod tests {
         assert_eq!(refuse(json!([1, 2])).reason, ErrorReason::INVALID_PAYLOAD);
         let mut bad = body();
         bad.as_object_mut().map(|b| b.remove("paymentRequirements"));
-        assert_eq!(refuse(bad).reason, ErrorReason::INVALID_PAYMENT_REQUIREMENTS);
+        assert_eq!(
+            refuse(bad).reason,
+            ErrorReason::INVALID_PAYMENT_REQUIREMENTS
+        );
     }
 
     #[test]

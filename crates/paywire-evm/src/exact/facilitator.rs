@@ -1,6 +1,8 @@
 //! Facilitator side of `exact` EIP-3009: verification against the chain and
 //! settlement through the facilitator's own signers.
 
+use crate::Eip155ChainId;
+use crate::reasons;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -1250,11 +1252,8 @@ impl ExactEvmFacilitator {
         // An expired authorization may have been executed before it expired
         // (e.g. a settlement re-run after a restart): the chain decides
         // first, so a landed transfer is never reported as failed.
-        let may_have_executed = matches!(
-            rejection.reason,
-            reasons::NONCE_USED
-                | reasons::VALID_BEFORE
-        );
+        let may_have_executed =
+            rejection.reason == reasons::NONCE_USED || rejection.reason == reasons::VALID_BEFORE;
         if may_have_executed
             && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
             && let (Ok(asset), Ok(exact)) = (
@@ -1506,6 +1505,10 @@ fn executed_payload(payload: &ExactEvmPayload) -> ExactEvmPayload {
 impl SchemeFacilitator for ExactEvmFacilitator {
     fn scheme(&self) -> &str {
         SCHEME
+    }
+
+    fn replay_reason(&self) -> ErrorReason {
+        reasons::NONCE_USED
     }
 
     /// `authorization.from`, when the 65-byte signature recovers to it over
