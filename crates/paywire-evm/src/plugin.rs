@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
 use crate::networks::{Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, network_names};
 use crate::rpc::RpcClient;
-use crate::signer::{EvmSigner, LocalSigner};
+use crate::signer::LocalSigner;
 
 /// The CAIP-2 namespace of EVM chains.
 pub const NAMESPACE: &str = "eip155";
