@@ -1482,7 +1482,7 @@ async fn one_balance_pays_for_one_transfer_in_flight() {
     let mut refused = 0;
     for answer in answers {
         let answer = answer.unwrap();
-        if answer.error_reason == Some(ErrorReason::InsufficientFunds) {
+        if answer.error_reason == Some(ErrorReason::INSUFFICIENT_FUNDS) {
             assert!(answer.transaction.is_empty());
             refused += 1;
         } else {

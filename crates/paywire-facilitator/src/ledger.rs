@@ -1315,8 +1315,8 @@ pub(crate) mod tests {
         // transaction still leads to the payload that claimed it.
         ledger.mark_received("f2", &request(), None).await?;
         let refused = SettleResponse::failed(
-            ChainId::eip155(1),
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            ChainId::parse("eip155:1").unwrap(),
+            ErrorReason::from_static("invalid_exact_evm_nonce_already_used"),
             None,
             "0x1",
         );
@@ -1353,17 +1353,18 @@ pub(crate) mod tests {
 
     /// What the retention purge deletes and keeps (also run against Postgres).
     pub(crate) async fn purge_checks(ledger: &Ledger) -> Result<(), LedgerError> {
-        let network = ChainId::eip155(1);
+        let network = ChainId::parse("eip155:1").unwrap();
         let refused =
-            SettleResponse::failed(network.clone(), ErrorReason::InsufficientFunds, None, "");
+            SettleResponse::failed(network.clone(), ErrorReason::INSUFFICIENT_FUNDS, None, "");
         let reverted = SettleResponse::failed(
             network.clone(),
-            ErrorReason::InvalidTransactionState,
+            ErrorReason::INVALID_TRANSACTION_STATE,
             None,
             "0xr",
         );
         let settled = SettleResponse::settled(network.clone(), "0xs", None);
-        let pending = SettleResponse::failed(network, ErrorReason::TransactionPending, None, "0xp");
+        let pending =
+            SettleResponse::failed(network, ErrorReason::TRANSACTION_PENDING, None, "0xp");
         for (key, outcome) in [
             ("unsent", Some(&refused)),
             ("reverted", Some(&reverted)),

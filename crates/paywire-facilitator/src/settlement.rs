@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use paywire_core::{
-    ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup, X402_VERSION,
+    ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup, X402_VERSION,
 };
 
 use crate::error::ApiError;

@@ -52,6 +52,10 @@ const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(600);
 /// Default total size of the paid responses kept after unknown outcomes.
 const DEFAULT_UNKNOWN_CACHE_BYTES: usize = 64 << 20;
 
+/// How a paywire facilitator's replay refusal begins: "this payment was
+/// settled and answered to an earlier request" (its `REPLAY_REFUSAL_PREFIX`).
+const ALREADY_SETTLED_PREFIX: &str = "payment already settled:";
+
 /// `Retry-After` (seconds) of a `settlement_unknown` answer.
 const RETRY_UNKNOWN_AFTER: &str = "5";
 
@@ -830,7 +834,6 @@ impl Paid<'_> {
     /// settled and its answer was lost). Not a 402: the payer must not pay
     /// again. The payment stays kept.
     async fn disputed(&self, key: &ReservationKey, answer: SettleResponse) -> Response<Body> {
-        use paywire_core::ErrorReason as R;
         let reference = key.to_hex();
         let reason = answer
             .error_reason
@@ -839,10 +842,13 @@ impl Paid<'_> {
         tracing::warn!(route = %self.route.pattern.as_str(), %reference, %reason, payer = ?answer.payer,
             "a payment resumed after an unknown outcome was refused; an earlier attempt may have \
              been charged (a facilitator API key lets its idempotent retries through)");
-        let used = matches!(
-            answer.error_reason,
-            Some(R::InvalidExactEvmPayloadAuthorizationNonceUsed | R::DuplicateSettlement)
-        );
+        // A paywire facilitator says so in words (its replay refusal); other
+        // facilitators' used-nonce codes are chain-specific and named below.
+        let used = answer.error_reason == Some(paywire_core::ErrorReason::DUPLICATE_SETTLEMENT)
+            || answer
+                .error_message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(ALREADY_SETTLED_PREFIX));
         let what = if used {
             "this payment's authorization has already been used: it appears to have been \
              settled by an earlier attempt whose answer was lost"

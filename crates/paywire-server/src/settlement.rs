@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use paywire_core::{ErrorReason, FacilitatorError, SchemeError, SchemeServer, SettleResponse};
+use paywire_core::{FacilitatorError, SchemeError, SchemeServer, SettleResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http_facilitator::request_not_sent;
