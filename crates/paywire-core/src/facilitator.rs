@@ -79,6 +79,13 @@ pub trait Facilitator: Send + Sync {
         None
     }
 
+    /// What `request` spends, independent of its spelling
+    /// ([`crate::SchemeFacilitator::spend_key`]).
+    fn spend_key(&self, request: &FacilitatorRequest) -> Option<String> {
+        let _ = request;
+        None
+    }
+
     /// The reason a replay of `request` (a payment already settled and
     /// answered) is refused with: its scheme's "already used" code.
     fn replay_reason(&self, request: &FacilitatorRequest) -> ErrorReason {
@@ -132,6 +139,10 @@ impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
 
     fn replay_reason(&self, request: &FacilitatorRequest) -> ErrorReason {
         (**self).replay_reason(request)
+    }
+
+    fn spend_key(&self, request: &FacilitatorRequest) -> Option<String> {
+        (**self).spend_key(request)
     }
 
     fn lookup_settlement<'a>(
@@ -249,6 +260,15 @@ impl Facilitator for LocalFacilitator {
         match self.route(request) {
             Routed::Plugin(plugin) => {
                 plugin.authenticated_payer(&request.payment_payload, &request.payment_requirements)
+            }
+            Routed::Rejected(..) => None,
+        }
+    }
+
+    fn spend_key(&self, request: &FacilitatorRequest) -> Option<String> {
+        match self.route(request) {
+            Routed::Plugin(plugin) => {
+                plugin.spend_key(&request.payment_payload, &request.payment_requirements)
             }
             Routed::Rejected(..) => None,
         }

@@ -205,6 +205,20 @@ pub trait SchemeFacilitator: Send + Sync {
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>>;
 
+    /// What `payload` spends, independent of how it is spelled (for EVM
+    /// `exact`: token, payer and nonce of the authorization): two payloads
+    /// with the same key can never both be settled, so a facilitator
+    /// serializes their settlements on it, across processes too. `None`
+    /// when the payload is unreadable or the scheme has no such identity.
+    fn spend_key(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let _ = (payload, requirements);
+        None
+    }
+
     /// The reason a replayed settlement (an already settled payment asked
     /// again) is refused with: the scheme's "already used" code, so that
     /// clients of other implementations recognise it.

@@ -213,6 +213,43 @@ fn payee() -> Address {
     Address::random()
 }
 
+/// One authorization has one spend key however its payload is spelled
+/// (hex case, extra members), so facilitators serialize its settlements
+/// across processes; another nonce is another key.
+#[tokio::test]
+async fn spend_key_ignores_the_spelling_of_one_authorization() {
+    let env = env().await;
+    let requirements = env.requirements(payee());
+    let payload = env.pay(1, &requirements).await;
+    let key = |payload: &PaymentPayload| env.facilitator.spend_key(payload, &requirements);
+    let original = key(&payload).expect("a readable authorization has a key");
+    assert!(original.starts_with("eip155:31337:0x"), "{original}");
+    let mut respelled = payload.clone();
+    let signature = respelled.payload["signature"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    respelled.payload["signature"] = serde_json::Value::String(signature.replacen("0X", "0x", 1));
+    let nonce = respelled.payload["authorization"]["nonce"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    respelled.payload["authorization"]["nonce"] =
+        serde_json::Value::String(nonce.replacen("0X", "0x", 1));
+    respelled
+        .payload
+        .insert("note".into(), serde_json::json!("an extra member"));
+    assert_eq!(key(&respelled).as_deref(), Some(original.as_str()));
+    let other = env.pay(1, &requirements).await;
+    assert_ne!(key(&other), Some(original));
+    let mut unreadable = payload.clone();
+    unreadable.payload = serde_json::json!({"signature": 1})
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(key(&unreadable), None);
+}
+
 #[tokio::test]
 async fn verify_then_settle_moves_exactly_the_amount() {
     let env = env().await;

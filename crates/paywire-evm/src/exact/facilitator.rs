@@ -1511,6 +1511,23 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         reasons::NONCE_USED
     }
 
+    /// `eip155:<chain>:<token>:<from>:<nonce>`, lower case: what an
+    /// EIP-3009 authorization spends, however its payload is spelled.
+    fn spend_key(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let chain = requirements.network.eip155_id()?;
+        let token: Address = requirements.asset.parse().ok()?;
+        let exact = ExactEvmPayload::from_json(&payload.payload).ok()?;
+        let auth = &exact.authorization;
+        Some(format!(
+            "eip155:{chain}:{token:#x}:{:#x}:{:#x}",
+            auth.from, auth.nonce
+        ))
+    }
+
     /// `authorization.from`, when the 65-byte signature recovers to it over
     /// the authorization's EIP-712 hash (domain: the token's as read before,
     /// else the asset table's, else the requirements' `extra`). Contract
