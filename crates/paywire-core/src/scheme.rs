@@ -89,6 +89,15 @@ pub trait SchemeServer: Send + Sync {
         let _ = reason;
         false
     }
+
+    /// Whether a settlement refused with `reason` says the payment's
+    /// authorization was already spent (e.g. a used nonce): a server that
+    /// resumed a payment whose first settlement had an unknown outcome then
+    /// tells the payer it appears settled. The default knows no such code.
+    fn refusal_means_spent(&self, reason: &ErrorReason) -> bool {
+        let _ = reason;
+        false
+    }
 }
 
 /// Client side of a scheme: signs a payment for chosen requirements.

@@ -803,7 +803,7 @@ impl Paid<'_> {
             // An earlier attempt may have been charged: never reusable, and
             // never a 402 (its new challenge would invite paying twice).
             guard.keep_unknown().await;
-            return Settlement::Refused(self.disputed(&guard.key, answer).await);
+            return Settlement::Refused(self.disputed(&guard.key, answer, scheme).await);
         }
         guard.release().await;
         let reason = answer
@@ -833,7 +833,12 @@ impl Paid<'_> {
     /// (typically: its authorization is already used, because that attempt
     /// settled and its answer was lost). Not a 402: the payer must not pay
     /// again. The payment stays kept.
-    async fn disputed(&self, key: &ReservationKey, answer: SettleResponse) -> Response<Body> {
+    async fn disputed(
+        &self,
+        key: &ReservationKey,
+        answer: SettleResponse,
+        scheme: Option<&dyn SchemeServer>,
+    ) -> Response<Body> {
         let reference = key.to_hex();
         let reason = answer
             .error_reason
@@ -842,13 +847,15 @@ impl Paid<'_> {
         tracing::warn!(route = %self.route.pattern.as_str(), %reference, %reason, payer = ?answer.payer,
             "a payment resumed after an unknown outcome was refused; an earlier attempt may have \
              been charged (a facilitator API key lets its idempotent retries through)");
-        // A paywire facilitator says so in words (its replay refusal); other
-        // facilitators' used-nonce codes are chain-specific and named below.
-        let used = answer.error_reason == Some(paywire_core::ErrorReason::DUPLICATE_SETTLEMENT)
-            || answer
-                .error_message
-                .as_deref()
-                .is_some_and(|m| m.starts_with(ALREADY_SETTLED_PREFIX));
+        // A paywire facilitator says so in words (its replay refusal); the
+        // scheme knows its own "already used" codes (other facilitators').
+        let used = answer.error_reason.as_ref().is_some_and(|reason| {
+            *reason == paywire_core::ErrorReason::DUPLICATE_SETTLEMENT
+                || scheme.is_some_and(|scheme| scheme.refusal_means_spent(reason))
+        }) || answer
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(ALREADY_SETTLED_PREFIX));
         let what = if used {
             "this payment's authorization has already been used: it appears to have been \
              settled by an earlier attempt whose answer was lost"

@@ -59,6 +59,10 @@ impl SchemeServer for ExactEvmServer {
         .contains(&reason)
     }
 
+    fn refusal_means_spent(&self, reason: &ErrorReason) -> bool {
+        reasons::canonical(reason) == reasons::NONCE_USED
+    }
+
     fn requirements(
         &self,
         request: &RequirementsRequest<'_>,
