@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let facilitator_url =
         std::env::var("PAYWIRE_FACILITATOR_URL").unwrap_or_else(|_| "http://127.0.0.1:4021".into());
     let pay_to = std::env::var("PAYWIRE_PAY_TO")?;
-    let network = ChainId::from_name_or_caip2("base-sepolia")?;
+    let network = ChainId::parse("eip155:84532")?; // Base Sepolia
 
     // Any `Facilitator` works: a remote one over HTTP, an in-process
     // `LocalFacilitator`, or a `FacilitatorRouter` over several.

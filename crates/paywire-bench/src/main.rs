@@ -1,6 +1,7 @@
 //! `paywire-bench`: measures the devnet node's ceiling and our components against
 //! it in one run. See the crate README.
 
+use paywire_evm::Eip155ChainId;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;

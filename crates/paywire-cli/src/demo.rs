@@ -4,6 +4,7 @@
 //!
 //! Exits 0 only if every step did what it says.
 
+use paywire_evm::Eip155ChainId;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Instant;

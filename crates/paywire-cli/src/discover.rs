@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use paywire_bazaar::{DiscoveredResource, DiscoveryClient, ResourceFilter, cheapest};
 use paywire_client::{Catalogs, StaticCatalog};
-use paywire_core::{AssetCatalog, ChainId, PaymentRequirements};
+use paywire_core::{AssetCatalog, PaymentRequirements};
 use paywire_evm::EvmNetworks;
 
 use crate::pay::parse_asset;
@@ -121,7 +121,7 @@ async fn discover(args: DiscoverArgs) -> Result<ExitCode, (u8, String)> {
     let network = args
         .network
         .as_deref()
-        .map(ChainId::from_name_or_caip2)
+        .map(|name| crate::plugins::networks().resolve(name))
         .transpose()
         .map_err(|e| (EXIT_USAGE, e.to_string()))?;
     if args.limit.is_some_and(|l| l == 0 || l > 100) {

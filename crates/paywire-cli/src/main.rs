@@ -12,6 +12,7 @@ mod discover;
 #[cfg(feature = "otel")]
 mod otel;
 mod pay;
+mod plugins;
 
 /// x402 v2 payments from the command line.
 #[derive(Parser)]
@@ -278,8 +279,9 @@ fn run_simple(command: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Command::Network { name } => {
-            let chain =
-                paywire_core::ChainId::from_name_or_caip2(&name).map_err(|e| e.to_string())?;
+            let chain = plugins::networks()
+                .resolve(&name)
+                .map_err(|e| e.to_string())?;
             println!("{chain}");
             Ok(())
         }

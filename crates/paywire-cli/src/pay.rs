@@ -5,6 +5,7 @@
 //! budget or `--max`; 4 the payment was made but not settled (or is
 //! pending); 5 network error.
 
+use paywire_evm::Eip155ChainId;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -124,7 +125,9 @@ fn parse_asset_parts(
     };
     let (rest, decimals) = text.rsplit_once(':').ok_or_else(bad)?;
     let (network, address) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let network = ChainId::from_name_or_caip2(network).map_err(|e| usage(e.to_string()))?;
+    let network = crate::plugins::networks()
+        .resolve(network)
+        .map_err(|e| usage(e.to_string()))?;
     let decimals: u8 = decimals.parse().map_err(|_| bad())?;
     Ok((
         network,
@@ -149,7 +152,9 @@ fn spend_probe(rpcs: &[String]) -> Result<ExactEvmSpendProbe, Failure> {
         let (network, url) = option
             .split_once('=')
             .ok_or_else(|| usage("--rpc expects NETWORK=URL"))?;
-        let network = ChainId::from_name_or_caip2(network).map_err(|e| usage(e.to_string()))?;
+        let network = crate::plugins::networks()
+            .resolve(network)
+            .map_err(|e| usage(e.to_string()))?;
         if network.eip155_id().is_none() {
             return Err(usage(format!(
                 "--rpc {network}: only eip155 networks have a spend probe"
@@ -178,16 +183,20 @@ fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
         })?,
     };
     let signer = LocalSigner::from_hex(&key).map_err(|e| usage(e.to_string()))?;
-    let mut policy = SelectionPolicy::default();
+    let networks = crate::plugins::networks();
+    let mut policy = SelectionPolicy {
+        networks: networks.clone(),
+        ..SelectionPolicy::default()
+    };
     for name in &args.prefer {
         policy
             .prefer_networks
-            .push(ChainIdPattern::parse(name).map_err(|e| usage(e.to_string()))?);
+            .push(networks.pattern(name).map_err(|e| usage(e.to_string()))?);
     }
     for name in &args.network {
         policy
             .allow_networks
-            .push(ChainIdPattern::parse(name).map_err(|e| usage(e.to_string()))?);
+            .push(networks.pattern(name).map_err(|e| usage(e.to_string()))?);
     }
     if args.testnet_only {
         policy.network_class = Some(paywire_core::NetworkClass::Testnet);

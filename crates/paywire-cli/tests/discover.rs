@@ -2,6 +2,7 @@
 //! pays for them with `paywire pay`, our facilitator catalogs what it settled,
 //! and `paywire discover` lists, searches and picks the cheapest.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 
 use alloy_primitives::Address;

@@ -1,6 +1,7 @@
 //! `paywire pay` end to end: the real binary pays our axum server (paywire-server
 //! layer + in-process facilitator) on anvil with Circle's real USDC.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,7 +265,10 @@ async fn a_bad_rpc_option_does_not_echo_the_url() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
         .args(["pay", "http://127.0.0.1:9/x", "--budget"])
         .arg(&budget)
-        .args(["--rpc", "solana=https://rpc.example/SECRET-KEY"])
+        .args([
+            "--rpc",
+            "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp=https://rpc.example/SECRET-KEY",
+        ])
         .env("PAYWIRE_PRIVATE_KEY", format!("0x{}", "11".repeat(32)))
         .output()
         .await

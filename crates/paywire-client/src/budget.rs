@@ -633,7 +633,7 @@ mod tests {
     fn requirement(amount: u64) -> PaymentRequirements {
         PaymentRequirements {
             scheme: "exact".into(),
-            network: ChainId::eip155(8453),
+            network: ChainId::parse("eip155:8453").unwrap(),
             amount: amount.into(),
             asset: "0xusdc".into(),
             pay_to: "0xa".into(),
@@ -920,7 +920,7 @@ mod tests {
     fn asset_scope_counts_only_its_asset() {
         let rule = BudgetRule {
             scope: BudgetScope::Asset {
-                network: ChainId::eip155(8453),
+                network: ChainId::parse("eip155:8453").unwrap(),
                 asset: "0xUSDC".into(),
             },
             per_call: Some(5),

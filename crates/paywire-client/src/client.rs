@@ -892,7 +892,7 @@ mod tests {
             resource: ResourceInfo::new("https://api.example.test/r"),
             accepts: vec![PaymentRequirements {
                 scheme: "exact".into(),
-                network: ChainId::eip155(8453),
+                network: ChainId::parse("eip155:8453").unwrap(),
                 amount: 10_000u64.into(),
                 asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".into(),
                 pay_to: "0xa".into(),
@@ -990,10 +990,10 @@ mod tests {
             .build();
         let sent: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
         let challenge = codec::encode_header(&required());
-        let network = ChainId::eip155(8453);
+        let network = ChainId::parse("eip155:8453").unwrap();
         let pending = codec::encode_header(&paywire_core::SettleResponse::failed(
             network.clone(),
-            paywire_core::ErrorReason::TransactionPending,
+            paywire_core::ErrorReason::TRANSACTION_PENDING,
             None,
             "0xabc",
         ));
@@ -1130,7 +1130,7 @@ mod tests {
     #[tokio::test]
     async fn the_budget_follows_receipts_not_status_codes() {
         let scope = crate::BudgetScope::Asset {
-            network: ChainId::eip155(8453),
+            network: ChainId::parse("eip155:8453").unwrap(),
             asset: required().accepts[0].asset.clone(),
         };
         let budget = Arc::new(
@@ -1158,8 +1158,8 @@ mod tests {
         };
         let refused = client.prepare(&required()).await.unwrap();
         let failed = paywire_core::SettleResponse::failed(
-            ChainId::eip155(8453),
-            paywire_core::ErrorReason::InsufficientFunds,
+            ChainId::parse("eip155:8453").unwrap(),
+            paywire_core::ErrorReason::INSUFFICIENT_FUNDS,
             None,
             "",
         );
@@ -1197,8 +1197,8 @@ mod tests {
             .build();
         let prepared = client.prepare(&required()).await.unwrap();
         let pending = paywire_core::SettleResponse::failed(
-            ChainId::eip155(8453),
-            paywire_core::ErrorReason::TransactionPending,
+            ChainId::parse("eip155:8453").unwrap(),
+            paywire_core::ErrorReason::TRANSACTION_PENDING,
             None,
             "0xabc",
         );
@@ -1210,8 +1210,8 @@ mod tests {
         let outcome = client.finish(&prepared, 402, &headers).await;
         assert_eq!(outcome.status, PaymentStatus::Pending);
         let failed = paywire_core::SettleResponse::failed(
-            ChainId::eip155(8453),
-            paywire_core::ErrorReason::InsufficientFunds,
+            ChainId::parse("eip155:8453").unwrap(),
+            paywire_core::ErrorReason::INSUFFICIENT_FUNDS,
             None,
             "",
         );

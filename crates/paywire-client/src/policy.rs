@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 pub use paywire_core::{AssetCatalog, AssetInfo};
 use paywire_core::{
-    AtomicAmount, ChainId, ChainIdPattern, Money, NetworkClass, PaymentRequirements, U256,
+    AtomicAmount, ChainId, ChainIdPattern, Money, NetworkClass, NetworkDirectory,
+    PaymentRequirements, U256,
 };
 
 /// A catalog built from a list, for configuration and tests.
@@ -76,6 +77,9 @@ pub struct SelectionPolicy {
     /// Only this class of network (e.g. testnets only). Unknown networks
     /// count as neither class and are excluded when this is set.
     pub network_class: Option<NetworkClass>,
+    /// What is known about networks (their class), as the chain plugins
+    /// contribute it (`PluginRegistry::networks`).
+    pub networks: NetworkDirectory,
     /// Only these schemes.
     pub allow_schemes: Vec<String>,
     /// Only these assets, as (network pattern, asset address or code).
@@ -99,6 +103,7 @@ impl Default for SelectionPolicy {
             allow_networks: Vec::new(),
             deny_networks: Vec::new(),
             network_class: None,
+            networks: NetworkDirectory::new(),
             allow_schemes: Vec::new(),
             allow_assets: Vec::new(),
             allow_pay_to: Vec::new(),
@@ -268,7 +273,7 @@ impl SelectionPolicy {
             return Some(Exclusion::NetworkDenied);
         }
         if let Some(required) = self.network_class {
-            let class = network.is_testnet().map(|testnet| {
+            let class = self.networks.is_testnet(network).map(|testnet| {
                 if testnet {
                     NetworkClass::Testnet
                 } else {
@@ -412,11 +417,35 @@ impl SelectionPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use paywire_core::NetworkInfo;
+
+    /// The few networks these tests name (plugins contribute them in real use).
+    fn names() -> NetworkDirectory {
+        let network = |name: &'static str, id: &str, class| {
+            NetworkInfo::new(ChainId::parse(id).unwrap(), name, class)
+        };
+        let mut names = NetworkDirectory::new();
+        names.extend([
+            network("base", "eip155:8453", NetworkClass::Mainnet),
+            network("base-sepolia", "eip155:84532", NetworkClass::Testnet),
+            network("polygon", "eip155:137", NetworkClass::Mainnet),
+            network(
+                "solana",
+                "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
+                NetworkClass::Mainnet,
+            ),
+        ]);
+        names
+    }
+
+    fn net(name: &str) -> ChainId {
+        names().resolve(name).unwrap()
+    }
 
     fn option(network: &str, asset: &str, amount: u64, pay_to: &str) -> PaymentRequirements {
         PaymentRequirements {
             scheme: "exact".into(),
-            network: ChainId::from_name_or_caip2(network).unwrap(),
+            network: net(network),
             amount: amount.into(),
             asset: asset.into(),
             pay_to: pay_to.into(),
@@ -432,23 +461,11 @@ mod tests {
             usd_stable: true,
         };
         StaticCatalog::default()
+            .with(net("base"), "0xusdc-base", usdc(6))
+            .with(net("base-sepolia"), "0xusdc-sep", usdc(6))
+            .with(net("solana"), "USDC-SOL", usdc(6))
             .with(
-                ChainId::from_name_or_caip2("base").unwrap(),
-                "0xusdc-base",
-                usdc(6),
-            )
-            .with(
-                ChainId::from_name_or_caip2("base-sepolia").unwrap(),
-                "0xusdc-sep",
-                usdc(6),
-            )
-            .with(
-                ChainId::from_name_or_caip2("solana").unwrap(),
-                "USDC-SOL",
-                usdc(6),
-            )
-            .with(
-                ChainId::from_name_or_caip2("polygon").unwrap(),
+                net("polygon"),
                 "0xdai",
                 AssetInfo {
                     symbol: "DAI".into(),
@@ -485,7 +502,7 @@ mod tests {
             option("solana", "USDC-SOL", 10_000, "0xa"),
         ];
         let policy = SelectionPolicy {
-            prefer_networks: vec![ChainIdPattern::parse("solana:*").unwrap()],
+            prefer_networks: vec![names().pattern("solana:*").unwrap()],
             ..Default::default()
         };
         assert_eq!(
@@ -510,11 +527,9 @@ mod tests {
         ];
         let policy = SelectionPolicy {
             network_class: Some(NetworkClass::Testnet),
+            networks: names(),
             deny_pay_to: vec!["0xEVIL".into()],
-            allow_assets: vec![(
-                ChainIdPattern::parse("eip155:*").unwrap(),
-                "0xUSDC-SEP".into(),
-            )],
+            allow_assets: vec![(names().pattern("eip155:*").unwrap(), "0xUSDC-SEP".into())],
             max_per_call: vec![PriceCap::Usd(Money::parse("$0.05").unwrap())],
             ..Default::default()
         };

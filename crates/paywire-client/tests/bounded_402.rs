@@ -3,6 +3,7 @@
 //! item 7). The server is a plain axum app: no chain is involved because
 //! nothing may be signed.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

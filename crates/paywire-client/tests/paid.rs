@@ -1,6 +1,7 @@
 //! The client end to end: our client pays our axum server (paywire-server layer)
 //! through an in-process facilitator on anvil with Circle's real USDC.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

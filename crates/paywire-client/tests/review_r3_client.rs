@@ -4,6 +4,7 @@
 //! Failing probes are `#[ignore = "finding N"]`; run them with
 //! `cargo nextest run -p paywire-client --test review_r3_client --run-ignored all`.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -4,6 +4,7 @@
 //! settlement's receipt succeeds; the body must still be withheld and the
 //! client must not count the payment as paid.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! A wallet that paid for an access pass signs in instead of paying again
 //! until the pass ends.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

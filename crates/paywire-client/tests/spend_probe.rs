@@ -1,6 +1,7 @@
 //! `paywire_evm::exact::ExactEvmSpendProbe` against anvil with Circle's real
 //! USDC: it releases only what the chain proves can never be executed.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::time::Duration;
 

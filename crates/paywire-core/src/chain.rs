@@ -50,8 +50,8 @@ fn valid_reference(reference: &str) -> bool {
 }
 
 impl ChainId {
-    /// Parses and validates a CAIP-2 identifier. Does not resolve friendly
-    /// names; see [`ChainId::from_name_or_caip2`] for that.
+    /// Parses and validates a CAIP-2 identifier. Friendly names (`base`) are
+    /// resolved by a [`crate::NetworkDirectory`], which chain plugins fill.
     pub fn parse(text: &str) -> Result<Self, ChainIdError> {
         let Some(separator) = text.find(':') else {
             return Err(ChainIdError::MissingSeparator(text.to_owned()));
@@ -75,24 +75,6 @@ impl ChainId {
         Self::parse(&format!("{namespace}:{reference}"))
     }
 
-    /// An `eip155` chain id for a numeric EVM chain id.
-    pub fn eip155(chain_id: u64) -> Self {
-        let text = format!("eip155:{chain_id}");
-        Self {
-            text: text.into(),
-            separator: 6,
-        }
-    }
-
-    /// Accepts either a CAIP-2 id or a well-known friendly name such as
-    /// `base`, `base-sepolia`, `solana` or `solana-devnet`.
-    pub fn from_name_or_caip2(text: &str) -> Result<Self, ChainIdError> {
-        match known_network(text) {
-            Some(caip2) => Self::parse(caip2),
-            None => Self::parse(text),
-        }
-    }
-
     /// The namespace, e.g. `eip155` or `solana`.
     pub fn namespace(&self) -> &str {
         &self.text[..self.separator as usize]
@@ -106,30 +88,6 @@ impl ChainId {
     /// The full `namespace:reference` text.
     pub fn as_str(&self) -> &str {
         &self.text
-    }
-
-    /// The numeric chain id when this is an `eip155` chain.
-    pub fn eip155_id(&self) -> Option<u64> {
-        (self.namespace() == "eip155")
-            .then(|| self.reference().parse().ok())
-            .flatten()
-    }
-
-    /// The friendly name of a well-known network, if this is one.
-    pub fn known_name(&self) -> Option<&'static str> {
-        KNOWN_NETWORKS
-            .iter()
-            .find(|(_, caip2, _)| *caip2 == self.as_str())
-            .map(|(name, _, _)| *name)
-    }
-
-    /// Whether this is a well-known test network (`Some(true)`), a well-known
-    /// production network (`Some(false)`), or unknown (`None`).
-    pub fn is_testnet(&self) -> Option<bool> {
-        KNOWN_NETWORKS
-            .iter()
-            .find(|(_, caip2, _)| *caip2 == self.as_str())
-            .map(|(_, _, class)| *class == NetworkClass::Testnet)
     }
 }
 
@@ -171,51 +129,6 @@ impl<'de> Deserialize<'de> for ChainId {
     }
 }
 
-/// Whether a network carries real value or is for testing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NetworkClass {
-    /// Production network with real value.
-    Mainnet,
-    /// Test network or local development chain.
-    Testnet,
-}
-
-/// Friendly names understood in configuration and on the command line, with
-/// their CAIP-2 ids. Kept as data so that adding one is a one-line change.
-pub const KNOWN_NETWORKS: &[(&str, &str, NetworkClass)] = &[
-    ("base", "eip155:8453", NetworkClass::Mainnet),
-    ("base-sepolia", "eip155:84532", NetworkClass::Testnet),
-    ("ethereum", "eip155:1", NetworkClass::Mainnet),
-    ("sepolia", "eip155:11155111", NetworkClass::Testnet),
-    ("polygon", "eip155:137", NetworkClass::Mainnet),
-    ("polygon-amoy", "eip155:80002", NetworkClass::Testnet),
-    ("arbitrum", "eip155:42161", NetworkClass::Mainnet),
-    ("arbitrum-sepolia", "eip155:421614", NetworkClass::Testnet),
-    ("optimism", "eip155:10", NetworkClass::Mainnet),
-    ("optimism-sepolia", "eip155:11155420", NetworkClass::Testnet),
-    ("avalanche", "eip155:43114", NetworkClass::Mainnet),
-    ("avalanche-fuji", "eip155:43113", NetworkClass::Testnet),
-    ("anvil", "eip155:31337", NetworkClass::Testnet),
-    (
-        "solana",
-        "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp",
-        NetworkClass::Mainnet,
-    ),
-    (
-        "solana-devnet",
-        "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1",
-        NetworkClass::Testnet,
-    ),
-];
-
-/// Resolves a friendly network name (case-insensitive) to its CAIP-2 id.
-pub fn known_network(name: &str) -> Option<&'static str> {
-    KNOWN_NETWORKS
-        .iter()
-        .find(|(known, _, _)| known.eq_ignore_ascii_case(name))
-        .map(|(_, caip2, _)| *caip2)
-}
-
 /// A set of chains: a whole namespace (`eip155:*`), one exact chain, or a
 /// union of patterns (written comma-separated: `eip155:8453,eip155:84532`).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -229,7 +142,8 @@ pub enum ChainIdPattern {
 }
 
 impl ChainIdPattern {
-    /// Parses `ns:*`, a CAIP-2 id or friendly name, or a comma-separated set.
+    /// Parses `ns:*`, a CAIP-2 id, or a comma-separated set of them (friendly
+    /// names: [`crate::NetworkDirectory::pattern`]).
     pub fn parse(text: &str) -> Result<Self, ChainIdError> {
         if text.contains(',') {
             let parts = text
@@ -248,7 +162,27 @@ impl ChainIdPattern {
             }
             return Err(ChainIdError::InvalidPattern(text.to_owned()));
         }
-        ChainId::from_name_or_caip2(text).map(Self::Exact)
+        ChainId::parse(text).map(Self::Exact)
+    }
+
+    /// Parses one entry of a set (`ns:*` or a chain id) with `resolve` for
+    /// the chain ids (friendly names, for a directory).
+    pub(crate) fn parse_with(
+        text: &str,
+        resolve: impl Fn(&str) -> Result<ChainId, ChainIdError>,
+    ) -> Result<Self, ChainIdError> {
+        let single = |part: &str| match part.strip_suffix(":*") {
+            Some(namespace) => Self::namespace(namespace),
+            None => resolve(part).map(Self::Exact),
+        };
+        if text.contains(',') {
+            let parts = text
+                .split(',')
+                .map(|part| single(part.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Self::Set(parts));
+        }
+        single(text)
     }
 
     /// A pattern matching every chain of `namespace`.
@@ -338,12 +272,9 @@ mod tests {
         let id = ChainId::parse("eip155:8453").unwrap();
         assert_eq!(id.namespace(), "eip155");
         assert_eq!(id.reference(), "8453");
-        assert_eq!(id.eip155_id(), Some(8453));
-        assert_eq!(id, ChainId::eip155(8453));
+        assert_eq!(id, ChainId::new("eip155", "8453").unwrap());
         let sol = ChainId::parse("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp").unwrap();
         assert_eq!(sol.namespace(), "solana");
-        assert_eq!(sol.eip155_id(), None);
-        assert_eq!(sol.known_name(), Some("solana"));
         assert!(
             ChainId::parse("ach:us").is_ok(),
             "non-chain rails use CAIP-2 too"
@@ -371,45 +302,22 @@ mod tests {
     }
 
     #[test]
-    fn resolves_friendly_names() {
-        assert_eq!(
-            ChainId::from_name_or_caip2("base").unwrap().as_str(),
-            "eip155:8453"
-        );
-        assert_eq!(
-            ChainId::from_name_or_caip2("Base-Sepolia")
-                .unwrap()
-                .as_str(),
-            "eip155:84532"
-        );
-        assert_eq!(
-            ChainId::from_name_or_caip2("solana-devnet")
-                .unwrap()
-                .as_str(),
-            "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"
-        );
-        assert!(ChainId::from_name_or_caip2("not-a-chain").is_err());
-        assert_eq!(
-            ChainId::eip155(84532).is_testnet(),
-            Some(true),
-            "base sepolia is a testnet"
-        );
-        assert_eq!(ChainId::eip155(8453).is_testnet(), Some(false));
-        assert_eq!(ChainId::eip155(999_999).is_testnet(), None);
-    }
-
-    #[test]
     fn patterns_match() {
+        let evm = |reference: &str| ChainId::new("eip155", reference).unwrap();
         let all_evm = ChainIdPattern::parse("eip155:*").unwrap();
-        assert!(all_evm.matches(&ChainId::eip155(1)));
+        assert!(all_evm.matches(&evm("1")));
         assert!(!all_evm.matches(&ChainId::parse("solana:abc").unwrap()));
-        let exact = ChainIdPattern::parse("base").unwrap();
-        assert!(exact.matches(&ChainId::eip155(8453)));
-        assert!(!exact.matches(&ChainId::eip155(84532)));
+        let exact = ChainIdPattern::parse("eip155:8453").unwrap();
+        assert!(exact.matches(&evm("8453")));
+        assert!(!exact.matches(&evm("84532")));
+        assert!(
+            ChainIdPattern::parse("base").is_err(),
+            "names need a directory"
+        );
         let set = ChainIdPattern::parse("eip155:8453, solana:*").unwrap();
-        assert!(set.matches(&ChainId::eip155(8453)));
+        assert!(set.matches(&evm("8453")));
         assert!(set.matches(&ChainId::parse("solana:xyz").unwrap()));
-        assert!(!set.matches(&ChainId::eip155(1)));
+        assert!(!set.matches(&evm("1")));
         assert_eq!(set.to_string(), "eip155:8453,solana:*");
         assert!(ChainIdPattern::parse("E:*").is_err());
         assert!(exact.specificity() > all_evm.specificity());

@@ -165,7 +165,11 @@ mod tests {
 
     #[test]
     fn round_trips_settle_response() {
-        let response = SettleResponse::settled(ChainId::eip155(8453), "0xabc", Some("0x1".into()));
+        let response = SettleResponse::settled(
+            ChainId::parse("eip155:8453").unwrap(),
+            "0xabc",
+            Some("0x1".into()),
+        );
         let header = encode_header(&response);
         assert_eq!(
             decode_payment_response(header.as_bytes()).unwrap(),
@@ -217,7 +221,7 @@ mod tests {
 
     #[test]
     fn accepts_unpadded_base64() {
-        let response = SettleResponse::settled(ChainId::eip155(1), "0x12", None);
+        let response = SettleResponse::settled(ChainId::parse("eip155:1").unwrap(), "0x12", None);
         let header = encode_header(&response);
         let unpadded = header.trim_end_matches('=');
         assert_eq!(

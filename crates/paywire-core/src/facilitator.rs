@@ -79,6 +79,20 @@ pub trait Facilitator: Send + Sync {
         None
     }
 
+    /// What `request` spends, independent of its spelling
+    /// ([`crate::SchemeFacilitator::spend_key`]).
+    fn spend_key(&self, request: &FacilitatorRequest) -> Option<String> {
+        let _ = request;
+        None
+    }
+
+    /// The reason a replay of `request` (a payment already settled and
+    /// answered) is refused with: its scheme's "already used" code.
+    fn replay_reason(&self, request: &FacilitatorRequest) -> ErrorReason {
+        let _ = request;
+        ErrorReason::DUPLICATE_SETTLEMENT
+    }
+
     /// What the chain says about `request`'s payment, read without sending
     /// anything (see [`SchemeFacilitator::lookup_settlement`]); `Ok(None)`
     /// when it cannot tell (the default: remote facilitators).
@@ -121,6 +135,14 @@ impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
 
     fn authenticated_payer(&self, request: &FacilitatorRequest) -> Option<String> {
         (**self).authenticated_payer(request)
+    }
+
+    fn replay_reason(&self, request: &FacilitatorRequest) -> ErrorReason {
+        (**self).replay_reason(request)
+    }
+
+    fn spend_key(&self, request: &FacilitatorRequest) -> Option<String> {
+        (**self).spend_key(request)
     }
 
     fn lookup_settlement<'a>(
@@ -175,7 +197,7 @@ impl LocalFacilitator {
         let requirements = &request.payment_requirements;
         if request.x402_version != X402_VERSION || payload.x402_version != X402_VERSION {
             return Routed::Rejected(
-                ErrorReason::InvalidX402Version,
+                ErrorReason::INVALID_X402_VERSION,
                 format!(
                     "x402Version {} / payload {} not supported; expected {X402_VERSION}",
                     request.x402_version, payload.x402_version
@@ -184,7 +206,7 @@ impl LocalFacilitator {
         }
         if payload.accepted.scheme != requirements.scheme {
             return Routed::Rejected(
-                ErrorReason::InvalidScheme,
+                ErrorReason::INVALID_SCHEME,
                 format!(
                     "payload scheme {:?} differs from required {:?}",
                     payload.accepted.scheme, requirements.scheme
@@ -193,7 +215,7 @@ impl LocalFacilitator {
         }
         if payload.accepted.network != requirements.network {
             return Routed::Rejected(
-                ErrorReason::InvalidNetwork,
+                ErrorReason::INVALID_NETWORK,
                 format!(
                     "payload network {} differs from required {}",
                     payload.accepted.network, requirements.network
@@ -206,7 +228,7 @@ impl LocalFacilitator {
         {
             Some(plugin) => Routed::Plugin(plugin),
             None => Routed::Rejected(
-                ErrorReason::UnsupportedScheme,
+                ErrorReason::UNSUPPORTED_SCHEME,
                 format!(
                     "scheme {:?} on {} is not supported here",
                     requirements.scheme, requirements.network
@@ -240,6 +262,22 @@ impl Facilitator for LocalFacilitator {
                 plugin.authenticated_payer(&request.payment_payload, &request.payment_requirements)
             }
             Routed::Rejected(..) => None,
+        }
+    }
+
+    fn spend_key(&self, request: &FacilitatorRequest) -> Option<String> {
+        match self.route(request) {
+            Routed::Plugin(plugin) => {
+                plugin.spend_key(&request.payment_payload, &request.payment_requirements)
+            }
+            Routed::Rejected(..) => None,
+        }
+    }
+
+    fn replay_reason(&self, request: &FacilitatorRequest) -> ErrorReason {
+        match self.route(request) {
+            Routed::Plugin(plugin) => plugin.replay_reason(),
+            Routed::Rejected(..) => ErrorReason::DUPLICATE_SETTLEMENT,
         }
     }
 

@@ -7,11 +7,16 @@
 //! - [`chain`]: CAIP-2 [`ChainId`]s and [`ChainIdPattern`]s;
 //! - [`amount`]: 256-bit [`AtomicAmount`]s and exact [`Money`] parsing;
 //! - [`codec`]: the base64 header codec with a size cap and typed errors;
-//! - [`reason`]: the spec's error reason codes;
+//! - [`reason`]: an open set of error reason codes (generic ones here,
+//!   chain-specific ones in their plugins);
+//! - [`network`]: friendly network names, contributed by plugins;
 //! - [`extensions`]: the `{info, schema}` extension envelope;
 //! - [`scheme`] and [`facilitator`]: the plugin traits every chain crate
 //!   implements, a registry keyed by (scheme, network), and an in-process
-//!   facilitator that dispatches to registered plugins.
+//!   facilitator that dispatches to registered plugins;
+//! - [`plugin`]: [`ChainPlugin`], the one trait a chain family or payment
+//!   rail implements to join (networks, server, facilitator and wallet
+//!   sides), and the [`PluginRegistry`] a composition root fills.
 //!
 //! No chain is known here: EVM, Solana and others register as plugins.
 
@@ -24,20 +29,29 @@ pub mod codec;
 pub mod envsubst;
 pub mod extensions;
 pub mod facilitator;
+pub mod network;
+pub mod plugin;
 pub mod reason;
 pub mod scheme;
 pub mod types;
 
 pub use amount::{AmountError, AtomicAmount, Money, MoneyUnit, U256};
 pub use asset::{AssetCatalog, AssetInfo};
-pub use chain::{ChainId, ChainIdError, ChainIdPattern, NetworkClass};
+pub use chain::{ChainId, ChainIdError, ChainIdPattern};
 pub use codec::DecodeError;
 pub use extensions::{Extension, Extensions};
 pub use facilitator::{Facilitator, FacilitatorError, LocalFacilitator};
+pub use network::{NetworkClass, NetworkDirectory, NetworkInfo};
+pub use plugin::{
+    ChainPlugin, ChainProbe, ConfigEntry, FacilitatorConfig, FacilitatorParts, PluginError,
+    PluginRegistry, Registration, RoutedEntries, Secret, ServerAsset, ServerConfig, ServerParts,
+    SettlementSettings, SignerBalance, WalletConfig, WalletParts,
+};
 pub use reason::ErrorReason;
 pub use scheme::{
     BoxFuture, NoObserver, Price, RequirementsRequest, SchemeClient, SchemeError,
     SchemeFacilitator, SchemeRegistry, SchemeServer, SettlementLookup, SettlementObserver,
+    SpendProbe, SpendState,
 };
 pub use types::{
     FacilitatorRequest, JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements,

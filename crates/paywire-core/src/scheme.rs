@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::amount::{AtomicAmount, Money};
 use crate::chain::{ChainId, ChainIdPattern};
+use crate::reason::ErrorReason;
 use crate::types::{
     JsonObject, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind, VerifyResponse,
 };
@@ -76,6 +77,27 @@ pub trait SchemeServer: Send + Sync {
         &self,
         request: &RequirementsRequest<'_>,
     ) -> Result<PaymentRequirements, SchemeError>;
+
+    /// Whether a settlement refused with `reason` proves that the payload
+    /// could never move funds, whenever it was tried (a defect of the
+    /// signed payload itself: wrong amount or recipient, not valid yet).
+    /// A server that kept a payment whose first settlement had an unknown
+    /// outcome frees it only then. Generic payload defects
+    /// ([`ErrorReason::is_payload_defect`]) count without asking; the
+    /// default adds nothing.
+    fn refusal_proves_unchargeable(&self, reason: &ErrorReason) -> bool {
+        let _ = reason;
+        false
+    }
+
+    /// Whether a settlement refused with `reason` says the payment's
+    /// authorization was already spent (e.g. a used nonce): a server that
+    /// resumed a payment whose first settlement had an unknown outcome then
+    /// tells the payer it appears settled. The default knows no such code.
+    fn refusal_means_spent(&self, reason: &ErrorReason) -> bool {
+        let _ = reason;
+        false
+    }
 }
 
 /// Client side of a scheme: signs a payment for chosen requirements.
@@ -91,6 +113,30 @@ pub trait SchemeClient: Send + Sync {
         &'a self,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<JsonObject, SchemeError>>;
+}
+
+/// What the chain says about the authorization inside a payment payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendState {
+    /// Executed on chain: the payment was settled.
+    Spent,
+    /// Not executed, and it never can be any more: its validity window has
+    /// closed and the chain reports it unused.
+    Unspent,
+    /// Not decided: still valid and unused, a payload this probe does not
+    /// know, or the chain could not be read. The budget keeps counting it.
+    Unknown,
+}
+
+/// A chain-specific check of payment payloads (one implementation per
+/// scheme family, e.g. ``paywire_evm::exact::ExactEvmSpendProbe`` for EIP-3009).
+///
+/// The budget only releases an authorization on [`SpendState::Unspent`], so
+/// an implementation must answer it only when the authorization can provably
+/// never be executed; when in doubt it answers [`SpendState::Unknown`].
+pub trait SpendProbe: Send + Sync {
+    /// Whether `payload`'s authorization was spent.
+    fn probe<'a>(&'a self, payload: &'a PaymentPayload) -> BoxFuture<'a, SpendState>;
 }
 
 /// Watches the side effects of one settlement, so that a durable ledger can
@@ -167,6 +213,27 @@ pub trait SchemeFacilitator: Send + Sync {
         payload: &'a PaymentPayload,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>>;
+
+    /// What `payload` spends, independent of how it is spelled (for EVM
+    /// `exact`: token, payer and nonce of the authorization): two payloads
+    /// with the same key can never both be settled, so a facilitator
+    /// serializes their settlements on it, across processes too. `None`
+    /// when the payload is unreadable or the scheme has no such identity.
+    fn spend_key(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let _ = (payload, requirements);
+        None
+    }
+
+    /// The reason a replayed settlement (an already settled payment asked
+    /// again) is refused with: the scheme's "already used" code, so that
+    /// clients of other implementations recognise it.
+    fn replay_reason(&self) -> ErrorReason {
+        ErrorReason::DUPLICATE_SETTLEMENT
+    }
 
     /// The payer, when a local check (no chain access) proves they signed
     /// the payload; see [`crate::Facilitator::authenticated_payer`].
@@ -333,7 +400,7 @@ mod tests {
             )
             .register(
                 "exact",
-                ChainIdPattern::parse("base").unwrap(),
+                ChainIdPattern::parse("eip155:8453").unwrap(),
                 Arc::new(Named("base")),
             )
             .register(
@@ -342,9 +409,15 @@ mod tests {
                 Arc::new(Named("evm-override")),
             );
         let find = |scheme: &str, chain: ChainId| registry.find(scheme, &chain).map(|h| h.0);
-        assert_eq!(find("exact", ChainId::eip155(8453)), Some("base"));
-        assert_eq!(find("exact", ChainId::eip155(1)), Some("evm-override"));
-        assert_eq!(find("upto", ChainId::eip155(1)), None);
+        assert_eq!(
+            find("exact", ChainId::parse("eip155:8453").unwrap()),
+            Some("base")
+        );
+        assert_eq!(
+            find("exact", ChainId::parse("eip155:1").unwrap()),
+            Some("evm-override")
+        );
+        assert_eq!(find("upto", ChainId::parse("eip155:1").unwrap()), None);
         assert_eq!(find("exact", ChainId::parse("solana:abc").unwrap()), None);
         assert_eq!(registry.len(), 3);
     }

@@ -219,7 +219,7 @@ impl VerifyResponse {
 /// specification's rule), whatever the in-memory value: serialisation
 /// enforces it, so no code path can send a failure with a hash. The one
 /// exception is a pending answer (`success: false`, reason
-/// [`ErrorReason::TransactionPending`]): it names the transaction that was
+/// [`ErrorReason::TRANSACTION_PENDING`]): it names the transaction that was
 /// broadcast and may still land, which the payer needs to follow it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -274,7 +274,7 @@ impl SettleResponse {
     /// A failed settlement. `transaction` names the transaction that was
     /// broadcast and failed, if any (empty otherwise): it stays in memory for
     /// the facilitator's records and is serialised as `""`, except for
-    /// [`ErrorReason::TransactionPending`] (prefer [`SettleResponse::pending`]).
+    /// [`ErrorReason::TRANSACTION_PENDING`] (prefer [`SettleResponse::pending`]).
     pub fn failed(
         network: ChainId,
         reason: ErrorReason,
@@ -294,19 +294,24 @@ impl SettleResponse {
     }
 
     /// A transaction was broadcast but is not confirmed yet: `success:
-    /// false`, reason [`ErrorReason::TransactionPending`], with its hash.
+    /// false`, reason [`ErrorReason::TRANSACTION_PENDING`], with its hash.
     pub fn pending(
         network: ChainId,
         payer: Option<String>,
         transaction: impl Into<String>,
     ) -> Self {
-        Self::failed(network, ErrorReason::TransactionPending, payer, transaction)
+        Self::failed(
+            network,
+            ErrorReason::TRANSACTION_PENDING,
+            payer,
+            transaction,
+        )
     }
 
     /// The `transaction` the wire carries: the hash of a settlement or of a
     /// pending answer, `""` for every other failure.
     pub fn wire_transaction(&self) -> &str {
-        if self.success || self.error_reason == Some(ErrorReason::TransactionPending) {
+        if self.success || self.error_reason == Some(ErrorReason::TRANSACTION_PENDING) {
             &self.transaction
         } else {
             ""
@@ -317,7 +322,7 @@ impl SettleResponse {
     /// (it may still land, so it must not be treated as a plain failure).
     pub fn is_pending(&self) -> bool {
         !self.success
-            && self.error_reason == Some(ErrorReason::TransactionPending)
+            && self.error_reason == Some(ErrorReason::TRANSACTION_PENDING)
             && !self.transaction.is_empty()
     }
 
@@ -490,7 +495,8 @@ mod tests {
 
     #[test]
     fn absent_optionals_are_omitted() {
-        let response = SettleResponse::settled(ChainId::eip155(8453), "0xabc", None);
+        let response =
+            SettleResponse::settled(ChainId::parse("eip155:8453").unwrap(), "0xabc", None);
         let text = serde_json::to_string(&response).unwrap();
         assert_eq!(
             text,
@@ -500,10 +506,10 @@ mod tests {
 
     #[test]
     fn failures_never_carry_a_transaction_on_the_wire() {
-        let network = ChainId::eip155(1);
+        let network = ChainId::parse("eip155:1").unwrap();
         let reverted = SettleResponse::failed(
             network.clone(),
-            ErrorReason::InvalidTransactionState,
+            ErrorReason::INVALID_TRANSACTION_STATE,
             Some("0xpayer".into()),
             "0xdead",
         );
@@ -539,8 +545,8 @@ mod tests {
     #[test]
     fn pending_is_not_success() {
         let pending = SettleResponse::failed(
-            ChainId::eip155(1),
-            ErrorReason::TransactionPending,
+            ChainId::parse("eip155:1").unwrap(),
+            ErrorReason::TRANSACTION_PENDING,
             None,
             "0xdead",
         );

@@ -75,7 +75,7 @@ impl SchemeFacilitator for IouScheme {
             Ok(if signed == Some(&requirements.amount.to_string()) {
                 VerifyResponse::valid("alice")
             } else {
-                VerifyResponse::invalid(ErrorReason::InvalidPayload, Some("alice".into()))
+                VerifyResponse::invalid(ErrorReason::INVALID_PAYLOAD, Some("alice".into()))
             })
         })
     }
@@ -91,7 +91,7 @@ impl SchemeFacilitator for IouScheme {
             } else {
                 SettleResponse::failed(
                     requirements.network.clone(),
-                    ErrorReason::InvalidPayload,
+                    ErrorReason::INVALID_PAYLOAD,
                     verified.payer,
                     "",
                 )
@@ -153,22 +153,25 @@ fn toy_scheme_registers_and_runs() {
     let mut wrong_scheme = request.clone();
     wrong_scheme.payment_payload.accepted.scheme = "other".into();
     let answer = ready(facilitator.verify(&wrong_scheme)).unwrap();
-    assert_eq!(answer.invalid_reason, Some(ErrorReason::InvalidScheme));
+    assert_eq!(answer.invalid_reason, Some(ErrorReason::INVALID_SCHEME));
 
     let mut wrong_network = request.clone();
     wrong_network.payment_payload.accepted.network = ChainId::parse("ledger:test").unwrap();
     let answer = ready(facilitator.settle(&wrong_network)).unwrap();
     assert!(!answer.success);
-    assert_eq!(answer.error_reason, Some(ErrorReason::InvalidNetwork));
+    assert_eq!(answer.error_reason, Some(ErrorReason::INVALID_NETWORK));
 
     let mut unknown = request.clone();
     unknown.payment_requirements.network = ChainId::parse("ledger:test").unwrap();
     unknown.payment_payload.accepted.network = ChainId::parse("ledger:test").unwrap();
     let answer = ready(facilitator.verify(&unknown)).unwrap();
-    assert_eq!(answer.invalid_reason, Some(ErrorReason::UnsupportedScheme));
+    assert_eq!(answer.invalid_reason, Some(ErrorReason::UNSUPPORTED_SCHEME));
 
     let mut v1 = request;
     v1.payment_payload.x402_version = 1;
     let answer = ready(facilitator.verify(&v1)).unwrap();
-    assert_eq!(answer.invalid_reason, Some(ErrorReason::InvalidX402Version));
+    assert_eq!(
+        answer.invalid_reason,
+        Some(ErrorReason::INVALID_X402_VERSION)
+    );
 }

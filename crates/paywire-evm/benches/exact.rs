@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo bench -p paywire-evm --bench exact` (starts its own devnet).
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,10 @@
 //!
 //! EVM (`eip155:*`) plugins for x402:
 //!
-//! - [`networks`]: well-known chains and their USDC deployments as data,
-//!   extendable at run time;
+//! - [`networks`]: well-known chains, their friendly names and their USDC
+//!   deployments as data, extendable at run time;
+//! - [`reasons`]: the EVM error reasons;
+//! - [`plugin`]: [`EvmPlugin`], everything above as one paywire chain plugin;
 //! - [`exact`]: the `exact` scheme with EIP-3009 `transferWithAuthorization`,
 //!   client ([`exact::ExactEvmClient`]), server ([`exact::ExactEvmServer`])
 //!   and facilitator ([`exact::ExactEvmFacilitator`]) sides;
@@ -17,8 +19,11 @@ pub mod ecrecover;
 pub mod eip6492;
 pub mod exact;
 pub mod networks;
+pub mod plugin;
+pub mod reasons;
 pub mod rpc;
 pub mod signer;
 
-pub use networks::{EvmAsset, EvmNetwork, EvmNetworks};
+pub use networks::{Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, network_names};
+pub use plugin::EvmPlugin;
 pub use signer::{EvmSigner, LocalSigner};

@@ -7,7 +7,56 @@
 use std::collections::HashMap;
 
 use alloy_primitives::{Address, address};
-use paywire_core::ChainId;
+use paywire_core::{ChainId, NetworkClass, NetworkInfo};
+
+/// `eip155` chain ids from and to their numeric EVM chain id.
+pub trait Eip155ChainId: Sized {
+    /// `eip155:<chain_id>`.
+    fn eip155(chain_id: u64) -> Self;
+    /// The numeric chain id, when this is an `eip155` chain.
+    fn eip155_id(&self) -> Option<u64>;
+}
+
+impl Eip155ChainId for ChainId {
+    fn eip155(chain_id: u64) -> Self {
+        // Always a valid CAIP-2 id: a six-letter namespace and 1-20 digits.
+        ChainId::new("eip155", &chain_id.to_string())
+            .unwrap_or_else(|_| unreachable!("eip155:<u64> is valid CAIP-2"))
+    }
+
+    fn eip155_id(&self) -> Option<u64> {
+        (self.namespace() == "eip155")
+            .then(|| self.reference().parse().ok())
+            .flatten()
+    }
+}
+
+/// Friendly names of well-known EVM networks (configuration and command
+/// line), with their numeric chain ids.
+const NAMES: &[(&str, u64, NetworkClass)] = &[
+    ("base", 8453, NetworkClass::Mainnet),
+    ("base-sepolia", 84532, NetworkClass::Testnet),
+    ("ethereum", 1, NetworkClass::Mainnet),
+    ("sepolia", 11155111, NetworkClass::Testnet),
+    ("polygon", 137, NetworkClass::Mainnet),
+    ("polygon-amoy", 80002, NetworkClass::Testnet),
+    ("arbitrum", 42161, NetworkClass::Mainnet),
+    ("arbitrum-sepolia", 421614, NetworkClass::Testnet),
+    ("optimism", 10, NetworkClass::Mainnet),
+    ("optimism-sepolia", 11155420, NetworkClass::Testnet),
+    ("avalanche", 43114, NetworkClass::Mainnet),
+    ("avalanche-fuji", 43113, NetworkClass::Testnet),
+    ("anvil", 31337, NetworkClass::Testnet),
+];
+
+/// The well-known EVM networks by friendly name (`base`, `base-sepolia`, …),
+/// as the plugin contributes them to a [`paywire_core::NetworkDirectory`].
+pub fn network_names() -> Vec<NetworkInfo> {
+    NAMES
+        .iter()
+        .map(|(name, chain_id, class)| NetworkInfo::new(ChainId::eip155(*chain_id), *name, *class))
+        .collect()
+}
 
 /// An ERC-20 asset usable for payments on one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,26 +294,28 @@ mod tests {
     fn built_in_table_is_consistent() {
         let table = EvmNetworks::well_known();
         assert_eq!(table.iter().count(), BUILT_IN.len());
-        let base = table
-            .get(&ChainId::from_name_or_caip2("base").unwrap())
-            .unwrap();
+        let mut names = paywire_core::NetworkDirectory::new();
+        names.extend(network_names());
+        let base = table.get(&names.resolve("base").unwrap()).unwrap();
         assert_eq!(base.default_asset.eip712_name, "USD Coin");
-        let sepolia = table
-            .get(&ChainId::from_name_or_caip2("base-sepolia").unwrap())
-            .unwrap();
+        let sepolia = table.get(&names.resolve("base-sepolia").unwrap()).unwrap();
         assert_eq!(sepolia.default_asset.eip712_name, "USDC");
         assert_eq!(
             sepolia.default_asset.address,
             address!("036CbD53842c5426634e7929541eC2318f3dCF7e")
         );
-        // Every built-in chain is also a well-known CAIP-2 name in the core.
+        // Every built-in chain has a friendly name.
         for network in table.iter() {
             assert!(
-                network.chain.known_name().is_some(),
+                names.name_of(&network.chain).is_some(),
                 "{} has no name",
                 network.chain
             );
         }
+        assert_eq!(names.is_testnet(&ChainId::eip155(84532)), Some(true));
+        assert_eq!(names.is_testnet(&ChainId::eip155(8453)), Some(false));
+        assert_eq!(ChainId::eip155(8453).eip155_id(), Some(8453));
+        assert_eq!(ChainId::parse("solana:x").unwrap().eip155_id(), None);
     }
 
     #[test]

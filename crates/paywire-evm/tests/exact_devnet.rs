@@ -2,6 +2,8 @@
 //! Circle's real USDC: one test per verification check (each fails if its
 //! check is removed), settlement truth, replay, front-running, concurrency.
 
+use paywire_evm::Eip155ChainId;
+use paywire_evm::reasons;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,6 +213,43 @@ fn payee() -> Address {
     Address::random()
 }
 
+/// One authorization has one spend key however its payload is spelled
+/// (hex case, extra members), so facilitators serialize its settlements
+/// across processes; another nonce is another key.
+#[tokio::test]
+async fn spend_key_ignores_the_spelling_of_one_authorization() {
+    let env = env().await;
+    let requirements = env.requirements(payee());
+    let payload = env.pay(1, &requirements).await;
+    let key = |payload: &PaymentPayload| env.facilitator.spend_key(payload, &requirements);
+    let original = key(&payload).expect("a readable authorization has a key");
+    assert!(original.starts_with("eip155:31337:0x"), "{original}");
+    let mut respelled = payload.clone();
+    let signature = respelled.payload["signature"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    respelled.payload["signature"] = serde_json::Value::String(signature.replacen("0X", "0x", 1));
+    let nonce = respelled.payload["authorization"]["nonce"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    respelled.payload["authorization"]["nonce"] =
+        serde_json::Value::String(nonce.replacen("0X", "0x", 1));
+    respelled
+        .payload
+        .insert("note".into(), serde_json::json!("an extra member"));
+    assert_eq!(key(&respelled).as_deref(), Some(original.as_str()));
+    let other = env.pay(1, &requirements).await;
+    assert_ne!(key(&other), Some(original));
+    let mut unreadable = payload.clone();
+    unreadable.payload = serde_json::json!({"signature": 1})
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(key(&unreadable), None);
+}
+
 #[tokio::test]
 async fn verify_then_settle_moves_exactly_the_amount() {
     let env = env().await;
@@ -283,10 +322,7 @@ async fn settling_twice_pays_once_and_reports_the_same_transaction() {
         .verify(&payload, &requirements)
         .await
         .unwrap();
-    assert_eq!(
-        again.invalid_reason,
-        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed)
-    );
+    assert_eq!(again.invalid_reason, Some(reasons::NONCE_USED));
 }
 
 #[tokio::test]
@@ -487,12 +523,8 @@ async fn rejects_underpayment_and_overpayment() {
             env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
             &requirements,
         );
-        env.expect_invalid(
-            &payload,
-            &requirements,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
-        )
-        .await;
+        env.expect_invalid(&payload, &requirements, reasons::VALUE_MISMATCH)
+            .await;
     }
 }
 
@@ -506,12 +538,8 @@ async fn rejects_wrong_recipient() {
         env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
         &requirements,
     );
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::RECIPIENT_MISMATCH)
+        .await;
 }
 
 #[tokio::test]
@@ -524,7 +552,7 @@ async fn rejects_unlisted_asset_and_mismatched_accepted_copy() {
     other_asset.asset = Address::random().to_string();
     let mut payload_other = payload.clone();
     payload_other.accepted = other_asset.clone();
-    env.expect_invalid(&payload_other, &other_asset, ErrorReason::UnsupportedAsset)
+    env.expect_invalid(&payload_other, &other_asset, ErrorReason::UNSUPPORTED_ASSET)
         .await;
     // A client copy that differs from the server's requirements.
     let mut tampered = payload.clone();
@@ -532,13 +560,13 @@ async fn rejects_unlisted_asset_and_mismatched_accepted_copy() {
     env.expect_invalid(
         &tampered,
         &requirements,
-        ErrorReason::InvalidPaymentRequirements,
+        ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
     )
     .await;
     // A payload for another network.
     let mut other_network = payload;
     other_network.accepted.network = ChainId::eip155(8453);
-    env.expect_invalid(&other_network, &requirements, ErrorReason::InvalidNetwork)
+    env.expect_invalid(&other_network, &requirements, ErrorReason::INVALID_NETWORK)
         .await;
 }
 
@@ -559,12 +587,8 @@ async fn rejects_signatures_for_another_domain() {
             env.sign_custom(&key, auth, name, chain_id, contract),
             &requirements,
         );
-        env.expect_invalid(
-            &payload,
-            &requirements,
-            ErrorReason::InvalidExactEvmPayloadSignature,
-        )
-        .await;
+        env.expect_invalid(&payload, &requirements, reasons::SIGNATURE)
+            .await;
     }
 }
 
@@ -586,12 +610,8 @@ async fn rejects_bad_and_foreign_signatures() {
         ),
         &requirements,
     );
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::SIGNATURE)
+        .await;
     // Garbage of the right length.
     let garbage = ExactEvmPayload {
         authorization: auth,
@@ -600,7 +620,7 @@ async fn rejects_bad_and_foreign_signatures() {
     env.expect_invalid(
         &wrap(garbage, &requirements),
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
+        reasons::SIGNATURE,
     )
     .await;
 }
@@ -613,21 +633,9 @@ async fn rejects_time_window_violations() {
     let key = env.payer_key(1);
     let now = now();
     let cases = [
-        (
-            0,
-            now - 1,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-        ), // expired
-        (
-            0,
-            now + 3,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-        ), // inside the 6 s buffer
-        (
-            now + 120,
-            now + 300,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
-        ), // not yet valid
+        (0, now - 1, reasons::VALID_BEFORE),          // expired
+        (0, now + 3, reasons::VALID_BEFORE),          // inside the 6 s buffer
+        (now + 120, now + 300, reasons::VALID_AFTER), // not yet valid
     ];
     for (valid_after, valid_before, reason) in cases {
         let mut auth = env.valid_authorization(key.address(), pay_to);
@@ -656,7 +664,7 @@ async fn rejects_insufficient_balance() {
         env.sign_custom(&broke, auth, "USD Coin", 31337, env.devnet.usdc()),
         &requirements,
     );
-    env.expect_invalid(&payload, &requirements, ErrorReason::InsufficientFunds)
+    env.expect_invalid(&payload, &requirements, ErrorReason::INSUFFICIENT_FUNDS)
         .await;
 }
 
@@ -675,12 +683,8 @@ async fn rejects_when_simulation_reverts() {
         .transact(owner, env.devnet.usdc(), blacklist.abi_encode())
         .await
         .unwrap();
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        ErrorReason::InvalidExactEvmPayloadSimulationFailed,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::SIMULATION_FAILED)
+        .await;
 }
 
 /// Minimal join_all without pulling in the `futures` crate.
@@ -738,12 +742,8 @@ async fn smart_wallet_pays_through_eip1271() {
         env.sign_custom(&stranger, auth, "USD Coin", 31337, env.devnet.usdc()),
         &requirements,
     );
-    env.expect_invalid(
-        &forged,
-        &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
-    )
-    .await;
+    env.expect_invalid(&forged, &requirements, reasons::SIGNATURE)
+        .await;
 
     // Signed by the owner: valid by EIP-1271 and settled.
     let auth = env.valid_authorization(wallet, pay_to);
@@ -883,7 +883,7 @@ async fn counterfactual_wallet_pays_through_eip6492() {
     env.expect_invalid(
         &wrap(forged, &requirements),
         &requirements,
-        ErrorReason::InvalidExactEvmPayloadSignature,
+        reasons::SIGNATURE,
     )
     .await;
     assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
@@ -939,12 +939,8 @@ async fn counterfactual_wallets_are_refused_unless_deployments_are_on() {
     let wallet = counterfactual.0;
     let payload = counterfactual_payment(&env, &requirements, counterfactual);
     // The default: no deployment, refused at verify and at settle.
-    env.expect_invalid(
-        &payload,
-        &requirements,
-        ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet,
-    )
-    .await;
+    env.expect_invalid(&payload, &requirements, reasons::UNDEPLOYED_SMART_WALLET)
+        .await;
     assert!(env.devnet.code_at(wallet).await.unwrap().is_empty());
     assert_eq!(
         sent_by(&env.devnet, &env.facilitator).await,
@@ -966,7 +962,7 @@ async fn counterfactual_wallets_are_refused_unless_deployments_are_on() {
     let verified = capped.verify(&payload, &requirements).await.unwrap();
     assert_eq!(
         verified.invalid_reason,
-        Some(ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet)
+        Some(reasons::UNDEPLOYED_SMART_WALLET)
     );
     let message = verified.invalid_message.unwrap_or_default();
     assert!(message.contains("cap of 50000"), "{message}");
@@ -992,7 +988,7 @@ async fn zero_value_payment_never_produces_a_transaction() {
     env.expect_invalid(
         &free,
         &requirements,
-        ErrorReason::InvalidPaymentRequirements,
+        ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
     )
     .await;
     // A zero-value authorization against a priced requirement.
@@ -1002,12 +998,8 @@ async fn zero_value_payment_never_produces_a_transaction() {
         env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
         &priced,
     );
-    env.expect_invalid(
-        &zero,
-        &priced,
-        ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
-    )
-    .await;
+    env.expect_invalid(&zero, &priced, reasons::VALUE_MISMATCH)
+        .await;
     assert_eq!(
         sent_by(&env.devnet, &env.facilitator).await,
         0,
@@ -1051,12 +1043,8 @@ async fn new_authorization_reusing_a_settled_nonce_fails_at_settle() {
     assert!(settled.success, "{:?}", settled.error_message);
     // Another authorization (other validBefore, other signature) with the
     // same nonce: the payer paid once, for the first one.
-    env.expect_invalid(
-        &second,
-        &requirements,
-        ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
-    )
-    .await;
+    env.expect_invalid(&second, &requirements, reasons::NONCE_USED)
+        .await;
     // The genuine retry of the first still finds its transaction.
     let again = env.facilitator.settle(&first, &requirements).await.unwrap();
     assert!(again.success);
@@ -1379,10 +1367,7 @@ async fn expired_authorization_that_landed_is_reported_settled() {
     // Expired and never executed: refused for its time window, nothing sent.
     let unused = env.pay(6, &requirements).await;
     let refused = later.settle(&unused, &requirements).await.unwrap();
-    assert_eq!(
-        refused.error_reason,
-        Some(ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore)
-    );
+    assert_eq!(refused.error_reason, Some(reasons::VALID_BEFORE));
     assert!(refused.transaction.is_empty());
     assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
 }
@@ -1534,7 +1519,7 @@ async fn one_balance_pays_for_one_transfer_in_flight() {
     let mut refused = 0;
     for answer in answers {
         let answer = answer.unwrap();
-        if answer.error_reason == Some(ErrorReason::InsufficientFunds) {
+        if answer.error_reason == Some(ErrorReason::INSUFFICIENT_FUNDS) {
             assert!(answer.transaction.is_empty());
             refused += 1;
         } else {

@@ -10,6 +10,7 @@
 //!   execution of the same authorization, reports the outsider's transaction;
 //! - 27: the EIP-712 domain is read from the token, not from the asset table.
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -158,13 +159,13 @@ async fn accepted_scheme_must_be_the_requirements_scheme() {
         .await
         .unwrap();
     assert!(!verified.is_valid);
-    assert_eq!(verified.invalid_reason, Some(ErrorReason::InvalidScheme));
+    assert_eq!(verified.invalid_reason, Some(ErrorReason::INVALID_SCHEME));
     let settled = facilitator
         .settle(&other_scheme, &requirements)
         .await
         .unwrap();
     assert!(!settled.success);
-    assert_eq!(settled.error_reason, Some(ErrorReason::InvalidScheme));
+    assert_eq!(settled.error_reason, Some(ErrorReason::INVALID_SCHEME));
     assert!(settled.transaction.is_empty(), "nothing may be sent");
     assert_eq!(
         devnet
@@ -240,7 +241,7 @@ async fn a_token_that_pays_short_or_nothing_is_never_reported_settled() {
         );
         assert_eq!(
             settled.error_reason,
-            Some(ErrorReason::InvalidTransactionState),
+            Some(ErrorReason::INVALID_TRANSACTION_STATE),
             "{:?}",
             settled.error_message
         );
@@ -314,7 +315,7 @@ async fn a_refused_broadcast_frees_its_nonce_for_the_next_settlement() {
     assert!(!refused.success);
     assert_eq!(
         refused.error_reason,
-        Some(ErrorReason::InvalidTransactionState)
+        Some(ErrorReason::INVALID_TRANSACTION_STATE)
     );
     assert!(refused.transaction.is_empty(), "nothing was sent");
     assert_eq!(refusals.load(Ordering::SeqCst), 0);
@@ -626,7 +627,7 @@ async fn refusal_reasons_are_named_under_the_tokens_own_domain() {
     assert!(!verified.is_valid);
     assert_eq!(
         verified.invalid_reason,
-        Some(ErrorReason::InsufficientFunds),
+        Some(ErrorReason::INSUFFICIENT_FUNDS),
         "{:?}",
         verified.invalid_message
     );

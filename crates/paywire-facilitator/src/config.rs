@@ -4,13 +4,13 @@
 //! `${ENV_VAR}` substitution so that secrets (RPC URLs with API keys, signer
 //! private keys) stay out of the file. `$${` writes a literal `${`.
 
+use paywire_evm::Eip155ChainId;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use alloy_primitives::Address;
-use paywire_core::ChainId;
 use paywire_evm::exact::CounterfactualWallets;
 use paywire_evm::rpc::redact_url;
 use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks};
@@ -691,7 +691,11 @@ impl FacilitatorConfig {
             return Err(invalid("chains", format!("no chain at index {index}")));
         };
         let field = |name: &str| format!("chains[{index}].{name}");
-        let id = ChainId::from_name_or_caip2(&chain.network)
+        // The EVM plugin's names until chains are configured through plugins.
+        let mut names = paywire_core::NetworkDirectory::new();
+        names.extend(paywire_evm::network_names());
+        let id = names
+            .resolve(&chain.network)
             .map_err(|e| invalid(&field("network"), e.to_string()))?;
         let Some(chain_id) = id.eip155_id() else {
             return Err(invalid(
@@ -748,7 +752,7 @@ impl FacilitatorConfig {
             let default_asset = assets
                 .next()
                 .ok_or_else(|| invalid(&field("assets"), "empty"))?;
-            let name = id.known_name().unwrap_or(id.as_str()).to_owned();
+            let name = names.name_of(&id).unwrap_or(id.as_str()).to_owned();
             let mut network = EvmNetwork::new(chain_id, name, default_asset);
             network.other_assets = assets.collect();
             network

@@ -1230,8 +1230,8 @@ pub(crate) mod tests {
         assert!(ledger.mark_submitted("nope", "0x2").await.is_err());
 
         let pending = SettleResponse::failed(
-            ChainId::eip155(1),
-            ErrorReason::TransactionPending,
+            ChainId::parse("eip155:1").unwrap(),
+            ErrorReason::TRANSACTION_PENDING,
             None,
             "0x1",
         );
@@ -1239,7 +1239,7 @@ pub(crate) mod tests {
             ledger.record_outcome("f1", &pending).await?,
             SettlementState::Pending
         );
-        let settled = SettleResponse::settled(ChainId::eip155(1), "0x1", None);
+        let settled = SettleResponse::settled(ChainId::parse("eip155:1").unwrap(), "0x1", None);
         ledger.mark_received("f1", &request(), None).await?;
         assert_eq!(
             ledger.record_outcome("f1", &settled).await?,
@@ -1315,8 +1315,8 @@ pub(crate) mod tests {
         // transaction still leads to the payload that claimed it.
         ledger.mark_received("f2", &request(), None).await?;
         let refused = SettleResponse::failed(
-            ChainId::eip155(1),
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            ChainId::parse("eip155:1").unwrap(),
+            ErrorReason::from_static("invalid_exact_evm_nonce_already_used"),
             None,
             "0x1",
         );
@@ -1331,8 +1331,8 @@ pub(crate) mod tests {
         // A failure keeps the transaction it names in the ledger (it makes
         // the failure final), though the wire never carries it.
         let reverted = SettleResponse::failed(
-            ChainId::eip155(1),
-            ErrorReason::InvalidTransactionState,
+            ChainId::parse("eip155:1").unwrap(),
+            ErrorReason::INVALID_TRANSACTION_STATE,
             None,
             "0x3",
         );
@@ -1353,17 +1353,18 @@ pub(crate) mod tests {
 
     /// What the retention purge deletes and keeps (also run against Postgres).
     pub(crate) async fn purge_checks(ledger: &Ledger) -> Result<(), LedgerError> {
-        let network = ChainId::eip155(1);
+        let network = ChainId::parse("eip155:1").unwrap();
         let refused =
-            SettleResponse::failed(network.clone(), ErrorReason::InsufficientFunds, None, "");
+            SettleResponse::failed(network.clone(), ErrorReason::INSUFFICIENT_FUNDS, None, "");
         let reverted = SettleResponse::failed(
             network.clone(),
-            ErrorReason::InvalidTransactionState,
+            ErrorReason::INVALID_TRANSACTION_STATE,
             None,
             "0xr",
         );
         let settled = SettleResponse::settled(network.clone(), "0xs", None);
-        let pending = SettleResponse::failed(network, ErrorReason::TransactionPending, None, "0xp");
+        let pending =
+            SettleResponse::failed(network, ErrorReason::TRANSACTION_PENDING, None, "0xp");
         for (key, outcome) in [
             ("unsent", Some(&refused)),
             ("reverted", Some(&reverted)),

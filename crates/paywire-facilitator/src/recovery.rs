@@ -218,7 +218,7 @@ impl AppState {
         }
         let response = SettleResponse::failed(
             request.payment_requirements.network.clone(),
-            ErrorReason::UnexpectedSettleError,
+            ErrorReason::UNEXPECTED_SETTLE_ERROR,
             None,
             "",
         )
@@ -348,7 +348,7 @@ mod tests {
         let held = Arc::new(AtomicBool::new(true));
         let lock = StoreLock::holding(Flag(Arc::clone(&held)));
         let observer = LedgerObserver::new(ledger.clone(), "f").guarded_by(lock.watch());
-        let network = ChainId::eip155(1);
+        let network = ChainId::parse("eip155:1").unwrap();
         assert!(observer.before_broadcast(&network, "0x1").await.is_ok());
         assert_eq!(
             ledger.claim_transaction("0x1", "g").await?,

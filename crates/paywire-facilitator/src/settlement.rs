@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use paywire_core::{
-    ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup, X402_VERSION,
+    ErrorReason, FacilitatorRequest, SettleResponse, SettlementLookup, X402_VERSION,
 };
 
 use crate::error::ApiError;
@@ -77,16 +77,6 @@ fn is_replay(record: &SettlementRecord, caller: &Caller, window: Duration, now: 
     reserved && !caller.retries(delivery, window, now)
 }
 
-/// The used-nonce reason of the payment's chain: the TypeScript SDK's EVM
-/// spelling on `eip155`, `duplicate_settlement` elsewhere.
-fn replay_reason(network: &ChainId) -> ErrorReason {
-    if network.eip155_id().is_some() {
-        ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
-    } else {
-        ErrorReason::DuplicateSettlement
-    }
-}
-
 /// The answer to a replay: a failure naming no transaction.
 fn replay_refusal(
     state: &AppState,
@@ -97,7 +87,7 @@ fn replay_refusal(
         .and_then(|r| r.response.as_ref())
         .and_then(|r| r.payer.clone())
         .or_else(|| state.facilitator().authenticated_payer(request));
-    let refusal = refusal_for(request, payer);
+    let refusal = refusal_for(state, request, payer);
     state
         .metrics()
         .settle("replay", &reason_code(refusal.error_reason.as_ref()));
@@ -105,9 +95,13 @@ fn replay_refusal(
 }
 
 /// The replay refusal's answer (uncounted).
-fn refusal_for(request: &FacilitatorRequest, payer: Option<String>) -> SettleResponse {
+fn refusal_for(
+    state: &AppState,
+    request: &FacilitatorRequest,
+    payer: Option<String>,
+) -> SettleResponse {
     let network = request.payment_requirements.network.clone();
-    let reason = replay_reason(&network);
+    let reason = state.facilitator().replay_reason(request);
     SettleResponse::failed(network, reason, payer, "").with_message(REPLAY_REFUSAL_MESSAGE)
 }
 
@@ -137,7 +131,7 @@ pub(crate) async fn precheck(
     let (payload, required) = (&request.payment_payload, &request.payment_requirements);
     let (reason, message) = if payload.x402_version != X402_VERSION {
         (
-            ErrorReason::InvalidX402Version,
+            ErrorReason::INVALID_X402_VERSION,
             format!(
                 "payload x402Version {} is not supported; expected {X402_VERSION}",
                 payload.x402_version
@@ -145,7 +139,7 @@ pub(crate) async fn precheck(
         )
     } else if payload.accepted.scheme != required.scheme {
         (
-            ErrorReason::InvalidScheme,
+            ErrorReason::INVALID_SCHEME,
             format!(
                 "payload scheme {:?} differs from required {:?}",
                 payload.accepted.scheme, required.scheme
@@ -153,7 +147,7 @@ pub(crate) async fn precheck(
         )
     } else if payload.accepted.network != required.network {
         (
-            ErrorReason::InvalidNetwork,
+            ErrorReason::INVALID_NETWORK,
             format!(
                 "payload network {} differs from required {}",
                 payload.accepted.network, required.network
@@ -165,7 +159,7 @@ pub(crate) async fn precheck(
             return None;
         }
         (
-            ErrorReason::UnsupportedScheme,
+            ErrorReason::UNSUPPORTED_SCHEME,
             format!(
                 "scheme {:?} on {} is not supported here",
                 required.scheme, required.network
@@ -412,7 +406,7 @@ async fn record_scheme_answer(
             tracing::warn!(%key, other = %fingerprint, transaction = %response.transaction,
                 "the chain's answer names a transaction claimed by another payload; a replay");
             let transaction = std::mem::take(&mut response.transaction);
-            response = refusal_for(request, response.payer.take());
+            response = refusal_for(state, request, response.payer.take());
             response.transaction = transaction;
         }
     }
@@ -595,16 +589,5 @@ mod tests {
     fn replay_refusal_message_is_stable() {
         assert!(REPLAY_REFUSAL_MESSAGE.starts_with(REPLAY_REFUSAL_PREFIX));
         assert!(!REPLAY_REFUSAL_MESSAGE.contains("  "));
-    }
-
-    #[test]
-    fn replay_reason_is_the_chains_used_nonce_reason() {
-        assert_eq!(
-            replay_reason(&ChainId::eip155(8453)).as_str(),
-            "invalid_exact_evm_nonce_already_used"
-        );
-        let solana = ChainId::parse("solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1")
-            .unwrap_or_else(|_| ChainId::eip155(1));
-        assert_eq!(replay_reason(&solana).as_str(), "duplicate_settlement");
     }
 }

@@ -85,7 +85,7 @@ pub(crate) fn parse_request(
     };
     if !value.is_object() {
         return Err(malformed(
-            ErrorReason::InvalidPayload,
+            ErrorReason::INVALID_PAYLOAD,
             "the body must be a JSON object {x402Version, paymentPayload, paymentRequirements}"
                 .into(),
         ));
@@ -95,16 +95,16 @@ pub(crate) fn parse_request(
         found => {
             let error = DecodeError::UnsupportedVersion { found };
             return Err(malformed(
-                ErrorReason::InvalidX402Version,
+                ErrorReason::INVALID_X402_VERSION,
                 error.to_string(),
             ));
         }
     }
     for (member, reason) in [
-        ("paymentPayload", ErrorReason::InvalidPayload),
+        ("paymentPayload", ErrorReason::INVALID_PAYLOAD),
         (
             "paymentRequirements",
-            ErrorReason::InvalidPaymentRequirements,
+            ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
         ),
     ] {
         if value.get(member).is_none_or(Value::is_null) {
@@ -114,9 +114,9 @@ pub(crate) fn parse_request(
     serde_path_to_error::deserialize::<_, FacilitatorRequest>(value).map_err(|error| {
         let path = error.path().to_string();
         let reason = if path.starts_with("paymentRequirements") {
-            ErrorReason::InvalidPaymentRequirements
+            ErrorReason::INVALID_PAYMENT_REQUIREMENTS
         } else {
-            ErrorReason::InvalidPayload
+            ErrorReason::INVALID_PAYLOAD
         };
         malformed(reason, format!("{path}: {}", error.inner()))
     })
@@ -168,7 +168,7 @@ mod tests {
         let mut bad = body();
         bad["paymentRequirements"]["amount"] = json!("010000");
         let refused = refuse(bad);
-        assert_eq!(refused.reason, ErrorReason::InvalidPaymentRequirements);
+        assert_eq!(refused.reason, ErrorReason::INVALID_PAYMENT_REQUIREMENTS);
         assert!(
             refused.message.starts_with("paymentRequirements.amount"),
             "{refused:?}"
@@ -177,21 +177,24 @@ mod tests {
 
         let mut bad = body();
         bad["paymentPayload"]["accepted"]["amount"] = json!("+1");
-        assert_eq!(refuse(bad).reason, ErrorReason::InvalidPayload);
+        assert_eq!(refuse(bad).reason, ErrorReason::INVALID_PAYLOAD);
 
         let mut bad = body();
         bad["paymentRequirements"]["network"] = json!("not a network");
         let refused = refuse(bad);
-        assert_eq!(refused.reason, ErrorReason::InvalidPaymentRequirements);
+        assert_eq!(refused.reason, ErrorReason::INVALID_PAYMENT_REQUIREMENTS);
         assert_eq!(refused.network, "");
 
         let mut bad = body();
         bad["x402Version"] = json!(1);
-        assert_eq!(refuse(bad).reason, ErrorReason::InvalidX402Version);
-        assert_eq!(refuse(json!([1, 2])).reason, ErrorReason::InvalidPayload);
+        assert_eq!(refuse(bad).reason, ErrorReason::INVALID_X402_VERSION);
+        assert_eq!(refuse(json!([1, 2])).reason, ErrorReason::INVALID_PAYLOAD);
         let mut bad = body();
         bad.as_object_mut().map(|b| b.remove("paymentRequirements"));
-        assert_eq!(refuse(bad).reason, ErrorReason::InvalidPaymentRequirements);
+        assert_eq!(
+            refuse(bad).reason,
+            ErrorReason::INVALID_PAYMENT_REQUIREMENTS
+        );
     }
 
     #[test]

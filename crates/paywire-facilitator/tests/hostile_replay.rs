@@ -5,6 +5,7 @@
 
 mod common;
 
+use paywire_evm::Eip155ChainId;
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};

@@ -6,6 +6,7 @@
 
 mod common;
 
+use paywire_evm::Eip155ChainId;
 use std::time::Duration;
 
 use alloy_primitives::Address;

@@ -448,7 +448,7 @@ async fn startup_reconciliation_reruns_every_unfinished_state(ledger: Ledger) ->
     ledger.mark_submitted("submitted", TX).await?;
     let pending = SettleResponse::failed(
         "eip155:31337".parse()?,
-        ErrorReason::TransactionPending,
+        ErrorReason::TRANSACTION_PENDING,
         None,
         TX,
     );

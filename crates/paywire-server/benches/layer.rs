@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench -p paywire-server --bench layer`.
 
+use paywire_evm::Eip155ChainId;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;

@@ -48,6 +48,7 @@ fn price_text(
 pub(crate) fn paywall_html(
     required: &PaymentRequired,
     assets: &dyn Fn(&PaymentRequirements) -> Option<AssetInfo>,
+    networks: &paywire_core::NetworkDirectory,
 ) -> String {
     let description = required
         .resource
@@ -56,7 +57,7 @@ pub(crate) fn paywall_html(
         .unwrap_or("This resource");
     let mut options = String::new();
     for requirement in &required.accepts {
-        let network = requirement.network.known_name().map_or_else(
+        let network = networks.name_of(&requirement.network).map_or_else(
             || requirement.network.to_string(),
             |name| format!("{name} ({})", requirement.network),
         );

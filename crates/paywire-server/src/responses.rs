@@ -51,12 +51,13 @@ pub(crate) fn payment_required(
     required: &PaymentRequired,
     html: bool,
     assets: &dyn Fn(&paywire_core::PaymentRequirements) -> Option<AssetInfo>,
+    networks: &paywire_core::NetworkDirectory,
     receipt: Option<&SettleResponse>,
 ) -> Response<Body> {
     let (content_type, body) = if html {
         (
             "text/html; charset=utf-8",
-            Body::from(paywall_html(required, assets)),
+            Body::from(paywall_html(required, assets, networks)),
         )
     } else {
         (

@@ -13,9 +13,9 @@ use http_body_util::{BodyExt, Limited};
 use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER, decode_payment_signature};
 use paywire_core::extensions::PAYMENT_IDENTIFIER;
 use paywire_core::{
-    BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, PaymentRequired,
-    PaymentRequirements, RequirementsRequest, ResourceInfo, SchemeRegistry, SchemeServer,
-    SettleResponse, SupportedResponse, VerifyResponse, X402_VERSION,
+    BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, NetworkDirectory,
+    PaymentRequired, PaymentRequirements, RequirementsRequest, ResourceInfo, SchemeRegistry,
+    SchemeServer, SettleResponse, SupportedResponse, VerifyResponse, X402_VERSION,
 };
 use tower::{Layer, Service};
 
@@ -52,6 +52,10 @@ const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(600);
 /// Default total size of the paid responses kept after unknown outcomes.
 const DEFAULT_UNKNOWN_CACHE_BYTES: usize = 64 << 20;
 
+/// How a paywire facilitator's replay refusal begins: "this payment was
+/// settled and answered to an earlier request" (its `REPLAY_REFUSAL_PREFIX`).
+const ALREADY_SETTLED_PREFIX: &str = "payment already settled:";
+
 /// `Retry-After` (seconds) of a `settlement_unknown` answer.
 const RETRY_UNKNOWN_AFTER: &str = "5";
 
@@ -68,6 +72,7 @@ struct Shared {
     reservations: Arc<dyn ReservationStore>,
     resolver: Option<Arc<dyn PayToResolver>>,
     assets: HashMap<(String, String), AssetInfo>,
+    networks: NetworkDirectory,
     supported_ttl: Duration,
     supported: Mutex<Option<(Instant, Option<Arc<SupportedResponse>>)>>,
     path_matching: PathMatching,
@@ -87,6 +92,7 @@ pub struct PaymentLayerBuilder {
     reservations: Arc<dyn ReservationStore>,
     resolver: Option<Arc<dyn PayToResolver>>,
     assets: HashMap<(String, String), AssetInfo>,
+    networks: NetworkDirectory,
     supported_ttl: Duration,
     path_matching: PathMatching,
     max_response_bytes: usize,
@@ -169,6 +175,13 @@ impl PaymentLayerBuilder {
                 decimals,
             },
         );
+        self
+    }
+
+    /// Network names for the paywall page (`Base (eip155:8453)`), as the
+    /// chain plugins contribute them (`PluginRegistry::networks`).
+    pub fn networks(mut self, networks: NetworkDirectory) -> Self {
+        self.networks = networks;
         self
     }
 
@@ -283,6 +296,7 @@ impl PaymentLayerBuilder {
                 reservations: self.reservations,
                 resolver: self.resolver,
                 assets: self.assets,
+                networks: self.networks,
                 supported_ttl: self.supported_ttl,
                 supported: Mutex::new(None),
                 path_matching: self.path_matching,
@@ -321,6 +335,7 @@ impl PaymentLayer {
             reservations: Arc::new(InMemoryReservationStore::default()),
             resolver: None,
             assets: HashMap::new(),
+            networks: NetworkDirectory::new(),
             supported_ttl: Duration::from_secs(300),
             path_matching: PathMatching::default(),
             max_response_bytes: DEFAULT_MAX_PAID_RESPONSE_BYTES,
@@ -489,7 +504,13 @@ impl Paid<'_> {
             required.extensions = Some(merged);
         }
         let assets = |r: &PaymentRequirements| self.shared.asset_info(r);
-        payment_required(&required, self.html, &assets, receipt)
+        payment_required(
+            &required,
+            self.html,
+            &assets,
+            &self.shared.networks,
+            receipt,
+        )
     }
 
     async fn fail(&self, failure: PaymentFailure, response: Response<Body>) -> Response<Body> {
@@ -741,11 +762,17 @@ impl Paid<'_> {
             }
         };
         hooks.after_settle(&self.ctx, request, &answer).await;
-        self.judge(guard, answer).await
+        self.judge(guard, answer, &request.payment_requirements.scheme)
+            .await
     }
 
     /// Judges a settlement answer (see [`Paid::settle`]).
-    async fn judge(&self, guard: &mut Guard, answer: SettleResponse) -> Settlement<Response<Body>> {
+    async fn judge(
+        &self,
+        guard: &mut Guard,
+        answer: SettleResponse,
+        scheme: &str,
+    ) -> Settlement<Response<Body>> {
         let answer = match Settled::check(answer) {
             Ok(settled) => {
                 guard.consume().await;
@@ -767,11 +794,16 @@ impl Paid<'_> {
                 detail,
             });
         }
-        if guard.resumed && !proves_nothing_charged(&answer) {
+        let scheme = self
+            .shared
+            .schemes
+            .find(scheme, &answer.network)
+            .map(|found| found.as_ref());
+        if guard.resumed && !proves_nothing_charged(&answer, scheme) {
             // An earlier attempt may have been charged: never reusable, and
             // never a 402 (its new challenge would invite paying twice).
             guard.keep_unknown().await;
-            return Settlement::Refused(self.disputed(&guard.key, answer).await);
+            return Settlement::Refused(self.disputed(&guard.key, answer, scheme).await);
         }
         guard.release().await;
         let reason = answer
@@ -801,8 +833,12 @@ impl Paid<'_> {
     /// (typically: its authorization is already used, because that attempt
     /// settled and its answer was lost). Not a 402: the payer must not pay
     /// again. The payment stays kept.
-    async fn disputed(&self, key: &ReservationKey, answer: SettleResponse) -> Response<Body> {
-        use paywire_core::ErrorReason as R;
+    async fn disputed(
+        &self,
+        key: &ReservationKey,
+        answer: SettleResponse,
+        scheme: Option<&dyn SchemeServer>,
+    ) -> Response<Body> {
         let reference = key.to_hex();
         let reason = answer
             .error_reason
@@ -811,10 +847,15 @@ impl Paid<'_> {
         tracing::warn!(route = %self.route.pattern.as_str(), %reference, %reason, payer = ?answer.payer,
             "a payment resumed after an unknown outcome was refused; an earlier attempt may have \
              been charged (a facilitator API key lets its idempotent retries through)");
-        let used = matches!(
-            answer.error_reason,
-            Some(R::InvalidExactEvmPayloadAuthorizationNonceUsed | R::DuplicateSettlement)
-        );
+        // A paywire facilitator says so in words (its replay refusal); the
+        // scheme knows its own "already used" codes (other facilitators').
+        let used = answer.error_reason.as_ref().is_some_and(|reason| {
+            *reason == paywire_core::ErrorReason::DUPLICATE_SETTLEMENT
+                || scheme.is_some_and(|scheme| scheme.refusal_means_spent(reason))
+        }) || answer
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(ALREADY_SETTLED_PREFIX));
         let what = if used {
             "this payment's authorization has already been used: it appears to have been \
              settled by an earlier attempt whose answer was lost"
@@ -1415,7 +1456,7 @@ mod tests {
     fn requirement() -> PaymentRequirements {
         PaymentRequirements {
             scheme: "exact".into(),
-            network: ChainId::eip155(1),
+            network: ChainId::parse("eip155:1").unwrap(),
             amount: AtomicAmount::from(10u64),
             asset: "0xAbC".into(),
             pay_to: "0xDeF".into(),
@@ -1433,7 +1474,7 @@ mod tests {
         assert!(same_requirement(&ours, &theirs));
         let changes: [fn(&mut PaymentRequirements); 7] = [
             |r| r.scheme = "upto".into(),
-            |r| r.network = ChainId::eip155(2),
+            |r| r.network = ChainId::parse("eip155:2").unwrap(),
             |r| r.amount = AtomicAmount::from(9u64),
             |r| r.asset = "0xabd".into(),
             |r| r.pay_to = "0xdee".into(),

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use paywire_core::{ErrorReason, FacilitatorError, SchemeError, SettleResponse};
+use paywire_core::{FacilitatorError, SchemeError, SchemeServer, SettleResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http_facilitator::request_not_sent;
@@ -163,28 +163,14 @@ pub(crate) fn settle_error_is_definite(error: &FacilitatorError) -> bool {
 /// shape). Balance, expiry, used-nonce, simulation and revert answers prove
 /// nothing about an earlier attempt, nor does a signature failure (a smart
 /// wallet's validity can change).
-pub(crate) fn proves_nothing_charged(answer: &SettleResponse) -> bool {
-    use ErrorReason as R;
-    matches!(
-        answer.error_reason,
-        Some(
-            R::InvalidExactEvmPayloadAuthorizationValidAfter
-                | R::InvalidExactEvmPayloadAuthorizationValueMismatch
-                | R::InvalidExactEvmPayloadRecipientMismatch
-                | R::InvalidExactSvmPayloadTransaction
-                | R::InvalidExactSvmPayloadTransactionInstructions
-                | R::InvalidExactSvmPayloadTransactionAmountMismatch
-                | R::InvalidExactSvmPayloadTransactionRecipientMismatch
-                | R::InvalidExactSvmPayloadTransactionFeePayerIncluded
-                | R::InvalidNetwork
-                | R::InvalidPayload
-                | R::InvalidPaymentRequirements
-                | R::InvalidScheme
-                | R::UnsupportedScheme
-                | R::InvalidX402Version
-                | R::UnsupportedAsset
-        )
-    )
+pub(crate) fn proves_nothing_charged(
+    answer: &SettleResponse,
+    scheme: Option<&dyn SchemeServer>,
+) -> bool {
+    answer.error_reason.as_ref().is_some_and(|reason| {
+        reason.is_payload_defect()
+            || scheme.is_some_and(|scheme| scheme.refusal_proves_unchargeable(reason))
+    })
 }
 
 /// Why a handler's response could not be buffered.
@@ -310,7 +296,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use paywire_core::ChainId;
+    use paywire_core::ErrorReason;
 
     #[test]
     fn only_refusals_before_sending_are_definite() {
@@ -341,20 +327,48 @@ mod tests {
 
     #[test]
     fn only_payload_defects_prove_nothing_was_charged() {
-        let failed = |reason| SettleResponse::failed(ChainId::eip155(1), reason, None, "");
-        assert!(proves_nothing_charged(&failed(
-            ErrorReason::InvalidExactEvmPayloadRecipientMismatch
-        )));
+        /// A scheme whose only payload defect is `toy_bad_ticket`.
+        struct Toy;
+        impl SchemeServer for Toy {
+            fn scheme(&self) -> &str {
+                "toy"
+            }
+            fn requirements(
+                &self,
+                _: &paywire_core::RequirementsRequest<'_>,
+            ) -> Result<paywire_core::PaymentRequirements, SchemeError> {
+                Err(SchemeError::Unsupported("toy".into()))
+            }
+            fn refusal_proves_unchargeable(&self, reason: &ErrorReason) -> bool {
+                reason.as_str() == "toy_bad_ticket"
+            }
+        }
+        let network = paywire_core::ChainId::parse("toy:1").unwrap();
+        let failed = |reason| SettleResponse::failed(network.clone(), reason, None, "");
+        let bad_ticket = ErrorReason::from_static("toy_bad_ticket");
+        assert!(proves_nothing_charged(
+            &failed(bad_ticket.clone()),
+            Some(&Toy)
+        ));
+        assert!(
+            !proves_nothing_charged(&failed(bad_ticket), None),
+            "the scheme decides"
+        );
+        assert!(proves_nothing_charged(
+            &failed(ErrorReason::INVALID_PAYLOAD),
+            None
+        ));
         for reason in [
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
-            ErrorReason::InsufficientFunds,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-            ErrorReason::InvalidTransactionState,
-            ErrorReason::InvalidExactEvmPayloadSignature,
-            ErrorReason::UnexpectedSettleError,
-            ErrorReason::Other("who knows".into()),
+            ErrorReason::from_static("toy_ticket_used"),
+            ErrorReason::INSUFFICIENT_FUNDS,
+            ErrorReason::INVALID_TRANSACTION_STATE,
+            ErrorReason::UNEXPECTED_SETTLE_ERROR,
+            ErrorReason::new("who knows"),
         ] {
-            assert!(!proves_nothing_charged(&failed(reason.clone())), "{reason}");
+            assert!(
+                !proves_nothing_charged(&failed(reason.clone()), Some(&Toy)),
+                "{reason}"
+            );
         }
     }
 }

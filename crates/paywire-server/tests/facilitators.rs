@@ -3,6 +3,7 @@
 
 mod common;
 
+use paywire_evm::Eip155ChainId;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

@@ -3,6 +3,7 @@
 //! security properties of the sign-in gate (entitlements are per address,
 //! proofs are per resource, store outages are 503s).
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -18,6 +18,7 @@
 //!
 //! Run: `cargo bench -p paywire-siwx --bench returning`.
 
+use paywire_evm::Eip155ChainId;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;

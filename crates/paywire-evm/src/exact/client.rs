@@ -1,5 +1,6 @@
 //! Client side: sign an EIP-3009 authorization for chosen requirements.
 
+use crate::Eip155ChainId;
 use alloy_primitives::{Address, B256};
 use paywire_core::{
     AtomicAmount, BoxFuture, ChainId, JsonObject, PaymentRequirements, SchemeClient, SchemeError,

@@ -1,6 +1,8 @@
 //! Facilitator side of `exact` EIP-3009: verification against the chain and
 //! settlement through the facilitator's own signers.
 
+use crate::Eip155ChainId;
+use crate::reasons;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -461,7 +463,7 @@ fn pending(
 ) -> SettleResponse {
     SettleResponse::failed(
         network.clone(),
-        ErrorReason::TransactionPending,
+        ErrorReason::TRANSACTION_PENDING,
         payer,
         hash.to_string(),
     )
@@ -626,14 +628,14 @@ impl ExactEvmFacilitator {
         // server's requirements, never against the client's `accepted` copy.
         if auth.to != pay_to {
             return Err(reject(
-                ErrorReason::InvalidExactEvmPayloadRecipientMismatch,
+                reasons::RECIPIENT_MISMATCH,
                 format!("authorization pays {} but payTo is {pay_to}", auth.to),
                 payer,
             ));
         }
         if auth.value.is_zero() || auth.value != requirements.amount {
             return Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValueMismatch,
+                reasons::VALUE_MISMATCH,
                 format!(
                     "authorization value {} differs from amount {}",
                     auth.value, requirements.amount
@@ -644,14 +646,14 @@ impl ExactEvmFacilitator {
         let now = U256::from((self.clock)());
         if auth.valid_after.as_u256() > now {
             return Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidAfter,
+                reasons::VALID_AFTER,
                 "authorization is not valid yet",
                 payer,
             ));
         }
         if auth.valid_before.as_u256() < now + U256::from(self.valid_before_buffer) {
             return Err(reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+                reasons::VALID_BEFORE,
                 format!(
                     "authorization expires in less than {} s",
                     self.valid_before_buffer
@@ -670,21 +672,21 @@ impl ExactEvmFacilitator {
         let accepted = &payload.accepted;
         if payload.x402_version != X402_VERSION {
             return Ok(Err(reject(
-                ErrorReason::InvalidX402Version,
+                ErrorReason::INVALID_X402_VERSION,
                 "x402Version must be 2",
                 None,
             )));
         }
         if requirements.scheme != SCHEME || accepted.scheme != SCHEME {
             return Ok(Err(reject(
-                ErrorReason::InvalidScheme,
+                ErrorReason::INVALID_SCHEME,
                 "scheme must be exact",
                 None,
             )));
         }
         if accepted.network != requirements.network {
             return Ok(Err(reject(
-                ErrorReason::InvalidNetwork,
+                ErrorReason::INVALID_NETWORK,
                 "payload network differs from requirements",
                 None,
             )));
@@ -695,7 +697,7 @@ impl ExactEvmFacilitator {
             .and_then(|id| self.chains.get(&id))
         else {
             return Ok(Err(reject(
-                ErrorReason::InvalidNetwork,
+                ErrorReason::INVALID_NETWORK,
                 format!(
                     "network {} is not served by this facilitator",
                     requirements.network
@@ -707,7 +709,7 @@ impl ExactEvmFacilitator {
             None | Some("eip3009") => {}
             Some(other) => {
                 return Ok(Err(reject(
-                    ErrorReason::InvalidPaymentRequirements,
+                    ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
                     format!("asset transfer method {other:?} is not supported"),
                     None,
                 )));
@@ -715,14 +717,14 @@ impl ExactEvmFacilitator {
         }
         let Ok(asset) = requirements.asset.parse::<Address>() else {
             return Ok(Err(reject(
-                ErrorReason::InvalidPaymentRequirements,
+                ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
                 "asset is not an address",
                 None,
             )));
         };
         let Ok(pay_to) = requirements.pay_to.parse::<Address>() else {
             return Ok(Err(reject(
-                ErrorReason::InvalidPaymentRequirements,
+                ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
                 "payTo is not an address",
                 None,
             )));
@@ -731,14 +733,14 @@ impl ExactEvmFacilitator {
             // A zero-value transfer pays nobody and would cost the
             // facilitator gas: never a payment.
             return Ok(Err(reject(
-                ErrorReason::InvalidPaymentRequirements,
+                ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
                 "amount must be positive for the exact scheme",
                 None,
             )));
         }
         if chain.config.network.asset(asset).is_none() {
             return Ok(Err(reject(
-                ErrorReason::UnsupportedAsset,
+                ErrorReason::UNSUPPORTED_ASSET,
                 format!("asset {asset} is not accepted on {}", requirements.network),
                 None,
             )));
@@ -749,7 +751,7 @@ impl ExactEvmFacilitator {
             && accepted.amount == requirements.amount;
         if !accepted_matches {
             return Ok(Err(reject(
-                ErrorReason::InvalidPaymentRequirements,
+                ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
                 "accepted requirements differ from the server's (asset, payTo or amount)",
                 None,
             )));
@@ -758,7 +760,7 @@ impl ExactEvmFacilitator {
             Ok(exact) => exact,
             Err(e) => {
                 return Ok(Err(reject(
-                    ErrorReason::InvalidPayload,
+                    ErrorReason::INVALID_PAYLOAD,
                     format!("payload: {e}"),
                     None,
                 )));
@@ -780,7 +782,7 @@ impl ExactEvmFacilitator {
         let counterfactual = eip6492::unwrap(&exact.signature);
         if counterfactual.is_none() && eip6492::is_wrapped(&exact.signature) {
             return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadSignature,
+                reasons::SIGNATURE,
                 "malformed EIP-6492 signature",
                 None,
             )));
@@ -876,7 +878,7 @@ impl ExactEvmFacilitator {
             let valid = decode_bytes(next()).is_ok_and(|answer| answer.as_ref() == [1u8]);
             if !valid {
                 return Ok(Err(reject(
-                    ErrorReason::InvalidExactEvmPayloadSignature,
+                    reasons::SIGNATURE,
                     "EIP-6492 signature does not validate for `from`",
                     None,
                 )));
@@ -887,7 +889,7 @@ impl ExactEvmFacilitator {
                     Ok(planned) => deploy = Some(planned),
                     Err(message) => {
                         return Ok(Err(reject(
-                            ErrorReason::InvalidExactEvmPayloadUndeployedSmartWallet,
+                            reasons::UNDEPLOYED_SMART_WALLET,
                             message,
                             payer,
                         )));
@@ -942,7 +944,7 @@ impl ExactEvmFacilitator {
                     .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
                 if !valid_1271 {
                     return Ok(Err(reject(
-                        ErrorReason::InvalidExactEvmPayloadSignature,
+                        reasons::SIGNATURE,
                         "signature does not authorise this transfer (neither ECDSA by `from` nor EIP-1271)",
                         None,
                     )));
@@ -956,7 +958,7 @@ impl ExactEvmFacilitator {
                 .ok_or_else(|| SchemeError::Chain("authorizationState unreadable".into()))?;
             if used {
                 return Ok(Err(reject(
-                    ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+                    reasons::NONCE_USED,
                     "authorization nonce already used",
                     payer,
                 )));
@@ -967,7 +969,7 @@ impl ExactEvmFacilitator {
                 .ok_or_else(|| SchemeError::Chain("balanceOf unreadable".into()))?;
             if balance < auth.value.as_u256() {
                 return Ok(Err(reject(
-                    ErrorReason::InsufficientFunds,
+                    ErrorReason::INSUFFICIENT_FUNDS,
                     format!("balance {balance} is below {}", auth.value),
                     payer,
                 )));
@@ -975,7 +977,7 @@ impl ExactEvmFacilitator {
         }
         if let Some(error) = simulation_error {
             return Ok(Err(reject(
-                ErrorReason::InvalidExactEvmPayloadSimulationFailed,
+                reasons::SIMULATION_FAILED,
                 format!("simulation reverted: {}", revert_message(&error)),
                 payer,
             )));
@@ -1016,7 +1018,7 @@ impl ExactEvmFacilitator {
         let gas_price = self.gas_price(chain).await?;
         if gas_price > config.max_fee_per_gas {
             return Ok(Err(reject(
-                ErrorReason::UnexpectedSettleError,
+                ErrorReason::UNEXPECTED_SETTLE_ERROR,
                 format!(
                     "gas price {gas_price} wei is above the facilitator's cap; try again later"
                 ),
@@ -1067,7 +1069,7 @@ impl ExactEvmFacilitator {
                 SendOutcome::Retry => continue,
                 SendOutcome::Refused(error) => {
                     return Ok(Err(reject(
-                        ErrorReason::InvalidTransactionState,
+                        ErrorReason::INVALID_TRANSACTION_STATE,
                         format!(
                             "node refused the settlement transaction: {}",
                             revert_message(&error)
@@ -1250,11 +1252,8 @@ impl ExactEvmFacilitator {
         // An expired authorization may have been executed before it expired
         // (e.g. a settlement re-run after a restart): the chain decides
         // first, so a landed transfer is never reported as failed.
-        let may_have_executed = matches!(
-            rejection.reason,
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed
-                | ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore
-        );
+        let may_have_executed =
+            rejection.reason == reasons::NONCE_USED || rejection.reason == reasons::VALID_BEFORE;
         if may_have_executed
             && let Some(chain) = network.eip155_id().and_then(|id| self.chains.get(&id))
             && let (Ok(asset), Ok(exact)) = (
@@ -1312,7 +1311,7 @@ impl ExactEvmFacilitator {
         };
         // The payment itself was never sent: a failure that charged nobody
         // (the transaction field names payments only).
-        let rejection = reject(ErrorReason::InvalidTransactionState, problem, Some(payer));
+        let rejection = reject(ErrorReason::INVALID_TRANSACTION_STATE, problem, Some(payer));
         Ok(Some(failure(network, rejection, String::new())))
     }
 
@@ -1463,7 +1462,7 @@ impl ExactEvmFacilitator {
         }
         Ok(SettleResponse::failed(
             network.clone(),
-            ErrorReason::InvalidTransactionState,
+            ErrorReason::INVALID_TRANSACTION_STATE,
             payer,
             hash.to_string(),
         )
@@ -1506,6 +1505,27 @@ fn executed_payload(payload: &ExactEvmPayload) -> ExactEvmPayload {
 impl SchemeFacilitator for ExactEvmFacilitator {
     fn scheme(&self) -> &str {
         SCHEME
+    }
+
+    fn replay_reason(&self) -> ErrorReason {
+        reasons::NONCE_USED
+    }
+
+    /// `eip155:<chain>:<token>:<from>:<nonce>`, lower case: what an
+    /// EIP-3009 authorization spends, however its payload is spelled.
+    fn spend_key(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Option<String> {
+        let chain = requirements.network.eip155_id()?;
+        let token: Address = requirements.asset.parse().ok()?;
+        let exact = ExactEvmPayload::from_json(&payload.payload).ok()?;
+        let auth = &exact.authorization;
+        Some(format!(
+            "eip155:{chain}:{token:#x}:{:#x}:{:#x}",
+            auth.from, auth.nonce
+        ))
     }
 
     /// `authorization.from`, when the 65-byte signature recovers to it over

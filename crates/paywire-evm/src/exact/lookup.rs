@@ -4,9 +4,10 @@
 //! learn that the transaction landed even once the authorization's time
 //! window has passed (re-verifying would then refuse it as expired).
 
+use crate::reasons;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{SolCall, SolEvent};
-use paywire_core::{ChainId, ErrorReason, PaymentRequirements, SettleResponse, SettlementLookup};
+use paywire_core::{ChainId, PaymentRequirements, SettleResponse, SettlementLookup};
 use serde_json::json;
 
 use super::payload::{Authorization, ExactEvmPayload};
@@ -126,11 +127,11 @@ pub(crate) fn answer(
     let (reason, message) = match view {
         ChainView::Open | ChainView::Executed(_) => return SettlementLookup::Open,
         ChainView::UsedElsewhere => (
-            ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+            reasons::NONCE_USED,
             "the authorization's nonce was used without executing this payment",
         ),
         ChainView::Expired => (
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+            reasons::VALID_BEFORE,
             "the authorization expired before it was executed",
         ),
     };
@@ -144,6 +145,7 @@ mod tests {
     use alloy_primitives::Bytes;
 
     use super::*;
+    use crate::Eip155ChainId;
     use crate::rpc::Log;
 
     fn auth() -> Authorization {
@@ -205,14 +207,8 @@ mod tests {
             SettlementLookup::Open
         );
         for (view, reason) in [
-            (
-                ChainView::UsedElsewhere,
-                ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
-            ),
-            (
-                ChainView::Expired,
-                ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-            ),
+            (ChainView::UsedElsewhere, reasons::NONCE_USED),
+            (ChainView::Expired, reasons::VALID_BEFORE),
         ] {
             match answer(&network, &payload, view, None) {
                 SettlementLookup::Unsettleable(failed) => {

@@ -8,7 +8,6 @@ mod lookup;
 mod payload;
 mod reconcile;
 mod server;
-#[cfg(feature = "client")]
 mod spend;
 
 pub use client::{ExactEvmClient, NonceSource};
@@ -17,7 +16,6 @@ pub use facilitator::{
 };
 pub use payload::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
 pub use server::ExactEvmServer;
-#[cfg(feature = "client")]
 pub use spend::ExactEvmSpendProbe;
 
 /// Scheme identifier.

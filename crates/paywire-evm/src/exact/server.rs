@@ -1,9 +1,10 @@
 //! Server side: turn a price into `exact` EIP-3009 requirements.
 
+use crate::reasons;
 use alloy_primitives::Address;
 use paywire_core::{
-    JsonObject, MoneyUnit, PaymentRequirements, Price, RequirementsRequest, SchemeError,
-    SchemeServer,
+    ErrorReason, JsonObject, MoneyUnit, PaymentRequirements, Price, RequirementsRequest,
+    SchemeError, SchemeServer,
 };
 use serde_json::json;
 
@@ -44,6 +45,22 @@ fn eip712_extra(asset: &EvmAsset) -> JsonObject {
 impl SchemeServer for ExactEvmServer {
     fn scheme(&self) -> &str {
         SCHEME
+    }
+
+    /// Not valid yet, wrong amount, wrong recipient: defects of the signed
+    /// authorization that no later attempt can get past.
+    fn refusal_proves_unchargeable(&self, reason: &ErrorReason) -> bool {
+        let reason = reasons::canonical(reason);
+        [
+            reasons::VALID_AFTER,
+            reasons::VALUE_MISMATCH,
+            reasons::RECIPIENT_MISMATCH,
+        ]
+        .contains(&reason)
+    }
+
+    fn refusal_means_spent(&self, reason: &ErrorReason) -> bool {
+        reasons::canonical(reason) == reasons::NONCE_USED
     }
 
     fn requirements(
@@ -135,6 +152,7 @@ impl SchemeServer for ExactEvmServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Eip155ChainId;
     use paywire_core::{AtomicAmount, ChainId, Money};
 
     fn request<'a>(network: &'a ChainId, price: &'a Price) -> RequirementsRequest<'a> {
@@ -149,7 +167,7 @@ mod tests {
 
     #[test]
     fn dollar_price_on_base_sepolia() {
-        let network = ChainId::from_name_or_caip2("base-sepolia").unwrap();
+        let network = ChainId::eip155(84532);
         let price = Price::Money(Money::parse("$0.01").unwrap());
         let requirements = ExactEvmServer::default()
             .requirements(&request(&network, &price))
@@ -201,7 +219,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_prices() {
-        let network = ChainId::from_name_or_caip2("base").unwrap();
+        let network = ChainId::eip155(8453);
         let zero = Price::Money(Money::parse("$0").unwrap());
         assert!(
             ExactEvmServer::default()

@@ -2,13 +2,14 @@
 //! token's `authorizationState(authorizer, nonce)` and the chain's time, so
 //! that the client's budget can release an authorization that expired unused.
 
+use crate::Eip155ChainId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
-use paywire_client::{SpendProbe, SpendState};
 use paywire_core::{BoxFuture, ChainId, PaymentPayload};
+use paywire_core::{SpendProbe, SpendState};
 use serde_json::{Value, json};
 
 use super::SCHEME;

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use alloy_primitives::Address;
 use paywire_core::{
-    AtomicAmount, ChainId, ChainIdPattern, Facilitator, FacilitatorError, Price,
-    RequirementsRequest, SchemeServer,
+    AtomicAmount, ChainIdPattern, Facilitator, FacilitatorError, Price, RequirementsRequest,
+    SchemeServer,
 };
 use paywire_evm::exact::ExactEvmServer;
 use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks};
@@ -106,6 +106,7 @@ impl Gateway {
         let pattern = ChainIdPattern::parse("eip155:*")
             .map_err(|e| invalid("networks", format!("internal pattern: {e}")))?;
         let mut builder = PaymentLayer::builder(facilitator)
+            .networks(evm_names())
             .scheme(pattern, Arc::new(exact.clone()))
             .public_origin(&config.public_origin)
             .case_insensitive_paths(config.case_insensitive_paths)
@@ -311,6 +312,13 @@ fn declaration(
     Ok(declaration.into_extension())
 }
 
+/// The network names the gateway resolves (until it takes plugins).
+fn evm_names() -> paywire_core::NetworkDirectory {
+    let mut names = paywire_core::NetworkDirectory::new();
+    names.extend(paywire_evm::network_names());
+    names
+}
+
 fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Route, GatewayError> {
     let at = format!("routes[{index}]");
     let pattern = format!("{} {}", entry.method.as_deref().unwrap_or("*"), entry.path);
@@ -339,7 +347,8 @@ fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Rou
     }
     for (option_index, accept) in entry.accepts.iter().enumerate() {
         let at = format!("{at}.accepts[{option_index}]");
-        let network = ChainId::from_name_or_caip2(&accept.network)
+        let network = evm_names()
+            .resolve(&accept.network)
             .map_err(|e| invalid(format!("{at}.network"), e.to_string()))?;
         let price = match (&accept.price, &accept.amount, &accept.asset) {
             (Some(price), None, None) => money(price)?,

@@ -1,6 +1,7 @@
 //! Shared test fixtures: the priced axum app, facilitators, payment helpers.
 #![allow(dead_code)]
 
+use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

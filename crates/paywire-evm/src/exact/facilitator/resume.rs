@@ -2,6 +2,8 @@
 //! still land, and transfers in flight counted against the payer's balance
 //! (see `crate::exact::inflight`).
 
+use crate::Eip155ChainId;
+use crate::reasons;
 use std::time::Instant;
 
 use alloy_consensus::TxEip1559;
@@ -118,7 +120,7 @@ impl ExactEvmFacilitator {
             // Another authorization (or signature) for this nonce: the
             // transaction under way makes it fail. Nothing proved the payer.
             let rejection = reject(
-                ErrorReason::InvalidExactEvmPayloadAuthorizationNonceUsed,
+                reasons::NONCE_USED,
                 "the authorization's nonce is used by a settlement transaction not confirmed yet",
                 None,
             );
@@ -356,7 +358,7 @@ impl ExactEvmFacilitator {
             return Ok(None);
         }
         Ok(Some(reject(
-            ErrorReason::InsufficientFunds,
+            ErrorReason::INSUFFICIENT_FUNDS,
             format!(
                 "balance {balance} does not cover this payment and the payer's transfers in flight ({unmined})"
             ),

@@ -1,0 +1,12 @@
+//! The composition root's plugin choices: which chain families this binary
+//! knows (their network names, and later their server, facilitator and
+//! wallet sides).
+
+use paywire_core::NetworkDirectory;
+
+/// Every network name the registered plugins contribute.
+pub(crate) fn networks() -> NetworkDirectory {
+    let mut names = NetworkDirectory::new();
+    names.extend(paywire_evm::network_names());
+    names
+}

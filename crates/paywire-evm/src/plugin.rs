@@ -1,0 +1,286 @@
+//! [`EvmPlugin`]: the `eip155` chain family as a paywire plugin.
+//!
+//! Register it once (`registry.register(Arc::new(EvmPlugin))`) and the
+//! gateway, the facilitator and the paying client know EVM networks by name,
+//! build `exact` requirements, verify and settle EIP-3009 payments, and sign
+//! them, each from its own configuration tables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use paywire_core::{
+    AssetInfo, ChainId, ChainIdPattern, ChainPlugin, NetworkInfo, PluginError, Registration,
+    SchemeClient, SchemeServer, ServerAsset, ServerConfig, ServerParts, WalletConfig, WalletParts,
+};
+use serde::Deserialize;
+
+use crate::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
+use crate::networks::{Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, network_names};
+use crate::rpc::RpcClient;
+use crate::signer::LocalSigner;
+
+/// The CAIP-2 namespace of EVM chains.
+pub const NAMESPACE: &str = "eip155";
+
+/// Timeout of the spend probe's node calls.
+const SPEND_PROBE_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `eip155` plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvmPlugin;
+
+/// A server's `[[networks]]` entry for an EVM chain: a custom chain with its
+/// default asset, or an extra asset on a chain that is already known.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkEntry {
+    /// Resolved by the registry before the plugin sees it.
+    #[allow(dead_code)]
+    network: String,
+    /// Human name of a new chain (default: its CAIP-2 id).
+    #[serde(default)]
+    name: Option<String>,
+    asset: AssetEntry,
+}
+
+/// An ERC-20 token with EIP-3009 support.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssetEntry {
+    address: String,
+    symbol: String,
+    decimals: u8,
+    eip712_name: String,
+    eip712_version: String,
+    #[serde(default)]
+    usd_stable: bool,
+}
+
+impl AssetEntry {
+    /// The asset, or an error at `at`.
+    pub(crate) fn to_asset(&self, at: &str) -> Result<EvmAsset, PluginError> {
+        let address: Address = self.address.parse().map_err(|_| {
+            PluginError::config(
+                format!("{at}.address"),
+                format!("{:?} is not an EVM address", self.address),
+            )
+        })?;
+        Ok(EvmAsset {
+            address,
+            symbol: self.symbol.clone(),
+            decimals: self.decimals,
+            eip712_name: self.eip712_name.clone(),
+            eip712_version: self.eip712_version.clone(),
+            usd_stable: self.usd_stable,
+        })
+    }
+}
+
+/// The numeric chain id of an entry's resolved network.
+pub(crate) fn chain_id_of(network: &ChainId, at: &str) -> Result<u64, PluginError> {
+    network.eip155_id().ok_or_else(|| {
+        PluginError::config(
+            format!("{at}.network"),
+            format!("{network} is not an eip155 chain with a numeric id"),
+        )
+    })
+}
+
+/// Deserializes an entry's table, naming the entry in errors.
+pub(crate) fn table<T: serde::de::DeserializeOwned>(
+    table: &serde_json::Value,
+    at: &str,
+) -> Result<T, PluginError> {
+    serde_json::from_value(table.clone()).map_err(|e| PluginError::config(at, e.to_string()))
+}
+
+impl EvmPlugin {
+    /// The network table of a server: the well-known chains (when asked for)
+    /// plus the configured ones.
+    pub fn server_networks(config: &ServerConfig) -> Result<EvmNetworks, PluginError> {
+        let mut networks = if config.well_known {
+            EvmNetworks::well_known()
+        } else {
+            EvmNetworks::empty()
+        };
+        for entry in &config.entries {
+            let parsed: NetworkEntry = table(&entry.table, &entry.at)?;
+            let chain_id = chain_id_of(&entry.network, &entry.at)?;
+            let asset = parsed.asset.to_asset(&format!("{}.asset", entry.at))?;
+            if networks.by_chain_id(chain_id).is_some() {
+                networks.add_asset(chain_id, asset);
+            } else {
+                let name = parsed
+                    .name
+                    .unwrap_or_else(|| entry.network.as_str().to_owned());
+                networks.insert(EvmNetwork::new(chain_id, name, asset));
+            }
+        }
+        Ok(networks)
+    }
+}
+
+fn all_evm() -> Result<ChainIdPattern, PluginError> {
+    ChainIdPattern::namespace(NAMESPACE).map_err(PluginError::from)
+}
+
+impl ChainPlugin for EvmPlugin {
+    fn namespace(&self) -> &str {
+        NAMESPACE
+    }
+
+    fn networks(&self) -> Vec<NetworkInfo> {
+        network_names()
+    }
+
+    fn server(&self, config: &ServerConfig) -> Result<ServerParts, PluginError> {
+        let networks = Self::server_networks(config)?;
+        let mut parts = ServerParts::default();
+        for network in networks.iter() {
+            for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
+                let info = AssetInfo {
+                    symbol: asset.symbol.clone(),
+                    decimals: asset.decimals,
+                    usd_stable: asset.usd_stable,
+                };
+                parts.assets.push(ServerAsset::new(
+                    network.chain.clone(),
+                    asset.address.to_string(),
+                    info,
+                ));
+            }
+        }
+        let exact: Arc<dyn SchemeServer> = Arc::new(ExactEvmServer::new(networks));
+        parts.schemes.push(Registration::new(all_evm()?, exact));
+        Ok(parts)
+    }
+
+    fn wallet(&self, config: &WalletConfig) -> Result<WalletParts, PluginError> {
+        // Never quote the key, nor the parser's view of it.
+        let signer = LocalSigner::from_hex(config.key.expose().trim())
+            .map_err(|_| PluginError::config("key", "not a valid hex private key"))?;
+        let mut parts = WalletParts::default();
+        parts.addresses.push(signer.address().to_string());
+        let client: Arc<dyn SchemeClient> = Arc::new(ExactEvmClient::new(signer));
+        parts.schemes.push(Registration::new(all_evm()?, client));
+        let mut probe = ExactEvmSpendProbe::new();
+        let mut any = false;
+        for (network, url) in &config.rpc_urls {
+            if network.namespace() != NAMESPACE {
+                continue;
+            }
+            chain_id_of(network, &format!("rpc[{network}]"))?;
+            // The URL may carry a provider key: the error names the network only.
+            let rpc = RpcClient::new(vec![url.expose().to_owned()], SPEND_PROBE_RPC_TIMEOUT)
+                .map_err(|_| {
+                    PluginError::config(format!("rpc[{network}]"), "cannot create an RPC client")
+                })?;
+            probe = probe.network(network.clone(), Arc::new(rpc));
+            any = true;
+        }
+        if any {
+            parts.spend_probe = Some(Arc::new(probe));
+        }
+        Ok(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use paywire_core::{ConfigEntry, PluginRegistry, Secret};
+
+    use super::*;
+
+    fn registry() -> PluginRegistry {
+        PluginRegistry::new().with(Arc::new(EvmPlugin))
+    }
+
+    #[test]
+    fn names_resolve_through_the_registry() {
+        let registry = registry();
+        assert_eq!(
+            registry.networks().resolve("base").unwrap(),
+            ChainId::eip155(8453)
+        );
+        assert!(registry.plugin_for(&ChainId::eip155(31337)).is_ok());
+    }
+
+    #[test]
+    fn server_side_takes_custom_chains_and_extra_assets() {
+        let anvil = serde_json::json!({
+            "network": "anvil",
+            "name": "Anvil",
+            "asset": {"address": "0x700b6a60ce7eaaea56f065753d8dcb9653dbad35", "symbol": "USDC",
+                      "decimals": 6, "eip712_name": "USD Coin", "eip712_version": "2", "usd_stable": true}
+        });
+        let eurc_on_base = serde_json::json!({
+            "network": "base",
+            "asset": {"address": "0x60a3E35Cc302bFA44Cb288Bc5a4F316Fdb1adb42", "symbol": "EURC",
+                      "decimals": 6, "eip712_name": "EURC", "eip712_version": "2"}
+        });
+        let routed = registry()
+            .route_entries(vec![anvil, eurc_on_base], |i| format!("networks[{i}]"))
+            .unwrap();
+        let (plugin, entries) = &routed[0];
+        let mut config = ServerConfig::default();
+        config.entries = entries.clone();
+        config.well_known = true;
+        let parts = plugin.server(&config).unwrap();
+        let symbols = |chain: u64| {
+            parts
+                .assets
+                .iter()
+                .filter(|a| a.network == ChainId::eip155(chain))
+                .map(|a| a.info.symbol.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(symbols(31337), ["USDC"]);
+        assert_eq!(symbols(8453), ["USDC", "EURC"]);
+        assert_eq!(parts.schemes.len(), 1);
+        assert_eq!(parts.schemes[0].handler.scheme(), "exact");
+    }
+
+    #[test]
+    fn bad_entries_and_keys_are_named_without_their_values() {
+        let bad = ConfigEntry::new(
+            ChainId::eip155(31337),
+            "networks[3]",
+            serde_json::json!({"network": "anvil", "asset": {"address": "nope", "symbol": "X",
+                "decimals": 6, "eip712_name": "X", "eip712_version": "1"}}),
+        );
+        let mut config = ServerConfig::default();
+        config.entries = vec![bad];
+        let error = EvmPlugin.server(&config).unwrap_err().to_string();
+        assert!(error.starts_with("networks[3].asset.address"), "{error}");
+        let unknown_key = ConfigEntry::new(
+            ChainId::eip155(31337),
+            "networks[0]",
+            serde_json::json!({"network": "anvil", "colour": "red", "asset": {}}),
+        );
+        config.entries = vec![unknown_key];
+        let error = EvmPlugin.server(&config).unwrap_err().to_string();
+        assert!(error.contains("colour"), "{error}");
+        let secret = "0xnot-a-key-but-secret";
+        let error = EvmPlugin
+            .wallet(&WalletConfig::new(Secret::new(secret)))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn wallets_sign_on_every_evm_chain_and_probe_where_a_node_is_given() {
+        let key = Secret::new(format!("0x{}", "11".repeat(32)));
+        let parts = EvmPlugin.wallet(&WalletConfig::new(key.clone())).unwrap();
+        assert_eq!(parts.schemes.len(), 1);
+        assert!(parts.schemes[0].networks.matches(&ChainId::eip155(8453)));
+        assert!(parts.spend_probe.is_none());
+        let mut config = WalletConfig::new(key);
+        config.rpc_urls = vec![(
+            ChainId::eip155(31337),
+            Secret::new("http://127.0.0.1:9/KEY"),
+        )];
+        assert!(EvmPlugin.wallet(&config).unwrap().spend_probe.is_some());
+    }
+}
