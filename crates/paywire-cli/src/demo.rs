@@ -16,13 +16,13 @@ use paywire_client::{
     Budget, BudgetRule, PaymentOutcome, PaymentStatus, SelectionPolicy, X402Client,
 };
 use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator};
+use paywire_devnet::Devnet;
 use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
 use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
 use paywire_server::{
     HttpFacilitator, PayTo, PayToSpec, PaymentLayer, PaymentOption, PriceSpec, PricingError,
     RequestContext, Route, money,
 };
-use paywire_testkit::Devnet;
 
 struct Style {
     color: bool,

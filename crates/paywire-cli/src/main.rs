@@ -176,14 +176,14 @@ fn run_devnet(state_dir: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         eprintln!("starting anvil with Circle's USDC (first run installs it from npm) ...");
-        let options = paywire_testkit::DevnetOptions {
+        let options = paywire_devnet::DevnetOptions {
             state_dir,
-            ..paywire_testkit::DevnetOptions::default()
+            ..paywire_devnet::DevnetOptions::default()
         };
-        let devnet = paywire_testkit::Devnet::start_with(options)
+        let devnet = paywire_devnet::Devnet::start_with(options)
             .await
             .map_err(|e| e.to_string())?;
-        let usdc = paywire_core::AtomicAmount::from(u128::from(paywire_testkit::INITIAL_USDC_BALANCE));
+        let usdc = paywire_core::AtomicAmount::from(u128::from(paywire_devnet::INITIAL_USDC_BALANCE));
         println!("paywire devnet: anvil with Circle's FiatTokenV2_2 (USDC)");
         println!("RPC URL   {}", devnet.rpc_url());
         println!("network   {}", devnet.network());

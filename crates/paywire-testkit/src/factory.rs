@@ -12,8 +12,8 @@ use alloy_sol_types::{SolCall, SolValue, sol};
 use serde_json::json;
 
 use crate::devnet::Devnet;
-use crate::error::{DevnetError, Result};
 use crate::wallet::smart_wallet_init_code;
+use paywire_devnet::{DevnetError, Result};
 
 sol! {
     /// The ABI of `contracts/WalletFactory.sol`.

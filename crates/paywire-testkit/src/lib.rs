@@ -1,10 +1,13 @@
-//! Test-only helpers for the x402 workspace (see also [`postgres::PgCluster`], a throwaway
-//! PostgreSQL cluster).
+//! Test-only helpers for the x402 workspace: the devnet of `paywire-devnet` with the test
+//! contract fixtures ([`Devnet`]), the official TypeScript SDK as a peer ([`peer`]) and a
+//! throwaway PostgreSQL cluster ([`postgres::PgCluster`]).
 //!
-//! The centre is [`Devnet`]: a throwaway [anvil](https://github.com/foundry-rs/foundry)
-//! chain on a free loopback port with Circle's real USDC (FiatTokenV2_2 behind
-//! FiatTokenProxy) deployed and accounts #1..#8 funded, started in about 150 ms from a
-//! cached state snapshot.
+//! Everything of `paywire-devnet` is re-exported here (`paywire_testkit::Devnet`,
+//! [`DevnetOptions`], [`IFiatToken`], [`install`], [`rpc`], ...), so tests need only this
+//! crate. [`Devnet`] is a throwaway [anvil](https://github.com/foundry-rs/foundry) chain
+//! on a free loopback port with Circle's real USDC (FiatTokenV2_2 behind FiatTokenProxy)
+//! deployed and accounts #1..#8 funded, started in about 150 ms from a cached state
+//! snapshot.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), paywire_testkit::DevnetError> {
@@ -17,36 +20,26 @@
 //!
 //! anvil and the USDC artifacts come from pinned npm packages installed once into a cache
 //! outside the repository (`$PAYWIRE_DEVNET_CACHE`, default `$HOME/.cache/paywire-devnet`);
-//! `$PAYWIRE_ANVIL` names an anvil binary to use instead. See the crate README.
+//! `$PAYWIRE_ANVIL` names an anvil binary to use instead. See the READMEs of both crates.
 
 #![warn(missing_docs)]
 
-pub mod accounts;
 mod devnet;
-mod error;
 pub mod factory;
-pub mod install;
 pub mod peer;
 pub mod postgres;
-mod process;
-pub mod rpc;
 pub mod shortchange;
-mod snapshot;
-pub mod usdc;
 pub mod wallet;
-mod watchdog;
 
-pub use accounts::{DEV_MNEMONIC, DEV_PRIVATE_KEYS, DevAccount, dev_accounts};
-pub use devnet::{CHAIN_ID, Devnet, DevnetOptions, NETWORK};
-pub use error::{DevnetError, Result};
+pub use devnet::Devnet;
 pub use factory::{
     EIP6492_MAGIC_SUFFIX, IWalletFactory, deploy_calldata, predict_wallet_address, wrap_eip6492,
 };
-pub use rpc::{ReceiptLog, TxReceipt};
-pub use shortchange::{IShortchangeToken, ShortchangeToken};
-pub use snapshot::SNAPSHOT_FORMAT_VERSION;
-pub use usdc::{
-    IFiatToken, INITIAL_USDC_BALANCE, ReceiveWithAuthorization, TransferWithAuthorization,
-    USDC_DECIMALS, USDC_NAME, USDC_SYMBOL, USDC_VERSION, usdc_domain,
+pub use paywire_devnet::{
+    CHAIN_ID, DEV_MNEMONIC, DEV_PRIVATE_KEYS, DevAccount, DevnetError, DevnetOptions, IFiatToken,
+    INITIAL_USDC_BALANCE, NETWORK, ReceiptLog, ReceiveWithAuthorization, Result,
+    SNAPSHOT_FORMAT_VERSION, TransferWithAuthorization, TxReceipt, USDC_DECIMALS, USDC_NAME,
+    USDC_SYMBOL, USDC_VERSION, accounts, dev_accounts, install, rpc, usdc, usdc_domain,
 };
+pub use shortchange::{IShortchangeToken, ShortchangeToken};
 pub use wallet::{EIP1271_MAGIC_VALUE, ISmartWallet, SmartWallet};

@@ -35,11 +35,9 @@ use alloy_primitives::{Address, B256, hex, keccak256};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::devnet::Devnet;
-use crate::error::{DevnetError, Result};
-use crate::install::{cache_dir, lock, tail, write_atomic};
-use crate::process::{make_temp_dir, spawn_tied_to_process};
-use crate::usdc::{USDC_NAME, USDC_VERSION};
+use paywire_devnet::install::cache_dir;
+use paywire_devnet::support::{lock, make_temp_dir, spawn_tied_to_process, tail, write_atomic};
+use paywire_devnet::{Devnet, DevnetError, Result, USDC_NAME, USDC_VERSION};
 
 mod siwx;
 pub use siwx::{TsExchange, TsSiwxResponse, ts_siwx_fetch};

@@ -13,8 +13,8 @@ use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{SolCall, SolConstructor, sol};
 
 use crate::devnet::Devnet;
-use crate::error::{DevnetError, Result};
 use crate::rpc::TxReceipt;
+use paywire_devnet::{DevnetError, Result};
 
 sol! {
     /// The ABI of `contracts/ShortchangeToken.sol`.

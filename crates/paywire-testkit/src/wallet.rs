@@ -10,7 +10,7 @@ use alloy_primitives::{Address, Bytes, FixedBytes};
 use alloy_sol_types::{SolConstructor, sol};
 
 use crate::devnet::Devnet;
-use crate::error::{DevnetError, Result};
+use paywire_devnet::{DevnetError, Result};
 
 sol! {
     /// The ABI of `contracts/SmartWallet.sol`.
@@ -77,7 +77,7 @@ pub fn smart_wallet_init_code(owner: Address) -> Result<Vec<u8>> {
 impl Devnet {
     /// Deploys a [`SmartWallet`] whose signatures are those of `owner`'s key; returns its
     /// address. Sent from dev account #0 (unlocked); the wallet gets no ETH or USDC (use
-    /// [`Devnet::mint_usdc`] / [`Devnet::set_eth_balance`]).
+    /// [`paywire_devnet::Devnet::mint_usdc`] / [`paywire_devnet::Devnet::set_eth_balance`]).
     pub async fn deploy_smart_wallet(&self, owner: Address) -> Result<Address> {
         let code = smart_wallet_init_code(owner)?;
         self.deploy(code, self.usdc_owner().address).await

@@ -13,7 +13,7 @@ use super::{
     CLIENT_TIMEOUT, NodeProcess, Result, Script, TS_SERVER_ROUTE, TsServer, USDC_NAME,
     USDC_VERSION, tail,
 };
-use crate::Devnet;
+use paywire_devnet::Devnet;
 
 const SIWX_CLIENT_SCRIPT: Script = Script {
     name: "siwx-client",

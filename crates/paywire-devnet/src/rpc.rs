@@ -1,4 +1,4 @@
-//! A minimal JSON-RPC client over reqwest, with the few typed calls the kit needs.
+//! A minimal JSON-RPC client over reqwest, with the few typed calls the devnet needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ pub struct ReceiptLog {
     pub data: Bytes,
 }
 
-/// The parts of a transaction receipt that tests look at; `raw` has the rest.
+/// The parts of a transaction receipt callers usually look at; `raw` has the rest.
 #[derive(Clone, Debug)]
 pub struct TxReceipt {
     /// The transaction hash.

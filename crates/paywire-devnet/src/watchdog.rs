@@ -39,7 +39,7 @@ impl PoolWatchdog {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
-            .name("paywire-testkit-pool-watchdog".into())
+            .name("paywire-devnet-pool-watchdog".into())
             .spawn(move || {
                 let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -151,7 +151,7 @@ async fn reinsert(rpc: &Rpc, stranded: &Stranded) {
         }
     }
     eprintln!(
-        "paywire-testkit: anvil left {} transaction(s) of {} queued although the first has the \
+        "paywire-devnet: anvil left {} transaction(s) of {} queued although the first has the \
          next nonce (foundry-rs/foundry#10122); putting them back into the pool",
         raws.len(),
         stranded.sender

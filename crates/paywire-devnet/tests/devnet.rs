@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use alloy_primitives::{B256, U256};
 use alloy_signer::SignerSync;
 use alloy_sol_types::{SolCall, SolStruct};
-use paywire_testkit::{
+use paywire_devnet::{
     CHAIN_ID, Devnet, DevnetOptions, IFiatToken, INITIAL_USDC_BALANCE, TransferWithAuthorization,
 };
 use serde_json::json;
@@ -268,7 +268,7 @@ async fn anvil_dies_when_the_test_process_is_killed() {
             "--ignored",
             "--nocapture",
         ])
-        .env("PAYWIRE_TESTKIT_HOLD", "1")
+        .env("PAYWIRE_DEVNET_HOLD", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -301,7 +301,7 @@ async fn anvil_dies_when_the_test_process_is_killed() {
 #[tokio::test]
 #[ignore = "helper process of anvil_dies_when_the_test_process_is_killed"]
 async fn hold_a_devnet_until_killed() {
-    if std::env::var_os("PAYWIRE_TESTKIT_HOLD").is_none() {
+    if std::env::var_os("PAYWIRE_DEVNET_HOLD").is_none() {
         return;
     }
     let devnet = Devnet::start().await.unwrap();
@@ -317,7 +317,7 @@ fn devnet_can_be_shared_between_threads() {
 }
 
 /// anvil can leave a transaction queued behind a nonce that is already used
-/// (foundry-rs/foundry#10122); the kit's pool watchdog puts it back. The
+/// (foundry-rs/foundry#10122); the devnet's pool watchdog puts it back. The
 /// state is produced here on purpose: a transaction one nonce ahead waits in
 /// the queue, then the account's nonce is moved past the gap behind the
 /// pool's back, exactly what the race does.
