@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use paywire_core::{
-    ChainPlugin, Facilitator, FacilitatorConfig, FacilitatorRequest, LocalFacilitator,
-    PaymentPayload, PluginRegistry, RequirementsRequest, Secret, ServerConfig, WalletConfig,
-    X402_VERSION,
+    Facilitator, FacilitatorConfig, FacilitatorRequest, LocalFacilitator, PaymentPayload,
+    PluginRegistry, RequirementsRequest, Secret, ServerConfig, WalletConfig, X402_VERSION,
 };
 use paywire_toy_chain::{NONCE_USED, ToyLedger, ToyPlugin, price};
 
