@@ -17,7 +17,7 @@
 //!   process's settlement locks share one lock session (a second
 //!   connection): settlements in flight cost no database connections, and a
 //!   crashed process releases its locks with its session. A lock whose
-//!   session died is no longer held ([`crate::ledger::HeldLock`]), and the
+//!   session died is no longer held ([`crate::store::HeldLock`]), and the
 //!   settlement broadcasts nothing.
 //!
 //! The schema is created and migrated on connect, under an advisory lock so
@@ -29,7 +29,7 @@ use std::time::Duration;
 use paywire_core::{FacilitatorRequest, SettleResponse};
 use tokio_postgres::{Client, Config, NoTls, Row};
 
-use crate::ledger::{
+use crate::store::{
     Delivery, HeldLock, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS,
     RawRow, SettlementRecord, SettlementState, StoreFuture, StoreLock, UNSENT_FAILURE, decode_row,
     now, stored_response,
