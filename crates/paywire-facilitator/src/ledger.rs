@@ -222,9 +222,10 @@ impl Ledger {
         self.store.claim_transaction(transaction, fingerprint).await
     }
 
-    /// Takes the store-wide lock of one settlement (see [`LedgerStore::lock`]).
-    pub async fn lock(&self, fingerprint: &str) -> Result<StoreLock, LedgerError> {
-        self.store.lock(fingerprint).await
+    /// Takes the store-wide lock of the settlements keyed `key` (see
+    /// [`LedgerStore::lock`]).
+    pub async fn lock(&self, key: &str) -> Result<StoreLock, LedgerError> {
+        self.store.lock(key).await
     }
 
     /// Deletes the settlements that failed before any transaction was sent

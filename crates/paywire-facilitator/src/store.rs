@@ -301,13 +301,14 @@ pub trait LedgerStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, PaymentIdClaim>;
     /// See [`Ledger::purge_unsent_failures`].
     fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64>;
-    /// Takes the store-wide lock of one settlement, on top of the
-    /// process-local one: for stores shared by several processes, so that a
-    /// payment is settled by one of them at a time. It only excludes other
-    /// processes (within one, the caller serialises settlements of the same
-    /// fingerprint first). The default is no lock.
-    fn lock<'a>(&'a self, fingerprint: &'a str) -> StoreFuture<'a, StoreLock> {
-        let _ = fingerprint;
+    /// Takes the store-wide lock of the settlements keyed `key` (what they
+    /// spend: the scheme's spend key, else the payload's fingerprint), on
+    /// top of the process-local one: for stores shared by several
+    /// processes, so that a payment is settled by one of them at a time. It
+    /// only excludes other processes (within one, the caller serialises
+    /// settlements of the same key first). The default is no lock.
+    fn lock<'a>(&'a self, key: &'a str) -> StoreFuture<'a, StoreLock> {
+        let _ = key;
         Box::pin(async { Ok(StoreLock::none()) })
     }
     /// A short name for logs (`sqlite`, `postgres`).

@@ -9,8 +9,9 @@
 //! - replays are refused and idempotent retries answered from the ledger
 //!   ([`Caller`], [`REPLAY_REFUSAL_MESSAGE`]);
 //! - one on-chain transaction answers success to one payload only;
-//! - settlements of one payload are serialized, in this process and,
-//!   through the store's lock, across processes sharing the ledger;
+//! - settlements of one spend (the scheme's [`Facilitator::spend_key`], else
+//!   the payload's fingerprint) are serialized, in this process and, through
+//!   the store's lock, across processes sharing the ledger;
 //! - recovery re-runs or resolves what a previous process left open
 //!   ([`LedgeredFacilitator::reconcile`], [`recovery`]).
 //!
@@ -198,13 +199,16 @@ impl LedgeredFacilitator {
         let _all = self.in_flight.write().await;
     }
 
-    /// What settlements of `request` are serialized on: the payload's
-    /// fingerprint.
+    /// What settlements of `request` are serialized on: the scheme's spend
+    /// key (two spellings of one authorization share it), else the
+    /// payload's fingerprint.
     pub fn lock_key(&self, request: &FacilitatorRequest) -> String {
-        fingerprint(
-            &request.payment_payload.payload,
-            &request.payment_requirements,
-        )
+        self.inner.spend_key(request).unwrap_or_else(|| {
+            fingerprint(
+                &request.payment_payload.payload,
+                &request.payment_requirements,
+            )
+        })
     }
 
     /// Takes the lock of the settlements keyed `key` ([`Self::lock_key`]):
@@ -383,5 +387,97 @@ impl Facilitator for LedgeredFacilitator {
         known_transaction: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<SettlementLookup>, FacilitatorError>> {
         self.inner.lookup_settlement(request, known_transaction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use paywire_core::{NoObserver, SettlementObserver};
+
+    use super::*;
+    use crate::ledger::tests::request;
+
+    /// A scheme whose every payload spends the same thing, and which notes
+    /// whether two of its settlements ever ran at once.
+    #[derive(Default)]
+    struct OneSpend {
+        running: AtomicUsize,
+        overlapped: AtomicBool,
+    }
+
+    impl Facilitator for OneSpend {
+        fn verify<'a>(
+            &'a self,
+            _request: &'a FacilitatorRequest,
+        ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+            Box::pin(async { Ok(VerifyResponse::valid("0xpayer")) })
+        }
+
+        fn settle<'a>(
+            &'a self,
+            request: &'a FacilitatorRequest,
+        ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+            self.settle_observed(request, &NoObserver)
+        }
+
+        fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+            Box::pin(async { Ok(SupportedResponse::default()) })
+        }
+
+        fn settle_observed<'a>(
+            &'a self,
+            request: &'a FacilitatorRequest,
+            _observer: &'a dyn SettlementObserver,
+        ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+            Box::pin(async move {
+                if self.running.fetch_add(1, Ordering::SeqCst) > 0 {
+                    self.overlapped.store(true, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                let network = request.payment_requirements.network.clone();
+                Ok(SettleResponse::failed(
+                    network,
+                    ErrorReason::INSUFFICIENT_FUNDS,
+                    None,
+                    "",
+                ))
+            })
+        }
+
+        fn spend_key(&self, _request: &FacilitatorRequest) -> Option<String> {
+            Some("toy:one-spend".into())
+        }
+    }
+
+    /// Two spellings of one spend (different fingerprints, one spend key)
+    /// settle one after the other in a process, even on a store without a
+    /// lock of its own.
+    #[tokio::test]
+    async fn settlements_of_one_spend_are_serialized_whatever_their_spelling()
+    -> Result<(), LedgerError> {
+        let scheme = Arc::new(OneSpend::default());
+        let inner: Arc<dyn Facilitator> = scheme.clone();
+        let settlements = LedgeredFacilitator::new(inner, Ledger::in_memory().await?);
+        let first = request();
+        let mut second = request();
+        second
+            .payment_payload
+            .payload
+            .insert("signature".into(), "0x0001".into());
+        assert_ne!(
+            fingerprint(&first.payment_payload.payload, &first.payment_requirements),
+            fingerprint(
+                &second.payment_payload.payload,
+                &second.payment_requirements
+            ),
+        );
+        assert_eq!(settlements.lock_key(&second), "toy:one-spend");
+        let (a, b) = tokio::join!(settlements.settle(&first), settlements.settle(&second));
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        assert!(!scheme.overlapped.load(Ordering::SeqCst));
+        Ok(())
     }
 }
