@@ -8,7 +8,7 @@
 //!   `UPDATE`), so concurrent writers never lose an update;
 //! - `payment-identifier` ids are claimed with `INSERT ... ON CONFLICT DO
 //!   NOTHING` and read back: the first payload to reach the database wins;
-//! - [`PostgresStore::lock`] takes a session advisory lock
+//! - its [`lock`](crate::store::LedgerStore::lock) takes a session advisory lock
 //!   (`pg_try_advisory_lock(4020, hashtext(key))`, polled while another
 //!   process holds it, for at most [`LOCK_WAIT`]) held for the whole
 //!   settlement (ledger read, scheme call, outcome write) and released when

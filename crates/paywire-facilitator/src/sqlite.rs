@@ -476,7 +476,7 @@ impl SqliteStore {
         .await
     }
 
-    /// See [`Ledger::purge_unsent_failures`]: one batch per blocking call,
+    /// See [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures): one batch per blocking call,
     /// so that other queries get the connection in between.
     pub async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
         let mut deleted = 0u64;

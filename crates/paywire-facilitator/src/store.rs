@@ -19,11 +19,11 @@ pub(crate) const RECORD_COLUMNS: &str = "fingerprint, network, payment_id, state
     transaction_hash, response, last_error, attempts, created_at, updated_at, request, \
     delivered_state, delivered_to, delivered_payment_id, delivered_at";
 
-/// Rows deleted per statement by [`Ledger::purge_unsent_failures`], so that
+/// Rows deleted per statement by [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures), so that
 /// a large purge never holds the database for long.
 pub(crate) const PURGE_BATCH: i64 = 1_000;
 
-/// Which settlements [`Ledger::purge_unsent_failures`] deletes, before its
+/// Which settlements [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures) deletes, before its
 /// age cutoff (the same column names in both stores).
 pub(crate) const UNSENT_FAILURE: &str = "state = 'failed' AND transaction_hash IS NULL \
     AND (delivered_state IS NULL OR delivered_state <> 'confirmed')";
@@ -105,7 +105,7 @@ impl SettlementState {
 /// One ledger row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SettlementRecord {
-    /// Settlement key (see [`fingerprint`]).
+    /// Settlement key (see [`fingerprint`](crate::ledger::fingerprint)).
     pub fingerprint: String,
     /// CAIP-2 network.
     pub network: String,
@@ -132,7 +132,7 @@ pub struct SettlementRecord {
     pub updated_at: u64,
 }
 
-/// The answer one `/settle` caller received (see [`Ledger::mark_delivered`]).
+/// The answer one `/settle` caller received (see [`Ledger::mark_delivered`](crate::ledger::Ledger::mark_delivered)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// The state the answer reported: `confirmed`, `pending` or `failed`
@@ -266,40 +266,40 @@ pub trait LedgerStore: Send + Sync + 'static {
         id: &'a str,
         fingerprint: &'a str,
     ) -> StoreFuture<'a, PaymentIdClaim>;
-    /// See [`Ledger::mark_received`].
+    /// See [`Ledger::mark_received`](crate::ledger::Ledger::mark_received).
     fn mark_received<'a>(
         &'a self,
         fingerprint: &'a str,
         request: &'a FacilitatorRequest,
         payment_id: Option<&'a str>,
     ) -> StoreFuture<'a, ()>;
-    /// See [`Ledger::mark_submitted`].
+    /// See [`Ledger::mark_submitted`](crate::ledger::Ledger::mark_submitted).
     fn mark_submitted<'a>(
         &'a self,
         fingerprint: &'a str,
         transaction: &'a str,
     ) -> StoreFuture<'a, ()>;
-    /// See [`Ledger::record_outcome`].
+    /// See [`Ledger::record_outcome`](crate::ledger::Ledger::record_outcome).
     fn record_outcome<'a>(
         &'a self,
         fingerprint: &'a str,
         response: &'a SettleResponse,
     ) -> StoreFuture<'a, SettlementState>;
-    /// See [`Ledger::record_error`].
+    /// See [`Ledger::record_error`](crate::ledger::Ledger::record_error).
     fn record_error<'a>(&'a self, fingerprint: &'a str, error: &'a str) -> StoreFuture<'a, ()>;
-    /// See [`Ledger::mark_delivered`].
+    /// See [`Ledger::mark_delivered`](crate::ledger::Ledger::mark_delivered).
     fn mark_delivered<'a>(
         &'a self,
         fingerprint: &'a str,
         delivery: &'a Delivery,
     ) -> StoreFuture<'a, ()>;
-    /// See [`Ledger::claim_transaction`].
+    /// See [`Ledger::claim_transaction`](crate::ledger::Ledger::claim_transaction).
     fn claim_transaction<'a>(
         &'a self,
         transaction: &'a str,
         fingerprint: &'a str,
     ) -> StoreFuture<'a, PaymentIdClaim>;
-    /// See [`Ledger::purge_unsent_failures`].
+    /// See [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures).
     fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64>;
     /// Takes the store-wide lock of the settlements keyed `key` (what they
     /// spend: the scheme's spend key, else the payload's fingerprint), on

@@ -190,7 +190,7 @@ impl LedgeredFacilitator {
     /// Deletes the settlements that failed before anything was sent and
     /// last changed longer ago than the retention
     /// ([`LedgeredFacilitator::with_unsent_failure_retention`]; see
-    /// [`Ledger::purge_unsent_failures`] for what is never deleted). Returns
+    /// [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures) for what is never deleted). Returns
     /// how many went (0 when retention is off).
     pub async fn purge_unsent_failures(&self) -> Result<u64, LedgerError> {
         let Some(retention) = self.unsent_failure_retention else {
