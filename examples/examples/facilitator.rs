@@ -1,5 +1,5 @@
 //! Running the facilitator from your own binary (the `paywire facilitator`
-//! command does the same).
+//! command does the same): register the chain plugins it settles with.
 //!
 //! ```sh
 //! cargo run -p paywire-cli -- facilitator --print-config-example > facilitator.toml
@@ -12,6 +12,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .ok_or("usage: facilitator CONFIG.toml")?;
     let config = paywire_facilitator::FacilitatorConfig::load(std::path::Path::new(&path))?;
-    paywire_facilitator::run(config).await?;
+    let plugins =
+        paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin));
+    paywire_facilitator::run(config, &plugins).await?;
     Ok(())
 }

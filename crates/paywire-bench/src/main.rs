@@ -356,7 +356,7 @@ fn facilitator_command(args: &Args) -> Result<(PathBuf, Option<&'static str>), S
         Ok((sibling, Some("facilitator")))
     } else {
         Err(format!(
-            "no facilitator binary next to {}; build one (cargo build --release -p paywire-facilitator) or pass --paywire",
+            "no facilitator binary next to {}; build one (cargo build --release -p paywire-cli) or pass --paywire",
             me.display()
         ))
     }

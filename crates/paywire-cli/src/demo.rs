@@ -101,7 +101,7 @@ confirm_private_addresses = true
     );
     let config =
         paywire_facilitator::FacilitatorConfig::parse(&config).map_err(|e| e.to_string())?;
-    let state = paywire_facilitator::build(&config)
+    let state = paywire_facilitator::build(&config, &crate::plugins::registry())
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {

@@ -162,10 +162,12 @@ fn run_facilitator(config: &std::path::Path, log_format: LogFormat) -> Result<()
     let _telemetry = init_logging(log_format, "paywire-facilitator", runtime.handle());
     let config = paywire_facilitator::FacilitatorConfig::load(config).map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        paywire_facilitator::run(config).await.map_err(|e| {
-            tracing::error!(error = %e, "facilitator stopped with an error");
-            e.to_string()
-        })
+        paywire_facilitator::run(config, &plugins::registry())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "facilitator stopped with an error");
+                e.to_string()
+            })
     })
 }
 

@@ -1,12 +1,17 @@
 //! The composition root's plugin choices: which chain families this binary
-//! knows (their network names, and later their server, facilitator and
-//! wallet sides).
+//! knows (their network names, and their facilitator side; later their
+//! server and wallet sides too).
 
-use paywire_core::NetworkDirectory;
+use std::sync::Arc;
+
+use paywire_core::{NetworkDirectory, PluginRegistry};
+
+/// Every chain plugin this binary registers.
+pub(crate) fn registry() -> PluginRegistry {
+    PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin))
+}
 
 /// Every network name the registered plugins contribute.
 pub(crate) fn networks() -> NetworkDirectory {
-    let mut names = NetworkDirectory::new();
-    names.extend(paywire_evm::network_names());
-    names
+    registry().networks().clone()
 }

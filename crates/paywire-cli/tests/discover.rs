@@ -54,9 +54,12 @@ confirm_private_addresses = true
     let config =
         FacilitatorConfig::parse_with_env(&text, |name| (name == "SIGNER").then(|| key.clone()))
             .expect("config");
-    let state = paywire_facilitator::build(&config)
-        .await
-        .expect("facilitator");
+    let state = paywire_facilitator::build(
+        &config,
+        &paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin)),
+    )
+    .await
+    .expect("facilitator");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

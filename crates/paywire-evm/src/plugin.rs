@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use alloy_primitives::Address;
 use paywire_core::{
-    AssetInfo, ChainId, ChainIdPattern, ChainPlugin, NetworkInfo, PluginError, Registration,
-    SchemeClient, SchemeServer, ServerAsset, ServerConfig, ServerParts, WalletConfig, WalletParts,
+    AssetInfo, BoxFuture, ChainId, ChainIdPattern, ChainPlugin, FacilitatorConfig,
+    FacilitatorParts, NetworkInfo, PluginError, Registration, SchemeClient, SchemeServer,
+    ServerAsset, ServerConfig, ServerParts, WalletConfig, WalletParts,
 };
 use serde::Deserialize;
 
@@ -92,7 +93,16 @@ pub(crate) fn table<T: serde::de::DeserializeOwned>(
     table: &serde_json::Value,
     at: &str,
 ) -> Result<T, PluginError> {
-    serde_json::from_value(table.clone()).map_err(|e| PluginError::config(at, e.to_string()))
+    // The error names the key inside the table (`chains[1].gas_limit: ...`).
+    serde_path_to_error::deserialize(table).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            at.to_owned()
+        } else {
+            format!("{at}.{path}")
+        };
+        PluginError::config(at, e.inner().to_string())
+    })
 }
 
 impl EvmPlugin {
@@ -154,6 +164,17 @@ impl ChainPlugin for EvmPlugin {
         let exact: Arc<dyn SchemeServer> = Arc::new(ExactEvmServer::new(networks));
         parts.schemes.push(Registration::new(all_evm()?, exact));
         Ok(parts)
+    }
+
+    /// `exact` verification and settlement on the chains of the
+    /// facilitator's `[[chains]]` entries (nodes, signer keys, gas and fee
+    /// caps, counterfactual wallets, log search, assets), and one probe per
+    /// chain (chain id check, signer balances in wei).
+    fn facilitator<'a>(
+        &'a self,
+        config: &'a FacilitatorConfig,
+    ) -> BoxFuture<'a, Result<FacilitatorParts, PluginError>> {
+        Box::pin(async move { crate::exact::facilitator_parts(config) })
     }
 
     fn wallet(&self, config: &WalletConfig) -> Result<WalletParts, PluginError> {
@@ -267,6 +288,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    /// The facilitator side through the registry, as the facilitator
+    /// crate drives it: `[[chains]]` tables routed to the plugin, one
+    /// `exact` facilitator for all chains and one probe per chain.
+    #[tokio::test]
+    async fn facilitator_side_builds_one_scheme_and_a_probe_per_chain() {
+        let key = format!("0x{}", "11".repeat(32));
+        let tables = vec![
+            serde_json::json!({"network": "base", "rpc_urls": ["http://127.0.0.1:9/KEY"],
+                               "signer_private_keys": [key]}),
+            serde_json::json!({"network": "eip155:84532", "rpc_urls": ["http://127.0.0.1:9"],
+                               "signer_private_keys": [key], "max_fee_per_gas_gwei": 0.5}),
+        ];
+        let routed = registry()
+            .route_entries(tables, |i| format!("chains[{i}]"))
+            .unwrap();
+        let (plugin, entries) = &routed[0];
+        let mut config = FacilitatorConfig::default();
+        config.entries = entries.clone();
+        let parts = plugin.facilitator(&config).await.unwrap();
+        assert_eq!(parts.schemes.len(), 1);
+        assert_eq!(
+            parts.schemes[0].networks(),
+            [ChainId::eip155(8453), ChainId::eip155(84532)]
+        );
+        let probes: Vec<_> = parts.probes.iter().map(|p| p.network().clone()).collect();
+        assert_eq!(probes, [ChainId::eip155(8453), ChainId::eip155(84532)]);
+        assert!(parts.probes.iter().all(|p| p.balance_unit() == "wei"));
+    }
+
+    #[tokio::test]
+    async fn bad_chain_entries_are_named_without_their_secrets() {
+        let secret_key = format!("0x{}", "5ec7e7".repeat(10));
+        let secret_url = "https://rpc.example/v2/SECRETAPIKEY";
+        let mut config = FacilitatorConfig::default();
+        for (table, named) in [
+            (
+                serde_json::json!({"network": "base", "rpc_urls": [secret_url],
+                                   "signer_private_keys": [secret_key], "gas_limt": 1}),
+                "chains[4]",
+            ),
+            (
+                serde_json::json!({"network": "base", "rpc_urls": secret_url,
+                                   "signer_private_keys": [secret_key]}),
+                "chains[4].rpc_urls",
+            ),
+            (
+                serde_json::json!({"network": "base", "rpc_urls": [secret_url],
+                                   "signer_private_keys": secret_key}),
+                "chains[4].signer_private_keys",
+            ),
+            (
+                serde_json::json!({"network": "base", "rpc_urls": [secret_url],
+                                   "signer_private_keys": ["0xnothex5ec7e7"]}),
+                "chains[4].signer_private_keys[0]",
+            ),
+        ] {
+            config.entries = vec![ConfigEntry::new(ChainId::eip155(8453), "chains[4]", table)];
+            let error = EvmPlugin
+                .facilitator(&config)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with(named), "{named}: {error}");
+            for secret in ["5ec7e7", "SECRETAPIKEY"] {
+                assert!(!error.contains(secret), "{error}");
+            }
+        }
     }
 
     #[test]

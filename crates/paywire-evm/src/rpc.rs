@@ -83,6 +83,36 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// An RPC endpoint URL as configured. Providers put API keys in the path or
+/// query, so it prints (`Debug`) as scheme, host and port only
+/// ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RpcUrl(String);
+
+impl RpcUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole URL, API key included: for the RPC client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RpcUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RpcUrl({})", redact_url(&self.0))
+    }
+}
+
+impl PartialEq<&str> for RpcUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// One RPC endpoint: the URL requests go to, and the label errors show.
 struct Endpoint {
     url: reqwest::Url,

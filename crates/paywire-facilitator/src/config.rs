@@ -3,17 +3,17 @@
 //! Unknown keys are errors (naming the key), and every string value may use
 //! `${ENV_VAR}` substitution so that secrets (RPC URLs with API keys, signer
 //! private keys) stay out of the file. `$${` writes a literal `${`.
+//!
+//! The `[[chains]]` tables belong to the chain plugins: each is handed, as
+//! written, to the plugin serving its `network` ([`ChainTable`]), which
+//! checks it when the facilitator is built ([`crate::build`]).
 
-use paywire_evm::Eip155ChainId;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use alloy_primitives::Address;
-use paywire_evm::exact::CounterfactualWallets;
-use paywire_evm::rpc::redact_url;
-use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks};
+use paywire_core::SettlementSettings;
 use serde::Deserialize;
 
 use crate::ops::{ApiKeys, Endpoint};
@@ -82,36 +82,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// An RPC endpoint URL. Providers put API keys in the path or query, so it
-/// prints (`Debug`) as scheme, host and port only.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct RpcUrl(String);
-
-impl RpcUrl {
-    /// Wraps a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The whole URL, API key included: for the RPC client only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for RpcUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RpcUrl({})", redact_url(&self.0))
-    }
-}
-
-impl PartialEq<&str> for RpcUrl {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
 /// Where a store lives: a SQLite file path (optionally `sqlite://path`), a
 /// `postgres://user:password@host/db` URL, or `memory` (the bazaar). A
 /// database URL carries its password, so it prints (`Debug`) without user
@@ -173,27 +143,6 @@ pub fn redact_store(store: &str) -> String {
     format!("{scheme}://{host}{path}")
 }
 
-/// `rpc_urls` as a list of strings. A value of another shape is refused
-/// without quoting it (serde's own message would print the URL, key and all).
-fn rpc_url_list<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<RpcUrl>, D::Error> {
-    match toml::Value::deserialize(deserializer)? {
-        toml::Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                toml::Value::String(url) => Ok(RpcUrl(url)),
-                _ => Err(serde::de::Error::custom(
-                    "rpc_urls must be a list of URL strings",
-                )),
-            })
-            .collect(),
-        _ => Err(serde::de::Error::custom(
-            "rpc_urls must be a list of URL strings",
-        )),
-    }
-}
-
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8402))
 }
@@ -219,25 +168,7 @@ fn default_idempotent_retry_window() -> u64 {
     600
 }
 fn default_max_concurrent_settlements() -> usize {
-    crate::server::DEFAULT_MAX_CONCURRENT_SETTLEMENTS
-}
-fn default_gas_limit() -> u64 {
-    250_000
-}
-fn default_max_fee_gwei() -> f64 {
-    500.0
-}
-fn default_max_priority_fee_gwei() -> f64 {
-    2.0
-}
-fn default_max_wallet_deployment_gas() -> u64 {
-    1_000_000
-}
-fn default_log_range_blocks() -> u64 {
-    2_000
-}
-fn default_reconcile_lookback() -> u64 {
-    24 * 60 * 60
+    crate::ops::DEFAULT_MAX_CONCURRENT_SETTLEMENTS
 }
 
 /// The whole configuration file.
@@ -280,9 +211,9 @@ pub struct FacilitatorConfig {
     /// gets `503 overloaded` with `Retry-After`, before anything is written.
     #[serde(default = "default_max_concurrent_settlements")]
     pub max_concurrent_settlements: usize,
-    /// The chains settled on.
+    /// The chains settled on: one table per network, for its plugin.
     #[serde(default)]
-    pub chains: Vec<ChainConfig>,
+    pub chains: Vec<ChainTable>,
     /// API keys; when none is configured every endpoint is open.
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
@@ -416,7 +347,7 @@ fn default_reconcile_min_age() -> u64 {
     5
 }
 fn default_unsent_failure_retention() -> u64 {
-    crate::server::DEFAULT_UNSENT_FAILURE_RETENTION.as_secs()
+    crate::settlement::DEFAULT_UNSENT_FAILURE_RETENTION.as_secs()
 }
 
 /// `[recovery]`: the background reconciler.
@@ -456,66 +387,6 @@ pub struct FaultInjectionConfig {
     pub crash_after_broadcast: bool,
 }
 
-/// One `[[chains]]` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ChainConfig {
-    /// CAIP-2 id (`eip155:8453`) or friendly name (`base`).
-    pub network: String,
-    /// RPC endpoints, tried in order (fail-over).
-    #[serde(deserialize_with = "rpc_url_list")]
-    pub rpc_urls: Vec<RpcUrl>,
-    /// Settlement signer private keys (hex), used round-robin.
-    pub signer_private_keys: Vec<Secret>,
-    /// Gas limit of a settlement transaction (default 250 000).
-    #[serde(default = "default_gas_limit")]
-    pub gas_limit: u64,
-    /// Highest `maxFeePerGas` paid, in gwei (default 500).
-    #[serde(default = "default_max_fee_gwei")]
-    pub max_fee_per_gas_gwei: f64,
-    /// Highest priority fee, in gwei (default 2).
-    #[serde(default = "default_max_priority_fee_gwei")]
-    pub max_priority_fee_per_gas_gwei: f64,
-    /// Payments from counterfactual (EIP-6492, not yet deployed) wallets:
-    /// `"off"` (default) refuses them at `/verify`; `"deploy"` deploys the
-    /// wallet from a settlement signer (a factory call the payer chooses,
-    /// paid by the facilitator) before settling.
-    #[serde(default)]
-    pub counterfactual_wallets: CounterfactualWallets,
-    /// Most gas one wallet deployment may use (default 1 000 000); a payment
-    /// needing more is refused at `/verify`.
-    #[serde(default = "default_max_wallet_deployment_gas")]
-    pub max_wallet_deployment_gas: u64,
-    /// Most blocks per `eth_getLogs` request when looking for an earlier
-    /// execution of an authorization (default 2 000; halved automatically
-    /// when the provider refuses a range).
-    #[serde(default = "default_log_range_blocks")]
-    pub log_range_blocks: u64,
-    /// How far back that search goes, in seconds before the latest block
-    /// (default 86 400); it never starts before the authorization's `validAfter`.
-    #[serde(default = "default_reconcile_lookback")]
-    pub reconcile_lookback_seconds: u64,
-    /// Accepted assets; defaults to the chain's well-known USDC.
-    #[serde(default)]
-    pub assets: Vec<AssetConfig>,
-}
-
-/// One `[[chains.assets]]` entry: an EIP-3009 token.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AssetConfig {
-    /// Token contract address.
-    pub address: String,
-    /// Ticker, e.g. `USDC`.
-    pub symbol: String,
-    /// Token decimals.
-    pub decimals: u8,
-    /// EIP-712 domain name of the token (e.g. `USD Coin`).
-    pub eip712_name: String,
-    /// EIP-712 domain version of the token (e.g. `2`).
-    pub eip712_version: String,
-}
-
 /// Where the settlement ledger lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -523,31 +394,6 @@ pub enum StoreLocation {
     Sqlite(PathBuf),
     /// A PostgreSQL connection URL (prints without its password).
     Postgres(StoreUrl),
-}
-
-/// A fully resolved chain: network table entry plus gas settings in wei.
-#[derive(Debug, Clone)]
-pub struct ResolvedChain {
-    /// The network with its accepted assets.
-    pub network: EvmNetwork,
-    /// RPC endpoints.
-    pub rpc_urls: Vec<RpcUrl>,
-    /// Signer keys.
-    pub signer_private_keys: Vec<Secret>,
-    /// Gas limit.
-    pub gas_limit: u64,
-    /// Fee cap in wei.
-    pub max_fee_per_gas: u128,
-    /// Tip cap in wei.
-    pub max_priority_fee_per_gas: u128,
-    /// Counterfactual wallet deployments.
-    pub counterfactual_wallets: CounterfactualWallets,
-    /// Gas cap of one wallet deployment.
-    pub max_wallet_deployment_gas: u64,
-    /// Blocks per `eth_getLogs` request.
-    pub log_range_blocks: u64,
-    /// Reconciliation lookback.
-    pub reconcile_lookback: Duration,
 }
 
 impl FacilitatorConfig {
@@ -588,9 +434,6 @@ impl FacilitatorConfig {
         }
         if self.max_concurrent_settlements == 0 {
             return Err(invalid("max_concurrent_settlements", "must be positive"));
-        }
-        for index in 0..self.chains.len() {
-            self.resolve_chain(index)?;
         }
         self.api_keys()?;
         self.bazaar.validate()?;
@@ -685,99 +528,68 @@ impl FacilitatorConfig {
         Duration::from_secs(self.receipt_timeout_seconds)
     }
 
-    /// Resolves chain `index` (network, assets, fee caps in wei).
-    pub fn resolve_chain(&self, index: usize) -> Result<ResolvedChain, ConfigError> {
-        let Some(chain) = self.chains.get(index) else {
-            return Err(invalid("chains", format!("no chain at index {index}")));
-        };
-        let field = |name: &str| format!("chains[{index}].{name}");
-        // The EVM plugin's names until chains are configured through plugins.
-        let mut names = paywire_core::NetworkDirectory::new();
-        names.extend(paywire_evm::network_names());
-        let id = names
-            .resolve(&chain.network)
-            .map_err(|e| invalid(&field("network"), e.to_string()))?;
-        let Some(chain_id) = id.eip155_id() else {
-            return Err(invalid(
-                &field("network"),
-                format!("{id} is not an EVM (eip155) chain; only eip155 is supported"),
-            ));
-        };
-        if chain.rpc_urls.is_empty() {
-            return Err(invalid(
-                &field("rpc_urls"),
-                "at least one RPC URL is required",
-            ));
+    /// The settings every chain plugin settles with.
+    pub fn settlement_settings(&self) -> SettlementSettings {
+        let mut settings = SettlementSettings::default();
+        settings.receipt_timeout = self.receipt_timeout();
+        settings.rpc_timeout = Duration::from_secs(self.rpc_timeout_seconds);
+        settings.valid_before_buffer = Duration::from_secs(self.valid_before_buffer_seconds);
+        // Re-sending more than once a second only loads the nodes.
+        settings.rebroadcast_interval =
+            Duration::from_secs(self.rebroadcast_interval_seconds.max(1));
+        settings.crash_after_broadcast = self.fault_injection.crash_after_broadcast;
+        settings
+    }
+}
+
+/// One `[[chains]]` table, kept as written for the plugin serving its
+/// `network` (which checks it and refuses unknown keys). Its `Debug` shows
+/// the network and the names of the keys, never their values: RPC URLs and
+/// signer keys are secrets.
+#[derive(Clone, PartialEq)]
+pub struct ChainTable(serde_json::Value);
+
+impl ChainTable {
+    /// A table (a JSON object).
+    pub fn new(table: serde_json::Value) -> Self {
+        Self(table)
+    }
+
+    /// The `network` it names, as written.
+    pub fn network(&self) -> Option<&str> {
+        self.0.get("network").and_then(serde_json::Value::as_str)
+    }
+
+    /// The whole table, secrets included: for its plugin only.
+    pub fn expose(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ChainTable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Never quote the value in the error: it may hold keys.
+        let not_a_table = || serde::de::Error::custom("each [[chains]] entry must be a table");
+        match toml::Value::deserialize(deserializer)? {
+            value @ toml::Value::Table(_) => serde_json::to_value(value)
+                .map(Self)
+                .map_err(|_| not_a_table()),
+            _ => Err(not_a_table()),
         }
-        if chain.log_range_blocks == 0 {
-            return Err(invalid(&field("log_range_blocks"), "must be positive"));
-        }
-        if chain.signer_private_keys.is_empty() {
-            return Err(invalid(
-                &field("signer_private_keys"),
-                "at least one signer key is required",
-            ));
-        }
-        let mut assets = Vec::with_capacity(chain.assets.len());
-        for (n, asset) in chain.assets.iter().enumerate() {
-            let address: Address = asset.address.parse().map_err(|e| {
-                invalid(
-                    &field(&format!("assets[{n}].address")),
-                    format!("{:?}: {e}", asset.address),
-                )
-            })?;
-            assets.push(EvmAsset {
-                address,
-                symbol: asset.symbol.clone(),
-                decimals: asset.decimals,
-                eip712_name: asset.eip712_name.clone(),
-                eip712_version: asset.eip712_version.clone(),
-                usd_stable: matches!(asset.symbol.as_str(), "USDC" | "USDT" | "PYUSD"),
-            });
-        }
-        let network = if assets.is_empty() {
-            EvmNetworks::well_known()
-                .by_chain_id(chain_id)
-                .cloned()
-                .ok_or_else(|| {
-                    invalid(
-                        &field("assets"),
-                        format!(
-                            "{id} has no well-known USDC deployment; list its assets in [[chains.assets]]"
-                        ),
-                    )
-                })?
-        } else {
-            let mut assets = assets.into_iter();
-            let default_asset = assets
-                .next()
-                .ok_or_else(|| invalid(&field("assets"), "empty"))?;
-            let name = names.name_of(&id).unwrap_or(id.as_str()).to_owned();
-            let mut network = EvmNetwork::new(chain_id, name, default_asset);
-            network.other_assets = assets.collect();
-            network
-        };
-        Ok(ResolvedChain {
-            network,
-            rpc_urls: chain.rpc_urls.clone(),
-            signer_private_keys: chain.signer_private_keys.clone(),
-            gas_limit: chain.gas_limit,
-            counterfactual_wallets: chain.counterfactual_wallets,
-            max_wallet_deployment_gas: chain.max_wallet_deployment_gas,
-            log_range_blocks: chain.log_range_blocks,
-            reconcile_lookback: Duration::from_secs(chain.reconcile_lookback_seconds),
-            max_fee_per_gas: gwei_to_wei(chain.max_fee_per_gas_gwei).ok_or_else(|| {
-                invalid(&field("max_fee_per_gas_gwei"), "not a valid gwei amount")
-            })?,
-            max_priority_fee_per_gas: gwei_to_wei(chain.max_priority_fee_per_gas_gwei).ok_or_else(
-                || {
-                    invalid(
-                        &field("max_priority_fee_per_gas_gwei"),
-                        "not a valid gwei amount",
-                    )
-                },
-            )?,
-        })
+    }
+}
+
+impl fmt::Debug for ChainTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self
+            .0
+            .as_object()
+            .map(|table| table.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        f.debug_struct("ChainTable")
+            .field("network", &self.network())
+            .field("keys", &keys)
+            .finish()
     }
 }
 
@@ -786,16 +598,6 @@ fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
         field: field.to_owned(),
         message: message.into(),
     }
-}
-
-/// Converts gwei (possibly fractional, e.g. `0.05` on L2s) to wei.
-fn gwei_to_wei(gwei: f64) -> Option<u128> {
-    if !gwei.is_finite() || !(0.0..=1.0e12).contains(&gwei) {
-        return None;
-    }
-    let wei = (gwei * 1.0e9).round();
-    // Bounded above by 1e21 < u128::MAX, non-negative: the cast is exact.
-    Some(wei as u128)
 }
 
 /// Replaces every `${NAME}` in `text`; `$${` stays a literal `${`.
@@ -990,11 +792,28 @@ mod tests {
     }
 
     #[test]
-    fn gwei_conversion() {
-        assert_eq!(gwei_to_wei(1.0), Some(1_000_000_000));
-        assert_eq!(gwei_to_wei(0.05), Some(50_000_000));
-        assert_eq!(gwei_to_wei(-1.0), None);
-        assert_eq!(gwei_to_wei(f64::NAN), None);
+    fn chain_tables_print_their_keys_but_no_value() -> Result<(), ConfigError> {
+        let config = FacilitatorConfig::parse_with_env(
+            "[[chains]]\nnetwork = \"base\"\nrpc_urls = [\"https://rpc.example/v2/SECRETPATH\"]\n\
+             signer_private_keys = [\"0xSECRETKEY\"]\n[[chains.assets]]\naddress = \"0xa\"\n",
+            |_| None,
+        )?;
+        let printed = format!("{config:?}");
+        assert!(
+            printed.contains(r#"ChainTable { network: Some("base"), keys: ["#),
+            "{printed}"
+        );
+        assert!(printed.contains("signer_private_keys"), "{printed}");
+        assert!(!printed.contains("SECRET"), "{printed}");
+        assert_eq!(config.chains[0].network(), Some("base"));
+        assert_eq!(config.chains[0].expose()["assets"][0]["address"], "0xa");
+        let error = FacilitatorConfig::parse_with_env("chains = [\"0xSECRETKEY\"]", |_| None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("must be a table"), "{error}");
+        assert!(!error.contains("SECRET"), "{error}");
+        Ok(())
     }
 
     #[test]

@@ -6,8 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use paywire_core::{FacilitatorError, PluginError, SchemeError};
+
 use crate::config::ConfigError;
 use crate::ledger::LedgerError;
+use crate::settlement::SettlementError;
 
 /// An HTTP error answer: `{"error": "<code>", "message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +76,47 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+impl From<SettlementError> for ApiError {
+    fn from(error: SettlementError) -> Self {
+        match error {
+            SettlementError::InvalidPaymentId(message) => {
+                Self::bad_request("invalid_payment_identifier", message)
+            }
+            error @ SettlementError::PaymentIdConflict(_) => Self::new(
+                StatusCode::CONFLICT,
+                "payment_identifier_conflict",
+                error.to_string(),
+            ),
+            SettlementError::Ledger(error) => error.into(),
+            SettlementError::Facilitator(error) => facilitator_error(error),
+        }
+    }
+}
+
+/// The HTTP answer to a failure of the decorated facilitator: 400 for
+/// requirements no scheme can take, 502 when the chain (or an upstream
+/// facilitator) failed.
+pub(crate) fn facilitator_error(error: FacilitatorError) -> ApiError {
+    match error {
+        FacilitatorError::BadRequest(message) => ApiError::bad_request("bad_request", message),
+        FacilitatorError::Scheme(
+            error @ (SchemeError::InvalidRequirements(_) | SchemeError::Unsupported(_)),
+        ) => ApiError::bad_request("invalid_payment_requirements", error.to_string()),
+        FacilitatorError::Scheme(error) => {
+            tracing::warn!(%error, "scheme failure");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "chain_unavailable",
+                error.to_string(),
+            )
+        }
+        other => {
+            tracing::warn!(error = %other, "upstream failure");
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", other.to_string())
+        }
+    }
+}
+
 /// Why the facilitator could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -82,14 +126,10 @@ pub enum SetupError {
     /// The ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// A chain could not be set up (bad key, RPC client).
-    #[error("chain {network}: {message}")]
-    Chain {
-        /// The chain.
-        network: String,
-        /// What went wrong.
-        message: String,
-    },
+    /// A `[[chains]]` entry names a network no registered plugin serves,
+    /// or its plugin refused it (bad key, RPC URL, unknown setting).
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     /// The bazaar catalog could not be opened.
     #[error("bazaar catalog: {0}")]
     Catalog(String),

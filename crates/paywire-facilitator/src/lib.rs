@@ -1,17 +1,20 @@
 //! # paywire-facilitator
 //!
-//! An x402 v2 facilitator service:
+//! An x402 v2 facilitator service that knows no chain: the chain plugins a
+//! composition root registers (e.g. `paywire_evm::EvmPlugin`) settle, each
+//! from its own `[[chains]]` tables.
 //!
+//! - [`settlement`]: the settlement state machine as a
+//!   [`paywire_core::Facilitator`] decorator ([`LedgeredFacilitator`]):
+//!   ledger, replay refusal, delivery records, recovery and the reconciler;
+//! - [`ledger`]: the settlement ledger behind a store trait: SQLite by
+//!   default ([`SqliteStore`]), [`PostgresStore`] for several instances
+//!   sharing one database;
 //! - [`server`]: the HTTP API (`POST /verify`, `POST /settle`,
-//!   `GET /supported`, `/health`, `/ready`, `/metrics`) around any
-//!   [`paywire_core::Facilitator`];
+//!   `GET /supported`, `/health`, `/ready`, `/metrics`, bazaar discovery), a
+//!   thin layer over the state machine;
 //! - [`config`]: the TOML configuration with `${ENV_VAR}` substitution;
-//! - [`ledger`]: the settlement ledger (idempotency, audit trail,
-//!   `payment-identifier` binding) behind a store trait: SQLite by default,
-//!   [`postgres`] for several instances sharing one database;
 //! - [`metrics`]: Prometheus counters and a settle latency histogram;
-//! - [`recovery`]: hashes recorded before broadcast, and reconciliation of
-//!   unfinished settlements at startup and in the background;
 //! - [`ops`]: API keys and rate limits;
 //! - replay refusal: a settle of a payload whose outcome was already
 //!   delivered fails (`success: false`) unless it is an idempotent retry
@@ -19,9 +22,9 @@
 //!   answer went to one, else with the same payment identifier.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), paywire_facilitator::SetupError> {
+//! # async fn demo(plugins: paywire_core::PluginRegistry) -> Result<(), paywire_facilitator::SetupError> {
 //! let config = paywire_facilitator::FacilitatorConfig::load("facilitator.toml".as_ref())?;
-//! paywire_facilitator::run(config).await
+//! paywire_facilitator::run(config, &plugins).await
 //! # }
 //! ```
 #![warn(missing_docs)]
@@ -32,13 +35,14 @@ pub mod ledger;
 pub mod metrics;
 pub mod ops;
 pub mod postgres;
-pub mod recovery;
 pub mod server;
-mod settlement;
+pub mod settlement;
 mod setup;
+pub mod sqlite;
+pub mod store;
 mod wire;
 
-pub use config::{ConfigError, FacilitatorConfig, example_config};
+pub use config::{ChainTable, ConfigError, FacilitatorConfig, example_config};
 pub use error::{ApiError, SetupError};
 pub use ledger::{
     Delivery, Ledger, LedgerError, LedgerStore, SettlementRecord, SettlementState, SqliteStore,
@@ -46,7 +50,9 @@ pub use ledger::{
 };
 pub use ops::{ApiKeys, Endpoint};
 pub use postgres::PostgresStore;
-pub use recovery::{LedgerObserver, ReconcileReport};
-pub use server::{AppState, CallerKey, ChainProbe, router};
-pub use settlement::{REPLAY_REFUSAL_MESSAGE, REPLAY_REFUSAL_PREFIX};
-pub use setup::{build, run, serve, shutdown_signal};
+pub use server::{AppState, CallerKey, router};
+pub use settlement::recovery::{LedgerObserver, ReconcileReport};
+pub use settlement::{
+    Caller, LedgeredFacilitator, REPLAY_REFUSAL_MESSAGE, REPLAY_REFUSAL_PREFIX, SettlementError,
+};
+pub use setup::{ChainParts, build, chain_parts, run, serve, shutdown_signal};

@@ -183,6 +183,14 @@ impl Metrics {
     }
 }
 
+/// The wire name of a reason (`insufficient_funds`), `""` for none.
+pub(crate) fn reason_code(reason: Option<&paywire_core::ErrorReason>) -> String {
+    reason
+        .and_then(|r| serde_json::to_value(r).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn escape(label: &str) -> String {
     label
         .replace('\\', "\\\\")

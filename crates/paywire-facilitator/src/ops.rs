@@ -6,6 +6,10 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Default of [`crate::AppState::with_max_concurrent_settlements`]: most
+/// settlements run at once before `/settle` answers `503 overloaded`.
+pub const DEFAULT_MAX_CONCURRENT_SETTLEMENTS: usize = 64;
+
 /// An endpoint an API key may be allowed to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {

@@ -8,16 +8,18 @@
 //!   `UPDATE`), so concurrent writers never lose an update;
 //! - `payment-identifier` ids are claimed with `INSERT ... ON CONFLICT DO
 //!   NOTHING` and read back: the first payload to reach the database wins;
-//! - [`PostgresStore::lock`] takes a session advisory lock
-//!   (`pg_try_advisory_lock(4020, hashtext(fingerprint))`, polled while
-//!   another process holds it, for at most [`LOCK_WAIT`]) held for the whole
+//! - its [`lock`](crate::store::LedgerStore::lock) takes a session advisory lock
+//!   (`pg_try_advisory_lock(4020, hashtext(key))`, polled while another
+//!   process holds it, for at most [`LOCK_WAIT`]) held for the whole
 //!   settlement (ledger read, scheme call, outcome write) and released when
-//!   the guard drops. So two processes given the same payment run it one
-//!   after the other, and the second answers from the ledger. All of one
+//!   the guard drops. The key is what the payment spends (the scheme's
+//!   spend key, else the payload's fingerprint). So two processes given the
+//!   same payment, however spelled, run it one after the other, and the
+//!   second answers from the ledger or finds it executed on chain. All of one
 //!   process's settlement locks share one lock session (a second
 //!   connection): settlements in flight cost no database connections, and a
 //!   crashed process releases its locks with its session. A lock whose
-//!   session died is no longer held ([`crate::ledger::HeldLock`]), and the
+//!   session died is no longer held ([`crate::store::HeldLock`]), and the
 //!   settlement broadcasts nothing.
 //!
 //! The schema is created and migrated on connect, under an advisory lock so
@@ -29,14 +31,14 @@ use std::time::Duration;
 use paywire_core::{FacilitatorRequest, SettleResponse};
 use tokio_postgres::{Client, Config, NoTls, Row};
 
-use crate::ledger::{
+use crate::store::{
     Delivery, HeldLock, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS,
     RawRow, SettlementRecord, SettlementState, StoreFuture, StoreLock, UNSENT_FAILURE, decode_row,
     now, stored_response,
 };
 
 /// Advisory lock class of settlement locks (the object id is
-/// `hashtext(fingerprint)`; a hash collision only serialises two unrelated
+/// `hashtext(key)`; a hash collision only serialises two unrelated
 /// settlements).
 const SETTLEMENT_LOCK_CLASS: i32 = 4020;
 /// Advisory lock class of the schema migration lock.
@@ -133,7 +135,7 @@ pub struct PostgresStore {
 /// released (`pg_advisory_unlock`) when dropped.
 struct AdvisoryLock {
     session: Arc<Client>,
-    fingerprint: String,
+    key: String,
 }
 
 impl HeldLock for AdvisoryLock {
@@ -146,14 +148,14 @@ impl HeldLock for AdvisoryLock {
 impl Drop for AdvisoryLock {
     fn drop(&mut self) {
         let session = Arc::clone(&self.session);
-        let fingerprint = std::mem::take(&mut self.fingerprint);
+        let key = std::mem::take(&mut self.key);
         // Without a runtime the process is ending: the session goes with it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let unlocked = session
                     .execute(
                         "SELECT pg_advisory_unlock($1, hashtext($2))",
-                        &[&SETTLEMENT_LOCK_CLASS, &fingerprint],
+                        &[&SETTLEMENT_LOCK_CLASS, &key],
                     )
                     .await;
                 if let Err(error) = unlocked
@@ -469,7 +471,7 @@ impl PostgresStore {
     /// Takes the cross-process lock of one settlement on the lock session,
     /// polling while another process holds it, for at most [`LOCK_WAIT`].
     /// Never blocks the session: the other locks it carries keep working.
-    async fn lock(&self, fingerprint: &str) -> Result<StoreLock, LedgerError> {
+    async fn lock(&self, key: &str) -> Result<StoreLock, LedgerError> {
         let started = tokio::time::Instant::now();
         let mut pause = LOCK_POLL_MIN;
         loop {
@@ -477,14 +479,14 @@ impl PostgresStore {
             let taken: bool = session
                 .query_one(
                     "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                    &[&SETTLEMENT_LOCK_CLASS, &fingerprint],
+                    &[&SETTLEMENT_LOCK_CLASS, &key],
                 )
                 .await?
                 .try_get(0)?;
             if taken {
                 return Ok(StoreLock::holding(AdvisoryLock {
                     session,
-                    fingerprint: fingerprint.to_owned(),
+                    key: key.to_owned(),
                 }));
             }
             if started.elapsed() >= LOCK_WAIT {
@@ -645,8 +647,8 @@ impl LedgerStore for PostgresStore {
             fingerprint,
         ))
     }
-    fn lock<'a>(&'a self, fingerprint: &'a str) -> StoreFuture<'a, StoreLock> {
-        Box::pin(PostgresStore::lock(self, fingerprint))
+    fn lock<'a>(&'a self, key: &'a str) -> StoreFuture<'a, StoreLock> {
+        Box::pin(PostgresStore::lock(self, key))
     }
     fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64> {
         Box::pin(PostgresStore::purge_unsent_failures(self, before))

@@ -5,11 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paywire_core::LocalFacilitator;
 use paywire_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
-use paywire_evm::exact::{CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator};
-use paywire_evm::rpc::RpcClient;
-use paywire_evm::{EvmSigner, LocalSigner};
+use paywire_core::{ChainProbe, LocalFacilitator, PluginError, PluginRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,14 +14,34 @@ use crate::config::{FacilitatorConfig, StoreLocation, StoreUrl};
 use crate::error::SetupError;
 use crate::ledger::Ledger;
 use crate::ops::Endpoint;
-use crate::recovery::spawn_reconciler;
-use crate::server::{AppState, ChainProbe, router};
+use crate::server::{AppState, router};
+use crate::settlement::recovery::spawn_reconciler;
 
-/// Opens the ledger and builds the facilitator (the `exact` EVM scheme on
-/// every configured chain, `payment-identifier` declared, the bazaar catalog
-/// when enabled). Does not contact
-/// the chains: an unreachable RPC shows in `/ready`, not as a startup error.
-pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
+/// The schemes and probes of every chain plugin the configuration's
+/// `[[chains]]` tables name, with the declared extensions, ready to serve.
+pub struct ChainParts {
+    /// Every plugin's scheme facilitators, registered.
+    pub facilitator: LocalFacilitator,
+    /// Readiness and signer-balance probes, one per chain.
+    pub probes: Vec<Arc<dyn ChainProbe>>,
+}
+
+impl std::fmt::Debug for ChainParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainParts")
+            .field("probes", &self.probes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Routes the `[[chains]]` tables to the registered plugins (by the
+/// namespace of their `network`) and builds each plugin's facilitator side.
+/// Contacts no chain; every error names the table (`chains[2]`) and quotes
+/// no secret.
+pub async fn chain_parts(
+    config: &FacilitatorConfig,
+    plugins: &PluginRegistry,
+) -> Result<ChainParts, SetupError> {
     if config.chains.is_empty() {
         return Err(crate::config::ConfigError::Invalid {
             field: "chains".into(),
@@ -32,105 +49,90 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
         }
         .into());
     }
+    let tables = config.chains.iter().map(|t| t.expose().clone()).collect();
+    let routed = plugins
+        .route_entries(tables, chain_at)
+        .map_err(|error| name_the_table(config, plugins, error))?;
+    let api_keys = config.api_keys()?;
+    let mut facilitator = LocalFacilitator::new();
+    let mut probes = Vec::new();
+    for (plugin, entries) in routed {
+        if entries.is_empty() {
+            continue;
+        }
+        let mut plugin_config = paywire_core::FacilitatorConfig::default();
+        plugin_config.entries = entries;
+        plugin_config.settings = config.settlement_settings();
+        plugin_config.settle_authenticated = api_keys.protects(Endpoint::Settle);
+        let parts = plugin.facilitator(&plugin_config).await?;
+        for scheme in parts.schemes {
+            facilitator.register(scheme);
+        }
+        probes.extend(parts.probes);
+    }
+    Ok(ChainParts {
+        facilitator,
+        probes,
+    })
+}
+
+/// Where `[[chains]]` table `index` is, in errors.
+fn chain_at(index: usize) -> String {
+    format!("chains[{index}]")
+}
+
+/// A routing error naming the first table whose network no plugin serves.
+fn name_the_table(
+    config: &FacilitatorConfig,
+    plugins: &PluginRegistry,
+    error: PluginError,
+) -> SetupError {
+    let PluginError::NoPlugin(network, _) = &error else {
+        return error.into();
+    };
+    let resolves_to_it = |table: &crate::config::ChainTable| {
+        table
+            .network()
+            .and_then(|name| plugins.networks().resolve(name).ok())
+            .is_some_and(|id| id == *network)
+    };
+    match config.chains.iter().position(resolves_to_it) {
+        Some(index) => {
+            PluginError::config(format!("{}.network", chain_at(index)), error.to_string()).into()
+        }
+        None => error.into(),
+    }
+}
+
+/// Opens the ledger and builds the facilitator: each `[[chains]]` table's
+/// plugin gives its schemes and probes (see [`chain_parts`]),
+/// `payment-identifier` is declared, and the bazaar catalog is kept when
+/// enabled. Does not contact the chains: an unreachable RPC shows in
+/// `/ready`, not as a startup error.
+pub async fn build(
+    config: &FacilitatorConfig,
+    plugins: &PluginRegistry,
+) -> Result<AppState, SetupError> {
+    let ChainParts {
+        mut facilitator,
+        probes,
+    } = chain_parts(config, plugins).await?;
     let ledger = match config.store_location()? {
         StoreLocation::Sqlite(path) => Ledger::open(&path).await?,
         StoreLocation::Postgres(url) => Ledger::connect_postgres(url.expose()).await?,
     };
     tracing::info!(store = ledger.kind(), "settlement ledger opened");
-    let api_keys = config.api_keys()?;
     if config.fault_injection.crash_after_broadcast {
         tracing::warn!(
             "FAULT INJECTION ENABLED: the process aborts after every settlement broadcast (test-only setting)"
         );
     }
-    let mut builder = ExactEvmFacilitator::builder()
-        .valid_before_buffer(Duration::from_secs(config.valid_before_buffer_seconds))
-        .receipt_timeout(config.receipt_timeout())
-        .rebroadcast_interval(Duration::from_secs(
-            config.rebroadcast_interval_seconds.max(1),
-        ))
-        .crash_after_broadcast(config.fault_injection.crash_after_broadcast);
-    let mut probes = Vec::with_capacity(config.chains.len());
-    for index in 0..config.chains.len() {
-        let chain = config.resolve_chain(index)?;
-        let network = chain.network.chain.to_string();
-        let rpc = RpcClient::new(
-            chain
-                .rpc_urls
-                .iter()
-                .map(|u| u.expose().to_owned())
-                .collect(),
-            Duration::from_secs(config.rpc_timeout_seconds),
-        )
-        .map_err(|e| SetupError::Chain {
-            network: network.clone(),
-            message: e.to_string(),
-        })?;
-        let rpc = Arc::new(rpc);
-        let mut signers: Vec<Arc<dyn EvmSigner>> = Vec::new();
-        for (n, key) in chain.signer_private_keys.iter().enumerate() {
-            // Never echo the key (or the parser's view of it) in the error.
-            let signer =
-                LocalSigner::from_hex(key.expose().trim()).map_err(|_| SetupError::Chain {
-                    network: network.clone(),
-                    message: format!("signer_private_keys[{n}] is not a valid hex private key"),
-                })?;
-            tracing::info!(%network, signer = %signer.address(), "settlement signer loaded");
-            signers.push(Arc::new(signer));
-        }
-        probes.push(ChainProbe {
-            network: chain.network.chain.clone(),
-            chain_id: chain.network.chain_id,
-            rpc: Arc::clone(&rpc),
-            signers: signers.iter().map(|s| s.address()).collect(),
-        });
-        let mut evm = EvmChainConfig::new(chain.network, rpc, signers);
-        evm.gas_limit = chain.gas_limit;
-        evm.max_fee_per_gas = chain.max_fee_per_gas;
-        evm.max_priority_fee_per_gas = chain.max_priority_fee_per_gas;
-        evm.counterfactual_wallets = chain.counterfactual_wallets;
-        evm.max_wallet_deployment_gas = chain.max_wallet_deployment_gas;
-        evm.log_range_blocks = chain.log_range_blocks;
-        evm.reconcile_lookback = chain.reconcile_lookback;
-        if chain.counterfactual_wallets == CounterfactualWallets::Deploy
-            && !api_keys.protects(Endpoint::Settle)
-        {
-            tracing::warn!(%network,
-                "counterfactual wallet deployments are on while /settle needs no API key: anyone can make this facilitator pay for deployments (up to max_wallet_deployment_gas each)");
-        }
-        builder = builder.chain(evm);
-    }
-    let exact = builder.build().map_err(|e| SetupError::Chain {
-        network: "*".into(),
-        message: e.to_string(),
-    })?;
-    let mut facilitator = LocalFacilitator::new();
-    facilitator.register(Arc::new(exact));
     facilitator.declare_extension(PAYMENT_IDENTIFIER);
     let catalog = open_catalog(config).await?;
     if catalog.is_some() {
         facilitator.declare_extension(BAZAAR);
     }
-    let mut state = AppState::new(Arc::new(facilitator), ledger)
-        .with_body_limit(config.body_limit_bytes)
-        .with_pending_recheck_after(config.receipt_timeout())
-        .with_idempotent_retry_window(Duration::from_secs(config.idempotent_retry_window_seconds))
-        .with_max_concurrent_settlements(config.max_concurrent_settlements)
-        .with_unsent_failure_retention(
-            Some(config.recovery.purge_unsent_failures_after_seconds)
-                .filter(|&seconds| seconds > 0)
-                .map(Duration::from_secs),
-        )
-        .with_probes(probes)
-        .with_api_keys(api_keys)
-        .with_rate_limits(
-            config.rate_limit.per_ip_per_minute,
-            config.rate_limit.per_payer_per_minute,
-        )
-        .with_reconciler(
-            Duration::from_secs(config.recovery.interval_seconds),
-            Duration::from_secs(config.recovery.min_age_seconds),
-        );
+    let mut state = configured_state(config, Arc::new(facilitator), ledger)?.with_probes(probes);
     if let Some(catalog) = catalog {
         if config.bazaar.confirm_private_addresses {
             tracing::warn!(
@@ -151,6 +153,33 @@ pub async fn build(config: &FacilitatorConfig) -> Result<AppState, SetupError> {
     Ok(state)
 }
 
+/// The HTTP state with the configuration's settlement and operations
+/// settings.
+fn configured_state(
+    config: &FacilitatorConfig,
+    facilitator: Arc<dyn paywire_core::Facilitator>,
+    ledger: Ledger,
+) -> Result<AppState, SetupError> {
+    let retention = Some(config.recovery.purge_unsent_failures_after_seconds)
+        .filter(|&seconds| seconds > 0)
+        .map(Duration::from_secs);
+    Ok(AppState::new(facilitator, ledger)
+        .with_body_limit(config.body_limit_bytes)
+        .with_pending_recheck_after(config.receipt_timeout())
+        .with_idempotent_retry_window(Duration::from_secs(config.idempotent_retry_window_seconds))
+        .with_max_concurrent_settlements(config.max_concurrent_settlements)
+        .with_unsent_failure_retention(retention)
+        .with_api_keys(config.api_keys()?)
+        .with_rate_limits(
+            config.rate_limit.per_ip_per_minute,
+            config.rate_limit.per_payer_per_minute,
+        )
+        .with_reconciler(
+            Duration::from_secs(config.recovery.interval_seconds),
+            Duration::from_secs(config.recovery.min_age_seconds),
+        ))
+}
+
 /// Serves the API on `listener` (with the background reconciler) until
 /// `shutdown` completes, then stops accepting, lets in-flight requests
 /// answer, stops the reconciler and waits for every settlement still
@@ -163,8 +192,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let (interval, min_age) = state.reconciler_settings();
+    let settlements = state.settlements().clone();
     let reconciler =
-        (!interval.is_zero()).then(|| spawn_reconciler(state.clone(), interval, min_age, stop_rx));
+        (!interval.is_zero()).then(|| spawn_reconciler(settlements, interval, min_age, stop_rx));
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop = Arc::clone(&stop_tx);
     let served = axum::serve(listener, app)
@@ -183,10 +213,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Builds the service from `config`, listens on `config.listen` and serves
-/// until Ctrl-C / SIGTERM.
-pub async fn run(config: FacilitatorConfig) -> Result<(), SetupError> {
-    let state = build(&config).await?;
+/// Builds the service from `config` with `plugins`, listens on
+/// `config.listen` and serves until Ctrl-C / SIGTERM.
+pub async fn run(config: FacilitatorConfig, plugins: &PluginRegistry) -> Result<(), SetupError> {
+    let state = build(&config, plugins).await?;
     let listener = TcpListener::bind(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "paywire facilitator listening");
     serve(listener, state, shutdown_signal()).await

@@ -1,5 +1,8 @@
 //! Configuration parsing: example, unknown keys, environment substitution.
 
+use std::sync::Arc;
+
+use paywire_core::{Facilitator, PluginRegistry};
 use paywire_facilitator::config::StoreLocation;
 use paywire_facilitator::{ConfigError, FacilitatorConfig, example_config};
 
@@ -23,35 +26,56 @@ rpc_urls = ["https://rpc.example"]
 signer_private_keys = ["${KEY}"]
 "#;
 
-#[test]
-fn example_parses() -> Result<(), ConfigError> {
+/// The facilitator's chains from the EVM plugin (`chain_parts` contacts
+/// no chain): the error, or `""`.
+async fn chain_error(text: &str) -> String {
+    let key = format!("0x{}", "11".repeat(32));
+    let config = match FacilitatorConfig::parse_with_env(text, |_| Some(key.clone())) {
+        Ok(config) => config,
+        Err(error) => return error.to_string(),
+    };
+    let registry = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
+    match paywire_facilitator::chain_parts(&config, &registry).await {
+        Ok(_) => String::new(),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn example_parses() -> Result<(), Box<dyn std::error::Error>> {
     let config = FacilitatorConfig::parse_with_env(example_config(), env)?;
     assert_eq!(config.chains.len(), 2);
     assert_eq!(
-        config.chains[0].rpc_urls,
-        [
+        config.chains[0].expose()["rpc_urls"],
+        serde_json::json!([
             "https://rpc.example/base-sepolia",
             "https://sepolia.base.org"
-        ]
+        ])
     );
     assert_eq!(
         config.store_location()?,
         StoreLocation::Sqlite("/var/lib/paywire/facilitator.sqlite".into())
     );
-    let sepolia = config.resolve_chain(0)?;
-    assert_eq!(sepolia.network.chain_id, 84532);
-    assert_eq!(sepolia.max_fee_per_gas, 5_000_000_000);
-    let base = config.resolve_chain(1)?;
-    assert_eq!(base.network.chain_id, 8453);
-    assert_eq!(base.network.default_asset.symbol, "USDC");
-    assert_eq!(base.max_fee_per_gas, 500_000_000);
+    // The EVM plugin takes both chains: base-sepolia with its listed USDC,
+    // base with its well-known one.
+    let registry = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
+    let parts = paywire_facilitator::chain_parts(&config, &registry).await?;
+    let supported = parts.facilitator.supported().await?;
+    let networks: Vec<&str> = supported.kinds.iter().map(|k| k.network.as_str()).collect();
+    assert_eq!(networks, ["eip155:8453", "eip155:84532"]);
+    let probed: Vec<String> = parts
+        .probes
+        .iter()
+        .map(|p| p.network().to_string())
+        .collect();
+    assert_eq!(probed, ["eip155:84532", "eip155:8453"]);
     // Keys never show in Debug output.
     assert!(!format!("{config:?}").contains("ac0974bec"));
     Ok(())
 }
 
-#[test]
-fn unknown_keys_are_named() {
+#[tokio::test]
+async fn unknown_keys_are_named() {
     let text = MINIMAL.replace("store =", "stor = \"x\"\nstore =");
     let error = FacilitatorConfig::parse_with_env(&text, |_| Some("k".into()))
         .err()
@@ -59,82 +83,94 @@ fn unknown_keys_are_named() {
         .unwrap_or_default();
     assert!(error.contains("stor"), "{error}");
 
-    let text = format!("{MINIMAL}gas_limt = 5\n");
-    let error = FacilitatorConfig::parse_with_env(&text, |_| Some("k".into()))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(error.contains("gas_limt"), "{error}");
+    // A chain's keys are its plugin's: named with the table.
+    let error = chain_error(&format!("{MINIMAL}gas_limt = 5\n")).await;
+    assert!(
+        error.contains("gas_limt") && error.starts_with("chains[0]"),
+        "{error}"
+    );
 }
 
-#[test]
-fn chain_safety_settings() -> Result<(), ConfigError> {
-    use paywire_evm::exact::CounterfactualWallets;
-    let key = |_: &str| Some("0x01".to_owned());
-    let config = FacilitatorConfig::parse_with_env(MINIMAL, key)?;
-    assert_eq!(config.receipt_timeout_seconds, 20);
-    let chain = config.resolve_chain(0)?;
-    assert_eq!(chain.counterfactual_wallets, CounterfactualWallets::Off);
-    assert_eq!(chain.max_wallet_deployment_gas, 1_000_000);
-    assert_eq!(chain.log_range_blocks, 2_000);
-    assert_eq!(chain.reconcile_lookback.as_secs(), 86_400);
-
+#[tokio::test]
+async fn chain_safety_settings_are_checked_by_the_plugin() {
     let settings = |extra: &str| {
         MINIMAL.replace(
             "signer_private_keys",
             &format!("{extra}\nsigner_private_keys"),
         )
     };
-    let on = FacilitatorConfig::parse_with_env(
-        &settings("counterfactual_wallets = \"deploy\"\nmax_wallet_deployment_gas = 400000\nlog_range_blocks = 500\nreconcile_lookback_seconds = 3600"),
-        key,
-    )?
-    .resolve_chain(0)?;
-    assert_eq!(on.counterfactual_wallets, CounterfactualWallets::Deploy);
-    assert_eq!(on.max_wallet_deployment_gas, 400_000);
-    assert_eq!(on.log_range_blocks, 500);
-    assert_eq!(on.reconcile_lookback.as_secs(), 3_600);
-
-    let error =
-        FacilitatorConfig::parse_with_env(&settings("counterfactual_wallets = \"yes\""), key)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+    let valid = settings(
+        "counterfactual_wallets = \"deploy\"\nmax_wallet_deployment_gas = 400000\nlog_range_blocks = 500\nreconcile_lookback_seconds = 3600",
+    );
+    assert_eq!(chain_error(&valid).await, "");
+    let error = chain_error(&settings("counterfactual_wallets = \"yes\"")).await;
     assert!(error.contains("deploy"), "{error}");
-    let error = FacilitatorConfig::parse_with_env(&settings("log_range_blocks = 0"), key)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(error.contains("log_range_blocks"), "{error}");
-    Ok(())
+    let error = chain_error(&settings("log_range_blocks = 0")).await;
+    assert!(error.contains("chains[0].log_range_blocks"), "{error}");
 }
 
-#[test]
-fn rpc_urls_print_as_scheme_and_host() -> Result<(), ConfigError> {
+#[tokio::test]
+async fn rpc_urls_and_keys_are_never_printed() -> Result<(), ConfigError> {
     let text = MINIMAL.replace(
         "https://rpc.example",
         "https://user:pass@rpc.example:8545/v2/SECRETPATH?apikey=SECRETQUERY#SECRETFRAGMENT",
     );
-    let config = FacilitatorConfig::parse_with_env(&text, |_| Some("0x01".into()))?;
-    let printed = format!("{config:?} {:?}", config.resolve_chain(0)?);
-    assert!(printed.contains("https://rpc.example:8545"), "{printed}");
+    let config = FacilitatorConfig::parse_with_env(&text, |_| Some("0xSECRETKEY".into()))?;
+    let printed = format!("{config:?}");
     for secret in ["SECRET", "user", "pass"] {
         assert!(!printed.contains(secret), "{printed}");
     }
-    assert!(config.chains[0].rpc_urls[0].expose().contains("SECRETPATH"));
+    assert!(printed.contains("rpc_urls"), "{printed}");
     // A misshapen value is refused without being quoted.
     for shape in [
         "\"https://rpc.example/SECRET\"",
         "[\"https://a\", 1, \"https://b/SECRET\"]",
     ] {
         let text = MINIMAL.replace("[\"https://rpc.example\"]", shape);
-        let error = FacilitatorConfig::parse_with_env(&text, |_| Some("0x01".into()))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let error = chain_error(&text).await;
         assert!(error.contains("rpc_urls must be a list"), "{error}");
         assert!(!error.contains("SECRET"), "{error}");
     }
+    Ok(())
+}
+
+/// The facilitator knows no chain: a `[[chains]]` table whose network no
+/// registered plugin serves is refused at start-up, naming the table and
+/// the namespace.
+#[tokio::test]
+async fn a_chain_without_a_registered_plugin_is_named() -> Result<(), ConfigError> {
+    let key = |_: &str| Some("0x01".to_owned());
+    let solana = MINIMAL.replace("\"base\"", "\"solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp\"");
+    let config = FacilitatorConfig::parse_with_env(&solana, key)?;
+    let evm_only = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
+    for registry in [PluginRegistry::new(), evm_only] {
+        let error = match paywire_facilitator::build(&config, &registry).await {
+            Ok(_) => panic!("a chain no plugin serves was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert_eq!(
+            error,
+            "chains[0].network: no plugin is registered for \
+             solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp (namespace solana)"
+        );
+    }
+    // Without any plugin even an EVM chain has none; names resolve only
+    // through plugins.
+    let config =
+        FacilitatorConfig::parse_with_env(&MINIMAL.replace("\"base\"", "\"eip155:8453\""), key)?;
+    let error = paywire_facilitator::build(&config, &PluginRegistry::new())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("namespace eip155"), "{error}");
+    let config = FacilitatorConfig::parse_with_env(MINIMAL, key)?;
+    let error = paywire_facilitator::build(&config, &PluginRegistry::new())
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.starts_with("chains[0].network"), "{error}");
     Ok(())
 }
 
@@ -158,8 +194,8 @@ fn missing_env_var_is_named() {
     );
 }
 
-#[test]
-fn invalid_values_are_rejected() {
+#[tokio::test]
+async fn invalid_values_are_rejected() {
     let key = |_: &str| Some("0x01".to_owned());
     let postgres = MINIMAL.replace("ledger.sqlite", "postgres://db:notaport/x402");
     let error = FacilitatorConfig::parse_with_env(&postgres, key)
@@ -175,22 +211,13 @@ fn invalid_values_are_rejected() {
     assert!(error.contains("unsupported store URL"), "{error}");
 
     let unknown_chain = MINIMAL.replace("\"base\"", "\"eip155:999999\"");
-    let error = FacilitatorConfig::parse_with_env(&unknown_chain, key)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let error = chain_error(&unknown_chain).await;
     assert!(error.contains("chains.assets"), "{error}");
-
-    let solana = MINIMAL.replace("\"base\"", "\"solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp\"");
-    assert!(FacilitatorConfig::parse_with_env(&solana, key).is_err());
 
     let bad_asset = format!(
         "{MINIMAL}[[chains.assets]]\naddress = \"0xnope\"\nsymbol = \"X\"\ndecimals = 6\neip712_name = \"X\"\neip712_version = \"1\"\n"
     );
-    let error = FacilitatorConfig::parse_with_env(&bad_asset, key)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let error = chain_error(&bad_asset).await;
     assert!(error.contains("chains[0].assets[0].address"), "{error}");
 
     let wrong_type = MINIMAL.replace("store = \"ledger.sqlite\"", "body_limit_bytes = \"big\"");
@@ -291,75 +318,4 @@ fn postgres_store_urls_select_the_postgres_ledger() -> Result<(), ConfigError> {
         );
     }
     Ok(())
-}
-
-/// The dedicated `paywire-facilitator` binary: documented example, clear usage
-/// errors, and it serves from a configuration file.
-#[tokio::test]
-async fn dedicated_binary_runs_the_service() {
-    let binary = env!("CARGO_BIN_EXE_paywire-facilitator");
-    let example = std::process::Command::new(binary)
-        .arg("--print-config-example")
-        .output()
-        .expect("run");
-    assert!(example.status.success());
-    let text = String::from_utf8_lossy(&example.stdout);
-    assert!(
-        text.contains("[[chains]]") && text.contains("[bazaar]"),
-        "{text}"
-    );
-    for args in [
-        &[][..],
-        &["--config"][..],
-        &["--bogus"][..],
-        &["--config", "/nonexistent.toml"][..],
-    ] {
-        let output = std::process::Command::new(binary)
-            .args(args)
-            .output()
-            .expect("run");
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("error"),
-            "{args:?}"
-        );
-    }
-
-    let devnet = paywire_testkit::Devnet::start().await.expect("devnet");
-    let dir = tempfile::tempdir().expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let text = format!(
-        "listen = \"127.0.0.1:{port}\"\nstore = \"{}\"\n[[chains]]\nnetwork = \"eip155:31337\"\nrpc_urls = [\"{}\"]\nsigner_private_keys = [\"${{KEY}}\"]\n[[chains.assets]]\naddress = \"{}\"\nsymbol = \"USDC\"\ndecimals = 6\neip712_name = \"USD Coin\"\neip712_version = \"2\"\n",
-        dir.path().join("ledger.sqlite").display(),
-        devnet.rpc_url(),
-        devnet.usdc()
-    );
-    let config = dir.path().join("facilitator.toml");
-    std::fs::write(&config, text).expect("write");
-    let mut child = tokio::process::Command::new(binary)
-        .arg("--config")
-        .arg(&config)
-        .env("KEY", devnet.usdc_owner().private_key_hex())
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let url = format!("http://127.0.0.1:{port}/supported");
-    let mut supported = None;
-    for _ in 0..200 {
-        if let Ok(response) = reqwest::get(&url).await {
-            supported = Some(response.json::<serde_json::Value>().await.expect("json"));
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let supported = supported.expect("the binary serves /supported");
-    assert_eq!(
-        supported["kinds"][0]["network"], "eip155:31337",
-        "{supported}"
-    );
-    child.kill().await.expect("kill");
 }

@@ -139,10 +139,10 @@ eip712_version = "2"
     let key = random_key();
     let config = FacilitatorConfig::parse_with_env(&text, |_| Some(key.clone()))?;
     assert_no_secret("Debug of the configuration", &format!("{config:?}"));
-    assert_no_secret(
-        "Debug of the resolved chain",
-        &format!("{:?}", config.resolve_chain(0)?),
-    );
+    // What the EVM plugin built from the table (its resolved chain's Debug
+    // is checked in paywire-evm's own tests).
+    let parts = paywire_facilitator::chain_parts(&config, &plugins()).await?;
+    assert_no_secret("Debug of the chain parts", &format!("{parts:?}"));
     let server = start_from(&text, &key).await?;
     assert_no_secret("Debug of the state", &format!("{:?}", server.state));
 

@@ -91,17 +91,18 @@ async fn concurrent_junk_settles_do_not_exhaust_database_connections() -> TestRe
 }
 
 // ---------------------------------------------------------------------------
-// Finding 4b: two facilitator instances sharing one PostgreSQL ledger. The
-// advisory lock is per fingerprint and the scheme's per-authorization lock
-// per process, so the same authorization spelt twice (signature hex case)
-// and sent to both instances at once is broadcast twice; one transaction
-// reverts at the facilitator's expense (the answers stay right: one
-// success).
+// Finding 4b (fixed): two facilitator instances sharing one PostgreSQL
+// ledger. The advisory lock was per fingerprint and the scheme's
+// per-authorization lock per process, so the same authorization spelt twice
+// (signature hex case) and sent to both instances at once was broadcast
+// twice; one transaction reverted at the facilitator's expense (the answers
+// stayed right: one success). Settlements now lock the scheme's spend key
+// (token, payer, nonce), in the process and in the store.
 // ---------------------------------------------------------------------------
 #[tokio::test]
-#[ignore = "finding 4"]
 async fn two_instances_broadcast_one_authorization_once() -> TestResult {
     use paywire_testkit::{Devnet, DevnetOptions};
+    use std::time::Duration;
     let Some(store) = TestStore::postgres().await? else {
         return Ok(());
     };
@@ -110,8 +111,33 @@ async fn two_instances_broadcast_one_authorization_once() -> TestResult {
         ..DevnetOptions::default()
     })
     .await?;
-    let first = start(&devnet, &store.location()).await?;
-    let second = start(&devnet, &store.location()).await?;
+    // The race, made certain: both instances verify before either
+    // broadcasts (the first's broadcast reaches the node 300 ms late), and
+    // the second reads its signer's nonce only after the first broadcast
+    // (1.5 s late), so without a shared lock it sends a second transaction.
+    let first_node = DelayingProxy::start(
+        devnet.rpc_url(),
+        "eth_sendRawTransaction",
+        Duration::from_millis(300),
+    )
+    .await?;
+    let second_node = DelayingProxy::start(
+        devnet.rpc_url(),
+        "eth_getTransactionCount",
+        Duration::from_millis(1500),
+    )
+    .await?;
+    let key = devnet.usdc_owner().private_key_hex();
+    let instance = |node: &str| {
+        config_text(
+            devnet.network(),
+            node,
+            Some(devnet.usdc()),
+            &store.location(),
+        )
+    };
+    let first = start_from(&instance(&first_node.url), &key).await?;
+    let second = start_from(&instance(&second_node.url), &key).await?;
     let signer = devnet.usdc_owner().address;
     let requirements = requirements(&devnet, Address::random());
     let payload = pay(&devnet, 1, &requirements, None).await?;
@@ -138,7 +164,7 @@ async fn two_instances_broadcast_one_authorization_once() -> TestResult {
             response.json::<Value>().await
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     devnet.mine().await?;
     devnet.rpc("evm_setAutomine", json!([true])).await?;
     let mut successes = 0;
@@ -153,4 +179,54 @@ async fn two_instances_broadcast_one_authorization_once() -> TestResult {
     assert_eq!(successes, 1);
     assert_eq!(sent, 1, "transactions broadcast for one authorization");
     Ok(())
+}
+
+/// A JSON-RPC proxy in front of a devnet node that forwards everything, and
+/// holds every request calling `method` for `delay` first (a slow path to
+/// the node, for one kind of call).
+struct DelayingProxy {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DelayingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DelayingProxy {
+    async fn start(
+        upstream: &str,
+        method: &'static str,
+        delay: std::time::Duration,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        use axum::body::Bytes;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (upstream, http) = (upstream.to_owned(), reqwest::Client::new());
+        let forward = move |body: Bytes| {
+            let (upstream, http) = (upstream.clone(), http.clone());
+            async move {
+                if std::str::from_utf8(&body).is_ok_and(|text| text.contains(method)) {
+                    tokio::time::sleep(delay).await;
+                }
+                let answer = http
+                    .post(upstream)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(answer) => answer.bytes().await.unwrap_or_default().to_vec(),
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        let app = axum::Router::new().route("/", axum::routing::post(forward));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, task })
+    }
 }

@@ -220,7 +220,7 @@ async fn facilitator_child_process() -> TestResult {
         return Ok(());
     };
     let config = paywire_facilitator::FacilitatorConfig::load(std::path::Path::new(&path))?;
-    paywire_facilitator::run(config).await?;
+    paywire_facilitator::run(config, &plugins()).await?;
     Ok(())
 }
 

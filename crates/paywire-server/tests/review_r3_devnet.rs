@@ -61,9 +61,12 @@ eip712_version = "2"
         _ => None,
     })
     .expect("facilitator config");
-    let state = paywire_facilitator::build(&config)
-        .await
-        .expect("facilitator");
+    let state = paywire_facilitator::build(
+        &config,
+        &paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin)),
+    )
+    .await
+    .expect("facilitator");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -11,6 +11,7 @@ mod server;
 mod spend;
 
 pub use client::{ExactEvmClient, NonceSource};
+pub(crate) use facilitator::facilitator_parts;
 pub use facilitator::{
     CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder,
 };

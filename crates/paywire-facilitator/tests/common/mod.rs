@@ -87,6 +87,11 @@ eip712_version = "2"
     text
 }
 
+/// The chain plugins the tests' facilitators settle with: EVM.
+pub fn plugins() -> paywire_core::PluginRegistry {
+    paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin))
+}
+
 /// Builds and starts a facilitator from config text.
 pub async fn start_from(
     text: &str,
@@ -96,7 +101,7 @@ pub async fn start_from(
     let config = FacilitatorConfig::parse_with_env(text, |name| {
         (name == "TEST_SIGNER_KEY").then(|| key.clone())
     })?;
-    let state = paywire_facilitator::build(&config).await?;
+    let state = paywire_facilitator::build(&config, &plugins()).await?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = oneshot::channel::<()>();

@@ -2,7 +2,7 @@
 //! before the transaction is broadcast, bound to the one payload it settles
 //! ([`LedgerObserver`]), and settlements
 //! left without a final outcome (`received`, `submitted`, `pending`) are
-//! reconciled ([`AppState::reconcile`]) at startup and periodically:
+//! reconciled ([`LedgeredFacilitator::reconcile`]) at startup and periodically:
 //!
 //! 1. the chain is asked first, without sending anything, what became of
 //!    the payment (`Facilitator::lookup_settlement`): a transaction that
@@ -18,82 +18,18 @@
 //!
 //! The background reconciler also bounds the ledger: settlements that
 //! failed before anything was sent are deleted once older than the
-//! retention ([`AppState::purge_unsent_failures`]).
+//! retention ([`LedgeredFacilitator::purge_unsent_failures`]).
 
 use std::time::Duration;
 
-use paywire_core::scheme::BoxFuture;
-use paywire_core::{ChainId, ErrorReason, FacilitatorRequest, SettleResponse, SettlementObserver};
+use paywire_core::{ErrorReason, FacilitatorRequest, SettleResponse};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::ApiError;
-use crate::ledger::{
-    Ledger, LedgerError, LockWatch, PaymentIdClaim, SettlementRecord, SettlementState,
-};
-use crate::server::AppState;
-use crate::settlement::{outcome_from_chain, run_settlement};
-
-/// Claims each transaction for its settlement's payload and records
-/// `submitted` + the hash, before each broadcast of one settlement. A ledger
-/// failure aborts the broadcast (nothing is sent unrecorded).
-pub struct LedgerObserver {
-    ledger: Ledger,
-    fingerprint: String,
-    lock: LockWatch,
-}
-
-impl LedgerObserver {
-    /// An observer for the settlement keyed `fingerprint`.
-    pub fn new(ledger: Ledger, fingerprint: impl Into<String>) -> Self {
-        Self {
-            ledger,
-            fingerprint: fingerprint.into(),
-            lock: LockWatch::default(),
-        }
-    }
-
-    /// Refuses every broadcast once the settlement's store lock is lost
-    /// (another process may be running the same payment).
-    pub(crate) fn guarded_by(mut self, lock: LockWatch) -> Self {
-        self.lock = lock;
-        self
-    }
-}
-
-impl SettlementObserver for LedgerObserver {
-    /// Claims the transaction for this settlement's payload, then records
-    /// it `submitted`. The claim comes first so that no answer naming this
-    /// transaction can ever be given to another payload (a re-spelled
-    /// authorization) while the settlement is still `pending`.
-    fn before_broadcast<'a>(
-        &'a self,
-        network: &'a ChainId,
-        transaction: &'a str,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            if !self.lock.is_held() {
-                return Err("the settlement's ledger lock was lost; nothing sent".to_owned());
-            }
-            let claim = self
-                .ledger
-                .claim_transaction(transaction, &self.fingerprint)
-                .await
-                .map_err(|e| e.to_string())?;
-            if let PaymentIdClaim::Conflict { fingerprint } = claim {
-                return Err(format!(
-                    "transaction {transaction} is already claimed by settlement {fingerprint}"
-                ));
-            }
-            self.ledger
-                .mark_submitted(&self.fingerprint, transaction)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::info!(fingerprint = %self.fingerprint, %network, %transaction, "settlement submitted");
-            Ok(())
-        })
-    }
-}
+pub use super::observer::LedgerObserver;
+use super::{LedgeredFacilitator, SettlementError, unix_now};
+use crate::ledger::{LedgerError, SettlementRecord, SettlementState};
+use crate::store::LockWatch;
 
 /// What one reconciliation pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,7 +46,7 @@ pub struct ReconcileReport {
     pub skipped: usize,
 }
 
-impl AppState {
+impl LedgeredFacilitator {
     /// Re-runs every settlement in one of `states` whose last change is at
     /// least `min_age` old, from its stored request, and records the
     /// outcome. Each row is handled under its settlement lock, so a
@@ -130,8 +66,8 @@ impl AppState {
         min_age: Duration,
         stop: Option<&watch::Receiver<bool>>,
     ) -> Result<ReconcileReport, LedgerError> {
-        let rows = self.ledger().unresolved().await?;
-        self.metrics()
+        let rows = self.ledger.unresolved().await?;
+        self.metrics
             .set_unresolved(u64::try_from(rows.len()).unwrap_or(u64::MAX));
         let mut report = ReconcileReport::default();
         for row in rows {
@@ -142,52 +78,72 @@ impl AppState {
                 continue;
             }
             report.examined += 1;
-            // Same order as `/settle`: in-flight guard, then the settlement lock.
-            let _in_flight = self.in_flight().await;
-            let guard = self.lock_settlement(&row.fingerprint).await?;
-            // Re-read under the lock: a request may have finished it.
-            let Some(record) = self.ledger().get(&row.fingerprint).await? else {
-                report.skipped += 1;
-                continue;
-            };
-            let age = unix_now().saturating_sub(record.updated_at);
-            if !states.contains(&record.state) || age < min_age.as_secs() {
-                report.skipped += 1;
-                continue;
-            }
-            let Some(request) = record.request.clone() else {
-                tracing::warn!(fingerprint = %record.fingerprint, state = record.state.as_str(),
-                    "unresolved settlement has no stored request; cannot reconcile");
-                report.skipped += 1;
-                continue;
-            };
-            tracing::info!(fingerprint = %record.fingerprint, state = record.state.as_str(),
-                transaction = ?record.transaction, "reconciling settlement");
-            match self.reconcile_one(&record, &request, &guard.watch()).await {
-                Ok(None) => report.still_open += 1,
-                Ok(Some(response)) => {
-                    let state = SettlementState::of(&response);
-                    self.metrics().recovered(state.as_str());
-                    if matches!(state, SettlementState::Confirmed | SettlementState::Failed) {
-                        report.resolved += 1;
-                    } else {
-                        report.still_open += 1;
-                    }
-                }
-                Err(error) => {
-                    self.metrics().recovered("error");
-                    tracing::warn!(fingerprint = %record.fingerprint, %error, "reconciliation failed; will retry");
-                    report.errors += 1;
-                }
-            }
+            self.reconcile_row(&row, states, min_age, &mut report)
+                .await?;
         }
         if report.examined > 0 {
-            let left = self.ledger().unresolved().await?.len();
-            self.metrics()
+            let left = self.ledger.unresolved().await?.len();
+            self.metrics
                 .set_unresolved(u64::try_from(left).unwrap_or(u64::MAX));
             tracing::info!(?report, "reconciliation pass done");
         }
         Ok(report)
+    }
+
+    /// Reconciles `row` under its settlement lock, when it is still in one
+    /// of `states` and old enough once the lock is held, and counts what
+    /// became of it in `report`.
+    async fn reconcile_row(
+        &self,
+        row: &SettlementRecord,
+        states: &[SettlementState],
+        min_age: Duration,
+        report: &mut ReconcileReport,
+    ) -> Result<(), LedgerError> {
+        // Same order as a settle: in-flight guard, then the settlement
+        // lock, on the same key (the spend of its stored request).
+        let _in_flight = self.in_flight().await;
+        let lock_key = match &row.request {
+            Some(request) => self.lock_key(request),
+            None => row.fingerprint.clone(),
+        };
+        let guard = self.lock_settlement(&lock_key).await?;
+        // Re-read under the lock: a request may have finished it.
+        let Some(record) = self.ledger.get(&row.fingerprint).await? else {
+            report.skipped += 1;
+            return Ok(());
+        };
+        let age = unix_now().saturating_sub(record.updated_at);
+        if !states.contains(&record.state) || age < min_age.as_secs() {
+            report.skipped += 1;
+            return Ok(());
+        }
+        let Some(request) = record.request.clone() else {
+            tracing::warn!(fingerprint = %record.fingerprint, state = record.state.as_str(),
+                "unresolved settlement has no stored request; cannot reconcile");
+            report.skipped += 1;
+            return Ok(());
+        };
+        tracing::info!(fingerprint = %record.fingerprint, state = record.state.as_str(),
+            transaction = ?record.transaction, "reconciling settlement");
+        match self.reconcile_one(&record, &request, &guard.watch()).await {
+            Ok(None) => report.still_open += 1,
+            Ok(Some(response)) => {
+                let state = SettlementState::of(&response);
+                self.metrics.recovered(state.as_str());
+                if matches!(state, SettlementState::Confirmed | SettlementState::Failed) {
+                    report.resolved += 1;
+                } else {
+                    report.still_open += 1;
+                }
+            }
+            Err(error) => {
+                self.metrics.recovered("error");
+                tracing::warn!(fingerprint = %record.fingerprint, %error, "reconciliation failed; will retry");
+                report.errors += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Reconciles one unresolved settlement (see the module documentation);
@@ -197,10 +153,10 @@ impl AppState {
         record: &SettlementRecord,
         request: &FacilitatorRequest,
         lock: &LockWatch,
-    ) -> Result<Option<SettleResponse>, ApiError> {
+    ) -> Result<Option<SettleResponse>, SettlementError> {
         let key = record.fingerprint.as_str();
         let known = record.transaction.as_deref();
-        if let Some(response) = outcome_from_chain(self, key, request, known).await? {
+        if let Some(response) = self.outcome_from_chain(key, request, known).await? {
             return Ok(Some(response));
         }
         let told_failed = record
@@ -208,7 +164,8 @@ impl AppState {
             .as_ref()
             .is_some_and(|delivery| delivery.state == SettlementState::Failed);
         if !told_failed {
-            return run_settlement(self, key, request, record.payment_id.as_deref(), lock)
+            return self
+                .run_settlement(key, request, record.payment_id.as_deref(), lock)
                 .await
                 .map(Some);
         }
@@ -226,21 +183,21 @@ impl AppState {
             "settlement failed ({}) and its caller was told so; not re-run",
             record.last_error.as_deref().unwrap_or("error")
         ));
-        self.ledger().record_outcome(key, &response).await?;
+        self.ledger.record_outcome(key, &response).await?;
         Ok(Some(response))
     }
 
     /// Deletes the settlements that failed before anything was sent and
     /// last changed longer ago than the retention
-    /// ([`AppState::with_unsent_failure_retention`]; see
-    /// [`Ledger::purge_unsent_failures`] for what is never deleted). Returns
+    /// ([`LedgeredFacilitator::with_unsent_failure_retention`]; see
+    /// [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures) for what is never deleted). Returns
     /// how many went (0 when retention is off).
     pub async fn purge_unsent_failures(&self) -> Result<u64, LedgerError> {
-        let Some(retention) = self.unsent_failure_retention() else {
+        let Some(retention) = self.unsent_failure_retention else {
             return Ok(0);
         };
         let before = unix_now().saturating_sub(retention.as_secs());
-        let deleted = self.ledger().purge_unsent_failures(before).await?;
+        let deleted = self.ledger.purge_unsent_failures(before).await?;
         if deleted > 0 {
             tracing::info!(deleted, "purged settlements that failed before sending");
         }
@@ -271,7 +228,7 @@ const PURGE_EVERY_MAX: Duration = Duration::from_secs(60 * 60);
 /// failures are purged. It stops (after finishing the row in hand) when
 /// `stop` turns true.
 pub(crate) fn spawn_reconciler(
-    state: AppState,
+    state: LedgeredFacilitator,
     interval: Duration,
     min_age: Duration,
     mut stop: watch::Receiver<bool>,
@@ -317,21 +274,17 @@ pub(crate) fn spawn_reconciler(
     })
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use paywire_core::{ChainId, SettlementObserver};
+
     use super::*;
     use crate::ledger::tests::request;
-    use crate::ledger::{HeldLock, StoreLock};
+    use crate::ledger::{Ledger, PaymentIdClaim};
+    use crate::store::{HeldLock, StoreLock};
 
     struct Flag(Arc<AtomicBool>);
 

@@ -1,13 +1,17 @@
 //! The facilitator service on its own: the same service as `paywire facilitator`
 //! in a binary without the CLI's other commands, for deployments that run
 //! only this (a smaller image and a smaller resident set: the code the
-//! process maps is a fraction of the all-in-one `paywire` binary's).
+//! process maps is a fraction of the all-in-one `paywire` binary's). Its
+//! composition root: the chain plugins it settles with, registered below.
 //!
 //! Usage: `paywire-facilitator --config facilitator.toml [--log-format json]`,
 //! `paywire-facilitator --print-config-example`. Log level from `RUST_LOG`
 //! (default `info`); stops on Ctrl-C or SIGTERM after in-flight settlements.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use paywire_core::PluginRegistry;
 
 const USAGE: &str = "usage: paywire-facilitator --config FILE [--log-format text|json]\n       paywire-facilitator --print-config-example";
 
@@ -71,7 +75,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(paywire_facilitator::run(config)) {
+    let plugins = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
+    match runtime.block_on(paywire_facilitator::run(config, &plugins)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "facilitator stopped with an error");

@@ -1,0 +1,631 @@
+//! The SQLite ledger store: one file (or memory), queries on Tokio's
+//! blocking pool, schema migrations recorded in `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use paywire_core::{FacilitatorRequest, SettleResponse};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::store::{
+    Delivery, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS, RawRow,
+    SettlementRecord, SettlementState, StoreFuture, UNSENT_FAILURE, decode_row, now,
+    stored_response,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: settlements and payment-identifier bindings.
+    r#"
+CREATE TABLE settlements (
+    fingerprint  TEXT PRIMARY KEY,
+    network      TEXT NOT NULL,
+    payment_id   TEXT,
+    state        TEXT NOT NULL,
+    transaction_hash TEXT,
+    response     TEXT,
+    last_error   TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX settlements_state ON settlements(state);
+CREATE TABLE payment_ids (
+    id           TEXT PRIMARY KEY,
+    fingerprint  TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+"#,
+    // 2: the request itself, so that recovery can re-run the settlement.
+    r#"
+ALTER TABLE settlements ADD COLUMN request TEXT;
+"#,
+    // 3: who was told each outcome, and which payload each settled
+    // transaction belongs to. Rows that already had an outcome were answered
+    // under the old rules: they count as delivered (to an unnamed caller), so
+    // that a replay of them is refused too.
+    r#"
+ALTER TABLE settlements ADD COLUMN delivered_state TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_to TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_payment_id TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_at INTEGER;
+UPDATE settlements
+   SET delivered_state = state, delivered_payment_id = payment_id, delivered_at = updated_at
+ WHERE state IN ('confirmed', 'failed', 'pending');
+CREATE TABLE settled_transactions (
+    transaction_hash TEXT PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    created_at       INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
+    // 4: transactions are claimed before their broadcast: claim those that
+    // were out (submitted, pending) at the upgrade.
+    r#"
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
+    // 5: the retention purge finds settlements that failed before sending,
+    // and old payment-identifier bindings, by age.
+    r#"
+CREATE INDEX settlements_unsent_failures ON settlements(updated_at)
+ WHERE state = 'failed' AND transaction_hash IS NULL;
+CREATE INDEX payment_ids_created ON payment_ids(created_at);
+"#,
+];
+
+/// The SQLite store. Cheap to clone; queries run on Tokio's blocking pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl LedgerStore for SqliteStore {
+    fn get<'a>(&'a self, fingerprint: &'a str) -> StoreFuture<'a, Option<SettlementRecord>> {
+        Box::pin(SqliteStore::get(self, fingerprint))
+    }
+    fn unresolved(&self) -> StoreFuture<'_, Vec<SettlementRecord>> {
+        Box::pin(SqliteStore::unresolved(self))
+    }
+    fn find_by_transaction<'a>(
+        &'a self,
+        transaction: &'a str,
+    ) -> StoreFuture<'a, Option<SettlementRecord>> {
+        Box::pin(SqliteStore::find_by_transaction(self, transaction))
+    }
+    fn payment_id_binding<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(SqliteStore::payment_id_binding(self, id))
+    }
+    fn claim_payment_id<'a>(
+        &'a self,
+        id: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(SqliteStore::claim_payment_id(self, id, fingerprint))
+    }
+    fn mark_received<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        request: &'a FacilitatorRequest,
+        payment_id: Option<&'a str>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(SqliteStore::mark_received(
+            self,
+            fingerprint,
+            request,
+            payment_id,
+        ))
+    }
+    fn mark_submitted<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        transaction: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(SqliteStore::mark_submitted(self, fingerprint, transaction))
+    }
+    fn record_outcome<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        response: &'a SettleResponse,
+    ) -> StoreFuture<'a, SettlementState> {
+        Box::pin(SqliteStore::record_outcome(self, fingerprint, response))
+    }
+    fn record_error<'a>(&'a self, fingerprint: &'a str, error: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(SqliteStore::record_error(self, fingerprint, error))
+    }
+    fn mark_delivered<'a>(
+        &'a self,
+        fingerprint: &'a str,
+        delivery: &'a Delivery,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(SqliteStore::mark_delivered(self, fingerprint, delivery))
+    }
+    fn claim_transaction<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(SqliteStore::claim_transaction(
+            self,
+            transaction,
+            fingerprint,
+        ))
+    }
+    fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64> {
+        Box::pin(SqliteStore::purge_unsent_failures(self, before))
+    }
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self, LedgerError> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || Connection::open(path))
+            .await
+            .map_err(|e| LedgerError::Task(e.to_string()))??;
+        Self::init(conn).await
+    }
+
+    /// An in-memory ledger (tests, ephemeral deployments).
+    pub async fn in_memory() -> Result<Self, LedgerError> {
+        Self::init(Connection::open_in_memory()?).await
+    }
+
+    async fn init(conn: Connection) -> Result<Self, LedgerError> {
+        let ledger = Self {
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        ledger
+            .with(|conn| {
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                // WAL is unavailable for in-memory databases; ignore the answer.
+                let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+                conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                let applied = usize::try_from(version).unwrap_or(0);
+                for (n, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+                    let tx = conn.transaction()?;
+                    tx.execute_batch(migration)?;
+                    tx.pragma_update(
+                        None,
+                        "user_version",
+                        i64::try_from(n + 1).unwrap_or(i64::MAX),
+                    )?;
+                    tx.commit()?;
+                    tracing::info!(version = n + 1, "ledger schema migrated");
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(ledger)
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| LedgerError::Task("ledger lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| LedgerError::Task(e.to_string()))?
+    }
+
+    /// The record for `fingerprint`, if any.
+    pub async fn get(&self, fingerprint: &str) -> Result<Option<SettlementRecord>, LedgerError> {
+        let fingerprint = fingerprint.to_owned();
+        self.with(move |conn| {
+            let row = conn
+                .query_row(
+                    &format!("SELECT {RECORD_COLUMNS} FROM settlements WHERE fingerprint = ?1"),
+                    params![fingerprint],
+                    raw_row,
+                )
+                .optional()?;
+            row.map(decode_row).transpose()
+        })
+        .await
+    }
+
+    /// The record whose transaction hash is `transaction`, if any.
+    pub async fn find_by_transaction(
+        &self,
+        transaction: &str,
+    ) -> Result<Option<SettlementRecord>, LedgerError> {
+        let transaction = transaction.to_owned();
+        self.with(move |conn| {
+            let row = conn
+                .query_row(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS} FROM settlements WHERE transaction_hash = ?1
+                         ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM settled_transactions
+                                                          WHERE transaction_hash = ?1), 0) DESC,
+                                  updated_at DESC
+                         LIMIT 1"
+                    ),
+                    params![transaction],
+                    raw_row,
+                )
+                .optional()?;
+            row.map(decode_row).transpose()
+        })
+        .await
+    }
+
+    /// Records that do not have a final outcome (`received`, `submitted`,
+    /// `pending`): the work list of a recovery job.
+    pub async fn unresolved(&self) -> Result<Vec<SettlementRecord>, LedgerError> {
+        self.with(|conn| {
+            let mut statement = conn.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM settlements
+                 WHERE state IN ('received', 'submitted', 'pending') ORDER BY updated_at"
+            ))?;
+            let rows = statement
+                .query_map([], raw_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(decode_row).collect()
+        })
+        .await
+    }
+
+    /// The fingerprint `id` is bound to, if any.
+    pub async fn payment_id_binding(&self, id: &str) -> Result<Option<String>, LedgerError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT fingerprint FROM payment_ids WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Binds `id` to `fingerprint` unless it is already bound (atomically).
+    pub async fn claim_payment_id(
+        &self,
+        id: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        self.claim(ClaimTable::PaymentIds, id, fingerprint).await
+    }
+
+    /// Binds the settled `transaction` to `fingerprint` unless it is
+    /// already bound (atomically).
+    pub async fn claim_transaction(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        self.claim(ClaimTable::SettledTransactions, transaction, fingerprint)
+            .await
+    }
+
+    async fn claim(
+        &self,
+        table: ClaimTable,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
+        let (insert, select) = match table {
+            ClaimTable::PaymentIds => (
+                "INSERT OR IGNORE INTO payment_ids (id, fingerprint, created_at) VALUES (?1, ?2, ?3)",
+                "SELECT fingerprint FROM payment_ids WHERE id = ?1",
+            ),
+            ClaimTable::SettledTransactions => (
+                "INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+                 VALUES (?1, ?2, ?3)",
+                "SELECT fingerprint FROM settled_transactions WHERE transaction_hash = ?1",
+            ),
+        };
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(insert, params![key, fingerprint, now()])?;
+            let bound: String = tx.query_row(select, params![key], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(if bound == fingerprint {
+                PaymentIdClaim::Bound
+            } else {
+                PaymentIdClaim::Conflict { fingerprint: bound }
+            })
+        })
+        .await
+    }
+
+    /// Records who received an answer for `fingerprint`, and which.
+    pub async fn mark_delivered(
+        &self,
+        fingerprint: &str,
+        delivery: &Delivery,
+    ) -> Result<(), LedgerError> {
+        let fingerprint = fingerprint.to_owned();
+        let delivery = delivery.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE settlements SET delivered_state = ?2, delivered_to = ?3,
+                        delivered_payment_id = ?4, delivered_at = ?5
+                 WHERE fingerprint = ?1",
+                params![
+                    fingerprint,
+                    delivery.state.as_str(),
+                    delivery.caller,
+                    delivery.payment_id,
+                    i64::try_from(delivery.at).unwrap_or(i64::MAX)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records (or re-records) that the scheme is about to be called, with
+    /// the request (so that recovery can re-run it). A row already
+    /// `submitted` or `pending` keeps that state: a transaction may be out.
+    pub async fn mark_received(
+        &self,
+        fingerprint: &str,
+        request: &FacilitatorRequest,
+        payment_id: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let network = request.payment_requirements.network.to_string();
+        let request =
+            serde_json::to_string(request).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let fingerprint = fingerprint.to_owned();
+        let payment_id = payment_id.map(str::to_owned);
+        self.with(move |conn| {
+            let at = now();
+            conn.execute(
+                "INSERT INTO settlements (fingerprint, network, payment_id, state, attempts, created_at, updated_at, request)
+                 VALUES (?1, ?2, ?3, 'received', 1, ?4, ?4, ?5)
+                 ON CONFLICT (fingerprint) DO UPDATE SET
+                    state = CASE WHEN settlements.state IN ('submitted', 'pending')
+                                 THEN settlements.state ELSE 'received' END,
+                    payment_id = COALESCE(settlements.payment_id, excluded.payment_id),
+                    request = COALESCE(settlements.request, excluded.request),
+                    attempts = settlements.attempts + 1,
+                    updated_at = excluded.updated_at",
+                params![fingerprint, network, payment_id, at, request],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that transaction `transaction` is about to be broadcast for
+    /// `fingerprint` (state `submitted`). Written before the broadcast: if
+    /// this fails, nothing is sent.
+    pub async fn mark_submitted(
+        &self,
+        fingerprint: &str,
+        transaction: &str,
+    ) -> Result<(), LedgerError> {
+        let (fingerprint, transaction) = (fingerprint.to_owned(), transaction.to_owned());
+        self.with(move |conn| {
+            let changed = conn.execute(
+                "UPDATE settlements SET state = 'submitted', transaction_hash = ?2, updated_at = ?3
+                 WHERE fingerprint = ?1",
+                params![fingerprint, transaction, now()],
+            )?;
+            if changed == 1 {
+                Ok(())
+            } else {
+                Err(LedgerError::Corrupt(format!(
+                    "no settlement {fingerprint} to mark submitted"
+                )))
+            }
+        })
+        .await
+    }
+
+    /// Stores the scheme's answer and the state it implies.
+    pub async fn record_outcome(
+        &self,
+        fingerprint: &str,
+        response: &SettleResponse,
+    ) -> Result<SettlementState, LedgerError> {
+        let state = SettlementState::of(response);
+        let json = stored_response(response)?;
+        let transaction = Some(response.transaction.clone()).filter(|t| !t.is_empty());
+        let fingerprint = fingerprint.to_owned();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE settlements SET state = ?2, transaction_hash = COALESCE(?3, transaction_hash),
+                        response = ?4, last_error = NULL, updated_at = ?5
+                 WHERE fingerprint = ?1",
+                params![fingerprint, state.as_str(), transaction, json, now()],
+            )?;
+            Ok(())
+        })
+        .await?;
+        Ok(state)
+    }
+
+    /// Stores an infrastructure error; the record stays `received` so that a
+    /// retry calls the scheme again (on-chain idempotency makes that safe).
+    pub async fn record_error(&self, fingerprint: &str, error: &str) -> Result<(), LedgerError> {
+        let (fingerprint, error) = (fingerprint.to_owned(), error.to_owned());
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE settlements SET last_error = ?2, updated_at = ?3 WHERE fingerprint = ?1",
+                params![fingerprint, error, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures): one batch per blocking call,
+    /// so that other queries get the connection in between.
+    pub async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
+        let mut deleted = 0u64;
+        loop {
+            let batch = self
+                .with(move |conn| {
+                    Ok(conn.execute(
+                        &format!(
+                            "DELETE FROM settlements WHERE rowid IN (
+                                SELECT rowid FROM settlements
+                                 WHERE {UNSENT_FAILURE} AND updated_at < ?1 LIMIT ?2)"
+                        ),
+                        params![before, PURGE_BATCH],
+                    )?)
+                })
+                .await?;
+            deleted += u64::try_from(batch).unwrap_or(0);
+            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        loop {
+            let batch = self
+                .with(move |conn| {
+                    Ok(conn.execute(
+                        "DELETE FROM payment_ids WHERE rowid IN (
+                            SELECT rowid FROM payment_ids
+                             WHERE created_at < ?1
+                               AND NOT EXISTS (SELECT 1 FROM settlements
+                                                WHERE settlements.fingerprint = payment_ids.fingerprint)
+                             LIMIT ?2)",
+                        params![before, PURGE_BATCH],
+                    )?)
+                })
+                .await?;
+            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
+                break;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// The table a claim binds into.
+#[derive(Debug, Clone, Copy)]
+enum ClaimTable {
+    PaymentIds,
+    SettledTransactions,
+}
+
+fn raw_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        fingerprint: row.get(0)?,
+        network: row.get(1)?,
+        payment_id: row.get(2)?,
+        state: row.get(3)?,
+        transaction: row.get(4)?,
+        response: row.get(5)?,
+        last_error: row.get(6)?,
+        attempts: row.get(7)?,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+        request: row.get(10)?,
+        delivered_state: row.get(11)?,
+        delivered_to: row.get(12)?,
+        delivered_payment_id: row.get(13)?,
+        delivered_at: row.get(14)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Ledger;
+    use crate::ledger::tests::request;
+
+    #[tokio::test]
+    async fn rows_answered_before_the_upgrade_count_as_delivered()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("v2.sqlite");
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(MIGRATIONS[0])?;
+            conn.execute_batch(MIGRATIONS[1])?;
+            conn.pragma_update(None, "user_version", 2)?;
+            conn.execute(
+                "INSERT INTO settlements (fingerprint, network, payment_id, state, transaction_hash,
+                                          attempts, created_at, updated_at)
+                 VALUES ('settled', 'eip155:1', 'pay_id', 'confirmed', '0xabc', 1, 5, 7),
+                        ('open', 'eip155:1', NULL, 'received', NULL, 1, 5, 7),
+                        ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7)",
+                [],
+            )?;
+        }
+        let ledger = Ledger::open(&path).await?;
+        let settled = ledger.get("settled").await?.ok_or("missing")?;
+        assert_eq!(
+            settled.delivery,
+            Some(Delivery {
+                state: SettlementState::Confirmed,
+                caller: None,
+                payment_id: Some("pay_id".into()),
+                at: 7,
+            })
+        );
+        assert_eq!(ledger.get("open").await?.ok_or("missing")?.delivery, None);
+        assert_eq!(
+            ledger.claim_transaction("0xabc", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "settled".into()
+            }
+        );
+        // A transaction out at the upgrade is claimed by its settlement.
+        assert_eq!(
+            ledger.claim_transaction("0xdef", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "out".into()
+            }
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn migrates_a_version_one_database() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(MIGRATIONS[0])?;
+            conn.pragma_update(None, "user_version", 1)?;
+            conn.execute(
+                "INSERT INTO settlements (fingerprint, network, state, attempts, created_at, updated_at)
+                 VALUES ('old', 'eip155:1', 'received', 1, 0, 0)",
+                [],
+            )?;
+        }
+        let ledger = Ledger::open(&path).await?;
+        let old = ledger.get("old").await?.ok_or("missing")?;
+        assert_eq!(old.request, None);
+        ledger.mark_received("old", &request(), None).await?;
+        assert_eq!(
+            ledger.get("old").await?.ok_or("missing")?.request,
+            Some(request())
+        );
+        drop(ledger);
+        // Re-opening applies nothing twice.
+        let ledger = Ledger::open(&path).await?;
+        assert_eq!(ledger.unresolved().await?.len(), 1);
+        Ok(())
+    }
+}
