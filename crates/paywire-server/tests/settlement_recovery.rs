@@ -88,6 +88,14 @@ fn failed(reason: &str) -> Value {
     json!({"success": false, "errorReason": reason, "transaction": "", "network": "eip155:31337"})
 }
 
+/// What a paywire facilitator answers to a repeated settle of a settled
+/// payment: the chain's used-nonce reason and its stable replay message.
+fn replay_refused(reason: &str) -> Value {
+    let mut answer = failed(reason);
+    answer["errorMessage"] = json!(paywire_facilitator::REPLAY_REFUSAL_MESSAGE);
+    answer
+}
+
 /// A facilitator over HTTP following `script`.
 async fn facilitator(script: Arc<Script>) -> String {
     type S = Arc<Script>;
@@ -418,7 +426,7 @@ async fn failures_after_an_unknown_outcome_withhold_the_body_and_keep_the_paymen
         [
             Settle::Status(502),
             Settle::Answer(pending("0xbeef")),
-            Settle::Answer(failed("invalid_exact_evm_nonce_already_used")),
+            Settle::Answer(replay_refused("invalid_exact_evm_nonce_already_used")),
             Settle::Answer(
                 json!({"success": "true", "transaction": "0xbeef", "network": "eip155:31337"}),
             ),
