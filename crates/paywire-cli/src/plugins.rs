@@ -2,7 +2,14 @@
 //! knows (their network names, and later their server, facilitator and
 //! wallet sides).
 
-use paywire_core::NetworkDirectory;
+use std::sync::Arc;
+
+use paywire_core::{NetworkDirectory, PluginRegistry};
+
+/// The chain plugins of this binary.
+pub(crate) fn registry() -> PluginRegistry {
+    PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin))
+}
 
 /// Every network name the registered plugins contribute.
 pub(crate) fn networks() -> NetworkDirectory {
