@@ -268,16 +268,15 @@ fn run_simple(command: Command) -> Result<(), String> {
             log_format,
         } => {
             if print_config_example {
-                print!("{}", paywire_server::gateway::example_config());
+                print!("{}", paywire_gateway::example_config());
                 return Ok(());
             }
             let path = config.ok_or("--config is required")?;
             let runtime = new_runtime()?;
             let _telemetry = init_logging(log_format, "paywire-gateway", runtime.handle());
-            let config =
-                paywire_server::gateway::GatewayConfig::load(&path).map_err(|e| e.to_string())?;
+            let config = paywire_gateway::GatewayConfig::load(&path).map_err(|e| e.to_string())?;
             runtime
-                .block_on(paywire_server::gateway::run(config))
+                .block_on(paywire_gateway::run(config, plugins::registry()))
                 .map_err(|e| e.to_string())
         }
         Command::Network { name } => {

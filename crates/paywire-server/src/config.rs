@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use http::Method;
 use paywire_core::{BoxFuture, ChainId, Money, Price};
 
 use crate::context::RequestContext;
@@ -39,7 +38,8 @@ enum Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePattern {
     text: String,
-    method: Option<Method>,
+    /// Upper case; `None`: any method.
+    method: Option<String>,
     segments: Vec<Segment>,
     template: Option<String>,
 }
@@ -56,11 +56,10 @@ impl RoutePattern {
             Some((method, path)) => {
                 let method = if method == "*" || method.eq_ignore_ascii_case("ANY") {
                     None
+                } else if is_token(method) {
+                    Some(method.to_ascii_uppercase())
                 } else {
-                    Some(
-                        Method::from_bytes(method.to_ascii_uppercase().as_bytes())
-                            .map_err(|_| err("invalid HTTP method"))?,
-                    )
+                    return Err(err("invalid HTTP method"));
                 };
                 (method, path.trim())
             }
@@ -112,10 +111,11 @@ impl RoutePattern {
         self.template.as_deref()
     }
 
-    /// Matches a request; returns the captured parameters. The path is
-    /// normalized first ([`crate::normalize_path`]); a refused path matches
-    /// nothing. Matching is case-sensitive.
-    pub fn matches(&self, method: &Method, path: &str) -> Option<HashMap<String, String>> {
+    /// Matches a request (`method` upper case, as an HTTP method); returns
+    /// the captured parameters. The path is normalized first
+    /// ([`crate::normalize_path`]); a refused path matches nothing. Matching
+    /// is case-sensitive.
+    pub fn matches(&self, method: &str, path: &str) -> Option<HashMap<String, String>> {
         self.matches_normalized(method, &normalize_path(path).ok()?, PathMatching::default())
     }
 
@@ -123,13 +123,13 @@ impl RoutePattern {
     /// (still percent-encoded) segment.
     pub(crate) fn matches_normalized(
         &self,
-        method: &Method,
+        method: &str,
         path: &NormalizedPath,
         options: PathMatching,
     ) -> Option<HashMap<String, String>> {
         if let Some(expected) = &self.method {
             // HEAD is served by GET handlers in most frameworks: price it too.
-            let head_as_get = *expected == Method::GET && *method == Method::HEAD;
+            let head_as_get = expected == "GET" && method == "HEAD";
             if expected != method && !head_as_get {
                 return None;
             }
@@ -174,6 +174,31 @@ impl RoutePattern {
         }
         (index == parts.len()).then_some(params)
     }
+}
+
+/// Whether `text` is an RFC 9110 token (what a method name may be).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
 }
 
 /// How request paths are compared with route patterns.
@@ -577,25 +602,25 @@ mod tests {
     #[test]
     fn patterns() {
         let p = RoutePattern::parse("GET /tenants/:tenant/jobs").unwrap();
-        let params = p.matches(&Method::GET, "/tenants/acme/jobs").unwrap();
+        let params = p.matches("GET", "/tenants/acme/jobs").unwrap();
         assert_eq!(params.get("tenant").map(String::as_str), Some("acme"));
-        assert!(p.matches(&Method::HEAD, "/tenants/acme/jobs").is_some());
-        assert!(p.matches(&Method::POST, "/tenants/acme/jobs").is_none());
-        assert!(p.matches(&Method::GET, "/tenants/acme").is_none());
-        assert!(p.matches(&Method::GET, "/tenants/acme/jobs/1").is_none());
+        assert!(p.matches("HEAD", "/tenants/acme/jobs").is_some());
+        assert!(p.matches("POST", "/tenants/acme/jobs").is_none());
+        assert!(p.matches("GET", "/tenants/acme").is_none());
+        assert!(p.matches("GET", "/tenants/acme/jobs/1").is_none());
         let rest = RoutePattern::parse("/files/*").unwrap();
-        assert!(rest.matches(&Method::PUT, "/files/a/b/c").is_some());
-        assert!(rest.matches(&Method::PUT, "/files").is_some());
-        assert!(rest.matches(&Method::PUT, "/other").is_none());
+        assert!(rest.matches("PUT", "/files/a/b/c").is_some());
+        assert!(rest.matches("PUT", "/files").is_some());
+        assert!(rest.matches("PUT", "/other").is_none());
         let mid = RoutePattern::parse("ANY /a/*/c").unwrap();
-        assert!(mid.matches(&Method::GET, "/a/b/c").is_some());
-        assert!(mid.matches(&Method::GET, "/a/c").is_none());
+        assert!(mid.matches("GET", "/a/b/c").is_some());
+        assert!(mid.matches("GET", "/a/c").is_none());
         assert!(RoutePattern::parse("GET nope").is_err());
         assert!(RoutePattern::parse("/x/:").is_err());
         assert!(
             RoutePattern::parse("/cheap")
                 .unwrap()
-                .matches(&Method::GET, "//cheap/")
+                .matches("GET", "//cheap/")
                 .is_some()
         );
     }
@@ -604,33 +629,30 @@ mod tests {
     fn patterns_match_normalized_decoded_paths() {
         let paid = RoutePattern::parse("GET /paid").unwrap();
         for path in ["/x/../paid", "/%70aid", "/./paid", "/x/%2E%2e/paid"] {
-            assert!(paid.matches(&Method::GET, path).is_some(), "{path}");
+            assert!(paid.matches("GET", path).is_some(), "{path}");
         }
-        assert!(paid.matches(&Method::GET, "/../paid").is_none(), "refused");
-        assert!(
-            paid.matches(&Method::GET, "/PAID").is_none(),
-            "case-sensitive"
-        );
+        assert!(paid.matches("GET", "/../paid").is_none(), "refused");
+        assert!(paid.matches("GET", "/PAID").is_none(), "case-sensitive");
         let ignoring_case = PathMatching {
             case_insensitive: true,
             ..PathMatching::default()
         };
         let upper = normalize_path("/P%41iD").unwrap();
         assert!(
-            paid.matches_normalized(&Method::GET, &upper, ignoring_case)
+            paid.matches_normalized("GET", &upper, ignoring_case)
                 .is_some()
         );
         assert!(
-            paid.matches_normalized(&Method::GET, &upper, PathMatching::default())
+            paid.matches_normalized("GET", &upper, PathMatching::default())
                 .is_none()
         );
         let unicode = RoutePattern::parse("/caf%C3%A9/:id").unwrap();
-        let params = unicode.matches(&Method::GET, "/café/a%2d%3f").unwrap();
+        let params = unicode.matches("GET", "/café/a%2d%3f").unwrap();
         assert_eq!(params["id"], "a-%3F", "captures the normalized segment");
         let accented = normalize_path("/CAFÉ/1").unwrap();
         assert!(
             unicode
-                .matches_normalized(&Method::GET, &accented, ignoring_case)
+                .matches_normalized("GET", &accented, ignoring_case)
                 .is_some()
         );
         let suffixes = PathMatching {
@@ -649,9 +671,9 @@ mod tests {
                 assert!(!priced, "{path}");
                 continue;
             };
-            let matched = paid.matches_normalized(&Method::GET, &normalized, suffixes);
+            let matched = paid.matches_normalized("GET", &normalized, suffixes);
             assert_eq!(matched.is_some(), priced, "{path}");
-            let plain = paid.matches_normalized(&Method::GET, &normalized, PathMatching::default());
+            let plain = paid.matches_normalized("GET", &normalized, PathMatching::default());
             assert!(plain.is_none(), "{path} without the option");
         }
         assert!(RoutePattern::parse("/a/../b").is_err());

@@ -1,11 +1,14 @@
 //! Extension points around verification and settlement.
 
-use http::{HeaderMap, StatusCode};
 use paywire_core::{
     BoxFuture, Extensions, FacilitatorRequest, PaymentRequirements, SettleResponse, VerifyResponse,
 };
 
 use crate::context::RequestContext;
+use crate::gate::CustomRefusal;
+
+/// `402 Payment Required`, the status that keeps a refusal payable.
+const PAYMENT_REQUIRED: u16 = 402;
 
 /// What [`PaymentHooks::check_access`] decided for a priced request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,18 +16,19 @@ pub enum AccessDecision {
     /// Continue with the payment pipeline (402 or paid request) as usual.
     Pay,
     /// Serve the request without payment; `headers` are added to the
-    /// response (e.g. a session token).
+    /// response (e.g. a session token; MCP: `_meta` entries).
     Grant {
-        /// Extra response headers.
-        headers: HeaderMap,
+        /// Extra response headers, `(name, value)`.
+        headers: Vec<(String, String)>,
     },
     /// Refuse. With `402 Payment Required` the usual 402 is answered with
     /// `reason` in its `error` field (so the client can still pay); with any
     /// other status (e.g. 503 when a store is down) a JSON error
     /// `{error: reason, message}` is answered.
     Fail {
-        /// HTTP status.
-        status: StatusCode,
+        /// HTTP status code (other transports map it: MCP answers a tool
+        /// error).
+        status: u16,
         /// Stable machine-readable reason.
         reason: String,
         /// Human-readable detail.
@@ -36,14 +40,14 @@ impl AccessDecision {
     /// Grant with no extra headers.
     pub fn grant() -> Self {
         Self::Grant {
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     /// A 402 whose `error` says `reason: message`.
     pub fn payment_required(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Fail {
-            status: StatusCode::PAYMENT_REQUIRED,
+            status: PAYMENT_REQUIRED,
             reason: reason.into(),
             message: message.into(),
         }
@@ -61,8 +65,8 @@ pub enum HookVerdict {
     /// `{error: reason, message}` (a 402 carries the payment requirements
     /// again, with `reason: message` as its `error`).
     Abort {
-        /// HTTP status of the answer.
-        status: StatusCode,
+        /// HTTP status code of the answer.
+        status: u16,
         /// Short machine-readable code.
         reason: String,
         /// Human-readable explanation.
@@ -180,14 +184,15 @@ pub trait PaymentHooks: Send + Sync {
         Box::pin(async {})
     }
 
-    /// Called when a paid request is refused. Returning a response replaces
-    /// the refusal the layer would send (e.g. a branded error page or a
-    /// different status); it is never combined with the protected body.
+    /// Called when a paid request is refused. Returning an answer replaces
+    /// the refusal the gate would give (e.g. a branded error page or a
+    /// different status); it is never combined with the protected body, and
+    /// the HTTP adapter marks it `Cache-Control: no-store`.
     fn on_failure<'a>(
         &'a self,
         _ctx: &'a RequestContext,
         _failure: &'a PaymentFailure,
-    ) -> BoxFuture<'a, Option<axum::response::Response>> {
+    ) -> BoxFuture<'a, Option<CustomRefusal>> {
         Box::pin(async { None })
     }
 }

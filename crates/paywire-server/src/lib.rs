@@ -1,13 +1,16 @@
 //! # paywire-server
 //!
-//! Resource-server middleware for the x402 v2 payment protocol.
+//! Resource-server side of the x402 v2 payment protocol. Knows no chain:
+//! scheme servers come from plugins (`ChainPlugin::server`) or are
+//! registered directly.
 //!
-//! - [`PaymentLayer`] / [`PaymentService`]: a tower layer (usable with
-//!   `axum::Router::layer`) that answers unpaid requests to priced routes with
-//!   `402 Payment Required`, and runs paid requests through
-//!   decode → match → verify → reserve → handler → settle (or settle first for
-//!   routes with side effects), serving the body only after an explicit
-//!   `success: true` settlement.
+//! - [`PaymentGate`] ([`gate`]): the transport-neutral payment pipeline —
+//!   route and price → 402, or decode → match `accepted` → verify → reserve
+//!   → run the handler (held back) → settle (or settle first) → receipt,
+//!   serving the reply only after an explicit `success: true` settlement.
+//!   Transports (HTTP, MCP) are adapters over it.
+//! - [`PaymentLayer`] / [`PaymentService`]: the HTTP adapter, a tower layer
+//!   usable with `axum::Router::layer`.
 //! - [`Route`], [`PaymentOption`], [`PriceSpec`], [`PayToSpec`]: per-route
 //!   configuration with fixed or dynamic prices and pay-to roles.
 //! - [`PaymentHooks`]: observation points, `grant_access` / `check_access`
@@ -24,17 +27,20 @@
 //! - [`normalize_path`]: the one path normalization used to price and to
 //!   forward a request (dot segments, percent-encoding, `//`); paths that
 //!   cannot be normalized safely are refused with 400.
-//! - [`gateway`]: `paywire gateway`, a reverse proxy selling any upstream HTTP
-//!   API from a TOML configuration.
+//!
+//! The no-code reverse proxy (`paywire gateway`) is the `paywire-gateway`
+//! crate.
 
 #![warn(missing_docs)]
 
 mod config;
 mod context;
 mod error;
-pub mod gateway;
+mod extensions;
+pub mod gate;
 mod hooks;
 mod http_facilitator;
+pub mod layer;
 mod path;
 mod paywall;
 mod postgres;
@@ -43,7 +49,6 @@ mod reservation;
 mod response_cache;
 mod responses;
 mod router;
-mod service;
 mod settlement;
 mod sqlite;
 
@@ -53,10 +58,15 @@ pub use config::{
 };
 pub use context::RequestContext;
 pub use error::{ConfigError, PricingError};
+pub use gate::{
+    DEFAULT_MAX_PAID_RESPONSE_BYTES, DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT, PaymentGate,
+    PaymentGateBuilder,
+};
 pub use hooks::{AccessDecision, HookVerdict, NoHooks, PaymentFailure, PaymentHooks};
 pub use http_facilitator::{
     DEFAULT_FACILITATOR_TIMEOUT, HttpFacilitator, HttpFacilitatorBuilder, request_not_sent,
 };
+pub use layer::{PaymentLayer, PaymentLayerBuilder, PaymentService};
 pub use path::{MAX_PATH_BYTES, NormalizedPath, PathError, normalize_path};
 pub use postgres::PostgresReservationStore;
 pub use reservation::{
@@ -64,8 +74,4 @@ pub use reservation::{
     ReservationStore, ReserveOutcome,
 };
 pub use router::FacilitatorRouter;
-pub use service::{
-    DEFAULT_MAX_PAID_RESPONSE_BYTES, DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT, PaymentLayer,
-    PaymentLayerBuilder, PaymentService,
-};
 pub use sqlite::SqliteReservationStore;

@@ -313,6 +313,25 @@ fn has_double_encoding(canonical: &str) -> bool {
     })
 }
 
+/// Refuses method names that are not upper case: `get /paid` does not match
+/// a `GET` route, but many frameworks upper-case the method and run the
+/// `GET` handler.
+pub(crate) fn check_method(method: &str) -> Result<(), PathError> {
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(PathError::LowerCaseMethod);
+    }
+    Ok(())
+}
+
+/// Refuses non-ASCII segments when routes match ignoring case: `ſ`, `ı`,
+/// `ß` fold to ASCII letters in some upstreams' comparisons but not in ours.
+pub(crate) fn check_case_folding(path: &NormalizedPath) -> Result<(), PathError> {
+    if path.decoded_segments().any(|s| !s.is_ascii()) {
+        return Err(PathError::NonAsciiIgnoringCase);
+    }
+    Ok(())
+}
+
 /// Normalizes the request's path for the payment layer and rewrites the
 /// request URI to it (query unchanged), so the inner service runs what was
 /// priced. `ignoring_case`: routes match ignoring (ASCII) case.
@@ -320,17 +339,10 @@ pub(crate) fn normalize_request<B>(
     request: &mut Request<B>,
     ignoring_case: bool,
 ) -> Result<NormalizedPath, PathError> {
-    if request
-        .method()
-        .as_str()
-        .bytes()
-        .any(|b| b.is_ascii_lowercase())
-    {
-        return Err(PathError::LowerCaseMethod);
-    }
+    check_method(request.method().as_str())?;
     let normalized = normalize_path(request.uri().path())?;
-    if ignoring_case && normalized.decoded_segments().any(|s| !s.is_ascii()) {
-        return Err(PathError::NonAsciiIgnoringCase);
+    if ignoring_case {
+        check_case_folding(&normalized)?;
     }
     // Inside an axum Router (`Router::layer`), the handler was chosen from
     // the raw path: `/users/%2e%2e` runs `/users/{id}` while it resolves to
@@ -362,7 +374,7 @@ fn with_path(uri: &Uri, path: &str) -> Result<Uri, PathError> {
 
 /// The 400 answered for a refused path:
 /// `{"error": "invalid_path", "reason": …, "message": …}`.
-pub(crate) fn refused(error: PathError) -> Response<Body> {
+pub fn refused(error: PathError) -> Response<Body> {
     // Debug level: scanners send such paths all day long.
     tracing::debug!(reason = error.reason(), "request path refused");
     let body = serde_json::json!({

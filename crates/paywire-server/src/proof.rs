@@ -1,6 +1,7 @@
-//! Proof values: the inner service can only be called with an [`Access`],
-//! and an `Access` can only be built from a valid verification plus
-//! settlement, a successful settlement, or an explicit grant.
+//! Proof values: the protected handler can only be run with an
+//! [`crate::gate::Access`], and an `Access` can only be built from a valid
+//! verification (settled after the handler), a successful settlement, or an
+//! explicit grant.
 
 use paywire_core::{SettleResponse, VerifyResponse};
 
@@ -55,31 +56,9 @@ impl Settled {
     pub(crate) fn receipt(&self) -> &SettleResponse {
         &self.receipt
     }
-}
 
-/// Permission to run the inner service.
-#[derive(Debug)]
-pub(crate) enum Access<'a> {
-    /// Verified and reserved; settlement follows the handler.
-    Verified(&'a Verified),
-    /// Settled before the handler.
-    Settled(&'a Settled),
-    /// Let through by `PaymentHooks::grant_access` or `check_access`.
-    Granted,
-    /// The route is not priced.
-    Unpriced,
-}
-
-impl Access<'_> {
-    /// A short description for logs.
-    pub(crate) fn label(&self) -> String {
-        match self {
-            Self::Verified(verified) => {
-                format!("verified payment from {}", verified.payer().unwrap_or("?"))
-            }
-            Self::Settled(settled) => format!("settled in {}", settled.receipt().transaction),
-            Self::Granted => "granted".to_owned(),
-            Self::Unpriced => "unpriced".to_owned(),
-        }
+    /// The receipt, to be given with the reply.
+    pub(crate) fn into_receipt(self) -> SettleResponse {
+        self.receipt
     }
 }

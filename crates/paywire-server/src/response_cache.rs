@@ -10,51 +10,36 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri};
-
+use crate::gate::KeptReply;
+use crate::path::NormalizedPath;
 use crate::reservation::{PayloadFingerprint, ReservationKey};
 
 /// The request a cached response answered: a retry of another request (other
-/// path or query) with the same payment runs its own handler instead.
+/// method, path or query) with the same payment runs its own handler instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RequestIdentity {
-    method: Method,
-    uri: String,
+    method: String,
+    target: String,
 }
 
 impl RequestIdentity {
-    pub(crate) fn new(method: &Method, uri: &Uri) -> Self {
+    /// `method` on the normalized `path` with `query`.
+    pub(crate) fn new(method: &str, path: &NormalizedPath, query: Option<&str>) -> Self {
+        let target = match query {
+            Some(query) => format!("{}?{query}", path.as_str()),
+            None => path.as_str().to_owned(),
+        };
         Self {
-            method: method.clone(),
-            uri: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            method: method.to_owned(),
+            target,
         }
-    }
-}
-
-/// A handler's buffered answer.
-#[derive(Debug, Clone)]
-pub(crate) struct CachedResponse {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl CachedResponse {
-    fn size(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len())
-            .sum();
-        self.body.len() + headers
     }
 }
 
 struct Entry {
     fingerprint: PayloadFingerprint,
     request: RequestIdentity,
-    response: CachedResponse,
+    response: KeptReply,
     stored: Instant,
     size: usize,
 }
@@ -125,7 +110,7 @@ impl ResponseCache {
         key: ReservationKey,
         fingerprint: PayloadFingerprint,
         request: RequestIdentity,
-        response: CachedResponse,
+        response: KeptReply,
     ) {
         let size = response.size();
         if size > self.capacity {
@@ -165,7 +150,7 @@ impl ResponseCache {
         key: &ReservationKey,
         fingerprint: &PayloadFingerprint,
         request: &RequestIdentity,
-    ) -> Option<CachedResponse> {
+    ) -> Option<KeptReply> {
         let mut inner = self.inner.lock().ok()?;
         let matches = inner.entries.get(key).is_some_and(|entry| {
             entry.fingerprint == *fingerprint
@@ -182,16 +167,21 @@ impl ResponseCache {
 mod tests {
     use super::*;
 
-    fn response(len: usize) -> CachedResponse {
-        CachedResponse {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
-            body: Bytes::from(vec![b'x'; len]),
+    fn response(len: usize) -> KeptReply {
+        KeptReply {
+            status: 200,
+            headers: Vec::new(),
+            body: bytes::Bytes::from(vec![b'x'; len]),
         }
     }
 
-    fn request(path: &str) -> RequestIdentity {
-        RequestIdentity::new(&Method::GET, &path.parse::<Uri>().unwrap())
+    fn request(target: &str) -> RequestIdentity {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        let path = crate::path::normalize_path(path).unwrap();
+        RequestIdentity::new("GET", &path, query)
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Building the middleware's own answers (402, 400, 413, 500, 502).
+//! The HTTP form of the gate's answers (402, 400, 409, 413, 500, 502, 503)
+//! and the headers of every paid answer.
 
 use axum::body::Body;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
@@ -6,7 +7,7 @@ use http::{HeaderMap, Response, StatusCode};
 use paywire_core::codec::{PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, encode_header};
 use paywire_core::{PaymentRequired, SettleResponse};
 
-use crate::paywall::{AssetInfo, paywall_html};
+use crate::gate::{ErrorRefusal, Refusal};
 
 /// Value of `Access-Control-Expose-Headers` on every x402 answer.
 pub(crate) const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE";
@@ -46,19 +47,15 @@ pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.to_ascii_lowercase().contains("text/html"))
 }
 
-/// A 402 with `PAYMENT-REQUIRED`, and an optional receipt.
+/// A 402 with `PAYMENT-REQUIRED`, and an optional receipt; the body is the
+/// paywall page when one is given, else the JSON of `required`.
 pub(crate) fn payment_required(
     required: &PaymentRequired,
-    html: bool,
-    assets: &dyn Fn(&paywire_core::PaymentRequirements) -> Option<AssetInfo>,
-    networks: &paywire_core::NetworkDirectory,
+    paywall: Option<String>,
     receipt: Option<&SettleResponse>,
 ) -> Response<Body> {
-    let (content_type, body) = if html {
-        (
-            "text/html; charset=utf-8",
-            Body::from(paywall_html(required, assets, networks)),
-        )
+    let (content_type, body) = if let Some(page) = paywall {
+        ("text/html; charset=utf-8", Body::from(page))
     } else {
         (
             "application/json",
@@ -87,9 +84,16 @@ pub(crate) fn payment_required(
     response
 }
 
-/// A JSON error `{error, message}` with `status`.
-pub(crate) fn json_error(status: StatusCode, error: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": error, "message": message });
+/// A JSON error `{error, message}` with `status`, marked uncacheable.
+pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &serde_json::json!({ "error": error, "message": message }),
+    )
+}
+
+/// `body` as JSON with `status`, marked uncacheable.
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response
@@ -97,4 +101,63 @@ pub(crate) fn json_error(status: StatusCode, error: &str, message: &str) -> Resp
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     protect(response.headers_mut());
     response
+}
+
+/// The status `code`, or 500 when it is not one.
+pub(crate) fn status_of(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An [`ErrorRefusal`] as JSON, with `Retry-After` when it has one.
+fn error_response(refusal: &ErrorRefusal) -> Response<Body> {
+    let mut response = json_response(status_of(refusal.status), &refusal.body());
+    if let Some(seconds) = refusal.retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// The HTTP answer of a [`Refusal`]; `paywall` renders a 402 as a page for
+/// browsers.
+pub(crate) fn refusal_response(
+    refusal: Refusal,
+    paywall: impl FnOnce(&PaymentRequired) -> Option<String>,
+) -> Response<Body> {
+    match refusal {
+        Refusal::PaymentRequired { required, receipt } => {
+            let page = paywall(&required);
+            payment_required(&required, page, receipt.as_deref())
+        }
+        Refusal::Error(error) => error_response(&error),
+        Refusal::Custom(custom) => {
+            let mut response = Response::new(Body::from(custom.body));
+            *response.status_mut() = status_of(custom.status);
+            set_headers(response.headers_mut(), custom.headers);
+            protect(response.headers_mut());
+            response
+        }
+    }
+}
+
+/// Sets `(name, value)` pairs as headers: the first value of a name replaces
+/// what was there, later ones are added. Invalid pairs are dropped (logged).
+pub(crate) fn set_headers(headers: &mut HeaderMap, pairs: Vec<(String, String)>) {
+    let mut set: Vec<HeaderName> = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let (Ok(header), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            tracing::warn!(header = %name, "an invalid header was dropped");
+            continue;
+        };
+        if set.contains(&header) {
+            headers.append(header, value);
+        } else {
+            headers.insert(header.clone(), value);
+            set.push(header);
+        }
+    }
 }

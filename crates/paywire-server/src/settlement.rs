@@ -3,18 +3,12 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
-use http::header::CONTENT_LENGTH;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use paywire_core::{FacilitatorError, SchemeError, SchemeServer, SettleResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http_facilitator::request_not_sent;
 use crate::proof::Settled;
 use crate::reservation::{PayloadFingerprint, ReservationKey, ReservationStore};
-
-pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A payment held by one request.
 ///
@@ -115,16 +109,16 @@ impl Drop for Guard {
     }
 }
 
-/// What a settlement attempt came to.
+/// What a settlement attempt came to; `R` is the refusal.
 pub(crate) enum Settlement<R> {
     /// `success: true`, or pending on a route that serves pending payments;
     /// the reservation is consumed.
     Settled(Settled),
     /// Nobody knows yet whether the payer was charged; the reservation is
-    /// still held (the caller keeps the response, then
+    /// still held (the caller keeps the reply, then
     /// [`Guard::keep_unknown`]).
     Unknown(Unknown),
-    /// A definite refusal, answered with this response; the reservation is
+    /// A definite refusal, answered with `R`; the reservation is
     /// released, or kept when a resumed payment may have been charged.
     Refused(R),
 }
@@ -173,21 +167,10 @@ pub(crate) fn proves_nothing_charged(
     })
 }
 
-/// Why a handler's response could not be buffered.
-pub(crate) enum BufferError {
-    /// Over the limit (declared or actual length).
-    TooLarge,
-    /// The paid responses held back by all requests together already fill
-    /// the in-flight limit.
-    Busy,
-    /// The body failed.
-    Failed(BoxError),
-}
-
-/// The memory all paid responses held back until settlement may take
+/// The memory all paid replies held back until settlement may take
 /// together, in bytes (one permit per byte): many verifying authorizations
 /// on a large route cannot exhaust memory.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct HeldBytes(Arc<Semaphore>);
 
 impl HeldBytes {
@@ -197,7 +180,7 @@ impl HeldBytes {
     }
 
     /// Takes `len` more bytes into `held`, or `None` when the pool is full.
-    fn take(&self, held: &mut Option<OwnedSemaphorePermit>, len: usize) -> Option<()> {
+    pub(crate) fn take(&self, held: &mut Option<OwnedSemaphorePermit>, len: usize) -> Option<()> {
         let len = u32::try_from(len).ok()?;
         let permit = Arc::clone(&self.0).try_acquire_many_owned(len).ok()?;
         match held {
@@ -206,91 +189,6 @@ impl HeldBytes {
         }
         Some(())
     }
-}
-
-/// A buffered response body and its share of the [`HeldBytes`] pool, given
-/// back when the body is dropped (sent, kept elsewhere, or refused).
-pub(crate) struct Held {
-    pub(crate) bytes: Bytes,
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Held {
-    /// The body to send; it holds its share of the pool until it is done.
-    pub(crate) fn into_body(self) -> axum::body::Body {
-        axum::body::Body::new(HeldBody {
-            bytes: Some(self.bytes).filter(|b| !b.is_empty()),
-            _permit: self.permit,
-        })
-    }
-}
-
-/// A single-chunk body that holds its [`HeldBytes`] share until dropped.
-struct HeldBody {
-    bytes: Option<Bytes>,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl http_body::Body for HeldBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.bytes.take().map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
-/// Reads a response body of at most `limit` bytes, taking them from `pool`
-/// as they arrive; a declared `Content-Length` over the limit is refused
-/// before reading anything.
-pub(crate) async fn buffer<B>(
-    limit: usize,
-    pool: &HeldBytes,
-    headers: &HeaderMap,
-    body: B,
-) -> Result<Held, BufferError>
-where
-    B: http_body::Body<Data = Bytes> + Send,
-    B::Error: Into<BoxError>,
-{
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(BufferError::TooLarge);
-    }
-    let mut body = std::pin::pin!(Limited::new(body, limit));
-    let mut held = Held {
-        bytes: Bytes::new(),
-        permit: None,
-    };
-    let mut collected = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(error) if error.is::<LengthLimitError>() => return Err(BufferError::TooLarge),
-            Err(error) => return Err(BufferError::Failed(error)),
-        };
-        if let Ok(data) = frame.into_data() {
-            pool.take(&mut held.permit, data.len())
-                .ok_or(BufferError::Busy)?;
-            collected.extend_from_slice(&data);
-        }
-    }
-    held.bytes = collected.freeze();
-    Ok(held)
 }
 
 #[cfg(test)]

@@ -88,6 +88,14 @@ fn failed(reason: &str) -> Value {
     json!({"success": false, "errorReason": reason, "transaction": "", "network": "eip155:31337"})
 }
 
+/// What a paywire facilitator answers to a repeated settle of a settled
+/// payment: the chain's used-nonce reason and its stable replay message.
+fn replay_refused(reason: &str) -> Value {
+    let mut answer = failed(reason);
+    answer["errorMessage"] = json!(paywire_facilitator::REPLAY_REFUSAL_MESSAGE);
+    answer
+}
+
 /// A facilitator over HTTP following `script`.
 async fn facilitator(script: Arc<Script>) -> String {
     type S = Arc<Script>;
@@ -407,6 +415,38 @@ async fn pending_then_confirmed_is_served_from_the_kept_response() {
     assert_eq!(env.script.settles(), 2);
 }
 
+/// A facilitator of another implementation refuses a resumed payment with
+/// its chain's bare used-nonce code (no paywire replay message): the scheme
+/// recognises the code, so the payer is told the payment appears settled.
+#[tokio::test]
+async fn a_bare_used_nonce_code_on_a_resumed_payment_reads_as_settled() {
+    let env = env(Script::new(
+        [
+            Settle::Status(502),
+            Settle::Answer(failed("invalid_exact_evm_payload_authorization_nonce_used")),
+        ],
+        Settle::Answer(settled("0xbeef")),
+    ))
+    .await;
+    let url = format!("{}/cheap", env.url);
+    let payment = payment_for(&url, fresh_authorization(), "0x00").await;
+    let (status, _, _) = paid_get(&url, &payment).await;
+    assert_eq!(status, 503);
+    let response = client()
+        .get(&url)
+        .header("PAYMENT-SIGNATURE", &payment)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 409);
+    let body: Value = response.json().await.expect("JSON");
+    let message = body["message"].as_str().expect("message");
+    assert!(
+        message.contains("appears to have been settled"),
+        "{message}"
+    );
+}
+
 /// Still unknown (5xx, then pending), then a definite failure that does not
 /// prove the first attempt was free: the body stays withheld every time
 /// (lesson 1) and the payment stays resumable, never reusable afresh. Such
@@ -418,7 +458,7 @@ async fn failures_after_an_unknown_outcome_withhold_the_body_and_keep_the_paymen
         [
             Settle::Status(502),
             Settle::Answer(pending("0xbeef")),
-            Settle::Answer(failed("invalid_exact_evm_nonce_already_used")),
+            Settle::Answer(replay_refused("invalid_exact_evm_nonce_already_used")),
             Settle::Answer(
                 json!({"success": "true", "transaction": "0xbeef", "network": "eip155:31337"}),
             ),

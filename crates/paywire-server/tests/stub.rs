@@ -350,7 +350,7 @@ impl PaymentHooks for Guarded {
         Box::pin(async move {
             if abort {
                 paywire_server::HookVerdict::Abort {
-                    status: http::StatusCode::FORBIDDEN,
+                    status: 403,
                     reason: "blocked_payer".into(),
                     message: "this payer is blocked".into(),
                 }
@@ -369,7 +369,7 @@ impl PaymentHooks for Guarded {
         Box::pin(async move {
             if abort {
                 paywire_server::HookVerdict::Abort {
-                    status: http::StatusCode::PAYMENT_REQUIRED,
+                    status: 402,
                     reason: "settlement_window_closed".into(),
                     message: "try again later".into(),
                 }
@@ -383,18 +383,13 @@ impl PaymentHooks for Guarded {
         &'a self,
         ctx: &'a RequestContext,
         _failure: &'a paywire_server::PaymentFailure,
-    ) -> BoxFuture<'a, Option<axum::response::Response>> {
+    ) -> BoxFuture<'a, Option<paywire_server::gate::CustomRefusal>> {
         let recover = ctx.header("x-recover").is_some();
         if recover {
             self.recoveries.fetch_add(1, Ordering::SeqCst);
         }
         Box::pin(async move {
-            recover.then(|| {
-                let mut response =
-                    axum::response::Response::new(axum::body::Body::from("custom refusal"));
-                *response.status_mut() = http::StatusCode::IM_A_TEAPOT;
-                response
-            })
+            recover.then(|| paywire_server::gate::CustomRefusal::new(418, "custom refusal"))
         })
     }
 }

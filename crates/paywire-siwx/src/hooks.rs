@@ -15,8 +15,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, SIGN_IN_WITH_X_HEADER};
+use paywire_core::codec::SIGN_IN_WITH_X_HEADER;
 use paywire_core::{
     BoxFuture, ChainId, Extensions, FacilitatorRequest, PaymentRequirements, SettleResponse,
 };
@@ -132,7 +131,7 @@ impl SiwxHooks {
         if error.is_server_fault() {
             tracing::error!(reason = error.reason(), %error, "sign-in could not be checked");
             AccessDecision::Fail {
-                status: StatusCode::SERVICE_UNAVAILABLE,
+                status: 503,
                 reason: error.reason().to_owned(),
                 message: "sign-in could not be checked; retry later".to_owned(),
             }
@@ -167,11 +166,7 @@ impl SiwxHooks {
         }
         let header = ctx.headers.get(SIGN_IN_WITH_X_HEADER)?;
         Some(
-            match self
-                .server
-                .verify_header(header.as_bytes(), &ctx.path, networks)
-                .await
-            {
+            match self.server.verify_header(header, &ctx.path, networks).await {
                 Ok(signed) => Proven::As {
                     address: signed.address,
                     network: signed.network,
@@ -182,13 +177,16 @@ impl SiwxHooks {
         )
     }
 
-    fn session_headers(&self, address: &str, network: &ChainId, scope: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+    fn session_headers(
+        &self,
+        address: &str,
+        network: &ChainId,
+        scope: &str,
+    ) -> Vec<(String, String)> {
+        let mut headers = Vec::new();
         if let Some(tokens) = &self.sessions {
             let (token, _) = tokens.issue(address, network.as_str(), scope, self.server.now());
-            if let Ok(value) = HeaderValue::from_str(&token) {
-                headers.insert(HeaderName::from_static(SESSION_HEADER), value);
-            }
+            headers.push((SESSION_HEADER.to_owned(), token));
         }
         headers
     }
@@ -235,7 +233,7 @@ impl PaymentHooks for SiwxHooks {
             let Some(route) = self.config(ctx) else {
                 return AccessDecision::Pay;
             };
-            let paying = ctx.headers.contains_key(PAYMENT_SIGNATURE_HEADER);
+            let paying = ctx.paying;
             let networks = networks(accepts);
             let (address, network, fresh) = match self.prove(ctx, route, &networks).await {
                 None => return AccessDecision::Pay,
@@ -251,7 +249,7 @@ impl PaymentHooks for SiwxHooks {
                 let headers = if fresh {
                     self.session_headers(&address, &network, &route.scope)
                 } else {
-                    HeaderMap::new()
+                    Vec::new()
                 };
                 AccessDecision::Grant { headers }
             };

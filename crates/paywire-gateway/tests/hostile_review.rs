@@ -22,7 +22,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::routing::get;
-use common::{anvil_network, chain};
+use common::{anvil_network, chain, plugins};
 use paywire_core::codec::{decode_payment_required, encode_header};
 use paywire_core::{
     BoxFuture, ChainIdPattern, Facilitator, FacilitatorError, FacilitatorRequest, JsonObject,
@@ -30,7 +30,7 @@ use paywire_core::{
 };
 use paywire_evm::EvmNetworks;
 use paywire_evm::exact::ExactEvmServer;
-use paywire_server::gateway::{Gateway, GatewayConfig};
+use paywire_gateway::{Gateway, GatewayConfig};
 use paywire_server::{PayTo, PaymentLayer, PaymentOption, RequestContext, Route, money};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -201,7 +201,7 @@ fn gateway_toml(upstream: &str, extra: &str) -> String {
         "listen = \"127.0.0.1:0\"\npublic_origin = \"https://shop.example.test\"\n\
          upstream = \"{upstream}\"\nwell_known_networks = false\n{extra}\n\
          [[facilitators]]\nurl = \"http://127.0.0.1:1\"\n\
-         [[networks]]\nchain_id = 31337\nname = \"Anvil\"\n\
+         [[networks]]\nnetwork = \"eip155:31337\"\nname = \"Anvil\"\n\
          asset = {{ address = \"{USDC}\", symbol = \"USDC\", decimals = 6, eip712_name = \"USD Coin\", eip712_version = \"2\", usd_stable = true }}\n\
          {}{}{}{}{}",
         route("method = \"GET\"\n", "/paid"),
@@ -224,7 +224,7 @@ async fn gateway(base: &str, extra: &str) -> Gw {
     let text = gateway_toml(&format!("http://{upstream}{base}"), extra);
     let config = GatewayConfig::parse_with_env(&text, |_| None).expect("config");
     let stub = Arc::new(StubFacilitator::default());
-    let gateway = Gateway::with_facilitator(&config, stub.clone()).expect("gateway");
+    let gateway = Gateway::with_facilitator(&config, &plugins(), stub.clone()).expect("gateway");
     Gw {
         address: serve(gateway.router()).await,
         heads,
@@ -833,13 +833,14 @@ fn layer_with(stub: Arc<StubFacilitator>, case_insensitive: bool) -> PaymentLaye
 
 fn context() -> RequestContext {
     RequestContext {
-        method: Method::GET,
+        method: "GET".into(),
         path: "/".into(),
         query: None,
         headers: Default::default(),
         body: None,
         params: Default::default(),
         route: String::new(),
+        paying: false,
     }
 }
 

@@ -1,49 +1,69 @@
-//! `paywire gateway`: a reverse proxy that sells an existing HTTP API.
+//! # paywire-gateway
 //!
-//! Priced routes go through [`PaymentLayer`] (upstream answers are buffered
-//! there, up to `max_paid_response_bytes`, and settled unless the upstream
-//! answered 4xx/5xx, so upstream errors are never charged while a redirect is
-//! sold like content); every other path is proxied for free with
-//! streaming request and response bodies. Hop-by-hop headers are stripped,
-//! `Host` becomes the upstream's, payment headers never reach the upstream.
-//! Routes are matched on the normalized path ([`crate::normalize_path`]) and
-//! exactly that path, appended to the upstream's base path, is forwarded.
+//! `paywire gateway`: a reverse proxy that sells an existing HTTP API for
+//! x402 payments, configured from TOML ([`example_config`]).
+//!
+//! Priced routes go through [`paywire_server::PaymentLayer`] (upstream
+//! answers are buffered there, up to `max_paid_response_bytes`, and settled
+//! unless the upstream answered 4xx/5xx, so upstream errors are never
+//! charged while a redirect is sold like content); every other path is
+//! proxied for free with streaming request and response bodies. Hop-by-hop
+//! headers are stripped, `Host` becomes the upstream's, payment headers
+//! never reach the upstream. Routes are matched on the normalized path
+//! ([`paywire_server::normalize_path`]) and exactly that path, appended to
+//! the upstream's base path, is forwarded.
+//!
+//! The gateway knows no chain: the composition root passes a
+//! [`PluginRegistry`], and each plugin builds its scheme servers and assets
+//! from the `[[networks]]` entries naming its networks
+//! ([`paywire_core::ChainPlugin::server`]).
+//!
+//! ```rust,ignore
+//! let plugins = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
+//! let config = GatewayConfig::load("gateway.toml")?;
+//! paywire_gateway::run(config, plugins).await?;   // until Ctrl-C / SIGTERM
+//! // or: Gateway::from_config(&config, &plugins)?.router()   // to embed
+//! ```
+
+#![warn(missing_docs)]
 
 mod config;
+mod discovery;
 mod proxy;
+mod servers;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::Address;
 use paywire_core::{
-    AtomicAmount, ChainIdPattern, Facilitator, FacilitatorError, Price, RequirementsRequest,
-    SchemeServer,
+    AtomicAmount, Facilitator, FacilitatorError, PluginError, PluginRegistry, Price,
+    RequirementsRequest,
 };
-use paywire_evm::exact::ExactEvmServer;
-use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks};
+use paywire_server::{
+    ConfigError, FacilitatorRouter, HttpFacilitator, PayTo, PaymentLayer, PaymentOption,
+    ReservationStore, Route, SqliteReservationStore, money,
+};
 
 pub use config::{
-    AcceptEntry, AssetEntry, DiscoveryEntry, FacilitatorEntry, GatewayConfig, GatewayConfigError,
-    NetworkEntry, RouteEntry, example_config,
+    AcceptEntry, DiscoveryEntry, FacilitatorEntry, GatewayConfig, GatewayConfigError, RouteEntry,
+    example_config,
 };
 
-use crate::config::{PayTo, PaymentOption, Route, money};
-use crate::error::ConfigError;
-use crate::http_facilitator::HttpFacilitator;
-use crate::reservation::ReservationStore;
-use crate::router::FacilitatorRouter;
-use crate::service::PaymentLayer;
-use crate::sqlite::SqliteReservationStore;
+use servers::ServerSide;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GatewayError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] GatewayConfigError),
+    /// A `[[networks]]` entry or a plugin's server side is invalid, or names
+    /// a network no registered plugin serves.
+    #[error("networks: {0}")]
+    Plugin(#[from] PluginError),
     /// The payment layer refused the routes.
     #[error("invalid payment configuration: {0}")]
     Layer(#[from] ConfigError),
@@ -73,8 +93,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway, with the facilitators of the configuration.
-    pub fn from_config(config: &GatewayConfig) -> Result<Self, GatewayError> {
+    /// Builds the gateway, with the facilitators of the configuration and
+    /// the scheme servers of `plugins`.
+    pub fn from_config(
+        config: &GatewayConfig,
+        plugins: &PluginRegistry,
+    ) -> Result<Self, GatewayError> {
         if config.facilitators.is_empty() {
             return Err(invalid(
                 "facilitators",
@@ -92,39 +116,35 @@ impl Gateway {
             }
             members.push(Arc::new(builder.build()?));
         }
-        Self::with_facilitator(config, Arc::new(FacilitatorRouter::new(members)))
+        Self::with_facilitator(config, plugins, Arc::new(FacilitatorRouter::new(members)))
     }
 
     /// Builds the gateway with an explicit facilitator (in-process, tests);
     /// the configuration's `facilitators` are ignored.
     pub fn with_facilitator(
         config: &GatewayConfig,
+        plugins: &PluginRegistry,
         facilitator: Arc<dyn Facilitator>,
     ) -> Result<Self, GatewayError> {
-        let networks = networks(config)?;
-        let exact = ExactEvmServer::new(networks.clone());
-        let pattern = ChainIdPattern::parse("eip155:*")
-            .map_err(|e| invalid("networks", format!("internal pattern: {e}")))?;
+        let servers = ServerSide::build(config, plugins)?;
         let mut builder = PaymentLayer::builder(facilitator)
-            .networks(evm_names())
-            .scheme(pattern, Arc::new(exact.clone()))
+            .networks(plugins.networks().clone())
+            .schemes(servers.schemes.clone())
             .public_origin(&config.public_origin)
             .case_insensitive_paths(config.case_insensitive_paths)
             .format_suffixes(config.format_suffixes)
             .max_paid_response_bytes(config.max_paid_response_bytes)
             .max_paid_response_bytes_in_flight(config.max_paid_response_bytes_in_flight);
-        for network in networks.iter() {
-            for asset in std::iter::once(&network.default_asset).chain(&network.other_assets) {
-                builder = builder.asset(
-                    &network.chain,
-                    &asset.address.to_string(),
-                    &asset.symbol,
-                    asset.decimals,
-                );
-            }
+        for asset in &servers.assets {
+            builder = builder.asset(
+                &asset.network,
+                &asset.asset,
+                &asset.info.symbol,
+                asset.info.decimals,
+            );
         }
         for (index, entry) in config.routes.iter().enumerate() {
-            builder = builder.route(route(&exact, index, entry)?);
+            builder = builder.route(route(&servers, plugins, index, entry)?);
         }
         if let Some(path) = &config.reservations_sqlite {
             let store: Arc<dyn ReservationStore> = Arc::new(
@@ -179,8 +199,8 @@ impl Gateway {
 
 /// Runs the gateway of `config` on its `listen` address until Ctrl-C or
 /// SIGTERM (in-flight requests finish first).
-pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
-    let gateway = Gateway::from_config(&config)?;
+pub async fn run(config: GatewayConfig, plugins: PluginRegistry) -> Result<(), GatewayError> {
+    let gateway = Gateway::from_config(&config, &plugins)?;
     let listener = tokio::net::TcpListener::bind(gateway.listen_address()).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -218,108 +238,13 @@ async fn shutdown_signal() {
     }
 }
 
-fn parse_address(at: &str, text: &str) -> Result<Address, GatewayError> {
-    text.parse()
-        .map_err(|_| invalid(at, format!("{text:?} is not an EVM address")))
-}
-
-fn networks(config: &GatewayConfig) -> Result<EvmNetworks, GatewayError> {
-    let mut table = if config.well_known_networks {
-        EvmNetworks::well_known()
-    } else {
-        EvmNetworks::empty()
-    };
-    for (index, entry) in config.networks.iter().enumerate() {
-        let at = format!("networks[{index}]");
-        let asset = EvmAsset {
-            address: parse_address(&format!("{at}.asset.address"), &entry.asset.address)?,
-            symbol: entry.asset.symbol.clone(),
-            decimals: entry.asset.decimals,
-            eip712_name: entry.asset.eip712_name.clone(),
-            eip712_version: entry.asset.eip712_version.clone(),
-            usd_stable: entry.asset.usd_stable,
-        };
-        if table.by_chain_id(entry.chain_id).is_some() {
-            table.add_asset(entry.chain_id, asset);
-        } else {
-            let name = entry
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("eip155:{}", entry.chain_id));
-            table.insert(EvmNetwork::new(entry.chain_id, name, asset));
-        }
-    }
-    Ok(table)
-}
-
-/// The bazaar declaration of a route's `[routes.discovery]`.
-fn declaration(
-    at: &str,
-    method: Option<&str>,
-    entry: &config::DiscoveryEntry,
-) -> Result<(String, serde_json::Value), GatewayError> {
-    use paywire_bazaar::{BodyType, Declaration};
-    let Some(method) = method.map(str::to_ascii_uppercase) else {
-        return Err(invalid(at, "discovery needs the route's `method`"));
-    };
-    let mut declaration = match method.as_str() {
-        "GET" | "HEAD" | "DELETE" => {
-            if entry.body_type.is_some() || entry.body_example.is_some() {
-                return Err(invalid(
-                    format!("{at}.discovery"),
-                    format!("{method} takes no body_type or body_example"),
-                ));
-            }
-            Declaration::query_method(&method)
-        }
-        "POST" | "PUT" | "PATCH" => {
-            let body_type = match entry.body_type.as_deref() {
-                None | Some("json") => BodyType::Json,
-                Some("form-data") => BodyType::FormData,
-                Some("text") => BodyType::Text,
-                Some(other) => {
-                    return Err(invalid(
-                        format!("{at}.discovery.body_type"),
-                        format!("{other:?}: use json, form-data or text"),
-                    ));
-                }
-            };
-            let example = entry
-                .body_example
-                .clone()
-                .unwrap_or_else(|| serde_json::json!({}));
-            Declaration::body_method(&method, body_type, example)
-        }
-        other => {
-            return Err(invalid(
-                at,
-                format!("discovery cannot describe method {other}"),
-            ));
-        }
-    };
-    for (name, example) in &entry.query_params {
-        declaration = declaration.query_param(name, example);
-    }
-    for (name, example) in &entry.headers {
-        declaration = declaration.header(name, example);
-    }
-    if entry.output_type.is_some() || entry.output_example.is_some() {
-        declaration = declaration.output(
-            entry.output_type.clone().unwrap_or_else(|| "json".into()),
-            entry.output_example.clone(),
-        );
-    }
-    Ok(declaration.into_extension())
-}
-
-/// The network names the gateway resolves (until it takes plugins).
-fn evm_names() -> paywire_core::NetworkDirectory {
-    let mut names = paywire_core::NetworkDirectory::new();
-    names.extend(paywire_evm::network_names());
-    names
-}
-
-fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Route, GatewayError> {
+/// The payment layer's route of a `[[routes]]` entry.
+fn route(
+    servers: &ServerSide,
+    plugins: &PluginRegistry,
+    index: usize,
+    entry: &RouteEntry,
+) -> Result<Route, GatewayError> {
     let at = format!("routes[{index}]");
     let pattern = format!("{} {}", entry.method.as_deref().unwrap_or("*"), entry.path);
     let mut route = Route::new(&pattern)?.max_timeout_seconds(entry.max_timeout_seconds);
@@ -336,7 +261,7 @@ fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Rou
         route = route.service(name, entry.tags.clone(), entry.icon_url.clone());
     }
     if let Some(discovery) = &entry.discovery {
-        let (key, declaration) = declaration(&at, entry.method.as_deref(), discovery)?;
+        let (key, declaration) = discovery::declaration(&at, entry.method.as_deref(), discovery)?;
         route = route.extension(key, declaration);
     }
     if entry.accepts.is_empty() {
@@ -347,47 +272,75 @@ fn route(exact: &ExactEvmServer, index: usize, entry: &RouteEntry) -> Result<Rou
     }
     for (option_index, accept) in entry.accepts.iter().enumerate() {
         let at = format!("{at}.accepts[{option_index}]");
-        let network = evm_names()
-            .resolve(&accept.network)
-            .map_err(|e| invalid(format!("{at}.network"), e.to_string()))?;
-        let price = match (&accept.price, &accept.amount, &accept.asset) {
-            (Some(price), None, None) => money(price)?,
-            (None, Some(amount), Some(asset)) => Price::Atomic {
-                amount: AtomicAmount::parse(amount)
-                    .map_err(|e| invalid(format!("{at}.amount"), e.to_string()))?,
-                asset: asset.clone(),
-                extra: None,
-            },
-            _ => {
-                return Err(invalid(
-                    &at,
-                    "give either `price` (\"$0.01\") or both `amount` and `asset`",
-                ));
-            }
-        };
-        // Evaluate once now: a wrong network, asset or payTo is a startup
-        // error, not a 500 on every request.
-        exact
-            .requirements(&RequirementsRequest {
-                network: &network,
-                price: &price,
-                pay_to: &accept.pay_to,
-                max_timeout_seconds: entry.max_timeout_seconds,
-                facilitator_kind: None,
-            })
-            .map_err(|e| invalid(&at, e.to_string()))?;
-        route = route.accept(PaymentOption::exact(
-            network,
-            price,
-            PayTo::address(&accept.pay_to),
-        ));
+        route = route.accept(option(servers, plugins, &at, entry, accept)?);
     }
     Ok(route)
+}
+
+/// One payment option, evaluated once now: a wrong network, asset or payTo
+/// is a startup error, not a 500 on every request.
+fn option(
+    servers: &ServerSide,
+    plugins: &PluginRegistry,
+    at: &str,
+    entry: &RouteEntry,
+    accept: &AcceptEntry,
+) -> Result<PaymentOption, GatewayError> {
+    let network = plugins
+        .networks()
+        .resolve(&accept.network)
+        .map_err(|e| invalid(format!("{at}.network"), e.to_string()))?;
+    plugins
+        .plugin_for(&network)
+        .map_err(|e| invalid(format!("{at}.network"), e.to_string()))?;
+    let price = match (&accept.price, &accept.amount, &accept.asset) {
+        (Some(price), None, None) => money(price)?,
+        (None, Some(amount), Some(asset)) => Price::Atomic {
+            amount: AtomicAmount::parse(amount)
+                .map_err(|e| invalid(format!("{at}.amount"), e.to_string()))?,
+            asset: asset.clone(),
+            extra: None,
+        },
+        _ => {
+            return Err(invalid(
+                at,
+                "give either `price` (\"$0.01\") or both `amount` and `asset`",
+            ));
+        }
+    };
+    let server = servers
+        .schemes
+        .find(&accept.scheme, &network)
+        .ok_or_else(|| {
+            invalid(
+                format!("{at}.scheme"),
+                format!("no plugin serves scheme {:?} on {network}", accept.scheme),
+            )
+        })?;
+    server
+        .requirements(&RequirementsRequest {
+            network: &network,
+            price: &price,
+            pay_to: &accept.pay_to,
+            max_timeout_seconds: entry.max_timeout_seconds,
+            facilitator_kind: None,
+        })
+        .map_err(|e| invalid(at, e.to_string()))?;
+    Ok(PaymentOption::new(
+        accept.scheme.clone(),
+        network,
+        price,
+        PayTo::address(&accept.pay_to),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plugins() -> PluginRegistry {
+        PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin))
+    }
 
     fn config(extra: &str) -> GatewayConfig {
         GatewayConfig::parse_with_env(
@@ -403,7 +356,7 @@ mod tests {
     #[test]
     fn example_builds() {
         let config = GatewayConfig::parse_with_env(example_config(), |_| Some("t".into())).unwrap();
-        Gateway::from_config(&config).unwrap();
+        Gateway::from_config(&config, &plugins()).unwrap();
     }
 
     #[test]
@@ -421,13 +374,18 @@ mod tests {
             "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nnetwork = \"base\"\nprice = \"$1\"\namount = \"1\"\nasset = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
             // No options.
             "[[routes]]\npath = \"/a\"\naccepts = []\n",
+            // A scheme no plugin serves.
+            "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nscheme = \"upto\"\nnetwork = \"base\"\nprice = \"$1\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
         ];
         for case in cases {
-            assert!(Gateway::from_config(&config(case)).is_err(), "{case}");
+            assert!(
+                Gateway::from_config(&config(case), &plugins()).is_err(),
+                "{case}"
+            );
         }
-        assert!(Gateway::from_config(&config("")).is_ok());
+        assert!(Gateway::from_config(&config(""), &plugins()).is_ok());
         let mut no_facilitator = config("");
         no_facilitator.facilitators.clear();
-        assert!(Gateway::from_config(&no_facilitator).is_err());
+        assert!(Gateway::from_config(&no_facilitator, &plugins()).is_err());
     }
 }

@@ -57,15 +57,19 @@ fn default_upstream_timeout() -> u64 {
 }
 
 fn default_max_paid_response_bytes() -> usize {
-    crate::service::DEFAULT_MAX_PAID_RESPONSE_BYTES
+    paywire_server::DEFAULT_MAX_PAID_RESPONSE_BYTES
 }
 
 fn default_max_paid_response_bytes_in_flight() -> usize {
-    crate::service::DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT
+    paywire_server::DEFAULT_MAX_PAID_RESPONSE_BYTES_IN_FLIGHT
 }
 
 fn default_max_timeout() -> u64 {
     60
+}
+
+fn default_scheme() -> String {
+    "exact".into()
 }
 
 /// `paywire gateway --config gateway.toml`: see [`example_config`].
@@ -109,13 +113,17 @@ pub struct GatewayConfig {
     pub reservations_sqlite: Option<String>,
     /// Facilitators in preference order.
     pub facilitators: Vec<FacilitatorEntry>,
-    /// Whether the built-in EVM networks (Base, Ethereum, … with USDC) are
-    /// known (default true).
+    /// Whether the registered plugins' well-known networks and assets (EVM:
+    /// Base, Ethereum, … with USDC) are known (default true).
     #[serde(default = "default_true")]
     pub well_known_networks: bool,
-    /// Custom EVM chains, or extra assets on known chains.
+    /// `[[networks]]`: custom networks, or extra assets on known ones. Each
+    /// table names its `network` (a name or CAIP-2 id) and goes to the plugin
+    /// of that network's namespace, which reads (and checks) the rest: for
+    /// EVM, `name` and `asset = { address, symbol, decimals, eip712_name,
+    /// eip712_version, usd_stable }`.
     #[serde(default)]
-    pub networks: Vec<NetworkEntry>,
+    pub networks: Vec<serde_json::Value>,
     /// Priced routes; every other path is proxied without payment.
     #[serde(default)]
     pub routes: Vec<RouteEntry>,
@@ -135,39 +143,6 @@ pub struct FacilitatorEntry {
     /// leaves the payment's outcome unknown until the payer retries.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
-}
-
-/// An EVM chain and its payment asset.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkEntry {
-    /// Numeric chain id (`eip155:<chain_id>`).
-    pub chain_id: u64,
-    /// Human name (defaults to `eip155:<chain_id>`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The asset: the chain's default asset for a new chain, an extra asset
-    /// for a chain that is already known.
-    pub asset: AssetEntry,
-}
-
-/// An ERC-20 token with EIP-3009 support.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AssetEntry {
-    /// Token contract address.
-    pub address: String,
-    /// Ticker (`USDC`).
-    pub symbol: String,
-    /// Token decimals.
-    pub decimals: u8,
-    /// EIP-712 domain name of the token.
-    pub eip712_name: String,
-    /// EIP-712 domain version of the token.
-    pub eip712_version: String,
-    /// Whether one unit is one US dollar (for `"$0.01"` prices; default false).
-    #[serde(default)]
-    pub usd_stable: bool,
 }
 
 /// A priced route.
@@ -232,11 +207,15 @@ pub struct DiscoveryEntry {
     pub output_example: Option<serde_json::Value>,
 }
 
-/// One accepted payment option (`exact` scheme).
+/// One accepted payment option.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptEntry {
-    /// Network: a name (`base`, `base-sepolia`) or CAIP-2 (`eip155:8453`).
+    /// Payment scheme (default `exact`).
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// Network: a name (`base`, `base-sepolia`) or CAIP-2 (`eip155:8453`),
+    /// as the registered plugins know it.
     pub network: String,
     /// Money price (`"$0.01"`, `"0.5 USDC"`); or give `amount` + `asset`.
     #[serde(default)]
@@ -330,8 +309,9 @@ max_paid_response_bytes_in_flight = 268435456
 # restarts (in memory when absent).
 # reservations_sqlite = "/var/lib/paywire/gateway-reservations.sqlite"
 
-# Built-in chains (Base, Ethereum, Polygon, Arbitrum, OP, Avalanche and their
-# testnets, each with Circle's USDC) are known unless this is false.
+# The registered plugins' built-in networks (EVM: Base, Ethereum, Polygon,
+# Arbitrum, OP, Avalanche and their testnets, each with Circle's USDC) are
+# known unless this is false.
 well_known_networks = true
 
 # Facilitators, most preferred first. Each (scheme, network) goes to the
@@ -346,9 +326,10 @@ timeout_seconds = 45
 [[facilitators]]
 url = "https://x402.org/facilitator"
 
-# A custom chain with its default asset (or an extra asset on a known chain).
+# A custom chain with its default asset (or an extra asset on a known chain):
+# `network` (a name or CAIP-2 id) picks the plugin, which reads the rest.
 [[networks]]
-chain_id = 31337
+network = "eip155:31337"
 name = "Anvil"
 asset = { address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e", symbol = "USDC", decimals = 6, eip712_name = "USD Coin", eip712_version = "2", usd_stable = true }
 
@@ -366,7 +347,7 @@ tags = ["weather", "forecast"]          # discovery catalogs
 # icon_url = "https://api.example.com/icon.png"
 
 [[routes.accepts]]
-network = "base-sepolia"
+network = "base-sepolia"         # scheme = "exact" by default
 price = "$0.01"
 pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 
@@ -403,7 +384,8 @@ mod tests {
         assert_eq!(config.facilitators.len(), 2);
         assert_eq!(config.facilitators[0].token.as_deref(), Some("secret"));
         assert_eq!(config.facilitators[1].token, None);
-        assert_eq!(config.networks[0].chain_id, 31337);
+        assert_eq!(config.networks[0]["network"], "eip155:31337");
+        assert_eq!(config.routes[0].accepts[0].scheme, "exact");
         assert_eq!(config.routes.len(), 2);
         assert_eq!(config.routes[0].accepts[0].price.as_deref(), Some("$0.01"));
         assert_eq!(

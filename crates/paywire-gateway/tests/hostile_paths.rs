@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::routing::get;
-use common::{anvil_network, chain};
+use common::{anvil_network, chain, plugins};
 use paywire_core::codec::{decode_payment_required, encode_header};
 use paywire_core::{
     BoxFuture, ChainIdPattern, Facilitator, FacilitatorError, FacilitatorRequest, JsonObject,
@@ -26,7 +26,7 @@ use paywire_core::{
 };
 use paywire_evm::EvmNetworks;
 use paywire_evm::exact::ExactEvmServer;
-use paywire_server::gateway::{Gateway, GatewayConfig};
+use paywire_gateway::{Gateway, GatewayConfig};
 use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, money};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -321,7 +321,7 @@ well_known_networks = false
 url = "http://127.0.0.1:1"
 
 [[networks]]
-chain_id = 31337
+network = "eip155:31337"
 name = "Anvil"
 asset = {{ address = "{USDC}", symbol = "USDC", decimals = 6, eip712_name = "USD Coin", eip712_version = "2", usd_stable = true }}
 
@@ -356,7 +356,7 @@ async fn gateway(base_path: &str, extra: &str) -> Gw {
     let text = gateway_toml(&format!("http://{upstream}{base_path}"), extra);
     let config = GatewayConfig::parse_with_env(&text, |_| None).expect("config");
     let stub = Arc::new(StubFacilitator::default());
-    let gateway = Gateway::with_facilitator(&config, stub.clone()).expect("gateway");
+    let gateway = Gateway::with_facilitator(&config, &plugins(), stub.clone()).expect("gateway");
     let address = serve(gateway.router()).await;
     Gw {
         address,

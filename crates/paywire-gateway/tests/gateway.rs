@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use common::*;
 use paywire_core::codec::decode_payment_response;
-use paywire_server::gateway::{Gateway, GatewayConfig};
+use paywire_gateway::{Gateway, GatewayConfig};
 use paywire_testkit::Devnet;
 
 #[derive(Default)]
@@ -104,7 +104,7 @@ url = "{facilitator}"
 token = "${{GATEWAY_TEST_TOKEN}}"
 
 [[networks]]
-chain_id = 31337
+network = "eip155:31337"
 name = "Anvil"
 asset = {{ address = "{usdc}", symbol = "USDC", decimals = 6, eip712_name = "USD Coin", eip712_version = "2", usd_stable = true }}
 
@@ -152,7 +152,7 @@ async fn gateway_sells_an_upstream_end_to_end() {
         (name == "GATEWAY_TEST_TOKEN").then(|| "test-token".to_owned())
     })
     .expect("config");
-    let gateway = Gateway::from_config(&config).expect("gateway");
+    let gateway = Gateway::from_config(&config, &plugins()).expect("gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -308,7 +308,12 @@ async fn upstream_down_is_a_502() {
          [[facilitators]]\nurl = \"{dead}\"\n"
     );
     let config = GatewayConfig::parse_with_env(&text, |_| None).expect("config");
-    let url = serve(Gateway::from_config(&config).expect("gateway").router()).await;
+    let url = serve(
+        Gateway::from_config(&config, &plugins())
+            .expect("gateway")
+            .router(),
+    )
+    .await;
     let response = client()
         .get(format!("{url}/x"))
         .send()
@@ -343,7 +348,8 @@ async fn oversized_upstream_answer_is_refused_and_not_charged() {
     let config =
         GatewayConfig::parse_with_env(&text, |_| Some("token".to_owned())).expect("config");
     assert_eq!(config.max_paid_response_bytes, 1024);
-    let gateway = Gateway::with_facilitator(&config, counting.clone()).expect("gateway");
+    let gateway =
+        Gateway::with_facilitator(&config, &plugins(), counting.clone()).expect("gateway");
     let url = serve(gateway.router()).await;
     let http = client();
     let required = required_of(
@@ -396,7 +402,8 @@ async fn a_priced_upstream_redirect_is_settled_before_it_is_passed_on() {
         .replace("path = \"/api/priced\"", "path = \"/api/moved\"");
     let config =
         GatewayConfig::parse_with_env(&text, |_| Some("token".to_owned())).expect("config");
-    let gateway = Gateway::with_facilitator(&config, counting.clone()).expect("gateway");
+    let gateway =
+        Gateway::with_facilitator(&config, &plugins(), counting.clone()).expect("gateway");
     let url = format!("{}/api/moved", serve(gateway.router()).await);
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

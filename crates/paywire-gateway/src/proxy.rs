@@ -14,8 +14,8 @@ use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER};
 
-use crate::path::{PathError, normalize_path, refused};
-use crate::responses::json_error;
+use paywire_server::layer::{json_error, path_refused as refused};
+use paywire_server::{PathError, normalize_path};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
