@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::routing::get;
 use paywire_client::X402Client;
 use paywire_core::codec::PAYMENT_SIGNATURE_HEADER;
-use paywire_core::{ChainPlugin, PluginRegistry, Secret, WalletConfig};
+use paywire_core::{PluginRegistry, Secret, WalletConfig};
 use paywire_facilitator::FacilitatorConfig;
 use paywire_gateway::{Gateway, GatewayConfig};
 use paywire_toy_chain::{ToyLedger, ToyPlugin};
