@@ -188,6 +188,20 @@ fn valid(payment: &PaymentPayload) -> bool {
 /// The transport: calls go straight to the seller, in process.
 struct InProcess {
     seller: Arc<Seller>,
+    /// Fails every paid call with this error after it left.
+    paid_failure: Option<TransportError>,
+    /// Cannot put a payment on a call at all (nothing leaves).
+    refuses_payments: bool,
+}
+
+impl InProcess {
+    fn to(seller: &Arc<Seller>) -> Self {
+        Self {
+            seller: Arc::clone(seller),
+            paid_failure: None,
+            refuses_payments: false,
+        }
+    }
 }
 
 impl PaymentTransport for InProcess {
@@ -214,6 +228,9 @@ impl PaymentTransport for InProcess {
         request: &mut Call,
         payment: &PreparedPayment,
     ) -> Result<(), TransportError> {
+        if self.refuses_payments {
+            return Err(TransportError::fatal("no room for a payment on this call"));
+        }
         request.payment = Some(payment.payload.clone());
         Ok(())
     }
@@ -228,7 +245,13 @@ impl PaymentTransport for InProcess {
 
     fn send_paid<'a>(&'a self, request: Call) -> BoxFuture<'a, Result<Reply, TransportError>> {
         assert!(request.payment.is_some(), "a paid call carries the payment");
-        Box::pin(async move { self.seller.answer(request) })
+        Box::pin(async move {
+            let reply = self.seller.answer(request);
+            match &self.paid_failure {
+                Some(error) => Err(error.clone()),
+                None => reply,
+            }
+        })
     }
 
     fn status(&self, response: &Reply) -> AnswerStatus {
@@ -285,15 +308,18 @@ fn call() -> Call {
     }
 }
 
-#[tokio::test]
-async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budget() {
-    let scope = BudgetScope::Asset {
+fn scope() -> BudgetScope {
+    BudgetScope::Asset {
         network: network(),
         asset: ASSET.into(),
-    };
+    }
+}
+
+/// A client with the toy wallet, a 1000-unit budget and a session keeper.
+fn payer() -> (X402Client, Arc<ToyWallet>, Arc<Budget>) {
     let budget = Arc::new(
         Budget::in_memory(vec![BudgetRule {
-            scope: scope.clone(),
+            scope: scope(),
             per_call: None,
             per_hour: None,
             per_day: None,
@@ -304,7 +330,6 @@ async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budg
     let wallet = Arc::new(ToyWallet {
         signed: AtomicUsize::new(0),
     });
-    let sessions = Arc::new(Sessions::default());
     let info = AssetInfo {
         symbol: ASSET.into(),
         decimals: 6,
@@ -321,13 +346,25 @@ async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budg
             info,
         )))
         .budget(Arc::clone(&budget))
-        .sign_in(Arc::clone(&sessions) as Arc<dyn SignInProvider>)
+        .sign_in(Arc::new(Sessions::default()))
         .max_outcome_wait(Duration::from_millis(5))
         .build();
+    (client, wallet, budget)
+}
+
+/// (spent, outstanding) in the toy asset.
+fn totals(budget: &Budget) -> (u128, u128) {
+    (
+        budget.spent_total(&scope()).expect("spent"),
+        budget.outstanding_total(&scope()).expect("outstanding"),
+    )
+}
+
+#[tokio::test]
+async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budget() {
+    let (client, wallet, budget) = payer();
     let seller = Arc::new(Seller::default());
-    let transport = InProcess {
-        seller: Arc::clone(&seller),
-    };
+    let transport = InProcess::to(&seller);
 
     let delivered = client
         .pay_through(&transport, call())
@@ -359,10 +396,7 @@ async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budg
     assert_eq!(paid[0], paid[1], "the same payment, re-sent as is");
     assert_eq!(seller.paid_attempts.load(Ordering::SeqCst), 3);
     assert_eq!(
-        (
-            budget.spent_total(&scope).expect("spent"),
-            budget.outstanding_total(&scope).expect("outstanding")
-        ),
+        totals(&budget),
         (300, 0),
         "settled: committed, no longer outstanding"
     );
@@ -381,4 +415,40 @@ async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budg
         "one call"
     );
     assert_eq!(wallet.signed.load(Ordering::SeqCst), 1);
+}
+
+/// Field lesson 31 over any transport: a payment that left and got no
+/// answer keeps counting (the seller may hold it); one that never left is
+/// released at once.
+#[tokio::test]
+async fn a_payment_lost_after_it_left_keeps_counting_one_that_never_left_does_not() {
+    let (client, wallet, budget) = payer();
+    let seller = Arc::new(Seller::default());
+    // The paid call reaches the seller; its answer is lost.
+    let lost = InProcess {
+        paid_failure: Some(TransportError::fatal(
+            "connection reset after the call left",
+        )),
+        ..InProcess::to(&seller)
+    };
+    match client.pay_through(&lost, call()).await {
+        Err(ClientError::Transport(error)) => assert!(!error.is_retryable(), "{error}"),
+        other => panic!(
+            "expected a transport error, got {:?}",
+            other.map(|d| d.outcome)
+        ),
+    }
+    assert_eq!(seller.paid_attempts.load(Ordering::SeqCst), 1, "it arrived");
+    assert_eq!(totals(&budget), (0, 300), "sent: still counted");
+
+    let refusing = InProcess {
+        refuses_payments: true,
+        ..InProcess::to(&seller)
+    };
+    assert!(matches!(
+        client.pay_through(&refusing, call()).await,
+        Err(ClientError::Transport(_))
+    ));
+    assert_eq!(wallet.signed.load(Ordering::SeqCst), 2);
+    assert_eq!(totals(&budget), (0, 300), "never sent: released");
 }
