@@ -2,13 +2,20 @@
 //! of `GET /discovery/resources` and `GET /discovery/search`.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use paywire_core::{BoxFuture, PaymentRequirements};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresCatalog;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteCatalog;
 
 /// One cataloged resource, as the discovery endpoints return it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,7 +313,7 @@ fn search_page(
     }
 }
 
-fn sort_fresh_first(entries: &mut [DiscoveredResource]) {
+pub(crate) fn sort_fresh_first(entries: &mut [DiscoveredResource]) {
     entries.sort_by(|a, b| {
         b.last_updated
             .cmp(&a.last_updated)
@@ -353,63 +360,16 @@ impl Catalog for MemoryCatalog {
     }
 }
 
-/// A catalog in a SQLite file, kept across restarts. Its queries run on
-/// tokio's blocking pool.
-#[derive(Debug, Clone)]
-pub struct SqliteCatalog {
-    connection: Arc<Mutex<Connection>>,
-}
-
-fn sql(error: rusqlite::Error) -> CatalogError {
-    CatalogError(error.to_string())
-}
-
-impl SqliteCatalog {
-    /// Opens (creating if needed) the catalog in the SQLite file at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
-        let connection = Connection::open(path).map_err(sql)?;
-        connection
-            .execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA busy_timeout = 5000;
-                 CREATE TABLE IF NOT EXISTS bazaar_resources (
-                     key TEXT PRIMARY KEY,
-                     entry TEXT NOT NULL,
-                     last_updated INTEGER NOT NULL
-                 );
-                 CREATE INDEX IF NOT EXISTS bazaar_resources_fresh
-                     ON bazaar_resources (last_updated DESC);",
-            )
-            .map_err(sql)?;
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-        })
-    }
-
-    async fn with_connection<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, CatalogError> + Send + 'static,
-    ) -> Result<T, CatalogError> {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = match connection.lock() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| CatalogError(format!("catalog task: {e}")))?
-    }
-}
-
-fn decode(text: &str) -> Result<DiscoveredResource, CatalogError> {
+/// A stored entry, from its JSON.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn decode(text: &str) -> Result<DiscoveredResource, CatalogError> {
     serde_json::from_str(text).map_err(|e| CatalogError(format!("stored entry: {e}")))
 }
 
 /// The row to store for `entry` merged into the stored `existing` one, if
 /// any: (entry JSON, last update).
-fn merged_row(
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn merged_row(
     existing: Option<&str>,
     entry: DiscoveredResource,
 ) -> Result<(String, i64), CatalogError> {
@@ -423,190 +383,6 @@ fn merged_row(
     };
     let text = serde_json::to_string(&merged).map_err(|e| CatalogError(e.to_string()))?;
     Ok((text, i64::try_from(merged.last_updated).unwrap_or(i64::MAX)))
-}
-
-impl Catalog for SqliteCatalog {
-    fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>> {
-        Box::pin(self.with_connection(|connection| {
-            let mut statement = connection
-                .prepare_cached(
-                    "SELECT entry FROM bazaar_resources ORDER BY last_updated DESC, key",
-                )
-                .map_err(sql)?;
-            let rows = statement
-                .query_map([], |row| row.get::<_, String>(0))
-                .map_err(sql)?;
-            let mut entries = Vec::new();
-            for row in rows {
-                entries.push(decode(&row.map_err(sql)?)?);
-            }
-            sort_fresh_first(&mut entries);
-            Ok(entries)
-        }))
-    }
-
-    fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()> {
-        Box::pin(self.with_connection(move |connection| {
-            // IMMEDIATE: a read-then-write transaction that starts deferred
-            // fails at once ("database is locked", no busy wait) when another
-            // connection to the file, e.g. the facilitator's ledger, wrote
-            // in between; taking the write lock first makes it wait instead.
-            let transaction = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql)?;
-            let key = entry.key();
-            let existing: Option<String> = transaction
-                .query_row(
-                    "SELECT entry FROM bazaar_resources WHERE key = ?1",
-                    params![key],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(sql)?;
-            let (text, updated) = merged_row(existing.as_deref(), entry)?;
-            transaction
-                .execute(
-                    "INSERT INTO bazaar_resources (key, entry, last_updated) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (key) DO UPDATE SET entry = excluded.entry, last_updated = excluded.last_updated",
-                    params![key, text, updated],
-                )
-                .map_err(sql)?;
-            transaction.commit().map_err(sql)
-        }))
-    }
-}
-
-/// A catalog in PostgreSQL, shared by several facilitator instances (URL
-/// `postgres://user[:password]@host[:port]/db`, no TLS). An upsert merges
-/// under a transaction-scoped advisory lock on the entry's key, so two
-/// instances cataloging the same resource at once lose nothing.
-pub struct PostgresCatalog {
-    config: tokio_postgres::Config,
-    client: tokio::sync::Mutex<tokio_postgres::Client>,
-}
-
-impl std::fmt::Debug for PostgresCatalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the config: it may hold a password.
-        f.debug_struct("PostgresCatalog").finish_non_exhaustive()
-    }
-}
-
-/// Advisory lock class of catalog upserts (object id `hashtext(key)`).
-const CATALOG_LOCK_CLASS: i32 = 4022;
-
-fn pg(error: tokio_postgres::Error) -> CatalogError {
-    CatalogError(error.to_string())
-}
-
-async fn pg_open(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, CatalogError> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "postgres catalog connection closed");
-        }
-    });
-    Ok(client)
-}
-
-impl PostgresCatalog {
-    /// Connects and creates the table if needed.
-    pub async fn connect(url: &str) -> Result<Self, CatalogError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(pg)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("paywire-bazaar");
-        }
-        let client = pg_open(&config).await?;
-        client
-            .batch_execute(&format!(
-                "SELECT pg_advisory_lock({CATALOG_LOCK_CLASS}, 0);
-                 CREATE TABLE IF NOT EXISTS x402_bazaar_resources (
-                     key          TEXT PRIMARY KEY,
-                     entry        TEXT NOT NULL,
-                     last_updated BIGINT NOT NULL
-                 );
-                 CREATE INDEX IF NOT EXISTS x402_bazaar_resources_fresh
-                     ON x402_bazaar_resources (last_updated DESC);
-                 SELECT pg_advisory_unlock({CATALOG_LOCK_CLASS}, 0);"
-            ))
-            .await
-            .map_err(pg)?;
-        Ok(Self {
-            config,
-            client: tokio::sync::Mutex::new(client),
-        })
-    }
-
-    async fn client(
-        &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, tokio_postgres::Client>, CatalogError> {
-        let mut client = self.client.lock().await;
-        if client.is_closed() {
-            tracing::warn!("postgres catalog connection lost; reconnecting");
-            *client = pg_open(&self.config).await?;
-        }
-        Ok(client)
-    }
-}
-
-impl Catalog for PostgresCatalog {
-    fn all(&self) -> CatalogFuture<'_, Vec<DiscoveredResource>> {
-        Box::pin(async move {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT entry FROM x402_bazaar_resources ORDER BY last_updated DESC, key",
-                    &[],
-                )
-                .await
-                .map_err(pg)?;
-            let mut entries = Vec::with_capacity(rows.len());
-            for row in rows {
-                entries.push(decode(&row.try_get::<_, String>(0).map_err(pg)?)?);
-            }
-            sort_fresh_first(&mut entries);
-            Ok(entries)
-        })
-    }
-
-    fn upsert(&self, entry: DiscoveredResource) -> CatalogFuture<'_, ()> {
-        Box::pin(async move {
-            let mut client = self.client().await?;
-            let transaction = client.transaction().await.map_err(pg)?;
-            let key = entry.key();
-            transaction
-                .execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                    &[&CATALOG_LOCK_CLASS, &key],
-                )
-                .await
-                .map_err(pg)?;
-            let existing = transaction
-                .query_opt(
-                    "SELECT entry FROM x402_bazaar_resources WHERE key = $1",
-                    &[&key],
-                )
-                .await
-                .map_err(pg)?;
-            let existing: Option<String> = match existing {
-                Some(row) => Some(row.try_get(0).map_err(pg)?),
-                None => None,
-            };
-            let (text, updated) = merged_row(existing.as_deref(), entry)?;
-            transaction
-                .execute(
-                    "INSERT INTO x402_bazaar_resources (key, entry, last_updated) VALUES ($1, $2, $3)
-                     ON CONFLICT (key) DO UPDATE SET entry = EXCLUDED.entry, last_updated = EXCLUDED.last_updated",
-                    &[&key, &text, &updated],
-                )
-                .await
-                .map_err(pg)?;
-            transaction.commit().await.map_err(pg)
-        })
-    }
 }
 
 #[cfg(test)]

@@ -126,7 +126,9 @@ async fn start_api(
     let siwx = paywire_siwx::SiwxServer::new(
         paywire_siwx::SiwxServerConfig::new(url.clone())
             .statement("Sign in to use your paywire demo pass"),
-        paywire_siwx::VerifierRegistry::with_defaults(),
+        paywire_siwx::VerifierRegistry::new()
+            .with(Arc::new(paywire_siwx::evm::EvmVerifier::new()))
+            .with(Arc::new(paywire_siwx::SolanaVerifier)),
         store.clone(),
     )
     .map_err(|e| fail(&e))?;
@@ -274,8 +276,8 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     catalog.insert(EvmNetwork::anvil(devnet.usdc()));
     // The same wallet pays and, for the pass, signs in (SIWE) when it returns.
     let wallet = LocalSigner::new(payer.signer());
-    let sign_in = paywire_siwx::SiwxSignIn::evm(
-        paywire_siwx::EvmSiwxSigner::new(wallet.clone()),
+    let sign_in = paywire_siwx::SiwxSignIn::new(
+        Arc::new(paywire_siwx::evm::EvmSiwxSigner::new(wallet.clone())),
         vec![ChainId::eip155(31337)],
     );
     let agent = X402Client::builder()

@@ -20,7 +20,8 @@ use paywire_core::{ChainId, ChainIdPattern, Money};
 use paywire_evm::exact::{ExactEvmClient, ExactEvmSpendProbe};
 use paywire_evm::rpc::RpcClient;
 use paywire_evm::{EvmNetworks, LocalSigner};
-use paywire_siwx::{EvmSiwxSigner, SiwxSignIn};
+use paywire_siwx::SiwxSignIn;
+use paywire_siwx::evm::EvmSiwxSigner;
 use reqwest::Method;
 
 /// Arguments of `paywire pay`.
@@ -318,7 +319,7 @@ async fn pay(args: PayArgs) -> Result<(), Failure> {
         ClientError::NoAcceptableOption(_) | ClientError::Budget(_) | ClientError::Vetoed(_) => {
             Failure(EXIT_REFUSED, e.to_string())
         }
-        ClientError::Http(_) => Failure(EXIT_NETWORK, e.to_string()),
+        ClientError::Transport(_) => Failure(EXIT_NETWORK, e.to_string()),
         ClientError::PaymentRequiredTooLarge { .. } => Failure(EXIT_HTTP, e.to_string()),
         other => Failure(EXIT_USAGE, other.to_string()),
     })?;

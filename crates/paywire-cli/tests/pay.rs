@@ -51,7 +51,9 @@ async fn env() -> Env {
     let store = Arc::new(paywire_siwx::MemoryStore::new());
     let siwx = paywire_siwx::SiwxServer::new(
         paywire_siwx::SiwxServerConfig::new(url.clone()),
-        paywire_siwx::VerifierRegistry::with_defaults(),
+        paywire_siwx::VerifierRegistry::new()
+            .with(Arc::new(paywire_siwx::evm::EvmVerifier::new()))
+            .with(Arc::new(paywire_siwx::SolanaVerifier)),
         store.clone(),
     )
     .expect("siwx");

@@ -24,7 +24,7 @@ use paywire_core::{ChainId, PaymentPayload, PaymentRequirements};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::policy::AssetInfo;
-use crate::spend::{SpendProbe, SpendState};
+use paywire_core::{SpendProbe, SpendState};
 
 /// What a rule limits.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
+use paywire_core::BoxFuture;
 use reqwest_middleware::{Middleware, Next};
 
-use crate::client::{Transport, X402Client};
+use crate::client::X402Client;
+use crate::flow::TransportError;
+use crate::http::SendHttp;
 
 /// Middleware that answers `402 Payment Required` by paying with an
 /// [`X402Client`] and retrying. The response's extensions carry a
@@ -29,6 +32,37 @@ impl X402Middleware {
     }
 }
 
+/// The rest of the middleware chain, for requests without a payment. Each
+/// request gets its own copy of the chain's extensions.
+struct RestOfChain<'a> {
+    next: Next<'a>,
+    extensions: &'a http::Extensions,
+}
+
+impl SendHttp for RestOfChain<'_> {
+    fn execute<'a>(
+        &'a self,
+        request: reqwest::Request,
+    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+        let next = self.next.clone();
+        let mut scratch = self.extensions.clone();
+        Box::pin(async move {
+            next.run(request, &mut scratch).await.map_err(|error| {
+                let retryable = match &error {
+                    reqwest_middleware::Error::Reqwest(e) => e.is_connect() || e.is_timeout(),
+                    reqwest_middleware::Error::Middleware(_) => false,
+                };
+                if retryable {
+                    TransportError::retryable(error.to_string())
+                } else {
+                    TransportError::fatal(error.to_string())
+                }
+            })
+        })
+    }
+}
+
+// `async_trait` only because reqwest-middleware's trait is declared with it.
 #[async_trait::async_trait]
 impl Middleware for X402Middleware {
     async fn handle(
@@ -37,31 +71,12 @@ impl Middleware for X402Middleware {
         extensions: &mut http::Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let extensions = std::sync::Mutex::new(extensions);
+        let rest = RestOfChain {
+            next,
+            extensions: &*extensions,
+        };
         self.client
-            .pay_flow(
-                request,
-                |request| {
-                    let next = next.clone();
-                    let extensions = &extensions;
-                    async move {
-                        let mut scratch =
-                            extensions.lock().map(|e| (*e).clone()).unwrap_or_default();
-                        next.run(request, &mut scratch)
-                            .await
-                            .map_err(|e| Transport {
-                                retryable: match &e {
-                                    reqwest_middleware::Error::Reqwest(e) => {
-                                        e.is_connect() || e.is_timeout()
-                                    }
-                                    reqwest_middleware::Error::Middleware(_) => false,
-                                },
-                                message: e.to_string(),
-                            })
-                    }
-                },
-                |request| self.client.execute_paid(request),
-            )
+            .send_through(rest, request)
             .await
             .map_err(reqwest_middleware::Error::middleware)
     }

@@ -10,7 +10,9 @@ use http::header::{
 };
 use http::{HeaderMap, Method, StatusCode};
 use paywire_core::codec::{PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER};
-use reqwest::Url;
+use url::Url;
+
+use crate::flow::Hop;
 
 /// Whether `a` and `b` share scheme, host and port.
 pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
@@ -29,19 +31,13 @@ fn strip_credentials(headers: &mut HeaderMap) {
     headers.remove(PAYMENT_SIGNATURE_HEADER);
 }
 
-/// The next request of a redirect answered to `previous`.
-pub(crate) struct Hop {
-    /// The request to send (without the payment header).
-    pub(crate) request: reqwest::Request,
-    /// Whether the payment may go with it: the same origin, and the server
-    /// did not answer with a receipt (it has not taken the payment).
-    pub(crate) carries_payment: bool,
-}
-
 /// The request a redirect `response` to `previous` leads to, as browsers
 /// and reqwest build it (303, and 301/302 after a POST, become a GET without
 /// body); `None` when `response` is not a redirect that can be followed.
-pub(crate) fn next_hop(previous: &reqwest::Request, response: &reqwest::Response) -> Option<Hop> {
+pub(crate) fn next_hop(
+    previous: &reqwest::Request,
+    response: &reqwest::Response,
+) -> Option<Hop<reqwest::Request>> {
     let to_get = match response.status() {
         StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND => previous.method() == Method::POST,
         StatusCode::SEE_OTHER => true,

@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use paywire_client::{
     Budget, BudgetRule, BudgetScope, ClientError, PaymentOutcome, PaymentStatus, SelectionPolicy,
-    SpendProbe, X402Client, X402Middleware,
+    X402Client, X402Middleware,
 };
 use paywire_core::codec::{self, PAYMENT_SIGNATURE_HEADER};
 use paywire_core::{
     BoxFuture, ChainId, ChainIdPattern, Facilitator, FacilitatorRequest, JsonObject,
-    LocalFacilitator, PaymentRequirements, SchemeClient, SchemeError,
+    LocalFacilitator, PaymentRequirements, SchemeClient, SchemeError, SpendProbe,
 };
 use paywire_evm::exact::{
     Clock, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmServer, ExactEvmSpendProbe,

@@ -18,9 +18,10 @@ use paywire_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, Ex
 use paywire_evm::rpc::RpcClient;
 use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use paywire_server::{PaymentLayer, PaymentOption, Route, money};
+use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
-    AccessPolicy, EvmSiwxSigner, MemoryStore, SessionTokens, SiwxHooks, SiwxServer,
-    SiwxServerConfig, SiwxSignIn, VerifierRegistry,
+    AccessPolicy, MemoryStore, SessionTokens, SiwxHooks, SiwxServer, SiwxServerConfig, SiwxSignIn,
+    SolanaVerifier, VerifierRegistry,
 };
 use paywire_testkit::Devnet;
 
@@ -83,7 +84,9 @@ async fn env_with(policy: AccessPolicy, sessions: bool) -> Env {
     let store = Arc::new(MemoryStore::new());
     let siwx = SiwxServer::new(
         SiwxServerConfig::new(url.clone()),
-        VerifierRegistry::with_defaults(),
+        VerifierRegistry::new()
+            .with(Arc::new(EvmVerifier::new()))
+            .with(Arc::new(SolanaVerifier)),
         store.clone(),
     )
     .expect("siwx server")
@@ -162,7 +165,7 @@ fn client_for(env: &Env, payer: usize) -> X402Client {
     let mut table = EvmNetworks::empty();
     table.insert(EvmNetwork::anvil(env.devnet.usdc()));
     let signer = LocalSigner::new(env.devnet.payer(payer).signer());
-    let sign_in = SiwxSignIn::evm(EvmSiwxSigner::new(signer.clone()), vec![chain()]);
+    let sign_in = SiwxSignIn::new(Arc::new(EvmSiwxSigner::new(signer.clone())), vec![chain()]);
     X402Client::builder()
         .wallet(
             ChainIdPattern::parse("eip155:*").expect("pattern"),
@@ -291,8 +294,8 @@ fn client_and_sign_in(env: &Env, payer: usize) -> (X402Client, Arc<SiwxSignIn>) 
     let mut table = EvmNetworks::empty();
     table.insert(EvmNetwork::anvil(env.devnet.usdc()));
     let signer = LocalSigner::new(env.devnet.payer(payer).signer());
-    let sign_in = Arc::new(SiwxSignIn::evm(
-        EvmSiwxSigner::new(signer.clone()),
+    let sign_in = Arc::new(SiwxSignIn::new(
+        Arc::new(EvmSiwxSigner::new(signer.clone())),
         vec![chain()],
     ));
     let client = X402Client::builder()
@@ -424,8 +427,8 @@ async fn our_client_signs_in_to_the_ts_siwx_server() {
             Arc::new(ExactEvmClient::new(signer.clone())),
         )
         .catalog(Arc::new(table))
-        .sign_in(Arc::new(SiwxSignIn::evm(
-            EvmSiwxSigner::new(signer),
+        .sign_in(Arc::new(SiwxSignIn::new(
+            Arc::new(EvmSiwxSigner::new(signer)),
             vec![chain()],
         )))
         .build();

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
-use paywire_client::{SpendProbe, SpendState};
 use paywire_core::{
     ChainId, Facilitator, FacilitatorRequest, LocalFacilitator, PaymentPayload,
-    PaymentRequirements, ResourceInfo, X402_VERSION,
+    PaymentRequirements, ResourceInfo, SpendProbe, SpendState, X402_VERSION,
 };
 use paywire_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmSpendProbe};
 use paywire_evm::rpc::RpcClient;

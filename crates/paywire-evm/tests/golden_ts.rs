@@ -11,7 +11,11 @@ use paywire_evm::exact::{Authorization, ExactEvmClient, eip712_domain, signing_h
 use serde_json::Value;
 
 fn vector(name: &str) -> Value {
-    let path = format!("{}/tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    // The directory cargo gives at run time: a binary reused from another
+    // checkout (shared target directory) still reads this checkout's files.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{crate_dir}/tests/vectors/{name}");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

@@ -21,9 +21,10 @@ use paywire_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, Ex
 use paywire_evm::rpc::RpcClient;
 use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use paywire_server::{PaymentLayer, PaymentOption, Route, money};
+use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
-    AccessPolicy, Entitlement, EntitlementStore, EvmSiwxSigner, MemoryStore, SESSION_HEADER,
-    SessionTokens, SiwxExtension, SiwxHooks, SiwxServer, SiwxServerConfig, StoreError,
+    AccessPolicy, Entitlement, EntitlementStore, MemoryStore, SESSION_HEADER, SessionTokens,
+    SiwxExtension, SiwxHooks, SiwxServer, SiwxServerConfig, SolanaVerifier, StoreError,
     VerifierRegistry, sign_in,
 };
 use paywire_testkit::Devnet;
@@ -128,7 +129,9 @@ async fn env(entitlements: Arc<Flaky>) -> Env {
     let url = format!("http://{host}");
     let siwx = SiwxServer::new(
         SiwxServerConfig::new(url.clone()),
-        VerifierRegistry::with_defaults(),
+        VerifierRegistry::new()
+            .with(Arc::new(EvmVerifier::new()))
+            .with(Arc::new(SolanaVerifier)),
         Arc::new(MemoryStore::new()),
     )
     .expect("siwx server");

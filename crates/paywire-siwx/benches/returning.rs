@@ -36,9 +36,10 @@ use paywire_core::{
 use paywire_evm::exact::ExactEvmServer;
 use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks, LocalSigner};
 use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, money};
+use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
-    AccessPolicy, EntitlementStore, EvmSiwxSigner, MemoryStore, SESSION_HEADER, SessionTokens,
-    SiwxExtension, SiwxHooks, SiwxServer, SiwxServerConfig, VerifierRegistry, sign_in,
+    AccessPolicy, EntitlementStore, MemoryStore, SESSION_HEADER, SessionTokens, SiwxExtension,
+    SiwxHooks, SiwxServer, SiwxServerConfig, SolanaVerifier, VerifierRegistry, sign_in,
 };
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
@@ -98,7 +99,9 @@ fn layer(store: Arc<MemoryStore>) -> PaymentLayer {
     ));
     let siwx = SiwxServer::new(
         SiwxServerConfig::new(ORIGIN),
-        VerifierRegistry::with_defaults(),
+        VerifierRegistry::new()
+            .with(Arc::new(EvmVerifier::new()))
+            .with(Arc::new(SolanaVerifier)),
         store.clone(),
     )
     .expect("siwx server");

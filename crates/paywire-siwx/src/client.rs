@@ -2,14 +2,11 @@
 //! server's challenge, sign it and produce the [`SiwxProof`] for the
 //! `SIGN-IN-WITH-X` header.
 
-use alloy_primitives::{Address, Bytes, eip191_hash_message, hex};
 use ed25519_dalek::Signer as _;
 use paywire_core::{BoxFuture, ChainId};
-use paywire_evm::EvmSigner;
-use paywire_evm::eip6492;
 
 use crate::message::{MessageError, SiwxMessage};
-use crate::types::{SCHEME_EIP191, SCHEME_EIP1271, SCHEME_EIP6492, SiwxExtension, SiwxProof};
+use crate::types::{SiwxExtension, SiwxProof};
 
 /// Why signing in failed on the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +31,8 @@ pub enum ClientError {
     Sign(String),
 }
 
-/// A wallet able to sign sign-in messages for one chain family.
+/// A wallet able to sign sign-in messages for one chain family:
+/// [`SolanaSiwxSigner`], `crate::evm::EvmSiwxSigner` (feature `evm`).
 pub trait SiwxSigner: Send + Sync {
     /// The CAIP-2 namespace of the wallet (`eip155`, `solana`).
     fn namespace(&self) -> &str;
@@ -49,90 +47,6 @@ pub trait SiwxSigner: Send + Sync {
 
     /// Signs the exact message text; returns the encoded signature.
     fn sign_message<'a>(&'a self, message: &'a str) -> BoxFuture<'a, Result<String, ClientError>>;
-}
-
-/// EVM wallet: EIP-191 personal-sign with an [`EvmSigner`]. For an
-/// EIP-1271 smart wallet, use [`EvmSiwxSigner::for_wallet`] with the owner's
-/// key as signer; for a wallet not deployed yet, [`EvmSiwxSigner::counterfactual`].
-#[derive(Debug, Clone)]
-pub struct EvmSiwxSigner<S> {
-    signer: S,
-    wallet: Option<Address>,
-    deployment: Option<(Address, Bytes)>,
-}
-
-impl<S: EvmSigner> EvmSiwxSigner<S> {
-    /// Signs in as the signer's own (EOA) address.
-    pub fn new(signer: S) -> Self {
-        Self {
-            signer,
-            wallet: None,
-            deployment: None,
-        }
-    }
-
-    /// Signs in as smart wallet `wallet`, whose EIP-1271 check accepts
-    /// signatures by `signer` over the EIP-191 hash.
-    pub fn for_wallet(signer: S, wallet: Address) -> Self {
-        Self {
-            signer,
-            wallet: Some(wallet),
-            deployment: None,
-        }
-    }
-
-    /// Signs in as smart wallet `wallet` that `factory` deploys with
-    /// `factory_calldata` (EIP-6492): the owner's signature is wrapped with
-    /// the deployment call so the server can validate it before deployment.
-    pub fn counterfactual(
-        signer: S,
-        wallet: Address,
-        factory: Address,
-        factory_calldata: Bytes,
-    ) -> Self {
-        Self {
-            signer,
-            wallet: Some(wallet),
-            deployment: Some((factory, factory_calldata)),
-        }
-    }
-}
-
-impl<S: EvmSigner> SiwxSigner for EvmSiwxSigner<S> {
-    fn namespace(&self) -> &str {
-        "eip155"
-    }
-
-    fn address(&self) -> String {
-        self.wallet
-            .unwrap_or_else(|| self.signer.address())
-            .to_checksum(None)
-    }
-
-    fn signature_scheme(&self) -> Option<&str> {
-        Some(match (self.wallet, &self.deployment) {
-            (_, Some(_)) => SCHEME_EIP6492,
-            (Some(_), None) => SCHEME_EIP1271,
-            (None, None) => SCHEME_EIP191,
-        })
-    }
-
-    fn sign_message<'a>(&'a self, message: &'a str) -> BoxFuture<'a, Result<String, ClientError>> {
-        Box::pin(async move {
-            let hash = eip191_hash_message(message.as_bytes());
-            let signature = self
-                .signer
-                .sign_hash(&hash)
-                .await
-                .map_err(|e| ClientError::Sign(e.to_string()))?;
-            let raw = Bytes::copy_from_slice(&signature.as_bytes());
-            let encoded = match &self.deployment {
-                Some((factory, calldata)) => eip6492::wrap(*factory, calldata.clone(), raw),
-                None => raw,
-            };
-            Ok(format!("0x{}", hex::encode(encoded)))
-        })
-    }
 }
 
 /// Solana wallet: ed25519 over the SIWS text bytes.

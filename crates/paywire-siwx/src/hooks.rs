@@ -1,5 +1,5 @@
-//! Server glue: [`SiwxHooks`] plugs sign-in-with-x into the paywire-server
-//! payment layer through its [`PaymentHooks`].
+//! Server glue (feature `server`): [`SiwxHooks`] plugs sign-in-with-x into
+//! the paywire-server payment layer through its [`PaymentHooks`].
 //!
 //! - every 402 of a configured route carries a fresh challenge
 //!   (`extensions["sign-in-with-x"]`, `supportedChains` from the route's
@@ -24,10 +24,7 @@ use paywire_server::{AccessDecision, PaymentHooks, RequestContext};
 use crate::server::{SiwxError, SiwxServer};
 use crate::session::SessionTokens;
 use crate::store::{AccessPolicy, EntitlementStore};
-
-/// Header carrying a session token issued after a valid sign-in (response)
-/// and presented instead of a proof (request).
-pub const SESSION_HEADER: &str = "sign-in-with-x-session";
+use crate::types::SESSION_HEADER;
 
 /// How one route uses sign-in-with-x.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@
 //! (two for SIWE, as EIP-4361's ABNF and the `siwe` library write; one for
 //! SIWS, as `@x402/extensions` writes).
 
-use alloy_primitives::Address;
 use paywire_core::ChainId;
+use sha3::{Digest, Keccak256};
 
 use crate::time::{TimeError, parse_rfc3339};
 use crate::types::{SIWX_VERSION, SiwxProof};
@@ -187,11 +187,34 @@ fn valid_statement(statement: &str) -> bool {
 /// Validates an address's textual form for `family`.
 pub(crate) fn valid_address(family: Family, address: &str) -> bool {
     match family {
-        Family::Ethereum => Address::parse_checksummed(address, None).is_ok(),
+        Family::Ethereum => is_eip55_checksummed(address),
         Family::Solana => bs58::decode(address)
             .into_vec()
             .is_ok_and(|bytes| bytes.len() == 32),
     }
+}
+
+/// Whether `address` is `0x` and 40 hex digits whose letters are cased as
+/// EIP-55 prescribes: upper case where the matching nibble of the Keccak-256
+/// hash of the lower-case digits is 8 or more, lower case elsewhere (EIP-4361
+/// requires the checksummed form).
+fn is_eip55_checksummed(address: &str) -> bool {
+    let Some(digits) = address.strip_prefix("0x") else {
+        return false;
+    };
+    if digits.len() != 40 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    let hash = Keccak256::digest(digits.to_ascii_lowercase().as_bytes());
+    digits.bytes().enumerate().all(|(i, digit)| {
+        let byte = hash[i / 2];
+        let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
+        match digit {
+            b'0'..=b'9' => true,
+            _ if nibble >= 8 => digit.is_ascii_uppercase(),
+            _ => digit.is_ascii_lowercase(),
+        }
+    })
 }
 
 fn check_time(field: &'static str, value: &str) -> Result<u64, MessageError> {
@@ -454,6 +477,41 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The examples of EIP-55 pass; one letter's case flipped, no prefix,
+    /// a short address or a non-hex digit fail.
+    #[test]
+    fn eip55_checksums() {
+        for valid in [
+            "0x52908400098527886E0F7030069857D2E4169EE7",
+            "0x8617E340B3D01FA5F11F306F4090FD50E238070D",
+            "0xde709f2102306220921060314715629080e2fb77",
+            "0x27b1fdb04752bbc536007a920d24acb045561c26",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            assert!(is_eip55_checksummed(valid), "{valid}");
+            let (at, letter) = valid
+                .char_indices()
+                .skip(2)
+                .find(|(_, c)| c.is_ascii_alphabetic())
+                .unwrap();
+            let mut flipped = valid.to_owned();
+            let toggled = if letter.is_ascii_uppercase() {
+                letter.to_ascii_lowercase()
+            } else {
+                letter.to_ascii_uppercase()
+            };
+            flipped.replace_range(at..=at, &toggled.to_string());
+            assert!(!is_eip55_checksummed(&flipped), "{flipped}");
+            assert!(!is_eip55_checksummed(&valid[2..]), "no prefix: {valid}");
+            assert!(!is_eip55_checksummed(&valid[..41]), "short: {valid}");
+            assert!(!is_eip55_checksummed(&valid.replacen("0x", "0X", 1)));
+            assert!(!is_eip55_checksummed(&format!("{}g", &valid[..41])));
+        }
+    }
 
     pub(crate) const SPEC_SIWE: &str =
         "api.example.com wants you to sign in with your Ethereum account:

@@ -1,7 +1,8 @@
-//! Client glue: [`SiwxSignIn`] is an paywire-client [`SignInProvider`] that
-//! answers a 402's sign-in-with-x challenge before the client pays, and
-//! keeps the session tokens ([`SESSION_HEADER`]) servers issue after a
-//! sign-in so that returning requests skip the 402 altogether.
+//! Client glue (feature `client`): [`SiwxSignIn`] is a paywire-client
+//! [`SignInProvider`] that answers a payment request's sign-in-with-x
+//! challenge before the client pays, and keeps the session tokens
+//! ([`SESSION_HEADER`]) servers issue after a sign-in so that returning
+//! requests skip the payment request altogether.
 //!
 //! Tokens are cached per origin (scheme, host, port) and path prefix (the
 //! directory of the signed-in path: a token earned on `/api/report` is sent
@@ -11,15 +12,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use paywire_client::SignInProvider;
+use paywire_client::{AnswerFields, Credential, SignInProvider};
 use paywire_core::codec::SIGN_IN_WITH_X_HEADER;
 use paywire_core::{BoxFuture, ChainId, PaymentRequired};
-use paywire_evm::EvmSigner;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
 
-use crate::SESSION_HEADER;
-use crate::client::{EvmSiwxSigner, SiwxSigner, select_chain, sign_in};
-use crate::types::SiwxExtension;
+use crate::client::{SiwxSigner, select_chain, sign_in};
+use crate::types::{SESSION_HEADER, SiwxExtension};
 
 /// Signs in with one wallet on the chains it can sign for.
 #[derive(Clone)]
@@ -31,10 +30,10 @@ pub struct SiwxSignIn {
 }
 
 /// Session tokens by origin, then by path prefix.
-type Sessions = HashMap<String, Vec<(String, HeaderValue)>>;
+type Sessions = HashMap<String, Vec<(String, String)>>;
 
 /// The cache key of `url`: its origin and the directory of its path.
-fn session_key(url: &reqwest::Url) -> (String, String) {
+fn session_key(url: &Url) -> (String, String) {
     let path = url.path();
     let prefix = match path.rfind('/') {
         Some(i) => &path[..=i],
@@ -94,7 +93,7 @@ impl SiwxSignIn {
     }
 
     /// The cached token for `url`: the longest prefix of its path.
-    fn token_for(&self, url: &reqwest::Url) -> Option<(String, HeaderValue)> {
+    fn token_for(&self, url: &Url) -> Option<(String, String)> {
         let (origin, _) = session_key(url);
         let sessions = self.sessions.lock().ok()?;
         sessions
@@ -104,15 +103,10 @@ impl SiwxSignIn {
             .max_by_key(|(prefix, _)| prefix.len())
             .cloned()
     }
-
-    /// An EVM wallet ([`EvmSiwxSigner`]) on `chains`.
-    pub fn evm<S: EvmSigner + 'static>(signer: EvmSiwxSigner<S>, chains: Vec<ChainId>) -> Self {
-        Self::new(Arc::new(signer), chains)
-    }
 }
 
 /// `host[:port]` of `url`, as it appears in a challenge's `domain`.
-fn authority(url: &reqwest::Url) -> Option<String> {
+fn authority(url: &Url) -> Option<String> {
     let host = url.host_str()?;
     Some(match url.port() {
         Some(port) => format!("{host}:{port}"),
@@ -121,24 +115,24 @@ fn authority(url: &reqwest::Url) -> Option<String> {
 }
 
 impl SignInProvider for SiwxSignIn {
-    fn session(&self, url: &reqwest::Url) -> Option<(HeaderName, HeaderValue)> {
+    fn session(&self, url: &Url) -> Option<Credential> {
         let (_, token) = self.token_for(url)?;
-        Some((HeaderName::from_static(SESSION_HEADER), token))
+        Some(Credential::new(SESSION_HEADER, token))
     }
 
-    fn remember(&self, url: &reqwest::Url, headers: &HeaderMap) {
-        let Some(token) = headers.get(SESSION_HEADER) else {
+    fn remember(&self, url: &Url, answer: &dyn AnswerFields) {
+        let Some(token) = answer.field(SESSION_HEADER) else {
             return;
         };
         let (origin, prefix) = session_key(url);
         if let Ok(mut sessions) = self.sessions.lock() {
             let entries = sessions.entry(origin).or_default();
             entries.retain(|(p, _)| *p != prefix);
-            entries.push((prefix, token.clone()));
+            entries.push((prefix, token.to_owned()));
         }
     }
 
-    fn forget(&self, url: &reqwest::Url) {
+    fn forget(&self, url: &Url) {
         let Some((prefix, token)) = self.token_for(url) else {
             return;
         };
@@ -155,9 +149,9 @@ impl SignInProvider for SiwxSignIn {
 
     fn sign_in<'a>(
         &'a self,
-        url: &'a reqwest::Url,
+        url: &'a Url,
         required: &'a PaymentRequired,
-    ) -> BoxFuture<'a, Option<(HeaderName, HeaderValue)>> {
+    ) -> BoxFuture<'a, Option<Credential>> {
         Box::pin(async move {
             let extension = match SiwxExtension::from_extensions(required.extensions.as_ref()?)? {
                 Ok(extension) => extension,
@@ -169,11 +163,7 @@ impl SignInProvider for SiwxSignIn {
             let chain = self.chain_for(&extension)?;
             let host = authority(url)?;
             match sign_in(&extension, &host, &chain, self.signer.as_ref()).await {
-                Ok(proof) => {
-                    let value = HeaderValue::from_str(&proof.to_header()).ok()?;
-                    let name = HeaderName::from_bytes(SIGN_IN_WITH_X_HEADER.as_bytes()).ok()?;
-                    Some((name, value))
-                }
+                Ok(proof) => Some(Credential::new(SIGN_IN_WITH_X_HEADER, proof.to_header())),
                 Err(error) => {
                     tracing::warn!(%error, "not signing in; paying instead");
                     None
@@ -188,27 +178,30 @@ mod tests {
     use super::*;
     use crate::client::SolanaSiwxSigner;
 
-    fn url(text: &str) -> reqwest::Url {
-        reqwest::Url::parse(text).unwrap()
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
     }
 
-    fn with_token(token: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(SESSION_HEADER, HeaderValue::from_str(token).unwrap());
-        headers
+    fn with_token(token: &str) -> paywire_core::JsonObject {
+        let mut fields = paywire_core::JsonObject::new();
+        fields.insert(SESSION_HEADER.into(), token.into());
+        fields
     }
 
     fn token(provider: &SiwxSignIn, at: &str) -> Option<String> {
         provider
             .session(&url(at))
-            .map(|(_, value)| value.to_str().unwrap().to_owned())
+            .map(|credential| credential.value)
     }
 
     #[test]
     fn session_tokens_are_kept_per_origin_and_path_prefix() {
         let provider = SiwxSignIn::any_chain(Arc::new(SolanaSiwxSigner::from_seed(&[1; 32])));
         // Responses without a token are ignored.
-        provider.remember(&url("https://a.test/api/x"), &HeaderMap::new());
+        provider.remember(
+            &url("https://a.test/api/x"),
+            &paywire_core::JsonObject::new(),
+        );
         assert_eq!(provider.cached_sessions(), 0);
 
         provider.remember(&url("https://a.test/api/x"), &with_token("t1"));

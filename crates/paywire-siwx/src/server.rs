@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::{B128, hex};
 use paywire_core::ChainId;
 use paywire_core::codec::DecodeError;
 
@@ -319,7 +318,7 @@ impl SiwxServer {
         let uri = self.resource_uri(path)?;
         let now = self.now();
         let expires_at = now.saturating_add(self.config.challenge_ttl_ms);
-        let nonce = hex::encode(B128::random());
+        let nonce = crate::random::random_hex128();
         self.nonces
             .issue_nonce(&nonce, &uri, now, expires_at)
             .await?;

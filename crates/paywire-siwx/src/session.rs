@@ -3,7 +3,6 @@
 //! under a server secret, bound to address, network, scope and expiry, and
 //! revocable through [`EntitlementStore::revoke_session`].
 
-use alloy_primitives::{B128, hex};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -92,7 +91,7 @@ impl SessionTokens {
         now: u64,
     ) -> (String, SessionClaims) {
         let claims = SessionClaims {
-            id: hex::encode(B128::random()),
+            id: crate::random::random_hex128(),
             address: address.to_owned(),
             network: network.to_owned(),
             scope: scope.to_owned(),

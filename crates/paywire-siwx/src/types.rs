@@ -23,6 +23,9 @@ pub const SCHEME_EIP1271: &str = "eip1271";
 pub const SCHEME_EIP6492: &str = "eip6492";
 /// `signatureScheme` hint: Sign-In With Solana.
 pub const SCHEME_SIWS: &str = "siws";
+/// Header carrying a session token issued after a valid sign-in (response)
+/// and presented instead of a proof (request).
+pub const SESSION_HEADER: &str = "sign-in-with-x-session";
 
 /// Message metadata the server declares in `extensions["sign-in-with-x"].info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

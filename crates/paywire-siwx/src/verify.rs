@@ -1,23 +1,19 @@
 //! Signature verification per chain family, behind [`SiwxVerifier`] and
 //! registered in a [`VerifierRegistry`] by CAIP-2 namespace (like schemes).
+//! Chain plugins implement it for their family:
 //!
-//! - [`EvmVerifier`] (`eip155`, type `eip191`): EIP-191 personal-sign hash of
-//!   the SIWE text; ECDSA recovery first, then — if an RPC client is
-//!   configured for the chain — a deployless `eth_call` of our validator
-//!   contract, which accepts EIP-1271 (deployed) and EIP-6492
-//!   (counterfactual) smart-wallet signatures.
-//! - [`SolanaVerifier`] (`solana`, type `ed25519`): strict ed25519 over the
-//!   SIWS text bytes, base58 public key and signature.
+//! - `eip155` (type `eip191`): `crate::evm::EvmVerifier` (feature `evm`):
+//!   EIP-191, EIP-1271 and EIP-6492 signatures;
+//! - `solana` (type `ed25519`): [`SolanaVerifier`] here, strict ed25519 over
+//!   the SIWS text bytes, base58 public key and signature (no chain access
+//!   needed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alloy_primitives::{Address, Bytes, eip191_hash_message, hex};
 use paywire_core::{BoxFuture, ChainId};
-use paywire_evm::eip6492;
-use paywire_evm::rpc::{RpcClient, create_call_params};
 
-use crate::types::{TYPE_ED25519, TYPE_EIP191};
+use crate::types::TYPE_ED25519;
 
 /// Why a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,12 +74,11 @@ impl VerifierRegistry {
         Self::default()
     }
 
-    /// EOA-only EVM and Solana verifiers.
-    pub fn with_defaults() -> Self {
-        let mut registry = Self::new();
-        registry.register(Arc::new(EvmVerifier::new()));
-        registry.register(Arc::new(SolanaVerifier));
-        registry
+    /// The registry with `verifier` added (or replacing the one of its
+    /// namespace).
+    pub fn with(mut self, verifier: Arc<dyn SiwxVerifier>) -> Self {
+        self.register(verifier);
+        self
     }
 
     /// Adds (or replaces) the verifier of its namespace.
@@ -96,80 +91,6 @@ impl VerifierRegistry {
     /// The verifier of `chain`'s namespace.
     pub fn get(&self, chain: &ChainId) -> Option<&Arc<dyn SiwxVerifier>> {
         self.verifiers.get(chain.namespace())
-    }
-}
-
-/// EVM sign-in verification (EIP-191, EIP-1271, EIP-6492).
-#[derive(Debug, Default, Clone)]
-pub struct EvmVerifier {
-    rpc: HashMap<String, Arc<RpcClient>>,
-}
-
-impl EvmVerifier {
-    /// EOA signatures only (no RPC).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Enables smart-wallet checks on `chain` through `rpc`.
-    pub fn with_rpc(mut self, chain: &ChainId, rpc: Arc<RpcClient>) -> Self {
-        self.rpc.insert(chain.to_string(), rpc);
-        self
-    }
-}
-
-impl SiwxVerifier for EvmVerifier {
-    fn namespace(&self) -> &str {
-        "eip155"
-    }
-
-    fn signature_type(&self) -> &str {
-        TYPE_EIP191
-    }
-
-    fn verify<'a>(
-        &'a self,
-        chain: &'a ChainId,
-        address: &'a str,
-        message: &'a str,
-        signature: &'a str,
-    ) -> BoxFuture<'a, Result<(), VerifyError>> {
-        Box::pin(async move {
-            let signer: Address = address
-                .parse()
-                .map_err(|_| VerifyError::MalformedAddress(address.chars().take(64).collect()))?;
-            let bytes = signature
-                .strip_prefix("0x")
-                .and_then(|h| hex::decode(h).ok())
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| {
-                    VerifyError::MalformedSignature("expected 0x-prefixed hex".into())
-                })?;
-            let hash = eip191_hash_message(message.as_bytes());
-            if paywire_evm::ecrecover::recover_address(&bytes, &hash) == Some(signer) {
-                return Ok(());
-            }
-            let Some(rpc) = self.rpc.get(chain.as_str()) else {
-                tracing::debug!(%chain, "EOA recovery failed and no RPC for smart-wallet check");
-                return Err(VerifyError::InvalidSignature);
-            };
-            let data = eip6492::validation_calldata(signer, hash, &bytes);
-            let answer: Bytes = rpc
-                .request("eth_call", create_call_params(&data))
-                .await
-                .map_err(|e| {
-                    if e.is_revert() {
-                        VerifyError::InvalidSignature
-                    } else {
-                        VerifyError::Rpc(e.to_string())
-                    }
-                })?;
-            if answer.as_ref() == [1u8] {
-                Ok(())
-            } else {
-                Err(VerifyError::InvalidSignature)
-            }
-        })
     }
 }
 

@@ -9,9 +9,10 @@ use alloy_primitives::B256;
 use paywire_core::ChainId;
 use paywire_evm::LocalSigner;
 use paywire_evm::rpc::RpcClient;
+use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
-    EvmSiwxSigner, EvmVerifier, MemoryStore, SiwxError, SiwxServer, SiwxServerConfig,
-    SolanaVerifier, VerifierRegistry, VerifyError, sign_in,
+    MemoryStore, SiwxError, SiwxServer, SiwxServerConfig, SolanaVerifier, VerifierRegistry,
+    VerifyError, sign_in,
 };
 use paywire_testkit::Devnet;
 use paywire_testkit::factory::deploy_calldata;
@@ -99,7 +100,9 @@ async fn smart_wallets_accept_owner_and_reject_stranger() {
     // Without an RPC client for the chain, smart wallets cannot sign in.
     let eoa_only = SiwxServer::new(
         SiwxServerConfig::new("https://api.example.com"),
-        VerifierRegistry::with_defaults(),
+        VerifierRegistry::new()
+            .with(Arc::new(EvmVerifier::new()))
+            .with(Arc::new(SolanaVerifier)),
         Arc::new(MemoryStore::new()),
     )
     .unwrap();

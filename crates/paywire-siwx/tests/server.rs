@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use paywire_core::ChainId;
 use paywire_evm::LocalSigner;
+use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::time::format_rfc3339;
 use paywire_siwx::{
-    AccessPolicy, ClientError, EntitlementStore, EvmSiwxSigner, MemoryStore, NonceStore, SiwxError,
-    SiwxExtension, SiwxProof, SiwxServer, SiwxServerConfig, SolanaSiwxSigner, SqliteStore,
+    AccessPolicy, ClientError, EntitlementStore, MemoryStore, NonceStore, SiwxError, SiwxExtension,
+    SiwxProof, SiwxServer, SiwxServerConfig, SolanaSiwxSigner, SolanaVerifier, SqliteStore,
     VerifierRegistry, VerifyError, select_chain, sign_in,
 };
 
@@ -21,6 +22,13 @@ const SOLANA: &str = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp";
 const T0: u64 = 1_705_314_600_000;
 const MINUTE: u64 = 60_000;
 
+/// EOA-only EVM and Solana verifiers.
+fn verifiers() -> VerifierRegistry {
+    VerifierRegistry::new()
+        .with(Arc::new(EvmVerifier::new()))
+        .with(Arc::new(SolanaVerifier))
+}
+
 struct Fixture {
     server: SiwxServer,
     clock: Arc<AtomicU64>,
@@ -31,7 +39,7 @@ impl Fixture {
     fn with(config: SiwxServerConfig, nonces: Arc<dyn NonceStore>) -> Self {
         let clock = Arc::new(AtomicU64::new(T0));
         let source = clock.clone();
-        let server = SiwxServer::new(config, VerifierRegistry::with_defaults(), nonces)
+        let server = SiwxServer::new(config, verifiers(), nonces)
             .unwrap()
             .with_clock(Arc::new(move || source.load(Ordering::SeqCst)));
         Self {
@@ -551,9 +559,9 @@ async fn rpc_outage_is_a_server_fault_not_an_invalid_signature() {
         std::time::Duration::from_secs(2),
     )
     .unwrap();
-    let mut verifiers = VerifierRegistry::with_defaults();
+    let mut verifiers = verifiers();
     verifiers.register(Arc::new(
-        paywire_siwx::EvmVerifier::new().with_rpc(&chain(BASE), Arc::new(rpc)),
+        EvmVerifier::new().with_rpc(&chain(BASE), Arc::new(rpc)),
     ));
     let server = SiwxServer::new(
         SiwxServerConfig::new(ORIGIN),
