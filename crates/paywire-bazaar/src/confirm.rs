@@ -408,7 +408,7 @@ fn entry_from_origin(
     resource.url = probe.url.to_string();
     let described = PaymentPayload {
         x402_version: origin.x402_version,
-        payload: Default::default(),
+        payload: serde_json::Map::default(),
         extensions: origin.extensions.clone(),
         resource: Some(resource),
         accepted: offer.clone(),

@@ -17,7 +17,7 @@
 //! Without features the crate depends on `paywire-core` only (no HTTP
 //! client, no database).
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod catalog;
 mod cheapest;

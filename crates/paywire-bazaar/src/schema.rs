@@ -117,7 +117,8 @@ fn check(
     if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
         for (index, item) in items.iter().enumerate() {
             let len = path.len();
-            path.push_str(&format!("/{index}"));
+            path.push('/');
+            path.push_str(&index.to_string());
             check(item, item_schema, path, depth + 1)?;
             path.truncate(len);
         }
@@ -175,6 +176,8 @@ fn bound(schema: &Map<String, Value>, key: &str) -> Result<Option<f64>, SchemaEr
     }
 }
 
+// Lengths are bounded by the body size limit, far below f64's exact range.
+#[allow(clippy::cast_precision_loss)]
 fn check_bounds(value: &Value, schema: &Map<String, Value>, path: &str) -> Result<(), SchemaError> {
     let length = match value {
         Value::String(text) => Some((text.chars().count() as f64, "minLength", "maxLength")),

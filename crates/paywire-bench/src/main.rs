@@ -1,5 +1,13 @@
 //! `paywire-bench`: measures the devnet node's ceiling and our components against
 //! it in one run. See the crate README.
+#![forbid(unsafe_code)]
+// Statistics over request counts and durations: far inside f64's exact range.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
 
 use paywire_evm::Eip155ChainId;
 use std::path::PathBuf;
@@ -115,7 +123,7 @@ async fn drive<F, Fut>(
 ) -> Stats
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: Future<Output = bool> + Send,
 {
     let work = Arc::new(work);
     let next = Arc::new(AtomicUsize::new(0));

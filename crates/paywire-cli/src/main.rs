@@ -1,4 +1,5 @@
 //! The `paywire` command-line tool.
+#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -229,15 +230,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
 fn run_simple(command: Command) -> Result<(), String> {
     match command {
         Command::Decode { value } => {
-            let value = match value {
-                Some(value) => value,
-                None => {
-                    let mut buffer = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut buffer)
-                        .map_err(|e| e.to_string())?;
-                    buffer
-                }
+            let value = if let Some(value) = value {
+                value
+            } else {
+                let mut buffer = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut buffer)
+                    .map_err(|e| e.to_string())?;
+                buffer
             };
             let json: serde_json::Value =
                 codec::decode_header(value.trim().as_bytes()).map_err(|e| e.to_string())?;

@@ -78,14 +78,14 @@ fn decode_and_network_still_work() {
 
 #[test]
 fn gateway_prints_a_parsable_example_and_needs_a_config() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+    let output = Command::new(env!("CARGO_BIN_EXE_paywire"))
         .args(["gateway", "--print-config-example"])
         .output()
         .expect("run paywire");
     assert!(output.status.success());
     let example = String::from_utf8(output.stdout).expect("utf-8");
     assert!(example.contains("[[routes]]"), "{example}");
-    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+    let missing = Command::new(env!("CARGO_BIN_EXE_paywire"))
         .args(["gateway", "--config", "/nonexistent/gateway.toml"])
         .output()
         .expect("run paywire");

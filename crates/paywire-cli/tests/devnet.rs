@@ -30,14 +30,13 @@ async fn start(state_dir: Option<&std::path::Path>) -> Running {
     let read = async {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(rest) = line.strip_prefix("RPC URL") {
-                rpc = rest.trim().to_owned();
+                rest.trim().clone_into(&mut rpc);
             }
             if let Some(rest) = line.strip_prefix("USDC") {
-                usdc = rest
-                    .split_whitespace()
+                rest.split_whitespace()
                     .next()
                     .unwrap_or_default()
-                    .to_owned();
+                    .clone_into(&mut usdc);
             }
             if line.starts_with("Ctrl-C") {
                 break;

@@ -56,7 +56,7 @@ confirm_private_addresses = true
             .expect("config");
     let state = paywire_facilitator::build(
         &config,
-        &paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin)),
+        &paywire_core::PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin)),
     )
     .await
     .expect("facilitator");

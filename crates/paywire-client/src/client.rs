@@ -511,7 +511,7 @@ mod tests {
         long.accepts[0].max_timeout_seconds = 301;
         match client.prepare(&long).await {
             Err(ClientError::NoAcceptableOption(why)) => {
-                assert!(why.contains("maxTimeoutSeconds 301 exceeds"), "{why}")
+                assert!(why.contains("maxTimeoutSeconds 301 exceeds"), "{why}");
             }
             other => panic!("expected a refusal, got {other:?}"),
         }

@@ -188,16 +188,14 @@ pub trait PaymentTransport: Send + Sync {
     ) -> Result<(), TransportError>;
 
     /// Sends a request that carries no payment.
-    fn send<'a>(
-        &'a self,
-        request: Self::Request,
-    ) -> BoxFuture<'a, Result<Self::Response, TransportError>>;
+    fn send(&self, request: Self::Request)
+    -> BoxFuture<'_, Result<Self::Response, TransportError>>;
 
     /// Sends a request that carries the payment, never following a redirect.
-    fn send_paid<'a>(
-        &'a self,
+    fn send_paid(
+        &self,
         request: Self::Request,
-    ) -> BoxFuture<'a, Result<Self::Response, TransportError>>;
+    ) -> BoxFuture<'_, Result<Self::Response, TransportError>>;
 
     /// What `response` says.
     fn status(&self, response: &Self::Response) -> AnswerStatus;
@@ -216,11 +214,11 @@ pub trait PaymentTransport: Send + Sync {
 
     /// Reads the offer of a payment-required answer, refusing one larger
     /// than `max_body` bytes before buffering it.
-    fn read_offer<'a>(
-        &'a self,
+    fn read_offer(
+        &self,
         response: Self::Response,
         max_body: usize,
-    ) -> BoxFuture<'a, Result<PaymentRequired, ClientError>>;
+    ) -> BoxFuture<'_, Result<PaymentRequired, ClientError>>;
 
     /// The request a redirect `response` to `sent` leads to; `None` (the
     /// default) when it is not a redirect or the transport has none.

@@ -43,17 +43,17 @@ impl AnswerFields for HeaderMap {
 /// a middleware chain, the paid-request client.
 pub(crate) trait SendHttp: Send + Sync {
     /// Sends `request`.
-    fn execute<'a>(
-        &'a self,
+    fn execute(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>>;
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>>;
 }
 
 impl SendHttp for reqwest::Client {
-    fn execute<'a>(
-        &'a self,
+    fn execute(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
         Box::pin(async move {
             reqwest::Client::execute(self, request)
                 .await
@@ -63,10 +63,10 @@ impl SendHttp for reqwest::Client {
 }
 
 impl<S: SendHttp + ?Sized> SendHttp for &S {
-    fn execute<'a>(
-        &'a self,
+    fn execute(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
         (**self).execute(request)
     }
 }
@@ -75,10 +75,10 @@ impl<S: SendHttp + ?Sized> SendHttp for &S {
 pub(crate) struct PaidRequests<'c>(pub(crate) &'c X402Client);
 
 impl SendHttp for PaidRequests<'_> {
-    fn execute<'a>(
-        &'a self,
+    fn execute(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
         Box::pin(self.0.execute_paid(request))
     }
 }
@@ -129,17 +129,17 @@ impl<U: SendHttp, P: SendHttp> PaymentTransport for HttpTransport<U, P> {
         Ok(())
     }
 
-    fn send<'a>(
-        &'a self,
+    fn send(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
         self.unpaid.execute(request)
     }
 
-    fn send_paid<'a>(
-        &'a self,
+    fn send_paid(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
         self.paid.execute(request)
     }
 
@@ -164,11 +164,11 @@ impl<U: SendHttp, P: SendHttp> PaymentTransport for HttpTransport<U, P> {
         response.headers().field(name)
     }
 
-    fn read_offer<'a>(
-        &'a self,
+    fn read_offer(
+        &self,
         response: reqwest::Response,
         max_body: usize,
-    ) -> BoxFuture<'a, Result<PaymentRequired, ClientError>> {
+    ) -> BoxFuture<'_, Result<PaymentRequired, ClientError>> {
         Box::pin(read_offer(response, max_body))
     }
 
@@ -362,10 +362,10 @@ mod tests {
         F: Fn(reqwest::Request) -> Fut + Send + Sync,
         Fut: Future<Output = Result<reqwest::Response, TransportError>> + Send + 'static,
     {
-        fn execute<'a>(
-            &'a self,
+        fn execute(
+            &self,
             request: reqwest::Request,
-        ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+        ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
             Box::pin((self.0)(request))
         }
     }
@@ -500,15 +500,13 @@ mod tests {
         let sent: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
         let challenge = codec::encode_header(&required());
         let network = ChainId::parse("eip155:8453").unwrap();
-        let pending = codec::encode_header(&paywire_core::SettleResponse::failed(
+        let pending = codec::encode_header(&SettleResponse::failed(
             network.clone(),
             paywire_core::ErrorReason::TRANSACTION_PENDING,
             None,
             "0xabc",
         ));
-        let settled = codec::encode_header(&paywire_core::SettleResponse::settled(
-            network, "0xabc", None,
-        ));
+        let settled = codec::encode_header(&SettleResponse::settled(network, "0xabc", None));
         let request = reqwest::Client::new()
             .get("http://127.0.0.1:9/r")
             .build()
@@ -631,7 +629,7 @@ mod tests {
             )
         };
         let refused = client.prepare(&required()).await.unwrap();
-        let failed = paywire_core::SettleResponse::failed(
+        let failed = SettleResponse::failed(
             ChainId::parse("eip155:8453").unwrap(),
             paywire_core::ErrorReason::INSUFFICIENT_FUNDS,
             None,
@@ -643,7 +641,7 @@ mod tests {
         assert_eq!(totals(), (0, 10_000), "the server holds it: still counted");
 
         let settled = client.prepare(&required()).await.unwrap();
-        let success = paywire_core::SettleResponse {
+        let success = SettleResponse {
             success: true,
             error_reason: None,
             transaction: "0xabc".into(),
@@ -666,7 +664,7 @@ mod tests {
             .wallet(ChainIdPattern::parse("eip155:*").unwrap(), wallet)
             .build();
         let prepared = client.prepare(&required()).await.unwrap();
-        let pending = paywire_core::SettleResponse::failed(
+        let pending = SettleResponse::failed(
             ChainId::parse("eip155:8453").unwrap(),
             paywire_core::ErrorReason::TRANSACTION_PENDING,
             None,
@@ -679,7 +677,7 @@ mod tests {
         );
         let outcome = finish_http(&client, &prepared, 402, &headers).await;
         assert_eq!(outcome.status, PaymentStatus::Pending);
-        let failed = paywire_core::SettleResponse::failed(
+        let failed = SettleResponse::failed(
             ChainId::parse("eip155:8453").unwrap(),
             paywire_core::ErrorReason::INSUFFICIENT_FUNDS,
             None,

@@ -18,7 +18,7 @@
 //! a signed payment has been sent, the budget counts it until it is settled
 //! or a [`SpendProbe`] proves it unspent, whatever the server answered.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod budget;
 mod client;

@@ -40,10 +40,10 @@ struct RestOfChain<'a> {
 }
 
 impl SendHttp for RestOfChain<'_> {
-    fn execute<'a>(
-        &'a self,
+    fn execute(
+        &self,
         request: reqwest::Request,
-    ) -> BoxFuture<'a, Result<reqwest::Response, TransportError>> {
+    ) -> BoxFuture<'_, Result<reqwest::Response, TransportError>> {
         let next = self.next.clone();
         let mut scratch = self.extensions.clone();
         Box::pin(async move {

@@ -377,11 +377,11 @@ impl SelectionPolicy {
         let mut eligible: Vec<(usize, Option<Value>, usize)> = Vec::new();
         for (index, requirements) in accepts.iter().enumerate() {
             let info = catalog.asset_info(&requirements.network, &requirements.asset);
-            let excluded = if !can_pay(requirements) {
-                Some(Exclusion::NoWallet)
-            } else {
+            let excluded = if can_pay(requirements) {
                 self.exclusion(requirements, info.as_ref())
                     .or_else(|| extra_check(requirements, info.as_ref()))
+            } else {
+                Some(Exclusion::NoWallet)
             };
             if excluded.is_none() {
                 let value = info.as_ref().map(|i| Value {

@@ -12,7 +12,7 @@ use paywire_core::{
 pub(crate) struct CountingWallet(pub(crate) AtomicUsize);
 
 impl SchemeClient for CountingWallet {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "exact"
     }
     fn payer(&self, _: &ChainId) -> Option<String> {

@@ -158,7 +158,10 @@ async fn ts_server_pending_settlement_is_reported_pending() {
         .expect("outcome");
     let receipt = outcome.receipt.expect("PAYMENT-RESPONSE on the 402");
     assert_eq!(
-        receipt.error_reason.as_ref().map(|r| r.as_str()),
+        receipt
+            .error_reason
+            .as_ref()
+            .map(paywire_core::ErrorReason::as_str),
         Some("settlement_pending")
     );
     assert_eq!(outcome.status, PaymentStatus::Pending, "{receipt:?}");

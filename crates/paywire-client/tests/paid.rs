@@ -386,7 +386,7 @@ fn payer_with_probe(
             ..BudgetRule::usd()
         }])
         .expect("budget")
-        .with_clock(move || (unix_now() + budget_skew.load(Ordering::SeqCst)) as i64),
+        .with_clock(move || (unix_now() + budget_skew.load(Ordering::SeqCst)).cast_signed()),
     );
     let wallet = Arc::new(Counting {
         wallet: ExactEvmClient::new(LocalSigner::new(env.devnet.payer(payer).signer()))

@@ -50,7 +50,7 @@ struct SlowFirst {
 }
 
 impl SchemeClient for SlowFirst {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "exact"
     }
     fn payer(&self, _: &ChainId) -> Option<String> {
@@ -135,7 +135,7 @@ async fn a_slow_signature_does_not_let_the_total_be_exceeded() {
 struct Counting(AtomicUsize);
 
 impl SchemeClient for Counting {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "exact"
     }
     fn payer(&self, _: &ChainId) -> Option<String> {

@@ -78,7 +78,8 @@ async fn env_with(policy: AccessPolicy, sessions: bool) -> Env {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("time")
-        .as_millis() as u64;
+        .as_millis();
+    let now = u64::try_from(now).expect("milliseconds since 1970 fit in u64");
     let clock = Arc::new(AtomicU64::new(now));
     let read = Arc::clone(&clock);
     let store = Arc::new(MemoryStore::new());
@@ -140,7 +141,7 @@ async fn env_with(policy: AccessPolicy, sessions: bool) -> Env {
                 let refused = Arc::clone(&refused);
                 async move {
                     let response = next.run(request).await;
-                    if response.status() == axum::http::StatusCode::PAYMENT_REQUIRED {
+                    if response.status() == http::StatusCode::PAYMENT_REQUIRED {
                         refused.fetch_add(1, Ordering::SeqCst);
                     }
                     response

@@ -41,7 +41,7 @@ struct ToyWallet {
 }
 
 impl SchemeClient for ToyWallet {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "toy"
     }
     fn payer(&self, _: &ChainId) -> Option<String> {
@@ -175,7 +175,10 @@ impl Seller {
 /// The toy verifier: the signature matches the signed fields.
 fn valid(payment: &PaymentPayload) -> bool {
     let payer = payment.payload.get("payer").and_then(|v| v.as_str());
-    let nonce = payment.payload.get("nonce").and_then(|v| v.as_u64());
+    let nonce = payment
+        .payload
+        .get("nonce")
+        .and_then(serde_json::value::Value::as_u64);
     let signature = payment.payload.get("signature").and_then(|v| v.as_str());
     match (payer, nonce, signature) {
         (Some(payer), Some(nonce), Some(signature)) => {
@@ -235,7 +238,7 @@ impl PaymentTransport for InProcess {
         Ok(())
     }
 
-    fn send<'a>(&'a self, request: Call) -> BoxFuture<'a, Result<Reply, TransportError>> {
+    fn send(&self, request: Call) -> BoxFuture<'_, Result<Reply, TransportError>> {
         assert!(
             request.payment.is_none(),
             "an unpaid call carries no payment"
@@ -243,7 +246,7 @@ impl PaymentTransport for InProcess {
         Box::pin(async move { self.seller.answer(request) })
     }
 
-    fn send_paid<'a>(&'a self, request: Call) -> BoxFuture<'a, Result<Reply, TransportError>> {
+    fn send_paid(&self, request: Call) -> BoxFuture<'_, Result<Reply, TransportError>> {
         assert!(request.payment.is_some(), "a paid call carries the payment");
         Box::pin(async move {
             let reply = self.seller.answer(request);
@@ -266,11 +269,11 @@ impl PaymentTransport for InProcess {
         response.fields.field(name)
     }
 
-    fn read_offer<'a>(
-        &'a self,
+    fn read_offer(
+        &self,
         response: Reply,
         _max_body: usize,
-    ) -> BoxFuture<'a, Result<PaymentRequired, ClientError>> {
+    ) -> BoxFuture<'_, Result<PaymentRequired, ClientError>> {
         Box::pin(async move { response.offer.ok_or(ClientError::MissingPaymentRequired) })
     }
 }

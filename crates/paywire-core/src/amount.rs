@@ -252,7 +252,8 @@ impl Money {
         };
         Ok(Self {
             mantissa,
-            scale: fraction.len() as u32,
+            scale: u32::try_from(fraction.len())
+                .map_err(|_| AmountError::Overflow(text.to_owned()))?,
             unit,
             text: text.to_owned(),
         })

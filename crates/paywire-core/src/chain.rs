@@ -65,8 +65,9 @@ impl ChainId {
         }
         Ok(Self {
             text: text.into(),
-            // The namespace is at most 8 bytes long, so the index fits.
-            separator: separator as u8,
+            // A valid namespace is at most 8 bytes long, so the index fits.
+            separator: u8::try_from(separator)
+                .map_err(|_| ChainIdError::InvalidNamespace(text.to_owned()))?,
         })
     }
 

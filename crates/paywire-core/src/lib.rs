@@ -20,7 +20,7 @@
 //!
 //! No chain is known here: EVM, Solana and others register as plugins.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod amount;
 pub mod asset;

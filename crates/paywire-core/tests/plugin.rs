@@ -31,7 +31,7 @@ struct IouScheme {
 }
 
 impl SchemeServer for IouScheme {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "iou"
     }
     fn requirements(
@@ -56,7 +56,7 @@ impl SchemeServer for IouScheme {
 }
 
 impl SchemeFacilitator for IouScheme {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "iou"
     }
     fn networks(&self) -> Vec<ChainId> {

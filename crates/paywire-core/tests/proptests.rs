@@ -26,7 +26,7 @@ proptest! {
 
     #[test]
     fn amount_rejects_signs_and_spaces(n in any::<u64>(), prefix in "[-+ \\t]|0x") {
-        let text = format!("{}{}", prefix, n);
+        let text = format!("{prefix}{n}");
         prop_assert!(AtomicAmount::parse(&text).is_err());
     }
 
@@ -44,17 +44,17 @@ proptest! {
 
     #[test]
     fn valid_caip2_parses(ns in "[-a-z0-9]{3,8}", reference in "[-_a-zA-Z0-9]{1,32}") {
-        let text = format!("{}:{}", ns, reference);
+        let text = format!("{ns}:{reference}");
         let id = ChainId::parse(&text).unwrap();
         prop_assert_eq!(id.namespace(), ns.as_str());
         prop_assert_eq!(id.reference(), reference.as_str());
-        let namespace_pattern = ChainIdPattern::parse(&format!("{}:*", ns)).unwrap();
+        let namespace_pattern = ChainIdPattern::parse(&format!("{ns}:*")).unwrap();
         prop_assert!(namespace_pattern.matches(&id));
     }
 
     #[test]
     fn invalid_caip2_rejected(ns in "[-a-z0-9]{0,2}|[-a-z0-9]{9,12}|[A-Z]{3,8}", reference in "[-_a-zA-Z0-9]{1,32}") {
-        let text = format!("{}:{}", ns, reference);
+        let text = format!("{ns}:{reference}");
         prop_assert!(ChainId::parse(&text).is_err());
     }
 

@@ -146,8 +146,8 @@ impl Devnet {
     /// Starts a chain kept in `dir` (see [`DevnetOptions::state_dir`]).
     async fn start_persistent(
         anvil: &install::Anvil,
-        mut args: Vec<std::ffi::OsString>,
-        dir: &std::path::Path,
+        mut args: Vec<OsString>,
+        dir: &Path,
         watch_pool: bool,
     ) -> Result<Self> {
         let io = |e: std::io::Error| {
@@ -158,29 +158,26 @@ impl Devnet {
         let meta_path = dir.join("devnet.json");
         let remembered = std::fs::read_to_string(&meta_path)
             .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .and_then(|meta| {
                 meta["usdc"]
                     .as_str()
                     .and_then(|a| a.parse::<Address>().ok())
             });
-        let usdc = match remembered.filter(|_| state.is_file()) {
-            Some(usdc) => {
-                args.extend(["--state".into(), state.as_os_str().to_owned()]);
-                usdc
-            }
-            None => {
-                let snapshot = ensure_snapshot(anvil).await?;
-                args.extend([
-                    "--load-state".into(),
-                    snapshot.state.as_os_str().to_owned(),
-                    "--dump-state".into(),
-                    state.as_os_str().to_owned(),
-                ]);
-                let meta = json!({ "usdc": snapshot.meta.usdc });
-                std::fs::write(&meta_path, meta.to_string()).map_err(io)?;
-                snapshot.meta.usdc
-            }
+        let usdc = if let Some(usdc) = remembered.filter(|_| state.is_file()) {
+            args.extend(["--state".into(), state.as_os_str().to_owned()]);
+            usdc
+        } else {
+            let snapshot = ensure_snapshot(anvil).await?;
+            args.extend([
+                "--load-state".into(),
+                snapshot.state.as_os_str().to_owned(),
+                "--dump-state".into(),
+                state.as_os_str().to_owned(),
+            ]);
+            let meta = json!({ "usdc": snapshot.meta.usdc });
+            std::fs::write(&meta_path, meta.to_string()).map_err(io)?;
+            snapshot.meta.usdc
         };
         args.extend(["--state-interval".into(), "2".into()]);
         let mut process = AnvilProcess::start(&anvil.path, &args).await?;

@@ -62,7 +62,7 @@ pub enum DevnetError {
     },
 
     /// The node answered a JSON-RPC call with an error object.
-    #[error("JSON-RPC {method} failed with code {code}: {message}{}", data_suffix(.data))]
+    #[error("JSON-RPC {method} failed with code {code}: {message}{}", data_suffix(.data.as_deref()))]
     Rpc {
         /// The JSON-RPC method.
         method: String,
@@ -94,7 +94,7 @@ pub enum DevnetError {
     Unexpected(String),
 }
 
-fn data_suffix(data: &Option<Box<serde_json::Value>>) -> String {
+fn data_suffix(data: Option<&serde_json::Value>) -> String {
     match data {
         Some(d) => format!(" (data: {d})"),
         None => String::new(),

@@ -20,8 +20,6 @@
 //! `$HOME/.cache/paywire-devnet`); `$PAYWIRE_ANVIL` names an anvil binary to use instead.
 //! See the crate README.
 
-#![warn(missing_docs)]
-
 pub mod accounts;
 mod devnet;
 mod error;

@@ -168,6 +168,7 @@ impl AnvilProcess {
             .map_err(|_| DevnetError::Unexpected("anvil pid out of range".into()))?;
         // SAFETY: `kill` has no memory-safety preconditions. `pid` is our own child, which
         // has not been reaped yet (we hold its `Child`), so the id cannot have been reused.
+        #[allow(unsafe_code)]
         let rc = unsafe { libc::kill(pid, libc::SIGINT) };
         if rc != 0 {
             return Err(DevnetError::io(
@@ -233,13 +234,12 @@ pub fn make_temp_dir() -> Result<PathBuf> {
     loop {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = base.join(format!("paywire-devnet-{}-{n}-{nanos}", std::process::id()));
         match fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(DevnetError::io(format!("creating {}", dir.display()), e)),
         }
     }
@@ -258,7 +258,6 @@ type SpawnJob = (
 /// would lose its anvil when the first test's thread ended), so every spawn happens on
 /// one dedicated thread that lives as long as the process.
 pub async fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
-    set_parent_death_signal(&mut cmd);
     static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnJob>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
@@ -272,6 +271,7 @@ pub async fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
             .ok()
             .map(|_| tx)
     });
+    set_parent_death_signal(&mut cmd);
     let Some(spawner) = spawner else {
         // No spawner thread could be started: spawn here (the death signal then follows
         // this thread's life, which is still better than nothing).
@@ -287,6 +287,7 @@ pub async fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
 }
 
 #[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // `pre_exec` is unsafe by nature; see the SAFETY note.
 fn set_parent_death_signal(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: `getpid` has no preconditions.

@@ -3,6 +3,7 @@
 //! throughput through one facilitator signer.
 //!
 //! Run: `cargo bench -p paywire-evm --bench exact` (starts its own devnet).
+#![allow(missing_docs)] // criterion_main! generates an undocumented `main`
 
 use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ fn benches(c: &mut Criterion) {
     let client = ExactEvmClient::new(LocalSigner::new(devnet.payer(1).signer()));
 
     c.bench_function("client_sign_exact_eip3009", |b| {
-        b.iter(|| rt.block_on(client.sign(&requirements)).unwrap())
+        b.iter(|| rt.block_on(client.sign(&requirements)).unwrap());
     });
 
     // The CPU work of a successful verification without any RPC: decode the
@@ -100,7 +101,7 @@ fn benches(c: &mut Criterion) {
             .abi_encode();
             let body = serde_json::to_vec(&call_params(Some(auth.to), usdc, &calldata)).unwrap();
             std::hint::black_box((digest, body));
-        })
+        });
     });
 
     // Signer recovery, paid only when a simulation fails and the facilitator
@@ -112,7 +113,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let recovered = recover_address(&exact.signature, &digest);
             assert_eq!(recovered, Some(exact.authorization.from));
-        })
+        });
     });
 
     let rpc = Arc::new(
@@ -133,7 +134,7 @@ fn benches(c: &mut Criterion) {
                 .block_on(facilitator.verify(&payload, &requirements))
                 .unwrap();
             assert!(answer.is_valid);
-        })
+        });
     });
 
     // Settlement throughput: batches of 64 concurrent settlements through one
@@ -170,8 +171,10 @@ fn benches(c: &mut Criterion) {
                 });
                 total += start.elapsed();
             }
-            total.mul_f64(iterations as f64 / (rounds * batch) as f64)
-        })
+            #[allow(clippy::cast_precision_loss)] // iteration counts stay small
+            let share = iterations as f64 / (rounds * batch) as f64;
+            total.mul_f64(share)
+        });
     });
     group.finish();
 }

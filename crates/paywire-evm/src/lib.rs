@@ -12,7 +12,7 @@
 //! - [`signer`]: the [`signer::EvmSigner`] trait with a local-key implementation;
 //! - [`rpc`]: a lean JSON-RPC client with fail-over and batching.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod contracts;
 pub mod ecrecover;

@@ -212,7 +212,7 @@ fn url_secrets(url: &reqwest::Url) -> Vec<String> {
     let decoded: Vec<String> = secrets
         .iter()
         .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy())
-        .map(|s| s.into_owned())
+        .map(std::borrow::Cow::into_owned)
         .collect();
     secrets.extend(decoded);
     secrets.retain(|s| s.len() >= MIN_SECRET_LEN);

@@ -688,9 +688,7 @@ async fn rejects_when_simulation_reverts() {
 }
 
 /// Minimal join_all without pulling in the `futures` crate.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
+async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut outputs = Vec::with_capacity(handles.len());
     let mut pending: Vec<_> = handles.into_iter().map(Some).collect();

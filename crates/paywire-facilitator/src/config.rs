@@ -418,7 +418,7 @@ impl FacilitatorConfig {
     ) -> Result<Self, ConfigError> {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        for (key, item) in value.iter_mut() {
+        for (key, item) in &mut value {
             paywire_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
         }
         let config = Self::deserialize(toml::Value::Table(value))

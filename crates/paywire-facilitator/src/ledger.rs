@@ -115,7 +115,7 @@ impl Ledger {
     /// applies migrations.
     pub async fn connect_postgres(url: &str) -> Result<Self, LedgerError> {
         Ok(Self::from_store(Arc::new(
-            crate::postgres::PostgresStore::connect(url).await?,
+            PostgresStore::connect(url).await?,
         )))
     }
 

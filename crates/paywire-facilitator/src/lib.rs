@@ -27,7 +27,7 @@
 //! paywire_facilitator::run(config, &plugins).await
 //! # }
 //! ```
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod error;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -177,7 +178,8 @@ fn digest_id(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let mut id = String::from("key-");
     for byte in &digest[..6] {
-        id.push_str(&format!("{byte:02x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{byte:02x}");
     }
     id
 }

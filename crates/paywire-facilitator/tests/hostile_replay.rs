@@ -574,7 +574,7 @@ async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
     let size = stored
         .as_ref()
         .and_then(|r| r.request.as_ref())
-        .map(|r| serde_json::to_string(r).map(|t| t.len()).unwrap_or(0));
+        .map(|r| serde_json::to_string(r).map_or(0, |t| t.len()));
     server.stop().await;
     assert!(
         stored.is_none(),
@@ -605,7 +605,9 @@ async fn counting_proxy(
                         Value::Array(items) => items,
                         other => vec![other],
                     };
-                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut seen = seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     for call in calls {
                         let method = call["method"].as_str().unwrap_or("?").to_owned();
                         *seen.entry(method).or_insert(0) += 1;
@@ -693,9 +695,15 @@ async fn an_unsigned_expired_authorization_costs_few_rpc_calls() -> TestResult {
     forged
         .payload
         .insert("signature".into(), json!(format!("0x{}", "00".repeat(65))));
-    counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
     let (status, answer) = settle(&server, &body(&forged, &victim_requirements), None).await?;
-    let counts = counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let counts = counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let total: u64 = counts.values().sum();
     eprintln!("{status} {answer}\nRPC calls for one unsigned request: {total} {counts:?}");
     server.stop().await;

@@ -29,7 +29,7 @@ struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         LOG.lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend_from_slice(bytes);
         Ok(bytes.len())
     }
@@ -48,7 +48,11 @@ fn capture_logs() {
 }
 
 fn logs() -> String {
-    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    String::from_utf8_lossy(
+        &LOG.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned()
 }
 
 fn assert_no_secret(what: &str, text: &str) {

@@ -253,7 +253,7 @@ impl GatewayConfig {
     ) -> Result<Self, GatewayConfigError> {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| GatewayConfigError::Toml(e.to_string()))?;
-        for (key, item) in value.iter_mut() {
+        for (key, item) in &mut value {
             paywire_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
         }
         toml::Value::Table(value)

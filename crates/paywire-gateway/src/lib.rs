@@ -25,7 +25,7 @@
 //! // or: Gateway::from_config(&config, &plugins)?.router()   // to embed
 //! ```
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod config;
 mod discovery;

@@ -287,7 +287,7 @@ fn lenient_priced(line: &str) -> bool {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
         ["paid"] | ["users", _] => get_like,
-        ["files", ..] | ["strasse"] | ["café"] => true,
+        ["files", ..] | ["strasse" | "café"] => true,
         _ => false,
     }
 }

@@ -22,7 +22,7 @@ use tower::ServiceExt;
 struct Iou;
 
 impl SchemeServer for Iou {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "iou"
     }
 
@@ -55,7 +55,7 @@ struct LedgerPlugin {
 }
 
 impl ChainPlugin for LedgerPlugin {
-    fn namespace(&self) -> &str {
+    fn namespace(&self) -> &'static str {
         "ledger"
     }
 

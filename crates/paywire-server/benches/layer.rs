@@ -4,6 +4,7 @@
 //! verify call, reservation, buffering, settle call, receipt header).
 //!
 //! Run: `cargo bench -p paywire-server --bench layer`.
+#![allow(missing_docs)] // criterion_main! generates an undocumented `main`
 
 use paywire_evm::Eip155ChainId;
 use std::convert::Infallible;
@@ -154,7 +155,7 @@ fn bench(c: &mut Criterion) {
                 .block_on(service.clone().oneshot(request(None)))
                 .expect("response");
             black_box(response.status())
-        })
+        });
     });
 
     // Baseline: the trivial service alone.
@@ -164,7 +165,7 @@ fn bench(c: &mut Criterion) {
                 .block_on(inner.oneshot(request(None)))
                 .expect("response");
             black_box(response.status())
-        })
+        });
     });
 
     c.bench_function("layer/paid (stub facilitator)", |b| {
@@ -184,7 +185,7 @@ fn bench(c: &mut Criterion) {
                 black_box(response)
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 }
 

@@ -81,21 +81,20 @@ impl HttpFacilitatorBuilder {
 
     /// Builds the facilitator client.
     pub fn build(self) -> Result<HttpFacilitator, FacilitatorError> {
-        let client = match self.client {
-            Some(client) => client,
-            None => {
-                let mut builder = reqwest::Client::builder()
-                    .timeout(self.timeout)
-                    .connect_timeout(self.connect_timeout);
-                if self.base.starts_with("http://") {
-                    // Plain HTTP never verifies a certificate: skip loading
-                    // the system's root store (some 600 KB resident).
-                    builder = builder.tls_certs_only(Vec::new());
-                }
-                builder
-                    .build()
-                    .map_err(|e| FacilitatorError::Transport(e.to_string()))?
+        let client = if let Some(client) = self.client {
+            client
+        } else {
+            let mut builder = reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(self.connect_timeout);
+            if self.base.starts_with("http://") {
+                // Plain HTTP never verifies a certificate: skip loading
+                // the system's root store (some 600 KB resident).
+                builder = builder.tls_certs_only(Vec::new());
             }
+            builder
+                .build()
+                .map_err(|e| FacilitatorError::Transport(e.to_string()))?
         };
         Ok(HttpFacilitator {
             base: self.base.trim_end_matches('/').to_owned(),

@@ -31,7 +31,7 @@
 //! The no-code reverse proxy (`paywire gateway`) is the `paywire-gateway`
 //! crate.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod config;
 mod context;

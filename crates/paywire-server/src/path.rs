@@ -571,7 +571,7 @@ mod tests {
             if let Ok(once) = normalize_path(&raw) {
                 let twice = normalize_path(once.as_str());
                 prop_assert_eq!(twice.as_ref().map(NormalizedPath::as_str), Ok(once.as_str()));
-                prop_assert!(!twice.map(|t| t.resolved_dot_segments()).unwrap_or(true));
+                prop_assert!(!twice.map_or(true, |t| t.resolved_dot_segments()));
                 let text = once.as_str();
                 prop_assert!(text.starts_with('/'));
                 prop_assert!(!text.contains("//"));

@@ -1,5 +1,7 @@
 //! The small HTML page shown to browsers instead of the JSON 402 body.
 
+use std::fmt::Write as _;
+
 use paywire_core::{PaymentRequired, PaymentRequirements};
 
 /// Display data of an asset.
@@ -61,12 +63,14 @@ pub(crate) fn paywall_html(
             || requirement.network.to_string(),
             |name| format!("{name} ({})", requirement.network),
         );
-        options.push_str(&format!(
-            "<li><strong>{}</strong> on {} <small>({} scheme)</small></li>\n",
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            options,
+            "<li><strong>{}</strong> on {} <small>({} scheme)</small></li>",
             escape(&price_text(requirement, assets)),
             escape(&network),
             escape(&requirement.scheme),
-        ));
+        );
     }
     let error = required
         .error

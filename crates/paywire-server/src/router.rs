@@ -41,6 +41,7 @@ impl std::fmt::Debug for FacilitatorRouter {
         f.debug_struct("FacilitatorRouter")
             .field("members", &self.members.len())
             .field("ttl", &self.ttl)
+            .field("failure_ttl", &self.failure_ttl)
             .finish()
     }
 }
@@ -109,7 +110,7 @@ impl FacilitatorRouter {
         fresh
     }
 
-    fn forget(&self, member: &Member) {
+    fn forget(member: &Member) {
         if let Ok(mut guard) = member.cache.lock() {
             *guard = None;
         }
@@ -160,7 +161,7 @@ impl Facilitator for FacilitatorRouter {
                 match member.facilitator.verify(request).await {
                     Err(error) if retryable(&error) => {
                         tracing::warn!(%error, "verify failed; trying the next facilitator");
-                        self.forget(member);
+                        Self::forget(member);
                         last = Some(error);
                     }
                     other => return other,
@@ -184,7 +185,7 @@ impl Facilitator for FacilitatorRouter {
                 match member.facilitator.settle(request).await {
                     Err(error) if request_not_sent(&error) => {
                         tracing::warn!(%error, "settle not sent; trying the next facilitator");
-                        self.forget(member);
+                        Self::forget(member);
                         last = Some(error);
                     }
                     other => return other,

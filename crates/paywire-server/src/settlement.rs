@@ -143,8 +143,9 @@ pub(crate) fn settle_error_is_definite(error: &FacilitatorError) -> bool {
     match error {
         FacilitatorError::Http { status, .. } => (400..500).contains(status),
         FacilitatorError::BadRequest(_)
-        | FacilitatorError::Scheme(SchemeError::InvalidRequirements(_))
-        | FacilitatorError::Scheme(SchemeError::Unsupported(_)) => true,
+        | FacilitatorError::Scheme(
+            SchemeError::InvalidRequirements(_) | SchemeError::Unsupported(_),
+        ) => true,
         FacilitatorError::Transport(_)
         | FacilitatorError::Decode(_)
         | FacilitatorError::Scheme(_) => false,
@@ -228,7 +229,7 @@ mod tests {
         /// A scheme whose only payload defect is `toy_bad_ticket`.
         struct Toy;
         impl SchemeServer for Toy {
-            fn scheme(&self) -> &str {
+            fn scheme(&self) -> &'static str {
                 "toy"
             }
             fn requirements(

@@ -515,7 +515,7 @@ eip712_version = "2"
     .expect("facilitator config");
     let state = paywire_facilitator::build(
         &config,
-        &paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin)),
+        &paywire_core::PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin)),
     )
     .await
     .expect("facilitator");

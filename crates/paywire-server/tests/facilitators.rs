@@ -277,7 +277,7 @@ async fn facilitator_answers_are_read_up_to_a_bound() {
     let request = request();
     match facilitator.verify(&request).await {
         Err(FacilitatorError::Decode(message)) => {
-            assert!(message.contains("larger than"), "{message}")
+            assert!(message.contains("larger than"), "{message}");
         }
         other => panic!("expected an oversized answer error, got {other:?}"),
     }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 struct Iou;
 
 impl SchemeServer for Iou {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "iou"
     }
 
@@ -53,7 +53,7 @@ impl SchemeServer for Iou {
 }
 
 impl SchemeFacilitator for Iou {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "iou"
     }
 

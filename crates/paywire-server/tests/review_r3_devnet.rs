@@ -63,7 +63,7 @@ eip712_version = "2"
     .expect("facilitator config");
     let state = paywire_facilitator::build(
         &config,
-        &paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin)),
+        &paywire_core::PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin)),
     )
     .await
     .expect("facilitator");
@@ -112,11 +112,11 @@ async fn lossy_proxy(upstream: String) -> (String, Arc<Lossy>) {
             if parts.uri.path() == "/settle" {
                 p.settles.fetch_add(1, Ordering::SeqCst);
                 if p.lose_next_settle.swap(false, Ordering::SeqCst) {
-                    return (axum::http::StatusCode::BAD_GATEWAY, "upstream reset").into_response();
+                    return (http::StatusCode::BAD_GATEWAY, "upstream reset").into_response();
                 }
             }
             let mut response = Response::new(axum::body::Body::from(bytes));
-            *response.status_mut() = axum::http::StatusCode::from_u16(status.as_u16()).unwrap();
+            *response.status_mut() = http::StatusCode::from_u16(status.as_u16()).unwrap();
             if let Some(ct) = content_type {
                 response
                     .headers_mut()

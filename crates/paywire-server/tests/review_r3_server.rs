@@ -381,12 +381,12 @@ async fn a_paid_redirect_is_sold_once_and_withheld_unsettled() {
     let (status, headers, receipt, _) = pay(reqwest::Method::GET, &url, &payment).await;
     assert_eq!(status, 307);
     assert_eq!(
-        location(&headers).as_ref().map(|l| l.as_bytes()),
+        location(&headers).as_ref().map(HeaderValue::as_bytes),
         Some(SECRET_LOCATION.as_bytes())
     );
     assert!(receipt.expect("PAYMENT-RESPONSE").success);
     assert_eq!(
-        headers.get("cache-control").map(|v| v.as_bytes()),
+        headers.get("cache-control").map(HeaderValue::as_bytes),
         Some(&b"no-store"[..])
     );
     assert_eq!(script.settles(), 2);

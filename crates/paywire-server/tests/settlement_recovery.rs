@@ -129,7 +129,7 @@ async fn facilitator(script: Arc<Script>) -> String {
                         axum::Json(value).into_response()
                     }
                     Settle::Status(status) => (
-                        axum::http::StatusCode::from_u16(status).expect("status"),
+                        http::StatusCode::from_u16(status).expect("status"),
                         "facilitator trouble",
                     )
                         .into_response(),

@@ -17,6 +17,7 @@
 //!   match, verify call, settle call, receipt header, entitlement recorded).
 //!
 //! Run: `cargo bench -p paywire-siwx --bench returning`.
+#![allow(missing_docs)] // criterion_main! generates an undocumented `main`
 
 use paywire_evm::Eip155ChainId;
 use std::convert::Infallible;
@@ -234,7 +235,7 @@ fn bench(c: &mut Criterion) {
     );
 
     c.bench_function("siwx/402 with challenge", |b| {
-        b.iter(|| black_box(run(request(&[]))))
+        b.iter(|| black_box(run(request(&[]))));
     });
 
     c.bench_function("siwx/returning by signature", |b| {
@@ -246,7 +247,7 @@ fn bench(c: &mut Criterion) {
                 black_box(response)
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 
     c.bench_function("siwx/returning by session token", |b| {
@@ -254,7 +255,7 @@ fn bench(c: &mut Criterion) {
             let response = run(request(&[(SESSION_HEADER, &token)]));
             assert_eq!(response.0.status, 200);
             black_box(response)
-        })
+        });
     });
 
     c.bench_function("siwx/paid (stub facilitator)", |b| {
@@ -266,7 +267,7 @@ fn bench(c: &mut Criterion) {
                 black_box(response)
             },
             BatchSize::SmallInput,
-        )
+        );
     });
 }
 

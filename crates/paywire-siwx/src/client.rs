@@ -75,7 +75,7 @@ impl SolanaSiwxSigner {
 }
 
 impl SiwxSigner for SolanaSiwxSigner {
-    fn namespace(&self) -> &str {
+    fn namespace(&self) -> &'static str {
         "solana"
     }
 

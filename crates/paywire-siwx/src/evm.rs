@@ -51,7 +51,7 @@ impl EvmVerifier {
 }
 
 impl SiwxVerifier for EvmVerifier {
-    fn namespace(&self) -> &str {
+    fn namespace(&self) -> &'static str {
         "eip155"
     }
 
@@ -153,7 +153,7 @@ impl<S: EvmSigner> EvmSiwxSigner<S> {
 }
 
 impl<S: EvmSigner> SiwxSigner for EvmSiwxSigner<S> {
-    fn namespace(&self) -> &str {
+    fn namespace(&self) -> &'static str {
         "eip155"
     }
 

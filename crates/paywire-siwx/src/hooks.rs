@@ -295,7 +295,7 @@ impl PaymentHooks for SiwxHooks {
             let entitlement = policy.entitlement(payer, network, &route.scope, self.server.now());
             match self.entitlements.grant(&entitlement).await {
                 Ok(()) => {
-                    tracing::debug!(%payer, %network, scope = %route.scope, "entitlement recorded")
+                    tracing::debug!(%payer, %network, scope = %route.scope, "entitlement recorded");
                 }
                 Err(error) => tracing::error!(%error, %payer, "recording an entitlement failed"),
             }

@@ -36,7 +36,7 @@
 //!
 //! All times are Unix milliseconds from an injectable [`Clock`].
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod client;
 #[cfg(feature = "evm")]

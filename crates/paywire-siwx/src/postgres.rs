@@ -158,7 +158,7 @@ impl NonceStore for PostgresStore {
         })
     }
 
-    fn purge_nonces<'a>(&'a self, now: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+    fn purge_nonces(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let removed = self
                 .client

@@ -47,7 +47,7 @@ impl std::fmt::Debug for SiwxSignIn {
         f.debug_struct("SiwxSignIn")
             .field("address", &self.signer.address())
             .field("chains", &self.chains)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,8 +88,7 @@ impl SiwxSignIn {
     pub fn cached_sessions(&self) -> usize {
         self.sessions
             .lock()
-            .map(|s| s.values().map(Vec::len).sum())
-            .unwrap_or(0)
+            .map_or(0, |s| s.values().map(Vec::len).sum())
     }
 
     /// The cached token for `url`: the longest prefix of its path.

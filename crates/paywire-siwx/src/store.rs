@@ -67,7 +67,7 @@ pub trait NonceStore: Send + Sync {
     ) -> BoxFuture<'a, Result<NonceState, StoreError>>;
 
     /// Forgets nonces that expired before `now`; returns how many.
-    fn purge_nonces<'a>(&'a self, now: u64) -> BoxFuture<'a, Result<u64, StoreError>>;
+    fn purge_nonces(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// What a payer holds for a scope.
@@ -176,11 +176,11 @@ fn live(entitlement: &Entitlement, now: u64) -> bool {
 }
 
 /// Preference key: unlimited first, then passes (latest end first), then uses.
-fn preference(e: &Entitlement) -> (bool, bool, std::cmp::Reverse<u64>) {
+fn preference(e: &Entitlement) -> (bool, bool, Reverse<u64>) {
     (
         e.remaining_uses.is_some(),
         e.expires_at.is_some(),
-        std::cmp::Reverse(e.expires_at.unwrap_or(u64::MAX)),
+        Reverse(e.expires_at.unwrap_or(u64::MAX)),
     )
 }
 
@@ -302,7 +302,7 @@ impl NonceStore for MemoryStore {
         })
     }
 
-    fn purge_nonces<'a>(&'a self, now: u64) -> BoxFuture<'a, Result<u64, StoreError>> {
+    fn purge_nonces(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut state = self.lock()?;
             let purged = state.purge_nonces(now);

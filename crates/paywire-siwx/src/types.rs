@@ -310,7 +310,7 @@ pub(crate) mod tests {
 
     #[test]
     fn header_size_is_capped() {
-        let huge = "A".repeat(paywire_core::codec::MAX_HEADER_LEN + 4);
+        let huge = "A".repeat(codec::MAX_HEADER_LEN + 4);
         assert!(matches!(
             SiwxProof::from_header(huge.as_bytes()),
             Err(DecodeError::TooLarge { .. })

@@ -110,7 +110,7 @@ pub fn solana_public_key(address: &str) -> Result<ed25519_dalek::VerifyingKey, V
 }
 
 impl SiwxVerifier for SolanaVerifier {
-    fn namespace(&self) -> &str {
+    fn namespace(&self) -> &'static str {
         "solana"
     }
 

@@ -22,8 +22,6 @@
 //! outside the repository (`$PAYWIRE_DEVNET_CACHE`, default `$HOME/.cache/paywire-devnet`);
 //! `$PAYWIRE_ANVIL` names an anvil binary to use instead. See the READMEs of both crates.
 
-#![warn(missing_docs)]
-
 mod devnet;
 pub mod factory;
 pub mod peer;

@@ -180,8 +180,7 @@ async fn script_path(script: &Script) -> Result<PathBuf> {
 fn node_binary() -> PathBuf {
     std::env::var_os(ENV_NODE)
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("node"))
+        .map_or_else(|| PathBuf::from("node"), PathBuf::from)
 }
 
 /// A Node process with its log directory.

@@ -310,6 +310,7 @@ fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+#[allow(unsafe_code)] // one libc call; see the SAFETY note
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -375,8 +376,7 @@ fn make_temp_dir() -> Result<PathBuf> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     // Short: the unix socket path (dir + "/sock/.s.PGSQL.PORT") must fit 107 bytes.
     let base = if Path::new("/tmp").is_dir() {
         PathBuf::from("/tmp")

@@ -8,6 +8,7 @@
 //! account's secret). Settling applies the note once: the nonce is then used.
 //! Nothing here is an edit to the core, the facilitator, the server, the
 //! gateway or the client; they learn about `toy` from [`ToyPlugin`] alone.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};

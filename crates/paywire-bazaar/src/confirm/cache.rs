@@ -34,7 +34,9 @@ impl<T> AnswerCache<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
         // A panic elsewhere cannot leave the map half-updated: every
         // operation on it is a single insert or remove.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The fresh answer for `key`, if there is one; `ttl` says how long an

@@ -655,7 +655,7 @@ impl ExactEvmFacilitator {
             let outcome = config.rpc.send_raw_transaction(&sent.raw).await;
             match self.broadcast_outcome(&mut nonces, nonce, &sent, outcome, &mut resynced) {
                 SendOutcome::Sent => return Ok(Ok(sent)),
-                SendOutcome::Retry => continue,
+                SendOutcome::Retry => {}
                 SendOutcome::Refused(error) => {
                     return Ok(Err(reject(
                         ErrorReason::INVALID_TRANSACTION_STATE,

@@ -232,7 +232,7 @@ mod tests {
         );
         // A replacement made meanwhile is not forgotten for its predecessor.
         attempts.update(&key(payer, 2), B256::repeat_byte(2), |a| {
-            a.hash = B256::repeat_byte(7)
+            a.hash = B256::repeat_byte(7);
         });
         attempts.forget(&key(payer, 2), B256::repeat_byte(2));
         assert!(attempts.get(&key(payer, 2)).is_some());

@@ -177,11 +177,13 @@ mod tests {
             "status": format!("0x{status:x}"),
             "logs": [],
         }))
-        .map(|mut receipt| {
-            receipt.logs = logs;
-            receipt
-        })
-        .unwrap_or_else(|e| panic!("receipt: {e}"))
+        .map_or_else(
+            |e| panic!("receipt: {e}"),
+            |mut receipt| {
+                receipt.logs = logs;
+                receipt
+            },
+        )
     }
 
     #[test]

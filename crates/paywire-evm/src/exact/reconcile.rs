@@ -55,6 +55,8 @@ pub(super) struct SearchCache {
 }
 
 impl SearchCache {
+    /// `None`: not searched recently; `Some(None)`: searched, nothing found.
+    #[allow(clippy::option_option)]
     fn get(&self, key: &AuthorizationKey) -> Option<Option<B256>> {
         let entries = self.entries.lock().ok()?;
         let (found, at) = entries.get(key)?;

@@ -33,8 +33,7 @@ fn new_request_id() -> String {
     let prefix = PREFIX.get_or_init(|| {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         nanos ^ std::process::id().rotate_left(16)
     });
     let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -81,12 +81,11 @@ async fn signer_balances(probes: &[std::sync::Arc<dyn ChainProbe>]) -> String {
     let mut families: Vec<(String, String)> = Vec::new();
     for probe in probes {
         let name = format!("x402_signer_balance_{}", unit_name(probe.balance_unit()));
-        let index = match families.iter().position(|(known, _)| *known == name) {
-            Some(index) => index,
-            None => {
-                families.push((name.clone(), String::new()));
-                families.len() - 1
-            }
+        let index = if let Some(index) = families.iter().position(|(known, _)| *known == name) {
+            index
+        } else {
+            families.push((name.clone(), String::new()));
+            families.len() - 1
         };
         let Ok(balances) = tokio::time::timeout(BALANCE_TIMEOUT, probe.signer_balances()).await
         else {

@@ -527,14 +527,14 @@ impl GateCore {
     }
 
     /// The 402's `resource`: the route's own URL, or the transport's.
-    fn resource(&self, route: &Route, url: String) -> ResourceInfo {
+    fn resource(route: &Route, url: String) -> ResourceInfo {
         let url = route.resource.clone().unwrap_or(url);
         let mut resource = ResourceInfo::new(url);
-        resource.description = route.description.clone();
-        resource.mime_type = route.mime_type.clone();
-        resource.service_name = route.service_name.clone();
-        resource.tags = route.tags.clone();
-        resource.icon_url = route.icon_url.clone();
+        resource.description.clone_from(&route.description);
+        resource.mime_type.clone_from(&route.mime_type);
+        resource.service_name.clone_from(&route.service_name);
+        resource.tags.clone_from(&route.tags);
+        resource.icon_url.clone_from(&route.icon_url);
         resource
     }
 

@@ -65,7 +65,7 @@ impl PaymentGate {
             required: PaymentRequired {
                 x402_version: X402_VERSION,
                 error: None,
-                resource: core.resource(route, request.resource_url),
+                resource: GateCore::resource(route, request.resource_url),
                 accepts,
                 extensions: core.extensions(route, &ctx.params),
             },

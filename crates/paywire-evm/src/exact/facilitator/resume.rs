@@ -171,24 +171,25 @@ impl ExactEvmFacilitator {
                         .update(&key, hash, |a| a.unknown_since = None);
                 }
             }
-            Status::Unknown => match &attempt.signed {
-                Some(signed) => match chain.config.rpc.send_raw_transaction(&signed.raw).await {
-                    Ok(_) => {
-                        tracing::warn!(%hash, "earlier settlement transaction was dropped by the node; sent it again")
+            Status::Unknown => {
+                if let Some(signed) = &attempt.signed {
+                    match chain.config.rpc.send_raw_transaction(&signed.raw).await {
+                        Ok(_) => {
+                            tracing::warn!(%hash, "earlier settlement transaction was dropped by the node; sent it again");
+                        }
+                        Err(error @ RpcError::Node { .. }) => {
+                            let message = error
+                                .node_message()
+                                .unwrap_or_default()
+                                .to_ascii_lowercase();
+                            // "nonce too low": mined or replaced meanwhile, which
+                            // the receipt poll or the next run tells apart.
+                            force_replacement =
+                                !(already_known(&message) || message.contains("nonce too low"));
+                        }
+                        Err(error) => return Err(chain_error(error)),
                     }
-                    Err(error @ RpcError::Node { .. }) => {
-                        let message = error
-                            .node_message()
-                            .unwrap_or_default()
-                            .to_ascii_lowercase();
-                        // "nonce too low": mined or replaced meanwhile, which
-                        // the receipt poll or the next run tells apart.
-                        force_replacement =
-                            !(already_known(&message) || message.contains("nonce too low"));
-                    }
-                    Err(error) => return Err(chain_error(error)),
-                },
-                None => {
+                } else {
                     let since = chain
                         .attempts
                         .update(&key, hash, |a| {
@@ -202,7 +203,7 @@ impl ExactEvmFacilitator {
                         return Ok(Revived::Gone);
                     }
                 }
-            },
+            }
         }
         let (hash, raw) = self
             .replace_if_stuck(chain, key, attempt, force_replacement, observer)

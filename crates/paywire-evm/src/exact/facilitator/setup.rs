@@ -138,6 +138,7 @@ fn gwei_to_wei(gwei: f64) -> Option<u128> {
     }
     let wei = (gwei * 1.0e9).round();
     // Bounded above by 1e21 < u128::MAX, non-negative: the cast is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Some(wei as u128)
 }
 
@@ -260,7 +261,7 @@ fn connect(
         .map_err(|e| PluginError::config(format!("{}.rpc_urls", entry.at), e.to_string()))?;
     let rpc = Arc::new(rpc);
     let signers = signers(&chain, &entry.at)?;
-    let addresses = signers.iter().map(|signer| signer.address()).collect();
+    let addresses = signers.iter().map(EvmSigner::address).collect();
     let probe = EvmChainProbe::new(&chain.network, Arc::clone(&rpc), addresses);
     if chain.counterfactual_wallets == CounterfactualWallets::Deploy && !settle_authenticated {
         tracing::warn!(network = %chain.network.chain,

@@ -148,36 +148,33 @@ impl Paid<'_> {
     /// The answer to an unknown settlement outcome: the payer must retry
     /// with the same payment, never pay again.
     pub(super) async fn unknown_outcome(&self, unknown: Unknown) -> Refusal {
-        match unknown.receipt {
-            Some(receipt) => {
-                let message = format!(
-                    "settlement pending: transaction {} was broadcast but is not confirmed yet; \
-                     do not pay again: retry this request with the same PAYMENT-SIGNATURE to \
-                     receive the response once it is confirmed",
-                    receipt.transaction
-                );
-                let refusal = self.payment_required(message, Some(&receipt)).await;
-                self.fail(PaymentFailure::SettleFailed(receipt), refusal)
-                    .await
-            }
-            None => {
-                let refusal = ErrorRefusal::new(
-                    503,
-                    "settlement_unknown",
-                    format!(
-                        "the settlement outcome is unknown ({}); do not pay again: retry this \
-                         request with the same PAYMENT-SIGNATURE to receive the response once \
-                         settlement is final",
-                        unknown.detail
-                    ),
-                )
-                .retry_after(RETRY_UNKNOWN_AFTER);
-                self.fail(
-                    PaymentFailure::SettlementUnknown(unknown.detail),
-                    Refusal::Error(refusal),
-                )
+        if let Some(receipt) = unknown.receipt {
+            let message = format!(
+                "settlement pending: transaction {} was broadcast but is not confirmed yet; \
+                 do not pay again: retry this request with the same PAYMENT-SIGNATURE to \
+                 receive the response once it is confirmed",
+                receipt.transaction
+            );
+            let refusal = self.payment_required(message, Some(&receipt)).await;
+            self.fail(PaymentFailure::SettleFailed(receipt), refusal)
                 .await
-            }
+        } else {
+            let refusal = ErrorRefusal::new(
+                503,
+                "settlement_unknown",
+                format!(
+                    "the settlement outcome is unknown ({}); do not pay again: retry this \
+                     request with the same PAYMENT-SIGNATURE to receive the response once \
+                     settlement is final",
+                    unknown.detail
+                ),
+            )
+            .retry_after(RETRY_UNKNOWN_AFTER);
+            self.fail(
+                PaymentFailure::SettlementUnknown(unknown.detail),
+                Refusal::Error(refusal),
+            )
+            .await
         }
     }
 }

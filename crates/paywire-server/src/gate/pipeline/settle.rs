@@ -82,7 +82,7 @@ impl Paid<'_> {
             .core
             .schemes
             .find(scheme, &answer.network)
-            .map(|found| found.as_ref());
+            .map(AsRef::as_ref);
         if guard.resumed && !proves_nothing_charged(&answer, scheme) {
             // An earlier attempt may have been charged: never reusable, and
             // never a 402 (its new challenge would invite paying twice).
