@@ -6,6 +6,7 @@ use crate::catalog::{ListPage, ResourceFilter, SearchPage};
 
 /// A discovery request failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// The facilitator could not be reached or timed out.
     #[error("discovery request failed: {0}")]

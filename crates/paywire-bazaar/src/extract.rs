@@ -17,6 +17,7 @@ pub struct ExtractError(pub String);
 /// What the facilitator tells the client about cataloging, in the
 /// `EXTENSION-RESPONSES` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CatalogStatus {
     /// Validated and cataloged.
     Success,

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 /// Why a value does not satisfy a schema, or the schema cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemaError {
     /// The value breaks a constraint at the given JSON pointer.
     #[error("{path}: {message}")]

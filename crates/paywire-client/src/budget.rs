@@ -28,6 +28,7 @@ use paywire_core::{SpendProbe, SpendState};
 
 /// What a rule limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BudgetScope {
     /// Spending in US dollars across every known USD stablecoin, counted in
     /// micro-dollars (1 USD = 1,000,000).
@@ -71,6 +72,7 @@ impl BudgetRule {
 
 /// Why the budget refused or failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BudgetError {
     /// A limit would be exceeded.
     #[error("{0}")]

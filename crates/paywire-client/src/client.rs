@@ -26,6 +26,7 @@ const DEFAULT_RECONCILE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a paid request failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The server's 402 could not be read.
     #[error("unreadable 402 answer: {0}")]

@@ -47,6 +47,7 @@ impl AssetCatalog for Catalogs {
 
 /// A per-call ceiling.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PriceCap {
     /// At most this many US dollars, for USD stablecoins. Options in assets
     /// that are not known USD stablecoins are excluded when a USD cap is set.
@@ -116,6 +117,7 @@ impl Default for SelectionPolicy {
 
 /// Why an option was excluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Exclusion {
     /// No registered wallet can pay with this scheme on this network.
     NoWallet,

@@ -11,6 +11,7 @@ pub type U256 = ruint::Uint<256, 4>;
 
 /// Why a string is not a valid amount.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AmountError {
     /// The string is empty.
     #[error("amount is empty")]

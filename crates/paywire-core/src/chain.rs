@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a string is not a CAIP-2 chain id or pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChainIdError {
     /// There is no `:` separating namespace and reference.
     #[error("chain id {0:?} is not of the form namespace:reference")]
@@ -133,6 +134,7 @@ impl<'de> Deserialize<'de> for ChainId {
 /// A set of chains: a whole namespace (`eip155:*`), one exact chain, or a
 /// union of patterns (written comma-separated: `eip155:8453,eip155:84532`).
 #[derive(Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ChainIdPattern {
     /// Every chain of a namespace, written `namespace:*`.
     Namespace(Box<str>),

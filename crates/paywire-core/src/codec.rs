@@ -39,6 +39,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Why a header or body could not be decoded. Every variant is a client error
 /// (HTTP 400); [`DecodeError::reason`] gives a short machine-readable code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The value is empty.
     #[error("header is empty")]

@@ -4,6 +4,7 @@
 /// Why a string could not be substituted. `at` names where the string is
 /// (e.g. `chains[0].rpc_urls[1]`), for the error message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EnvSubstError {
     /// `${NAME}` names a variable that is not set.
     #[error("environment variable {name} (used at {at}) is not set")]

@@ -18,6 +18,7 @@ use crate::types::{
 /// Why a facilitator call failed outright (as opposed to answering
 /// "invalid" or "not settled", which are normal responses).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FacilitatorError {
     /// The facilitator could not be reached.
     #[error("facilitator unreachable: {0}")]

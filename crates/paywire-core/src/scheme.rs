@@ -19,6 +19,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// An error raised by a scheme plugin outside the normal "payment invalid"
 /// outcomes (those are reported in [`VerifyResponse`] / [`SettleResponse`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemeError {
     /// The plugin does not handle this network or asset.
     #[error("unsupported: {0}")]
@@ -169,6 +170,7 @@ impl SettlementObserver for NoObserver {
 /// What the chain says about one payment, read without sending anything
 /// (see [`SchemeFacilitator::lookup_settlement`]).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum SettlementLookup {
     /// The payment was executed exactly as required: the answer to record
     /// (`success: true`, with the transaction that executed it).

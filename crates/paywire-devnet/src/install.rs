@@ -54,6 +54,7 @@ pub(crate) fn artifacts_in(prefix: &Path) -> PathBuf {
 
 /// Where anvil comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AnvilSource {
     /// The pinned npm package in the cache.
     Pinned,

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 /// A failed RPC interaction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// No endpoint could be reached (all attempts failed).
     #[error("RPC transport error: {0}")]

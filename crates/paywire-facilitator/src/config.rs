@@ -20,6 +20,7 @@ use crate::ops::{ApiKeys, Endpoint};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
@@ -174,6 +175,7 @@ fn default_max_concurrent_settlements() -> usize {
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FacilitatorConfig {
     /// Address the HTTP server listens on (default `127.0.0.1:8402`).
     #[serde(default = "default_listen")]
@@ -234,6 +236,7 @@ pub struct FacilitatorConfig {
 /// `[bazaar]`: the discovery catalog.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BazaarConfig {
     /// Catalog settled payments' `bazaar` declarations and serve
     /// `/discovery/*` (default true).
@@ -308,6 +311,7 @@ fn default_true() -> bool {
 /// One `[[api_keys]]` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ApiKeyConfig {
     /// The bearer token (use `${ENV_VAR}`).
     pub key: Secret,
@@ -331,6 +335,7 @@ fn default_endpoints() -> Vec<String> {
 /// `[rate_limit]`: token buckets in memory (per process).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RateLimitConfig {
     /// `/verify` + `/settle` requests per client IP and minute (0 or absent: off).
     #[serde(default)]
@@ -353,6 +358,7 @@ fn default_unsent_failure_retention() -> u64 {
 /// `[recovery]`: the background reconciler.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RecoveryConfig {
     /// Seconds between passes over `submitted`/`pending` settlements (0: off; default 5).
     #[serde(default = "default_reconcile_interval")]
@@ -380,6 +386,7 @@ impl Default for RecoveryConfig {
 /// `[fault_injection]`: test-only switches.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FaultInjectionConfig {
     /// Abort the process right after a settlement transaction is broadcast
     /// (crash-recovery tests). Never enable in production.
@@ -389,6 +396,7 @@ pub struct FaultInjectionConfig {
 
 /// Where the settlement ledger lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StoreLocation {
     /// A SQLite database file.
     Sqlite(PathBuf),
@@ -617,6 +625,7 @@ fn env_error(error: paywire_core::envsubst::EnvSubstError) -> ConfigError {
         paywire_core::envsubst::EnvSubstError::BadReference { at, detail } => {
             ConfigError::BadReference { at, detail }
         }
+        other => ConfigError::Parse(other.to_string()),
     }
 }
 

@@ -119,6 +119,7 @@ pub(crate) fn facilitator_error(error: FacilitatorError) -> ApiError {
 
 /// Why the facilitator could not be built or started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The configuration is invalid.
     #[error(transparent)]

@@ -13,6 +13,7 @@ pub const DEFAULT_MAX_CONCURRENT_SETTLEMENTS: usize = 64;
 
 /// An endpoint an API key may be allowed to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `POST /verify`.
     Verify,
@@ -80,6 +81,7 @@ impl fmt::Debug for ApiKeys {
 
 /// Why a request was refused by [`ApiKeys::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthFailure {
     /// No key, a malformed header or an unknown key (401).
     Unauthorized,

@@ -30,6 +30,7 @@ pub(crate) const UNSENT_FAILURE: &str = "state = 'failed' AND transaction_hash I
 
 /// A ledger failure (database I/O or corruption).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LedgerError {
     /// SQLite reported an error.
     #[error("ledger database error: {0}")]
@@ -157,6 +158,7 @@ impl Delivery {
 /// Result of binding a `payment-identifier` id, or a settled transaction,
 /// to a fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PaymentIdClaim {
     /// The id (transaction) is now, or already was, bound to this fingerprint.
     Bound,

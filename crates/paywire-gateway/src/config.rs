@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 /// A configuration problem (parse, environment substitution, validation).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GatewayConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -75,6 +76,7 @@ fn default_scheme() -> String {
 /// `paywire gateway --config gateway.toml`: see [`example_config`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GatewayConfig {
     /// Listen address (`host:port`).
     #[serde(default = "default_listen")]
@@ -270,6 +272,7 @@ fn env_error(error: paywire_core::envsubst::EnvSubstError) -> GatewayConfigError
         paywire_core::envsubst::EnvSubstError::BadReference { at, detail } => {
             GatewayConfigError::BadReference { at, detail }
         }
+        other => GatewayConfigError::Toml(other.to_string()),
     }
 }
 

@@ -246,6 +246,7 @@ fn template_of(segments: &[Segment]) -> Option<String> {
 /// A recipient: an address, or a role resolved per request by the
 /// [`PayToResolver`] (e.g. `"merchant"`, `"tenant:acme"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PayTo {
     /// A chain address.
     Address(String),
@@ -325,6 +326,7 @@ where
 
 /// A fixed or computed price.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum PriceSpec {
     /// The same price for every request.
     Fixed(Price),
@@ -356,6 +358,7 @@ impl std::fmt::Debug for PriceSpec {
 
 /// A fixed or computed recipient.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum PayToSpec {
     /// The same recipient (address or role) for every request.
     Fixed(PayTo),
@@ -430,6 +433,7 @@ impl PaymentOption {
 
 /// When settlement happens relative to the handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SettleMode {
     /// Run the handler, buffer its response, settle unless it returned
     /// 4xx/5xx (a 3xx redirect is settled like content), serve only if
@@ -446,6 +450,7 @@ pub enum SettleMode {
 /// What to do when the facilitator reports a broadcast-but-unconfirmed
 /// (`settlement_pending`) settlement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum PendingPolicy {
     /// Answer 402 withholding the body, with the pending receipt in
     /// `PAYMENT-RESPONSE` and a `Retry-After` (default).

@@ -2,6 +2,7 @@
 
 /// A configuration mistake found while building a [`crate::PaymentLayer`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A route pattern could not be parsed.
     #[error("invalid route pattern {pattern:?}: {reason}")]
@@ -36,6 +37,7 @@ pub enum ConfigError {
 /// Why the price, pay-to or requirements of a request could not be computed.
 /// Answered with HTTP 500 (nothing is served, nothing is charged).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PricingError {
     /// A dynamic price or pay-to callback failed.
     #[error("pricing failed: {0}")]

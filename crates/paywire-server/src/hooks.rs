@@ -12,6 +12,7 @@ const PAYMENT_REQUIRED: u16 = 402;
 
 /// What [`PaymentHooks::check_access`] decided for a priced request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AccessDecision {
     /// Continue with the payment pipeline (402 or paid request) as usual.
     Pay,
@@ -56,6 +57,7 @@ impl AccessDecision {
 
 /// What a `before_verify` / `before_settle` hook decides.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HookVerdict {
     /// Go on.
     #[default]
@@ -76,6 +78,7 @@ pub enum HookVerdict {
 
 /// Why a paid request did not get the resource.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PaymentFailure {
     /// `PAYMENT-SIGNATURE` could not be decoded.
     Malformed(String),

@@ -42,6 +42,7 @@ pub const MAX_PATH_BYTES: usize = 8 * 1024;
 
 /// Why a request path was refused (answered with HTTP 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PathError {
     /// Longer than [`MAX_PATH_BYTES`].
     #[error("the path is longer than {MAX_PATH_BYTES} bytes")]

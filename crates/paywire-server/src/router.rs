@@ -50,7 +50,8 @@ fn retryable(error: &FacilitatorError) -> bool {
     match error {
         FacilitatorError::Transport(_) | FacilitatorError::Decode(_) => true,
         FacilitatorError::Http { status, .. } => *status >= 500,
-        FacilitatorError::BadRequest(_) | FacilitatorError::Scheme(_) => false,
+        // A refusal, or an error this version does not know: not worth another facilitator.
+        _ => false,
     }
 }
 

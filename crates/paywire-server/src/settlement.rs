@@ -146,9 +146,9 @@ pub(crate) fn settle_error_is_definite(error: &FacilitatorError) -> bool {
         | FacilitatorError::Scheme(
             SchemeError::InvalidRequirements(_) | SchemeError::Unsupported(_),
         ) => true,
-        FacilitatorError::Transport(_)
-        | FacilitatorError::Decode(_)
-        | FacilitatorError::Scheme(_) => false,
+        // Transport, decode and other scheme errors, and errors this version
+        // does not know, may follow a broadcast.
+        _ => false,
     }
 }
 

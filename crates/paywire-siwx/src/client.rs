@@ -10,6 +10,7 @@ use crate::types::{SiwxExtension, SiwxProof};
 
 /// Why signing in failed on the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The challenge's domain is not the host we are talking to (a server
     /// relaying another site's challenge to phish a sign-in).

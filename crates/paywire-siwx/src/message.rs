@@ -16,6 +16,7 @@ use crate::types::{SIWX_VERSION, SiwxProof};
 
 /// The chain families this module can format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Family {
     /// `eip155:*`, SIWE text.
     Ethereum,
@@ -51,6 +52,7 @@ impl Family {
 /// Why a message could not be formatted or parsed. Each variant names the
 /// offending line or field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The chain's namespace has no message format here.
     #[error("no sign-in message format for chain namespace {0:?}")]

@@ -22,6 +22,7 @@ pub const DEFAULT_CLOCK_SKEW_MS: u64 = 5 * 1000;
 
 /// Server configuration.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SiwxServerConfig {
     /// The public origin clients reach, e.g. `https://api.example.com`
     /// (scheme and authority only). Domain and URIs derive from it — never
@@ -59,6 +60,7 @@ impl SiwxServerConfig {
 /// Why a sign-in was refused (or could not be processed). Every rejection
 /// has its own variant; [`SiwxError::reason`] gives a stable code.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SiwxError {
     /// The configured origin is not `http(s)://authority`.
     #[error("invalid configured origin {0:?} (expected scheme://host[:port])")]

@@ -16,6 +16,7 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 
 /// Why a session token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The secret is shorter than 32 bytes.
     #[error("session secret must be at least 32 bytes")]

@@ -89,6 +89,7 @@ pub struct Entitlement {
 
 /// How a route turns a payment into access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AccessPolicy {
     /// Pay once, access forever.
     PayOnce,

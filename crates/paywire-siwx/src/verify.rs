@@ -17,6 +17,7 @@ use crate::types::TYPE_ED25519;
 
 /// Why a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The address is not well formed for the chain.
     #[error("malformed address: {0}")]

@@ -36,6 +36,7 @@ mod verify;
 pub(crate) use setup::facilitator_parts;
 
 /// One chain the facilitator settles on.
+#[non_exhaustive]
 pub struct EvmChainConfig {
     /// The chain and the assets accepted on it (anything else is refused).
     pub network: EvmNetwork,

@@ -223,11 +223,11 @@ impl LedgeredFacilitator {
             .inner
             .lookup_settlement(request, known_transaction)
             .await?;
-        let response = match lookup {
-            Some(
-                SettlementLookup::Settled(response) | SettlementLookup::Unsettleable(response),
-            ) => response,
-            Some(SettlementLookup::Open) | None => return Ok(None),
+        // Open, or an answer this version does not know: nothing settled yet.
+        let Some(SettlementLookup::Settled(response) | SettlementLookup::Unsettleable(response)) =
+            lookup
+        else {
+            return Ok(None);
         };
         let (response, recorded) = self.record_scheme_answer(key, request, response).await?;
         tracing::info!(fingerprint = %key, state = recorded.as_str(),
