@@ -16,7 +16,7 @@ use paywire_client::{
     Budget, BudgetRule, PaymentOutcome, PaymentStatus, SelectionPolicy, X402Client,
 };
 use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator};
-use paywire_devnet::Devnet;
+use paywire_devnet::{DevAccount, Devnet};
 use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
 use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
 use paywire_server::{
@@ -115,65 +115,70 @@ async fn start_api(
     facilitator_url: &str,
     payees: &Payees,
 ) -> Result<String, String> {
-    let fail = |e: &dyn std::fmt::Display| e.to_string();
     // The public origin is the address the agent calls: sign-in-with-x binds
     // every challenge to it (domain and URI), never to a Host header.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| fail(&e))?;
-    let url = format!("http://{}", listener.local_addr().map_err(|e| fail(&e))?);
+        .map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let layer = payment_layer(devnet, facilitator_url, payees, &url)?;
+    let app = api_handlers().layer(layer);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+/// A one-hour pass for `/premium/*`: whoever paid signs in with the same
+/// wallet to come back.
+fn premium_pass_sign_in(url: &str) -> Result<paywire_siwx::SiwxHooks, String> {
     let store = Arc::new(paywire_siwx::MemoryStore::new());
     let siwx = paywire_siwx::SiwxServer::new(
-        paywire_siwx::SiwxServerConfig::new(url.clone())
+        paywire_siwx::SiwxServerConfig::new(url.to_owned())
             .statement("Sign in to use your paywire demo pass"),
         paywire_siwx::VerifierRegistry::new()
             .with(Arc::new(paywire_siwx::evm::EvmVerifier::new()))
             .with(Arc::new(paywire_siwx::SolanaVerifier)),
         store.clone(),
     )
-    .map_err(|e| fail(&e))?;
-    let hooks = paywire_siwx::SiwxHooks::new(Arc::new(siwx), store).scoped_route(
-        "GET /premium/*",
-        paywire_siwx::AccessPolicy::Pass {
-            duration_ms: 3_600_000,
-        },
-        "premium",
-    );
+    .map_err(|e| e.to_string())?;
+    Ok(
+        paywire_siwx::SiwxHooks::new(Arc::new(siwx), store).scoped_route(
+            "GET /premium/*",
+            paywire_siwx::AccessPolicy::Pass {
+                duration_ms: 3_600_000,
+            },
+            "premium",
+        ),
+    )
+}
 
+/// The payment layer in front of the API: its three priced routes, paid to
+/// the merchant or, for `/summarise`, to the tenant named in `x-tenant`.
+fn payment_layer(
+    devnet: &Devnet,
+    facilitator_url: &str,
+    payees: &Payees,
+    url: &str,
+) -> Result<PaymentLayer, String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    let hooks = premium_pass_sign_in(url)?;
     let mut table = EvmNetworks::empty();
     table.insert(EvmNetwork::anvil(devnet.usdc()));
     let chain = ChainId::eip155(31337);
     let facilitator: Arc<dyn Facilitator> =
         Arc::new(HttpFacilitator::new(facilitator_url).map_err(|e| fail(&e))?);
-    // $0.01 per KiB of input, at least $0.01.
-    let by_size = PriceSpec::dynamic(|ctx: &RequestContext| {
-        let kib = ctx.body_len().div_ceil(1024).max(1);
-        async move { money(&format!("$0.{kib:02}")).map_err(|e| PricingError::Callback(e.to_string())) }
-    });
-    let per_tenant = PayToSpec::dynamic(|ctx: &RequestContext| {
-        let tenant = ctx.header("x-tenant").unwrap_or("acme").to_owned();
-        async move { Ok(PayTo::role(format!("tenant:{tenant}"))) }
-    });
     let (acme, globex) = (payees.acme, payees.globex);
     let merchant = PayTo::address(payees.merchant.to_string());
-    // Bazaar declarations: facilitators that keep a catalog list these
-    // endpoints once a buyer has paid for them.
-    let (weather_key, weather_declaration) = paywire_bazaar::Declaration::get()
-        .output_json(serde_json::json!({"forecast": "sunny", "celsius": 21}))
-        .into_extension();
-    let (summarise_key, summarise_declaration) = paywire_bazaar::Declaration::body_method(
-        "POST",
-        paywire_bazaar::BodyType::Text,
-        serde_json::json!("a text to summarise"),
-    )
-    .output_json(serde_json::json!({"summary_of_bytes": 19}))
-    .into_extension();
-    let layer = PaymentLayer::builder(facilitator)
+    let mut builder = PaymentLayer::builder(facilitator)
         .scheme(
             ChainIdPattern::namespace("eip155").map_err(|e| fail(&e))?,
             Arc::new(ExactEvmServer::new(table)),
         )
-        .public_origin(url.clone())
+        .public_origin(url.to_owned())
         .hooks(Arc::new(hooks))
         .asset(&chain, &devnet.usdc().to_string(), "USDC", 6)
         .pay_to_resolver(move |role: &str, _: &ChainId, _: &RequestContext| {
@@ -188,40 +193,69 @@ async fn start_api(
                     .map(|a| a.to_string())
                     .ok_or_else(|| PricingError::Callback(format!("unknown tenant {role}")))
             }
-        })
-        .route(
-            Route::new("GET /weather")
-                .map_err(|e| fail(&e))?
-                .description("Today's weather")
-                .service("Demo Weather", ["weather"], None)
-                .extension(weather_key, weather_declaration)
-                .accept(PaymentOption::exact(
-                    chain.clone(),
-                    money("$0.01").map_err(|e| fail(&e))?,
-                    merchant.clone(),
-                )),
-        )
-        .route(
-            Route::new("GET /premium/*")
-                .map_err(|e| fail(&e))?
-                .description("One hour of /premium/*; sign in with your wallet to come back")
-                .accept(PaymentOption::exact(
-                    chain.clone(),
-                    money("$0.05").map_err(|e| fail(&e))?,
-                    merchant,
-                )),
-        )
-        .route(
-            Route::new("POST /summarise")
-                .map_err(|e| fail(&e))?
-                .description("Summarise a text; $0.01 per KiB, paid to the tenant")
-                .extension(summarise_key, summarise_declaration)
-                .with_body(16 * 1024)
-                .accept(PaymentOption::exact(chain, by_size, per_tenant)),
-        )
-        .build()
-        .map_err(|e| fail(&e))?;
-    let app = Router::new()
+        });
+    for route in priced_routes(&chain, merchant)? {
+        builder = builder.route(route);
+    }
+    builder.build().map_err(|e| fail(&e))
+}
+
+/// `/weather` and `/premium/*` at a fixed price to the merchant; `/summarise`
+/// priced by size, paid to the tenant. The bazaar declarations let
+/// facilitators that keep a catalog list these endpoints once a buyer has
+/// paid for them.
+fn priced_routes(chain: &ChainId, merchant: PayTo) -> Result<[Route; 3], String> {
+    let fail = |e: &dyn std::fmt::Display| e.to_string();
+    // $0.01 per KiB of input, at least $0.01.
+    let by_size = PriceSpec::dynamic(|ctx: &RequestContext| {
+        let kib = ctx.body_len().div_ceil(1024).max(1);
+        async move { money(&format!("$0.{kib:02}")).map_err(|e| PricingError::Callback(e.to_string())) }
+    });
+    let per_tenant = PayToSpec::dynamic(|ctx: &RequestContext| {
+        let tenant = ctx.header("x-tenant").unwrap_or("acme").to_owned();
+        async move { Ok(PayTo::role(format!("tenant:{tenant}"))) }
+    });
+    let (weather_key, weather_declaration) = paywire_bazaar::Declaration::get()
+        .output_json(serde_json::json!({"forecast": "sunny", "celsius": 21}))
+        .into_extension();
+    let (summarise_key, summarise_declaration) = paywire_bazaar::Declaration::body_method(
+        "POST",
+        paywire_bazaar::BodyType::Text,
+        serde_json::json!("a text to summarise"),
+    )
+    .output_json(serde_json::json!({"summary_of_bytes": 19}))
+    .into_extension();
+    Ok([
+        Route::new("GET /weather")
+            .map_err(|e| fail(&e))?
+            .description("Today's weather")
+            .service("Demo Weather", ["weather"], None)
+            .extension(weather_key, weather_declaration)
+            .accept(PaymentOption::exact(
+                chain.clone(),
+                money("$0.01").map_err(|e| fail(&e))?,
+                merchant.clone(),
+            )),
+        Route::new("GET /premium/*")
+            .map_err(|e| fail(&e))?
+            .description("One hour of /premium/*; sign in with your wallet to come back")
+            .accept(PaymentOption::exact(
+                chain.clone(),
+                money("$0.05").map_err(|e| fail(&e))?,
+                merchant,
+            )),
+        Route::new("POST /summarise")
+            .map_err(|e| fail(&e))?
+            .description("Summarise a text; $0.01 per KiB, paid to the tenant")
+            .extension(summarise_key, summarise_declaration)
+            .with_body(16 * 1024)
+            .accept(PaymentOption::exact(chain.clone(), by_size, per_tenant)),
+    ])
+}
+
+/// The API itself, unaware of payments.
+fn api_handlers() -> Router {
+    Router::new()
         .route(
             "/weather",
             get(|| async { r#"{"forecast":"sunny","celsius":21}"# }),
@@ -234,15 +268,19 @@ async fn start_api(
             "/summarise",
             post(|body: String| async move { format!(r#"{{"summary_of_bytes":{}}}"#, body.len()) }),
         )
-        .layer(layer);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(url)
 }
 
-async fn run_demo(style: &Style) -> Result<(), String> {
-    let started = Instant::now();
+/// What the first steps started: the chain, our facilitator and the paid API.
+struct Stage {
+    devnet: Devnet,
+    /// The facilitator's SQLite ledger lives here.
+    dir: std::path::PathBuf,
+    facilitator_url: String,
+    api: String,
+    payees: Payees,
+}
+
+async fn set_the_stage(style: &Style) -> Result<Stage, String> {
     style.step("Starting a local EVM chain (anvil) with Circle's real USDC contract");
     let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
     style.ok(&format!("{} · USDC at {}", devnet.rpc_url(), devnet.usdc()));
@@ -264,9 +302,18 @@ async fn run_demo(style: &Style) -> Result<(), String> {
         "{api}  GET /weather $0.01 · POST /summarise $0.01/KiB to the tenant · \
          GET /premium/* $0.05 for a one-hour pass (sign-in-with-x)"
     ));
+    Ok(Stage {
+        devnet,
+        dir,
+        facilitator_url,
+        api,
+        payees,
+    })
+}
 
-    style.step("An agent with a $0.25 budget pays for a sequence of calls");
-    let payer = devnet.payer(1);
+/// An agent paying from `payer`'s wallet within a $0.25 budget; the same
+/// wallet signs in (SIWE) when it returns for the pass.
+fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Client, String> {
     let budget = Budget::in_memory(vec![BudgetRule {
         total: Some(250_000),
         ..BudgetRule::usd()
@@ -274,13 +321,12 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let mut catalog = EvmNetworks::empty();
     catalog.insert(EvmNetwork::anvil(devnet.usdc()));
-    // The same wallet pays and, for the pass, signs in (SIWE) when it returns.
     let wallet = LocalSigner::new(payer.signer());
     let sign_in = paywire_siwx::SiwxSignIn::new(
         Arc::new(paywire_siwx::evm::EvmSiwxSigner::new(wallet.clone())),
         vec![ChainId::eip155(31337)],
     );
-    let agent = X402Client::builder()
+    Ok(X402Client::builder()
         .wallet(
             ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
             Arc::new(ExactEvmClient::new(wallet)),
@@ -289,60 +335,56 @@ async fn run_demo(style: &Style) -> Result<(), String> {
         .catalog(Arc::new(catalog))
         .policy(SelectionPolicy::default())
         .budget(Arc::new(budget))
-        .build();
-    let before = devnet
-        .usdc_balance(payer.address)
-        .await
-        .map_err(|e| e.to_string())?;
-    let http = reqwest::Client::new();
-    let calls: Vec<(&str, reqwest::Request)> = vec![
-        (
-            "GET /weather",
-            http.get(format!("{api}/weather"))
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
+        .build())
+}
+
+/// A `/summarise` request of `body` on behalf of `tenant`.
+fn summarise(
+    http: &reqwest::Client,
+    api: &str,
+    tenant: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{api}/summarise"))
+        .header("x-tenant", tenant)
+        .body(body)
+}
+
+/// The calls the agent makes, each with the label it is reported under.
+fn planned_calls(
+    http: &reqwest::Client,
+    api: &str,
+) -> Result<Vec<(&'static str, reqwest::Request)>, String> {
+    let premium = || http.get(format!("{api}/premium/report"));
+    let weather = || http.get(format!("{api}/weather"));
+    [
+        ("GET /weather", weather()),
         (
             "POST /summarise (0.5 KiB, acme)",
-            http.post(format!("{api}/summarise"))
-                .header("x-tenant", "acme")
-                .body("x".repeat(512))
-                .build()
-                .map_err(|e| e.to_string())?,
+            summarise(http, api, "acme", "x".repeat(512)),
         ),
         (
             "POST /summarise (3 KiB, globex)",
-            http.post(format!("{api}/summarise"))
-                .header("x-tenant", "globex")
-                .body("y".repeat(3 * 1024))
-                .build()
-                .map_err(|e| e.to_string())?,
+            summarise(http, api, "globex", "y".repeat(3 * 1024)),
         ),
-        (
-            "GET /weather",
-            http.get(format!("{api}/weather"))
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
-        (
-            "GET /premium/report (buys the pass)",
-            http.get(format!("{api}/premium/report"))
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
-        (
-            "GET /premium/report (returning)",
-            http.get(format!("{api}/premium/report"))
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
-        (
-            "GET /premium/report (returning)",
-            http.get(format!("{api}/premium/report"))
-                .build()
-                .map_err(|e| e.to_string())?,
-        ),
-    ];
+        ("GET /weather", weather()),
+        ("GET /premium/report (buys the pass)", premium()),
+        ("GET /premium/report (returning)", premium()),
+        ("GET /premium/report (returning)", premium()),
+    ]
+    .into_iter()
+    .map(|(label, request)| Ok((label, request.build().map_err(|e| e.to_string())?)))
+    .collect()
+}
+
+/// Makes every call, printing a line per call; returns the table rows of
+/// the calls that did what they should and how many did not.
+async fn pay_for_calls(
+    style: &Style,
+    agent: &X402Client,
+    http: &reqwest::Client,
+    calls: Vec<(&'static str, reqwest::Request)>,
+) -> (Vec<Row>, usize) {
     let mut rows = Vec::new();
     let mut failures = 0;
     for (label, request) in calls {
@@ -352,110 +394,145 @@ async fn run_demo(style: &Style) -> Result<(), String> {
             print!("    … {label}");
             let _ = std::io::stdout().flush();
         }
-        let result = agent.send(&http, request).await;
+        let result = agent.send(http, request).await;
         let latency_ms = began.elapsed().as_secs_f64() * 1000.0;
         if style.color {
             print!("\r\x1b[2K");
         }
-        match result {
-            Ok(response) => {
-                let outcome = response.extensions().get::<PaymentOutcome>().cloned();
-                let status = response.status();
-                match outcome {
-                    Some(outcome)
-                        if outcome.status == PaymentStatus::Paid && status.is_success() =>
-                    {
-                        let tx = outcome.receipt.map(|r| r.transaction).unwrap_or_default();
-                        style.ok(&format!(
-                            "{label}: HTTP {status}, paid {}",
-                            usdc(outcome.requirements.amount.as_u256())
-                        ));
-                        rows.push(Row {
-                            request: label.to_owned(),
-                            price: usdc(outcome.requirements.amount.as_u256()),
-                            how: "paid".into(),
-                            tx,
-                            latency_ms,
-                        });
-                    }
-                    None if status.is_success() && label.contains("returning") => {
-                        style.ok(&format!(
-                            "{label}: HTTP {status}, signed in with the wallet: no payment, no transaction"
-                        ));
-                        rows.push(Row {
-                            request: label.to_owned(),
-                            price: "-".into(),
-                            how: "session".into(),
-                            tx: "-".into(),
-                            latency_ms,
-                        });
-                    }
-                    other => {
-                        failures += 1;
-                        style.fail(&format!("{label}: HTTP {status}, {other:?}"));
-                    }
-                }
-            }
-            Err(error) => {
-                failures += 1;
-                style.fail(&format!("{label}: {error}"));
-            }
+        match report_call(style, label, result, latency_ms) {
+            Some(row) => rows.push(row),
+            None => failures += 1,
         }
     }
+    (rows, failures)
+}
 
-    style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
-    match discover(&facilitator_url, &devnet).await {
-        Ok(line) => style.ok(&line),
+/// Prints how one call went; its table row if it was paid, or served to a
+/// returning visitor without payment, `None` if it failed.
+fn report_call(
+    style: &Style,
+    label: &str,
+    result: Result<reqwest::Response, paywire_client::ClientError>,
+    latency_ms: f64,
+) -> Option<Row> {
+    let response = match result {
+        Ok(response) => response,
         Err(error) => {
-            failures += 1;
-            style.fail(&error);
+            style.fail(&format!("{label}: {error}"));
+            return None;
         }
-    }
-
-    style.step("The budget stops the agent before it overspends");
-    let expensive = http
-        .post(format!("{api}/summarise"))
-        .header("x-tenant", "acme")
-        .body("z".repeat(16 * 1024))
-        .build()
-        .map_err(|e| e.to_string())?;
-    match agent.send(&http, expensive).await {
-        Err(paywire_client::ClientError::NoAcceptableOption(why)) if why.contains("budget") => {
-            style.ok("a $0.16 call is refused: it would exceed the $0.25 budget (nothing signed)");
+    };
+    let outcome = response.extensions().get::<PaymentOutcome>().cloned();
+    let status = response.status();
+    match outcome {
+        Some(outcome) if outcome.status == PaymentStatus::Paid && status.is_success() => {
+            let tx = outcome.receipt.map(|r| r.transaction).unwrap_or_default();
+            style.ok(&format!(
+                "{label}: HTTP {status}, paid {}",
+                usdc(outcome.requirements.amount.as_u256())
+            ));
+            Some(Row {
+                request: label.to_owned(),
+                price: usdc(outcome.requirements.amount.as_u256()),
+                how: "paid".into(),
+                tx,
+                latency_ms,
+            })
+        }
+        None if status.is_success() && label.contains("returning") => {
+            style.ok(&format!(
+                "{label}: HTTP {status}, signed in with the wallet: no payment, no transaction"
+            ));
+            Some(Row {
+                request: label.to_owned(),
+                price: "-".into(),
+                how: "session".into(),
+                tx: "-".into(),
+                latency_ms,
+            })
         }
         other => {
-            failures += 1;
+            style.fail(&format!("{label}: HTTP {status}, {other:?}"));
+            None
+        }
+    }
+}
+
+/// Whether the catalog lists what was paid for; prints the verdict.
+async fn check_discovery(style: &Style, stage: &Stage) -> bool {
+    match discover(&stage.facilitator_url, &stage.devnet).await {
+        Ok(line) => {
+            style.ok(&line);
+            true
+        }
+        Err(error) => {
+            style.fail(&error);
+            false
+        }
+    }
+}
+
+/// Whether a call above the remaining budget is refused before anything is
+/// signed; prints the verdict.
+async fn check_budget_refusal(
+    style: &Style,
+    agent: &X402Client,
+    http: &reqwest::Client,
+    api: &str,
+) -> Result<bool, String> {
+    let expensive = summarise(http, api, "acme", "z".repeat(16 * 1024))
+        .build()
+        .map_err(|e| e.to_string())?;
+    match agent.send(http, expensive).await {
+        Err(paywire_client::ClientError::NoAcceptableOption(why)) if why.contains("budget") => {
+            style.ok("a $0.16 call is refused: it would exceed the $0.25 budget (nothing signed)");
+            Ok(true)
+        }
+        other => {
             style.fail(&format!(
                 "expected a budget refusal, got {:?}",
                 other.map(|r| r.status())
             ));
+            Ok(false)
         }
     }
+}
 
-    // Final table and balances.
+fn print_table(rows: &[Row]) {
     println!();
     println!(
         "{:<38} {:>10}  {:<7} {:<68} {:>9}",
         "request", "price", "how", "transaction", "latency"
     );
-    for row in &rows {
+    for row in rows {
         println!(
             "{:<38} {:>10}  {:<7} {:<68} {:>7.1}ms",
             row.request, row.price, row.how, row.tx, row.latency_ms
         );
     }
+}
+
+/// Prints what the payer spent and each payee received since `before`;
+/// whether both match the prices of the calls made.
+async fn check_balances(
+    style: &Style,
+    stage: &Stage,
+    payer: Address,
+    before: U256,
+) -> Result<bool, String> {
+    let devnet = &stage.devnet;
     let after = devnet
-        .usdc_balance(payer.address)
+        .usdc_balance(payer)
         .await
         .map_err(|e| e.to_string())?;
     let spent = before.saturating_sub(after);
     println!();
-    println!("payer {}  spent {}", payer.address, usdc(spent));
+    println!("payer {payer}  spent {}", usdc(spent));
     let mut received = U256::ZERO;
     for (name, who) in [
-        ("merchant", payees.merchant),
-        ("acme", payees.acme),
-        ("globex", payees.globex),
+        ("merchant", stage.payees.merchant),
+        ("acme", stage.payees.acme),
+        ("globex", stage.payees.globex),
     ] {
         let balance = devnet.usdc_balance(who).await.map_err(|e| e.to_string())?;
         received += balance;
@@ -465,15 +542,42 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     // returning visits cost nothing.
     let expected = U256::from(110_000u64);
     if spent != expected || received != expected {
-        failures += 1;
         style.fail(&format!(
             "balances: spent {} and received {}, expected {}",
             usdc(spent),
             usdc(received),
             usdc(expected)
         ));
+        return Ok(false);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(true)
+}
+
+async fn run_demo(style: &Style) -> Result<(), String> {
+    let started = Instant::now();
+    let stage = set_the_stage(style).await?;
+
+    style.step("An agent with a $0.25 budget pays for a sequence of calls");
+    let payer = stage.devnet.payer(1);
+    let agent = budgeted_agent(&stage.devnet, payer)?;
+    let before = stage
+        .devnet
+        .usdc_balance(payer.address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::new();
+    let calls = planned_calls(&http, &stage.api)?;
+    let (rows, mut failures) = pay_for_calls(style, &agent, &http, calls).await;
+
+    style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
+    failures += usize::from(!check_discovery(style, &stage).await);
+
+    style.step("The budget stops the agent before it overspends");
+    failures += usize::from(!check_budget_refusal(style, &agent, &http, &stage.api).await?);
+
+    print_table(&rows);
+    failures += usize::from(!check_balances(style, &stage, payer.address, before).await?);
+    let _ = std::fs::remove_dir_all(&stage.dir);
     println!();
     if failures == 0 && rows.len() == 7 {
         println!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use paywire_bazaar::{DiscoveredResource, DiscoveryClient, ResourceFilter, cheapest};
 use paywire_client::{Catalogs, StaticCatalog};
-use paywire_core::{AssetCatalog, PaymentRequirements};
+use paywire_core::{AssetCatalog, ChainId, PaymentRequirements};
 use paywire_evm::EvmNetworks;
 
 use crate::pay::parse_asset;
@@ -117,7 +117,10 @@ pub fn run(args: DiscoverArgs) -> ExitCode {
     }
 }
 
-async fn discover(args: DiscoverArgs) -> Result<ExitCode, (u8, String)> {
+/// A failure: the exit code and the message printed after `error: `.
+type Failure = (u8, String);
+
+async fn discover(args: DiscoverArgs) -> Result<ExitCode, Failure> {
     let network = args
         .network
         .as_deref()
@@ -127,12 +130,7 @@ async fn discover(args: DiscoverArgs) -> Result<ExitCode, (u8, String)> {
     if args.limit.is_some_and(|l| l == 0 || l > 100) {
         return Err((EXIT_USAGE, "--limit must be between 1 and 100".into()));
     }
-    let mut extra = StaticCatalog::default();
-    for asset in &args.assets {
-        let (network, address, info) = parse_asset(asset).map_err(|f| (EXIT_USAGE, f.1))?;
-        extra = extra.with(network, address, info);
-    }
-    let assets = Catalogs(vec![Arc::new(EvmNetworks::well_known()), Arc::new(extra)]);
+    let assets = comparison_assets(&args.assets)?;
     let filter = ResourceFilter {
         kind: args.kind.clone(),
         pay_to: args.pay_to.clone(),
@@ -140,65 +138,102 @@ async fn discover(args: DiscoverArgs) -> Result<ExitCode, (u8, String)> {
         network: network.as_ref().map(ToString::to_string),
         extensions: None,
     };
-    let client =
-        DiscoveryClient::new(&args.facilitator).map_err(|e| (EXIT_FAILED, e.to_string()))?;
-    let resources = match &args.query {
+    let resources = fetch_resources(&args, &filter).await?;
+    if args.cheapest {
+        return Ok(print_cheapest(&args, network.as_ref(), &resources, &assets));
+    }
+    print_resources(&resources, &assets, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The well-known networks' assets plus those given with `--asset`.
+fn comparison_assets(extra_assets: &[String]) -> Result<Catalogs, Failure> {
+    let mut extra = StaticCatalog::default();
+    for asset in extra_assets {
+        let (network, address, info) = parse_asset(asset).map_err(|f| (EXIT_USAGE, f.1))?;
+        extra = extra.with(network, address, info);
+    }
+    Ok(Catalogs(vec![
+        Arc::new(EvmNetworks::well_known()),
+        Arc::new(extra),
+    ]))
+}
+
+/// One page of the catalog: search results with `--query`, else the listing.
+async fn fetch_resources(
+    args: &DiscoverArgs,
+    filter: &ResourceFilter,
+) -> Result<Vec<DiscoveredResource>, Failure> {
+    let failed = |e: paywire_bazaar::DiscoveryError| (EXIT_FAILED, e.to_string());
+    let client = DiscoveryClient::new(&args.facilitator).map_err(failed)?;
+    Ok(match &args.query {
         Some(query) => {
             client
-                .search(query, &filter, args.limit, None)
+                .search(query, filter, args.limit, None)
                 .await
-                .map_err(|e| (EXIT_FAILED, e.to_string()))?
+                .map_err(failed)?
                 .resources
         }
         None => {
             client
-                .list(&filter, args.limit, args.offset)
+                .list(filter, args.limit, args.offset)
                 .await
-                .map_err(|e| (EXIT_FAILED, e.to_string()))?
+                .map_err(failed)?
                 .items
         }
+    })
+}
+
+/// `--cheapest`: the one way to pay that costs least among `resources`
+/// (on the requested network and scheme), or exit 3 when none compares.
+fn print_cheapest(
+    args: &DiscoverArgs,
+    network: Option<&ChainId>,
+    resources: &[DiscoveredResource],
+    assets: &Catalogs,
+) -> ExitCode {
+    let wanted = |_: &DiscoveredResource, option: &PaymentRequirements| {
+        network.is_none_or(|n| option.network == *n)
+            && args.scheme.as_ref().is_none_or(|s| option.scheme == *s)
     };
-    if args.cheapest {
-        let wanted = |_: &DiscoveredResource, option: &PaymentRequirements| {
-            network.as_ref().is_none_or(|n| option.network == *n)
-                && args.scheme.as_ref().is_none_or(|s| option.scheme == *s)
-        };
-        let Some((resource, option)) = cheapest(&resources, &assets, wanted) else {
-            eprintln!(
-                "no result has a payment option in a known dollar stablecoin (add one with --asset)"
-            );
-            return Ok(ExitCode::from(EXIT_NONE));
-        };
-        if args.json {
-            let chosen = serde_json::json!({"resource": resource, "option": option});
-            println!("{chosen}");
-        } else {
-            println!(
-                "{}  {}  {}  {}  {}",
-                price(option, &assets),
-                option.network,
-                option.scheme,
-                resource.resource,
-                describe(resource)
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
+    let Some((resource, option)) = cheapest(resources, assets, wanted) else {
+        eprintln!(
+            "no result has a payment option in a known dollar stablecoin (add one with --asset)"
+        );
+        return ExitCode::from(EXIT_NONE);
+    };
     if args.json {
-        println!("{}", serde_json::to_value(&resources).unwrap_or_default());
-        return Ok(ExitCode::SUCCESS);
+        let chosen = serde_json::json!({"resource": resource, "option": option});
+        println!("{chosen}");
+    } else {
+        println!(
+            "{}  {}  {}  {}  {}",
+            price(option, assets),
+            option.network,
+            option.scheme,
+            resource.resource,
+            describe(resource)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Every resource with its ways to pay, as lines or as JSON.
+fn print_resources(resources: &[DiscoveredResource], assets: &Catalogs, json: bool) {
+    if json {
+        println!("{}", serde_json::to_value(resources).unwrap_or_default());
+        return;
     }
     if resources.is_empty() {
         eprintln!("no resources found");
     }
-    for resource in &resources {
+    for resource in resources {
         let options: Vec<String> = resource
             .accepts
             .iter()
-            .map(|o| format!("{} on {} ({})", price(o, &assets), o.network, o.scheme))
+            .map(|o| format!("{} on {} ({})", price(o, assets), o.network, o.scheme))
             .collect();
         println!("{}  {}", resource.resource, describe(resource));
         println!("    {}", options.join(", "));
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -256,107 +256,110 @@ fn same_address(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
+/// Why `requirements` is above the per-call maximum `cap`, if it is.
+fn cap_exclusion(
+    cap: &PriceCap,
+    requirements: &PaymentRequirements,
+    info: Option<&AssetInfo>,
+) -> Option<Exclusion> {
+    match cap {
+        PriceCap::Usd(max) => {
+            let Some(info) = info.filter(|i| i.usd_stable) else {
+                return Some(Exclusion::AboveCap(format!(
+                    "a {max} cap applies and the asset is not a known USD stablecoin"
+                )));
+            };
+            match max.to_atomic(info.decimals) {
+                Ok(limit) if requirements.amount <= limit => None,
+                Ok(_) => Some(Exclusion::AboveCap(format!(
+                    "{} {} > {max}",
+                    requirements.amount.to_decimal_string(info.decimals),
+                    info.symbol
+                ))),
+                // A cap more precise than the asset: compare by truncation.
+                Err(_) => Some(Exclusion::AboveCap(format!(
+                    "cap {max} is finer than the asset"
+                ))),
+            }
+        }
+        PriceCap::Atomic {
+            network,
+            asset,
+            max,
+        } => (network == &requirements.network
+            && same_address(asset, &requirements.asset)
+            && requirements.amount > *max)
+            .then(|| Exclusion::AboveCap(format!("{} > {max} atomic units", requirements.amount))),
+    }
+}
+
 impl SelectionPolicy {
+    /// The first rule of the policy `requirements` breaks, if any, checked
+    /// in a fixed order so the reason given is stable.
     fn exclusion(
         &self,
         requirements: &PaymentRequirements,
         info: Option<&AssetInfo>,
     ) -> Option<Exclusion> {
-        let network = &requirements.network;
-        if !self.allow_schemes.is_empty()
-            && !self.allow_schemes.iter().any(|s| s == &requirements.scheme)
-        {
-            return Some(Exclusion::SchemeNotAllowed);
-        }
+        self.scheme_exclusion(requirements)
+            .or_else(|| self.network_exclusion(&requirements.network))
+            .or_else(|| self.timeout_exclusion(requirements))
+            .or_else(|| self.asset_exclusion(requirements))
+            .or_else(|| self.recipient_exclusion(requirements))
+            .or_else(|| {
+                self.max_per_call
+                    .iter()
+                    .find_map(|cap| cap_exclusion(cap, requirements, info))
+            })
+    }
+
+    fn scheme_exclusion(&self, requirements: &PaymentRequirements) -> Option<Exclusion> {
+        (!self.allow_schemes.is_empty()
+            && !self.allow_schemes.iter().any(|s| s == &requirements.scheme))
+        .then_some(Exclusion::SchemeNotAllowed)
+    }
+
+    fn network_exclusion(&self, network: &ChainId) -> Option<Exclusion> {
         if !self.allow_networks.is_empty() && !matches_any(&self.allow_networks, network) {
             return Some(Exclusion::NetworkNotAllowed);
         }
         if matches_any(&self.deny_networks, network) {
             return Some(Exclusion::NetworkDenied);
         }
-        if let Some(required) = self.network_class {
-            let class = self.networks.is_testnet(network).map(|testnet| {
-                if testnet {
-                    NetworkClass::Testnet
-                } else {
-                    NetworkClass::Mainnet
-                }
-            });
-            if class != Some(required) {
-                return Some(Exclusion::NetworkClass { required });
+        let required = self.network_class?;
+        let class = self.networks.is_testnet(network).map(|testnet| {
+            if testnet {
+                NetworkClass::Testnet
+            } else {
+                NetworkClass::Mainnet
             }
-        }
-        if requirements.max_timeout_seconds > self.max_timeout_seconds {
-            return Some(Exclusion::TimeoutTooLong {
+        });
+        (class != Some(required)).then_some(Exclusion::NetworkClass { required })
+    }
+
+    fn timeout_exclusion(&self, requirements: &PaymentRequirements) -> Option<Exclusion> {
+        (requirements.max_timeout_seconds > self.max_timeout_seconds).then_some(
+            Exclusion::TimeoutTooLong {
                 offered: requirements.max_timeout_seconds,
                 cap: self.max_timeout_seconds,
-            });
-        }
-        if !self.allow_assets.is_empty()
+            },
+        )
+    }
+
+    fn asset_exclusion(&self, requirements: &PaymentRequirements) -> Option<Exclusion> {
+        (!self.allow_assets.is_empty()
             && !self.allow_assets.iter().any(|(pattern, asset)| {
-                pattern.matches(network) && same_address(asset, &requirements.asset)
-            })
-        {
-            return Some(Exclusion::AssetNotAllowed);
-        }
-        if !self.allow_pay_to.is_empty()
-            && !self
-                .allow_pay_to
-                .iter()
-                .any(|p| same_address(p, &requirements.pay_to))
-        {
+                pattern.matches(&requirements.network) && same_address(asset, &requirements.asset)
+            }))
+        .then_some(Exclusion::AssetNotAllowed)
+    }
+
+    fn recipient_exclusion(&self, requirements: &PaymentRequirements) -> Option<Exclusion> {
+        let listed = |list: &[String]| list.iter().any(|p| same_address(p, &requirements.pay_to));
+        if !self.allow_pay_to.is_empty() && !listed(&self.allow_pay_to) {
             return Some(Exclusion::PayToNotAllowed);
         }
-        if self
-            .deny_pay_to
-            .iter()
-            .any(|p| same_address(p, &requirements.pay_to))
-        {
-            return Some(Exclusion::PayToDenied);
-        }
-        for cap in &self.max_per_call {
-            match cap {
-                PriceCap::Usd(max) => {
-                    let Some(info) = info.filter(|i| i.usd_stable) else {
-                        return Some(Exclusion::AboveCap(format!(
-                            "a {max} cap applies and the asset is not a known USD stablecoin"
-                        )));
-                    };
-                    match max.to_atomic(info.decimals) {
-                        Ok(limit) if requirements.amount <= limit => {}
-                        Ok(_) => {
-                            return Some(Exclusion::AboveCap(format!(
-                                "{} {} > {max}",
-                                requirements.amount.to_decimal_string(info.decimals),
-                                info.symbol
-                            )));
-                        }
-                        // A cap more precise than the asset: compare by truncation.
-                        Err(_) => {
-                            return Some(Exclusion::AboveCap(format!(
-                                "cap {max} is finer than the asset"
-                            )));
-                        }
-                    }
-                }
-                PriceCap::Atomic {
-                    network: cap_network,
-                    asset,
-                    max,
-                } => {
-                    if cap_network == network
-                        && same_address(asset, &requirements.asset)
-                        && requirements.amount > *max
-                    {
-                        return Some(Exclusion::AboveCap(format!(
-                            "{} > {max} atomic units",
-                            requirements.amount
-                        )));
-                    }
-                }
-            }
-        }
-        None
+        listed(&self.deny_pay_to).then_some(Exclusion::PayToDenied)
     }
 
     fn preference_rank(&self, network: &ChainId) -> usize {

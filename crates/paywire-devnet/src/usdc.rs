@@ -125,30 +125,62 @@ pub(crate) async fn deploy_usdc(
     artifacts: &Path,
     accounts: &[DevAccount],
 ) -> Result<Address> {
-    let account = |i: usize| {
-        accounts
-            .get(i)
-            .map(|a| a.address)
-            .ok_or_else(|| DevnetError::Unexpected(format!("dev account #{i} missing")))
-    };
-    let owner = account(USDC_OWNER_INDEX)?;
-    let admin = account(PROXY_ADMIN_INDEX)?;
+    let owner = dev_address(accounts, USDC_OWNER_INDEX)?;
+    let admin = dev_address(accounts, PROXY_ADMIN_INDEX)?;
+    let checker = deploy_signature_checker(rpc, artifacts, owner).await?;
+    let implementation = deploy_token_implementation(rpc, artifacts, checker, owner).await?;
+    let usdc = deploy_proxy(rpc, artifacts, implementation, admin).await?;
+    for data in initialization_calls(owner) {
+        rpc.transact(owner, Some(usdc), &data).await?;
+    }
+    for i in USDC_HOLDER_INDICES {
+        let data = IFiatToken::mintCall {
+            to: dev_address(accounts, i)?,
+            amount: U256::from(INITIAL_USDC_BALANCE),
+        }
+        .abi_encode();
+        rpc.transact(owner, Some(usdc), &data).await?;
+    }
+    check_deployment(rpc, usdc, dev_address(accounts, 1)?).await?;
+    Ok(usdc)
+}
 
-    // (1) the SignatureChecker library
-    let checker_code = creation_code(artifacts, "util/SignatureChecker.sol/SignatureChecker.json")?;
-    let checker = rpc
-        .deploy(&decode_hex(&checker_code, "SignatureChecker")?, owner)
-        .await?;
+fn dev_address(accounts: &[DevAccount], i: usize) -> Result<Address> {
+    accounts
+        .get(i)
+        .map(|a| a.address)
+        .ok_or_else(|| DevnetError::Unexpected(format!("dev account #{i} missing")))
+}
 
-    // (2) the implementation, linked against the library
-    let token_code = creation_code(artifacts, "v2/FiatTokenV2_2.sol/FiatTokenV2_2.json")?;
-    let links = token_code.matches(SIGNATURE_CHECKER_PLACEHOLDER).count();
-    if links == 0 {
+/// (1) The SignatureChecker library the token links against.
+async fn deploy_signature_checker(rpc: &Rpc, artifacts: &Path, owner: Address) -> Result<Address> {
+    let code = creation_code(artifacts, "util/SignatureChecker.sol/SignatureChecker.json")?;
+    rpc.deploy(&decode_hex(&code, "SignatureChecker")?, owner)
+        .await
+}
+
+/// (2) The token implementation, linked against the library at `checker`.
+async fn deploy_token_implementation(
+    rpc: &Rpc,
+    artifacts: &Path,
+    checker: Address,
+    owner: Address,
+) -> Result<Address> {
+    let code = creation_code(artifacts, "v2/FiatTokenV2_2.sol/FiatTokenV2_2.json")?;
+    let linked = link_signature_checker(&code, checker)?;
+    rpc.deploy(&decode_hex(&linked, "FiatTokenV2_2")?, owner)
+        .await
+}
+
+/// The token's creation code with every SignatureChecker placeholder
+/// replaced by `checker`; an error if the artifact is not the one expected.
+fn link_signature_checker(code: &str, checker: Address) -> Result<String> {
+    if !code.contains(SIGNATURE_CHECKER_PLACEHOLDER) {
         return Err(DevnetError::Unexpected(
             "FiatTokenV2_2 bytecode has no SignatureChecker link placeholder".into(),
         ));
     }
-    let linked = token_code.replace(
+    let linked = code.replace(
         SIGNATURE_CHECKER_PLACEHOLDER,
         &alloy_primitives::hex::encode(checker),
     );
@@ -157,23 +189,31 @@ pub(crate) async fn deploy_usdc(
             "FiatTokenV2_2 bytecode has unresolved link placeholders".into(),
         ));
     }
-    let implementation = rpc
-        .deploy(&decode_hex(&linked, "FiatTokenV2_2")?, owner)
-        .await?;
+    Ok(linked)
+}
 
-    // (3) the proxy, from a different account (the admin cannot call token functions)
-    let proxy_code = creation_code(artifacts, "v1/FiatTokenProxy.sol/FiatTokenProxy.json")?;
-    let mut proxy_init = decode_hex(&proxy_code, "FiatTokenProxy")?;
-    proxy_init.extend_from_slice(
+/// (3) The proxy, from a different account (the admin cannot call token functions).
+async fn deploy_proxy(
+    rpc: &Rpc,
+    artifacts: &Path,
+    implementation: Address,
+    admin: Address,
+) -> Result<Address> {
+    let code = creation_code(artifacts, "v1/FiatTokenProxy.sol/FiatTokenProxy.json")?;
+    let mut init = decode_hex(&code, "FiatTokenProxy")?;
+    init.extend_from_slice(
         &FiatTokenProxy::constructorCall {
             implementationContract: implementation,
         }
         .abi_encode(),
     );
-    let usdc = rpc.deploy(&proxy_init, admin).await?;
+    rpc.deploy(&init, admin).await
+}
 
-    // (4) initialize through the proxy
-    let calls: Vec<Vec<u8>> = vec![
+/// (4) The calls, through the proxy, that initialize every token version and
+/// make `owner` the master minter.
+fn initialization_calls(owner: Address) -> Vec<Vec<u8>> {
+    vec![
         IFiatToken::initializeCall {
             tokenName: USDC_NAME.into(),
             tokenSymbol: USDC_SYMBOL.into(),
@@ -203,20 +243,11 @@ pub(crate) async fn deploy_usdc(
             minterAllowedAmount: MINTER_ALLOWANCE,
         }
         .abi_encode(),
-    ];
-    for data in calls {
-        rpc.transact(owner, Some(usdc), &data).await?;
-    }
-    for i in USDC_HOLDER_INDICES {
-        let data = IFiatToken::mintCall {
-            to: account(i)?,
-            amount: U256::from(INITIAL_USDC_BALANCE),
-        }
-        .abi_encode();
-        rpc.transact(owner, Some(usdc), &data).await?;
-    }
+    ]
+}
 
-    // sanity checks
+/// The token at `usdc` answers with our name and version, and `holder` got its mint.
+async fn check_deployment(rpc: &Rpc, usdc: Address, holder: Address) -> Result<()> {
     let name = IFiatToken::nameCall::abi_decode_returns(
         &rpc.eth_call(usdc, &IFiatToken::nameCall {}.abi_encode())
             .await?,
@@ -225,13 +256,13 @@ pub(crate) async fn deploy_usdc(
         &rpc.eth_call(usdc, &IFiatToken::versionCall {}.abi_encode())
             .await?,
     )?;
-    let balance = usdc_balance_of(rpc, usdc, account(1)?).await?;
+    let balance = usdc_balance_of(rpc, usdc, holder).await?;
     if name != USDC_NAME || version != USDC_VERSION || balance != U256::from(INITIAL_USDC_BALANCE) {
         return Err(DevnetError::Unexpected(format!(
             "USDC deployed at {usdc} looks wrong: name {name:?}, version {version:?}, balance of #1 {balance}"
         )));
     }
-    Ok(usdc)
+    Ok(())
 }
 
 /// `balanceOf(owner)` on the token at `usdc`.

@@ -295,14 +295,35 @@ pub(crate) mod tests {
         state_machine_checks(&Ledger::in_memory().await?).await
     }
 
-    /// The store-independent checks (also run against Postgres).
+    /// The store-independent checks (also run against Postgres). Each step
+    /// starts from the rows the previous ones left.
     pub(crate) async fn state_machine_checks(ledger: &Ledger) -> Result<(), LedgerError> {
+        received_then_submitted(ledger).await?;
+        outcomes_recorded(ledger).await?;
+        payment_id_bound_once(ledger).await?;
+        delivery_recorded(ledger).await?;
+        transaction_claimed_once(ledger).await?;
+        failure_keeps_its_transaction(ledger).await
+    }
+
+    async fn stored_record(
+        ledger: &Ledger,
+        fingerprint: &str,
+    ) -> Result<SettlementRecord, LedgerError> {
+        ledger
+            .get(fingerprint)
+            .await?
+            .ok_or(LedgerError::Task("missing".into()))
+    }
+
+    fn eip155_1() -> ChainId {
+        ChainId::parse("eip155:1").unwrap()
+    }
+
+    async fn received_then_submitted(ledger: &Ledger) -> Result<(), LedgerError> {
         assert!(ledger.get("f1").await?.is_none());
         ledger.mark_received("f1", &request(), Some("id")).await?;
-        let record = ledger
-            .get("f1")
-            .await?
-            .ok_or(LedgerError::Task("missing".into()))?;
+        let record = stored_record(ledger, "f1").await?;
         assert_eq!(record.state, SettlementState::Received);
         assert_eq!(record.network, "eip155:1");
         assert_eq!(record.request, Some(request()));
@@ -311,40 +332,38 @@ pub(crate) mod tests {
         ledger.mark_submitted("f1", "0x1").await?;
         // A retry does not forget that a transaction may be out.
         ledger.mark_received("f1", &request(), None).await?;
-        let record = ledger
-            .get("f1")
-            .await?
-            .ok_or(LedgerError::Task("missing".into()))?;
+        let record = stored_record(ledger, "f1").await?;
         assert_eq!(record.state, SettlementState::Submitted);
         assert_eq!(record.transaction.as_deref(), Some("0x1"));
         assert!(ledger.mark_submitted("nope", "0x2").await.is_err());
+        Ok(())
+    }
 
-        let pending = SettleResponse::failed(
-            ChainId::parse("eip155:1").unwrap(),
-            ErrorReason::TRANSACTION_PENDING,
-            None,
-            "0x1",
-        );
+    async fn outcomes_recorded(ledger: &Ledger) -> Result<(), LedgerError> {
+        let pending =
+            SettleResponse::failed(eip155_1(), ErrorReason::TRANSACTION_PENDING, None, "0x1");
         assert_eq!(
             ledger.record_outcome("f1", &pending).await?,
             SettlementState::Pending
         );
-        let settled = SettleResponse::settled(ChainId::parse("eip155:1").unwrap(), "0x1", None);
+        let settled = SettleResponse::settled(eip155_1(), "0x1", None);
         ledger.mark_received("f1", &request(), None).await?;
         assert_eq!(
             ledger.record_outcome("f1", &settled).await?,
             SettlementState::Confirmed
         );
-        let record = ledger
-            .get("f1")
-            .await?
-            .ok_or(LedgerError::Task("missing".into()))?;
+        let record = stored_record(ledger, "f1").await?;
         assert_eq!(record.attempts, 3);
         assert_eq!(record.payment_id.as_deref(), Some("id"));
         assert_eq!(record.transaction.as_deref(), Some("0x1"));
         assert_eq!(record.response, Some(settled));
+        // Nobody has been told yet.
+        assert_eq!(record.delivery, None);
         assert!(ledger.unresolved().await?.is_empty());
+        Ok(())
+    }
 
+    async fn payment_id_bound_once(ledger: &Ledger) -> Result<(), LedgerError> {
         assert_eq!(
             ledger.claim_payment_id("id", "f1").await?,
             PaymentIdClaim::Bound
@@ -371,9 +390,11 @@ pub(crate) mod tests {
             Some("f1".to_owned())
         );
         assert!(ledger.find_by_transaction("0x2").await?.is_none());
+        Ok(())
+    }
 
-        // Who was told what.
-        assert_eq!(record.delivery, None);
+    /// Who was told what.
+    async fn delivery_recorded(ledger: &Ledger) -> Result<(), LedgerError> {
         let delivery = Delivery {
             state: SettlementState::Confirmed,
             caller: Some("shop-a".into()),
@@ -381,12 +402,12 @@ pub(crate) mod tests {
             at: 1234,
         };
         ledger.mark_delivered("f1", &delivery).await?;
-        let record = ledger
-            .get("f1")
-            .await?
-            .ok_or(LedgerError::Task("missing".into()))?;
-        assert_eq!(record.delivery, Some(delivery));
-        // One settled transaction, one payload.
+        assert_eq!(stored_record(ledger, "f1").await?.delivery, Some(delivery));
+        Ok(())
+    }
+
+    /// One settled transaction, one payload.
+    async fn transaction_claimed_once(ledger: &Ledger) -> Result<(), LedgerError> {
         assert_eq!(
             ledger.claim_transaction("0x1", "f1").await?,
             PaymentIdClaim::Bound
@@ -405,7 +426,7 @@ pub(crate) mod tests {
         // transaction still leads to the payload that claimed it.
         ledger.mark_received("f2", &request(), None).await?;
         let refused = SettleResponse::failed(
-            ChainId::parse("eip155:1").unwrap(),
+            eip155_1(),
             ErrorReason::from_static("invalid_exact_evm_nonce_already_used"),
             None,
             "0x1",
@@ -418,20 +439,21 @@ pub(crate) mod tests {
                 .map(|r| r.fingerprint),
             Some("f1".to_owned())
         );
-        // A failure keeps the transaction it names in the ledger (it makes
-        // the failure final), though the wire never carries it.
+        Ok(())
+    }
+
+    /// A failure keeps the transaction it names in the ledger (it makes the
+    /// failure final), though the wire never carries it.
+    async fn failure_keeps_its_transaction(ledger: &Ledger) -> Result<(), LedgerError> {
         let reverted = SettleResponse::failed(
-            ChainId::parse("eip155:1").unwrap(),
+            eip155_1(),
             ErrorReason::INVALID_TRANSACTION_STATE,
             None,
             "0x3",
         );
         ledger.mark_received("f3", &request(), None).await?;
         ledger.record_outcome("f3", &reverted).await?;
-        let record = ledger
-            .get("f3")
-            .await?
-            .ok_or(LedgerError::Task("missing".into()))?;
+        let record = stored_record(ledger, "f3").await?;
         assert_eq!(record.response.map(|r| r.transaction), Some("0x3".into()));
         Ok(())
     }

@@ -11,7 +11,7 @@ use crate::message::{MessageError, SiwxMessage};
 use crate::store::{NonceState, NonceStore, StoreError};
 use crate::time::{Clock, TimeError, format_rfc3339, parse_rfc3339, system_clock};
 use crate::types::{SIWX_VERSION, SiwxExtension, SiwxInfo, SiwxProof, SupportedChain};
-use crate::verify::{VerifierRegistry, VerifyError};
+use crate::verify::{SiwxVerifier, VerifierRegistry, VerifyError};
 
 /// Default lifetime of a challenge (and its nonce): 5 minutes.
 pub const DEFAULT_CHALLENGE_TTL_MS: u64 = 5 * 60 * 1000;
@@ -373,59 +373,10 @@ impl SiwxServer {
         path: &str,
         accepted: &[ChainId],
     ) -> Result<SignedIn, SiwxError> {
-        if proof.version != SIWX_VERSION {
-            return Err(SiwxError::UnsupportedVersion(
-                proof.version.chars().take(16).collect(),
-            ));
-        }
-        if proof.domain != self.domain {
-            return Err(SiwxError::DomainMismatch {
-                expected: self.domain.clone(),
-                got: proof.domain.chars().take(255).collect(),
-            });
-        }
-        let expected_uri = self.resource_uri(path)?;
-        if proof.uri != expected_uri {
-            return Err(SiwxError::UriMismatch {
-                expected: expected_uri,
-                got: proof.uri.chars().take(255).collect(),
-            });
-        }
-
-        let unsupported = || SiwxError::UnsupportedChain(proof.chain_id.chars().take(64).collect());
-        let chain = ChainId::parse(&proof.chain_id).map_err(|_| unsupported())?;
-        if !accepted.contains(&chain) {
-            return Err(unsupported());
-        }
-        let verifier = self.verifiers.get(&chain).ok_or_else(unsupported)?;
-        if proof.kind != verifier.signature_type() {
-            return Err(SiwxError::TypeMismatch {
-                expected: verifier.signature_type().to_owned(),
-                got: proof.kind.chars().take(32).collect(),
-            });
-        }
-
+        self.check_bound_to_this_resource(proof, path)?;
+        let (chain, verifier) = self.verifier_for(proof, accepted)?;
         let now = self.now();
-        let skew = self.config.clock_skew_ms;
-        let issued_at = parse_time("issuedAt", &proof.issued_at)?;
-        if issued_at > now.saturating_add(skew) {
-            return Err(SiwxError::IssuedInFuture);
-        }
-        if now.saturating_sub(issued_at) > self.config.max_age_ms {
-            return Err(SiwxError::IssuedTooLongAgo {
-                max_age_ms: self.config.max_age_ms,
-            });
-        }
-        if let Some(value) = &proof.expiration_time
-            && parse_time("expirationTime", value)? <= now
-        {
-            return Err(SiwxError::Expired);
-        }
-        if let Some(value) = &proof.not_before
-            && parse_time("notBefore", value)? > now.saturating_add(skew)
-        {
-            return Err(SiwxError::NotYetValid);
-        }
+        self.check_time_window(proof, now)?;
 
         let message = SiwxMessage::from_proof(proof)?.to_text()?;
         nonce_result(
@@ -448,6 +399,78 @@ impl SiwxServer {
             uri: proof.uri.clone(),
             nonce: proof.nonce.clone(),
         })
+    }
+
+    /// The proof speaks our message version and names this server's domain
+    /// and the resource at `path` under the configured origin.
+    fn check_bound_to_this_resource(&self, proof: &SiwxProof, path: &str) -> Result<(), SiwxError> {
+        if proof.version != SIWX_VERSION {
+            return Err(SiwxError::UnsupportedVersion(
+                proof.version.chars().take(16).collect(),
+            ));
+        }
+        if proof.domain != self.domain {
+            return Err(SiwxError::DomainMismatch {
+                expected: self.domain.clone(),
+                got: proof.domain.chars().take(255).collect(),
+            });
+        }
+        let expected_uri = self.resource_uri(path)?;
+        if proof.uri != expected_uri {
+            return Err(SiwxError::UriMismatch {
+                expected: expected_uri,
+                got: proof.uri.chars().take(255).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The proof's chain, if the route accepts it and a verifier for it is
+    /// registered with the signature type the proof claims.
+    fn verifier_for(
+        &self,
+        proof: &SiwxProof,
+        accepted: &[ChainId],
+    ) -> Result<(ChainId, &Arc<dyn SiwxVerifier>), SiwxError> {
+        let unsupported = || SiwxError::UnsupportedChain(proof.chain_id.chars().take(64).collect());
+        let chain = ChainId::parse(&proof.chain_id).map_err(|_| unsupported())?;
+        if !accepted.contains(&chain) {
+            return Err(unsupported());
+        }
+        let verifier = self.verifiers.get(&chain).ok_or_else(unsupported)?;
+        if proof.kind != verifier.signature_type() {
+            return Err(SiwxError::TypeMismatch {
+                expected: verifier.signature_type().to_owned(),
+                got: proof.kind.chars().take(32).collect(),
+            });
+        }
+        Ok((chain, verifier))
+    }
+
+    /// `issuedAt` is recent and not in the future, `expirationTime` has not
+    /// passed and `notBefore` has (within the tolerated clock skew).
+    fn check_time_window(&self, proof: &SiwxProof, now: u64) -> Result<(), SiwxError> {
+        let skew = self.config.clock_skew_ms;
+        let issued_at = parse_time("issuedAt", &proof.issued_at)?;
+        if issued_at > now.saturating_add(skew) {
+            return Err(SiwxError::IssuedInFuture);
+        }
+        if now.saturating_sub(issued_at) > self.config.max_age_ms {
+            return Err(SiwxError::IssuedTooLongAgo {
+                max_age_ms: self.config.max_age_ms,
+            });
+        }
+        if let Some(value) = &proof.expiration_time
+            && parse_time("expirationTime", value)? <= now
+        {
+            return Err(SiwxError::Expired);
+        }
+        if let Some(value) = &proof.not_before
+            && parse_time("notBefore", value)? > now.saturating_add(skew)
+        {
+            return Err(SiwxError::NotYetValid);
+        }
+        Ok(())
     }
 }
 

@@ -146,19 +146,7 @@ impl PgCluster {
 
     fn start_blocking() -> Result<Self> {
         let bin = find_bin()?;
-        let run_as = if is_root() {
-            if !Path::new("/usr/sbin/runuser").exists()
-                && !Path::new("/sbin/runuser").exists()
-                && which("runuser").is_none()
-            {
-                return Err(PgClusterError::NoUnprivilegedUser(
-                    "`runuser` (util-linux) was not found".into(),
-                ));
-            }
-            Some(SUPERUSER.to_owned())
-        } else {
-            None
-        };
+        let run_as = unprivileged_user()?;
         let dir = make_temp_dir()?;
         let mut cluster = Self {
             bin,
@@ -178,7 +166,6 @@ impl PgCluster {
             check("chown", status, Path::new(""))
                 .map_err(|e| PgClusterError::NoUnprivilegedUser(e.to_string()))?;
         }
-        let data = cluster.dir.join("data");
         let sockets = cluster.dir.join("sock");
         std::fs::create_dir_all(&sockets).map_err(io("creating the socket directory"))?;
         if let Some(user) = &cluster.run_as {
@@ -189,15 +176,27 @@ impl PgCluster {
                 .map_err(io("running chown"))?;
             check("chown", output, Path::new(""))?;
         }
-        let output = cluster
+        cluster.init_data_dir()?;
+        cluster.port = cluster.start_server(&sockets)?;
+        createdb(&cluster.bin, cluster.port, DATABASE)?;
+        cluster.url = database_url(cluster.port, DATABASE);
+        Ok(cluster)
+    }
+
+    fn init_data_dir(&self) -> Result<()> {
+        let output = self
             .command("initdb")
             .arg("-D")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"])
             .output()
             .map_err(io("running initdb"))?;
-        check("initdb", output, &cluster.dir)?;
+        check("initdb", output, &self.dir)
+    }
 
+    /// Starts the server on a free port (three tries: another process may
+    /// take the port between our probe and the server's bind); returns it.
+    fn start_server(&self, sockets: &Path) -> Result<u16> {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port()?;
@@ -207,29 +206,21 @@ impl PgCluster {
                  -c max_connections=200",
                 sockets.display()
             );
-            let output = cluster
+            let output = self
                 .command("pg_ctl")
                 .arg("-D")
-                .arg(&data)
+                .arg(self.dir.join("data"))
                 .arg("-l")
-                .arg(cluster.dir.join("postgres.log"))
+                .arg(self.dir.join("postgres.log"))
                 .args(["-w", "-t", "60", "-o", &options, "start"])
                 .output()
                 .map_err(io("running pg_ctl start"))?;
-            match check("pg_ctl start", output, &cluster.dir) {
-                Ok(()) => {
-                    cluster.port = port;
-                    break;
-                }
+            match check("pg_ctl start", output, &self.dir) {
+                Ok(()) => return Ok(port),
                 Err(error) => last_error = Some(error),
             }
         }
-        if cluster.port == 0 {
-            return Err(last_error.unwrap_or(PgClusterError::Task("no port".into())));
-        }
-        createdb(&cluster.bin, cluster.port, DATABASE)?;
-        cluster.url = database_url(cluster.port, DATABASE);
-        Ok(cluster)
+        Err(last_error.unwrap_or(PgClusterError::Task("no port".into())))
     }
 
     /// A server command (`initdb`, `pg_ctl`), as the unprivileged user when root.
@@ -244,6 +235,23 @@ impl PgCluster {
             None => Command::new(program),
         }
     }
+}
+
+/// The user the server runs as: PostgreSQL refuses to run as root, so as
+/// root it is [`SUPERUSER`] through `runuser`; otherwise ourselves (`None`).
+fn unprivileged_user() -> Result<Option<String>> {
+    if !is_root() {
+        return Ok(None);
+    }
+    if !Path::new("/usr/sbin/runuser").exists()
+        && !Path::new("/sbin/runuser").exists()
+        && which("runuser").is_none()
+    {
+        return Err(PgClusterError::NoUnprivilegedUser(
+            "`runuser` (util-linux) was not found".into(),
+        ));
+    }
+    Ok(Some(SUPERUSER.to_owned()))
 }
 
 impl Drop for PgCluster {

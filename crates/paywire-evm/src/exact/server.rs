@@ -3,13 +3,13 @@
 use crate::reasons;
 use alloy_primitives::Address;
 use paywire_core::{
-    ErrorReason, JsonObject, MoneyUnit, PaymentRequirements, Price, RequirementsRequest,
-    SchemeError, SchemeServer,
+    AtomicAmount, ChainId, ErrorReason, JsonObject, Money, MoneyUnit, PaymentRequirements, Price,
+    RequirementsRequest, SchemeError, SchemeServer,
 };
 use serde_json::json;
 
 use super::SCHEME;
-use crate::networks::{EvmAsset, EvmNetworks};
+use crate::networks::{EvmAsset, EvmNetwork, EvmNetworks};
 
 /// Builds `exact` requirements from prices on the networks it knows.
 #[derive(Debug, Clone)]
@@ -67,72 +67,18 @@ impl SchemeServer for ExactEvmServer {
         &self,
         request: &RequirementsRequest<'_>,
     ) -> Result<PaymentRequirements, SchemeError> {
-        let invalid = |what: String| SchemeError::InvalidRequirements(what);
         let pay_to: Address = request
             .pay_to
             .parse()
             .map_err(|_| invalid(format!("payTo {:?} is not an EVM address", request.pay_to)))?;
         let network = self.networks.get(request.network);
         let (amount, asset, extra) = match request.price {
-            Price::Money(money) => {
-                let network = network.ok_or_else(|| {
-                    SchemeError::Unsupported(format!(
-                        "no default asset known for {}; give an atomic amount and asset",
-                        request.network
-                    ))
-                })?;
-                let asset = match money.unit() {
-                    MoneyUnit::Usd | MoneyUnit::Unspecified => &network.default_asset,
-                    MoneyUnit::Symbol(symbol) => std::iter::once(&network.default_asset)
-                        .chain(&network.other_assets)
-                        .find(|a| a.symbol.eq_ignore_ascii_case(symbol))
-                        .ok_or_else(|| {
-                            SchemeError::Unsupported(format!(
-                                "no {symbol} asset on {}",
-                                request.network
-                            ))
-                        })?,
-                };
-                if matches!(money.unit(), MoneyUnit::Usd) && !asset.usd_stable {
-                    return Err(invalid(format!(
-                        "{} on {} is not a US dollar stablecoin",
-                        asset.symbol, request.network
-                    )));
-                }
-                let amount = money
-                    .to_atomic(asset.decimals)
-                    .map_err(|e| invalid(e.to_string()))?;
-                (amount, asset.address, eip712_extra(asset))
-            }
+            Price::Money(money) => priced_in_money(network, request.network, money)?,
             Price::Atomic {
                 amount,
                 asset,
                 extra,
-            } => {
-                let address: Address = asset
-                    .parse()
-                    .map_err(|_| invalid(format!("asset {asset:?} is not an EVM address")))?;
-                let known = network.and_then(|n| n.asset(address));
-                let extra = match (extra, known) {
-                    (Some(extra), _) => extra.clone(),
-                    (None, Some(known)) => eip712_extra(known),
-                    (None, None) => {
-                        return Err(invalid(format!(
-                            "asset {address} is unknown on {}: give extra.name and extra.version \
-                             (its EIP-712 domain)",
-                            request.network
-                        )));
-                    }
-                };
-                if extra.get("name").and_then(|v| v.as_str()).is_none()
-                    || extra.get("version").and_then(|v| v.as_str()).is_none()
-                {
-                    return Err(invalid(
-                        "extra must carry the token's EIP-712 name and version".into(),
-                    ));
-                }
-                (*amount, address, extra)
-            }
+            } => priced_in_atomic_units(network, request.network, *amount, asset, extra.as_ref())?,
         };
         if amount.is_zero() {
             return Err(invalid("price must be greater than zero".into()));
@@ -147,6 +93,78 @@ impl SchemeServer for ExactEvmServer {
             extra: Some(extra),
         })
     }
+}
+
+/// What the payer signs for: the amount, the token and its EIP-712 domain
+/// (`extra`).
+type PricedAsset = (AtomicAmount, Address, JsonObject);
+
+fn invalid(what: String) -> SchemeError {
+    SchemeError::InvalidRequirements(what)
+}
+
+/// A money price in the network's asset for its unit (the default asset for
+/// dollars or no unit, else the asset with that symbol).
+fn priced_in_money(
+    network: Option<&EvmNetwork>,
+    chain: &ChainId,
+    money: &Money,
+) -> Result<PricedAsset, SchemeError> {
+    let network = network.ok_or_else(|| {
+        SchemeError::Unsupported(format!(
+            "no default asset known for {chain}; give an atomic amount and asset"
+        ))
+    })?;
+    let asset = match money.unit() {
+        MoneyUnit::Usd | MoneyUnit::Unspecified => &network.default_asset,
+        MoneyUnit::Symbol(symbol) => std::iter::once(&network.default_asset)
+            .chain(&network.other_assets)
+            .find(|a| a.symbol.eq_ignore_ascii_case(symbol))
+            .ok_or_else(|| SchemeError::Unsupported(format!("no {symbol} asset on {chain}")))?,
+    };
+    if matches!(money.unit(), MoneyUnit::Usd) && !asset.usd_stable {
+        return Err(invalid(format!(
+            "{} on {chain} is not a US dollar stablecoin",
+            asset.symbol
+        )));
+    }
+    let amount = money
+        .to_atomic(asset.decimals)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok((amount, asset.address, eip712_extra(asset)))
+}
+
+/// An exact amount of a token given by address; its EIP-712 domain comes
+/// from `extra`, else from the network table.
+fn priced_in_atomic_units(
+    network: Option<&EvmNetwork>,
+    chain: &ChainId,
+    amount: AtomicAmount,
+    asset: &str,
+    extra: Option<&JsonObject>,
+) -> Result<PricedAsset, SchemeError> {
+    let address: Address = asset
+        .parse()
+        .map_err(|_| invalid(format!("asset {asset:?} is not an EVM address")))?;
+    let known = network.and_then(|n| n.asset(address));
+    let extra = match (extra, known) {
+        (Some(extra), _) => extra.clone(),
+        (None, Some(known)) => eip712_extra(known),
+        (None, None) => {
+            return Err(invalid(format!(
+                "asset {address} is unknown on {chain}: give extra.name and extra.version \
+                 (its EIP-712 domain)"
+            )));
+        }
+    };
+    if extra.get("name").and_then(|v| v.as_str()).is_none()
+        || extra.get("version").and_then(|v| v.as_str()).is_none()
+    {
+        return Err(invalid(
+            "extra must carry the token's EIP-712 name and version".into(),
+        ));
+    }
+    Ok((amount, address, extra))
 }
 
 #[cfg(test)]
