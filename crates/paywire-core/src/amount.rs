@@ -200,6 +200,7 @@ pub struct Money {
 
 /// The unit a [`Money`] value was written in.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MoneyUnit {
     /// Written with a leading `$`: US dollars.
     Usd,

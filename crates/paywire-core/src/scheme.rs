@@ -37,6 +37,7 @@ pub enum SchemeError {
 
 /// A price as written in configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Price {
     /// A money amount (`"$0.01"`); the scheme picks the network's default
     /// stablecoin and converts with its decimals.

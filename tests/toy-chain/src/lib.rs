@@ -175,6 +175,11 @@ impl SchemeServer for ToyScheme {
                     "the toy ledger has no asset {asset:?}"
                 )));
             }
+            other => {
+                return Err(SchemeError::Unsupported(format!(
+                    "the toy chain cannot price {other:?}"
+                )));
+            }
         };
         Ok(PaymentRequirements {
             scheme: SCHEME.into(),

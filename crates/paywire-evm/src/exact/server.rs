@@ -79,6 +79,11 @@ impl SchemeServer for ExactEvmServer {
                 asset,
                 extra,
             } => priced_in_atomic_units(network, request.network, *amount, asset, extra.as_ref())?,
+            other => {
+                return Err(SchemeError::Unsupported(format!(
+                    "exact on EVM cannot price {other:?}"
+                )));
+            }
         };
         if amount.is_zero() {
             return Err(invalid("price must be greater than zero".into()));
@@ -121,6 +126,11 @@ fn priced_in_money(
             .chain(&network.other_assets)
             .find(|a| a.symbol.eq_ignore_ascii_case(symbol))
             .ok_or_else(|| SchemeError::Unsupported(format!("no {symbol} asset on {chain}")))?,
+        other => {
+            return Err(SchemeError::Unsupported(format!(
+                "no asset priced in {other:?} on {chain}"
+            )));
+        }
     };
     if matches!(money.unit(), MoneyUnit::Usd) && !asset.usd_stable {
         return Err(invalid(format!(
