@@ -9,7 +9,6 @@ mod common;
 
 use alloy_primitives::Address;
 use common::*;
-use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 /// What a case must answer.
@@ -59,9 +58,8 @@ fn both(body: Value, field: &str, value: Value) -> Value {
 
 #[tokio::test]
 async fn malformed_and_invalid_requests_table() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let requirements = requirements(&devnet, Address::random());
     let payload = pay(&devnet, 7, &requirements, None).await?;
@@ -439,6 +437,6 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
     // Nothing moved.
     devnet.mine().await?;
     assert_eq!(balance(&devnet, payer).await?, payer_before);
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }

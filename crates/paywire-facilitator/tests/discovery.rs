@@ -11,7 +11,6 @@ use common::origin::{Origin, wait_for_outcome};
 use common::*;
 use paywire_bazaar::{Declaration, ListPage, SearchPage};
 use paywire_core::{PaymentPayload, ResourceInfo, codec};
-use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -59,10 +58,8 @@ async fn settle(
 
 #[tokio::test]
 async fn settled_declarations_are_cataloged_and_served() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let store = dir.path().join("ledger.sqlite");
-    let server = start_configured(&devnet, &store, DEVNET_BAZAAR).await?;
+    let mut stack = Stack::start_with(StackOptions::default().config(DEVNET_BAZAAR)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -217,8 +214,8 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     }
 
     // The catalog is in the ledger's SQLite file: it survives a restart.
-    server.stop().await;
-    let server = start_configured(&devnet, &store, DEVNET_BAZAAR).await?;
+    stack.restart_facilitator().await?;
+    let server = stack.facilitator();
     let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 2);
     Ok(())
@@ -227,9 +224,8 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
 /// Catalog poisoning: a payer pays themselves and echoes someone else's URL.
 #[tokio::test]
 async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(&devnet, &dir.path().join("l.sqlite"), DEVNET_BAZAAR).await?;
+    let stack = Stack::start_with(StackOptions::default().config(DEVNET_BAZAAR)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
     let (victim, attacker) = (Address::random(), Address::random());
     let victims_offer = requirements(&devnet, victim);
@@ -307,9 +303,8 @@ async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestR
 
 #[tokio::test]
 async fn private_origins_are_not_fetched_without_the_switch() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("l.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
     let offer = requirements(&devnet, Address::random());
     let (_, declaration) = Declaration::get().into_extension();
@@ -350,14 +345,12 @@ async fn private_origins_are_not_fetched_without_the_switch() -> TestResult {
 
 #[tokio::test]
 async fn a_silent_origin_does_not_hold_up_settlement() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(
-        &devnet,
-        &dir.path().join("l.sqlite"),
-        "[bazaar]\nconfirm_private_addresses = true\nconfirm_timeout_seconds = 1\n",
+    let stack = Stack::start_with(
+        StackOptions::default()
+            .config("[bazaar]\nconfirm_private_addresses = true\nconfirm_timeout_seconds = 1\n"),
     )
     .await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     // Accepts connections and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/x", silent.local_addr()?);
@@ -391,14 +384,9 @@ async fn a_silent_origin_does_not_hold_up_settlement() -> TestResult {
 
 #[tokio::test]
 async fn discovery_can_be_switched_off() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(
-        &devnet,
-        &dir.path().join("l.sqlite"),
-        "[bazaar]\nenabled = false\n",
-    )
-    .await?;
+    let stack =
+        Stack::start_with(StackOptions::default().config("[bazaar]\nenabled = false\n")).await?;
+    let server = stack.facilitator();
     let http = reqwest::Client::new();
     let response = http.get(server.url("/discovery/resources")).send().await?;
     assert_eq!(response.status().as_u16(), 404);

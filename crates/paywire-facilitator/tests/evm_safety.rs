@@ -372,9 +372,8 @@ async fn start_configured_chain(
 
 #[tokio::test]
 async fn an_authorization_reusing_a_settled_nonce_fails_at_settle() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let store = tempfile::tempdir()?;
-    let server = start(&devnet, &store.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -411,6 +410,6 @@ async fn an_authorization_reusing_a_settled_nonce_fails_at_settle() -> TestResul
         "{replay}"
     );
     assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }

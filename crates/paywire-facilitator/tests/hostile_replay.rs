@@ -356,9 +356,8 @@ async fn one_balance_does_not_buy_many_broadcasts() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -457,7 +456,7 @@ async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
         "more than one transaction for one authorization"
     );
     assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -468,9 +467,8 @@ async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let requirements = requirements(&devnet, Address::random());
     let payload = pay(&devnet, 5, &requirements, None).await?;
@@ -494,7 +492,7 @@ async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
     assert_eq!(verified["isValid"], json!(true), "{verified}");
     let (_, settled) = post_raw(&client, &server.url("/settle"), dear.into_bytes()).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -504,9 +502,8 @@ async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let mut zero = requirements(&devnet, Address::random());
     zero.amount = paywire_core::AtomicAmount::ZERO;
@@ -536,7 +533,7 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
     }
     assert_eq!(nonces(&devnet, signer).await?.0, before);
     let _ = B256::ZERO;
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -549,9 +546,8 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let mut junk = requirements(&devnet, Address::random());
     junk.network = paywire_core::ChainId::eip155(999_999);
     if let Some(extra) = junk.extra.as_mut() {
@@ -575,7 +571,7 @@ async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
         .as_ref()
         .and_then(|r| r.request.as_ref())
         .map(|r| serde_json::to_string(r).map(|t| t.len()).unwrap_or(0));
-    server.stop().await;
+    stack.stop().await;
     assert!(
         stored.is_none(),
         "a junk request was stored ({size:?} bytes of request)"

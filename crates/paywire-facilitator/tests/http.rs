@@ -46,8 +46,8 @@ async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
 }
 
 async fn verify_and_settle_move_exact_amount_once(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
     let payer = devnet.payer(1).address;
@@ -107,13 +107,13 @@ async fn verify_and_settle_move_exact_amount_once(store: TestStore) -> TestResul
         metrics.contains("x402_signer_balance_wei{network=\"eip155:31337\",signer=\"0x"),
         "{metrics}"
     );
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 async fn concurrent_duplicate_settles_reach_the_scheme_once(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -145,13 +145,13 @@ async fn concurrent_duplicate_settles_reach_the_scheme_once(store: TestStore) ->
         metrics.contains("x402_settle_duration_seconds_count 1"),
         "{metrics}"
     );
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -219,15 +219,14 @@ async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult
     )
     .await?;
     assert_error(status, &error, 400, "invalid_payment_identifier");
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_input_gets_json_errors() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     for path in ["/verify", "/settle"] {
         let url = server.url(path);
@@ -275,15 +274,14 @@ async fn bad_input_gets_json_errors() -> TestResult {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["isValid"], json!(false));
     assert_eq!(answer["invalidReason"], json!("unsupported_scheme"));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn supported_health_ready_and_metrics() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let supported: Value = client
         .get(server.url("/supported"))
@@ -324,7 +322,7 @@ async fn supported_health_ready_and_metrics() -> TestResult {
         "{text}"
     );
     assert!(text.contains("# TYPE x402_settle_duration_seconds histogram"));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -433,14 +431,11 @@ async fn ledger_survives_restart(store: TestStore) -> TestResult {
 /// signature leaves the victim's allowance untouched.
 #[tokio::test]
 async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(
-        &devnet,
-        &dir.path().join("ledger.sqlite"),
-        "[rate_limit]\nper_payer_per_minute = 2\n",
+    let stack = Stack::start_with(
+        StackOptions::default().config("[rate_limit]\nper_payer_per_minute = 2\n"),
     )
     .await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
     let requirements = requirements(&devnet, Address::random());
     let victim = devnet.payer(1).address;

@@ -7,14 +7,13 @@ mod common;
 use alloy_primitives::{Address, U256};
 use common::*;
 use paywire_facilitator::SettlementState;
-use paywire_testkit::Devnet;
 use paywire_testkit::peer::{TS_SERVER_BODY, TsServer, ts_client_fetch};
 
 both_stores!(ts_server_and_ts_client_pay_through_our_facilitator);
 
 async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let facilitator = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, facilitator) = (stack.devnet(), stack.facilitator());
     let payee = Address::random();
     let server = TsServer::start(&devnet, &facilitator.base, payee, u128::from(PRICE)).await?;
     let payer = devnet.payer(1);
@@ -72,6 +71,6 @@ async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -
         metrics.contains("x402_settle_total{outcome=\"confirmed\",reason=\"\"} 1"),
         "{metrics}"
     );
-    facilitator.stop().await;
+    stack.stop().await;
     Ok(())
 }

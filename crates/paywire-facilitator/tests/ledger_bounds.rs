@@ -15,7 +15,6 @@ use paywire_core::{ChainId, PaymentPayload, PaymentRequirements};
 use paywire_evm::LocalSigner;
 use paywire_evm::exact::ExactEvmClient;
 use paywire_facilitator::ledger::fingerprint;
-use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 both_stores!(
@@ -70,8 +69,8 @@ async fn settle(
 }
 
 async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let served = requirements(&devnet, Address::random());
     let mut elsewhere = served.clone();
     elsewhere.network = ChainId::eip155(999_999);
@@ -103,7 +102,7 @@ async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResul
             "case {n} bound its payment identifier"
         );
     }
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -163,14 +162,12 @@ async fn settlements_beyond_the_cap_are_refused_before_the_ledger(store: TestSto
 }
 
 async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start_configured(
-        &devnet,
-        &store.location(),
+    let stack = Stack::start_with(StackOptions::default().ledger(store).config(
         "[recovery]\ninterval_seconds = 1\nmin_age_seconds = 1\n\
          purge_unsent_failures_after_seconds = 1\n",
-    )
+    ))
     .await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let ledger = server.state.ledger().clone();
 
     // Refused before anything was sent: an unfunded payer.
@@ -217,6 +214,6 @@ async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
     );
     let (status, again) = settle(&server, &paid).await?;
     assert_replay_refused(status, &again);
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }

@@ -130,8 +130,8 @@ async fn wait_for_state(
 }
 
 async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -215,7 +215,7 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
     let delivery = record.delivery.ok_or("no delivery recorded")?;
     assert_eq!(delivery.state, SettlementState::Confirmed);
     assert_eq!(delivery.caller, None);
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -224,8 +224,8 @@ async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult
     use paywire_evm::contracts::IEip3009Token;
     use paywire_evm::exact::ExactEvmPayload;
 
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let pay_to = Address::random();
     let requirements = requirements(&devnet, pay_to);
@@ -264,13 +264,13 @@ async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult
         "the facilitator sent something"
     );
     assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 async fn the_same_payment_identifier_gets_the_recorded_answer(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let requirements = requirements(&devnet, Address::random());
     let id = "pay_replay_test_0123456789abcdef";
@@ -303,7 +303,7 @@ async fn the_same_payment_identifier_gets_the_recorded_answer(store: TestStore) 
     let (status, again) = settle(&server, &body(&renamed, &requirements), None).await?;
     assert_replay_refused(status, &again);
     assert_eq!(tx_count(&devnet, signer).await?, sent);
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
