@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use common::*;
 use paywire_core::codec::decode_payment_response;
 use paywire_gateway::{Gateway, GatewayConfig};
-use paywire_testkit::Devnet;
 
 #[derive(Default)]
 struct Upstream {
@@ -141,9 +140,8 @@ pay_to = "{payee}"
 
 #[tokio::test]
 async fn gateway_sells_an_upstream_end_to_end() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let local = local_facilitator(&devnet).await;
-    let facilitator_url = serve_facilitator(local).await;
+    let stack = stack().await;
+    let (devnet, facilitator_url) = (stack.devnet(), stack.facilitator_url());
     let state = Arc::new(Upstream::default());
     let upstream_url = serve(upstream(Arc::clone(&state))).await;
     let payee = Address::random();
@@ -328,8 +326,9 @@ async fn upstream_down_is_a_502() {
 /// clear error, never settled, and the payment stays usable.
 #[tokio::test]
 async fn oversized_upstream_answer_is_refused_and_not_charged() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let counting = Counting::new(local_facilitator(&devnet).await);
+    let stack = stack().await;
+    let devnet = stack.devnet();
+    let counting = Counting::new(facilitator(&stack));
     let state = Arc::new(Upstream::default());
     let upstream_url = serve(upstream(Arc::clone(&state))).await;
     let payee = Address::random();
@@ -394,8 +393,9 @@ async fn oversized_upstream_answer_is_refused_and_not_charged() {
 /// sold (e.g. a presigned URL): it is settled before it is passed on, once.
 #[tokio::test]
 async fn a_priced_upstream_redirect_is_settled_before_it_is_passed_on() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let counting = Counting::new(local_facilitator(&devnet).await);
+    let stack = stack().await;
+    let devnet = stack.devnet();
+    let counting = Counting::new(facilitator(&stack));
     let upstream_url = serve(upstream(Arc::new(Upstream::default()))).await;
     let payee = Address::random();
     let text = config(&upstream_url, "http://127.0.0.1:1", devnet.usdc(), payee)
