@@ -61,13 +61,13 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
     let stack = Stack::start().await?;
     let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
-    let requirements = requirements(&devnet, Address::random());
-    let payload = pay(&devnet, 7, &requirements, None).await?;
+    let requirements = requirements(devnet, Address::random());
+    let payload = pay(devnet, 7, &requirements, None).await?;
     let good = body(&payload, &requirements);
     let text = |v: &Value| v.to_string().into_bytes();
     let good_text = good.to_string();
     let payer = devnet.payer(7).address;
-    let payer_before = balance(&devnet, payer).await?;
+    let payer_before = balance(devnet, payer).await?;
     let valid_before = payload.payload["authorization"]["validBefore"]
         .as_str()
         .unwrap_or("1")
@@ -436,7 +436,7 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
     );
     // Nothing moved.
     devnet.mine().await?;
-    assert_eq!(balance(&devnet, payer).await?, payer_before);
+    assert_eq!(balance(devnet, payer).await?, payer_before);
     stack.stop().await;
     Ok(())
 }

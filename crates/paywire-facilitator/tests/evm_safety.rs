@@ -376,16 +376,16 @@ async fn an_authorization_reusing_a_settled_nonce_fails_at_settle() -> TestResul
     let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
+    let requirements = requirements(devnet, pay_to);
     let key = LocalSigner::new(devnet.payer(2).signer());
     let nonce = B256::random();
     let first = wrap(
-        sign(&devnet, &key, key.address(), &requirements, nonce, 300),
+        sign(devnet, &key, key.address(), &requirements, nonce, 300),
         &requirements,
     );
     // Same payer and nonce, another validBefore: another signature.
     let second = wrap(
-        sign(&devnet, &key, key.address(), &requirements, nonce, 301),
+        sign(devnet, &key, key.address(), &requirements, nonce, 301),
         &requirements,
     );
     let (_, settled) = post(
@@ -409,7 +409,7 @@ async fn an_authorization_reusing_a_settled_nonce_fails_at_settle() -> TestResul
         json!("invalid_exact_evm_nonce_already_used"),
         "{replay}"
     );
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
     stack.stop().await;
     Ok(())
 }

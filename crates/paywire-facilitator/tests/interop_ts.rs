@@ -15,11 +15,11 @@ async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -
     let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
     let (devnet, facilitator) = (stack.devnet(), stack.facilitator());
     let payee = Address::random();
-    let server = TsServer::start(&devnet, &facilitator.base, payee, u128::from(PRICE)).await?;
+    let server = TsServer::start(devnet, &facilitator.base, payee, u128::from(PRICE)).await?;
     let payer = devnet.payer(1);
-    let before = balance(&devnet, payer.address).await?;
+    let before = balance(devnet, payer.address).await?;
 
-    let response = ts_client_fetch(&devnet, payer.private_key, &server.resource_url()).await?;
+    let response = ts_client_fetch(devnet, payer.private_key, &server.resource_url()).await?;
     assert_eq!(
         response.status,
         200,
@@ -31,9 +31,9 @@ async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -
     assert_eq!(response.body, TS_SERVER_BODY);
 
     // The payee got the price, the payer paid it, exactly.
-    assert_eq!(balance(&devnet, payee).await?, U256::from(PRICE));
+    assert_eq!(balance(devnet, payee).await?, U256::from(PRICE));
     assert_eq!(
-        balance(&devnet, payer.address).await?,
+        balance(devnet, payer.address).await?,
         before - U256::from(PRICE)
     );
 

@@ -71,7 +71,7 @@ async fn settle(
 async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResult {
     let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
     let (devnet, server) = (stack.devnet(), stack.facilitator());
-    let served = requirements(&devnet, Address::random());
+    let served = requirements(devnet, Address::random());
     let mut elsewhere = served.clone();
     elsewhere.network = ChainId::eip155(999_999);
     let mut other_scheme = served.clone();
@@ -88,7 +88,7 @@ async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResul
         let id = format!("pay_junk_identifier_{n:04}");
         let mut payload = signed(LocalSigner::random(), &served, Some(&id)).await?;
         payload.accepted = accepted.clone();
-        let (status, answer) = settle(&server, &body(&payload, required)).await?;
+        let (status, answer) = settle(server, &body(&payload, required)).await?;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["success"], json!(false), "{answer}");
         assert_eq!(answer["errorReason"], json!(reason), "{answer}");
@@ -171,10 +171,10 @@ async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
     let ledger = server.state.ledger().clone();
 
     // Refused before anything was sent: an unfunded payer.
-    let to_a = requirements(&devnet, Address::random());
+    let to_a = requirements(devnet, Address::random());
     let id = "pay_unfunded_payer_0000001";
     let unfunded = signed(LocalSigner::random(), &to_a, Some(id)).await?;
-    let (status, refused) = settle(&server, &body(&unfunded, &to_a)).await?;
+    let (status, refused) = settle(server, &body(&unfunded, &to_a)).await?;
     assert_eq!(
         (status, &refused["success"]),
         (200, &json!(false)),
@@ -183,9 +183,9 @@ async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
     let refused_key = fingerprint(&unfunded.payload, &to_a);
     assert!(ledger.get(&refused_key).await?.is_some());
     // Settled: kept, and still refused as a replay afterwards.
-    let to_b = requirements(&devnet, Address::random());
-    let paid = body(&pay(&devnet, 1, &to_b, None).await?, &to_b);
-    let (status, settled) = settle(&server, &paid).await?;
+    let to_b = requirements(devnet, Address::random());
+    let paid = body(&pay(devnet, 1, &to_b, None).await?, &to_b);
+    let (status, settled) = settle(server, &paid).await?;
     assert_eq!(
         (status, &settled["success"]),
         (200, &json!(true)),
@@ -212,7 +212,7 @@ async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
         ledger.get(&key).await?.is_some(),
         "a settled row was purged"
     );
-    let (status, again) = settle(&server, &paid).await?;
+    let (status, again) = settle(server, &paid).await?;
     assert_replay_refused(status, &again);
     stack.stop().await;
     Ok(())

@@ -145,7 +145,7 @@ async fn gateway_sells_an_upstream_end_to_end() {
     let state = Arc::new(Upstream::default());
     let upstream_url = serve(upstream(Arc::clone(&state))).await;
     let payee = Address::random();
-    let text = config(&upstream_url, &facilitator_url, devnet.usdc(), payee);
+    let text = config(&upstream_url, facilitator_url, devnet.usdc(), payee);
     let config = GatewayConfig::parse_with_env(&text, |name| {
         (name == "GATEWAY_TEST_TOKEN").then(|| "test-token".to_owned())
     })
@@ -230,7 +230,7 @@ async fn gateway_sells_an_upstream_end_to_end() {
 
     let payer = devnet.payer(1).address;
     let payer_before = devnet.usdc_balance(payer).await.expect("balance");
-    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 1, &required.accepts[0], &required).await);
     let paid = http
         .get(format!("{gateway_url}/api/priced"))
         .header("PAYMENT-SIGNATURE", &payment)
@@ -277,7 +277,7 @@ async fn gateway_sells_an_upstream_end_to_end() {
             .expect("unpaid"),
     );
     let payer_before = devnet.usdc_balance(payer).await.expect("balance");
-    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 1, &required.accepts[0], &required).await);
     let broken = http
         .get(format!("{gateway_url}/api/broken"))
         .header("PAYMENT-SIGNATURE", &payment)
@@ -358,7 +358,7 @@ async fn oversized_upstream_answer_is_refused_and_not_charged() {
             .await
             .expect("402"),
     );
-    let payment = encode(&sign(&devnet, 2, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 2, &required.accepts[0], &required).await);
     let large = http
         .get(format!("{url}/api/large"))
         .header("PAYMENT-SIGNATURE", &payment)
@@ -410,7 +410,7 @@ async fn a_priced_upstream_redirect_is_settled_before_it_is_passed_on() {
         .build()
         .expect("client");
     let required = required_of(&http.get(&url).send().await.expect("402"));
-    let payment = encode(&sign(&devnet, 3, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 3, &required.accepts[0], &required).await);
     let paid = || async {
         http.get(&url)
             .header("PAYMENT-SIGNATURE", &payment)

@@ -79,7 +79,7 @@ impl Env {
 
     async fn signed_for(&self, path: &str, payer: usize) -> String {
         let required = self.challenge(path).await;
-        encode(&sign(&self.stack.devnet(), payer, &required.accepts[0], &required).await)
+        encode(&sign(self.stack.devnet(), payer, &required.accepts[0], &required).await)
     }
 }
 
@@ -307,7 +307,7 @@ async fn cross_route_and_modified_payments_are_refused() {
     let challenge = env.challenge("/cheap").await;
     let mut other = challenge.accepts[0].clone();
     other.pay_to = Address::random().to_string();
-    let redirected = encode(&sign(&env.stack.devnet(), 4, &other, &challenge).await);
+    let redirected = encode(&sign(env.stack.devnet(), 4, &other, &challenge).await);
     assert_eq!(
         env.pay_get("/cheap", &redirected).await.status().as_u16(),
         402
@@ -316,7 +316,7 @@ async fn cross_route_and_modified_payments_are_refused() {
     // A lower amount in `accepted`.
     let mut lower = challenge.accepts[0].clone();
     lower.amount = 1u64.into();
-    let underpaid = encode(&sign(&env.stack.devnet(), 4, &lower, &challenge).await);
+    let underpaid = encode(&sign(env.stack.devnet(), 4, &lower, &challenge).await);
     assert_eq!(
         env.pay_get("/cheap", &underpaid).await.status().as_u16(),
         402
@@ -363,7 +363,7 @@ async fn dynamic_price_and_tenant_pay_to() {
     );
 
     // The small price for a big body is refused.
-    let small_payment = encode(&sign(&env.stack.devnet(), 5, option, &small_required).await);
+    let small_payment = encode(&sign(env.stack.devnet(), 5, option, &small_required).await);
     let refused = post(big, "acme", Some(small_payment.clone()))
         .await
         .expect("request");
@@ -387,7 +387,7 @@ async fn dynamic_price_and_tenant_pay_to() {
     // The big price pays for the big body.
     let big_payment = encode(
         &sign(
-            &env.stack.devnet(),
+            env.stack.devnet(),
             5,
             &big_required.accepts[0],
             &big_required,
@@ -410,7 +410,7 @@ async fn settle_before_handler_runs_handler_after_settlement() {
             .expect("request");
         required_of(&response)
     };
-    let payment = encode(&sign(&env.stack.devnet(), 6, &required.accepts[0], &required).await);
+    let payment = encode(&sign(env.stack.devnet(), 6, &required.accepts[0], &required).await);
     let response = client()
         .post(format!("{}/side-effect", env.url))
         .header("PAYMENT-SIGNATURE", payment)
@@ -452,7 +452,7 @@ async fn router_fails_over_to_the_secondary_http_facilitator() {
         .await
         .expect("request");
     let required = required_of(&response);
-    let payment = encode(&sign(&env.stack.devnet(), 7, &required.accepts[0], &required).await);
+    let payment = encode(&sign(env.stack.devnet(), 7, &required.accepts[0], &required).await);
     let response = client()
         .get(format!("{url}/cheap"))
         .header("PAYMENT-SIGNATURE", payment)
@@ -486,7 +486,7 @@ async fn router_fails_over_to_the_secondary_http_facilitator() {
         .await
         .expect("request");
     let required = required_of(&response);
-    let payment = encode(&sign(&env.stack.devnet(), 7, &required.accepts[0], &required).await);
+    let payment = encode(&sign(env.stack.devnet(), 7, &required.accepts[0], &required).await);
     let response = client()
         .get(format!("{url}/cheap"))
         .header("PAYMENT-SIGNATURE", payment)
