@@ -1,6 +1,7 @@
 //! The `exact` EIP-3009 scheme end to end on a local anvil chain with
-//! Circle's real USDC: one test per verification check (each fails if its
-//! check is removed), settlement truth, replay, front-running, concurrency.
+//! Circle's real USDC: a table with one row per way to fail each verification
+//! check of the spec (each row fails if its check is removed), settlement truth,
+//! replay, front-running, concurrency.
 
 use paywire_evm::Eip155ChainId;
 use paywire_evm::reasons;
@@ -127,7 +128,7 @@ impl Env {
         wrap(exact, requirements)
     }
 
-    /// Signs an arbitrary authorization under an arbitrary domain.
+    /// Signs an arbitrary authorization under an arbitrary domain (version "2").
     fn sign_custom(
         &self,
         key: &LocalSigner,
@@ -136,9 +137,22 @@ impl Env {
         chain_id: u64,
         contract: Address,
     ) -> ExactEvmPayload {
+        self.sign_domain(key, authorization, name, "2", chain_id, contract)
+    }
+
+    /// Signs an arbitrary authorization under an arbitrary domain.
+    fn sign_domain(
+        &self,
+        key: &LocalSigner,
+        authorization: Authorization,
+        name: &str,
+        version: &str,
+        chain_id: u64,
+        contract: Address,
+    ) -> ExactEvmPayload {
         let digest = signing_hash(
             &authorization,
-            &eip712_domain(name, "2", chain_id, contract),
+            &eip712_domain(name, version, chain_id, contract),
         );
         let signature = key.sign_hash_sync(&digest).unwrap();
         ExactEvmPayload {
@@ -164,27 +178,44 @@ impl Env {
         requirements: &PaymentRequirements,
         reason: ErrorReason,
     ) {
+        self.expect_refused("", payload, requirements, reason).await;
+    }
+
+    /// Verification refuses `payload` with `reason`, and so does settlement (which
+    /// re-verifies), sending nothing; failures name `check`.
+    async fn expect_refused(
+        &self,
+        check: &str,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        reason: ErrorReason,
+    ) {
         let answer = self
             .facilitator
             .verify(payload, requirements)
             .await
             .unwrap();
-        assert!(!answer.is_valid, "expected {reason} but payment was valid");
+        assert!(
+            !answer.is_valid,
+            "{check}: expected {reason} but payment was valid"
+        );
         assert_eq!(
             answer.invalid_reason,
             Some(reason.clone()),
-            "{:?}",
+            "{check}: {:?}",
             answer.invalid_message
         );
-        // Settlement re-verifies and must refuse just the same, moving nothing.
         let settled = self
             .facilitator
             .settle(payload, requirements)
             .await
             .unwrap();
-        assert!(!settled.success);
-        assert_eq!(settled.error_reason, Some(reason));
-        assert!(settled.transaction.is_empty(), "nothing may be sent");
+        assert!(!settled.success, "{check}: settled");
+        assert_eq!(settled.error_reason, Some(reason), "{check}");
+        assert!(
+            settled.transaction.is_empty(),
+            "{check}: nothing may be sent"
+        );
     }
 
     async fn balance(&self, who: Address) -> U256 {
@@ -508,183 +539,277 @@ async fn transaction_dropped_by_the_node_is_broadcast_again() {
     assert_eq!(env.balance(pay_to).await, U256::from(PRICE));
 }
 
-#[tokio::test]
-async fn rejects_underpayment_and_overpayment() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let key = env.payer_key(1);
-    for value in [PRICE - 1, PRICE + 1] {
-        let mut auth = env.valid_authorization(key.address(), pay_to);
-        auth.value = value.into();
-        // The unsigned `accepted` copy still claims the right amount: only
-        // the signed value counts.
-        let payload = wrap(
-            env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
-            &requirements,
-        );
-        env.expect_invalid(&payload, &requirements, reasons::VALUE_MISMATCH)
-            .await;
+/// How a row of [`verification_refusals_table`] spoils an otherwise valid payment.
+#[derive(Debug, Clone, Copy)]
+enum Spoil {
+    /// Signed by another payer's key.
+    ForeignSigner,
+    /// 65 bytes of garbage instead of a signature.
+    GarbageSignature,
+    /// Signed under another EIP-712 domain: (name, version, chain id, another contract?).
+    Domain(&'static str, &'static str, u64, bool),
+    /// The signed value (the unsigned `accepted` copy still claims the right amount).
+    Value(u64),
+    /// Signed to another recipient.
+    Recipient,
+    /// The signed validity window, in seconds relative to now.
+    Window(i64, i64),
+    /// The payer holds one unit less than the amount.
+    Broke,
+    /// A new authorization reusing the nonce of one already settled.
+    NonceUsed,
+    /// Both copies of the requirements name an asset the chain does not accept.
+    UnlistedAsset,
+    /// The client's `accepted` copy names another recipient than the requirements.
+    TamperedAccepted,
+    /// The client's `accepted` copy names another network than the requirements.
+    PayloadNetwork,
+    /// Both copies name a network this facilitator does not serve.
+    UnservedNetwork,
+    /// Both copies ask for a transfer method other than EIP-3009.
+    TransferMethod(&'static str),
+    /// Circle blacklisted the payer: every check passes, the transfer would revert.
+    Blacklisted,
+}
+
+impl Env {
+    /// A payment spoiled as `spoil` says, and the requirements to check it against.
+    async fn spoiled(&self, spoil: Spoil) -> (PaymentPayload, PaymentRequirements) {
+        let pay_to = payee();
+        let mut requirements = self.requirements(pay_to);
+        let key = self.payer_key(1);
+        let usdc = self.devnet.usdc();
+        let signed = |key: &LocalSigner, auth: Authorization| {
+            self.sign_domain(key, auth, "USD Coin", "2", 31337, usdc)
+        };
+        let valid = self.valid_authorization(key.address(), pay_to);
+        let exact = match spoil {
+            Spoil::ForeignSigner => signed(&self.payer_key(2), valid),
+            Spoil::GarbageSignature => ExactEvmPayload {
+                authorization: valid,
+                signature: vec![7u8; 65].into(),
+            },
+            Spoil::Domain(name, version, chain_id, other_contract) => {
+                let contract = if other_contract {
+                    Address::random()
+                } else {
+                    usdc
+                };
+                self.sign_domain(&key, valid, name, version, chain_id, contract)
+            }
+            Spoil::Value(value) => signed(
+                &key,
+                Authorization {
+                    value: value.into(),
+                    ..valid
+                },
+            ),
+            Spoil::Recipient => signed(
+                &key,
+                Authorization {
+                    to: payee(),
+                    ..valid
+                },
+            ),
+            Spoil::Window(after, before) => {
+                let at = |offset: i64| now().saturating_add_signed(offset).into();
+                let valid_after = if after == 0 { 0u64.into() } else { at(after) };
+                signed(
+                    &key,
+                    Authorization {
+                        valid_after,
+                        valid_before: at(before),
+                        ..valid
+                    },
+                )
+            }
+            Spoil::Broke => {
+                let broke = LocalSigner::random();
+                self.devnet
+                    .mint_usdc(broke.address(), U256::from(PRICE - 1))
+                    .await
+                    .unwrap();
+                signed(&broke, self.valid_authorization(broke.address(), pay_to))
+            }
+            Spoil::NonceUsed => {
+                let key = self.payer_key(2);
+                let first = self.valid_authorization(key.address(), pay_to);
+                let settled = self
+                    .facilitator
+                    .settle(
+                        &wrap(signed(&key, first.clone()), &requirements),
+                        &requirements,
+                    )
+                    .await
+                    .unwrap();
+                assert!(settled.success, "{:?}", settled.error_message);
+                let before = first.valid_before.as_u256() + U256::from(1);
+                signed(
+                    &key,
+                    Authorization {
+                        valid_before: before.into(),
+                        ..first
+                    },
+                )
+            }
+            Spoil::Blacklisted => {
+                let key = self.payer_key(6);
+                let blacklist = paywire_testkit::IFiatToken::blacklistCall {
+                    account: key.address(),
+                };
+                let owner = self.devnet.usdc_owner().address;
+                self.devnet
+                    .transact(owner, usdc, blacklist.abi_encode())
+                    .await
+                    .unwrap();
+                signed(&key, self.valid_authorization(key.address(), pay_to))
+            }
+            Spoil::UnlistedAsset
+            | Spoil::TamperedAccepted
+            | Spoil::PayloadNetwork
+            | Spoil::UnservedNetwork
+            | Spoil::TransferMethod(_) => signed(&key, valid),
+        };
+        let mut payload = wrap(exact, &requirements);
+        match spoil {
+            Spoil::UnlistedAsset => requirements.asset = Address::random().to_string(),
+            Spoil::TamperedAccepted => payload.accepted.pay_to = payee().to_string(),
+            Spoil::PayloadNetwork => payload.accepted.network = ChainId::eip155(8453),
+            Spoil::UnservedNetwork => requirements.network = ChainId::eip155(8453),
+            Spoil::TransferMethod(method) => {
+                let extra = requirements.extra.get_or_insert_default();
+                extra.insert("assetTransferMethod".into(), method.into());
+            }
+            _ => {}
+        }
+        if matches!(
+            spoil,
+            Spoil::UnlistedAsset | Spoil::UnservedNetwork | Spoil::TransferMethod(_)
+        ) {
+            payload.accepted = requirements.clone();
+        }
+        (payload, requirements)
     }
 }
 
+/// The spec's exact-EVM (EIP-3009) verification list, one row per way to fail a check:
+/// verification refuses with the row's reason, and settlement (which re-verifies) refuses
+/// with the same reason and sends nothing.
 #[tokio::test]
-async fn rejects_wrong_recipient() {
+async fn verification_refusals_table() {
     let env = env().await;
-    let requirements = env.requirements(payee());
-    let key = env.payer_key(1);
-    let auth = env.valid_authorization(key.address(), payee());
-    let payload = wrap(
-        env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
-        &requirements,
-    );
-    env.expect_invalid(&payload, &requirements, reasons::RECIPIENT_MISMATCH)
-        .await;
-}
-
-#[tokio::test]
-async fn rejects_unlisted_asset_and_mismatched_accepted_copy() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let payload = env.pay(1, &requirements).await;
-    let mut other_asset = requirements.clone();
-    other_asset.asset = Address::random().to_string();
-    let mut payload_other = payload.clone();
-    payload_other.accepted = other_asset.clone();
-    env.expect_invalid(&payload_other, &other_asset, ErrorReason::UNSUPPORTED_ASSET)
-        .await;
-    // A client copy that differs from the server's requirements.
-    let mut tampered = payload.clone();
-    tampered.accepted.pay_to = payee().to_string();
-    env.expect_invalid(
-        &tampered,
-        &requirements,
-        ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
-    )
-    .await;
-    // A payload for another network.
-    let mut other_network = payload;
-    other_network.accepted.network = ChainId::eip155(8453);
-    env.expect_invalid(&other_network, &requirements, ErrorReason::INVALID_NETWORK)
-        .await;
-}
-
-#[tokio::test]
-async fn rejects_signatures_for_another_domain() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let key = env.payer_key(1);
-    let cases = [
-        ("USD Coin", 1, env.devnet.usdc()),     // another chain id
-        ("USDC", 31337, env.devnet.usdc()),     // wrong domain name
-        ("USD Coin", 31337, Address::random()), // another token contract
-    ];
-    for (name, chain_id, contract) in cases {
-        let auth = env.valid_authorization(key.address(), pay_to);
-        let payload = wrap(
-            env.sign_custom(&key, auth, name, chain_id, contract),
-            &requirements,
-        );
-        env.expect_invalid(&payload, &requirements, reasons::SIGNATURE)
-            .await;
-    }
-}
-
-#[tokio::test]
-async fn rejects_bad_and_foreign_signatures() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let payer = env.devnet.payer(1).address;
-    // Signed by another key.
-    let auth = env.valid_authorization(payer, pay_to);
-    let payload = wrap(
-        env.sign_custom(
-            &env.payer_key(2),
-            auth.clone(),
-            "USD Coin",
-            31337,
-            env.devnet.usdc(),
+    let cases: &[(&str, Spoil, ErrorReason)] = &[
+        // 1. The signature recovers to `authorization.from`.
+        (
+            "1 signature by another key",
+            Spoil::ForeignSigner,
+            reasons::SIGNATURE,
         ),
-        &requirements,
-    );
-    env.expect_invalid(&payload, &requirements, reasons::SIGNATURE)
-        .await;
-    // Garbage of the right length.
-    let garbage = ExactEvmPayload {
-        authorization: auth,
-        signature: vec![7u8; 65].into(),
-    };
-    env.expect_invalid(
-        &wrap(garbage, &requirements),
-        &requirements,
-        reasons::SIGNATURE,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn rejects_time_window_violations() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let key = env.payer_key(1);
-    let now = now();
-    let cases = [
-        (0, now - 1, reasons::VALID_BEFORE),          // expired
-        (0, now + 3, reasons::VALID_BEFORE),          // inside the 6 s buffer
-        (now + 120, now + 300, reasons::VALID_AFTER), // not yet valid
+        (
+            "1 signature of garbage bytes",
+            Spoil::GarbageSignature,
+            reasons::SIGNATURE,
+        ),
+        (
+            "1 signature under another chain id",
+            Spoil::Domain("USD Coin", "2", 1, false),
+            reasons::SIGNATURE,
+        ),
+        (
+            "1 signature under another domain name",
+            Spoil::Domain("USDC", "2", 31337, false),
+            reasons::SIGNATURE,
+        ),
+        (
+            "1 signature under another domain version",
+            Spoil::Domain("USD Coin", "1", 31337, false),
+            reasons::SIGNATURE,
+        ),
+        (
+            "1 signature for another token contract",
+            Spoil::Domain("USD Coin", "2", 31337, true),
+            reasons::SIGNATURE,
+        ),
+        // 2. The payer holds enough of the asset.
+        (
+            "2 balance below the amount",
+            Spoil::Broke,
+            ErrorReason::INSUFFICIENT_FUNDS,
+        ),
+        // 3. The authorization meets the requirements: amount, recipient, window, nonce.
+        (
+            "3 value below the amount",
+            Spoil::Value(PRICE - 1),
+            reasons::VALUE_MISMATCH,
+        ),
+        (
+            "3 value above the amount",
+            Spoil::Value(PRICE + 1),
+            reasons::VALUE_MISMATCH,
+        ),
+        (
+            "3 recipient other than payTo",
+            Spoil::Recipient,
+            reasons::RECIPIENT_MISMATCH,
+        ),
+        (
+            "3 window expired",
+            Spoil::Window(0, -1),
+            reasons::VALID_BEFORE,
+        ),
+        (
+            "3 window ends inside the 6 s buffer",
+            Spoil::Window(0, 3),
+            reasons::VALID_BEFORE,
+        ),
+        (
+            "3 window not yet open",
+            Spoil::Window(120, 300),
+            reasons::VALID_AFTER,
+        ),
+        (
+            "3 nonce already used on chain",
+            Spoil::NonceUsed,
+            reasons::NONCE_USED,
+        ),
+        // 4. The token and network match the requirements (and are served).
+        (
+            "4 asset not accepted",
+            Spoil::UnlistedAsset,
+            ErrorReason::UNSUPPORTED_ASSET,
+        ),
+        (
+            "4 accepted copy differs from the requirements",
+            Spoil::TamperedAccepted,
+            ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
+        ),
+        (
+            "4 payload for another network",
+            Spoil::PayloadNetwork,
+            ErrorReason::INVALID_NETWORK,
+        ),
+        (
+            "4 network not served",
+            Spoil::UnservedNetwork,
+            ErrorReason::INVALID_NETWORK,
+        ),
+        (
+            "4 transfer method other than eip3009",
+            Spoil::TransferMethod("permit2"),
+            ErrorReason::INVALID_PAYMENT_REQUIREMENTS,
+        ),
+        // 5. Simulating transferWithAuthorization succeeds.
+        (
+            "5 simulation reverts",
+            Spoil::Blacklisted,
+            reasons::SIMULATION_FAILED,
+        ),
     ];
-    for (valid_after, valid_before, reason) in cases {
-        let mut auth = env.valid_authorization(key.address(), pay_to);
-        auth.valid_after = valid_after.into();
-        auth.valid_before = valid_before.into();
-        let payload = wrap(
-            env.sign_custom(&key, auth, "USD Coin", 31337, env.devnet.usdc()),
-            &requirements,
-        );
-        env.expect_invalid(&payload, &requirements, reason).await;
+    for (check, spoil, reason) in cases {
+        let (payload, requirements) = env.spoiled(*spoil).await;
+        env.expect_refused(check, &payload, &requirements, reason.clone())
+            .await;
     }
-}
-
-#[tokio::test]
-async fn rejects_insufficient_balance() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let broke = LocalSigner::random();
-    env.devnet
-        .mint_usdc(broke.address(), U256::from(PRICE - 1))
-        .await
-        .unwrap();
-    let auth = env.valid_authorization(broke.address(), pay_to);
-    let payload = wrap(
-        env.sign_custom(&broke, auth, "USD Coin", 31337, env.devnet.usdc()),
-        &requirements,
-    );
-    env.expect_invalid(&payload, &requirements, ErrorReason::INSUFFICIENT_FUNDS)
-        .await;
-}
-
-#[tokio::test]
-async fn rejects_when_simulation_reverts() {
-    let env = env().await;
-    let pay_to = payee();
-    let requirements = env.requirements(pay_to);
-    let payload = env.pay(6, &requirements).await;
-    // Circle blacklists the payer: every other check passes, the transfer reverts.
-    let blacklist = paywire_testkit::IFiatToken::blacklistCall {
-        account: env.devnet.payer(6).address,
-    };
-    let owner = env.devnet.usdc_owner().address;
-    env.devnet
-        .transact(owner, env.devnet.usdc(), blacklist.abi_encode())
-        .await
-        .unwrap();
-    env.expect_invalid(&payload, &requirements, reasons::SIMULATION_FAILED)
-        .await;
 }
 
 /// Minimal join_all without pulling in the `futures` crate.

@@ -9,7 +9,6 @@ mod common;
 
 use alloy_primitives::Address;
 use common::*;
-use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 /// What a case must answer.
@@ -59,17 +58,16 @@ fn both(body: Value, field: &str, value: Value) -> Value {
 
 #[tokio::test]
 async fn malformed_and_invalid_requests_table() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
-    let requirements = requirements(&devnet, Address::random());
-    let payload = pay(&devnet, 7, &requirements, None).await?;
+    let requirements = requirements(devnet, Address::random());
+    let payload = pay(devnet, 7, &requirements, None).await?;
     let good = body(&payload, &requirements);
     let text = |v: &Value| v.to_string().into_bytes();
     let good_text = good.to_string();
     let payer = devnet.payer(7).address;
-    let payer_before = balance(&devnet, payer).await?;
+    let payer_before = balance(devnet, payer).await?;
     let valid_before = payload.payload["authorization"]["validBefore"]
         .as_str()
         .unwrap_or("1")
@@ -438,7 +436,7 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
     );
     // Nothing moved.
     devnet.mine().await?;
-    assert_eq!(balance(&devnet, payer).await?, payer_before);
-    server.stop().await;
+    assert_eq!(balance(devnet, payer).await?, payer_before);
+    stack.stop().await;
     Ok(())
 }

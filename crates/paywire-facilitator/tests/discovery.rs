@@ -11,7 +11,6 @@ use common::origin::{Origin, wait_for_outcome};
 use common::*;
 use paywire_bazaar::{Declaration, ListPage, SearchPage};
 use paywire_core::{PaymentPayload, ResourceInfo, codec};
-use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -59,13 +58,11 @@ async fn settle(
 
 #[tokio::test]
 async fn settled_declarations_are_cataloged_and_served() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let store = dir.path().join("ledger.sqlite");
-    let server = start_configured(&devnet, &store, DEVNET_BAZAAR).await?;
+    let mut stack = Stack::start_with(StackOptions::default().config(DEVNET_BAZAAR)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
+    let requirements = requirements(devnet, pay_to);
     let (_, declaration) = Declaration::get()
         .query_param("city", "Paris")
         .output_json(json!({"temperature": 21}))
@@ -85,12 +82,12 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     .await?;
 
     // Nothing cataloged yet.
-    let empty: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let empty: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(empty.pagination.total, 0);
 
     // A verified-only payment is not cataloged: only settled payments are.
     let payload = declared(
-        pay(&devnet, 1, &requirements, None).await?,
+        pay(devnet, 1, &requirements, None).await?,
         &weather.url("/forecast?city=Rome"),
         declaration.clone(),
     );
@@ -101,12 +98,12 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     )
     .await?;
     assert_eq!((status, &verified["isValid"]), (200, &json!(true)));
-    let still_empty: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let still_empty: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(still_empty.pagination.total, 0);
     assert_eq!(weather.hits(), 0);
 
     // Settled: the origin is asked after /settle has answered.
-    let (settled, header) = settle(&http, &server, &payload, &requirements).await?;
+    let (settled, header) = settle(&http, server, &payload, &requirements).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
     assert_eq!(header, Some(json!({"bazaar": {"status": "processing"}})));
     wait_for_outcome(&http, &server.base, "cataloged", 1).await?;
@@ -115,11 +112,11 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     let mut broken = declaration.clone();
     broken["info"]["input"]["method"] = json!("TRACE");
     let payload = declared(
-        pay(&devnet, 2, &requirements, None).await?,
+        pay(devnet, 2, &requirements, None).await?,
         &weather.url("/other"),
         broken,
     );
-    let (settled, header) = settle(&http, &server, &payload, &requirements).await?;
+    let (settled, header) = settle(&http, server, &payload, &requirements).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
     let header = header.expect("an extension response");
     assert_eq!(header["bazaar"]["status"], "rejected");
@@ -139,11 +136,11 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     .tool_details("Weather forecast tool for agents", None)
     .into_extension();
     let payload = declared(
-        pay(&devnet, 3, &requirements, None).await?,
+        pay(devnet, 3, &requirements, None).await?,
         &weather.url("/mcp"),
         tool,
     );
-    let (settled, header) = settle(&http, &server, &payload, &requirements).await?;
+    let (settled, header) = settle(&http, server, &payload, &requirements).await?;
     assert_eq!(settled["success"], json!(true));
     let header = header.expect("an extension response");
     assert_eq!(header["bazaar"]["status"], "rejected", "{header}");
@@ -157,15 +154,15 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
 
     // A body endpoint on another server.
     let payload = declared(
-        pay(&devnet, 4, &requirements, None).await?,
+        pay(devnet, 4, &requirements, None).await?,
         &translator.url("/translate"),
         translation,
     );
-    let (settled, _) = settle(&http, &server, &payload, &requirements).await?;
+    let (settled, _) = settle(&http, server, &payload, &requirements).await?;
     assert_eq!(settled["success"], json!(true));
     wait_for_outcome(&http, &server.base, "cataloged", 2).await?;
 
-    let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let page: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 2);
     let listed = page
         .items
@@ -186,7 +183,7 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
         "a localhost icon is dropped"
     );
 
-    let mcp: ListPage = get_json(&http, &server, "/discovery/resources?type=mcp").await?;
+    let mcp: ListPage = get_json(&http, server, "/discovery/resources?type=mcp").await?;
     assert_eq!(mcp.pagination.total, 0);
     let other_payee: ListPage = http
         .get(server.url(&format!("/discovery/resources?payTo={}", Address::random())))
@@ -195,10 +192,10 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
         .json()
         .await?;
     assert_eq!(other_payee.pagination.total, 0);
-    let paged: ListPage = get_json(&http, &server, "/discovery/resources?limit=1&offset=1").await?;
+    let paged: ListPage = get_json(&http, server, "/discovery/resources?limit=1&offset=1").await?;
     assert_eq!((paged.items.len(), paged.pagination.total), (1, 2));
 
-    let found: SearchPage = get_json(&http, &server, "/discovery/search?query=agents+tool").await?;
+    let found: SearchPage = get_json(&http, server, "/discovery/search?query=agents+tool").await?;
     assert_eq!(found.resources.len(), 1);
     assert_eq!(found.resources[0].resource, translator.url("/translate"));
 
@@ -217,9 +214,9 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
     }
 
     // The catalog is in the ledger's SQLite file: it survives a restart.
-    server.stop().await;
-    let server = start_configured(&devnet, &store, DEVNET_BAZAAR).await?;
-    let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    stack.restart_facilitator().await?;
+    let server = stack.facilitator();
+    let page: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 2);
     Ok(())
 }
@@ -227,13 +224,12 @@ async fn settled_declarations_are_cataloged_and_served() -> TestResult {
 /// Catalog poisoning: a payer pays themselves and echoes someone else's URL.
 #[tokio::test]
 async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(&devnet, &dir.path().join("l.sqlite"), DEVNET_BAZAAR).await?;
+    let stack = Stack::start_with(StackOptions::default().config(DEVNET_BAZAAR)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
     let (victim, attacker) = (Address::random(), Address::random());
-    let victims_offer = requirements(&devnet, victim);
-    let attackers_offer = requirements(&devnet, attacker);
+    let victims_offer = requirements(devnet, victim);
+    let attackers_offer = requirements(devnet, attacker);
     let (_, declaration) = Declaration::get().into_extension();
     let origin = Origin::start(&victims_offer, declaration.clone(), "The real forecast").await?;
     let url = origin.url("/forecast");
@@ -255,7 +251,7 @@ async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestR
     assert_eq!(settled["success"], json!(true), "{settled}");
     assert_eq!(header, Some(json!({"bazaar": {"status": "processing"}})));
     wait_for_outcome(&http, &server.base, "unconfirmed", 1).await?;
-    let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let page: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 0, "{page:?}");
 
     // Again: the origin's remembered answer refuses it at once.
@@ -272,14 +268,14 @@ async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestR
 
     // The victim's own customer pays: listed, as the origin describes it.
     let payload = declared(
-        pay(&devnet, 3, &victims_offer, None).await?,
+        pay(devnet, 3, &victims_offer, None).await?,
         &url,
         declaration.clone(),
     );
-    let (settled, header) = settle(&http, &server, &payload, &victims_offer).await?;
+    let (settled, header) = settle(&http, server, &payload, &victims_offer).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
     assert_eq!(header, Some(json!({"bazaar": {"status": "success"}})));
-    let listed: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let listed: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(listed.pagination.total, 1);
     let entry = &listed.items[0];
     assert_eq!(entry.resource, url);
@@ -292,11 +288,11 @@ async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestR
     // A later attack leaves the entry as it is.
     let (_, header) = attack(4).await?;
     assert_eq!(header.expect("a response")["bazaar"]["status"], "rejected");
-    let after: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let after: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(after.items, listed.items);
     let by_attacker: ListPage = get_json(
         &http,
-        &server,
+        server,
         &format!("/discovery/resources?payTo={attacker}"),
     )
     .await?;
@@ -307,21 +303,20 @@ async fn an_attackers_payment_neither_lists_nor_changes_a_victims_url() -> TestR
 
 #[tokio::test]
 async fn private_origins_are_not_fetched_without_the_switch() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("l.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
-    let offer = requirements(&devnet, Address::random());
+    let offer = requirements(devnet, Address::random());
     let (_, declaration) = Declaration::get().into_extension();
     let origin = Origin::start(&offer, declaration.clone(), "On loopback").await?;
 
     // An IP literal is refused before anything is sent.
     let payload = declared(
-        pay(&devnet, 1, &offer, None).await?,
+        pay(devnet, 1, &offer, None).await?,
         &origin.url("/x"),
         declaration.clone(),
     );
-    let (settled, header) = settle(&http, &server, &payload, &offer).await?;
+    let (settled, header) = settle(&http, server, &payload, &offer).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
     let header = header.expect("an extension response");
     assert_eq!(header["bazaar"]["status"], "rejected");
@@ -335,29 +330,27 @@ async fn private_origins_are_not_fetched_without_the_switch() -> TestResult {
     // A name is refused where it resolves.
     let port = origin.base.rsplit(':').next().unwrap_or_default();
     let payload = declared(
-        pay(&devnet, 2, &offer, None).await?,
+        pay(devnet, 2, &offer, None).await?,
         &format!("http://localhost:{port}/x"),
         declaration,
     );
-    let (settled, _) = settle(&http, &server, &payload, &offer).await?;
+    let (settled, _) = settle(&http, server, &payload, &offer).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
     wait_for_outcome(&http, &server.base, "unconfirmed", 2).await?;
     assert_eq!(origin.hits(), 0);
-    let page: ListPage = get_json(&http, &server, "/discovery/resources").await?;
+    let page: ListPage = get_json(&http, server, "/discovery/resources").await?;
     assert_eq!(page.pagination.total, 0);
     Ok(())
 }
 
 #[tokio::test]
 async fn a_silent_origin_does_not_hold_up_settlement() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(
-        &devnet,
-        &dir.path().join("l.sqlite"),
-        "[bazaar]\nconfirm_private_addresses = true\nconfirm_timeout_seconds = 1\n",
+    let stack = Stack::start_with(
+        StackOptions::default()
+            .config("[bazaar]\nconfirm_private_addresses = true\nconfirm_timeout_seconds = 1\n"),
     )
     .await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     // Accepts connections and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/x", silent.local_addr()?);
@@ -368,11 +361,11 @@ async fn a_silent_origin_does_not_hold_up_settlement() -> TestResult {
         }
     });
     let http = reqwest::Client::new();
-    let offer = requirements(&devnet, Address::random());
+    let offer = requirements(devnet, Address::random());
     let (_, declaration) = Declaration::get().into_extension();
-    let payload = declared(pay(&devnet, 1, &offer, None).await?, &url, declaration);
+    let payload = declared(pay(devnet, 1, &offer, None).await?, &url, declaration);
     let started = std::time::Instant::now();
-    let (settled, header) = settle(&http, &server, &payload, &offer).await?;
+    let (settled, header) = settle(&http, server, &payload, &offer).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
     assert_eq!(header, Some(json!({"bazaar": {"status": "processing"}})));
     assert!(
@@ -391,18 +384,13 @@ async fn a_silent_origin_does_not_hold_up_settlement() -> TestResult {
 
 #[tokio::test]
 async fn discovery_can_be_switched_off() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(
-        &devnet,
-        &dir.path().join("l.sqlite"),
-        "[bazaar]\nenabled = false\n",
-    )
-    .await?;
+    let stack =
+        Stack::start_with(StackOptions::default().config("[bazaar]\nenabled = false\n")).await?;
+    let server = stack.facilitator();
     let http = reqwest::Client::new();
     let response = http.get(server.url("/discovery/resources")).send().await?;
     assert_eq!(response.status().as_u16(), 404);
-    let supported: Value = get_json(&http, &server, "/supported").await?;
+    let supported: Value = get_json(&http, server, "/supported").await?;
     assert_eq!(supported["extensions"], json!(["payment-identifier"]));
     Ok(())
 }

@@ -376,21 +376,20 @@ async fn start_configured_chain(
 
 #[tokio::test]
 async fn an_authorization_reusing_a_settled_nonce_fails_at_settle() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let store = tempfile::tempdir()?;
-    let server = start(&devnet, &store.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
+    let requirements = requirements(devnet, pay_to);
     let key = LocalSigner::new(devnet.payer(2).signer());
     let nonce = B256::random();
     let first = wrap(
-        sign(&devnet, &key, key.address(), &requirements, nonce, 300),
+        sign(devnet, &key, key.address(), &requirements, nonce, 300),
         &requirements,
     );
     // Same payer and nonce, another validBefore: another signature.
     let second = wrap(
-        sign(&devnet, &key, key.address(), &requirements, nonce, 301),
+        sign(devnet, &key, key.address(), &requirements, nonce, 301),
         &requirements,
     );
     let (_, settled) = post(
@@ -414,7 +413,7 @@ async fn an_authorization_reusing_a_settled_nonce_fails_at_settle() -> TestResul
         json!("invalid_exact_evm_nonce_already_used"),
         "{replay}"
     );
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    server.stop().await;
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
+    stack.stop().await;
     Ok(())
 }

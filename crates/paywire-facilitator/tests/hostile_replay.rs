@@ -356,13 +356,12 @@ async fn one_balance_does_not_buy_many_broadcasts() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
-    let payload = pay(&devnet, 4, &requirements, None).await?;
+    let requirements = requirements(devnet, pay_to);
+    let payload = pay(devnet, 4, &requirements, None).await?;
 
     let mut variants = vec![
         body(&payload, &requirements),
@@ -386,14 +385,9 @@ async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
     echoed.accepted = lower_pay_to.clone();
     variants.push(body(&echoed, &lower_pay_to));
     let mut with_id = payload.clone();
-    with_id.extensions = pay(
-        &devnet,
-        4,
-        &requirements,
-        Some("pay_parallel_variant_00001"),
-    )
-    .await?
-    .extensions;
+    with_id.extensions = pay(devnet, 4, &requirements, Some("pay_parallel_variant_00001"))
+        .await?
+        .extensions;
     variants.push(body(&with_id, &requirements));
     let mut nonce_upper = payload.clone();
     if let Some(auth) = nonce_upper
@@ -417,7 +411,7 @@ async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
     }
     variants.push(body(&nonce_upper, &requirements));
 
-    let (before, _) = nonces(&devnet, signer).await?;
+    let (before, _) = nonces(devnet, signer).await?;
     let mut tasks = Vec::new();
     for request in variants.clone() {
         let base = server.base.clone();
@@ -445,19 +439,19 @@ async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
     assert_eq!(successes.len(), 1, "{successes:?}");
     // And sequentially afterwards, every spelling is a replay.
     for request in &variants {
-        let (status, answer) = settle(&server, request, None).await?;
+        let (status, answer) = settle(server, request, None).await?;
         if request["paymentPayload"]["extensions"].is_null() {
             assert_replay_refused(status, &answer);
         }
     }
-    let (after, _) = nonces(&devnet, signer).await?;
+    let (after, _) = nonces(devnet, signer).await?;
     assert_eq!(
         after - before,
         1,
         "more than one transaction for one authorization"
     );
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    server.stop().await;
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
+    stack.stop().await;
     Ok(())
 }
 
@@ -468,12 +462,11 @@ async fn parallel_variants_of_one_authorization_settle_once() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
-    let requirements = requirements(&devnet, Address::random());
-    let payload = pay(&devnet, 5, &requirements, None).await?;
+    let requirements = requirements(devnet, Address::random());
+    let payload = pay(devnet, 5, &requirements, None).await?;
     let good = body(&payload, &requirements).to_string();
     let needle = format!("\"amount\":\"{PRICE}\"");
     assert!(good.contains(&needle));
@@ -483,10 +476,10 @@ async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
     let (_, verified) =
         post_raw(&client, &server.url("/verify"), cheap.clone().into_bytes()).await?;
     assert_eq!(verified["isValid"], json!(false), "{verified}");
-    let (before, _) = nonces(&devnet, signer).await?;
+    let (before, _) = nonces(devnet, signer).await?;
     let (_, settled) = post_raw(&client, &server.url("/settle"), cheap.into_bytes()).await?;
     assert_eq!(settled["success"], json!(false), "{settled}");
-    assert_eq!(nonces(&devnet, signer).await?.0, before);
+    assert_eq!(nonces(devnet, signer).await?.0, before);
     // The last one is the price: both accept.
     let dear = good.replace(&needle, &format!("\"amount\":\"1\",{needle}"));
     let (_, verified) =
@@ -494,7 +487,7 @@ async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
     assert_eq!(verified["isValid"], json!(true), "{verified}");
     let (_, settled) = post_raw(&client, &server.url("/settle"), dear.into_bytes()).await?;
     assert_eq!(settled["success"], json!(true), "{settled}");
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -504,11 +497,10 @@ async fn duplicate_members_resolve_alike_at_verify_and_settle() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
-    let mut zero = requirements(&devnet, Address::random());
+    let mut zero = requirements(devnet, Address::random());
     zero.amount = paywire_core::AtomicAmount::ZERO;
     let fundless = ExactEvmClient::new(LocalSigner::random());
     let exact = fundless.sign(&zero).await?;
@@ -519,7 +511,7 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
         resource: None,
         accepted: zero.clone(),
     };
-    let before = nonces(&devnet, signer).await?.0;
+    let before = nonces(devnet, signer).await?.0;
     let client = reqwest::Client::new();
     for path in ["/verify", "/settle"] {
         let (status, answer) = post(&client, &server.url(path), &body(&payload, &zero)).await?;
@@ -534,9 +526,9 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
         assert_eq!(answer["success"], json!(false), "{answer}");
         assert_eq!(answer["transaction"], json!(""), "{answer}");
     }
-    assert_eq!(nonces(&devnet, signer).await?.0, before);
+    assert_eq!(nonces(devnet, signer).await?.0, before);
     let _ = B256::ZERO;
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -549,10 +541,9 @@ async fn zero_value_and_odd_payloads_send_nothing() -> TestResult {
 // ---------------------------------------------------------------------------
 #[tokio::test]
 async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
-    let mut junk = requirements(&devnet, Address::random());
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
+    let mut junk = requirements(devnet, Address::random());
     junk.network = paywire_core::ChainId::eip155(999_999);
     if let Some(extra) = junk.extra.as_mut() {
         extra.insert("pad".into(), json!("p".repeat(30 * 1024)));
@@ -564,7 +555,7 @@ async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
         resource: None,
         accepted: junk.clone(),
     };
-    let (status, answer) = settle(&server, &body(&payload, &junk), None).await?;
+    let (status, answer) = settle(server, &body(&payload, &junk), None).await?;
     eprintln!(
         "{status} {}",
         answer.to_string().chars().take(300).collect::<String>()
@@ -575,7 +566,7 @@ async fn junk_settles_leave_nothing_in_the_ledger() -> TestResult {
         .as_ref()
         .and_then(|r| r.request.as_ref())
         .map(|r| serde_json::to_string(r).map_or(0, |t| t.len()));
-    server.stop().await;
+    stack.stop().await;
     assert!(
         stored.is_none(),
         "a junk request was stored ({size:?} bytes of request)"

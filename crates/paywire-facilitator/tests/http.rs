@@ -46,15 +46,15 @@ async fn metrics_text(client: &reqwest::Client, server: &Server) -> String {
 }
 
 async fn verify_and_settle_move_exact_amount_once(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
     let payer = devnet.payer(1).address;
-    let requirements = requirements(&devnet, pay_to);
-    let payload = pay(&devnet, 1, &requirements, None).await?;
+    let requirements = requirements(devnet, pay_to);
+    let payload = pay(devnet, 1, &requirements, None).await?;
     let request = body(&payload, &requirements);
-    let payer_before = balance(&devnet, payer).await?;
+    let payer_before = balance(devnet, payer).await?;
 
     let (status, verify) = post(&client, &server.url("/verify"), &request).await?;
     assert_eq!(status, 200, "{verify}");
@@ -70,28 +70,28 @@ async fn verify_and_settle_move_exact_amount_once(store: TestStore) -> TestResul
         .unwrap_or_default()
         .to_owned();
     assert_eq!(tx.len(), 66, "{settle}");
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
     assert_eq!(
-        balance(&devnet, payer).await?,
+        balance(devnet, payer).await?,
         payer_before - U256::from(PRICE)
     );
 
     // Repeat: a replay, refused; nothing moves again, nothing is sent, the
     // scheme is not called.
     let signer = devnet.usdc_owner().address;
-    let sent = tx_count(&devnet, signer).await?;
+    let sent = tx_count(devnet, signer).await?;
     let (status, again) = post(&client, &server.url("/settle"), &request).await?;
     assert_replay_refused(status, &again);
     assert_eq!(again["payer"], json!(payer.to_string()), "{again}");
     devnet.mine().await?;
-    assert_eq!(tx_count(&devnet, signer).await?, sent);
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
+    assert_eq!(tx_count(devnet, signer).await?, sent);
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
     assert_eq!(
-        balance(&devnet, payer).await?,
+        balance(devnet, payer).await?,
         payer_before - U256::from(PRICE)
     );
 
-    let metrics = metrics_text(&client, &server).await;
+    let metrics = metrics_text(&client, server).await;
     assert!(
         metrics.contains(
             "x402_settle_total{outcome=\"replay\",reason=\"invalid_exact_evm_nonce_already_used\"} 1"
@@ -107,17 +107,17 @@ async fn verify_and_settle_move_exact_amount_once(store: TestStore) -> TestResul
         metrics.contains("x402_signer_balance_wei{network=\"eip155:31337\",signer=\"0x"),
         "{metrics}"
     );
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 async fn concurrent_duplicate_settles_reach_the_scheme_once(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
-    let payload = pay(&devnet, 2, &requirements, None).await?;
+    let requirements = requirements(devnet, pay_to);
+    let payload = pay(devnet, 2, &requirements, None).await?;
     let request = body(&payload, &requirements);
     let url = server.url("/settle");
     let mut tasks = Vec::new();
@@ -139,25 +139,25 @@ async fn concurrent_duplicate_settles_reach_the_scheme_once(store: TestStore) ->
         }
     }
     assert_eq!(settled, 1);
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    let metrics = metrics_text(&client, &server).await;
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
+    let metrics = metrics_text(&client, server).await;
     assert!(
         metrics.contains("x402_settle_duration_seconds_count 1"),
         "{metrics}"
     );
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
+    let requirements = requirements(devnet, pay_to);
     let id = "pay_7d5d747be160e280504c099d984bcfe0";
 
-    let first = pay(&devnet, 3, &requirements, Some(id)).await?;
+    let first = pay(devnet, 3, &requirements, Some(id)).await?;
     let (status, settled) = post(
         &client,
         &server.url("/settle"),
@@ -178,7 +178,7 @@ async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult
     assert_eq!(cached, settled);
 
     // Same id, another payment (fresh nonce): 409, on settle and verify.
-    let second = pay(&devnet, 3, &requirements, Some(id)).await?;
+    let second = pay(devnet, 3, &requirements, Some(id)).await?;
     assert_ne!(first.payload, second.payload);
     let (status, error) = post(
         &client,
@@ -194,11 +194,11 @@ async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult
     )
     .await?;
     assert_error(status, &error, 409, "payment_identifier_conflict");
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
 
     // Malformed ids: 400.
     for bad in ["short", "has spaces in it, sixteen+", &"x".repeat(129)] {
-        let payload = pay(&devnet, 3, &requirements, Some(bad)).await?;
+        let payload = pay(devnet, 3, &requirements, Some(bad)).await?;
         let (status, error) = post(
             &client,
             &server.url("/settle"),
@@ -208,7 +208,7 @@ async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult
         assert_error(status, &error, 400, "invalid_payment_identifier");
     }
     // required: true without an id: 400.
-    let mut payload = pay(&devnet, 3, &requirements, None).await?;
+    let mut payload = pay(devnet, 3, &requirements, None).await?;
     payload.extensions = Some(serde_json::from_value(json!({
         "payment-identifier": {"info": {"required": true}, "schema": {}}
     }))?);
@@ -219,15 +219,14 @@ async fn payment_identifier_caches_and_conflicts(store: TestStore) -> TestResult
     )
     .await?;
     assert_error(status, &error, 400, "invalid_payment_identifier");
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_input_gets_json_errors() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     for path in ["/verify", "/settle"] {
         let url = server.url(path);
@@ -266,8 +265,8 @@ async fn bad_input_gets_json_errors() -> TestResult {
         json!("method_not_allowed")
     );
     // Well-formed but unsupported: a normal invalid answer, not an error.
-    let requirements = requirements(&devnet, Address::random());
-    let mut payload = pay(&devnet, 4, &requirements, None).await?;
+    let requirements = requirements(devnet, Address::random());
+    let mut payload = pay(devnet, 4, &requirements, None).await?;
     payload.accepted.scheme = "upto".into();
     let mut other = requirements.clone();
     other.scheme = "upto".into();
@@ -275,15 +274,14 @@ async fn bad_input_gets_json_errors() -> TestResult {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["isValid"], json!(false));
     assert_eq!(answer["invalidReason"], json!("unsupported_scheme"));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn supported_health_ready_and_metrics() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start(&devnet, &dir.path().join("ledger.sqlite")).await?;
+    let stack = Stack::start().await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let client = reqwest::Client::new();
     let supported: Value = client
         .get(server.url("/supported"))
@@ -324,7 +322,7 @@ async fn supported_health_ready_and_metrics() -> TestResult {
         "{text}"
     );
     assert!(text.contains("# TYPE x402_settle_duration_seconds histogram"));
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -433,16 +431,13 @@ async fn ledger_survives_restart(store: TestStore) -> TestResult {
 /// signature leaves the victim's allowance untouched.
 #[tokio::test]
 async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
-    let devnet = Devnet::start().await?;
-    let dir = tempfile::tempdir()?;
-    let server = start_configured(
-        &devnet,
-        &dir.path().join("ledger.sqlite"),
-        "[rate_limit]\nper_payer_per_minute = 2\n",
+    let stack = Stack::start_with(
+        StackOptions::default().config("[rate_limit]\nper_payer_per_minute = 2\n"),
     )
     .await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let http = reqwest::Client::new();
-    let requirements = requirements(&devnet, Address::random());
+    let requirements = requirements(devnet, Address::random());
     let victim = devnet.payer(1).address;
     let verify = |payload: paywire_core::PaymentPayload| {
         let (http, url, body) = (&http, server.url("/verify"), body(&payload, &requirements));
@@ -451,7 +446,7 @@ async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
 
     // Payer 2 signs, but the payloads claim the victim as `from`.
     for _ in 0..5 {
-        let mut spoofed = pay(&devnet, 2, &requirements, None).await?;
+        let mut spoofed = pay(devnet, 2, &requirements, None).await?;
         spoofed.payload.insert("authorization".into(), {
             let mut authorization = spoofed.payload["authorization"].clone();
             authorization["from"] = json!(victim.to_string());
@@ -466,7 +461,7 @@ async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
     }
     // The victim's own payments still pass, up to the limit.
     for _ in 0..2 {
-        let genuine = pay(&devnet, 1, &requirements, None).await?;
+        let genuine = pay(devnet, 1, &requirements, None).await?;
         let (status, answer) = verify(genuine).await?;
         assert_eq!(
             (status, &answer["isValid"]),
@@ -474,7 +469,7 @@ async fn per_payer_limit_cannot_be_spent_by_a_spoofed_payer() -> TestResult {
             "{answer}"
         );
     }
-    let genuine = pay(&devnet, 1, &requirements, None).await?;
+    let genuine = pay(devnet, 1, &requirements, None).await?;
     let (status, answer) = verify(genuine).await?;
     assert_eq!(
         status, 429,

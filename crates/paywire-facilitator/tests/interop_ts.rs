@@ -7,20 +7,19 @@ mod common;
 use alloy_primitives::{Address, U256};
 use common::*;
 use paywire_facilitator::SettlementState;
-use paywire_testkit::Devnet;
 use paywire_testkit::peer::{TS_SERVER_BODY, TsServer, ts_client_fetch};
 
 both_stores!(ts_server_and_ts_client_pay_through_our_facilitator);
 
 async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let facilitator = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, facilitator) = (stack.devnet(), stack.facilitator());
     let payee = Address::random();
-    let server = TsServer::start(&devnet, &facilitator.base, payee, u128::from(PRICE)).await?;
+    let server = TsServer::start(devnet, &facilitator.base, payee, u128::from(PRICE)).await?;
     let payer = devnet.payer(1);
-    let before = balance(&devnet, payer.address).await?;
+    let before = balance(devnet, payer.address).await?;
 
-    let response = ts_client_fetch(&devnet, payer.private_key, &server.resource_url()).await?;
+    let response = ts_client_fetch(devnet, payer.private_key, &server.resource_url()).await?;
     assert_eq!(
         response.status,
         200,
@@ -32,9 +31,9 @@ async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -
     assert_eq!(response.body, TS_SERVER_BODY);
 
     // The payee got the price, the payer paid it, exactly.
-    assert_eq!(balance(&devnet, payee).await?, U256::from(PRICE));
+    assert_eq!(balance(devnet, payee).await?, U256::from(PRICE));
     assert_eq!(
-        balance(&devnet, payer.address).await?,
+        balance(devnet, payer.address).await?,
         before - U256::from(PRICE)
     );
 
@@ -72,6 +71,6 @@ async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -
         metrics.contains("x402_settle_total{outcome=\"confirmed\",reason=\"\"} 1"),
         "{metrics}"
     );
-    facilitator.stop().await;
+    stack.stop().await;
     Ok(())
 }

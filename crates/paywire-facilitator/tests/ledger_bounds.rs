@@ -15,7 +15,6 @@ use paywire_core::{ChainId, PaymentPayload, PaymentRequirements};
 use paywire_evm::LocalSigner;
 use paywire_evm::exact::ExactEvmClient;
 use paywire_facilitator::ledger::fingerprint;
-use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 both_stores!(
@@ -70,9 +69,9 @@ async fn settle(
 }
 
 async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
-    let served = requirements(&devnet, Address::random());
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
+    let served = requirements(devnet, Address::random());
     let mut elsewhere = served.clone();
     elsewhere.network = ChainId::eip155(999_999);
     let mut other_scheme = served.clone();
@@ -89,7 +88,7 @@ async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResul
         let id = format!("pay_junk_identifier_{n:04}");
         let mut payload = signed(LocalSigner::random(), &served, Some(&id)).await?;
         payload.accepted = accepted.clone();
-        let (status, answer) = settle(&server, &body(&payload, required)).await?;
+        let (status, answer) = settle(server, &body(&payload, required)).await?;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["success"], json!(false), "{answer}");
         assert_eq!(answer["errorReason"], json!(reason), "{answer}");
@@ -103,7 +102,7 @@ async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResul
             "case {n} bound its payment identifier"
         );
     }
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -163,21 +162,19 @@ async fn settlements_beyond_the_cap_are_refused_before_the_ledger(store: TestSto
 }
 
 async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start_configured(
-        &devnet,
-        &store.location(),
+    let stack = Stack::start_with(StackOptions::default().ledger(store).config(
         "[recovery]\ninterval_seconds = 1\nmin_age_seconds = 1\n\
          purge_unsent_failures_after_seconds = 1\n",
-    )
+    ))
     .await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let ledger = server.state.ledger().clone();
 
     // Refused before anything was sent: an unfunded payer.
-    let to_a = requirements(&devnet, Address::random());
+    let to_a = requirements(devnet, Address::random());
     let id = "pay_unfunded_payer_0000001";
     let unfunded = signed(LocalSigner::random(), &to_a, Some(id)).await?;
-    let (status, refused) = settle(&server, &body(&unfunded, &to_a)).await?;
+    let (status, refused) = settle(server, &body(&unfunded, &to_a)).await?;
     assert_eq!(
         (status, &refused["success"]),
         (200, &json!(false)),
@@ -186,9 +183,9 @@ async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
     let refused_key = fingerprint(&unfunded.payload, &to_a);
     assert!(ledger.get(&refused_key).await?.is_some());
     // Settled: kept, and still refused as a replay afterwards.
-    let to_b = requirements(&devnet, Address::random());
-    let paid = body(&pay(&devnet, 1, &to_b, None).await?, &to_b);
-    let (status, settled) = settle(&server, &paid).await?;
+    let to_b = requirements(devnet, Address::random());
+    let paid = body(&pay(devnet, 1, &to_b, None).await?, &to_b);
+    let (status, settled) = settle(server, &paid).await?;
     assert_eq!(
         (status, &settled["success"]),
         (200, &json!(true)),
@@ -215,8 +212,8 @@ async fn old_unsent_failures_are_purged(store: TestStore) -> TestResult {
         ledger.get(&key).await?.is_some(),
         "a settled row was purged"
     );
-    let (status, again) = settle(&server, &paid).await?;
+    let (status, again) = settle(server, &paid).await?;
     assert_replay_refused(status, &again);
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }

@@ -130,21 +130,21 @@ async fn wait_for_state(
 }
 
 async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
-    let payload = pay(&devnet, 1, &requirements, None).await?;
+    let requirements = requirements(devnet, pay_to);
+    let payload = pay(devnet, 1, &requirements, None).await?;
     let request = body(&payload, &requirements);
 
-    let (status, first) = settle(&server, &request, None).await?;
+    let (status, first) = settle(server, &request, None).await?;
     let transaction = assert_settled(status, &first);
-    let sent = tx_count(&devnet, signer).await?;
+    let sent = tx_count(devnet, signer).await?;
 
     // The same payload again, twice: refused, nothing broadcast.
     for _ in 0..2 {
-        let (status, again) = settle(&server, &request, None).await?;
+        let (status, again) = settle(server, &request, None).await?;
         assert_replay_refused(status, &again);
         assert_eq!(again["payer"], first["payer"], "{again}");
     }
@@ -158,7 +158,7 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
     }
     let mut echoed = payload.clone();
     echoed.accepted = reworded.clone();
-    let (status, again) = settle(&server, &body(&echoed, &reworded), None).await?;
+    let (status, again) = settle(server, &body(&echoed, &reworded), None).await?;
     assert_replay_refused(status, &again);
 
     // A new authorization reusing the settled nonce (another validBefore,
@@ -188,7 +188,7 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
         (200, &json!(false)),
         "{verified}"
     );
-    let (status, again) = settle(&server, &reused_body, None).await?;
+    let (status, again) = settle(server, &reused_body, None).await?;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["success"], json!(false), "{again}");
     assert_eq!(again["transaction"], json!(""), "{again}");
@@ -200,11 +200,11 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
 
     devnet.mine().await?;
     assert_eq!(
-        tx_count(&devnet, signer).await?,
+        tx_count(devnet, signer).await?,
         sent,
         "a replay broadcast something"
     );
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
     let record = server
         .state
         .ledger()
@@ -215,7 +215,7 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
     let delivery = record.delivery.ok_or("no delivery recorded")?;
     assert_eq!(delivery.state, SettlementState::Confirmed);
     assert_eq!(delivery.caller, None);
-    server.stop().await;
+    stack.stop().await;
     Ok(())
 }
 
@@ -224,14 +224,14 @@ async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult
     use paywire_evm::contracts::IEip3009Token;
     use paywire_evm::exact::ExactEvmPayload;
 
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
     let pay_to = Address::random();
-    let requirements = requirements(&devnet, pay_to);
-    let payload = pay(&devnet, 2, &requirements, None).await?;
+    let requirements = requirements(devnet, pay_to);
+    let payload = pay(devnet, 2, &requirements, None).await?;
     let request = body(&payload, &requirements);
-    let sent = tx_count(&devnet, signer).await?;
+    let sent = tx_count(devnet, signer).await?;
 
     // Someone else submits the payer's authorization first.
     let exact = ExactEvmPayload::from_json(&payload.payload)?;
@@ -253,57 +253,57 @@ async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult
 
     // The payer was charged once: the first settle of the payload is told
     // so, with the front-runner's transaction; the next is a replay.
-    let (status, first) = settle(&server, &request, None).await?;
+    let (status, first) = settle(server, &request, None).await?;
     let transaction = assert_settled(status, &first);
     assert_eq!(transaction, receipt.transaction_hash.to_string());
-    let (status, again) = settle(&server, &request, None).await?;
+    let (status, again) = settle(server, &request, None).await?;
     assert_replay_refused(status, &again);
     assert_eq!(
-        tx_count(&devnet, signer).await?,
+        tx_count(devnet, signer).await?,
         sent,
         "the facilitator sent something"
     );
-    assert_eq!(balance(&devnet, pay_to).await?, U256::from(PRICE));
-    server.stop().await;
+    assert_eq!(balance(devnet, pay_to).await?, U256::from(PRICE));
+    stack.stop().await;
     Ok(())
 }
 
 async fn the_same_payment_identifier_gets_the_recorded_answer(store: TestStore) -> TestResult {
-    let devnet = Devnet::start().await?;
-    let server = start(&devnet, &store.location()).await?;
+    let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
+    let (devnet, server) = (stack.devnet(), stack.facilitator());
     let signer = devnet.usdc_owner().address;
-    let requirements = requirements(&devnet, Address::random());
+    let requirements = requirements(devnet, Address::random());
     let id = "pay_replay_test_0123456789abcdef";
-    let payload = pay(&devnet, 2, &requirements, Some(id)).await?;
+    let payload = pay(devnet, 2, &requirements, Some(id)).await?;
     let request = body(&payload, &requirements);
 
-    let (status, first) = settle(&server, &request, None).await?;
+    let (status, first) = settle(server, &request, None).await?;
     assert_settled(status, &first);
-    let sent = tx_count(&devnet, signer).await?;
+    let sent = tx_count(devnet, signer).await?;
     // Same id, same payload: the recorded answer, as often as asked.
     for _ in 0..2 {
-        let (status, again) = settle(&server, &request, None).await?;
+        let (status, again) = settle(server, &request, None).await?;
         assert_eq!(status, 200);
         assert_eq!(again, first);
     }
     // The same payload without the id, or under a fresh id: a replay.
     let mut bare = payload.clone();
     bare.extensions = None;
-    let (status, again) = settle(&server, &body(&bare, &requirements), None).await?;
+    let (status, again) = settle(server, &body(&bare, &requirements), None).await?;
     assert_replay_refused(status, &again);
     let mut renamed = payload.clone();
     renamed.extensions = pay(
-        &devnet,
+        devnet,
         2,
         &requirements,
         Some("pay_another_id_0123456789ab"),
     )
     .await?
     .extensions;
-    let (status, again) = settle(&server, &body(&renamed, &requirements), None).await?;
+    let (status, again) = settle(server, &body(&renamed, &requirements), None).await?;
     assert_replay_refused(status, &again);
-    assert_eq!(tx_count(&devnet, signer).await?, sent);
-    server.stop().await;
+    assert_eq!(tx_count(devnet, signer).await?, sent);
+    stack.stop().await;
     Ok(())
 }
 

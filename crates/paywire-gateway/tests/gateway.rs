@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use common::*;
 use paywire_core::codec::decode_payment_response;
 use paywire_gateway::{Gateway, GatewayConfig};
-use paywire_testkit::Devnet;
 
 #[derive(Default)]
 struct Upstream {
@@ -141,13 +140,12 @@ pay_to = "{payee}"
 
 #[tokio::test]
 async fn gateway_sells_an_upstream_end_to_end() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let local = local_facilitator(&devnet).await;
-    let facilitator_url = serve_facilitator(local).await;
+    let stack = stack().await;
+    let (devnet, facilitator_url) = (stack.devnet(), stack.facilitator_url());
     let state = Arc::new(Upstream::default());
     let upstream_url = serve(upstream(Arc::clone(&state))).await;
     let payee = Address::random();
-    let text = config(&upstream_url, &facilitator_url, devnet.usdc(), payee);
+    let text = config(&upstream_url, facilitator_url, devnet.usdc(), payee);
     let config = GatewayConfig::parse_with_env(&text, |name| {
         (name == "GATEWAY_TEST_TOKEN").then(|| "test-token".to_owned())
     })
@@ -232,7 +230,7 @@ async fn gateway_sells_an_upstream_end_to_end() {
 
     let payer = devnet.payer(1).address;
     let payer_before = devnet.usdc_balance(payer).await.expect("balance");
-    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 1, &required.accepts[0], &required).await);
     let paid = http
         .get(format!("{gateway_url}/api/priced"))
         .header("PAYMENT-SIGNATURE", &payment)
@@ -279,7 +277,7 @@ async fn gateway_sells_an_upstream_end_to_end() {
             .expect("unpaid"),
     );
     let payer_before = devnet.usdc_balance(payer).await.expect("balance");
-    let payment = encode(&sign(&devnet, 1, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 1, &required.accepts[0], &required).await);
     let broken = http
         .get(format!("{gateway_url}/api/broken"))
         .header("PAYMENT-SIGNATURE", &payment)
@@ -328,8 +326,9 @@ async fn upstream_down_is_a_502() {
 /// clear error, never settled, and the payment stays usable.
 #[tokio::test]
 async fn oversized_upstream_answer_is_refused_and_not_charged() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let counting = Counting::new(local_facilitator(&devnet).await);
+    let stack = stack().await;
+    let devnet = stack.devnet();
+    let counting = Counting::new(facilitator(&stack));
     let state = Arc::new(Upstream::default());
     let upstream_url = serve(upstream(Arc::clone(&state))).await;
     let payee = Address::random();
@@ -359,7 +358,7 @@ async fn oversized_upstream_answer_is_refused_and_not_charged() {
             .await
             .expect("402"),
     );
-    let payment = encode(&sign(&devnet, 2, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 2, &required.accepts[0], &required).await);
     let large = http
         .get(format!("{url}/api/large"))
         .header("PAYMENT-SIGNATURE", &payment)
@@ -394,8 +393,9 @@ async fn oversized_upstream_answer_is_refused_and_not_charged() {
 /// sold (e.g. a presigned URL): it is settled before it is passed on, once.
 #[tokio::test]
 async fn a_priced_upstream_redirect_is_settled_before_it_is_passed_on() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let counting = Counting::new(local_facilitator(&devnet).await);
+    let stack = stack().await;
+    let devnet = stack.devnet();
+    let counting = Counting::new(facilitator(&stack));
     let upstream_url = serve(upstream(Arc::new(Upstream::default()))).await;
     let payee = Address::random();
     let text = config(&upstream_url, "http://127.0.0.1:1", devnet.usdc(), payee)
@@ -410,7 +410,7 @@ async fn a_priced_upstream_redirect_is_settled_before_it_is_passed_on() {
         .build()
         .expect("client");
     let required = required_of(&http.get(&url).send().await.expect("402"));
-    let payment = encode(&sign(&devnet, 3, &required.accepts[0], &required).await);
+    let payment = encode(&sign(devnet, 3, &required.accepts[0], &required).await);
     let paid = || async {
         http.get(&url)
             .header("PAYMENT-SIGNATURE", &payment)

@@ -1,5 +1,5 @@
-//! The middleware end to end against an anvil devnet with Circle's USDC, an
-//! in-process `LocalFacilitator` with the EVM `exact` scheme, and an axum app.
+//! The middleware end to end against an anvil devnet with Circle's USDC, the paywire
+//! facilitator service with the EVM plugin (the test kit's `Stack`), and an axum app.
 
 mod common;
 
@@ -11,10 +11,10 @@ use common::*;
 use paywire_core::codec::decode_payment_response;
 use paywire_core::{Facilitator, PaymentRequired};
 use paywire_server::{FacilitatorRouter, HttpFacilitator};
-use paywire_testkit::{Devnet, DevnetOptions};
+use paywire_testkit::{Devnet, DevnetOptions, Stack};
 
 struct Env {
-    devnet: Devnet,
+    stack: Stack,
     url: String,
     counters: Arc<Counters>,
     counting: Arc<Counting>,
@@ -22,15 +22,19 @@ struct Env {
 }
 
 async fn env_with(facilitator: impl FnOnce(Arc<dyn Facilitator>) -> Arc<dyn Facilitator>) -> Env {
-    let devnet = Devnet::start().await.expect("devnet");
-    let local: Arc<dyn Facilitator> = local_facilitator(&devnet).await;
-    let counting = Counting::new(facilitator(local));
+    let stack = stack().await;
+    let counting = Counting::new(facilitator(common::facilitator(&stack)));
     let payees = Payees::random();
     let counters = Arc::new(Counters::default());
-    let layer = layer(counting.clone(), devnet.usdc(), payees, Knobs::default());
+    let layer = layer(
+        counting.clone(),
+        stack.devnet().usdc(),
+        payees,
+        Knobs::default(),
+    );
     let url = serve(app(Arc::clone(&counters), layer)).await;
     Env {
-        devnet,
+        stack,
         url,
         counters,
         counting,
@@ -44,11 +48,15 @@ async fn env() -> Env {
 
 impl Env {
     async fn balance(&self, who: Address) -> U256 {
-        self.devnet.usdc_balance(who).await.expect("balance")
+        self.stack
+            .devnet()
+            .usdc_balance(who)
+            .await
+            .expect("balance")
     }
 
     fn payer(&self, index: usize) -> Address {
-        self.devnet.payer(index).address
+        self.stack.devnet().payer(index).address
     }
 
     async fn challenge(&self, path: &str) -> PaymentRequired {
@@ -71,7 +79,7 @@ impl Env {
 
     async fn signed_for(&self, path: &str, payer: usize) -> String {
         let required = self.challenge(path).await;
-        encode(&sign(&self.devnet, payer, &required.accepts[0], &required).await)
+        encode(&sign(self.stack.devnet(), payer, &required.accepts[0], &required).await)
     }
 }
 
@@ -107,7 +115,7 @@ async fn unpaid_request_gets_a_complete_402() {
     assert!(
         option
             .asset
-            .eq_ignore_ascii_case(&env.devnet.usdc().to_string())
+            .eq_ignore_ascii_case(&env.stack.devnet().usdc().to_string())
     );
     assert!(
         option
@@ -185,7 +193,8 @@ async fn paid_request_is_served_and_settled_on_chain() {
     );
     assert_eq!(response.text().await.expect("body"), CONTENT);
     let onchain = env
-        .devnet
+        .stack
+        .devnet()
         .rpc(
             "eth_getTransactionReceipt",
             serde_json::json!([receipt.transaction]),
@@ -298,7 +307,7 @@ async fn cross_route_and_modified_payments_are_refused() {
     let challenge = env.challenge("/cheap").await;
     let mut other = challenge.accepts[0].clone();
     other.pay_to = Address::random().to_string();
-    let redirected = encode(&sign(&env.devnet, 4, &other, &challenge).await);
+    let redirected = encode(&sign(env.stack.devnet(), 4, &other, &challenge).await);
     assert_eq!(
         env.pay_get("/cheap", &redirected).await.status().as_u16(),
         402
@@ -307,7 +316,7 @@ async fn cross_route_and_modified_payments_are_refused() {
     // A lower amount in `accepted`.
     let mut lower = challenge.accepts[0].clone();
     lower.amount = 1u64.into();
-    let underpaid = encode(&sign(&env.devnet, 4, &lower, &challenge).await);
+    let underpaid = encode(&sign(env.stack.devnet(), 4, &lower, &challenge).await);
     assert_eq!(
         env.pay_get("/cheap", &underpaid).await.status().as_u16(),
         402
@@ -354,7 +363,7 @@ async fn dynamic_price_and_tenant_pay_to() {
     );
 
     // The small price for a big body is refused.
-    let small_payment = encode(&sign(&env.devnet, 5, option, &small_required).await);
+    let small_payment = encode(&sign(env.stack.devnet(), 5, option, &small_required).await);
     let refused = post(big, "acme", Some(small_payment.clone()))
         .await
         .expect("request");
@@ -376,7 +385,15 @@ async fn dynamic_price_and_tenant_pay_to() {
     assert_eq!(env.balance(env.payees.globex).await, U256::ZERO);
 
     // The big price pays for the big body.
-    let big_payment = encode(&sign(&env.devnet, 5, &big_required.accepts[0], &big_required).await);
+    let big_payment = encode(
+        &sign(
+            env.stack.devnet(),
+            5,
+            &big_required.accepts[0],
+            &big_required,
+        )
+        .await,
+    );
     let served = post(big, "acme", Some(big_payment)).await.expect("request");
     assert_eq!(served.status().as_u16(), 200);
     assert_eq!(env.balance(env.payees.acme).await, U256::from(60_000u64));
@@ -393,7 +410,7 @@ async fn settle_before_handler_runs_handler_after_settlement() {
             .expect("request");
         required_of(&response)
     };
-    let payment = encode(&sign(&env.devnet, 6, &required.accepts[0], &required).await);
+    let payment = encode(&sign(env.stack.devnet(), 6, &required.accepts[0], &required).await);
     let response = client()
         .post(format!("{}/side-effect", env.url))
         .header("PAYMENT-SIGNATURE", payment)
@@ -415,14 +432,18 @@ async fn settle_before_handler_runs_handler_after_settlement() {
 async fn router_fails_over_to_the_secondary_http_facilitator() {
     let dead = dead_url().await;
     let env = env().await;
-    // The secondary: a LocalFacilitator exposed over HTTP.
-    let local: Arc<dyn Facilitator> = local_facilitator(&env.devnet).await;
-    let live_url = serve_facilitator(local).await;
+    // The secondary: the stack's facilitator service.
+    let live_url = env.stack.facilitator_url().to_owned();
     let primary = Arc::new(HttpFacilitator::new(dead.clone()).expect("client"));
     let secondary = Arc::new(HttpFacilitator::new(live_url.clone()).expect("client"));
     let router: Arc<dyn Facilitator> = Arc::new(FacilitatorRouter::new(vec![primary, secondary]));
     let counters = Arc::new(Counters::default());
-    let priced = layer(router, env.devnet.usdc(), env.payees, Knobs::default());
+    let priced = layer(
+        router,
+        env.stack.devnet().usdc(),
+        env.payees,
+        Knobs::default(),
+    );
     let url = serve(app(Arc::clone(&counters), priced)).await;
 
     let response = client()
@@ -431,7 +452,7 @@ async fn router_fails_over_to_the_secondary_http_facilitator() {
         .await
         .expect("request");
     let required = required_of(&response);
-    let payment = encode(&sign(&env.devnet, 7, &required.accepts[0], &required).await);
+    let payment = encode(&sign(env.stack.devnet(), 7, &required.accepts[0], &required).await);
     let response = client()
         .get(format!("{url}/cheap"))
         .header("PAYMENT-SIGNATURE", payment)
@@ -452,7 +473,12 @@ async fn router_fails_over_to_the_secondary_http_facilitator() {
         Arc::new(HttpFacilitator::new(dead_url().await).expect("client")),
     ]));
     let counters = Arc::new(Counters::default());
-    let priced = layer(both_dead, env.devnet.usdc(), env.payees, Knobs::default());
+    let priced = layer(
+        both_dead,
+        env.stack.devnet().usdc(),
+        env.payees,
+        Knobs::default(),
+    );
     let url = serve(app(Arc::clone(&counters), priced)).await;
     let response = client()
         .get(format!("{url}/cheap"))
@@ -460,7 +486,7 @@ async fn router_fails_over_to_the_secondary_http_facilitator() {
         .await
         .expect("request");
     let required = required_of(&response);
-    let payment = encode(&sign(&env.devnet, 7, &required.accepts[0], &required).await);
+    let payment = encode(&sign(env.stack.devnet(), 7, &required.accepts[0], &required).await);
     let response = client()
         .get(format!("{url}/cheap"))
         .header("PAYMENT-SIGNATURE", payment)

@@ -14,7 +14,7 @@ use std::time::Instant;
 use alloy_primitives::{Address, U256};
 use axum::Router;
 use axum::routing::get;
-use common::{anvil_network, chain, local_facilitator, serve};
+use common::{anvil_network, chain, serve, stack};
 use paywire_core::codec::decode_payment_response;
 use paywire_core::{ChainIdPattern, Facilitator};
 use paywire_evm::EvmNetworks;
@@ -132,11 +132,12 @@ async fn ts_client_pays(
 
 #[tokio::test]
 async fn ts_client_pays_our_server_through_our_facilitator() {
-    let devnet = Devnet::start().await.expect("devnet");
-    let facilitator: Arc<dyn Facilitator> = local_facilitator(&devnet).await;
+    let stack = stack().await;
+    let devnet = stack.devnet();
+    let facilitator = common::facilitator(&stack);
     let payee = Address::random();
-    let (url, served) = our_app(&devnet, facilitator, payee).await;
-    ts_client_pays(&devnet, &url, 1, payee, &served).await;
+    let (url, served) = our_app(devnet, facilitator, payee).await;
+    ts_client_pays(devnet, &url, 1, payee, &served).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Test-only helpers for the x402 workspace: the devnet of `paywire-devnet` with the test
 //! contract fixtures ([`Devnet`]), the official TypeScript SDK as a peer ([`peer`]) and a
-//! throwaway PostgreSQL cluster ([`postgres::PgCluster`]).
+//! throwaway PostgreSQL cluster ([`postgres::PgCluster`]); with the `stack` feature, a whole
+//! devnet + funded signers + running paywire facilitator in one call (`stack::Stack`).
 //!
 //! Everything of `paywire-devnet` is re-exported here (`paywire_testkit::Devnet`,
 //! [`DevnetOptions`], [`IFiatToken`], [`install`], [`rpc`], ...), so tests need only this
@@ -27,6 +28,8 @@ pub mod factory;
 pub mod peer;
 pub mod postgres;
 pub mod shortchange;
+#[cfg(feature = "stack")]
+pub mod stack;
 pub mod wallet;
 
 pub use devnet::Devnet;
@@ -40,4 +43,6 @@ pub use paywire_devnet::{
     USDC_SYMBOL, USDC_VERSION, accounts, dev_accounts, install, rpc, usdc, usdc_domain,
 };
 pub use shortchange::{IShortchangeToken, ShortchangeToken};
+#[cfg(feature = "stack")]
+pub use stack::{Stack, StackOptions};
 pub use wallet::{EIP1271_MAGIC_VALUE, ISmartWallet, SmartWallet};

@@ -1,19 +1,12 @@
 //! Shared helpers: a devnet, a facilitator server on 127.0.0.1:0, signed payments.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use alloy_primitives::{Address, U256};
 use paywire_core::{PaymentPayload, PaymentRequirements};
-use paywire_evm::LocalSigner;
-use paywire_evm::exact::ExactEvmClient;
-use paywire_facilitator::{AppState, FacilitatorConfig};
 use paywire_testkit::Devnet;
-use paywire_testkit::postgres::PgCluster;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub mod origin;
 
@@ -22,102 +15,20 @@ pub const PRICE: u64 = 10_000;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// A running facilitator.
-pub struct Server {
-    pub base: String,
-    pub state: AppState,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            handle.abort();
-        }
-    }
-}
-
-/// A config for `network` served by `rpc` with the devnet's USDC (when `usdc` is set).
-pub fn config_text(network: &str, rpc: &str, usdc: Option<Address>, store: &Path) -> String {
-    let mut text = format!(
-        r#"
-listen = "127.0.0.1:0"
-store = "{}"
-receipt_timeout_seconds = 20
-rpc_timeout_seconds = 2
-
-[[chains]]
-network = "{network}"
-rpc_urls = ["{rpc}"]
-signer_private_keys = ["${{TEST_SIGNER_KEY}}"]
-gas_limit = 300000
-max_fee_per_gas_gwei = 100
-"#,
-        store.display()
-    );
-    if let Some(usdc) = usdc {
-        text.push_str(&format!(
-            r#"
-[[chains.assets]]
-address = "{usdc}"
-symbol = "USDC"
-decimals = 6
-eip712_name = "USD Coin"
-eip712_version = "2"
-"#
-        ));
-    }
-    text
-}
-
-/// The chain plugins the tests' facilitators settle with: EVM.
-pub fn plugins() -> paywire_core::PluginRegistry {
-    paywire_core::PluginRegistry::new().with(std::sync::Arc::new(paywire_evm::EvmPlugin))
-}
+/// A running facilitator (the test kit's).
+pub use paywire_testkit::stack::FacilitatorServer as Server;
+/// Where a test's ledger lives (SQLite in a temporary directory, or PostgreSQL).
+pub use paywire_testkit::stack::Ledger as TestStore;
+pub use paywire_testkit::stack::{Stack, StackOptions};
+/// The devnet facilitator config, the EVM plugins: the test kit's.
+pub use paywire_testkit::stack::{config_text, plugins};
 
 /// Builds and starts a facilitator from config text.
 pub async fn start_from(
     text: &str,
     signer_key: &str,
 ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
-    let key = signer_key.to_owned();
-    let config = FacilitatorConfig::parse_with_env(text, |name| {
-        (name == "TEST_SIGNER_KEY").then(|| key.clone())
-    })?;
-    let state = paywire_facilitator::build(&config, &plugins()).await?;
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = oneshot::channel::<()>();
-    let served = state.clone();
-    let handle = tokio::spawn(async move {
-        let _ = paywire_facilitator::serve(listener, served, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Ok(Server {
-        base,
-        state,
-        shutdown: Some(tx),
-        handle: Some(handle),
-    })
+    Ok(Server::start(text, signer_key).await?)
 }
 
 /// Like [`start`], with more configuration (`[section]` text) appended.
@@ -142,27 +53,12 @@ pub async fn start(
     devnet: &Devnet,
     store: &Path,
 ) -> Result<Server, Box<dyn std::error::Error + Send + Sync>> {
-    let text = config_text(
-        devnet.network(),
-        devnet.rpc_url(),
-        Some(devnet.usdc()),
-        store,
-    );
-    start_from(&text, &devnet.usdc_owner().private_key_hex()).await
+    start_configured(devnet, store, "").await
 }
 
 /// $0.01 of devnet USDC to `pay_to`.
 pub fn requirements(devnet: &Devnet, pay_to: Address) -> PaymentRequirements {
-    serde_json::from_value(json!({
-        "scheme": "exact",
-        "network": devnet.network(),
-        "amount": PRICE.to_string(),
-        "asset": devnet.usdc().to_string(),
-        "payTo": pay_to.to_string(),
-        "maxTimeoutSeconds": 60,
-        "extra": {"name": "USD Coin", "version": "2"}
-    }))
-    .expect("requirements are well formed")
+    paywire_testkit::stack::exact_requirements(devnet, PRICE, pay_to)
 }
 
 /// A payment by devnet payer `index`, optionally with a payment-identifier id.
@@ -172,9 +68,8 @@ pub async fn pay(
     requirements: &PaymentRequirements,
     payment_id: Option<&str>,
 ) -> Result<PaymentPayload, Box<dyn std::error::Error + Send + Sync>> {
-    let client = ExactEvmClient::new(LocalSigner::new(devnet.payer(index).signer()));
-    let exact = client.sign(requirements).await?;
-    let extensions = payment_id.map(|id| {
+    let mut payment = paywire_testkit::stack::sign_exact(devnet.payer(index), requirements).await?;
+    payment.extensions = payment_id.map(|id| {
         serde_json::from_value(json!({
             "payment-identifier": {
                 "info": {"required": false, "id": id},
@@ -183,13 +78,7 @@ pub async fn pay(
         }))
         .expect("extensions are well formed")
     });
-    Ok(PaymentPayload {
-        x402_version: 2,
-        payload: exact.to_json(),
-        extensions,
-        resource: None,
-        accepted: requirements.clone(),
-    })
+    Ok(payment)
 }
 
 /// The `/verify` and `/settle` body.
@@ -233,33 +122,6 @@ pub async fn balance(
     owner: Address,
 ) -> Result<U256, Box<dyn std::error::Error + Send + Sync>> {
     Ok(devnet.usdc_balance(owner).await?)
-}
-
-/// Where a test's ledger lives: a SQLite file in a temporary directory, or a
-/// throwaway PostgreSQL cluster. Both are removed on drop.
-pub enum TestStore {
-    Sqlite(tempfile::TempDir),
-    Postgres(PgCluster),
-}
-
-impl TestStore {
-    pub fn sqlite() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(Self::Sqlite(tempfile::tempdir()?))
-    }
-
-    /// A fresh cluster; `None` (after a loud notice) only when PostgreSQL is
-    /// missing and `PAYWIRE_SKIP_POSTGRES=1` is set.
-    pub async fn postgres() -> Result<Option<Self>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(PgCluster::start_or_skip().await?.map(Self::Postgres))
-    }
-
-    /// The `store` setting: the SQLite file path or the PostgreSQL URL.
-    pub fn location(&self) -> PathBuf {
-        match self {
-            Self::Sqlite(dir) => dir.path().join("ledger.sqlite"),
-            Self::Postgres(cluster) => PathBuf::from(cluster.url()),
-        }
-    }
 }
 
 /// Generates `mod $name { sqlite, postgres }` tests running the async fn

@@ -6,23 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use alloy_primitives::{Address, U256};
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use alloy_primitives::Address;
+use axum::Router;
 use paywire_core::codec::{decode_payment_required, encode_header};
 use paywire_core::{
-    BoxFuture, ChainId, Facilitator, FacilitatorError, FacilitatorRequest, LocalFacilitator,
-    PaymentPayload, PaymentRequired, PaymentRequirements, PluginRegistry, SettleResponse,
-    SupportedResponse, VerifyResponse,
+    BoxFuture, ChainId, Facilitator, FacilitatorError, FacilitatorRequest, PaymentPayload,
+    PaymentRequired, PaymentRequirements, PluginRegistry, SettleResponse, SupportedResponse,
+    VerifyResponse,
 };
 use paywire_evm::EvmPlugin;
-use paywire_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator};
-use paywire_evm::rpc::RpcClient;
-use paywire_evm::{EvmAsset, EvmNetwork, EvmSigner, LocalSigner};
-use paywire_testkit::Devnet;
+use paywire_evm::exact::ExactEvmClient;
+use paywire_evm::{EvmAsset, EvmNetwork, LocalSigner};
+use paywire_server::HttpFacilitator;
+use paywire_testkit::{Devnet, Stack};
 
 /// The plugins of the gateway under test (what `paywire gateway` registers).
 pub fn plugins() -> PluginRegistry {
@@ -107,67 +103,15 @@ impl Facilitator for Counting {
     }
 }
 
-/// An in-process facilitator with the EVM `exact` scheme on the devnet.
-pub async fn local_facilitator(devnet: &Devnet) -> Arc<LocalFacilitator> {
-    let rpc = Arc::new(
-        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc"),
-    );
-    let key = LocalSigner::random();
-    devnet
-        .set_eth_balance(key.address(), U256::from(10u128.pow(21)))
-        .await
-        .expect("fund signer");
-    let keys: Vec<Arc<dyn EvmSigner>> = vec![Arc::new(key)];
-    let chain = EvmChainConfig::new(anvil_network(devnet.usdc()), rpc, keys);
-    let evm = ExactEvmFacilitator::builder()
-        .chain(chain)
-        .build()
-        .expect("facilitator");
-    let mut local = LocalFacilitator::new();
-    local.register(Arc::new(evm));
-    Arc::new(local)
+/// A devnet with a funded facilitator signer and payers, and the paywire facilitator
+/// service settling on it (the test kit's `Stack`).
+pub async fn stack() -> Stack {
+    Stack::start().await.expect("devnet and facilitator")
 }
 
-/// An axum app exposing `facilitator` over HTTP; returns its base URL.
-pub async fn serve_facilitator(facilitator: Arc<dyn Facilitator>) -> String {
-    type F = Arc<dyn Facilitator>;
-    fn fail(error: FacilitatorError) -> axum::response::Response {
-        (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
-    }
-    let router = Router::new()
-        .route(
-            "/verify",
-            post(
-                |State(f): State<F>, Json(request): Json<FacilitatorRequest>| async move {
-                    match f.verify(&request).await {
-                        Ok(answer) => Json(answer).into_response(),
-                        Err(error) => fail(error),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/settle",
-            post(
-                |State(f): State<F>, Json(request): Json<FacilitatorRequest>| async move {
-                    match f.settle(&request).await {
-                        Ok(answer) => Json(answer).into_response(),
-                        Err(error) => fail(error),
-                    }
-                },
-            ),
-        )
-        .route(
-            "/supported",
-            get(|State(f): State<F>| async move {
-                match f.supported().await {
-                    Ok(answer) => Json(answer).into_response(),
-                    Err(error) => fail(error),
-                }
-            }),
-        )
-        .with_state(facilitator);
-    serve(router).await
+/// A client of `stack`'s facilitator service.
+pub fn facilitator(stack: &Stack) -> Arc<dyn Facilitator> {
+    Arc::new(HttpFacilitator::new(stack.facilitator_url()).expect("facilitator client"))
 }
 
 pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
