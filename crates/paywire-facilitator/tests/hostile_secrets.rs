@@ -14,7 +14,7 @@ use common::*;
 use paywire_core::{PaymentPayload, PaymentRequirements};
 use paywire_evm::LocalSigner;
 use paywire_facilitator::FacilitatorConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATH_SECRET: &str = "PATHSECRET0123";
@@ -180,6 +180,36 @@ async fn a_provider_error_naming_the_key_is_scrubbed() -> TestResult {
     probe_everything(&server, asset).await?;
     assert_no_secret("the log", &logs());
     server.stop().await;
+    Ok(())
+}
+
+/// Lesson 33: `/ready` is public, so a failing probe shows only the kind of
+/// failure. A node's own error text can name an account, a billing contact
+/// or an internal host that no URL scrubbing recognises; it goes to the log,
+/// never to the page.
+#[tokio::test]
+async fn ready_shows_the_kind_of_rpc_failure_not_the_nodes_text() -> TestResult {
+    let node_text = "quota exceeded for account acct-7781 (billing: ops@seller.example)";
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32005,"message":"{node_text}"}}}}"#
+    );
+    let address = fake_provider(http("200 OK", &answer)).await;
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("ledger.sqlite").display().to_string();
+    let text = chain_config(&store, &[format!("http://{address}")], Address::random(), "");
+    let server = start_from(&text, &random_key()).await?;
+    let response = reqwest::get(server.url("/ready")).await?;
+    assert_eq!(response.status().as_u16(), 503);
+    let page: Value = response.json().await?;
+    server.stop().await;
+    assert_eq!(
+        page["chains"][0]["error"],
+        json!("RPC error -32005"),
+        "{page}"
+    );
+    for fragment in ["acct-7781", "ops@seller.example", "quota"] {
+        assert!(!page.to_string().contains(fragment), "{page}");
+    }
     Ok(())
 }
 
