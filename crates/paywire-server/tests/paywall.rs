@@ -1,9 +1,10 @@
 //! The HTML paywall renders in headless Chromium (Debian's `chromium`).
 //!
-//! Installs nothing: runs when `/usr/bin/chromium` exists (CI:
-//! `apt-get install -y chromium`), otherwise it is skipped with a loud
-//! message. Set `PAYWIRE_PAYWALL_SCREENSHOT=/some/file.png` to keep a copy of
-//! the screenshot.
+//! Installs nothing: needs `/usr/bin/chromium` (CI: `apt-get install -y
+//! chromium`) and fails without it, unless `PAYWIRE_SKIP_CHROMIUM=1` is set
+//! for a local run (then it is skipped with a loud message). Set
+//! `PAYWIRE_PAYWALL_SCREENSHOT=/some/file.png` to keep a copy of the
+//! screenshot.
 
 mod common;
 
@@ -108,9 +109,14 @@ fn chromium(profile: &Path, extra: &[&str], url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paywall_renders_in_headless_chromium() {
     if !Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("PAYWIRE_SKIP_CHROMIUM").is_some_and(|v| v == "1"),
+            "{CHROMIUM} is not installed (apt-get install -y chromium); \
+             set PAYWIRE_SKIP_CHROMIUM=1 to skip this test locally"
+        );
         eprintln!(
             "\n\n################################################################\n\
-             ## SKIPPED paywall_renders_in_headless_chromium:\n\
+             ## SKIPPED paywall_renders_in_headless_chromium (PAYWIRE_SKIP_CHROMIUM=1):\n\
              ## {CHROMIUM} is not installed (apt-get install -y chromium)\n\
              ################################################################\n"
         );
