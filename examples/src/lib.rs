@@ -1,4 +1,4 @@
-//! Examples for the x402-rs workspace; see `examples/` and `docs/`.
+//! Examples for the paywire workspace; see `examples/` and `docs/`.
 //!
 //! Each example is compiled by CI (`cargo clippy --all-targets`), so the code
 //! in the guides cannot silently rot.
