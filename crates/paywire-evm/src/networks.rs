@@ -13,7 +13,10 @@ use paywire_core::{ChainId, NetworkClass, NetworkInfo};
 pub trait Eip155ChainId: Sized {
     /// `eip155:<chain_id>`.
     fn eip155(chain_id: u64) -> Self;
-    /// The numeric chain id, when this is an `eip155` chain.
+    /// The numeric chain id, when this is an `eip155` chain spelled in its
+    /// one canonical form (decimal, no leading zero): `eip155:08453` is not
+    /// Base, or a policy that denies `eip155:8453` would not apply to it
+    /// while the signature is valid on Base.
     fn eip155_id(&self) -> Option<u64>;
 }
 
@@ -25,9 +28,12 @@ impl Eip155ChainId for ChainId {
     }
 
     fn eip155_id(&self) -> Option<u64> {
-        (self.namespace() == "eip155")
-            .then(|| self.reference().parse().ok())
-            .flatten()
+        if self.namespace() != "eip155" {
+            return None;
+        }
+        let reference = self.reference();
+        let id: u64 = reference.parse().ok()?;
+        (id.to_string() == reference).then_some(id)
     }
 }
 
@@ -289,6 +295,21 @@ impl paywire_core::AssetCatalog for EvmNetworks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_canonical_spelling_of_a_chain_id_is_evm() {
+        let id = |text: &str| ChainId::parse(text).expect("valid CAIP-2").eip155_id();
+        assert_eq!(id("eip155:8453"), Some(8453));
+        assert_eq!(id("eip155:0"), Some(0));
+        for other in [
+            "eip155:08453",
+            "eip155:00",
+            "eip155:18446744073709551616",
+            "solana:8453",
+        ] {
+            assert_eq!(id(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn built_in_table_is_consistent() {

@@ -190,13 +190,17 @@ async fn a_provider_error_naming_the_key_is_scrubbed() -> TestResult {
 #[tokio::test]
 async fn ready_shows_the_kind_of_rpc_failure_not_the_nodes_text() -> TestResult {
     let node_text = "quota exceeded for account acct-7781 (billing: ops@seller.example)";
-    let answer = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32005,"message":"{node_text}"}}}}"#
-    );
+    let answer =
+        format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32005,"message":"{node_text}"}}}}"#);
     let address = fake_provider(http("200 OK", &answer)).await;
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("ledger.sqlite").display().to_string();
-    let text = chain_config(&store, &[format!("http://{address}")], Address::random(), "");
+    let text = chain_config(
+        &store,
+        &[format!("http://{address}")],
+        Address::random(),
+        "",
+    );
     let server = start_from(&text, &random_key()).await?;
     let response = reqwest::get(server.url("/ready")).await?;
     assert_eq!(response.status().as_u16(), 503);

@@ -58,7 +58,10 @@ impl<S: EvmSigner> ExactEvmClient<S> {
             return Err(invalid("scheme is not exact"));
         }
         let chain_id = requirements.network.eip155_id().ok_or_else(|| {
-            SchemeError::Unsupported(format!("{} is not an EVM chain", requirements.network))
+            SchemeError::Unsupported(format!(
+                "{} is not an EVM chain id in canonical form",
+                requirements.network
+            ))
         })?;
         match requirements.extra_str("assetTransferMethod") {
             None | Some("eip3009") => {}
