@@ -140,7 +140,7 @@ fn premium_pass_sign_in(url: &str) -> Result<paywire_siwx::SiwxHooks, String> {
         paywire_siwx::SiwxServerConfig::new(url.to_owned())
             .statement("Sign in to use your paywire demo pass"),
         paywire_siwx::VerifierRegistry::new()
-            .with(Arc::new(paywire_siwx::evm::EvmVerifier::new()))
+            .with(Arc::new(paywire_evm::siwx::EvmVerifier::new()))
             .with(Arc::new(paywire_siwx::SolanaVerifier)),
         store.clone(),
     )
@@ -323,7 +323,7 @@ fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Client, Str
     catalog.insert(EvmNetwork::anvil(devnet.usdc()));
     let wallet = LocalSigner::new(payer.signer());
     let sign_in = paywire_siwx::SiwxSignIn::new(
-        Arc::new(paywire_siwx::evm::EvmSiwxSigner::new(wallet.clone())),
+        Arc::new(paywire_evm::siwx::EvmSiwxSigner::new(wallet.clone())),
         vec![ChainId::eip155(31337)],
     );
     Ok(X402Client::builder()

@@ -19,9 +19,9 @@ use paywire_client::{
 use paywire_core::{ChainId, ChainIdPattern, Money};
 use paywire_evm::exact::{ExactEvmClient, ExactEvmSpendProbe};
 use paywire_evm::rpc::RpcClient;
+use paywire_evm::siwx::EvmSiwxSigner;
 use paywire_evm::{EvmNetworks, LocalSigner};
 use paywire_siwx::SiwxSignIn;
-use paywire_siwx::evm::EvmSiwxSigner;
 use reqwest::Method;
 
 /// Arguments of `paywire pay`.

@@ -52,7 +52,7 @@ async fn env() -> Env {
     let siwx = paywire_siwx::SiwxServer::new(
         paywire_siwx::SiwxServerConfig::new(url.clone()),
         paywire_siwx::VerifierRegistry::new()
-            .with(Arc::new(paywire_siwx::evm::EvmVerifier::new()))
+            .with(Arc::new(paywire_evm::siwx::EvmVerifier::new()))
             .with(Arc::new(paywire_siwx::SolanaVerifier)),
         store.clone(),
     )

@@ -16,9 +16,9 @@ use paywire_client::{PaymentOutcome, PaymentStatus, X402Client};
 use paywire_core::{ChainId, ChainIdPattern, Facilitator, LocalFacilitator};
 use paywire_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmServer};
 use paywire_evm::rpc::RpcClient;
+use paywire_evm::siwx::{EvmSiwxSigner, EvmVerifier};
 use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use paywire_server::{PaymentLayer, PaymentOption, Route, money};
-use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
     AccessPolicy, MemoryStore, SessionTokens, SiwxHooks, SiwxServer, SiwxServerConfig, SiwxSignIn,
     SolanaVerifier, VerifierRegistry,

@@ -10,7 +10,9 @@
 //!   client ([`exact::ExactEvmClient`]), server ([`exact::ExactEvmServer`])
 //!   and facilitator ([`exact::ExactEvmFacilitator`]) sides;
 //! - [`signer`]: the [`signer::EvmSigner`] trait with a local-key implementation;
-//! - [`rpc`]: a lean JSON-RPC client with fail-over and batching.
+//! - [`rpc`]: a lean JSON-RPC client with fail-over and batching;
+//! - `siwx` (feature `siwx`): sign-in-with-x for EVM wallets (EIP-191,
+//!   EIP-1271, EIP-6492), `siwx::{EvmVerifier, EvmSiwxSigner}`.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,8 @@ pub mod plugin;
 pub mod reasons;
 pub mod rpc;
 pub mod signer;
+#[cfg(feature = "siwx")]
+pub mod siwx;
 
 pub use networks::{Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, network_names};
 pub use plugin::EvmPlugin;

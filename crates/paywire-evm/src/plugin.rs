@@ -11,7 +11,7 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use paywire_core::{
     AssetInfo, BoxFuture, ChainId, ChainIdPattern, ChainPlugin, FacilitatorConfig,
-    FacilitatorParts, NetworkInfo, PluginError, Registration, SchemeClient, SchemeServer,
+    FacilitatorParts, NetworkInfo, PluginError, Registration, SchemeClient, SchemeServer, Secret,
     ServerAsset, ServerConfig, ServerParts, WalletConfig, WalletParts,
 };
 use serde::Deserialize;
@@ -131,6 +131,27 @@ impl EvmPlugin {
     }
 }
 
+/// The local signer of a wallet's key.
+pub(crate) fn wallet_signer(config: &WalletConfig) -> Result<LocalSigner, PluginError> {
+    // Never quote the key, nor the parser's view of it.
+    LocalSigner::from_hex(config.key.expose().trim())
+        .map_err(|_| PluginError::config("key", "not a valid hex private key"))
+}
+
+/// A client of the node at `url` for the eip155 chain `network`.
+pub(crate) fn node_client(
+    network: &ChainId,
+    url: &Secret,
+    timeout: Duration,
+) -> Result<Arc<RpcClient>, PluginError> {
+    chain_id_of(network, &format!("rpc[{network}]"))?;
+    // The URL may carry a provider key: the error names the network only.
+    let rpc = RpcClient::new(vec![url.expose().to_owned()], timeout).map_err(|_| {
+        PluginError::config(format!("rpc[{network}]"), "cannot create an RPC client")
+    })?;
+    Ok(Arc::new(rpc))
+}
+
 fn all_evm() -> Result<ChainIdPattern, PluginError> {
     ChainIdPattern::namespace(NAMESPACE).map_err(PluginError::from)
 }
@@ -178,9 +199,7 @@ impl ChainPlugin for EvmPlugin {
     }
 
     fn wallet(&self, config: &WalletConfig) -> Result<WalletParts, PluginError> {
-        // Never quote the key, nor the parser's view of it.
-        let signer = LocalSigner::from_hex(config.key.expose().trim())
-            .map_err(|_| PluginError::config("key", "not a valid hex private key"))?;
+        let signer = wallet_signer(config)?;
         let mut parts = WalletParts::default();
         parts.addresses.push(signer.address().to_string());
         let client: Arc<dyn SchemeClient> = Arc::new(ExactEvmClient::new(signer));
@@ -191,13 +210,8 @@ impl ChainPlugin for EvmPlugin {
             if network.namespace() != NAMESPACE {
                 continue;
             }
-            chain_id_of(network, &format!("rpc[{network}]"))?;
-            // The URL may carry a provider key: the error names the network only.
-            let rpc = RpcClient::new(vec![url.expose().to_owned()], SPEND_PROBE_RPC_TIMEOUT)
-                .map_err(|_| {
-                    PluginError::config(format!("rpc[{network}]"), "cannot create an RPC client")
-                })?;
-            probe = probe.network(network.clone(), Arc::new(rpc));
+            let rpc = node_client(network, url, SPEND_PROBE_RPC_TIMEOUT)?;
+            probe = probe.network(network.clone(), rpc);
             any = true;
         }
         if any {
@@ -209,7 +223,7 @@ impl ChainPlugin for EvmPlugin {
 
 #[cfg(test)]
 mod tests {
-    use paywire_core::{ConfigEntry, PluginRegistry, Secret};
+    use paywire_core::{ConfigEntry, PluginRegistry};
 
     use super::*;
 

@@ -19,9 +19,9 @@ use paywire_core::{
 };
 use paywire_evm::exact::{EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmServer};
 use paywire_evm::rpc::RpcClient;
+use paywire_evm::siwx::{EvmSiwxSigner, EvmVerifier};
 use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use paywire_server::{PaymentLayer, PaymentOption, Route, money};
-use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
     AccessPolicy, Entitlement, EntitlementStore, MemoryStore, SESSION_HEADER, SessionTokens,
     SiwxExtension, SiwxHooks, SiwxServer, SiwxServerConfig, SolanaVerifier, StoreError,

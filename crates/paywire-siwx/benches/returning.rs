@@ -35,9 +35,9 @@ use paywire_core::{
     JsonObject, PaymentPayload, PaymentRequired, SettleResponse, SupportedResponse, VerifyResponse,
 };
 use paywire_evm::exact::ExactEvmServer;
+use paywire_evm::siwx::{EvmSiwxSigner, EvmVerifier};
 use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks, LocalSigner};
 use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, money};
-use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::{
     AccessPolicy, EntitlementStore, MemoryStore, SESSION_HEADER, SessionTokens, SiwxExtension,
     SiwxHooks, SiwxServer, SiwxServerConfig, SolanaVerifier, VerifierRegistry, sign_in,

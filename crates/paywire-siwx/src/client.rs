@@ -33,7 +33,8 @@ pub enum ClientError {
 }
 
 /// A wallet able to sign sign-in messages for one chain family:
-/// [`SolanaSiwxSigner`], `crate::evm::EvmSiwxSigner` (feature `evm`).
+/// [`SolanaSiwxSigner`] here, `paywire_evm::siwx::EvmSiwxSigner` (paywire-evm's
+/// feature `siwx`) for EVM wallets.
 pub trait SiwxSigner: Send + Sync {
     /// The CAIP-2 namespace of the wallet (`eip155`, `solana`).
     fn namespace(&self) -> &str;

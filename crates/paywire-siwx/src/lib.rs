@@ -13,8 +13,8 @@
 //!   and parsed strictly;
 //! - [`verify`]: [`SiwxVerifier`] per CAIP-2 namespace in a
 //!   [`VerifierRegistry`]; [`SolanaVerifier`] (ed25519) needs no chain
-//!   access, the EVM one (EIP-191 / EIP-1271 / EIP-6492) is
-//!   `evm::EvmVerifier` (feature `evm`);
+//!   access; the EVM one (EIP-191 / EIP-1271 / EIP-6492) is
+//!   `paywire_evm::siwx::EvmVerifier` (paywire-evm's feature `siwx`);
 //! - [`server`]: [`SiwxServer`] issuing challenges with single-use nonces and
 //!   validating proofs against the configured origin;
 //! - [`store`]: [`NonceStore`] and [`EntitlementStore`] ([`MemoryStore`];
@@ -22,7 +22,7 @@
 //!   feature `postgres`), [`AccessPolicy`] (pay once, pass, N uses);
 //! - [`session`]: revocable HMAC session tokens;
 //! - [`client`]: [`sign_in`] with a [`SiwxSigner`] ([`SolanaSiwxSigner`],
-//!   or `evm::EvmSiwxSigner` for EVM wallets, feature `evm`).
+//!   or `paywire_evm::siwx::EvmSiwxSigner` for EVM wallets).
 //!
 //! Adapters, behind features:
 //!
@@ -31,7 +31,6 @@
 //!   entitlements after settlement;
 //! - `client`: `provider::SiwxSignIn`, the paywire-client `SignInProvider`
 //!   that signs in before paying;
-//! - `evm`: `evm::{EvmVerifier, EvmSiwxSigner}` over `paywire-evm`;
 //! - `sqlite`, `postgres`: the persistent stores.
 //!
 //! All times are Unix milliseconds from an injectable [`Clock`].
@@ -39,8 +38,6 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
-#[cfg(feature = "evm")]
-pub mod evm;
 #[cfg(feature = "server")]
 pub mod hooks;
 pub mod message;

@@ -2,8 +2,8 @@
 //! registered in a [`VerifierRegistry`] by CAIP-2 namespace (like schemes).
 //! Chain plugins implement it for their family:
 //!
-//! - `eip155` (type `eip191`): `crate::evm::EvmVerifier` (feature `evm`):
-//!   EIP-191, EIP-1271 and EIP-6492 signatures;
+//! - `eip155` (type `eip191`): `paywire_evm::siwx::EvmVerifier` (paywire-evm's
+//!   feature `siwx`): EIP-191, EIP-1271 and EIP-6492 signatures;
 //! - `solana` (type `ed25519`): [`SolanaVerifier`] here, strict ed25519 over
 //!   the SIWS text bytes, base58 public key and signature (no chain access
 //!   needed).

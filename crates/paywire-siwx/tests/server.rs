@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use paywire_core::ChainId;
 use paywire_evm::LocalSigner;
-use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
+use paywire_evm::siwx::{EvmSiwxSigner, EvmVerifier};
 use paywire_siwx::time::format_rfc3339;
 use paywire_siwx::{
     AccessPolicy, ClientError, EntitlementStore, MemoryStore, NonceStore, SiwxError, SiwxExtension,

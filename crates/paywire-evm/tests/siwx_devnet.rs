@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::B256;
-use paywire_core::ChainId;
-use paywire_evm::LocalSigner;
+use paywire_core::{ChainId, Secret};
 use paywire_evm::rpc::RpcClient;
-use paywire_siwx::evm::{EvmSiwxSigner, EvmVerifier};
+use paywire_evm::siwx::{EvmSiwxSigner, EvmVerifier};
+use paywire_evm::{EvmPlugin, LocalSigner};
 use paywire_siwx::{
     MemoryStore, SiwxError, SiwxServer, SiwxServerConfig, SolanaVerifier, VerifierRegistry,
     VerifyError, sign_in,
@@ -114,4 +114,21 @@ async fn smart_wallets_accept_owner_and_reject_stranger() {
         eoa_only.verify_proof(&proof, "/premium", &accepted).await,
         Err(SiwxError::Signature(VerifyError::InvalidSignature))
     ));
+
+    // The plugin's verifier, from the node URL as configured, checks smart wallets too.
+    let node = [(network.clone(), Secret::new(devnet.rpc_url()))];
+    let configured = SiwxServer::new(
+        SiwxServerConfig::new("https://api.example.com"),
+        VerifierRegistry::new().with(Arc::new(EvmPlugin.siwx_verifier(&node).unwrap())),
+        Arc::new(MemoryStore::new()),
+    )
+    .unwrap();
+    let ext = configured.challenge("/premium", &accepted).await.unwrap();
+    let proof = sign_in(&ext, "api.example.com", &network, &signer)
+        .await
+        .unwrap();
+    configured
+        .verify_proof(&proof, "/premium", &accepted)
+        .await
+        .unwrap();
 }
