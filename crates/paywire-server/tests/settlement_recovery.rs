@@ -447,6 +447,30 @@ async fn a_bare_used_nonce_code_on_a_resumed_payment_reads_as_settled() {
     );
 }
 
+/// Which scheme judges a refusal of a resumed payment is ours to decide (the
+/// requirement's network), not the facilitator's: an answer naming another
+/// network is judged exactly like one naming ours. Here a payload defect that
+/// the EVM scheme knows to be unchargeable frees the payment (402), whatever
+/// network the facilitator writes into its answer.
+#[tokio::test]
+async fn a_refusal_is_judged_by_our_requirement_not_the_network_the_facilitator_names() {
+    for named in ["eip155:31337", "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"] {
+        let mut refusal = failed("invalid_exact_evm_payload_authorization_valid_after");
+        refusal["network"] = json!(named);
+        let env = env(Script::new(
+            [Settle::Status(502), Settle::Answer(refusal)],
+            Settle::Answer(settled("0xbeef")),
+        ))
+        .await;
+        let url = format!("{}/cheap", env.url);
+        let payment = payment_for(&url, fresh_authorization(), "0x00").await;
+        let (status, _, _) = paid_get(&url, &payment).await;
+        assert_eq!(status, 503);
+        let (status, _, body) = paid_get(&url, &payment).await;
+        assert_eq!(status, 402, "answer naming {named}: {body}");
+    }
+}
+
 /// Still unknown (5xx, then pending), then a definite failure that does not
 /// prove the first attempt was free: the body stays withheld every time
 /// (lesson 1) and the payment stays resumable, never reusable afresh. Such

@@ -1,7 +1,7 @@
 //! Settlement and how its answer is judged: settled, refused for good, or of
 //! unknown outcome (the payment is then kept for the payer's retry).
 
-use paywire_core::{FacilitatorRequest, SettleResponse};
+use paywire_core::{ChainId, FacilitatorRequest, SettleResponse};
 
 use super::Paid;
 use crate::config::PendingPolicy;
@@ -57,7 +57,8 @@ impl Paid<'_> {
             }
         };
         hooks.after_settle(&self.ctx, request, &answer).await;
-        self.judge(guard, answer, &request.payment_requirements.scheme)
+        let requirement = &request.payment_requirements;
+        self.judge(guard, answer, &requirement.scheme, &requirement.network)
             .await
     }
 
@@ -67,6 +68,7 @@ impl Paid<'_> {
         guard: &mut Guard,
         answer: SettleResponse,
         scheme: &str,
+        network: &ChainId,
     ) -> Settlement<Refusal> {
         let answer = match Settled::check(answer) {
             Ok(settled) => {
@@ -78,11 +80,9 @@ impl Paid<'_> {
         if answer.is_pending() {
             return self.pending(guard, answer).await;
         }
-        let scheme = self
-            .core
-            .schemes
-            .find(scheme, &answer.network)
-            .map(AsRef::as_ref);
+        // Our own requirement's network, never the one the facilitator names:
+        // which scheme judges a refusal is not the facilitator's choice.
+        let scheme = self.core.schemes.find(scheme, network).map(AsRef::as_ref);
         if guard.resumed && !proves_nothing_charged(&answer, scheme) {
             // An earlier attempt may have been charged: never reusable, and
             // never a 402 (its new challenge would invite paying twice).
