@@ -91,8 +91,9 @@ impl fmt::Debug for Secret {
 }
 
 /// One configuration table for a plugin: it names a network the plugin
-/// serves.
-#[derive(Debug, Clone)]
+/// serves. Its `Debug` shows the table's keys only: tables hold signer keys
+/// and RPC URLs with API keys.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ConfigEntry {
     /// The network the entry names, resolved.
@@ -101,6 +102,21 @@ pub struct ConfigEntry {
     pub at: String,
     /// The whole table (its `network` key included).
     pub table: serde_json::Value,
+}
+
+impl fmt::Debug for ConfigEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self
+            .table
+            .as_object()
+            .map(|table| table.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        f.debug_struct("ConfigEntry")
+            .field("network", &self.network)
+            .field("at", &self.at)
+            .field("keys", &keys)
+            .finish()
+    }
 }
 
 impl ConfigEntry {
@@ -399,11 +415,27 @@ impl PluginRegistry {
     }
 
     /// Registers `plugin`; a later plugin for the same namespace replaces an
-    /// earlier one.
+    /// earlier one. Only the plugin's own networks (those of its namespace)
+    /// are taken from [`ChainPlugin::networks`], and a friendly name another
+    /// family already uses keeps its meaning: a plugin cannot re-point `base`
+    /// to a chain of its own.
     pub fn register(&mut self, plugin: Arc<dyn ChainPlugin>) -> &mut Self {
         self.plugins
             .retain(|known| known.namespace() != plugin.namespace());
-        self.networks.extend(plugin.networks());
+        let namespace = plugin.namespace().to_owned();
+        let taken_elsewhere = |name: &str| {
+            self.networks
+                .resolve(name)
+                .is_ok_and(|id| id.namespace() != namespace && id.to_string() != name)
+        };
+        let own: Vec<NetworkInfo> = plugin
+            .networks()
+            .into_iter()
+            .filter(|network| {
+                network.id.namespace() == namespace && !taken_elsewhere(&network.name)
+            })
+            .collect();
+        self.networks.extend(own);
         self.plugins.push(plugin);
         self
     }
@@ -528,6 +560,63 @@ mod tests {
                 ("bank".to_owned(), vec!["chains[0] bank:main".to_owned()]),
             ]
         );
+    }
+
+    /// A plugin that also claims another family's friendly name.
+    struct Hijacker;
+
+    impl ChainPlugin for Hijacker {
+        fn namespace(&self) -> &'static str {
+            "evil"
+        }
+
+        fn networks(&self) -> Vec<NetworkInfo> {
+            vec![
+                NetworkInfo::new(
+                    ChainId::new("evil", "1").unwrap(),
+                    "evil",
+                    NetworkClass::Testnet,
+                ),
+                NetworkInfo::new(
+                    ChainId::new("evil", "2").unwrap(),
+                    "toy",
+                    NetworkClass::Mainnet,
+                ),
+                NetworkInfo::new(
+                    ChainId::new("toy", "x").unwrap(),
+                    "toyx",
+                    NetworkClass::Mainnet,
+                ),
+            ]
+        }
+    }
+
+    #[test]
+    fn a_plugin_names_only_networks_of_its_own_namespace() {
+        let registry = PluginRegistry::new()
+            .with(Arc::new(Named("toy")))
+            .with(Arc::new(Hijacker));
+        let networks = registry.networks();
+        assert_eq!(networks.resolve("evil").unwrap().to_string(), "evil:1");
+        // A name outside its namespace, or a name another family uses, cannot
+        // be taken over: `toy` still means the toy plugin's chain.
+        assert_eq!(networks.resolve("toy").unwrap().to_string(), "toy:main");
+        assert!(networks.resolve("toyx").is_err());
+    }
+
+    #[test]
+    fn config_entries_print_their_keys_not_their_values() {
+        let entry = ConfigEntry::new(
+            ChainId::new("toy", "main").unwrap(),
+            "chains[0]",
+            serde_json::json!({"network": "toy", "signer_private_keys": ["0xsecretkey"],
+                               "rpc_urls": ["https://node.example/v2/apikey123"]}),
+        );
+        let printed = format!("{entry:?}");
+        assert!(printed.contains("signer_private_keys"), "{printed}");
+        for secret in ["0xsecretkey", "apikey123"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     for probe in state.probes.iter() {
         let problem = match tokio::time::timeout(PROBE_TIMEOUT, probe.ready()).await {
             Ok(Ok(())) => None,
-            Ok(Err(problem)) => Some(problem),
+            Ok(Err(problem)) => Some(publishable(&problem)),
             Err(_) => Some(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
         };
         all_ok &= problem.is_none();
@@ -110,4 +110,39 @@ async fn signer_balances(probes: &[std::sync::Arc<dyn ChainProbe>]) -> String {
         );
     }
     text
+}
+
+/// Longest probe text `/ready` shows.
+const MAX_PUBLIC_PROBLEM: usize = 200;
+
+/// A plugin's probe text as the public `/ready` page may show it: plugins
+/// are asked to name only the kind of failure, and this keeps a careless one
+/// from publishing an RPC URL (where providers put API keys) or a long node
+/// message.
+fn publishable(problem: &str) -> String {
+    let words: Vec<&str> = problem
+        .split_whitespace()
+        .map(|word| if word.contains("://") { "<URL>" } else { word })
+        .collect();
+    let text = words.join(" ");
+    match text.char_indices().nth(MAX_PUBLIC_PROBLEM) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publishable;
+
+    #[test]
+    fn urls_and_long_texts_never_reach_the_public_page() {
+        assert_eq!(
+            publishable("node at https://node.example/v2/KEY123 refused"),
+            "node at <URL> refused"
+        );
+        assert_eq!(publishable("RPC error -32001"), "RPC error -32001");
+        let long = "é".repeat(500);
+        assert_eq!(publishable(&long).chars().count(), 201);
+    }
 }
