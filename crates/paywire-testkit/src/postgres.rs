@@ -144,6 +144,26 @@ impl PgCluster {
         log_tail(&self.dir)
     }
 
+    /// Restarts the server the way an operator's `pg_ctl restart` does
+    /// (fast shutdown: open sessions are cut), on the same port with the same
+    /// options; returns once it accepts connections again.
+    pub async fn restart(&self) -> Result<()> {
+        let mut command = self.command("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = command.output().map_err(io("running pg_ctl restart"))?;
+            check("pg_ctl restart", output, &dir)
+        })
+        .await
+        .map_err(|e| PgClusterError::Task(e.to_string()))?
+    }
+
     fn start_blocking() -> Result<Self> {
         let bin = find_bin()?;
         let run_as = unprivileged_user()?;
@@ -421,5 +441,32 @@ mod tests {
         assert!(other.ends_with("/second"), "{other}");
         drop(cluster);
         assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    fn postmaster_pid(cluster: &PgCluster) -> String {
+        let text = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid"))
+            .unwrap_or_else(|e| panic!("postmaster.pid: {e}"));
+        text.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn restart_brings_a_new_server_up_on_the_same_port() {
+        let cluster = match PgCluster::start_or_skip().await {
+            Ok(Some(cluster)) => cluster,
+            Ok(None) => return,
+            Err(error) => panic!("{error}"),
+        };
+        let before = postmaster_pid(&cluster);
+        cluster
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tail()));
+        assert_ne!(
+            postmaster_pid(&cluster),
+            before,
+            "the server was not restarted"
+        );
+        let stream = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, cluster.port()));
+        assert!(stream.is_ok(), "{}", cluster.log_tail());
     }
 }
