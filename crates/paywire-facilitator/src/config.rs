@@ -9,14 +9,16 @@
 //! checks it when the facilitator is built ([`crate::build`]).
 
 use std::fmt;
+use std::hash::Hash;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use paywire_core::SettlementSettings;
 use serde::Deserialize;
 
-use crate::ops::{ApiKeys, Endpoint};
+use crate::ops::{ApiKeys, ClientKey, DEFAULT_MAX_TRACKED_KEYS, Endpoint, RateLimiter};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -332,17 +334,56 @@ fn default_endpoints() -> Vec<String> {
         .collect()
 }
 
-/// `[rate_limit]`: token buckets in memory (per process).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// `[rate_limit]`: GCRA limits kept in memory, per process (see
+/// [`crate::ops::RateLimiter`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RateLimitConfig {
-    /// `/verify` + `/settle` requests per client IP and minute (0 or absent: off).
+    /// `/verify` + `/settle` requests per client and minute (0 or absent:
+    /// off). A client is an IPv4 address or an IPv6 /64 prefix.
     #[serde(default)]
     pub per_ip_per_minute: Option<u32>,
     /// `/verify` + `/settle` requests per payer address and minute (0 or absent: off).
     #[serde(default)]
     pub per_payer_per_minute: Option<u32>,
+    /// Most clients (and, separately, payers) with a budget of their own
+    /// (default 100 000, about 10 MB at most per limit). Beyond it, new
+    /// ones share one overflow budget until clients idle long enough to be
+    /// at full budget again are forgotten (checked every 5 s).
+    #[serde(default = "default_max_tracked_keys")]
+    pub max_tracked_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_ip_per_minute: None,
+            per_payer_per_minute: None,
+            max_tracked_keys: default_max_tracked_keys(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The per-client limiter, if on.
+    pub fn per_ip_limiter(&self) -> Option<RateLimiter<ClientKey>> {
+        self.limiter(self.per_ip_per_minute)
+    }
+
+    /// The per-payer limiter, if on.
+    pub fn per_payer_limiter(&self) -> Option<RateLimiter<String>> {
+        self.limiter(self.per_payer_per_minute)
+    }
+
+    fn limiter<K: Hash + Eq + Clone>(&self, per_minute: Option<u32>) -> Option<RateLimiter<K>> {
+        let per_minute = NonZeroU32::new(per_minute?)?;
+        Some(RateLimiter::new(per_minute, self.max_tracked_keys))
+    }
+}
+
+fn default_max_tracked_keys() -> usize {
+    DEFAULT_MAX_TRACKED_KEYS
 }
 
 fn default_reconcile_interval() -> u64 {
@@ -684,11 +725,17 @@ key = "${FACILITATOR_API_KEY}"
 name = "shop-a"                    # the caller's name in the ledger and logs (optional)
 endpoints = ["verify", "settle"]   # of verify, settle, supported (default: all)
 
-# Optional rate limits on /verify and /settle (token buckets kept in memory per
-# process; 0 or absent disables one). Over the limit: 429 with Retry-After.
+# Optional rate limits on /verify and /settle (GCRA, kept in memory per
+# process; 0 or absent disables one): bursts of up to the per-minute number,
+# then one request every 60/n seconds. Over the limit: 429 with Retry-After.
+# A client is its IPv4 address or its IPv6 /64 prefix (one host owns a /64).
+# At most max_tracked_keys clients (and payers) have a budget of their own;
+# under a flood of new addresses the rest share one overflow budget until
+# idle clients are forgotten (never a client that is being limited).
 [rate_limit]
 per_ip_per_minute = 600
 per_payer_per_minute = 60
+max_tracked_keys = 100000
 
 # Settlements left received/submitted/pending (crash, RPC outage, receipt
 # timeout) are re-run from their stored request at startup; a background task

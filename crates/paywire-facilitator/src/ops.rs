@@ -1,11 +1,15 @@
 //! Operational guards: API keys (bearer tokens with per-key endpoints) and
-//! in-memory token-bucket rate limits per client IP and per payer.
+//! in-memory rate limits per client address and per payer.
 
-use std::collections::HashMap;
+mod rate_limit;
+
 use std::fmt;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+
+pub use rate_limit::{ClientKey, DEFAULT_MAX_TRACKED_KEYS, HOUSEKEEPING_INTERVAL, RateLimiter};
 
 /// Default of [`crate::AppState::with_max_concurrent_settlements`]: most
 /// settlements run at once before `/settle` answers `503 overloaded`.
@@ -52,11 +56,13 @@ impl Endpoint {
     }
 }
 
-/// One configured key.
+/// One configured key. Only the key's SHA-256 is kept: comparing
+/// fixed-length digests leaks neither the key's length nor, through
+/// timing, how much of it a guess matched.
 #[derive(Clone)]
 struct ApiKey {
     id: String,
-    secret: String,
+    digest: [u8; 32],
     endpoints: Vec<Endpoint>,
 }
 
@@ -111,7 +117,7 @@ impl ApiKeys {
     ) -> Self {
         self.keys.push(ApiKey {
             id: id.into(),
-            secret: key.into(),
+            digest: Sha256::digest(key.into().as_bytes()).into(),
             endpoints,
         });
         self
@@ -131,16 +137,19 @@ impl ApiKeys {
         self.find(presented).map(|key| key.id.as_str())
     }
 
-    /// The key whose secret is `presented`, comparing against every key (no
-    /// early exit on a match).
+    /// The key whose secret is `presented`. Every key's digest is compared
+    /// in constant time and the match is selected without a branch, so the
+    /// time taken says neither which key matched nor how closely a wrong
+    /// guess came.
     fn find(&self, presented: &str) -> Option<&ApiKey> {
-        let mut found = None;
-        for key in &self.keys {
-            if constant_time_eq(key.secret.as_bytes(), presented.as_bytes()) {
-                found = Some(key);
-            }
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = u64::MAX;
+        for (index, key) in (0u64..).zip(&self.keys) {
+            found.conditional_assign(&index, key.digest[..].ct_eq(&presented[..]));
         }
-        found
+        usize::try_from(found)
+            .ok()
+            .and_then(|index| self.keys.get(index))
     }
 
     /// Checks the `Authorization` header value for `endpoint`.
@@ -176,7 +185,6 @@ fn bearer_token(authorization: Option<&str>) -> Option<&str> {
 /// `key-` and the first 12 hex digits of the key's SHA-256: stable across
 /// restarts and configuration reorderings, and not the key.
 fn digest_id(key: &str) -> String {
-    use sha2::{Digest, Sha256};
     let digest = Sha256::digest(key.as_bytes());
     let mut id = String::from("key-");
     for byte in &digest[..6] {
@@ -184,79 +192,6 @@ fn digest_id(key: &str) -> String {
         let _ = write!(id, "{byte:02x}");
     }
     id
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Entries kept before idle (full) buckets are pruned.
-const PRUNE_ABOVE: usize = 10_000;
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-/// A token bucket per key: `per_minute` requests per minute, bursts up to
-/// `per_minute`. Kept in memory (per process).
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-impl RateLimiter {
-    /// A limiter allowing `per_minute` requests per key and minute.
-    pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn rate_per_second(&self) -> f64 {
-        f64::from(self.per_minute) / 60.0
-    }
-
-    /// Takes one token for `key`; `Err(wait)` when the bucket is empty, with
-    /// the time until a token is available.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.check_at(key, Instant::now())
-    }
-
-    fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let capacity = f64::from(self.per_minute);
-        let rate = self.rate_per_second();
-        let mut buckets = match self.buckets.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if buckets.len() > PRUNE_ABOVE {
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < capacity
-            });
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: capacity,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else if rate > 0.0 {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
-        } else {
-            Err(Duration::from_secs(60))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -322,26 +257,60 @@ mod tests {
     }
 
     #[test]
-    fn token_bucket_refills() {
-        let limiter = RateLimiter::new(2);
-        let start = Instant::now();
-        assert!(limiter.check_at("a", start).is_ok());
-        assert!(limiter.check_at("a", start).is_ok());
-        let wait = limiter.check_at("a", start).err();
-        assert!(
-            wait.is_some_and(|w| w > Duration::from_secs(29)),
-            "{wait:?}"
+    fn only_the_exact_key_is_accepted() {
+        let secret = "k3y-0123456789abcdef";
+        let keys = ApiKeys::none()
+            .with_key("another-key-0000000000", vec![Endpoint::Verify])
+            .with_named_key("shop", secret, vec![Endpoint::Settle]);
+        let check = |token: &str| keys.check(Endpoint::Settle, Some(&format!("Bearer {token}")));
+        assert_eq!(check(secret), Ok(()));
+        // Same length, one byte off (first, last).
+        assert_eq!(
+            check("x3y-0123456789abcdef"),
+            Err(AuthFailure::Unauthorized)
         );
-        assert!(limiter.check_at("b", start).is_ok());
-        assert!(
-            limiter
-                .check_at("a", start + Duration::from_secs(31))
-                .is_ok()
+        assert_eq!(
+            check("k3y-0123456789abcdeg"),
+            Err(AuthFailure::Unauthorized)
         );
-        assert!(
-            limiter
-                .check_at("a", start + Duration::from_secs(31))
-                .is_err()
+        // A prefix of the key, and the key with more after it.
+        assert_eq!(check("k3y-0123456789abcde"), Err(AuthFailure::Unauthorized));
+        assert_eq!(
+            check("k3y-0123456789abcdef0"),
+            Err(AuthFailure::Unauthorized)
         );
+        // Empty (and blank) tokens.
+        assert_eq!(
+            keys.check(Endpoint::Settle, Some("Bearer ")),
+            Err(AuthFailure::Unauthorized)
+        );
+        assert_eq!(
+            keys.check(Endpoint::Settle, Some("Bearer")),
+            Err(AuthFailure::Unauthorized)
+        );
+        assert_eq!(keys.identify(Some("Bearer ")), None);
+        // Each key is found wherever it is in the list.
+        assert_eq!(
+            keys.identify(Some(&format!("Bearer {secret}"))),
+            Some("shop")
+        );
+        assert_eq!(
+            keys.check(Endpoint::Verify, Some("Bearer another-key-0000000000")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_a_key() {
+        let secret = "very-secret-key-0123456789";
+        let keys = ApiKeys::none().with_named_key("shop", secret, vec![Endpoint::Settle]);
+        let digest: String = Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        for shown in [format!("{keys:?}"), format!("{keys:#?}")] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!shown.contains(&digest[..12]), "{shown}");
+        }
     }
 }

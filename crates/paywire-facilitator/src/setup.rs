@@ -170,9 +170,9 @@ fn configured_state(
         .with_max_concurrent_settlements(config.max_concurrent_settlements)
         .with_unsent_failure_retention(retention)
         .with_api_keys(config.api_keys()?)
-        .with_rate_limits(
-            config.rate_limit.per_ip_per_minute,
-            config.rate_limit.per_payer_per_minute,
+        .with_rate_limiters(
+            config.rate_limit.per_ip_limiter(),
+            config.rate_limit.per_payer_limiter(),
         )
         .with_reconciler(
             Duration::from_secs(config.recovery.interval_seconds),
@@ -180,7 +180,8 @@ fn configured_state(
         ))
 }
 
-/// Serves the API on `listener` (with the background reconciler) until
+/// Serves the API on `listener` (with the background reconciler and the
+/// rate limits' housekeeping) until
 /// `shutdown` completes, then stops accepting, lets in-flight requests
 /// answer, stops the reconciler and waits for every settlement still
 /// running (even those whose client hung up).
@@ -191,6 +192,7 @@ pub async fn serve(
 ) -> Result<(), SetupError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
+    let housekeeping = state.spawn_rate_limit_housekeeping(stop_rx.clone());
     let (interval, min_age) = state.reconciler_settings();
     let settlements = state.settlements().clone();
     let reconciler =
@@ -206,6 +208,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     if let Some(reconciler) = reconciler {
         let _ = reconciler.await;
+    }
+    if let Some(housekeeping) = housekeeping {
+        let _ = housekeeping.await;
     }
     state.drain().await;
     tracing::info!("all settlements finished; stopped");

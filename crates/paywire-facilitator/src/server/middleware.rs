@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::ops::{AuthFailure, Endpoint};
+use crate::ops::{AuthFailure, ClientKey, Endpoint};
 
 /// The id of the API key a request presented, set by the API-key guard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub(super) async fn guard(
     if endpoint != Endpoint::Supported
         && let Some(limiter) = &state.per_ip
         && let Some(ConnectInfo(address)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
-        && let Err(wait) = limiter.check(&address.ip().to_string())
+        && let Err(wait) = limiter.check(&ClientKey::of(address.ip()))
     {
         state.metrics.rate_limited("ip");
         return rate_limited("too many requests from this address", wait);

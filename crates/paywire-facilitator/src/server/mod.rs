@@ -16,6 +16,8 @@ mod discovery;
 mod middleware;
 mod probes;
 
+use std::hash::Hash;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +33,9 @@ use paywire_bazaar::{Catalog, OriginConfirmer};
 use paywire_core::extensions::BAZAAR;
 use paywire_core::{ChainProbe, Facilitator, FacilitatorRequest};
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Instrument;
@@ -39,7 +43,9 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use crate::ledger::{Ledger, LedgerError, SettlementState};
 use crate::metrics::Metrics;
-use crate::ops::{ApiKeys, RateLimiter};
+use crate::ops::{
+    ApiKeys, ClientKey, DEFAULT_MAX_TRACKED_KEYS, HOUSEKEEPING_INTERVAL, RateLimiter,
+};
 use crate::settlement::recovery::ReconcileReport;
 use crate::settlement::{Caller, LedgeredFacilitator, payment_id};
 use crate::wire::{Refusal, parse_request};
@@ -67,8 +73,8 @@ pub struct AppState {
     probes: Arc<[Arc<dyn ChainProbe>]>,
     body_limit: usize,
     api_keys: Arc<ApiKeys>,
-    per_ip: Option<Arc<RateLimiter>>,
-    per_payer: Option<Arc<RateLimiter>>,
+    per_ip: Option<Arc<RateLimiter<ClientKey>>>,
+    per_payer: Option<Arc<RateLimiter<String>>>,
     reconcile_interval: Duration,
     reconcile_min_age: Duration,
     settle_slots: Arc<Semaphore>,
@@ -134,13 +140,69 @@ impl AppState {
         self
     }
 
-    /// Rate limits per client IP and per (claimed) payer, in requests per
-    /// minute on `/verify` and `/settle`; `None` or 0 disables one.
-    pub fn with_rate_limits(mut self, per_ip: Option<u32>, per_payer: Option<u32>) -> Self {
-        let limiter = |n: Option<u32>| n.filter(|&n| n > 0).map(|n| Arc::new(RateLimiter::new(n)));
-        self.per_ip = limiter(per_ip);
-        self.per_payer = limiter(per_payer);
+    /// Rate limits per client address (IPv4 address or IPv6 /64, see
+    /// [`ClientKey`]) and per authenticated payer, in requests per minute on
+    /// `/verify` and `/settle`; `None` or 0 disables one. Each tracks up to
+    /// [`DEFAULT_MAX_TRACKED_KEYS`] keys (see [`Self::with_rate_limiters`]).
+    pub fn with_rate_limits(self, per_ip: Option<u32>, per_payer: Option<u32>) -> Self {
+        fn limiter<K: Hash + Eq + Clone>(per_minute: Option<u32>) -> Option<RateLimiter<K>> {
+            let per_minute = NonZeroU32::new(per_minute?)?;
+            Some(RateLimiter::new(per_minute, DEFAULT_MAX_TRACKED_KEYS))
+        }
+        self.with_rate_limiters(limiter(per_ip), limiter(per_payer))
+    }
+
+    /// Rate limits with every setting chosen (e.g. `max_tracked_keys`);
+    /// `None` disables one.
+    pub fn with_rate_limiters(
+        mut self,
+        per_ip: Option<RateLimiter<ClientKey>>,
+        per_payer: Option<RateLimiter<String>>,
+    ) -> Self {
+        self.per_ip = per_ip.map(Arc::new);
+        self.per_payer = per_payer.map(Arc::new);
         self
+    }
+
+    /// Forgets rate-limit keys whose budget is full again (see
+    /// [`RateLimiter::housekeep`]). [`crate::serve`] runs it every
+    /// [`crate::ops::HOUSEKEEPING_INTERVAL`]; call it likewise when serving
+    /// [`router`] yourself, or new clients end up sharing the overflow
+    /// budget once the tracked keys are full.
+    pub fn housekeep_rate_limits(&self) {
+        for limiter in self.per_ip.iter() {
+            limiter.housekeep();
+        }
+        for limiter in self.per_payer.iter() {
+            limiter.housekeep();
+        }
+    }
+
+    /// Runs [`Self::housekeep_rate_limits`] every
+    /// [`crate::ops::HOUSEKEEPING_INTERVAL`] until `stop` turns true (or its
+    /// sender is gone); `None` when no rate limit is on.
+    pub(crate) fn spawn_rate_limit_housekeeping(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        if self.per_ip.is_none() && self.per_payer.is_none() {
+            return None;
+        }
+        let limits = self.clone();
+        Some(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                }
+                // A sweep over every tracked key: on a blocking thread, so
+                // it never holds up a runtime worker serving requests.
+                let limits = limits.clone();
+                let _ = tokio::task::spawn_blocking(move || limits.housekeep_rate_limits()).await;
+            }
+        }))
     }
 
     /// The background reconciler started by [`crate::serve`] runs every
