@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+pub(crate) use rate_limit::run_housekeeping;
 pub use rate_limit::{ClientKey, DEFAULT_MAX_TRACKED_KEYS, HOUSEKEEPING_INTERVAL, RateLimiter};
 
 /// Default of [`crate::AppState::with_max_concurrent_settlements`]: most

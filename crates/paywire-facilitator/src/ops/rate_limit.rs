@@ -24,6 +24,8 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
 
 /// Default of [`RateLimiter::new`]'s `max_tracked_keys` (and of
 /// `[rate_limit] max_tracked_keys`): keys tracked per limiter.
@@ -127,6 +129,25 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> RateLimiter<K, C> {
     }
 }
 
+/// Runs `housekeep` on a blocking thread (a sweep over every tracked key
+/// must not hold up a runtime worker serving requests) now and every
+/// `interval`, until `stop` turns true or its sender is gone.
+pub(crate) async fn run_housekeeping(
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    housekeep: impl Fn() + Clone + Send + 'static,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let _ = tokio::task::spawn_blocking(housekeep.clone()).await;
+    }
+}
+
 /// governor's keyed state, at most `cap` keys, plus one overflow state
 /// shared by every key that finds no room. Keys are added (under the map
 /// shard's lock) only after reserving a slot in `count`, and removed only
@@ -168,9 +189,7 @@ fn measure<T, E>(
 /// The theoretical arrival time `state` holds (`None`: never used), read
 /// without changing it: the decision refuses and hands back what it saw.
 fn arrival_time(state: &InMemoryState) -> Option<Nanos> {
-    measure(state, |seen| Err::<((), Nanos), _>(seen))
-        .err()
-        .flatten()
+    measure(state, Err::<((), Nanos), _>).err().flatten()
 }
 
 impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
@@ -230,6 +249,7 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
     use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::sync::Arc;
 
     fn limiter(
         per_minute: u32,
@@ -254,7 +274,7 @@ mod tests {
         // 3 per minute: one request every 20 s.
         assert_eq!(wait, Some(Duration::from_secs(20)));
         let wait = wait.unwrap_or_default();
-        clock.advance(wait - Duration::from_millis(1));
+        clock.advance(wait.saturating_sub(Duration::from_millis(1)));
         assert!(limiter.check(&key).is_err(), "allowed before the wait");
         clock.advance(Duration::from_millis(1));
         assert_eq!(limiter.check(&key), Ok(()), "refused after the wait");
@@ -334,5 +354,53 @@ mod tests {
         let limiter = RateLimiter::with_clock(NonZeroU32::MIN, 10, clock);
         assert_eq!(limiter.check(&ClientKey::of(host(1))), Ok(()));
         assert!(limiter.check(&ClientKey::of(host(2))).is_err());
+    }
+
+    /// Polls `done` for up to 30 s of (paused, auto-advancing) tokio time.
+    async fn eventually(done: impl Fn() -> bool) -> bool {
+        for _ in 0..300 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn housekeeping_runs_periodically_until_stopped() {
+        let (limiter, clock) = limiter(60, 10);
+        let limiter = Arc::new(limiter);
+        let used = |key: &str| {
+            assert_eq!(limiter.check(&key.to_owned()), Ok(()));
+            assert_eq!(limiter.tracked_keys(), 1);
+            // Paid back after 1 s; forgettable from then on.
+            clock.advance(Duration::from_secs(2));
+        };
+        let (stop, stopped) = watch::channel(false);
+        used("a");
+        let task = tokio::spawn(run_housekeeping(Duration::from_secs(5), stopped, {
+            let limiter = Arc::clone(&limiter);
+            move || limiter.housekeep()
+        }));
+        assert!(
+            eventually(|| limiter.tracked_keys() == 0).await,
+            "first run"
+        );
+        used("b");
+        assert!(
+            eventually(|| limiter.tracked_keys() == 0).await,
+            "a later run"
+        );
+        let _ = stop.send(true);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), task)
+                .await
+                .is_ok(),
+            "stops when told"
+        );
+        used("c");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(limiter.tracked_keys(), 1, "no run after the stop");
     }
 }

@@ -35,7 +35,6 @@ use paywire_core::{ChainProbe, Facilitator, FacilitatorRequest};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Instrument;
@@ -45,6 +44,7 @@ use crate::ledger::{Ledger, LedgerError, SettlementState};
 use crate::metrics::Metrics;
 use crate::ops::{
     ApiKeys, ClientKey, DEFAULT_MAX_TRACKED_KEYS, HOUSEKEEPING_INTERVAL, RateLimiter,
+    run_housekeeping,
 };
 use crate::settlement::recovery::ReconcileReport;
 use crate::settlement::{Caller, LedgeredFacilitator, payment_id};
@@ -64,6 +64,15 @@ pub use crate::ops::DEFAULT_MAX_CONCURRENT_SETTLEMENTS;
 /// Default of [`AppState::with_unsent_failure_retention`] (7 days).
 pub const DEFAULT_UNSENT_FAILURE_RETENTION: Duration =
     crate::settlement::DEFAULT_UNSENT_FAILURE_RETENTION;
+
+fn housekeep(per_ip: Option<&RateLimiter<ClientKey>>, per_payer: Option<&RateLimiter<String>>) {
+    if let Some(limiter) = per_ip {
+        limiter.housekeep();
+    }
+    if let Some(limiter) = per_payer {
+        limiter.housekeep();
+    }
+}
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
@@ -170,12 +179,10 @@ impl AppState {
     /// [`router`] yourself, or new clients end up sharing the overflow
     /// budget once the tracked keys are full.
     pub fn housekeep_rate_limits(&self) {
-        for limiter in self.per_ip.iter() {
-            limiter.housekeep();
-        }
-        for limiter in self.per_payer.iter() {
-            limiter.housekeep();
-        }
+        self.per_ip.iter().for_each(|limiter| limiter.housekeep());
+        self.per_payer
+            .iter()
+            .for_each(|limiter| limiter.housekeep());
     }
 
     /// Runs [`Self::housekeep_rate_limits`] every
@@ -183,26 +190,17 @@ impl AppState {
     /// sender is gone); `None` when no rate limit is on.
     pub(crate) fn spawn_rate_limit_housekeeping(
         &self,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Option<JoinHandle<()>> {
         if self.per_ip.is_none() && self.per_payer.is_none() {
             return None;
         }
-        let limits = self.clone();
-        Some(tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    _ = stop.wait_for(|stopped| *stopped) => return,
-                }
-                // A sweep over every tracked key: on a blocking thread, so
-                // it never holds up a runtime worker serving requests.
-                let limits = limits.clone();
-                let _ = tokio::task::spawn_blocking(move || limits.housekeep_rate_limits()).await;
-            }
-        }))
+        let (per_ip, per_payer) = (self.per_ip.clone(), self.per_payer.clone());
+        Some(tokio::spawn(run_housekeeping(
+            HOUSEKEEPING_INTERVAL,
+            stop,
+            move || housekeep(per_ip.as_deref(), per_payer.as_deref()),
+        )))
     }
 
     /// The background reconciler started by [`crate::serve`] runs every
