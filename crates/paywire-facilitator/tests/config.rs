@@ -229,6 +229,7 @@ fn operations_sections() -> Result<(), ConfigError> {
     let config = FacilitatorConfig::parse_with_env(example_config(), env)?;
     assert_eq!(config.rate_limit.per_ip_per_minute, Some(600));
     assert_eq!(config.rate_limit.per_payer_per_minute, Some(60));
+    assert_eq!(config.rate_limit.max_tracked_keys, 100_000);
     assert_eq!(config.recovery.interval_seconds, 5);
     assert!(!config.fault_injection.crash_after_broadcast);
     let keys = config.api_keys()?;
@@ -243,6 +244,22 @@ fn operations_sections() -> Result<(), ConfigError> {
     let minimal = FacilitatorConfig::parse_with_env(MINIMAL, |_| Some("k".into()))?;
     assert!(minimal.api_keys.is_empty());
     assert_eq!(minimal.rate_limit.per_ip_per_minute, None);
+    assert_eq!(minimal.rate_limit.max_tracked_keys, 100_000);
+    assert!(minimal.rate_limit.per_ip_limiter().is_none());
+    let capped = format!("{MINIMAL}[rate_limit]\nper_ip_per_minute = 5\nmax_tracked_keys = 2\n");
+    let capped = FacilitatorConfig::parse_with_env(&capped, |_| Some("k".into()))?;
+    assert_eq!(capped.rate_limit.max_tracked_keys, 2);
+    let limiter = capped
+        .rate_limit
+        .per_ip_limiter()
+        .ok_or(ConfigError::Parse(
+            "per_ip_per_minute = 5 builds no limiter".into(),
+        ))?;
+    assert!(
+        format!("{limiter:?}").contains("max_tracked_keys: 2"),
+        "{limiter:?}"
+    );
+    assert!(capped.rate_limit.per_payer_limiter().is_none());
     assert_eq!(minimal.recovery.interval_seconds, 5);
     assert_eq!(minimal.recovery.min_age_seconds, 5);
     assert_eq!(minimal.idempotent_retry_window_seconds, 600);
