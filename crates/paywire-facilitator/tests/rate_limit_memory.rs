@@ -86,13 +86,16 @@ struct Flood {
     peak_growth: usize,
     tracked: usize,
     admitted_beyond_cap: usize,
+    /// Live bytes left once the flood is over and housekeeping has run.
+    after_housekeeping: usize,
 }
 
 fn flood<K: std::hash::Hash + Eq + Clone>(key: impl Fn(usize) -> K) -> Flood {
     let per_minute = NonZeroU32::new(PER_MINUTE).unwrap_or(NonZeroU32::MIN);
     // Time stands still: nothing the flood tracks becomes forgettable, the
     // worst case for the cap.
-    let limiter = RateLimiter::with_clock(per_minute, CAP, FakeRelativeClock::default());
+    let clock = FakeRelativeClock::default();
+    let limiter = RateLimiter::with_clock(per_minute, CAP, clock.clone());
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     let mut admitted_beyond_cap = 0;
@@ -103,15 +106,22 @@ fn flood<K: std::hash::Hash + Eq + Clone>(key: impl Fn(usize) -> K) -> Flood {
         }
         assert!(limiter.tracked_keys() <= CAP, "after key {n}");
     }
-    let flood = Flood {
-        live_growth: LIVE.load(Ordering::Relaxed).saturating_sub(before),
-        peak_growth: PEAK.load(Ordering::Relaxed).saturating_sub(before),
-        tracked: limiter.tracked_keys(),
-        admitted_beyond_cap,
-    };
+    let live_growth = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let peak_growth = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let tracked = limiter.tracked_keys();
     // A key tracked before the flood filled the table keeps its own budget.
     assert!(limiter.check(&key(0)).is_ok());
-    flood
+    // The flood is over: a minute later every budget is full again.
+    clock.advance(std::time::Duration::from_secs(61));
+    limiter.housekeep();
+    assert_eq!(limiter.tracked_keys(), 0);
+    Flood {
+        live_growth,
+        peak_growth,
+        tracked,
+        admitted_beyond_cap,
+        after_housekeeping: LIVE.load(Ordering::Relaxed).saturating_sub(before),
+    }
 }
 
 fn payer(n: usize) -> String {
@@ -129,11 +139,13 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded_and_stays_limited() {
     let bound = CAP * BYTES_PER_TRACKED_KEY + FIXED;
     for (name, flood) in [("payers", flood(payer)), ("IPv6 /64s", flood(ipv6_prefix))] {
         eprintln!(
-            "{name}: {FLOOD} keys, {} tracked, live +{} B, peak +{} B ({} B per tracked key), bound {bound} B",
+            "{name}: {FLOOD} keys, {} tracked, live +{} B, peak +{} B ({} B per tracked key), \
+             bound {bound} B; +{} B after housekeeping",
             flood.tracked,
             flood.live_growth,
             flood.peak_growth,
             flood.peak_growth / CAP,
+            flood.after_housekeeping,
         );
         assert_eq!(flood.tracked, CAP, "{name}");
         assert!(
@@ -145,6 +157,11 @@ fn a_flood_of_distinct_keys_keeps_memory_bounded_and_stays_limited() {
             flood.live_growth <= bound,
             "{name}: {} B",
             flood.live_growth
+        );
+        assert!(
+            flood.after_housekeeping <= FIXED,
+            "{name}: {} B kept after housekeeping",
+            flood.after_housekeeping
         );
         // The 90,000 keys beyond the cap shared one key's burst, no more.
         assert_eq!(

@@ -44,6 +44,7 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 /// IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack listener reports IPv4
 /// peers) count as the IPv4 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ClientKey {
     /// An IPv4 address.
     V4([u8; 4]),
@@ -115,8 +116,9 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> RateLimiter<K, C> {
     }
 
     /// Forgets the keys whose budget is full again (their state equals a
-    /// fresh key's) and returns the freed memory. O(tracked keys): run it
-    /// off the request path, as [`crate::serve`] does.
+    /// fresh key's), and gives memory back once the map is mostly empty.
+    /// O(tracked keys): run it off the request path, as [`crate::serve`]
+    /// does.
     pub fn housekeep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
@@ -231,8 +233,13 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
         });
     }
 
+    /// Gives memory back once at most a quarter of the map is used (after a
+    /// flood), not on every sweep: at a steady load shrinking would only
+    /// rehash the map to have it grow again.
     fn shrink_to_fit(&self) {
-        self.tracked.shrink_to_fit();
+        if self.len() <= self.tracked.capacity() / 4 {
+            self.tracked.shrink_to_fit();
+        }
     }
 
     fn len(&self) -> usize {
