@@ -11,9 +11,11 @@ pub enum StoreError {
     /// TLS could not be set up (root certificates, CA file).
     #[error("database TLS setup failed: {0}")]
     Tls(String),
-    /// PostgreSQL reported an error, or a connection failed.
+    /// PostgreSQL reported an error, or a connection failed. The message
+    /// carries the cause (tokio-postgres alone says only "db error" or
+    /// "error performing TLS handshake").
     #[cfg(feature = "postgres")]
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// No pooled connection became free within the acquire timeout.
     #[error("no database connection free within {0:?} (pool exhausted)")]
@@ -67,6 +69,23 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+}
+
+/// `error: cause: cause...`, each level once (a level whose text already
+/// ends with its cause's is not repeated).
+#[cfg(feature = "postgres")]
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let shown = next.to_string();
+        if !text.ends_with(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// `Result` with [`StoreError`].

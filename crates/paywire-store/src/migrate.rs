@@ -202,7 +202,11 @@ mod tests {
         assert_eq!(migrations.pending(2).map(<[_]>::len).ok(), Some(0));
         assert!(matches!(
             migrations.pending(3),
-            Err(StoreError::SchemaTooNew { database: 3, code: 2, .. })
+            Err(StoreError::SchemaTooNew {
+                database: 3,
+                code: 2,
+                ..
+            })
         ));
     }
 

@@ -397,7 +397,10 @@ mod tests {
         assert_eq!(config.ssl_mode(), SslMode::VerifyFull);
         assert_eq!(config.root_cert(), Some(Path::new("/etc/ca file.pem")));
         assert_eq!(config.options().max_size, 4);
-        assert_eq!(config.options().acquire_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            config.options().acquire_timeout,
+            Duration::from_millis(2500)
+        );
         assert_eq!(config.options().recycling, Recycling::Fast);
         let pg = config.connection_config();
         assert_eq!(pg.get_application_name(), Some("gw"));
@@ -454,7 +457,10 @@ mod tests {
             "postgres://app:hunter%402@db/pay?sslmode=allow",
         ] {
             let error = PgConfig::from_url(bad).map(|_| ()).err();
-            let shown = format!("{error:?} {}", error.as_ref().map(ToString::to_string).unwrap_or_default());
+            let shown = format!(
+                "{error:?} {}",
+                error.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
             assert!(error.is_some(), "{bad} was accepted");
             assert!(!shown.contains("hunter"), "{shown}");
         }
@@ -462,7 +468,10 @@ mod tests {
 
     #[test]
     fn redact_covers_both_spellings() {
-        assert_eq!(redact("x p%40ss y p@ss", Some("p%40ss")), "x <redacted> y <redacted>");
+        assert_eq!(
+            redact("x p%40ss y p@ss", Some("p%40ss")),
+            "x <redacted> y <redacted>"
+        );
         assert_eq!(url_password("postgres://u:pw@h/d"), Some("pw".into()));
         assert_eq!(url_password("postgres://u@h/d"), None);
     }

@@ -108,8 +108,7 @@ impl ServerCertVerifier for Verifier {
                 CertificateError::UnknownIssuer,
             ));
         };
-        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
