@@ -132,6 +132,7 @@ impl Migrations {
 
     /// What to run against a database at `recorded`: the pending
     /// migrations, or [`StoreError::SchemaTooNew`].
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
     pub(crate) fn pending(&self, recorded: u32) -> Result<&'static [Migration], StoreError> {
         let newest = self.newest();
         if recorded > newest {
@@ -146,6 +147,7 @@ impl Migrations {
     }
 
     /// Wraps a failure of `migration`.
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
     pub(crate) fn failed(&self, migration: &Migration, source: StoreError) -> StoreError {
         StoreError::Migration {
             component: self.component.to_owned(),
@@ -171,6 +173,7 @@ pub struct MigrationReport {
 }
 
 /// Unix seconds, for `applied_at`.
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -181,6 +184,7 @@ pub(crate) fn now() -> i64 {
 
 /// A stored version as `u32` (a negative or huge value is corruption, read
 /// as "newer than anything": refused).
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 pub(crate) fn stored_version(value: i64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }

@@ -185,6 +185,11 @@ async fn closures_may_return_their_own_errors_and_panics_are_contained() -> Test
         handle.call(|_| Ok(())).await,
         Err(StoreError::Worker(_))
     ));
+    // The worker's own failure reaches the closure's error type through From.
+    match handle.call_and_then(|_| Ok::<(), AppError>(())).await {
+        Err(AppError::Store(StoreError::Worker(message))) => assert!(message.contains("closed")),
+        other => panic!("expected a closed worker, got {other:?}"),
+    }
     Ok(())
 }
 

@@ -211,7 +211,7 @@ pub(super) async fn lock(
         if waited >= wait {
             return Err(StoreError::LockTimeout(wait));
         }
-        tokio::time::sleep(pause.min(wait - waited)).await;
+        tokio::time::sleep(pause.min(wait.saturating_sub(waited))).await;
         pause = (pause * 2).min(POLL_MAX);
     }
 }
