@@ -13,6 +13,12 @@
 //! commands run as the `postgres` user through `runuser -u postgres --`, and
 //! the temporary directory is handed to that user.
 //!
+//! [`PgCluster::start_with`] with [`PgClusterOptions::tls`] also serves TLS:
+//! the kit makes a throwaway CA and a server certificate for `localhost` and
+//! `127.0.0.1` ([`PgCluster::ca_file`]), plus an unrelated CA that signed
+//! nothing ([`PgCluster::untrusted_ca_file`]); with
+//! [`PgClusterOptions::hostssl_only`] a plaintext TCP client is refused.
+//!
 //! When PostgreSQL is not installed, [`PgCluster::start`] fails with
 //! [`PgClusterError::NotInstalled`]. [`PgCluster::start_or_skip`] turns that
 //! into `None` (with a loud message on stderr) only when
@@ -70,6 +76,47 @@ pub enum PgClusterError {
     /// The blocking task died.
     #[error("postgres start-up task failed: {0}")]
     Task(String),
+    /// The test certificates could not be made.
+    #[error("making the test certificates: {0}")]
+    Certificate(String),
+}
+
+/// How [`PgCluster::start_with`] sets the server up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgClusterOptions {
+    /// Serve TLS (`ssl=on`) with a certificate from a throwaway CA.
+    pub tls: bool,
+    /// Accept TCP clients over TLS only (`hostssl` in `pg_hba.conf`; a
+    /// plaintext client is rejected). Implies `tls`.
+    pub hostssl_only: bool,
+}
+
+impl PgClusterOptions {
+    /// TLS on, plaintext still accepted.
+    pub fn tls() -> Self {
+        Self {
+            tls: true,
+            hostssl_only: false,
+        }
+    }
+
+    /// TLS on, plaintext TCP clients refused.
+    pub fn hostssl_only() -> Self {
+        Self {
+            tls: true,
+            hostssl_only: true,
+        }
+    }
+}
+
+/// The certificate files of a TLS cluster (in `<dir>/tls`).
+#[derive(Debug, Clone)]
+struct TlsFiles {
+    ca: PathBuf,
+    untrusted_ca: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
 }
 
 type Result<T> = std::result::Result<T, PgClusterError>;
@@ -87,20 +134,25 @@ pub struct PgCluster {
     port: u16,
     url: String,
     run_as: Option<String>,
+    tls: Option<TlsFiles>,
 }
 
 impl PgCluster {
     /// Starts a cluster with database [`DATABASE`] (about 1–2 s).
     pub async fn start() -> Result<Self> {
-        tokio::task::spawn_blocking(Self::start_blocking)
+        Self::start_with(PgClusterOptions::default()).await
+    }
+
+    /// Starts a cluster set up as `options` say.
+    pub async fn start_with(options: PgClusterOptions) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::start_blocking(options))
             .await
             .map_err(|e| PgClusterError::Task(e.to_string()))?
     }
 
-    /// Like [`Self::start`], but when PostgreSQL is not installed and
-    /// `PAYWIRE_SKIP_POSTGRES=1` is set, prints a loud notice and returns `None`.
-    pub async fn start_or_skip() -> Result<Option<Self>> {
-        match Self::start().await {
+    /// [`Self::start_with`], skipping like [`Self::start_or_skip`].
+    pub async fn start_with_or_skip(options: PgClusterOptions) -> Result<Option<Self>> {
+        match Self::start_with(options).await {
             Ok(cluster) => Ok(Some(cluster)),
             Err(PgClusterError::NotInstalled) if skip_requested() => {
                 eprintln!(
@@ -111,6 +163,24 @@ impl PgCluster {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (TLS
+    /// clusters only).
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.ca.as_path())
+    }
+
+    /// The PEM file of another CA, which signed nothing this server
+    /// presents (TLS clusters only): trusting it alone must fail.
+    pub fn untrusted_ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|tls| tls.untrusted_ca.as_path())
+    }
+
+    /// Like [`Self::start`], but when PostgreSQL is not installed and
+    /// `PAYWIRE_SKIP_POSTGRES=1` is set, prints a loud notice and returns `None`.
+    pub async fn start_or_skip() -> Result<Option<Self>> {
+        Self::start_with_or_skip(PgClusterOptions::default()).await
     }
 
     /// The URL of database [`DATABASE`]: `postgres://postgres@127.0.0.1:PORT/x402`.
@@ -164,7 +234,7 @@ impl PgCluster {
         .map_err(|e| PgClusterError::Task(e.to_string()))?
     }
 
-    fn start_blocking() -> Result<Self> {
+    fn start_blocking(options: PgClusterOptions) -> Result<Self> {
         let bin = find_bin()?;
         let run_as = unprivileged_user()?;
         let dir = make_temp_dir()?;
@@ -174,6 +244,7 @@ impl PgCluster {
             port: 0,
             url: String::new(),
             run_as,
+            tls: None,
         };
         // From here on, `cluster`'s drop cleans up whatever happens.
         if let Some(user) = &cluster.run_as {
@@ -197,6 +268,21 @@ impl PgCluster {
             check("chown", output, Path::new(""))?;
         }
         cluster.init_data_dir()?;
+        if options.tls || options.hostssl_only {
+            cluster.tls = Some(cluster.write_certificates()?);
+        }
+        if options.hostssl_only {
+            // Unix sockets stay open to the kit's own tools.
+            std::fs::write(
+                cluster.dir.join("data/pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostssl all all ::1/128 trust\n\
+                 hostnossl all all 0.0.0.0/0 reject\n\
+                 hostnossl all all ::/0 reject\n",
+            )
+            .map_err(io("writing pg_hba.conf"))?;
+        }
         cluster.port = cluster.start_server(&sockets)?;
         createdb(&cluster.bin, cluster.port, DATABASE)?;
         cluster.url = database_url(cluster.port, DATABASE);
@@ -214,6 +300,44 @@ impl PgCluster {
         check("initdb", output, &self.dir)
     }
 
+    /// Makes the CA, the server certificate (`localhost`, `127.0.0.1`) and an
+    /// unrelated CA; writes them into `<dir>/tls`, the key readable by the
+    /// server's user only (PostgreSQL refuses a key others can read).
+    fn write_certificates(&self) -> Result<TlsFiles> {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).map_err(io("creating the tls directory"))?;
+        let certificates = test_certificates()?;
+        let files = TlsFiles {
+            ca: tls.join("ca.pem"),
+            untrusted_ca: tls.join("untrusted-ca.pem"),
+            certificate: tls.join("server.crt"),
+            key: tls.join("server.key"),
+        };
+        for (path, text) in [
+            (&files.ca, &certificates.ca),
+            (&files.untrusted_ca, &certificates.untrusted_ca),
+            (&files.certificate, &certificates.server),
+            (&files.key, &certificates.server_key),
+        ] {
+            std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("restricting the server key"))?;
+        }
+        if let Some(user) = &self.run_as {
+            let output = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{user}:"))
+                .arg(&tls)
+                .output()
+                .map_err(io("running chown"))?;
+            check("chown", output, Path::new(""))?;
+        }
+        Ok(files)
+    }
+
     /// Starts the server on a free port (three tries: another process may
     /// take the port between our probe and the server's bind); returns it.
     fn start_server(&self, sockets: &Path) -> Result<u16> {
@@ -226,6 +350,14 @@ impl PgCluster {
                  -c max_connections=200",
                 sockets.display()
             );
+            let options = match &self.tls {
+                Some(tls) => format!(
+                    "{options} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                    tls.certificate.display(),
+                    tls.key.display()
+                ),
+                None => options,
+            };
             let output = self
                 .command("pg_ctl")
                 .arg("-D")
@@ -296,8 +428,59 @@ fn database_url(port: u16, name: &str) -> String {
     format!("postgres://{SUPERUSER}@127.0.0.1:{port}/{name}")
 }
 
+/// PEM texts of the test CA, the server certificate and key, and an
+/// unrelated CA.
+struct TestCertificates {
+    ca: String,
+    untrusted_ca: String,
+    server: String,
+    server_key: String,
+}
+
+fn certificate_authority(
+    name: &str,
+) -> std::result::Result<(rcgen::CertificateParams, rcgen::KeyPair, String), rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let key = rcgen::KeyPair::generate()?;
+    let pem = params.self_signed(&key)?.pem();
+    Ok((params, key, pem))
+}
+
+fn test_certificates() -> Result<TestCertificates> {
+    let make = || -> std::result::Result<TestCertificates, rcgen::Error> {
+        let (ca_params, ca_key, ca) = certificate_authority("paywire test CA")?;
+        let (_, _, untrusted_ca) = certificate_authority("paywire untrusted CA")?;
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate()?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let server = params.signed_by(&key, &issuer)?.pem();
+        Ok(TestCertificates {
+            ca,
+            untrusted_ca,
+            server,
+            server_key: key.serialize_pem(),
+        })
+    };
+    make().map_err(|e| PgClusterError::Certificate(e.to_string()))
+}
+
 fn createdb(bin: &Path, port: u16, name: &str) -> Result<()> {
     let output = Command::new(bin.join("createdb"))
+        // Over TLS when the server insists (hostssl only), plaintext otherwise.
+        .env("PGSSLMODE", "prefer")
         .args([
             "-h",
             "127.0.0.1",
@@ -447,6 +630,34 @@ mod tests {
         let text = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid"))
             .unwrap_or_else(|e| panic!("postmaster.pid: {e}"));
         text.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn tls_cluster_writes_its_certificates_and_restarts_with_them() {
+        let cluster = match PgCluster::start_with_or_skip(PgClusterOptions::hostssl_only()).await {
+            Ok(Some(cluster)) => cluster,
+            Ok(None) => return,
+            Err(error) => panic!("{error}"),
+        };
+        let ca = cluster.ca_file().expect("a CA file");
+        let text = std::fs::read_to_string(ca).expect("CA readable");
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{text}");
+        let untrusted = std::fs::read_to_string(cluster.untrusted_ca_file().expect("other CA"))
+            .expect("other CA readable");
+        assert_ne!(text, untrusted);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let key = std::fs::metadata(cluster.dir().join("tls/server.key")).expect("key");
+            assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        }
+        let settings = std::fs::read_to_string(cluster.dir().join("data/postmaster.opts"))
+            .expect("postmaster.opts");
+        assert!(settings.contains("ssl=on"), "{settings}");
+        cluster
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tail()));
+        assert!(cluster.create_database("again").await.is_ok());
     }
 
     #[tokio::test]
