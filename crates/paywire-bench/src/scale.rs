@@ -126,12 +126,17 @@ async fn spawn(
 /// error carries the end of the instance's log.
 async fn wait_until(
     what: &str,
+    child: &mut tokio::process::Child,
     log: &Path,
     mut ready: impl AsyncFnMut() -> bool,
 ) -> Result<(), String> {
     for _ in 0..600 {
         if ready().await {
             return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("{what} exited ({status}):\n{text}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -176,11 +181,12 @@ eip712_version = "2"
     );
     let name = format!("facilitator-{index}");
     let env = [("BENCH_SIGNER_KEY", signer_key.to_owned())];
-    let (child, log) = spawn(&options.paywire, dir, &name, "facilitator", &config, &env).await?;
+    let (mut child, log) =
+        spawn(&options.paywire, dir, &name, "facilitator", &config, &env).await?;
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let health = format!("{url}/health");
-    wait_until(&name, &log, async || {
+    wait_until(&name, &mut child, &log, async || {
         http.get(&health)
             .send()
             .await
@@ -246,10 +252,10 @@ pay_to = "{pay_to}"
         second = facilitators[1],
     );
     let name = format!("gateway-{index}");
-    let (child, log) = spawn(&options.paywire, dir, &name, "gateway", &config, &[]).await?;
+    let (mut child, log) = spawn(&options.paywire, dir, &name, "gateway", &config, &[]).await?;
     let url = format!("http://127.0.0.1:{port}/paid");
     let http = reqwest::Client::new();
-    wait_until(&name, &log, async || {
+    wait_until(&name, &mut child, &log, async || {
         http.get(&url)
             .send()
             .await
@@ -264,8 +270,44 @@ pay_to = "{pay_to}"
     })
 }
 
+/// What the upstream saw of one payment.
+#[derive(Debug, Default, Clone, Copy)]
+struct Runs {
+    /// Times it ran.
+    total: u32,
+    /// Runs in progress now.
+    active: u32,
+    /// Runs that began while another run of the same payment was in
+    /// progress: two instances held the payment at once.
+    overlapping: u32,
+}
+
 /// The upstream: counts, per payment tag, how often it served `/paid`.
-type Serves = Arc<Mutex<HashMap<String, u32>>>;
+type Serves = Arc<Mutex<HashMap<String, Runs>>>;
+
+/// How long the upstream works on a request: long enough that two copies
+/// of one payment let through at once overlap.
+const UPSTREAM_WORK: Duration = Duration::from_millis(20);
+
+async fn serve_paid(serves: Serves, headers: axum::http::HeaderMap) -> String {
+    let tag = headers
+        .get(TAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("untagged")
+        .to_owned();
+    if let Ok(mut serves) = serves.lock() {
+        let runs = serves.entry(tag.clone()).or_default();
+        runs.overlapping += u32::from(runs.active > 0);
+        runs.total += 1;
+        runs.active += 1;
+    }
+    tokio::time::sleep(UPSTREAM_WORK).await;
+    if let Ok(mut serves) = serves.lock() {
+        let runs = serves.entry(tag.clone()).or_default();
+        runs.active = runs.active.saturating_sub(1);
+    }
+    format!("served {tag}")
+}
 
 async fn start_upstream() -> Result<(String, Serves), String> {
     let serves: Serves = Arc::default();
@@ -273,18 +315,7 @@ async fn start_upstream() -> Result<(String, Serves), String> {
     let app = axum::Router::new().route(
         "/paid",
         axum::routing::get(move |headers: axum::http::HeaderMap| {
-            let counter = Arc::clone(&counter);
-            async move {
-                let tag = headers
-                    .get(TAG)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("untagged")
-                    .to_owned();
-                if let Ok(mut serves) = counter.lock() {
-                    *serves.entry(tag.clone()).or_default() += 1;
-                }
-                format!("served {tag}")
-            }
+            serve_paid(Arc::clone(&counter), headers)
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -652,12 +683,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn verdict(
     payments: &[Payment],
     outcomes: &[Outcome],
-    serves: &HashMap<String, u32>,
+    serves: &HashMap<String, Runs>,
     truth: &ChainTruth,
     probes: &[Payment],
 ) -> Value {
     let (mut served, mut settled, mut double_settled, mut double_broadcast) = (0, 0, 0, 0);
     let (mut double_served, mut lost, mut unsettled, mut ran_unserved) = (0, 0, 0, 0);
+    let mut reruns = 0;
     let mut latencies = Vec::new();
     let mut examples: Vec<Value> = Vec::new();
     for (payment, outcome) in payments.iter().zip(outcomes) {
@@ -667,7 +699,7 @@ fn verdict(
             .copied()
             .unwrap_or(0);
         let mined = truth.mined.get(&payment.nonce).copied().unwrap_or(0);
-        let runs = serves.get(&payment.tag).copied().unwrap_or(0);
+        let runs = serves.get(&payment.tag).copied().unwrap_or_default();
         let deliveries = outcome.sends.iter().filter(|s| s.served).count();
         let delivered = deliveries > 0;
         let mut wrong = Vec::new();
@@ -681,7 +713,10 @@ fn verdict(
             double_broadcast += 1;
             wrong.push("broadcast twice");
         }
-        if runs > 1 || deliveries > 1 {
+        // Two copies let through at once, or two answers given out. A run
+        // again after a failed settlement (withheld, not charged) is a
+        // re-run, counted apart.
+        if runs.overlapping > 0 || deliveries > 1 {
             double_served += 1;
             wrong.push("served twice");
         }
@@ -693,9 +728,10 @@ fn verdict(
             unsettled += 1;
             wrong.push("served, never settled");
         }
-        if runs > 0 && !delivered {
+        if runs.total > 0 && !delivered {
             ran_unserved += 1;
         }
+        reruns += usize::from(runs.total > 1 && runs.overlapping == 0);
         if let (Some(began), Some(finished)) = (
             outcome.began,
             outcome
@@ -713,7 +749,8 @@ fn verdict(
                 "problems": wrong,
                 "authorization_used_logs": used,
                 "mined_transactions": mined,
-                "upstream_serves": runs,
+                "upstream_runs": runs.total,
+                "upstream_overlapping_runs": runs.overlapping,
                 "sends": outcome.sends.iter().map(|s| json!({
                     "gateway": s.gateway, "served": s.served,
                     "attempts": s.attempts, "last_status": s.last_status,
@@ -737,6 +774,7 @@ fn verdict(
         "lost_payments": lost,
         "served_but_unsettled": unsettled,
         "upstream_ran_but_not_served": ran_unserved,
+        "upstream_reruns_after_failed_settlement": reruns,
         "p50_ms": percentile(&latencies, 0.50),
         "p99_ms": percentile(&latencies, 0.99),
         "violations": examples,

@@ -8,20 +8,23 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The `paywire` binary the bench starts (built here if this test runs
-/// before it was: `cargo nextest run -p paywire-bench` alone does not build
-/// another package's binaries).
+/// The `paywire` binary the bench starts, built from this checkout:
+/// `cargo nextest run -p paywire-bench` alone does not build another
+/// package's binaries, and a target directory shared by several checkouts
+/// may hold another one's (a no-op when it is up to date).
 fn paywire() -> PathBuf {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_paywire-bench"));
-    let paywire = bench.with_file_name("paywire");
-    if !paywire.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "paywire-cli", "--bin", "paywire"])
-            .status()
-            .expect("cargo build -p paywire-cli");
-        assert!(status.success(), "cargo build -p paywire-cli failed");
-    }
-    paywire
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "paywire-cli", "--bin", "paywire"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo build -p paywire-cli");
+            assert!(status.success(), "cargo build -p paywire-cli failed");
+            PathBuf::from(env!("CARGO_BIN_EXE_paywire-bench")).with_file_name("paywire")
+        })
+        .clone()
 }
 
 /// Whether PostgreSQL is installed; when not, skips (loudly) only if
