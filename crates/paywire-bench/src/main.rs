@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 /// Load tool for the x402 stack on a local devnet.
 #[derive(Parser, Debug)]
 #[command(name = "paywire-bench", version)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches
 struct Args {
     /// Concurrent workers for throughput phases.
     #[arg(long, default_value_t = 8)]
