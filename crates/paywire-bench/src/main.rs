@@ -35,6 +35,7 @@ use serde_json::{Value, json};
 /// Load tool for the x402 stack on a local devnet.
 #[derive(Parser, Debug)]
 #[command(name = "paywire-bench", version)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches
 struct Args {
     /// Concurrent workers for throughput phases.
     #[arg(long, default_value_t = 8)]
@@ -55,6 +56,31 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Instead of the phases above: the scale-out proof (two facilitator and
+    /// two gateway processes on one PostgreSQL, hostile duplicate sends, a
+    /// database restart mid-load); exits 1 if an invariant is violated.
+    #[arg(long)]
+    scale_out: bool,
+    /// Scale-out: distinct signed payments.
+    #[arg(long, default_value_t = 200)]
+    payments: usize,
+    /// Scale-out: do not restart PostgreSQL mid-load.
+    #[arg(long)]
+    no_db_restart: bool,
+    /// Scale-out: fraction of the payments done when PostgreSQL restarts.
+    #[arg(long, default_value_t = 0.4)]
+    restart_at: f64,
+    /// Scale-out: how often a client retries a retryable answer (5xx, a
+    /// pending 402, no answer) with the same payment.
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    /// Scale-out: both facilitators sign with one key (default: one each).
+    #[arg(long)]
+    shared_signer: bool,
+    /// Scale-out: gateways keep reservations in memory instead of sharing
+    /// them in PostgreSQL (shows what the verdict catches).
+    #[arg(long)]
+    unshared_reservations: bool,
     /// Internal: run only the resource server (`paid` with the payment
     /// layer, `plain` without) in this process, for its memory figure.
     #[arg(long, hide = true, requires = "usdc")]
@@ -314,6 +340,8 @@ struct FacilitatorProcess {
     url: String,
     _dir: tempdir::TempDir,
 }
+
+mod scale;
 
 mod tempdir {
     //! A temporary directory removed on drop (no extra dependency).
@@ -746,6 +774,9 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    if args.scale_out {
+        return scale_out(args).await;
+    }
     let json = args.json;
     match run(args).await {
         Ok(report) => {
@@ -760,5 +791,68 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {error}");
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// `--scale-out`: runs the proof, prints its report, exits 1 on a violated
+/// invariant (2 when it could not run).
+async fn scale_out(args: Args) -> std::process::ExitCode {
+    let paywire = match paywire_binary(&args) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let options = scale::Options {
+        payments: args.payments,
+        concurrency: args.concurrency,
+        db_restart: !args.no_db_restart,
+        restart_at: args.restart_at.clamp(0.0, 1.0),
+        retries: args.retries,
+        shared_signer: args.shared_signer,
+        unshared_reservations: args.unshared_reservations,
+        paywire,
+    };
+    match scale::run(options).await {
+        Ok(report) => {
+            if args.json {
+                println!("{report}");
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            }
+            if report["ok"] == Value::Bool(true) {
+                std::process::ExitCode::SUCCESS
+            } else {
+                eprintln!("scale-out: an invariant was violated (see the report)");
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The all-in-one `paywire` binary (it runs both `facilitator` and
+/// `gateway`): `--paywire`, else next to this one.
+fn paywire_binary(args: &Args) -> Result<PathBuf, String> {
+    if let Some(path) = &args.paywire {
+        return Ok(path.clone());
+    }
+    let sibling = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("paywire");
+    if sibling.exists() {
+        Ok(sibling)
+    } else {
+        Err(format!(
+            "no paywire binary at {}; build it (cargo build -p paywire-cli) or pass --paywire",
+            sibling.display()
+        ))
     }
 }

@@ -109,10 +109,13 @@ pub struct GatewayConfig {
     /// `503 server_busy` and nothing is charged.
     #[serde(default = "default_max_paid_response_bytes_in_flight")]
     pub max_paid_response_bytes_in_flight: usize,
-    /// SQLite file for payment reservations (shared by gateway instances on
-    /// one host, persisted across restarts); in memory when absent.
-    #[serde(default)]
-    pub reservations_sqlite: Option<String>,
+    /// Where payment reservations live (they stop one payment from being
+    /// served twice): a SQLite file path (shared by gateway instances on one
+    /// host, persisted across restarts) or a `postgres://` / `postgresql://`
+    /// URL (shared by instances on several hosts); in memory when absent.
+    /// `reservations_sqlite` is accepted as the older name of this key.
+    #[serde(default, alias = "reservations_sqlite")]
+    pub reservations: Option<String>,
     /// Facilitators in preference order.
     pub facilitators: Vec<FacilitatorEntry>,
     /// Whether the registered plugins' well-known networks and assets (EVM:
@@ -308,9 +311,13 @@ max_paid_response_bytes = 8388608
 # ... and all of them together at most this many bytes (503 server_busy
 # above it, nothing charged; default 256 MiB).
 max_paid_response_bytes_in_flight = 268435456
-# Share reservations between instances on one host / keep them across
-# restarts (in memory when absent).
-# reservations_sqlite = "/var/lib/paywire/gateway-reservations.sqlite"
+# Where reservations live (they stop one payment from being served twice);
+# in memory when absent. A SQLite file shares them between instances on one
+# host and keeps them across restarts; a PostgreSQL URL shares them between
+# instances on several hosts (run several gateways behind a load balancer).
+# `reservations_sqlite` is the older name of this key and still works.
+# reservations = "/var/lib/paywire/gateway-reservations.sqlite"
+# reservations = "postgres://paywire:${PG_PASSWORD}@db.internal:5432/paywire"
 
 # The registered plugins' built-in networks (EVM: Base, Ethereum, Polygon,
 # Arbitrum, OP, Avalanche and their testnets, each with Circle's USDC) are
@@ -400,6 +407,20 @@ mod tests {
         assert_eq!(config.max_paid_response_bytes, 8 << 20);
         assert_eq!(config.max_paid_response_bytes_in_flight, 256 << 20);
         assert_eq!(config.facilitators[0].timeout_seconds, Some(45));
+    }
+
+    #[test]
+    fn reservations_takes_a_path_or_url_and_keeps_its_old_name() {
+        let base = "public_origin = \"https://a.b\"\nupstream = \"http://u\"\nfacilitators = []\n";
+        let parse =
+            |extra: &str| GatewayConfig::parse_with_env(&format!("{base}{extra}"), |_| None);
+        let url = parse("reservations = \"postgres://u@h/db\"\n").unwrap();
+        assert_eq!(url.reservations.as_deref(), Some("postgres://u@h/db"));
+        let old = parse("reservations_sqlite = \"/tmp/r.sqlite\"\n").unwrap();
+        assert_eq!(old.reservations.as_deref(), Some("/tmp/r.sqlite"));
+        assert_eq!(parse("").unwrap().reservations, None);
+        // Both names at once is ambiguous.
+        assert!(parse("reservations = \"a\"\nreservations_sqlite = \"b\"\n").is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@
 mod config;
 mod discovery;
 mod proxy;
+mod reservations;
 mod servers;
 
 use std::future::Future;
@@ -43,7 +44,7 @@ use paywire_core::{
 };
 use paywire_server::{
     ConfigError, FacilitatorRouter, HttpFacilitator, PayTo, PaymentLayer, PaymentOption,
-    ReservationStore, Route, SqliteReservationStore, money,
+    ReservationStore, Route, money,
 };
 
 pub use config::{
@@ -95,36 +96,45 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the gateway, with the facilitators of the configuration and
     /// the scheme servers of `plugins`.
+    ///
+    /// Opens SQLite or in-memory reservations only: a PostgreSQL
+    /// `reservations` URL needs [`Gateway::connect`].
     pub fn from_config(
         config: &GatewayConfig,
         plugins: &PluginRegistry,
     ) -> Result<Self, GatewayError> {
-        if config.facilitators.is_empty() {
-            return Err(invalid(
-                "facilitators",
-                "at least one facilitator is needed",
-            ));
-        }
-        let mut members: Vec<Arc<dyn Facilitator>> = Vec::new();
-        for entry in &config.facilitators {
-            let mut builder = HttpFacilitator::builder(&entry.url);
-            if let Some(token) = &entry.token {
-                builder = builder.bearer_token(token);
-            }
-            if let Some(seconds) = entry.timeout_seconds {
-                builder = builder.timeout(Duration::from_secs(seconds));
-            }
-            members.push(Arc::new(builder.build()?));
-        }
-        Self::with_facilitator(config, plugins, Arc::new(FacilitatorRouter::new(members)))
+        let reservations = reservations::open_sync(config.reservations.as_deref())?;
+        Self::build(config, plugins, facilitators(config)?, reservations)
+    }
+
+    /// Builds the gateway like [`Gateway::from_config`], opening any
+    /// reservation store, PostgreSQL included (connected now).
+    pub async fn connect(
+        config: &GatewayConfig,
+        plugins: &PluginRegistry,
+    ) -> Result<Self, GatewayError> {
+        let facilitator = facilitators(config)?;
+        let reservations = reservations::open(config.reservations.as_deref()).await?;
+        Self::build(config, plugins, facilitator, reservations)
     }
 
     /// Builds the gateway with an explicit facilitator (in-process, tests);
-    /// the configuration's `facilitators` are ignored.
+    /// the configuration's `facilitators` are ignored. Opens SQLite or
+    /// in-memory reservations only, like [`Gateway::from_config`].
     pub fn with_facilitator(
         config: &GatewayConfig,
         plugins: &PluginRegistry,
         facilitator: Arc<dyn Facilitator>,
+    ) -> Result<Self, GatewayError> {
+        let reservations = reservations::open_sync(config.reservations.as_deref())?;
+        Self::build(config, plugins, facilitator, reservations)
+    }
+
+    fn build(
+        config: &GatewayConfig,
+        plugins: &PluginRegistry,
+        facilitator: Arc<dyn Facilitator>,
+        reservations: Option<Arc<dyn ReservationStore>>,
     ) -> Result<Self, GatewayError> {
         let servers = ServerSide::build(config, plugins)?;
         let mut builder = PaymentLayer::builder(facilitator)
@@ -146,11 +156,7 @@ impl Gateway {
         for (index, entry) in config.routes.iter().enumerate() {
             builder = builder.route(route(&servers, plugins, index, entry)?);
         }
-        if let Some(path) = &config.reservations_sqlite {
-            let store: Arc<dyn ReservationStore> = Arc::new(
-                SqliteReservationStore::open(path)
-                    .map_err(|e| GatewayError::Reservations(e.to_string()))?,
-            );
+        if let Some(store) = reservations {
             builder = builder.reservations(store);
         }
         let layer = builder.build()?;
@@ -197,15 +203,38 @@ impl Gateway {
     }
 }
 
+/// The configuration's facilitators, in preference order, as one failover set.
+fn facilitators(config: &GatewayConfig) -> Result<Arc<dyn Facilitator>, GatewayError> {
+    if config.facilitators.is_empty() {
+        return Err(invalid(
+            "facilitators",
+            "at least one facilitator is needed",
+        ));
+    }
+    let mut members: Vec<Arc<dyn Facilitator>> = Vec::new();
+    for entry in &config.facilitators {
+        let mut builder = HttpFacilitator::builder(&entry.url);
+        if let Some(token) = &entry.token {
+            builder = builder.bearer_token(token);
+        }
+        if let Some(seconds) = entry.timeout_seconds {
+            builder = builder.timeout(Duration::from_secs(seconds));
+        }
+        members.push(Arc::new(builder.build()?));
+    }
+    Ok(Arc::new(FacilitatorRouter::new(members)))
+}
+
 /// Runs the gateway of `config` on its `listen` address until Ctrl-C or
 /// SIGTERM (in-flight requests finish first).
 pub async fn run(config: GatewayConfig, plugins: PluginRegistry) -> Result<(), GatewayError> {
-    let gateway = Gateway::from_config(&config, &plugins)?;
+    let gateway = Gateway::connect(&config, &plugins).await?;
     let listener = tokio::net::TcpListener::bind(gateway.listen_address()).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
         upstream = %config.upstream,
         routes = config.routes.len(),
+        reservations = %reservations::describe(config.reservations.as_deref()),
         "paywire gateway listening"
     );
     gateway
