@@ -50,7 +50,7 @@ fn label_values(exposition: &Exposition, name: &str) -> HashSet<String> {
     exposition
         .families
         .values()
-        .flat_map(|family| family.iter_samples())
+        .flat_map(Family::iter_samples)
         .filter_map(|sample| {
             let set = sample.get_labelset().ok()?;
             set.get_label_value(name).map(str::to_owned)
