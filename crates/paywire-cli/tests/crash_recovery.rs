@@ -247,11 +247,11 @@ async fn crash_after_broadcast_is_finalised_once_after_restart() -> TestResult {
         .text()
         .await?;
     assert!(
-        metrics.contains("x402_recovered_total{outcome=\"confirmed\"} 1"),
+        metrics.contains("paywire_recovered_total{outcome=\"confirmed\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("x402_settle_total{outcome=\"cached\",reason=\"confirmed\"} 1"),
+        metrics.contains("paywire_settle_total{outcome=\"cached\",reason=\"confirmed\",network=\"eip155:31337\",scheme=\"exact\"} 1"),
         "{metrics}"
     );
 

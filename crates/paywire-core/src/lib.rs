@@ -44,8 +44,8 @@ pub use facilitator::{Facilitator, FacilitatorError, LocalFacilitator};
 pub use network::{NetworkClass, NetworkDirectory, NetworkInfo};
 pub use plugin::{
     ChainPlugin, ChainProbe, ConfigEntry, FacilitatorConfig, FacilitatorParts, PluginError,
-    PluginRegistry, Registration, RoutedEntries, Secret, ServerAsset, ServerConfig, ServerParts,
-    SettlementSettings, SignerBalance, WalletConfig, WalletParts,
+    PluginRegistry, Registration, RoutedEntries, RpcErrorCount, RpcErrorKind, Secret, ServerAsset,
+    ServerConfig, ServerParts, SettlementSettings, SignerBalance, WalletConfig, WalletParts,
 };
 pub use reason::ErrorReason;
 pub use scheme::{

@@ -328,6 +328,67 @@ impl SignerBalance {
     }
 }
 
+/// What kind of failure an RPC endpoint had, for the facilitator's
+/// `/metrics` (a closed set: it becomes a label value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RpcErrorKind {
+    /// No answer within the request timeout.
+    Timeout,
+    /// No connection (refused, unreachable, DNS, TLS).
+    Connect,
+    /// The endpoint answered HTTP 429: the provider rate-limits us.
+    RateLimited,
+    /// The endpoint answered another HTTP error status (5xx).
+    HttpStatus,
+    /// The node answered a JSON-RPC error that is not an execution revert.
+    Rpc,
+    /// The answer was not the JSON expected.
+    Decode,
+    /// Any other failure.
+    Other,
+}
+
+impl RpcErrorKind {
+    /// The label value (`timeout`, `connect`, `rate_limited`,
+    /// `http_status`, `rpc_error`, `decode`, `other`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::RateLimited => "rate_limited",
+            Self::HttpStatus => "http_status",
+            Self::Rpc => "rpc_error",
+            Self::Decode => "decode",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How many failures of one kind one RPC endpoint had since start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RpcErrorCount {
+    /// The endpoint as `scheme://host[:port]`: never its path, query or
+    /// user info, where providers put API keys.
+    pub host: String,
+    /// The kind of failure.
+    pub kind: RpcErrorKind,
+    /// Failures counted since the plugin was built (monotonic).
+    pub count: u64,
+}
+
+impl RpcErrorCount {
+    /// `count` failures of `kind` at `host` (`scheme://host[:port]`).
+    pub fn new(host: impl Into<String>, kind: RpcErrorKind, count: u64) -> Self {
+        Self {
+            host: host.into(),
+            kind,
+            count,
+        }
+    }
+}
+
 /// Watches one network a facilitator settles on, for `/ready` and
 /// `/metrics`. Error texts must name no secret (an RPC URL is shown as
 /// scheme and host at most).
@@ -344,6 +405,13 @@ pub trait ChainProbe: Send + Sync {
     /// The unit of [`SignerBalance::balance`] in metric names (`wei`,
     /// `lamports`).
     fn balance_unit(&self) -> &'static str;
+
+    /// Failures of the network's RPC endpoints so far, per endpoint and
+    /// kind; read on every `/metrics` scrape, so it must be cheap and not
+    /// contact the chain. The default reports none.
+    fn rpc_errors(&self) -> Vec<RpcErrorCount> {
+        Vec::new()
+    }
 }
 
 /// A chain family or payment rail. One crate implements it; roles it does

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
+use paywire_core::{RpcErrorCount, RpcErrorKind};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -120,6 +121,64 @@ struct Endpoint {
     label: String,
     /// Parts of the URL never to show ([`url_secrets`]).
     secrets: Vec<String>,
+    /// Failures so far, by kind ([`RpcClient::error_counts`]).
+    failures: Failures,
+}
+
+/// Failure counters of one endpoint, one per [`RpcErrorKind`] counted.
+#[derive(Default)]
+struct Failures([AtomicU64; COUNTED_KINDS.len()]);
+
+/// The kinds of failure an endpoint counts, in [`Failures`] order.
+const COUNTED_KINDS: [RpcErrorKind; 7] = [
+    RpcErrorKind::Timeout,
+    RpcErrorKind::Connect,
+    RpcErrorKind::RateLimited,
+    RpcErrorKind::HttpStatus,
+    RpcErrorKind::Rpc,
+    RpcErrorKind::Decode,
+    RpcErrorKind::Other,
+];
+
+impl Failures {
+    fn add(&self, kind: RpcErrorKind, n: u64) {
+        if let Some(slot) = COUNTED_KINDS.iter().position(|k| *k == kind) {
+            self.0[slot].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The kind of a transport failure of reqwest.
+    fn kind_of(error: &reqwest::Error) -> RpcErrorKind {
+        if error.is_timeout() {
+            RpcErrorKind::Timeout
+        } else if error.is_decode() || error.is_body() {
+            RpcErrorKind::Decode
+        } else {
+            // Refused, unreachable, DNS, TLS, or a request that could not be
+            // sent at all: the endpoint is out of reach.
+            RpcErrorKind::Connect
+        }
+    }
+}
+
+/// How many JSON-RPC error objects in `answer` (one response or a batch)
+/// are node failures rather than execution reverts, which are a normal
+/// answer to a simulation.
+fn node_failures(answer: &Value) -> u64 {
+    let responses = match answer {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    let failed = responses
+        .into_iter()
+        .filter_map(|response| response.get("error"))
+        .filter(|error| {
+            let code = error.get("code").and_then(Value::as_i64);
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+            code != Some(3) && !message.contains("revert")
+        })
+        .count();
+    u64::try_from(failed).unwrap_or(u64::MAX)
 }
 
 impl Endpoint {
@@ -137,7 +196,14 @@ impl Endpoint {
             label: redact_url(url),
             secrets: url_secrets(&parsed),
             url: parsed,
+            failures: Failures::default(),
         })
+    }
+
+    /// Counts the transport failure `error` and describes it ([`Self::describe`]).
+    fn failed(&self, error: reqwest::Error) -> String {
+        self.failures.add(Failures::kind_of(&error), 1);
+        self.describe(error)
     }
 
     /// `error` as text without the request URL: reqwest's `Display` prints
@@ -347,6 +413,22 @@ impl RpcClient {
         self.endpoints.iter().map(|e| e.label.as_str()).collect()
     }
 
+    /// Failures of each endpoint so far, by kind (kinds never seen are left
+    /// out), each endpoint named by scheme, host and port only.
+    pub fn error_counts(&self) -> Vec<RpcErrorCount> {
+        self.endpoints
+            .iter()
+            .flat_map(|endpoint| {
+                COUNTED_KINDS
+                    .iter()
+                    .zip(&endpoint.failures.0)
+                    .map(|(kind, count)| (*kind, count.load(Ordering::Relaxed)))
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(kind, count)| RpcErrorCount::new(endpoint.label.clone(), kind, count))
+            })
+            .collect()
+    }
+
     async fn post(&self, body: &Value) -> Result<Value, RpcError> {
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last_error = String::new();
@@ -360,15 +442,23 @@ impl RpcClient {
                     .json(body)
                     .send()
                     .await
-                    .map_err(|e| endpoint.describe(e))?;
+                    .map_err(|e| endpoint.failed(e))?;
                 let status = response.status();
-                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    endpoint.failures.add(RpcErrorKind::RateLimited, 1);
+                    return Err(format!("HTTP {status}"));
+                }
+                if status.is_server_error() {
+                    endpoint.failures.add(RpcErrorKind::HttpStatus, 1);
                     return Err(format!("HTTP {status}"));
                 }
                 let mut answer = response
                     .json::<Value>()
                     .await
-                    .map_err(|e| endpoint.describe(e))?;
+                    .map_err(|e| endpoint.failed(e))?;
+                endpoint
+                    .failures
+                    .add(RpcErrorKind::Rpc, node_failures(&answer));
                 endpoint.scrub_errors(&mut answer);
                 Ok(answer)
             }
@@ -714,6 +804,81 @@ pub struct Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+
+    const SECRETS: [&str; 4] = ["someuser", "SECRETPASS", "SECRETPATHKEY", "SECRETQUERYKEY"];
+
+    fn keyed_url(port: u16) -> String {
+        format!(
+            "http://someuser:SECRETPASS@127.0.0.1:{port}/v2/SECRETPATHKEY?apikey=SECRETQUERYKEY"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_counts_connect_failures_under_its_bare_host()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let rpc = RpcClient::new(vec![keyed_url(port)], Duration::from_secs(2))?;
+        assert!(rpc.block_number().await.is_err());
+        assert!(rpc.chain_id().await.is_err());
+        let counts = rpc.error_counts();
+        let host = format!("http://127.0.0.1:{port}");
+        assert_eq!(
+            counts,
+            vec![RpcErrorCount::new(host, RpcErrorKind::Connect, 2)]
+        );
+        let shown = format!("{counts:?}");
+        for secret in SECRETS {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn statuses_and_node_errors_are_counted_by_kind_and_reverts_are_not()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use axum::http::StatusCode;
+        // Answers in turn: 429, 503, a node error, a revert, a result.
+        let turn = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().fallback(move || {
+            let turn = Arc::clone(&turn);
+            async move {
+                let error = |code: i64, message: &str| {
+                    json!({"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": message}})
+                };
+                match turn.fetch_add(1, Ordering::SeqCst) {
+                    0 => (StatusCode::TOO_MANY_REQUESTS, axum::Json(Value::Null)),
+                    1 => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Value::Null)),
+                    2 => (StatusCode::OK, axum::Json(error(-32000, "header not found"))),
+                    3 => (StatusCode::OK, axum::Json(error(3, "execution reverted"))),
+                    _ => (StatusCode::OK, axum::Json(json!({"jsonrpc": "2.0", "id": 1, "result": "0x1"}))),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let rpc = RpcClient::new(vec![keyed_url(port)], Duration::from_secs(5))?;
+        for _ in 0..5 {
+            let _ = rpc.block_number().await;
+        }
+        let host = format!("http://127.0.0.1:{port}");
+        let mut counts = rpc.error_counts();
+        counts.sort_by_key(|count| count.kind);
+        assert_eq!(
+            counts,
+            vec![
+                RpcErrorCount::new(host.clone(), RpcErrorKind::RateLimited, 1),
+                RpcErrorCount::new(host.clone(), RpcErrorKind::HttpStatus, 1),
+                RpcErrorCount::new(host, RpcErrorKind::Rpc, 1),
+            ]
+        );
+        Ok(())
+    }
 
     #[test]
     fn node_errors_lose_every_part_of_the_url_that_may_be_a_key() {

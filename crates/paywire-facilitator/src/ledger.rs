@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 pub use crate::postgres::PostgresStore;
 pub use crate::sqlite::SqliteStore;
 pub use crate::store::{
-    Delivery, HeldLock, LedgerError, LedgerStore, PaymentIdClaim, SettlementRecord,
+    Delivery, HeldLock, LedgerError, LedgerStore, PaymentIdClaim, PoolStatus, SettlementRecord,
     SettlementState, StoreFuture, StoreLock,
 };
 
@@ -133,6 +133,17 @@ impl Ledger {
     /// `pending`): the work list of a recovery job.
     pub async fn unresolved(&self) -> Result<Vec<SettlementRecord>, LedgerError> {
         self.store.unresolved().await
+    }
+
+    /// How many records are in each state (`None`: the store cannot count
+    /// cheaply); see [`LedgerStore::state_counts`].
+    pub async fn state_counts(&self) -> Result<Option<Vec<(SettlementState, u64)>>, LedgerError> {
+        self.store.state_counts().await
+    }
+
+    /// The use of the store's connection pool, if it has one.
+    pub fn pool_status(&self) -> Option<PoolStatus> {
+        self.store.pool_status()
     }
 
     /// The record whose transaction hash is `transaction`, if any: the one

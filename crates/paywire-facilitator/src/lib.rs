@@ -45,8 +45,8 @@ mod wire;
 pub use config::{ChainTable, ConfigError, FacilitatorConfig, example_config};
 pub use error::{ApiError, SetupError};
 pub use ledger::{
-    Delivery, Ledger, LedgerError, LedgerStore, SettlementRecord, SettlementState, SqliteStore,
-    StoreLock,
+    Delivery, Ledger, LedgerError, LedgerStore, PoolStatus, SettlementRecord, SettlementState,
+    SqliteStore, StoreLock,
 };
 pub use ops::{ApiKeys, Endpoint};
 pub use postgres::PostgresStore;

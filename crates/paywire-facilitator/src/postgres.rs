@@ -656,6 +656,22 @@ impl LedgerStore for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+    fn state_counts(&self) -> StoreFuture<'_, Option<Vec<(SettlementState, u64)>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT state, COUNT(*) FROM x402_settlements GROUP BY state",
+                    &[],
+                )
+                .await?;
+            let counts = rows
+                .iter()
+                .map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?)))
+                .collect::<Result<Vec<_>, LedgerError>>()?;
+            Ok(Some(crate::store::parse_state_counts(counts)))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,23 @@ impl LedgerStore for SqliteStore {
     fn unresolved(&self) -> StoreFuture<'_, Vec<SettlementRecord>> {
         Box::pin(SqliteStore::unresolved(self))
     }
+    fn state_counts(&self) -> StoreFuture<'_, Option<Vec<(SettlementState, u64)>>> {
+        Box::pin(async move {
+            let counts = self
+                .with(|conn| {
+                    let mut statement =
+                        conn.prepare("SELECT state, COUNT(*) FROM settlements GROUP BY state")?;
+                    let rows = statement
+                        .query_map([], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(rows)
+                })
+                .await?;
+            Ok(Some(crate::store::parse_state_counts(counts)))
+        })
+    }
     fn find_by_transaction<'a>(
         &'a self,
         transaction: &'a str,

@@ -103,6 +103,16 @@ impl SettlementState {
     }
 }
 
+/// Counts per stored state name as a store's `GROUP BY state` gives them;
+/// names this version does not know are left out.
+pub(crate) fn parse_state_counts(rows: Vec<(String, i64)>) -> Vec<(SettlementState, u64)> {
+    rows.into_iter()
+        .filter_map(|(state, count)| {
+            Some((SettlementState::parse(&state)?, u64::try_from(count).ok()?))
+        })
+        .collect()
+}
+
 /// One ledger row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SettlementRecord {
@@ -315,6 +325,45 @@ pub trait LedgerStore: Send + Sync + 'static {
     }
     /// A short name for logs (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
+    /// How many records are in each state, for `/metrics` (one query over
+    /// the state index). The default, for a store that cannot count
+    /// cheaply, is `None`.
+    fn state_counts(&self) -> StoreFuture<'_, Option<Vec<(SettlementState, u64)>>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// The use of the store's connection pool, for `/metrics`; `None` (the
+    /// default) for a store without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// How a store's connection pool is used (exported as
+/// `paywire_db_pool_connections{state}` and `paywire_db_pool_waiting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// Connections open now (idle or in use).
+    pub size: usize,
+    /// Open connections idle now.
+    pub available: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
+    /// The most connections the pool opens.
+    pub max: usize,
+}
+
+impl PoolStatus {
+    /// A pool of at most `max` connections, `size` of them open and
+    /// `available` of those idle, with `waiting` tasks waiting.
+    pub fn new(size: usize, available: usize, waiting: usize, max: usize) -> Self {
+        Self {
+            size,
+            available,
+            waiting,
+            max,
+        }
+    }
 }
 
 /// One row as stored, columns in [`RECORD_COLUMNS`] order.

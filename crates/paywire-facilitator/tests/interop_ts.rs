@@ -64,11 +64,11 @@ async fn ts_server_and_ts_client_pay_through_our_facilitator(store: TestStore) -
         .text()
         .await?;
     assert!(
-        metrics.contains("x402_verify_total{outcome=\"valid\",reason=\"\"} 1"),
+        metrics.contains("paywire_verify_total{outcome=\"valid\",reason=\"\",network=\"eip155:31337\",scheme=\"exact\"} 1"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("x402_settle_total{outcome=\"confirmed\",reason=\"\"} 1"),
+        metrics.contains("paywire_settle_total{outcome=\"confirmed\",reason=\"\",network=\"eip155:31337\",scheme=\"exact\"} 1"),
         "{metrics}"
     );
     stack.stop().await;

@@ -286,7 +286,7 @@ async fn rate_limits_per_ip_and_per_payer() -> TestResult {
         .text()
         .await?;
     assert!(
-        metrics.contains("x402_rate_limited_total{limit=\"ip\"} 1"),
+        metrics.contains("paywire_rate_limited_total{limit=\"ip\"} 1"),
         "{metrics}"
     );
 
@@ -428,7 +428,7 @@ async fn background_reconciler_finishes_pending_settlements(ledger: Ledger) -> T
         .text()
         .await?;
     assert!(
-        metrics.contains("x402_recovered_total{outcome=\"confirmed\"} 1"),
+        metrics.contains("paywire_recovered_total{outcome=\"confirmed\"} 1"),
         "{metrics}"
     );
     Ok(())

@@ -133,11 +133,18 @@ async fn two_instances_settle_one_payment_once() -> TestResult {
     assert_eq!(sent, 1, "transactions sent by the two instances");
     // The scheme ran once across both instances; every other answer came
     // from the shared ledger.
-    let runs = metric(&a, "x402_settle_duration_seconds_count").await?
-        + metric(&b, "x402_settle_duration_seconds_count").await?;
+    let runs = metric(
+        &a,
+        "paywire_settle_duration_seconds_count{network=\"eip155:31337\",scheme=\"exact\"}",
+    )
+    .await?
+        + metric(
+            &b,
+            "paywire_settle_duration_seconds_count{network=\"eip155:31337\",scheme=\"exact\"}",
+        )
+        .await?;
     assert_eq!(runs, 1);
-    let replay =
-        "x402_settle_total{outcome=\"replay\",reason=\"invalid_exact_evm_nonce_already_used\"}";
+    let replay = "paywire_settle_total{outcome=\"replay\",reason=\"invalid_exact_evm_nonce_already_used\",network=\"eip155:31337\",scheme=\"exact\"}";
     let refused = metric(&a, replay).await? + metric(&b, replay).await?;
     assert_eq!(refused, 7);
 
@@ -371,8 +378,16 @@ async fn two_processes_settle_one_payment_once() -> TestResult {
         + nonce(&devnet, signers[1].address).await?
         - nonces_before[1];
     assert_eq!(sent, 1, "transactions sent by the two processes");
-    let runs = metric_at(&a.base, "x402_settle_duration_seconds_count").await?
-        + metric_at(&b.base, "x402_settle_duration_seconds_count").await?;
+    let runs = metric_at(
+        &a.base,
+        "paywire_settle_duration_seconds_count{network=\"eip155:31337\",scheme=\"exact\"}",
+    )
+    .await?
+        + metric_at(
+            &b.base,
+            "paywire_settle_duration_seconds_count{network=\"eip155:31337\",scheme=\"exact\"}",
+        )
+        .await?;
     assert_eq!(runs, 1, "scheme runs across both processes");
 
     let ledger =

@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::ledger::{Ledger, LedgerError, SettlementState};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PaymentKind};
 use crate::ops::{
     ApiKeys, ClientKey, DEFAULT_MAX_TRACKED_KEYS, HOUSEKEEPING_INTERVAL, RateLimiter,
     run_housekeeping,
@@ -346,7 +346,10 @@ async fn verify(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
         Ok(request) => request,
         Err(Refusal::Http(error)) => return error.into_response(),
         Err(Refusal::Malformed(malformed)) => {
-            state.metrics.verify("malformed", malformed.reason.as_str());
+            let kind = PaymentKind::other();
+            state
+                .metrics
+                .verify(&kind, "malformed", malformed.reason.as_str());
             return malformed.verify_answer();
         }
     };
@@ -379,7 +382,10 @@ async fn admit_settle(
         Ok(request) => request,
         Err(Refusal::Http(error)) => return Err(error.into_response()),
         Err(Refusal::Malformed(malformed)) => {
-            state.metrics.settle("malformed", malformed.reason.as_str());
+            let kind = PaymentKind::other();
+            state
+                .metrics
+                .settle(&kind, "malformed", malformed.reason.as_str());
             return Err(malformed.settle_answer());
         }
     };
@@ -392,7 +398,8 @@ async fn admit_settle(
         return Err(Json(refused).into_response());
     }
     let Some(slot) = state.settle_slot() else {
-        state.metrics.settle("overloaded", "");
+        let kind = state.settlements.payment_kind(&request).await;
+        state.metrics.settle(&kind, "overloaded", "");
         return Err(middleware::overloaded());
     };
     Ok(Admitted {

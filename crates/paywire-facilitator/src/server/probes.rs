@@ -1,24 +1,31 @@
 //! `GET /ready` and `GET /metrics`, over the chain probes the plugins gave:
-//! whether each settled network is reachable and the one configured, and
-//! the native balance of each settlement signer.
+//! whether each settled network is reachable and the one configured, the
+//! native balance of each settlement signer and the RPC failures counted;
+//! and over the ledger: rows per state and the use of its pool.
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use paywire_core::ChainProbe;
+use paywire_core::{ChainProbe, RpcErrorCount};
 use serde_json::json;
 
 use super::AppState;
+use crate::ledger::SettlementState;
+use crate::metrics::{Format, ScrapeData, ScrapedBalance};
 
 /// How long a `/ready` probe may take per chain.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a `/metrics` scrape waits for one chain's signer balances.
+/// How long a `/metrics` scrape waits for one chain's signer balances, or
+/// for the ledger's state counts.
 const BALANCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the ledger's state counts are reused by later scrapes.
+const LEDGER_STATES_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// `GET /ready`: 200 when every chain answers as configured, else 503
 /// naming the kind of failure per chain (the detail goes to the log).
@@ -51,65 +58,85 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-/// `GET /metrics`: the counters, and the signer balances read now.
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics.render();
-    text.push_str(&signer_balances(&state.probes).await);
-    let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+/// `GET /metrics`: the registry, with the values read at scrape time
+/// (ledger states, signer balances, RPC errors, pool use), in OpenMetrics
+/// when the scraper asks for it (Prometheus does), else the classic text
+/// format.
+pub(super) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let data = ScrapeData {
+        ledger_states: ledger_states(&state).await,
+        balances: signer_balances(&state.probes).await,
+        rpc_errors: rpc_errors(&state.probes),
+        pool: state.ledger().pool_status(),
+    };
+    state.metrics.set_scraped(data);
+    let text = state.metrics.render(format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
-/// A metric name fragment from a plugin's unit name (`wei`, `lamports`).
-fn unit_name(unit: &str) -> String {
-    unit.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// The ledger's rows per state: counted at most every
+/// [`LEDGER_STATES_MAX_AGE`] (one `GROUP BY` over the state index), so
+/// that frequent scrapes, or several scrapers, do not load the database.
+async fn ledger_states(state: &AppState) -> Option<Vec<(SettlementState, u64)>> {
+    if let Some(cached) = state.metrics.cached_ledger_states(LEDGER_STATES_MAX_AGE) {
+        return cached;
+    }
+    let counted = match tokio::time::timeout(BALANCE_TIMEOUT, state.ledger().state_counts()).await {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "ledger states could not be counted for /metrics");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("ledger states not counted within the scrape's time");
+            None
+        }
+    };
+    state.metrics.cache_ledger_states(counted.clone());
+    counted
 }
 
-/// The native (gas) balance of every settlement signer,
-/// `x402_signer_balance_<unit>`, read when scraped so an operator can alert
-/// before a signer runs dry. A chain that does not answer within two
-/// seconds is left out rather than delaying the scrape.
-async fn signer_balances(probes: &[std::sync::Arc<dyn ChainProbe>]) -> String {
-    // One metric family per unit, each with its HELP and TYPE once.
-    let mut families: Vec<(String, String)> = Vec::new();
+/// The native (gas) balance of every settlement signer, read when scraped
+/// so an operator can alert before a signer runs dry. A chain that does
+/// not answer within two seconds is left out rather than delaying the
+/// scrape.
+async fn signer_balances(probes: &[Arc<dyn ChainProbe>]) -> Vec<ScrapedBalance> {
+    let mut scraped = Vec::new();
     for probe in probes {
-        let name = format!("x402_signer_balance_{}", unit_name(probe.balance_unit()));
-        let index = if let Some(index) = families.iter().position(|(known, _)| *known == name) {
-            index
-        } else {
-            families.push((name.clone(), String::new()));
-            families.len() - 1
-        };
         let Ok(balances) = tokio::time::timeout(BALANCE_TIMEOUT, probe.signer_balances()).await
         else {
             continue;
         };
-        let lines = &mut families[index].1;
         for balance in balances {
-            let _ = writeln!(
-                lines,
-                "{name}{{network=\"{}\",signer=\"{}\"}} {}",
-                probe.network(),
-                balance.signer,
-                balance.balance
-            );
+            // Prometheus keeps floats; wei lose digits beyond 2^53, not magnitude.
+            let Ok(value) = balance.balance.to_string().parse::<f64>() else {
+                continue;
+            };
+            scraped.push(ScrapedBalance {
+                network: probe.network().to_string(),
+                signer: balance.signer,
+                unit: probe.balance_unit(),
+                balance: value,
+            });
         }
     }
-    let mut text = String::new();
-    for (name, lines) in families {
-        let _ = write!(
-            text,
-            "# HELP {name} Native balance of each settlement signer.\n# TYPE {name} gauge\n{lines}"
-        );
-    }
-    text
+    scraped
+}
+
+/// The RPC failures each chain's plugin counted, per network.
+fn rpc_errors(probes: &[Arc<dyn ChainProbe>]) -> Vec<(String, RpcErrorCount)> {
+    probes
+        .iter()
+        .flat_map(|probe| {
+            let network = probe.network().to_string();
+            probe
+                .rpc_errors()
+                .into_iter()
+                .map(move |count| (network.clone(), count))
+        })
+        .collect()
 }
 
 /// Longest probe text `/ready` shows.

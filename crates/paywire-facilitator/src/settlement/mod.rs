@@ -27,7 +27,7 @@ mod run;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use paywire_core::scheme::BoxFuture;
 use paywire_core::{
@@ -37,7 +37,7 @@ use paywire_core::{
 use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 
 use crate::ledger::{Ledger, LedgerError, fingerprint};
-use crate::metrics::{Metrics, reason_code};
+use crate::metrics::{Metrics, PaymentKind, reason_code};
 
 pub use locks::SettlementGuard;
 pub use payment_id::payment_id;
@@ -240,6 +240,27 @@ impl LedgeredFacilitator {
         kinds.ok().filter(|kinds| !kinds.is_empty()).cloned()
     }
 
+    /// The `network` and `scheme` labels of `request` in metrics: its
+    /// requirements' (network, scheme) when the facilitator settles that
+    /// pair, else [`PaymentKind::other`] for both, so that a payload (which
+    /// the caller writes) never picks a label value.
+    pub async fn payment_kind(&self, request: &FacilitatorRequest) -> PaymentKind {
+        // Reads `/supported` once; later calls find it cached.
+        let _ = self.supported_kinds().await;
+        self.known_payment_kind(request)
+    }
+
+    /// [`Self::payment_kind`] from what is known of `/supported` now
+    /// (nothing yet: [`PaymentKind::other`]).
+    fn known_payment_kind(&self, request: &FacilitatorRequest) -> PaymentKind {
+        let required = &request.payment_requirements;
+        let pair = (required.scheme.clone(), required.network.to_string());
+        match self.supported_kinds.get() {
+            Some(kinds) if kinds.contains(&pair) => PaymentKind::supported(pair.1, pair.0),
+            _ => PaymentKind::other(),
+        }
+    }
+
     /// Verifies `request`: a payment identifier bound to another payment is
     /// a conflict; anything else is the decorated facilitator's answer.
     pub async fn verify_request(
@@ -254,12 +275,17 @@ impl LedgeredFacilitator {
             if let Some(bound) = self.ledger.payment_id_binding(&id).await?
                 && bound != key
             {
+                let kind = self.payment_kind(request).await;
                 self.metrics
-                    .verify("conflict", "payment_identifier_conflict");
+                    .verify(&kind, "conflict", "payment_identifier_conflict");
                 return Err(SettlementError::PaymentIdConflict(id));
             }
         }
-        match self.inner.verify(request).await {
+        let kind = self.payment_kind(request).await;
+        let started = Instant::now();
+        let result = self.inner.verify(request).await;
+        self.metrics.verify_latency(&kind, started.elapsed());
+        match result {
             Ok(response) => {
                 let outcome = if response.is_valid {
                     "valid"
@@ -267,12 +293,12 @@ impl LedgeredFacilitator {
                     "invalid"
                 };
                 let reason = reason_code(response.invalid_reason.as_ref());
-                self.metrics.verify(outcome, &reason);
+                self.metrics.verify(&kind, outcome, &reason);
                 tracing::debug!(outcome, payer = ?response.payer, "verified");
                 Ok(response)
             }
             Err(error) => {
-                self.metrics.verify("error", "");
+                self.metrics.verify(&kind, "error", "");
                 Err(error.into())
             }
         }
@@ -285,7 +311,9 @@ impl LedgeredFacilitator {
     /// and settle.
     pub async fn precheck(&self, request: &FacilitatorRequest) -> Option<SettleResponse> {
         let (reason, message) = self.mismatch(request).await?;
-        self.metrics.settle("refused", &reason_code(Some(&reason)));
+        let kind = self.payment_kind(request).await;
+        self.metrics
+            .settle(&kind, "refused", &reason_code(Some(&reason)));
         let payer = self.inner.authenticated_payer(request);
         let network = request.payment_requirements.network.clone();
         Some(SettleResponse::failed(network, reason, payer, "").with_message(message))

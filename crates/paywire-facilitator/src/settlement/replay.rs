@@ -102,8 +102,9 @@ impl LedgeredFacilitator {
             .and_then(|r| r.payer.clone())
             .or_else(|| self.inner.authenticated_payer(request));
         let refusal = self.refusal_for(request, payer);
+        let kind = self.known_payment_kind(request);
         self.metrics
-            .settle("replay", &reason_code(refusal.error_reason.as_ref()));
+            .settle(&kind, "replay", &reason_code(refusal.error_reason.as_ref()));
         refusal
     }
 

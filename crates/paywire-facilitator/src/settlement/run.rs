@@ -106,8 +106,9 @@ impl LedgeredFacilitator {
             match self.ledger.claim_payment_id(&id, &key).await {
                 Ok(PaymentIdClaim::Bound) => {}
                 Ok(PaymentIdClaim::Conflict { .. }) => {
+                    let kind = self.payment_kind(request).await;
                     self.metrics
-                        .settle("conflict", "payment_identifier_conflict");
+                        .settle(&kind, "conflict", "payment_identifier_conflict");
                     return unlocked(caller, SettlementError::PaymentIdConflict(id));
                 }
                 Err(error) => return unlocked(caller, error.into()),
@@ -190,7 +191,8 @@ impl LedgeredFacilitator {
         if let Some(record) = record {
             if let Some(cached) = reusable(record, self.pending_recheck_after) {
                 tracing::info!(fingerprint = %key, state = record.state.as_str(), "settle answered from ledger");
-                self.metrics.settle("cached", record.state.as_str());
+                let kind = self.payment_kind(request).await;
+                self.metrics.settle(&kind, "cached", record.state.as_str());
                 return Ok(cached);
             }
             let transaction_out = matches!(
@@ -279,13 +281,14 @@ impl LedgeredFacilitator {
     ) -> Result<SettleResponse, SettlementError> {
         self.ledger.mark_received(key, request, id).await?;
         let observer = LedgerObserver::new(self.ledger.clone(), key).guarded_by(lock.clone());
+        let kind = self.payment_kind(request).await;
         let started = Instant::now();
         let result = self.inner.settle_observed(request, &observer).await;
-        self.metrics.settle_latency(started.elapsed());
+        self.metrics.settle_latency(&kind, started.elapsed());
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                self.metrics.settle("error", "");
+                self.metrics.settle(&kind, "error", "");
                 if let Err(ledger_error) = self.ledger.record_error(key, &error.to_string()).await {
                     tracing::error!(%ledger_error, "could not record settlement error");
                 }
@@ -294,7 +297,7 @@ impl LedgeredFacilitator {
         };
         let (response, recorded) = self.record_scheme_answer(key, request, response).await?;
         let reason = reason_code(response.error_reason.as_ref());
-        self.metrics.settle(recorded.as_str(), &reason);
+        self.metrics.settle(&kind, recorded.as_str(), &reason);
         tracing::info!(
             fingerprint = %key,
             state = recorded.as_str(),

@@ -72,7 +72,7 @@ impl Origin {
     }
 }
 
-/// The facilitator's `x402_bazaar_declarations_total{outcome}` counter.
+/// The facilitator's `paywire_bazaar_declarations_total{outcome}` counter.
 pub async fn bazaar_outcomes(
     http: &reqwest::Client,
     base: &str,
@@ -84,7 +84,7 @@ pub async fn bazaar_outcomes(
         .await?
         .text()
         .await?;
-    let prefix = format!("x402_bazaar_declarations_total{{outcome=\"{outcome}\"}} ");
+    let prefix = format!("paywire_bazaar_declarations_total{{outcome=\"{outcome}\"}} ");
     Ok(text
         .lines()
         .find_map(|line| line.strip_prefix(&prefix))

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use alloy_primitives::{Address, U256};
-use paywire_core::{BoxFuture, ChainId, ChainProbe, SignerBalance};
+use paywire_core::{BoxFuture, ChainId, ChainProbe, RpcErrorCount, SignerBalance};
 
 use crate::networks::EvmNetwork;
 use crate::rpc::RpcClient;
@@ -78,5 +78,11 @@ impl ChainProbe for EvmChainProbe {
 
     fn balance_unit(&self) -> &'static str {
         "wei"
+    }
+
+    /// The failures the chain's RPC client counted (it is shared with the
+    /// settlement side, so these are every RPC failure on this chain).
+    fn rpc_errors(&self) -> Vec<RpcErrorCount> {
+        self.rpc.error_counts()
     }
 }
