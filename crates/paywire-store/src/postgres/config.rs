@@ -466,6 +466,56 @@ mod tests {
         }
     }
 
+    /// libpq and tokio-postgres read the credentials up to the first `@`,
+    /// so a `?` (or `/`) typed unencoded in a password is part of it. Our
+    /// own parameters must be read from the same place: otherwise the
+    /// `sslmode=require` after the host is handed to tokio-postgres, then
+    /// overwritten with our default `prefer` (TLS silently downgradable),
+    /// and the password is not redacted.
+    #[test]
+    fn a_question_mark_in_the_password_does_not_hide_the_parameters() -> Result<(), StoreError> {
+        let config = PgConfig::from_url("postgres://app:pa?ss@db/pay?sslmode=require")?;
+        assert_eq!(config.pg_config().get_password(), Some(&b"pa?ss"[..]));
+        assert_eq!(config.ssl_mode(), SslMode::Require);
+        assert_eq!(
+            config.connection_config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        let config = PgConfig::from_url("postgres://app:pa?ss@db/pay?pool_max_size=3")?;
+        assert_eq!(config.options().max_size, 3);
+        for url in ["postgres://app:pa?ss@db/pay", "postgres://app:pa/ss@db/pay"] {
+            assert_eq!(url_password(url).as_deref(), url.get(15..20), "{url}");
+        }
+        Ok(())
+    }
+
+    /// deadpool sizes its slot queue and semaphore from `max_size` at
+    /// once: an absurd value must be a configuration error, not a
+    /// "capacity overflow" panic (or an allocation abort) at start.
+    #[test]
+    fn an_absurd_pool_size_is_refused_not_a_panic() {
+        for size in ["1000000000000", "18446744073709551615"] {
+            let url = format!("postgres://app@db/pay?pool_max_size={size}");
+            assert!(
+                matches!(PgConfig::from_url(&url), Err(StoreError::Config(_))),
+                "{size} accepted"
+            );
+        }
+        let mut config =
+            PgConfig::from_url("postgres://app@db/pay").unwrap_or_else(|e| panic!("{e}"));
+        config.options_mut().max_size = usize::MAX;
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::super::PgPool::open_lazy(&config).map(drop)
+        }));
+        assert!(
+            matches!(opened, Ok(Err(StoreError::Config(_)))),
+            "usize::MAX connections: {:?}",
+            opened.map_err(|_| "panicked")
+        );
+        // PostgreSQL itself serves at most 2^18 - 1 connections.
+        assert!(PgOptions::default().with_max_size(usize::MAX).max_size < 1 << 18);
+    }
+
     #[test]
     fn redact_covers_both_spellings() {
         assert_eq!(
