@@ -16,6 +16,11 @@ pub const PARAM_POOL_ACQUIRE_TIMEOUT: &str = "pool_acquire_timeout";
 /// URL parameter: `verified` (default) or `fast`, see [`Recycling`].
 pub const PARAM_POOL_RECYCLING: &str = "pool_recycling";
 
+/// The largest pool: the pool allocates its bookkeeping for `max_size`
+/// connections up front, and no server serves more than this many clients
+/// of one process sensibly.
+pub const MAX_POOL_SIZE: usize = 10_000;
+
 /// How a connection is encrypted. We never accept a certificate we could not
 /// verify: stricter than libpq, whose `prefer` and `require` encrypt without
 /// checking who answers.
@@ -143,9 +148,9 @@ impl Default for PgOptions {
 }
 
 impl PgOptions {
-    /// Sets [`PgOptions::max_size`] (at least 1).
+    /// Sets [`PgOptions::max_size`] (at least 1, at most [`MAX_POOL_SIZE`]).
     pub fn with_max_size(mut self, max_size: usize) -> Self {
-        self.max_size = max_size.max(1);
+        self.max_size = max_size.clamp(1, MAX_POOL_SIZE);
         self
     }
 
@@ -213,7 +218,7 @@ impl PgConfig {
                 "the database URL must start with postgres:// or postgresql://".into(),
             ));
         }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let (base, query) = split_query(url);
         let mut ssl_mode = SslMode::default();
         let mut root_cert = None;
         let mut options = PgOptions::default();
@@ -227,7 +232,13 @@ impl PgConfig {
                 "sslmode" => ssl_mode = value.parse()?,
                 "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
                 PARAM_POOL_MAX_SIZE => {
-                    options = options.with_max_size(parse_number(key, &value)?);
+                    let size = parse_number(key, &value)?;
+                    if size > MAX_POOL_SIZE {
+                        return Err(StoreError::Config(format!(
+                            "{PARAM_POOL_MAX_SIZE} must be at most {MAX_POOL_SIZE}"
+                        )));
+                    }
+                    options = options.with_max_size(size);
                 }
                 PARAM_POOL_ACQUIRE_TIMEOUT => {
                     options.acquire_timeout = parse_seconds(key, &value)?;
@@ -359,11 +370,31 @@ fn parse_seconds(key: &str, value: &str) -> Result<Duration, StoreError> {
         .ok_or_else(|| StoreError::Config(format!("parameter `{key}` must be seconds")))
 }
 
-/// The password of a `scheme://user:password@host/...` URL, as written.
+/// `url` before its parameters, and the parameters. tokio-postgres (like
+/// libpq) reads the credentials up to the first `@`, so a `?` typed
+/// unencoded in a password belongs to the password: the parameters start at
+/// the first `?` after the credentials, exactly where tokio-postgres reads
+/// them, or our `sslmode` would be taken from the password and the real one
+/// passed on (and then overwritten).
+fn split_query(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let after_credentials = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |at| after_scheme + at + 1);
+    match url[after_credentials..].find('?') {
+        Some(at) => {
+            let at = after_credentials + at;
+            (&url[..at], &url[at + 1..])
+        }
+        None => (url, ""),
+    }
+}
+
+/// The password of a `scheme://user:password@host/...` URL, as written:
+/// what tokio-postgres takes for it (up to the first `@`).
 fn url_password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
+    let userinfo = rest.split_once('@')?.0;
     let password = userinfo.split_once(':')?.1;
     (!password.is_empty()).then(|| password.to_owned())
 }
@@ -513,7 +544,10 @@ mod tests {
             opened.map_err(|_| "panicked")
         );
         // PostgreSQL itself serves at most 2^18 - 1 connections.
-        assert!(PgOptions::default().with_max_size(usize::MAX).max_size < 1 << 18);
+        assert_eq!(
+            PgOptions::default().with_max_size(usize::MAX).max_size,
+            MAX_POOL_SIZE
+        );
     }
 
     #[test]
