@@ -363,6 +363,44 @@ mod tests {
         assert!(limiter.check(&ClientKey::of(host(2))).is_err());
     }
 
+    /// IPv6 forms that carry one IPv4 host's address count as that IPv4
+    /// address. Keyed by /64, a 6to4 host (`2002:V4::/48`) picks any of
+    /// 2^16 prefixes, so 2^16 budgets from one IPv4 address; a Teredo
+    /// client's /64 is its relay server's address and flags, so clients
+    /// share one another's budget while one client varies its flags; the
+    /// NAT64 well-known prefix (`64:ff9b::/96`) would put every translated
+    /// IPv4 client into one budget.
+    #[test]
+    fn ipv6_forms_embedding_an_ipv4_address_count_as_that_address() {
+        let v4 = ClientKey::of(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        // 6to4: 2002:c000:0207:SUBNET::host.
+        for subnet in [0, 1, 0xffff] {
+            let six_to_four = Ipv6Addr::new(0x2002, 0xc000, 0x0207, subnet, 0, 0, 0, 1);
+            assert_eq!(
+                ClientKey::of(IpAddr::V6(six_to_four)),
+                v4,
+                "subnet {subnet}"
+            );
+        }
+        // Teredo: 2001:0:SERVER:FLAGS:PORT:!CLIENT (client address inverted).
+        for (server, flags) in [((0x4136, 0xe378), 0x8000), ((0x0102, 0x0304), 0x8abc)] {
+            let teredo = Ipv6Addr::new(
+                0x2001, 0, server.0, server.1, flags, 0x1234, !0xc000, !0x0207,
+            );
+            assert_eq!(ClientKey::of(IpAddr::V6(teredo)), v4, "{teredo}");
+        }
+        let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xc000, 0x0207);
+        assert_eq!(ClientKey::of(IpAddr::V6(nat64)), v4);
+        let other = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xc000, 0x0208);
+        assert_ne!(ClientKey::of(IpAddr::V6(other)), v4);
+        // Native addresses near those prefixes are still keyed by /64.
+        let native = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, !0xc000, !0x0207);
+        assert_eq!(
+            ClientKey::of(IpAddr::V6(native)),
+            ClientKey::V6Prefix([0x2001, 0xdb8, 0, 0])
+        );
+    }
+
     /// Polls `done` for up to 30 s of (paused, auto-advancing) tokio time.
     async fn eventually(done: impl Fn() -> bool) -> bool {
         for _ in 0..300 {
