@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -40,9 +40,12 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 /// One IPv6 host is routinely given a whole /64 and can pick any address
 /// in it, so limiting single IPv6 addresses would let one host rotate
 /// through 2^64 budgets. The price: hosts sharing a /64 (rare outside
-/// carrier NAT64 and some hosting providers) share one budget. IPv4-mapped
-/// IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack listener reports IPv4
-/// peers) count as the IPv4 address.
+/// carrier NAT64 and some hosting providers) share one budget. IPv6
+/// addresses that carry an IPv4 host's address count as that IPv4 address:
+/// IPv4-mapped (`::ffff:a.b.c.d`, as a dual-stack listener reports IPv4
+/// peers), 6to4 (`2002:V4::/48`, whose host could otherwise pick any of 2^16
+/// /64s), Teredo (`2001::/32`, whose /64 is the relay server's, shared by
+/// its clients) and the NAT64 well-known prefix (`64:ff9b::/96`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClientKey {
@@ -57,11 +60,27 @@ impl ClientKey {
     pub fn of(ip: IpAddr) -> Self {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Self::V4(v4.octets()),
-            IpAddr::V6(v6) => {
-                let [a, b, c, d, ..] = v6.segments();
-                Self::V6Prefix([a, b, c, d])
-            }
+            IpAddr::V6(v6) => embedded_ipv4(v6).map_or_else(
+                || {
+                    let [a, b, c, d, ..] = v6.segments();
+                    Self::V6Prefix([a, b, c, d])
+                },
+                Self::V4,
+            ),
         }
+    }
+}
+
+/// The IPv4 address a 6to4, Teredo or NAT64 (well-known prefix) address
+/// carries.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<[u8; 4]> {
+    let o = v6.octets();
+    match v6.segments() {
+        [0x2002, ..] => Some([o[2], o[3], o[4], o[5]]),
+        // Teredo stores the client's public address inverted.
+        [0x2001, 0, ..] => Some([!o[12], !o[13], !o[14], !o[15]]),
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some([o[12], o[13], o[14], o[15]]),
+        _ => None,
     }
 }
 
@@ -255,7 +274,7 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
     use std::sync::Arc;
 
     fn limiter(
