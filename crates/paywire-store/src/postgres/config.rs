@@ -33,7 +33,10 @@ pub enum SslMode {
     /// plaintext when the server does not offer TLS. The default (as in
     /// libpq), so that databases on a private network without TLS keep
     /// working; a server that offers TLS with a certificate we cannot verify
-    /// is refused.
+    /// is refused. An active attacker on the path can hide the server's
+    /// TLS offer and then ask for the password in clear text, which is
+    /// sent: across a network you do not control, use
+    /// [`SslMode::VerifyFull`].
     #[default]
     Prefer,
     /// TLS required, verified like [`SslMode::VerifyFull`] (libpq does not
