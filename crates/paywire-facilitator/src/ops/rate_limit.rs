@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -40,9 +40,12 @@ pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 /// One IPv6 host is routinely given a whole /64 and can pick any address
 /// in it, so limiting single IPv6 addresses would let one host rotate
 /// through 2^64 budgets. The price: hosts sharing a /64 (rare outside
-/// carrier NAT64 and some hosting providers) share one budget. IPv4-mapped
-/// IPv6 addresses (`::ffff:a.b.c.d`, as a dual-stack listener reports IPv4
-/// peers) count as the IPv4 address.
+/// carrier NAT64 and some hosting providers) share one budget. IPv6
+/// addresses that carry an IPv4 host's address count as that IPv4 address:
+/// IPv4-mapped (`::ffff:a.b.c.d`, as a dual-stack listener reports IPv4
+/// peers), 6to4 (`2002:V4::/48`, whose host could otherwise pick any of 2^16
+/// /64s), Teredo (`2001::/32`, whose /64 is the relay server's, shared by
+/// its clients) and the NAT64 well-known prefix (`64:ff9b::/96`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ClientKey {
@@ -57,11 +60,27 @@ impl ClientKey {
     pub fn of(ip: IpAddr) -> Self {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Self::V4(v4.octets()),
-            IpAddr::V6(v6) => {
-                let [a, b, c, d, ..] = v6.segments();
-                Self::V6Prefix([a, b, c, d])
-            }
+            IpAddr::V6(v6) => embedded_ipv4(v6).map_or_else(
+                || {
+                    let [a, b, c, d, ..] = v6.segments();
+                    Self::V6Prefix([a, b, c, d])
+                },
+                Self::V4,
+            ),
         }
+    }
+}
+
+/// The IPv4 address a 6to4, Teredo or NAT64 (well-known prefix) address
+/// carries.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<[u8; 4]> {
+    let o = v6.octets();
+    match v6.segments() {
+        [0x2002, ..] => Some([o[2], o[3], o[4], o[5]]),
+        // Teredo stores the client's public address inverted.
+        [0x2001, 0, ..] => Some([!o[12], !o[13], !o[14], !o[15]]),
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some([o[12], o[13], o[14], o[15]]),
+        _ => None,
     }
 }
 
@@ -255,7 +274,7 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
     use std::sync::Arc;
 
     fn limiter(
@@ -361,6 +380,44 @@ mod tests {
         let limiter = RateLimiter::with_clock(NonZeroU32::MIN, 10, clock);
         assert_eq!(limiter.check(&ClientKey::of(host(1))), Ok(()));
         assert!(limiter.check(&ClientKey::of(host(2))).is_err());
+    }
+
+    /// IPv6 forms that carry one IPv4 host's address count as that IPv4
+    /// address. Keyed by /64, a 6to4 host (`2002:V4::/48`) picks any of
+    /// 2^16 prefixes, so 2^16 budgets from one IPv4 address; a Teredo
+    /// client's /64 is its relay server's address and flags, so clients
+    /// share one another's budget while one client varies its flags; the
+    /// NAT64 well-known prefix (`64:ff9b::/96`) would put every translated
+    /// IPv4 client into one budget.
+    #[test]
+    fn ipv6_forms_embedding_an_ipv4_address_count_as_that_address() {
+        let v4 = ClientKey::of(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)));
+        // 6to4: 2002:c000:0207:SUBNET::host.
+        for subnet in [0, 1, 0xffff] {
+            let six_to_four = Ipv6Addr::new(0x2002, 0xc000, 0x0207, subnet, 0, 0, 0, 1);
+            assert_eq!(
+                ClientKey::of(IpAddr::V6(six_to_four)),
+                v4,
+                "subnet {subnet}"
+            );
+        }
+        // Teredo: 2001:0:SERVER:FLAGS:PORT:!CLIENT (client address inverted).
+        for (server, flags) in [((0x4136, 0xe378), 0x8000), ((0x0102, 0x0304), 0x8abc)] {
+            let teredo = Ipv6Addr::new(
+                0x2001, 0, server.0, server.1, flags, 0x1234, !0xc000, !0x0207,
+            );
+            assert_eq!(ClientKey::of(IpAddr::V6(teredo)), v4, "{teredo}");
+        }
+        let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xc000, 0x0207);
+        assert_eq!(ClientKey::of(IpAddr::V6(nat64)), v4);
+        let other = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0xc000, 0x0208);
+        assert_ne!(ClientKey::of(IpAddr::V6(other)), v4);
+        // Native addresses near those prefixes are still keyed by /64.
+        let native = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, !0xc000, !0x0207);
+        assert_eq!(
+            ClientKey::of(IpAddr::V6(native)),
+            ClientKey::V6Prefix([0x2001, 0xdb8, 0, 0])
+        );
     }
 
     /// Polls `done` for up to 30 s of (paused, auto-advancing) tokio time.

@@ -16,6 +16,11 @@ pub const PARAM_POOL_ACQUIRE_TIMEOUT: &str = "pool_acquire_timeout";
 /// URL parameter: `verified` (default) or `fast`, see [`Recycling`].
 pub const PARAM_POOL_RECYCLING: &str = "pool_recycling";
 
+/// The largest pool: the pool allocates its bookkeeping for `max_size`
+/// connections up front, and no server serves more than this many clients
+/// of one process sensibly.
+pub const MAX_POOL_SIZE: usize = 10_000;
+
 /// How a connection is encrypted. We never accept a certificate we could not
 /// verify: stricter than libpq, whose `prefer` and `require` encrypt without
 /// checking who answers.
@@ -28,7 +33,10 @@ pub enum SslMode {
     /// plaintext when the server does not offer TLS. The default (as in
     /// libpq), so that databases on a private network without TLS keep
     /// working; a server that offers TLS with a certificate we cannot verify
-    /// is refused.
+    /// is refused. An active attacker on the path can hide the server's
+    /// TLS offer and then ask for the password in clear text, which is
+    /// sent: across a network you do not control, use
+    /// [`SslMode::VerifyFull`].
     #[default]
     Prefer,
     /// TLS required, verified like [`SslMode::VerifyFull`] (libpq does not
@@ -143,9 +151,9 @@ impl Default for PgOptions {
 }
 
 impl PgOptions {
-    /// Sets [`PgOptions::max_size`] (at least 1).
+    /// Sets [`PgOptions::max_size`] (at least 1, at most [`MAX_POOL_SIZE`]).
     pub fn with_max_size(mut self, max_size: usize) -> Self {
-        self.max_size = max_size.max(1);
+        self.max_size = max_size.clamp(1, MAX_POOL_SIZE);
         self
     }
 
@@ -213,7 +221,7 @@ impl PgConfig {
                 "the database URL must start with postgres:// or postgresql://".into(),
             ));
         }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let (base, query) = split_query(url);
         let mut ssl_mode = SslMode::default();
         let mut root_cert = None;
         let mut options = PgOptions::default();
@@ -227,7 +235,13 @@ impl PgConfig {
                 "sslmode" => ssl_mode = value.parse()?,
                 "sslrootcert" => root_cert = Some(PathBuf::from(value.as_ref())),
                 PARAM_POOL_MAX_SIZE => {
-                    options = options.with_max_size(parse_number(key, &value)?);
+                    let size = parse_number(key, &value)?;
+                    if size > MAX_POOL_SIZE {
+                        return Err(StoreError::Config(format!(
+                            "{PARAM_POOL_MAX_SIZE} must be at most {MAX_POOL_SIZE}"
+                        )));
+                    }
+                    options = options.with_max_size(size);
                 }
                 PARAM_POOL_ACQUIRE_TIMEOUT => {
                     options.acquire_timeout = parse_seconds(key, &value)?;
@@ -359,11 +373,31 @@ fn parse_seconds(key: &str, value: &str) -> Result<Duration, StoreError> {
         .ok_or_else(|| StoreError::Config(format!("parameter `{key}` must be seconds")))
 }
 
-/// The password of a `scheme://user:password@host/...` URL, as written.
+/// `url` before its parameters, and the parameters. tokio-postgres (like
+/// libpq) reads the credentials up to the first `@`, so a `?` typed
+/// unencoded in a password belongs to the password: the parameters start at
+/// the first `?` after the credentials, exactly where tokio-postgres reads
+/// them, or our `sslmode` would be taken from the password and the real one
+/// passed on (and then overwritten).
+fn split_query(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let after_credentials = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |at| after_scheme + at + 1);
+    match url[after_credentials..].find('?') {
+        Some(at) => {
+            let at = after_credentials + at;
+            (&url[..at], &url[at + 1..])
+        }
+        None => (url, ""),
+    }
+}
+
+/// The password of a `scheme://user:password@host/...` URL, as written:
+/// what tokio-postgres takes for it (up to the first `@`).
 fn url_password(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?']).next()?;
-    let userinfo = authority.rsplit_once('@')?.0;
+    let userinfo = rest.split_once('@')?.0;
     let password = userinfo.split_once(':')?.1;
     (!password.is_empty()).then(|| password.to_owned())
 }
@@ -464,6 +498,59 @@ mod tests {
             assert!(error.is_some(), "{bad} was accepted");
             assert!(!shown.contains("hunter"), "{shown}");
         }
+    }
+
+    /// libpq and tokio-postgres read the credentials up to the first `@`,
+    /// so a `?` (or `/`) typed unencoded in a password is part of it. Our
+    /// own parameters must be read from the same place: otherwise the
+    /// `sslmode=require` after the host is handed to tokio-postgres, then
+    /// overwritten with our default `prefer` (TLS silently downgradable),
+    /// and the password is not redacted.
+    #[test]
+    fn a_question_mark_in_the_password_does_not_hide_the_parameters() -> Result<(), StoreError> {
+        let config = PgConfig::from_url("postgres://app:pa?ss@db/pay?sslmode=require")?;
+        assert_eq!(config.pg_config().get_password(), Some(&b"pa?ss"[..]));
+        assert_eq!(config.ssl_mode(), SslMode::Require);
+        assert_eq!(
+            config.connection_config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        let config = PgConfig::from_url("postgres://app:pa?ss@db/pay?pool_max_size=3")?;
+        assert_eq!(config.options().max_size, 3);
+        for url in ["postgres://app:pa?ss@db/pay", "postgres://app:pa/ss@db/pay"] {
+            assert_eq!(url_password(url).as_deref(), url.get(15..20), "{url}");
+        }
+        Ok(())
+    }
+
+    /// deadpool sizes its slot queue and semaphore from `max_size` at
+    /// once: an absurd value must be a configuration error, not a
+    /// "capacity overflow" panic (or an allocation abort) at start.
+    #[test]
+    fn an_absurd_pool_size_is_refused_not_a_panic() {
+        for size in ["1000000000000", "18446744073709551615"] {
+            let url = format!("postgres://app@db/pay?pool_max_size={size}");
+            assert!(
+                matches!(PgConfig::from_url(&url), Err(StoreError::Config(_))),
+                "{size} accepted"
+            );
+        }
+        let mut config =
+            PgConfig::from_url("postgres://app@db/pay").unwrap_or_else(|e| panic!("{e}"));
+        config.options_mut().max_size = usize::MAX;
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::super::PgPool::open_lazy(&config).map(drop)
+        }));
+        assert!(
+            matches!(opened, Ok(Err(StoreError::Config(_)))),
+            "usize::MAX connections: {:?}",
+            opened.map_err(|_| "panicked")
+        );
+        // PostgreSQL itself serves at most 2^18 - 1 connections.
+        assert_eq!(
+            PgOptions::default().with_max_size(usize::MAX).max_size,
+            MAX_POOL_SIZE
+        );
     }
 
     #[test]

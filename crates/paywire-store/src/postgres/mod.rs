@@ -30,8 +30,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 pub use config::{
-    PARAM_POOL_ACQUIRE_TIMEOUT, PARAM_POOL_MAX_SIZE, PARAM_POOL_RECYCLING, PgConfig, PgOptions,
-    Recycling, SslMode,
+    MAX_POOL_SIZE, PARAM_POOL_ACQUIRE_TIMEOUT, PARAM_POOL_MAX_SIZE, PARAM_POOL_RECYCLING, PgConfig,
+    PgOptions, Recycling, SslMode,
 };
 pub use lock::{AdvisoryLock, LockKey, MIGRATION_LOCK_NAMESPACE};
 
@@ -87,6 +87,11 @@ impl PgPool {
     /// Builds the pool without connecting: the first operation connects.
     pub fn open_lazy(config: &PgConfig) -> Result<Self, StoreError> {
         let options = config.options();
+        if options.max_size > MAX_POOL_SIZE {
+            return Err(StoreError::Config(format!(
+                "the pool size must be at most {MAX_POOL_SIZE}"
+            )));
+        }
         let connector = tls::connector(config.ssl_mode(), config.root_cert())?;
         let recycling_method = match options.recycling {
             Recycling::Verified => RecyclingMethod::Verified,
