@@ -212,6 +212,14 @@ pub const DEFAULT_PAGE: usize = 20;
 #[error("catalog store: {0}")]
 pub struct CatalogError(pub String);
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<paywire_store::StoreError> for CatalogError {
+    fn from(error: paywire_store::StoreError) -> Self {
+        // StoreError's text never carries a database password.
+        Self(error.to_string())
+    }
+}
+
 /// A boxed catalog operation.
 pub type CatalogFuture<'a, T> = BoxFuture<'a, Result<T, CatalogError>>;
 
@@ -639,8 +647,8 @@ mod tests {
     async fn sqlite_catalog_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bazaar.sqlite");
-        exercise(&SqliteCatalog::open(&path).unwrap()).await;
-        let reopened = SqliteCatalog::open(&path).unwrap();
+        exercise(&SqliteCatalog::open(&path).await.unwrap()).await;
+        let reopened = SqliteCatalog::open(&path).await.unwrap();
         assert_eq!(
             reopened
                 .list(&ResourceFilter::default(), None, 0)

@@ -275,11 +275,14 @@ async fn open_catalog(
         ),
         (Some(store), _) => Arc::new(
             paywire_bazaar::SqliteCatalog::open(store.strip_prefix("sqlite://").unwrap_or(store))
+                .await
                 .map_err(failed)?,
         ),
-        (None, StoreLocation::Sqlite(path)) => {
-            Arc::new(paywire_bazaar::SqliteCatalog::open(&path).map_err(failed)?)
-        }
+        (None, StoreLocation::Sqlite(path)) => Arc::new(
+            paywire_bazaar::SqliteCatalog::open(&path)
+                .await
+                .map_err(failed)?,
+        ),
         (None, StoreLocation::Postgres(url)) => Arc::new(
             paywire_bazaar::PostgresCatalog::connect(url.expose())
                 .await
