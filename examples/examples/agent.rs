@@ -33,7 +33,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             per_day: Some(1_000_000),
             ..BudgetRule::usd()
         }],
-    )?;
+    )
+    .await?;
     let client = X402Client::builder()
         .wallet(
             ChainIdPattern::namespace("eip155")?,

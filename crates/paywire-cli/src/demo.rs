@@ -313,11 +313,12 @@ async fn set_the_stage(style: &Style) -> Result<Stage, String> {
 
 /// An agent paying from `payer`'s wallet within a $0.25 budget; the same
 /// wallet signs in (SIWE) when it returns for the pass.
-fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Client, String> {
+async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Client, String> {
     let budget = Budget::in_memory(vec![BudgetRule {
         total: Some(250_000),
         ..BudgetRule::usd()
     }])
+    .await
     .map_err(|e| e.to_string())?;
     let mut catalog = EvmNetworks::empty();
     catalog.insert(EvmNetwork::anvil(devnet.usdc()));
@@ -559,7 +560,7 @@ async fn run_demo(style: &Style) -> Result<(), String> {
 
     style.step("An agent with a $0.25 budget pays for a sequence of calls");
     let payer = stage.devnet.payer(1);
-    let agent = budgeted_agent(&stage.devnet, payer)?;
+    let agent = budgeted_agent(&stage.devnet, payer).await?;
     let before = stage
         .devnet
         .usdc_balance(payer.address)

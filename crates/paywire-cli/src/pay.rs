@@ -168,7 +168,7 @@ fn spend_probe(rpcs: &[String]) -> Result<ExactEvmSpendProbe, Failure> {
     Ok(probe)
 }
 
-fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
+async fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
     let key = match &args.wallet_file {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
             usage(format!(
@@ -232,7 +232,9 @@ fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
             total: args.total_usd.as_deref().map(micro_usd).transpose()?,
             ..BudgetRule::usd()
         };
-        let budget = Budget::open(path, vec![rule]).map_err(|e| usage(e.to_string()))?;
+        let budget = Budget::open(path, vec![rule])
+            .await
+            .map_err(|e| usage(e.to_string()))?;
         builder = builder.budget(Arc::new(budget));
         if !args.rpcs.is_empty() {
             builder = builder.spend_probe(Arc::new(spend_probe(&args.rpcs)?));
@@ -294,7 +296,7 @@ async fn dry_run(
         .await
         .map_err(|e| Failure(EXIT_HTTP, e.to_string()))?;
     client.reconcile().await;
-    let selection = client.select(&required);
+    let selection = client.select(&required).await;
     eprintln!("{}", selection.explain());
     match selection.chosen() {
         Some(chosen) => {
@@ -309,7 +311,7 @@ async fn dry_run(
 }
 
 async fn pay(args: PayArgs) -> Result<(), Failure> {
-    let client = build_client(&args)?;
+    let client = build_client(&args).await?;
     let http = reqwest::Client::new();
     let request = build_request(&http, &args)?;
     if args.dry_run {

@@ -15,13 +15,23 @@
 //!   answered;
 //! - `committed`: settled; counted;
 //! - `released`: never sent, or proven unspent; not counted.
+//!
+//! The file is SQLite through paywire-store's [`SqliteHandle`]: every
+//! statement runs on the handle's own thread (WAL, `busy_timeout` 5 s), so
+//! a commit waiting for `fsync` or for another process's write lock never
+//! blocks the async runtime. Each read-modify-write (reserve, the re-check
+//! before a payment becomes outstanding) is one `BEGIN IMMEDIATE`
+//! transaction inside one call. The schema is the `budget` component of
+//! paywire-store's migrations; files of earlier releases are adopted.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use paywire_core::{ChainId, PaymentPayload, PaymentRequirements};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::sqlite::SqliteHandle;
+use paywire_store::{Migration, Migrations};
 
 use crate::policy::AssetInfo;
 use paywire_core::{SpendProbe, SpendState};
@@ -88,6 +98,12 @@ impl From<rusqlite::Error> for BudgetError {
     }
 }
 
+impl From<paywire_store::StoreError> for BudgetError {
+    fn from(error: paywire_store::StoreError) -> Self {
+        Self::Store(error.to_string())
+    }
+}
+
 /// A reservation that must be committed (paid) or released (not paid).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
@@ -119,34 +135,74 @@ const PROBE_RETRY_SECS: i64 = 30;
 /// Outstanding payments probed per reconciliation pass at most.
 const PROBES_PER_PASS: i64 = 32;
 
-/// `PRAGMA user_version` of the current schema. Version 0 (no version set)
-/// had no `outstanding` state.
-const SCHEMA_VERSION: i64 = 1;
-
-const SPENDS_TABLE: &str = "CREATE TABLE spends (
-    id TEXT PRIMARY KEY,
-    network TEXT NOT NULL,
-    asset TEXT NOT NULL,
-    amount TEXT NOT NULL,
-    usd_micros TEXT,
-    created_at INTEGER NOT NULL,
-    state TEXT NOT NULL
-        CHECK (state IN ('reserved', 'outstanding', 'committed', 'released')),
-    payload TEXT,
-    probe_after INTEGER
-);";
-
-const SPENDS_INDEXES: &str = "
-    CREATE INDEX IF NOT EXISTS spends_by_time ON spends (created_at);
-    CREATE INDEX IF NOT EXISTS spends_to_probe ON spends (state, probe_after);";
+/// The `budget` schema (paywire-store migrations).
+///
+/// Budget files from before paywire-store kept their version in `PRAGMA
+/// user_version`: 0 (or unset) with a `spends` table is our version 1, and
+/// user version `n >= 1` is our version `n + 1` (a file from a later
+/// release of that scheme is therefore refused as newer). Version 2 keeps
+/// setting `user_version = 1`, so an older binary opening the file sees the
+/// schema it knows instead of migrating it again.
+const MIGRATIONS: Migrations = Migrations::new(
+    "budget",
+    &[
+        Migration::new(
+            1,
+            "spends",
+            "CREATE TABLE IF NOT EXISTS spends (
+                 id TEXT PRIMARY KEY,
+                 network TEXT NOT NULL,
+                 asset TEXT NOT NULL,
+                 amount TEXT NOT NULL,
+                 usd_micros TEXT,
+                 created_at INTEGER NOT NULL,
+                 state TEXT NOT NULL CHECK (state IN ('reserved', 'committed', 'released'))
+             );
+             CREATE INDEX IF NOT EXISTS spends_by_time ON spends (created_at);",
+        ),
+        // SQLite cannot alter a CHECK constraint: copy into a new table.
+        Migration::new(
+            2,
+            "outstanding payments",
+            "ALTER TABLE spends RENAME TO spends_v1;
+             CREATE TABLE spends (
+                 id TEXT PRIMARY KEY,
+                 network TEXT NOT NULL,
+                 asset TEXT NOT NULL,
+                 amount TEXT NOT NULL,
+                 usd_micros TEXT,
+                 created_at INTEGER NOT NULL,
+                 state TEXT NOT NULL
+                     CHECK (state IN ('reserved', 'outstanding', 'committed', 'released')),
+                 payload TEXT,
+                 probe_after INTEGER
+             );
+             INSERT INTO spends (id, network, asset, amount, usd_micros, created_at, state)
+                 SELECT id, network, asset, amount, usd_micros, created_at, state FROM spends_v1;
+             DROP TABLE spends_v1;
+             CREATE INDEX IF NOT EXISTS spends_by_time ON spends (created_at);
+             CREATE INDEX IF NOT EXISTS spends_to_probe ON spends (state, probe_after);
+             PRAGMA user_version = 1;",
+        ),
+    ],
+)
+.with_legacy_version(
+    "SELECT CASE
+         WHEN user_version > 0 THEN user_version + 1
+         WHEN EXISTS (SELECT 1 FROM pragma_table_info('spends')) THEN 1
+         ELSE 0
+     END
+     FROM pragma_user_version",
+);
 
 /// Unix seconds; injectable so tests can move time.
 type Clock = Box<dyn Fn() -> i64 + Send + Sync>;
 
-/// The persisted budget.
+/// The persisted budget. Its SQLite work runs on the store's own thread
+/// (paywire-store's [`SqliteHandle`]), never on an async runtime worker.
 pub struct Budget {
-    rules: Vec<BudgetRule>,
-    db: Mutex<Connection>,
+    rules: Arc<[BudgetRule]>,
+    db: SqliteHandle,
     clock: Clock,
 }
 
@@ -154,6 +210,7 @@ impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Budget")
             .field("rules", &self.rules)
+            .field("path", &self.db.path())
             .finish_non_exhaustive()
     }
 }
@@ -175,66 +232,235 @@ fn usd_micros(amount: u128, decimals: u8) -> Option<u128> {
     }
 }
 
-/// Brings a budget file of any earlier version to [`SCHEMA_VERSION`], in one
-/// immediate transaction so that two processes opening it do not both migrate.
-fn migrate(db: &mut Connection) -> Result<(), BudgetError> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(BudgetError::Store(format!(
-            "the budget file has schema version {version}, newer than this program's {SCHEMA_VERSION}"
+/// The amount a rule counts for this payment, or why it cannot count it.
+fn counted(
+    rule: &BudgetRule,
+    requirements: &PaymentRequirements,
+    info: Option<&AssetInfo>,
+) -> Result<Option<u128>, BudgetError> {
+    let amount = requirements.amount.to_u128().ok_or_else(|| {
+        BudgetError::Exceeded(format!(
+            "amount {} is too large to budget",
+            requirements.amount
+        ))
+    })?;
+    Ok(match &rule.scope {
+        BudgetScope::Usd => match info {
+            Some(info) if info.usd_stable => {
+                Some(usd_micros(amount, info.decimals).ok_or_else(|| {
+                    BudgetError::Exceeded("amount too large to convert to USD".into())
+                })?)
+            }
+            // A USD budget cannot bound an asset of unknown value: refuse.
+            _ => {
+                return Err(BudgetError::Exceeded(format!(
+                    "a USD budget is set and {} on {} is not a known USD stablecoin",
+                    requirements.asset, requirements.network
+                )));
+            }
+        },
+        BudgetScope::Asset { network, asset } => (network == &requirements.network
+            && asset.eq_ignore_ascii_case(&requirements.asset))
+        .then_some(amount),
+    })
+}
+
+/// Sums what `scope` counts over the rows selected by `filter` (an SQL
+/// condition over `created_at` and `state` with parameters `args`).
+fn sum(
+    db: &Connection,
+    scope: &BudgetScope,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<u128, BudgetError> {
+    let mut statement = db.prepare_cached(&format!(
+        "SELECT network, asset, amount, usd_micros FROM spends WHERE {filter}"
+    ))?;
+    let rows = statement.query_map(args, |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut sum: u128 = 0;
+    for row in rows {
+        let (network, asset, amount, usd) = row?;
+        let counted = match scope {
+            BudgetScope::Usd => usd.and_then(|u| u.parse::<u128>().ok()),
+            BudgetScope::Asset {
+                network: n,
+                asset: a,
+            } => (n.as_str() == network && a.eq_ignore_ascii_case(&asset))
+                .then(|| amount.parse::<u128>().ok())
+                .flatten(),
+        };
+        sum = sum.saturating_add(counted.unwrap_or(0));
+    }
+    Ok(sum)
+}
+
+/// Committed, outstanding and live reserved spending of `scope` since
+/// `since`, leaving out the row `except` (empty: none).
+fn spent_since(
+    db: &Connection,
+    scope: &BudgetScope,
+    since: i64,
+    now: i64,
+    except: &str,
+) -> Result<u128, BudgetError> {
+    sum(
+        db,
+        scope,
+        "created_at >= ?1 AND id != ?3 AND (state IN ('committed', 'outstanding')
+            OR (state = 'reserved' AND created_at >= ?2))",
+        params![since, now - STALE_RESERVATION_SECS, except],
+    )
+}
+
+/// Whether `amount` more of `rule`'s scope fits its limits now, next to
+/// everything counted but the row `except`.
+fn check_rule(
+    db: &Connection,
+    rule: &BudgetRule,
+    amount: u128,
+    now: i64,
+    except: &str,
+) -> Result<(), BudgetError> {
+    let unit = match rule.scope {
+        BudgetScope::Usd => "micro-USD",
+        BudgetScope::Asset { .. } => "atomic units",
+    };
+    if let Some(limit) = rule.per_call
+        && amount > limit
+    {
+        return Err(BudgetError::Exceeded(format!(
+            "per-call limit {limit} {unit} < {amount}"
         )));
     }
-    if version < SCHEMA_VERSION {
-        let has_v0: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'spends')",
-            [],
-            |row| row.get(0),
-        )?;
-        if has_v0 {
-            // SQLite cannot alter a CHECK constraint: copy into a new table.
-            tx.execute_batch("ALTER TABLE spends RENAME TO spends_v0;")?;
-            tx.execute_batch(SPENDS_TABLE)?;
-            tx.execute_batch(
-                "INSERT INTO spends (id, network, asset, amount, usd_micros, created_at, state)
-                 SELECT id, network, asset, amount, usd_micros, created_at, state FROM spends_v0;
-                 DROP TABLE spends_v0;",
-            )?;
-        } else {
-            tx.execute_batch(SPENDS_TABLE)?;
+    for (limit, since, label) in [
+        (rule.per_hour, now - 3600, "hourly"),
+        (rule.per_day, now - 86_400, "daily"),
+        (rule.total, i64::MIN, "total"),
+    ] {
+        let Some(limit) = limit else { continue };
+        let spent = spent_since(db, &rule.scope, since, now, except)?;
+        if spent.saturating_add(amount) > limit {
+            return Err(BudgetError::Exceeded(format!(
+                "{label} limit {limit} {unit}: {spent} spent or outstanding, \
+                 {amount} more asked"
+            )));
         }
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
-    tx.execute_batch(SPENDS_INDEXES)?;
-    tx.commit()?;
+    Ok(())
+}
+
+/// Checks a payment against every rule; the micro-dollars it counts for
+/// (when a USD rule applies).
+fn check(
+    db: &Connection,
+    rules: &[BudgetRule],
+    requirements: &PaymentRequirements,
+    info: Option<&AssetInfo>,
+    now: i64,
+) -> Result<Option<u128>, BudgetError> {
+    let mut usd = None;
+    for rule in rules {
+        let Some(amount) = counted(rule, requirements, info)? else {
+            continue;
+        };
+        if rule.scope == BudgetScope::Usd {
+            usd = Some(amount);
+        }
+        check_rule(db, rule, amount, now, "")?;
+    }
+    Ok(usd)
+}
+
+/// Checks the reserved row `id` against the limits again, as if it were
+/// asked for now: a reservation stops counting once stale (15 minutes),
+/// even while its signature is still being made (a hardware wallet
+/// waiting for a button), and other payments may have taken its room.
+fn recheck(db: &Connection, rules: &[BudgetRule], id: &str, now: i64) -> Result<(), BudgetError> {
+    let row = db
+        .query_row(
+            "SELECT network, asset, amount, usd_micros FROM spends
+             WHERE id = ?1 AND state = 'reserved'",
+            params![id],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((network, asset, amount, usd)) = row else {
+        return Err(BudgetError::Store(format!(
+            "reservation {id} is not pending"
+        )));
+    };
+    for rule in rules {
+        let counted = match &rule.scope {
+            BudgetScope::Usd => usd.as_deref(),
+            BudgetScope::Asset {
+                network: n,
+                asset: a,
+            } => {
+                (n.as_str() == network && a.eq_ignore_ascii_case(&asset)).then_some(amount.as_str())
+            }
+        };
+        let Some(counted) = counted else { continue };
+        let counted = counted
+            .parse::<u128>()
+            .map_err(|e| BudgetError::Store(format!("reservation {id}: {e}")))?;
+        check_rule(db, rule, counted, now, id)?;
+    }
+    Ok(())
+}
+
+/// Moves a pending payment to `state` (`committed` or `released`).
+fn set_state(db: &Connection, id: &str, state: &str) -> Result<(), BudgetError> {
+    db.execute(
+        "UPDATE spends SET state = ?1, payload = NULL, probe_after = NULL
+         WHERE id = ?2 AND state IN ('reserved', 'outstanding')",
+        params![state, id],
+    )?;
     Ok(())
 }
 
 impl Budget {
     /// A budget persisted in the SQLite file at `path` (created if needed;
-    /// files written by earlier versions are migrated).
-    pub fn open(path: impl AsRef<Path>, rules: Vec<BudgetRule>) -> Result<Self, BudgetError> {
-        Self::with_connection(Connection::open(path)?, rules)
+    /// files written by earlier versions are adopted and migrated; a file
+    /// with a newer schema is refused).
+    pub async fn open(path: impl AsRef<Path>, rules: Vec<BudgetRule>) -> Result<Self, BudgetError> {
+        Self::with_handle(SqliteHandle::open(path).await?, rules).await
     }
 
     /// A budget kept in memory only.
-    pub fn in_memory(rules: Vec<BudgetRule>) -> Result<Self, BudgetError> {
-        Self::with_connection(Connection::open_in_memory()?, rules)
+    pub async fn in_memory(rules: Vec<BudgetRule>) -> Result<Self, BudgetError> {
+        Self::with_handle(SqliteHandle::open_in_memory().await?, rules).await
     }
 
-    fn with_connection(mut db: Connection, rules: Vec<BudgetRule>) -> Result<Self, BudgetError> {
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch("PRAGMA journal_mode = WAL;")?;
-        migrate(&mut db)?;
+    /// A budget in an open database (created or migrated as needed).
+    pub async fn with_handle(
+        db: SqliteHandle,
+        rules: Vec<BudgetRule>,
+    ) -> Result<Self, BudgetError> {
+        db.migrate(&MIGRATIONS).await?;
         Ok(Self {
-            rules,
-            db: Mutex::new(db),
+            rules: rules.into(),
+            db,
             clock: Box::new(system_secs),
         })
     }
 
     /// Replaces the clock (Unix seconds) that dates payments and decides
     /// when an outstanding payment is due for a probe (tests).
+    #[must_use]
     pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
         self.clock = Box::new(clock);
         self
@@ -249,236 +475,57 @@ impl Budget {
         (self.clock)()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, BudgetError> {
-        self.db
-            .lock()
-            .map_err(|_| BudgetError::Store("budget lock poisoned".into()))
-    }
-
-    /// The amount a rule counts for this payment, or why it cannot count it.
-    fn counted(
-        rule: &BudgetRule,
-        requirements: &PaymentRequirements,
-        info: Option<&AssetInfo>,
-    ) -> Result<Option<u128>, BudgetError> {
-        let amount = requirements.amount.to_u128().ok_or_else(|| {
-            BudgetError::Exceeded(format!(
-                "amount {} is too large to budget",
-                requirements.amount
-            ))
-        })?;
-        Ok(match &rule.scope {
-            BudgetScope::Usd => match info {
-                Some(info) if info.usd_stable => {
-                    Some(usd_micros(amount, info.decimals).ok_or_else(|| {
-                        BudgetError::Exceeded("amount too large to convert to USD".into())
-                    })?)
-                }
-                // A USD budget cannot bound an asset of unknown value: refuse.
-                _ => {
-                    return Err(BudgetError::Exceeded(format!(
-                        "a USD budget is set and {} on {} is not a known USD stablecoin",
-                        requirements.asset, requirements.network
-                    )));
-                }
-            },
-            BudgetScope::Asset { network, asset } => (network == &requirements.network
-                && asset.eq_ignore_ascii_case(&requirements.asset))
-            .then_some(amount),
-        })
-    }
-
-    /// Sums what `scope` counts over the rows selected by `filter` (an SQL
-    /// condition over `created_at` and `state` with parameters `args`).
-    fn sum(
-        db: &Connection,
-        scope: &BudgetScope,
-        filter: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<u128, BudgetError> {
-        let mut statement = db.prepare_cached(&format!(
-            "SELECT network, asset, amount, usd_micros FROM spends WHERE {filter}"
-        ))?;
-        let rows = statement.query_map(args, |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-            ))
-        })?;
-        let mut sum: u128 = 0;
-        for row in rows {
-            let (network, asset, amount, usd) = row?;
-            let counted = match scope {
-                BudgetScope::Usd => usd.and_then(|u| u.parse::<u128>().ok()),
-                BudgetScope::Asset {
-                    network: n,
-                    asset: a,
-                } => (n.as_str() == network && a.eq_ignore_ascii_case(&asset))
-                    .then(|| amount.parse::<u128>().ok())
-                    .flatten(),
-            };
-            sum = sum.saturating_add(counted.unwrap_or(0));
-        }
-        Ok(sum)
-    }
-
-    /// Committed, outstanding and live reserved spending of `scope` since
-    /// `since`, leaving out the row `except` (empty: none).
-    fn spent_since(
-        db: &Connection,
-        scope: &BudgetScope,
-        since: i64,
-        now: i64,
-        except: &str,
-    ) -> Result<u128, BudgetError> {
-        Self::sum(
-            db,
-            scope,
-            "created_at >= ?1 AND id != ?3 AND (state IN ('committed', 'outstanding')
-                OR (state = 'reserved' AND created_at >= ?2))",
-            params![since, now - STALE_RESERVATION_SECS, except],
-        )
-    }
-
-    /// Whether `amount` more of `rule`'s scope fits its limits now, next to
-    /// everything counted but the row `except`.
-    fn check_rule(
-        db: &Connection,
-        rule: &BudgetRule,
-        amount: u128,
-        now: i64,
-        except: &str,
-    ) -> Result<(), BudgetError> {
-        let unit = match rule.scope {
-            BudgetScope::Usd => "micro-USD",
-            BudgetScope::Asset { .. } => "atomic units",
-        };
-        if let Some(limit) = rule.per_call
-            && amount > limit
-        {
-            return Err(BudgetError::Exceeded(format!(
-                "per-call limit {limit} {unit} < {amount}"
-            )));
-        }
-        for (limit, since, label) in [
-            (rule.per_hour, now - 3600, "hourly"),
-            (rule.per_day, now - 86_400, "daily"),
-            (rule.total, i64::MIN, "total"),
-        ] {
-            let Some(limit) = limit else { continue };
-            let spent = Self::spent_since(db, &rule.scope, since, now, except)?;
-            if spent.saturating_add(amount) > limit {
-                return Err(BudgetError::Exceeded(format!(
-                    "{label} limit {limit} {unit}: {spent} spent or outstanding, \
-                     {amount} more asked"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn check(
-        &self,
-        db: &Connection,
-        requirements: &PaymentRequirements,
-        info: Option<&AssetInfo>,
-    ) -> Result<Option<u128>, BudgetError> {
-        let now = self.now();
-        let mut usd = None;
-        for rule in &self.rules {
-            let Some(amount) = Self::counted(rule, requirements, info)? else {
-                continue;
-            };
-            if rule.scope == BudgetScope::Usd {
-                usd = Some(amount);
-            }
-            Self::check_rule(db, rule, amount, now, "")?;
-        }
-        Ok(usd)
-    }
-
-    /// Checks the reserved row `id` against the limits again, as if it were
-    /// asked for now: a reservation stops counting once stale (15 minutes),
-    /// even while its signature is still being made (a hardware wallet
-    /// waiting for a button), and other payments may have taken its room.
-    fn recheck(&self, db: &Connection, id: &str) -> Result<(), BudgetError> {
-        let row = db
-            .query_row(
-                "SELECT network, asset, amount, usd_micros FROM spends
-                 WHERE id = ?1 AND state = 'reserved'",
-                params![id],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, Option<String>>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((network, asset, amount, usd)) = row else {
-            return Err(BudgetError::Store(format!(
-                "reservation {id} is not pending"
-            )));
-        };
-        let now = self.now();
-        for rule in &self.rules {
-            let counted = match &rule.scope {
-                BudgetScope::Usd => usd.as_deref(),
-                BudgetScope::Asset {
-                    network: n,
-                    asset: a,
-                } => (n.as_str() == network && a.eq_ignore_ascii_case(&asset))
-                    .then_some(amount.as_str()),
-            };
-            let Some(counted) = counted else { continue };
-            let counted = counted
-                .parse::<u128>()
-                .map_err(|e| BudgetError::Store(format!("reservation {id}: {e}")))?;
-            Self::check_rule(db, rule, counted, now, id)?;
-        }
-        Ok(())
+    /// Runs `work` on the database thread.
+    async fn call<T, F>(&self, work: F) -> Result<T, BudgetError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, BudgetError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.db.call_and_then(work).await
     }
 
     /// Whether a payment would fit, without reserving anything.
-    pub fn fits(
+    pub async fn fits(
         &self,
         requirements: &PaymentRequirements,
         info: Option<&AssetInfo>,
     ) -> Result<(), BudgetError> {
-        let db = self.lock()?;
-        self.check(&db, requirements, info).map(|_| ())
+        let (rules, now) = (Arc::clone(&self.rules), self.now());
+        let (requirements, info) = (requirements.clone(), info.cloned());
+        self.call(move |db| check(db, &rules, &requirements, info.as_ref(), now).map(|_| ()))
+            .await
     }
 
     /// Reserves the payment's amount atomically (checked and recorded in one
     /// immediate transaction, so concurrent callers, even in other processes
     /// sharing the file, cannot both pass the same limit).
-    pub fn reserve(
+    pub async fn reserve(
         &self,
         requirements: &PaymentRequirements,
         info: Option<&AssetInfo>,
     ) -> Result<Reservation, BudgetError> {
-        let mut db = self.lock()?;
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let usd = self.check(&tx, requirements, info)?;
+        let (rules, now) = (Arc::clone(&self.rules), self.now());
+        let (requirements, info) = (requirements.clone(), info.cloned());
         let id = crate::random_id("spend_");
-        tx.execute(
-            "INSERT INTO spends (id, network, asset, amount, usd_micros, created_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved')",
-            params![
-                id,
-                requirements.network.as_str(),
-                requirements.asset,
-                requirements.amount.to_string(),
-                usd.map(|u| u.to_string()),
-                self.now()
-            ],
-        )?;
-        tx.commit()?;
-        Ok(Reservation { id })
+        self.call(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let usd = check(&tx, &rules, &requirements, info.as_ref(), now)?;
+            tx.execute(
+                "INSERT INTO spends (id, network, asset, amount, usd_micros, created_at, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'reserved')",
+                params![
+                    id,
+                    requirements.network.as_str(),
+                    requirements.asset,
+                    requirements.amount.to_string(),
+                    usd.map(|u| u.to_string()),
+                    now
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Reservation { id })
+        })
+        .await
     }
 
     /// Records that the reserved payment was signed as `payload`, which is
@@ -487,50 +534,49 @@ impl Budget {
     /// is kept in the store for the probe until then (an EIP-3009
     /// authorization can only pay the recipient it names).
     ///
-    /// The limits are checked again first: a reservation that went stale
-    /// while it was being signed may no longer fit, and is then refused with
-    /// [`BudgetError::Exceeded`] (the caller releases it and must not send
-    /// the payment).
-    pub fn mark_outstanding(
+    /// The limits are checked again first, in the same immediate
+    /// transaction: a reservation that went stale while it was being signed
+    /// may no longer fit, and is then refused with [`BudgetError::Exceeded`]
+    /// (the caller releases it and must not send the payment).
+    pub async fn mark_outstanding(
         &self,
         reservation: &Reservation,
         payload: &PaymentPayload,
     ) -> Result<(), BudgetError> {
         let json = serde_json::to_string(payload).map_err(|e| BudgetError::Store(e.to_string()))?;
         let lifetime = i64::try_from(payload.accepted.max_timeout_seconds).unwrap_or(i64::MAX);
-        let probe_after = self.now().saturating_add(lifetime);
-        let mut db = self.lock()?;
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        self.recheck(&tx, &reservation.id)?;
-        tx.execute(
-            "UPDATE spends SET state = 'outstanding', payload = ?1, probe_after = ?2
-             WHERE id = ?3 AND state = 'reserved'",
-            params![json, probe_after, reservation.id],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let (rules, now) = (Arc::clone(&self.rules), self.now());
+        let probe_after = now.saturating_add(lifetime);
+        let id = reservation.id.clone();
+        self.call(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            recheck(&tx, &rules, &id, now)?;
+            tx.execute(
+                "UPDATE spends SET state = 'outstanding', payload = ?1, probe_after = ?2
+                 WHERE id = ?3 AND state = 'reserved'",
+                params![json, probe_after, id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records the payment as spent (it was settled).
-    pub fn commit(&self, reservation: &Reservation) -> Result<(), BudgetError> {
-        self.set_state(&reservation.id, "committed")
+    pub async fn commit(&self, reservation: &Reservation) -> Result<(), BudgetError> {
+        self.set_state(&reservation.id, "committed").await
     }
 
     /// Stops counting a payment whose authorization never left the client.
     /// (An authorization that was sent is released by [`Self::reconcile`]
     /// once it is proven unspent, never on the server's word.)
-    pub fn release(&self, reservation: &Reservation) -> Result<(), BudgetError> {
-        self.set_state(&reservation.id, "released")
+    pub async fn release(&self, reservation: &Reservation) -> Result<(), BudgetError> {
+        self.set_state(&reservation.id, "released").await
     }
 
-    fn set_state(&self, id: &str, state: &str) -> Result<(), BudgetError> {
-        let db = self.lock()?;
-        db.execute(
-            "UPDATE spends SET state = ?1, payload = NULL, probe_after = NULL
-             WHERE id = ?2 AND state IN ('reserved', 'outstanding')",
-            params![state, id],
-        )?;
-        Ok(())
+    async fn set_state(&self, id: &str, state: &'static str) -> Result<(), BudgetError> {
+        let id = id.to_owned();
+        self.call(move |db| set_state(db, &id, state)).await
     }
 
     /// Asks `probe` about the outstanding payments that are due (whose
@@ -538,7 +584,7 @@ impl Budget {
     /// seconds): a spent one is committed, an unspent one released, an
     /// undecided one (e.g. the RPC node is unreachable) keeps counting.
     pub async fn reconcile(&self, probe: &dyn SpendProbe) -> Result<Reconciliation, BudgetError> {
-        let due = self.due_for_probe()?;
+        let due = self.due_for_probe().await?;
         let mut result = Reconciliation::default();
         for (id, payload) in due {
             let state = match serde_json::from_str::<PaymentPayload>(&payload) {
@@ -550,15 +596,15 @@ impl Budget {
             };
             match state {
                 SpendState::Spent => {
-                    self.set_state(&id, "committed")?;
+                    self.set_state(&id, "committed").await?;
                     result.settled += 1;
                 }
                 SpendState::Unspent => {
-                    self.set_state(&id, "released")?;
+                    self.set_state(&id, "released").await?;
                     result.released += 1;
                 }
                 SpendState::Unknown => {
-                    self.postpone_probe(&id)?;
+                    self.postpone_probe(&id).await?;
                     result.undecided += 1;
                 }
             }
@@ -567,62 +613,73 @@ impl Budget {
         Ok(result)
     }
 
-    fn due_for_probe(&self) -> Result<Vec<(String, String)>, BudgetError> {
-        let db = self.lock()?;
-        let mut statement = db.prepare_cached(
-            "SELECT id, payload FROM spends
-             WHERE state = 'outstanding' AND payload IS NOT NULL AND probe_after <= ?1
-             ORDER BY probe_after LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![self.now(), PROBES_PER_PASS], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    async fn due_for_probe(&self) -> Result<Vec<(String, String)>, BudgetError> {
+        let now = self.now();
+        self.call(move |db| {
+            let mut statement = db.prepare_cached(
+                "SELECT id, payload FROM spends
+                 WHERE state = 'outstanding' AND payload IS NOT NULL AND probe_after <= ?1
+                 ORDER BY probe_after LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![now, PROBES_PER_PASS], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
-    fn postpone_probe(&self, id: &str) -> Result<(), BudgetError> {
-        let db = self.lock()?;
-        db.execute(
-            "UPDATE spends SET probe_after = ?1 WHERE id = ?2 AND state = 'outstanding'",
-            params![self.now().saturating_add(PROBE_RETRY_SECS), id],
-        )?;
-        Ok(())
+    async fn postpone_probe(&self, id: &str) -> Result<(), BudgetError> {
+        let (id, after) = (id.to_owned(), self.now().saturating_add(PROBE_RETRY_SECS));
+        self.call(move |db| {
+            db.execute(
+                "UPDATE spends SET probe_after = ?1 WHERE id = ?2 AND state = 'outstanding'",
+                params![after, id],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Whether any outstanding payment is due for a probe (cheap; lets the
     /// client skip reconciliation, and its RPC calls, most of the time).
-    pub fn has_due_probes(&self) -> Result<bool, BudgetError> {
-        let db = self.lock()?;
-        let due = db
-            .query_row(
-                "SELECT 1 FROM spends
-                 WHERE state = 'outstanding' AND payload IS NOT NULL AND probe_after <= ?1
-                 LIMIT 1",
-                params![self.now()],
-                |_| Ok(()),
-            )
-            .optional()?;
-        Ok(due.is_some())
+    pub async fn has_due_probes(&self) -> Result<bool, BudgetError> {
+        let now = self.now();
+        self.call(move |db| {
+            let due = db
+                .query_row(
+                    "SELECT 1 FROM spends
+                     WHERE state = 'outstanding' AND payload IS NOT NULL AND probe_after <= ?1
+                     LIMIT 1",
+                    params![now],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            Ok(due.is_some())
+        })
+        .await
     }
 
     /// Committed (settled) spending of a scope over all time.
-    pub fn spent_total(&self, scope: &BudgetScope) -> Result<u128, BudgetError> {
-        let db = self.lock()?;
-        Self::sum(&db, scope, "state = 'committed'", [])
+    pub async fn spent_total(&self, scope: &BudgetScope) -> Result<u128, BudgetError> {
+        let scope = scope.clone();
+        self.call(move |db| sum(db, &scope, "state = 'committed'", []))
+            .await
     }
 
     /// Signed payments of a scope not yet known to be settled or unspent
     /// (they count against the limits like spending).
-    pub fn outstanding_total(&self, scope: &BudgetScope) -> Result<u128, BudgetError> {
-        let db = self.lock()?;
-        Self::sum(&db, scope, "state = 'outstanding'", [])
+    pub async fn outstanding_total(&self, scope: &BudgetScope) -> Result<u128, BudgetError> {
+        let scope = scope.clone();
+        self.call(move |db| sum(db, &scope, "state = 'outstanding'", []))
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::Mutex;
 
     fn usdc() -> AssetInfo {
         AssetInfo {
@@ -652,40 +709,57 @@ mod tests {
         assert_eq!(usd_micros(5, 2), Some(50_000));
     }
 
-    #[test]
-    fn limits_per_call_and_total() {
+    #[tokio::test]
+    async fn limits_per_call_and_total() {
         let rule = BudgetRule {
             per_call: Some(50_000),
             total: Some(100_000),
             ..BudgetRule::usd()
         };
-        let budget = Budget::in_memory(vec![rule]).unwrap();
+        let budget = Budget::in_memory(vec![rule]).await.unwrap();
         assert!(matches!(
-            budget.reserve(&requirement(60_000), Some(&usdc())),
+            budget.reserve(&requirement(60_000), Some(&usdc())).await,
             Err(BudgetError::Exceeded(_))
         ));
-        let first = budget.reserve(&requirement(50_000), Some(&usdc())).unwrap();
-        budget.commit(&first).unwrap();
-        let second = budget.reserve(&requirement(40_000), Some(&usdc())).unwrap();
+        let first = budget
+            .reserve(&requirement(50_000), Some(&usdc()))
+            .await
+            .unwrap();
+        budget.commit(&first).await.unwrap();
+        let second = budget
+            .reserve(&requirement(40_000), Some(&usdc()))
+            .await
+            .unwrap();
         // Reserved but not committed still counts: no overspend by concurrency.
-        assert!(budget.reserve(&requirement(20_000), Some(&usdc())).is_err());
-        budget.release(&second).unwrap();
-        assert!(budget.reserve(&requirement(20_000), Some(&usdc())).is_ok());
-        assert_eq!(budget.spent_total(&BudgetScope::Usd).unwrap(), 50_000);
+        assert!(
+            budget
+                .reserve(&requirement(20_000), Some(&usdc()))
+                .await
+                .is_err()
+        );
+        budget.release(&second).await.unwrap();
+        assert!(
+            budget
+                .reserve(&requirement(20_000), Some(&usdc()))
+                .await
+                .is_ok()
+        );
+        assert_eq!(budget.spent_total(&BudgetScope::Usd).await.unwrap(), 50_000);
     }
 
-    #[test]
-    fn usd_budget_refuses_unknown_assets() {
+    #[tokio::test]
+    async fn usd_budget_refuses_unknown_assets() {
         let budget = Budget::in_memory(vec![BudgetRule {
             total: Some(1),
             ..BudgetRule::usd()
         }])
+        .await
         .unwrap();
-        assert!(budget.reserve(&requirement(1), None).is_err());
+        assert!(budget.reserve(&requirement(1), None).await.is_err());
     }
 
-    #[test]
-    fn persists_across_restarts() {
+    #[tokio::test]
+    async fn persists_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("budget.db");
         let rule = BudgetRule {
@@ -693,40 +767,60 @@ mod tests {
             ..BudgetRule::usd()
         };
         {
-            let budget = Budget::open(&path, vec![rule.clone()]).unwrap();
-            let spend = budget.reserve(&requirement(20_000), Some(&usdc())).unwrap();
-            budget.commit(&spend).unwrap();
+            let budget = Budget::open(&path, vec![rule.clone()]).await.unwrap();
+            let spend = budget
+                .reserve(&requirement(20_000), Some(&usdc()))
+                .await
+                .unwrap();
+            budget.commit(&spend).await.unwrap();
         }
-        let budget = Budget::open(&path, vec![rule]).unwrap();
+        let budget = Budget::open(&path, vec![rule]).await.unwrap();
         assert!(
-            budget.reserve(&requirement(20_000), Some(&usdc())).is_err(),
+            budget
+                .reserve(&requirement(20_000), Some(&usdc()))
+                .await
+                .is_err(),
             "spend survived the restart"
         );
-        assert!(budget.reserve(&requirement(10_000), Some(&usdc())).is_ok());
+        assert!(
+            budget
+                .reserve(&requirement(10_000), Some(&usdc()))
+                .await
+                .is_ok()
+        );
     }
 
-    #[test]
-    fn concurrent_reservations_cannot_overspend() {
-        let budget = Arc::new(
-            Budget::in_memory(vec![BudgetRule {
-                total: Some(100_000),
-                ..BudgetRule::usd()
-            }])
-            .unwrap(),
-        );
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reservations_cannot_overspend() {
+        // Two handles on one file: two connections, as two processes would
+        // have; 20 reservations race from both on a multi-threaded runtime.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budget.db");
+        let rule = BudgetRule {
+            total: Some(100_000),
+            ..BudgetRule::usd()
+        };
+        let budgets = [
+            Arc::new(Budget::open(&path, vec![rule.clone()]).await.unwrap()),
+            Arc::new(Budget::open(&path, vec![rule]).await.unwrap()),
+        ];
         let handles: Vec<_> = (0..20)
-            .map(|_| {
-                let budget = Arc::clone(&budget);
-                std::thread::spawn(move || {
-                    budget.reserve(&requirement(10_000), Some(&usdc())).is_ok()
+            .map(|i| {
+                let budget = Arc::clone(&budgets[i % 2]);
+                tokio::spawn(async move {
+                    budget
+                        .reserve(&requirement(10_000), Some(&usdc()))
+                        .await
+                        .is_ok()
                 })
             })
             .collect();
-        let granted = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(false))
-            .filter(|granted| *granted)
-            .count();
+        let mut granted = 0;
+        for handle in handles {
+            if handle.await.unwrap_or(false) {
+                granted += 1;
+            }
+        }
         assert_eq!(granted, 10);
     }
 
@@ -769,10 +863,11 @@ mod tests {
         }
     }
 
-    fn clocked(rule: BudgetRule) -> (Budget, Arc<std::sync::atomic::AtomicI64>) {
+    async fn clocked(rule: BudgetRule) -> (Budget, Arc<std::sync::atomic::AtomicI64>) {
         let now = Arc::new(std::sync::atomic::AtomicI64::new(1_800_000_000));
         let clock = Arc::clone(&now);
         let budget = Budget::in_memory(vec![rule])
+            .await
             .unwrap()
             .with_clock(move || clock.load(std::sync::atomic::Ordering::SeqCst));
         (budget, now)
@@ -785,69 +880,111 @@ mod tests {
         let (budget, now) = clocked(BudgetRule {
             total: Some(15_000),
             ..BudgetRule::usd()
-        });
-        let sent = budget.reserve(&requirement(10_000), Some(&usdc())).unwrap();
+        })
+        .await;
+        let sent = budget
+            .reserve(&requirement(10_000), Some(&usdc()))
+            .await
+            .unwrap();
         budget
             .mark_outstanding(&sent, &payload(requirement(10_000)))
+            .await
             .unwrap();
         now.fetch_add(24 * 3600, std::sync::atomic::Ordering::SeqCst);
         assert!(
-            budget.fits(&requirement(10_000), Some(&usdc())).is_err(),
+            budget
+                .fits(&requirement(10_000), Some(&usdc()))
+                .await
+                .is_err(),
             "still counted a day later"
         );
-        assert_eq!(budget.outstanding_total(&BudgetScope::Usd).unwrap(), 10_000);
+        assert_eq!(
+            budget.outstanding_total(&BudgetScope::Usd).await.unwrap(),
+            10_000
+        );
 
         let probe = ScriptedProbe::new(SpendState::Unknown);
         let done = budget.reconcile(&probe).await.unwrap();
         assert_eq!(done.undecided, 1);
-        assert!(budget.fits(&requirement(10_000), Some(&usdc())).is_err());
+        assert!(
+            budget
+                .fits(&requirement(10_000), Some(&usdc()))
+                .await
+                .is_err()
+        );
         // Undecided: not asked again for a while.
         probe.answer(SpendState::Unspent);
         assert_eq!(budget.reconcile(&probe).await.unwrap().released, 0);
         assert_eq!(probe.asked(), 1);
         now.fetch_add(PROBE_RETRY_SECS, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(budget.reconcile(&probe).await.unwrap().released, 1);
-        assert!(budget.fits(&requirement(10_000), Some(&usdc())).is_ok());
-        assert_eq!(budget.outstanding_total(&BudgetScope::Usd).unwrap(), 0);
-        assert_eq!(budget.spent_total(&BudgetScope::Usd).unwrap(), 0);
+        assert!(
+            budget
+                .fits(&requirement(10_000), Some(&usdc()))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            budget.outstanding_total(&BudgetScope::Usd).await.unwrap(),
+            0
+        );
+        assert_eq!(budget.spent_total(&BudgetScope::Usd).await.unwrap(), 0);
     }
 
     /// Review r3 finding 3: a reservation that went stale while it was
     /// being signed is checked again before it counts for good, and refused
     /// if others took its room; a fresh one is not affected.
-    #[test]
-    fn a_reservation_signed_after_going_stale_is_checked_again() {
+    #[tokio::test]
+    async fn a_reservation_signed_after_going_stale_is_checked_again() {
         let (budget, now) = clocked(BudgetRule {
             total: Some(100_000),
             ..BudgetRule::usd()
-        });
-        let slow = budget.reserve(&requirement(60_000), Some(&usdc())).unwrap();
+        })
+        .await;
+        let slow = budget
+            .reserve(&requirement(60_000), Some(&usdc()))
+            .await
+            .unwrap();
         now.fetch_add(
             STALE_RESERVATION_SECS + 60,
             std::sync::atomic::Ordering::SeqCst,
         );
-        let quick = budget.reserve(&requirement(60_000), Some(&usdc())).unwrap();
+        let quick = budget
+            .reserve(&requirement(60_000), Some(&usdc()))
+            .await
+            .unwrap();
         budget
             .mark_outstanding(&quick, &payload(requirement(60_000)))
+            .await
             .unwrap();
-        match budget.mark_outstanding(&slow, &payload(requirement(60_000))) {
+        match budget
+            .mark_outstanding(&slow, &payload(requirement(60_000)))
+            .await
+        {
             Err(BudgetError::Exceeded(why)) => assert!(why.contains("total limit"), "{why}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
-        budget.release(&slow).unwrap();
-        assert_eq!(budget.outstanding_total(&BudgetScope::Usd).unwrap(), 60_000);
+        budget.release(&slow).await.unwrap();
+        assert_eq!(
+            budget.outstanding_total(&BudgetScope::Usd).await.unwrap(),
+            60_000
+        );
 
         // Stale but still fitting: it becomes outstanding.
-        let late = budget.reserve(&requirement(40_000), Some(&usdc())).unwrap();
+        let late = budget
+            .reserve(&requirement(40_000), Some(&usdc()))
+            .await
+            .unwrap();
         now.fetch_add(
             STALE_RESERVATION_SECS + 60,
             std::sync::atomic::Ordering::SeqCst,
         );
         budget
             .mark_outstanding(&late, &payload(requirement(40_000)))
+            .await
             .unwrap();
         assert_eq!(
-            budget.outstanding_total(&BudgetScope::Usd).unwrap(),
+            budget.outstanding_total(&BudgetScope::Usd).await.unwrap(),
             100_000
         );
     }
@@ -857,10 +994,15 @@ mod tests {
         let (budget, now) = clocked(BudgetRule {
             total: Some(25_000),
             ..BudgetRule::usd()
-        });
-        let sent = budget.reserve(&requirement(10_000), Some(&usdc())).unwrap();
+        })
+        .await;
+        let sent = budget
+            .reserve(&requirement(10_000), Some(&usdc()))
+            .await
+            .unwrap();
         budget
             .mark_outstanding(&sent, &payload(requirement(10_000)))
+            .await
             .unwrap();
         let probe = ScriptedProbe::new(SpendState::Spent);
         assert_eq!(
@@ -871,14 +1013,24 @@ mod tests {
         now.fetch_add(60, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(budget.reconcile(&probe).await.unwrap().settled, 1);
         // A late receipt for the same payment changes nothing.
-        budget.commit(&sent).unwrap();
-        assert_eq!(budget.spent_total(&BudgetScope::Usd).unwrap(), 10_000);
-        assert!(budget.fits(&requirement(15_000), Some(&usdc())).is_ok());
-        assert!(budget.fits(&requirement(15_001), Some(&usdc())).is_err());
+        budget.commit(&sent).await.unwrap();
+        assert_eq!(budget.spent_total(&BudgetScope::Usd).await.unwrap(), 10_000);
+        assert!(
+            budget
+                .fits(&requirement(15_000), Some(&usdc()))
+                .await
+                .is_ok()
+        );
+        assert!(
+            budget
+                .fits(&requirement(15_001), Some(&usdc()))
+                .await
+                .is_err()
+        );
     }
 
-    #[test]
-    fn migrates_a_version_0_file() {
+    #[tokio::test]
+    async fn migrates_a_version_0_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("budget.db");
         {
@@ -906,20 +1058,189 @@ mod tests {
             total: Some(35_000),
             ..BudgetRule::usd()
         };
-        let budget = Budget::open(&path, vec![rule.clone()]).unwrap();
-        assert_eq!(budget.spent_total(&BudgetScope::Usd).unwrap(), 20_000);
-        let sent = budget.reserve(&requirement(10_000), Some(&usdc())).unwrap();
+        let budget = Budget::open(&path, vec![rule.clone()]).await.unwrap();
+        assert_eq!(budget.spent_total(&BudgetScope::Usd).await.unwrap(), 20_000);
+        let sent = budget
+            .reserve(&requirement(10_000), Some(&usdc()))
+            .await
+            .unwrap();
         budget
             .mark_outstanding(&sent, &payload(requirement(10_000)))
+            .await
             .unwrap();
         drop(budget);
-        let budget = Budget::open(&path, vec![rule]).unwrap();
-        assert_eq!(budget.outstanding_total(&BudgetScope::Usd).unwrap(), 10_000);
-        assert!(budget.fits(&requirement(10_000), Some(&usdc())).is_err());
+        let budget = Budget::open(&path, vec![rule]).await.unwrap();
+        assert_eq!(
+            budget.outstanding_total(&BudgetScope::Usd).await.unwrap(),
+            10_000
+        );
+        assert!(
+            budget
+                .fits(&requirement(10_000), Some(&usdc()))
+                .await
+                .is_err()
+        );
     }
 
-    #[test]
-    fn asset_scope_counts_only_its_asset() {
+    /// The bookkeeping version of `budget` and the file's `user_version`.
+    fn versions(path: &Path) -> (Option<i64>, i64) {
+        let db = Connection::open(path).unwrap();
+        let recorded = db
+            .query_row(
+                "SELECT version FROM paywire_schema_versions WHERE component = 'budget'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .unwrap();
+        let user: i64 = db
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        (recorded, user)
+    }
+
+    #[tokio::test]
+    async fn a_new_file_is_at_the_newest_version_and_readable_by_the_old_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budget.db");
+        drop(Budget::open(&path, vec![]).await.unwrap());
+        // user_version 1: a release from before paywire-store sees its own
+        // schema and does not copy the table again.
+        assert_eq!(versions(&path), (Some(2), 1));
+    }
+
+    /// A file written by the release before paywire-store (`user_version`
+    /// 1, outstanding payments with their payloads) is adopted as it is.
+    #[tokio::test]
+    async fn a_version_1_file_is_adopted_without_copying() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budget.db");
+        let json = serde_json::to_string(&payload(requirement(10_000))).unwrap();
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE spends (
+                     id TEXT PRIMARY KEY,
+                     network TEXT NOT NULL,
+                     asset TEXT NOT NULL,
+                     amount TEXT NOT NULL,
+                     usd_micros TEXT,
+                     created_at INTEGER NOT NULL,
+                     state TEXT NOT NULL
+                         CHECK (state IN ('reserved', 'outstanding', 'committed', 'released')),
+                     payload TEXT,
+                     probe_after INTEGER
+                 );
+                 CREATE INDEX IF NOT EXISTS spends_by_time ON spends (created_at);
+                 CREATE INDEX IF NOT EXISTS spends_to_probe ON spends (state, probe_after);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO spends VALUES
+                     ('sent', 'eip155:8453', '0xusdc', '10000', '10000', ?1, 'outstanding', ?2, 0)",
+                params![system_secs(), json],
+            )
+            .unwrap();
+        }
+        let budget = Budget::open(&path, vec![BudgetRule::usd()]).await.unwrap();
+        assert_eq!(versions(&path), (Some(2), 1));
+        assert_eq!(
+            budget.outstanding_total(&BudgetScope::Usd).await.unwrap(),
+            10_000
+        );
+        // The payload survived (migration 2 would have dropped it): the probe
+        // can still settle the payment.
+        let probe = ScriptedProbe::new(SpendState::Spent);
+        assert_eq!(budget.reconcile(&probe).await.unwrap().settled, 1);
+        assert_eq!(budget.spent_total(&BudgetScope::Usd).await.unwrap(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn a_newer_budget_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Recorded by a newer release in the bookkeeping table.
+        let path = dir.path().join("newer.db");
+        drop(Budget::open(&path, vec![]).await.unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE paywire_schema_versions SET version = 3 WHERE component = 'budget'",
+                [],
+            )
+            .unwrap();
+        match Budget::open(&path, vec![]).await {
+            Err(BudgetError::Store(why)) => {
+                assert!(
+                    why.contains("`budget`") && why.contains("version 3"),
+                    "{why}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // A file of the old scheme with a user_version newer than it knew.
+        let path = dir.path().join("old-newer.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE spends (id TEXT); PRAGMA user_version = 2;")
+            .unwrap();
+        assert!(matches!(
+            Budget::open(&path, vec![]).await,
+            Err(BudgetError::Store(why)) if why.contains("version 3")
+        ));
+    }
+
+    /// The budget's SQLite work runs on the store's thread: while a reserve
+    /// waits for another process's write lock, this current-thread runtime
+    /// keeps running its other tasks.
+    #[tokio::test]
+    async fn budget_work_runs_off_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budget.db");
+        let budget = Budget::open(
+            &path,
+            vec![BudgetRule {
+                total: Some(100_000),
+                ..BudgetRule::usd()
+            }],
+        )
+        .await
+        .unwrap();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let (locked_tx, locked) = std::sync::mpsc::channel::<()>();
+        // Another process holds the write lock until a task on this runtime
+        // has run, or 3 s have passed (the reserve waits up to 5 s).
+        let holder = std::thread::spawn(move || {
+            let mut other = Connection::open(&path).unwrap();
+            let tx = other
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let released_by_the_runtime =
+                wait.recv_timeout(std::time::Duration::from_secs(3)).is_ok();
+            tx.commit().unwrap();
+            released_by_the_runtime
+        });
+        locked
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let ticker = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            go.send(()).is_ok()
+        });
+        let reservation = budget.reserve(&requirement(10_000), Some(&usdc())).await;
+        assert!(reservation.is_ok(), "{reservation:?}");
+        assert!(ticker.await.unwrap(), "the ticker could not signal");
+        assert!(
+            holder.join().unwrap(),
+            "the runtime stood still while the budget waited for the lock"
+        );
+    }
+
+    #[tokio::test]
+    async fn asset_scope_counts_only_its_asset() {
         let rule = BudgetRule {
             scope: BudgetScope::Asset {
                 network: ChainId::parse("eip155:8453").unwrap(),
@@ -930,10 +1251,10 @@ mod tests {
             per_day: None,
             total: None,
         };
-        let budget = Budget::in_memory(vec![rule]).unwrap();
-        assert!(budget.fits(&requirement(6), Some(&usdc())).is_err());
+        let budget = Budget::in_memory(vec![rule]).await.unwrap();
+        assert!(budget.fits(&requirement(6), Some(&usdc())).await.is_err());
         let mut other = requirement(6);
         other.asset = "0xother".into();
-        assert!(budget.fits(&other, None).is_ok());
+        assert!(budget.fits(&other, None).await.is_ok());
     }
 }

@@ -304,19 +304,35 @@ impl X402Client {
     }
 
     /// Applies wallets, policy and budget to the offered options.
-    pub fn select(&self, required: &PaymentRequired) -> Selection {
+    pub async fn select(&self, required: &PaymentRequired) -> Selection {
+        let budget_verdicts = self.budget_verdicts(&required.accepts).await;
         self.policy.select(
             &required.accepts,
             &self.catalog,
             |r| self.wallets.supports(&r.scheme, &r.network),
-            |r, info| {
-                let budget = self.budget.as_ref()?;
-                budget
-                    .fits(r, info)
-                    .err()
-                    .map(|e| Exclusion::Budget(e.to_string()))
+            |r, _| {
+                // The verdict of an equal option: the budget's answer depends
+                // on the requirements (and their asset's info) only.
+                let index = required.accepts.iter().position(|a| a == r)?;
+                budget_verdicts.get(index).cloned().flatten()
             },
         )
+    }
+
+    /// The budget's exclusion of each option (none without a budget).
+    async fn budget_verdicts(&self, accepts: &[PaymentRequirements]) -> Vec<Option<Exclusion>> {
+        let Some(budget) = &self.budget else {
+            return Vec::new();
+        };
+        let mut verdicts = Vec::with_capacity(accepts.len());
+        for requirements in accepts {
+            let info = self
+                .catalog
+                .asset_info(&requirements.network, &requirements.asset);
+            let verdict = budget.fits(requirements, info.as_ref()).await;
+            verdicts.push(verdict.err().map(|e| Exclusion::Budget(e.to_string())));
+        }
+        verdicts
     }
 
     /// Reconciles the budget's outstanding payments that are due with the
@@ -325,7 +341,7 @@ impl X402Client {
     /// (undecided payments keep counting: this never stops a payment).
     pub async fn reconcile(&self) -> Option<Reconciliation> {
         let (budget, probe) = (self.budget.as_ref()?, self.spend_probe.as_ref()?);
-        match budget.has_due_probes() {
+        match budget.has_due_probes().await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(error) => {
@@ -355,7 +371,7 @@ impl X402Client {
         required: &PaymentRequired,
     ) -> Result<PreparedPayment, ClientError> {
         self.reconcile().await;
-        let selection = self.select(required);
+        let selection = self.select(required).await;
         let Some(requirements) = selection.chosen().cloned() else {
             return Err(ClientError::NoAcceptableOption(selection.explain()));
         };
@@ -367,7 +383,7 @@ impl X402Client {
             .catalog
             .asset_info(&requirements.network, &requirements.asset);
         let reservation = match &self.budget {
-            Some(budget) => Some(budget.reserve(&requirements, info.as_ref())?),
+            Some(budget) => Some(budget.reserve(&requirements, info.as_ref()).await?),
             None => None,
         };
         let signed = match self
@@ -384,7 +400,7 @@ impl X402Client {
             Ok(payload) => payload,
             Err(error) => {
                 if let (Some(budget), Some(reservation)) = (&self.budget, &reservation) {
-                    let _ = budget.release(reservation);
+                    let _ = budget.release(reservation).await;
                 }
                 return Err(error);
             }
@@ -398,9 +414,9 @@ impl X402Client {
             accepted: requirements,
         };
         if let (Some(budget), Some(reservation)) = (&self.budget, &reservation)
-            && let Err(error) = budget.mark_outstanding(reservation, &payload)
+            && let Err(error) = budget.mark_outstanding(reservation, &payload).await
         {
-            let _ = budget.release(reservation);
+            let _ = budget.release(reservation).await;
             return Err(error.into());
         }
         let header = codec::encode_header(&payload);
@@ -447,7 +463,7 @@ impl X402Client {
         let settled = receipt.as_ref().is_some_and(|r| r.success);
         if let (Some(budget), Some(reservation), true) =
             (&self.budget, &prepared.reservation, settled)
-            && let Err(error) = budget.commit(reservation)
+            && let Err(error) = budget.commit(reservation).await
         {
             tracing::error!(%error, "could not record the payment in the budget");
         }
@@ -463,9 +479,9 @@ impl X402Client {
     /// Releases the budget of a prepared payment that was never sent (its
     /// signed authorization never left the client). Never call it for a
     /// payment that was sent, whatever the answer.
-    pub fn abandon(&self, prepared: &PreparedPayment) {
+    pub async fn abandon(&self, prepared: &PreparedPayment) {
         if let (Some(budget), Some(reservation)) = (&self.budget, &prepared.reservation) {
-            let _ = budget.release(reservation);
+            let _ = budget.release(reservation).await;
         }
     }
 }

@@ -486,7 +486,7 @@ impl X402Client {
                 Ok(paid) => paid,
                 Err(error) => {
                     if !progress.sent {
-                        self.abandon(prepared);
+                        self.abandon(prepared).await;
                     }
                     self.hooks.on_failure(&error).await;
                     return Err(error);

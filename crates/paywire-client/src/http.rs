@@ -613,6 +613,7 @@ mod tests {
                 per_day: None,
                 total: Some(100_000),
             }])
+            .await
             .unwrap(),
         );
         let client = X402Client::builder()
@@ -622,10 +623,10 @@ mod tests {
             )
             .budget(Arc::clone(&budget))
             .build();
-        let totals = || {
+        let totals = async || {
             (
-                budget.spent_total(&scope).unwrap(),
-                budget.outstanding_total(&scope).unwrap(),
+                budget.spent_total(&scope).await.unwrap(),
+                budget.outstanding_total(&scope).await.unwrap(),
             )
         };
         let refused = client.prepare(&required()).await.unwrap();
@@ -638,7 +639,11 @@ mod tests {
         let outcome = finish_http(&client, &refused, 402, &receipt_headers(&failed)).await;
         assert_eq!(outcome.status, PaymentStatus::NotPaid);
         finish_http(&client, &refused, 500, &HeaderMap::new()).await;
-        assert_eq!(totals(), (0, 10_000), "the server holds it: still counted");
+        assert_eq!(
+            totals().await,
+            (0, 10_000),
+            "the server holds it: still counted"
+        );
 
         let settled = client.prepare(&required()).await.unwrap();
         let success = SettleResponse {
@@ -649,12 +654,12 @@ mod tests {
         };
         let outcome = finish_http(&client, &settled, 500, &receipt_headers(&success)).await;
         assert_eq!(outcome.status, PaymentStatus::Paid);
-        assert_eq!(totals(), (10_000, 10_000));
+        assert_eq!(totals().await, (10_000, 10_000));
 
         let unsent = client.prepare(&required()).await.unwrap();
-        assert_eq!(totals(), (10_000, 20_000));
-        client.abandon(&unsent);
-        assert_eq!(totals(), (10_000, 10_000), "never sent: released");
+        assert_eq!(totals().await, (10_000, 20_000));
+        client.abandon(&unsent).await;
+        assert_eq!(totals().await, (10_000, 10_000), "never sent: released");
     }
 
     #[tokio::test]

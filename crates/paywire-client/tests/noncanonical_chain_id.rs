@@ -39,7 +39,7 @@ fn offer(network: &str) -> PaymentRequired {
 }
 
 /// A payer who never wants to pay on Base, and at most 1,000 units of Base USDC.
-fn payer() -> (X402Client, Arc<Budget>) {
+async fn payer() -> (X402Client, Arc<Budget>) {
     let base = ChainId::parse("eip155:8453").expect("base");
     let policy = SelectionPolicy {
         deny_networks: vec![ChainIdPattern::parse("eip155:8453").expect("pattern")],
@@ -61,6 +61,7 @@ fn payer() -> (X402Client, Arc<Budget>) {
             per_day: None,
             total: Some(1_000),
         }])
+        .await
         .expect("budget"),
     );
     let signer = LocalSigner::from_hex(KEY).expect("key");
@@ -77,7 +78,7 @@ fn payer() -> (X402Client, Arc<Budget>) {
 
 #[tokio::test]
 async fn a_leading_zero_chain_id_is_never_signed_for() {
-    let (client, budget) = payer();
+    let (client, budget) = payer().await;
     assert!(
         client.prepare(&offer("eip155:8453")).await.is_err(),
         "control: the canonical spelling is refused by the policy"
@@ -96,5 +97,8 @@ async fn a_leading_zero_chain_id_is_never_signed_for() {
         network: ChainId::parse("eip155:8453").expect("base"),
         asset: USDC_BASE.into(),
     };
-    assert_eq!(budget.outstanding_total(&base).expect("outstanding"), 0);
+    assert_eq!(
+        budget.outstanding_total(&base).await.expect("outstanding"),
+        0
+    );
 }

@@ -278,7 +278,11 @@ async fn budget_stops_spending_and_survives_restarts() {
     }; // $0.025
     let http = reqwest::Client::new();
     for _ in 0..2 {
-        let budget = Arc::new(Budget::open(&path, vec![rule.clone()]).expect("budget"));
+        let budget = Arc::new(
+            Budget::open(&path, vec![rule.clone()])
+                .await
+                .expect("budget"),
+        );
         let client = client_for(&env, 3, Some(budget), SelectionPolicy::default());
         let request = http
             .get(format!("{}/report", env.url))
@@ -290,7 +294,7 @@ async fn budget_stops_spending_and_survives_restarts() {
         );
     }
     // A restarted agent keeps its spend: the third $0.01 would exceed $0.025.
-    let budget = Arc::new(Budget::open(&path, vec![rule]).expect("budget"));
+    let budget = Arc::new(Budget::open(&path, vec![rule]).await.expect("budget"));
     let client = client_for(&env, 3, Some(budget), SelectionPolicy::default());
     let request = http
         .get(format!("{}/report", env.url))
@@ -370,7 +374,7 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn payer_with_probe(
+async fn payer_with_probe(
     env: &Env,
     payer: usize,
     total_micro_usd: u128,
@@ -385,6 +389,7 @@ fn payer_with_probe(
             total: Some(total_micro_usd),
             ..BudgetRule::usd()
         }])
+        .await
         .expect("budget")
         .with_clock(move || (unix_now() + budget_skew.load(Ordering::SeqCst)).cast_signed()),
     );
@@ -435,14 +440,18 @@ impl Payer {
         self.wallet.signed.load(Ordering::SeqCst)
     }
 
-    fn outstanding(&self) -> u128 {
+    async fn outstanding(&self) -> u128 {
         self.budget
             .outstanding_total(&BudgetScope::Usd)
+            .await
             .expect("budget")
     }
 
-    fn spent(&self) -> u128 {
-        self.budget.spent_total(&BudgetScope::Usd).expect("budget")
+    async fn spent(&self) -> u128 {
+        self.budget
+            .spent_total(&BudgetScope::Usd)
+            .await
+            .expect("budget")
     }
 
     /// Moves anvil's clock and the payer's past the end of every
@@ -475,7 +484,7 @@ async fn expect_budget_refusal(payer: &Payer, env: &Env) {
 #[tokio::test]
 async fn a_payment_answered_with_500_counts_until_proven_unspent() {
     let env = env().await;
-    let payer = payer_with_probe(&env, 1, 15_000, devnet_probe(&env));
+    let payer = payer_with_probe(&env, 1, 15_000, devnet_probe(&env)).await;
     let before = balance(&env, env.devnet.payer(1).address).await;
 
     let response = payer.get(&env, "/flaky").await.expect("answer");
@@ -483,15 +492,19 @@ async fn a_payment_answered_with_500_counts_until_proven_unspent() {
     let outcome = response.extensions().get::<PaymentOutcome>().cloned();
     assert_eq!(outcome.map(|o| o.status), Some(PaymentStatus::NotPaid));
     assert_eq!(env.flaky_payments.lock().expect("lock").len(), 1);
-    assert_eq!(payer.outstanding(), 10_000, "the sent authorization counts");
+    assert_eq!(
+        payer.outstanding().await,
+        10_000,
+        "the sent authorization counts"
+    );
     // $0.01 outstanding + $0.01 more > $0.015.
     expect_budget_refusal(&payer, &env).await;
 
     payer.outlive_authorizations(&env).await;
     let response = payer.get(&env, "/report").await.expect("paid");
     assert_eq!(response.status(), 200, "released once proven unspent");
-    assert_eq!(payer.outstanding(), 0);
-    assert_eq!(payer.spent(), 10_000);
+    assert_eq!(payer.outstanding().await, 0);
+    assert_eq!(payer.spent().await, 10_000);
     assert_eq!(balance(&env, env.flaky_payee).await, U256::ZERO);
     assert_eq!(
         balance(&env, env.devnet.payer(1).address).await,
@@ -504,7 +517,7 @@ async fn a_payment_answered_with_500_counts_until_proven_unspent() {
 #[tokio::test]
 async fn a_late_settlement_is_counted_once() {
     let env = env().await;
-    let payer = payer_with_probe(&env, 2, 30_000, devnet_probe(&env));
+    let payer = payer_with_probe(&env, 2, 30_000, devnet_probe(&env)).await;
     assert_eq!(
         payer.get(&env, "/flaky").await.expect("answer").status(),
         500
@@ -521,7 +534,10 @@ async fn a_late_settlement_is_counted_once() {
         payer.get(&env, "/report").await.expect("paid").status(),
         200
     );
-    assert_eq!((payer.outstanding(), payer.spent()), (10_000, 10_000));
+    assert_eq!(
+        (payer.outstanding().await, payer.spent().await),
+        (10_000, 10_000)
+    );
     payer.outlive_authorizations(&env).await;
     // Reconciled as spent: $0.01 + $0.01 + $0.01 fits $0.03 exactly; counted
     // twice, it would not.
@@ -529,7 +545,10 @@ async fn a_late_settlement_is_counted_once() {
         payer.get(&env, "/report").await.expect("paid").status(),
         200
     );
-    assert_eq!((payer.outstanding(), payer.spent()), (0, 30_000));
+    assert_eq!(
+        (payer.outstanding().await, payer.spent().await),
+        (0, 30_000)
+    );
     expect_budget_refusal(&payer, &env).await;
     assert_eq!(balance(&env, env.cheap_payee).await, U256::from(20_000));
 }
@@ -546,7 +565,7 @@ async fn an_unreachable_rpc_keeps_the_payment_counted() {
     .expect("rpc");
     let probe =
         Arc::new(ExactEvmSpendProbe::new().network(ChainId::eip155(31337), Arc::new(unreachable)));
-    let payer = payer_with_probe(&env, 4, 15_000, probe);
+    let payer = payer_with_probe(&env, 4, 15_000, probe).await;
     assert_eq!(
         payer.get(&env, "/flaky").await.expect("answer").status(),
         500
@@ -555,5 +574,5 @@ async fn an_unreachable_rpc_keeps_the_payment_counted() {
     let started = std::time::Instant::now();
     expect_budget_refusal(&payer, &env).await;
     assert!(started.elapsed() < Duration::from_secs(10), "never stuck");
-    assert_eq!(payer.outstanding(), 10_000);
+    assert_eq!(payer.outstanding().await, 10_000);
 }

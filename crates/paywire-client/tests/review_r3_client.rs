@@ -94,6 +94,7 @@ async fn a_slow_signature_does_not_let_the_total_be_exceeded() {
                 per_day: None,
                 total: Some(100_000),
             }])
+            .await
             .expect("budget")
             .with_clock(move || clock.load(Ordering::SeqCst)),
         )
@@ -122,7 +123,7 @@ async fn a_slow_signature_does_not_let_the_total_be_exceeded() {
     let second = client.prepare(&required()).await;
     wallet.gate.notify_one();
     let first = slow.await.expect("task");
-    let outstanding = budget.outstanding_total(&scope).expect("total");
+    let outstanding = budget.outstanding_total(&scope).await.expect("total");
     assert!(
         !(first.is_ok() && second.is_ok()),
         "two 60000-unit payments signed under a 100000 total; outstanding now {outstanding}"

@@ -319,7 +319,7 @@ fn scope() -> BudgetScope {
 }
 
 /// A client with the toy wallet, a 1000-unit budget and a session keeper.
-fn payer() -> (X402Client, Arc<ToyWallet>, Arc<Budget>) {
+async fn payer() -> (X402Client, Arc<ToyWallet>, Arc<Budget>) {
     let budget = Arc::new(
         Budget::in_memory(vec![BudgetRule {
             scope: scope(),
@@ -328,6 +328,7 @@ fn payer() -> (X402Client, Arc<ToyWallet>, Arc<Budget>) {
             per_day: None,
             total: Some(1_000),
         }])
+        .await
         .expect("budget"),
     );
     let wallet = Arc::new(ToyWallet {
@@ -356,16 +357,19 @@ fn payer() -> (X402Client, Arc<ToyWallet>, Arc<Budget>) {
 }
 
 /// (spent, outstanding) in the toy asset.
-fn totals(budget: &Budget) -> (u128, u128) {
+async fn totals(budget: &Budget) -> (u128, u128) {
     (
-        budget.spent_total(&scope()).expect("spent"),
-        budget.outstanding_total(&scope()).expect("outstanding"),
+        budget.spent_total(&scope()).await.expect("spent"),
+        budget
+            .outstanding_total(&scope())
+            .await
+            .expect("outstanding"),
     )
 }
 
 #[tokio::test]
 async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budget() {
-    let (client, wallet, budget) = payer();
+    let (client, wallet, budget) = payer().await;
     let seller = Arc::new(Seller::default());
     let transport = InProcess::to(&seller);
 
@@ -399,7 +403,7 @@ async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budg
     assert_eq!(paid[0], paid[1], "the same payment, re-sent as is");
     assert_eq!(seller.paid_attempts.load(Ordering::SeqCst), 3);
     assert_eq!(
-        totals(&budget),
+        totals(&budget).await,
         (300, 0),
         "settled: committed, no longer outstanding"
     );
@@ -425,7 +429,7 @@ async fn a_toy_transport_pays_once_resends_the_same_payment_and_commits_the_budg
 /// released at once.
 #[tokio::test]
 async fn a_payment_lost_after_it_left_keeps_counting_one_that_never_left_does_not() {
-    let (client, wallet, budget) = payer();
+    let (client, wallet, budget) = payer().await;
     let seller = Arc::new(Seller::default());
     // The paid call reaches the seller; its answer is lost.
     let lost = InProcess {
@@ -442,7 +446,7 @@ async fn a_payment_lost_after_it_left_keeps_counting_one_that_never_left_does_no
         ),
     }
     assert_eq!(seller.paid_attempts.load(Ordering::SeqCst), 1, "it arrived");
-    assert_eq!(totals(&budget), (0, 300), "sent: still counted");
+    assert_eq!(totals(&budget).await, (0, 300), "sent: still counted");
 
     let refusing = InProcess {
         refuses_payments: true,
@@ -453,5 +457,5 @@ async fn a_payment_lost_after_it_left_keeps_counting_one_that_never_left_does_no
         Err(ClientError::Transport(_))
     ));
     assert_eq!(wallet.signed.load(Ordering::SeqCst), 2);
-    assert_eq!(totals(&budget), (0, 300), "never sent: released");
+    assert_eq!(totals(&budget).await, (0, 300), "never sent: released");
 }

@@ -1,82 +1,90 @@
 //! The nonce and entitlement stores in PostgreSQL, for several server
 //! instances behind a load balancer (a nonce issued by one instance can be
 //! consumed, once, by any other).
-
-use std::sync::Arc;
+//!
+//! Connections come from a [`PgPool`] (paywire-store): TLS as the URL's
+//! `sslmode`/`sslrootcert` say, pool settings (`pool_max_size`,
+//! `pool_acquire_timeout`) from the URL too, broken connections replaced
+//! after a database restart, statements prepared once per connection. The
+//! schema is the `siwx` component of paywire-store's migrations.
 
 use paywire_core::BoxFuture;
-use tokio_postgres::{Client, NoTls};
+use paywire_store::postgres::PgPool;
+use paywire_store::{Migration, Migrations};
 
 use crate::store::{
     Entitlement, EntitlementStore, IssuedNonce, NonceState, NonceStore, StoreError, from_sql,
     nonce_state, normalize_address, to_sql,
 };
 
-/// Advisory lock held while creating the tables, so that instances starting
-/// together do not race on `CREATE TABLE`.
-const MIGRATION_LOCK: i64 = 0x7840_5157;
-
-fn pg(error: tokio_postgres::Error) -> StoreError {
-    StoreError(error.to_string())
-}
+/// The `siwx` schema. Version 1 is the schema of the releases before
+/// paywire-store, all `IF NOT EXISTS`: a database they created is adopted
+/// as it is.
+const MIGRATIONS: Migrations = Migrations::new(
+    "siwx",
+    &[Migration::new(
+        1,
+        "nonces, entitlements, revoked sessions",
+        "CREATE TABLE IF NOT EXISTS siwx_nonces (
+             nonce TEXT PRIMARY KEY,
+             uri TEXT NOT NULL,
+             expires_at BIGINT NOT NULL,
+             used BOOLEAN NOT NULL DEFAULT FALSE
+         );
+         CREATE INDEX IF NOT EXISTS siwx_nonces_by_expiry ON siwx_nonces (expires_at);
+         CREATE TABLE IF NOT EXISTS siwx_entitlements (
+             id BIGSERIAL PRIMARY KEY,
+             address TEXT NOT NULL,
+             network TEXT NOT NULL,
+             scope TEXT NOT NULL,
+             granted_at BIGINT NOT NULL,
+             expires_at BIGINT,
+             remaining_uses INTEGER
+         );
+         CREATE INDEX IF NOT EXISTS siwx_entitlements_by_holder
+             ON siwx_entitlements (address, network, scope);
+         CREATE TABLE IF NOT EXISTS siwx_revoked_sessions (
+             token_id TEXT PRIMARY KEY,
+             expires_at BIGINT NOT NULL
+         );",
+    )],
+);
 
 /// [`NonceStore`] and [`EntitlementStore`] in PostgreSQL. Consuming a nonce
 /// and counting a use are single conditional `UPDATE`s, atomic across every
-/// connection. The connection is not TLS-encrypted (`NoTls`): keep the
-/// database on a private network.
+/// connection and instance.
 #[derive(Clone)]
 pub struct PostgresStore {
-    client: Arc<Client>,
+    pool: PgPool,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
+        // PgPool's Debug shows usage only, never the password.
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool)
+            .finish()
     }
 }
 
 impl PostgresStore {
-    /// Connects to `url` and creates the tables if needed.
+    /// Connects to `url` (a `postgres://` URL with paywire-store's TLS and
+    /// pool parameters), and creates or upgrades the tables. Fails if the
+    /// database holds a newer `siwx` schema than this build knows.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::error!(%error, "sign-in-with-x database connection closed");
-            }
-        });
-        client
-            .batch_execute(&format!(
-                "BEGIN;
-                 SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
-                 CREATE TABLE IF NOT EXISTS siwx_nonces (
-                     nonce TEXT PRIMARY KEY,
-                     uri TEXT NOT NULL,
-                     expires_at BIGINT NOT NULL,
-                     used BOOLEAN NOT NULL DEFAULT FALSE
-                 );
-                 CREATE INDEX IF NOT EXISTS siwx_nonces_by_expiry ON siwx_nonces (expires_at);
-                 CREATE TABLE IF NOT EXISTS siwx_entitlements (
-                     id BIGSERIAL PRIMARY KEY,
-                     address TEXT NOT NULL,
-                     network TEXT NOT NULL,
-                     scope TEXT NOT NULL,
-                     granted_at BIGINT NOT NULL,
-                     expires_at BIGINT,
-                     remaining_uses INTEGER
-                 );
-                 CREATE INDEX IF NOT EXISTS siwx_entitlements_by_holder
-                     ON siwx_entitlements (address, network, scope);
-                 CREATE TABLE IF NOT EXISTS siwx_revoked_sessions (
-                     token_id TEXT PRIMARY KEY,
-                     expires_at BIGINT NOT NULL
-                 );
-                 COMMIT;"
-            ))
-            .await
-            .map_err(pg)?;
-        Ok(Self {
-            client: Arc::new(client),
-        })
+        Self::with_pool(PgPool::connect(url).await?).await
+    }
+
+    /// Uses an open pool (shared with other components of the process), and
+    /// creates or upgrades the tables.
+    pub async fn with_pool(pool: PgPool) -> Result<Self, StoreError> {
+        pool.migrate(&MIGRATIONS).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool (for its status in metrics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     async fn nonce_state(
@@ -86,18 +94,20 @@ impl PostgresStore {
         now: u64,
     ) -> Result<NonceState, StoreError> {
         let row = self
-            .client
+            .pool
             .query_opt(
                 "SELECT uri, expires_at, used FROM siwx_nonces WHERE nonce = $1",
                 &[&nonce],
             )
-            .await
-            .map_err(pg)?;
-        let issued = row.map(|r| IssuedNonce {
-            uri: r.get(0),
-            expires_at: from_sql(r.get(1)),
-            used: r.get(2),
-        });
+            .await?;
+        let issued = match row {
+            Some(r) => Some(IssuedNonce {
+                uri: r.try_get(0)?,
+                expires_at: from_sql(r.try_get(1)?),
+                used: r.try_get(2)?,
+            }),
+            None => None,
+        };
         Ok(nonce_state(issued.as_ref(), uri, now))
     }
 }
@@ -111,13 +121,12 @@ impl NonceStore for PostgresStore {
         expires_at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.client
+            self.pool
                 .execute(
                     "INSERT INTO siwx_nonces (nonce, uri, expires_at) VALUES ($1, $2, $3)",
                     &[&nonce, &uri, &to_sql(expires_at)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(())
         })
     }
@@ -139,14 +148,13 @@ impl NonceStore for PostgresStore {
     ) -> BoxFuture<'a, Result<NonceState, StoreError>> {
         Box::pin(async move {
             let changed = self
-                .client
+                .pool
                 .execute(
                     "UPDATE siwx_nonces SET used = TRUE
                      WHERE nonce = $1 AND uri = $2 AND NOT used AND expires_at > $3",
                     &[&nonce, &uri, &to_sql(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             if changed == 1 {
                 return Ok(NonceState::Valid);
             }
@@ -161,20 +169,18 @@ impl NonceStore for PostgresStore {
     fn purge_nonces(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let removed = self
-                .client
+                .pool
                 .execute(
                     "DELETE FROM siwx_nonces WHERE expires_at <= $1",
                     &[&to_sql(now)],
                 )
-                .await
-                .map_err(pg)?;
-            self.client
+                .await?;
+            self.pool
                 .execute(
                     "DELETE FROM siwx_revoked_sessions WHERE expires_at <= $1",
                     &[&to_sql(now)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(removed)
         })
     }
@@ -186,7 +192,7 @@ impl EntitlementStore for PostgresStore {
             let uses = entitlement
                 .remaining_uses
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-            self.client
+            self.pool
                 .execute(
                     "INSERT INTO siwx_entitlements
                          (address, network, scope, granted_at, expires_at, remaining_uses)
@@ -200,8 +206,7 @@ impl EntitlementStore for PostgresStore {
                         &uses,
                     ],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(())
         })
     }
@@ -219,7 +224,7 @@ impl EntitlementStore for PostgresStore {
             // take one, in one statement: concurrent checks cannot both spend
             // the last use.
             let row = self
-                .client
+                .pool
                 .query_opt(
                     "WITH chosen AS (
                          SELECT id FROM siwx_entitlements
@@ -238,16 +243,16 @@ impl EntitlementStore for PostgresStore {
                      RETURNING e.granted_at, e.expires_at, e.remaining_uses",
                     &[&address, &network, &scope, &to_sql(now)],
                 )
-                .await
-                .map_err(pg)?;
-            Ok(row.map(|r| Entitlement {
+                .await?;
+            let Some(r) = row else { return Ok(None) };
+            Ok(Some(Entitlement {
                 address,
                 network: network.to_owned(),
                 scope: scope.to_owned(),
-                granted_at: from_sql(r.get(0)),
-                expires_at: r.get::<_, Option<i64>>(1).map(from_sql),
+                granted_at: from_sql(r.try_get(0)?),
+                expires_at: r.try_get::<_, Option<i64>>(1)?.map(from_sql),
                 remaining_uses: r
-                    .get::<_, Option<i32>>(2)
+                    .try_get::<_, Option<i32>>(2)?
                     .map(|n| u32::try_from(n).unwrap_or(0)),
             }))
         })
@@ -260,13 +265,13 @@ impl EntitlementStore for PostgresStore {
         scope: &'a str,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            self.client
+            self.pool
                 .execute(
                     "DELETE FROM siwx_entitlements WHERE address = $1 AND network = $2 AND scope = $3",
                     &[&normalize_address(network, address), &network, &scope],
                 )
                 .await
-                .map_err(pg)
+                .map_err(StoreError::from)
         })
     }
 
@@ -276,14 +281,13 @@ impl EntitlementStore for PostgresStore {
         expires_at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.client
+            self.pool
                 .execute(
                     "INSERT INTO siwx_revoked_sessions (token_id, expires_at) VALUES ($1, $2)
                      ON CONFLICT (token_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
                     &[&token_id, &to_sql(expires_at)],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(())
         })
     }
@@ -294,13 +298,12 @@ impl EntitlementStore for PostgresStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let row = self
-                .client
+                .pool
                 .query_opt(
                     "SELECT 1 FROM siwx_revoked_sessions WHERE token_id = $1",
                     &[&token_id],
                 )
-                .await
-                .map_err(pg)?;
+                .await?;
             Ok(row.is_some())
         })
     }

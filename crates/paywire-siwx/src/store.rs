@@ -20,6 +20,21 @@ pub use sqlite::SqliteStore;
 #[error("sign-in store failed: {0}")]
 pub struct StoreError(pub String);
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<paywire_store::StoreError> for StoreError {
+    fn from(error: paywire_store::StoreError) -> Self {
+        // paywire-store's messages never contain a database password.
+        Self(error.to_string())
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<paywire_store::tokio_postgres::Error> for StoreError {
+    fn from(error: paywire_store::tokio_postgres::Error) -> Self {
+        paywire_store::StoreError::from(error).into()
+    }
+}
+
 /// The state of a nonce presented by a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceState {
@@ -404,7 +419,7 @@ mod tests {
     type Pair = (Box<dyn NonceStore>, Box<dyn EntitlementStore>);
 
     /// Fresh memory and SQLite stores, so every test covers both.
-    fn stores() -> Vec<(&'static str, Pair)> {
+    async fn stores() -> Vec<(&'static str, Pair)> {
         vec![
             (
                 "memory",
@@ -413,8 +428,8 @@ mod tests {
             (
                 "sqlite",
                 (
-                    Box::new(SqliteStore::in_memory().unwrap()),
-                    Box::new(SqliteStore::in_memory().unwrap()),
+                    Box::new(SqliteStore::in_memory().await.unwrap()),
+                    Box::new(SqliteStore::in_memory().await.unwrap()),
                 ),
             ),
         ]
@@ -426,7 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn nonce_lifecycle() {
-        for (name, (nonces, _)) in stores() {
+        for (name, (nonces, _)) in stores().await {
             nonces
                 .issue_nonce("n1", "https://a/x", 0, 1000)
                 .await
@@ -477,7 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn entitlement_of_x_is_not_usable_by_y() {
-        for (name, (_, store)) in stores() {
+        for (name, (_, store)) in stores().await {
             store
                 .grant(&AccessPolicy::PayOnce.entitlement(X, NET, "/premium", 0))
                 .await
@@ -525,7 +540,7 @@ mod tests {
 
     #[tokio::test]
     async fn pass_expires() {
-        for (name, (_, store)) in stores() {
+        for (name, (_, store)) in stores().await {
             let pass = AccessPolicy::Pass {
                 duration_ms: 3_600_000,
             };
@@ -562,7 +577,7 @@ mod tests {
 
     #[tokio::test]
     async fn uses_are_counted_and_unlimited_preferred() {
-        for (name, (_, store)) in stores() {
+        for (name, (_, store)) in stores().await {
             store
                 .grant(&AccessPolicy::Uses(2).entitlement(X, NET, "/s", 0))
                 .await
@@ -601,7 +616,7 @@ mod tests {
 
     #[tokio::test]
     async fn session_revocation_list() {
-        for (name, (_, store)) in stores() {
+        for (name, (_, store)) in stores().await {
             assert!(!store.is_session_revoked("t1").await.unwrap(), "{name}");
             store.revoke_session("t1", 100).await.unwrap();
             assert!(store.is_session_revoked("t1").await.unwrap(), "{name}");
@@ -614,14 +629,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("store.db");
         {
-            let store = SqliteStore::open(&path).unwrap();
+            let store = SqliteStore::open(&path).await.unwrap();
             store
                 .grant(&AccessPolicy::PayOnce.entitlement(X, NET, "/p", 0))
                 .await
                 .unwrap();
             store.issue_nonce("n", "u", 0, 100).await.unwrap();
         }
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         assert!(store.check(X, NET, "/p", 1).await.unwrap().is_some());
         assert_eq!(
             store.consume_nonce("n", "u", 1).await.unwrap(),

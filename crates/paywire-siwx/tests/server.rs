@@ -209,7 +209,7 @@ async fn replayed_proof_is_rejected() {
 async fn concurrent_replays_let_exactly_one_through() {
     let f = Fixture::with(
         SiwxServerConfig::new(ORIGIN),
-        Arc::new(SqliteStore::in_memory().unwrap()),
+        Arc::new(SqliteStore::in_memory().await.unwrap()),
     );
     let ext = f.challenge("/premium-data").await;
     let proof = evm_proof(&ext, &evm_wallet()).await;
@@ -510,7 +510,7 @@ async fn malformed_inputs_are_typed_errors() {
 #[tokio::test]
 async fn returning_wallet_with_entitlements_and_pass_expiry() {
     let f = Fixture::new();
-    let store = SqliteStore::in_memory().unwrap();
+    let store = SqliteStore::in_memory().await.unwrap();
     let payer = evm_wallet();
     let stranger = evm_wallet();
     let scope = "/api/*";

@@ -1,10 +1,17 @@
 //! The SQLite store (feature `sqlite`).
+//!
+//! The connection lives on paywire-store's [`SqliteHandle`] thread: a write
+//! waiting for another process's lock (or for `fsync`) never blocks an async
+//! runtime worker. The file is opened in WAL mode with a 5 s
+//! `busy_timeout`; the schema is the `siwx` component of paywire-store's
+//! migrations.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 use paywire_core::BoxFuture;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::sqlite::SqliteHandle;
+use paywire_store::{Migration, Migrations};
 
 use super::{
     Entitlement, EntitlementStore, IssuedNonce, NonceState, NonceStore, StoreError, from_sql,
@@ -17,89 +24,163 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The `siwx` schema. Version 1 is the schema of the releases before
+/// paywire-store, all `IF NOT EXISTS`: a file they created is adopted as it
+/// is.
+const MIGRATIONS: Migrations = Migrations::new(
+    "siwx",
+    &[Migration::new(
+        1,
+        "nonces, entitlements, revoked sessions",
+        "CREATE TABLE IF NOT EXISTS siwx_nonces (
+             nonce TEXT PRIMARY KEY,
+             uri TEXT NOT NULL,
+             expires_at INTEGER NOT NULL,
+             used INTEGER NOT NULL DEFAULT 0
+         );
+         CREATE INDEX IF NOT EXISTS siwx_nonces_by_expiry ON siwx_nonces (expires_at);
+         CREATE TABLE IF NOT EXISTS siwx_entitlements (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             address TEXT NOT NULL,
+             network TEXT NOT NULL,
+             scope TEXT NOT NULL,
+             granted_at INTEGER NOT NULL,
+             expires_at INTEGER,
+             remaining_uses INTEGER
+         );
+         CREATE INDEX IF NOT EXISTS siwx_entitlements_by_holder
+             ON siwx_entitlements (address, network, scope);
+         CREATE TABLE IF NOT EXISTS siwx_revoked_sessions (
+             token_id TEXT PRIMARY KEY,
+             expires_at INTEGER NOT NULL
+         );",
+    )],
+);
+
 /// SQLite-backed store (the default for persistent deployments). Safe to
 /// share between processes: consumption runs in `IMMEDIATE` transactions.
+/// Cheap to clone (clones share the connection).
+#[derive(Clone)]
 pub struct SqliteStore {
-    db: Mutex<Connection>,
+    db: SqliteHandle,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::with_connection(Connection::open(path)?)
+    /// Opens (creating if needed) the database file at `path`, and creates
+    /// or upgrades the tables. Fails if the file holds a newer `siwx`
+    /// schema than this build knows.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::with_handle(SqliteHandle::open(path).await?).await
     }
 
     /// A database held in memory.
-    pub fn in_memory() -> Result<Self, StoreError> {
-        Self::with_connection(Connection::open_in_memory()?)
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        Self::with_handle(SqliteHandle::open_in_memory().await?).await
     }
 
-    fn with_connection(db: Connection) -> Result<Self, StoreError> {
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS siwx_nonces (
-                 nonce TEXT PRIMARY KEY,
-                 uri TEXT NOT NULL,
-                 expires_at INTEGER NOT NULL,
-                 used INTEGER NOT NULL DEFAULT 0
-             );
-             CREATE INDEX IF NOT EXISTS siwx_nonces_by_expiry ON siwx_nonces (expires_at);
-             CREATE TABLE IF NOT EXISTS siwx_entitlements (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 address TEXT NOT NULL,
-                 network TEXT NOT NULL,
-                 scope TEXT NOT NULL,
-                 granted_at INTEGER NOT NULL,
-                 expires_at INTEGER,
-                 remaining_uses INTEGER
-             );
-             CREATE INDEX IF NOT EXISTS siwx_entitlements_by_holder
-                 ON siwx_entitlements (address, network, scope);
-             CREATE TABLE IF NOT EXISTS siwx_revoked_sessions (
-                 token_id TEXT PRIMARY KEY,
-                 expires_at INTEGER NOT NULL
-             );",
-        )?;
-        Ok(Self { db: Mutex::new(db) })
+    /// Uses an open handle (a file shared with other components), and
+    /// creates or upgrades the tables.
+    pub async fn with_handle(db: SqliteHandle) -> Result<Self, StoreError> {
+        db.migrate(&MIGRATIONS).await?;
+        Ok(Self { db })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.db
-            .lock()
-            .map_err(|_| StoreError("sqlite store lock poisoned".into()))
+    /// Runs `work` on the connection's thread.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.db.call_and_then(work).await
     }
+}
 
-    fn nonce_state(
-        db: &Connection,
-        nonce: &str,
-        uri: &str,
-        now: u64,
-    ) -> Result<NonceState, StoreError> {
-        let row: Option<(String, i64, bool)> = db
-            .query_row(
-                "SELECT uri, expires_at, used FROM siwx_nonces WHERE nonce = ?1",
-                params![nonce],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        Ok(nonce_state(
-            row.map(|(uri, expires_at, used)| IssuedNonce {
-                uri,
-                expires_at: from_sql(expires_at),
-                used,
-            })
-            .as_ref(),
+fn nonce_row(db: &Connection, nonce: &str, uri: &str, now: u64) -> Result<NonceState, StoreError> {
+    let row: Option<(String, i64, bool)> = db
+        .query_row(
+            "SELECT uri, expires_at, used FROM siwx_nonces WHERE nonce = ?1",
+            params![nonce],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(nonce_state(
+        row.map(|(uri, expires_at, used)| IssuedNonce {
             uri,
-            now,
-        ))
+            expires_at: from_sql(expires_at),
+            used,
+        })
+        .as_ref(),
+        uri,
+        now,
+    ))
+}
+
+fn consume(db: &Connection, nonce: &str, uri: &str, now: u64) -> Result<NonceState, StoreError> {
+    let changed = db.execute(
+        "UPDATE siwx_nonces SET used = 1
+         WHERE nonce = ?1 AND uri = ?2 AND used = 0 AND expires_at > ?3",
+        params![nonce, uri, to_sql(now)],
+    )?;
+    if changed == 1 {
+        return Ok(NonceState::Valid);
     }
+    match nonce_row(db, nonce, uri, now)? {
+        // Lost a race (another process) between the UPDATE and the SELECT.
+        NonceState::Valid => Ok(NonceState::Used),
+        other => Ok(other),
+    }
+}
+
+/// Picks the preferred live entitlement and takes one use of it, in one
+/// immediate transaction (other processes sharing the file wait).
+fn take_entitlement(
+    db: &mut Connection,
+    address: String,
+    network: String,
+    scope: String,
+    now: u64,
+) -> Result<Option<Entitlement>, StoreError> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(i64, i64, Option<i64>, Option<u32>)> = tx
+        .query_row(
+            "SELECT id, granted_at, expires_at, remaining_uses FROM siwx_entitlements
+             WHERE address = ?1 AND network = ?2 AND scope = ?3
+               AND (expires_at IS NULL OR expires_at > ?4)
+               AND (remaining_uses IS NULL OR remaining_uses > 0)
+             ORDER BY remaining_uses IS NOT NULL, expires_at IS NOT NULL,
+                      expires_at DESC, id
+             LIMIT 1",
+            params![address, network, scope, to_sql(now)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((id, granted_at, expires_at, mut remaining_uses)) = row else {
+        return Ok(None);
+    };
+    if let Some(n) = remaining_uses.as_mut() {
+        tx.execute(
+            "UPDATE siwx_entitlements SET remaining_uses = remaining_uses - 1 WHERE id = ?1",
+            params![id],
+        )?;
+        *n = n.saturating_sub(1);
+    }
+    tx.commit()?;
+    Ok(Some(Entitlement {
+        address,
+        network,
+        scope,
+        granted_at: from_sql(granted_at),
+        expires_at: expires_at.map(from_sql),
+        remaining_uses,
+    }))
 }
 
 impl NonceStore for SqliteStore {
@@ -110,8 +191,8 @@ impl NonceStore for SqliteStore {
         now: u64,
         expires_at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let db = self.lock()?;
+        let (nonce, uri) = (nonce.to_owned(), uri.to_owned());
+        Box::pin(self.call(move |db| {
             db.execute(
                 "DELETE FROM siwx_nonces WHERE expires_at <= ?1",
                 params![to_sql(now)],
@@ -121,7 +202,7 @@ impl NonceStore for SqliteStore {
                 params![nonce, uri, to_sql(expires_at)],
             )?;
             Ok(())
-        })
+        }))
     }
 
     fn check_nonce<'a>(
@@ -130,7 +211,8 @@ impl NonceStore for SqliteStore {
         uri: &'a str,
         now: u64,
     ) -> BoxFuture<'a, Result<NonceState, StoreError>> {
-        Box::pin(async move { Self::nonce_state(&*self.lock()?, nonce, uri, now) })
+        let (nonce, uri) = (nonce.to_owned(), uri.to_owned());
+        Box::pin(self.call(move |db| nonce_row(db, &nonce, &uri, now)))
     }
 
     fn consume_nonce<'a>(
@@ -139,27 +221,12 @@ impl NonceStore for SqliteStore {
         uri: &'a str,
         now: u64,
     ) -> BoxFuture<'a, Result<NonceState, StoreError>> {
-        Box::pin(async move {
-            let db = self.lock()?;
-            let changed = db.execute(
-                "UPDATE siwx_nonces SET used = 1
-                 WHERE nonce = ?1 AND uri = ?2 AND used = 0 AND expires_at > ?3",
-                params![nonce, uri, to_sql(now)],
-            )?;
-            if changed == 1 {
-                return Ok(NonceState::Valid);
-            }
-            match Self::nonce_state(&db, nonce, uri, now)? {
-                // Lost a race between the UPDATE and the SELECT: it is used now.
-                NonceState::Valid => Ok(NonceState::Used),
-                other => Ok(other),
-            }
-        })
+        let (nonce, uri) = (nonce.to_owned(), uri.to_owned());
+        Box::pin(self.call(move |db| consume(db, &nonce, &uri, now)))
     }
 
     fn purge_nonces(&self, now: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let db = self.lock()?;
+        Box::pin(self.call(move |db| {
             let removed = db.execute(
                 "DELETE FROM siwx_nonces WHERE expires_at <= ?1",
                 params![to_sql(now)],
@@ -169,14 +236,15 @@ impl NonceStore for SqliteStore {
                 params![to_sql(now)],
             )?;
             Ok(removed as u64)
-        })
+        }))
     }
 }
 
 impl EntitlementStore for SqliteStore {
     fn grant<'a>(&'a self, entitlement: &'a Entitlement) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.lock()?.execute(
+        let entitlement = entitlement.clone();
+        Box::pin(self.call(move |db| {
+            db.execute(
                 "INSERT INTO siwx_entitlements
                      (address, network, scope, granted_at, expires_at, remaining_uses)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -190,7 +258,7 @@ impl EntitlementStore for SqliteStore {
                 ],
             )?;
             Ok(())
-        })
+        }))
     }
 
     fn check<'a>(
@@ -200,43 +268,9 @@ impl EntitlementStore for SqliteStore {
         scope: &'a str,
         now: u64,
     ) -> BoxFuture<'a, Result<Option<Entitlement>, StoreError>> {
-        Box::pin(async move {
-            let address = normalize_address(network, address);
-            let mut db = self.lock()?;
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row: Option<(i64, i64, Option<i64>, Option<u32>)> = tx
-                .query_row(
-                    "SELECT id, granted_at, expires_at, remaining_uses FROM siwx_entitlements
-                     WHERE address = ?1 AND network = ?2 AND scope = ?3
-                       AND (expires_at IS NULL OR expires_at > ?4)
-                       AND (remaining_uses IS NULL OR remaining_uses > 0)
-                     ORDER BY remaining_uses IS NOT NULL, expires_at IS NOT NULL,
-                              expires_at DESC, id
-                     LIMIT 1",
-                    params![address, network, scope, to_sql(now)],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
-            let Some((id, granted_at, expires_at, mut remaining_uses)) = row else {
-                return Ok(None);
-            };
-            if let Some(n) = remaining_uses.as_mut() {
-                tx.execute(
-                    "UPDATE siwx_entitlements SET remaining_uses = remaining_uses - 1 WHERE id = ?1",
-                    params![id],
-                )?;
-                *n -= 1;
-            }
-            tx.commit()?;
-            Ok(Some(Entitlement {
-                address,
-                network: network.to_owned(),
-                scope: scope.to_owned(),
-                granted_at: from_sql(granted_at),
-                expires_at: expires_at.map(from_sql),
-                remaining_uses,
-            }))
-        })
+        let address = normalize_address(network, address);
+        let (network, scope) = (network.to_owned(), scope.to_owned());
+        Box::pin(self.call(move |db| take_entitlement(db, address, network, scope, now)))
     }
 
     fn revoke<'a>(
@@ -245,13 +279,15 @@ impl EntitlementStore for SqliteStore {
         network: &'a str,
         scope: &'a str,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let removed = self.lock()?.execute(
+        let address = normalize_address(network, address);
+        let (network, scope) = (network.to_owned(), scope.to_owned());
+        Box::pin(self.call(move |db| {
+            let removed = db.execute(
                 "DELETE FROM siwx_entitlements WHERE address = ?1 AND network = ?2 AND scope = ?3",
-                params![normalize_address(network, address), network, scope],
+                params![address, network, scope],
             )?;
             Ok(removed as u64)
-        })
+        }))
     }
 
     fn revoke_session<'a>(
@@ -259,22 +295,23 @@ impl EntitlementStore for SqliteStore {
         token_id: &'a str,
         expires_at: u64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            self.lock()?.execute(
+        let token_id = token_id.to_owned();
+        Box::pin(self.call(move |db| {
+            db.execute(
                 "INSERT OR REPLACE INTO siwx_revoked_sessions (token_id, expires_at) VALUES (?1, ?2)",
                 params![token_id, to_sql(expires_at)],
             )?;
             Ok(())
-        })
+        }))
     }
 
     fn is_session_revoked<'a>(
         &'a self,
         token_id: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let found: Option<i64> = self
-                .lock()?
+        let token_id = token_id.to_owned();
+        Box::pin(self.call(move |db| {
+            let found: Option<i64> = db
                 .query_row(
                     "SELECT 1 FROM siwx_revoked_sessions WHERE token_id = ?1",
                     params![token_id],
@@ -282,6 +319,6 @@ impl EntitlementStore for SqliteStore {
                 )
                 .optional()?;
             Ok(found.is_some())
-        })
+        }))
     }
 }
