@@ -1,11 +1,11 @@
 //! A [`ReservationStore`] in PostgreSQL: shared by every instance of a
 //! resource server behind a load balancer.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::BoxFuture;
-use tokio_postgres::{Client, NoTls};
+use paywire_store::postgres::PgPool;
+use paywire_store::{Migration, Migrations};
 
 use crate::reservation::{
     PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
@@ -19,9 +19,28 @@ const UNKNOWN: i16 = 2;
 /// Settlement outcome unknown, a retry holds it until `held_until_ms`.
 const RESUMING: i16 = 3;
 
-/// Advisory lock taken while creating the table, so that instances starting
-/// together do not race on `CREATE TABLE`.
-const MIGRATION_LOCK: i64 = 0x7840_3202;
+/// The schema, component `reservations`. Version 1 is what earlier releases
+/// created on connecting (table, then the two unknown-outcome columns), all
+/// `IF NOT EXISTS`, so a database of those releases is adopted as it is. It
+/// also takes the advisory lock those releases took around their schema
+/// statements, so that an older instance starting during a rolling upgrade
+/// does not race this one on `CREATE TABLE`.
+const MIGRATIONS: Migrations = Migrations::new(
+    "reservations",
+    &[Migration::new(
+        1,
+        "reservations",
+        "SELECT pg_advisory_xact_lock(2017473026);
+         CREATE TABLE IF NOT EXISTS x402_reservations (
+             key BYTEA PRIMARY KEY,
+             state SMALLINT NOT NULL,
+             expires_ms BIGINT NOT NULL
+         );
+         ALTER TABLE x402_reservations
+             ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
+             ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;",
+    )],
+);
 
 /// PostgreSQL-backed [`ReservationStore`] with the semantics of
 /// [`crate::InMemoryReservationStore`]: reservations expire after
@@ -30,23 +49,21 @@ const MIGRATION_LOCK: i64 = 0x7840_3202;
 ///
 /// Reserving is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE free or
 /// resumable` statement, atomic per key across every connection: two instances
-/// can never both hold one payment. Tables created by earlier versions are
-/// migrated (two columns added) when connecting. The connection is not TLS-encrypted (`NoTls`);
-/// keep the database on a private network.
-#[derive(Clone)]
+/// can never both hold one payment.
+///
+/// Connections come from a [`PgPool`] (paywire-store): TLS as the URL's
+/// `sslmode`/`sslrootcert` say, `pool_max_size` connections at most, and a
+/// connection the database dropped (a restart) is replaced at the next
+/// operation, so the store recovers by itself. An operation in flight when
+/// the database goes away fails (the payment is refused, never served
+/// unpaid); nothing is retried. The schema is migrated (component
+/// `reservations`) when connecting; a database whose schema is newer than
+/// this build is refused.
+#[derive(Debug, Clone)]
 pub struct PostgresReservationStore {
-    client: Arc<Client>,
+    pool: PgPool,
     reservation_ttl: Duration,
     retention: Duration,
-}
-
-impl std::fmt::Debug for PostgresReservationStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresReservationStore")
-            .field("reservation_ttl", &self.reservation_ttl)
-            .field("retention", &self.retention)
-            .finish_non_exhaustive()
-    }
 }
 
 fn store_error(error: impl std::fmt::Display) -> ReservationError {
@@ -65,17 +82,18 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The default lifetime of a reservation nobody settled or released.
+const RESERVATION_TTL: Duration = Duration::from_secs(600);
+/// The default lifetime of settled keys and unknown outcomes.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 impl PostgresReservationStore {
-    /// Connects to `url` (`postgres://user@host:port/db`) with the default
-    /// lifetimes (reservations 10 min, consumed keys 24 h), creating the
-    /// table if needed.
+    /// Connects to `url` with the default lifetimes (reservations 10 min,
+    /// consumed keys 24 h), migrating the schema. `url` takes
+    /// paywire-store's parameters besides the usual ones:
+    /// `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&pool_max_size=16`.
     pub async fn connect(url: &str) -> Result<Self, ReservationError> {
-        Self::connect_with(
-            url,
-            Duration::from_secs(600),
-            Duration::from_secs(24 * 3600),
-        )
-        .await
+        Self::connect_with(url, RESERVATION_TTL, RETENTION).await
     }
 
     /// Connects with explicit lifetimes.
@@ -84,35 +102,28 @@ impl PostgresReservationStore {
         reservation_ttl: Duration,
         retention: Duration,
     ) -> Result<Self, ReservationError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(store_error)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::error!(%error, "reservation database connection closed");
-            }
-        });
-        client
-            .batch_execute(&format!(
-                "BEGIN;
-                 SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
-                 CREATE TABLE IF NOT EXISTS x402_reservations (
-                     key BYTEA PRIMARY KEY,
-                     state SMALLINT NOT NULL,
-                     expires_ms BIGINT NOT NULL
-                 );
-                 ALTER TABLE x402_reservations
-                     ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
-                     ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;
-                 COMMIT;"
-            ))
-            .await
-            .map_err(store_error)?;
+        let pool = PgPool::connect(url).await.map_err(store_error)?;
+        Self::with_pool(pool, reservation_ttl, retention).await
+    }
+
+    /// A store on an existing pool (shared with other components of the
+    /// process), migrating the schema.
+    pub async fn with_pool(
+        pool: PgPool,
+        reservation_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Self, ReservationError> {
+        pool.migrate(&MIGRATIONS).await.map_err(store_error)?;
         Ok(Self {
-            client: Arc::new(client),
+            pool,
             reservation_ttl,
             retention,
         })
+    }
+
+    /// The connection pool (for its usage in metrics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
@@ -125,7 +136,7 @@ impl PostgresReservationStore {
     ) -> Result<ReserveOutcome, ReservationError> {
         let now = now_ms();
         let row = self
-            .client
+            .pool
             .query_opt(
                 "SELECT state, fingerprint, held_until_ms FROM x402_reservations
                  WHERE key = $1 AND expires_ms > $2",
@@ -163,7 +174,7 @@ impl ReservationStore for PostgresReservationStore {
             // A free (or expired) row becomes RESERVED; an unknown row of this
             // payload that nobody holds becomes RESUMING, keeping its retention.
             let taken = self
-                .client
+                .pool
                 .query_opt(
                     "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms)
@@ -203,7 +214,7 @@ impl ReservationStore for PostgresReservationStore {
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
-            self.client
+            self.pool
                 .execute(
                     "DELETE FROM x402_reservations WHERE key = $1 AND state IN ($2, $3)",
                     &[&&key.0[..], &RESERVED, &RESUMING],
@@ -220,7 +231,7 @@ impl ReservationStore for PostgresReservationStore {
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
             let expires = now_ms().saturating_add(ms(self.retention));
-            self.client
+            self.pool
                 .execute(
                     "INSERT INTO x402_reservations (key, state, expires_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (key) DO UPDATE
@@ -242,7 +253,7 @@ impl ReservationStore for PostgresReservationStore {
         Box::pin(async move {
             let now = now_ms();
             let expires = now.saturating_add(ms(self.retention));
-            self.client
+            self.pool
                 .execute(
                     "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms)
@@ -273,7 +284,7 @@ impl ReservationStore for PostgresReservationStore {
     ) -> BoxFuture<'a, Result<bool, ReservationError>> {
         Box::pin(async move {
             let row = self
-                .client
+                .pool
                 .query_opt(
                     "SELECT 1 FROM x402_reservations
                      WHERE key = $1 AND state IN ($2, $3) AND fingerprint = $4
