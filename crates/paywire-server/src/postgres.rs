@@ -4,8 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::BoxFuture;
-use paywire_store::postgres::PgPool;
-use paywire_store::{Migration, Migrations};
+use paywire_store::postgres::{Param, PgPool};
+use paywire_store::tokio_postgres::Row;
+use paywire_store::tokio_postgres::error::SqlState;
+use paywire_store::{Migration, Migrations, StoreError};
 
 use crate::reservation::{
     PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
@@ -127,6 +129,101 @@ impl PostgresReservationStore {
     }
 }
 
+/// How long an operation keeps trying while the database is unreachable.
+/// Recording what became of a payment (settled, unknown outcome, released)
+/// waits out a restart or failover: losing that record would strand a paid
+/// payment. Taking a payment gives up sooner and the request is refused.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    Request,
+    Record,
+}
+
+impl Patience {
+    fn limit(self) -> Duration {
+        match self {
+            Self::Request => Duration::from_secs(5),
+            Self::Record => Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a failed attempt certainly did not change the database, so that
+/// running the statement again is the same as running it once.
+fn safe_to_retry(error: &StoreError) -> bool {
+    match error {
+        // No connection (refused, server starting or shutting down): nothing
+        // was sent. A full pool already made the caller wait.
+        StoreError::Postgres(error) => error
+            .code()
+            .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P")),
+        StoreError::Pool(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether the server answered the statement itself with "connection
+/// exception" or "operator intervention" (`pg_ctl restart`, failover): the
+/// statement was rolled back. A connection that closed without an answer is
+/// not retried: the statement may have committed.
+fn aborted_by_server(error: &paywire_store::tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        code == &SqlState::ADMIN_SHUTDOWN
+            || code == &SqlState::CRASH_SHUTDOWN
+            || code == &SqlState::CANNOT_CONNECT_NOW
+            || code.code().starts_with("08")
+    })
+}
+
+impl PostgresReservationStore {
+    /// Runs `sql` once: `Err((error, retry))`, where `retry` says whether the
+    /// statement certainly did not run (no connection, not prepared, or
+    /// rolled back by a shutting-down server).
+    async fn attempt(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, (StoreError, bool)> {
+        let connection = self.pool.get().await.map_err(|e| {
+            let retry = safe_to_retry(&e);
+            (e, retry)
+        })?;
+        // Preparing runs nothing: a failure for lack of a connection is safe to repeat.
+        let statement = connection.prepare_cached(sql).await.map_err(|e| {
+            let retry = e.is_closed() || aborted_by_server(&e);
+            (StoreError::from(e), retry)
+        })?;
+        connection.query(&statement, params).await.map_err(|e| {
+            let retry = aborted_by_server(&e);
+            (StoreError::from(e), retry)
+        })
+    }
+
+    /// Runs `sql`, again while the database is unreachable (a restart) for
+    /// at most `patience`, but only when the failed attempt certainly did
+    /// not run: the statements are not all idempotent.
+    async fn query(
+        &self,
+        patience: Patience,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, ReservationError> {
+        let deadline = tokio::time::Instant::now() + patience.limit();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.attempt(sql, params).await {
+                Ok(rows) => return Ok(rows),
+                Err((error, true)) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(%error, "reservation database unavailable; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err((error, _)) => return Err(store_error(error)),
+            }
+        }
+    }
+}
+
 impl PostgresReservationStore {
     /// Why `reserve` could not take `key`, from its current row.
     async fn refusal(
@@ -136,14 +233,15 @@ impl PostgresReservationStore {
     ) -> Result<ReserveOutcome, ReservationError> {
         let now = now_ms();
         let row = self
-            .pool
-            .query_opt(
+            .query(
+                Patience::Request,
                 "SELECT state, fingerprint, held_until_ms FROM x402_reservations
                  WHERE key = $1 AND expires_ms > $2",
                 &[&&key.0[..], &now],
             )
-            .await
-            .map_err(store_error)?;
+            .await?
+            .into_iter()
+            .next();
         // Gone since the insert attempt (released): still busy a moment ago.
         let Some(row) = row else {
             return Ok(ReserveOutcome::InUse);
@@ -174,8 +272,8 @@ impl ReservationStore for PostgresReservationStore {
             // A free (or expired) row becomes RESERVED; an unknown row of this
             // payload that nobody holds becomes RESUMING, keeping its retention.
             let taken = self
-                .pool
-                .query_opt(
+                .query(
+                    Patience::Request,
                     "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms)
                      VALUES ($1, $2, $3, $4, NULL)
@@ -199,8 +297,9 @@ impl ReservationStore for PostgresReservationStore {
                         &UNKNOWN,
                     ],
                 )
-                .await
-                .map_err(store_error)?;
+                .await?
+                .into_iter()
+                .next();
             match taken.map(|row| row.get::<_, i16>(0)) {
                 Some(RESERVED) => Ok(ReserveOutcome::Reserved),
                 Some(_) => Ok(ReserveOutcome::Resumed),
@@ -214,13 +313,12 @@ impl ReservationStore for PostgresReservationStore {
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
-            self.pool
-                .execute(
-                    "DELETE FROM x402_reservations WHERE key = $1 AND state IN ($2, $3)",
-                    &[&&key.0[..], &RESERVED, &RESUMING],
-                )
-                .await
-                .map_err(store_error)?;
+            self.query(
+                Patience::Record,
+                "DELETE FROM x402_reservations WHERE key = $1 AND state IN ($2, $3)",
+                &[&&key.0[..], &RESERVED, &RESUMING],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -231,16 +329,15 @@ impl ReservationStore for PostgresReservationStore {
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
             let expires = now_ms().saturating_add(ms(self.retention));
-            self.pool
-                .execute(
-                    "INSERT INTO x402_reservations (key, state, expires_ms) VALUES ($1, $2, $3)
+            self.query(
+                Patience::Record,
+                "INSERT INTO x402_reservations (key, state, expires_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (key) DO UPDATE
                          SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
                              held_until_ms = NULL",
-                    &[&&key.0[..], &CONSUMED, &expires],
-                )
-                .await
-                .map_err(store_error)?;
+                &[&&key.0[..], &CONSUMED, &expires],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -253,26 +350,25 @@ impl ReservationStore for PostgresReservationStore {
         Box::pin(async move {
             let now = now_ms();
             let expires = now.saturating_add(ms(self.retention));
-            self.pool
-                .execute(
-                    "INSERT INTO x402_reservations AS r
+            self.query(
+                Patience::Record,
+                "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms)
                      VALUES ($1, $2, $3, $4, NULL)
                      ON CONFLICT (key) DO UPDATE
                          SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
                              fingerprint = EXCLUDED.fingerprint, held_until_ms = NULL
                          WHERE r.state <> $5 OR r.expires_ms <= $6",
-                    &[
-                        &&key.0[..],
-                        &UNKNOWN,
-                        &expires,
-                        &&fingerprint.0[..],
-                        &CONSUMED,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(store_error)?;
+                &[
+                    &&key.0[..],
+                    &UNKNOWN,
+                    &expires,
+                    &&fingerprint.0[..],
+                    &CONSUMED,
+                    &now,
+                ],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -284,8 +380,8 @@ impl ReservationStore for PostgresReservationStore {
     ) -> BoxFuture<'a, Result<bool, ReservationError>> {
         Box::pin(async move {
             let row = self
-                .pool
-                .query_opt(
+                .query(
+                    Patience::Request,
                     "SELECT 1 FROM x402_reservations
                      WHERE key = $1 AND state IN ($2, $3) AND fingerprint = $4
                          AND expires_ms > $5",
@@ -297,9 +393,8 @@ impl ReservationStore for PostgresReservationStore {
                         &now_ms(),
                     ],
                 )
-                .await
-                .map_err(store_error)?;
-            Ok(row.is_some())
+                .await?;
+            Ok(!row.is_empty())
         })
     }
 }

@@ -795,3 +795,48 @@ async fn postgres_adopts_wave_one_and_refuses_a_newer_schema() {
         "{error}"
     );
 }
+
+/// What became of a payment (here: an unknown settlement outcome) is
+/// recorded even when the database restarts at that moment: the store waits
+/// for it to come back instead of failing, which would leave a paid payment
+/// held and then refused to the payer's retry. Without that wait, the writes
+/// that fall into the restart fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_outcomes_through_a_database_restart() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let store = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("connect");
+    let fp = PayloadFingerprint([8; 32]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut recorded, mut failed) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let key = ReservationKey(B256::random().0);
+                match store.mark_unknown(&key, &fp).await {
+                    Ok(()) => recorded.push(key),
+                    Err(error) => failed.push(error),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (recorded, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.restart().await.expect("pg_ctl restart");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (recorded, failed) = writer.await.expect("writer");
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+    assert!(recorded.len() > 10, "{} writes", recorded.len());
+    for key in &recorded {
+        assert!(store.is_unknown(key, &fp).await.expect("read"), "lost");
+    }
+}
