@@ -106,13 +106,9 @@ fn the_verdict_catches_gateways_that_do_not_share_reservations() {
     assert!(count(&report, "double_serves") > 0, "{report:#}");
 }
 
-/// The database restarted mid-load: every instance must recover by itself.
-/// Ignored until the stores move onto the pooled storage crate: today the
-/// gateway's PostgreSQL reservation store keeps its one connection and never
-/// reconnects, so both gateways answer `503 reservation_failed` after a
-/// restart (run it with `--run-ignored all` to see the report).
+/// The database restarted mid-load: every instance must recover by itself
+/// (the stores' pools replace the connections the restart cut).
 #[test]
-#[ignore = "the gateway's PostgreSQL reservation store does not reconnect yet (issue 14, pooled store)"]
 fn every_instance_recovers_from_a_database_restart_mid_load() {
     if !postgres_available() {
         return;

@@ -317,7 +317,9 @@ max_paid_response_bytes_in_flight = 268435456
 # instances on several hosts (run several gateways behind a load balancer).
 # `reservations_sqlite` is the older name of this key and still works.
 # reservations = "/var/lib/paywire/gateway-reservations.sqlite"
-# reservations = "postgres://paywire:${PG_PASSWORD}@db.internal:5432/paywire"
+# reservations = "postgres://paywire:${PG_PASSWORD}@db.internal:5432/paywire?sslmode=verify-full&sslrootcert=/etc/paywire/db-ca.pem"
+# (PostgreSQL: pooled, reconnects by itself after a database restart; TLS
+# with sslmode/sslrootcert, pool size with pool_max_size: docs/sellers.md.)
 
 # The registered plugins' built-in networks (EVM: Base, Ethereum, Polygon,
 # Arbitrum, OP, Avalanche and their testnets, each with Circle's USDC) are

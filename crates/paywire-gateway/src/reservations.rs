@@ -38,7 +38,14 @@ pub(crate) async fn open(
                 .map_err(|e| failed(url, &e.to_string()))?;
             Ok(Some(Arc::new(store)))
         }
-        _ => open_sync(setting),
+        // Opened on the store's own thread: the runtime is not blocked.
+        Target::Sqlite(path) => {
+            let store = SqliteReservationStore::open_async(path)
+                .await
+                .map_err(|e| GatewayError::Reservations(format!("{path}: {e}")))?;
+            Ok(Some(Arc::new(store)))
+        }
+        Target::Memory => Ok(None),
     }
 }
 

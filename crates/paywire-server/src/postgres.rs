@@ -1,11 +1,13 @@
 //! A [`ReservationStore`] in PostgreSQL: shared by every instance of a
 //! resource server behind a load balancer.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::BoxFuture;
-use tokio_postgres::{Client, NoTls};
+use paywire_store::postgres::{Param, PgPool};
+use paywire_store::tokio_postgres::Row;
+use paywire_store::tokio_postgres::error::SqlState;
+use paywire_store::{Migration, Migrations, StoreError};
 
 use crate::reservation::{
     PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
@@ -19,9 +21,28 @@ const UNKNOWN: i16 = 2;
 /// Settlement outcome unknown, a retry holds it until `held_until_ms`.
 const RESUMING: i16 = 3;
 
-/// Advisory lock taken while creating the table, so that instances starting
-/// together do not race on `CREATE TABLE`.
-const MIGRATION_LOCK: i64 = 0x7840_3202;
+/// The schema, component `reservations`. Version 1 is what earlier releases
+/// created on connecting (table, then the two unknown-outcome columns), all
+/// `IF NOT EXISTS`, so a database of those releases is adopted as it is. It
+/// also takes the advisory lock those releases took around their schema
+/// statements, so that an older instance starting during a rolling upgrade
+/// does not race this one on `CREATE TABLE`.
+const MIGRATIONS: Migrations = Migrations::new(
+    "reservations",
+    &[Migration::new(
+        1,
+        "reservations",
+        "SELECT pg_advisory_xact_lock(2017473026);
+         CREATE TABLE IF NOT EXISTS x402_reservations (
+             key BYTEA PRIMARY KEY,
+             state SMALLINT NOT NULL,
+             expires_ms BIGINT NOT NULL
+         );
+         ALTER TABLE x402_reservations
+             ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
+             ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;",
+    )],
+);
 
 /// PostgreSQL-backed [`ReservationStore`] with the semantics of
 /// [`crate::InMemoryReservationStore`]: reservations expire after
@@ -30,23 +51,21 @@ const MIGRATION_LOCK: i64 = 0x7840_3202;
 ///
 /// Reserving is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE free or
 /// resumable` statement, atomic per key across every connection: two instances
-/// can never both hold one payment. Tables created by earlier versions are
-/// migrated (two columns added) when connecting. The connection is not TLS-encrypted (`NoTls`);
-/// keep the database on a private network.
-#[derive(Clone)]
+/// can never both hold one payment.
+///
+/// Connections come from a [`PgPool`] (paywire-store): TLS as the URL's
+/// `sslmode`/`sslrootcert` say, `pool_max_size` connections at most, and a
+/// connection the database dropped (a restart) is replaced at the next
+/// operation, so the store recovers by itself. An operation in flight when
+/// the database goes away fails (the payment is refused, never served
+/// unpaid); nothing is retried. The schema is migrated (component
+/// `reservations`) when connecting; a database whose schema is newer than
+/// this build is refused.
+#[derive(Debug, Clone)]
 pub struct PostgresReservationStore {
-    client: Arc<Client>,
+    pool: PgPool,
     reservation_ttl: Duration,
     retention: Duration,
-}
-
-impl std::fmt::Debug for PostgresReservationStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresReservationStore")
-            .field("reservation_ttl", &self.reservation_ttl)
-            .field("retention", &self.retention)
-            .finish_non_exhaustive()
-    }
 }
 
 fn store_error(error: impl std::fmt::Display) -> ReservationError {
@@ -65,17 +84,18 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The default lifetime of a reservation nobody settled or released.
+const RESERVATION_TTL: Duration = Duration::from_secs(600);
+/// The default lifetime of settled keys and unknown outcomes.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 impl PostgresReservationStore {
-    /// Connects to `url` (`postgres://user@host:port/db`) with the default
-    /// lifetimes (reservations 10 min, consumed keys 24 h), creating the
-    /// table if needed.
+    /// Connects to `url` with the default lifetimes (reservations 10 min,
+    /// consumed keys 24 h), migrating the schema. `url` takes
+    /// paywire-store's parameters besides the usual ones:
+    /// `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/etc/ca.pem&pool_max_size=16`.
     pub async fn connect(url: &str) -> Result<Self, ReservationError> {
-        Self::connect_with(
-            url,
-            Duration::from_secs(600),
-            Duration::from_secs(24 * 3600),
-        )
-        .await
+        Self::connect_with(url, RESERVATION_TTL, RETENTION).await
     }
 
     /// Connects with explicit lifetimes.
@@ -84,35 +104,123 @@ impl PostgresReservationStore {
         reservation_ttl: Duration,
         retention: Duration,
     ) -> Result<Self, ReservationError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(store_error)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::error!(%error, "reservation database connection closed");
-            }
-        });
-        client
-            .batch_execute(&format!(
-                "BEGIN;
-                 SELECT pg_advisory_xact_lock({MIGRATION_LOCK});
-                 CREATE TABLE IF NOT EXISTS x402_reservations (
-                     key BYTEA PRIMARY KEY,
-                     state SMALLINT NOT NULL,
-                     expires_ms BIGINT NOT NULL
-                 );
-                 ALTER TABLE x402_reservations
-                     ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
-                     ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;
-                 COMMIT;"
-            ))
-            .await
-            .map_err(store_error)?;
+        let pool = PgPool::connect(url).await.map_err(store_error)?;
+        Self::with_pool(pool, reservation_ttl, retention).await
+    }
+
+    /// A store on an existing pool (shared with other components of the
+    /// process), migrating the schema.
+    pub async fn with_pool(
+        pool: PgPool,
+        reservation_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Self, ReservationError> {
+        pool.migrate(&MIGRATIONS).await.map_err(store_error)?;
         Ok(Self {
-            client: Arc::new(client),
+            pool,
             reservation_ttl,
             retention,
         })
+    }
+
+    /// The connection pool (for its usage in metrics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// How long an operation keeps trying while the database is unreachable.
+/// Recording what became of a payment (settled, unknown outcome, released)
+/// waits out a restart or failover: losing that record would strand a paid
+/// payment. Taking a payment gives up sooner and the request is refused.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    Request,
+    Record,
+}
+
+impl Patience {
+    fn limit(self) -> Duration {
+        match self {
+            Self::Request => Duration::from_secs(5),
+            Self::Record => Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether a failed attempt certainly did not change the database, so that
+/// running the statement again is the same as running it once.
+fn safe_to_retry(error: &StoreError) -> bool {
+    match error {
+        // No connection (refused, server starting or shutting down): nothing
+        // was sent. A full pool already made the caller wait.
+        StoreError::Postgres(error) => error
+            .code()
+            .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P")),
+        StoreError::Pool(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether the server answered the statement itself with "connection
+/// exception" or "operator intervention" (`pg_ctl restart`, failover): the
+/// statement was rolled back. A connection that closed without an answer is
+/// not retried: the statement may have committed.
+fn aborted_by_server(error: &paywire_store::tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        code == &SqlState::ADMIN_SHUTDOWN
+            || code == &SqlState::CRASH_SHUTDOWN
+            || code == &SqlState::CANNOT_CONNECT_NOW
+            || code.code().starts_with("08")
+    })
+}
+
+impl PostgresReservationStore {
+    /// Runs `sql` once: `Err((error, retry))`, where `retry` says whether the
+    /// statement certainly did not run (no connection, not prepared, or
+    /// rolled back by a shutting-down server).
+    async fn attempt(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, (StoreError, bool)> {
+        let connection = self.pool.get().await.map_err(|e| {
+            let retry = safe_to_retry(&e);
+            (e, retry)
+        })?;
+        // Preparing runs nothing: a failure for lack of a connection is safe to repeat.
+        let statement = connection.prepare_cached(sql).await.map_err(|e| {
+            let retry = e.is_closed() || aborted_by_server(&e);
+            (StoreError::from(e), retry)
+        })?;
+        connection.query(&statement, params).await.map_err(|e| {
+            let retry = aborted_by_server(&e);
+            (StoreError::from(e), retry)
+        })
+    }
+
+    /// Runs `sql`, again while the database is unreachable (a restart) for
+    /// at most `patience`, but only when the failed attempt certainly did
+    /// not run: the statements are not all idempotent.
+    async fn query(
+        &self,
+        patience: Patience,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, ReservationError> {
+        let deadline = tokio::time::Instant::now() + patience.limit();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.attempt(sql, params).await {
+                Ok(rows) => return Ok(rows),
+                Err((error, true)) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(%error, "reservation database unavailable; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err((error, _)) => return Err(store_error(error)),
+            }
+        }
     }
 }
 
@@ -125,14 +233,15 @@ impl PostgresReservationStore {
     ) -> Result<ReserveOutcome, ReservationError> {
         let now = now_ms();
         let row = self
-            .client
-            .query_opt(
+            .query(
+                Patience::Request,
                 "SELECT state, fingerprint, held_until_ms FROM x402_reservations
                  WHERE key = $1 AND expires_ms > $2",
                 &[&&key.0[..], &now],
             )
-            .await
-            .map_err(store_error)?;
+            .await?
+            .into_iter()
+            .next();
         // Gone since the insert attempt (released): still busy a moment ago.
         let Some(row) = row else {
             return Ok(ReserveOutcome::InUse);
@@ -163,8 +272,8 @@ impl ReservationStore for PostgresReservationStore {
             // A free (or expired) row becomes RESERVED; an unknown row of this
             // payload that nobody holds becomes RESUMING, keeping its retention.
             let taken = self
-                .client
-                .query_opt(
+                .query(
+                    Patience::Request,
                     "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms)
                      VALUES ($1, $2, $3, $4, NULL)
@@ -188,8 +297,9 @@ impl ReservationStore for PostgresReservationStore {
                         &UNKNOWN,
                     ],
                 )
-                .await
-                .map_err(store_error)?;
+                .await?
+                .into_iter()
+                .next();
             match taken.map(|row| row.get::<_, i16>(0)) {
                 Some(RESERVED) => Ok(ReserveOutcome::Reserved),
                 Some(_) => Ok(ReserveOutcome::Resumed),
@@ -203,13 +313,12 @@ impl ReservationStore for PostgresReservationStore {
         key: &'a ReservationKey,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
-            self.client
-                .execute(
-                    "DELETE FROM x402_reservations WHERE key = $1 AND state IN ($2, $3)",
-                    &[&&key.0[..], &RESERVED, &RESUMING],
-                )
-                .await
-                .map_err(store_error)?;
+            self.query(
+                Patience::Record,
+                "DELETE FROM x402_reservations WHERE key = $1 AND state IN ($2, $3)",
+                &[&&key.0[..], &RESERVED, &RESUMING],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -220,16 +329,15 @@ impl ReservationStore for PostgresReservationStore {
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
             let expires = now_ms().saturating_add(ms(self.retention));
-            self.client
-                .execute(
-                    "INSERT INTO x402_reservations (key, state, expires_ms) VALUES ($1, $2, $3)
+            self.query(
+                Patience::Record,
+                "INSERT INTO x402_reservations (key, state, expires_ms) VALUES ($1, $2, $3)
                      ON CONFLICT (key) DO UPDATE
                          SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
                              held_until_ms = NULL",
-                    &[&&key.0[..], &CONSUMED, &expires],
-                )
-                .await
-                .map_err(store_error)?;
+                &[&&key.0[..], &CONSUMED, &expires],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -242,26 +350,25 @@ impl ReservationStore for PostgresReservationStore {
         Box::pin(async move {
             let now = now_ms();
             let expires = now.saturating_add(ms(self.retention));
-            self.client
-                .execute(
-                    "INSERT INTO x402_reservations AS r
+            self.query(
+                Patience::Record,
+                "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms)
                      VALUES ($1, $2, $3, $4, NULL)
                      ON CONFLICT (key) DO UPDATE
                          SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
                              fingerprint = EXCLUDED.fingerprint, held_until_ms = NULL
                          WHERE r.state <> $5 OR r.expires_ms <= $6",
-                    &[
-                        &&key.0[..],
-                        &UNKNOWN,
-                        &expires,
-                        &&fingerprint.0[..],
-                        &CONSUMED,
-                        &now,
-                    ],
-                )
-                .await
-                .map_err(store_error)?;
+                &[
+                    &&key.0[..],
+                    &UNKNOWN,
+                    &expires,
+                    &&fingerprint.0[..],
+                    &CONSUMED,
+                    &now,
+                ],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -273,8 +380,8 @@ impl ReservationStore for PostgresReservationStore {
     ) -> BoxFuture<'a, Result<bool, ReservationError>> {
         Box::pin(async move {
             let row = self
-                .client
-                .query_opt(
+                .query(
+                    Patience::Request,
                     "SELECT 1 FROM x402_reservations
                      WHERE key = $1 AND state IN ($2, $3) AND fingerprint = $4
                          AND expires_ms > $5",
@@ -286,9 +393,8 @@ impl ReservationStore for PostgresReservationStore {
                         &now_ms(),
                     ],
                 )
-                .await
-                .map_err(store_error)?;
-            Ok(row.is_some())
+                .await?;
+            Ok(!row.is_empty())
         })
     }
 }

@@ -2,12 +2,14 @@
 //! several layers) on one host and persisted across restarts.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::BoxFuture;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::sqlite::{SqliteHandle, SqliteOptions};
+use paywire_store::{Migration, Migrations};
 
 use crate::reservation::{
     PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
@@ -24,21 +26,64 @@ const RESUMING: i64 = 3;
 /// How many reservations between two purges of expired rows.
 const PURGE_EVERY: u64 = 1024;
 
+/// How long a statement waits for another process's write lock (as before
+/// this store moved onto paywire-store).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, component `reservations`: the table as the first releases
+/// created it, then the two columns of unknown settlement outcomes.
+///
+/// SQLite cannot add a column only if it is missing, so a file written
+/// before the bookkeeping table existed is placed by its columns: no table
+/// is version 0, the three-column table version 1, the five-column table
+/// (releases that added the columns on opening) version 2.
+const MIGRATIONS: Migrations = Migrations::new(
+    "reservations",
+    &[
+        Migration::new(
+            1,
+            "reservations",
+            "CREATE TABLE IF NOT EXISTS x402_reservations (
+                 key BLOB PRIMARY KEY NOT NULL,
+                 state INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        ),
+        Migration::new(
+            2,
+            "unknown outcomes",
+            "ALTER TABLE x402_reservations ADD COLUMN fingerprint BLOB;
+             ALTER TABLE x402_reservations ADD COLUMN held_until_ms INTEGER;",
+        ),
+    ],
+)
+.with_legacy_version(
+    "SELECT CASE
+         WHEN (SELECT count(*) FROM pragma_table_info('x402_reservations')
+               WHERE name IN ('fingerprint', 'held_until_ms')) = 2 THEN 2
+         WHEN EXISTS (SELECT 1 FROM pragma_table_info('x402_reservations')) THEN 1
+         ELSE 0
+     END",
+);
+
 /// SQLite-backed [`ReservationStore`] with the same semantics as
 /// [`crate::InMemoryReservationStore`]: reservations expire after
 /// `reservation_ttl`, settled keys and keys with an unknown settlement outcome
 /// are kept for `retention`. Expiry uses wall-clock time so that it survives
 /// restarts.
 ///
-/// Tables created by earlier versions (without the `fingerprint` and
-/// `held_until_ms` columns) are migrated when the store is opened.
+/// The connection lives on its own thread (paywire-store's [`SqliteHandle`]:
+/// WAL, `busy_timeout` 10 s), so waiting for another process's write lock
+/// never blocks the async runtime. The schema is migrated (component
+/// `reservations`) when the store opens; files of earlier releases are
+/// adopted in place, a file whose schema is newer than this build is refused.
 ///
 /// `reserve` runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's
 /// write lock before reading: two connections (processes) can never both
 /// reserve one key.
 #[derive(Debug, Clone)]
 pub struct SqliteReservationStore {
-    connection: Arc<Mutex<Connection>>,
+    db: SqliteHandle,
     reservation_ttl: Duration,
     retention: Duration,
     reserves: Arc<AtomicU64>,
@@ -60,35 +105,6 @@ fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Creates the table, or adds the columns that earlier versions lacked. Runs
-/// under SQLite's write lock, so processes opening the file together do not
-/// race.
-fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
-    connection.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch(
-        "CREATE TABLE IF NOT EXISTS x402_reservations (
-             key BLOB PRIMARY KEY NOT NULL,
-             state INTEGER NOT NULL,
-             expires_ms INTEGER NOT NULL,
-             fingerprint BLOB,
-             held_until_ms INTEGER
-         ) WITHOUT ROWID;",
-    )?;
-    let columns: Vec<String> = tx
-        .prepare("SELECT name FROM pragma_table_info('x402_reservations')")?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (column, kind) in [("fingerprint", "BLOB"), ("held_until_ms", "INTEGER")] {
-        if !columns.iter().any(|c| c == column) {
-            tx.execute_batch(&format!(
-                "ALTER TABLE x402_reservations ADD COLUMN {column} {kind};"
-            ))?;
-        }
-    }
-    tx.commit()
-}
-
 /// The live row of `key`: (state, fingerprint, held_until_ms).
 type Row = (i64, Option<Vec<u8>>, Option<i64>);
 
@@ -102,30 +118,61 @@ fn live_row(tx: &rusqlite::Transaction<'_>, key: &[u8], now: i64) -> rusqlite::R
     .optional()
 }
 
+/// The default lifetime of a reservation nobody settled or released.
+const RESERVATION_TTL: Duration = Duration::from_secs(600);
+/// The default lifetime of settled keys and unknown outcomes.
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 impl SqliteReservationStore {
     /// Opens (creating if needed) the store at `path` with the default
     /// lifetimes (reservations 10 min, consumed keys 24 h).
+    ///
+    /// Blocks the calling thread until the file is open and migrated (the
+    /// work itself runs on the store's thread); async code should prefer
+    /// [`SqliteReservationStore::open_async`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ReservationError> {
-        Self::open_with(
-            path,
-            Duration::from_secs(600),
-            Duration::from_secs(24 * 3600),
-        )
+        Self::open_with(path, RESERVATION_TTL, RETENTION)
     }
 
-    /// Opens the store with explicit lifetimes.
+    /// [`SqliteReservationStore::open`] with explicit lifetimes.
     pub fn open_with(
         path: impl AsRef<Path>,
         reservation_ttl: Duration,
         retention: Duration,
     ) -> Result<Self, ReservationError> {
-        let mut connection = Connection::open(path).map_err(store_error)?;
-        connection
-            .busy_timeout(Duration::from_secs(10))
+        let path = path.as_ref();
+        wait_on_own_thread(Self::open_async_with(path, reservation_ttl, retention))
+    }
+
+    /// Opens (creating if needed) the store at `path` with the default
+    /// lifetimes, without blocking the caller.
+    pub async fn open_async(path: impl AsRef<Path>) -> Result<Self, ReservationError> {
+        Self::open_async_with(path, RESERVATION_TTL, RETENTION).await
+    }
+
+    /// [`SqliteReservationStore::open_async`] with explicit lifetimes.
+    pub async fn open_async_with(
+        path: impl AsRef<Path>,
+        reservation_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Self, ReservationError> {
+        let options = SqliteOptions::default().with_busy_timeout(BUSY_TIMEOUT);
+        let db = SqliteHandle::open_with(path, options)
+            .await
             .map_err(store_error)?;
-        migrate(&mut connection).map_err(store_error)?;
+        Self::with_handle(db, reservation_ttl, retention).await
+    }
+
+    /// A store on an open handle (shared with other components of the
+    /// process), migrating the schema.
+    pub async fn with_handle(
+        db: SqliteHandle,
+        reservation_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Self, ReservationError> {
+        db.migrate(&MIGRATIONS).await.map_err(store_error)?;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            db,
             reservation_ttl,
             retention,
             reserves: Arc::new(AtomicU64::new(0)),
@@ -136,15 +183,28 @@ impl SqliteReservationStore {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, ReservationError> {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard)
-        })
-        .await
-        .map_err(store_error)?
-        .map_err(store_error)
+        self.db.call(f).await.map_err(store_error)
     }
+}
+
+/// Runs `work` to completion on a short-lived thread of its own, so that a
+/// synchronous constructor works both outside a runtime and inside one
+/// (where starting a nested runtime on the caller's thread would panic).
+/// The SQLite handle it builds is not tied to that thread's runtime.
+fn wait_on_own_thread<T: Send>(
+    work: impl Future<Output = Result<T, ReservationError>> + Send,
+) -> Result<T, ReservationError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(store_error)?
+                    .block_on(work)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(store_error("opening the SQLite store panicked")))
+    })
 }
 
 impl ReservationStore for SqliteReservationStore {

@@ -24,6 +24,7 @@ use paywire_server::{
     PayTo, PayloadFingerprint, PaymentLayer, PaymentOption, PostgresReservationStore,
     ReservationKey, ReservationStore, ReserveOutcome, Route, SqliteReservationStore, money,
 };
+use paywire_store::{rusqlite, tokio_postgres};
 use serde_json::{Value, json};
 
 /// Valid and settled, instantly.
@@ -488,4 +489,354 @@ async fn postgres_migrates_a_table_of_the_previous_version() {
         ReserveOutcome::Resumed
     );
     drop(cluster);
+}
+
+/// A file written by the release before the store moved onto paywire-store
+/// (five columns, no bookkeeping table) is adopted: nothing is added twice
+/// (SQLite would refuse a duplicate column), every row keeps its meaning.
+#[tokio::test]
+async fn sqlite_adopts_a_file_of_the_wave_one_release() {
+    let (dir, path) = temp_sqlite("wave1");
+    let (used, unknown) = (ReservationKey([1; 32]), ReservationKey([2; 32]));
+    let fp = PayloadFingerprint([3; 32]);
+    let far = 4_102_444_800_000_i64; // 2100-01-01, in ms
+    {
+        let old = rusqlite::Connection::open(&path).expect("open");
+        old.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE x402_reservations (
+                 key BLOB PRIMARY KEY NOT NULL,
+                 state INTEGER NOT NULL,
+                 expires_ms INTEGER NOT NULL,
+                 fingerprint BLOB,
+                 held_until_ms INTEGER
+             ) WITHOUT ROWID;",
+        )
+        .expect("wave-1 schema");
+        old.execute(
+            "INSERT INTO x402_reservations VALUES (?1, 1, ?3, NULL, NULL), (?2, 2, ?3, ?4, NULL)",
+            rusqlite::params![&used.0[..], &unknown.0[..], far, &fp.0[..]],
+        )
+        .expect("wave-1 rows");
+    }
+    let store = SqliteReservationStore::open(&path).expect("adopted");
+    assert_eq!(
+        store.reserve(&used, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed
+    );
+    assert!(store.is_unknown(&unknown, &fp).await.expect("read"));
+    assert_eq!(
+        store.reserve(&unknown, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    drop(store);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .expect("open")
+        .query_row(
+            "SELECT version FROM paywire_schema_versions WHERE component = 'reservations'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("recorded");
+    assert_eq!(version, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file migrated by a newer release is refused, not written to.
+#[tokio::test]
+async fn sqlite_refuses_a_newer_schema() {
+    let (dir, path) = temp_sqlite("newer");
+    drop(SqliteReservationStore::open(&path).expect("open"));
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute(
+            "UPDATE paywire_schema_versions SET version = 99 WHERE component = 'reservations'",
+            [],
+        )
+        .expect("bump");
+    let error = SqliteReservationStore::open(&path).expect_err("newer schema");
+    assert!(
+        error.0.contains("reservations") && error.0.contains("99"),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The store's SQLite work runs off the async runtime: on a single-threaded
+/// runtime, a timer keeps ticking while `reserve` waits for another
+/// process's write lock. Run inline, the wait would stop the only thread
+/// and the timer with it.
+#[test]
+fn sqlite_waits_for_a_lock_off_the_runtime() {
+    let (dir, path) = temp_sqlite("offruntime");
+    let store = SqliteReservationStore::open(&path).expect("open");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    // Another process holds the write lock for a while.
+    let locker = rusqlite::Connection::open(&path).expect("open");
+    locker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+    let (locked_for, tick) = (Duration::from_millis(800), Duration::from_millis(20));
+    let unlock = std::thread::spawn(move || {
+        std::thread::sleep(locked_for);
+        locker.execute_batch("COMMIT").expect("unlock");
+    });
+    let ticks = runtime.block_on(async {
+        let key = ReservationKey([9; 32]);
+        let reserve = store.reserve(&key, &PayloadFingerprint([1; 32]));
+        let mut interval = tokio::time::interval(tick);
+        let mut ticks = 0_u32;
+        tokio::pin!(reserve);
+        loop {
+            tokio::select! {
+                outcome = &mut reserve => {
+                    assert_eq!(outcome.expect("reserve"), ReserveOutcome::Reserved);
+                    break ticks;
+                }
+                _ = interval.tick() => ticks += 1,
+            }
+        }
+    });
+    unlock.join().expect("unlocker");
+    // About 40 ticks fit in the lock's 800 ms; inline there would be one.
+    assert!(ticks >= 10, "the runtime stalled: {ticks} ticks");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn reserve_eventually(
+    store: &PostgresReservationStore,
+    key: &ReservationKey,
+    fp: &PayloadFingerprint,
+) -> (ReserveOutcome, u32) {
+    let mut failures = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.reserve(key, fp).await {
+            Ok(outcome) => return (outcome, failures),
+            Err(error) => {
+                failures += 1;
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no recovery within 10 s: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// `pg_ctl restart` cuts every connection: the same store (not rebuilt)
+/// serves again right after, and what it recorded before is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_recovers_from_a_database_restart() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let store = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("connect");
+    let (before, fp) = (
+        ReservationKey(B256::random().0),
+        PayloadFingerprint([5; 32]),
+    );
+    // Several operations at once, so the pool holds several connections the
+    // restart will cut.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (store, key) = (store.clone(), ReservationKey(B256::random().0));
+        tasks.push(tokio::spawn(async move {
+            store.reserve(&key, &fp).await.expect("reserve")
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), ReserveOutcome::Reserved);
+    }
+    store.reserve(&before, &fp).await.expect("reserve");
+    store.consume(&before).await.expect("consume");
+
+    cluster.restart().await.expect("pg_ctl restart");
+
+    let after = ReservationKey(B256::random().0);
+    let (outcome, failures) = reserve_eventually(&store, &after, &fp).await;
+    assert_eq!(outcome, ReserveOutcome::Reserved);
+    assert_eq!(failures, 0, "the first operation after the restart failed");
+    assert_eq!(
+        store.reserve(&before, &fp).await.expect("reserve"),
+        ReserveOutcome::Consumed,
+        "settled before the restart, still settled"
+    );
+    drop(cluster);
+}
+
+/// `sslmode=verify-full` with the kit's CA: the store's sessions are
+/// encrypted (the server says so in `pg_stat_ssl`), on a server that refuses
+/// plaintext clients anyway. A CA that did not sign the server's certificate
+/// is refused, and neither the error nor Debug shows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_connects_over_verified_tls() {
+    use paywire_testkit::postgres::{PgCluster, PgClusterOptions};
+    let Some(cluster) = PgCluster::start_with_or_skip(PgClusterOptions::hostssl_only())
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let url = |ca: &std::path::Path| {
+        format!(
+            "postgres://postgres:s3cret-pw@127.0.0.1:{}/x402?sslmode=verify-full&sslrootcert={}",
+            cluster.port(),
+            ca.display()
+        )
+    };
+    let store = PostgresReservationStore::connect(&url(cluster.ca_file().expect("CA")))
+        .await
+        .expect("connect over TLS");
+    let key = ReservationKey(B256::random().0);
+    assert_eq!(
+        store
+            .reserve(&key, &PayloadFingerprint([1; 32]))
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    let encrypted: bool = store
+        .pool()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get(0);
+    assert!(encrypted, "the session is not encrypted");
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("s3cret-pw"), "{debug}");
+
+    let untrusted = url(cluster.untrusted_ca_file().expect("other CA"));
+    let error = PostgresReservationStore::connect(&untrusted)
+        .await
+        .expect_err("an unverifiable certificate");
+    assert!(!error.to_string().contains("s3cret-pw"), "{error}");
+    assert!(!format!("{error:?}").contains("s3cret-pw"), "{error:?}");
+}
+
+/// A database of the release before paywire-store (five columns, no
+/// bookkeeping row) is adopted with its rows; a database whose recorded
+/// schema is newer than this build is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_adopts_wave_one_and_refuses_a_newer_schema() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(cluster.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let (unknown, fp) = (
+        ReservationKey(B256::random().0),
+        PayloadFingerprint([6; 32]),
+    );
+    client
+        .batch_execute(
+            "CREATE TABLE x402_reservations (
+                 key BYTEA PRIMARY KEY,
+                 state SMALLINT NOT NULL,
+                 expires_ms BIGINT NOT NULL,
+                 fingerprint BYTEA,
+                 held_until_ms BIGINT
+             );",
+        )
+        .await
+        .expect("wave-1 schema");
+    client
+        .execute(
+            "INSERT INTO x402_reservations VALUES ($1, 2, 4102444800000, $2, NULL)",
+            &[&&unknown.0[..], &&fp.0[..]],
+        )
+        .await
+        .expect("wave-1 row");
+    let store = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("adopted");
+    assert!(store.is_unknown(&unknown, &fp).await.expect("read"));
+    assert_eq!(
+        store.reserve(&unknown, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    let version: i64 = client
+        .query_one(
+            "SELECT version FROM paywire_schema_versions WHERE component = 'reservations'",
+            &[],
+        )
+        .await
+        .expect("recorded")
+        .get(0);
+    assert_eq!(version, 1);
+
+    client
+        .execute(
+            "UPDATE paywire_schema_versions SET version = 7 WHERE component = 'reservations'",
+            &[],
+        )
+        .await
+        .expect("bump");
+    let error = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect_err("newer schema");
+    assert!(
+        error.0.contains("reservations") && error.0.contains('7'),
+        "{error}"
+    );
+}
+
+/// What became of a payment (here: an unknown settlement outcome) is
+/// recorded even when the database restarts at that moment: the store waits
+/// for it to come back instead of failing, which would leave a paid payment
+/// held and then refused to the payer's retry. Without that wait, the writes
+/// that fall into the restart fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_outcomes_through_a_database_restart() {
+    let Some(cluster) = paywire_testkit::postgres::PgCluster::start_or_skip()
+        .await
+        .expect("postgres")
+    else {
+        return;
+    };
+    let store = PostgresReservationStore::connect(cluster.url())
+        .await
+        .expect("connect");
+    let fp = PayloadFingerprint([8; 32]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut recorded, mut failed) = (Vec::new(), Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let key = ReservationKey(B256::random().0);
+                match store.mark_unknown(&key, &fp).await {
+                    Ok(()) => recorded.push(key),
+                    Err(error) => failed.push(error),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (recorded, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.restart().await.expect("pg_ctl restart");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (recorded, failed) = writer.await.expect("writer");
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+    assert!(recorded.len() > 10, "{} writes", recorded.len());
+    for key in &recorded {
+        assert!(store.is_unknown(key, &fp).await.expect("read"), "lost");
+    }
 }
