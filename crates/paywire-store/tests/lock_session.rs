@@ -5,7 +5,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use paywire_store::StoreError;
-use paywire_store::postgres::{LockKey, PgConfig, PgOptions, PgPool};
+use paywire_store::postgres::{LockKey, PgConfig, PgOptions, PgPool, SessionLock};
 use paywire_testkit::postgres::PgCluster;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -70,7 +70,7 @@ async fn three_hundred_locks_share_one_connection() -> TestResult {
             .ok_or("a free key was not taken")?;
         held.push(lock);
     }
-    assert!(held.iter().all(|lock| lock.is_held()));
+    assert!(held.iter().all(SessionLock::is_held));
     assert_eq!(holders(&observer).await?, (1, 300), "not one session");
     let open: i64 = observer
         .query_one(
