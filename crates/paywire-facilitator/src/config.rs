@@ -548,11 +548,12 @@ impl FacilitatorConfig {
     pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
         let store = self.store.expose().trim();
         if store.starts_with("postgres://") || store.starts_with("postgresql://") {
-            if store.parse::<tokio_postgres::Config>().is_err() {
-                // The parser's message may quote the offending part.
+            // paywire-store's parser takes sslmode, sslrootcert and the pool
+            // parameters, and its errors never quote the URL or password.
+            if let Err(error) = paywire_store::postgres::PgConfig::from_url(store) {
                 return Err(invalid(
                     "store",
-                    format!("invalid PostgreSQL URL {}", redact_store(store)),
+                    format!("invalid PostgreSQL URL {}: {error}", redact_store(store)),
                 ));
             }
             return Ok(StoreLocation::Postgres(StoreUrl::new(store)));
@@ -685,7 +686,12 @@ listen = "127.0.0.1:8402"
 
 # Settlement ledger (idempotency, audit trail): a SQLite file path, or a
 # PostgreSQL URL shared by several facilitator instances, e.g.
-# store = "postgres://x402:${PAYWIRE_DB_PASSWORD}@10.0.0.5:5432/x402" (no TLS).
+# store = "postgres://x402:${PAYWIRE_DB_PASSWORD}@db.internal:5432/x402?sslmode=verify-full&sslrootcert=/etc/paywire/db-ca.pem"
+# URL parameters: sslmode (disable, prefer [default], require, verify-ca,
+# verify-full; every mode that encrypts verifies the certificate),
+# sslrootcert (CA file; default: the system roots), pool_max_size (16),
+# pool_acquire_timeout (seconds a query waits for a free connection, 10),
+# connect_timeout (10). See docs/facilitator-operators.md, "PostgreSQL".
 store = "/var/lib/paywire/facilitator.sqlite"
 
 # Largest accepted request body, in bytes.

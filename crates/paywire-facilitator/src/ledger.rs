@@ -111,8 +111,9 @@ impl Ledger {
         Ok(Self::from_store(Arc::new(SqliteStore::in_memory().await?)))
     }
 
-    /// Connects to a PostgreSQL database (`postgres://user@host:port/db`) and
-    /// applies migrations.
+    /// Connects to a PostgreSQL database (`postgres://user@host:port/db`,
+    /// with paywire-store's `sslmode`, `sslrootcert` and pool parameters)
+    /// and applies migrations.
     pub async fn connect_postgres(url: &str) -> Result<Self, LedgerError> {
         Ok(Self::from_store(Arc::new(
             PostgresStore::connect(url).await?,

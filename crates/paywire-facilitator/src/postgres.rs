@@ -1,6 +1,9 @@
 //! The PostgreSQL ledger store, for several facilitator instances sharing
-//! one database (store URL `postgres://user[:password]@host[:port]/db`; no
-//! TLS: run it on a private network or through a local proxy).
+//! one database (store URL `postgres://user[:password]@host[:port]/db`, with
+//! paywire-store's `sslmode`, `sslrootcert` and pool parameters).
+//!
+//! Connections come from a [`PgPool`] (TLS, reconnect after a database
+//! restart, statement cache: see paywire-store); the store opens none itself.
 //!
 //! Atomicity across processes:
 //!
@@ -16,20 +19,24 @@
 //!   spend key, else the payload's fingerprint). So two processes given the
 //!   same payment, however spelled, run it one after the other, and the
 //!   second answers from the ledger or finds it executed on chain. All of one
-//!   process's settlement locks share one lock session (a second
-//!   connection): settlements in flight cost no database connections, and a
-//!   crashed process releases its locks with its session. A lock whose
-//!   session died is no longer held ([`crate::store::HeldLock`]), and the
-//!   settlement broadcasts nothing.
+//!   store's settlement locks share one [`LockSession`] (one connection,
+//!   outside the pool's count): settlements in flight cost no database
+//!   connections, and a crashed process releases its locks with its session.
+//!   A lock whose session died is no longer held ([`crate::store::HeldLock`]),
+//!   and the settlement broadcasts nothing; the next lock takes a new session.
 //!
-//! The schema is created and migrated on connect, under an advisory lock so
-//! that instances starting together do not race.
+//! The schema is migrated on connect (paywire-store migrations, component
+//! `ledger`), under the store's migration lock so that instances starting
+//! together do not race; a database whose ledger schema is newer than this
+//! build is refused. Databases migrated by earlier releases (which counted
+//! their versions in `x402_schema_migrations`) are adopted at that version.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use paywire_core::{FacilitatorRequest, SettleResponse};
-use tokio_postgres::{Client, Config, NoTls, Row};
+use paywire_store::postgres::{LockKey, LockSession, PgConfig, PgPool, SessionLock};
+use paywire_store::tokio_postgres::{self, Row};
+use paywire_store::{Migration, Migrations};
 
 use crate::store::{
     Delivery, HeldLock, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS,
@@ -37,26 +44,20 @@ use crate::store::{
     now, stored_response,
 };
 
-/// Advisory lock class of settlement locks (the object id is
+/// Advisory lock namespace of settlement locks (the object id is
 /// `hashtext(key)`; a hash collision only serialises two unrelated
-/// settlements).
+/// settlements). Earlier releases take the same locks.
 const SETTLEMENT_LOCK_CLASS: i32 = 4020;
-/// Advisory lock class of the schema migration lock.
-const MIGRATION_LOCK_CLASS: i32 = 4021;
+
+/// `application_name` of the ledger's connections when the URL names none.
+const APPLICATION_NAME: &str = "paywire-facilitator";
 
 /// The longest a settlement waits for its lock while another process holds
 /// it (that process runs the same payment: a settle, with its receipt wait).
 pub const LOCK_WAIT: Duration = Duration::from_secs(120);
 
-/// The first pause between attempts to take a held lock; it doubles up to
-/// [`LOCK_POLL_MAX`].
-const LOCK_POLL_MIN: Duration = Duration::from_millis(20);
-const LOCK_POLL_MAX: Duration = Duration::from_millis(250);
-
-/// Schema migrations, applied in order; `x402_schema_migrations` records them.
-const MIGRATIONS: &[&str] = &[
-    // 1: settlements (with the request, for recovery) and payment-identifier bindings.
-    r#"
+// 1: settlements (with the request, for recovery) and payment-identifier bindings.
+const V1: &str = r#"
 CREATE TABLE x402_settlements (
     fingerprint      TEXT PRIMARY KEY,
     network          TEXT NOT NULL,
@@ -77,12 +78,13 @@ CREATE TABLE x402_payment_ids (
     fingerprint TEXT NOT NULL,
     created_at  BIGINT NOT NULL
 );
-"#,
-    // 2: who was told each outcome, and which payload each settled
-    // transaction belongs to. Rows that already had an outcome were answered
-    // under the old rules: they count as delivered (to an unnamed caller), so
-    // that a replay of them is refused too.
-    r#"
+"#;
+
+// 2: who was told each outcome, and which payload each settled
+// transaction belongs to. Rows that already had an outcome were answered
+// under the old rules: they count as delivered (to an unnamed caller), so
+// that a replay of them is refused too.
+const V2: &str = r#"
 ALTER TABLE x402_settlements ADD COLUMN delivered_state TEXT;
 ALTER TABLE x402_settlements ADD COLUMN delivered_to TEXT;
 ALTER TABLE x402_settlements ADD COLUMN delivered_payment_id TEXT;
@@ -101,88 +103,66 @@ SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
  WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
  ORDER BY transaction_hash, created_at
 ON CONFLICT (transaction_hash) DO NOTHING;
-"#,
-    // 3: transactions are claimed before their broadcast: claim those that
-    // were out (submitted, pending) at the upgrade.
-    r#"
+"#;
+
+// 3: transactions are claimed before their broadcast: claim those that
+// were out (submitted, pending) at the upgrade.
+const V3: &str = r#"
 INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
 SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
   FROM x402_settlements
  WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
  ORDER BY transaction_hash, created_at
 ON CONFLICT (transaction_hash) DO NOTHING;
-"#,
-    // 4: the retention purge finds settlements that failed before sending,
-    // and old payment-identifier bindings, by age.
-    r#"
+"#;
+
+// 4: the retention purge finds settlements that failed before sending,
+// and old payment-identifier bindings, by age.
+const V4: &str = r#"
 CREATE INDEX x402_settlements_unsent_failures ON x402_settlements(updated_at)
  WHERE state = 'failed' AND transaction_hash IS NULL;
 CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
-"#,
-];
+"#;
+
+/// Ledger schema migrations (component `ledger`). Versions 1 to 4 are the
+/// schema earlier releases built and counted in `x402_schema_migrations`;
+/// never edit one, add the next.
+const MIGRATIONS: Migrations = Migrations::new(
+    "ledger",
+    &[
+        Migration::new(1, "settlements", V1),
+        Migration::new(2, "deliveries and settled transactions", V2),
+        Migration::new(3, "claims of transactions out", V3),
+        Migration::new(4, "retention indexes", V4),
+    ],
+)
+// Earlier releases recorded their own versions (and ran data migrations
+// once): adopt such a database where it stands.
+.with_legacy_version("SELECT COALESCE(MAX(version), 0)::BIGINT FROM x402_schema_migrations");
 
 const COLUMNS: &str = RECORD_COLUMNS;
 
-/// The PostgreSQL store: one shared connection for queries and one for the
-/// settlement locks (each re-opened if it drops).
+/// The PostgreSQL store: pooled connections for queries, one lock session
+/// for the settlement locks.
 pub struct PostgresStore {
-    config: Config,
-    client: tokio::sync::Mutex<Arc<Client>>,
-    lock_session: tokio::sync::Mutex<Option<Arc<Client>>>,
+    pool: PgPool,
+    locks: LockSession,
 }
 
-/// One settlement's advisory lock, held on the store's lock session and
-/// released (`pg_advisory_unlock`) when dropped.
-struct AdvisoryLock {
-    session: Arc<Client>,
-    key: String,
-}
-
-impl HeldLock for AdvisoryLock {
+impl HeldLock for SessionLock {
     fn is_held(&self) -> bool {
-        // Session locks go only with an explicit unlock or the session.
-        !self.session.is_closed()
-    }
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        let session = Arc::clone(&self.session);
-        let key = std::mem::take(&mut self.key);
-        // Without a runtime the process is ending: the session goes with it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let unlocked = session
-                    .execute(
-                        "SELECT pg_advisory_unlock($1, hashtext($2))",
-                        &[&SETTLEMENT_LOCK_CLASS, &key],
-                    )
-                    .await;
-                if let Err(error) = unlocked
-                    && !session.is_closed()
-                {
-                    tracing::warn!(%error, "could not release a settlement lock");
-                }
-            });
-        }
+        SessionLock::is_held(self)
     }
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the config: it may hold a password.
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
+        // PgPool prints no password.
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool)
+            .field("locks", &self.locks)
+            .finish()
     }
-}
-
-async fn open(config: &Config) -> Result<Client, LedgerError> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::warn!(%error, "postgres ledger connection closed");
-        }
-    });
-    Ok(client)
 }
 
 fn raw_row(row: &Row) -> Result<RawRow, tokio_postgres::Error> {
@@ -214,36 +194,43 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, LedgerError> {
 }
 
 impl PostgresStore {
-    /// Connects to `url` and applies pending migrations.
+    /// Connects to `url` (see [`PgConfig::from_url`]: `sslmode`,
+    /// `sslrootcert`, `pool_max_size`, `pool_acquire_timeout`, ...) and
+    /// applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self, LedgerError> {
-        let mut config: Config = url.parse()?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+        let config = PgConfig::from_url(url)?;
+        let options = config
+            .options()
+            .clone()
+            .with_application_name(APPLICATION_NAME);
+        Self::from_pool(PgPool::open(config.with_options(options)).await?).await
+    }
+
+    /// The ledger on an open pool (which other components of the process
+    /// may share); applies pending migrations.
+    pub async fn from_pool(pool: PgPool) -> Result<Self, LedgerError> {
+        let report = pool.migrate(&MIGRATIONS).await?;
+        if !report.applied.is_empty() {
+            tracing::info!(
+                from = report.from,
+                to = report.to,
+                "postgres ledger schema migrated"
+            );
         }
-        if config.get_application_name().is_none() {
-            config.application_name("paywire-facilitator");
-        }
-        let mut client = open(&config).await?;
-        migrate(&mut client).await?;
         Ok(Self {
-            config,
-            client: tokio::sync::Mutex::new(Arc::new(client)),
-            lock_session: tokio::sync::Mutex::new(None),
+            locks: pool.lock_session(),
+            pool,
         })
     }
 
-    async fn client(&self) -> Result<Arc<Client>, LedgerError> {
-        let mut current = self.client.lock().await;
-        if current.is_closed() {
-            tracing::warn!("postgres ledger connection lost; reconnecting");
-            *current = Arc::new(open(&self.config).await?);
-        }
-        Ok(Arc::clone(&current))
+    /// The pool the ledger's queries use (to share it, or for metrics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     async fn get(&self, fingerprint: &str) -> Result<Option<SettlementRecord>, LedgerError> {
-        let client = self.client().await?;
-        let row = client
+        let row = self
+            .pool
             .query_opt(
                 &format!("SELECT {COLUMNS} FROM x402_settlements WHERE fingerprint = $1"),
                 &[&fingerprint],
@@ -253,8 +240,8 @@ impl PostgresStore {
     }
 
     async fn unresolved(&self) -> Result<Vec<SettlementRecord>, LedgerError> {
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
+            .pool
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM x402_settlements
@@ -270,8 +257,8 @@ impl PostgresStore {
         &self,
         transaction: &str,
     ) -> Result<Option<SettlementRecord>, LedgerError> {
-        let client = self.client().await?;
-        let row = client
+        let row = self
+            .pool
             .query_opt(
                 &format!(
                     "SELECT {COLUMNS} FROM x402_settlements WHERE transaction_hash = $1
@@ -287,8 +274,8 @@ impl PostgresStore {
     }
 
     async fn payment_id_binding(&self, id: &str) -> Result<Option<String>, LedgerError> {
-        let client = self.client().await?;
-        let row = client
+        let row = self
+            .pool
             .query_opt(
                 "SELECT fingerprint FROM x402_payment_ids WHERE id = $1",
                 &[&id],
@@ -337,11 +324,14 @@ impl PostgresStore {
         key: &str,
         fingerprint: &str,
     ) -> Result<PaymentIdClaim, LedgerError> {
-        let client = self.client().await?;
-        client
-            .execute(insert, &[&key, &fingerprint, &now()])
+        // One connection, so the read follows the insert's commit.
+        let connection = self.pool.get().await?;
+        let insert = connection.prepare_cached(insert).await?;
+        let select = connection.prepare_cached(select).await?;
+        connection
+            .execute(&insert, &[&key, &fingerprint, &now()])
             .await?;
-        let bound: String = client.query_one(select, &[&key]).await?.try_get(0)?;
+        let bound: String = connection.query_one(&select, &[&key]).await?.try_get(0)?;
         Ok(if bound == fingerprint {
             PaymentIdClaim::Bound
         } else {
@@ -354,9 +344,8 @@ impl PostgresStore {
         fingerprint: &str,
         delivery: &Delivery,
     ) -> Result<(), LedgerError> {
-        let client = self.client().await?;
         let at = i64::try_from(delivery.at).unwrap_or(i64::MAX);
-        client
+        self.pool
             .execute(
                 "UPDATE x402_settlements SET delivered_state = $2, delivered_to = $3,
                         delivered_payment_id = $4, delivered_at = $5
@@ -381,8 +370,8 @@ impl PostgresStore {
     ) -> Result<(), LedgerError> {
         let network = request.payment_requirements.network.to_string();
         let request = to_json(request)?;
-        let client = self.client().await?;
-        client
+        self
+            .pool
             .execute(
                 "INSERT INTO x402_settlements
                     (fingerprint, network, payment_id, state, attempts, created_at, updated_at, request)
@@ -405,8 +394,8 @@ impl PostgresStore {
         fingerprint: &str,
         transaction: &str,
     ) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        let changed = client
+        let changed = self
+            .pool
             .execute(
                 "UPDATE x402_settlements SET state = 'submitted', transaction_hash = $2, updated_at = $3
                  WHERE fingerprint = $1",
@@ -430,8 +419,7 @@ impl PostgresStore {
         let state = SettlementState::of(response);
         let json = stored_response(response)?;
         let transaction = Some(response.transaction.as_str()).filter(|t| !t.is_empty());
-        let client = self.client().await?;
-        client
+        self.pool
             .execute(
                 "UPDATE x402_settlements SET state = $2,
                         transaction_hash = COALESCE($3, transaction_hash),
@@ -444,8 +432,8 @@ impl PostgresStore {
     }
 
     async fn record_error(&self, fingerprint: &str, error: &str) -> Result<(), LedgerError> {
-        let client = self.client().await?;
-        client
+        self
+            .pool
             .execute(
                 "UPDATE x402_settlements SET last_error = $2, updated_at = $3 WHERE fingerprint = $1",
                 &[&fingerprint, &error, &now()],
@@ -454,54 +442,19 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// The session holding this process's settlement locks, re-opened if
-    /// it dropped (its locks went with it).
-    async fn lock_session(&self) -> Result<Arc<Client>, LedgerError> {
-        let mut current = self.lock_session.lock().await;
-        if let Some(session) = current.as_ref()
-            && !session.is_closed()
-        {
-            return Ok(Arc::clone(session));
-        }
-        let session = Arc::new(open(&self.config).await?);
-        *current = Some(Arc::clone(&session));
-        Ok(session)
-    }
-
     /// Takes the cross-process lock of one settlement on the lock session,
     /// polling while another process holds it, for at most [`LOCK_WAIT`].
     /// Never blocks the session: the other locks it carries keep working.
     async fn lock(&self, key: &str) -> Result<StoreLock, LedgerError> {
-        let started = tokio::time::Instant::now();
-        let mut pause = LOCK_POLL_MIN;
-        loop {
-            let session = self.lock_session().await?;
-            let taken: bool = session
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                    &[&SETTLEMENT_LOCK_CLASS, &key],
-                )
-                .await?
-                .try_get(0)?;
-            if taken {
-                return Ok(StoreLock::holding(AdvisoryLock {
-                    session,
-                    key: key.to_owned(),
-                }));
-            }
-            if started.elapsed() >= LOCK_WAIT {
-                return Err(LedgerError::LockTimeout(LOCK_WAIT));
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(LOCK_POLL_MAX);
-        }
+        let key = LockKey::text(SETTLEMENT_LOCK_CLASS, key);
+        Ok(StoreLock::holding(self.locks.lock(&key, LOCK_WAIT).await?))
     }
 
     async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
-        let client = self.client().await?;
         let mut deleted = 0;
         loop {
-            let batch = client
+            let batch = self
+                .pool
                 .execute(
                     &format!(
                         "DELETE FROM x402_settlements WHERE fingerprint IN (
@@ -517,7 +470,8 @@ impl PostgresStore {
             }
         }
         loop {
-            let batch = client
+            let batch = self
+                .pool
                 .execute(
                     "DELETE FROM x402_payment_ids WHERE id IN (
                         SELECT id FROM x402_payment_ids p
@@ -534,42 +488,6 @@ impl PostgresStore {
         }
         Ok(deleted)
     }
-}
-
-async fn migrate(client: &mut Client) -> Result<(), LedgerError> {
-    let tx = client.transaction().await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, 0)",
-        &[&MIGRATION_LOCK_CLASS],
-    )
-    .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS x402_schema_migrations (
-            version    BIGINT PRIMARY KEY,
-            applied_at BIGINT NOT NULL
-        )",
-    )
-    .await?;
-    let applied: i64 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM x402_schema_migrations",
-            &[],
-        )
-        .await?
-        .try_get(0)?;
-    let applied = usize::try_from(applied).unwrap_or(0);
-    for (n, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        tx.batch_execute(migration).await?;
-        let version = i64::try_from(n + 1).unwrap_or(i64::MAX);
-        tx.execute(
-            "INSERT INTO x402_schema_migrations (version, applied_at) VALUES ($1, $2)",
-            &[&version, &now()],
-        )
-        .await?;
-        tracing::info!(version, "postgres ledger schema migrated");
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 impl LedgerStore for PostgresStore {
@@ -656,10 +574,21 @@ impl LedgerStore for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+    /// The query pool's use now (no I/O); the lock session's connection is
+    /// outside the pool and not counted.
+    fn pool_status(&self) -> Option<crate::store::PoolStatus> {
+        let status = self.pool.status();
+        Some(crate::store::PoolStatus::new(
+            status.size,
+            status.available,
+            status.waiting,
+            status.max_size,
+        ))
+    }
     fn state_counts(&self) -> StoreFuture<'_, Option<Vec<(SettlementState, u64)>>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let rows = client
+            let rows = self
+                .pool
                 .query(
                     "SELECT state, COUNT(*) FROM x402_settlements GROUP BY state",
                     &[],
@@ -676,6 +605,7 @@ impl LedgerStore for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Instant;
 
     use super::*;
@@ -717,11 +647,113 @@ mod tests {
         Ok(())
     }
 
+    /// The schema steps earlier releases ran, as they ran them (with their
+    /// own `x402_schema_migrations` bookkeeping): a copy, so that these tests
+    /// keep building the old databases whatever becomes of the migrations.
+    const OLD_MIGRATIONS: [&str; 4] = [
+        r#"
+CREATE TABLE x402_settlements (
+    fingerprint      TEXT PRIMARY KEY,
+    network          TEXT NOT NULL,
+    payment_id       TEXT,
+    state            TEXT NOT NULL,
+    transaction_hash TEXT,
+    response         TEXT,
+    last_error       TEXT,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    request          TEXT
+);
+CREATE INDEX x402_settlements_state ON x402_settlements(state);
+CREATE INDEX x402_settlements_transaction ON x402_settlements(transaction_hash);
+CREATE TABLE x402_payment_ids (
+    id          TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+"#,
+        r#"
+ALTER TABLE x402_settlements ADD COLUMN delivered_state TEXT;
+ALTER TABLE x402_settlements ADD COLUMN delivered_to TEXT;
+ALTER TABLE x402_settlements ADD COLUMN delivered_payment_id TEXT;
+ALTER TABLE x402_settlements ADD COLUMN delivered_at BIGINT;
+UPDATE x402_settlements
+   SET delivered_state = state, delivered_payment_id = payment_id, delivered_at = updated_at
+ WHERE state IN ('confirmed', 'failed', 'pending');
+CREATE TABLE x402_settled_transactions (
+    transaction_hash TEXT PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    created_at       BIGINT NOT NULL
+);
+INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
+  FROM x402_settlements
+ WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
+ ORDER BY transaction_hash, created_at
+ON CONFLICT (transaction_hash) DO NOTHING;
+"#,
+        r#"
+INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT DISTINCT ON (transaction_hash) transaction_hash, fingerprint, updated_at
+  FROM x402_settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
+ ORDER BY transaction_hash, created_at
+ON CONFLICT (transaction_hash) DO NOTHING;
+"#,
+        r#"
+CREATE INDEX x402_settlements_unsent_failures ON x402_settlements(updated_at)
+ WHERE state = 'failed' AND transaction_hash IS NULL;
+CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
+"#,
+    ];
+
+    /// A database as an earlier release at `version` left it.
+    async fn old_database(
+        cluster: &PgCluster,
+        version: usize,
+        rows: &str,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let connection = observer(cluster).await?.get().await?;
+        connection
+            .batch_execute(
+                "CREATE TABLE x402_schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+        for (n, sql) in OLD_MIGRATIONS.iter().take(version).enumerate() {
+            connection.batch_execute(sql).await?;
+            let n = i64::try_from(n + 1)?;
+            connection
+                .execute(
+                    "INSERT INTO x402_schema_migrations (version, applied_at) VALUES ($1, 0)",
+                    &[&n],
+                )
+                .await?;
+        }
+        connection.batch_execute(rows).await?;
+        Ok(())
+    }
+
+    /// A pool for looking at the database (not the ledger's).
+    async fn observer(cluster: &PgCluster) -> Result<PgPool, Box<dyn std::error::Error>> {
+        Ok(PgPool::connect(cluster.url()).await?)
+    }
+
+    async fn ledger_version(pool: &PgPool) -> Result<Option<i64>, Box<dyn std::error::Error>> {
+        Ok(pool
+            .query_opt(
+                "SELECT version FROM paywire_schema_versions WHERE component = 'ledger'",
+                &[],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?)
+    }
+
     /// Connections the cluster has open for `application_name`.
     async fn connections(cluster: &PgCluster) -> Result<i64, Box<dyn std::error::Error>> {
-        let (client, connection) = cluster.url().parse::<Config>()?.connect(NoTls).await?;
-        tokio::spawn(connection);
-        let row = client
+        let row = observer(cluster)
+            .await?
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paywire-facilitator'",
                 &[],
@@ -763,9 +795,8 @@ mod tests {
         let lock = store.lock("fp").await?;
         assert!(lock.is_held());
         // The database ends the lock session (restart, failover, admin).
-        let (client, connection) = cluster.url().parse::<Config>()?.connect(NoTls).await?;
-        tokio::spawn(connection);
-        client
+        observer(&cluster)
+            .await?
             .execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks
                   WHERE locktype = 'advisory' AND classid::bigint = $1",
@@ -792,26 +823,18 @@ mod tests {
         let Some(cluster) = PgCluster::start_or_skip().await? else {
             return Ok(());
         };
-        {
-            // A database at schema version 1, with one settled row.
-            let (client, connection) = cluster.url().parse::<Config>()?.connect(NoTls).await?;
-            let connection = tokio::spawn(connection);
-            client
-                .batch_execute(&format!(
-                    "CREATE TABLE x402_schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
-                     INSERT INTO x402_schema_migrations VALUES (1, 0);
-                     {}
-                     INSERT INTO x402_settlements (fingerprint, network, payment_id, state,
-                         transaction_hash, attempts, created_at, updated_at)
-                     VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7),
-                            ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7);",
-                    MIGRATIONS[0]
-                ))
-                .await?;
-            drop(client);
-            connection.await??;
-        }
+        // A database at schema version 1, with one settled row.
+        old_database(
+            &cluster,
+            1,
+            "INSERT INTO x402_settlements (fingerprint, network, payment_id, state,
+                 transaction_hash, attempts, created_at, updated_at)
+             VALUES ('settled', 'eip155:1', NULL, 'confirmed', '0xabc', 1, 5, 7),
+                    ('out', 'eip155:1', NULL, 'pending', '0xdef', 1, 5, 7);",
+        )
+        .await?;
         let ledger = Ledger::connect_postgres(cluster.url()).await?;
+        assert_eq!(ledger_version(&observer(&cluster).await?).await?, Some(4));
         let settled = ledger.get("settled").await?.ok_or("missing")?;
         assert_eq!(
             settled.delivery.map(|d| (d.state, d.caller, d.at)),
@@ -852,6 +875,127 @@ mod tests {
         drop(held);
         let waited = tokio::time::timeout(Duration::from_secs(5), waiter).await???;
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_database_of_an_earlier_release_is_adopted_with_its_data()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        old_database(
+            &cluster,
+            4,
+            "INSERT INTO x402_settlements (fingerprint, network, payment_id, state,
+                 transaction_hash, attempts, created_at, updated_at, delivered_state, delivered_at)
+             VALUES ('kept', 'eip155:1', 'pay-1', 'confirmed', '0xabc', 1, 5, 7, 'confirmed', 7);
+             INSERT INTO x402_payment_ids VALUES ('pay-1', 'kept', 5);
+             INSERT INTO x402_settled_transactions VALUES ('0xabc', 'kept', 7);",
+        )
+        .await?;
+        // Version 1 is not idempotent (CREATE TABLE): had it run again, the
+        // connect would fail.
+        let ledger = Ledger::connect_postgres(cluster.url()).await?;
+        let kept = ledger.get("kept").await?.ok_or("the row is gone")?;
+        assert_eq!(kept.state, SettlementState::Confirmed);
+        assert_eq!(
+            ledger.payment_id_binding("pay-1").await?,
+            Some("kept".into())
+        );
+        assert_eq!(
+            ledger.claim_transaction("0xabc", "other").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "kept".into()
+            }
+        );
+        let observer = observer(&cluster).await?;
+        assert_eq!(ledger_version(&observer).await?, Some(4));
+        // A second start finds its own bookkeeping.
+        Ledger::connect_postgres(cluster.url()).await?;
+        assert_eq!(ledger_version(&observer).await?, Some(4));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_fresh_database_gets_every_version() -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        let store = PostgresStore::connect(cluster.url()).await?;
+        assert_eq!(ledger_version(store.pool()).await?, Some(4));
+        let indexes: i64 = store
+            .pool()
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname IN
+                   ('x402_settlements_unsent_failures', 'x402_payment_ids_created')",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        assert_eq!(indexes, 2);
+        assert!(LedgerStore::pool_status(&store).is_some_and(|status| status.size >= 1));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_newer_ledger_schema_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        drop(Ledger::connect_postgres(cluster.url()).await?);
+        observer(&cluster)
+            .await?
+            .execute(
+                "UPDATE paywire_schema_versions SET version = 5 WHERE component = 'ledger'",
+                &[],
+            )
+            .await?;
+        let refused = Ledger::connect_postgres(cluster.url()).await;
+        let error = refused.err().ok_or("a newer schema was accepted")?;
+        assert!(
+            matches!(
+                &error,
+                LedgerError::Store(paywire_store::StoreError::SchemaTooNew {
+                    database: 5,
+                    code: 4,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_ledger_keeps_working_after_a_database_restart()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let Some(cluster) = PgCluster::start_or_skip().await? else {
+            return Ok(());
+        };
+        let ledger = Ledger::connect_postgres(cluster.url()).await?;
+        let request = crate::ledger::tests::request();
+        ledger.mark_received("before", &request, None).await?;
+        let lock = ledger.lock("before").await?;
+        assert!(lock.is_held());
+        cluster.restart().await?;
+        // The lock went with its session; nothing is rebuilt, and the first
+        // operations after the restart succeed.
+        let started = Instant::now();
+        while lock.is_held() && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!lock.is_held(), "a lock of a dead session counts as held");
+        drop(lock);
+        let before = ledger.get("before").await?.ok_or("the row is gone")?;
+        assert_eq!(before.state, SettlementState::Received);
+        ledger.mark_received("after", &request, Some("id")).await?;
+        assert_eq!(
+            ledger.claim_payment_id("id", "after").await?,
+            PaymentIdClaim::Bound
+        );
+        let again = tokio::time::timeout(Duration::from_secs(10), ledger.lock("before")).await??;
+        assert!(again.is_held());
         Ok(())
     }
 }

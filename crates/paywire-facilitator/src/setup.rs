@@ -117,10 +117,7 @@ pub async fn build(
         mut facilitator,
         probes,
     } = chain_parts(config, plugins).await?;
-    let ledger = match config.store_location()? {
-        StoreLocation::Sqlite(path) => Ledger::open(&path).await?,
-        StoreLocation::Postgres(url) => Ledger::connect_postgres(url.expose()).await?,
-    };
+    let (ledger, ledger_pool) = open_ledger(config).await?;
     tracing::info!(store = ledger.kind(), "settlement ledger opened");
     if config.fault_injection.crash_after_broadcast {
         tracing::warn!(
@@ -128,7 +125,7 @@ pub async fn build(
         );
     }
     facilitator.declare_extension(PAYMENT_IDENTIFIER);
-    let catalog = open_catalog(config).await?;
+    let catalog = open_catalog(config, ledger_pool).await?;
     if catalog.is_some() {
         facilitator.declare_extension(BAZAAR);
     }
@@ -257,8 +254,24 @@ pub async fn shutdown_signal() {
 }
 
 /// The bazaar catalog the configuration asks for, if any.
+/// The ledger the configuration names, and its PostgreSQL pool (if any), which
+/// the bazaar catalog shares when it lives in the ledger's database.
+async fn open_ledger(
+    config: &FacilitatorConfig,
+) -> Result<(Ledger, Option<paywire_store::postgres::PgPool>), SetupError> {
+    Ok(match config.store_location()? {
+        StoreLocation::Sqlite(path) => (Ledger::open(&path).await?, None),
+        StoreLocation::Postgres(url) => {
+            let store = crate::PostgresStore::connect(url.expose()).await?;
+            let pool = store.pool().clone();
+            (Ledger::from_store(Arc::new(store)), Some(pool))
+        }
+    })
+}
+
 async fn open_catalog(
     config: &FacilitatorConfig,
+    ledger_pool: Option<paywire_store::postgres::PgPool>,
 ) -> Result<Option<Arc<dyn paywire_bazaar::Catalog>>, SetupError> {
     if !config.bazaar.enabled {
         return Ok(None);
@@ -283,10 +296,13 @@ async fn open_catalog(
                 .await
                 .map_err(failed)?,
         ),
+        // In the ledger's database: one pool for both (one connection budget).
         (None, StoreLocation::Postgres(url)) => Arc::new(
-            paywire_bazaar::PostgresCatalog::connect(url.expose())
-                .await
-                .map_err(failed)?,
+            match ledger_pool {
+                Some(pool) => paywire_bazaar::PostgresCatalog::from_pool(pool).await,
+                None => paywire_bazaar::PostgresCatalog::connect(url.expose()).await,
+            }
+            .map_err(failed)?,
         ),
     };
     tracing::info!("bazaar catalog opened");

@@ -1,11 +1,15 @@
-//! The SQLite ledger store: one file (or memory), queries on Tokio's
-//! blocking pool, schema migrations recorded in `PRAGMA user_version`.
+//! The SQLite ledger store: one file (or memory) behind a
+//! [`SqliteHandle`] (one connection on its own thread, WAL, `busy_timeout`),
+//! so no query runs on an async worker. Schema migrations are paywire-store's
+//! (component `ledger`); a file migrated by an earlier release (which counted
+//! its versions in `PRAGMA user_version`) is adopted at that version.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use paywire_core::{FacilitatorRequest, SettleResponse};
-use rusqlite::{Connection, OptionalExtension, params};
+use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
+use paywire_store::sqlite::SqliteHandle;
+use paywire_store::{Migration, Migrations};
 
 use crate::store::{
     Delivery, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS, RawRow,
@@ -13,11 +17,8 @@ use crate::store::{
     stored_response,
 };
 
-/// Schema migrations, applied in order; `PRAGMA user_version` records how
-/// many have run.
-const MIGRATIONS: &[&str] = &[
-    // 1: settlements and payment-identifier bindings.
-    r#"
+// 1: settlements and payment-identifier bindings.
+const V1: &str = r#"
 CREATE TABLE settlements (
     fingerprint  TEXT PRIMARY KEY,
     network      TEXT NOT NULL,
@@ -36,16 +37,18 @@ CREATE TABLE payment_ids (
     fingerprint  TEXT NOT NULL,
     created_at   INTEGER NOT NULL
 );
-"#,
-    // 2: the request itself, so that recovery can re-run the settlement.
-    r#"
+"#;
+
+// 2: the request itself, so that recovery can re-run the settlement.
+const V2: &str = r#"
 ALTER TABLE settlements ADD COLUMN request TEXT;
-"#,
-    // 3: who was told each outcome, and which payload each settled
-    // transaction belongs to. Rows that already had an outcome were answered
-    // under the old rules: they count as delivered (to an unnamed caller), so
-    // that a replay of them is refused too.
-    r#"
+"#;
+
+// 3: who was told each outcome, and which payload each settled
+// transaction belongs to. Rows that already had an outcome were answered
+// under the old rules: they count as delivered (to an unnamed caller), so
+// that a replay of them is refused too.
+const V3: &str = r#"
 ALTER TABLE settlements ADD COLUMN delivered_state TEXT;
 ALTER TABLE settlements ADD COLUMN delivered_to TEXT;
 ALTER TABLE settlements ADD COLUMN delivered_payment_id TEXT;
@@ -62,28 +65,46 @@ INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, creat
 SELECT transaction_hash, fingerprint, updated_at FROM settlements
  WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
  ORDER BY created_at;
-"#,
-    // 4: transactions are claimed before their broadcast: claim those that
-    // were out (submitted, pending) at the upgrade.
-    r#"
+"#;
+
+// 4: transactions are claimed before their broadcast: claim those that
+// were out (submitted, pending) at the upgrade.
+const V4: &str = r#"
 INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
 SELECT transaction_hash, fingerprint, updated_at FROM settlements
  WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
  ORDER BY created_at;
-"#,
-    // 5: the retention purge finds settlements that failed before sending,
-    // and old payment-identifier bindings, by age.
-    r#"
+"#;
+
+// 5: the retention purge finds settlements that failed before sending,
+// and old payment-identifier bindings, by age.
+const V5: &str = r#"
 CREATE INDEX settlements_unsent_failures ON settlements(updated_at)
  WHERE state = 'failed' AND transaction_hash IS NULL;
 CREATE INDEX payment_ids_created ON payment_ids(created_at);
-"#,
-];
+"#;
 
-/// The SQLite store. Cheap to clone; queries run on Tokio's blocking pool.
+/// Ledger schema migrations (component `ledger`). Versions 1 to 5 are the
+/// schema earlier releases built and counted in `PRAGMA user_version`; never
+/// edit one, add the next.
+const MIGRATIONS: Migrations = Migrations::new(
+    "ledger",
+    &[
+        Migration::new(1, "settlements", V1),
+        Migration::new(2, "requests", V2),
+        Migration::new(3, "deliveries and settled transactions", V3),
+        Migration::new(4, "claims of transactions out", V4),
+        Migration::new(5, "retention indexes", V5),
+    ],
+)
+// SQLite has no ADD COLUMN IF NOT EXISTS, so version 1 cannot be a no-op
+// on an old file: adopt it at the version it recorded.
+.with_legacy_version("SELECT user_version FROM pragma_user_version");
+
+/// The SQLite store. Cheap to clone; queries run on the handle's thread.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    db: SqliteHandle,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -191,60 +212,28 @@ impl LedgerStore for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, LedgerError> {
-        let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || Connection::open(path))
-            .await
-            .map_err(|e| LedgerError::Task(e.to_string()))??;
-        Self::init(conn).await
+        Self::init(SqliteHandle::open(path).await?).await
     }
 
     /// An in-memory ledger (tests, ephemeral deployments).
     pub async fn in_memory() -> Result<Self, LedgerError> {
-        Self::init(Connection::open_in_memory()?).await
+        Self::init(SqliteHandle::open_in_memory().await?).await
     }
 
-    async fn init(conn: Connection) -> Result<Self, LedgerError> {
-        let ledger = Self {
-            conn: Arc::new(Mutex::new(conn)),
-        };
-        ledger
-            .with(|conn| {
-                conn.busy_timeout(std::time::Duration::from_secs(5))?;
-                // WAL is unavailable for in-memory databases; ignore the answer.
-                let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-                conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
-                let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-                let applied = usize::try_from(version).unwrap_or(0);
-                for (n, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-                    let tx = conn.transaction()?;
-                    tx.execute_batch(migration)?;
-                    tx.pragma_update(
-                        None,
-                        "user_version",
-                        i64::try_from(n + 1).unwrap_or(i64::MAX),
-                    )?;
-                    tx.commit()?;
-                    tracing::info!(version = n + 1, "ledger schema migrated");
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(ledger)
+    async fn init(db: SqliteHandle) -> Result<Self, LedgerError> {
+        let report = db.migrate(&MIGRATIONS).await?;
+        if !report.applied.is_empty() {
+            tracing::info!(from = report.from, to = report.to, "ledger schema migrated");
+        }
+        Ok(Self { db })
     }
 
+    /// Runs `f` on the connection's thread.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| LedgerError::Task("ledger lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| LedgerError::Task(e.to_string()))?
+        self.db.call_and_then(f).await
     }
 
     /// The record for `fingerprint`, if any.
@@ -358,7 +347,8 @@ impl SqliteStore {
             ),
         };
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            // Write-locked from the start: the read-back must see the winner.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(insert, params![key, fingerprint, now()])?;
             let bound: String = tx.query_row(select, params![key], |r| r.get(0))?;
             tx.commit()?;
@@ -570,16 +560,91 @@ mod tests {
     use crate::ledger::Ledger;
     use crate::ledger::tests::request;
 
+    /// The schema steps earlier releases ran (recording each in `PRAGMA
+    /// user_version`): a copy, so that these tests keep building the old
+    /// files whatever becomes of the migrations.
+    const OLD_MIGRATIONS: [&str; 5] = [
+        r#"
+CREATE TABLE settlements (
+    fingerprint  TEXT PRIMARY KEY,
+    network      TEXT NOT NULL,
+    payment_id   TEXT,
+    state        TEXT NOT NULL,
+    transaction_hash TEXT,
+    response     TEXT,
+    last_error   TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX settlements_state ON settlements(state);
+CREATE TABLE payment_ids (
+    id           TEXT PRIMARY KEY,
+    fingerprint  TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+);
+"#,
+        r#"
+ALTER TABLE settlements ADD COLUMN request TEXT;
+"#,
+        r#"
+ALTER TABLE settlements ADD COLUMN delivered_state TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_to TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_payment_id TEXT;
+ALTER TABLE settlements ADD COLUMN delivered_at INTEGER;
+UPDATE settlements
+   SET delivered_state = state, delivered_payment_id = payment_id, delivered_at = updated_at
+ WHERE state IN ('confirmed', 'failed', 'pending');
+CREATE TABLE settled_transactions (
+    transaction_hash TEXT PRIMARY KEY,
+    fingerprint      TEXT NOT NULL,
+    created_at       INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state = 'confirmed' AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
+        r#"
+INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+SELECT transaction_hash, fingerprint, updated_at FROM settlements
+ WHERE state IN ('submitted', 'pending') AND transaction_hash IS NOT NULL
+ ORDER BY created_at;
+"#,
+        r#"
+CREATE INDEX settlements_unsent_failures ON settlements(updated_at)
+ WHERE state = 'failed' AND transaction_hash IS NULL;
+CREATE INDEX payment_ids_created ON payment_ids(created_at);
+"#,
+    ];
+
+    /// A file as an earlier release at `version` left it.
+    fn old_file(path: &Path, version: usize) -> Result<Connection, Box<dyn std::error::Error>> {
+        let conn = Connection::open(path)?;
+        for sql in OLD_MIGRATIONS.iter().take(version) {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", i64::try_from(version)?)?;
+        Ok(conn)
+    }
+
+    fn ledger_version(path: &Path) -> Result<Option<i64>, Box<dyn std::error::Error>> {
+        Ok(Connection::open(path)?
+            .query_row(
+                "SELECT version FROM paywire_schema_versions WHERE component = 'ledger'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     #[tokio::test]
     async fn rows_answered_before_the_upgrade_count_as_delivered()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("v2.sqlite");
         {
-            let conn = Connection::open(&path)?;
-            conn.execute_batch(MIGRATIONS[0])?;
-            conn.execute_batch(MIGRATIONS[1])?;
-            conn.pragma_update(None, "user_version", 2)?;
+            let conn = old_file(&path, 2)?;
             conn.execute(
                 "INSERT INTO settlements (fingerprint, network, payment_id, state, transaction_hash,
                                           attempts, created_at, updated_at)
@@ -622,9 +687,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("old.sqlite");
         {
-            let conn = Connection::open(&path)?;
-            conn.execute_batch(MIGRATIONS[0])?;
-            conn.pragma_update(None, "user_version", 1)?;
+            let conn = old_file(&path, 1)?;
             conn.execute(
                 "INSERT INTO settlements (fingerprint, network, state, attempts, created_at, updated_at)
                  VALUES ('old', 'eip155:1', 'received', 1, 0, 0)",
@@ -644,5 +707,107 @@ mod tests {
         let ledger = Ledger::open(&path).await?;
         assert_eq!(ledger.unresolved().await?.len(), 1);
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_of_an_earlier_release_is_adopted_with_its_data()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("v5.sqlite");
+        old_file(&path, 5)?.execute_batch(
+            "INSERT INTO settlements (fingerprint, network, payment_id, state, transaction_hash,
+                                      attempts, created_at, updated_at)
+             VALUES ('kept', 'eip155:1', 'pay-1', 'confirmed', '0xabc', 1, 5, 7);
+             INSERT INTO payment_ids VALUES ('pay-1', 'kept', 5);",
+        )?;
+        // Version 1 is not idempotent (CREATE TABLE): had it run again, the
+        // open would fail.
+        let ledger = Ledger::open(&path).await?;
+        assert_eq!(
+            ledger.get("kept").await?.map(|r| r.state),
+            Some(SettlementState::Confirmed)
+        );
+        assert_eq!(
+            ledger.payment_id_binding("pay-1").await?,
+            Some("kept".into())
+        );
+        assert_eq!(ledger_version(&path)?, Some(5));
+        drop(ledger);
+        Ledger::open(&path).await?;
+        assert_eq!(ledger_version(&path)?, Some(5));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_newer_ledger_schema_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("new.sqlite");
+        drop(Ledger::open(&path).await?);
+        Connection::open(&path)?.execute(
+            "UPDATE paywire_schema_versions SET version = 6 WHERE component = 'ledger'",
+            [],
+        )?;
+        let error = Ledger::open(&path).await.err().ok_or("accepted")?;
+        assert!(
+            matches!(
+                &error,
+                LedgerError::Store(paywire_store::StoreError::SchemaTooNew {
+                    database: 6,
+                    code: 5,
+                    ..
+                })
+            ),
+            "{error:?}"
+        );
+        Ok(())
+    }
+
+    /// A write waiting for another process's lock (busy_timeout) leaves the
+    /// runtime free: on a single-threaded runtime a timer keeps firing
+    /// meanwhile, which it could not if the wait ran on the runtime's thread.
+    #[test]
+    fn a_write_waiting_for_the_database_does_not_block_the_runtime()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("busy.sqlite");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        runtime.block_on(async {
+            let ledger = Ledger::open(&path).await?;
+            // Another process holds the write lock for 600 ms.
+            let other = Connection::open(&path)?;
+            other.execute_batch("BEGIN IMMEDIATE")?;
+            let holder = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(600));
+                other.execute_batch("COMMIT")
+            });
+            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let ticker = tokio::spawn({
+                let ticks = std::sync::Arc::clone(&ticks);
+                async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+            let started = std::time::Instant::now();
+            ledger.mark_received("busy", &request(), None).await?;
+            let waited = started.elapsed();
+            ticker.abort();
+            holder.join().map_err(|_| "holder panicked")??;
+            assert!(
+                waited >= std::time::Duration::from_millis(400),
+                "{waited:?}"
+            );
+            let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                ticks >= 10,
+                "the runtime stalled: {ticks} ticks in {waited:?}"
+            );
+            assert!(ledger.get("busy").await?.is_some());
+            Ok::<_, Box<dyn std::error::Error>>(())
+        })
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use paywire_core::{FacilitatorRequest, SettleResponse};
+use paywire_store::StoreError;
+use paywire_store::{rusqlite, tokio_postgres};
 use serde_json::Value;
 
 /// The columns a [`SettlementRecord`] is read from, in [`RawRow`] order
@@ -38,6 +40,11 @@ pub enum LedgerError {
     /// PostgreSQL reported an error (or the connection failed).
     #[error("ledger database error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// The storage layer failed otherwise: configuration (URL, TLS), the
+    /// pool (no connection free in time), the SQLite worker, or migrations
+    /// (among them a database whose ledger schema is newer than this build).
+    #[error("ledger database error: {0}")]
+    Store(StoreError),
     /// A stored response could not be decoded.
     #[error("ledger holds an undecodable response: {0}")]
     Corrupt(String),
@@ -48,6 +55,17 @@ pub enum LedgerError {
     /// may wait for it.
     #[error("the settlement is busy in another process (waited {0:?})")]
     LockTimeout(std::time::Duration),
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Postgres(error) => Self::Postgres(error),
+            StoreError::Sqlite(error) => Self::Sqlite(error),
+            StoreError::LockTimeout(waited) => Self::LockTimeout(waited),
+            other => Self::Store(other),
+        }
+    }
 }
 
 /// Where a settlement stands.

@@ -1,6 +1,12 @@
-//! Session advisory locks held on a pooled connection.
+//! Session advisory locks: each on its own pooled connection
+//! ([`AdvisoryLock`]), or many on one shared connection ([`LockSession`]).
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+
+use deadpool_postgres::ClientWrapper;
 
 use super::{PgConnection, PgPool};
 use crate::StoreError;
@@ -54,7 +60,7 @@ impl LockKey {
 
     /// Runs `pg_try_advisory_lock` (`unlock == false`) or
     /// `pg_advisory_unlock` on `connection`; returns its boolean.
-    async fn call(&self, connection: &PgConnection, unlock: bool) -> Result<bool, StoreError> {
+    async fn call(&self, connection: &ClientWrapper, unlock: bool) -> Result<bool, StoreError> {
         let function = if unlock {
             "pg_advisory_unlock"
         } else {
@@ -201,10 +207,20 @@ pub(super) async fn lock(
     key: &LockKey,
     wait: Duration,
 ) -> Result<AdvisoryLock, StoreError> {
+    poll(wait, || try_lock(pool, key)).await
+}
+
+/// Calls `attempt` until it takes the lock, pausing 20 ms doubling to 250 ms
+/// in between, for at most `wait`.
+async fn poll<T, F, Fut>(wait: Duration, mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, StoreError>>,
+{
     let started = tokio::time::Instant::now();
     let mut pause = POLL_MIN;
     loop {
-        if let Some(lock) = try_lock(pool, key).await? {
+        if let Some(lock) = attempt().await? {
             return Ok(lock);
         }
         let waited = started.elapsed();
@@ -213,5 +229,309 @@ pub(super) async fn lock(
         }
         tokio::time::sleep(pause.min(wait.saturating_sub(waited))).await;
         pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+// ------------------------------------------------------------ lock sessions
+
+/// Many session advisory locks on one connection (see
+/// [`PgPool::lock_session`]).
+///
+/// The session takes one connection from the pool the first time it locks
+/// and keeps it, out of the pool's count (so queries never wait behind it),
+/// for every lock after: a thousand locks held at once cost one connection.
+/// When that connection breaks (database restart, `pg_terminate_backend`,
+/// network loss) its locks are gone: their guards report
+/// [`SessionLock::is_held`] false, and the next lock takes a fresh
+/// connection from the pool.
+///
+/// PostgreSQL session locks are re-entrant: the same session may take a key
+/// it already holds. The session therefore remembers the keys it holds and
+/// refuses a second guard for one of them (`try_lock` answers `None`, `lock`
+/// waits), so two guards of one process exclude each other as guards of two
+/// processes do.
+///
+/// Cheap to clone: clones share the connection and the held keys.
+#[derive(Clone)]
+pub struct LockSession {
+    slot: Arc<Slot>,
+}
+
+/// The pool and the session currently used for new locks.
+struct Slot {
+    pool: PgPool,
+    current: Mutex<Option<Arc<Session>>>,
+}
+
+/// One connection and the keys locked (or being locked) on it.
+struct Session {
+    client: ClientWrapper,
+    held: Mutex<HashSet<LockKey>>,
+    /// No new locks here: its lock state is uncertain, or it is ending. It
+    /// closes when its last guard is gone.
+    retired: AtomicBool,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The sets stay consistent at every await-free step: a panic elsewhere
+    // leaves nothing half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Session {
+    fn usable(&self) -> bool {
+        !self.retired.load(Ordering::Acquire) && !self.client.is_closed()
+    }
+
+    fn forget(&self, key: &LockKey) {
+        locked(&self.held).remove(key);
+    }
+}
+
+impl Slot {
+    /// The session for new locks: the current one, or a fresh connection
+    /// from the pool when there is none or it broke.
+    async fn session(&self) -> Result<Arc<Session>, StoreError> {
+        if let Some(session) = self.usable() {
+            return Ok(session);
+        }
+        let connection = self.pool.get().await?;
+        let mut current = locked(&self.current);
+        if let Some(session) = current.as_ref().filter(|s| s.usable()) {
+            // Another caller replaced it meanwhile; ours goes back to the pool.
+            return Ok(Arc::clone(session));
+        }
+        if current.is_some() {
+            tracing::warn!("advisory lock session lost; continuing on a new connection");
+        }
+        let session = Arc::new(Session {
+            client: deadpool_postgres::Object::take(connection),
+            held: Mutex::new(HashSet::new()),
+            retired: AtomicBool::new(false),
+        });
+        *current = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    fn usable(&self) -> Option<Arc<Session>> {
+        locked(&self.current)
+            .as_ref()
+            .filter(|session| session.usable())
+            .cloned()
+    }
+
+    /// Takes no new locks on `session`; it closes once its guards are gone.
+    fn retire(&self, session: &Arc<Session>) {
+        session.retired.store(true, Ordering::Release);
+        let mut current = locked(&self.current);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)) {
+            *current = None;
+        }
+    }
+}
+
+impl LockSession {
+    pub(super) fn new(pool: PgPool) -> Self {
+        Self {
+            slot: Arc::new(Slot {
+                pool,
+                current: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Takes `key` if it is free: `None` when another session holds it, or
+    /// a guard of this session does. Never waits for the lock.
+    pub async fn try_lock(&self, key: &LockKey) -> Result<Option<SessionLock>, StoreError> {
+        let session = self.slot.session().await?;
+        match self.try_on(&session, key).await {
+            // The connection died since it was last used: once more on a
+            // new one (the lock went with the old session anyway).
+            Err(StoreError::Postgres(error)) if error.is_closed() => {
+                let session = self.slot.session().await?;
+                self.try_on(&session, key).await
+            }
+            other => other,
+        }
+    }
+
+    /// Takes `key`, polling while another session or another guard of this
+    /// one holds it (20 ms doubling to 250 ms), for at most `wait`; then
+    /// [`StoreError::LockTimeout`].
+    pub async fn lock(&self, key: &LockKey, wait: Duration) -> Result<SessionLock, StoreError> {
+        poll(wait, || self.try_lock(key)).await
+    }
+
+    async fn try_on(
+        &self,
+        session: &Arc<Session>,
+        key: &LockKey,
+    ) -> Result<Option<SessionLock>, StoreError> {
+        if !locked(&session.held).insert(key.clone()) {
+            return Ok(None);
+        }
+        let mut attempt = Attempt {
+            slot: Arc::clone(&self.slot),
+            session: Some(Arc::clone(session)),
+            key,
+        };
+        let taken = key.call(&session.client, false).await;
+        attempt.session = None;
+        match taken {
+            Ok(true) => Ok(Some(SessionLock {
+                slot: Arc::clone(&self.slot),
+                session: Some(Arc::clone(session)),
+                key: key.clone(),
+            })),
+            Ok(false) => {
+                session.forget(key);
+                Ok(None)
+            }
+            Err(error) => {
+                // Whether the server took the lock is unknown: no new locks
+                // on this session, which ends with its last guard.
+                self.slot.retire(session);
+                session.forget(key);
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether the session has a live connection now (no I/O; false before
+    /// the first lock).
+    pub fn is_connected(&self) -> bool {
+        self.slot.usable().is_some()
+    }
+}
+
+impl std::fmt::Debug for LockSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self
+            .slot
+            .usable()
+            .map_or(0, |session| locked(&session.held).len());
+        f.debug_struct("LockSession")
+            .field("connected", &self.is_connected())
+            .field("held", &held)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A lock attempt in flight. Dropped armed (the caller's future was dropped
+/// mid-call), the server may have taken the lock with nobody to release it:
+/// unlock it in the background before the key is free again in this session.
+struct Attempt<'a> {
+    slot: Arc<Slot>,
+    session: Option<Arc<Session>>,
+    key: &'a LockKey,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let (slot, key) = (Arc::clone(&self.slot), self.key.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    // "Not held" is a fine answer here: the attempt may not
+                    // have reached the server.
+                    if key.call(&session.client, true).await.is_err() {
+                        slot.retire(&session);
+                    }
+                    session.forget(&key);
+                });
+            }
+            Err(_) => slot.retire(&session),
+        }
+    }
+}
+
+/// A lock held on a [`LockSession`]. Dropping it unlocks (in a spawned
+/// task) through the session; the key is free in this process again once
+/// the unlock is done. If unlocking fails, or there is no runtime, the
+/// session takes no new locks and closes with its last guard, which
+/// releases the lock.
+pub struct SessionLock {
+    slot: Arc<Slot>,
+    session: Option<Arc<Session>>,
+    key: LockKey,
+}
+
+impl SessionLock {
+    /// Whether the lock is still held: false once the session's connection
+    /// closed (server restart, `pg_terminate_backend`, network loss). Work
+    /// that needs the lock must stop.
+    pub fn is_held(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|session| !session.client.is_closed())
+    }
+
+    /// The key.
+    pub fn key(&self) -> &LockKey {
+        &self.key
+    }
+
+    /// Unlocks now and reports failure (the session then takes no new locks
+    /// and closes with its last guard, which releases the lock).
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        match self.session.take() {
+            Some(session) => session_unlock(&self.slot, &session, &self.key).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SessionLock {
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let (slot, key) = (Arc::clone(&self.slot), self.key.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = session_unlock(&slot, &session, &key).await {
+                        tracing::warn!(%error, "advisory unlock failed; its session is retired");
+                    }
+                });
+            }
+            // The process is ending: closing the session releases the lock.
+            Err(_) => slot.retire(&session),
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLock")
+            .field("key", &self.key)
+            .field("held", &self.is_held())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn session_unlock(
+    slot: &Slot,
+    session: &Arc<Session>,
+    key: &LockKey,
+) -> Result<(), StoreError> {
+    if session.client.is_closed() {
+        session.forget(key);
+        return Ok(());
+    }
+    let unlocked = key.call(&session.client, true).await;
+    if !matches!(unlocked, Ok(true)) {
+        slot.retire(session);
+    }
+    session.forget(key);
+    match unlocked {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StoreError::Pool(
+            "the advisory lock was not held by its session at unlock".into(),
+        )),
+        Err(error) => Err(error),
     }
 }

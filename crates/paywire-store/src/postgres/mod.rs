@@ -16,7 +16,8 @@
 //!
 //! Advisory locks ([`PgPool::lock`], [`PgPool::try_lock`]) are session locks
 //! on a pooled connection that stays out of the pool while the
-//! [`AdvisoryLock`] guard lives.
+//! [`AdvisoryLock`] guard lives. A [`LockSession`] ([`PgPool::lock_session`])
+//! carries many locks on one connection instead.
 
 mod config;
 mod lock;
@@ -33,7 +34,7 @@ pub use config::{
     MAX_POOL_SIZE, PARAM_POOL_ACQUIRE_TIMEOUT, PARAM_POOL_MAX_SIZE, PARAM_POOL_RECYCLING, PgConfig,
     PgOptions, Recycling, SslMode,
 };
-pub use lock::{AdvisoryLock, LockKey, MIGRATION_LOCK_NAMESPACE};
+pub use lock::{AdvisoryLock, LockKey, LockSession, MIGRATION_LOCK_NAMESPACE, SessionLock};
 
 use crate::{MigrationReport, Migrations, StoreError};
 
@@ -187,6 +188,15 @@ impl PgPool {
     /// attempts), for at most `wait`; then [`StoreError::LockTimeout`].
     pub async fn lock(&self, key: &LockKey, wait: Duration) -> Result<AdvisoryLock, StoreError> {
         lock::lock(self, key, wait).await
+    }
+
+    /// A session for many advisory locks on one connection (see
+    /// [`LockSession`]): for callers that hold many locks at once, or hold
+    /// them long (a settlement waiting for its receipt), where one pooled
+    /// connection per lock would cap concurrency at the pool size. Connects
+    /// at its first lock.
+    pub fn lock_session(&self) -> LockSession {
+        LockSession::new(self.clone())
     }
 
     /// Pool usage now (no I/O).
