@@ -327,12 +327,34 @@ impl PgConfig {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(self.options.connect_timeout);
         }
+        detect_dead_peers(&mut pg);
         if pg.get_application_name().is_none()
             && let Some(name) = &self.options.application_name
         {
             pg.application_name(name);
         }
         pg
+    }
+}
+
+/// tokio-postgres's TCP keepalive starts probing after two hours idle, so a
+/// connection cut by a silent network partition looked alive (and its
+/// session's advisory locks held) for hours. Unless the URL chose otherwise,
+/// probe after 30 s idle every 10 s and give up after 3 misses (about a
+/// minute), and drop a connection whose sent data stays unacknowledged 60 s.
+fn detect_dead_peers(pg: &mut tokio_postgres::Config) {
+    const LIBRARY_DEFAULT_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+    if pg.get_keepalives_idle() == LIBRARY_DEFAULT_IDLE {
+        pg.keepalives_idle(Duration::from_secs(30));
+    }
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval(Duration::from_secs(10));
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(3);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(Duration::from_secs(60));
     }
 }
 
@@ -458,6 +480,33 @@ mod tests {
         assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Prefer);
         assert_eq!(config.options().acquire_timeout, Duration::from_secs(10));
         assert_eq!(config.options().recycling, Recycling::Verified);
+        Ok(())
+    }
+
+    #[test]
+    fn dead_peers_are_noticed_in_about_a_minute_unless_the_url_says_otherwise()
+    -> Result<(), StoreError> {
+        let pg = PgConfig::from_url("postgres://app@localhost/pay")?.connection_config();
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(pg.get_keepalives_retries(), Some(3));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(60)));
+        let chosen = PgConfig::from_url(
+            "postgres://app@localhost/pay?keepalives_idle=300&keepalives_interval=20\
+             &keepalives_retries=5&tcp_user_timeout=90",
+        )?
+        .connection_config();
+        assert_eq!(chosen.get_keepalives_idle(), Duration::from_secs(300));
+        assert_eq!(
+            chosen.get_keepalives_interval(),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(chosen.get_keepalives_retries(), Some(5));
+        assert_eq!(
+            chosen.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(90))
+        );
         Ok(())
     }
 
