@@ -56,9 +56,13 @@ const MIGRATIONS: Migrations = Migrations::new(
 /// Connections come from a [`PgPool`] (paywire-store): TLS as the URL's
 /// `sslmode`/`sslrootcert` say, `pool_max_size` connections at most, and a
 /// connection the database dropped (a restart) is replaced at the next
-/// operation, so the store recovers by itself. An operation in flight when
-/// the database goes away fails (the payment is refused, never served
-/// unpaid); nothing is retried. The schema is migrated (component
+/// operation, so the store recovers by itself. A statement is run again
+/// while the database restarts (taking a payment for 5 s, recording an
+/// outcome for 30 s) only when it certainly did not run: no connection, not
+/// prepared, or rolled back by a shutting-down server (SQLSTATE `57P01`-`57P03`,
+/// class `08`). A connection that closed without an answer is not retried,
+/// since the statement may have committed: the operation fails (a payment is
+/// refused, never served unpaid). The schema is migrated (component
 /// `reservations`) when connecting; a database whose schema is newer than
 /// this build is refused.
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! clusters (paywire-testkit).
 
 use std::error::Error;
+use std::task::Poll;
 use std::time::Duration;
 
 use paywire_store::StoreError;
@@ -233,6 +234,54 @@ async fn an_abandoned_lock_attempt_leaves_no_lock_behind() -> TestResult {
             "a lock abandoned after {} µs stayed held",
             micros * 20
         );
+    }
+    Ok(())
+}
+
+/// A `release()` given up on mid-unlock (a timeout or `select!` around it)
+/// must not leave the key held: neither by the session's connection on the
+/// server (other processes would wait forever) nor in the session's own
+/// bookkeeping (this process could never take the key again).
+#[tokio::test]
+async fn an_abandoned_release_leaves_no_lock_behind() -> TestResult {
+    let Some(cluster) = PgCluster::start_or_skip().await? else {
+        return Ok(());
+    };
+    let session = PgPool::connect(cluster.url()).await?.lock_session();
+    let other = PgPool::connect(cluster.url()).await?;
+    let key = LockKey::new(NS, 11);
+    // Give up at every point of the round trip, from the first poll (the
+    // unlock not yet sent) to after the answer arrived.
+    for micros in 0..40 {
+        let lock = session.try_lock(&key).await?.ok_or("not taken")?;
+        if micros == 0 {
+            // Polled exactly once (the unlock's prepare is sent), then dropped.
+            let mut release = Box::pin(lock.release());
+            let first =
+                std::future::poll_fn(|context| Poll::Ready(release.as_mut().poll(context))).await;
+            assert!(first.is_pending(), "release finished within its first poll");
+        } else {
+            let _ = tokio::time::timeout(Duration::from_micros(micros * 25), lock.release()).await;
+        }
+        assert!(
+            becomes_free(&other, &key).await?,
+            "a release abandoned after {} µs left the lock held on the server",
+            micros * 25
+        );
+        let again = tokio::time::timeout(
+            Duration::from_secs(5),
+            session.lock(&key, Duration::from_secs(5)),
+        )
+        .await
+        .map_err(|_| "timed out")?;
+        assert!(
+            again.is_ok(),
+            "a release abandoned after {} µs left the key held in its session: {again:?}",
+            micros * 25
+        );
+        if let Ok(again) = again {
+            again.release().await?;
+        }
     }
     Ok(())
 }

@@ -609,14 +609,9 @@ async fn a_lock_whose_session_is_killed_is_not_held() -> TestResult {
 /// the connection returns to the pool with the session lock held, so every
 /// other instance is shut out of that key for as long as the pooled
 /// connection lives (and a later `try_lock` of the key on it re-enters,
-/// leaving the lock held after that guard's unlock too).
-///
-/// Defect in `postgres/lock.rs` (owned by another helper during this
-/// review): `release` should own the connection through a guard that
-/// discards it unless the unlock completed, like `InFlight` does for
-/// `try_lock`.
+/// leaving the lock held after that guard's unlock too). `release` holds
+/// the connection in a guard that discards it unless the unlock completed.
 #[tokio::test]
-#[ignore = "defect in lock.rs: an abandoned release() returns a connection still holding the lock"]
 async fn an_abandoned_release_does_not_leak_the_lock_into_the_pool() -> TestResult {
     let Some(cluster) = cluster(PgClusterOptions::default()).await? else {
         return Ok(());

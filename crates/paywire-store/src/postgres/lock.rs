@@ -112,7 +112,9 @@ impl AdvisoryLock {
     }
 
     /// Unlocks now and reports failure (the connection is then discarded,
-    /// which releases the lock with the session).
+    /// which releases the lock with the session). Given up on before it
+    /// finishes, it discards the connection too: never back to the pool
+    /// with the lock still held.
     pub async fn release(mut self) -> Result<(), StoreError> {
         match self.connection.take() {
             Some(connection) => unlock(connection, &self.key).await,
@@ -148,18 +150,23 @@ async fn unlock(connection: PgConnection, key: &LockKey) -> Result<(), StoreErro
         discard(connection);
         return Ok(());
     }
-    match key.call(&connection, true).await {
-        Ok(true) => Ok(()),
-        Ok(false) => {
-            discard(connection);
-            Err(StoreError::Pool(
-                "the advisory lock was not held by its session at unlock".into(),
-            ))
+    // Discarded unless the unlock completes: this future may be dropped at
+    // the await, with the lock still held on the connection.
+    let mut in_flight = InFlight(Some(connection));
+    let unlocked = match in_flight.0.as_ref() {
+        Some(connection) => key.call(connection, true).await,
+        None => Ok(false),
+    };
+    match unlocked {
+        Ok(true) => {
+            // Unlocked: the connection goes back to the pool.
+            drop(in_flight.0.take());
+            Ok(())
         }
-        Err(error) => {
-            discard(connection);
-            Err(error)
-        }
+        Ok(false) => Err(StoreError::Pool(
+            "the advisory lock was not held by its session at unlock".into(),
+        )),
+        Err(error) => Err(error),
     }
 }
 
@@ -475,12 +482,18 @@ impl SessionLock {
     }
 
     /// Unlocks now and reports failure (the session then takes no new locks
-    /// and closes with its last guard, which releases the lock).
+    /// and closes with its last guard, which releases the lock). Given up on
+    /// before it finishes, the guard's drop unlocks in the background.
     pub async fn release(mut self) -> Result<(), StoreError> {
-        match self.session.take() {
-            Some(session) => session_unlock(&self.slot, &session, &self.key).await,
-            None => Ok(()),
-        }
+        let Some(session) = self.session.clone() else {
+            return Ok(());
+        };
+        // The guard keeps the session until the unlock is done: dropped at
+        // the await, `Drop` unlocks again (a second unlock finding the lock
+        // gone retires the session, which is safe), and forgets the key.
+        let unlocked = session_unlock(&self.slot, &session, &self.key).await;
+        self.session = None;
+        unlocked
     }
 }
 
