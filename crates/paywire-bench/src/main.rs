@@ -398,6 +398,37 @@ fn facilitator_command(args: &Args) -> Result<(PathBuf, Option<&'static str>), S
     }
 }
 
+/// A `paywire facilitator` configuration for the devnet's chain and USDC,
+/// with the signer key read from `BENCH_SIGNER_KEY`.
+pub(crate) fn facilitator_config(
+    port: u16,
+    store: &str,
+    receipt_timeout_seconds: u64,
+    devnet: &Devnet,
+) -> String {
+    format!(
+        r#"listen = "127.0.0.1:{port}"
+store = "{store}"
+receipt_timeout_seconds = {receipt_timeout_seconds}
+
+[[chains]]
+network = "eip155:31337"
+rpc_urls = ["{rpc}"]
+signer_private_keys = ["${{BENCH_SIGNER_KEY}}"]
+max_fee_per_gas_gwei = 1000
+
+[[chains.assets]]
+address = "{usdc}"
+symbol = "USDC"
+decimals = 6
+eip712_name = "USD Coin"
+eip712_version = "2"
+"#,
+        rpc = devnet.rpc_url(),
+        usdc = devnet.usdc(),
+    )
+}
+
 async fn start_facilitator(
     devnet: &Devnet,
     (binary, subcommand): &(PathBuf, Option<&'static str>),
@@ -413,28 +444,8 @@ async fn start_facilitator(
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let config = format!(
-        r#"listen = "127.0.0.1:{port}"
-store = "{store}"
-receipt_timeout_seconds = 30
-
-[[chains]]
-network = "eip155:31337"
-rpc_urls = ["{rpc}"]
-signer_private_keys = ["${{BENCH_SIGNER_KEY}}"]
-max_fee_per_gas_gwei = 1000
-
-[[chains.assets]]
-address = "{usdc}"
-symbol = "USDC"
-decimals = 6
-eip712_name = "USD Coin"
-eip712_version = "2"
-"#,
-        store = dir.path().join("ledger.sqlite").display(),
-        rpc = devnet.rpc_url(),
-        usdc = devnet.usdc(),
-    );
+    let store = dir.path().join("ledger.sqlite");
+    let config = facilitator_config(port, &store.display().to_string(), 30, devnet);
     let config_path = dir.path().join("facilitator.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let child = tokio::process::Command::new(binary)

@@ -158,27 +158,7 @@ async fn start_facilitator(
     signer_key: &str,
 ) -> Result<Instance, String> {
     let port = free_port()?;
-    let config = format!(
-        r#"listen = "127.0.0.1:{port}"
-store = "{store}"
-receipt_timeout_seconds = 20
-
-[[chains]]
-network = "eip155:31337"
-rpc_urls = ["{rpc}"]
-signer_private_keys = ["${{BENCH_SIGNER_KEY}}"]
-max_fee_per_gas_gwei = 1000
-
-[[chains.assets]]
-address = "{usdc}"
-symbol = "USDC"
-decimals = 6
-eip712_name = "USD Coin"
-eip712_version = "2"
-"#,
-        rpc = devnet.rpc_url(),
-        usdc = devnet.usdc(),
-    );
+    let config = crate::facilitator_config(port, store, 20, devnet);
     let name = format!("facilitator-{index}");
     let env = [("BENCH_SIGNER_KEY", signer_key.to_owned())];
     let (mut child, log) =
