@@ -33,6 +33,13 @@ pub enum SchemeError {
     /// Talking to the chain failed.
     #[error("chain access failed: {0}")]
     Chain(String),
+    /// The requirements need data only the facilitator's `/supported` entry
+    /// gives (e.g. a Solana fee payer), and none was passed in
+    /// [`RequirementsRequest::facilitator_kind`]. Configuration checks that
+    /// run before any facilitator is asked accept this answer; at request
+    /// time it means the facilitator does not offer the payment option.
+    #[error("needs the facilitator's data: {0}")]
+    NeedsFacilitatorData(String),
 }
 
 /// A price as written in configuration.

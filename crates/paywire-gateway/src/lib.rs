@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use paywire_core::{
     AtomicAmount, Facilitator, FacilitatorError, PluginError, PluginRegistry, Price,
-    RequirementsRequest,
+    RequirementsRequest, SchemeError,
 };
 use paywire_server::{
     ConfigError, FacilitatorRouter, HttpFacilitator, PayTo, PaymentLayer, PaymentOption,
@@ -346,15 +346,19 @@ fn option(
                 format!("no plugin serves scheme {:?} on {network}", accept.scheme),
             )
         })?;
-    server
-        .requirements(&RequirementsRequest {
-            network: &network,
-            price: &price,
-            pay_to: &accept.pay_to,
-            max_timeout_seconds: entry.max_timeout_seconds,
-            facilitator_kind: None,
-        })
-        .map_err(|e| invalid(at, e.to_string()))?;
+    let checked = server.requirements(&RequirementsRequest {
+        network: &network,
+        price: &price,
+        pay_to: &accept.pay_to,
+        max_timeout_seconds: entry.max_timeout_seconds,
+        facilitator_kind: None,
+    });
+    match checked {
+        // Everything the scheme could check without the facilitator passed;
+        // the rest (a Solana fee payer) is read from `/supported` per request.
+        Ok(_) | Err(SchemeError::NeedsFacilitatorData(_)) => {}
+        Err(error) => return Err(invalid(at, error.to_string())),
+    }
     Ok(PaymentOption::new(
         accept.scheme.clone(),
         network,

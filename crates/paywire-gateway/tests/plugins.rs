@@ -10,10 +10,10 @@ use http_body_util::BodyExt;
 use paywire_core::codec::decode_payment_required;
 use paywire_core::scheme::RequirementsRequest;
 use paywire_core::{
-    AssetInfo, BoxFuture, ChainId, ChainIdPattern, ChainPlugin, Facilitator, FacilitatorError,
-    FacilitatorRequest, NetworkClass, NetworkInfo, PaymentRequirements, PluginError,
-    PluginRegistry, Price, Registration, SchemeError, SchemeServer, ServerAsset, ServerConfig,
-    ServerParts, SettleResponse, SupportedResponse, VerifyResponse,
+    AssetInfo, AtomicAmount, BoxFuture, ChainId, ChainIdPattern, ChainPlugin, Facilitator,
+    FacilitatorError, FacilitatorRequest, NetworkClass, NetworkInfo, PaymentRequirements,
+    PluginError, PluginRegistry, Price, Registration, SchemeError, SchemeServer, ServerAsset,
+    ServerConfig, ServerParts, SettleResponse, SupportedResponse, VerifyResponse,
 };
 use paywire_gateway::{Gateway, GatewayConfig, GatewayError};
 use tower::ServiceExt;
@@ -217,5 +217,132 @@ fn a_network_entry_no_plugin_serves_is_a_startup_error_naming_it() {
     assert_eq!(
         error.to_string(),
         "networks: networks[0]: `branch` is required"
+    );
+}
+
+/// `sponsored` requirements need the facilitator's `sponsor` (as Solana's
+/// need its fee payer): without the `/supported` entry they cannot be built.
+struct Sponsored;
+
+impl SchemeServer for Sponsored {
+    fn scheme(&self) -> &'static str {
+        "sponsored"
+    }
+
+    fn requirements(
+        &self,
+        request: &RequirementsRequest<'_>,
+    ) -> Result<PaymentRequirements, SchemeError> {
+        if request.pay_to == "nobody" {
+            return Err(SchemeError::InvalidRequirements(
+                "nobody cannot be paid".into(),
+            ));
+        }
+        let sponsor = request
+            .facilitator_kind
+            .and_then(|kind| kind.extra.as_ref())
+            .and_then(|extra| extra.get("sponsor"))
+            .cloned()
+            .ok_or_else(|| SchemeError::NeedsFacilitatorData("no sponsor".into()))?;
+        let mut extra = serde_json::Map::new();
+        extra.insert("sponsor".into(), sponsor);
+        Ok(PaymentRequirements {
+            scheme: "sponsored".into(),
+            network: request.network.clone(),
+            amount: AtomicAmount::from(7_u64),
+            asset: "USD".into(),
+            pay_to: request.pay_to.into(),
+            max_timeout_seconds: request.max_timeout_seconds,
+            extra: Some(extra),
+        })
+    }
+}
+
+struct SponsoredPlugin;
+
+impl ChainPlugin for SponsoredPlugin {
+    fn namespace(&self) -> &'static str {
+        "sponsor"
+    }
+
+    fn server(&self, _config: &ServerConfig) -> Result<ServerParts, PluginError> {
+        let mut parts = ServerParts::default();
+        let pattern = ChainIdPattern::namespace("sponsor").map_err(PluginError::from)?;
+        parts
+            .schemes
+            .push(Registration::new(pattern, Arc::new(Sponsored)));
+        Ok(parts)
+    }
+}
+
+/// Lists the `sponsored` kind with its sponsor; settles nothing.
+struct SponsoringFacilitator;
+
+impl Facilitator for SponsoringFacilitator {
+    fn verify<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        Box::pin(async { Err(FacilitatorError::Transport("unreachable".into())) })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        Box::pin(async { Err(FacilitatorError::Transport("unreachable".into())) })
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+        Box::pin(async {
+            Ok(serde_json::from_value(serde_json::json!({"kinds": [{
+                "x402Version": 2, "scheme": "sponsored", "network": "sponsor:one",
+                "extra": {"sponsor": "S1"}}]}))
+            .expect("supported"))
+        })
+    }
+}
+
+const SPONSORED_ROUTE: &str = "[[routes]]\nmethod = \"GET\"\npath = \"/report\"\n\
+    [[routes.accepts]]\nscheme = \"sponsored\"\nnetwork = \"sponsor:one\"\n\
+    amount = \"7\"\nasset = \"USD\"\npay_to = \"bob\"\n";
+
+#[tokio::test]
+async fn requirements_that_need_the_facilitators_data_start_and_take_it_per_request() {
+    let plugins = PluginRegistry::new().with(Arc::new(SponsoredPlugin));
+    let gateway = Gateway::with_facilitator(
+        &gateway_config(SPONSORED_ROUTE),
+        &plugins,
+        Arc::new(SponsoringFacilitator),
+    )
+    .expect("a missing facilitator kind is not a startup error");
+    let answer = gateway
+        .router()
+        .oneshot(
+            Request::get("/report")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(answer.status().as_u16(), 402);
+    let header = answer
+        .headers()
+        .get("payment-required")
+        .expect("PAYMENT-REQUIRED");
+    let required = decode_payment_required(header.as_bytes()).expect("decodable");
+    let extra = required.accepts[0].extra.as_ref().expect("extra");
+    assert_eq!(
+        extra["sponsor"], "S1",
+        "taken from the facilitator's /supported"
+    );
+
+    // Any other refusal of the scheme still stops the start.
+    let config = gateway_config(&SPONSORED_ROUTE.replace("\"bob\"", "\"nobody\""));
+    let error = Gateway::with_facilitator(&config, &plugins, Arc::new(SponsoringFacilitator))
+        .expect_err("the scheme refuses the payee");
+    assert!(
+        error.to_string().contains("nobody cannot be paid"),
+        "{error}"
     );
 }
