@@ -26,11 +26,22 @@ pub(crate) struct Guard {
 }
 
 /// Where the holder of a [`Guard`] is.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GuardState {
     Held,
     Settling,
+    /// Telling the store how it ended: a handler cancelled during that call
+    /// leaves the same instruction to the drop.
+    Finishing(Finish),
     Done,
+}
+
+/// How a held payment ends in the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Finish {
+    Release,
+    Consume,
+    KeepUnknown,
 }
 
 impl Guard {
@@ -52,27 +63,18 @@ impl Guard {
 
     /// Nothing was charged: the payment may be used again.
     pub(crate) async fn release(&mut self) {
-        self.state = GuardState::Done;
-        if let Err(error) = self.store.release(&self.key).await {
-            tracing::error!(%error, "releasing a payment reservation failed");
-        }
+        self.finish(Finish::Release).await;
     }
 
     /// Settled (or served while pending): used for good.
     pub(crate) async fn consume(&mut self) {
-        self.state = GuardState::Done;
-        if let Err(error) = self.store.consume(&self.key).await {
-            tracing::error!(%error, "consuming a payment reservation failed");
-        }
+        self.finish(Finish::Consume).await;
     }
 
     /// The outcome is unknown: kept, resumable by a retry with this payload.
     pub(crate) async fn keep_unknown(&mut self) {
-        self.state = GuardState::Done;
         tracing::info!(key = %self.key.to_hex(), "settlement outcome unknown; payment kept for a retry");
-        if let Err(error) = self.store.mark_unknown(&self.key, &self.fingerprint).await {
-            tracing::error!(%error, "recording an unknown settlement outcome failed");
-        }
+        self.finish(Finish::KeepUnknown).await;
     }
 
     /// Stops before any new settlement attempt: a fresh reservation is freed,
@@ -84,24 +86,45 @@ impl Guard {
             self.release().await;
         }
     }
+
+    /// Records `finish` in the store; `Done` only once the store answered.
+    async fn finish(&mut self, finish: Finish) {
+        self.state = GuardState::Finishing(finish);
+        let result = apply(&*self.store, &self.key, &self.fingerprint, finish).await;
+        self.state = GuardState::Done;
+        if let Err(error) = result {
+            tracing::error!(%error, "recording how a payment reservation ended failed");
+        }
+    }
+}
+
+/// Tells `store` how the reservation `key` ended.
+async fn apply(
+    store: &dyn ReservationStore,
+    key: &ReservationKey,
+    fingerprint: &PayloadFingerprint,
+    finish: Finish,
+) -> Result<(), crate::reservation::ReservationError> {
+    match finish {
+        Finish::Release => store.release(key).await,
+        Finish::Consume => store.consume(key).await,
+        Finish::KeepUnknown => store.mark_unknown(key, fingerprint).await,
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let keep = match self.state {
+        let finish = match self.state {
             GuardState::Done => return,
-            GuardState::Held => self.resumed,
-            GuardState::Settling => true,
+            GuardState::Held if self.resumed => Finish::KeepUnknown,
+            GuardState::Held => Finish::Release,
+            GuardState::Settling => Finish::KeepUnknown,
+            GuardState::Finishing(finish) => finish,
         };
         let (store, key, fingerprint) = (Arc::clone(&self.store), self.key, self.fingerprint);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let result = if keep {
-                    store.mark_unknown(&key, &fingerprint).await
-                } else {
-                    store.release(&key).await
-                };
-                if let Err(error) = result {
+                if let Err(error) = apply(&*store, &key, &fingerprint, finish).await {
                     tracing::error!(%error, "cleaning up a dropped reservation failed");
                 }
             });
@@ -196,6 +219,91 @@ impl HeldBytes {
 mod tests {
     use super::*;
     use paywire_core::ErrorReason;
+
+    /// Records every call; `consume` never answers (a store stuck while the
+    /// handler is cancelled).
+    #[derive(Default)]
+    struct StuckConsume(std::sync::Mutex<Vec<&'static str>>);
+
+    impl StuckConsume {
+        fn record(&self, call: &'static str) {
+            self.0.lock().unwrap().push(call);
+        }
+    }
+
+    impl ReservationStore for StuckConsume {
+        fn reserve<'a>(
+            &'a self,
+            _: &'a ReservationKey,
+            _: &'a PayloadFingerprint,
+        ) -> paywire_core::BoxFuture<'a, Result<crate::ReserveOutcome, crate::ReservationError>>
+        {
+            Box::pin(async { Ok(crate::ReserveOutcome::Reserved) })
+        }
+        fn release<'a>(
+            &'a self,
+            _: &'a ReservationKey,
+        ) -> paywire_core::BoxFuture<'a, Result<(), crate::ReservationError>> {
+            self.record("release");
+            Box::pin(async { Ok(()) })
+        }
+        fn consume<'a>(
+            &'a self,
+            _: &'a ReservationKey,
+        ) -> paywire_core::BoxFuture<'a, Result<(), crate::ReservationError>> {
+            self.record("consume");
+            let first = self.0.lock().unwrap().len() == 1;
+            Box::pin(async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok(())
+            })
+        }
+        fn mark_unknown<'a>(
+            &'a self,
+            _: &'a ReservationKey,
+            _: &'a PayloadFingerprint,
+        ) -> paywire_core::BoxFuture<'a, Result<(), crate::ReservationError>> {
+            self.record("mark_unknown");
+            Box::pin(async { Ok(()) })
+        }
+        fn is_unknown<'a>(
+            &'a self,
+            _: &'a ReservationKey,
+            _: &'a PayloadFingerprint,
+        ) -> paywire_core::BoxFuture<'a, Result<bool, crate::ReservationError>> {
+            Box::pin(async { Ok(false) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handler_cancelled_while_the_store_records_the_end_still_records_it() {
+        let store = Arc::new(StuckConsume::default());
+        let mut guard = Guard::new(
+            store.clone(),
+            ReservationKey([7; 32]),
+            PayloadFingerprint([8; 32]),
+            false,
+        );
+        guard.state = GuardState::Settling;
+        // The client hangs up while the settled payment is being consumed.
+        let cancelled =
+            tokio::time::timeout(std::time::Duration::from_millis(20), guard.consume()).await;
+        assert!(cancelled.is_err(), "the store never answered");
+        drop(guard);
+        for _ in 0..100 {
+            if store.0.lock().unwrap().len() > 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *store.0.lock().unwrap(),
+            ["consume", "consume"],
+            "the drop repeats the consumption, never frees or leaves it"
+        );
+    }
 
     #[test]
     fn only_refusals_before_sending_are_definite() {
