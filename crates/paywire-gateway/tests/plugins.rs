@@ -346,3 +346,55 @@ async fn requirements_that_need_the_facilitators_data_start_and_take_it_per_requ
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn an_option_the_facilitator_does_not_offer_is_left_out_of_the_402() {
+    let plugins = PluginRegistry::new()
+        .with(Arc::new(LedgerPlugin::default()))
+        .with(Arc::new(SponsoredPlugin));
+    let both = format!(
+        "{LEDGER_ROUTE}[[routes.accepts]]\nscheme = \"sponsored\"\nnetwork = \"sponsor:one\"\n\
+         amount = \"7\"\nasset = \"USD\"\npay_to = \"bob\"\n"
+    );
+    // `Unreachable` lists no kind: no sponsor to put in the requirements.
+    let gateway =
+        Gateway::with_facilitator(&gateway_config(&both), &plugins, Arc::new(Unreachable))
+            .expect("gateway");
+    let answer = gateway
+        .router()
+        .oneshot(
+            Request::get("/report")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(
+        answer.status().as_u16(),
+        402,
+        "sold through its other option"
+    );
+    let header = answer.headers().get("payment-required").expect("header");
+    let required = decode_payment_required(header.as_bytes()).expect("decodable");
+    let schemes: Vec<&str> = required.accepts.iter().map(|a| a.scheme.as_str()).collect();
+    assert_eq!(schemes, ["iou"]);
+
+    // A route with no option left cannot be sold: no empty 402.
+    let gateway = Gateway::with_facilitator(
+        &gateway_config(SPONSORED_ROUTE),
+        &plugins,
+        Arc::new(Unreachable),
+    )
+    .expect("gateway");
+    let answer = gateway
+        .router()
+        .oneshot(
+            Request::get("/report")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert!(answer.status().is_server_error(), "{}", answer.status());
+    assert!(answer.headers().get("payment-required").is_none());
+}

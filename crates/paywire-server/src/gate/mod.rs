@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use paywire_core::{
     ChainId, ChainIdPattern, Facilitator, NetworkDirectory, PaymentRequired, PaymentRequirements,
-    RequirementsRequest, ResourceInfo, SchemeRegistry, SchemeServer, SupportedResponse,
+    RequirementsRequest, ResourceInfo, SchemeError, SchemeRegistry, SchemeServer,
+    SupportedResponse,
 };
 
 pub use transport::{
@@ -482,6 +483,7 @@ impl GateCore {
     ) -> Result<Vec<PaymentRequirements>, PricingError> {
         let supported = self.supported().await;
         let mut accepts = Vec::with_capacity(route.options.len());
+        let mut left_out = None;
         for option in &route.options {
             let price = match &option.price {
                 PriceSpec::Fixed(price) => price.clone(),
@@ -510,20 +512,33 @@ impl GateCore {
             let kind = supported
                 .as_deref()
                 .and_then(|s| s.kind(&option.scheme, &option.network));
-            let requirement = server
-                .requirements(&RequirementsRequest {
-                    network: &option.network,
-                    price: &price,
-                    pay_to: &address,
-                    max_timeout_seconds: option
-                        .max_timeout_seconds
-                        .unwrap_or(route.max_timeout_seconds),
-                    facilitator_kind: kind,
-                })
-                .map_err(|e| PricingError::Scheme(e.to_string()))?;
-            accepts.push(requirement);
+            let requirement = server.requirements(&RequirementsRequest {
+                network: &option.network,
+                price: &price,
+                pay_to: &address,
+                max_timeout_seconds: option
+                    .max_timeout_seconds
+                    .unwrap_or(route.max_timeout_seconds),
+                facilitator_kind: kind,
+            });
+            match requirement {
+                Ok(requirement) => accepts.push(requirement),
+                // The facilitator does not offer this option (now): the
+                // route still sells through its other options.
+                Err(SchemeError::NeedsFacilitatorData(detail)) => {
+                    tracing::warn!(network = %option.network, scheme = %option.scheme, %detail,
+                        "payment option left out: the facilitator does not offer it");
+                    left_out = Some(detail);
+                }
+                Err(error) => return Err(PricingError::Scheme(error.to_string())),
+            }
         }
-        Ok(accepts)
+        match left_out {
+            Some(detail) if accepts.is_empty() => Err(PricingError::Scheme(format!(
+                "the facilitator offers none of the route's payment options: {detail}"
+            ))),
+            _ => Ok(accepts),
+        }
     }
 
     /// The 402's `resource`: the route's own URL, or the transport's.
