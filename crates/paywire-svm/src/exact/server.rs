@@ -196,7 +196,7 @@ mod tests {
     const PAY_TO: &str = "2wKupLR9q6wXYppw8Gr2NvWxKBUqm4PPJKkQfoxHDBg4";
     const FEE_PAYER: &str = "EwWqGE4ZFKLofuestmU4LDdK7XM1N4ALgdZccwYugwGd";
 
-    fn kind(extra: serde_json::Value) -> SupportedKind {
+    fn kind(extra: Value) -> SupportedKind {
         serde_json::from_value(serde_json::json!({
             "x402Version": 2, "scheme": "exact", "network": DEVNET, "extra": extra
         }))

@@ -467,3 +467,433 @@ fn check_client_signature(
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use solana_hash::Hash;
+    use solana_instruction::{AccountMeta, Instruction};
+    use solana_message::v0::{self, MessageAddressTableLookup};
+    use solana_signature::Signature;
+
+    use super::*;
+    use crate::exact::client::{PaymentPlan, build_payment};
+    use crate::keys::SvmKeypair;
+    use crate::tx::{TOKEN_2022_PROGRAM, TOKEN_PROGRAM, decode_transaction, encode_transaction};
+
+    struct Fixture {
+        payer: SvmKeypair,
+        fee_payer: SvmKeypair,
+        plan: PaymentPlan,
+        expected: Expected,
+        policy: Policy,
+    }
+
+    fn fixture() -> Fixture {
+        let payer = SvmKeypair::from_seed(&[1; 32]);
+        let fee_payer = SvmKeypair::from_seed(&[2; 32]);
+        let plan = PaymentPlan {
+            fee_payer: fee_payer.address(),
+            mint: Address::new_from_array([6; 32]),
+            token_program: TOKEN_PROGRAM,
+            decimals: 6,
+            pay_to: Address::new_from_array([5; 32]),
+            amount: 10_000,
+            memo: "00112233445566778899aabbccddeeff".into(),
+            compute_units: 20_000,
+            compute_unit_price: 1,
+            blockhash: Hash::new_from_array([9; 32]),
+        };
+        let expected = Expected {
+            fee_payer: plan.fee_payer,
+            mint: plan.mint,
+            token_program: plan.token_program,
+            decimals: plan.decimals,
+            pay_to: plan.pay_to,
+            amount: plan.amount,
+            memo: None,
+        };
+        Fixture {
+            payer,
+            fee_payer,
+            plan,
+            expected,
+            policy: Policy::default(),
+        }
+    }
+
+    impl Fixture {
+        fn ours(&self) -> Vec<Address> {
+            vec![self.fee_payer.address()]
+        }
+
+        fn check_plan(&self, plan: &PaymentPlan) -> Result<Accepted, Refusal> {
+            let transaction = build_payment(plan, &self.payer).unwrap();
+            check(
+                &transaction,
+                &[],
+                &self.expected,
+                &self.policy,
+                &self.ours(),
+            )
+        }
+
+        fn transfer(&self) -> TransferChecked {
+            TransferChecked {
+                token_program: self.plan.token_program,
+                source: tx::associated_token_address(
+                    &self.payer.address(),
+                    &self.plan.mint,
+                    &TOKEN_PROGRAM,
+                ),
+                mint: self.plan.mint,
+                destination: tx::associated_token_address(
+                    &self.plan.pay_to,
+                    &self.plan.mint,
+                    &TOKEN_PROGRAM,
+                ),
+                authority: self.payer.address(),
+                amount: self.plan.amount,
+                decimals: 6,
+            }
+        }
+
+        /// The standard instructions with `extra` appended.
+        fn standard_with(&self, extra: Vec<Instruction>) -> Vec<Instruction> {
+            let mut instructions = vec![
+                tx::set_compute_unit_limit(20_000),
+                tx::set_compute_unit_price(1),
+                self.transfer().instruction(),
+            ];
+            instructions.extend(extra);
+            instructions
+        }
+
+        /// A v0 transaction of `instructions`, signed by the payer and `others`.
+        fn signed(
+            &self,
+            instructions: &[Instruction],
+            others: &[&SvmKeypair],
+        ) -> VersionedTransaction {
+            let message = v0::Message::try_compile(
+                &self.fee_payer.address(),
+                instructions,
+                &[],
+                self.plan.blockhash.clone(),
+            )
+            .unwrap();
+            sign_all(VersionedMessage::V0(message), &self.payer, others)
+        }
+
+        fn check_instructions(&self, instructions: &[Instruction]) -> Result<Accepted, Refusal> {
+            let transaction = self.signed(instructions, &[]);
+            check(
+                &transaction,
+                &[],
+                &self.expected,
+                &self.policy,
+                &self.ours(),
+            )
+        }
+    }
+
+    /// Signs every required signer slot but the fee payer's (#0).
+    fn sign_all(
+        message: VersionedMessage,
+        payer: &SvmKeypair,
+        others: &[&SvmKeypair],
+    ) -> VersionedTransaction {
+        let bytes = tx::message_bytes(&message);
+        let keys = message.static_account_keys();
+        let signers = usize::from(message.header().num_required_signatures);
+        let signatures = (0..signers)
+            .map(|i| {
+                std::iter::once(payer)
+                    .chain(others.iter().copied())
+                    .find(|k| k.address() == keys[i])
+                    .map_or_else(Signature::default, |k| k.sign(&bytes))
+            })
+            .collect();
+        VersionedTransaction {
+            signatures,
+            message,
+        }
+    }
+
+    fn reason(outcome: Result<Accepted, Refusal>) -> ErrorReason {
+        outcome.err().map(|(reason, _)| reason).expect("refused")
+    }
+
+    #[test]
+    fn the_clients_transaction_passes_and_round_trips() {
+        let f = fixture();
+        let transaction = build_payment(&f.plan, &f.payer).unwrap();
+        let decoded = decode_transaction(&encode_transaction(&transaction)).unwrap();
+        assert_eq!(decoded, transaction);
+        let accepted = check(&decoded, &[], &f.expected, &f.policy, &f.ours()).unwrap();
+        assert_eq!(accepted.transfer.authority, f.payer.address());
+        assert!(!accepted.creates_destination);
+        let mut bytes = tx::transaction_bytes(&transaction);
+        bytes.push(0);
+        let padded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+        assert!(
+            decode_transaction(&padded).is_err(),
+            "trailing bytes are refused"
+        );
+    }
+
+    #[test]
+    fn amount_off_by_one_either_way_is_refused() {
+        let f = fixture();
+        for amount in [9_999, 10_001] {
+            let plan = PaymentPlan {
+                amount,
+                ..f.plan.clone()
+            };
+            assert_eq!(reason(f.check_plan(&plan)), reasons::AMOUNT_MISMATCH);
+        }
+    }
+
+    #[test]
+    fn wrong_mint_program_or_decimals_is_refused() {
+        let f = fixture();
+        let plan = PaymentPlan {
+            mint: Address::new_from_array([7; 32]),
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::MINT_MISMATCH);
+        let plan = PaymentPlan {
+            token_program: TOKEN_2022_PROGRAM,
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::MINT_MISMATCH);
+        let plan = PaymentPlan {
+            decimals: 9,
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::MINT_MISMATCH);
+    }
+
+    #[test]
+    fn wrong_destination_is_refused() {
+        let f = fixture();
+        let plan = PaymentPlan {
+            pay_to: Address::new_from_array([8; 32]),
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::RECIPIENT_MISMATCH);
+    }
+
+    #[test]
+    fn compute_budget_over_the_caps_or_repeated_is_refused() {
+        let f = fixture();
+        let plan = PaymentPlan {
+            compute_unit_price: 5_000_001,
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::COMPUTE_PRICE_TOO_HIGH);
+        let plan = PaymentPlan {
+            compute_units: 400_001,
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::COMPUTE_LIMIT);
+        let twice = f.standard_with(vec![tx::set_compute_unit_price(1)]);
+        assert_eq!(reason(f.check_instructions(&twice)), reasons::COMPUTE_PRICE);
+        let heap =
+            Instruction::new_with_bytes(COMPUTE_BUDGET_PROGRAM, &[1, 0, 0, 1, 0], Vec::new());
+        assert_eq!(
+            reason(f.check_instructions(&f.standard_with(vec![heap]))),
+            reasons::COMPUTE_PRICE
+        );
+    }
+
+    #[test]
+    fn an_extra_instruction_of_another_program_is_refused() {
+        let f = fixture();
+        let system_transfer = Instruction::new_with_bytes(
+            SYSTEM_PROGRAM,
+            &[2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+            vec![
+                AccountMeta::new(f.payer.address(), true),
+                AccountMeta::new(Address::new_from_array([4; 32]), false),
+            ],
+        );
+        let outcome = f.check_instructions(&f.standard_with(vec![system_transfer]));
+        assert_eq!(reason(outcome), reasons::UNKNOWN_INSTRUCTION);
+        let many = f.standard_with((0..5).map(|i| tx::memo(&i.to_string())).collect());
+        assert_eq!(
+            reason(f.check_instructions(&many)),
+            reasons::INSTRUCTIONS_LENGTH
+        );
+        let lighthouse = Instruction::new_with_bytes(LIGHTHOUSE_PROGRAM, &[0], Vec::new());
+        assert!(
+            f.check_instructions(&f.standard_with(vec![lighthouse]))
+                .is_ok()
+        );
+    }
+
+    /// Field lesson 17: the fee payer in any instruction's accounts, as
+    /// the authority or as a program is refused.
+    #[test]
+    fn the_fee_payer_in_any_account_list_is_refused() {
+        let f = fixture();
+        let memo_with_fee_payer = Instruction::new_with_bytes(
+            MEMO_PROGRAM,
+            b"hi",
+            vec![AccountMeta::new_readonly(f.fee_payer.address(), true)],
+        );
+        let outcome = f.check_instructions(&f.standard_with(vec![memo_with_fee_payer]));
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_TRANSFERRING);
+        let mut transfer = f.transfer();
+        transfer.authority = f.fee_payer.address();
+        transfer.source =
+            tx::associated_token_address(&f.fee_payer.address(), &f.plan.mint, &TOKEN_PROGRAM);
+        let instructions = vec![
+            tx::set_compute_unit_limit(20_000),
+            transfer.instruction(),
+            tx::memo("x"),
+        ];
+        let transaction = f.signed(&instructions, &[]);
+        let outcome = check(&transaction, &[], &f.expected, &f.policy, &f.ours());
+        assert!(
+            [reasons::FEE_PAYER_TRANSFERRING, reasons::SIGNATURE].contains(&reason(outcome)),
+            "the fee payer as the only signer"
+        );
+    }
+
+    #[test]
+    fn the_fee_payer_as_transfer_authority_is_refused() {
+        let f = fixture();
+        let mut transfer = f.transfer();
+        transfer.authority = f.fee_payer.address();
+        let mut instructions = f.standard_with(vec![tx::memo("x")]);
+        instructions[2] = transfer.instruction();
+        // The payer still signs: make it a required signer with a memo.
+        instructions.push(Instruction::new_with_bytes(
+            MEMO_PROGRAM,
+            b"y",
+            vec![AccountMeta::new_readonly(f.payer.address(), true)],
+        ));
+        let outcome = f.check_instructions(&instructions);
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_TRANSFERRING);
+    }
+
+    /// An address lookup table that loads the fee payer into an
+    /// instruction is caught once the table is resolved.
+    #[test]
+    fn the_fee_payer_hidden_behind_a_lookup_table_is_refused() {
+        let f = fixture();
+        let mut transaction = build_payment(&f.plan, &f.payer).unwrap();
+        let VersionedMessage::V0(message) = &mut transaction.message else {
+            unreachable!("the client builds v0");
+        };
+        let loaded_index = u8::try_from(message.account_keys.len()).unwrap();
+        message
+            .address_table_lookups
+            .push(MessageAddressTableLookup {
+                account_key: Address::new_from_array([3; 32]),
+                writable_indexes: vec![0],
+                readonly_indexes: vec![],
+            });
+        let memo_index = message
+            .account_keys
+            .iter()
+            .position(|k| *k == MEMO_PROGRAM)
+            .unwrap();
+        message.instructions.push(CompiledInstruction {
+            program_id_index: u8::try_from(memo_index).unwrap(),
+            accounts: vec![loaded_index],
+            data: b"z".to_vec(),
+        });
+        let transaction = sign_all(transaction.message, &f.payer, &[]);
+        let outcome = check(
+            &transaction,
+            &[f.fee_payer.address()],
+            &f.expected,
+            &f.policy,
+            &f.ours(),
+        );
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_TRANSFERRING);
+    }
+
+    #[test]
+    fn a_third_required_signer_is_refused() {
+        let f = fixture();
+        let third = SvmKeypair::from_seed(&[3; 32]);
+        let memo = Instruction::new_with_bytes(
+            MEMO_PROGRAM,
+            b"x",
+            vec![AccountMeta::new_readonly(third.address(), true)],
+        );
+        let transaction = f.signed(&f.standard_with(vec![memo]), &[&third]);
+        let outcome = check(&transaction, &[], &f.expected, &f.policy, &f.ours());
+        assert_eq!(reason(outcome), reasons::SIGNATURE);
+    }
+
+    #[test]
+    fn a_bad_client_signature_is_refused() {
+        let f = fixture();
+        let mut transaction = build_payment(&f.plan, &f.payer).unwrap();
+        transaction.signatures[1] = SvmKeypair::from_seed(&[4; 32]).sign(b"other");
+        let outcome = check(&transaction, &[], &f.expected, &f.policy, &f.ours());
+        assert_eq!(reason(outcome), reasons::SIGNATURE);
+    }
+
+    #[test]
+    fn a_fee_payer_that_is_not_ours_is_refused() {
+        let f = fixture();
+        let transaction = build_payment(&f.plan, &f.payer).unwrap();
+        let others = [Address::new_from_array([4; 32])];
+        let outcome = check(&transaction, &[], &f.expected, &f.policy, &others);
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_NOT_MANAGED);
+        let mut expected = f.expected.clone();
+        expected.fee_payer = others[0];
+        let outcome = check(&transaction, &[], &expected, &f.policy, &others);
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_NOT_MANAGED);
+    }
+
+    #[test]
+    fn the_sellers_memo_is_enforced() {
+        let mut f = fixture();
+        f.expected.memo = Some("invoice-42".into());
+        assert_eq!(reason(f.check_plan(&f.plan)), reasons::MEMO_MISMATCH);
+        let plan = PaymentPlan {
+            memo: "invoice-42".into(),
+            ..f.plan.clone()
+        };
+        assert!(f.check_plan(&plan).is_ok());
+        let two = f.standard_with(vec![tx::memo("invoice-42"), tx::memo("invoice-42")]);
+        assert_eq!(reason(f.check_instructions(&two)), reasons::MEMO_COUNT);
+        let none = f.standard_with(vec![]);
+        assert_eq!(reason(f.check_instructions(&none)), reasons::MEMO_COUNT);
+    }
+
+    #[test]
+    fn creating_the_destination_account_only_when_configured_and_exact() {
+        let mut f = fixture();
+        let create = tx::create_ata_idempotent(
+            &f.fee_payer.address(),
+            &f.plan.pay_to,
+            &f.plan.mint,
+            &TOKEN_PROGRAM,
+        );
+        let with_create = f.standard_with(vec![create, tx::memo("x")]);
+        assert_eq!(
+            reason(f.check_instructions(&with_create)),
+            reasons::CREATE_ATA
+        );
+        f.policy.create_destination_ata = true;
+        assert!(
+            f.check_instructions(&with_create)
+                .unwrap()
+                .creates_destination
+        );
+        let other_owner = tx::create_ata_idempotent(
+            &f.fee_payer.address(),
+            &Address::new_from_array([8; 32]),
+            &f.plan.mint,
+            &TOKEN_PROGRAM,
+        );
+        let wrong = f.standard_with(vec![other_owner, tx::memo("x")]);
+        assert_eq!(reason(f.check_instructions(&wrong)), reasons::CREATE_ATA);
+    }
+}
