@@ -27,7 +27,6 @@ pub const DEFAULT_COMPUTE_UNIT_PRICE: u64 = 1;
 
 /// Everything a payment transaction is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PaymentPlan {
     /// The facilitator's fee payer (`extra.feePayer`).
     pub fee_payer: Address,

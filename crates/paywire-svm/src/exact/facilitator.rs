@@ -21,7 +21,7 @@ use crate::exact::dedup::DedupGuard;
 use crate::keys::{SvmKeypair, verify_signature};
 use crate::mint::{MintCache, MintFacts, parse_mint};
 use crate::reasons;
-use crate::rpc::{RpcError, SvmRpc};
+use crate::rpc::{Commitment, RpcError, SvmRpc};
 use crate::tx;
 
 /// The owner of address lookup table accounts.
@@ -292,20 +292,23 @@ impl ExactSvmFacilitator {
         let started = Instant::now();
         let mut interval = Duration::from_millis(100);
         loop {
-            if let Ok(statuses) = chain.rpc.signature_statuses(&[signature.to_owned()]).await {
-                if let Some(Some(status)) = statuses.into_iter().next() {
-                    if status.err.is_some() {
-                        return SettleResponse::failed(
-                            network,
-                            reasons::TRANSACTION_FAILED,
-                            payer,
-                            signature,
-                        );
-                    }
-                    let level = status.confirmation_status.unwrap_or_default();
-                    if chain.rpc.commitment().is_met_by(level) {
-                        return SettleResponse::settled(network, signature, payer);
-                    }
+            let status = chain
+                .rpc
+                .signature_statuses(&[signature.to_owned()])
+                .await
+                .ok()
+                .and_then(|statuses| statuses.into_iter().next().flatten());
+            if let Some(status) = status {
+                if status.err.is_some() {
+                    return SettleResponse::failed(
+                        network,
+                        reasons::TRANSACTION_FAILED,
+                        payer,
+                        signature,
+                    );
+                }
+                if meets(chain, &status) {
+                    return SettleResponse::settled(network, signature, payer);
                 }
             }
             if started.elapsed() + interval > self.receipt_timeout {
@@ -358,17 +361,19 @@ impl ExactSvmFacilitator {
             Some(status) if status.err.is_some() => SettlementLookup::Unsettleable(
                 SettleResponse::failed(network, reasons::TRANSACTION_FAILED, payer, signature),
             ),
-            Some(status)
-                if chain
-                    .rpc
-                    .commitment()
-                    .is_met_by(status.confirmation_status.unwrap_or_default()) =>
-            {
+            Some(status) if meets(chain, &status) => {
                 SettlementLookup::Settled(SettleResponse::settled(network, signature, payer))
             }
             Some(_) => SettlementLookup::Open,
         })
     }
+}
+
+/// Whether `status` reaches the chain's commitment (a node that does not
+/// say how final it is counts as `processed`).
+fn meets(chain: &SvmChain, status: &crate::rpc::SignatureStatus) -> bool {
+    let level = status.confirmation_status.unwrap_or(Commitment::Processed);
+    chain.rpc.commitment().is_met_by(level)
 }
 
 trait WithTransaction {
