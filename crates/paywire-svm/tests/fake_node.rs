@@ -572,3 +572,25 @@ async fn the_plugin_builds_a_facilitator_probe_and_wallet_from_tables() {
         .to_string();
     assert!(!error.contains("5ec7e7"), "{error}");
 }
+
+/// Field lesson 14, concurrently: two settlements of one transaction in
+/// flight at once give one success and one duplicate, and one send.
+#[tokio::test]
+async fn concurrent_settlements_of_one_transaction_succeed_once() {
+    let world = World::start(TOKEN_PROGRAM, &[]).await;
+    world.node.lock().unwrap().confirm_sends = false;
+    let payload = world.payload(TOKEN_PROGRAM);
+    let requirements = world.requirements();
+    let (first, second) = tokio::join!(
+        world.facilitator.settle(&payload, &requirements),
+        world.facilitator.settle(&payload, &requirements)
+    );
+    let answers = [first.unwrap(), second.unwrap()];
+    let duplicates = answers
+        .iter()
+        .filter(|a| a.error_reason == Some(paywire_core::ErrorReason::DUPLICATE_SETTLEMENT))
+        .count();
+    assert_eq!(duplicates, 1, "{answers:?}");
+    assert!(answers.iter().any(paywire_core::SettleResponse::is_pending));
+    assert_eq!(world.node.lock().unwrap().sent.len(), 1);
+}

@@ -248,11 +248,15 @@ impl ExactSvmFacilitator {
             .rpc
             .signature_statuses(std::slice::from_ref(&signature))
             .await;
-        if statuses
-            .map_err(chain_error)?
-            .first()
-            .is_some_and(Option::is_some)
-        {
+        let known = match statuses {
+            Ok(statuses) => statuses.first().is_some_and(Option::is_some),
+            Err(error) => {
+                // Nothing was sent: a retry may run.
+                claim.release();
+                return Err(chain_error(error));
+            }
+        };
+        if known {
             return Ok(failed(
                 ErrorReason::DUPLICATE_SETTLEMENT,
                 "this transaction was already sent",
