@@ -55,7 +55,7 @@ impl ExactSvmServer {
             .find(|(network, _)| network == request.network)
             .map(|(_, payer)| payer.as_str());
         let fee_payer = published.or(configured).ok_or_else(|| {
-            SchemeError::InvalidRequirements(format!(
+            SchemeError::NeedsFacilitatorData(format!(
                 "no fee payer for {}: the facilitator's /supported names none and none is configured",
                 request.network
             ))
@@ -237,7 +237,10 @@ mod tests {
             facilitator_kind: None,
         };
         let server = ExactSvmServer::default();
-        assert!(server.requirements(&request).is_err());
+        assert!(matches!(
+            server.requirements(&request),
+            Err(SchemeError::NeedsFacilitatorData(_))
+        ));
         let server = server.with_fee_payer(network.clone(), FEE_PAYER);
         assert_eq!(
             server.requirements(&request).unwrap().extra_str("feePayer"),
