@@ -16,7 +16,7 @@ reasons! {
     /// `extra.feePayer` is missing from the requirements.
     MISSING_FEE_PAYER = "invalid_exact_svm_payload_missing_fee_payer";
     /// `extra.feePayer` is not a signer of this facilitator on the network.
-    FEE_PAYER_NOT_MANAGED = "fee_payer_not_managed_by_facilitator";
+    FEE_PAYER_NOT_MANAGED = "invalid_exact_svm_fee_payer_not_managed_by_facilitator";
     /// The transaction could not be decoded.
     UNDECODABLE = "invalid_exact_svm_payload_transaction_could_not_be_decoded";
     /// Too many, too few, or unknown instructions.
@@ -47,11 +47,15 @@ reasons! {
     /// The Memo instruction does not carry `extra.memo`.
     MEMO_MISMATCH = "invalid_exact_svm_payload_memo_mismatch";
     /// Simulating the transaction failed.
-    SIMULATION_FAILED = "transaction_simulation_failed";
+    SIMULATION_FAILED = "invalid_exact_svm_transaction_simulation_failed";
     /// The address lookup tables could not be resolved (specification).
     ALT_RESOLUTION = "smart_wallet_alt_resolution_not_available";
-    /// A required signature is missing or invalid, or a third signer is required.
-    SIGNATURE = "invalid_exact_svm_payload_transaction_signature";
+    /// A required signature is missing or invalid.
+    SIGNATURE = "invalid_exact_svm_payload_signature_invalid";
+    /// The transaction requires signers beyond the fee payer and the client.
+    EXCESSIVE_SIGNERS = "invalid_exact_svm_payload_excessive_signers";
+    /// The transaction's fee payer (account 0) is not `extra.feePayer`.
+    FEE_PAYER_MISMATCH = "invalid_exact_svm_fee_payer_mismatch";
     /// The recent blockhash has expired.
     BLOCKHASH_EXPIRED = "invalid_exact_svm_payload_transaction_blockhash_expired";
     /// The mint is not a token mint, or has an extension the facilitator refuses.

@@ -199,15 +199,24 @@ fn check_signers(
     }
     if keys.first() != Some(&expected.fee_payer) {
         return Err(refuse(
-            reasons::FEE_PAYER_NOT_MANAGED,
+            reasons::FEE_PAYER_MISMATCH,
             "the transaction's fee payer is not extra.feePayer",
         ));
     }
-    if message.header().num_required_signatures != 2 {
-        return Err(refuse(
-            reasons::SIGNATURE,
-            "exactly two signers are required: the fee payer and the client",
-        ));
+    match message.header().num_required_signatures {
+        2 => {}
+        0 | 1 => {
+            return Err(refuse(
+                reasons::SIGNATURE,
+                "the client does not sign: two signers are required",
+            ));
+        }
+        _ => {
+            return Err(refuse(
+                reasons::EXCESSIVE_SIGNERS,
+                "exactly two signers are required: the fee payer and the client",
+            ));
+        }
     }
     if keys.get(1).is_some_and(|client| ours.contains(client)) {
         return Err(refuse(
@@ -826,7 +835,7 @@ mod tests {
         );
         let transaction = f.signed(&f.standard_with(vec![memo]), &[&third]);
         let outcome = check(&transaction, &[], &f.expected, &f.policy, &f.ours());
-        assert_eq!(reason(outcome), reasons::SIGNATURE);
+        assert_eq!(reason(outcome), reasons::EXCESSIVE_SIGNERS);
     }
 
     #[test]
@@ -848,7 +857,7 @@ mod tests {
         let mut expected = f.expected.clone();
         expected.fee_payer = others[0];
         let outcome = check(&transaction, &[], &expected, &f.policy, &others);
-        assert_eq!(reason(outcome), reasons::FEE_PAYER_NOT_MANAGED);
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_MISMATCH);
     }
 
     #[test]
