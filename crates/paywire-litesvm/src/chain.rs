@@ -256,7 +256,10 @@ impl SolanaTestChain {
     /// The latest blockhash and its last valid block height.
     pub fn latest_blockhash(&self) -> (Hash, u64) {
         let state = self.lock();
-        (state.svm.latest_blockhash(), state.last_valid_block_height())
+        (
+            state.svm.latest_blockhash(),
+            state.last_valid_block_height(),
+        )
     }
 
     /// Whether transactions with `blockhash` are still accepted (litesvm accepts the latest only).
@@ -582,7 +585,10 @@ impl SolanaTestChain {
     /// Decimals of `mint` (`None` when it is not an initialized mint).
     pub fn mint(&self, mint: &Address) -> Option<MintView> {
         let state = self.lock();
-        state.svm.get_account(mint).and_then(|a| MintView::parse(&a.data))
+        state
+            .svm
+            .get_account(mint)
+            .and_then(|a| MintView::parse(&a.data))
     }
 }
 
@@ -622,7 +628,10 @@ impl ChainState {
     fn run_fixture(&mut self, instructions: &[Instruction], signers: &[&Keypair]) {
         self.nonce += 1;
         let mut instructions = instructions.to_vec();
-        instructions.push(token::memo(&format!("paywire-litesvm fixture {}", self.nonce)));
+        instructions.push(token::memo(&format!(
+            "paywire-litesvm fixture {}",
+            self.nonce
+        )));
         let mut all: Vec<&Keypair> = vec![&self.authority];
         all.extend_from_slice(signers);
         let tx = Transaction::new_signed_with_payer(

@@ -14,7 +14,8 @@ pub const TOKEN_PROGRAM_ID: Address = spl_token_interface::ID;
 pub const TOKEN_2022_PROGRAM_ID: Address =
     solana_address::address!("TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb");
 /// Associated Token Account program id.
-pub const ASSOCIATED_TOKEN_PROGRAM_ID: Address = spl_associated_token_account_interface::program::ID;
+pub const ASSOCIATED_TOKEN_PROGRAM_ID: Address =
+    spl_associated_token_account_interface::program::ID;
 /// Memo program (v2) id.
 pub const MEMO_PROGRAM_ID: Address =
     solana_address::address!("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr");
@@ -272,7 +273,8 @@ impl MintView {
             return None;
         }
         let coption = |tag: &[u8], key: &[u8]| -> Option<Address> {
-            (tag == [1, 0, 0, 0]).then(|| Address::new_from_array(key.try_into().unwrap_or([0; 32])))
+            (tag == [1, 0, 0, 0])
+                .then(|| Address::new_from_array(key.try_into().unwrap_or([0; 32])))
         };
         Some(Self {
             mint_authority: coption(&data[0..4], &data[4..36]),

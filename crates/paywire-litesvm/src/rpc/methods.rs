@@ -36,37 +36,55 @@ pub const METHODS: &[&str] = &[
 ];
 
 /// Runs one method.
-pub(crate) fn call(chain: &SolanaTestChain, method: &str, params: &Value) -> Result<Value, RpcError> {
+pub(crate) fn call(
+    chain: &SolanaTestChain,
+    method: &str,
+    params: &Value,
+) -> Result<Value, RpcError> {
     let params = Params(params);
     match method {
         "getAccountInfo" => get_account_info(chain, &params),
-        "getBalance" => Ok(with_context(chain.slot(), json!(chain.lamports(&params.address(0)?)))),
+        "getBalance" => Ok(with_context(
+            chain.slot(),
+            json!(chain.lamports(&params.address(0)?)),
+        )),
         "getBlockHeight" | "getSlot" => Ok(json!(chain.slot())),
         "getFeeForMessage" => get_fee_for_message(chain, &params),
         "getGenesisHash" => Ok(json!(chain.genesis_hash().to_string())),
         "getHealth" => Ok(json!("ok")),
         "getLatestBlockhash" => {
             let (hash, last_valid) = chain.latest_blockhash();
-            let value = json!({ "blockhash": hash.to_string(), "lastValidBlockHeight": last_valid });
+            let value =
+                json!({ "blockhash": hash.to_string(), "lastValidBlockHeight": last_valid });
             Ok(with_context(chain.slot(), value))
         }
         "getMinimumBalanceForRentExemption" => {
             let len = params.u64(0)?;
-            let len = usize::try_from(len).map_err(|_| RpcError::invalid_params("Invalid params: data length"))?;
+            let len = usize::try_from(len)
+                .map_err(|_| RpcError::invalid_params("Invalid params: data length"))?;
             Ok(json!(chain.minimum_balance_for_rent_exemption(len)))
         }
         "getMultipleAccounts" => get_multiple_accounts(chain, &params),
         "getSignatureStatuses" => get_signature_statuses(chain, &params),
         "getTokenAccountBalance" => get_token_account_balance(chain, &params),
         "getTransaction" => get_transaction(chain, &params),
-        "getVersion" => Ok(json!({ "solana-core": wire::API_VERSION, "feature-set": 3_294_202_862_u32 })),
+        "getVersion" => {
+            Ok(json!({ "solana-core": wire::API_VERSION, "feature-set": 3_294_202_862_u32 }))
+        }
         "isBlockhashValid" => {
             let hash = params.hash(0)?;
-            Ok(with_context(chain.slot(), json!(chain.is_blockhash_valid(&hash))))
+            Ok(with_context(
+                chain.slot(),
+                json!(chain.is_blockhash_valid(&hash)),
+            ))
         }
         "sendTransaction" => send_transaction(chain, &params),
         "simulateTransaction" => simulate_transaction(chain, &params),
-        _ => Err(RpcError { code: -32601, message: "Method not found".into(), data: None }),
+        _ => Err(RpcError {
+            code: -32601,
+            message: "Method not found".into(),
+            data: None,
+        }),
     }
 }
 
@@ -75,19 +93,26 @@ struct Params<'a>(&'a Value);
 
 impl Params<'_> {
     fn get(&self, index: usize) -> Option<&Value> {
-        self.0.as_array().and_then(|a| a.get(index)).filter(|v| !v.is_null())
+        self.0
+            .as_array()
+            .and_then(|a| a.get(index))
+            .filter(|v| !v.is_null())
     }
 
     fn str(&self, index: usize) -> Result<&str, RpcError> {
-        self.get(index)
-            .and_then(Value::as_str)
-            .ok_or_else(|| RpcError::invalid_params(format!("Invalid params: expected a string at position {index}")))
+        self.get(index).and_then(Value::as_str).ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "Invalid params: expected a string at position {index}"
+            ))
+        })
     }
 
     fn u64(&self, index: usize) -> Result<u64, RpcError> {
-        self.get(index)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| RpcError::invalid_params(format!("Invalid params: expected an integer at position {index}")))
+        self.get(index).and_then(Value::as_u64).ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "Invalid params: expected an integer at position {index}"
+            ))
+        })
     }
 
     fn address(&self, index: usize) -> Result<Address, RpcError> {
@@ -123,11 +148,13 @@ impl Config<'_> {
 }
 
 fn parse_address(text: &str) -> Result<Address, RpcError> {
-    text.parse().map_err(|_| RpcError::invalid_params("Invalid param: Invalid"))
+    text.parse()
+        .map_err(|_| RpcError::invalid_params("Invalid param: Invalid"))
 }
 
 fn parse_signature(text: &str) -> Result<Signature, RpcError> {
-    text.parse().map_err(|_| RpcError::invalid_params("Invalid param: Invalid"))
+    text.parse()
+        .map_err(|_| RpcError::invalid_params("Invalid param: Invalid"))
 }
 
 fn get_account_info(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Value, RpcError> {
@@ -140,10 +167,9 @@ fn get_account_info(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Valu
 }
 
 fn get_multiple_accounts(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Value, RpcError> {
-    let list = params
-        .get(0)
-        .and_then(Value::as_array)
-        .ok_or_else(|| RpcError::invalid_params("Invalid params: expected an array of addresses"))?;
+    let list = params.get(0).and_then(Value::as_array).ok_or_else(|| {
+        RpcError::invalid_params("Invalid params: expected an array of addresses")
+    })?;
     let encoding = params.config(1).encoding(Encoding::Base64)?;
     let values = list
         .iter()
@@ -157,7 +183,10 @@ fn get_multiple_accounts(chain: &SolanaTestChain, params: &Params<'_>) -> Result
     Ok(with_context(chain.slot(), Value::Array(values)))
 }
 
-fn get_token_account_balance(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Value, RpcError> {
+fn get_token_account_balance(
+    chain: &SolanaTestChain,
+    params: &Params<'_>,
+) -> Result<Value, RpcError> {
     let address = params.address(0)?;
     let account = chain
         .account(&address)
@@ -169,16 +198,20 @@ fn get_token_account_balance(chain: &SolanaTestChain, params: &Params<'_>) -> Re
         .mint(&view.mint)
         .ok_or_else(|| RpcError::invalid_params("Invalid param: could not find mint"))?
         .decimals;
-    Ok(with_context(chain.slot(), wire::token_amount(view.amount, decimals)))
+    Ok(with_context(
+        chain.slot(),
+        wire::token_amount(view.amount, decimals),
+    ))
 }
 
 fn get_signature_statuses(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Value, RpcError> {
-    let list = params
-        .get(0)
-        .and_then(Value::as_array)
-        .ok_or_else(|| RpcError::invalid_params("Invalid params: expected an array of signatures"))?;
+    let list = params.get(0).and_then(Value::as_array).ok_or_else(|| {
+        RpcError::invalid_params("Invalid params: expected an array of signatures")
+    })?;
     if list.len() > 256 {
-        return Err(RpcError::invalid_params("Too many inputs provided; max 256"));
+        return Err(RpcError::invalid_params(
+            "Too many inputs provided; max 256",
+        ));
     }
     let values = list
         .iter()
@@ -189,7 +222,11 @@ fn get_signature_statuses(chain: &SolanaTestChain, params: &Params<'_>) -> Resul
                     None => json!({ "Ok": null }),
                     Some(err) => json!({ "Err": wire::transaction_error(err) }),
                 };
-                let level = if s.confirmations.is_none() { "finalized" } else { "confirmed" };
+                let level = if s.confirmations.is_none() {
+                    "finalized"
+                } else {
+                    "confirmed"
+                };
                 json!({
                     "slot": s.slot,
                     "confirmations": s.confirmations,
@@ -209,24 +246,41 @@ fn simulate_transaction(chain: &SolanaTestChain, params: &Params<'_>) -> Result<
     let sig_verify = config.flag("sigVerify");
     let replace = config.flag("replaceRecentBlockhash");
     if sig_verify && replace {
-        return Err(RpcError::invalid_params("sigVerify may not be used with replaceRecentBlockhash"));
+        return Err(RpcError::invalid_params(
+            "sigVerify may not be used with replaceRecentBlockhash",
+        ));
     }
     let accounts_config = config.field("accounts");
     let requested: Vec<Address> = accounts_config
         .and_then(|a| a.get("addresses"))
         .and_then(Value::as_array)
-        .map(|list| list.iter().map(|v| parse_address(v.as_str().unwrap_or_default())).collect())
+        .map(|list| {
+            list.iter()
+                .map(|v| parse_address(v.as_str().unwrap_or_default()))
+                .collect()
+        })
         .transpose()?
         .unwrap_or_default();
-    let accounts_encoding = Encoding::parse(accounts_config.and_then(|a| a.get("encoding")), Encoding::Base64)?;
-    let options = SimulateOptions { sig_verify, replace_recent_blockhash: replace, accounts: requested };
+    let accounts_encoding = Encoding::parse(
+        accounts_config.and_then(|a| a.get("encoding")),
+        Encoding::Base64,
+    )?;
+    let options = SimulateOptions {
+        sig_verify,
+        replace_recent_blockhash: replace,
+        accounts: requested,
+    };
     let simulation = chain.simulate(tx, &options);
     let mut value = simulation_json(&simulation, config.flag("innerInstructions"));
     if accounts_config.is_some() {
         value["accounts"] = simulation
             .accounts
             .iter()
-            .map(|a| a.as_ref().map_or(Value::Null, |a| wire::ui_account(chain, a, accounts_encoding)))
+            .map(|a| {
+                a.as_ref().map_or(Value::Null, |a| {
+                    wire::ui_account(chain, a, accounts_encoding)
+                })
+            })
             .collect();
     }
     Ok(with_context(chain.slot(), value))
@@ -297,7 +351,11 @@ fn get_fee_for_message(chain: &SolanaTestChain, params: &Params<'_>) -> Result<V
         message,
     };
     let simulation = chain.simulate(tx, &SimulateOptions::new(false));
-    let fee = if simulation.fee > 0 { simulation.fee } else { 5000 * signatures as u64 };
+    let fee = if simulation.fee > 0 {
+        simulation.fee
+    } else {
+        5000 * signatures as u64
+    };
     Ok(with_context(chain.slot(), json!(fee)))
 }
 
@@ -311,7 +369,11 @@ fn get_transaction(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Value
     let version = match &record.transaction.message {
         VersionedMessage::Legacy(_) => json!("legacy"),
         VersionedMessage::V0(_) => {
-            if config.field("maxSupportedTransactionVersion").and_then(Value::as_u64).is_none() {
+            if config
+                .field("maxSupportedTransactionVersion")
+                .and_then(Value::as_u64)
+                .is_none()
+            {
                 return Err(RpcError {
                     code: -32015,
                     message: "Transaction version (0) is not supported by the requesting client. Please try the request again with the following configuration parameter: \"maxSupportedTransactionVersion\": 0".into(),
@@ -386,11 +448,13 @@ fn transaction_json(tx: &VersionedTransaction) -> Value {
     if let Some(lookups) = message.address_table_lookups() {
         json_message["addressTableLookups"] = lookups
             .iter()
-            .map(|l| json!({
-                "accountKey": l.account_key.to_string(),
-                "writableIndexes": l.writable_indexes,
-                "readonlyIndexes": l.readonly_indexes,
-            }))
+            .map(|l| {
+                json!({
+                    "accountKey": l.account_key.to_string(),
+                    "writableIndexes": l.writable_indexes,
+                    "readonlyIndexes": l.readonly_indexes,
+                })
+            })
             .collect();
     }
     json!({

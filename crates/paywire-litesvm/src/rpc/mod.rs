@@ -50,7 +50,9 @@ pub struct RpcServer {
 
 impl std::fmt::Debug for RpcServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcServer").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("RpcServer")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,9 @@ impl RpcServer {
             failures: Mutex::new(VecDeque::new()),
             log: Mutex::new(Vec::new()),
         });
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = axum::Router::new()
             .route("/", post(handle))
@@ -110,13 +114,21 @@ impl RpcServer {
     /// Fails the next `n` HTTP requests (a batch counts once) with `kind`, after any already
     /// queued failures.
     pub fn fail_next(&self, n: usize, kind: FailureKind) {
-        let mut failures = self.shared.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut failures = self
+            .shared
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         failures.extend(std::iter::repeat_n(kind, n));
     }
 
     /// Method names of every call received so far, in order (failed ones included).
     pub fn requests(&self) -> Vec<String> {
-        self.shared.log.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// How many calls of `method` were received.
@@ -132,7 +144,11 @@ impl RpcServer {
 
     /// Forgets the request log.
     pub fn clear_requests(&self) {
-        self.shared.log.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -156,12 +172,21 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Value::Array(items) => items.iter().collect(),
         single => vec![single],
     };
-    shared.log.lock().unwrap_or_else(PoisonError::into_inner).extend(
-        calls
-            .iter()
-            .map(|c| c.get("method").and_then(Value::as_str).unwrap_or_default().to_owned()),
-    );
-    let failure = shared.failures.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+    shared
+        .log
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(calls.iter().map(|c| {
+            c.get("method")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        }));
+    let failure = shared
+        .failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop_front();
     match failure {
         Some(FailureKind::Http503) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
@@ -171,7 +196,10 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
         Some(FailureKind::RpcError) => {
             let reply = |c: &Value| error_reply(id_of(c), -32005, "Node is unhealthy");
-            return json_response(&batch_or_single(&request, calls.into_iter().map(reply).collect()));
+            return json_response(&batch_or_single(
+                &request,
+                calls.into_iter().map(reply).collect(),
+            ));
         }
         None => {}
     }
@@ -187,7 +215,10 @@ fn reply(chain: &SolanaTestChain, call: &Value) -> Value {
     let Some(method) = call.get("method").and_then(Value::as_str) else {
         return error_reply(id, -32600, "Invalid request");
     };
-    let params = call.get("params").cloned().unwrap_or(Value::Array(Vec::new()));
+    let params = call
+        .get("params")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
     match methods::call(chain, method, &params) {
         Ok(result) => json!({ "jsonrpc": "2.0", "result": result, "id": id }),
         Err(e) => json!({ "jsonrpc": "2.0", "error": e.to_json(), "id": id }),
@@ -211,5 +242,9 @@ fn batch_or_single(request: &Value, mut replies: Vec<Value>) -> Value {
 }
 
 fn json_response(body: &Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }

@@ -129,9 +129,8 @@ pub(crate) fn encoded_bytes(data: &[u8], encoding: Encoding) -> Value {
 /// An account in the node's `UiAccount` shape.
 pub(crate) fn ui_account(chain: &SolanaTestChain, account: &Account, encoding: Encoding) -> Value {
     let data = match encoding {
-        Encoding::JsonParsed => {
-            parsed_token_data(chain, account).unwrap_or_else(|| encoded_bytes(&account.data, Encoding::Base64))
-        }
+        Encoding::JsonParsed => parsed_token_data(chain, account)
+            .unwrap_or_else(|| encoded_bytes(&account.data, Encoding::Base64)),
         other => encoded_bytes(&account.data, other),
     };
     json!({
@@ -250,4 +249,32 @@ pub(crate) fn token_balance(balance: &TokenBalance) -> Value {
 /// Base58 strings of addresses.
 pub(crate) fn addresses(keys: &[Address]) -> Vec<String> {
     keys.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ui_amount_string_trims_like_the_node() {
+        assert_eq!(ui_amount_string(1_500_000, 6), "1.5");
+        assert_eq!(ui_amount_string(1_000_000, 6), "1");
+        assert_eq!(ui_amount_string(1, 6), "0.000001");
+        assert_eq!(ui_amount_string(0, 6), "0");
+        assert_eq!(ui_amount_string(42, 0), "42");
+    }
+
+    #[test]
+    fn transaction_errors_use_the_node_json_form() {
+        use solana_transaction_error::TransactionError as E;
+        let custom = E::InstructionError(2, solana_instruction::error::InstructionError::Custom(1));
+        assert_eq!(
+            transaction_error(&custom),
+            json!({"InstructionError": [2, {"Custom": 1}]})
+        );
+        assert_eq!(
+            transaction_error(&E::BlockhashNotFound),
+            json!("BlockhashNotFound")
+        );
+    }
 }
