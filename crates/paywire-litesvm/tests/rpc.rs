@@ -201,22 +201,28 @@ async fn a_co_signed_transfer_simulates_sends_confirms_and_moves_exactly_the_amo
 
     let got = f.result("getTransaction", json!([tx.signatures[0].to_string(), {"encoding": "json", "maxSupportedTransactionVersion": 0}])).await;
     assert_eq!(got["version"], "legacy");
-    let amounts = |list: &Value| -> Vec<String> {
-        list.as_array()
+    // Token balances are listed by account index; read them by owner.
+    let amount = |list: &Value, owner: &Pubkey| -> String {
+        let entry = list
+            .as_array()
             .unwrap()
             .iter()
-            .map(|b| b["uiTokenAmount"]["amount"].as_str().unwrap().to_owned())
-            .collect()
+            .find(|b| b["owner"] == owner.to_string())
+            .unwrap();
+        entry["uiTokenAmount"]["amount"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
-    assert_eq!(amounts(&got["meta"]["preTokenBalances"]), ["5000000", "0"]);
-    assert_eq!(
-        amounts(&got["meta"]["postTokenBalances"]),
-        ["4990000", "10000"]
+    let (pre, post) = (
+        &got["meta"]["preTokenBalances"],
+        &got["meta"]["postTokenBalances"],
     );
-    assert_eq!(
-        got["meta"]["postTokenBalances"][1]["owner"],
-        f.pay_to.to_string()
-    );
+    assert_eq!(amount(pre, &f.client.pubkey()), "5000000");
+    assert_eq!(amount(pre, &f.pay_to), "0");
+    assert_eq!(amount(post, &f.client.pubkey()), "4990000");
+    assert_eq!(amount(post, &f.pay_to), "10000");
+    assert_eq!(post[0]["mint"], f.mint.to_string());
 
     f.chain.warp_slots(32);
     assert_eq!(

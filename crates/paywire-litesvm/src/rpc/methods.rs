@@ -382,7 +382,7 @@ fn get_transaction(chain: &SolanaTestChain, params: &Params<'_>) -> Result<Value
             }
             json!(0)
         }
-        _ => json!(null),
+        VersionedMessage::V1(_) => json!(1),
     };
     let transaction = match encoding {
         Encoding::Base64 | Encoding::Base58 | Encoding::Binary => {
