@@ -652,3 +652,31 @@ async fn injected_failures_503_rpc_error_and_hang_then_recovery() {
     assert_eq!(f.result("getSlot", json!([])).await, 0, "answers again");
     assert_eq!(f.server.request_count("getSlot"), 4);
 }
+
+#[tokio::test]
+async fn fee_for_message_and_a_mint_at_a_chosen_address() {
+    let f = Fixture::new(TokenProgram::Token);
+    let message = f.payment_message(PRICE, f.blockhash().await);
+    let encoded =
+        B64.encode(wincode::serialize(&VersionedMessage::Legacy(message.clone())).unwrap());
+    let fee = f
+        .result(
+            "getFeeForMessage",
+            json!([encoded, {"commitment": "confirmed"}]),
+        )
+        .await;
+    assert_eq!(fee["value"], 10_001, "two signatures and the priority fee");
+    f.chain.expire_blockhash();
+    assert_eq!(
+        f.result("getFeeForMessage", json!([encoded])).await["value"],
+        Value::Null
+    );
+
+    let usdc: Pubkey = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
+        .parse()
+        .unwrap();
+    f.chain.create_mint_at(&usdc, TokenProgram::Token, 6);
+    f.chain.mint_to(&usdc, &f.client.pubkey(), 7);
+    assert_eq!(f.chain.token_balance(&f.client.pubkey(), &usdc), 7);
+    assert_eq!(f.chain.mint(&usdc).unwrap().supply, 7);
+}
