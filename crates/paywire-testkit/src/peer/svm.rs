@@ -101,7 +101,7 @@ mod tests {
                 .source
                 .contains("new ExactSvmScheme(signer, { rpcUrl: config.rpcUrl })")
         );
-        assert!(!SVM_CLIENT_SCRIPT.source.contains("registerExactSvmScheme"));
+        assert!(!SVM_CLIENT_SCRIPT.source.contains("registerExactSvmScheme("));
         let facts = include_str!("../../../../tests/svm-interop/FACTS.md");
         for network in TS_SVM_NETWORKS {
             assert!(facts.contains(network), "{network} missing from FACTS.md");
