@@ -1,9 +1,10 @@
 //! The official x402 TypeScript SDK as an interop peer: a facilitator, an express resource
-//! server and a one-shot fetch client, each a small Node script of ours (in `peer/`, next to
-//! the pinned `package.json` and `package-lock.json`) that imports the SDK.
+//! server and one-shot fetch clients (EVM, and Solana in [`ts_svm_client_fetch`]), each a small
+//! Node script of ours (in `peer/`, next to the pinned `package.json` and `package-lock.json`)
+//! that imports the SDK.
 //!
-//! The npm packages (`@x402/core`, `@x402/evm`, `@x402/express`, `@x402/fetch` 2.27.0,
-//! `express`, `viem`) are installed with `npm ci` from the committed lock file into
+//! The npm packages (`@x402/core`, `@x402/evm`, `@x402/express`, `@x402/extensions`,
+//! `@x402/fetch`, `@x402/svm` 2.27.0, `@solana/kit`, `express`, `viem`) are installed with `npm ci` from the committed lock file into
 //! `<cache>/npm-peer-<hash>` ([`peer_prefix`], the cache of [`crate::install::cache_dir`]),
 //! once per lock file and under a `flock`, so concurrent test binaries install only once.
 //!
@@ -40,7 +41,9 @@ use paywire_devnet::support::{lock, make_temp_dir, spawn_tied_to_process, tail, 
 use paywire_devnet::{Devnet, DevnetError, Result, USDC_NAME, USDC_VERSION};
 
 mod siwx;
+mod svm;
 pub use siwx::{TsExchange, TsSiwxResponse, ts_siwx_fetch};
+pub use svm::{TS_SVM_NETWORKS, TsSvmFetchResponse, ts_svm_client_fetch};
 
 /// The pinned `package.json` of the peer scripts.
 pub const PACKAGE_JSON: &str = include_str!("../peer/package.json");
@@ -598,6 +601,8 @@ mod tests {
             "@x402/express",
             "@x402/extensions",
             "@x402/fetch",
+            "@x402/svm",
+            "@solana/kit",
             "express",
             "viem",
         ] {
