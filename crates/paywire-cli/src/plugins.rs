@@ -8,7 +8,9 @@ use paywire_core::{NetworkDirectory, PluginRegistry};
 
 /// Every chain plugin this binary registers.
 pub(crate) fn registry() -> PluginRegistry {
-    PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin))
+    PluginRegistry::new()
+        .with(Arc::new(paywire_evm::EvmPlugin))
+        .with(Arc::new(paywire_svm::SvmPlugin))
 }
 
 /// Every network name the registered plugins contribute.
