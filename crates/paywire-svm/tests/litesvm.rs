@@ -60,7 +60,10 @@ impl Devnet {
         let usdc: Address = DEVNET_USDC.parse().expect("mint");
         chain.create_mint_at(&usdc, TokenProgram::Token, 6);
         let (fee_payer_seed, payer_seed) = ([0xfe; 32], [0xa1; 32]);
-        chain.airdrop(&SvmKeypair::from_seed(&fee_payer_seed).address(), 10_000_000_000);
+        chain.airdrop(
+            &SvmKeypair::from_seed(&fee_payer_seed).address(),
+            10_000_000_000,
+        );
         let payer = SvmKeypair::from_seed(&payer_seed).address();
         chain.airdrop(&payer, 1_000_000_000);
         chain.mint_to(&usdc, &payer, 1_000_000);
@@ -173,10 +176,7 @@ fn sqlite_store(dir: &Path) -> String {
 async fn signed_header(client: &X402Client, http: &reqwest::Client, url: &str) -> String {
     let unpaid = http.get(url).send().await.expect("unpaid request");
     assert_eq!(unpaid.status().as_u16(), 402);
-    let required = client
-        .read_payment_required(unpaid)
-        .await
-        .expect("offer");
+    let required = client.read_payment_required(unpaid).await.expect("offer");
     client.prepare(&required).await.expect("signed").header
 }
 
@@ -185,6 +185,14 @@ fn decode_header(header: &str) -> PaymentPayload {
         .decode(header)
         .expect("base64");
     serde_json::from_slice(&json).expect("payment payload")
+}
+
+/// The `payment-identifier` id a payment carries, if any.
+fn payment_id(payment: &PaymentPayload) -> Option<String> {
+    let extensions = serde_json::to_value(payment.extensions.as_ref()?).ok()?;
+    extensions["payment-identifier"]["info"]["id"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// `POST /settle` of `payment` at `facilitator`, as a resource server sends it.
@@ -208,16 +216,25 @@ async fn settle(http: &reqwest::Client, facilitator: &str, payment: &PaymentPayl
 async fn our_client_pays_our_gateway_through_our_facilitator_on_the_solana_runtime() -> TestResult {
     let devnet = Devnet::start()?;
     let dir = tempfile::tempdir()?;
-    let (facilitator, _stop) = facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
+    let (facilitator, _stop) =
+        facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
     let url = gateway(&facilitator, &devnet.merchant).await;
     let http = reqwest::Client::new();
 
     let unpaid = http.get(&url).send().await?;
     assert_eq!(unpaid.status().as_u16(), 402);
-    let required = devnet.client(devnet.payer_seed).read_payment_required(unpaid).await?;
+    let required = devnet
+        .client(devnet.payer_seed)
+        .read_payment_required(unpaid)
+        .await?;
     let offer = &required.accepts[0];
-    assert_eq!((offer.network.as_str(), offer.asset.as_str()), (DEVNET, DEVNET_USDC));
-    let fee_payer = SvmKeypair::from_seed(&devnet.fee_payer_seed).address().to_string();
+    assert_eq!(
+        (offer.network.as_str(), offer.asset.as_str()),
+        (DEVNET, DEVNET_USDC)
+    );
+    let fee_payer = SvmKeypair::from_seed(&devnet.fee_payer_seed)
+        .address()
+        .to_string();
     assert_eq!(
         offer.extra.as_ref().and_then(|e| e["feePayer"].as_str()),
         Some(fee_payer.as_str()),
@@ -233,18 +250,40 @@ async fn our_client_pays_our_gateway_through_our_facilitator_on_the_solana_runti
         .and_then(|v| decode_payment_response(v.as_bytes()).ok())
         .expect("a receipt");
     assert!(receipt.success);
-    assert_eq!(receipt.payer.as_deref(), Some(devnet.payer().to_string().as_str()));
+    assert_eq!(
+        receipt.payer.as_deref(),
+        Some(devnet.payer().to_string().as_str())
+    );
     assert_eq!(response.text().await?, "solana report");
-    assert_eq!(devnet.balances(), (1_000_000 - PRICE, PRICE), "exactly the price moved");
+    assert_eq!(
+        devnet.balances(),
+        (1_000_000 - PRICE, PRICE),
+        "exactly the price moved"
+    );
     let signature = receipt.transaction.parse()?;
-    assert!(devnet.chain.signature_status(&signature).is_some(), "the receipt names the landed transaction");
+    assert!(
+        devnet.chain.signature_status(&signature).is_some(),
+        "the receipt names the landed transaction"
+    );
 
     // The very same signed transaction again: nothing is served, nothing moves.
     let header = signed_header(&client, &http, &url).await;
-    let first = http.get(&url).header(PAYMENT_SIGNATURE_HEADER, &header).send().await?;
+    let first = http
+        .get(&url)
+        .header(PAYMENT_SIGNATURE_HEADER, &header)
+        .send()
+        .await?;
     assert_eq!(first.status().as_u16(), 200);
-    let again = http.get(&url).header(PAYMENT_SIGNATURE_HEADER, &header).send().await?;
-    assert_ne!(again.status().as_u16(), 200, "a replayed transaction buys nothing");
+    let again = http
+        .get(&url)
+        .header(PAYMENT_SIGNATURE_HEADER, &header)
+        .send()
+        .await?;
+    assert_ne!(
+        again.status().as_u16(),
+        200,
+        "a replayed transaction buys nothing"
+    );
     assert_eq!(devnet.balances(), (1_000_000 - 2 * PRICE, 2 * PRICE));
     assert_eq!(devnet.chain.sends().executed, 2);
     Ok(())
@@ -258,10 +297,23 @@ async fn one_transaction_settles_once_also_after_a_facilitator_restart() -> Test
     let (first, stop_first) = facilitator(&devnet.facilitator_config(&store)).await;
     let url = gateway(&first, &devnet.merchant).await;
     let http = reqwest::Client::new();
-    let payment = decode_header(&signed_header(&devnet.client(devnet.payer_seed), &http, &url).await);
-
-    let settled = settle(&http, &first, &payment).await;
+    let signed =
+        decode_header(&signed_header(&devnet.client(devnet.payer_seed), &http, &url).await);
+    // Our client sends a `payment-identifier`: a retry carrying it is
+    // idempotent (the same answer, nothing sent again).
+    assert!(payment_id(&signed).is_some());
+    let settled = settle(&http, &first, &signed).await;
     assert_eq!(settled["success"], true, "{settled}");
+    let retried = settle(&http, &first, &signed).await;
+    assert_eq!(
+        retried, settled,
+        "the same answer to the same payment identifier"
+    );
+    assert_eq!(devnet.chain.sends().received, 1, "nothing was sent again");
+
+    // The same transaction without the identifier: a replay.
+    let mut payment = signed.clone();
+    payment.extensions = None;
     let again = settle(&http, &first, &payment).await;
     assert_eq!(again["success"], false, "{again}");
     assert_eq!(again["transaction"], "", "{again}");
@@ -272,7 +324,12 @@ async fn one_transaction_settles_once_also_after_a_facilitator_restart() -> Test
     let (second, _stop) = facilitator(&devnet.facilitator_config(&store)).await;
     let after_restart = settle(&http, &second, &payment).await;
     assert_eq!(after_restart["success"], false, "{after_restart}");
+    let mut reworded = payment.clone();
+    reworded.accepted.max_timeout_seconds += 1;
+    let reworded = settle(&http, &second, &reworded).await;
+    assert_eq!(reworded["success"], false, "{reworded}");
     assert_eq!(devnet.balances(), (1_000_000 - PRICE, PRICE), "moved once");
+    assert_eq!(devnet.chain.sends().executed, 1);
     Ok(())
 }
 
@@ -288,10 +345,12 @@ async fn two_facilitators_on_one_postgres_settle_one_transaction_once() -> TestR
     let url = gateway(&first, &devnet.merchant).await;
     let http = reqwest::Client::new();
     let client = devnet.client(devnet.payer_seed);
-    let payment = decode_header(&signed_header(&client, &http, &url).await);
-    // The same transaction under another description: one spend, two spellings.
+    let mut payment = decode_header(&signed_header(&client, &http, &url).await);
+    // Anonymous callers: no payment identifier makes one a retry of another.
+    payment.extensions = None;
+    // The same transaction under other requirements: one spend, two spellings.
     let mut reworded = payment.clone();
-    reworded.resource = None;
+    reworded.accepted.max_timeout_seconds += 1;
 
     // Hold the chain's execution so both settlements are in flight together.
     devnet.chain.hold_sends(true);
@@ -306,7 +365,10 @@ async fn two_facilitators_on_one_postgres_settle_one_transaction_once() -> TestR
         }
     );
     let answers = [&a, &b, &c];
-    let successes = answers.iter().filter(|answer| answer["success"] == true).count();
+    let successes = answers
+        .iter()
+        .filter(|answer| answer["success"] == true)
+        .count();
     assert_eq!(successes, 1, "exactly one success: {answers:?}");
     assert_eq!(devnet.balances(), (1_000_000 - PRICE, PRICE), "moved once");
     assert_eq!(devnet.chain.sends().executed, 1);
@@ -317,7 +379,8 @@ async fn two_facilitators_on_one_postgres_settle_one_transaction_once() -> TestR
 async fn the_official_typescript_client_pays_our_gateway_through_our_facilitator() -> TestResult {
     let devnet = Devnet::start()?;
     let dir = tempfile::tempdir()?;
-    let (facilitator, _stop) = facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
+    let (facilitator, _stop) =
+        facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
     let url = gateway(&facilitator, &devnet.merchant).await;
 
     let paid = paywire_testkit::peer::ts_svm_client_fetch(
@@ -331,10 +394,17 @@ async fn the_official_typescript_client_pays_our_gateway_through_our_facilitator
     assert_eq!(paid.response.status, 200, "{:?}", paid.response.body);
     assert_eq!(paid.response.body, "solana report");
     assert_eq!(paid.payment_signature_headers.len(), 1, "paid once");
-    let receipt = paid.response.payment_response.expect("the SDK decoded our receipt");
+    let receipt = paid
+        .response
+        .payment_response
+        .expect("the SDK decoded our receipt");
     assert_eq!(receipt["success"], true, "{receipt}");
     assert_eq!(receipt["network"], DEVNET);
-    assert_eq!(devnet.balances(), (1_000_000 - PRICE, PRICE), "exactly the price moved");
+    assert_eq!(
+        devnet.balances(),
+        (1_000_000 - PRICE, PRICE),
+        "exactly the price moved"
+    );
     Ok(())
 }
 
@@ -364,7 +434,11 @@ fn seed(hex: &Value) -> [u8; 32] {
 }
 
 fn address(value: &Value) -> Address {
-    value.as_str().expect("address").parse().expect("base58 address")
+    value
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("base58 address")
 }
 
 fn vectors() -> Vec<Vector> {
@@ -373,17 +447,21 @@ fn vectors() -> Vec<Vector> {
     all.into_iter()
         .map(|v| {
             let inputs = &v["inputs"];
-            let network = v["requirements"]["network"].as_str().expect("network").to_owned();
+            let network = v["requirements"]["network"]
+                .as_str()
+                .expect("network")
+                .to_owned();
             let genesis = if network == DEVNET {
                 DEVNET_GENESIS_HASH
             } else {
                 paywire_litesvm::MAINNET_GENESIS_HASH
             };
-            let token_program = if inputs["tokenProgram"] == paywire_svm::tx::TOKEN_2022_PROGRAM.to_string() {
-                TokenProgram::Token2022
-            } else {
-                TokenProgram::Token
-            };
+            let token_program =
+                if inputs["tokenProgram"] == paywire_svm::tx::TOKEN_2022_PROGRAM.to_string() {
+                    TokenProgram::Token2022
+                } else {
+                    TokenProgram::Token
+                };
             Vector {
                 name: v["name"].as_str().expect("name").to_owned(),
                 payment: serde_json::from_value(v["paymentPayload"].clone()).expect("payload"),
@@ -414,7 +492,10 @@ fn chain_for(vector: &Vector) -> Arc<SolanaTestChain> {
     ));
     chain.with_svm(|svm| *svm = std::mem::take(svm).with_blockhash_check(false));
     chain.create_mint_at(&vector.mint, vector.token_program, vector.decimals);
-    chain.airdrop(&SvmKeypair::from_seed(&vector.fee_payer_seed).address(), 1_000_000_000);
+    chain.airdrop(
+        &SvmKeypair::from_seed(&vector.fee_payer_seed).address(),
+        1_000_000_000,
+    );
     chain.airdrop(&vector.client, 1_000_000_000);
     chain.mint_to(&vector.mint, &vector.client, vector.amount);
     chain.create_ata(&vector.pay_to, &vector.mint);
@@ -430,13 +511,18 @@ async fn payloads_of_the_official_client_verify_and_settle_on_our_facilitator() 
         let chain = chain_for(&vector);
         let rpc = RpcServer::start(Arc::clone(&chain))?;
         let dir = tempfile::tempdir()?;
+        // The facilitator sponsors only the mints it lists (the clusters'
+        // USDC by default): the vectors' other mints are configured.
         let text = format!(
             "store = {:?}\n[[chains]]\nnetwork = \"{}\"\nrpc_urls = [\"{}\"]\n\
-             fee_payer_private_keys = [\"{}\"]\n",
+             fee_payer_private_keys = [\"{}\"]\n\
+             [[chains.assets]]\nmint = \"{}\"\nsymbol = \"TKN\"\ndecimals = {}\n",
             sqlite_store(dir.path()),
             vector.network,
             rpc.url(),
-            secret_base58(vector.fee_payer_seed)
+            secret_base58(vector.fee_payer_seed),
+            vector.mint,
+            vector.decimals
         );
         let (facilitator, _stop) = facilitator(&text).await;
         let body = json!({
@@ -452,7 +538,12 @@ async fn payloads_of_the_official_client_verify_and_settle_on_our_facilitator() 
             .json()
             .await?;
         assert_eq!(verified["isValid"], true, "{}: {verified}", vector.name);
-        assert_eq!(verified["payer"], vector.client.to_string(), "{}", vector.name);
+        assert_eq!(
+            verified["payer"],
+            vector.client.to_string(),
+            "{}",
+            vector.name
+        );
         let settled = settle(&http, &facilitator, &vector.payment).await;
         assert_eq!(settled["success"], true, "{}: {settled}", vector.name);
         assert_eq!(
@@ -472,13 +563,18 @@ async fn payloads_of_the_official_client_verify_and_settle_on_our_facilitator() 
 async fn a_payment_whose_blockhash_expired_is_refused_and_moves_nothing() -> TestResult {
     let devnet = Devnet::start()?;
     let dir = tempfile::tempdir()?;
-    let (facilitator, _stop) = facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
+    let (facilitator, _stop) =
+        facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
     let url = gateway(&facilitator, &devnet.merchant).await;
     let http = reqwest::Client::new();
     let header = signed_header(&devnet.client(devnet.payer_seed), &http, &url).await;
     devnet.chain.expire_blockhash();
 
-    let refused = http.get(&url).header(PAYMENT_SIGNATURE_HEADER, &header).send().await?;
+    let refused = http
+        .get(&url)
+        .header(PAYMENT_SIGNATURE_HEADER, &header)
+        .send()
+        .await?;
     assert_eq!(refused.status().as_u16(), 402);
     let settled = settle(&http, &facilitator, &decode_header(&header)).await;
     assert_eq!(settled["success"], false, "{settled}");

@@ -587,7 +587,7 @@ mod tests {
                 &self.fee_payer.address(),
                 instructions,
                 &[],
-                self.plan.blockhash.clone(),
+                self.plan.blockhash,
             )
             .unwrap();
             sign_all(VersionedMessage::V0(message), &self.payer, others)
