@@ -79,9 +79,8 @@ pub fn build_payment(
         transfer.instruction(),
         tx::memo(&plan.memo),
     ];
-    let message =
-        v0::Message::try_compile(&plan.fee_payer, &instructions, &[], plan.blockhash)
-            .map_err(|e| SchemeError::Signing(format!("cannot compile the transaction: {e}")))?;
+    let message = v0::Message::try_compile(&plan.fee_payer, &instructions, &[], plan.blockhash)
+        .map_err(|e| SchemeError::Signing(format!("cannot compile the transaction: {e}")))?;
     let message = VersionedMessage::V0(message);
     let signature = payer.sign(&tx::message_bytes(&message));
     Ok(VersionedTransaction {
