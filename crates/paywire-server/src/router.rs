@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paywire_core::{
-    BoxFuture, ChainId, Facilitator, FacilitatorError, FacilitatorRequest, SettleResponse,
-    SupportedResponse, VerifyResponse,
+    BoxFuture, Facilitator, FacilitatorError, FacilitatorRequest, PaymentRequirements,
+    SettleResponse, SupportedKind, SupportedResponse, VerifyResponse,
 };
 
 use crate::http_facilitator::request_not_sent;
@@ -117,25 +117,39 @@ impl FacilitatorRouter {
         }
     }
 
-    /// Facilitators listing (scheme, network), in preference order; or the
-    /// error explaining why there are none.
+    /// Facilitators listing the requirements' (scheme, network), in
+    /// preference order; or the error explaining why there are none. When
+    /// the requirements carry data from a facilitator's `/supported` kind
+    /// (a Solana fee payer), only the facilitators whose kind agrees are
+    /// asked: the others would refuse a payment made out to another sponsor.
     async fn candidates(
         &self,
-        scheme: &str,
-        network: &ChainId,
+        requirements: &PaymentRequirements,
     ) -> Result<Vec<&Member>, FacilitatorError> {
-        let mut found = Vec::new();
+        let (scheme, network) = (&requirements.scheme, &requirements.network);
+        let (mut agreeing, mut listing) = (Vec::new(), Vec::new());
         let mut last_error = None;
         for member in &self.members {
             match self.supported_of(member).await {
-                Ok(supported) if supported.kind(scheme, network).is_some() => found.push(member),
-                Ok(_) => {}
+                Ok(supported) => {
+                    if let Some(kind) = supported.kind(scheme, network) {
+                        listing.push(member);
+                        if kind_agrees(kind, requirements) {
+                            agreeing.push(member);
+                        }
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, "facilitator /supported failed");
                     last_error = Some(error);
                 }
             }
         }
+        let found = if agreeing.is_empty() {
+            listing
+        } else {
+            agreeing
+        };
         if found.is_empty() {
             return Err(last_error.unwrap_or_else(|| {
                 FacilitatorError::BadRequest(format!(
@@ -147,6 +161,17 @@ impl FacilitatorRouter {
     }
 }
 
+/// Whether every `extra` value of the facilitator's `kind` that the
+/// requirements repeat is the same there (no `extra` agrees with anything).
+fn kind_agrees(kind: &SupportedKind, requirements: &PaymentRequirements) -> bool {
+    let (Some(offered), Some(required)) = (&kind.extra, &requirements.extra) else {
+        return true;
+    };
+    offered
+        .iter()
+        .all(|(key, value)| required.get(key).is_none_or(|required| required == value))
+}
+
 impl Facilitator for FacilitatorRouter {
     fn verify<'a>(
         &'a self,
@@ -154,9 +179,7 @@ impl Facilitator for FacilitatorRouter {
     ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
         Box::pin(async move {
             let requirements = &request.payment_requirements;
-            let candidates = self
-                .candidates(&requirements.scheme, &requirements.network)
-                .await?;
+            let candidates = self.candidates(requirements).await?;
             let mut last = None;
             for member in candidates {
                 match member.facilitator.verify(request).await {
@@ -178,9 +201,7 @@ impl Facilitator for FacilitatorRouter {
     ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
         Box::pin(async move {
             let requirements = &request.payment_requirements;
-            let candidates = self
-                .candidates(&requirements.scheme, &requirements.network)
-                .await?;
+            let candidates = self.candidates(requirements).await?;
             let mut last = None;
             for member in candidates {
                 match member.facilitator.settle(request).await {

@@ -294,3 +294,79 @@ async fn facilitator_answers_are_read_up_to_a_bound() {
     assert!(request_not_sent(&error), "{error}");
     assert!(!error.to_string().contains("secret-key-path"), "{error}");
 }
+
+/// A facilitator whose `/supported` lists `sponsored` on one network with
+/// its own `sponsor`, and that counts the verifications it is asked.
+struct Sponsor {
+    name: &'static str,
+    verified: AtomicUsize,
+}
+
+impl Facilitator for Sponsor {
+    fn verify<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+        self.verified.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(serde_json::from_str(VALID).expect("valid")) })
+    }
+
+    fn settle<'a>(
+        &'a self,
+        _: &'a FacilitatorRequest,
+    ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+        Box::pin(async { Err(FacilitatorError::Transport("not here".into())) })
+    }
+
+    fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+        let name = self.name;
+        Box::pin(async move {
+            Ok(
+                serde_json::from_value(json!({"kinds": [{"x402Version": 2, "scheme": "sponsored",
+                "network": "solana:x", "extra": {"sponsor": name}}]}))
+                .expect("supported"),
+            )
+        })
+    }
+}
+
+#[tokio::test]
+async fn router_asks_the_facilitator_whose_supported_data_the_requirements_carry() {
+    let first = Arc::new(Sponsor {
+        name: "first",
+        verified: AtomicUsize::new(0),
+    });
+    let second = Arc::new(Sponsor {
+        name: "second",
+        verified: AtomicUsize::new(0),
+    });
+    let router = FacilitatorRouter::new(vec![first.clone(), second.clone()]);
+    let request_for = |sponsor: &str| {
+        let mut request = request();
+        request.payment_requirements.scheme = "sponsored".into();
+        request.payment_requirements.network = ChainId::parse("solana:x").expect("network");
+        let mut extra = JsonObject::new();
+        extra.insert("sponsor".into(), json!(sponsor));
+        request.payment_requirements.extra = Some(extra);
+        request
+    };
+    router
+        .verify(&request_for("second"))
+        .await
+        .expect("verified");
+    assert_eq!(
+        (
+            first.verified.load(Ordering::SeqCst),
+            second.verified.load(Ordering::SeqCst)
+        ),
+        (0, 1),
+        "the payment names the second facilitator's sponsor"
+    );
+    // Data no facilitator published (a merchant's own sponsor): every
+    // facilitator listing the kind remains a candidate, in order.
+    router
+        .verify(&request_for("merchant"))
+        .await
+        .expect("verified");
+    assert_eq!(first.verified.load(Ordering::SeqCst), 1);
+}
