@@ -93,6 +93,7 @@ impl Chains {
 
     /// One facilitator, one `[[chains]]` entry per chain family.
     async fn facilitator(&self, store: &std::path::Path) -> String {
+        let store = store.display().to_string();
         let text = format!(
             "store = {store:?}\nreceipt_timeout_seconds = 20\n\
              [[chains]]\nnetwork = \"{evm}\"\nrpc_urls = [\"{evm_rpc}\"]\n\
