@@ -82,6 +82,9 @@ fn default_max_compute_units() -> u32 {
 fn default_max_price() -> u64 {
     Policy::default().max_compute_unit_price
 }
+fn default_max_priority_fee() -> u64 {
+    Policy::default().max_priority_fee_lamports
+}
 
 /// A facilitator's `[[chains]]` entry for a Solana cluster.
 #[derive(Deserialize)]
@@ -97,6 +100,8 @@ struct ChainEntry {
     max_compute_units: u32,
     #[serde(default = "default_max_price")]
     max_compute_unit_price_micro_lamports: u64,
+    #[serde(default = "default_max_priority_fee")]
+    max_priority_fee_lamports: u64,
     #[serde(default)]
     create_destination_ata: bool,
     #[serde(default)]
@@ -180,6 +185,13 @@ impl SvmPlugin {
     ) -> Result<SvmChain, PluginError> {
         let parsed: ChainEntry = table(entry)?;
         let at = &entry.at;
+        if parsed.commitment == Commitment::Processed {
+            // A processed transaction may still be rolled back: never a settlement.
+            return Err(PluginError::config(
+                format!("{at}.commitment"),
+                "settlements need `confirmed` or `finalized`",
+            ));
+        }
         let rpc = SvmRpc::new(&parsed.rpc_urls, settings.rpc_timeout)
             .map_err(|e| PluginError::config(format!("{at}.rpc_urls"), e.to_string()))?
             .with_commitment(parsed.commitment);
@@ -222,6 +234,7 @@ impl SvmPlugin {
         let mut chain = SvmChain::new(entry.network.clone(), Arc::new(rpc), fee_payers);
         chain.policy.max_compute_units = parsed.max_compute_units;
         chain.policy.max_compute_unit_price = parsed.max_compute_unit_price_micro_lamports;
+        chain.policy.max_priority_fee_lamports = parsed.max_priority_fee_lamports;
         chain.policy.create_destination_ata = parsed.create_destination_ata;
         chain.allowed_mint_extensions = parsed.allowed_mint_extensions;
         chain.assets = assets;
@@ -229,10 +242,24 @@ impl SvmPlugin {
     }
 
     fn facilitator_parts(config: &FacilitatorConfig) -> Result<FacilitatorParts, PluginError> {
-        let mut chains = Vec::new();
+        let mut chains: Vec<SvmChain> = Vec::new();
         let mut parts = FacilitatorParts::default();
         for entry in &config.entries {
             let chain = Self::chain(entry, &config.settings)?;
+            if chains.iter().any(|c| c.network == chain.network) {
+                return Err(PluginError::config(
+                    format!("{}.network", entry.at),
+                    format!("{} has another entry already", chain.network),
+                ));
+            }
+            if chain.policy.create_destination_ata && !config.settle_authenticated {
+                // Anyone could have the sponsor pay rent for token accounts
+                // they then close and reclaim.
+                return Err(PluginError::config(
+                    format!("{}.create_destination_ata", entry.at),
+                    "creating token accounts costs the sponsor rent: only with API keys on /settle",
+                ));
+            }
             let signers = chain
                 .fee_payers
                 .iter()

@@ -21,10 +21,13 @@ reasons! {
     UNDECODABLE = "invalid_exact_svm_payload_transaction_could_not_be_decoded";
     /// Too many, too few, or unknown instructions.
     INSTRUCTIONS_LENGTH = "invalid_exact_svm_payload_transaction_instructions_length";
-    /// A compute-limit instruction is malformed, repeated or over the cap.
+    /// The compute unit limit is missing, repeated or malformed, or another
+    /// compute budget instruction is present.
     COMPUTE_LIMIT = "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction";
-    /// A compute-price instruction is malformed or repeated, or another
-    /// compute-budget instruction is present.
+    /// The compute unit limit is over the cap.
+    COMPUTE_LIMIT_TOO_HIGH =
+        "invalid_exact_svm_payload_transaction_instructions_compute_limit_instruction_too_high";
+    /// The compute unit price is missing, repeated or malformed.
     COMPUTE_PRICE = "invalid_exact_svm_payload_transaction_instructions_compute_price_instruction";
     /// The compute unit price is above the facilitator's cap.
     COMPUTE_PRICE_TOO_HIGH =

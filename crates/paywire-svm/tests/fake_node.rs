@@ -282,12 +282,20 @@ async fn our_client_pays_and_a_resubmission_is_never_a_second_success() {
     assert!(key.starts_with("svm-exact:"));
     let lookup = world
         .facilitator
-        .lookup_settlement(&payload, &requirements, None)
+        .lookup_settlement(&payload, &requirements, Some(&settled.transaction))
         .await
         .unwrap();
     assert!(
         matches!(lookup, Some(SettlementLookup::Settled(ref r)) if r.transaction == settled.transaction)
     );
+    // Without a recorded signature nothing was sent, and the fee payer
+    // signs nothing to find out.
+    let lookup = world
+        .facilitator
+        .lookup_settlement(&payload, &requirements, None)
+        .await
+        .unwrap();
+    assert!(lookup.is_none(), "{lookup:?}");
 }
 
 /// A second facilitator (another process) that sees the signature already
@@ -360,9 +368,11 @@ async fn an_expired_blockhash_is_refused_and_an_unsent_payment_is_unsettleable()
         .await
         .unwrap();
     assert_eq!(verified.invalid_reason, Some(reasons::BLOCKHASH_EXPIRED));
+    // A signature recorded before a crash that never reached the chain.
+    let never_sent = bs58::encode([5_u8; 64]).into_string();
     let lookup = world
         .facilitator
-        .lookup_settlement(&payload, &requirements, None)
+        .lookup_settlement(&payload, &requirements, Some(&never_sent))
         .await
         .unwrap();
     assert!(
@@ -550,6 +560,44 @@ async fn the_plugin_builds_a_facilitator_probe_and_wallet_from_tables() {
             "{error}"
         );
     }
+
+    // Risky settings are refused: token account creation without API keys
+    // on /settle (anyone could farm the rent), `processed` settlements (they
+    // may roll back), and two entries for one cluster.
+    let good = json!({"network": NETWORK, "rpc_urls": [world.url.clone()],
+        "fee_payer_private_keys": [key.clone()]});
+    let with = |key: &str, value: Value| {
+        let mut table = good.clone();
+        table[key] = value;
+        table
+    };
+    let create = with("create_destination_ata", json!(true));
+    let processed = with("commitment", json!("processed"));
+    for (tables, named) in [
+        (vec![create.clone()], "chains[0].create_destination_ata"),
+        (vec![processed], "chains[0].commitment"),
+        (vec![good.clone(), good.clone()], "chains[1].network"),
+    ] {
+        config.entries = tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, table)| ConfigEntry::new(network.clone(), format!("chains[{i}]"), table))
+            .collect();
+        let error = SvmPlugin
+            .facilitator(&config)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with(named), "{named}: {error}");
+    }
+    config.entries = vec![ConfigEntry::new(network.clone(), "chains[0]", create)];
+    config.settle_authenticated = true;
+    assert!(
+        SvmPlugin.facilitator(&config).await.is_ok(),
+        "with API keys on /settle, creation may be turned on"
+    );
+    config.settle_authenticated = false;
 
     let mut wallet = WalletConfig::new(Secret::new(
         bs58::encode({

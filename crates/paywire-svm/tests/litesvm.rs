@@ -587,3 +587,45 @@ async fn a_payment_whose_blockhash_expired_is_refused_and_moves_nothing() -> Tes
     assert_eq!(devnet.chain.sends().received, 0, "nothing was sent");
     Ok(())
 }
+
+/// A payer who signs two payments that each spend their whole balance and
+/// settles both at once: one settlement at a time per payer, so the second
+/// is simulated after the first landed and refused before anything is sent
+/// (else it would fail on chain, with the sponsor paying its fee).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_payments_of_one_payer_that_cannot_both_land_send_one_transaction() -> TestResult {
+    let devnet = Devnet::start()?;
+    let poor_seed = [0xb2; 32];
+    let poor = SvmKeypair::from_seed(&poor_seed).address();
+    devnet.chain.airdrop(&poor, 1_000_000_000);
+    devnet.chain.mint_to(&devnet.usdc, &poor, PRICE);
+    let dir = tempfile::tempdir()?;
+    let (facilitator, _stop) =
+        facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
+    let url = gateway(&facilitator, &devnet.merchant).await;
+    let http = reqwest::Client::new();
+    let client = devnet.client(poor_seed);
+    let first = decode_header(&signed_header(&client, &http, &url).await);
+    let second = decode_header(&signed_header(&client, &http, &url).await);
+    assert_ne!(
+        first.payload, second.payload,
+        "two transactions (two memos)"
+    );
+
+    let (a, b) = tokio::join!(
+        settle(&http, &facilitator, &first),
+        settle(&http, &facilitator, &second)
+    );
+    let successes = [&a, &b]
+        .iter()
+        .filter(|answer| answer["success"] == true)
+        .count();
+    assert_eq!(successes, 1, "{a} {b}");
+    assert_eq!(
+        devnet.chain.sends().received,
+        1,
+        "the second was never sent"
+    );
+    assert_eq!(devnet.chain.token_balance(&poor, &devnet.usdc), 0);
+    Ok(())
+}

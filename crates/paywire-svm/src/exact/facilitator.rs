@@ -81,7 +81,58 @@ pub struct ExactSvmFacilitator {
     order: Vec<ChainId>,
     mints: MintCache,
     dedup: DedupGuard,
+    payers: PayerLocks,
     receipt_timeout: Duration,
+}
+
+/// One settlement at a time per paying account (in this process): a payer
+/// who sends several payments at once, each spending their whole balance,
+/// would otherwise pass every simulation and leave the sponsor paying the
+/// fees of the ones that fail on chain. The next one is checked, simulation
+/// included, only once the previous one is decided.
+#[derive(Debug, Default)]
+struct PayerLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl PayerLocks {
+    async fn lock(&self, payer: &str) -> PayerGuard<'_> {
+        let lock = {
+            let mut map = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(map.entry(payer.to_owned()).or_default())
+        };
+        let guard = Arc::clone(&lock).lock_owned().await;
+        PayerGuard {
+            locks: self,
+            payer: payer.to_owned(),
+            _guard: guard,
+        }
+    }
+}
+
+/// Held while one payer's settlement runs; forgets idle payers on drop.
+struct PayerGuard<'a> {
+    locks: &'a PayerLocks,
+    payer: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for PayerGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .locks
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Two references: the map's and this guard's lock.
+        if map
+            .get(&self.payer)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            map.remove(&self.payer);
+        }
+    }
 }
 
 type Outcome<T> = Result<Result<T, Refusal>, SchemeError>;
@@ -100,6 +151,7 @@ impl ExactSvmFacilitator {
             order,
             mints: MintCache::default(),
             dedup: DedupGuard::default(),
+            payers: PayerLocks::default(),
             receipt_timeout,
         }
     }
@@ -244,42 +296,41 @@ impl ExactSvmFacilitator {
         let fee_signature = checked.fee_payer.sign(&message);
         transaction.signatures[0] = fee_signature;
         let signature = fee_signature.to_string();
-        let statuses = chain
-            .rpc
-            .signature_statuses(std::slice::from_ref(&signature))
-            .await;
-        let known = match statuses {
-            Ok(statuses) => statuses.first().is_some_and(Option::is_some),
-            Err(error) => {
+        // Recorded before the signature leaves the process (even in a
+        // status query): a crash never forgets a transaction that may land.
+        let recorded = observer.before_broadcast(&network, &signature).await;
+        // The ledger refuses a transaction another payload claimed; either
+        // way, one the chain already knows is a duplicate.
+        match (
+            chain
+                .rpc
+                .signature_statuses(std::slice::from_ref(&signature))
+                .await,
+            recorded,
+        ) {
+            (Ok(statuses), _) if statuses.first().is_some_and(Option::is_some) => {
+                return Ok(failed(
+                    ErrorReason::DUPLICATE_SETTLEMENT,
+                    "this transaction was already sent",
+                ));
+            }
+            (_, Err(error)) => {
+                claim.release();
+                return Err(SchemeError::Chain(format!(
+                    "settlement not recorded, not sent: {error}"
+                )));
+            }
+            (Err(error), Ok(())) => {
                 // Nothing was sent: a retry may run.
                 claim.release();
                 return Err(chain_error(error));
             }
-        };
-        if known {
-            return Ok(failed(
-                ErrorReason::DUPLICATE_SETTLEMENT,
-                "this transaction was already sent",
-            ));
-        }
-        if let Err(error) = observer.before_broadcast(&network, &signature).await {
-            claim.release();
-            return Err(SchemeError::Chain(format!(
-                "settlement not recorded, not sent: {error}"
-            )));
+            (Ok(_), Ok(())) => {}
         }
         if let Err(error) = chain.rpc.send(&tx::encode_transaction(&transaction)).await {
-            if let RpcError::Node { message, .. } = &error {
-                tracing::warn!(network = %network, %message, "sendTransaction refused");
-                return Ok(failed(
-                    ErrorReason::INVALID_TRANSACTION_STATE,
-                    "the node refused the transaction",
-                )
-                .with_transaction(&signature));
-            }
-            // A transport failure may hide a transaction that was sent:
-            // follow it like any other.
-            tracing::warn!(network = %network, %error, "sendTransaction failed; following the signature");
+            // Even a node's refusal may follow an earlier endpoint that took
+            // the transaction before timing out: only the chain can say.
+            tracing::warn!(network = %network, error = %error.summary(), "sendTransaction failed; following the signature");
         }
         Ok(self.follow(chain, &signature, payer.clone()).await)
     }
@@ -378,17 +429,6 @@ impl ExactSvmFacilitator {
 fn meets(chain: &SvmChain, status: &crate::rpc::SignatureStatus) -> bool {
     let level = status.confirmation_status.unwrap_or(Commitment::Processed);
     chain.rpc.commitment().is_met_by(level)
-}
-
-trait WithTransaction {
-    fn with_transaction(self, signature: &str) -> Self;
-}
-
-impl WithTransaction for SettleResponse {
-    fn with_transaction(mut self, signature: &str) -> Self {
-        signature.clone_into(&mut self.transaction);
-        self
-    }
 }
 
 /// The transaction of `payload.transaction`, if decodable.
@@ -556,6 +596,17 @@ impl SchemeFacilitator for ExactSvmFacilitator {
         observer: &'a dyn SettlementObserver,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
         Box::pin(async move {
+            // The client signer (account 1); an undecodable payload is
+            // refused by the checks below without any lock.
+            let payer = decode_payload(payload)
+                .and_then(|t| {
+                    t.message
+                        .static_account_keys()
+                        .get(1)
+                        .map(ToString::to_string)
+                })
+                .unwrap_or_default();
+            let _one_at_a_time = self.payers.lock(&payer).await;
             let checked = match self.check(payload, requirements).await? {
                 Ok(checked) => checked,
                 Err((reason, detail)) => {
@@ -603,8 +654,7 @@ impl SchemeFacilitator for ExactSvmFacilitator {
             .then(|| client.to_string())
     }
 
-    /// The fee payer's signature is deterministic (ed25519), so it is known
-    /// even when the facilitator never recorded it.
+    /// Reads the status of the recorded fee-payer signature.
     fn lookup_settlement<'a>(
         &'a self,
         payload: &'a PaymentPayload,
@@ -618,18 +668,11 @@ impl SchemeFacilitator for ExactSvmFacilitator {
             let Some(transaction) = decode_payload(payload) else {
                 return Ok(None);
             };
-            let fee_payer = transaction.message.static_account_keys().first().copied();
-            let signature = match (known_transaction, fee_payer) {
-                (Some(known), _) => known.to_owned(),
-                (None, Some(fee_payer)) => {
-                    let Some(key) = chain.fee_payers.iter().find(|k| k.address() == fee_payer)
-                    else {
-                        return Ok(None);
-                    };
-                    key.sign(&tx::message_bytes(&transaction.message))
-                        .to_string()
-                }
-                (None, None) => return Ok(None),
+            // No recorded signature: nothing was ever sent (settlement
+            // records it before it leaves the process), and the fee payer
+            // never signs a message the policy has not checked.
+            let Some(signature) = known_transaction.map(str::to_owned) else {
+                return Ok(None);
             };
             let payer = self.authenticated_payer(payload, requirements);
             self.lookup(chain, &transaction, &signature, payer)

@@ -30,6 +30,9 @@ pub struct Policy {
     pub max_compute_units: u32,
     /// Highest compute unit price, in micro-lamports per unit.
     pub max_compute_unit_price: u64,
+    /// Highest priority fee (limit × price), in lamports: what one payment
+    /// can cost the sponsor beyond the base fee.
+    pub max_priority_fee_lamports: u64,
     /// Whether one `CreateIdempotent` of payTo's token account, funded by
     /// the fee payer, is accepted.
     pub create_destination_ata: bool,
@@ -40,6 +43,9 @@ impl Default for Policy {
         Self {
             max_compute_units: 400_000,
             max_compute_unit_price: 5_000_000,
+            // 0.00005 SOL; the official client asks for 20 000 units at 1
+            // micro-lamport (0.02 lamports).
+            max_priority_fee_lamports: 50_000,
             create_destination_ata: false,
         }
     }
@@ -313,60 +319,61 @@ fn check_ata_creation(
     Ok(())
 }
 
-/// At most one limit (under the cap), at most one price (under the cap),
-/// no other compute budget instruction.
+/// Exactly one compute unit limit and one compute unit price (without a
+/// limit the runtime grants up to 1.4 M units, three times a 400 k cap), each
+/// under its cap, and their product, the priority fee the sponsor pays,
+/// under the fee cap; no other compute budget instruction.
 fn check_compute_budget(kinds: &[Kind], policy: &Policy) -> Result<(), Refusal> {
-    let limits: Vec<u32> = kinds
-        .iter()
-        .filter_map(|k| {
-            if let Kind::ComputeLimit(u) = k {
-                Some(*u)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let prices: Vec<u64> = kinds
-        .iter()
-        .filter_map(|k| {
-            if let Kind::ComputePrice(p) = k {
-                Some(*p)
-            } else {
-                None
-            }
-        })
-        .collect();
     if kinds.contains(&Kind::OtherComputeBudget) {
         return Err(refuse(
-            reasons::COMPUTE_PRICE,
+            reasons::COMPUTE_LIMIT,
             "unsupported compute budget instruction",
         ));
     }
-    if limits.len() > 1 || limits.iter().any(|u| *u > policy.max_compute_units) {
+    let Some(limit) = only(kinds, |k| match k {
+        Kind::ComputeLimit(units) => Some(*units),
+        _ => None,
+    }) else {
         return Err(refuse(
             reasons::COMPUTE_LIMIT,
-            format!(
-                "at most one compute unit limit, at most {}",
-                policy.max_compute_units
-            ),
+            "exactly one compute unit limit is required",
+        ));
+    };
+    if limit > policy.max_compute_units {
+        return Err(refuse(
+            reasons::COMPUTE_LIMIT_TOO_HIGH,
+            format!("compute unit limit above {}", policy.max_compute_units),
         ));
     }
-    if prices.len() > 1 {
+    let Some(price) = only(kinds, |k| match k {
+        Kind::ComputePrice(price) => Some(*price),
+        _ => None,
+    }) else {
         return Err(refuse(
             reasons::COMPUTE_PRICE,
-            "more than one compute unit price",
+            "exactly one compute unit price is required",
         ));
-    }
-    if prices.iter().any(|p| *p > policy.max_compute_unit_price) {
+    };
+    let fee = u128::from(limit) * u128::from(price);
+    if price > policy.max_compute_unit_price
+        || fee > u128::from(policy.max_priority_fee_lamports) * 1_000_000
+    {
         return Err(refuse(
             reasons::COMPUTE_PRICE_TOO_HIGH,
             format!(
-                "compute unit price above {} micro-lamports",
-                policy.max_compute_unit_price
+                "compute unit price above {} micro-lamports, or a priority fee above {} lamports",
+                policy.max_compute_unit_price, policy.max_priority_fee_lamports
             ),
         ));
     }
     Ok(())
+}
+
+/// The one value `pick` finds among `kinds`; `None` for none or several.
+fn only<T>(kinds: &[Kind], pick: impl Fn(&Kind) -> Option<T>) -> Option<T> {
+    let mut found = kinds.iter().filter_map(pick);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// Exactly one `TransferChecked`, under the mint's program, of the asset,
@@ -704,15 +711,151 @@ mod tests {
             compute_units: 400_001,
             ..f.plan.clone()
         };
-        assert_eq!(reason(f.check_plan(&plan)), reasons::COMPUTE_LIMIT);
+        assert_eq!(reason(f.check_plan(&plan)), reasons::COMPUTE_LIMIT_TOO_HIGH);
         let twice = f.standard_with(vec![tx::set_compute_unit_price(1)]);
         assert_eq!(reason(f.check_instructions(&twice)), reasons::COMPUTE_PRICE);
+        let twice = f.standard_with(vec![tx::set_compute_unit_limit(1)]);
+        assert_eq!(reason(f.check_instructions(&twice)), reasons::COMPUTE_LIMIT);
         let heap =
             Instruction::new_with_bytes(COMPUTE_BUDGET_PROGRAM, &[1, 0, 0, 1, 0], Vec::new());
         assert_eq!(
             reason(f.check_instructions(&f.standard_with(vec![heap]))),
+            reasons::COMPUTE_LIMIT
+        );
+    }
+
+    /// Without a limit instruction the runtime grants up to 1.4 M units, so
+    /// the cap on units (and the fee) would not hold.
+    #[test]
+    fn a_missing_compute_limit_or_price_is_refused() {
+        let f = fixture();
+        let mut no_limit = f.standard_with(vec![tx::memo("x")]);
+        no_limit.remove(0);
+        assert_eq!(
+            reason(f.check_instructions(&no_limit)),
+            reasons::COMPUTE_LIMIT
+        );
+        let mut no_price = f.standard_with(vec![tx::memo("x")]);
+        no_price.remove(1);
+        assert_eq!(
+            reason(f.check_instructions(&no_price)),
             reasons::COMPUTE_PRICE
         );
+    }
+
+    /// Each cap alone allows 400 000 units at 5 lamports: 2 000 000
+    /// lamports of priority fee for one payment. Their product is capped.
+    #[test]
+    fn a_priority_fee_over_the_cap_is_refused_though_each_factor_is_under_its_own() {
+        let f = fixture();
+        let plan = PaymentPlan {
+            compute_units: 400_000,
+            compute_unit_price: 5_000_000,
+            ..f.plan.clone()
+        };
+        assert_eq!(reason(f.check_plan(&plan)), reasons::COMPUTE_PRICE_TOO_HIGH);
+        let at_the_cap = PaymentPlan {
+            compute_units: 50_000,
+            compute_unit_price: 1_000_000,
+            ..f.plan.clone()
+        };
+        assert!(f.check_plan(&at_the_cap).is_ok(), "50 000 lamports exactly");
+    }
+
+    #[test]
+    fn no_transfer_or_two_transfers_are_refused() {
+        let f = fixture();
+        // The payer still signs (a memo), so only the missing transfer is wrong.
+        let signed_memo = Instruction::new_with_bytes(
+            MEMO_PROGRAM,
+            b"x",
+            vec![AccountMeta::new_readonly(f.payer.address(), true)],
+        );
+        let mut none = f.standard_with(vec![signed_memo]);
+        none.remove(2);
+        assert_eq!(reason(f.check_instructions(&none)), reasons::NO_TRANSFER);
+        let two = f.standard_with(vec![f.transfer().instruction(), tx::memo("x")]);
+        assert_eq!(reason(f.check_instructions(&two)), reasons::NO_TRANSFER);
+    }
+
+    /// A durable nonce (System `AdvanceNonceAccount` first) would make the
+    /// transaction valid forever; the System program is not allowed at all.
+    #[test]
+    fn a_durable_nonce_instruction_is_refused() {
+        let f = fixture();
+        let nonce_account = Address::new_from_array([6; 32]);
+        let advance = Instruction::new_with_bytes(
+            SYSTEM_PROGRAM,
+            &[4, 0, 0, 0],
+            vec![
+                AccountMeta::new(nonce_account, false),
+                AccountMeta::new_readonly(Address::new_from_array([7; 32]), false),
+                AccountMeta::new_readonly(f.payer.address(), true),
+            ],
+        );
+        let mut instructions = vec![advance];
+        instructions.extend(f.standard_with(vec![tx::memo("x")]));
+        assert_eq!(
+            reason(f.check_instructions(&instructions)),
+            reasons::UNKNOWN_INSTRUCTION
+        );
+    }
+
+    /// The transfer's source may be no token account of ours, even with the
+    /// client as its authority (a delegate).
+    #[test]
+    fn a_transfer_from_our_token_account_is_refused() {
+        let f = fixture();
+        let mut transfer = f.transfer();
+        transfer.source =
+            tx::associated_token_address(&f.fee_payer.address(), &f.plan.mint, &TOKEN_PROGRAM);
+        let mut instructions = f.standard_with(vec![tx::memo("x")]);
+        instructions[2] = transfer.instruction();
+        assert_eq!(
+            reason(f.check_instructions(&instructions)),
+            reasons::FEE_PAYER_TRANSFERRING
+        );
+    }
+
+    /// The authority must be the client signer (#1), not another account
+    /// that signs nothing.
+    #[test]
+    fn an_authority_other_than_the_client_signer_is_refused() {
+        let f = fixture();
+        let mut transfer = f.transfer();
+        transfer.authority = Address::new_from_array([8; 32]);
+        let mut instructions = f.standard_with(vec![
+            // The payer signs something, so the transaction has two signers.
+            Instruction::new_with_bytes(
+                MEMO_PROGRAM,
+                b"x",
+                vec![AccountMeta::new_readonly(f.payer.address(), true)],
+            ),
+        ]);
+        let mut unsigned = transfer.instruction();
+        unsigned.accounts[3].is_signer = false;
+        instructions[2] = unsigned;
+        assert_eq!(
+            reason(f.check_instructions(&instructions)),
+            reasons::SIGNATURE
+        );
+    }
+
+    /// The fee payer invoked as a program is refused like any other use.
+    #[test]
+    fn the_fee_payer_as_a_program_is_refused() {
+        let f = fixture();
+        let call = Instruction::new_with_bytes(f.fee_payer.address(), b"drain", Vec::new());
+        let outcome = f.check_instructions(&f.standard_with(vec![call]));
+        assert!(
+            [
+                reasons::FEE_PAYER_TRANSFERRING,
+                reasons::UNKNOWN_INSTRUCTION
+            ]
+            .contains(&reason(outcome.clone())),
+            "{outcome:?}"
+        );
+        assert!(outcome.is_err());
     }
 
     #[test]
@@ -763,10 +906,16 @@ mod tests {
         ];
         let transaction = f.signed(&instructions, &[]);
         let outcome = check(&transaction, &[], &f.expected, &f.policy, &f.ours());
-        assert!(
-            [reasons::FEE_PAYER_TRANSFERRING, reasons::SIGNATURE].contains(&reason(outcome)),
-            "the fee payer as the only signer"
+        assert!(outcome.is_err(), "the fee payer as the only signer");
+        // Isolation alone (signers, compute budget and transfer all fine): a
+        // Lighthouse instruction naming the fee payer as a writable account.
+        let lighthouse = Instruction::new_with_bytes(
+            LIGHTHOUSE_PROGRAM,
+            &[0],
+            vec![AccountMeta::new(f.fee_payer.address(), false)],
         );
+        let outcome = f.check_instructions(&f.standard_with(vec![lighthouse]));
+        assert_eq!(reason(outcome), reasons::FEE_PAYER_TRANSFERRING);
     }
 
     #[test]
