@@ -629,3 +629,53 @@ async fn two_payments_of_one_payer_that_cannot_both_land_send_one_transaction() 
     assert_eq!(devnet.chain.token_balance(&poor, &devnet.usdc), 0);
     Ok(())
 }
+
+/// A stranger's transaction (the client's signature does not verify) is
+/// refused before the facilitator asks the node anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_payment_costs_no_node_call() -> TestResult {
+    let devnet = Devnet::start()?;
+    let dir = tempfile::tempdir()?;
+    let (facilitator, _stop) =
+        facilitator(&devnet.facilitator_config(&sqlite_store(dir.path()))).await;
+    let url = gateway(&facilitator, &devnet.merchant).await;
+    let http = reqwest::Client::new();
+    let mut payment =
+        decode_header(&signed_header(&devnet.client(devnet.payer_seed), &http, &url).await);
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut wire = engine.decode(
+        payment.payload["transaction"]
+            .as_str()
+            .expect("transaction"),
+    )?;
+    // One compact-u16 byte (2 signatures), then the fee payer's 64 bytes,
+    // then the client's signature.
+    wire[1 + 64 + 10] ^= 0x01;
+    payment
+        .payload
+        .insert("transaction".into(), json!(engine.encode(&wire)));
+
+    devnet.rpc.clear_requests();
+    let body = json!({"x402Version": 2, "paymentPayload": payment,
+                      "paymentRequirements": payment.accepted});
+    let verified: Value = http
+        .post(format!("{facilitator}/verify"))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(verified["isValid"], false);
+    assert_eq!(
+        verified["invalidReason"],
+        paywire_svm::reasons::SIGNATURE.as_str(),
+        "{verified}"
+    );
+    assert_eq!(
+        devnet.rpc.requests().len(),
+        0,
+        "{:?}",
+        devnet.rpc.requests()
+    );
+    Ok(())
+}

@@ -13,7 +13,7 @@ use paywire_core::{
 use solana_address::Address;
 use solana_transaction::versioned::VersionedTransaction;
 
-use super::verify::{self, Expected, Policy, Refusal};
+use super::verify::{self, Accepted, Expected, Policy, Refusal};
 use super::{
     EXTRA_FEE_PAYER, EXTRA_MAX_COMPUTE_UNIT_PRICE, EXTRA_MAX_COMPUTE_UNITS, SCHEME, Terms,
 };
@@ -162,27 +162,9 @@ impl ExactSvmFacilitator {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Outcome<Checked> {
-        let Some(chain) = self.chains.get(&requirements.network) else {
-            return Ok(Err((
-                ErrorReason::INVALID_NETWORK,
-                "network not served".into(),
-            )));
-        };
-        if requirements.scheme != SCHEME || payload.accepted.scheme != SCHEME {
-            return Ok(Err((ErrorReason::UNSUPPORTED_SCHEME, "not exact".into())));
-        }
-        let terms = match Terms::read(requirements) {
-            Ok(terms) => terms,
+        let (chain, terms, transaction) = match self.prepare(payload, requirements) {
+            Ok(prepared) => prepared,
             Err(refusal) => return Ok(Err(refusal)),
-        };
-        if !chain.assets.contains(&terms.mint) {
-            return Ok(Err((
-                ErrorReason::UNSUPPORTED_ASSET,
-                "mint not accepted".into(),
-            )));
-        }
-        let Some(transaction) = decode_payload(payload) else {
-            return Ok(Err((reasons::UNDECODABLE, "payload.transaction".into())));
         };
         let loaded = match resolve_lookup_tables(&chain.rpc, &transaction).await {
             Ok(loaded) => loaded,
@@ -206,20 +188,8 @@ impl ExactSvmFacilitator {
             Ok(accepted) => accepted,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        if !accepted.creates_destination {
-            let destination = accepted.transfer.destination.to_string();
-            if chain
-                .rpc
-                .account(&destination)
-                .await
-                .map_err(chain_error)?
-                .is_none()
-            {
-                return Ok(Err((
-                    reasons::RECEIVER_ATA_NOT_FOUND,
-                    "payTo has no token account".into(),
-                )));
-            }
+        if let Err(refusal) = destination_exists(chain, &accepted).await? {
+            return Ok(Err(refusal));
         }
         if let Err(refusal) = simulate(&chain.rpc, &transaction).await? {
             return Ok(Err(refusal));
@@ -240,6 +210,30 @@ impl ExactSvmFacilitator {
             payer: accepted.transfer.authority.to_string(),
             fee_payer: fee_payer.clone(),
         }))
+    }
+
+    /// What needs no node: the cluster, scheme, terms and asset, the
+    /// transaction, its signers and the client's signature.
+    fn prepare(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<(&SvmChain, Terms, VersionedTransaction), Refusal> {
+        let Some(chain) = self.chains.get(&requirements.network) else {
+            return Err((ErrorReason::INVALID_NETWORK, "network not served".into()));
+        };
+        if requirements.scheme != SCHEME || payload.accepted.scheme != SCHEME {
+            return Err((ErrorReason::UNSUPPORTED_SCHEME, "not exact".into()));
+        }
+        let terms = Terms::read(requirements)?;
+        if !chain.assets.contains(&terms.mint) {
+            return Err((ErrorReason::UNSUPPORTED_ASSET, "mint not accepted".into()));
+        }
+        let Some(transaction) = decode_payload(payload) else {
+            return Err((reasons::UNDECODABLE, "payload.transaction".into()));
+        };
+        verify::precheck(&transaction, &terms.fee_payer, &chain.signer_addresses())?;
+        Ok((chain, terms, transaction))
     }
 
     /// The mint's facts (cached), refused when it is no mint or has an
@@ -422,6 +416,22 @@ impl ExactSvmFacilitator {
             Some(_) => SettlementLookup::Open,
         })
     }
+}
+
+/// payTo's token account exists, unless the transaction creates it.
+async fn destination_exists(chain: &SvmChain, accepted: &Accepted) -> Outcome<()> {
+    if accepted.creates_destination {
+        return Ok(Ok(()));
+    }
+    let destination = accepted.transfer.destination.to_string();
+    let account = chain.rpc.account(&destination).await.map_err(chain_error)?;
+    Ok(match account {
+        Some(_) => Ok(()),
+        None => Err((
+            reasons::RECEIVER_ATA_NOT_FOUND,
+            "payTo has no token account".into(),
+        )),
+    })
 }
 
 /// Whether `status` reaches the chain's commitment (a node that does not

@@ -189,6 +189,33 @@ pub fn check(
     })
 }
 
+/// The checks that need no chain access and no mint facts, run before any
+/// node is asked anything (lookup tables, mint, simulation): the signers are
+/// the fee payer (ours, `fee_payer`) and one client whose signature over the
+/// message verifies. A stranger's transaction costs no RPC call.
+pub fn precheck(
+    transaction: &VersionedTransaction,
+    fee_payer: &Address,
+    ours: &[Address],
+) -> Result<(), Refusal> {
+    let message = &transaction.message;
+    check_signer_set(message, fee_payer, ours)?;
+    let client = message.static_account_keys().get(1);
+    let signed = client
+        .zip(transaction.signatures.get(1))
+        .is_some_and(|(client, signature)| {
+            verify_signature(client, &tx::message_bytes(message), signature)
+        });
+    if signed {
+        Ok(())
+    } else {
+        Err(refuse(
+            reasons::SIGNATURE,
+            "the client's signature is invalid",
+        ))
+    }
+}
+
 /// Exactly two required signers: the fee payer (ours, and the one the
 /// requirements name) first, then the client, who is none of ours.
 fn check_signers(
@@ -196,14 +223,22 @@ fn check_signers(
     expected: &Expected,
     ours: &[Address],
 ) -> Result<(), Refusal> {
+    check_signer_set(message, &expected.fee_payer, ours)
+}
+
+fn check_signer_set(
+    message: &VersionedMessage,
+    fee_payer: &Address,
+    ours: &[Address],
+) -> Result<(), Refusal> {
     let keys = message.static_account_keys();
-    if !ours.contains(&expected.fee_payer) {
+    if !ours.contains(fee_payer) {
         return Err(refuse(
             reasons::FEE_PAYER_NOT_MANAGED,
             "extra.feePayer is not ours",
         ));
     }
-    if keys.first() != Some(&expected.fee_payer) {
+    if keys.first() != Some(fee_payer) {
         return Err(refuse(
             reasons::FEE_PAYER_MISMATCH,
             "the transaction's fee payer is not extra.feePayer",
