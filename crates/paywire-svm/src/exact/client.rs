@@ -79,6 +79,10 @@ pub fn build_payment(
         transfer.instruction(),
         tx::memo(&plan.memo),
     ];
+    #[allow(
+        clippy::clone_on_copy,
+        reason = "`Hash` is `Copy` only when another crate enables solana-hash's `copy` feature"
+    )]
     let message =
         v0::Message::try_compile(&plan.fee_payer, &instructions, &[], plan.blockhash.clone())
             .map_err(|e| SchemeError::Signing(format!("cannot compile the transaction: {e}")))?;

@@ -583,6 +583,10 @@ mod tests {
             instructions: &[Instruction],
             others: &[&SvmKeypair],
         ) -> VersionedTransaction {
+            #[allow(
+                clippy::clone_on_copy,
+                reason = "`Hash` is `Copy` only when a dependency enables solana-hash's `copy`"
+            )]
             let message = v0::Message::try_compile(
                 &self.fee_payer.address(),
                 instructions,
