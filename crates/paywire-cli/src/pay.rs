@@ -14,7 +14,7 @@ use paywire_client::{
     AssetInfo, Budget, BudgetRule, ClientError, DEFAULT_MAX_402_BODY, DEFAULT_MAX_TIMEOUT_SECONDS,
     PaymentOutcome, PaymentStatus, PriceCap, SelectionPolicy, StaticCatalog, X402Client,
 };
-use paywire_core::{ChainId, Money, Secret, ServerConfig};
+use paywire_core::{ChainId, Money, Secret};
 use reqwest::Method;
 
 use crate::wallet::{self, KeySource, Wallets};
@@ -227,17 +227,7 @@ fn policy(args: &PayArgs) -> Result<SelectionPolicy, Failure> {
 /// Solana, …) plus the `--asset` options, for dollar caps and comparing
 /// offers by value.
 fn catalog(args: &PayArgs) -> Result<StaticCatalog, Failure> {
-    let mut catalog = StaticCatalog::default();
-    let mut well_known = ServerConfig::default();
-    well_known.well_known = true;
-    for plugin in crate::plugins::registry().iter() {
-        let Ok(parts) = plugin.server(&well_known) else {
-            continue;
-        };
-        for asset in parts.assets {
-            catalog = catalog.with(asset.network, asset.asset, asset.info);
-        }
-    }
+    let mut catalog = crate::plugins::known_assets();
     for asset in &args.assets {
         let (network, address, info) = parse_asset(asset)?;
         catalog = catalog.with(network, address, info);
