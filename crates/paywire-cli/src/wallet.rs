@@ -275,6 +275,16 @@ mod tests {
     }
 
     #[test]
+    fn only_patterns_of_solana_networks_put_the_solana_wallet_first() {
+        let networks = crate::plugins::networks();
+        let pattern = |text: &str| networks.pattern(text).unwrap();
+        assert!(is_solana(&pattern("solana-devnet")));
+        assert!(is_solana(&pattern("solana:*")));
+        assert!(!is_solana(&pattern("base")));
+        assert!(!is_solana(&pattern("solana-devnet,base")));
+    }
+
+    #[test]
     fn sign_ins_follow_the_preferred_family() {
         let evm = Some(Secret::new(format!("0x{}", "11".repeat(32))));
         let solana = Some(Secret::new(keypair_base58([5; 32])));
