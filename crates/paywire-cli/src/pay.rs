@@ -45,17 +45,19 @@ pub struct PayArgs {
     /// Only pay on test networks.
     #[arg(long)]
     testnet_only: bool,
-    /// Environment variable holding the EVM payer's hex private key.
-    #[arg(long, default_value = "PAYWIRE_PRIVATE_KEY")]
-    wallet_env: String,
+    /// Environment variable holding the EVM payer's hex private key
+    /// [default: PAYWIRE_PRIVATE_KEY; one named here must be set].
+    #[arg(long, value_name = "VAR")]
+    wallet_env: Option<String>,
     /// File holding the EVM payer's hex private key (instead of --wallet-env).
     /// The key is never printed or logged.
     #[arg(long)]
     wallet_file: Option<PathBuf>,
-    /// Environment variable holding the Solana payer's keypair (base58 of
-    /// its 64 bytes, or the `solana-keygen` JSON array).
-    #[arg(long, default_value = "PAYWIRE_SOLANA_KEY")]
-    solana_wallet_env: String,
+    /// Environment variable holding the Solana payer's keypair, base58 of
+    /// its 64 bytes or the `solana-keygen` JSON array
+    /// [default: PAYWIRE_SOLANA_KEY; one named here must be set].
+    #[arg(long, value_name = "VAR")]
+    solana_wallet_env: Option<String>,
     /// File holding the Solana payer's keypair (base58, or a `solana-keygen`
     /// JSON key file) instead of --solana-wallet-env. Never printed or logged.
     #[arg(long)]
@@ -91,6 +93,11 @@ pub struct PayArgs {
     #[arg(long)]
     dry_run: bool,
 }
+
+/// Where the EVM key is read from without `--wallet-env`.
+const EVM_KEY_ENV: &str = "PAYWIRE_PRIVATE_KEY";
+/// Where the Solana key is read from without `--solana-wallet-env`.
+const SOLANA_KEY_ENV: &str = "PAYWIRE_SOLANA_KEY";
 
 const EXIT_HTTP: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -170,18 +177,20 @@ fn rpc_urls(rpcs: &[String]) -> Result<Vec<(ChainId, Secret)>, Failure> {
 fn wallets(args: &PayArgs, policy: &SelectionPolicy) -> Result<Wallets, Failure> {
     let evm = KeySource {
         file: args.wallet_file.as_deref(),
-        env: &args.wallet_env,
+        env: args.wallet_env.as_deref().unwrap_or(EVM_KEY_ENV),
+        env_required: args.wallet_env.is_some(),
     };
     let solana = KeySource {
         file: args.solana_wallet_file.as_deref(),
-        env: &args.solana_wallet_env,
+        env: args.solana_wallet_env.as_deref().unwrap_or(SOLANA_KEY_ENV),
+        env_required: args.solana_wallet_env.is_some(),
     };
     let (evm_key, solana_key) = (evm.read().map_err(usage)?, solana.read().map_err(usage)?);
     if evm_key.is_none() && solana_key.is_none() {
         return Err(usage(format!(
             "no payer key: set {} to an EVM hex private key or {} to a Solana keypair \
              (or use --wallet-file / --solana-wallet-file)",
-            args.wallet_env, args.solana_wallet_env
+            evm.env, solana.env
         )));
     }
     // The wallet of the most preferred family signs in first: one sign-in

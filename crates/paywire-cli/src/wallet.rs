@@ -30,21 +30,29 @@ pub(crate) struct KeySource<'a> {
     pub(crate) file: Option<&'a Path>,
     /// The environment variable (`--wallet-env`, `--solana-wallet-env`).
     pub(crate) env: &'a str,
+    /// Whether the variable was named explicitly, so must be set when no
+    /// file is given.
+    pub(crate) env_required: bool,
 }
 
 impl KeySource<'_> {
-    /// The key, `None` when there is no file and the variable is unset or
-    /// empty. A file that cannot be read is an error (naming the file only).
+    /// The key, `None` when there is no file and the default variable is
+    /// unset or empty. A file that cannot be read, or an explicitly named
+    /// variable that is unset, is an error (naming the file or variable only).
     pub(crate) fn read(&self) -> Result<Option<Secret>, String> {
         if let Some(path) = self.file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read the wallet file {}: {e}", path.display()))?;
             return Ok(Some(Secret::new(text.trim())));
         }
-        Ok(std::env::var(self.env)
+        let key = std::env::var(self.env)
             .ok()
             .filter(|value| !value.trim().is_empty())
-            .map(|value| Secret::new(value.trim())))
+            .map(|value| Secret::new(value.trim()));
+        if key.is_none() && self.env_required {
+            return Err(format!("{} is not set", self.env));
+        }
+        Ok(key)
     }
 }
 

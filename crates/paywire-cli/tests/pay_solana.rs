@@ -374,7 +374,7 @@ async fn a_bad_solana_key_is_a_usage_error_that_never_echoes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_key_at_all_names_both_variables() {
+async fn no_key_at_all_or_an_unset_named_variable_is_a_usage_error() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
         .args(["pay", "http://127.0.0.1:9/x"])
         .env_remove("PAYWIRE_PRIVATE_KEY")
@@ -386,6 +386,26 @@ async fn no_key_at_all_names_both_variables() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("PAYWIRE_PRIVATE_KEY"), "{stderr}");
     assert!(stderr.contains("PAYWIRE_SOLANA_KEY"), "{stderr}");
+    // A variable named on the command line must be set, even when the
+    // other family's key is there.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+        .args([
+            "pay",
+            "http://127.0.0.1:9/x",
+            "--wallet-env",
+            "PAYWIRE_TEST_NO_SUCH_VAR",
+        ])
+        .env_remove("PAYWIRE_PRIVATE_KEY")
+        .env("PAYWIRE_SOLANA_KEY", keypair_base58(PAYER_SEED))
+        .output()
+        .await
+        .expect("run paywire");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("PAYWIRE_TEST_NO_SUCH_VAR is not set"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
