@@ -1,6 +1,8 @@
 //! `paywire demo`: the whole x402 v2 story on this machine, with nothing
-//! configured: a devnet with Circle's USDC, our facilitator, a sample paid
-//! API, and an agent with a budget paying for a sequence of calls.
+//! configured: a devnet with Circle's USDC, a Solana chain in process
+//! (litesvm) with Circle's devnet USDC mint, our facilitator settling on
+//! both, a sample paid API, an agent with a budget paying for a sequence of
+//! calls, and a second agent whose policy prefers Solana.
 //!
 //! Exits 0 only if every step did what it says.
 
@@ -15,13 +17,14 @@ use axum::routing::{get, post};
 use paywire_client::{
     Budget, BudgetRule, PaymentOutcome, PaymentStatus, SelectionPolicy, X402Client,
 };
-use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator};
+use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator, Secret, ServerConfig};
 use paywire_devnet::{DevAccount, Devnet};
 use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
 use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
+use paywire_litesvm::{DEVNET_GENESIS_HASH, Pubkey, RpcServer, SolanaTestChain, TokenProgram};
 use paywire_server::{
-    HttpFacilitator, PayTo, PayToSpec, PaymentLayer, PaymentOption, PriceSpec, PricingError,
-    RequestContext, Route, money,
+    HttpFacilitator, PayTo, PayToSpec, PaymentLayer, PaymentLayerBuilder, PaymentOption, PriceSpec,
+    PricingError, RequestContext, Route, money,
 };
 
 struct Style {
@@ -50,6 +53,7 @@ impl Style {
 /// One row of the final table.
 struct Row {
     request: String,
+    network: String,
     price: String,
     how: String,
     tx: String,
@@ -60,13 +64,76 @@ struct Payees {
     merchant: Address,
     acme: Address,
     globex: Address,
+    /// The merchant's Solana wallet (its USDC account is created up front).
+    solana_merchant: Pubkey,
+}
+
+/// Circle's USDC mint on Solana devnet: the test chain creates its mint at
+/// this address, so `$` prices on `solana-devnet` are paid in it.
+const SOLANA_DEVNET_USDC: &str = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU";
+/// What the Solana payer starts with: 1 USDC.
+const SOLANA_PAYER_USDC: u64 = 1_000_000;
+
+/// A devnet-shaped Solana chain in this process, served over JSON-RPC on
+/// loopback: the facilitator and the agent use it as a real node.
+struct SolanaStage {
+    chain: Arc<SolanaTestChain>,
+    rpc: RpcServer,
+    usdc: Pubkey,
+    network: ChainId,
+    /// Throwaway base58 keypairs made for this run.
+    fee_payer_key: String,
+    payer_key: String,
+    payer: Pubkey,
+}
+
+/// A fresh Solana keypair: its base58 export (secret ‖ public) and address.
+fn solana_keypair() -> (String, Pubkey) {
+    let seed = alloy_primitives::B256::random().0;
+    let address = paywire_svm::SvmKeypair::from_seed(&seed).address();
+    let mut bytes = seed.to_vec();
+    bytes.extend_from_slice(address.as_ref());
+    (bs58::encode(bytes).into_string(), address)
+}
+
+/// The Solana chain: Circle's devnet USDC mint, a fee payer with 10 SOL for
+/// the facilitator, a payer with 1 SOL and 1 USDC.
+fn start_solana() -> Result<SolanaStage, String> {
+    let genesis = DEVNET_GENESIS_HASH
+        .parse()
+        .map_err(|_| "bad genesis hash")?;
+    let chain = Arc::new(SolanaTestChain::with_genesis_hash(genesis));
+    let usdc: Pubkey = SOLANA_DEVNET_USDC.parse().map_err(|_| "bad USDC mint")?;
+    chain.create_mint_at(&usdc, TokenProgram::Token, 6);
+    let (fee_payer_key, fee_payer) = solana_keypair();
+    chain.airdrop(&fee_payer, 10_000_000_000);
+    let (payer_key, payer) = solana_keypair();
+    chain.airdrop(&payer, 1_000_000_000);
+    chain.mint_to(&usdc, &payer, SOLANA_PAYER_USDC);
+    let rpc = RpcServer::start(Arc::clone(&chain)).map_err(|e| e.to_string())?;
+    let network = crate::plugins::networks()
+        .resolve("solana-devnet")
+        .map_err(|e| e.to_string())?;
+    Ok(SolanaStage {
+        chain,
+        rpc,
+        usdc,
+        network,
+        fee_payer_key,
+        payer_key,
+        payer,
+    })
 }
 
 fn usdc(amount: U256) -> String {
     format!("{} USDC", AtomicAmount::from(amount).to_decimal_string(6))
 }
 
-async fn start_facilitator(devnet: &Devnet, dir: &std::path::Path) -> Result<String, String> {
+async fn start_facilitator(
+    devnet: &Devnet,
+    solana: &SolanaStage,
+    dir: &std::path::Path,
+) -> Result<String, String> {
     let key = alloy_primitives::B256::random().to_string();
     let signer = LocalSigner::from_hex(&key).map_err(|e| e.to_string())?;
     devnet
@@ -91,6 +158,10 @@ symbol = "USDC"
 decimals = 6
 eip712_name = "USD Coin"
 eip712_version = "2"
+[[chains]]
+network = "solana-devnet"
+rpc_urls = ["{solana_rpc}"]
+fee_payer_private_keys = ["{fee_payer}"]
 # The demo's paid API is on loopback; a public facilitator leaves this off.
 [bazaar]
 confirm_private_addresses = true
@@ -98,6 +169,8 @@ confirm_private_addresses = true
         store = dir.join("facilitator.sqlite").display(),
         rpc = devnet.rpc_url(),
         usdc = devnet.usdc(),
+        solana_rpc = solana.rpc.url(),
+        fee_payer = solana.fee_payer_key,
     );
     let config =
         paywire_facilitator::FacilitatorConfig::parse(&config).map_err(|e| e.to_string())?;
@@ -112,6 +185,7 @@ confirm_private_addresses = true
 
 async fn start_api(
     devnet: &Devnet,
+    solana: &ChainId,
     facilitator_url: &str,
     payees: &Payees,
 ) -> Result<String, String> {
@@ -124,7 +198,7 @@ async fn start_api(
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    let layer = payment_layer(devnet, facilitator_url, payees, &url)?;
+    let layer = payment_layer(devnet, solana, facilitator_url, payees, &url)?;
     let app = api_handlers().layer(layer);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -156,10 +230,37 @@ fn premium_pass_sign_in(url: &str) -> Result<paywire_siwx::SiwxHooks, String> {
     )
 }
 
+/// Solana's server side, built by its plugin: `exact` requirements carrying
+/// the facilitator's fee payer, and Circle's USDC for `$` prices.
+fn with_solana(
+    mut builder: PaymentLayerBuilder,
+    solana: &ChainId,
+) -> Result<PaymentLayerBuilder, String> {
+    let mut well_known = ServerConfig::default();
+    well_known.well_known = true;
+    let parts = crate::plugins::registry()
+        .plugin_for(solana)
+        .and_then(|plugin| plugin.server(&well_known))
+        .map_err(|e| e.to_string())?;
+    for registration in parts.schemes {
+        builder = builder.scheme(registration.networks, registration.handler);
+    }
+    for asset in parts.assets {
+        builder = builder.asset(
+            &asset.network,
+            &asset.asset,
+            &asset.info.symbol,
+            asset.info.decimals,
+        );
+    }
+    Ok(builder)
+}
+
 /// The payment layer in front of the API: its three priced routes, paid to
 /// the merchant or, for `/summarise`, to the tenant named in `x-tenant`.
 fn payment_layer(
     devnet: &Devnet,
+    solana: &ChainId,
     facilitator_url: &str,
     payees: &Payees,
     url: &str,
@@ -194,17 +295,23 @@ fn payment_layer(
                     .ok_or_else(|| PricingError::Callback(format!("unknown tenant {role}")))
             }
         });
-    for route in priced_routes(&chain, merchant)? {
+    builder = with_solana(builder, solana)?;
+    let solana_merchant = PayTo::address(payees.solana_merchant.to_string());
+    for route in priced_routes(&chain, merchant, (solana, solana_merchant))? {
         builder = builder.route(route);
     }
     builder.build().map_err(|e| fail(&e))
 }
 
-/// `/weather` and `/premium/*` at a fixed price to the merchant; `/summarise`
-/// priced by size, paid to the tenant. The bazaar declarations let
-/// facilitators that keep a catalog list these endpoints once a buyer has
-/// paid for them.
-fn priced_routes(chain: &ChainId, merchant: PayTo) -> Result<[Route; 3], String> {
+/// `/weather` (on the EVM chain or on Solana) and `/premium/*` at a fixed
+/// price to the merchant; `/summarise` priced by size, paid to the tenant.
+/// The bazaar declarations let facilitators that keep a catalog list these
+/// endpoints once a buyer has paid for them.
+fn priced_routes(
+    chain: &ChainId,
+    merchant: PayTo,
+    (solana, solana_merchant): (&ChainId, PayTo),
+) -> Result<[Route; 3], String> {
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     // $0.01 per KiB of input, at least $0.01.
     let by_size = PriceSpec::dynamic(|ctx: &RequestContext| {
@@ -235,6 +342,11 @@ fn priced_routes(chain: &ChainId, merchant: PayTo) -> Result<[Route; 3], String>
                 chain.clone(),
                 money("$0.01").map_err(|e| fail(&e))?,
                 merchant.clone(),
+            ))
+            .accept(PaymentOption::exact(
+                solana.clone(),
+                money("$0.01").map_err(|e| fail(&e))?,
+                solana_merchant,
             )),
         Route::new("GET /premium/*")
             .map_err(|e| fail(&e))?
@@ -273,6 +385,7 @@ fn api_handlers() -> Router {
 /// What the first steps started: the chain, our facilitator and the paid API.
 struct Stage {
     devnet: Devnet,
+    solana: SolanaStage,
     /// The facilitator's SQLite ledger lives here.
     dir: std::path::PathBuf,
     facilitator_url: String,
@@ -285,25 +398,34 @@ async fn set_the_stage(style: &Style) -> Result<Stage, String> {
     let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
     style.ok(&format!("{} · USDC at {}", devnet.rpc_url(), devnet.usdc()));
 
-    style.step("Starting our facilitator (verify + settle, SQLite ledger)");
+    style
+        .step("Starting a local Solana chain (litesvm, in process) with Circle's devnet USDC mint");
+    let solana = start_solana()?;
+    style.ok(&format!("{} · USDC mint {}", solana.rpc.url(), solana.usdc));
+
+    style.step("Starting our facilitator (verify + settle on both chains, SQLite ledger)");
     let dir = std::env::temp_dir().join(format!("paywire-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let facilitator_url = start_facilitator(&devnet, &dir).await?;
+    let facilitator_url = start_facilitator(&devnet, &solana, &dir).await?;
     style.ok(&facilitator_url);
 
+    let (_, solana_merchant) = solana_keypair();
+    solana.chain.create_ata(&solana_merchant, &solana.usdc);
     let payees = Payees {
         merchant: Address::random(),
         acme: Address::random(),
         globex: Address::random(),
+        solana_merchant,
     };
     style.step("Starting a sample paid API");
-    let api = start_api(&devnet, &facilitator_url, &payees).await?;
+    let api = start_api(&devnet, &solana.network, &facilitator_url, &payees).await?;
     style.ok(&format!(
-        "{api}  GET /weather $0.01 · POST /summarise $0.01/KiB to the tenant · \
+        "{api}  GET /weather $0.01 (anvil or Solana) · POST /summarise $0.01/KiB to the tenant · \
          GET /premium/* $0.05 for a one-hour pass (sign-in-with-x)"
     ));
     Ok(Stage {
         devnet,
+        solana,
         dir,
         facilitator_url,
         api,
@@ -337,6 +459,35 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
         .policy(SelectionPolicy::default())
         .budget(Arc::new(budget))
         .build())
+}
+
+/// A second agent with the same EVM wallet and a Solana wallet (both built
+/// by their plugins), whose policy prefers Solana: offered both on one
+/// route at the same value, it pays on Solana.
+fn solana_preferring_agent(stage: &Stage, payer: &DevAccount) -> Result<X402Client, String> {
+    let solana = &stage.solana;
+    let nodes = [(solana.network.clone(), Secret::new(solana.rpc.url()))];
+    let wallets = crate::wallet::build(
+        Some(Secret::new(payer.private_key_hex())),
+        Some(Secret::new(solana.payer_key.as_str())),
+        &nodes,
+        true,
+    )?;
+    let mut anvil = EvmNetworks::empty();
+    anvil.insert(EvmNetwork::anvil(stage.devnet.usdc()));
+    let policy = SelectionPolicy {
+        prefer_networks: vec![ChainIdPattern::namespace("solana").map_err(|e| e.to_string())?],
+        ..SelectionPolicy::default()
+    };
+    let mut builder = X402Client::builder()
+        .sign_in(Arc::new(wallets.sign_in))
+        .catalog(Arc::new(anvil))
+        .catalog(Arc::new(crate::plugins::known_assets()))
+        .policy(policy);
+    for registration in wallets.schemes {
+        builder = builder.wallet(registration.networks, registration.handler);
+    }
+    Ok(builder.build())
 }
 
 /// A `/summarise` request of `body` on behalf of `tenant`.
@@ -428,12 +579,16 @@ fn report_call(
     match outcome {
         Some(outcome) if outcome.status == PaymentStatus::Paid && status.is_success() => {
             let tx = outcome.receipt.map(|r| r.transaction).unwrap_or_default();
+            let network = &outcome.requirements.network;
             style.ok(&format!(
                 "{label}: HTTP {status}, paid {}",
                 usdc(outcome.requirements.amount.as_u256())
             ));
             Some(Row {
                 request: label.to_owned(),
+                network: crate::plugins::networks()
+                    .name_of(network)
+                    .map_or_else(|| network.to_string(), str::to_owned),
                 price: usdc(outcome.requirements.amount.as_u256()),
                 how: "paid".into(),
                 tx,
@@ -446,6 +601,7 @@ fn report_call(
             ));
             Some(Row {
                 request: label.to_owned(),
+                network: "-".into(),
                 price: "-".into(),
                 how: "session".into(),
                 tx: "-".into(),
@@ -502,13 +658,13 @@ async fn check_budget_refusal(
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<38} {:>10}  {:<7} {:<68} {:>9}",
-        "request", "price", "how", "transaction", "latency"
+        "{:<38} {:<13} {:>10}  {:<7} {:<88} {:>9}",
+        "request", "network", "price", "how", "transaction", "latency"
     );
     for row in rows {
         println!(
-            "{:<38} {:>10}  {:<7} {:<68} {:>7.1}ms",
-            row.request, row.price, row.how, row.tx, row.latency_ms
+            "{:<38} {:<13} {:>10}  {:<7} {:<88} {:>7.1}ms",
+            row.request, row.network, row.price, row.how, row.tx, row.latency_ms
         );
     }
 }
@@ -554,6 +710,53 @@ async fn check_balances(
     Ok(true)
 }
 
+/// Prints what the Solana payer spent and the Solana merchant's USDC
+/// account received; whether both moved by exactly the one call's price.
+fn check_solana_balances(style: &Style, stage: &Stage) -> bool {
+    let solana = &stage.solana;
+    let merchant = stage.payees.solana_merchant;
+    let left = solana.chain.token_balance(&solana.payer, &solana.usdc);
+    let spent = SOLANA_PAYER_USDC.saturating_sub(left);
+    let received = solana.chain.token_balance(&merchant, &solana.usdc);
+    println!(
+        "solana payer    {}  spent {}",
+        solana.payer,
+        usdc(U256::from(spent))
+    );
+    println!(
+        "solana merchant {merchant}  received {}",
+        usdc(U256::from(received))
+    );
+    // One $0.01 call on Solana.
+    let expected = 10_000;
+    if spent != expected || received != expected {
+        style.fail(&format!(
+            "Solana balances: spent {} and received {}, expected {}",
+            usdc(U256::from(spent)),
+            usdc(U256::from(received)),
+            usdc(U256::from(expected))
+        ));
+        return false;
+    }
+    true
+}
+
+/// The second agent's one call: `/weather`, offered on both chains.
+async fn pay_preferring_solana(
+    style: &Style,
+    stage: &Stage,
+    payer: &DevAccount,
+    http: &reqwest::Client,
+) -> Result<(Vec<Row>, usize), String> {
+    let agent = solana_preferring_agent(stage, payer)?;
+    let weather = http
+        .get(format!("{}/weather", stage.api))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let calls = vec![("GET /weather (prefers Solana)", weather)];
+    Ok(pay_for_calls(style, &agent, http, calls).await)
+}
+
 async fn run_demo(style: &Style) -> Result<(), String> {
     let started = Instant::now();
     let stage = set_the_stage(style).await?;
@@ -568,7 +771,14 @@ async fn run_demo(style: &Style) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let http = reqwest::Client::new();
     let calls = planned_calls(&http, &stage.api)?;
-    let (rows, mut failures) = pay_for_calls(style, &agent, &http, calls).await;
+    let (mut rows, mut failures) = pay_for_calls(style, &agent, &http, calls).await;
+
+    style.step(
+        "A second agent, whose policy prefers Solana, buys /weather (offered on both chains)",
+    );
+    let (solana_rows, solana_failures) = pay_preferring_solana(style, &stage, payer, &http).await?;
+    rows.extend(solana_rows);
+    failures += solana_failures;
 
     style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
     failures += usize::from(!check_discovery(style, &stage).await);
@@ -578,9 +788,10 @@ async fn run_demo(style: &Style) -> Result<(), String> {
 
     print_table(&rows);
     failures += usize::from(!check_balances(style, &stage, payer.address, before).await?);
+    failures += usize::from(!check_solana_balances(style, &stage));
     let _ = std::fs::remove_dir_all(&stage.dir);
     println!();
-    if failures == 0 && rows.len() == 7 {
+    if failures == 0 && rows.len() == 8 {
         println!(
             "{} every step did what it says ({:.1}s)",
             style.paint("1;32", "demo complete:"),

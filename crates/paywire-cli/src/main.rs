@@ -14,6 +14,7 @@ mod discover;
 mod otel;
 mod pay;
 mod plugins;
+mod wallet;
 
 /// x402 v2 payments from the command line.
 #[derive(Parser)]

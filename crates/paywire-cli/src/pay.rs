@@ -5,24 +5,19 @@
 //! budget or `--max`; 4 the payment was made but not settled (or is
 //! pending); 5 network error.
 
-use paywire_evm::Eip155ChainId;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use paywire_client::{
     AssetInfo, Budget, BudgetRule, ClientError, DEFAULT_MAX_402_BODY, DEFAULT_MAX_TIMEOUT_SECONDS,
     PaymentOutcome, PaymentStatus, PriceCap, SelectionPolicy, StaticCatalog, X402Client,
 };
-use paywire_core::{ChainId, ChainIdPattern, Money};
-use paywire_evm::exact::{ExactEvmClient, ExactEvmSpendProbe};
-use paywire_evm::rpc::RpcClient;
-use paywire_evm::siwx::EvmSiwxSigner;
-use paywire_evm::{EvmNetworks, LocalSigner};
-use paywire_siwx::SiwxSignIn;
+use paywire_core::{ChainId, Money, Secret};
 use reqwest::Method;
+
+use crate::wallet::{self, KeySource, Wallets};
 
 /// Arguments of `paywire pay`.
 #[derive(Debug, Args)]
@@ -50,13 +45,23 @@ pub struct PayArgs {
     /// Only pay on test networks.
     #[arg(long)]
     testnet_only: bool,
-    /// Environment variable holding the payer's hex private key.
-    #[arg(long, default_value = "PAYWIRE_PRIVATE_KEY")]
-    wallet_env: String,
-    /// File holding the payer's hex private key (instead of --wallet-env).
+    /// Environment variable holding the EVM payer's hex private key
+    /// [default: PAYWIRE_PRIVATE_KEY; one named here must be set].
+    #[arg(long, value_name = "VAR")]
+    wallet_env: Option<String>,
+    /// File holding the EVM payer's hex private key (instead of --wallet-env).
     /// The key is never printed or logged.
     #[arg(long)]
     wallet_file: Option<PathBuf>,
+    /// Environment variable holding the Solana payer's keypair, base58 of
+    /// its 64 bytes or the `solana-keygen` JSON array
+    /// [default: PAYWIRE_SOLANA_KEY; one named here must be set].
+    #[arg(long, value_name = "VAR")]
+    solana_wallet_env: Option<String>,
+    /// File holding the Solana payer's keypair (base58, or a `solana-keygen`
+    /// JSON key file) instead of --solana-wallet-env. Never printed or logged.
+    #[arg(long)]
+    solana_wallet_file: Option<PathBuf>,
     /// Extra asset for value comparison and dollar caps:
     /// `NETWORK:ADDRESS:DECIMALS[:usd]` (repeatable), e.g. a devnet USDC.
     #[arg(long = "asset")]
@@ -70,10 +75,12 @@ pub struct PayArgs {
     /// Total spending limit in US dollars (needs --budget).
     #[arg(long, requires = "budget")]
     total_usd: Option<String>,
-    /// RPC node the budget asks whether a payment sent earlier but not
-    /// settled was spent: `NETWORK=URL` (repeatable, eip155 networks; needs
-    /// --budget). Without one, such payments keep counting against the budget.
-    #[arg(long = "rpc", requires = "budget", value_name = "NETWORK=URL")]
+    /// A chain node, `NETWORK=URL` (repeatable). Solana networks: the node
+    /// the wallet reads blockhashes and mints from (the public cluster node
+    /// by default). eip155 networks, with --budget: asked whether a payment
+    /// sent earlier but not settled was spent (without one, such payments
+    /// keep counting against the budget).
+    #[arg(long = "rpc", value_name = "NETWORK=URL")]
     rpcs: Vec<String>,
     /// Refuse offers whose maxTimeoutSeconds (how long the signed
     /// authorization stays valid) is larger than this.
@@ -86,6 +93,11 @@ pub struct PayArgs {
     #[arg(long)]
     dry_run: bool,
 }
+
+/// Where the EVM key is read from without `--wallet-env`.
+const EVM_KEY_ENV: &str = "PAYWIRE_PRIVATE_KEY";
+/// Where the Solana key is read from without `--solana-wallet-env`.
+const SOLANA_KEY_ENV: &str = "PAYWIRE_SOLANA_KEY";
 
 const EXIT_HTTP: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -145,45 +157,54 @@ fn parse_asset_parts(
     ))
 }
 
-/// The spend probe for `--rpc NETWORK=URL` options. The URL (which may carry
-/// a provider API key) never appears in an error.
-fn spend_probe(rpcs: &[String]) -> Result<ExactEvmSpendProbe, Failure> {
-    let mut probe = ExactEvmSpendProbe::new();
-    for option in rpcs {
-        let (network, url) = option
-            .split_once('=')
-            .ok_or_else(|| usage("--rpc expects NETWORK=URL"))?;
-        let network = crate::plugins::networks()
-            .resolve(network)
-            .map_err(|e| usage(e.to_string()))?;
-        if network.eip155_id().is_none() {
-            return Err(usage(format!(
-                "--rpc {network}: only eip155 networks have a spend probe"
-            )));
-        }
-        let rpc = RpcClient::new(vec![url.to_owned()], Duration::from_secs(10))
-            .map_err(|_| usage(format!("--rpc {network}: cannot create an RPC client")))?;
-        probe = probe.network(network, Arc::new(rpc));
-    }
-    Ok(probe)
+/// The `--rpc NETWORK=URL` options, resolved. The URL (which may carry a
+/// provider API key) never appears in an error.
+fn rpc_urls(rpcs: &[String]) -> Result<Vec<(ChainId, Secret)>, Failure> {
+    rpcs.iter()
+        .map(|option| {
+            let (network, url) = option
+                .split_once('=')
+                .ok_or_else(|| usage("--rpc expects NETWORK=URL"))?;
+            let network = crate::plugins::networks()
+                .resolve(network)
+                .map_err(|e| usage(e.to_string()))?;
+            Ok((network, Secret::new(url)))
+        })
+        .collect()
 }
 
-async fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
-    let key = match &args.wallet_file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            usage(format!(
-                "cannot read the wallet file {}: {e}",
-                path.display()
-            ))
-        })?,
-        None => std::env::var(&args.wallet_env).map_err(|_| {
-            usage(format!(
-                "set {} to the payer's hex private key (or use --wallet-file)",
-                args.wallet_env
-            ))
-        })?,
+/// The payer's wallets: an EVM key, a Solana key, or both; at least one.
+fn wallets(args: &PayArgs, policy: &SelectionPolicy) -> Result<Wallets, Failure> {
+    let evm = KeySource {
+        file: args.wallet_file.as_deref(),
+        env: args.wallet_env.as_deref().unwrap_or(EVM_KEY_ENV),
+        env_required: args.wallet_env.is_some(),
     };
-    let signer = LocalSigner::from_hex(&key).map_err(|e| usage(e.to_string()))?;
+    let solana = KeySource {
+        file: args.solana_wallet_file.as_deref(),
+        env: args.solana_wallet_env.as_deref().unwrap_or(SOLANA_KEY_ENV),
+        env_required: args.solana_wallet_env.is_some(),
+    };
+    let (evm_key, solana_key) = (evm.read().map_err(usage)?, solana.read().map_err(usage)?);
+    if evm_key.is_none() && solana_key.is_none() {
+        return Err(usage(format!(
+            "no payer key: set {} to an EVM hex private key or {} to a Solana keypair \
+             (or use --wallet-file / --solana-wallet-file)",
+            evm.env, solana.env
+        )));
+    }
+    // The wallet of the most preferred family signs in first: one sign-in
+    // is tried per challenge.
+    let solana_first = policy
+        .prefer_networks
+        .first()
+        .or(policy.allow_networks.first())
+        .is_some_and(wallet::is_solana);
+    wallet::build(evm_key, solana_key, &rpc_urls(&args.rpcs)?, solana_first).map_err(usage)
+}
+
+/// The selection policy of the options.
+fn policy(args: &PayArgs) -> Result<SelectionPolicy, Failure> {
     let networks = crate::plugins::networks();
     let mut policy = SelectionPolicy {
         networks: networks.clone(),
@@ -208,24 +229,32 @@ async fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
             .map_err(|e| usage(e.to_string()))?;
         policy.max_per_call.push(PriceCap::Usd(money));
     }
-    let mut catalog = StaticCatalog::default();
+    Ok(policy)
+}
+
+/// Every asset the registered plugins know (Circle's USDC on Base and on
+/// Solana, …) plus the `--asset` options, for dollar caps and comparing
+/// offers by value.
+fn catalog(args: &PayArgs) -> Result<StaticCatalog, Failure> {
+    let mut catalog = crate::plugins::known_assets();
     for asset in &args.assets {
         let (network, address, info) = parse_asset(asset)?;
         catalog = catalog.with(network, address, info);
     }
-    // Sign in with the same wallet first (on any eip155 network the server
-    // lists), so a returning wallet with an entitlement is let in unpaid.
-    let sign_in = SiwxSignIn::any_chain(Arc::new(EvmSiwxSigner::new(signer.clone())));
+    Ok(catalog)
+}
+
+async fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
+    let policy = policy(args)?;
+    let wallets = wallets(args, &policy)?;
     let mut builder = X402Client::builder()
-        .wallet(
-            ChainIdPattern::namespace("eip155").map_err(|e| usage(e.to_string()))?,
-            Arc::new(ExactEvmClient::new(signer)),
-        )
-        .sign_in(Arc::new(sign_in))
-        .catalog(Arc::new(EvmNetworks::well_known()))
-        .catalog(Arc::new(catalog))
+        .sign_in(Arc::new(wallets.sign_in))
+        .catalog(Arc::new(catalog(args)?))
         .policy(policy)
         .max_402_body(args.max_402_body);
+    for registration in wallets.schemes {
+        builder = builder.wallet(registration.networks, registration.handler);
+    }
     if let Some(path) = &args.budget {
         let rule = BudgetRule {
             per_day: args.daily_usd.as_deref().map(micro_usd).transpose()?,
@@ -236,8 +265,8 @@ async fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
             .await
             .map_err(|e| usage(e.to_string()))?;
         builder = builder.budget(Arc::new(budget));
-        if !args.rpcs.is_empty() {
-            builder = builder.spend_probe(Arc::new(spend_probe(&args.rpcs)?));
+        if let Some(probe) = wallets.spend_probe {
+            builder = builder.spend_probe(probe);
         }
     }
     Ok(builder.build())

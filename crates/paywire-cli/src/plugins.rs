@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use paywire_core::{NetworkDirectory, PluginRegistry};
+use paywire_client::StaticCatalog;
+use paywire_core::{NetworkDirectory, PluginRegistry, ServerConfig};
 
 /// Every chain plugin this binary registers.
 pub(crate) fn registry() -> PluginRegistry {
@@ -16,4 +17,22 @@ pub(crate) fn registry() -> PluginRegistry {
 /// Every network name the registered plugins contribute.
 pub(crate) fn networks() -> NetworkDirectory {
     registry().networks().clone()
+}
+
+/// Every asset the registered plugins know out of the box (Circle's USDC
+/// on Base, on Solana, …), for dollar caps and comparing offers by value.
+pub(crate) fn known_assets() -> StaticCatalog {
+    let mut well_known = ServerConfig::default();
+    well_known.well_known = true;
+    let mut catalog = StaticCatalog::default();
+    for plugin in registry().iter() {
+        // A plugin without a server side contributes no assets.
+        let Ok(parts) = plugin.server(&well_known) else {
+            continue;
+        };
+        for asset in parts.assets {
+            catalog = catalog.with(asset.network, asset.asset, asset.info);
+        }
+    }
+    catalog
 }

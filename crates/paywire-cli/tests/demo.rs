@@ -1,4 +1,5 @@
-//! `paywire demo` runs end to end and its final table shows every call paid.
+//! `paywire demo` runs end to end and its final table shows every call paid,
+//! one of them on Solana.
 
 #[test]
 fn demo_runs_end_to_end() {
@@ -19,19 +20,45 @@ fn demo_runs_end_to_end() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert_eq!(table.len(), 7, "{stdout}");
+    assert_eq!(table.len(), 8, "{stdout}");
     for row in &table[..5] {
+        assert!(row.contains(" anvil "), "{row}");
         assert!(row.contains(" paid "), "{row}");
         assert!(row.contains(" 0x"), "a transaction hash: {row}");
     }
-    for row in &table[5..] {
+    for row in &table[5..7] {
         assert!(
             row.contains(" session "),
             "a returning wallet signs in: {row}"
         );
         assert!(!row.contains(" 0x"), "no transaction: {row}");
     }
+    // The agent preferring Solana pays on Solana (a base58 signature, no
+    // 0x hash) although the route offers anvil too.
+    let solana = table[7];
+    assert!(
+        solana.starts_with("GET /weather (prefers Solana)"),
+        "{solana}"
+    );
+    assert!(solana.contains(" solana-devnet "), "{solana}");
+    assert!(solana.contains(" 0.01 USDC  paid "), "{solana}");
+    assert!(!solana.contains(" 0x"), "{solana}");
     assert!(stdout.contains("spent 0.11 USDC"), "{stdout}");
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("solana payer ").ends_with("spent 0.01 USDC"),
+        "{stdout}"
+    );
+    assert!(
+        line("solana merchant ").ends_with("received 0.01 USDC"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("2 paid endpoints cataloged after settlement; cheapest for \"weather\""),
         "{stdout}"

@@ -262,21 +262,33 @@ async fn max_timeout_caps_how_long_an_authorization_lives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_rpc_option_does_not_echo_the_url() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let budget = dir.path().join("budget.db");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
-        .args(["pay", "http://127.0.0.1:9/x", "--budget"])
-        .arg(&budget)
-        .args([
-            "--rpc",
-            "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp=https://rpc.example/SECRET-KEY",
-        ])
-        .env("PAYWIRE_PRIVATE_KEY", format!("0x{}", "11".repeat(32)))
-        .output()
-        .await
-        .expect("run paywire");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("only eip155 networks"), "{stderr}");
-    assert!(!stderr.contains("SECRET-KEY"), "{stderr}");
+    let seed = [0x42; 32];
+    let mut solana_key = seed.to_vec();
+    solana_key.extend_from_slice(paywire_svm::SvmKeypair::from_seed(&seed).address().as_ref());
+    let solana_key = bs58::encode(solana_key).into_string();
+    let evm_key = format!("0x{}", "11".repeat(32));
+    for (rpc, variable, key) in [
+        (
+            "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1=ftp://rpc.example/SECRET-KEY",
+            "PAYWIRE_SOLANA_KEY",
+            solana_key,
+        ),
+        ("anvil=not a url/SECRET-KEY", "PAYWIRE_PRIVATE_KEY", evm_key),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+            .args(["pay", "http://127.0.0.1:9/x", "--rpc", rpc])
+            .env_remove("PAYWIRE_PRIVATE_KEY")
+            .env_remove("PAYWIRE_SOLANA_KEY")
+            .env(variable, key)
+            .output()
+            .await
+            .expect("run paywire");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("rpc["),
+            "names the option's network: {stderr}"
+        );
+        assert!(!stderr.contains("SECRET-KEY"), "{stderr}");
+    }
 }
