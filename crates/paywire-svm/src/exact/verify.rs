@@ -71,6 +71,37 @@ pub struct Expected {
     pub memo: Option<String>,
 }
 
+impl Expected {
+    /// What a payment of `amount` of `mint` (under `token_program`, with
+    /// `decimals`) to `pay_to`, sponsored by `fee_payer`, must hold; no memo
+    /// is required until [`Expected::with_memo`].
+    pub fn new(
+        fee_payer: Address,
+        mint: Address,
+        token_program: Address,
+        decimals: u8,
+        pay_to: Address,
+        amount: u64,
+    ) -> Self {
+        Self {
+            fee_payer,
+            mint,
+            token_program,
+            decimals,
+            pay_to,
+            amount,
+            memo: None,
+        }
+    }
+
+    /// Requires `memo` (the requirements' `extra.memo`).
+    #[must_use]
+    pub fn with_memo(mut self, memo: impl Into<String>) -> Self {
+        self.memo = Some(memo.into());
+        self
+    }
+}
+
 /// A refusal: the reason code and a human-readable detail.
 pub type Refusal = (ErrorReason, String);
 
@@ -554,15 +585,14 @@ mod tests {
             compute_unit_price: 1,
             blockhash: Hash::new_from_array([9; 32]),
         };
-        let expected = Expected {
-            fee_payer: plan.fee_payer,
-            mint: plan.mint,
-            token_program: plan.token_program,
-            decimals: plan.decimals,
-            pay_to: plan.pay_to,
-            amount: plan.amount,
-            memo: None,
-        };
+        let expected = Expected::new(
+            plan.fee_payer,
+            plan.mint,
+            plan.token_program,
+            plan.decimals,
+            plan.pay_to,
+            plan.amount,
+        );
         Fixture {
             payer,
             fee_payer,
@@ -1047,7 +1077,7 @@ mod tests {
     #[test]
     fn the_sellers_memo_is_enforced() {
         let mut f = fixture();
-        f.expected.memo = Some("invoice-42".into());
+        f.expected = f.expected.clone().with_memo("invoice-42");
         assert_eq!(reason(f.check_plan(&f.plan)), reasons::MEMO_MISMATCH);
         let plan = PaymentPlan {
             memo: "invoice-42".into(),
