@@ -18,6 +18,7 @@ use paywire_core::{
 use paywire_litesvm::{DEVNET_GENESIS_HASH, RpcServer, SolanaTestChain, TokenProgram};
 use paywire_svm::exact::verify::{self, Expected, Policy};
 use paywire_svm::exact::{ExactSvmClient, ExactSvmFacilitator, ExactSvmServer, SvmChain};
+use paywire_svm::keys::verify_signature;
 use paywire_svm::rpc::SvmRpc;
 use paywire_svm::{SvmKeypair, tx};
 use solana_address::Address;
@@ -55,7 +56,7 @@ fn setup() -> Bench {
     let server = RpcServer::start(Arc::clone(&chain)).unwrap();
 
     let network = ChainId::parse(DEVNET).unwrap();
-    let rpc = |timeout| Arc::new(SvmRpc::new(&[server.url()], timeout).unwrap());
+    let rpc = |timeout| Arc::new(SvmRpc::new(&[server.url().to_owned()], timeout).unwrap());
     let fee_payer_address = fee_payer.address();
     let mut settled = SvmChain::new(
         network.clone(),
@@ -138,6 +139,21 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let transaction = tx::decode_transaction(&text).unwrap();
             verify::check(&transaction, &[], &expected, &policy, &ours).unwrap()
+        });
+    });
+
+    // The client's signature alone, as the static rules check it (the share
+    // of ed25519 in the line above).
+    let transaction = tx::decode_transaction(&text).unwrap();
+    let message = tx::message_bytes(&transaction.message);
+    let payer = SvmKeypair::from_seed(&[0xa1; 32]).address();
+    group.bench_function("verify_client_signature_only", |b| {
+        b.iter(|| {
+            assert!(verify_signature(
+                &payer,
+                &message,
+                &transaction.signatures[1]
+            ));
         });
     });
 
