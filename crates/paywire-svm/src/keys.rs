@@ -82,7 +82,9 @@ pub fn verify_signature(signer: &Address, message: &[u8], signature: &Signature)
         return false;
     };
     let signature = ed25519_dalek::Signature::from_bytes(signature.as_array());
-    key.verify_strict(message, &signature).is_ok() && key.verify(message, &signature).is_ok()
+    // Strict: also refuses small-order keys and non-canonical encodings that
+    // plain verification accepts (it checks the same equation otherwise).
+    key.verify_strict(message, &signature).is_ok()
 }
 
 #[cfg(test)]
