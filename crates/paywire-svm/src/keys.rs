@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use solana_address::Address;
 use solana_signature::Signature;
 
