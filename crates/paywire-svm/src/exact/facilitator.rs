@@ -184,7 +184,14 @@ impl ExactSvmFacilitator {
             memo: terms.memo,
         };
         let ours = chain.signer_addresses();
-        let accepted = match verify::check(&transaction, &loaded, &expected, &chain.policy, &ours) {
+        // `prepare` ran the precheck, the client's signature included.
+        let accepted = match verify::check_after_precheck(
+            &transaction,
+            &loaded,
+            &expected,
+            &chain.policy,
+            &ours,
+        ) {
             Ok(accepted) => accepted,
             Err(refusal) => return Ok(Err(refusal)),
         };
