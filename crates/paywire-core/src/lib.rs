@@ -49,7 +49,7 @@ pub use plugin::{
 };
 pub use reason::ErrorReason;
 pub use scheme::{
-    BoxFuture, NoObserver, Price, RequirementsRequest, SchemeClient, SchemeError,
+    BoxFuture, CreatedPayment, NoObserver, Price, RequirementsRequest, SchemeClient, SchemeError,
     SchemeFacilitator, SchemeRegistry, SchemeServer, SettlementLookup, SettlementObserver,
     SpendProbe, SpendState,
 };

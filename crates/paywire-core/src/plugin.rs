@@ -276,6 +276,10 @@ pub struct FacilitatorParts {
     pub schemes: Vec<Arc<dyn SchemeFacilitator>>,
     /// Readiness and signer-balance probes, one per network.
     pub probes: Vec<Arc<dyn ChainProbe>>,
+    /// Extension identifiers the facilitator supports because of this
+    /// plugin's configuration (e.g. `eip2612GasSponsoring`), listed in
+    /// `/supported`.
+    pub extensions: Vec<String>,
 }
 
 impl fmt::Debug for FacilitatorParts {
@@ -283,6 +287,7 @@ impl fmt::Debug for FacilitatorParts {
         f.debug_struct("FacilitatorParts")
             .field("schemes", &self.schemes.len())
             .field("probes", &self.probes.len())
+            .field("extensions", &self.extensions)
             .finish()
     }
 }

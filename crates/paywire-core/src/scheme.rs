@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::amount::{AtomicAmount, Money};
 use crate::chain::{ChainId, ChainIdPattern};
+use crate::extensions::Extensions;
 use crate::reason::ErrorReason;
 use crate::types::{
     JsonObject, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind, VerifyResponse,
@@ -107,6 +108,57 @@ pub trait SchemeServer: Send + Sync {
         let _ = reason;
         false
     }
+
+    /// Whether this scheme charges by usage (`upto`): the requirements'
+    /// `amount` is then the most the payer authorizes, and the server
+    /// settles the amount its handler reports after it ran (at most that
+    /// maximum, possibly zero). Such options need settlement after the
+    /// handler.
+    fn usage_based(&self) -> bool {
+        false
+    }
+
+    /// Extension declarations this scheme adds to a 402 that offers
+    /// `requirements` (e.g. `eip2612GasSponsoring` for an EVM Permit2
+    /// option), given the extension identifiers the facilitator lists in its
+    /// `/supported` answer. Keys are extension identifiers, values their
+    /// `{info, schema}` envelopes. The default adds none.
+    fn payment_required_extensions(
+        &self,
+        requirements: &PaymentRequirements,
+        facilitator_extensions: &[String],
+    ) -> JsonObject {
+        let _ = (requirements, facilitator_extensions);
+        JsonObject::new()
+    }
+}
+
+/// A signed payment as a scheme client produced it: the scheme-specific
+/// `payload` and the extension data it adds to the `PaymentPayload` (e.g. an
+/// EIP-2612 permit for gas-sponsored approval).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct CreatedPayment {
+    /// The `PaymentPayload.payload` object.
+    pub payload: JsonObject,
+    /// Entries for `PaymentPayload.extensions` (identifier → `{info, …}`).
+    pub extensions: JsonObject,
+}
+
+impl CreatedPayment {
+    /// A payment without extension data.
+    pub fn new(payload: JsonObject) -> Self {
+        Self {
+            payload,
+            extensions: JsonObject::new(),
+        }
+    }
+
+    /// Adds extension data under `identifier`.
+    pub fn with_extension(mut self, identifier: impl Into<String>, value: serde_json::Value) -> Self {
+        self.extensions.insert(identifier.into(), value);
+        self
+    }
 }
 
 /// Client side of a scheme: signs a payment for chosen requirements.
@@ -122,6 +174,19 @@ pub trait SchemeClient: Send + Sync {
         &'a self,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<JsonObject, SchemeError>>;
+
+    /// Produces the payment for `requirements`, seeing the extensions the
+    /// 402 declared (`offered`), so that a scheme can add extension data the
+    /// server accepts (e.g. a gas-sponsoring permit). The default signs with
+    /// [`SchemeClient::create_payload`] and adds no extension data.
+    fn create_payment<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+        offered: Option<&'a Extensions>,
+    ) -> BoxFuture<'a, Result<CreatedPayment, SchemeError>> {
+        let _ = offered;
+        Box::pin(async move { self.create_payload(requirements).await.map(CreatedPayment::new) })
+    }
 }
 
 /// What the chain says about the authorization inside a payment payload.

@@ -21,6 +21,7 @@ pub mod ecrecover;
 pub mod eip6492;
 pub mod exact;
 pub mod networks;
+pub mod permit2;
 pub mod plugin;
 pub mod reasons;
 pub mod rpc;

@@ -69,6 +69,9 @@ pub async fn chain_parts(
             facilitator.register(scheme);
         }
         probes.extend(parts.probes);
+        for extension in parts.extensions {
+            facilitator.declare_extension(extension);
+        }
     }
     Ok(ChainParts {
         facilitator,
