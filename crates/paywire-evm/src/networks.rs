@@ -7,7 +7,11 @@
 use std::collections::HashMap;
 
 use alloy_primitives::{Address, address};
-use paywire_core::{ChainId, NetworkClass, NetworkInfo};
+use paywire_core::{
+    AtomicAmount, ChainId, JsonObject, Money, MoneyUnit, NetworkClass, NetworkInfo,
+    PaymentRequirements, Price, RequirementsRequest, SchemeError,
+};
+use serde::{Deserialize, Serialize};
 
 /// `eip155` chain ids from and to their numeric EVM chain id.
 pub trait Eip155ChainId: Sized {
@@ -64,6 +68,55 @@ pub fn network_names() -> Vec<NetworkInfo> {
         .collect()
 }
 
+/// How the payer's signature moves an asset: the wire value of
+/// `extra.assetTransferMethod` and of the `transfer_method` configuration key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMethod {
+    /// EIP-3009 `transferWithAuthorization` on the token itself (USDC).
+    #[default]
+    Eip3009,
+    /// A Permit2 `permitWitnessTransferFrom` through an x402 proxy: works
+    /// with any ERC-20 once the payer has approved the Permit2 contract.
+    Permit2,
+}
+
+impl TransferMethod {
+    /// The wire spelling (`"eip3009"`, `"permit2"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eip3009 => "eip3009",
+            Self::Permit2 => "permit2",
+        }
+    }
+
+    /// The wire spelling read back; `None` for an unknown method.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "eip3009" => Some(Self::Eip3009),
+            "permit2" => Some(Self::Permit2),
+            _ => None,
+        }
+    }
+
+    /// The method `requirements` ask for: `extra.assetTransferMethod`, EIP-3009
+    /// when absent; `Err` with the unknown spelling (or a non-string value).
+    pub fn of(requirements: &PaymentRequirements) -> Result<Self, String> {
+        let extra = requirements.extra.as_ref();
+        match extra.and_then(|extra| extra.get("assetTransferMethod")) {
+            None => Ok(Self::Eip3009),
+            Some(serde_json::Value::String(text)) => Self::parse(text).ok_or_else(|| text.clone()),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for TransferMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An ERC-20 asset usable for payments on one chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvmAsset {
@@ -73,13 +126,21 @@ pub struct EvmAsset {
     pub symbol: String,
     /// Decimals of the token.
     pub decimals: u8,
-    /// EIP-712 domain `name` of the token (EIP-3009 signatures).
+    /// EIP-712 domain `name` of the token (EIP-3009 and EIP-2612
+    /// signatures); empty for a Permit2 token without EIP-2612.
     pub eip712_name: String,
-    /// EIP-712 domain `version` of the token.
+    /// EIP-712 domain `version` of the token (empty like `eip712_name`).
     pub eip712_version: String,
     /// Whether one unit is worth one US dollar (for `"$0.01"` prices and
     /// USD budgets).
     pub usd_stable: bool,
+    /// How `exact` payments in this asset move funds (EIP-3009 by default;
+    /// `upto` always uses Permit2).
+    pub transfer_method: TransferMethod,
+    /// Whether the token implements EIP-2612 `permit` (its domain being
+    /// `eip712_name`/`eip712_version`): a payer without a Permit2 allowance
+    /// can then sign one for a facilitator that sponsors the approval.
+    pub eip2612: bool,
 }
 
 /// One EVM chain with its default payment asset and other known assets.
@@ -125,7 +186,10 @@ impl EvmNetwork {
 
 impl EvmAsset {
     /// Circle's USDC (6 decimals, EIP-712 version "2") at `address`, whose
-    /// EIP-712 domain name is `eip712_name` ("USD Coin" or "USDC").
+    /// EIP-712 domain name is `eip712_name` ("USD Coin" or "USDC"). It pays
+    /// with EIP-3009 and also implements EIP-2612 (FiatToken v2), so Permit2
+    /// payments in it (`upto`, or `exact` when a seller asks for Permit2) can
+    /// use a sponsored approval.
     pub fn usdc(address: Address, eip712_name: &str) -> Self {
         Self {
             address,
@@ -134,7 +198,22 @@ impl EvmAsset {
             eip712_name: eip712_name.into(),
             eip712_version: "2".into(),
             usd_stable: true,
+            transfer_method: TransferMethod::Eip3009,
+            eip2612: true,
         }
+    }
+
+    /// The same asset paid with `method` (e.g. USDC through Permit2).
+    pub fn with_transfer_method(mut self, method: TransferMethod) -> Self {
+        self.transfer_method = method;
+        self
+    }
+
+    /// The token's EIP-2612 domain (name, version), when it implements
+    /// EIP-2612 and its domain is known.
+    pub fn eip2612_domain(&self) -> Option<(&str, &str)> {
+        (self.eip2612 && !self.eip712_name.is_empty() && !self.eip712_version.is_empty())
+            .then_some((self.eip712_name.as_str(), self.eip712_version.as_str()))
     }
 }
 
@@ -252,9 +331,16 @@ impl EvmNetworks {
         self
     }
 
-    /// Adds an asset to a known network; returns false if the network is unknown.
+    /// Adds an asset to a known network, replacing the entry with the same
+    /// address (the default asset included: that is how a configuration
+    /// switches the built-in USDC to Permit2); returns false if the network
+    /// is unknown.
     pub fn add_asset(&mut self, chain_id: u64, asset: EvmAsset) -> bool {
         match self.by_chain_id.get_mut(&chain_id) {
+            Some(network) if network.default_asset.address == asset.address => {
+                network.default_asset = asset;
+                true
+            }
             Some(network) => {
                 network.other_assets.retain(|a| a.address != asset.address);
                 network.other_assets.push(asset);
@@ -290,6 +376,109 @@ impl paywire_core::AssetCatalog for EvmNetworks {
             usd_stable: asset.usd_stable,
         })
     }
+}
+
+/// A price resolved to an amount of one token.
+pub(crate) struct Priced<'a> {
+    /// Amount in atomic units (never zero).
+    pub(crate) amount: AtomicAmount,
+    /// The token.
+    pub(crate) asset: Address,
+    /// The token's entry in the network table, when known.
+    pub(crate) known: Option<&'a EvmAsset>,
+    /// The `extra` an atomic price carried.
+    pub(crate) seller_extra: Option<JsonObject>,
+}
+
+/// Resolves `request.price` on `networks` for `scheme` (named in errors).
+pub(crate) fn price<'a>(
+    networks: &'a EvmNetworks,
+    request: &RequirementsRequest<'_>,
+    scheme: &str,
+) -> Result<Priced<'a>, SchemeError> {
+    let network = networks.get(request.network);
+    let priced = match request.price {
+        Price::Money(money) => {
+            let asset = money_asset(network, request.network, money)?;
+            let amount = money
+                .to_atomic(asset.decimals)
+                .map_err(|e| invalid(e.to_string()))?;
+            Priced {
+                amount,
+                asset: asset.address,
+                known: Some(asset),
+                seller_extra: None,
+            }
+        }
+        Price::Atomic {
+            amount,
+            asset,
+            extra,
+        } => {
+            let address: Address = asset
+                .parse()
+                .map_err(|_| invalid(format!("asset {asset:?} is not an EVM address")))?;
+            Priced {
+                amount: *amount,
+                asset: address,
+                known: network.and_then(|n| n.asset(address)),
+                seller_extra: extra.clone(),
+            }
+        }
+        other => {
+            return Err(SchemeError::Unsupported(format!(
+                "{scheme} on EVM cannot price {other:?}"
+            )));
+        }
+    };
+    if priced.amount.is_zero() {
+        return Err(invalid("price must be greater than zero".into()));
+    }
+    Ok(priced)
+}
+
+/// The recipient, or a refusal naming it.
+pub(crate) fn parse_pay_to(pay_to: &str) -> Result<Address, SchemeError> {
+    pay_to
+        .parse()
+        .map_err(|_| invalid(format!("payTo {pay_to:?} is not an EVM address")))
+}
+
+fn invalid(what: String) -> SchemeError {
+    SchemeError::InvalidRequirements(what)
+}
+
+/// The asset a money price is paid in: the default asset for dollars or no
+/// unit, else the asset with that symbol.
+fn money_asset<'a>(
+    network: Option<&'a EvmNetwork>,
+    chain: &ChainId,
+    money: &Money,
+) -> Result<&'a EvmAsset, SchemeError> {
+    let network = network.ok_or_else(|| {
+        SchemeError::Unsupported(format!(
+            "no default asset known for {chain}; give an atomic amount and asset"
+        ))
+    })?;
+    let asset = match money.unit() {
+        MoneyUnit::Usd | MoneyUnit::Unspecified => &network.default_asset,
+        MoneyUnit::Symbol(symbol) => std::iter::once(&network.default_asset)
+            .chain(&network.other_assets)
+            .find(|a| a.symbol.eq_ignore_ascii_case(symbol))
+            .ok_or_else(|| SchemeError::Unsupported(format!("no {symbol} asset on {chain}")))?,
+        other => {
+            return Err(SchemeError::Unsupported(format!(
+                "no asset priced in {other:?} on {chain}"
+            )));
+        }
+    };
+    if matches!(money.unit(), MoneyUnit::Usd) && !asset.usd_stable {
+        return Err(invalid(format!(
+            "{} on {chain} is not a US dollar stablecoin",
+            asset.symbol
+        )));
+    }
+    Ok(asset)
 }
 
 #[cfg(test)]
@@ -360,6 +549,8 @@ mod tests {
             eip712_name: "EURC".into(),
             eip712_version: "2".into(),
             usd_stable: false,
+            transfer_method: TransferMethod::Permit2,
+            eip2612: false,
         };
         assert!(table.add_asset(31337, other.clone()));
         assert_eq!(
@@ -367,5 +558,34 @@ mod tests {
             Some(&other)
         );
         assert!(!table.add_asset(999, other));
+    }
+
+    #[test]
+    fn usdc_pays_with_eip3009_and_can_switch_to_permit2() {
+        let mut table = EvmNetworks::well_known();
+        for network in table.iter() {
+            assert_eq!(network.default_asset.transfer_method, TransferMethod::Eip3009);
+            assert!(network.default_asset.eip2612_domain().is_some());
+        }
+        let base = table.by_chain_id(8453).unwrap().default_asset.clone();
+        let switched = base.clone().with_transfer_method(TransferMethod::Permit2);
+        assert!(table.add_asset(8453, switched.clone()));
+        let network = table.by_chain_id(8453).unwrap();
+        assert_eq!(network.default_asset, switched);
+        assert!(network.other_assets.is_empty());
+        assert_eq!(network.asset(base.address), Some(&switched));
+    }
+
+    #[test]
+    fn transfer_methods_read_their_wire_spelling_only() {
+        for method in [TransferMethod::Eip3009, TransferMethod::Permit2] {
+            assert_eq!(TransferMethod::parse(method.as_str()), Some(method));
+            let json = serde_json::to_value(method).unwrap();
+            assert_eq!(json, method.as_str());
+        }
+        for bad in ["", "Permit2", "PERMIT2", "eip-3009", "permit"] {
+            assert_eq!(TransferMethod::parse(bad), None, "{bad}");
+            assert!(serde_json::from_value::<TransferMethod>(bad.into()).is_err());
+        }
     }
 }

@@ -17,15 +17,18 @@ use paywire_core::{
 use serde::Deserialize;
 
 use crate::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
-use crate::networks::{Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, network_names};
+use crate::upto::{UptoEvmClient, UptoEvmServer};
+use crate::networks::{
+    Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, TransferMethod, network_names,
+};
 use crate::rpc::RpcClient;
 use crate::signer::LocalSigner;
 
 /// The CAIP-2 namespace of EVM chains.
 pub const NAMESPACE: &str = "eip155";
 
-/// Timeout of the spend probe's node calls.
-const SPEND_PROBE_RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of a wallet's node calls (spend probe, Permit2 allowance checks).
+const WALLET_RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `eip155` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,17 +48,27 @@ struct NetworkEntry {
     asset: AssetEntry,
 }
 
-/// An ERC-20 token with EIP-3009 support.
+/// An ERC-20 token accepted for payments: EIP-3009 (the default) or
+/// Permit2 (`transfer_method = "permit2"`), with `eip2612 = true` when the
+/// token implements EIP-2612 (its `eip712_name`/`eip712_version` then name
+/// that domain). The EIP-712 domain is required whenever a payer signs for
+/// it: EIP-3009 tokens and EIP-2612 tokens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AssetEntry {
     address: String,
     symbol: String,
     decimals: u8,
-    eip712_name: String,
-    eip712_version: String,
+    #[serde(default)]
+    eip712_name: Option<String>,
+    #[serde(default)]
+    eip712_version: Option<String>,
     #[serde(default)]
     usd_stable: bool,
+    #[serde(default)]
+    transfer_method: TransferMethod,
+    #[serde(default)]
+    eip2612: bool,
 }
 
 impl AssetEntry {
@@ -67,13 +80,26 @@ impl AssetEntry {
                 format!("{:?} is not an EVM address", self.address),
             )
         })?;
+        let needs_domain = self.eip2612 || self.transfer_method == TransferMethod::Eip3009;
+        let why = if self.eip2612 {
+            "an EIP-2612 token needs its EIP-712 domain"
+        } else {
+            "an EIP-3009 token needs its EIP-712 domain"
+        };
+        let domain_part = |value: &Option<String>, key: &str| match value {
+            Some(text) if !text.is_empty() => Ok(text.clone()),
+            _ if needs_domain => Err(PluginError::config(format!("{at}.{key}"), why)),
+            _ => Ok(String::new()),
+        };
         Ok(EvmAsset {
             address,
             symbol: self.symbol.clone(),
             decimals: self.decimals,
-            eip712_name: self.eip712_name.clone(),
-            eip712_version: self.eip712_version.clone(),
+            eip712_name: domain_part(&self.eip712_name, "eip712_name")?,
+            eip712_version: domain_part(&self.eip712_version, "eip712_version")?,
             usd_stable: self.usd_stable,
+            transfer_method: self.transfer_method,
+            eip2612: self.eip2612,
         })
     }
 }
@@ -182,8 +208,10 @@ impl ChainPlugin for EvmPlugin {
                 ));
             }
         }
-        let exact: Arc<dyn SchemeServer> = Arc::new(ExactEvmServer::new(networks));
+        let exact: Arc<dyn SchemeServer> = Arc::new(ExactEvmServer::new(networks.clone()));
         parts.schemes.push(Registration::new(all_evm()?, exact));
+        let upto: Arc<dyn SchemeServer> = Arc::new(UptoEvmServer::new(networks));
+        parts.schemes.push(Registration::new(all_evm()?, upto));
         Ok(parts)
     }
 
@@ -198,22 +226,31 @@ impl ChainPlugin for EvmPlugin {
         Box::pin(async move { crate::exact::facilitator_parts(config) })
     }
 
+    /// `exact` and `upto` signing on every EVM chain; where a node is
+    /// given, the clients check the Permit2 allowance before signing Permit2
+    /// payments and a spend probe reads the chain.
     fn wallet(&self, config: &WalletConfig) -> Result<WalletParts, PluginError> {
-        let signer = wallet_signer(config)?;
+        let signer = Arc::new(wallet_signer(config)?);
         let mut parts = WalletParts::default();
         parts.addresses.push(signer.address().to_string());
-        let client: Arc<dyn SchemeClient> = Arc::new(ExactEvmClient::new(signer));
-        parts.schemes.push(Registration::new(all_evm()?, client));
+        let mut exact = ExactEvmClient::new(Arc::clone(&signer));
+        let mut upto = UptoEvmClient::new(Arc::clone(&signer));
         let mut probe = ExactEvmSpendProbe::new();
         let mut any = false;
         for (network, url) in &config.rpc_urls {
             if network.namespace() != NAMESPACE {
                 continue;
             }
-            let rpc = node_client(network, url, SPEND_PROBE_RPC_TIMEOUT)?;
+            let rpc = node_client(network, url, WALLET_RPC_TIMEOUT)?;
+            exact = exact.with_rpc(network.clone(), Arc::clone(&rpc));
+            upto = upto.with_rpc(network.clone(), Arc::clone(&rpc));
             probe = probe.network(network.clone(), rpc);
             any = true;
         }
+        let exact: Arc<dyn SchemeClient> = Arc::new(exact);
+        parts.schemes.push(Registration::new(all_evm()?, exact));
+        let upto: Arc<dyn SchemeClient> = Arc::new(upto);
+        parts.schemes.push(Registration::new(all_evm()?, upto));
         if any {
             parts.spend_probe = Some(Arc::new(probe));
         }
@@ -272,8 +309,90 @@ mod tests {
         };
         assert_eq!(symbols(31337), ["USDC"]);
         assert_eq!(symbols(8453), ["USDC", "EURC"]);
-        assert_eq!(parts.schemes.len(), 1);
-        assert_eq!(parts.schemes[0].handler.scheme(), "exact");
+        let schemes: Vec<_> = parts.schemes.iter().map(|s| s.handler.scheme()).collect();
+        assert_eq!(schemes, ["exact", "upto"]);
+        assert!(parts.schemes[1].handler.usage_based());
+    }
+
+    fn server_with(asset: serde_json::Value) -> Result<EvmNetworks, PluginError> {
+        let entry = ConfigEntry::new(
+            ChainId::eip155(8453),
+            "networks[2]",
+            serde_json::json!({"network": "base", "asset": asset}),
+        );
+        let mut config = ServerConfig::default();
+        config.entries = vec![entry];
+        config.well_known = true;
+        EvmPlugin::server_networks(&config)
+    }
+
+    #[test]
+    fn asset_entries_choose_their_transfer_method_and_eip2612() {
+        let plain = Address::repeat_byte(0x44);
+        let networks = server_with(serde_json::json!({
+            "address": plain.to_string(), "symbol": "PUSD", "decimals": 6,
+            "transfer_method": "permit2"}))
+        .unwrap();
+        let asset = networks.by_chain_id(8453).unwrap().asset(plain).unwrap();
+        assert_eq!(asset.transfer_method, TransferMethod::Permit2);
+        assert!(!asset.eip2612);
+        assert_eq!(asset.eip2612_domain(), None);
+        let permit = Address::repeat_byte(0x45);
+        let networks = server_with(serde_json::json!({
+            "address": permit.to_string(), "symbol": "EUSD", "decimals": 6,
+            "transfer_method": "permit2", "eip2612": true,
+            "eip712_name": "Permit Dollar", "eip712_version": "1"}))
+        .unwrap();
+        let asset = networks.by_chain_id(8453).unwrap().asset(permit).unwrap();
+        assert_eq!(asset.eip2612_domain(), Some(("Permit Dollar", "1")));
+        // The built-in USDC switched to Permit2 by an entry with its address.
+        let usdc = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913";
+        let networks = server_with(serde_json::json!({
+            "address": usdc, "symbol": "USDC", "decimals": 6, "usd_stable": true,
+            "transfer_method": "permit2", "eip2612": true,
+            "eip712_name": "USD Coin", "eip712_version": "2"}))
+        .unwrap();
+        let base = networks.by_chain_id(8453).unwrap();
+        assert_eq!(base.default_asset.transfer_method, TransferMethod::Permit2);
+        assert!(base.other_assets.is_empty());
+        // Default: EIP-3009, as before.
+        let networks = server_with(serde_json::json!({
+            "address": plain.to_string(), "symbol": "X", "decimals": 6,
+            "eip712_name": "X", "eip712_version": "1"}))
+        .unwrap();
+        let asset = networks.by_chain_id(8453).unwrap().asset(plain).unwrap();
+        assert_eq!(asset.transfer_method, TransferMethod::Eip3009);
+        assert!(!asset.eip2612);
+    }
+
+    #[test]
+    fn bad_asset_methods_and_missing_domains_are_named_by_key() {
+        let base = |extra: serde_json::Value| {
+            let mut asset = serde_json::json!({"address": Address::repeat_byte(0x44).to_string(),
+                                               "symbol": "PUSD", "decimals": 6});
+            for (key, value) in extra.as_object().unwrap() {
+                asset[key] = value.clone();
+            }
+            server_with(asset).unwrap_err().to_string()
+        };
+        for bad in ["eip-3009", "Permit2", "permit", ""] {
+            let error = base(serde_json::json!({"transfer_method": bad}));
+            assert!(error.starts_with("networks[2].asset.transfer_method"), "{error}");
+            assert!(error.contains("permit2"), "{error}");
+        }
+        let error = base(serde_json::json!({"transfer_method": 2}));
+        assert!(error.starts_with("networks[2].asset.transfer_method"), "{error}");
+        let error = base(serde_json::json!({"eip2612": "yes"}));
+        assert!(error.starts_with("networks[2].asset.eip2612"), "{error}");
+        // EIP-3009 (the default) needs the domain; so does EIP-2612.
+        let error = base(serde_json::json!({}));
+        assert!(error.starts_with("networks[2].asset.eip712_name"), "{error}");
+        let error = base(serde_json::json!({"eip712_name": "X"}));
+        assert!(error.starts_with("networks[2].asset.eip712_version"), "{error}");
+        let error = base(serde_json::json!({"transfer_method": "permit2", "eip2612": true,
+                                            "eip712_version": "1"}));
+        assert!(error.starts_with("networks[2].asset.eip712_name"), "{error}");
+        assert!(error.contains("EIP-2612"), "{error}");
     }
 
     #[test]
@@ -378,8 +497,9 @@ mod tests {
     fn wallets_sign_on_every_evm_chain_and_probe_where_a_node_is_given() {
         let key = Secret::new(format!("0x{}", "11".repeat(32)));
         let parts = EvmPlugin.wallet(&WalletConfig::new(key.clone())).unwrap();
-        assert_eq!(parts.schemes.len(), 1);
-        assert!(parts.schemes[0].networks.matches(&ChainId::eip155(8453)));
+        let schemes: Vec<_> = parts.schemes.iter().map(|s| s.handler.scheme()).collect();
+        assert_eq!(schemes, ["exact", "upto"]);
+        assert!(parts.schemes.iter().all(|s| s.networks.matches(&ChainId::eip155(8453))));
         assert!(parts.spend_probe.is_none());
         let mut config = WalletConfig::new(key);
         config.rpc_urls = vec![(

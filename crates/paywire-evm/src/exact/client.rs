@@ -1,13 +1,23 @@
-//! Client side: sign an EIP-3009 authorization for chosen requirements.
+//! Client side: sign an EIP-3009 authorization, or a Permit2 one when the
+//! requirements say `assetTransferMethod: "permit2"`, for chosen
+//! requirements.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::Eip155ChainId;
 use alloy_primitives::{Address, B256};
 use paywire_core::{
-    AtomicAmount, BoxFuture, ChainId, JsonObject, PaymentRequirements, SchemeClient, SchemeError,
+    AtomicAmount, BoxFuture, ChainId, CreatedPayment, Extensions, JsonObject, PaymentRequirements,
+    SchemeClient, SchemeError,
 };
 
 use super::payload::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
 use super::{Clock, SCHEME, system_clock};
+use crate::networks::TransferMethod;
+use crate::permit2::client::{Permit2Signer, Spender};
+use crate::permit2::{EXACT_PERMIT2_PROXY, Permit2Payload};
+use crate::rpc::RpcClient;
 use crate::signer::EvmSigner;
 
 /// Signs `exact` payments on any `eip155` chain with one signer.
@@ -15,9 +25,11 @@ pub struct ExactEvmClient<S> {
     signer: S,
     clock: Clock,
     nonces: NonceSource,
+    nodes: HashMap<ChainId, Arc<RpcClient>>,
 }
 
-/// Source of EIP-3009 nonces; random by default, fixed in golden tests.
+/// Source of nonces (EIP-3009 nonces, and the 256 bits of Permit2 ones);
+/// random by default, fixed in golden tests.
 pub type NonceSource = std::sync::Arc<dyn Fn() -> B256 + Send + Sync>;
 
 impl<S: EvmSigner> ExactEvmClient<S> {
@@ -27,7 +39,17 @@ impl<S: EvmSigner> ExactEvmClient<S> {
             signer,
             clock: system_clock(),
             nonces: std::sync::Arc::new(B256::random),
+            nodes: HashMap::new(),
         }
+    }
+
+    /// Reads `network` through `rpc` before signing Permit2 payments: the
+    /// payer's Permit2 allowance, and what a sponsored approval needs (token
+    /// nonce, account nonce, fees). Without a node the client signs without
+    /// checking.
+    pub fn with_rpc(mut self, network: ChainId, rpc: Arc<RpcClient>) -> Self {
+        self.nodes.insert(network, rpc);
+        self
     }
 
     /// Replaces the nonce source (deterministic tests only: a repeated
@@ -63,11 +85,16 @@ impl<S: EvmSigner> ExactEvmClient<S> {
                 requirements.network
             ))
         })?;
-        match requirements.extra_str("assetTransferMethod") {
-            None | Some("eip3009") => {}
-            Some(other) => {
+        match TransferMethod::of(requirements) {
+            Ok(TransferMethod::Eip3009) => {}
+            Ok(TransferMethod::Permit2) => {
+                return Err(invalid(
+                    "the requirements ask for Permit2: sign them with sign_permit2",
+                ));
+            }
+            Err(other) => {
                 return Err(SchemeError::Unsupported(format!(
-                    "asset transfer method {other:?} is not supported by this client"
+                    "asset transfer method {other} is not supported by this client"
                 )));
             }
         }
@@ -113,6 +140,48 @@ impl<S: EvmSigner> ExactEvmClient<S> {
     }
 }
 
+impl<S: EvmSigner> ExactEvmClient<S> {
+    fn permit2_signer(&self, network: &ChainId) -> Permit2Signer<'_, S> {
+        Permit2Signer {
+            signer: &self.signer,
+            clock: &self.clock,
+            nonces: &self.nonces,
+            rpc: self.nodes.get(network).map(|rpc| &**rpc),
+        }
+    }
+
+    /// Builds and signs the Permit2 payload for `requirements` (spender: the
+    /// canonical exact proxy), without checking the allowance.
+    pub async fn sign_permit2(
+        &self,
+        requirements: &PaymentRequirements,
+    ) -> Result<Permit2Payload, SchemeError> {
+        check_permit2_exact(requirements)?;
+        self.permit2_signer(&requirements.network)
+            .sign(requirements, EXACT_SPENDER)
+            .await
+    }
+}
+
+const EXACT_SPENDER: Spender = Spender {
+    proxy: EXACT_PERMIT2_PROXY,
+    facilitator: None,
+};
+
+fn check_permit2_exact(requirements: &PaymentRequirements) -> Result<(), SchemeError> {
+    if requirements.scheme != SCHEME {
+        return Err(SchemeError::InvalidRequirements(
+            "scheme is not exact".into(),
+        ));
+    }
+    if TransferMethod::of(requirements) != Ok(TransferMethod::Permit2) {
+        return Err(SchemeError::InvalidRequirements(
+            "the requirements do not ask for Permit2".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl<S: EvmSigner> SchemeClient for ExactEvmClient<S> {
     fn scheme(&self) -> &str {
         SCHEME
@@ -128,6 +197,26 @@ impl<S: EvmSigner> SchemeClient for ExactEvmClient<S> {
         &'a self,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<JsonObject, SchemeError>> {
-        Box::pin(async move { Ok(self.sign(requirements).await?.to_json()) })
+        Box::pin(async move { Ok(self.create_payment(requirements, None).await?.payload) })
+    }
+
+    /// EIP-3009 or Permit2 as the requirements ask; for Permit2, with the
+    /// approval a sponsoring facilitator `offered` to submit when the payer's
+    /// allowance is short (see [`ExactEvmClient::with_rpc`]).
+    fn create_payment<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+        offered: Option<&'a Extensions>,
+    ) -> BoxFuture<'a, Result<CreatedPayment, SchemeError>> {
+        Box::pin(async move {
+            if TransferMethod::of(requirements) == Ok(TransferMethod::Permit2) {
+                check_permit2_exact(requirements)?;
+                return self
+                    .permit2_signer(&requirements.network)
+                    .create_payment(requirements, offered, EXACT_SPENDER)
+                    .await;
+            }
+            Ok(CreatedPayment::new(self.sign(requirements).await?.to_json()))
+        })
     }
 }

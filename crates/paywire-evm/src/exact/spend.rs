@@ -1,6 +1,8 @@
-//! The paying client's spend probe for `exact` EIP-3009 payments: reads the
-//! token's `authorizationState(authorizer, nonce)` and the chain's time, so
-//! that the client's budget can release an authorization that expired unused.
+//! The paying client's spend probe for EVM payments: for `exact` EIP-3009
+//! it reads the token's `authorizationState(authorizer, nonce)`, for Permit2
+//! payments (`exact` with Permit2, `upto`) the Permit2 contract's
+//! `nonceBitmap(owner, nonce >> 8)`, and the chain's time, so that the
+//! client's budget can release an authorization that expired unused.
 
 use crate::Eip155ChainId;
 use std::collections::HashMap;
@@ -15,22 +17,29 @@ use serde_json::{Value, json};
 use super::SCHEME;
 use super::payload::ExactEvmPayload;
 use crate::contracts::IEip3009Token;
+use crate::permit2::spend::Permit2Nonce;
 use crate::rpc::{RpcClient, RpcError, call_params, decode_bytes};
 
 /// Default margin past `validBefore` before an unused authorization counts
 /// as unspent: a chain reorganisation cannot bring back blocks this old.
 const DEFAULT_REORG_MARGIN_SECS: u64 = 120;
 
-/// Tells whether the EIP-3009 authorization of an `exact` payment was
-/// executed, on the networks it has an RPC node for.
+/// Tells whether the authorization of an EVM payment (`exact` EIP-3009,
+/// `exact` Permit2, `upto`) was executed, on the networks it has an RPC node
+/// for.
 ///
-/// It answers [`SpendState::Spent`] when the token reports the nonce used
-/// (a nonce the payer cancelled reads the same: counting it is the safe side),
+/// It answers [`SpendState::Spent`] when the token (EIP-3009) or the Permit2
+/// contract reports the nonce used (a nonce the payer cancelled or
+/// invalidated reads the same: counting it is the safe side),
 /// [`SpendState::Unspent`] when the nonce is unused and the latest block is
-/// later than `validBefore` plus a reorganisation margin (the token refuses
-/// the authorization from then on), and [`SpendState::Unknown`] otherwise
-/// (still valid, another payload type, an unconfigured network, an RPC
-/// failure, or a node reporting another chain).
+/// later than `validBefore` (Permit2: `deadline`) plus a reorganisation
+/// margin (the contract refuses the authorization from then on), and
+/// [`SpendState::Unknown`] otherwise (still valid, another payload type, an
+/// unconfigured network, an RPC failure, or a node reporting another chain).
+///
+/// An `upto` payment settled for zero sends no transaction: its nonce stays
+/// unused and it turns `Unspent` after its deadline, which is the truth
+/// (nothing was charged).
 #[derive(Debug, Default)]
 pub struct ExactEvmSpendProbe {
     nodes: HashMap<ChainId, Arc<RpcClient>>,
@@ -79,6 +88,17 @@ impl ExactEvmSpendProbe {
     /// What to ask which node, or `None` for a payload this probe cannot judge.
     fn query_for(&self, payload: &PaymentPayload) -> Option<Query<'_>> {
         let accepted = &payload.accepted;
+        let chain_id = accepted.network.eip155_id()?;
+        let rpc = self.nodes.get(&accepted.network)?;
+        let margin = U256::from(self.reorg_margin.unwrap_or(DEFAULT_REORG_MARGIN_SECS));
+        if let Some(permit2) = Permit2Nonce::of(payload) {
+            return Some(Query {
+                rpc,
+                chain_id,
+                unspent_from: permit2.deadline.saturating_add(margin),
+                read: Read::Permit2(permit2),
+            });
+        }
         let eip3009 = matches!(
             accepted.extra_str("assetTransferMethod"),
             None | Some("eip3009")
@@ -86,23 +106,17 @@ impl ExactEvmSpendProbe {
         if accepted.scheme != SCHEME || !eip3009 {
             return None;
         }
-        let chain_id = accepted.network.eip155_id()?;
-        let rpc = self.nodes.get(&accepted.network)?;
         let token: Address = accepted.asset.parse().ok()?;
         let signed = ExactEvmPayload::from_json(&payload.payload).ok()?;
         Some(Query {
             rpc,
             chain_id,
-            token,
-            authorizer: signed.authorization.from,
-            nonce: signed.authorization.nonce,
-            unspent_from: signed
-                .authorization
-                .valid_before
-                .as_u256()
-                .saturating_add(U256::from(
-                    self.reorg_margin.unwrap_or(DEFAULT_REORG_MARGIN_SECS),
-                )),
+            unspent_from: signed.authorization.valid_before.as_u256().saturating_add(margin),
+            read: Read::Eip3009 {
+                token,
+                authorizer: signed.authorization.from,
+                nonce: signed.authorization.nonce,
+            },
         })
     }
 }
@@ -117,26 +131,61 @@ impl SpendProbe for ExactEvmSpendProbe {
 struct Query<'a> {
     rpc: &'a RpcClient,
     chain_id: u64,
-    token: Address,
-    authorizer: Address,
-    nonce: alloy_primitives::B256,
+    read: Read,
     /// Block time from which an unused authorization is unspent for good.
     unspent_from: U256,
+}
+
+/// Where the nonce's state is read.
+enum Read {
+    /// The token's `authorizationState`.
+    Eip3009 {
+        token: Address,
+        authorizer: Address,
+        nonce: alloy_primitives::B256,
+    },
+    /// The Permit2 contract's nonce bitmap.
+    Permit2(Permit2Nonce),
+}
+
+impl Read {
+    fn call(&self) -> (Address, Vec<u8>) {
+        match self {
+            Self::Eip3009 {
+                token,
+                authorizer,
+                nonce,
+            } => {
+                let call = IEip3009Token::authorizationStateCall {
+                    authorizer: *authorizer,
+                    nonce: *nonce,
+                };
+                (*token, call.abi_encode())
+            }
+            Self::Permit2(permit2) => permit2.call(),
+        }
+    }
+
+    fn used(&self, output: &[u8]) -> Result<bool, RpcError> {
+        let used = match self {
+            Self::Eip3009 { .. } => {
+                IEip3009Token::authorizationStateCall::abi_decode_returns(output)
+            }
+            Self::Permit2(permit2) => permit2.used(output),
+        };
+        used.map_err(|e| RpcError::Decode(e.to_string()))
+    }
 }
 
 impl Query<'_> {
     /// Chain id, nonce state and latest block in one round trip.
     async fn run(&self) -> Result<SpendState, RpcError> {
-        let call = IEip3009Token::authorizationStateCall {
-            authorizer: self.authorizer,
-            nonce: self.nonce,
-        }
-        .abi_encode();
+        let (to, call) = self.read.call();
         let mut answers = self
             .rpc
             .batch(vec![
                 ("eth_chainId", json!([])),
-                ("eth_call", call_params(None, self.token, &call)),
+                ("eth_call", call_params(None, to, &call)),
                 ("eth_getBlockByNumber", json!(["latest", false])),
             ])
             .await?
@@ -154,8 +203,7 @@ impl Query<'_> {
                 self.chain_id
             )));
         }
-        let used = IEip3009Token::authorizationStateCall::abi_decode_returns(&decode_bytes(used)?)
-            .map_err(|e| RpcError::Decode(e.to_string()))?;
+        let used = self.read.used(&decode_bytes(used)?)?;
         if used {
             return Ok(SpendState::Spent);
         }

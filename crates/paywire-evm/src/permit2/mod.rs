@@ -8,11 +8,20 @@
 //! to the witness's `to` (and, for `upto`, only when called by the witness's
 //! `facilitator`).
 
+mod approval;
+pub(crate) mod client;
 mod payload;
+pub(crate) mod server;
+pub(crate) mod spend;
 
+pub use approval::{
+    APPROVE_GAS_LIMIT, IErc20Approval, SignedApproval, approve_permit2, approve_permit2_calldata,
+    permit2_allowance, sign_approve_permit2,
+};
 pub use payload::{
     Permit2Authorization, Permit2Payload, TokenPermissions, Witness, permit2_domain,
 };
+pub use server::{eip2612_declaration, erc20_approval_declaration};
 
 use alloy_primitives::{Address, address};
 

@@ -164,6 +164,8 @@ fn settled_network(
             eip712_name: asset.eip712_name.clone(),
             eip712_version: asset.eip712_version.clone(),
             usd_stable: matches!(asset.symbol.as_str(), "USDC" | "USDT" | "PYUSD"),
+            transfer_method: crate::networks::TransferMethod::Eip3009,
+            eip2612: false,
         });
     }
     let mut listed = listed.into_iter();

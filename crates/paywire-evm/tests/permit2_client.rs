@@ -1,0 +1,479 @@
+//! The Permit2 client (`exact` with Permit2, `upto`) against the real
+//! Permit2 contract and x402 proxies on a local anvil chain: what our client
+//! signs is accepted ON CHAIN when a devnet account calls the proxies
+//! directly (no facilitator in between), the approvals it signs for
+//! sponsoring facilitators are accepted by the token, and the spend probe
+//! reads the Permit2 nonce bitmap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_sol_types::SolCall;
+use paywire_core::{
+    AtomicAmount, ChainId, CreatedPayment, Extensions, PaymentPayload, PaymentRequirements, Price,
+    RequirementsRequest, SchemeClient, SchemeError, SchemeServer, SpendState, SupportedKind,
+};
+use paywire_evm::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
+use paywire_evm::permit2::{
+    EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING, EXACT_PERMIT2_PROXY, PERMIT2_ADDRESS,
+    Permit2Payload, UPTO_PERMIT2_PROXY, approve_permit2,
+};
+use paywire_evm::rpc::RpcClient;
+use paywire_evm::upto::{UptoEvmClient, UptoEvmServer};
+use paywire_evm::{Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, LocalSigner, TransferMethod};
+use paywire_testkit::Devnet;
+use serde_json::json;
+
+/// The proxies' entry points, as @x402/evm 2.27's ABIs declare them.
+mod proxies {
+    #![allow(missing_docs)]
+    alloy_sol_types::sol! {
+        struct TokenPermissions { address token; uint256 amount; }
+        struct PermitTransferFrom { TokenPermissions permitted; uint256 nonce; uint256 deadline; }
+        struct ExactWitness { address to; uint256 validAfter; }
+        struct UptoWitness { address to; address facilitator; uint256 validAfter; }
+
+        interface IExactProxy {
+            function settle(PermitTransferFrom permit, address owner, ExactWitness witness, bytes signature) external;
+        }
+        interface IUptoProxy {
+            function settle(PermitTransferFrom permit, uint256 amount, address owner, UptoWitness witness, bytes signature) external;
+        }
+        interface IPermitToken {
+            function permit(address owner, address spender, uint256 value, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external;
+            function nonces(address owner) external view returns (uint256);
+        }
+    }
+}
+
+use proxies::{
+    ExactWitness, IExactProxy, IPermitToken, IUptoProxy, PermitTransferFrom, TokenPermissions,
+    UptoWitness,
+};
+
+const PRICE: u64 = 25_000;
+const CHAIN_ID: u64 = 31337;
+
+struct Env {
+    devnet: Devnet,
+    rpc: Arc<RpcClient>,
+    networks: EvmNetworks,
+}
+
+async fn env() -> Env {
+    let devnet = Devnet::start().await.unwrap();
+    let rpc = Arc::new(
+        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap(),
+    );
+    let mut network = EvmNetwork::anvil(devnet.usdc());
+    network.other_assets.push(EvmAsset {
+        address: devnet.plain_token(),
+        symbol: "PUSD".into(),
+        decimals: 6,
+        eip712_name: String::new(),
+        eip712_version: String::new(),
+        usd_stable: true,
+        transfer_method: TransferMethod::Permit2,
+        eip2612: false,
+    });
+    network.other_assets.push(EvmAsset {
+        address: devnet.permit_token(),
+        symbol: "EUSD".into(),
+        decimals: 6,
+        eip712_name: "Permit Dollar".into(),
+        eip712_version: "1".into(),
+        usd_stable: true,
+        transfer_method: TransferMethod::Permit2,
+        eip2612: true,
+    });
+    let mut networks = EvmNetworks::empty();
+    networks.insert(network);
+    Env {
+        devnet,
+        rpc,
+        networks,
+    }
+}
+
+impl Env {
+    fn chain(&self) -> ChainId {
+        ChainId::eip155(CHAIN_ID)
+    }
+
+    fn key(&self, index: usize) -> LocalSigner {
+        LocalSigner::new(self.devnet.account(index).signer())
+    }
+
+    /// `exact` requirements for `PRICE` of `token`, as our server builds them.
+    fn exact_requirements(&self, token: Address, pay_to: Address) -> PaymentRequirements {
+        let chain = self.chain();
+        let price = Price::Atomic {
+            amount: AtomicAmount::from(PRICE),
+            asset: token.to_string(),
+            extra: None,
+        };
+        ExactEvmServer::new(self.networks.clone())
+            .requirements(&request(&chain, &price, pay_to, None))
+            .unwrap()
+    }
+
+    /// `upto` requirements for at most `PRICE` of `token`, settled by `facilitator`.
+    fn upto_requirements(
+        &self,
+        token: Address,
+        pay_to: Address,
+        facilitator: Address,
+    ) -> PaymentRequirements {
+        let chain = self.chain();
+        let price = Price::Atomic {
+            amount: AtomicAmount::from(PRICE),
+            asset: token.to_string(),
+            extra: None,
+        };
+        let kind = SupportedKind {
+            x402_version: 2,
+            scheme: "upto".into(),
+            network: chain.to_string(),
+            extra: json!({ "facilitatorAddress": facilitator.to_string() })
+                .as_object()
+                .cloned(),
+        };
+        UptoEvmServer::new(self.networks.clone())
+            .requirements(&request(&chain, &price, pay_to, Some(&kind)))
+            .unwrap()
+    }
+
+    fn exact_client(&self, payer: usize) -> ExactEvmClient<LocalSigner> {
+        ExactEvmClient::new(self.key(payer)).with_rpc(self.chain(), Arc::clone(&self.rpc))
+    }
+
+    fn upto_client(&self, payer: usize) -> UptoEvmClient<LocalSigner> {
+        UptoEvmClient::new(self.key(payer)).with_rpc(self.chain(), Arc::clone(&self.rpc))
+    }
+
+    fn probe(&self) -> ExactEvmSpendProbe {
+        ExactEvmSpendProbe::new()
+            .network(self.chain(), Arc::clone(&self.rpc))
+            .reorg_margin(0)
+    }
+
+    async fn balance(&self, token: Address, owner: Address) -> U256 {
+        self.devnet.token_balance(token, owner).await.unwrap()
+    }
+
+    /// Calls the exact proxy's `settle` with `payload` from the unlocked `caller`.
+    async fn settle_exact(&self, caller: Address, payload: &Permit2Payload) {
+        let authorization = &payload.permit2_authorization;
+        let call = IExactProxy::settleCall {
+            permit: permit_of(payload),
+            owner: authorization.from,
+            witness: ExactWitness {
+                to: authorization.witness.to,
+                validAfter: authorization.witness.valid_after.as_u256(),
+            },
+            signature: payload.signature.clone(),
+        };
+        self.devnet
+            .transact(caller, EXACT_PERMIT2_PROXY, call.abi_encode())
+            .await
+            .unwrap();
+    }
+
+    /// The upto proxy's `settle` of `amount`, from `caller`.
+    async fn settle_upto(
+        &self,
+        caller: Address,
+        payload: &Permit2Payload,
+        amount: U256,
+    ) -> Result<(), String> {
+        let authorization = &payload.permit2_authorization;
+        let call = IUptoProxy::settleCall {
+            permit: permit_of(payload),
+            amount,
+            owner: authorization.from,
+            witness: UptoWitness {
+                to: authorization.witness.to,
+                facilitator: authorization.witness.facilitator.unwrap_or_default(),
+                validAfter: authorization.witness.valid_after.as_u256(),
+            },
+            signature: payload.signature.clone(),
+        };
+        self.devnet
+            .transact(caller, UPTO_PERMIT2_PROXY, call.abi_encode())
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn request<'a>(
+    network: &'a ChainId,
+    price: &'a Price,
+    pay_to: Address,
+    kind: Option<&'a SupportedKind>,
+) -> RequirementsRequest<'a> {
+    // Leaked: the request borrows the recipient for the test's lifetime.
+    let pay_to: &'static str = Box::leak(pay_to.to_string().into_boxed_str());
+    RequirementsRequest {
+        network,
+        price,
+        pay_to,
+        max_timeout_seconds: 120,
+        facilitator_kind: kind,
+    }
+}
+
+fn permit_of(payload: &Permit2Payload) -> PermitTransferFrom {
+    let authorization = &payload.permit2_authorization;
+    PermitTransferFrom {
+        permitted: TokenPermissions {
+            token: authorization.permitted.token,
+            amount: authorization.permitted.amount.as_u256(),
+        },
+        nonce: authorization.nonce,
+        deadline: authorization.deadline.as_u256(),
+    }
+}
+
+fn payment(requirements: &PaymentRequirements, created: &CreatedPayment) -> PaymentPayload {
+    PaymentPayload {
+        x402_version: 2,
+        payload: created.payload.clone(),
+        extensions: None,
+        resource: None,
+        accepted: requirements.clone(),
+    }
+}
+
+fn offering(ids: &[&str]) -> Extensions {
+    let mut offered = Extensions::new();
+    for id in ids {
+        offered.0.insert((*id).to_owned(), json!({"info": {"version": "1"}}));
+    }
+    offered
+}
+
+fn signed(created: &CreatedPayment) -> Permit2Payload {
+    Permit2Payload::from_json(&created.payload).unwrap()
+}
+
+#[tokio::test]
+async fn an_exact_permit2_payment_settles_through_the_proxy_and_the_probe_follows_it() {
+    let env = env().await;
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[0].clone();
+    let pay_to = env.devnet.account(9).address;
+    // The payer's own one-time approval, through our public helper.
+    let hash = approve_permit2(&env.key(payer.index), &env.rpc, CHAIN_ID, token, U256::MAX)
+        .await
+        .unwrap();
+    assert_ne!(hash, B256::ZERO);
+    assert_eq!(
+        env.devnet.allowance(token, payer.address, PERMIT2_ADDRESS).await.unwrap(),
+        U256::MAX
+    );
+    let requirements = env.exact_requirements(token, pay_to);
+    assert_eq!(requirements.extra_str("assetTransferMethod"), Some("permit2"));
+    let offered = offering(&[EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING]);
+    let created = env
+        .exact_client(payer.index)
+        .create_payment(&requirements, Some(&offered))
+        .await
+        .unwrap();
+    // Approved already: nothing for a sponsor to do.
+    assert!(created.extensions.is_empty());
+    let payload = payment(&requirements, &created);
+    assert_eq!(env.probe().state(&payload).await, SpendState::Unknown);
+    let before = (env.balance(token, payer.address).await, env.balance(token, pay_to).await);
+    // Anyone may call the exact proxy: the witness fixes the recipient.
+    env.settle_exact(env.devnet.account(0).address, &signed(&created)).await;
+    assert_eq!(env.balance(token, payer.address).await, before.0 - U256::from(PRICE));
+    assert_eq!(env.balance(token, pay_to).await, before.1 + U256::from(PRICE));
+    assert_eq!(env.probe().state(&payload).await, SpendState::Spent);
+}
+
+#[tokio::test]
+async fn an_unused_permit2_payment_turns_unspent_after_its_deadline_only() {
+    let env = env().await;
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[1].clone();
+    env.devnet
+        .approve_permit2(token, &payer, U256::from(PRICE))
+        .await
+        .unwrap();
+    let requirements = env.exact_requirements(token, env.devnet.account(9).address);
+    // The client's clock is the chain's: the deadline is chain time + 120 s.
+    let now = env.devnet.block_timestamp().await.unwrap();
+    let client = env.exact_client(payer.index).with_clock(Arc::new(move || now));
+    let created = client.create_payment(&requirements, None).await.unwrap();
+    let payload = payment(&requirements, &created);
+    assert_eq!(env.probe().state(&payload).await, SpendState::Unknown);
+    env.devnet.increase_time(60).await.unwrap();
+    assert_eq!(env.probe().state(&payload).await, SpendState::Unknown);
+    env.devnet.increase_time(120).await.unwrap();
+    assert_eq!(env.probe().state(&payload).await, SpendState::Unspent);
+}
+
+#[tokio::test]
+async fn an_upto_payment_settles_less_than_the_maximum_only_from_the_named_facilitator() {
+    let env = env().await;
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[2].clone();
+    let facilitator = env.devnet.account(0).address;
+    let pay_to = env.devnet.account(9).address;
+    env.devnet
+        .approve_permit2(token, &payer, U256::MAX)
+        .await
+        .unwrap();
+    let requirements = env.upto_requirements(token, pay_to, facilitator);
+    let created = env
+        .upto_client(payer.index)
+        .create_payment(&requirements, None)
+        .await
+        .unwrap();
+    let payload = signed(&created);
+    assert_eq!(payload.permit2_authorization.witness.facilitator, Some(facilitator));
+    let used = U256::from(PRICE - 7_000);
+    // Another account is refused by the proxy: the witness binds the facilitator.
+    let outsider = env.devnet.account(8).address;
+    assert!(env.settle_upto(outsider, &payload, used).await.is_err());
+    // More than the signed maximum is refused too.
+    let over = U256::from(PRICE + 1);
+    assert!(env.settle_upto(facilitator, &payload, over).await.is_err());
+    let probe_payload = payment(&requirements, &created);
+    assert_eq!(env.probe().state(&probe_payload).await, SpendState::Unknown);
+    let before = (env.balance(token, payer.address).await, env.balance(token, pay_to).await);
+    env.settle_upto(facilitator, &payload, used).await.unwrap();
+    assert_eq!(env.balance(token, payer.address).await, before.0 - used);
+    assert_eq!(env.balance(token, pay_to).await, before.1 + used);
+    assert_eq!(env.probe().state(&probe_payload).await, SpendState::Spent);
+}
+
+#[tokio::test]
+async fn without_allowance_the_client_signs_the_permit_a_sponsor_offered() {
+    let env = env().await;
+    let token = env.devnet.permit_token();
+    let payer = env.devnet.usdc_holders()[3].clone();
+    let pay_to = env.devnet.account(9).address;
+    let requirements = env.exact_requirements(token, pay_to);
+    assert_eq!(requirements.extra_str("name"), Some("Permit Dollar"));
+    let offered = offering(&[EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING]);
+    let created = env
+        .exact_client(payer.index)
+        .create_payment(&requirements, Some(&offered))
+        .await
+        .unwrap();
+    let extension_ids: Vec<&String> = created.extensions.keys().collect();
+    assert_eq!(extension_ids, [EIP2612_GAS_SPONSORING]);
+    let info = &created.extensions[EIP2612_GAS_SPONSORING]["info"];
+    let keys: Vec<&String> = info.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["from", "asset", "spender", "amount", "nonce", "deadline", "signature", "version"]
+    );
+    let payload = signed(&created);
+    assert_eq!(info["from"], payer.address.to_checksum(None));
+    assert_eq!(info["asset"], token.to_checksum(None));
+    assert_eq!(info["spender"], PERMIT2_ADDRESS.to_checksum(None));
+    assert_eq!(info["amount"], PRICE.to_string());
+    assert_eq!(info["nonce"], "0");
+    assert_eq!(info["deadline"], payload.permit2_authorization.deadline.to_string());
+    assert_eq!(info["version"], "1");
+    // The token accepts the permit as signed (submitted by another account).
+    let signature: Bytes = serde_json::from_value(info["signature"].clone()).unwrap();
+    assert_eq!(signature.len(), 65);
+    let permit = IPermitToken::permitCall {
+        owner: payer.address,
+        spender: PERMIT2_ADDRESS,
+        value: U256::from(PRICE),
+        deadline: payload.permit2_authorization.deadline.as_u256(),
+        v: signature[64],
+        r: B256::from_slice(&signature[..32]),
+        s: B256::from_slice(&signature[32..64]),
+    };
+    let sponsor = env.devnet.account(0).address;
+    env.devnet
+        .transact(sponsor, token, permit.abi_encode())
+        .await
+        .unwrap();
+    assert_eq!(
+        env.devnet.allowance(token, payer.address, PERMIT2_ADDRESS).await.unwrap(),
+        U256::from(PRICE)
+    );
+    let before = env.balance(token, pay_to).await;
+    env.settle_exact(sponsor, &payload).await;
+    assert_eq!(env.balance(token, pay_to).await, before + U256::from(PRICE));
+}
+
+#[tokio::test]
+async fn without_allowance_the_client_signs_the_approval_transaction_a_sponsor_offered() {
+    let env = env().await;
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[4].clone();
+    let pay_to = env.devnet.account(9).address;
+    let requirements = env.upto_requirements(token, pay_to, env.devnet.account(0).address);
+    // A permit offer does not apply to a token without EIP-2612.
+    let offered = offering(&[EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING]);
+    let created = env
+        .upto_client(payer.index)
+        .create_payment(&requirements, Some(&offered))
+        .await
+        .unwrap();
+    let extension_ids: Vec<&String> = created.extensions.keys().collect();
+    assert_eq!(extension_ids, [ERC20_APPROVAL_GAS_SPONSORING]);
+    let info = &created.extensions[ERC20_APPROVAL_GAS_SPONSORING]["info"];
+    let keys: Vec<&String> = info.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["from", "asset", "spender", "amount", "signedTransaction", "version"]
+    );
+    assert_eq!(info["amount"], U256::MAX.to_string());
+    // The node accepts the signed transaction as is, and it approves Permit2.
+    let raw: Bytes = serde_json::from_value(info["signedTransaction"].clone()).unwrap();
+    let hash = env.rpc.send_raw_transaction(&raw).await.unwrap();
+    let receipt = env.devnet.wait_receipt(hash).await.unwrap();
+    assert!(receipt.status);
+    assert_eq!(
+        env.devnet.allowance(token, payer.address, PERMIT2_ADDRESS).await.unwrap(),
+        U256::MAX
+    );
+    let before = env.balance(token, pay_to).await;
+    let used = U256::from(PRICE);
+    env.settle_upto(env.devnet.account(0).address, &signed(&created), used)
+        .await
+        .unwrap();
+    assert_eq!(env.balance(token, pay_to).await, before + used);
+}
+
+#[tokio::test]
+async fn without_allowance_and_without_a_sponsor_the_client_says_to_approve() {
+    let env = env().await;
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[5].clone();
+    let requirements = env.exact_requirements(token, env.devnet.account(9).address);
+    for offered in [None, Some(offering(&[EIP2612_GAS_SPONSORING]))] {
+        let error = env
+            .exact_client(payer.index)
+            .create_payment(&requirements, offered.as_ref())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SchemeError::Unsupported(_)), "{error}");
+        assert!(error.to_string().contains("approve"), "{error}");
+    }
+    // Without a node the client cannot tell: it signs, and the facilitator
+    // would answer `permit2_allowance_required`.
+    let blind = ExactEvmClient::new(env.key(payer.index));
+    assert!(blind.create_payment(&requirements, None).await.is_ok());
+    // Once approved, the same client pays.
+    env.devnet
+        .approve_permit2(token, &payer, U256::from(PRICE))
+        .await
+        .unwrap();
+    let created = env
+        .exact_client(payer.index)
+        .create_payment(&requirements, None)
+        .await
+        .unwrap();
+    assert!(created.extensions.is_empty());
+}
