@@ -564,7 +564,10 @@ mod tests {
     fn usdc_pays_with_eip3009_and_can_switch_to_permit2() {
         let mut table = EvmNetworks::well_known();
         for network in table.iter() {
-            assert_eq!(network.default_asset.transfer_method, TransferMethod::Eip3009);
+            assert_eq!(
+                network.default_asset.transfer_method,
+                TransferMethod::Eip3009
+            );
             assert!(network.default_asset.eip2612_domain().is_some());
         }
         let base = table.by_chain_id(8453).unwrap().default_asset.clone();

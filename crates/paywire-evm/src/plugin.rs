@@ -17,12 +17,12 @@ use paywire_core::{
 use serde::Deserialize;
 
 use crate::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
-use crate::upto::{UptoEvmClient, UptoEvmServer};
 use crate::networks::{
     Eip155ChainId, EvmAsset, EvmNetwork, EvmNetworks, TransferMethod, network_names,
 };
 use crate::rpc::RpcClient;
 use crate::signer::LocalSigner;
+use crate::upto::{UptoEvmClient, UptoEvmServer};
 
 /// The CAIP-2 namespace of EVM chains.
 pub const NAMESPACE: &str = "eip155";
@@ -377,21 +377,38 @@ mod tests {
         };
         for bad in ["eip-3009", "Permit2", "permit", ""] {
             let error = base(serde_json::json!({"transfer_method": bad}));
-            assert!(error.starts_with("networks[2].asset.transfer_method"), "{error}");
+            assert!(
+                error.starts_with("networks[2].asset.transfer_method"),
+                "{error}"
+            );
             assert!(error.contains("permit2"), "{error}");
         }
         let error = base(serde_json::json!({"transfer_method": 2}));
-        assert!(error.starts_with("networks[2].asset.transfer_method"), "{error}");
+        assert!(
+            error.starts_with("networks[2].asset.transfer_method"),
+            "{error}"
+        );
         let error = base(serde_json::json!({"eip2612": "yes"}));
         assert!(error.starts_with("networks[2].asset.eip2612"), "{error}");
         // EIP-3009 (the default) needs the domain; so does EIP-2612.
         let error = base(serde_json::json!({}));
-        assert!(error.starts_with("networks[2].asset.eip712_name"), "{error}");
+        assert!(
+            error.starts_with("networks[2].asset.eip712_name"),
+            "{error}"
+        );
         let error = base(serde_json::json!({"eip712_name": "X"}));
-        assert!(error.starts_with("networks[2].asset.eip712_version"), "{error}");
-        let error = base(serde_json::json!({"transfer_method": "permit2", "eip2612": true,
-                                            "eip712_version": "1"}));
-        assert!(error.starts_with("networks[2].asset.eip712_name"), "{error}");
+        assert!(
+            error.starts_with("networks[2].asset.eip712_version"),
+            "{error}"
+        );
+        let error = base(
+            serde_json::json!({"transfer_method": "permit2", "eip2612": true,
+                                            "eip712_version": "1"}),
+        );
+        assert!(
+            error.starts_with("networks[2].asset.eip712_name"),
+            "{error}"
+        );
         assert!(error.contains("EIP-2612"), "{error}");
     }
 
@@ -499,7 +516,12 @@ mod tests {
         let parts = EvmPlugin.wallet(&WalletConfig::new(key.clone())).unwrap();
         let schemes: Vec<_> = parts.schemes.iter().map(|s| s.handler.scheme()).collect();
         assert_eq!(schemes, ["exact", "upto"]);
-        assert!(parts.schemes.iter().all(|s| s.networks.matches(&ChainId::eip155(8453))));
+        assert!(
+            parts
+                .schemes
+                .iter()
+                .all(|s| s.networks.matches(&ChainId::eip155(8453)))
+        );
         assert!(parts.spend_probe.is_none());
         let mut config = WalletConfig::new(key);
         config.rpc_urls = vec![(

@@ -249,7 +249,9 @@ fn payment(requirements: &PaymentRequirements, created: &CreatedPayment) -> Paym
 fn offering(ids: &[&str]) -> Extensions {
     let mut offered = Extensions::new();
     for id in ids {
-        offered.0.insert((*id).to_owned(), json!({"info": {"version": "1"}}));
+        offered
+            .0
+            .insert((*id).to_owned(), json!({"info": {"version": "1"}}));
     }
     offered
 }
@@ -270,11 +272,17 @@ async fn an_exact_permit2_payment_settles_through_the_proxy_and_the_probe_follow
         .unwrap();
     assert_ne!(hash, B256::ZERO);
     assert_eq!(
-        env.devnet.allowance(token, payer.address, PERMIT2_ADDRESS).await.unwrap(),
+        env.devnet
+            .allowance(token, payer.address, PERMIT2_ADDRESS)
+            .await
+            .unwrap(),
         U256::MAX
     );
     let requirements = env.exact_requirements(token, pay_to);
-    assert_eq!(requirements.extra_str("assetTransferMethod"), Some("permit2"));
+    assert_eq!(
+        requirements.extra_str("assetTransferMethod"),
+        Some("permit2")
+    );
     let offered = offering(&[EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING]);
     let created = env
         .exact_client(payer.index)
@@ -285,11 +293,21 @@ async fn an_exact_permit2_payment_settles_through_the_proxy_and_the_probe_follow
     assert!(created.extensions.is_empty());
     let payload = payment(&requirements, &created);
     assert_eq!(env.probe().state(&payload).await, SpendState::Unknown);
-    let before = (env.balance(token, payer.address).await, env.balance(token, pay_to).await);
+    let before = (
+        env.balance(token, payer.address).await,
+        env.balance(token, pay_to).await,
+    );
     // Anyone may call the exact proxy: the witness fixes the recipient.
-    env.settle_exact(env.devnet.account(0).address, &signed(&created)).await;
-    assert_eq!(env.balance(token, payer.address).await, before.0 - U256::from(PRICE));
-    assert_eq!(env.balance(token, pay_to).await, before.1 + U256::from(PRICE));
+    env.settle_exact(env.devnet.account(0).address, &signed(&created))
+        .await;
+    assert_eq!(
+        env.balance(token, payer.address).await,
+        before.0 - U256::from(PRICE)
+    );
+    assert_eq!(
+        env.balance(token, pay_to).await,
+        before.1 + U256::from(PRICE)
+    );
     assert_eq!(env.probe().state(&payload).await, SpendState::Spent);
 }
 
@@ -305,7 +323,9 @@ async fn an_unused_permit2_payment_turns_unspent_after_its_deadline_only() {
     let requirements = env.exact_requirements(token, env.devnet.account(9).address);
     // The client's clock is the chain's: the deadline is chain time + 120 s.
     let now = env.devnet.block_timestamp().await.unwrap();
-    let client = env.exact_client(payer.index).with_clock(Arc::new(move || now));
+    let client = env
+        .exact_client(payer.index)
+        .with_clock(Arc::new(move || now));
     let created = client.create_payment(&requirements, None).await.unwrap();
     let payload = payment(&requirements, &created);
     assert_eq!(env.probe().state(&payload).await, SpendState::Unknown);
@@ -333,7 +353,10 @@ async fn an_upto_payment_settles_less_than_the_maximum_only_from_the_named_facil
         .await
         .unwrap();
     let payload = signed(&created);
-    assert_eq!(payload.permit2_authorization.witness.facilitator, Some(facilitator));
+    assert_eq!(
+        payload.permit2_authorization.witness.facilitator,
+        Some(facilitator)
+    );
     let used = U256::from(PRICE - 7_000);
     // Another account is refused by the proxy: the witness binds the facilitator.
     let outsider = env.devnet.account(8).address;
@@ -343,7 +366,10 @@ async fn an_upto_payment_settles_less_than_the_maximum_only_from_the_named_facil
     assert!(env.settle_upto(facilitator, &payload, over).await.is_err());
     let probe_payload = payment(&requirements, &created);
     assert_eq!(env.probe().state(&probe_payload).await, SpendState::Unknown);
-    let before = (env.balance(token, payer.address).await, env.balance(token, pay_to).await);
+    let before = (
+        env.balance(token, payer.address).await,
+        env.balance(token, pay_to).await,
+    );
     env.settle_upto(facilitator, &payload, used).await.unwrap();
     assert_eq!(env.balance(token, payer.address).await, before.0 - used);
     assert_eq!(env.balance(token, pay_to).await, before.1 + used);
@@ -370,7 +396,16 @@ async fn without_allowance_the_client_signs_the_permit_a_sponsor_offered() {
     let keys: Vec<&String> = info.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["from", "asset", "spender", "amount", "nonce", "deadline", "signature", "version"]
+        [
+            "from",
+            "asset",
+            "spender",
+            "amount",
+            "nonce",
+            "deadline",
+            "signature",
+            "version"
+        ]
     );
     let payload = signed(&created);
     assert_eq!(info["from"], payer.address.to_checksum(None));
@@ -378,7 +413,10 @@ async fn without_allowance_the_client_signs_the_permit_a_sponsor_offered() {
     assert_eq!(info["spender"], PERMIT2_ADDRESS.to_checksum(None));
     assert_eq!(info["amount"], PRICE.to_string());
     assert_eq!(info["nonce"], "0");
-    assert_eq!(info["deadline"], payload.permit2_authorization.deadline.to_string());
+    assert_eq!(
+        info["deadline"],
+        payload.permit2_authorization.deadline.to_string()
+    );
     assert_eq!(info["version"], "1");
     // The token accepts the permit as signed (submitted by another account).
     let signature: Bytes = serde_json::from_value(info["signature"].clone()).unwrap();
@@ -398,7 +436,10 @@ async fn without_allowance_the_client_signs_the_permit_a_sponsor_offered() {
         .await
         .unwrap();
     assert_eq!(
-        env.devnet.allowance(token, payer.address, PERMIT2_ADDRESS).await.unwrap(),
+        env.devnet
+            .allowance(token, payer.address, PERMIT2_ADDRESS)
+            .await
+            .unwrap(),
         U256::from(PRICE)
     );
     let before = env.balance(token, pay_to).await;
@@ -426,7 +467,14 @@ async fn without_allowance_the_client_signs_the_approval_transaction_a_sponsor_o
     let keys: Vec<&String> = info.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["from", "asset", "spender", "amount", "signedTransaction", "version"]
+        [
+            "from",
+            "asset",
+            "spender",
+            "amount",
+            "signedTransaction",
+            "version"
+        ]
     );
     assert_eq!(info["amount"], U256::MAX.to_string());
     // The node accepts the signed transaction as is, and it approves Permit2.
@@ -435,7 +483,10 @@ async fn without_allowance_the_client_signs_the_approval_transaction_a_sponsor_o
     let receipt = env.devnet.wait_receipt(hash).await.unwrap();
     assert!(receipt.status);
     assert_eq!(
-        env.devnet.allowance(token, payer.address, PERMIT2_ADDRESS).await.unwrap(),
+        env.devnet
+            .allowance(token, payer.address, PERMIT2_ADDRESS)
+            .await
+            .unwrap(),
         U256::MAX
     );
     let before = env.balance(token, pay_to).await;

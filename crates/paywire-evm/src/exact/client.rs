@@ -216,7 +216,9 @@ impl<S: EvmSigner> SchemeClient for ExactEvmClient<S> {
                     .create_payment(requirements, offered, EXACT_SPENDER)
                     .await;
             }
-            Ok(CreatedPayment::new(self.sign(requirements).await?.to_json()))
+            Ok(CreatedPayment::new(
+                self.sign(requirements).await?.to_json(),
+            ))
         })
     }
 }

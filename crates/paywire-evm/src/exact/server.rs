@@ -246,7 +246,9 @@ mod tests {
     fn permit2_networks() -> EvmNetworks {
         let mut networks = EvmNetworks::well_known();
         let permit = EvmAsset {
-            address: "0x1111111111111111111111111111111111111111".parse().unwrap(),
+            address: "0x1111111111111111111111111111111111111111"
+                .parse()
+                .unwrap(),
             symbol: "EUSD".into(),
             decimals: 6,
             eip712_name: "Permit Dollar".into(),
@@ -256,7 +258,9 @@ mod tests {
             eip2612: true,
         };
         let plain = EvmAsset {
-            address: "0x2222222222222222222222222222222222222222".parse().unwrap(),
+            address: "0x2222222222222222222222222222222222222222"
+                .parse()
+                .unwrap(),
             symbol: "PUSD".into(),
             decimals: 6,
             eip712_name: String::new(),
@@ -298,9 +302,13 @@ mod tests {
             extra: extra.as_object().cloned(),
         };
         let server = ExactEvmServer::default();
-        let price = atomic(json!({"name": "USDC", "version": "2", "assetTransferMethod": "permit2"}));
+        let price =
+            atomic(json!({"name": "USDC", "version": "2", "assetTransferMethod": "permit2"}));
         let requirements = server.requirements(&request(&network, &price)).unwrap();
-        assert_eq!(TransferMethod::of(&requirements), Ok(TransferMethod::Permit2));
+        assert_eq!(
+            TransferMethod::of(&requirements),
+            Ok(TransferMethod::Permit2)
+        );
         let price = atomic(json!({"assetTransferMethod": "permit2"}));
         assert!(server.requirements(&request(&network, &price)).is_ok());
         for bad in [json!("Permit2"), json!("erc20"), json!(1)] {
@@ -317,7 +325,10 @@ mod tests {
         use crate::permit2::{EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING};
         let network = ChainId::eip155(84532);
         let server = ExactEvmServer::new(permit2_networks());
-        let both = [EIP2612_GAS_SPONSORING.to_owned(), ERC20_APPROVAL_GAS_SPONSORING.to_owned()];
+        let both = [
+            EIP2612_GAS_SPONSORING.to_owned(),
+            ERC20_APPROVAL_GAS_SPONSORING.to_owned(),
+        ];
         let declared = |price: &str, listed: &[String]| {
             let price = Price::Money(Money::parse(price).unwrap());
             let requirements = server.requirements(&request(&network, &price)).unwrap();
@@ -343,10 +354,17 @@ mod tests {
             "invalid_permit2_spender",
             "permit2_not_yet_valid",
         ] {
-            assert!(server.refusal_proves_unchargeable(&code(unchargeable)), "{unchargeable}");
+            assert!(
+                server.refusal_proves_unchargeable(&code(unchargeable)),
+                "{unchargeable}"
+            );
         }
-        for not in ["permit2_deadline_expired", "permit2_allowance_required",
-                    "permit2_insufficient_balance", "permit2_simulation_failed"] {
+        for not in [
+            "permit2_deadline_expired",
+            "permit2_allowance_required",
+            "permit2_insufficient_balance",
+            "permit2_simulation_failed",
+        ] {
             assert!(!server.refusal_proves_unchargeable(&code(not)), "{not}");
             assert!(!server.refusal_means_spent(&code(not)), "{not}");
         }

@@ -111,7 +111,11 @@ impl ExactEvmSpendProbe {
         Some(Query {
             rpc,
             chain_id,
-            unspent_from: signed.authorization.valid_before.as_u256().saturating_add(margin),
+            unspent_from: signed
+                .authorization
+                .valid_before
+                .as_u256()
+                .saturating_add(margin),
             read: Read::Eip3009 {
                 token,
                 authorizer: signed.authorization.from,

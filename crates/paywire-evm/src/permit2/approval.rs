@@ -99,7 +99,8 @@ async fn checked_call(
             .unwrap_or_else(|| Err(RpcError::Decode("short batch answer".into())))
     };
     let (chain, output) = (next(), next());
-    let chain: U256 = serde_json::from_value(chain?).map_err(|e| RpcError::Decode(e.to_string()))?;
+    let chain: U256 =
+        serde_json::from_value(chain?).map_err(|e| RpcError::Decode(e.to_string()))?;
     if chain != U256::from(chain_id) {
         return Err(RpcError::Decode(format!(
             "the node serves chain {chain}, not {chain_id}"

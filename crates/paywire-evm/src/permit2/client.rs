@@ -4,9 +4,7 @@
 //! facilitator needs to set it (an EIP-2612 permit or a signed approval).
 
 use alloy_primitives::{Address, U256};
-use paywire_core::{
-    AtomicAmount, CreatedPayment, Extensions, PaymentRequirements, SchemeError,
-};
+use paywire_core::{AtomicAmount, CreatedPayment, Extensions, PaymentRequirements, SchemeError};
 
 use super::approval::{
     PermitRequest, permit2_allowance, sign_eip2612_permit, sponsored_approval_info,
@@ -162,7 +160,8 @@ impl<S: EvmSigner + ?Sized> Permit2Signer<'_, S> {
             return Ok(created.with_extension(EIP2612_GAS_SPONSORING, info_envelope(info)));
         }
         if offers(ERC20_APPROVAL_GAS_SPONSORING) {
-            let info = sponsored_approval_info(self.signer, rpc, terms.chain_id, terms.token).await?;
+            let info =
+                sponsored_approval_info(self.signer, rpc, terms.chain_id, terms.token).await?;
             return Ok(created.with_extension(ERC20_APPROVAL_GAS_SPONSORING, info_envelope(info)));
         }
         Err(SchemeError::Unsupported(format!(
@@ -272,9 +271,14 @@ mod tests {
 
     #[tokio::test]
     async fn eip3009_requirements_still_sign_eip3009() {
-        for extra in [json!({"name": "USDC", "version": "2"}),
-                      json!({"name": "USDC", "version": "2", "assetTransferMethod": "eip3009"})] {
-            let created = exact().create_payment(&requirements("exact", extra), None).await.unwrap();
+        for extra in [
+            json!({"name": "USDC", "version": "2"}),
+            json!({"name": "USDC", "version": "2", "assetTransferMethod": "eip3009"}),
+        ] {
+            let created = exact()
+                .create_payment(&requirements("exact", extra), None)
+                .await
+                .unwrap();
             assert!(created.payload.contains_key("authorization"));
             assert!(!created.payload.contains_key("permit2Authorization"));
         }
@@ -304,7 +308,10 @@ mod tests {
         // The exact digest is another one: the signature is not reusable there.
         let mut as_exact = payload.permit2_authorization.clone();
         as_exact.witness.facilitator = None;
-        assert_ne!(as_exact.signing_hash(84532), payload.permit2_authorization.signing_hash(84532));
+        assert_ne!(
+            as_exact.signing_hash(84532),
+            payload.permit2_authorization.signing_hash(84532)
+        );
     }
 
     #[tokio::test]
@@ -318,38 +325,76 @@ mod tests {
         let cases: Vec<(&str, PaymentRequirements)> = vec![
             ("asset", with("upto", &|r| r.asset = "0x1234".into())),
             ("payTo", with("upto", &|r| r.pay_to = "nobody".into())),
-            ("zero amount", with("upto", &|r| r.amount = AtomicAmount::ZERO)),
-            ("no facilitator", with("upto", &|r| {
-                r.extra = json!({"assetTransferMethod": "permit2"}).as_object().cloned();
-            })),
-            ("bad facilitator", with("upto", &|r| {
-                r.extra = json!({"facilitatorAddress": "0xabc"}).as_object().cloned();
-            })),
-            ("zero facilitator", with("upto", &|r| {
-                r.extra = json!({"facilitatorAddress": Address::ZERO.to_string()}).as_object().cloned();
-            })),
-            ("numeric facilitator", with("upto", &|r| {
-                r.extra = json!({"facilitatorAddress": 7}).as_object().cloned();
-            })),
-            ("eip3009 upto", with("upto", &|r| {
-                r.extra = json!({"assetTransferMethod": "eip3009", "facilitatorAddress": FACILITATOR})
+            (
+                "zero amount",
+                with("upto", &|r| r.amount = AtomicAmount::ZERO),
+            ),
+            (
+                "no facilitator",
+                with("upto", &|r| {
+                    r.extra = json!({"assetTransferMethod": "permit2"})
+                        .as_object()
+                        .cloned();
+                }),
+            ),
+            (
+                "bad facilitator",
+                with("upto", &|r| {
+                    r.extra = json!({"facilitatorAddress": "0xabc"}).as_object().cloned();
+                }),
+            ),
+            (
+                "zero facilitator",
+                with("upto", &|r| {
+                    r.extra = json!({"facilitatorAddress": Address::ZERO.to_string()})
+                        .as_object()
+                        .cloned();
+                }),
+            ),
+            (
+                "numeric facilitator",
+                with("upto", &|r| {
+                    r.extra = json!({"facilitatorAddress": 7}).as_object().cloned();
+                }),
+            ),
+            (
+                "eip3009 upto",
+                with("upto", &|r| {
+                    r.extra = json!({"assetTransferMethod": "eip3009", "facilitatorAddress": FACILITATOR})
                     .as_object()
                     .cloned();
-            })),
+                }),
+            ),
             ("wrong scheme", with("exact", &|_| {})),
         ];
         for (what, requirements) in &cases {
             let error = upto().create_payment(requirements, None).await.unwrap_err();
-            assert!(matches!(error, SchemeError::InvalidRequirements(_)), "{what}: {error}");
+            assert!(
+                matches!(error, SchemeError::InvalidRequirements(_)),
+                "{what}: {error}"
+            );
         }
         for (what, change) in [
-            ("asset", &(|r: &mut PaymentRequirements| r.asset = "USDC".into()) as &dyn Fn(&mut _)),
-            ("payTo", &|r: &mut PaymentRequirements| r.pay_to = String::new()),
-            ("zero amount", &|r: &mut PaymentRequirements| r.amount = AtomicAmount::ZERO),
+            (
+                "asset",
+                &(|r: &mut PaymentRequirements| r.asset = "USDC".into()) as &dyn Fn(&mut _),
+            ),
+            ("payTo", &|r: &mut PaymentRequirements| {
+                r.pay_to = String::new()
+            }),
+            ("zero amount", &|r: &mut PaymentRequirements| {
+                r.amount = AtomicAmount::ZERO
+            }),
         ] {
             let requirements = with("exact", change);
-            let error = exact().create_payment(&requirements, None).await.unwrap_err();
-            assert!(matches!(error, SchemeError::InvalidRequirements(_)), "{what}: {error}");
+            let error = exact()
+                .create_payment(&requirements, None)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, SchemeError::InvalidRequirements(_)),
+                "{what}: {error}"
+            );
         }
         let mut solana = requirements("exact", json!({"assetTransferMethod": "permit2"}));
         solana.network = ChainId::parse("solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp").unwrap();

@@ -66,7 +66,9 @@ fn supports_eip2612(networks: &EvmNetworks, requirements: &PaymentRequirements) 
         .and_then(|address| networks.get(&requirements.network)?.asset(address));
     match known {
         Some(asset) => asset.eip2612,
-        None => requirements.extra_str("name").is_some() && requirements.extra_str("version").is_some(),
+        None => {
+            requirements.extra_str("name").is_some() && requirements.extra_str("version").is_some()
+        }
     }
 }
 
@@ -84,7 +86,10 @@ pub(crate) fn sponsoring_declarations(
         declared.insert(EIP2612_GAS_SPONSORING.into(), eip2612_declaration());
     }
     if listed(ERC20_APPROVAL_GAS_SPONSORING) {
-        declared.insert(ERC20_APPROVAL_GAS_SPONSORING.into(), erc20_approval_declaration());
+        declared.insert(
+            ERC20_APPROVAL_GAS_SPONSORING.into(),
+            erc20_approval_declaration(),
+        );
     }
     declared
 }
@@ -178,21 +183,36 @@ mod tests {
     #[test]
     fn declarations_follow_the_facilitator_and_the_token() {
         let networks = EvmNetworks::well_known();
-        let both = [EIP2612_GAS_SPONSORING.to_owned(), ERC20_APPROVAL_GAS_SPONSORING.to_owned()];
+        let both = [
+            EIP2612_GAS_SPONSORING.to_owned(),
+            ERC20_APPROVAL_GAS_SPONSORING.to_owned(),
+        ];
         let usdc = option(BASE_USDC, permit2_extra(Some(("USD Coin", "2"))));
         let declared = sponsoring_declarations(&networks, &usdc, &both);
         let keys: Vec<&String> = declared.keys().collect();
-        assert_eq!(keys, [EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING]);
+        assert_eq!(
+            keys,
+            [EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING]
+        );
         // Only what the facilitator lists.
         assert!(sponsoring_declarations(&networks, &usdc, &[]).is_empty());
         let only_erc20 = [ERC20_APPROVAL_GAS_SPONSORING.to_owned()];
         let declared = sponsoring_declarations(&networks, &usdc, &only_erc20);
-        assert_eq!(declared.keys().collect::<Vec<_>>(), [ERC20_APPROVAL_GAS_SPONSORING]);
+        assert_eq!(
+            declared.keys().collect::<Vec<_>>(),
+            [ERC20_APPROVAL_GAS_SPONSORING]
+        );
         // An unknown token without an EIP-712 domain gets no permit offer.
         let plain = option(&Address::repeat_byte(9).to_string(), permit2_extra(None));
         let declared = sponsoring_declarations(&networks, &plain, &both);
-        assert_eq!(declared.keys().collect::<Vec<_>>(), [ERC20_APPROVAL_GAS_SPONSORING]);
-        let named = option(&Address::repeat_byte(9).to_string(), permit2_extra(Some(("T", "1"))));
+        assert_eq!(
+            declared.keys().collect::<Vec<_>>(),
+            [ERC20_APPROVAL_GAS_SPONSORING]
+        );
+        let named = option(
+            &Address::repeat_byte(9).to_string(),
+            permit2_extra(Some(("T", "1"))),
+        );
         assert_eq!(sponsoring_declarations(&networks, &named, &both).len(), 2);
     }
 
@@ -202,10 +222,16 @@ mod tests {
         let mut usdc = networks.by_chain_id(8453).unwrap().default_asset.clone();
         usdc.eip2612 = false;
         networks.add_asset(8453, usdc);
-        let both = [EIP2612_GAS_SPONSORING.to_owned(), ERC20_APPROVAL_GAS_SPONSORING.to_owned()];
+        let both = [
+            EIP2612_GAS_SPONSORING.to_owned(),
+            ERC20_APPROVAL_GAS_SPONSORING.to_owned(),
+        ];
         let requirements = option(BASE_USDC, permit2_extra(Some(("USD Coin", "2"))));
         let declared = sponsoring_declarations(&networks, &requirements, &both);
-        assert_eq!(declared.keys().collect::<Vec<_>>(), [ERC20_APPROVAL_GAS_SPONSORING]);
+        assert_eq!(
+            declared.keys().collect::<Vec<_>>(),
+            [ERC20_APPROVAL_GAS_SPONSORING]
+        );
     }
 
     #[test]
@@ -213,22 +239,45 @@ mod tests {
         for (declaration, fields) in [
             (
                 eip2612_declaration(),
-                vec!["from", "asset", "spender", "amount", "nonce", "deadline", "signature", "version"],
+                vec![
+                    "from",
+                    "asset",
+                    "spender",
+                    "amount",
+                    "nonce",
+                    "deadline",
+                    "signature",
+                    "version",
+                ],
             ),
             (
                 erc20_approval_declaration(),
-                vec!["from", "asset", "spender", "amount", "signedTransaction", "version"],
+                vec![
+                    "from",
+                    "asset",
+                    "spender",
+                    "amount",
+                    "signedTransaction",
+                    "version",
+                ],
             ),
         ] {
             assert_eq!(declaration["info"]["version"], "1");
             assert!(declaration["info"]["description"].is_string());
             let schema = &declaration["schema"];
-            assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+            assert_eq!(
+                schema["$schema"],
+                "https://json-schema.org/draft/2020-12/schema"
+            );
             assert_eq!(schema["type"], "object");
             assert_eq!(schema["required"], json!(fields));
             let properties = schema["properties"].as_object().unwrap();
             assert_eq!(properties.keys().collect::<Vec<_>>(), fields);
-            assert!(properties.values().all(|p| p["type"] == "string" && p["pattern"].is_string()));
+            assert!(
+                properties
+                    .values()
+                    .all(|p| p["type"] == "string" && p["pattern"].is_string())
+            );
         }
     }
 

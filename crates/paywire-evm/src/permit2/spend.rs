@@ -91,8 +91,12 @@ mod tests {
         assert!(probe.used(&word(U256::from(0b1000u8))).unwrap());
         assert!(!probe.used(&word(U256::from(0b0100u8))).unwrap());
         let top = nonce(U256::MAX);
-        assert_eq!(IPermit2Nonces::nonceBitmapCall::abi_decode(&top.call().1).unwrap().wordPos,
-                   U256::MAX >> 8);
+        assert_eq!(
+            IPermit2Nonces::nonceBitmapCall::abi_decode(&top.call().1)
+                .unwrap()
+                .wordPos,
+            U256::MAX >> 8
+        );
         assert!(top.used(&word(U256::from(1u8) << 255)).unwrap());
         assert!(!top.used(&word(U256::MAX >> 1)).unwrap());
         assert!(probe.used(&[1, 2]).is_err());

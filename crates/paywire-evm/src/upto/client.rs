@@ -106,7 +106,9 @@ fn spender(requirements: &PaymentRequirements) -> Result<Spender, SchemeError> {
         .parse::<Address>()
         .map_err(|_| invalid(format!("extra.{FACILITATOR_ADDRESS} is not an EVM address")))?;
     if facilitator.is_zero() {
-        return Err(invalid(format!("extra.{FACILITATOR_ADDRESS} is the zero address")));
+        return Err(invalid(format!(
+            "extra.{FACILITATOR_ADDRESS} is the zero address"
+        )));
     }
     Ok(Spender {
         proxy: UPTO_PERMIT2_PROXY,

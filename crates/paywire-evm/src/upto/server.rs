@@ -198,23 +198,38 @@ mod tests {
         let network = ChainId::eip155(84532);
         let price = Price::Money(Money::parse("$0.05").unwrap());
         let server = UptoEvmServer::default();
-        for kind in [None, Some(kind(None)), Some(kind(Some(json!({"feePayer": "x"}))))] {
+        for kind in [
+            None,
+            Some(kind(None)),
+            Some(kind(Some(json!({"feePayer": "x"})))),
+        ] {
             let error = server
                 .requirements(&request(&network, &price, kind.as_ref()))
                 .unwrap_err();
-            assert!(matches!(error, SchemeError::NeedsFacilitatorData(_)), "{error}");
+            assert!(
+                matches!(error, SchemeError::NeedsFacilitatorData(_)),
+                "{error}"
+            );
         }
         for bad in [json!("0x1234"), json!(7), json!(null)] {
             let kind = kind(Some(json!({ "facilitatorAddress": bad })));
             let error = server
                 .requirements(&request(&network, &price, Some(&kind)))
                 .unwrap_err();
-            assert!(matches!(error, SchemeError::InvalidRequirements(_)), "{error}");
+            assert!(
+                matches!(error, SchemeError::InvalidRequirements(_)),
+                "{error}"
+            );
         }
         // A bad price is reported before the missing facilitator data.
         let zero = Price::Money(Money::parse("$0").unwrap());
-        let error = server.requirements(&request(&network, &zero, None)).unwrap_err();
-        assert!(matches!(error, SchemeError::InvalidRequirements(_)), "{error}");
+        let error = server
+            .requirements(&request(&network, &zero, None))
+            .unwrap_err();
+        assert!(
+            matches!(error, SchemeError::InvalidRequirements(_)),
+            "{error}"
+        );
     }
 
     #[test]
@@ -244,9 +259,15 @@ mod tests {
             json!({"assetTransferMethod": "permit2",
                    "facilitatorAddress": "0x70997970C51812dc3A010C7d01b50e0d17dC79C8"})
         );
-        let both = [EIP2612_GAS_SPONSORING.to_owned(), ERC20_APPROVAL_GAS_SPONSORING.to_owned()];
+        let both = [
+            EIP2612_GAS_SPONSORING.to_owned(),
+            ERC20_APPROVAL_GAS_SPONSORING.to_owned(),
+        ];
         let declared = server.payment_required_extensions(&requirements, &both);
-        assert_eq!(declared.keys().collect::<Vec<_>>(), [ERC20_APPROVAL_GAS_SPONSORING]);
+        assert_eq!(
+            declared.keys().collect::<Vec<_>>(),
+            [ERC20_APPROVAL_GAS_SPONSORING]
+        );
         // An unknown token priced atomically: no domain, still Permit2.
         let unknown = Price::Atomic {
             amount: AtomicAmount::from(7u64),
@@ -256,7 +277,10 @@ mod tests {
         let requirements = server
             .requirements(&request(&network, &unknown, Some(&kind)))
             .unwrap();
-        assert_eq!(requirements.extra_str("assetTransferMethod"), Some("permit2"));
+        assert_eq!(
+            requirements.extra_str("assetTransferMethod"),
+            Some("permit2")
+        );
         assert_eq!(requirements.extra_str("name"), None);
     }
 
@@ -271,7 +295,11 @@ mod tests {
         };
         let server = UptoEvmServer::default();
         let eip3009 = atomic(json!({"assetTransferMethod": "eip3009"}));
-        assert!(server.requirements(&request(&network, &eip3009, Some(&kind))).is_err());
+        assert!(
+            server
+                .requirements(&request(&network, &eip3009, Some(&kind)))
+                .is_err()
+        );
         let sneaky = atomic(json!({"name": "USDC", "version": "2",
                                    "facilitatorAddress": "0x0000000000000000000000000000000000000001"}));
         let requirements = server
@@ -293,13 +321,23 @@ mod tests {
             "invalid_permit2_recipient_mismatch",
             "permit2_token_mismatch",
         ] {
-            assert!(server.refusal_proves_unchargeable(&ErrorReason::from_wire(code)), "{code}");
+            assert!(
+                server.refusal_proves_unchargeable(&ErrorReason::from_wire(code)),
+                "{code}"
+            );
         }
         // Another facilitator refusing to settle proves nothing about the
         // one named in the witness; neither does an expired deadline.
-        for code in ["upto_unauthorized_facilitator", "upto_facilitator_mismatch",
-                     "permit2_deadline_expired", "permit2_invalid_nonce"] {
-            assert!(!server.refusal_proves_unchargeable(&ErrorReason::from_wire(code)), "{code}");
+        for code in [
+            "upto_unauthorized_facilitator",
+            "upto_facilitator_mismatch",
+            "permit2_deadline_expired",
+            "permit2_invalid_nonce",
+        ] {
+            assert!(
+                !server.refusal_proves_unchargeable(&ErrorReason::from_wire(code)),
+                "{code}"
+            );
         }
         assert!(server.refusal_means_spent(&ErrorReason::from_wire("permit2_invalid_nonce")));
         assert!(!server.refusal_means_spent(&ErrorReason::from_wire("permit2_deadline_expired")));
