@@ -29,6 +29,8 @@ fn network(usdc: Address) -> EvmNetwork {
             eip712_name: "USD Coin".into(),
             eip712_version: "2".into(),
             usd_stable: true,
+            transfer_method: paywire_evm::TransferMethod::Eip3009,
+            eip2612: false,
         },
     )
 }

@@ -56,6 +56,8 @@ async fn env(shortfall: u64) -> Env {
             eip712_name: "Shortchange Dollar".into(),
             eip712_version: "1".into(),
             usd_stable: true,
+            transfer_method: paywire_evm::TransferMethod::Eip3009,
+            eip2612: false,
         },
     );
     let mut table = EvmNetworks::empty();

@@ -199,6 +199,8 @@ async fn shortchange_env() -> (Devnet, Address, ExactEvmFacilitator) {
         eip712_name: SHORT_NAME.into(),
         eip712_version: SHORT_VERSION.into(),
         usd_stable: true,
+        transfer_method: paywire_evm::TransferMethod::Eip3009,
+        eip2612: false,
     };
     let network = EvmNetwork::new(31337, "Anvil", asset);
     let facilitator = facilitator(

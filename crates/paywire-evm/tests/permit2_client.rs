@@ -114,7 +114,7 @@ impl Env {
             extra: None,
         };
         ExactEvmServer::new(self.networks.clone())
-            .requirements(&request(&chain, &price, pay_to, None))
+            .requirements(&request(&chain, &price, &pay_to.to_string(), None))
             .unwrap()
     }
 
@@ -140,7 +140,7 @@ impl Env {
                 .cloned(),
         };
         UptoEvmServer::new(self.networks.clone())
-            .requirements(&request(&chain, &price, pay_to, Some(&kind)))
+            .requirements(&request(&chain, &price, &pay_to.to_string(), Some(&kind)))
             .unwrap()
     }
 
@@ -210,11 +210,9 @@ impl Env {
 fn request<'a>(
     network: &'a ChainId,
     price: &'a Price,
-    pay_to: Address,
+    pay_to: &'a str,
     kind: Option<&'a SupportedKind>,
 ) -> RequirementsRequest<'a> {
-    // Leaked: the request borrows the recipient for the test's lifetime.
-    let pay_to: &'static str = Box::leak(pay_to.to_string().into_boxed_str());
     RequirementsRequest {
         network,
         price,

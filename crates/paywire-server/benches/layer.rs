@@ -76,6 +76,8 @@ fn layer() -> PaymentLayer {
             eip712_name: "USD Coin".into(),
             eip712_version: "2".into(),
             usd_stable: true,
+            transfer_method: paywire_evm::TransferMethod::Eip3009,
+            eip2612: false,
         },
     ));
     PaymentLayer::builder(Arc::new(Instant))

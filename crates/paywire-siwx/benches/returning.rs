@@ -96,6 +96,8 @@ fn layer(store: Arc<MemoryStore>) -> PaymentLayer {
             eip712_name: "USD Coin".into(),
             eip712_version: "2".into(),
             usd_stable: true,
+            transfer_method: paywire_evm::TransferMethod::Eip3009,
+            eip2612: false,
         },
     ));
     let siwx = SiwxServer::new(

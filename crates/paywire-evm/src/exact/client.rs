@@ -30,7 +30,7 @@ pub struct ExactEvmClient<S> {
 
 /// Source of nonces (EIP-3009 nonces, and the 256 bits of Permit2 ones);
 /// random by default, fixed in golden tests.
-pub type NonceSource = std::sync::Arc<dyn Fn() -> B256 + Send + Sync>;
+pub type NonceSource = Arc<dyn Fn() -> B256 + Send + Sync>;
 
 impl<S: EvmSigner> ExactEvmClient<S> {
     /// A client paying from `signer`.
@@ -38,7 +38,7 @@ impl<S: EvmSigner> ExactEvmClient<S> {
         Self {
             signer,
             clock: system_clock(),
-            nonces: std::sync::Arc::new(B256::random),
+            nonces: Arc::new(B256::random),
             nodes: HashMap::new(),
         }
     }

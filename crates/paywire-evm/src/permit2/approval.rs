@@ -245,16 +245,14 @@ async fn fees(rpc: &RpcClient) -> Result<(u128, u128), SchemeError> {
     };
     let base_fee = quantity(answers.first(), Some("baseFeePerGas"));
     let tip = quantity(answers.get(1), None);
-    match (base_fee, tip) {
-        (Some(base_fee), Some(tip)) => Ok((base_fee.saturating_mul(2).saturating_add(tip), tip)),
-        _ => {
-            let price = rpc
-                .gas_price()
-                .await
-                .map_err(|e| chain_error("reading the gas price", &e))?;
-            Ok((price, price))
-        }
+    if let (Some(base_fee), Some(tip)) = (base_fee, tip) {
+        return Ok((base_fee.saturating_mul(2).saturating_add(tip), tip));
     }
+    let price = rpc
+        .gas_price()
+        .await
+        .map_err(|e| chain_error("reading the gas price", &e))?;
+    Ok((price, price))
 }
 
 /// Signs the approval for a sponsoring facilitator (`approve(Permit2, MAX)`,

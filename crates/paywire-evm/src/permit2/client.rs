@@ -113,64 +113,96 @@ impl<S: EvmSigner + ?Sized> Permit2Signer<'_, S> {
     }
 
     /// Signs the payment and, when the payer's Permit2 allowance is short,
-    /// the approval a sponsoring facilitator `offered` to submit.
+    /// the approval a sponsoring facilitator `offered` to submit. The route
+    /// is chosen before anything is signed, so a payer who must approve
+    /// first is told so without a wasted signature.
     pub(crate) async fn create_payment(
         &self,
         requirements: &PaymentRequirements,
         offered: Option<&Extensions>,
         spender: Spender,
     ) -> Result<CreatedPayment, SchemeError> {
-        let payload = self.sign(requirements, spender).await?;
-        let created = CreatedPayment::new(payload.to_json());
-        let Some(rpc) = self.rpc else {
+        let terms = terms(requirements)?;
+        let approval = match self.rpc {
+            Some(rpc) => approval_route(self.signer.address(), rpc, requirements, &terms, offered)
+                .await?
+                .map(|route| (rpc, route)),
             // No node: sign without checking; a facilitator answers
             // `permit2_allowance_required` if the approval is missing.
-            return Ok(created);
+            None => None,
         };
-        let terms = terms(requirements)?;
-        let owner = self.signer.address();
-        let amount = terms.amount.as_u256();
-        match permit2_allowance(rpc, terms.chain_id, terms.token, owner).await {
-            Ok(allowance) if allowance >= amount => return Ok(created),
-            Ok(_) => {}
-            Err(error) => {
-                // Only the kind: transport errors name the endpoint.
-                tracing::warn!(
-                    network = %requirements.network,
-                    error = rpc_error_kind(&error),
-                    "could not read the Permit2 allowance; paying without an approval"
-                );
-                return Ok(created);
+        let payload = self.sign(requirements, spender).await?;
+        let created = CreatedPayment::new(payload.to_json());
+        match approval {
+            None => Ok(created),
+            Some((rpc, Approval::Permit { name, version })) => {
+                let request = PermitRequest {
+                    chain_id: terms.chain_id,
+                    token: terms.token,
+                    name,
+                    version,
+                    value: terms.amount.as_u256(),
+                    deadline: payload.permit2_authorization.deadline.as_u256(),
+                };
+                let info = sign_eip2612_permit(self.signer, rpc, &request).await?;
+                Ok(created.with_extension(EIP2612_GAS_SPONSORING, info_envelope(info)))
+            }
+            Some((rpc, Approval::Transaction)) => {
+                let info =
+                    sponsored_approval_info(self.signer, rpc, terms.chain_id, terms.token).await?;
+                Ok(created.with_extension(ERC20_APPROVAL_GAS_SPONSORING, info_envelope(info)))
             }
         }
-        let offers = |id: &str| offered.is_some_and(|extensions| extensions.contains(id));
-        let domain = requirements
-            .extra_str("name")
-            .zip(requirements.extra_str("version"));
-        if let (true, Some((name, version))) = (offers(EIP2612_GAS_SPONSORING), domain) {
-            let request = PermitRequest {
-                chain_id: terms.chain_id,
-                token: terms.token,
-                name,
-                version,
-                value: amount,
-                deadline: payload.permit2_authorization.deadline.as_u256(),
-            };
-            let info = sign_eip2612_permit(self.signer, rpc, &request).await?;
-            return Ok(created.with_extension(EIP2612_GAS_SPONSORING, info_envelope(info)));
-        }
-        if offers(ERC20_APPROVAL_GAS_SPONSORING) {
-            let info =
-                sponsored_approval_info(self.signer, rpc, terms.chain_id, terms.token).await?;
-            return Ok(created.with_extension(ERC20_APPROVAL_GAS_SPONSORING, info_envelope(info)));
-        }
-        Err(SchemeError::Unsupported(format!(
-            "{owner} has not approved the Permit2 contract for token {} on {}: approve it once \
-             (paywire_evm::permit2::approve_permit2), or pay through a facilitator that \
-             sponsors the approval",
-            terms.token, requirements.network
-        )))
     }
+}
+
+/// How a short Permit2 allowance gets set for this payment.
+enum Approval<'a> {
+    /// An EIP-2612 permit (the token's domain from the requirements).
+    Permit { name: &'a str, version: &'a str },
+    /// A signed `approve(Permit2, MAX)` transaction.
+    Transaction,
+}
+
+/// `None` when the allowance covers the payment (or cannot be read: the
+/// facilitator then judges), else the sponsored approval to add, or an
+/// error telling the payer to approve Permit2 once when none is offered.
+async fn approval_route<'a>(
+    owner: Address,
+    rpc: &RpcClient,
+    requirements: &'a PaymentRequirements,
+    terms: &Terms,
+    offered: Option<&Extensions>,
+) -> Result<Option<Approval<'a>>, SchemeError> {
+    match permit2_allowance(rpc, terms.chain_id, terms.token, owner).await {
+        Ok(allowance) if allowance >= terms.amount.as_u256() => return Ok(None),
+        Ok(_) => {}
+        Err(error) => {
+            // Only the kind: transport errors name the endpoint.
+            tracing::warn!(
+                network = %requirements.network,
+                error = rpc_error_kind(&error),
+                "could not read the Permit2 allowance; paying without an approval"
+            );
+            return Ok(None);
+        }
+    }
+    let offers = |id: &str| offered.is_some_and(|extensions| extensions.contains(id));
+    let domain = requirements
+        .extra_str("name")
+        .zip(requirements.extra_str("version"));
+    if let (true, Some((name, version))) = (offers(EIP2612_GAS_SPONSORING), domain) {
+        return Ok(Some(Approval::Permit { name, version }));
+    }
+    if offers(ERC20_APPROVAL_GAS_SPONSORING) {
+        return Ok(Some(Approval::Transaction));
+    }
+    Err(SchemeError::Unsupported(format!(
+        "{owner} has not approved the Permit2 contract for token {} on {}: approve it once \
+         (paywire_evm::permit2::approve_permit2), or pay through a facilitator that \
+         sponsors the approval",
+        terms.token, requirements.network
+    )))
 }
 
 /// `{"info": info}`, the shape of an extension entry in a payment payload.
