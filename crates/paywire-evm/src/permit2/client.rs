@@ -406,19 +406,14 @@ mod tests {
                 "{what}: {error}"
             );
         }
-        for (what, change) in [
-            (
-                "asset",
-                &(|r: &mut PaymentRequirements| r.asset = "USDC".into()) as &dyn Fn(&mut _),
-            ),
-            ("payTo", &|r: &mut PaymentRequirements| {
-                r.pay_to = String::new()
-            }),
-            ("zero amount", &|r: &mut PaymentRequirements| {
-                r.amount = AtomicAmount::ZERO
-            }),
-        ] {
-            let requirements = with("exact", change);
+        type Change = fn(&mut PaymentRequirements);
+        let changes: [(&str, Change); 3] = [
+            ("asset", |r| r.asset = "USDC".into()),
+            ("payTo", |r| r.pay_to = String::new()),
+            ("zero amount", |r| r.amount = AtomicAmount::ZERO),
+        ];
+        for (what, change) in changes {
+            let requirements = with("exact", &change);
             let error = exact()
                 .create_payment(&requirements, None)
                 .await

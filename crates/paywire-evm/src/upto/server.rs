@@ -189,7 +189,7 @@ mod tests {
                 + r#""asset":"0x036CbD53842c5426634e7929541eC2318f3dCF7e","#
                 + r#""payTo":"0x209693Bc6afc0C5328bA36FaF03C514EF312287C","maxTimeoutSeconds":300,"#
                 + r#""extra":{"name":"USDC","version":"2","assetTransferMethod":"permit2","#
-                + r#""facilitatorAddress":"0x70997970C51812dc3A010C7d01b50e0d17dC79C8"}}"#
+                + r#""facilitatorAddress":"0x70997970C51812dc3A010C7d01b50e0d17dc79C8"}}"#
         );
     }
 
@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(
             serde_json::Value::Object(requirements.extra.clone().unwrap()),
             json!({"assetTransferMethod": "permit2",
-                   "facilitatorAddress": "0x70997970C51812dc3A010C7d01b50e0d17dC79C8"})
+                   "facilitatorAddress": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"})
         );
         let both = [
             EIP2612_GAS_SPONSORING.to_owned(),
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(
             serde_json::Value::Object(requirements.extra.unwrap()),
             json!({"name": "USDC", "version": "2", "assetTransferMethod": "permit2",
-                   "facilitatorAddress": "0x70997970C51812dc3A010C7d01b50e0d17dC79C8"})
+                   "facilitatorAddress": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"})
         );
     }
 
