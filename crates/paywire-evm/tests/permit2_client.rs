@@ -180,7 +180,9 @@ impl Env {
             .unwrap();
     }
 
-    /// The upto proxy's `settle` of `amount`, from `caller`.
+    /// The upto proxy's `settle` of `amount`, from `caller`: simulated first,
+    /// an `Err` carrying the node's refusal (with the revert data) if it
+    /// reverts, else sent and mined.
     async fn settle_upto(
         &self,
         caller: Address,
@@ -199,8 +201,15 @@ impl Env {
             },
             signature: payload.signature.clone(),
         };
+        let data = Bytes::from(call.abi_encode());
+        let simulation =
+            json!([{"from": caller, "to": UPTO_PERMIT2_PROXY, "data": data}, "latest"]);
         self.devnet
-            .transact(caller, UPTO_PERMIT2_PROXY, call.abi_encode())
+            .rpc("eth_call", simulation)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.devnet
+            .transact(caller, UPTO_PERMIT2_PROXY, data)
             .await
             .map(drop)
             .map_err(|e| e.to_string())
@@ -220,6 +229,13 @@ fn request<'a>(
         max_timeout_seconds: 120,
         facilitator_kind: kind,
     }
+}
+
+/// Whether a refusal carries the proxy's custom error `signature` (e.g.
+/// `UnauthorizedFacilitator()`) in its revert data.
+fn reverted_with(refusal: &str, signature: &str) -> bool {
+    let selector = &alloy_primitives::keccak256(signature)[..4];
+    refusal.contains(&alloy_primitives::hex::encode(selector))
 }
 
 fn permit_of(payload: &Permit2Payload) -> PermitTransferFrom {
@@ -358,10 +374,21 @@ async fn an_upto_payment_settles_less_than_the_maximum_only_from_the_named_facil
     let used = U256::from(PRICE - 7_000);
     // Another account is refused by the proxy: the witness binds the facilitator.
     let outsider = env.devnet.account(8).address;
-    assert!(env.settle_upto(outsider, &payload, used).await.is_err());
+    let refusal = env.settle_upto(outsider, &payload, used).await.unwrap_err();
+    assert!(
+        reverted_with(&refusal, "UnauthorizedFacilitator()"),
+        "{refusal}"
+    );
     // More than the signed maximum is refused too.
     let over = U256::from(PRICE + 1);
-    assert!(env.settle_upto(facilitator, &payload, over).await.is_err());
+    let refusal = env
+        .settle_upto(facilitator, &payload, over)
+        .await
+        .unwrap_err();
+    assert!(
+        reverted_with(&refusal, "AmountExceedsPermitted()"),
+        "{refusal}"
+    );
     let probe_payload = payment(&requirements, &created);
     assert_eq!(env.probe().state(&probe_payload).await, SpendState::Unknown);
     let before = (
