@@ -298,7 +298,8 @@ mod tests {
         let solana = Some(Secret::new(keypair_base58([5; 32])));
         let first = |solana_first| {
             let wallets = build(evm.clone(), solana.clone(), &[], solana_first).unwrap();
-            assert_eq!(wallets.schemes.len(), 2);
+            // EVM: exact and upto; Solana: exact.
+            assert_eq!(wallets.schemes.len(), 3);
             wallets.schemes[0].networks.to_string()
         };
         assert_eq!(first(false), "eip155:*");
