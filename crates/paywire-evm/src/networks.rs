@@ -590,5 +590,22 @@ mod tests {
             assert_eq!(TransferMethod::parse(bad), None, "{bad}");
             assert!(serde_json::from_value::<TransferMethod>(bad.into()).is_err());
         }
+        let requirements = |extra: serde_json::Value| PaymentRequirements {
+            scheme: "exact".into(),
+            network: ChainId::eip155(8453),
+            amount: AtomicAmount::from(1u64),
+            asset: Address::ZERO.to_string(),
+            pay_to: Address::ZERO.to_string(),
+            max_timeout_seconds: 60,
+            extra: extra.as_object().cloned(),
+        };
+        let of = |extra| TransferMethod::of(&requirements(extra));
+        assert_eq!(of(serde_json::json!({})), Ok(TransferMethod::Eip3009));
+        assert_eq!(of(serde_json::Value::Null), Ok(TransferMethod::Eip3009));
+        let permit2 = serde_json::json!({"assetTransferMethod": "permit2"});
+        assert_eq!(of(permit2), Ok(TransferMethod::Permit2));
+        let unknown = serde_json::json!({"assetTransferMethod": "permit3"});
+        assert_eq!(of(unknown), Err("permit3".to_owned()));
+        assert!(of(serde_json::json!({"assetTransferMethod": 2})).is_err());
     }
 }
