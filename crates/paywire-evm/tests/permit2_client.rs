@@ -604,3 +604,130 @@ async fn payloads_match_the_typescript_clients_byte_for_byte() {
         assert!(case["extensions"].is_null());
     }
 }
+
+/// POSTs `{x402Version, paymentPayload, paymentRequirements}` to `url`.
+async fn facilitator_call(
+    url: &str,
+    payload: &PaymentPayload,
+    requirements: &PaymentRequirements,
+) -> serde_json::Value {
+    let body = json!({
+        "x402Version": 2,
+        "paymentPayload": payload,
+        "paymentRequirements": requirements,
+    });
+    let answer = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    answer.json().await.unwrap()
+}
+
+/// The official TypeScript facilitator (2.27) verifies and settles what our
+/// clients sign, for requirements our servers built from its `/supported`:
+/// `exact` with Permit2, and `upto` settled below its maximum.
+#[tokio::test]
+async fn the_typescript_facilitator_settles_what_our_clients_sign() {
+    use paywire_testkit::peer::{TsFacilitator, TsFacilitatorOptions};
+    let env = env().await;
+    let options = TsFacilitatorOptions {
+        upto: true,
+        ..TsFacilitatorOptions::default()
+    };
+    let owner_key = env.devnet.usdc_owner().private_key;
+    let facilitator = TsFacilitator::start_with(&env.devnet, owner_key, options)
+        .await
+        .unwrap();
+    let supported: paywire_core::SupportedResponse =
+        reqwest::get(format!("{}/supported", facilitator.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let upto_kind = supported
+        .kinds
+        .iter()
+        .find(|kind| kind.scheme == "upto")
+        .cloned()
+        .unwrap();
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[6].clone();
+    let pay_to = env.devnet.account(9).address;
+    env.devnet
+        .approve_permit2(token, &payer, U256::MAX)
+        .await
+        .unwrap();
+    let verify = format!("{}/verify", facilitator.url());
+    let settle = format!("{}/settle", facilitator.url());
+
+    let exact = env.exact_requirements(token, pay_to);
+    let created = env
+        .exact_client(payer.index)
+        .create_payment(&exact, None)
+        .await
+        .unwrap();
+    let payload = payment(&exact, &created);
+    let verified = facilitator_call(&verify, &payload, &exact).await;
+    assert_eq!(
+        verified["isValid"],
+        true,
+        "{verified}\n{}",
+        facilitator.log_tail()
+    );
+    let before = env.balance(token, pay_to).await;
+    let settled = facilitator_call(&settle, &payload, &exact).await;
+    assert_eq!(
+        settled["success"],
+        true,
+        "{settled}\n{}",
+        facilitator.log_tail()
+    );
+    assert_eq!(env.balance(token, pay_to).await, before + U256::from(PRICE));
+
+    let chain = env.chain();
+    let price = Price::Atomic {
+        amount: AtomicAmount::from(PRICE),
+        asset: token.to_string(),
+        extra: None,
+    };
+    let upto = UptoEvmServer::new(env.networks.clone())
+        .requirements(&request(
+            &chain,
+            &price,
+            &pay_to.to_string(),
+            Some(&upto_kind),
+        ))
+        .unwrap();
+    assert_eq!(
+        upto.extra_str("facilitatorAddress"),
+        Some(facilitator.signer().to_checksum(None).as_str())
+    );
+    let created = env
+        .upto_client(payer.index)
+        .create_payment(&upto, None)
+        .await
+        .unwrap();
+    let payload = payment(&upto, &created);
+    let verified = facilitator_call(&verify, &payload, &upto).await;
+    assert_eq!(
+        verified["isValid"],
+        true,
+        "{verified}\n{}",
+        facilitator.log_tail()
+    );
+    let used = PRICE - 4_321;
+    let mut actual = upto.clone();
+    actual.amount = AtomicAmount::from(used);
+    let before = env.balance(token, pay_to).await;
+    let settled = facilitator_call(&settle, &payload, &actual).await;
+    assert_eq!(
+        settled["success"],
+        true,
+        "{settled}\n{}",
+        facilitator.log_tail()
+    );
+    assert_eq!(env.balance(token, pay_to).await, before + U256::from(used));
+}
