@@ -3,7 +3,7 @@
 
 mod client;
 mod facilitator;
-mod inflight;
+pub(crate) mod inflight;
 mod lookup;
 mod payload;
 mod reconcile;
@@ -11,7 +11,7 @@ mod server;
 mod spend;
 
 pub use client::{ExactEvmClient, NonceSource};
-pub(crate) use facilitator::facilitator_parts;
+pub(crate) use facilitator::{Proxy, facilitator_parts, permit2_spend_key};
 pub use facilitator::{
     CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder,
 };

@@ -8,8 +8,10 @@
 //! to the witness's `to` (and, for `upto`, only when called by the witness's
 //! `facilitator`).
 
+mod facilitator;
 mod payload;
 
+pub use facilitator::{UPTO_SCHEME, UptoEvmFacilitator};
 pub use payload::{
     Permit2Authorization, Permit2Payload, TokenPermissions, Witness, permit2_domain,
 };
