@@ -38,7 +38,8 @@ pub const UPTO_SETTLEMENT_EXCEEDS_AMOUNT: ErrorReason =
 
 /// The Permit2 signature names another spender than the scheme's proxy
 /// (TypeScript SDK spelling, as every `permit2_*` code below).
-pub const PERMIT2_INVALID_SPENDER: ErrorReason = ErrorReason::from_static("invalid_permit2_spender");
+pub const PERMIT2_INVALID_SPENDER: ErrorReason =
+    ErrorReason::from_static("invalid_permit2_spender");
 /// The Permit2 witness pays someone other than `payTo`.
 pub const PERMIT2_RECIPIENT_MISMATCH: ErrorReason =
     ErrorReason::from_static("invalid_permit2_recipient_mismatch");

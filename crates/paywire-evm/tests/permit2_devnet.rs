@@ -5,9 +5,9 @@
 
 use alloy_primitives::{Address, U256};
 use paywire_core::{ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator};
+use paywire_evm::LocalSigner;
 use paywire_evm::permit2::{Permit2Payload, UPTO_PERMIT2_PROXY};
 use paywire_evm::reasons;
-use paywire_evm::{EvmSigner, LocalSigner};
 
 #[path = "common/permit2.rs"]
 mod kit;
@@ -43,11 +43,19 @@ async fn expect_refused(
 ) {
     let verified = kit.exact.verify(payload, requirements).await.unwrap();
     assert!(!verified.is_valid, "{row}: verified");
-    assert_eq!(verified.invalid_reason.as_ref(), Some(reason), "{row}: {verified:?}");
+    assert_eq!(
+        verified.invalid_reason.as_ref(),
+        Some(reason),
+        "{row}: {verified:?}"
+    );
     let before = kit.sent().await;
     let settled = kit.exact.settle(payload, requirements).await.unwrap();
     assert!(!settled.success, "{row}: settled");
-    assert_eq!(settled.error_reason.as_ref(), Some(reason), "{row}: {settled:?}");
+    assert_eq!(
+        settled.error_reason.as_ref(),
+        Some(reason),
+        "{row}: {settled:?}"
+    );
     assert_eq!(kit.sent().await, before, "{row}: a transaction was sent");
 }
 
@@ -96,17 +104,61 @@ async fn verification_refusals_table() {
     let kit = Kit::start().await;
     kit.approve(kit.devnet.plain_token(), 1).await;
     let rows = [
-        ("amount + 1", Spoil::AmountPlusOne, reasons::PERMIT2_AMOUNT_MISMATCH),
-        ("amount - 1", Spoil::AmountMinusOne, reasons::PERMIT2_AMOUNT_MISMATCH),
-        ("witness.to is not payTo", Spoil::OtherRecipient, reasons::PERMIT2_RECIPIENT_MISMATCH),
-        ("deadline inside the buffer", Spoil::Expired, reasons::PERMIT2_DEADLINE_EXPIRED),
-        ("validAfter in the future", Spoil::NotYetValid, reasons::PERMIT2_NOT_YET_VALID),
-        ("no allowance to Permit2", Spoil::NoAllowance, reasons::PERMIT2_ALLOWANCE),
-        ("balance too low", Spoil::InsufficientBalance, reasons::PERMIT2_INSUFFICIENT_BALANCE),
-        ("spender is the upto proxy", Spoil::WrongSpender, reasons::PERMIT2_INVALID_SPENDER),
-        ("permitted token is not the asset", Spoil::WrongToken, reasons::PERMIT2_TOKEN_MISMATCH),
-        ("signed by another key", Spoil::OtherSigner, reasons::PERMIT2_INVALID_SIGNATURE),
-        ("Permit2 payload, EIP-3009 requirements", Spoil::Eip3009Requirements, ErrorReason::INVALID_PAYLOAD),
+        (
+            "amount + 1",
+            Spoil::AmountPlusOne,
+            reasons::PERMIT2_AMOUNT_MISMATCH,
+        ),
+        (
+            "amount - 1",
+            Spoil::AmountMinusOne,
+            reasons::PERMIT2_AMOUNT_MISMATCH,
+        ),
+        (
+            "witness.to is not payTo",
+            Spoil::OtherRecipient,
+            reasons::PERMIT2_RECIPIENT_MISMATCH,
+        ),
+        (
+            "deadline inside the buffer",
+            Spoil::Expired,
+            reasons::PERMIT2_DEADLINE_EXPIRED,
+        ),
+        (
+            "validAfter in the future",
+            Spoil::NotYetValid,
+            reasons::PERMIT2_NOT_YET_VALID,
+        ),
+        (
+            "no allowance to Permit2",
+            Spoil::NoAllowance,
+            reasons::PERMIT2_ALLOWANCE,
+        ),
+        (
+            "balance too low",
+            Spoil::InsufficientBalance,
+            reasons::PERMIT2_INSUFFICIENT_BALANCE,
+        ),
+        (
+            "spender is the upto proxy",
+            Spoil::WrongSpender,
+            reasons::PERMIT2_INVALID_SPENDER,
+        ),
+        (
+            "permitted token is not the asset",
+            Spoil::WrongToken,
+            reasons::PERMIT2_TOKEN_MISMATCH,
+        ),
+        (
+            "signed by another key",
+            Spoil::OtherSigner,
+            reasons::PERMIT2_INVALID_SIGNATURE,
+        ),
+        (
+            "Permit2 payload, EIP-3009 requirements",
+            Spoil::Eip3009Requirements,
+            ErrorReason::INVALID_PAYLOAD,
+        ),
     ];
     for (row, spoil, reason) in rows {
         let (payload, requirements) = spoil.apply(&kit);
@@ -132,10 +184,21 @@ async fn a_missing_proxy_is_refused() {
     let key = kit.payer(1);
     let payload = sign(&key, kit.authorization(&requirements, key.address()));
     let reason = reasons::PERMIT2_PROXY_NOT_DEPLOYED;
-    expect_refused(&kit, "no proxy", &wrap(&payload, &requirements), &requirements, &reason).await;
+    expect_refused(
+        &kit,
+        "no proxy",
+        &wrap(&payload, &requirements),
+        &requirements,
+        &reason,
+    )
+    .await;
 }
 
-fn signed_payment(kit: &Kit, payer: usize, requirements: &PaymentRequirements) -> (Permit2Payload, PaymentPayload) {
+fn signed_payment(
+    kit: &Kit,
+    payer: usize,
+    requirements: &PaymentRequirements,
+) -> (Permit2Payload, PaymentPayload) {
     let key = kit.payer(payer);
     let payload = sign(&key, kit.authorization(requirements, key.address()));
     let wrapped = wrap(&payload, requirements);
@@ -150,7 +213,10 @@ async fn settlement_moves_exactly_the_amount_and_replays_are_refused() {
     let requirements = kit.requirements("exact", token, payee(), PRICE);
     let (_, payment) = signed_payment(&kit, 1, &requirements);
     let payer = kit.devnet.payer(1).address;
-    let (payer_before, payee_before) = (kit.balance(token, payer).await, kit.balance(token, payee()).await);
+    let (payer_before, payee_before) = (
+        kit.balance(token, payer).await,
+        kit.balance(token, payee()).await,
+    );
 
     let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
     assert!(verified.is_valid, "{verified:?}");
@@ -158,12 +224,25 @@ async fn settlement_moves_exactly_the_amount_and_replays_are_refused() {
     assert!(settled.success, "{settled:?}");
     assert_eq!(settled.amount, Some(PRICE.into()));
     assert_eq!(settled.payer.as_deref(), Some(payer.to_string().as_str()));
-    assert_eq!(kit.balance(token, payer).await, payer_before - U256::from(PRICE));
-    assert_eq!(kit.balance(token, payee()).await, payee_before + U256::from(PRICE));
+    assert_eq!(
+        kit.balance(token, payer).await,
+        payer_before - U256::from(PRICE)
+    );
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        payee_before + U256::from(PRICE)
+    );
     assert_eq!(kit.sent().await, 1);
 
     // The settled nonce: refused by verify and settle, nothing broadcast.
-    expect_refused(&kit, "replay", &payment, &requirements, &reasons::NONCE_USED).await;
+    expect_refused(
+        &kit,
+        "replay",
+        &payment,
+        &requirements,
+        &reasons::NONCE_USED,
+    )
+    .await;
     assert_eq!(kit.exact.replay_reason(), reasons::NONCE_USED);
 }
 
@@ -184,7 +263,10 @@ async fn parallel_settles_of_one_authorization_send_one_transaction() {
     let refused = if a.success { &b } else { &a };
     assert_eq!(refused.error_reason, Some(reasons::NONCE_USED));
     assert_eq!(kit.sent().await, 1, "one transaction");
-    assert_eq!(kit.balance(token, payee()).await, before + U256::from(PRICE));
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        before + U256::from(PRICE)
+    );
 }
 
 /// Permit2 nonces belong to the owner across tokens: the spend key ignores
@@ -201,10 +283,23 @@ async fn the_nonce_is_spent_across_tokens() {
     let mut other = auth.clone();
     other.permitted.token = permit;
     let second = kit.requirements("exact", permit, payee(), PRICE);
-    let (one, two) = (wrap(&sign(&key, auth), &first), wrap(&sign(&key, other), &second));
-    assert_eq!(kit.exact.spend_key(&one, &first), kit.exact.spend_key(&two, &second));
+    let (one, two) = (
+        wrap(&sign(&key, auth), &first),
+        wrap(&sign(&key, other), &second),
+    );
+    assert_eq!(
+        kit.exact.spend_key(&one, &first),
+        kit.exact.spend_key(&two, &second)
+    );
     assert!(kit.exact.settle(&one, &first).await.unwrap().success);
-    expect_refused(&kit, "same nonce, other token", &two, &second, &reasons::NONCE_USED).await;
+    expect_refused(
+        &kit,
+        "same nonce, other token",
+        &two,
+        &second,
+        &reasons::NONCE_USED,
+    )
+    .await;
 }
 
 /// After a crash the chain tells what happened without anything being
@@ -216,7 +311,11 @@ async fn lookup_finds_the_settlement_and_sends_nothing() {
     kit.approve(token, 1).await;
     let requirements = kit.requirements("exact", token, payee(), PRICE);
     let (_, payment) = signed_payment(&kit, 1, &requirements);
-    let open = kit.exact.lookup_settlement(&payment, &requirements, None).await.unwrap();
+    let open = kit
+        .exact
+        .lookup_settlement(&payment, &requirements, None)
+        .await
+        .unwrap();
     assert_eq!(open, Some(paywire_core::SettlementLookup::Open));
     let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
     let sent = kit.sent().await;
@@ -236,7 +335,11 @@ async fn lookup_finds_the_settlement_and_sends_nothing() {
 }
 
 /// `payment` with `extensions.<key>.info = info`.
-fn with_extension(mut payment: PaymentPayload, key: &str, info: serde_json::Value) -> PaymentPayload {
+fn with_extension(
+    mut payment: PaymentPayload,
+    key: &str,
+    info: serde_json::Value,
+) -> PaymentPayload {
     let extensions = serde_json::json!({ key: { "info": info } });
     payment.extensions = Some(serde_json::from_value(extensions).unwrap());
     payment
@@ -256,7 +359,9 @@ async fn permit_info(kit: &Kit, key: &LocalSigner, deadline: u64) -> serde_json:
         nonce,
         deadline: U256::from(deadline),
     };
-    let signature = key.sign_hash_sync(&permit.eip712_signing_hash(&domain)).unwrap();
+    let signature = key
+        .sign_hash_sync(&permit.eip712_signing_hash(&domain))
+        .unwrap();
     serde_json::json!({
         "from": key.address().to_string(),
         "asset": token.to_string(),
@@ -275,24 +380,60 @@ async fn eip2612_sponsoring_settles_without_a_prior_approval() {
     let token = kit.devnet.permit_token();
     let key = kit.payer(3);
     let requirements = kit.requirements("exact", token, payee(), PRICE);
-    let plain = wrap(&sign(&key, kit.authorization(&requirements, key.address())), &requirements);
-    let payment = with_extension(plain, "eip2612GasSponsoring", permit_info(&kit, &key, now() + 300).await);
-    assert_eq!(kit.devnet.allowance(token, key.address(), kit::PERMIT2).await.unwrap(), U256::ZERO);
+    let plain = wrap(
+        &sign(&key, kit.authorization(&requirements, key.address())),
+        &requirements,
+    );
+    let payment = with_extension(
+        plain,
+        "eip2612GasSponsoring",
+        permit_info(&kit, &key, now() + 300).await,
+    );
+    assert_eq!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
     let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
     assert!(verified.is_valid, "{verified:?}");
     let before = kit.balance(token, payee()).await;
     let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
     assert!(settled.success, "{settled:?}");
-    assert_eq!(kit.balance(token, payee()).await, before + U256::from(PRICE));
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        before + U256::from(PRICE)
+    );
     // Permit2 spent PRICE out of the unlimited allowance the permit set.
-    assert!(kit.devnet.allowance(token, key.address(), kit::PERMIT2).await.unwrap() > U256::from(PRICE));
+    assert!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap()
+            > U256::from(PRICE)
+    );
 
     // A permit signed by someone else is refused, nothing sent.
     let other = kit.payer(4);
     let requirements = kit.requirements("exact", token, payee(), PRICE);
-    let plain = wrap(&sign(&other, kit.authorization(&requirements, other.address())), &requirements);
-    let forged = with_extension(plain, "eip2612GasSponsoring", permit_info(&kit, &key, now() + 300).await);
-    expect_refused(&kit, "permit from another owner", &forged, &requirements, &reasons::EIP2612_FROM_MISMATCH).await;
+    let plain = wrap(
+        &sign(&other, kit.authorization(&requirements, other.address())),
+        &requirements,
+    );
+    let forged = with_extension(
+        plain,
+        "eip2612GasSponsoring",
+        permit_info(&kit, &key, now() + 300).await,
+    );
+    expect_refused(
+        &kit,
+        "permit from another owner",
+        &forged,
+        &requirements,
+        &reasons::EIP2612_FROM_MISMATCH,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -301,17 +442,40 @@ async fn sponsoring_is_ignored_unless_configured() {
     let token = kit.devnet.permit_token();
     let key = kit.payer(3);
     let requirements = kit.requirements("exact", token, payee(), PRICE);
-    let plain = wrap(&sign(&key, kit.authorization(&requirements, key.address())), &requirements);
-    let payment = with_extension(plain, "eip2612GasSponsoring", permit_info(&kit, &key, now() + 300).await);
-    expect_refused(&kit, "sponsoring off", &payment, &requirements, &reasons::PERMIT2_ALLOWANCE).await;
+    let plain = wrap(
+        &sign(&key, kit.authorization(&requirements, key.address())),
+        &requirements,
+    );
+    let payment = with_extension(
+        plain,
+        "eip2612GasSponsoring",
+        permit_info(&kit, &key, now() + 300).await,
+    );
+    expect_refused(
+        &kit,
+        "sponsoring off",
+        &payment,
+        &requirements,
+        &reasons::PERMIT2_ALLOWANCE,
+    )
+    .await;
 }
 
 /// The payer's own signed `approve(Permit2, MAX)` on `token`.
-fn signed_approval(key: &LocalSigner, token: Address, nonce: u64, gas_limit: u64) -> alloy_primitives::Bytes {
+fn signed_approval(
+    key: &LocalSigner,
+    token: Address,
+    nonce: u64,
+    gas_limit: u64,
+) -> alloy_primitives::Bytes {
     use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
     use alloy_eips::eip2718::Encodable2718;
     use alloy_sol_types::SolCall;
-    let input = paywire_evm::contracts::IErc20::approveCall { spender: kit::PERMIT2, amount: U256::MAX }.abi_encode();
+    let input = paywire_evm::contracts::IErc20::approveCall {
+        spender: kit::PERMIT2,
+        amount: U256::MAX,
+    }
+    .abi_encode();
     let tx = TxEip1559 {
         chain_id: 31337,
         nonce,
@@ -324,10 +488,16 @@ fn signed_approval(key: &LocalSigner, token: Address, nonce: u64, gas_limit: u64
         input: input.into(),
     };
     let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-    TxEnvelope::from(tx.into_signed(signature)).encoded_2718().into()
+    TxEnvelope::from(tx.into_signed(signature))
+        .encoded_2718()
+        .into()
 }
 
-fn approval_info(key: &LocalSigner, token: Address, raw: &alloy_primitives::Bytes) -> serde_json::Value {
+fn approval_info(
+    key: &LocalSigner,
+    token: Address,
+    raw: &alloy_primitives::Bytes,
+) -> serde_json::Value {
     serde_json::json!({
         "from": key.address().to_string(),
         "asset": token.to_string(),
@@ -343,24 +513,57 @@ async fn erc20_approval_sponsoring_funds_approves_and_settles() {
     let kit = Kit::start_with(1, |chain| chain.erc20_approval_gas_sponsoring = true).await;
     let token = kit.devnet.plain_token();
     let key = LocalSigner::random();
-    kit.devnet.mint_token(token, key.address(), U256::from(1_000_000)).await.unwrap();
-    assert_eq!(kit.devnet.eth_balance(key.address()).await.unwrap(), U256::ZERO);
+    kit.devnet
+        .mint_token(token, key.address(), U256::from(1_000_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        kit.devnet.eth_balance(key.address()).await.unwrap(),
+        U256::ZERO
+    );
     let requirements = kit.requirements("exact", token, payee(), PRICE);
-    let plain = wrap(&sign(&key, kit.authorization(&requirements, key.address())), &requirements);
+    let plain = wrap(
+        &sign(&key, kit.authorization(&requirements, key.address())),
+        &requirements,
+    );
 
     // Over the gas cap: refused, nothing sent.
     let greedy = signed_approval(&key, token, 0, 200_000);
-    let refused = with_extension(plain.clone(), "erc20ApprovalGasSponsoring", approval_info(&key, token, &greedy));
-    expect_refused(&kit, "approval gas above the cap", &refused, &requirements, &reasons::ERC20_APPROVAL_FAILED).await;
+    let refused = with_extension(
+        plain.clone(),
+        "erc20ApprovalGasSponsoring",
+        approval_info(&key, token, &greedy),
+    );
+    expect_refused(
+        &kit,
+        "approval gas above the cap",
+        &refused,
+        &requirements,
+        &reasons::ERC20_APPROVAL_FAILED,
+    )
+    .await;
 
     let raw = signed_approval(&key, token, 0, 60_000);
-    let payment = with_extension(plain, "erc20ApprovalGasSponsoring", approval_info(&key, token, &raw));
+    let payment = with_extension(
+        plain,
+        "erc20ApprovalGasSponsoring",
+        approval_info(&key, token, &raw),
+    );
     let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
     assert!(verified.is_valid, "{verified:?}");
     let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
     assert!(settled.success, "{settled:?}");
-    assert_eq!(kit.balance(token, key.address()).await, U256::from(1_000_000 - PRICE));
-    assert!(kit.devnet.allowance(token, key.address(), kit::PERMIT2).await.unwrap() > U256::ZERO);
+    assert_eq!(
+        kit.balance(token, key.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+    assert!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap()
+            > U256::ZERO
+    );
     // Funding, then the settlement.
     assert_eq!(kit.sent().await, 2);
     assert_eq!(kit.sent_by(key.address()).await, 1);

@@ -3,12 +3,10 @@
 //! actual amount, the maximum, zero usage and replays.
 
 use alloy_primitives::{Address, U256};
-use paywire_core::{
-    ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator,
-};
+use paywire_core::{ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator};
 use paywire_evm::permit2::EXACT_PERMIT2_PROXY;
 use paywire_evm::reasons;
-use paywire_evm::{EvmSigner, LocalSigner};
+use paywire_evm::{Eip155ChainId, LocalSigner};
 
 #[path = "common/permit2.rs"]
 mod kit;
@@ -35,17 +33,37 @@ fn charging(requirements: &PaymentRequirements, amount: u64) -> PaymentRequireme
     settle
 }
 
-async fn expect_verify_refused(kit: &Kit, row: &str, payment: &PaymentPayload, requirements: &PaymentRequirements, reason: &ErrorReason) {
+async fn expect_verify_refused(
+    kit: &Kit,
+    row: &str,
+    payment: &PaymentPayload,
+    requirements: &PaymentRequirements,
+    reason: &ErrorReason,
+) {
     let verified = kit.upto.verify(payment, requirements).await.unwrap();
     assert!(!verified.is_valid, "{row}");
-    assert_eq!(verified.invalid_reason.as_ref(), Some(reason), "{row}: {verified:?}");
+    assert_eq!(
+        verified.invalid_reason.as_ref(),
+        Some(reason),
+        "{row}: {verified:?}"
+    );
 }
 
-async fn expect_settle_refused(kit: &Kit, row: &str, payment: &PaymentPayload, requirements: &PaymentRequirements, reason: &ErrorReason) {
+async fn expect_settle_refused(
+    kit: &Kit,
+    row: &str,
+    payment: &PaymentPayload,
+    requirements: &PaymentRequirements,
+    reason: &ErrorReason,
+) {
     let before = kit.sent().await;
     let settled = kit.upto.settle(payment, requirements).await.unwrap();
     assert!(!settled.success, "{row}: {settled:?}");
-    assert_eq!(settled.error_reason.as_ref(), Some(reason), "{row}: {settled:?}");
+    assert_eq!(
+        settled.error_reason.as_ref(),
+        Some(reason),
+        "{row}: {settled:?}"
+    );
     assert_eq!(kit.sent().await, before, "{row}: a transaction was sent");
 }
 
@@ -55,7 +73,10 @@ async fn supported_kind_names_our_signer() {
     assert_eq!(kit.upto.scheme(), "upto");
     assert_eq!(kit.upto.networks(), vec![ChainId::eip155(31337)]);
     let extra = kit.upto.kind_extra(&ChainId::eip155(31337)).unwrap();
-    assert_eq!(extra["facilitatorAddress"], kit.signers[0].to_checksum(None));
+    assert_eq!(
+        extra["facilitatorAddress"],
+        kit.signers[0].to_checksum(None)
+    );
     assert_eq!(kit.upto.signers(&ChainId::eip155(31337)).len(), 2);
 }
 
@@ -65,20 +86,53 @@ async fn settles_the_actual_amount_below_the_maximum() {
     let (payment, requirements) = payment(&kit).await;
     let token = kit.devnet.plain_token();
     let payer = kit.devnet.payer(1).address;
-    assert!(kit.upto.verify(&payment, &requirements).await.unwrap().is_valid);
-    let (payer_before, payee_before) = (kit.balance(token, payer).await, kit.balance(token, payee()).await);
+    assert!(
+        kit.upto
+            .verify(&payment, &requirements)
+            .await
+            .unwrap()
+            .is_valid
+    );
+    let (payer_before, payee_before) = (
+        kit.balance(token, payer).await,
+        kit.balance(token, payee()).await,
+    );
     let used = 1_858;
-    let settled = kit.upto.settle(&payment, &charging(&requirements, used)).await.unwrap();
+    let settled = kit
+        .upto
+        .settle(&payment, &charging(&requirements, used))
+        .await
+        .unwrap();
     assert!(settled.success, "{settled:?}");
     assert_eq!(settled.amount, Some(used.into()));
     assert!(!settled.transaction.is_empty());
-    assert_eq!(kit.balance(token, payer).await, payer_before - U256::from(used));
-    assert_eq!(kit.balance(token, payee()).await, payee_before + U256::from(used));
+    assert_eq!(
+        kit.balance(token, payer).await,
+        payer_before - U256::from(used)
+    );
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        payee_before + U256::from(used)
+    );
     // Reuse, for any amount: the nonce is spent.
     for amount in [used, 1, 0] {
-        expect_settle_refused(&kit, "reuse", &payment, &charging(&requirements, amount), &reasons::PERMIT2_INVALID_NONCE).await;
+        expect_settle_refused(
+            &kit,
+            "reuse",
+            &payment,
+            &charging(&requirements, amount),
+            &reasons::PERMIT2_INVALID_NONCE,
+        )
+        .await;
     }
-    expect_verify_refused(&kit, "reuse", &payment, &requirements, &reasons::PERMIT2_INVALID_NONCE).await;
+    expect_verify_refused(
+        &kit,
+        "reuse",
+        &payment,
+        &requirements,
+        &reasons::PERMIT2_INVALID_NONCE,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -86,9 +140,20 @@ async fn settling_above_the_maximum_is_refused() {
     let kit = Kit::start().await;
     let (payment, requirements) = payment(&kit).await;
     let reason = reasons::UPTO_SETTLEMENT_EXCEEDS_AMOUNT;
-    expect_settle_refused(&kit, "max + 1", &payment, &charging(&requirements, MAX + 1), &reason).await;
+    expect_settle_refused(
+        &kit,
+        "max + 1",
+        &payment,
+        &charging(&requirements, MAX + 1),
+        &reason,
+    )
+    .await;
     // The maximum itself is fine.
-    let settled = kit.upto.settle(&payment, &charging(&requirements, MAX)).await.unwrap();
+    let settled = kit
+        .upto
+        .settle(&payment, &charging(&requirements, MAX))
+        .await
+        .unwrap();
     assert!(settled.success, "{settled:?}");
     assert_eq!(settled.amount, Some(MAX.into()));
 }
@@ -100,14 +165,25 @@ async fn zero_usage_sends_nothing_and_spends_the_authorization() {
     let token = kit.devnet.plain_token();
     let payer = kit.devnet.payer(1).address;
     let before = kit.balance(token, payer).await;
-    let settled = kit.upto.settle(&payment, &charging(&requirements, 0)).await.unwrap();
+    let settled = kit
+        .upto
+        .settle(&payment, &charging(&requirements, 0))
+        .await
+        .unwrap();
     assert!(settled.success, "{settled:?}");
     assert_eq!(settled.transaction, "");
     assert_eq!(settled.amount, Some(0u64.into()));
     assert_eq!(kit.sent().await, 0);
     assert_eq!(kit.balance(token, payer).await, before);
     for amount in [0, 1_000] {
-        expect_settle_refused(&kit, "second settle", &payment, &charging(&requirements, amount), &kit.upto.replay_reason()).await;
+        expect_settle_refused(
+            &kit,
+            "second settle",
+            &payment,
+            &charging(&requirements, amount),
+            &kit.upto.replay_reason(),
+        )
+        .await;
     }
     assert_eq!(kit.balance(token, payer).await, before);
 }
@@ -157,7 +233,14 @@ async fn verification_refusals() {
         expect_settle_refused(&kit, row, &payment, &settle, &at_settle).await;
     }
     let forged = wrap(&sign(&LocalSigner::random(), valid.clone()), &requirements);
-    expect_verify_refused(&kit, "other key", &forged, &requirements, &reasons::PERMIT2_INVALID_SIGNATURE).await;
+    expect_verify_refused(
+        &kit,
+        "other key",
+        &forged,
+        &requirements,
+        &reasons::PERMIT2_INVALID_SIGNATURE,
+    )
+    .await;
 }
 
 /// The proxy only accepts the witness's facilitator as caller: with two
@@ -173,7 +256,11 @@ async fn settles_from_the_signer_named_in_the_witness() {
         let mut auth = kit.authorization(&requirements, key.address());
         auth.witness.facilitator = Some(kit.signers[1]);
         let payment = wrap(&sign(&key, auth), &requirements);
-        let settled = kit.upto.settle(&payment, &charging(&requirements, 100)).await.unwrap();
+        let settled = kit
+            .upto
+            .settle(&payment, &charging(&requirements, 100))
+            .await
+            .unwrap();
         assert!(settled.success, "{settled:?}");
         assert_eq!(kit.sent_by(kit.signers[1]).await, round + 1);
         assert_eq!(kit.sent_by(kit.signers[0]).await, 0);

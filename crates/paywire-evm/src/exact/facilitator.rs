@@ -666,9 +666,7 @@ impl ExactEvmFacilitator {
             .min(config.max_fee_per_gas);
         let index = slot
             .filter(|slot| *slot < chain.slots.len())
-            .unwrap_or_else(|| {
-                chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len()
-            });
+            .unwrap_or_else(|| chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len());
         let slot = &chain.slots[index];
         let mut nonces = slot.nonces.lock().await;
         resolve_in_doubt(&config.rpc, &mut nonces).await?;

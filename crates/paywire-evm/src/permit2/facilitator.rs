@@ -171,12 +171,10 @@ impl SchemeFacilitator for UptoEvmFacilitator {
         requirements: &'a PaymentRequirements,
         known_transaction: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<SettlementLookup>, SchemeError>> {
-        Box::pin(self.engine.permit2_lookup(
-            payload,
-            requirements,
-            Proxy::Upto,
-            known_transaction,
-        ))
+        Box::pin(
+            self.engine
+                .permit2_lookup(payload, requirements, Proxy::Upto, known_transaction),
+        )
     }
 
     fn settle_observed<'a>(

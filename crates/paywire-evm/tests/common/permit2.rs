@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
 use paywire_core::{ChainId, JsonObject, PaymentPayload, PaymentRequirements};
+use paywire_evm::Eip155ChainId;
 use paywire_evm::exact::{EvmChainConfig, ExactEvmFacilitator};
 use paywire_evm::networks::EvmAsset;
 use paywire_evm::permit2::{
@@ -39,8 +40,12 @@ fn token(address: Address, symbol: &str, name: &str, version: &str) -> EvmAsset 
 /// The anvil chain with USDC and both test tokens accepted.
 pub fn network(devnet: &Devnet) -> EvmNetwork {
     let mut network = EvmNetwork::anvil(devnet.usdc());
-    network.other_assets.push(token(devnet.plain_token(), "PUSD", "Plain Dollar", "1"));
-    network.other_assets.push(token(devnet.permit_token(), "EUSD", "Permit Dollar", "1"));
+    network
+        .other_assets
+        .push(token(devnet.plain_token(), "PUSD", "Plain Dollar", "1"));
+    network
+        .other_assets
+        .push(token(devnet.permit_token(), "EUSD", "Permit Dollar", "1"));
     network
 }
 
@@ -53,7 +58,8 @@ impl Kit {
     /// `signers` settlement signers (funded with ETH); `tune` adjusts the chain.
     pub async fn start_with(signers: usize, tune: impl FnOnce(&mut EvmChainConfig)) -> Self {
         let devnet = Devnet::start().await.unwrap();
-        let rpc = RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap();
+        let rpc =
+            RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap();
         let mut keys: Vec<Arc<dyn EvmSigner>> = Vec::new();
         for _ in 0..signers {
             let key = LocalSigner::random();
@@ -63,7 +69,7 @@ impl Kit {
                 .unwrap();
             keys.push(Arc::new(key));
         }
-        let addresses = keys.iter().map(|k| k.address()).collect();
+        let addresses = keys.iter().map(EvmSigner::address).collect();
         let mut chain = EvmChainConfig::new(network(&devnet), Arc::new(rpc), keys);
         tune(&mut chain);
         let exact = Arc::new(ExactEvmFacilitator::builder().chain(chain).build().unwrap());
@@ -153,7 +159,10 @@ impl Kit {
     pub async fn sent_by(&self, address: Address) -> u64 {
         let count: U256 = serde_json::from_value(
             self.devnet
-                .rpc("eth_getTransactionCount", serde_json::json!([address, "latest"]))
+                .rpc(
+                    "eth_getTransactionCount",
+                    serde_json::json!([address, "latest"]),
+                )
                 .await
                 .unwrap(),
         )

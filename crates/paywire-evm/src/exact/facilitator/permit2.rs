@@ -9,12 +9,6 @@
 //! proxy's code, the Permit2 nonce bit, the payer's allowance to Permit2 and
 //! balance, and the simulated proxy call from the signer that will send it.
 
-use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::SolCall;
-use paywire_core::{
-    BoxFuture, ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeError,
-    SettleResponse, VerifyResponse, X402_VERSION,
-};
 use super::method::Settlement;
 use super::verify::{Answer, Answers, Halt, Step};
 use super::{
@@ -27,12 +21,18 @@ use crate::contracts::{
 };
 use crate::eip6492;
 use crate::exact::inflight::AuthorizationKey;
-use crate::signer::EvmSigner;
 use crate::permit2::{
     EXACT_PERMIT2_PROXY, PERMIT2_ADDRESS, Permit2Authorization, Permit2Payload, UPTO_PERMIT2_PROXY,
 };
 use crate::reasons;
 use crate::rpc::{Receipt, RpcError, call_params, decode_bytes, pending_call_params};
+use crate::signer::EvmSigner;
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::SolCall;
+use paywire_core::{
+    BoxFuture, ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeError,
+    SettleResponse, VerifyResponse, X402_VERSION,
+};
 
 mod settle;
 mod sponsor;
@@ -121,7 +121,10 @@ pub(super) fn permit2_key(auth: &Permit2Authorization) -> AuthorizationKey {
 }
 
 /// The spend key of a Permit2 payment: `eip155:<chain>:<permit2>:<owner>:<nonce>`.
-pub(crate) fn spend_key(payload: &PaymentPayload, requirements: &PaymentRequirements) -> Option<String> {
+pub(crate) fn spend_key(
+    payload: &PaymentPayload,
+    requirements: &PaymentRequirements,
+) -> Option<String> {
     let chain = requirements.network.eip155_id()?;
     let permit2 = Permit2Payload::from_json(&payload.payload).ok()?;
     let auth = &permit2.permit2_authorization;
@@ -246,7 +249,10 @@ impl ExactEvmFacilitator {
         proxy: Proxy,
         phase: Phase,
     ) -> Result<Result<Permit2Verified<'a>, Rejection>, SchemeError> {
-        match self.permit2_steps(payload, requirements, proxy, phase).await {
+        match self
+            .permit2_steps(payload, requirements, proxy, phase)
+            .await
+        {
             Ok(verified) => Ok(Ok(verified)),
             Err(Halt::Refused(rejection)) => Ok(Err(rejection)),
             Err(Halt::Failed(error)) => Err(error),
@@ -327,12 +333,13 @@ impl ExactEvmFacilitator {
             };
             return Err(reject(ErrorReason::INVALID_PAYLOAD, message, None).into());
         }
-        // The client's copy of the requirements must be the server's; for
-        // `upto` its amount is the signed maximum, whatever is charged.
+        // The client's copy of the requirements must be the server's; at an
+        // `upto` settlement its amount is the signed maximum, whatever is
+        // charged.
         let accepted = &payload.accepted;
-        let accepted_amount = match proxy {
-            Proxy::Exact => requirements.amount,
-            Proxy::Upto => auth.permitted.amount,
+        let accepted_amount = match (proxy, phase) {
+            (Proxy::Upto, Phase::Settle) => auth.permitted.amount,
+            _ => requirements.amount,
         };
         let accepted_matches = accepted.asset.parse::<Address>().ok() == Some(asset)
             && accepted.pay_to.parse::<Address>().ok() == Some(pay_to)
@@ -409,18 +416,26 @@ impl ExactEvmFacilitator {
         let payer = target.proven.then_some(auth.from);
         let refuse = |reason: ErrorReason, message: String| Err(reject(reason, message, payer));
         if auth.spender != proxy.address() {
-            let message = format!("spender {} is not the {} proxy", auth.spender, proxy.scheme());
+            let message = format!(
+                "spender {} is not the {} proxy",
+                auth.spender,
+                proxy.scheme()
+            );
             return refuse(reasons::PERMIT2_INVALID_SPENDER, message);
         }
         if auth.witness.to != target.pay_to {
-            let message = format!("witness pays {} but payTo is {}", auth.witness.to, target.pay_to);
+            let message = format!(
+                "witness pays {} but payTo is {}",
+                auth.witness.to, target.pay_to
+            );
             return refuse(reasons::PERMIT2_RECIPIENT_MISMATCH, message);
         }
         let sender = match auth.witness.facilitator {
             None => None,
             Some(facilitator) => {
                 let slots = &target.chain.slots;
-                let Some(slot) = slots.iter().position(|s| s.signer.address() == facilitator) else {
+                let Some(slot) = slots.iter().position(|s| s.signer.address() == facilitator)
+                else {
                     let message = format!("witness facilitator {facilitator} is not a signer here");
                     return refuse(reasons::UPTO_FACILITATOR_MISMATCH, message);
                 };
@@ -430,10 +445,16 @@ impl ExactEvmFacilitator {
         let now = U256::from((self.clock)());
         if auth.deadline.as_u256() < now + U256::from(self.valid_before_buffer) {
             let buffer = self.valid_before_buffer;
-            return refuse(reasons::PERMIT2_DEADLINE_EXPIRED, format!("deadline is less than {buffer} s away"));
+            return refuse(
+                reasons::PERMIT2_DEADLINE_EXPIRED,
+                format!("deadline is less than {buffer} s away"),
+            );
         }
         if auth.witness.valid_after.as_u256() > now {
-            return refuse(reasons::PERMIT2_NOT_YET_VALID, "witness validAfter is in the future".into());
+            return refuse(
+                reasons::PERMIT2_NOT_YET_VALID,
+                "witness validAfter is in the future".into(),
+            );
         }
         let (permitted, required) = (auth.permitted.amount, requirements.amount);
         if proxy == Proxy::Upto && phase == Phase::Settle {
@@ -446,7 +467,10 @@ impl ExactEvmFacilitator {
             return refuse(reasons::PERMIT2_AMOUNT_MISMATCH, message);
         }
         if auth.permitted.token != target.asset {
-            let message = format!("permitted token {} is not the asset {}", auth.permitted.token, target.asset);
+            let message = format!(
+                "permitted token {} is not the asset {}",
+                auth.permitted.token, target.asset
+            );
             return refuse(reasons::PERMIT2_TOKEN_MISMATCH, message);
         }
         if !target.proven && eip6492::is_wrapped(&target.payload.signature) {
@@ -482,12 +506,30 @@ impl ExactEvmFacilitator {
         };
         let balance = IErc20::balanceOfCall { account: auth.from };
         let mut calls = vec![
-            ("eth_getCode", serde_json::json!([PERMIT2_ADDRESS, "latest"])),
-            ("eth_getCode", serde_json::json!([proxy.address(), "latest"])),
-            ("eth_call", pending_call_params(None, PERMIT2_ADDRESS, &word.abi_encode())),
-            ("eth_call", pending_call_params(None, target.asset, &allowance.abi_encode())),
-            ("eth_call", pending_call_params(None, target.asset, &balance.abi_encode())),
-            ("eth_call", pending_call_params(Some(simulator), proxy.address(), calldata)),
+            (
+                "eth_getCode",
+                serde_json::json!([PERMIT2_ADDRESS, "latest"]),
+            ),
+            (
+                "eth_getCode",
+                serde_json::json!([proxy.address(), "latest"]),
+            ),
+            (
+                "eth_call",
+                pending_call_params(None, PERMIT2_ADDRESS, &word.abi_encode()),
+            ),
+            (
+                "eth_call",
+                pending_call_params(None, target.asset, &allowance.abi_encode()),
+            ),
+            (
+                "eth_call",
+                pending_call_params(None, target.asset, &balance.abi_encode()),
+            ),
+            (
+                "eth_call",
+                pending_call_params(Some(simulator), proxy.address(), calldata),
+            ),
         ];
         if !target.proven {
             let call = IErc1271::isValidSignatureCall {
@@ -511,7 +553,10 @@ impl ExactEvmFacilitator {
                 return Err(reject(reasons::PERMIT2_INVALID_SIGNATURE, message, None).into());
             }
         }
-        for (code, contract) in [(permit2_code, PERMIT2_ADDRESS), (proxy_code, proxy.address())] {
+        for (code, contract) in [
+            (permit2_code, PERMIT2_ADDRESS),
+            (proxy_code, proxy.address()),
+        ] {
             if decode_bytes(code).map_err(chain_error)?.is_empty() {
                 let message = format!("no contract at {contract} on this chain");
                 return Err(reject(reasons::PERMIT2_PROXY_NOT_DEPLOYED, message, payer).into());

@@ -334,7 +334,10 @@ pub(crate) fn facilitator_parts(
         let chain = settled_chain(entry, &names)?;
         for (on, extension) in [
             (chain.sponsoring.eip2612, EIP2612_GAS_SPONSORING),
-            (chain.sponsoring.erc20_approval, ERC20_APPROVAL_GAS_SPONSORING),
+            (
+                chain.sponsoring.erc20_approval,
+                ERC20_APPROVAL_GAS_SPONSORING,
+            ),
         ] {
             if on && !parts.extensions.iter().any(|known| known == extension) {
                 parts.extensions.push(extension.to_owned());
@@ -351,7 +354,9 @@ pub(crate) fn facilitator_parts(
     // Two front-ends over one engine: `upto` settles from the same signers
     // (and nonce managers) as `exact`, on every chain `exact` serves.
     let exact = Arc::new(exact);
-    parts.schemes.push(Arc::clone(&exact) as Arc<dyn paywire_core::SchemeFacilitator>);
+    parts
+        .schemes
+        .push(Arc::clone(&exact) as Arc<dyn paywire_core::SchemeFacilitator>);
     parts
         .schemes
         .push(Arc::new(crate::permit2::UptoEvmFacilitator::new(exact)));
@@ -360,7 +365,7 @@ pub(crate) fn facilitator_parts(
 
 #[cfg(test)]
 mod tests {
-    use paywire_core::{ChainId, SchemeFacilitator};
+    use paywire_core::ChainId;
 
     use super::*;
     use crate::Eip155ChainId;

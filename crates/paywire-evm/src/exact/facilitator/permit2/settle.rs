@@ -16,9 +16,7 @@ use serde_json::json;
 use super::super::method::Settlement;
 use super::super::resume::Revived;
 use super::super::{ChainState, ExactEvmFacilitator, Rejection, chain_error, failure, reject};
-use super::{
-    Permit2Outcome, Permit2Verified, Phase, Proxy, Sponsor, permit2_key, settle_calldata,
-};
+use super::{Permit2Outcome, Permit2Verified, Phase, Proxy, Sponsor, permit2_key, settle_calldata};
 use crate::Eip155ChainId;
 use crate::contracts::IPermit2;
 use crate::exact::inflight::{Attempt, Broadcast};
@@ -78,7 +76,10 @@ impl ExactEvmFacilitator {
             // ledger still counts the authorization as spent).
             return Ok(outcome.settled_without_transaction());
         }
-        let sent = match self.permit2_broadcast(&verified, deadline, observer).await? {
+        let sent = match self
+            .permit2_broadcast(&verified, deadline, observer)
+            .await?
+        {
             Ok(sent) => sent,
             Err(rejection) => return Ok(failure(network, rejection, String::new())),
         };
@@ -113,7 +114,14 @@ impl ExactEvmFacilitator {
         };
         let call = (verified.proxy.address(), calldata, chain.config.gas_limit);
         let sent = match self
-            .send_from(chain, verified.sender, call, U256::ZERO, auth.from, observer)
+            .send_from(
+                chain,
+                verified.sender,
+                call,
+                U256::ZERO,
+                auth.from,
+                observer,
+            )
             .await?
         {
             Ok(sent) => sent,
@@ -161,7 +169,11 @@ impl ExactEvmFacilitator {
             // under way makes it fail. Nothing proved the payer.
             let message = "the Permit2 nonce is used by a settlement transaction not confirmed yet";
             let rejection = reject(proxy.replay_reason(), message, None);
-            return Ok(Some(failure(&requirements.network, rejection, String::new())));
+            return Ok(Some(failure(
+                &requirements.network,
+                rejection,
+                String::new(),
+            )));
         }
         match self.revive(chain, key, &attempt, observer).await? {
             Revived::Gone => Ok(None),
@@ -214,7 +226,10 @@ impl ExactEvmFacilitator {
         };
         let answers = rpc
             .batch(vec![
-                ("eth_call", crate::rpc::call_params(None, PERMIT2_ADDRESS, &word.abi_encode())),
+                (
+                    "eth_call",
+                    crate::rpc::call_params(None, PERMIT2_ADDRESS, &word.abi_encode()),
+                ),
                 ("eth_getBlockByNumber", json!(["latest", false])),
             ])
             .await
@@ -231,7 +246,9 @@ impl ExactEvmFacilitator {
         let unsettleable = |reason, message: &str| {
             chain.attempts.forget_all(&outcome.key);
             let failed = SettleResponse::failed(network.clone(), reason, payer.clone(), "");
-            Ok(Some(SettlementLookup::Unsettleable(failed.with_message(message))))
+            Ok(Some(SettlementLookup::Unsettleable(
+                failed.with_message(message),
+            )))
         };
         if super::nonce_used(word, auth.nonce) {
             let message = "the Permit2 nonce was used without executing this payment";

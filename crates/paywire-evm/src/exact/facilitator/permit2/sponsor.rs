@@ -92,7 +92,11 @@ fn split(signature: &[u8]) -> Option<(u8, B256, B256)> {
         v @ (0 | 1) => v + 27,
         v => v,
     };
-    Some((v, B256::from_slice(&signature[..32]), B256::from_slice(&signature[32..64])))
+    Some((
+        v,
+        B256::from_slice(&signature[..32]),
+        B256::from_slice(&signature[32..64]),
+    ))
 }
 
 /// The proxy's `settleWithPermit` calldata.
@@ -108,7 +112,13 @@ fn settle_with_permit(
     let (value, deadline) = (info.amount.as_u256(), info.deadline.as_u256());
     match proxy {
         Proxy::Exact => exact_permit2_proxy::settleWithPermitCall {
-            permit2612: exact_permit2_proxy::EIP2612Permit { value, deadline, r, s, v },
+            permit2612: exact_permit2_proxy::EIP2612Permit {
+                value,
+                deadline,
+                r,
+                s,
+                v,
+            },
             permit: exact_permit(auth),
             owner: auth.from,
             witness: exact_permit2_proxy::Witness {
@@ -119,7 +129,13 @@ fn settle_with_permit(
         }
         .abi_encode(),
         Proxy::Upto => upto_permit2_proxy::settleWithPermitCall {
-            permit2612: upto_permit2_proxy::EIP2612Permit { value, deadline, r, s, v },
+            permit2612: upto_permit2_proxy::EIP2612Permit {
+                value,
+                deadline,
+                r,
+                s,
+                v,
+            },
             permit: upto_permit(auth),
             amount,
             owner: auth.from,
@@ -153,22 +169,36 @@ impl ExactEvmFacilitator {
         let config = &target.chain.config;
         let payer = target.payload.permit2_authorization.from;
         if config.eip2612_gas_sponsoring
-            && let Some(info) = extensions.and_then(|e| e.info_as::<PermitInfo>(EIP2612_GAS_SPONSORING))
+            && let Some(info) =
+                extensions.and_then(|e| e.info_as::<PermitInfo>(EIP2612_GAS_SPONSORING))
         {
             let Ok(info) = info else {
-                return refuse(reasons::EIP2612_INVALID_FORMAT, "eip2612GasSponsoring info is malformed", payer);
+                return refuse(
+                    reasons::EIP2612_INVALID_FORMAT,
+                    "eip2612GasSponsoring info is malformed",
+                    payer,
+                );
             };
-            return self.check_permit(target, proxy, amount, simulator, &info).await;
+            return self
+                .check_permit(target, proxy, amount, simulator, &info)
+                .await;
         }
         if config.erc20_approval_gas_sponsoring
-            && let Some(info) = extensions.and_then(|e| e.info_as::<ApprovalInfo>(ERC20_APPROVAL_GAS_SPONSORING))
+            && let Some(info) =
+                extensions.and_then(|e| e.info_as::<ApprovalInfo>(ERC20_APPROVAL_GAS_SPONSORING))
         {
             let Ok(info) = info else {
-                return refuse(reasons::ERC20_APPROVAL_INVALID_FORMAT, "erc20ApprovalGasSponsoring info is malformed", payer);
+                return refuse(
+                    reasons::ERC20_APPROVAL_INVALID_FORMAT,
+                    "erc20ApprovalGasSponsoring info is malformed",
+                    payer,
+                );
             };
             return self.check_approval(target, amount, &info).await;
         }
-        let message = format!("the payer's allowance to Permit2 is below {amount} and no accepted gas-sponsoring extension is present");
+        let message = format!(
+            "the payer's allowance to Permit2 is below {amount} and no accepted gas-sponsoring extension is present"
+        );
         refuse(reasons::PERMIT2_ALLOWANCE, message, payer)
     }
 
@@ -186,23 +216,47 @@ impl ExactEvmFacilitator {
         let auth = &target.payload.permit2_authorization;
         let payer = auth.from;
         if info.from != payer {
-            return refuse(reasons::EIP2612_FROM_MISMATCH, format!("permit is from {}", info.from), payer);
+            return refuse(
+                reasons::EIP2612_FROM_MISMATCH,
+                format!("permit is from {}", info.from),
+                payer,
+            );
         }
         if info.asset != target.asset {
-            return refuse(reasons::EIP2612_ASSET_MISMATCH, format!("permit is for {}", info.asset), payer);
+            return refuse(
+                reasons::EIP2612_ASSET_MISMATCH,
+                format!("permit is for {}", info.asset),
+                payer,
+            );
         }
         if info.spender != PERMIT2_ADDRESS {
-            return refuse(reasons::EIP2612_SPENDER_NOT_PERMIT2, format!("permit spender is {}", info.spender), payer);
+            return refuse(
+                reasons::EIP2612_SPENDER_NOT_PERMIT2,
+                format!("permit spender is {}", info.spender),
+                payer,
+            );
         }
         if info.amount < auth.permitted.amount {
-            return refuse(reasons::EIP2612_AMOUNT_MISMATCH, "the permit allows less than the payment", payer);
+            return refuse(
+                reasons::EIP2612_AMOUNT_MISMATCH,
+                "the permit allows less than the payment",
+                payer,
+            );
         }
         let now = U256::from(self.now()) + U256::from(self.valid_before_buffer);
         if info.deadline.as_u256() < now {
-            return refuse(reasons::EIP2612_DEADLINE_EXPIRED, "the permit has expired", payer);
+            return refuse(
+                reasons::EIP2612_DEADLINE_EXPIRED,
+                "the permit has expired",
+                payer,
+            );
         }
         let Some(vrs) = split(&info.signature) else {
-            return refuse(reasons::EIP2612_INVALID_FORMAT, "the permit signature is not 65 bytes", payer);
+            return refuse(
+                reasons::EIP2612_INVALID_FORMAT,
+                "the permit signature is not 65 bytes",
+                payer,
+            );
         };
         let chain = target.chain;
         let (name, version) = self.domain_of(chain, target.asset).await?;
@@ -216,25 +270,38 @@ impl ExactEvmFacilitator {
         };
         let digest = permit.eip712_signing_hash(&domain);
         if crate::ecrecover::recover_address(&info.signature, &digest) != Some(payer) {
-            return refuse(reasons::PERMIT2_INVALID_SIGNATURE, "the EIP-2612 permit is not signed by the payer", payer);
+            return refuse(
+                reasons::PERMIT2_INVALID_SIGNATURE,
+                "the EIP-2612 permit is not signed by the payer",
+                payer,
+            );
         }
         let calldata = settle_with_permit(proxy, target, amount, info, vrs);
         let nonces = IErc20::noncesCall { owner: payer }.abi_encode();
         let calls = vec![
             ("eth_call", pending_call_params(None, target.asset, &nonces)),
-            ("eth_call", pending_call_params(Some(simulator), proxy.address(), &calldata)),
+            (
+                "eth_call",
+                pending_call_params(Some(simulator), proxy.address(), &calldata),
+            ),
         ];
         let answers = chain.config.rpc.batch(calls).await.map_err(chain_error)?;
         let mut answers = Answers(answers.into_iter());
         let nonce = super::read_u256(answers.next(), "nonces")?;
         if nonce != info.nonce.as_u256() {
-            let message = format!("the permit's nonce {} is not the token's {nonce}", info.nonce);
+            let message = format!(
+                "the permit's nonce {} is not the token's {nonce}",
+                info.nonce
+            );
             return refuse(reasons::PERMIT2_SIMULATION_FAILED, message, payer);
         }
         match answers.next() {
             Ok(_) => Ok(Sponsor::Permit(calldata)),
             Err(error @ RpcError::Node { .. }) => {
-                let message = format!("settleWithPermit simulation reverted: {}", revert_message(&error));
+                let message = format!(
+                    "settleWithPermit simulation reverted: {}",
+                    revert_message(&error)
+                );
                 refuse(reasons::PERMIT2_SIMULATION_FAILED, message, payer)
             }
             Err(error) => Err(chain_error(error).into()),
@@ -253,25 +320,55 @@ impl ExactEvmFacilitator {
     ) -> Step<Sponsor> {
         let payer = target.payload.permit2_authorization.from;
         if info.from != payer {
-            return refuse(reasons::ERC20_APPROVAL_FROM_MISMATCH, format!("approval is from {}", info.from), payer);
+            return refuse(
+                reasons::ERC20_APPROVAL_FROM_MISMATCH,
+                format!("approval is from {}", info.from),
+                payer,
+            );
         }
         if info.asset != target.asset {
-            return refuse(reasons::ERC20_APPROVAL_ASSET_MISMATCH, format!("approval is for {}", info.asset), payer);
+            return refuse(
+                reasons::ERC20_APPROVAL_ASSET_MISMATCH,
+                format!("approval is for {}", info.asset),
+                payer,
+            );
         }
         if info.spender != PERMIT2_ADDRESS {
-            return refuse(reasons::ERC20_APPROVAL_SPENDER_NOT_PERMIT2, format!("approval spender is {}", info.spender), payer);
+            return refuse(
+                reasons::ERC20_APPROVAL_SPENDER_NOT_PERMIT2,
+                format!("approval spender is {}", info.spender),
+                payer,
+            );
         }
         let Ok(tx) = TxEnvelope::decode_2718(&mut info.signed_transaction.as_ref()) else {
-            return refuse(reasons::ERC20_APPROVAL_PARSE_FAILED, "the signed transaction cannot be decoded", payer);
+            return refuse(
+                reasons::ERC20_APPROVAL_PARSE_FAILED,
+                "the signed transaction cannot be decoded",
+                payer,
+            );
         };
         if tx.recover_signer().ok() != Some(payer) {
-            return refuse(reasons::ERC20_APPROVAL_SIGNER_MISMATCH, "the approval is not signed by the payer", payer);
+            return refuse(
+                reasons::ERC20_APPROVAL_SIGNER_MISMATCH,
+                "the approval is not signed by the payer",
+                payer,
+            );
         }
         if tx.to() != Some(target.asset) {
-            return refuse(reasons::ERC20_APPROVAL_WRONG_TARGET, "the approval does not call the token", payer);
+            return refuse(
+                reasons::ERC20_APPROVAL_WRONG_TARGET,
+                "the approval does not call the token",
+                payer,
+            );
         }
-        let expected = IErc20::approveCall { spender: PERMIT2_ADDRESS, amount: info.amount.as_u256() };
-        if tx.input().as_ref() != expected.abi_encode() || !tx.value().is_zero() || info.amount.as_u256() < amount {
+        let expected = IErc20::approveCall {
+            spender: PERMIT2_ADDRESS,
+            amount: info.amount.as_u256(),
+        };
+        if tx.input().as_ref() != expected.abi_encode()
+            || !tx.value().is_zero()
+            || info.amount.as_u256() < amount
+        {
             let message = "the transaction is not approve(Permit2, amount covering the payment) without value";
             return refuse(reasons::ERC20_APPROVAL_INVALID_CALLDATA, message, payer);
         }
@@ -293,20 +390,28 @@ impl ExactEvmFacilitator {
         tx: &TxEnvelope,
     ) -> Step<U256> {
         let config = &chain.config;
-        let fail = |message: String| -> Step<U256> { refuse(reasons::ERC20_APPROVAL_FAILED, message, payer) };
+        let fail = |message: String| -> Step<U256> {
+            refuse(reasons::ERC20_APPROVAL_FAILED, message, payer)
+        };
         if tx.chain_id() != Some(config.network.chain_id) {
             return fail("the approval is signed for another chain".into());
         }
         if tx.gas_limit() > config.max_sponsored_approval_gas {
             let cap = config.max_sponsored_approval_gas;
-            return fail(format!("the approval's gas limit {} is above this facilitator's cap of {cap}", tx.gas_limit()));
+            return fail(format!(
+                "the approval's gas limit {} is above this facilitator's cap of {cap}",
+                tx.gas_limit()
+            ));
         }
         if tx.max_fee_per_gas() > config.max_fee_per_gas {
             return fail("the approval's fee cap is above this facilitator's".into());
         }
         let call = serde_json::json!([{"from": payer, "to": tx.to(), "data": tx.input(), "gas": format!("0x{:x}", tx.gas_limit())}, "pending"]);
         let calls = vec![
-            ("eth_getTransactionCount", serde_json::json!([payer, "pending"])),
+            (
+                "eth_getTransactionCount",
+                serde_json::json!([payer, "pending"]),
+            ),
             ("eth_getBalance", serde_json::json!([payer, "pending"])),
             ("eth_call", call),
         ];
@@ -321,15 +426,23 @@ impl ExactEvmFacilitator {
         let nonce = read(answers.next(), "nonce")?;
         let balance = read(answers.next(), "balance")?;
         if nonce != U256::from(tx.nonce()) {
-            return fail(format!("the approval uses nonce {} but the payer's is {nonce}", tx.nonce()));
+            return fail(format!(
+                "the approval uses nonce {} but the payer's is {nonce}",
+                tx.nonce()
+            ));
         }
         if let Err(error) = decode_bytes(answers.next()) {
-            return fail(format!("the approval fails when simulated: {}", revert_message(&error)));
+            return fail(format!(
+                "the approval fails when simulated: {}",
+                revert_message(&error)
+            ));
         }
         let cost = U256::from(tx.gas_limit()).saturating_mul(U256::from(tx.max_fee_per_gas()));
         let deficit = cost.saturating_sub(balance);
         if deficit > U256::from(config.max_approval_funding_wei) {
-            return fail(format!("the payer lacks {deficit} wei for the approval's gas, above this facilitator's funding cap"));
+            return fail(format!(
+                "the payer lacks {deficit} wei for the approval's gas, above this facilitator's funding cap"
+            ));
         }
         Ok(deficit)
     }
@@ -348,28 +461,51 @@ impl ExactEvmFacilitator {
         observer: &dyn SettlementObserver,
     ) -> Result<Result<(), Rejection>, SchemeError> {
         let rpc = &chain.config.rpc;
-        let failed = |message: String| Ok(Err(reject(reasons::ERC20_APPROVAL_FAILED, message, Some(payer))));
+        let failed = |message: String| {
+            Ok(Err(reject(
+                reasons::ERC20_APPROVAL_FAILED,
+                message,
+                Some(payer),
+            )))
+        };
         if !approval.funding.is_zero() {
             // Residual risk (see the module notes): the payer may spend this
             // before its approval lands; bounded by max_approval_funding_wei.
             let transfer = (payer, &[][..], 21_000);
-            let sent = match self.send_from(chain, sender, transfer, approval.funding, payer, observer).await? {
+            let sent = match self
+                .send_from(chain, sender, transfer, approval.funding, payer, observer)
+                .await?
+            {
                 Ok(sent) => sent,
                 Err(rejection) => return Ok(Err(rejection)),
             };
-            match self.wait_receipt(rpc, sent.hash, Some(&sent.raw), deadline).await? {
+            match self
+                .wait_receipt(rpc, sent.hash, Some(&sent.raw), deadline)
+                .await?
+            {
                 Some(receipt) if receipt.succeeded() => {}
-                _ => return failed(format!("funding the payer's gas was not confirmed ({})", sent.hash)),
+                _ => {
+                    return failed(format!(
+                        "funding the payer's gas was not confirmed ({})",
+                        sent.hash
+                    ));
+                }
             }
             tracing::info!(%payer, funding = %approval.funding, "funded a payer's sponsored approval");
         }
         if let Err(error) = rpc.send_raw_transaction(&approval.raw).await {
             tracing::debug!(hash = %approval.hash, %error, "approval broadcast answered with an error; waiting for its receipt");
         }
-        match self.wait_receipt(rpc, approval.hash, Some(&approval.raw), deadline).await? {
+        match self
+            .wait_receipt(rpc, approval.hash, Some(&approval.raw), deadline)
+            .await?
+        {
             Some(receipt) if receipt.succeeded() => Ok(Ok(())),
             Some(_) => failed(format!("the payer's approval {} reverted", approval.hash)),
-            None => failed(format!("the payer's approval {} was not confirmed in time", approval.hash)),
+            None => failed(format!(
+                "the payer's approval {} was not confirmed in time",
+                approval.hash
+            )),
         }
     }
 }
