@@ -6,7 +6,7 @@
 use alloy_primitives::{Address, U256};
 use paywire_core::{ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator};
 use paywire_evm::LocalSigner;
-use paywire_evm::permit2::{Permit2Payload, UPTO_PERMIT2_PROXY};
+use paywire_evm::permit2::{EXACT_PERMIT2_PROXY, Permit2Payload, UPTO_PERMIT2_PROXY};
 use paywire_evm::reasons;
 
 #[path = "common/permit2.rs"]
@@ -348,22 +348,33 @@ fn with_extension(
 /// An EIP-2612 permit for Permit2 by `key` on the permit token, as the
 /// `eip2612GasSponsoring` info.
 async fn permit_info(kit: &Kit, key: &LocalSigner, deadline: u64) -> serde_json::Value {
+    permit_info_by(kit, key, key.address(), U256::ZERO, deadline)
+}
+
+/// An EIP-2612 permit for Permit2 of `owner`'s permit tokens, signed by
+/// `signer` with `nonce`.
+fn permit_info_by(
+    kit: &Kit,
+    signer: &LocalSigner,
+    owner: Address,
+    nonce: U256,
+    deadline: u64,
+) -> serde_json::Value {
     use alloy_sol_types::SolStruct;
     let token = kit.devnet.permit_token();
-    let nonce = U256::ZERO;
     let domain = paywire_evm::exact::eip712_domain("Permit Dollar", "1", 31337, token);
     let permit = paywire_evm::contracts::Permit {
-        owner: key.address(),
+        owner,
         spender: kit::PERMIT2,
         value: U256::MAX,
         nonce,
         deadline: U256::from(deadline),
     };
-    let signature = key
+    let signature = signer
         .sign_hash_sync(&permit.eip712_signing_hash(&domain))
         .unwrap();
     serde_json::json!({
-        "from": key.address().to_string(),
+        "from": owner.to_string(),
         "asset": token.to_string(),
         "spender": kit::PERMIT2.to_string(),
         "amount": U256::MAX.to_string(),
@@ -468,29 +479,59 @@ fn signed_approval(
     nonce: u64,
     gas_limit: u64,
 ) -> alloy_primitives::Bytes {
-    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-    use alloy_eips::eip2718::Encodable2718;
-    use alloy_sol_types::SolCall;
-    let input = paywire_evm::contracts::IErc20::approveCall {
-        spender: kit::PERMIT2,
-        amount: U256::MAX,
+    ApprovalTx::new(token, nonce, gas_limit).sign(key)
+}
+
+/// An approval transaction, to spoil field by field.
+#[derive(Clone)]
+struct ApprovalTx {
+    chain_id: u64,
+    to: Address,
+    spender: Address,
+    amount: U256,
+    nonce: u64,
+    gas_limit: u64,
+    max_fee_per_gas: u128,
+}
+
+impl ApprovalTx {
+    fn new(token: Address, nonce: u64, gas_limit: u64) -> Self {
+        Self {
+            chain_id: 31337,
+            to: token,
+            spender: kit::PERMIT2,
+            amount: U256::MAX,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: 10_000_000_000,
+        }
     }
-    .abi_encode();
-    let tx = TxEip1559 {
-        chain_id: 31337,
-        nonce,
-        gas_limit,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1_000_000_000,
-        to: alloy_primitives::TxKind::Call(token),
-        value: U256::ZERO,
-        access_list: Default::default(),
-        input: input.into(),
-    };
-    let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-    TxEnvelope::from(tx.into_signed(signature))
-        .encoded_2718()
-        .into()
+
+    fn sign(&self, key: &LocalSigner) -> alloy_primitives::Bytes {
+        use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+        use alloy_eips::eip2718::Encodable2718;
+        use alloy_sol_types::SolCall;
+        let input = paywire_evm::contracts::IErc20::approveCall {
+            spender: self.spender,
+            amount: self.amount,
+        }
+        .abi_encode();
+        let tx = TxEip1559 {
+            chain_id: self.chain_id,
+            nonce: self.nonce,
+            gas_limit: self.gas_limit,
+            max_fee_per_gas: self.max_fee_per_gas,
+            max_priority_fee_per_gas: 1_000_000_000,
+            to: alloy_primitives::TxKind::Call(self.to),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: input.into(),
+        };
+        let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+        TxEnvelope::from(tx.into_signed(signature))
+            .encoded_2718()
+            .into()
+    }
 }
 
 fn approval_info(
@@ -567,4 +608,183 @@ async fn erc20_approval_sponsoring_funds_approves_and_settles() {
     // Funding, then the settlement.
     assert_eq!(kit.sent().await, 2);
     assert_eq!(kit.sent_by(key.address()).await, 1);
+}
+
+/// One row per EIP-2612 sponsoring rule: refused with its reason at
+/// verify and settle, nothing sent.
+#[tokio::test]
+async fn eip2612_sponsoring_refusals() {
+    let kit = Kit::start_with(1, |chain| chain.eip2612_gas_sponsoring = true).await;
+    let token = kit.devnet.permit_token();
+    let key = kit.payer(3);
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let plain = wrap(
+        &sign(&key, kit.authorization(&requirements, key.address())),
+        &requirements,
+    );
+    let valid = permit_info(&kit, &key, now() + 300).await;
+    let with = |field: &str, value: serde_json::Value| {
+        let mut info = valid.clone();
+        info[field] = value;
+        info
+    };
+    let rows = [
+        (
+            "permit for another token",
+            with("asset", kit.devnet.plain_token().to_string().into()),
+            reasons::EIP2612_ASSET_MISMATCH,
+        ),
+        (
+            "permit for another spender",
+            with("spender", EXACT_PERMIT2_PROXY.to_string().into()),
+            reasons::EIP2612_SPENDER_NOT_PERMIT2,
+        ),
+        (
+            "permit below the payment",
+            with("amount", (PRICE - 1).to_string().into()),
+            reasons::EIP2612_AMOUNT_MISMATCH,
+        ),
+        (
+            "permit expiring within the buffer",
+            with("deadline", (now() + 2).to_string().into()),
+            reasons::EIP2612_DEADLINE_EXPIRED,
+        ),
+        (
+            "permit signature not 65 bytes",
+            with("signature", "0x1234".into()),
+            reasons::EIP2612_INVALID_FORMAT,
+        ),
+        (
+            "permit info missing a field",
+            with("from", serde_json::Value::Null),
+            reasons::EIP2612_INVALID_FORMAT,
+        ),
+        (
+            "permit signed by another key",
+            permit_info_by(&kit, &kit.payer(4), key.address(), U256::ZERO, now() + 300),
+            reasons::PERMIT2_INVALID_SIGNATURE,
+        ),
+        (
+            "permit with a nonce the token has not reached",
+            permit_info_by(&kit, &key, key.address(), U256::from(1), now() + 300),
+            reasons::PERMIT2_SIMULATION_FAILED,
+        ),
+    ];
+    for (row, info, reason) in rows {
+        let payment = with_extension(plain.clone(), "eip2612GasSponsoring", info);
+        expect_refused(&kit, row, &payment, &requirements, &reason).await;
+    }
+    assert_eq!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
+}
+
+/// One row per sponsored-approval rule: refused with its reason at verify
+/// and settle; nothing sent, no funding.
+#[tokio::test]
+async fn erc20_approval_sponsoring_refusals() {
+    let kit = Kit::start_with(1, |chain| {
+        chain.erc20_approval_gas_sponsoring = true;
+        chain.max_approval_funding_wei = 100_000_000_000_000;
+    })
+    .await;
+    let token = kit.devnet.plain_token();
+    let key = LocalSigner::random();
+    kit.devnet
+        .mint_token(token, key.address(), U256::from(1_000_000))
+        .await
+        .unwrap();
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let plain = wrap(
+        &sign(&key, kit.authorization(&requirements, key.address())),
+        &requirements,
+    );
+    // 60k gas at 1 gwei: 6e13 wei, within the 1e14 funding cap.
+    let mut valid = ApprovalTx::new(token, 0, 60_000);
+    valid.max_fee_per_gas = 1_000_000_000;
+    let spoiled = |change: &dyn Fn(&mut ApprovalTx)| {
+        let mut tx = valid.clone();
+        change(&mut tx);
+        approval_info(&key, token, &tx.sign(&key))
+    };
+    let rows: Vec<(&str, serde_json::Value, ErrorReason)> = vec![
+        (
+            "signed by another key",
+            approval_info(&key, token, &valid.sign(&LocalSigner::random())),
+            reasons::ERC20_APPROVAL_SIGNER_MISMATCH,
+        ),
+        (
+            "calls another contract",
+            spoiled(&|tx| tx.to = kit.devnet.usdc()),
+            reasons::ERC20_APPROVAL_WRONG_TARGET,
+        ),
+        (
+            "approves another spender",
+            spoiled(&|tx| tx.spender = payee()),
+            reasons::ERC20_APPROVAL_INVALID_CALLDATA,
+        ),
+        (
+            "approves less than the payment",
+            spoiled(&|tx| tx.amount = U256::from(PRICE - 1)),
+            reasons::ERC20_APPROVAL_INVALID_CALLDATA,
+        ),
+        (
+            "signed for another chain",
+            spoiled(&|tx| tx.chain_id = 1),
+            reasons::ERC20_APPROVAL_FAILED,
+        ),
+        (
+            "not the payer's next nonce",
+            spoiled(&|tx| tx.nonce = 5),
+            reasons::ERC20_APPROVAL_FAILED,
+        ),
+        (
+            "funding above the cap",
+            spoiled(&|tx| tx.max_fee_per_gas = 10_000_000_000),
+            reasons::ERC20_APPROVAL_FAILED,
+        ),
+        (
+            "info names another payer",
+            {
+                let mut info = approval_info(&key, token, &valid.sign(&key));
+                info["from"] = payee().to_string().into();
+                info
+            },
+            reasons::ERC20_APPROVAL_FROM_MISMATCH,
+        ),
+        (
+            "info names another token",
+            approval_info(&key, kit.devnet.usdc(), &valid.sign(&key)),
+            reasons::ERC20_APPROVAL_ASSET_MISMATCH,
+        ),
+        (
+            "not a transaction",
+            approval_info(
+                &key,
+                token,
+                &alloy_primitives::Bytes::from(vec![0x02, 0xff]),
+            ),
+            reasons::ERC20_APPROVAL_PARSE_FAILED,
+        ),
+    ];
+    for (row, info, reason) in rows {
+        let payment = with_extension(plain.clone(), "erc20ApprovalGasSponsoring", info);
+        expect_refused(&kit, row, &payment, &requirements, &reason).await;
+    }
+    assert_eq!(
+        kit.devnet.eth_balance(key.address()).await.unwrap(),
+        U256::ZERO
+    );
+    // The valid one goes through.
+    let payment = with_extension(
+        plain,
+        "erc20ApprovalGasSponsoring",
+        approval_info(&key, token, &valid.sign(&key)),
+    );
+    let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
+    assert!(verified.is_valid, "{verified:?}");
 }
