@@ -176,7 +176,7 @@ async fn a_missing_proxy_is_refused() {
     kit.devnet
         .rpc(
             "anvil_setCode",
-            serde_json::json!([paywire_evm::permit2::EXACT_PERMIT2_PROXY, "0x"]),
+            serde_json::json!([EXACT_PERMIT2_PROXY, "0x"]),
         )
         .await
         .unwrap();
