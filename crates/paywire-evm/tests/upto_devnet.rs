@@ -266,3 +266,134 @@ async fn settles_from_the_signer_named_in_the_witness() {
         assert_eq!(kit.sent_by(kit.signers[0]).await, 0);
     }
 }
+
+/// A minimal resource server selling `exact`/Permit2 on `/permit2` and
+/// `upto` (charging [`USAGE`]) on `/metered`, verifying and settling through
+/// our scheme facilitators.
+struct Seller {
+    exact: std::sync::Arc<paywire_evm::exact::ExactEvmFacilitator>,
+    upto: paywire_evm::permit2::UptoEvmFacilitator,
+    permit2: PaymentRequirements,
+    metered: PaymentRequirements,
+}
+
+const USAGE: u64 = 1_858;
+
+async fn sell(
+    axum::extract::State(seller): axum::extract::State<std::sync::Arc<Seller>>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use paywire_core::codec::{
+        PAYMENT_REQUIRED_HEADER, PAYMENT_RESPONSE_HEADER, PAYMENT_SIGNATURE_HEADER, decode_header,
+        encode_header,
+    };
+    let metered = uri.path() == "/metered";
+    let requirements = if metered {
+        &seller.metered
+    } else {
+        &seller.permit2
+    };
+    let facilitator: &dyn SchemeFacilitator = if metered {
+        &seller.upto
+    } else {
+        seller.exact.as_ref()
+    };
+    let Some(signature) = headers.get(PAYMENT_SIGNATURE_HEADER) else {
+        let required = serde_json::json!({
+            "x402Version": 2,
+            "resource": {"url": format!("http://localhost{}", uri.path())},
+            "accepts": [requirements],
+        });
+        let header = encode_header(&required);
+        return (
+            axum::http::StatusCode::PAYMENT_REQUIRED,
+            [(PAYMENT_REQUIRED_HEADER, header)],
+            "{}",
+        )
+            .into_response();
+    };
+    let refused = |what: String| (axum::http::StatusCode::PAYMENT_REQUIRED, what).into_response();
+    let payment: PaymentPayload = match decode_header(signature.as_bytes()) {
+        Ok(payment) => payment,
+        Err(error) => return refused(format!("undecodable payment: {error}")),
+    };
+    match facilitator.verify(&payment, requirements).await {
+        Ok(verified) if verified.is_valid => {}
+        other => return refused(format!("verify: {other:?}")),
+    }
+    let charged = if metered {
+        charging(requirements, USAGE)
+    } else {
+        requirements.clone()
+    };
+    match facilitator.settle(&payment, &charged).await {
+        Ok(settled) if settled.success => {
+            let header = encode_header(&settled);
+            ([(PAYMENT_RESPONSE_HEADER, header)], "paid").into_response()
+        }
+        other => refused(format!("settle: {other:?}")),
+    }
+}
+
+/// Interop: the official TypeScript SDK 2.27 client pays `exact` with
+/// Permit2 and `upto` to a server settling through OUR scheme facilitators
+/// (the client signs the `facilitatorAddress` our requirements name).
+#[tokio::test]
+async fn the_official_client_pays_through_our_facilitator() {
+    use paywire_testkit::peer::ts_client_fetch_asset;
+    const PRICE: u64 = 10_000;
+    let kit = Kit::start().await;
+    let token = kit.devnet.plain_token();
+    let seller = std::sync::Arc::new(Seller {
+        exact: std::sync::Arc::clone(&kit.exact),
+        upto: paywire_evm::permit2::UptoEvmFacilitator::new(std::sync::Arc::clone(&kit.exact)),
+        permit2: kit.requirements("exact", token, payee(), PRICE),
+        metered: kit.requirements("upto", token, payee(), MAX),
+    });
+    let app = axum::Router::new()
+        .route("/permit2", axum::routing::get(sell))
+        .route("/metered", axum::routing::get(sell))
+        .with_state(seller);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let payer = kit.devnet.payer(4);
+    kit.approve(token, 4).await;
+    let before = kit.balance(token, payer.address).await;
+
+    let fixed = ts_client_fetch_asset(
+        &kit.devnet,
+        payer.private_key,
+        &format!("{base}/permit2"),
+        token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fixed.status, 200, "{fixed:#?}");
+    assert_eq!(
+        fixed
+            .payment_response
+            .as_ref()
+            .map(|r| r["success"].clone()),
+        Some(true.into())
+    );
+    let metered = ts_client_fetch_asset(
+        &kit.devnet,
+        payer.private_key,
+        &format!("{base}/metered"),
+        token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(metered.status, 200, "{metered:#?}");
+    let settled = metered.payment_response.clone().unwrap_or_default();
+    assert_eq!(settled["amount"], USAGE.to_string(), "{settled}");
+    assert_eq!(kit.balance(token, payee()).await, U256::from(PRICE + USAGE));
+    assert_eq!(
+        kit.balance(token, payer.address).await,
+        before - U256::from(PRICE + USAGE)
+    );
+    server.abort();
+}
