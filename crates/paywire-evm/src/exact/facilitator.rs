@@ -35,6 +35,7 @@ mod resume;
 mod setup;
 mod verify;
 
+use method::TransferMethod;
 pub(crate) use permit2::{Proxy, spend_key as permit2_spend_key};
 pub(crate) use setup::facilitator_parts;
 
@@ -1110,12 +1111,6 @@ impl ExactEvmFacilitator {
     }
 }
 
-/// Whether `requirements` ask for the Permit2 transfer method (`exact`'s
-/// `extra.assetTransferMethod`; EIP-3009 otherwise).
-fn uses_permit2(requirements: &PaymentRequirements) -> bool {
-    requirements.extra_str("assetTransferMethod") == Some(crate::permit2::PERMIT2_METHOD)
-}
-
 /// The authorization a settlement transaction executes, for judging it.
 struct Outcome<'a> {
     chain: &'a ChainState,
@@ -1160,7 +1155,7 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Option<String> {
-        if uses_permit2(requirements) {
+        if let TransferMethod::Permit2(_) = TransferMethod::of_exact(requirements) {
             return permit2::spend_key(payload, requirements);
         }
         let chain = requirements.network.eip155_id()?;
@@ -1182,7 +1177,7 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Option<String> {
-        if uses_permit2(requirements) {
+        if let TransferMethod::Permit2(_) = TransferMethod::of_exact(requirements) {
             return self.permit2_payer(payload, requirements);
         }
         let chain = self.chains.get(&requirements.network.eip155_id()?)?;
@@ -1239,8 +1234,8 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         payload: &'a PaymentPayload,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<VerifyResponse, SchemeError>> {
-        if uses_permit2(requirements) {
-            return Box::pin(self.permit2_verify(payload, requirements, Proxy::Exact));
+        if let TransferMethod::Permit2(proxy) = TransferMethod::of_exact(requirements) {
+            return Box::pin(self.permit2_verify(payload, requirements, proxy));
         }
         Box::pin(async move {
             Ok(match self.check(payload, requirements).await? {
@@ -1273,13 +1268,8 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         known_transaction: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<SettlementLookup>, SchemeError>> {
         use super::lookup::{ChainView, answer, pays, read};
-        if uses_permit2(requirements) {
-            return Box::pin(self.permit2_lookup(
-                payload,
-                requirements,
-                Proxy::Exact,
-                known_transaction,
-            ));
+        if let TransferMethod::Permit2(proxy) = TransferMethod::of_exact(requirements) {
+            return Box::pin(self.permit2_lookup(payload, requirements, proxy, known_transaction));
         }
         Box::pin(async move {
             let chain = requirements
@@ -1326,8 +1316,8 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         requirements: &'a PaymentRequirements,
         observer: &'a dyn SettlementObserver,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
-        if uses_permit2(requirements) {
-            return Box::pin(self.permit2_settle(payload, requirements, Proxy::Exact, observer));
+        if let TransferMethod::Permit2(proxy) = TransferMethod::of_exact(requirements) {
+            return Box::pin(self.permit2_settle(payload, requirements, proxy, observer));
         }
         Box::pin(async move {
             // Serialise settles of the same authorization (see `authorizations`).

@@ -10,11 +10,35 @@
 //! the token) and by Permit2 (the x402 proxies of `exact` and `upto`).
 
 use alloy_primitives::{Address, B256};
-use paywire_core::{BoxFuture, ChainId, SchemeError, SettleResponse};
+use paywire_core::{BoxFuture, ChainId, PaymentRequirements, SchemeError, SettleResponse};
 
-use super::{ChainState, ExactEvmFacilitator, Outcome};
+use super::{ChainState, ExactEvmFacilitator, Outcome, Proxy};
 use crate::exact::inflight::AuthorizationKey;
 use crate::rpc::Receipt;
+
+/// The asset transfer method of a payment: which half reads, checks and
+/// settles it (parsing, rules, simulation, settlement call, "already
+/// spent?" read, spend key, crash lookup), over the shared engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TransferMethod {
+    /// EIP-3009 `transferWithAuthorization` on the token (`verify`,
+    /// `lookup`, `resume`, `reconcile`).
+    Eip3009,
+    /// Permit2 `permitWitnessTransferFrom` through an x402 proxy (`permit2`).
+    Permit2(Proxy),
+}
+
+impl TransferMethod {
+    /// The method `exact` requirements ask for: Permit2 when
+    /// `extra.assetTransferMethod` is `"permit2"`, else EIP-3009 (whose
+    /// checks refuse any other value).
+    pub(super) fn of_exact(requirements: &PaymentRequirements) -> Self {
+        match requirements.extra_str("assetTransferMethod") {
+            Some(crate::permit2::PERMIT2_METHOD) => Self::Permit2(Proxy::Exact),
+            _ => Self::Eip3009,
+        }
+    }
+}
 
 /// One payment under settlement, as the engine drives it.
 pub(super) trait Settlement: Sync {
