@@ -12,7 +12,7 @@ use paywire_evm::reasons;
 #[path = "common/permit2.rs"]
 mod kit;
 
-use kit::{Kit, now, payee, sign, wrap};
+use kit::{Kit, now, payee, permit_info, permit_info_by, sign, with_extension, wrap};
 
 const PRICE: u64 = 10_000;
 
@@ -332,57 +332,6 @@ async fn lookup_finds_the_settlement_and_sends_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(kit.sent().await, sent);
-}
-
-/// `payment` with `extensions.<key>.info = info`.
-fn with_extension(
-    mut payment: PaymentPayload,
-    key: &str,
-    info: serde_json::Value,
-) -> PaymentPayload {
-    let extensions = serde_json::json!({ key: { "info": info } });
-    payment.extensions = Some(serde_json::from_value(extensions).unwrap());
-    payment
-}
-
-/// An EIP-2612 permit for Permit2 by `key` on the permit token, as the
-/// `eip2612GasSponsoring` info.
-async fn permit_info(kit: &Kit, key: &LocalSigner, deadline: u64) -> serde_json::Value {
-    permit_info_by(kit, key, key.address(), U256::ZERO, deadline)
-}
-
-/// An EIP-2612 permit for Permit2 of `owner`'s permit tokens, signed by
-/// `signer` with `nonce`.
-fn permit_info_by(
-    kit: &Kit,
-    signer: &LocalSigner,
-    owner: Address,
-    nonce: U256,
-    deadline: u64,
-) -> serde_json::Value {
-    use alloy_sol_types::SolStruct;
-    let token = kit.devnet.permit_token();
-    let domain = paywire_evm::exact::eip712_domain("Permit Dollar", "1", 31337, token);
-    let permit = paywire_evm::contracts::Permit {
-        owner,
-        spender: kit::PERMIT2,
-        value: U256::MAX,
-        nonce,
-        deadline: U256::from(deadline),
-    };
-    let signature = signer
-        .sign_hash_sync(&permit.eip712_signing_hash(&domain))
-        .unwrap();
-    serde_json::json!({
-        "from": owner.to_string(),
-        "asset": token.to_string(),
-        "spender": kit::PERMIT2.to_string(),
-        "amount": U256::MAX.to_string(),
-        "nonce": nonce.to_string(),
-        "deadline": deadline.to_string(),
-        "signature": alloy_primitives::Bytes::copy_from_slice(&signature.as_bytes()).to_string(),
-        "version": "1",
-    })
 }
 
 #[tokio::test]
@@ -787,4 +736,56 @@ async fn erc20_approval_sponsoring_refusals() {
     );
     let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
     assert!(verified.is_valid, "{verified:?}");
+}
+
+/// A settlement that runs again while its transaction is still unmined
+/// waits for that transaction (answering `pending` with it) and never signs
+/// a second one; once mined, the re-run reports it.
+#[tokio::test]
+async fn a_rerun_waits_for_the_transaction_under_way() {
+    let kit = Kit::start_tuned(
+        1,
+        |_| {},
+        |builder| builder.receipt_timeout(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    let token = kit.devnet.plain_token();
+    kit.approve(token, 1).await;
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let (_, payment) = signed_payment(&kit, 1, &requirements);
+    for (method, params) in [
+        ("evm_setAutomine", serde_json::json!([false])),
+        ("evm_setIntervalMining", serde_json::json!([0])),
+    ] {
+        kit.devnet.rpc(method, params).await.unwrap();
+    }
+    let first = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert_eq!(
+        first.error_reason,
+        Some(ErrorReason::TRANSACTION_PENDING),
+        "{first:?}"
+    );
+    let again = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert_eq!(
+        again.error_reason,
+        Some(ErrorReason::TRANSACTION_PENDING),
+        "{again:?}"
+    );
+    assert_eq!(again.transaction, first.transaction, "the same transaction");
+    let pending: U256 = serde_json::from_value(
+        kit.devnet
+            .rpc(
+                "eth_getTransactionCount",
+                serde_json::json!([kit.signers[0], "pending"]),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pending, U256::from(1), "one transaction signed");
+    kit.devnet.mine().await.unwrap();
+    let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.transaction, first.transaction);
+    assert_eq!(kit.balance(token, payee()).await, U256::from(PRICE));
 }

@@ -11,7 +11,7 @@ use paywire_evm::{Eip155ChainId, LocalSigner};
 #[path = "common/permit2.rs"]
 mod kit;
 
-use kit::{Kit, payee, sign, wrap};
+use kit::{Kit, now, payee, permit_info, sign, with_extension, wrap};
 
 /// The signed maximum.
 const MAX: u64 = 50_000;
@@ -265,6 +265,55 @@ async fn settles_from_the_signer_named_in_the_witness() {
         assert_eq!(kit.sent_by(kit.signers[1]).await, round + 1);
         assert_eq!(kit.sent_by(kit.signers[0]).await, 0);
     }
+}
+
+/// `upto` with an EIP-2612 permit instead of a prior approval: the
+/// upto proxy's `settleWithPermit` charges the actual amount and sets the
+/// allowance.
+#[tokio::test]
+async fn eip2612_sponsoring_settles_upto() {
+    let kit = Kit::start_with(1, |chain| chain.eip2612_gas_sponsoring = true).await;
+    let token = kit.devnet.permit_token();
+    let key = kit.payer(5);
+    let requirements = kit.requirements("upto", token, payee(), MAX);
+    let plain = wrap(
+        &sign(&key, kit.authorization(&requirements, key.address())),
+        &requirements,
+    );
+    let info = permit_info(&kit, &key, now() + 300).await;
+    let payment = with_extension(plain.clone(), "eip2612GasSponsoring", info);
+    // Without the permit: the allowance is required.
+    expect_verify_refused(
+        &kit,
+        "no permit",
+        &plain,
+        &requirements,
+        &reasons::PERMIT2_ALLOWANCE,
+    )
+    .await;
+    assert!(
+        kit.upto
+            .verify(&payment, &requirements)
+            .await
+            .unwrap()
+            .is_valid
+    );
+    let used = 777;
+    let settled = kit
+        .upto
+        .settle(&payment, &charging(&requirements, used))
+        .await
+        .unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.amount, Some(used.into()));
+    assert_eq!(kit.balance(token, payee()).await, U256::from(used));
+    assert!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap()
+            > U256::ZERO
+    );
 }
 
 /// A minimal resource server selling `exact`/Permit2 on `/permit2` and

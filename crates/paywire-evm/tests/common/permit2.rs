@@ -10,7 +10,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use paywire_core::{ChainId, JsonObject, PaymentPayload, PaymentRequirements};
 use paywire_evm::Eip155ChainId;
-use paywire_evm::exact::{EvmChainConfig, ExactEvmFacilitator};
+use paywire_evm::exact::{EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder};
 use paywire_evm::networks::EvmAsset;
 use paywire_evm::permit2::{
     EXACT_PERMIT2_PROXY, PERMIT2_ADDRESS, Permit2Authorization, Permit2Payload, TokenPermissions,
@@ -57,6 +57,15 @@ impl Kit {
 
     /// `signers` settlement signers (funded with ETH); `tune` adjusts the chain.
     pub async fn start_with(signers: usize, tune: impl FnOnce(&mut EvmChainConfig)) -> Self {
+        Self::start_tuned(signers, tune, |builder| builder).await
+    }
+
+    /// [`Self::start_with`], `build` adjusting the facilitator's builder.
+    pub async fn start_tuned(
+        signers: usize,
+        tune: impl FnOnce(&mut EvmChainConfig),
+        build: impl FnOnce(ExactEvmFacilitatorBuilder) -> ExactEvmFacilitatorBuilder,
+    ) -> Self {
         let devnet = Devnet::start().await.unwrap();
         let rpc =
             RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap();
@@ -72,7 +81,8 @@ impl Kit {
         let addresses = keys.iter().map(EvmSigner::address).collect();
         let mut chain = EvmChainConfig::new(network(&devnet), Arc::new(rpc), keys);
         tune(&mut chain);
-        let exact = Arc::new(ExactEvmFacilitator::builder().chain(chain).build().unwrap());
+        let builder = build(ExactEvmFacilitator::builder().chain(chain));
+        let exact = Arc::new(builder.build().unwrap());
         let upto = UptoEvmFacilitator::new(Arc::clone(&exact));
         Self {
             devnet,
@@ -217,3 +227,54 @@ pub fn payee() -> Address {
 
 /// Permit2's address, re-exported for the tests.
 pub const PERMIT2: Address = PERMIT2_ADDRESS;
+
+/// `payment` with `extensions.<key>.info = info`.
+pub fn with_extension(
+    mut payment: PaymentPayload,
+    key: &str,
+    info: serde_json::Value,
+) -> PaymentPayload {
+    let extensions = serde_json::json!({ key: { "info": info } });
+    payment.extensions = Some(serde_json::from_value(extensions).unwrap());
+    payment
+}
+
+/// An EIP-2612 permit for Permit2 by `key` on the permit token, as the
+/// `eip2612GasSponsoring` info.
+pub async fn permit_info(kit: &Kit, key: &LocalSigner, deadline: u64) -> serde_json::Value {
+    permit_info_by(kit, key, key.address(), U256::ZERO, deadline)
+}
+
+/// An EIP-2612 permit for Permit2 of `owner`'s permit tokens, signed by
+/// `signer` with `nonce`.
+pub fn permit_info_by(
+    kit: &Kit,
+    signer: &LocalSigner,
+    owner: Address,
+    nonce: U256,
+    deadline: u64,
+) -> serde_json::Value {
+    use alloy_sol_types::SolStruct;
+    let token = kit.devnet.permit_token();
+    let domain = paywire_evm::exact::eip712_domain("Permit Dollar", "1", 31337, token);
+    let permit = paywire_evm::contracts::Permit {
+        owner,
+        spender: PERMIT2,
+        value: U256::MAX,
+        nonce,
+        deadline: U256::from(deadline),
+    };
+    let signature = signer
+        .sign_hash_sync(&permit.eip712_signing_hash(&domain))
+        .unwrap();
+    serde_json::json!({
+        "from": owner.to_string(),
+        "asset": token.to_string(),
+        "spender": PERMIT2.to_string(),
+        "amount": U256::MAX.to_string(),
+        "nonce": nonce.to_string(),
+        "deadline": deadline.to_string(),
+        "signature": Bytes::copy_from_slice(&signature.as_bytes()).to_string(),
+        "version": "1",
+    })
+}
