@@ -332,6 +332,53 @@ async fn lookup_finds_the_settlement_and_sends_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(kit.sent().await, sent);
+    // Without the transaction, a used nonce cannot be this payment's.
+    match kit
+        .exact
+        .lookup_settlement(&payment, &requirements, None)
+        .await
+        .unwrap()
+    {
+        Some(paywire_core::SettlementLookup::Unsettleable(failed)) => {
+            assert_eq!(failed.error_reason, Some(reasons::NONCE_USED));
+        }
+        other => panic!("{other:?}"),
+    }
+    // An unsettled payment whose deadline the chain passed can never land.
+    let mut auth = kit.authorization(&requirements, kit.devnet.payer(1).address);
+    auth.deadline = (now() + 30).into();
+    let expiring = wrap(&sign(&kit.payer(1), auth), &requirements);
+    kit.devnet.increase_time(120).await.unwrap();
+    match kit
+        .exact
+        .lookup_settlement(&expiring, &requirements, None)
+        .await
+        .unwrap()
+    {
+        Some(paywire_core::SettlementLookup::Unsettleable(failed)) => {
+            assert_eq!(failed.error_reason, Some(reasons::PERMIT2_DEADLINE_EXPIRED));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kit.sent().await, sent);
+}
+
+/// Per-payer limits key on a payer proven offline: the Permit2 signature
+/// must recover to `from`.
+#[tokio::test]
+async fn the_payer_is_authenticated_by_its_signature() {
+    let kit = Kit::start().await;
+    let requirements = kit.requirements("exact", kit.devnet.plain_token(), payee(), PRICE);
+    let (_, payment) = signed_payment(&kit, 1, &requirements);
+    let payer = kit.devnet.payer(1).address.to_string().to_ascii_lowercase();
+    assert_eq!(
+        kit.exact.authenticated_payer(&payment, &requirements),
+        Some(payer)
+    );
+    let mut auth = kit.authorization(&requirements, kit.devnet.payer(1).address);
+    auth.witness.valid_after = 1u64.into();
+    let forged = wrap(&sign(&LocalSigner::random(), auth), &requirements);
+    assert_eq!(kit.exact.authenticated_payer(&forged, &requirements), None);
 }
 
 #[tokio::test]
