@@ -493,79 +493,15 @@ impl ExactEvmFacilitator {
         sender: Option<usize>,
         calldata: &[u8],
     ) -> Step<Option<Sponsor>> {
-        let auth = &target.payload.permit2_authorization;
-        let rpc = &target.chain.config.rpc;
+        let payer = Some(target.payload.permit2_authorization.from);
         let simulator = target.chain.slots[sender.unwrap_or(0)].signer.address();
-        let word = IPermit2::nonceBitmapCall {
-            owner: auth.from,
-            wordPos: auth.nonce >> 8usize,
-        };
-        let allowance = IErc20::allowanceCall {
-            owner: auth.from,
-            spender: PERMIT2_ADDRESS,
-        };
-        let balance = IErc20::balanceOfCall { account: auth.from };
-        let mut calls = vec![
-            (
-                "eth_getCode",
-                serde_json::json!([PERMIT2_ADDRESS, "latest"]),
-            ),
-            (
-                "eth_getCode",
-                serde_json::json!([proxy.address(), "latest"]),
-            ),
-            (
-                "eth_call",
-                pending_call_params(None, PERMIT2_ADDRESS, &word.abi_encode()),
-            ),
-            (
-                "eth_call",
-                pending_call_params(None, target.asset, &allowance.abi_encode()),
-            ),
-            (
-                "eth_call",
-                pending_call_params(None, target.asset, &balance.abi_encode()),
-            ),
-            (
-                "eth_call",
-                pending_call_params(Some(simulator), proxy.address(), calldata),
-            ),
-        ];
-        if !target.proven {
-            let call = IErc1271::isValidSignatureCall {
-                hash: target.digest,
-                signature: target.payload.signature.clone(),
-            };
-            calls.push(("eth_call", call_params(None, auth.from, &call.abi_encode())));
-        }
-        let answers = rpc.batch(calls).await.map_err(chain_error)?;
-        let mut answers = Answers(answers.into_iter());
-        let (permit2_code, proxy_code, word) = (answers.next(), answers.next(), answers.next());
+        let calls = read_calls(target, proxy, simulator, calldata);
+        let answers = target.chain.config.rpc.batch(calls).await;
+        let mut answers = Answers(answers.map_err(chain_error)?.into_iter());
+        let prerequisites = [answers.next(), answers.next(), answers.next()];
         let (allowance, balance, simulation) = (answers.next(), answers.next(), answers.next());
-        let payer = Some(auth.from);
-        if !target.proven {
-            let valid = decode_bytes(answers.next())
-                .ok()
-                .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
-                .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
-            if !valid {
-                let message = "signature is neither an ECDSA signature by `from` nor approved by its EIP-1271 wallet";
-                return Err(reject(reasons::PERMIT2_INVALID_SIGNATURE, message, None).into());
-            }
-        }
-        for (code, contract) in [
-            (permit2_code, PERMIT2_ADDRESS),
-            (proxy_code, proxy.address()),
-        ] {
-            if decode_bytes(code).map_err(chain_error)?.is_empty() {
-                let message = format!("no contract at {contract} on this chain");
-                return Err(reject(reasons::PERMIT2_PROXY_NOT_DEPLOYED, message, payer).into());
-            }
-        }
-        if nonce_used(read_u256(word, "nonceBitmap")?, auth.nonce) {
-            let message = "the Permit2 nonce is already used";
-            return Err(reject(proxy.replay_reason(), message, payer).into());
-        }
+        let signature = (!target.proven).then(|| answers.next());
+        judge_prerequisites(target, proxy, prerequisites, signature)?;
         if amount.is_zero() {
             // An `upto` settlement of nothing sends nothing.
             return Ok(None);
@@ -597,6 +533,92 @@ impl ExactEvmFacilitator {
             Err(error) => Err(chain_error(error).into()),
         }
     }
+}
+
+/// The batch [`ExactEvmFacilitator::permit2_reads`] judges: Permit2's and
+/// the proxy's code, the nonce's bitmap word, the allowance to Permit2, the
+/// balance, the simulated proxy call from `simulator`, and (a signature
+/// that is not the payer's ECDSA one) the payer's EIP-1271 answer.
+fn read_calls(
+    target: &Target<'_>,
+    proxy: Proxy,
+    simulator: Address,
+    calldata: &[u8],
+) -> Vec<(&'static str, serde_json::Value)> {
+    let auth = &target.payload.permit2_authorization;
+    let word = IPermit2::nonceBitmapCall {
+        owner: auth.from,
+        wordPos: auth.nonce >> 8usize,
+    }
+    .abi_encode();
+    let allowance = IErc20::allowanceCall {
+        owner: auth.from,
+        spender: PERMIT2_ADDRESS,
+    }
+    .abi_encode();
+    let balance = IErc20::balanceOfCall { account: auth.from }.abi_encode();
+    let (asset, to) = (target.asset, proxy.address());
+    let mut calls = vec![
+        (
+            "eth_getCode",
+            serde_json::json!([PERMIT2_ADDRESS, "latest"]),
+        ),
+        ("eth_getCode", serde_json::json!([to, "latest"])),
+        (
+            "eth_call",
+            pending_call_params(None, PERMIT2_ADDRESS, &word),
+        ),
+        ("eth_call", pending_call_params(None, asset, &allowance)),
+        ("eth_call", pending_call_params(None, asset, &balance)),
+        (
+            "eth_call",
+            pending_call_params(Some(simulator), to, calldata),
+        ),
+    ];
+    if !target.proven {
+        let call = IErc1271::isValidSignatureCall {
+            hash: target.digest,
+            signature: target.payload.signature.clone(),
+        };
+        calls.push(("eth_call", call_params(None, auth.from, &call.abi_encode())));
+    }
+    calls
+}
+
+/// A contract wallet's signature (its EIP-1271 answer, when asked), then
+/// Permit2 and the proxy deployed, then the Permit2 nonce unused.
+fn judge_prerequisites(
+    target: &Target<'_>,
+    proxy: Proxy,
+    [permit2_code, proxy_code, word]: [Answer; 3],
+    signature: Option<Answer>,
+) -> Step<()> {
+    let auth = &target.payload.permit2_authorization;
+    let payer = Some(auth.from);
+    if let Some(answer) = signature {
+        let valid = decode_bytes(answer)
+            .ok()
+            .and_then(|b| IErc1271::isValidSignatureCall::abi_decode_returns(&b).ok())
+            .is_some_and(|magic| magic.0 == ERC1271_MAGIC_VALUE);
+        if !valid {
+            let message = "signature is neither an ECDSA signature by `from` nor approved by its EIP-1271 wallet";
+            return Err(reject(reasons::PERMIT2_INVALID_SIGNATURE, message, None).into());
+        }
+    }
+    for (code, contract) in [
+        (permit2_code, PERMIT2_ADDRESS),
+        (proxy_code, proxy.address()),
+    ] {
+        if decode_bytes(code).map_err(chain_error)?.is_empty() {
+            let message = format!("no contract at {contract} on this chain");
+            return Err(reject(reasons::PERMIT2_PROXY_NOT_DEPLOYED, message, payer).into());
+        }
+    }
+    if nonce_used(read_u256(word, "nonceBitmap")?, auth.nonce) {
+        let message = "the Permit2 nonce is already used";
+        return Err(reject(proxy.replay_reason(), message, payer).into());
+    }
+    Ok(())
 }
 
 /// A Permit2 settlement transaction, judged on its receipt.

@@ -150,6 +150,57 @@ fn settle_with_permit(
     }
 }
 
+/// The permit's fields against the payment: the payer's, for this token, to
+/// Permit2, for at least the permitted amount, valid until at least
+/// `deadline`; its `(v, r, s)`.
+fn permit_fields(target: &Target<'_>, info: &PermitInfo, deadline: U256) -> Step<(u8, B256, B256)> {
+    let auth = &target.payload.permit2_authorization;
+    let payer = auth.from;
+    if info.from != payer {
+        return refuse(
+            reasons::EIP2612_FROM_MISMATCH,
+            format!("permit is from {}", info.from),
+            payer,
+        );
+    }
+    if info.asset != target.asset {
+        return refuse(
+            reasons::EIP2612_ASSET_MISMATCH,
+            format!("permit is for {}", info.asset),
+            payer,
+        );
+    }
+    if info.spender != PERMIT2_ADDRESS {
+        return refuse(
+            reasons::EIP2612_SPENDER_NOT_PERMIT2,
+            format!("permit spender is {}", info.spender),
+            payer,
+        );
+    }
+    if info.amount < auth.permitted.amount {
+        return refuse(
+            reasons::EIP2612_AMOUNT_MISMATCH,
+            "the permit allows less than the payment",
+            payer,
+        );
+    }
+    if info.deadline.as_u256() < deadline {
+        return refuse(
+            reasons::EIP2612_DEADLINE_EXPIRED,
+            "the permit has expired",
+            payer,
+        );
+    }
+    let Some(vrs) = split(&info.signature) else {
+        return refuse(
+            reasons::EIP2612_INVALID_FORMAT,
+            "the permit signature is not 65 bytes",
+            payer,
+        );
+    };
+    Ok(vrs)
+}
+
 fn refuse<T>(reason: ErrorReason, message: impl Into<String>, payer: Address) -> Step<T> {
     Err(reject(reason, message, Some(payer)).into())
 }
@@ -213,51 +264,9 @@ impl ExactEvmFacilitator {
         simulator: Address,
         info: &PermitInfo,
     ) -> Step<Sponsor> {
-        let auth = &target.payload.permit2_authorization;
-        let payer = auth.from;
-        if info.from != payer {
-            return refuse(
-                reasons::EIP2612_FROM_MISMATCH,
-                format!("permit is from {}", info.from),
-                payer,
-            );
-        }
-        if info.asset != target.asset {
-            return refuse(
-                reasons::EIP2612_ASSET_MISMATCH,
-                format!("permit is for {}", info.asset),
-                payer,
-            );
-        }
-        if info.spender != PERMIT2_ADDRESS {
-            return refuse(
-                reasons::EIP2612_SPENDER_NOT_PERMIT2,
-                format!("permit spender is {}", info.spender),
-                payer,
-            );
-        }
-        if info.amount < auth.permitted.amount {
-            return refuse(
-                reasons::EIP2612_AMOUNT_MISMATCH,
-                "the permit allows less than the payment",
-                payer,
-            );
-        }
-        let now = U256::from(self.now()) + U256::from(self.valid_before_buffer);
-        if info.deadline.as_u256() < now {
-            return refuse(
-                reasons::EIP2612_DEADLINE_EXPIRED,
-                "the permit has expired",
-                payer,
-            );
-        }
-        let Some(vrs) = split(&info.signature) else {
-            return refuse(
-                reasons::EIP2612_INVALID_FORMAT,
-                "the permit signature is not 65 bytes",
-                payer,
-            );
-        };
+        let payer = target.payload.permit2_authorization.from;
+        let deadline = U256::from(self.now()) + U256::from(self.valid_before_buffer);
+        let vrs = permit_fields(target, info, deadline)?;
         let chain = target.chain;
         let (name, version) = self.domain_of(chain, target.asset).await?;
         let domain = eip712_domain(&name, &version, chain.config.network.chain_id, target.asset);
