@@ -442,9 +442,10 @@ mod tests {
 
     /// The facilitator side through the registry, as the facilitator
     /// crate drives it: `[[chains]]` tables routed to the plugin, one
-    /// `exact` facilitator for all chains and one probe per chain.
+    /// `exact` and one `upto` facilitator for all chains and one probe per
+    /// chain.
     #[tokio::test]
-    async fn facilitator_side_builds_one_scheme_and_a_probe_per_chain() {
+    async fn facilitator_side_builds_exact_and_upto_and_a_probe_per_chain() {
         let key = format!("0x{}", "11".repeat(32));
         let tables = vec![
             serde_json::json!({"network": "base", "rpc_urls": ["http://127.0.0.1:9/KEY"],
@@ -459,11 +460,14 @@ mod tests {
         let mut config = FacilitatorConfig::default();
         config.entries = entries.clone();
         let parts = plugin.facilitator(&config).await.unwrap();
-        assert_eq!(parts.schemes.len(), 1);
-        assert_eq!(
-            parts.schemes[0].networks(),
-            [ChainId::eip155(8453), ChainId::eip155(84532)]
-        );
+        let schemes: Vec<_> = parts.schemes.iter().map(|s| s.scheme().to_owned()).collect();
+        assert_eq!(schemes, ["exact", "upto"]);
+        for scheme in &parts.schemes {
+            assert_eq!(
+                scheme.networks(),
+                [ChainId::eip155(8453), ChainId::eip155(84532)]
+            );
+        }
         let probes: Vec<_> = parts.probes.iter().map(|p| p.network().clone()).collect();
         assert_eq!(probes, [ChainId::eip155(8453), ChainId::eip155(84532)]);
         assert!(parts.probes.iter().all(|p| p.balance_unit() == "wei"));

@@ -36,6 +36,92 @@ pub const PERMIT2_ALLOWANCE_REQUIRED: ErrorReason =
 pub const UPTO_SETTLEMENT_EXCEEDS_AMOUNT: ErrorReason =
     ErrorReason::from_static("invalid_upto_evm_payload_settlement_exceeds_amount");
 
+/// The Permit2 signature names another spender than the scheme's proxy
+/// (TypeScript SDK spelling, as every `permit2_*` code below).
+pub const PERMIT2_INVALID_SPENDER: ErrorReason =
+    ErrorReason::from_static("invalid_permit2_spender");
+/// The Permit2 witness pays someone other than `payTo`.
+pub const PERMIT2_RECIPIENT_MISMATCH: ErrorReason =
+    ErrorReason::from_static("invalid_permit2_recipient_mismatch");
+/// The Permit2 deadline has passed or falls within the safety buffer.
+pub const PERMIT2_DEADLINE_EXPIRED: ErrorReason =
+    ErrorReason::from_static("permit2_deadline_expired");
+/// The Permit2 witness's `validAfter` is in the future.
+pub const PERMIT2_NOT_YET_VALID: ErrorReason = ErrorReason::from_static("permit2_not_yet_valid");
+/// The permitted amount differs from the required amount.
+pub const PERMIT2_AMOUNT_MISMATCH: ErrorReason =
+    ErrorReason::from_static("permit2_amount_mismatch");
+/// The permitted token is not the required asset.
+pub const PERMIT2_TOKEN_MISMATCH: ErrorReason = ErrorReason::from_static("permit2_token_mismatch");
+/// The Permit2 signature is not the payer's.
+pub const PERMIT2_INVALID_SIGNATURE: ErrorReason =
+    ErrorReason::from_static("invalid_permit2_signature");
+/// The payer has not approved Permit2 for the amount (the TypeScript SDK's
+/// spelling of the specification's `PERMIT2_ALLOWANCE_REQUIRED`, which is
+/// read as an alias).
+pub const PERMIT2_ALLOWANCE: ErrorReason = ErrorReason::from_static("permit2_allowance_required");
+/// Simulating the proxy's settlement failed.
+pub const PERMIT2_SIMULATION_FAILED: ErrorReason =
+    ErrorReason::from_static("permit2_simulation_failed");
+/// The payer's balance does not cover the Permit2 payment.
+pub const PERMIT2_INSUFFICIENT_BALANCE: ErrorReason =
+    ErrorReason::from_static("permit2_insufficient_balance");
+/// Permit2 or the x402 proxy has no code on this chain.
+pub const PERMIT2_PROXY_NOT_DEPLOYED: ErrorReason =
+    ErrorReason::from_static("permit2_proxy_not_deployed");
+/// The Permit2 nonce is already used.
+pub const PERMIT2_INVALID_NONCE: ErrorReason = ErrorReason::from_static("permit2_invalid_nonce");
+/// The `upto` witness names a facilitator that is not one of our signers.
+pub const UPTO_FACILITATOR_MISMATCH: ErrorReason =
+    ErrorReason::from_static("upto_facilitator_mismatch");
+/// The `upto` payload or settlement is for another scheme.
+pub const UPTO_INVALID_SCHEME: ErrorReason = ErrorReason::from_static("invalid_upto_evm_scheme");
+/// The `upto` payload names another network than the requirements.
+pub const UPTO_NETWORK_MISMATCH: ErrorReason =
+    ErrorReason::from_static("invalid_upto_evm_network_mismatch");
+/// The EIP-2612 sponsoring extension is malformed.
+pub const EIP2612_INVALID_FORMAT: ErrorReason =
+    ErrorReason::from_static("invalid_eip2612_extension_format");
+/// The EIP-2612 permit is signed for another owner than the payer.
+pub const EIP2612_FROM_MISMATCH: ErrorReason = ErrorReason::from_static("eip2612_from_mismatch");
+/// The EIP-2612 permit is for another token.
+pub const EIP2612_ASSET_MISMATCH: ErrorReason = ErrorReason::from_static("eip2612_asset_mismatch");
+/// The EIP-2612 permit's spender is not Permit2.
+pub const EIP2612_SPENDER_NOT_PERMIT2: ErrorReason =
+    ErrorReason::from_static("eip2612_spender_not_permit2");
+/// The EIP-2612 permit has expired.
+pub const EIP2612_DEADLINE_EXPIRED: ErrorReason =
+    ErrorReason::from_static("eip2612_deadline_expired");
+/// The EIP-2612 permit allows less than the payment.
+pub const EIP2612_AMOUNT_MISMATCH: ErrorReason =
+    ErrorReason::from_static("permit2_2612_amount_mismatch");
+/// The sponsored ERC-20 approval extension is malformed.
+pub const ERC20_APPROVAL_INVALID_FORMAT: ErrorReason =
+    ErrorReason::from_static("invalid_erc20_approval_extension_format");
+/// The sponsored approval is not the payer's.
+pub const ERC20_APPROVAL_FROM_MISMATCH: ErrorReason =
+    ErrorReason::from_static("erc20_approval_from_mismatch");
+/// The sponsored approval is for another token.
+pub const ERC20_APPROVAL_ASSET_MISMATCH: ErrorReason =
+    ErrorReason::from_static("erc20_approval_asset_mismatch");
+/// The sponsored approval's spender is not Permit2.
+pub const ERC20_APPROVAL_SPENDER_NOT_PERMIT2: ErrorReason =
+    ErrorReason::from_static("erc20_approval_spender_not_permit2");
+/// The signed approval transaction calls another contract than the token.
+pub const ERC20_APPROVAL_WRONG_TARGET: ErrorReason =
+    ErrorReason::from_static("erc20_approval_tx_wrong_target");
+/// The signed approval transaction is not `approve(Permit2, amount)`.
+pub const ERC20_APPROVAL_INVALID_CALLDATA: ErrorReason =
+    ErrorReason::from_static("erc20_approval_tx_invalid_calldata");
+/// The signed approval transaction is signed by someone other than the payer.
+pub const ERC20_APPROVAL_SIGNER_MISMATCH: ErrorReason =
+    ErrorReason::from_static("erc20_approval_tx_signer_mismatch");
+/// The signed approval transaction cannot be decoded.
+pub const ERC20_APPROVAL_PARSE_FAILED: ErrorReason =
+    ErrorReason::from_static("erc20_approval_tx_parse_failed");
+/// The approval transaction failed or broke this facilitator's limits.
+pub const ERC20_APPROVAL_FAILED: ErrorReason = ErrorReason::from_static("erc20_approval_tx_failed");
+
 /// Every code above.
 pub const ALL: &[ErrorReason] = &[
     VALID_AFTER,
@@ -48,6 +134,36 @@ pub const ALL: &[ErrorReason] = &[
     SIMULATION_FAILED,
     PERMIT2_ALLOWANCE_REQUIRED,
     UPTO_SETTLEMENT_EXCEEDS_AMOUNT,
+    PERMIT2_INVALID_SPENDER,
+    PERMIT2_RECIPIENT_MISMATCH,
+    PERMIT2_DEADLINE_EXPIRED,
+    PERMIT2_NOT_YET_VALID,
+    PERMIT2_AMOUNT_MISMATCH,
+    PERMIT2_TOKEN_MISMATCH,
+    PERMIT2_INVALID_SIGNATURE,
+    PERMIT2_ALLOWANCE,
+    PERMIT2_SIMULATION_FAILED,
+    PERMIT2_INSUFFICIENT_BALANCE,
+    PERMIT2_PROXY_NOT_DEPLOYED,
+    PERMIT2_INVALID_NONCE,
+    UPTO_FACILITATOR_MISMATCH,
+    UPTO_INVALID_SCHEME,
+    UPTO_NETWORK_MISMATCH,
+    EIP2612_INVALID_FORMAT,
+    EIP2612_FROM_MISMATCH,
+    EIP2612_ASSET_MISMATCH,
+    EIP2612_SPENDER_NOT_PERMIT2,
+    EIP2612_DEADLINE_EXPIRED,
+    EIP2612_AMOUNT_MISMATCH,
+    ERC20_APPROVAL_INVALID_FORMAT,
+    ERC20_APPROVAL_FROM_MISMATCH,
+    ERC20_APPROVAL_ASSET_MISMATCH,
+    ERC20_APPROVAL_SPENDER_NOT_PERMIT2,
+    ERC20_APPROVAL_WRONG_TARGET,
+    ERC20_APPROVAL_INVALID_CALLDATA,
+    ERC20_APPROVAL_SIGNER_MISMATCH,
+    ERC20_APPROVAL_PARSE_FAILED,
+    ERC20_APPROVAL_FAILED,
 ];
 
 /// Other implementations' spellings of the same conditions (the TypeScript
@@ -67,6 +183,7 @@ const ALIASES: &[(&str, ErrorReason)] = &[
         "invalid_exact_evm_payload_simulation_failed",
         SIMULATION_FAILED,
     ),
+    ("PERMIT2_ALLOWANCE_REQUIRED", PERMIT2_ALLOWANCE),
 ];
 
 /// `reason` in our spelling, when another implementation spelled it

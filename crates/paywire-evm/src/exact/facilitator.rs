@@ -28,11 +28,15 @@ use crate::networks::EvmNetwork;
 use crate::rpc::{Receipt, RpcClient, RpcError, call_params, decode_bytes};
 use crate::signer::EvmSigner;
 
+mod method;
+mod permit2;
 mod probe;
 mod resume;
 mod setup;
 mod verify;
 
+use method::TransferMethod;
+pub(crate) use permit2::{Proxy, spend_key as permit2_spend_key};
 pub(crate) use setup::facilitator_parts;
 
 /// One chain the facilitator settles on.
@@ -60,6 +64,22 @@ pub struct EvmChainConfig {
     /// wallet before settling from it (when deployments are on). Bounds what
     /// an attacker can make the facilitator pay per deployment.
     pub max_wallet_deployment_gas: u64,
+    /// Whether Permit2 payers without an allowance may include an EIP-2612
+    /// permit for Permit2, which the facilitator submits through the
+    /// proxy's `settleWithPermit` at its own expense (off by default).
+    pub eip2612_gas_sponsoring: bool,
+    /// Whether Permit2 payers without an allowance may include their signed
+    /// `approve(Permit2)` transaction, which the facilitator broadcasts
+    /// (funding the payer's gas when needed) before settling (off by
+    /// default). Not atomic: see `max_approval_funding_wei`.
+    pub erc20_approval_gas_sponsoring: bool,
+    /// Highest gas limit of a sponsored approval transaction.
+    pub max_sponsored_approval_gas: u64,
+    /// Most native currency (wei) sent to a payer to pay for its approval
+    /// transaction's gas. The funding and the approval are two transactions
+    /// (a plain node has no bundles): the payer can spend the funding
+    /// elsewhere in between, so this bounds what one payment can cost.
+    pub max_approval_funding_wei: u128,
     /// Most blocks one `eth_getLogs` request covers when looking for an
     /// earlier execution of an authorization (default 2,000). Halved for the
     /// rest of the process whenever the provider refuses a range.
@@ -73,7 +93,8 @@ pub struct EvmChainConfig {
 impl EvmChainConfig {
     /// A chain with default settings: 250k gas, 500 gwei fee cap, 2 gwei tip
     /// cap, counterfactual wallets refused (1M gas cap once allowed), logs
-    /// read 2,000 blocks at a time up to one day back.
+    /// read 2,000 blocks at a time up to one day back, no gas sponsoring
+    /// (caps once on: 100k gas per approval, 0.001 ETH of funding).
     pub fn new(network: EvmNetwork, rpc: Arc<RpcClient>, signers: Vec<Arc<dyn EvmSigner>>) -> Self {
         Self {
             network,
@@ -86,6 +107,10 @@ impl EvmChainConfig {
             max_wallet_deployment_gas: 1_000_000,
             log_range_blocks: 2_000,
             reconcile_lookback: Duration::from_secs(24 * 60 * 60),
+            eip2612_gas_sponsoring: false,
+            erc20_approval_gas_sponsoring: false,
+            max_sponsored_approval_gas: 100_000,
+            max_approval_funding_wei: 1_000_000_000_000_000,
         }
     }
 }
@@ -522,6 +547,11 @@ impl ExactEvmFacilitator {
         ExactEvmFacilitatorBuilder::default()
     }
 
+    /// The facilitator's clock (Unix seconds).
+    pub(crate) fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
     /// EIP-712 name and version of `asset`, read from the token once and
     /// cached; falls back to the configured table for tokens lacking the
     /// getters.
@@ -604,6 +634,21 @@ impl ExactEvmFacilitator {
         payer: Address,
         observer: &dyn SettlementObserver,
     ) -> Result<Result<Broadcast, Rejection>, SchemeError> {
+        self.send_from(chain, None, call, U256::ZERO, payer, observer)
+            .await
+    }
+
+    /// [`Self::send`] from the signer of `slot` (`None`: the next one, round
+    /// robin), for transfer methods whose contract checks who calls it.
+    async fn send_from(
+        &self,
+        chain: &ChainState,
+        slot: Option<usize>,
+        call: (Address, &[u8], u64),
+        value: U256,
+        payer: Address,
+        observer: &dyn SettlementObserver,
+    ) -> Result<Result<Broadcast, Rejection>, SchemeError> {
         let config = &chain.config;
         let gas_price = self.gas_price(chain).await?;
         if gas_price > config.max_fee_per_gas {
@@ -620,7 +665,9 @@ impl ExactEvmFacilitator {
             .saturating_mul(2)
             .saturating_add(priority)
             .min(config.max_fee_per_gas);
-        let index = chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len();
+        let index = slot
+            .filter(|slot| *slot < chain.slots.len())
+            .unwrap_or_else(|| chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len());
         let slot = &chain.slots[index];
         let mut nonces = slot.nonces.lock().await;
         resolve_in_doubt(&config.rpc, &mut nonces).await?;
@@ -641,7 +688,7 @@ impl ExactEvmFacilitator {
                 max_fee_per_gas: max_fee,
                 max_priority_fee_per_gas: priority,
                 to: TxKind::Call(call.0),
-                value: U256::ZERO,
+                value,
                 access_list: Default::default(),
                 input: Bytes::copy_from_slice(call.1),
             };
@@ -994,14 +1041,14 @@ impl ExactEvmFacilitator {
     /// when none comes before `deadline`.
     async fn await_outcome(
         &self,
-        outcome: &Outcome<'_>,
+        outcome: &dyn method::Settlement,
         hash: B256,
         raw: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<SettleResponse, SchemeError> {
-        let payer = Some(outcome.payload.authorization.from.to_string());
-        let network = outcome.network;
-        let rpc = &outcome.chain.config.rpc;
+        let payer = Some(outcome.payer().to_string());
+        let network = outcome.network();
+        let rpc = &outcome.chain().config.rpc;
         let receipt = match self.wait_receipt(rpc, hash, raw, deadline).await {
             Ok(Some(receipt)) => receipt,
             Ok(None) => {
@@ -1016,8 +1063,8 @@ impl ExactEvmFacilitator {
             }
         };
         // Mined: the chain now has the answer, whatever it is.
-        outcome.chain.attempts.forget(&outcome.key(), hash);
-        self.judge_receipt(outcome, hash, &receipt).await
+        outcome.chain().attempts.forget(&outcome.key(), hash);
+        outcome.judge(self, hash, &receipt).await
     }
 
     /// The settlement's outcome from its transaction's receipt.
@@ -1108,6 +1155,9 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Option<String> {
+        if let TransferMethod::Permit2(_) = TransferMethod::of_exact(requirements) {
+            return permit2::spend_key(payload, requirements);
+        }
         let chain = requirements.network.eip155_id()?;
         let token: Address = requirements.asset.parse().ok()?;
         let exact = ExactEvmPayload::from_json(&payload.payload).ok()?;
@@ -1127,6 +1177,9 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
     ) -> Option<String> {
+        if let TransferMethod::Permit2(_) = TransferMethod::of_exact(requirements) {
+            return self.permit2_payer(payload, requirements);
+        }
         let chain = self.chains.get(&requirements.network.eip155_id()?)?;
         let asset: Address = requirements.asset.parse().ok()?;
         let exact = ExactEvmPayload::from_json(&payload.payload).ok()?;
@@ -1181,6 +1234,9 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         payload: &'a PaymentPayload,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<VerifyResponse, SchemeError>> {
+        if let TransferMethod::Permit2(proxy) = TransferMethod::of_exact(requirements) {
+            return Box::pin(self.permit2_verify(payload, requirements, proxy));
+        }
         Box::pin(async move {
             Ok(match self.check(payload, requirements).await? {
                 Ok(verified) => {
@@ -1212,6 +1268,9 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         known_transaction: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<SettlementLookup>, SchemeError>> {
         use super::lookup::{ChainView, answer, pays, read};
+        if let TransferMethod::Permit2(proxy) = TransferMethod::of_exact(requirements) {
+            return Box::pin(self.permit2_lookup(payload, requirements, proxy, known_transaction));
+        }
         Box::pin(async move {
             let chain = requirements
                 .network
@@ -1257,6 +1316,9 @@ impl SchemeFacilitator for ExactEvmFacilitator {
         requirements: &'a PaymentRequirements,
         observer: &'a dyn SettlementObserver,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
+        if let TransferMethod::Permit2(proxy) = TransferMethod::of_exact(requirements) {
+            return Box::pin(self.permit2_settle(payload, requirements, proxy, observer));
+        }
         Box::pin(async move {
             // Serialise settles of the same authorization (see `authorizations`).
             let key = ExactEvmPayload::from_json(&payload.payload)

@@ -32,7 +32,7 @@ pub(super) type PayerKey = (Address, Address);
 const EXPIRY_MARGIN_SECS: u64 = 60;
 
 /// Async locks keyed by `K`, made on demand and forgotten once unused.
-pub(super) struct KeyedLocks<K> {
+pub(crate) struct KeyedLocks<K> {
     locks: Mutex<HashMap<K, Arc<AsyncMutex<()>>>>,
 }
 
@@ -46,7 +46,7 @@ impl<K> Default for KeyedLocks<K> {
 
 impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     /// Waits for `key`'s lock; it is held until the guard drops.
-    pub(super) async fn lock(&self, key: K) -> KeyedGuard<'_, K> {
+    pub(crate) async fn lock(&self, key: K) -> KeyedGuard<'_, K> {
         let lock = Arc::clone(lock_map(&self.locks).entry(key.clone()).or_default());
         KeyedGuard {
             locks: self,
@@ -57,7 +57,7 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
 }
 
 /// A held [`KeyedLocks`] lock.
-pub(super) struct KeyedGuard<'a, K: Eq + Hash> {
+pub(crate) struct KeyedGuard<'a, K: Eq + Hash> {
     locks: &'a KeyedLocks<K>,
     key: K,
     guard: Option<OwnedMutexGuard<()>>,

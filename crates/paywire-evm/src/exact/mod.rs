@@ -3,7 +3,7 @@
 
 mod client;
 mod facilitator;
-mod inflight;
+pub(crate) mod inflight;
 mod lookup;
 mod payload;
 mod reconcile;
@@ -11,10 +11,10 @@ mod server;
 mod spend;
 
 pub use client::{ExactEvmClient, NonceSource};
-pub(crate) use facilitator::facilitator_parts;
 pub use facilitator::{
     CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator, ExactEvmFacilitatorBuilder,
 };
+pub(crate) use facilitator::{Proxy, facilitator_parts, permit2_spend_key};
 pub use payload::{Authorization, ExactEvmPayload, eip712_domain, signing_hash};
 pub use server::ExactEvmServer;
 pub use spend::ExactEvmSpendProbe;

@@ -10,6 +10,7 @@
 
 mod approval;
 pub(crate) mod client;
+mod facilitator;
 mod payload;
 pub(crate) mod server;
 pub(crate) mod spend;
@@ -18,6 +19,7 @@ pub use approval::{
     APPROVE_GAS_LIMIT, IErc20Approval, SignedApproval, approve_permit2, approve_permit2_calldata,
     permit2_allowance, sign_approve_permit2,
 };
+pub use facilitator::{UPTO_SCHEME, UptoEvmFacilitator};
 pub use payload::{
     Permit2Authorization, Permit2Payload, TokenPermissions, Witness, permit2_domain,
 };

@@ -40,7 +40,7 @@ enum Status {
 }
 
 /// What became of an earlier settlement transaction once acted on.
-enum Revived {
+pub(super) enum Revived {
     /// It can never land (forgotten): settle anew.
     Gone,
     /// Transaction `0` was mined, with this receipt.
@@ -148,7 +148,7 @@ impl ExactEvmFacilitator {
     /// Where `attempt` stands, acted on: a transaction the node dropped is
     /// sent again (or, learned from the ledger, given up after a grace
     /// period), one under-priced is replaced.
-    async fn revive(
+    pub(super) async fn revive(
         &self,
         chain: &ChainState,
         key: AuthorizationKey,

@@ -21,6 +21,7 @@ use serde::{Deserialize, de};
 use super::probe::EvmChainProbe;
 use super::{CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator};
 use crate::networks::{EvmAsset, EvmNetwork, EvmNetworks, network_names};
+use crate::permit2::{EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING};
 use crate::plugin::{chain_id_of, table};
 use crate::rpc::{RpcClient, RpcUrl};
 use crate::signer::{EvmSigner, LocalSigner};
@@ -42,6 +43,12 @@ fn default_log_range_blocks() -> u64 {
 }
 fn default_reconcile_lookback() -> u64 {
     24 * 60 * 60
+}
+fn default_max_sponsored_approval_gas() -> u64 {
+    100_000
+}
+fn default_max_approval_funding_wei() -> u64 {
+    1_000_000_000_000_000
 }
 
 /// One `[[chains]]` entry as written.
@@ -69,6 +76,14 @@ struct ChainEntry {
     log_range_blocks: u64,
     #[serde(default = "default_reconcile_lookback")]
     reconcile_lookback_seconds: u64,
+    #[serde(default)]
+    eip2612_gas_sponsoring: bool,
+    #[serde(default)]
+    erc20_approval_gas_sponsoring: bool,
+    #[serde(default = "default_max_sponsored_approval_gas")]
+    max_sponsored_approval_gas: u64,
+    #[serde(default = "default_max_approval_funding_wei")]
+    max_approval_funding_wei: u64,
     #[serde(default)]
     assets: Vec<SettledAsset>,
 }
@@ -129,6 +144,16 @@ pub(crate) struct SettledChain {
     pub(crate) max_wallet_deployment_gas: u64,
     pub(crate) log_range_blocks: u64,
     pub(crate) reconcile_lookback: Duration,
+    pub(crate) sponsoring: Sponsoring,
+}
+
+/// The gas-sponsoring settings of a `[[chains]]` entry (all off by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sponsoring {
+    pub(crate) eip2612: bool,
+    pub(crate) erc20_approval: bool,
+    pub(crate) max_approval_gas: u64,
+    pub(crate) max_funding_wei: u64,
 }
 
 /// Converts gwei (possibly fractional, e.g. `0.05` on L2s) to wei.
@@ -231,6 +256,12 @@ pub(crate) fn settled_chain(
         max_wallet_deployment_gas: parsed.max_wallet_deployment_gas,
         log_range_blocks: parsed.log_range_blocks,
         reconcile_lookback: Duration::from_secs(parsed.reconcile_lookback_seconds),
+        sponsoring: Sponsoring {
+            eip2612: parsed.eip2612_gas_sponsoring,
+            erc20_approval: parsed.erc20_approval_gas_sponsoring,
+            max_approval_gas: parsed.max_sponsored_approval_gas,
+            max_funding_wei: parsed.max_approval_funding_wei,
+        },
     })
 }
 
@@ -277,6 +308,14 @@ fn connect(
     evm.max_wallet_deployment_gas = chain.max_wallet_deployment_gas;
     evm.log_range_blocks = chain.log_range_blocks;
     evm.reconcile_lookback = chain.reconcile_lookback;
+    evm.eip2612_gas_sponsoring = chain.sponsoring.eip2612;
+    evm.erc20_approval_gas_sponsoring = chain.sponsoring.erc20_approval;
+    evm.max_sponsored_approval_gas = chain.sponsoring.max_approval_gas;
+    evm.max_approval_funding_wei = u128::from(chain.sponsoring.max_funding_wei);
+    if chain.sponsoring.erc20_approval && !settle_authenticated {
+        tracing::warn!(network = %evm.network.chain,
+            "sponsored ERC-20 approvals are on while /settle needs no API key: anyone can make this facilitator fund approvals (up to max_approval_funding_wei each)");
+    }
     Ok((evm, probe))
 }
 
@@ -295,6 +334,17 @@ pub(crate) fn facilitator_parts(
     let mut parts = FacilitatorParts::default();
     for entry in &config.entries {
         let chain = settled_chain(entry, &names)?;
+        for (on, extension) in [
+            (chain.sponsoring.eip2612, EIP2612_GAS_SPONSORING),
+            (
+                chain.sponsoring.erc20_approval,
+                ERC20_APPROVAL_GAS_SPONSORING,
+            ),
+        ] {
+            if on && !parts.extensions.iter().any(|known| known == extension) {
+                parts.extensions.push(extension.to_owned());
+            }
+        }
         let (evm, probe) = connect(entry, chain, settings, config.settle_authenticated)?;
         parts.probes.push(Arc::new(probe));
         builder = builder.chain(evm);
@@ -303,7 +353,15 @@ pub(crate) fn facilitator_parts(
         let at = config.entries.first().map_or("chains", |e| e.at.as_str());
         PluginError::config(at, e.to_string())
     })?;
-    parts.schemes.push(Arc::new(exact));
+    // Two front-ends over one engine: `upto` settles from the same signers
+    // (and nonce managers) as `exact`, on every chain `exact` serves.
+    let exact = Arc::new(exact);
+    parts
+        .schemes
+        .push(Arc::clone(&exact) as Arc<dyn paywire_core::SchemeFacilitator>);
+    parts
+        .schemes
+        .push(Arc::new(crate::permit2::UptoEvmFacilitator::new(exact)));
     Ok(parts)
 }
 
@@ -359,13 +417,23 @@ mod tests {
         assert_eq!(chain.max_wallet_deployment_gas, 1_000_000);
         assert_eq!(chain.log_range_blocks, 2_000);
         assert_eq!(chain.reconcile_lookback.as_secs(), 86_400);
+        assert!(!chain.sponsoring.eip2612 && !chain.sponsoring.erc20_approval);
+        assert_eq!(chain.sponsoring.max_approval_gas, 100_000);
+        assert_eq!(chain.sponsoring.max_funding_wei, 1_000_000_000_000_000);
 
         let mut table = with("counterfactual_wallets", "deploy".into());
         table["max_wallet_deployment_gas"] = 400_000.into();
         table["log_range_blocks"] = 500.into();
         table["reconcile_lookback_seconds"] = 3_600.into();
         table["max_fee_per_gas_gwei"] = 0.5.into();
+        table["eip2612_gas_sponsoring"] = true.into();
+        table["erc20_approval_gas_sponsoring"] = true.into();
+        table["max_sponsored_approval_gas"] = 80_000.into();
+        table["max_approval_funding_wei"] = 5_000.into();
         let on = settled_chain(&entry(8453, table), &names())?;
+        assert!(on.sponsoring.eip2612 && on.sponsoring.erc20_approval);
+        assert_eq!(on.sponsoring.max_approval_gas, 80_000);
+        assert_eq!(on.sponsoring.max_funding_wei, 5_000);
         assert_eq!(on.counterfactual_wallets, CounterfactualWallets::Deploy);
         assert_eq!(on.max_wallet_deployment_gas, 400_000);
         assert_eq!(on.log_range_blocks, 500);
@@ -467,6 +535,34 @@ mod tests {
             assert!(!printed.contains(secret), "{printed}");
         }
         assert!(chain.rpc_urls[0].expose().contains("SECRETPATH"));
+        Ok(())
+    }
+
+    /// `upto` is served wherever `exact` is, and the sponsoring extensions
+    /// are listed only when a chain turns them on.
+    #[test]
+    fn upto_rides_along_and_extensions_follow_the_config() -> Result<(), PluginError> {
+        let mut config = FacilitatorConfig::default();
+        config.entries = vec![entry(8453, minimal())];
+        let parts = facilitator_parts(&config)?;
+        let schemes: Vec<&str> = parts.schemes.iter().map(|s| s.scheme()).collect();
+        assert_eq!(schemes, ["exact", "upto"]);
+        assert_eq!(parts.schemes[1].networks(), parts.schemes[0].networks());
+        assert!(parts.extensions.is_empty());
+        let extra = parts.schemes[1].kind_extra(&ChainId::eip155(8453));
+        let signer = LocalSigner::from_hex(KEY).map(|s| s.address().to_checksum(None));
+        assert_eq!(
+            extra.and_then(|e| e.get("facilitatorAddress").cloned()),
+            signer.ok().map(Into::into)
+        );
+        let mut table = with("eip2612_gas_sponsoring", true.into());
+        table["erc20_approval_gas_sponsoring"] = true.into();
+        config.entries = vec![entry(8453, table)];
+        let parts = facilitator_parts(&config)?;
+        assert_eq!(
+            parts.extensions,
+            ["eip2612GasSponsoring", "erc20ApprovalGasSponsoring"]
+        );
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use crate::rpc::{RpcError, call_params, create_call_params, decode_bytes, pendin
 
 /// Why verification stopped before the end: the payment is refused, or the
 /// chain could not be asked.
-enum Halt {
+pub(super) enum Halt {
     Refused(Rejection),
     Failed(SchemeError),
 }
@@ -44,16 +44,16 @@ impl From<SchemeError> for Halt {
 }
 
 /// The outcome of one verification step.
-type Step<T> = Result<T, Halt>;
+pub(super) type Step<T> = Result<T, Halt>;
 
 /// One JSON-RPC answer of a batch.
-type Answer = Result<Value, RpcError>;
+pub(super) type Answer = Result<Value, RpcError>;
 
 /// The answers of a batch, in order; a short batch reads as an error.
-struct Answers(std::vec::IntoIter<Answer>);
+pub(super) struct Answers(pub(super) std::vec::IntoIter<Answer>);
 
 impl Answers {
-    fn next(&mut self) -> Answer {
+    pub(super) fn next(&mut self) -> Answer {
         self.0
             .next()
             .unwrap_or(Err(RpcError::Decode("short batch".into())))
@@ -199,6 +199,10 @@ impl ExactEvmFacilitator {
         requirements: &PaymentRequirements,
     ) -> Step<Verified<'a>> {
         let target = self.served_target(payload, requirements)?;
+        if payload.payload.contains_key("permit2Authorization") {
+            let message = "the payload is a Permit2 authorization but the requirements ask for EIP-3009 (extra.assetTransferMethod is not \"permit2\")";
+            return Err(reject(ErrorReason::INVALID_PAYLOAD, message, None).into());
+        }
         let exact = ExactEvmPayload::from_json(&payload.payload)
             .map_err(|e| reject(ErrorReason::INVALID_PAYLOAD, format!("payload: {e}"), None))?;
         self.check_signed_terms(&exact, payload, requirements, target.pay_to)?;
