@@ -8,8 +8,9 @@ use std::time::Duration;
 use paywire_core::codec;
 use paywire_core::extensions::PAYMENT_IDENTIFIER;
 use paywire_core::{
-    BoxFuture, ChainIdPattern, DecodeError, Extensions, PaymentPayload, PaymentRequired,
-    PaymentRequirements, SchemeClient, SchemeRegistry, SettleResponse, SpendProbe, X402_VERSION,
+    BoxFuture, ChainIdPattern, DecodeError, Extensions, JsonObject, PaymentPayload,
+    PaymentRequired, PaymentRequirements, SchemeClient, SchemeRegistry, SettleResponse, SpendProbe,
+    X402_VERSION,
 };
 
 use crate::budget::{Budget, BudgetError, Reconciliation, Reservation};
@@ -264,6 +265,30 @@ impl X402ClientBuilder {
     }
 }
 
+/// Merges the client's data for one extension into the server's
+/// declaration, as the TypeScript SDK does: objects merge member by member,
+/// the server's members stay as declared and the client adds the others; a
+/// value that is not an object on either side is replaced by the client's.
+fn merge_extension(declared: &mut serde_json::Value, client: serde_json::Value) {
+    use serde_json::Value;
+    match (declared, client) {
+        (Value::Object(declared), Value::Object(client)) => {
+            for (key, value) in client {
+                match declared.get_mut(&key) {
+                    Some(existing @ Value::Object(_)) if value.is_object() => {
+                        merge_extension(existing, value);
+                    }
+                    Some(_) => {}
+                    None => {
+                        declared.insert(key, value);
+                    }
+                }
+            }
+        }
+        (declared, client) => *declared = client,
+    }
+}
+
 /// A random identifier with a prefix (e.g. `pay_` + 32 hex characters).
 pub fn random_id(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
@@ -391,13 +416,13 @@ impl X402Client {
             .find(&requirements.scheme, &requirements.network)
         {
             Some(wallet) => wallet
-                .create_payload(&requirements)
+                .create_payment(&requirements, required.extensions.as_ref())
                 .await
                 .map_err(|e| ClientError::Signing(e.to_string())),
             None => Err(ClientError::Signing("no wallet".into())),
         };
-        let payload = match signed {
-            Ok(payload) => payload,
+        let created = match signed {
+            Ok(created) => created,
             Err(error) => {
                 if let (Some(budget), Some(reservation)) = (&self.budget, &reservation) {
                     let _ = budget.release(reservation).await;
@@ -405,10 +430,10 @@ impl X402Client {
                 return Err(error);
             }
         };
-        let extensions = Self::echo_extensions(required.extensions.as_ref());
+        let extensions = Self::echo_extensions(required.extensions.as_ref(), created.extensions);
         let payload = PaymentPayload {
             x402_version: X402_VERSION,
-            payload,
+            payload: created.payload,
             extensions,
             resource: Some(required.resource.clone()),
             accepted: requirements,
@@ -429,13 +454,26 @@ impl X402Client {
     }
 
     /// Echoes the server's extensions, adding a payment identifier when the
-    /// server supports one (it is then reused on every retry of this payment).
-    fn echo_extensions(offered: Option<&Extensions>) -> Option<Extensions> {
-        let mut extensions = offered?.clone();
+    /// server supports one (it is then reused on every retry of this payment),
+    /// and the extension data the scheme produced with the payment (e.g. a
+    /// gas-sponsoring permit), merged into the server's declarations.
+    fn echo_extensions(offered: Option<&Extensions>, created: JsonObject) -> Option<Extensions> {
+        if offered.is_none() && created.is_empty() {
+            return None;
+        }
+        let mut extensions = offered.cloned().unwrap_or_default();
         if extensions.contains(PAYMENT_IDENTIFIER) {
             let mut id = serde_json::Map::new();
             id.insert("id".into(), serde_json::Value::String(random_id("pay_")));
             extensions.append_info(PAYMENT_IDENTIFIER, id);
+        }
+        for (key, value) in created {
+            match extensions.0.get_mut(&key) {
+                Some(declared) => merge_extension(declared, value),
+                None => {
+                    extensions.0.insert(key, value);
+                }
+            }
         }
         Some(extensions)
     }
@@ -460,12 +498,17 @@ impl X402Client {
             None if answer == AnswerStatus::Granted => PaymentStatus::Paid,
             _ => PaymentStatus::NotPaid,
         };
-        let settled = receipt.as_ref().is_some_and(|r| r.success);
-        if let (Some(budget), Some(reservation), true) =
+        let settled = receipt.as_ref().filter(|r| r.success);
+        if let (Some(budget), Some(reservation), Some(settled)) =
             (&self.budget, &prepared.reservation, settled)
-            && let Err(error) = budget.commit(reservation).await
         {
-            tracing::error!(%error, "could not record the payment in the budget");
+            let committed = match self.charged(&prepared.payload.accepted, settled) {
+                Some(charged) => budget.commit_charged(reservation, charged).await,
+                None => budget.commit(reservation).await,
+            };
+            if let Err(error) = committed {
+                tracing::error!(%error, "could not record the payment in the budget");
+            }
         }
         let outcome = PaymentOutcome {
             requirements: prepared.payload.accepted.clone(),
@@ -474,6 +517,26 @@ impl X402Client {
         };
         self.hooks.after_payment(&outcome).await;
         outcome
+    }
+
+    /// What a settled usage-based payment was charged, by its receipt:
+    /// `None` (the whole amount counts) for other schemes, without an
+    /// `amount`, or when it claims more than the authorized maximum.
+    fn charged(
+        &self,
+        accepted: &PaymentRequirements,
+        receipt: &SettleResponse,
+    ) -> Option<paywire_core::AtomicAmount> {
+        if !self.policy.is_usage_based(&accepted.scheme) {
+            return None;
+        }
+        let charged = receipt.amount?;
+        if charged > accepted.amount {
+            tracing::warn!(%charged, maximum = %accepted.amount,
+                "receipt claims more than the authorized maximum; counting the maximum");
+            return None;
+        }
+        Some(charged)
     }
 
     /// Releases the budget of a prepared payment that was never sent (its

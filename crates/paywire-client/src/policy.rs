@@ -95,6 +95,14 @@ pub struct SelectionPolicy {
     /// [`DEFAULT_MAX_TIMEOUT_SECONDS`]): a signed authorization stays valid
     /// that long, and the server holding it may settle it until then.
     pub max_timeout_seconds: u64,
+    /// Schemes that charge by usage (default `["upto"]`): the payer
+    /// authorizes the requirements' `amount` as a maximum and is charged at
+    /// most that. Such an option is compared with others by its
+    /// `extra.expectedAmount` when it states one (at most the maximum),
+    /// otherwise by its maximum; ceilings and budgets always apply to the
+    /// maximum, and the budget commits the receipt's `amount` (when present
+    /// and not above the maximum) instead of the maximum.
+    pub usage_based_schemes: Vec<String>,
 }
 
 impl Default for SelectionPolicy {
@@ -111,6 +119,7 @@ impl Default for SelectionPolicy {
             deny_pay_to: Vec::new(),
             max_per_call: Vec::new(),
             max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECONDS,
+            usage_based_schemes: vec!["upto".to_owned()],
         }
     }
 }
@@ -362,6 +371,23 @@ impl SelectionPolicy {
         listed(&self.deny_pay_to).then_some(Exclusion::PayToDenied)
     }
 
+    /// Whether `scheme` charges by usage ([`Self::usage_based_schemes`]).
+    pub fn is_usage_based(&self, scheme: &str) -> bool {
+        self.usage_based_schemes.iter().any(|s| s == scheme)
+    }
+
+    /// The amount an option is compared by: its `amount`, or for a
+    /// usage-based option its expected amount when it states one.
+    fn comparable_amount(&self, requirements: &PaymentRequirements) -> AtomicAmount {
+        if self.is_usage_based(&requirements.scheme) {
+            requirements
+                .expected_amount()
+                .unwrap_or(requirements.amount)
+        } else {
+            requirements.amount
+        }
+    }
+
     fn preference_rank(&self, network: &ChainId) -> usize {
         self.prefer_networks
             .iter()
@@ -390,7 +416,7 @@ impl SelectionPolicy {
             };
             if excluded.is_none() {
                 let value = info.as_ref().map(|i| Value {
-                    amount: requirements.amount.as_u256(),
+                    amount: self.comparable_amount(requirements).as_u256(),
                     decimals: i.decimals,
                 });
                 eligible.push((index, value, self.preference_rank(&requirements.network)));
