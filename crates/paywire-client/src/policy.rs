@@ -774,4 +774,48 @@ mod tests {
         assert_eq!(selection.chosen, Some(1));
         assert_eq!(selection.verdicts[0].excluded, Some(Exclusion::NoWallet));
     }
+
+    #[test]
+    fn a_usage_based_option_counts_at_its_expected_amount_or_its_maximum() {
+        let upto = |expected: Option<&str>| {
+            let mut upto = option("base", "0xusdc-base", 10_000, "0xa");
+            upto.scheme = "upto".into();
+            upto.extra = expected.map(|e| {
+                let mut extra = paywire_core::JsonObject::new();
+                extra.insert("expectedAmount".into(), e.into());
+                extra
+            });
+            upto
+        };
+        let exact = option("solana", "USDC-SOL", 5_000, "0xa");
+        let policy = SelectionPolicy::default();
+        let pick = |accepts: &[PaymentRequirements]| policy.select(accepts, &catalog(), any, none);
+        // Expected to cost 1000: cheaper than the exact 5000.
+        assert_eq!(pick(&[exact.clone(), upto(Some("1000"))]).chosen, Some(1));
+        // No (or an unusable) expectation: its maximum, 10000, loses.
+        for expected in [None, Some("20000"), Some("01000"), Some("-1")] {
+            let selection = pick(&[exact.clone(), upto(expected)]);
+            assert_eq!(selection.chosen, Some(0), "{expected:?}");
+        }
+        // An exact option's expectedAmount means nothing.
+        let mut bogus = option("base", "0xusdc-base", 10_000, "0xa");
+        bogus.extra = upto(Some("1")).extra;
+        assert_eq!(pick(&[exact.clone(), bogus]).chosen, Some(0));
+        // Unless the client is told the scheme charges by usage.
+        let mut told = upto(Some("1000"));
+        told.scheme = "metered".into();
+        let metered = SelectionPolicy {
+            usage_based_schemes: vec!["metered".into()],
+            ..SelectionPolicy::default()
+        };
+        let selection = metered.select(&[exact.clone(), told], &catalog(), any, none);
+        assert_eq!(selection.chosen, Some(1));
+        // Ceilings apply to the maximum, whatever is expected.
+        let capped = SelectionPolicy {
+            max_per_call: vec![PriceCap::Usd(Money::parse("$0.005").unwrap())],
+            ..SelectionPolicy::default()
+        };
+        let selection = capped.select(&[upto(Some("1000"))], &catalog(), any, none);
+        assert_eq!(selection.chosen, None, "{}", selection.explain());
+    }
 }
