@@ -12,6 +12,7 @@ use crate::accounts::{
 };
 use crate::error::{DevnetError, Result};
 use crate::install;
+use crate::permit2::{ITestToken, PERMIT2, TestTokens, allowance_of, balance_of};
 use crate::process::AnvilProcess;
 use crate::rpc::{Rpc, TxReceipt};
 use crate::snapshot::{deploy_into, ensure_snapshot};
@@ -92,6 +93,7 @@ pub struct Devnet {
     process: AnvilProcess,
     rpc: Rpc,
     usdc: Address,
+    tokens: TestTokens,
     accounts: Vec<DevAccount>,
     _pool_watchdog: Option<PoolWatchdog>,
 }
@@ -112,17 +114,17 @@ impl Devnet {
         if let Some(dir) = &options.state_dir {
             return Self::start_persistent(&anvil, args, dir, watch_pool).await;
         }
-        let (mut process, usdc) = if options.use_snapshot {
+        let (mut process, (usdc, tokens)) = if options.use_snapshot {
             let snapshot = ensure_snapshot(&anvil).await?;
             args.push("--load-state".into());
             args.push(snapshot.state.as_os_str().to_owned());
             let process = AnvilProcess::start(&anvil.path, &args).await?;
-            (process, snapshot.meta.usdc)
+            (process, (snapshot.meta.usdc, snapshot.meta.tokens))
         } else {
             let prefix = install::install_npm_packages().await?;
             let mut process = AnvilProcess::start(&anvil.path, &args).await?;
-            let usdc = deploy_into(&mut process, &prefix).await?;
-            (process, usdc)
+            let deployed = deploy_into(&mut process, &prefix).await?;
+            (process, deployed)
         };
         let rpc = Rpc::new(format!("http://127.0.0.1:{}", process.port()))?;
         let accounts = dev_accounts()?;
@@ -134,6 +136,7 @@ impl Devnet {
                 process,
                 rpc,
                 usdc,
+                tokens,
                 accounts,
             }),
             Err(e) => {
@@ -160,13 +163,14 @@ impl Devnet {
             .ok()
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .and_then(|meta| {
-                meta["usdc"]
-                    .as_str()
-                    .and_then(|a| a.parse::<Address>().ok())
+                let usdc = meta["usdc"].as_str()?.parse::<Address>().ok()?;
+                let tokens = serde_json::from_value::<TestTokens>(meta["tokens"].clone()).ok()?;
+                Some((usdc, tokens))
             });
-        let usdc = if let Some(usdc) = remembered.filter(|_| state.is_file()) {
+        // A chain kept before the devnet had Permit2 is started afresh from the snapshot.
+        let (usdc, tokens) = if let Some(kept) = remembered.filter(|_| state.is_file()) {
             args.extend(["--state".into(), state.as_os_str().to_owned()]);
-            usdc
+            kept
         } else {
             let snapshot = ensure_snapshot(anvil).await?;
             args.extend([
@@ -175,9 +179,9 @@ impl Devnet {
                 "--dump-state".into(),
                 state.as_os_str().to_owned(),
             ]);
-            let meta = json!({ "usdc": snapshot.meta.usdc });
+            let meta = json!({ "usdc": snapshot.meta.usdc, "tokens": snapshot.meta.tokens });
             std::fs::write(&meta_path, meta.to_string()).map_err(io)?;
-            snapshot.meta.usdc
+            (snapshot.meta.usdc, snapshot.meta.tokens)
         };
         args.extend(["--state-interval".into(), "2".into()]);
         let mut process = AnvilProcess::start(&anvil.path, &args).await?;
@@ -191,6 +195,7 @@ impl Devnet {
                 process,
                 rpc,
                 usdc,
+                tokens,
                 accounts,
             }),
             Err(e) => {
@@ -211,12 +216,18 @@ impl Devnet {
                 Ok(())
             }
         };
-        let (chain_id, node_accounts, code, ()) = tokio::try_join!(
+        let (chain_id, node_accounts, code, permit2_code, ()) = tokio::try_join!(
             rpc.call_as::<alloy_primitives::U64>("eth_chainId", json!([])),
             rpc.call_as::<Vec<Address>>("eth_accounts", json!([])),
             rpc.call_as::<Bytes>("eth_getCode", json!([usdc, "latest"])),
+            rpc.call_as::<Bytes>("eth_getCode", json!([PERMIT2, "latest"])),
             mine_block,
         )?;
+        if permit2_code.is_empty() {
+            return Err(DevnetError::Unexpected(format!(
+                "no contract code at Permit2 {PERMIT2}"
+            )));
+        }
         if chain_id.to::<u64>() != CHAIN_ID {
             return Err(DevnetError::Unexpected(format!(
                 "chain id {chain_id}, expected {CHAIN_ID}"
@@ -342,6 +353,61 @@ impl Devnet {
         Ok(IFiatToken::authorizationStateCall::abi_decode_returns(
             &out,
         )?)
+    }
+
+    /// The two test ERC-20s without EIP-3009 (see [`crate::permit2`]).
+    pub fn test_tokens(&self) -> TestTokens {
+        self.tokens
+    }
+
+    /// The plain test ERC-20 ("Plain Dollar", PUSD, 6 decimals): no EIP-2612, no EIP-3009.
+    pub fn plain_token(&self) -> Address {
+        self.tokens.plain
+    }
+
+    /// The EIP-2612 test ERC-20 ("Permit Dollar", EUSD, 6 decimals, EIP-712 version "1").
+    pub fn permit_token(&self) -> Address {
+        self.tokens.permit
+    }
+
+    /// `balanceOf(owner)` on any ERC-20 `token`.
+    pub async fn token_balance(&self, token: Address, owner: Address) -> Result<U256> {
+        balance_of(&self.rpc, token, owner).await
+    }
+
+    /// `allowance(owner, spender)` on any ERC-20 `token`.
+    pub async fn allowance(
+        &self,
+        token: Address,
+        owner: Address,
+        spender: Address,
+    ) -> Result<U256> {
+        allowance_of(&self.rpc, token, owner, spender).await
+    }
+
+    /// Mints `amount` of a test token (or USDC) to `to`, sent by the tokens' minter (#0).
+    pub async fn mint_token(&self, token: Address, to: Address, amount: U256) -> Result<TxReceipt> {
+        if token == self.usdc {
+            return self.mint_usdc(to, amount).await;
+        }
+        let data = ITestToken::mintCall { to, value: amount }.abi_encode();
+        self.transact(self.usdc_owner().address, token, data).await
+    }
+
+    /// `owner`'s own `approve(Permit2, amount)` on `token` (the one-time approval a payer
+    /// makes before paying with Permit2), paying its own gas.
+    pub async fn approve_permit2(
+        &self,
+        token: Address,
+        owner: &DevAccount,
+        amount: U256,
+    ) -> Result<TxReceipt> {
+        let data = ITestToken::approveCall {
+            spender: PERMIT2,
+            value: amount,
+        }
+        .abi_encode();
+        self.transact(owner.address, token, data).await
     }
 
     /// The ETH balance (wei) of `owner`.

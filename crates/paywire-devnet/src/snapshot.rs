@@ -11,20 +11,22 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::dev_accounts;
 use crate::error::{DevnetError, Result};
 use crate::install::{
-    ANVIL_NPM_VERSION, Anvil, AnvilSource, STABLECOIN_NPM_VERSION, artifacts_in, cache_dir,
-    install_npm_packages, lock, unique_sibling, write_atomic,
+    ANVIL_NPM_VERSION, Anvil, AnvilSource, PERIPHERY_NPM_VERSION, STABLECOIN_NPM_VERSION,
+    artifacts_in, cache_dir, install_npm_packages, lock, unique_sibling, write_atomic,
 };
+use crate::permit2::{TestTokens, deploy_permit2_kit, sources_id};
 use crate::process::AnvilProcess;
 use crate::rpc::Rpc;
 
 /// Bump when the deployed state changes (accounts funded, contracts, ...), so stale
 /// snapshots in developers' caches are not reused.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// What is recorded next to a snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SnapshotMeta {
     pub(crate) usdc: Address,
+    pub(crate) tokens: TestTokens,
     pub(crate) chain_id: u64,
     pub(crate) anvil: String,
     pub(crate) stablecoin: String,
@@ -76,7 +78,11 @@ fn read_meta(dir: &Path) -> Option<Snapshot> {
 /// Returns the snapshot for `anvil`, creating it first if needed.
 pub(crate) async fn ensure_snapshot(anvil: &Anvil) -> Result<Snapshot> {
     let id = anvil_id(anvil).await?;
-    let key = format!("anvil-{id}_stablecoin-{STABLECOIN_NPM_VERSION}_v{SNAPSHOT_FORMAT_VERSION}");
+    let key = format!(
+        "anvil-{id}_stablecoin-{STABLECOIN_NPM_VERSION}_periphery-{PERIPHERY_NPM_VERSION}\
+         _contracts-{}_v{SNAPSHOT_FORMAT_VERSION}",
+        sources_id()
+    );
     let dir = cache_dir()?.join("snapshots").join(&key);
     if let Some(snapshot) = read_meta(&dir) {
         return Ok(snapshot);
@@ -110,7 +116,7 @@ async fn create(anvil: &Anvil, dump: &Path, anvil_id: &str) -> Result<SnapshotMe
     let prefix = install_npm_packages().await?;
     let args: Vec<OsString> = vec!["--dump-state".into(), dump.as_os_str().to_owned()];
     let mut process = AnvilProcess::start(&anvil.path, &args).await?;
-    let usdc = deploy_into(&mut process, &prefix).await?;
+    let (usdc, tokens) = deploy_into(&mut process, &prefix).await?;
     let status = process.interrupt_and_wait(Duration::from_secs(20)).await?;
     let text = std::fs::read_to_string(dump).map_err(|e| {
         process.keep_log();
@@ -131,6 +137,7 @@ async fn create(anvil: &Anvil, dump: &Path, anvil_id: &str) -> Result<SnapshotMe
     }
     Ok(SnapshotMeta {
         usdc,
+        tokens,
         chain_id: crate::CHAIN_ID,
         anvil: anvil_id.to_string(),
         stablecoin: STABLECOIN_NPM_VERSION.to_string(),
@@ -138,16 +145,25 @@ async fn create(anvil: &Anvil, dump: &Path, anvil_id: &str) -> Result<SnapshotMe
     })
 }
 
-/// Deploys USDC into a running anvil (used for the snapshot and for snapshot-less starts).
-pub(crate) async fn deploy_into(process: &mut AnvilProcess, prefix: &Path) -> Result<Address> {
+/// Deploys USDC, Permit2, the x402 Permit2 proxies and the test tokens into a running anvil
+/// (used for the snapshot and for snapshot-less starts).
+pub(crate) async fn deploy_into(
+    process: &mut AnvilProcess,
+    prefix: &Path,
+) -> Result<(Address, TestTokens)> {
     let rpc = Rpc::new(format!("http://127.0.0.1:{}", process.port()))?;
     let accounts = dev_accounts()?;
-    match crate::usdc::deploy_usdc(&rpc, &artifacts_in(prefix), &accounts).await {
-        Ok(usdc) => Ok(usdc),
+    let deployed = async {
+        let usdc = crate::usdc::deploy_usdc(&rpc, &artifacts_in(prefix), &accounts).await?;
+        let tokens = deploy_permit2_kit(&rpc, prefix, &accounts).await?;
+        Ok::<_, DevnetError>((usdc, tokens))
+    };
+    match deployed.await {
+        Ok(deployed) => Ok(deployed),
         Err(e) => {
             process.keep_log();
             Err(DevnetError::Unexpected(format!(
-                "deploying USDC failed: {e}\n--- tail of {} ---\n{}",
+                "deploying the devnet's contracts failed: {e}\n--- tail of {} ---\n{}",
                 process.log_path().display(),
                 process.log_tail()
             )))
