@@ -672,7 +672,10 @@ mod tests {
         };
         let budget = Arc::new(Budget::in_memory(vec![rule]).await.unwrap());
         let client = X402Client::builder()
-            .wallet(ChainIdPattern::parse("eip155:*").unwrap(), Arc::new(UptoWallet))
+            .wallet(
+                ChainIdPattern::parse("eip155:*").unwrap(),
+                Arc::new(UptoWallet),
+            )
             .budget(budget.clone())
             .build();
         (client, budget)
@@ -758,9 +761,12 @@ mod tests {
             serde_json::json!({"info": {"version": "server", "permit": "0xsigned"}, "schema": {}}),
             "the server's fields stay, the client's are added"
         );
-        let id = extensions.info(PAYMENT_IDENTIFIER).and_then(|info| info.get("id").cloned());
+        let id = extensions
+            .info(PAYMENT_IDENTIFIER)
+            .and_then(|info| info.get("id").cloned());
         assert!(id.is_some_and(|id| id.as_str().is_some_and(|id| id.starts_with("pay_"))));
-        let sent: PaymentPayload = codec::decode_payment_signature(prepared.header.as_bytes()).unwrap();
+        let sent: PaymentPayload =
+            codec::decode_payment_signature(prepared.header.as_bytes()).unwrap();
         assert_eq!(sent.extensions, prepared.payload.extensions);
 
         // Nothing declared: nothing added.

@@ -86,7 +86,9 @@ impl ChainPlugin for LedgerPlugin {
             ));
         }
         let pattern = ChainIdPattern::namespace("ledger").map_err(PluginError::from)?;
-        parts.schemes.push(Registration::new(pattern, Arc::new(Tab)));
+        parts
+            .schemes
+            .push(Registration::new(pattern, Arc::new(Tab)));
         Ok(parts)
     }
 }
@@ -97,7 +99,10 @@ struct Recording(Mutex<Vec<String>>);
 
 impl Recording {
     fn settled(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -191,9 +196,12 @@ impl Shop {
         let upstream = upstream().await;
         let facilitator = Arc::new(Recording::default());
         let plugins = PluginRegistry::new().with(Arc::new(LedgerPlugin));
-        let gateway =
-            Gateway::with_facilitator(&config(&upstream, missing_usage), &plugins, facilitator.clone())
-                .expect("gateway");
+        let gateway = Gateway::with_facilitator(
+            &config(&upstream, missing_usage),
+            &plugins,
+            facilitator.clone(),
+        )
+        .expect("gateway");
         Self {
             gateway,
             facilitator,
@@ -210,7 +218,10 @@ impl Shop {
                 .await
                 .expect("answer");
             assert_eq!(unpaid.status(), 402, "{target}");
-            let header = unpaid.headers().get("payment-required").expect("402 header");
+            let header = unpaid
+                .headers()
+                .get("payment-required")
+                .expect("402 header");
             let required = decode_payment_required(header.as_bytes()).expect("decodable");
             let mut note = JsonObject::new();
             note.insert("target".into(), json!(target));

@@ -138,7 +138,11 @@ impl Facilitator for Scripted {
         &'a self,
         request: &'a FacilitatorRequest,
     ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
-        let signed = request.payment_payload.payload.get("max").and_then(Value::as_str);
+        let signed = request
+            .payment_payload
+            .payload
+            .get("max")
+            .and_then(Value::as_str);
         let valid = signed == Some(request.payment_requirements.amount.to_string().as_str());
         Box::pin(async move {
             Ok(if valid {
@@ -439,32 +443,32 @@ async fn missing_usage_follows_the_route_policy() {
         let gate = gate_with(facilitator.clone(), policy);
         let accepted = offer(&gate).await;
         let outcome = call(&gate, Some(pay(&accepted, 1)), reply(report.clone())).await;
-        match expected {
-            Some(amount) => {
-                let (_, receipt) = served(outcome);
-                assert_eq!(receipt.amount.map(|a| a.to_string()).as_deref(), Some(amount));
-                assert_eq!(facilitator.settled(), [amount], "{policy:?}");
-            }
-            None => {
-                match outcome {
-                    Outcome::Refuse(Refusal::Error(error)) => {
-                        assert_eq!((error.status, error.error.as_str()), (500, "usage_missing"));
-                    }
-                    other => panic!("expected usage_missing, got {other:?}"),
+        let Some(amount) = expected else {
+            match outcome {
+                Outcome::Refuse(Refusal::Error(error)) => {
+                    assert_eq!((error.status, error.error.as_str()), (500, "usage_missing"));
                 }
-                assert!(facilitator.settled().is_empty(), "nothing charged");
-                // The payment stays usable: a report now gets it settled.
-                let (_, receipt) = served(
-                    call(
-                        &gate,
-                        Some(pay(&accepted, 1)),
-                        reply(Some(Usage::atomic(5u64))),
-                    )
-                    .await,
-                );
-                assert_eq!(receipt.amount, Some(AtomicAmount::from(5u64)));
+                other => panic!("expected usage_missing, got {other:?}"),
             }
-        }
+            assert!(facilitator.settled().is_empty(), "nothing charged");
+            // The payment stays usable: a report now gets it settled.
+            let (_, receipt) = served(
+                call(
+                    &gate,
+                    Some(pay(&accepted, 1)),
+                    reply(Some(Usage::atomic(5u64))),
+                )
+                .await,
+            );
+            assert_eq!(receipt.amount, Some(AtomicAmount::from(5u64)));
+            continue;
+        };
+        let (_, receipt) = served(outcome);
+        assert_eq!(
+            receipt.amount.map(|a| a.to_string()).as_deref(),
+            Some(amount)
+        );
+        assert_eq!(facilitator.settled(), [amount], "{policy:?}");
     }
 }
 
@@ -495,7 +499,12 @@ async fn usage_based_options_need_settlement_after_the_handler() {
         .unwrap_or_else(|_| unreachable!())
         .settle_before_handler()
         .accept(fixed());
-    assert!(builder(Scripted::new(&[])).route(exact_first).build().is_ok());
+    assert!(
+        builder(Scripted::new(&[]))
+            .route(exact_first)
+            .build()
+            .is_ok()
+    );
     let expected = Route::new("CALL /tools/complete")
         .unwrap_or_else(|_| unreachable!())
         .accept(fixed().expected_price(money("$0.5").unwrap_or_else(|_| unreachable!())));
@@ -577,7 +586,10 @@ async fn the_402_carries_scheme_extensions_only_when_the_facilitator_lists_them(
         .unwrap_or_else(|e| panic!("{e}"));
     let required = payment_required(call(&listed, None, reply(None)).await);
     let extensions = required.extensions.unwrap_or_default();
-    assert_eq!(extensions.0["tabSponsoring"], json!({"info": {"by": "scheme"}}));
+    assert_eq!(
+        extensions.0["tabSponsoring"],
+        json!({"info": {"by": "scheme"}})
+    );
     assert_eq!(
         extensions.0["shared"],
         json!({"info": {"by": "route"}}),
@@ -663,8 +675,8 @@ async fn the_layer_settles_the_usage_a_response_extension_reports() {
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
     let required = decode_payment_required(&header).unwrap_or_else(|e| panic!("{e}"));
-    let payload: PaymentPayload = serde_json::from_value(pay(&required.accepts[0], 1))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let payload: PaymentPayload =
+        serde_json::from_value(pay(&required.accepts[0], 1)).unwrap_or_else(|e| panic!("{e}"));
 
     let paid = app
         .oneshot(
@@ -690,7 +702,7 @@ async fn the_layer_settles_the_usage_a_response_extension_reports() {
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     assert_eq!(&body[..], b"completed");
 }

@@ -535,8 +535,7 @@ mod tests {
             } else {
                 format!("0xtx{run}")
             };
-            let mut answer =
-                SettleResponse::settled(required.network.clone(), transaction, None);
+            let mut answer = SettleResponse::settled(required.network.clone(), transaction, None);
             answer.amount = Some(required.amount);
             Box::pin(async move { Ok(answer) })
         }
@@ -611,9 +610,7 @@ mod tests {
         settlements
             .settle_as(&charging(42), Caller::default())
             .await?;
-        let text = settlements
-            .metrics()
-            .render(crate::metrics::Format::Text);
+        let text = settlements.metrics().render(crate::metrics::Format::Text);
         let line = text
             .lines()
             .find(|line| line.starts_with("paywire_settled_amount_total{"))
