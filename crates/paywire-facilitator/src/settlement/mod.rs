@@ -274,6 +274,7 @@ impl LedgeredFacilitator {
             );
             if let Some(bound) = self.ledger.payment_id_binding(&id).await?
                 && bound != key
+                && !self.settled_same_payment(&bound, request).await?
             {
                 let kind = self.payment_kind(request).await;
                 self.metrics
@@ -302,6 +303,24 @@ impl LedgeredFacilitator {
                 Err(error.into())
             }
         }
+    }
+
+    /// Whether the settlement keyed `bound` settled the very payment of
+    /// `request` (same signed payload, same `accepted`) for other
+    /// requirements: a usage-based payment is verified at its maximum and
+    /// settled for its charge, so the resource server's retry verifies a
+    /// payment whose identifier is bound to the settlement of its charge.
+    async fn settled_same_payment(
+        &self,
+        bound: &str,
+        request: &FacilitatorRequest,
+    ) -> Result<bool, SettlementError> {
+        let record = self.ledger.get(bound).await?;
+        let earlier = record.as_ref().and_then(|record| record.request.as_ref());
+        Ok(earlier.is_some_and(|earlier| {
+            earlier.payment_payload.payload == request.payment_payload.payload
+                && earlier.payment_payload.accepted == request.payment_payload.accepted
+        }))
     }
 
     /// The refusal of a settlement that needs neither the ledger nor the
@@ -617,6 +636,44 @@ mod tests {
             .unwrap_or_default();
         assert!(line.contains("network=\"eip155:1\""), "{text}");
         assert!(line.ends_with(" 42"), "{line}");
+        Ok(())
+    }
+
+    /// A usage-based payment carrying a payment identifier: verified at its
+    /// maximum again (the resource server's retry) after it settled for
+    /// less, the identifier is no conflict; another payment with the same
+    /// identifier still is.
+    #[tokio::test]
+    async fn a_payment_settled_for_less_verifies_again_under_its_identifier()
+    -> Result<(), SettlementError> {
+        let inner: Arc<dyn Facilitator> = Arc::new(Metered::default());
+        let settlements = LedgeredFacilitator::new(inner, Ledger::in_memory().await?);
+        let identified = |amount: u64, signature: &str| {
+            let mut request = request();
+            request.payment_payload.accepted.amount = 10u64.into();
+            request.payment_requirements.amount = amount.into();
+            request
+                .payment_payload
+                .payload
+                .insert("signature".into(), signature.into());
+            request.payment_payload.extensions = serde_json::from_value(serde_json::json!({
+                "payment-identifier": {"info": {"required": false, "id": "pay_0123456789abcdef"}}
+            }))
+            .ok();
+            request
+        };
+        let settled = settlements
+            .settle(&identified(4, "0x01"))
+            .await
+            .map_err(SettlementError::Facilitator)?;
+        assert_eq!(settled.amount, Some(4u64.into()));
+        let again = settlements.verify_request(&identified(10, "0x01")).await?;
+        assert!(again.is_valid);
+        let other = settlements.verify_request(&identified(10, "0x02")).await;
+        assert!(
+            matches!(other, Err(SettlementError::PaymentIdConflict(_))),
+            "{other:?}"
+        );
         Ok(())
     }
 }
