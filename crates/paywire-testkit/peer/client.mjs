@@ -1,6 +1,7 @@
 // One paid request with the official x402 TypeScript client: wrapFetchWithPayment +
-// x402Client.fromConfig with the exact EVM client scheme, allowing the devnet's USDC
-// (a non-default asset) through spendControls.allowedAssets.
+// x402Client.fromConfig with the exact and upto EVM client schemes (exact signs EIP-3009 or
+// Permit2, as the requirements say), allowing the given asset (a non-default asset) through
+// spendControls.allowedAssets.
 //
 // Usage: node client.mjs '{"url": "...", "privateKey": "0x..", "network": "eip155:31337",
 //   "asset": "0x..", "maxAmountPerPayment": "1000000", "method": "GET"}'
@@ -9,11 +10,16 @@
 import { x402Client, x402HTTPClient } from "@x402/core/client";
 import { wrapFetchWithPayment } from "@x402/fetch";
 import { ExactEvmScheme } from "@x402/evm/exact/client";
+import { UptoEvmScheme } from "@x402/evm/upto/client";
 import { privateKeyToAccount } from "viem/accounts";
 
 const config = JSON.parse(process.argv[2]);
+const account = privateKeyToAccount(config.privateKey);
 const client = x402Client.fromConfig({
-  schemes: [{ network: config.network, client: new ExactEvmScheme(privateKeyToAccount(config.privateKey)) }],
+  schemes: [
+    { network: config.network, client: new ExactEvmScheme(account) },
+    { network: config.network, client: new UptoEvmScheme(account) },
+  ],
   spendControls: {
     allowedAssets: [
       { network: config.network, asset: config.asset, maxAmountPerPayment: config.maxAmountPerPayment },

@@ -3,11 +3,13 @@
 // GET /supported, POST /verify, POST /settle (body {x402Version, paymentPayload, paymentRequirements}).
 //
 // Usage: node facilitator.mjs '{"rpcUrl": "...", "privateKey": "0x..", "network": "eip155:31337",
-//   "pollingIntervalMs": 50, "confirmationTimeoutMs": 180000}'
+//   "pollingIntervalMs": 50, "confirmationTimeoutMs": 180000, "upto": false}'
+// With "upto": true it also serves the upto scheme (UptoEvmScheme).
 // Prints "READY <port>" on stdout once it listens on 127.0.0.1 (port 0: the OS picks).
 import express from "express";
 import { x402Facilitator } from "@x402/core/facilitator";
 import { registerExactEvmScheme } from "@x402/evm/exact/facilitator";
+import { UptoEvmScheme } from "@x402/evm/upto/facilitator";
 import { toFacilitatorEvmSigner } from "@x402/evm";
 import { createWalletClient, http, publicActions } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
@@ -35,6 +37,9 @@ const signer = toFacilitatorEvmSigner({
 
 const facilitator = new x402Facilitator();
 registerExactEvmScheme(facilitator, { signer, networks: config.network });
+if (config.upto) {
+  facilitator.register(config.network, new UptoEvmScheme(signer));
+}
 
 const log = (...args) => console.error(new Date().toISOString(), ...args);
 const failure = (res, route, error) => {

@@ -40,8 +40,10 @@ use paywire_devnet::install::cache_dir;
 use paywire_devnet::support::{lock, make_temp_dir, spawn_tied_to_process, tail, write_atomic};
 use paywire_devnet::{Devnet, DevnetError, Result, USDC_NAME, USDC_VERSION};
 
+mod metered;
 mod siwx;
 mod svm;
+pub use metered::TsMeteredServer;
 pub use siwx::{TsExchange, TsSiwxResponse, ts_siwx_fetch};
 pub use svm::{TS_SVM_NETWORKS, TsSvmFetchResponse, ts_svm_client_fetch};
 
@@ -354,6 +356,9 @@ pub struct TsFacilitatorOptions {
     /// `toFacilitatorEvmSigner`'s `confirmationTimeoutMs`: how long a settlement waits for
     /// its receipt before answering `settlement_pending` (default: the SDK's, 180 s).
     pub confirmation_timeout: Option<Duration>,
+    /// Also serve the `upto` scheme (`UptoEvmScheme` from `@x402/evm/upto/facilitator`), with
+    /// the signer as `facilitatorAddress` (default false: `/supported` lists `exact` only).
+    pub upto: bool,
 }
 
 impl Default for TsFacilitatorOptions {
@@ -361,6 +366,7 @@ impl Default for TsFacilitatorOptions {
         Self {
             polling_interval: Duration::from_millis(FACILITATOR_POLLING_MS),
             confirmation_timeout: None,
+            upto: false,
         }
     }
 }
@@ -403,6 +409,7 @@ impl TsFacilitator {
             "confirmationTimeoutMs": options
                 .confirmation_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            "upto": options.upto,
         });
         let mut process =
             NodeProcess::spawn("TS facilitator", &FACILITATOR_SCRIPT, &config, false).await?;
@@ -562,11 +569,22 @@ pub async fn ts_client_fetch(
     payer_key: B256,
     url: &str,
 ) -> Result<TsFetchResponse> {
+    ts_client_fetch_asset(devnet, payer_key, url, devnet.usdc()).await
+}
+
+/// [`ts_client_fetch`] allowing `asset` instead of USDC (e.g. a devnet test token paid with
+/// Permit2). The client has the `exact` and the `upto` EVM schemes.
+pub async fn ts_client_fetch_asset(
+    devnet: &Devnet,
+    payer_key: B256,
+    url: &str,
+    asset: Address,
+) -> Result<TsFetchResponse> {
     let config = json!({
         "url": url,
         "privateKey": hex::encode_prefixed(payer_key),
         "network": devnet.network(),
-        "asset": devnet.usdc().to_string(),
+        "asset": asset.to_string(),
         "maxAmountPerPayment": "1000000",
         "method": "GET",
     });

@@ -196,6 +196,8 @@ fn checksummed<S: Serializer>(address: &Address, serializer: S) -> Result<S::Ok,
     serializer.collect_str(&address.to_checksum(None))
 }
 
+// serde's `serialize_with` hands over `&Option<_>`.
+#[allow(clippy::ref_option)]
 fn checksummed_option<S: Serializer>(
     address: &Option<Address>,
     serializer: S,
