@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use paywire_core::{ChainId, PaymentPayload, PaymentRequirements};
+use paywire_core::{AtomicAmount, ChainId, PaymentPayload, PaymentRequirements};
 use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
 use paywire_store::sqlite::SqliteHandle;
 use paywire_store::{Migration, Migrations};
@@ -422,6 +422,31 @@ fn recheck(db: &Connection, rules: &[BudgetRule], id: &str, now: i64) -> Result<
     Ok(())
 }
 
+/// The amount and dollar columns of a row reserved for `reserved` atomic
+/// units (`usd` micro-dollars) once charged `charged`: `None` when the
+/// charge is not below the reservation (or a column is unreadable: the
+/// reservation then counts whole).
+fn partial(
+    reserved: &str,
+    usd: Option<&str>,
+    charged: AtomicAmount,
+) -> Option<(String, Option<String>)> {
+    let reserved = reserved.parse::<u128>().ok()?;
+    let charged = charged.to_u128()?;
+    if charged >= reserved {
+        return None;
+    }
+    let usd = match usd {
+        Some(usd) => {
+            let usd = usd.parse::<u128>().ok()?;
+            // usd * charged / reserved, rounded up (never under-count).
+            Some(usd.checked_mul(charged)?.div_ceil(reserved).to_string())
+        }
+        None => None,
+    };
+    Some((charged.to_string(), usd))
+}
+
 /// Moves a pending payment to `state` (`committed` or `released`).
 fn set_state(db: &Connection, id: &str, state: &str) -> Result<(), BudgetError> {
     db.execute(
@@ -565,6 +590,42 @@ impl Budget {
     /// Records the payment as spent (it was settled).
     pub async fn commit(&self, reservation: &Reservation) -> Result<(), BudgetError> {
         self.set_state(&reservation.id, "committed").await
+    }
+
+    /// Records the payment as spent for `charged`, when a usage-based
+    /// payment was settled for less than the reserved maximum: the rest of
+    /// the reservation stops counting. A `charged` at or above the reserved
+    /// amount commits the reserved amount (a receipt never raises a
+    /// reservation). Dollar amounts shrink in proportion, rounded up.
+    pub async fn commit_charged(
+        &self,
+        reservation: &Reservation,
+        charged: AtomicAmount,
+    ) -> Result<(), BudgetError> {
+        let id = reservation.id.clone();
+        self.call(move |db| {
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = tx
+                .query_row(
+                    "SELECT amount, usd_micros FROM spends
+                     WHERE id = ?1 AND state IN ('reserved', 'outstanding')",
+                    params![id],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)),
+                )
+                .optional()?;
+            if let Some((amount, usd)) = row
+                && let Some((amount, usd)) = partial(&amount, usd.as_deref(), charged)
+            {
+                tx.execute(
+                    "UPDATE spends SET amount = ?1, usd_micros = ?2 WHERE id = ?3",
+                    params![amount, usd, id],
+                )?;
+            }
+            set_state(&tx, &id, "committed")?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// Stops counting a payment whose authorization never left the client.

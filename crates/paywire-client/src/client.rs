@@ -8,8 +8,9 @@ use std::time::Duration;
 use paywire_core::codec;
 use paywire_core::extensions::PAYMENT_IDENTIFIER;
 use paywire_core::{
-    BoxFuture, ChainIdPattern, DecodeError, Extensions, PaymentPayload, PaymentRequired,
-    PaymentRequirements, SchemeClient, SchemeRegistry, SettleResponse, SpendProbe, X402_VERSION,
+    BoxFuture, ChainIdPattern, DecodeError, Extensions, JsonObject, PaymentPayload,
+    PaymentRequired, PaymentRequirements, SchemeClient, SchemeRegistry, SettleResponse, SpendProbe,
+    X402_VERSION,
 };
 
 use crate::budget::{Budget, BudgetError, Reconciliation, Reservation};
@@ -264,6 +265,30 @@ impl X402ClientBuilder {
     }
 }
 
+/// Merges the client's data for one extension into the server's
+/// declaration, as the TypeScript SDK does: objects merge member by member,
+/// the server's members stay as declared and the client adds the others; a
+/// value that is not an object on either side is replaced by the client's.
+fn merge_extension(declared: &mut serde_json::Value, client: serde_json::Value) {
+    use serde_json::Value;
+    match (declared, client) {
+        (Value::Object(declared), Value::Object(client)) => {
+            for (key, value) in client {
+                match declared.get_mut(&key) {
+                    Some(existing @ Value::Object(_)) if value.is_object() => {
+                        merge_extension(existing, value);
+                    }
+                    Some(_) => {}
+                    None => {
+                        declared.insert(key, value);
+                    }
+                }
+            }
+        }
+        (declared, client) => *declared = client,
+    }
+}
+
 /// A random identifier with a prefix (e.g. `pay_` + 32 hex characters).
 pub fn random_id(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
@@ -391,13 +416,13 @@ impl X402Client {
             .find(&requirements.scheme, &requirements.network)
         {
             Some(wallet) => wallet
-                .create_payload(&requirements)
+                .create_payment(&requirements, required.extensions.as_ref())
                 .await
                 .map_err(|e| ClientError::Signing(e.to_string())),
             None => Err(ClientError::Signing("no wallet".into())),
         };
-        let payload = match signed {
-            Ok(payload) => payload,
+        let created = match signed {
+            Ok(created) => created,
             Err(error) => {
                 if let (Some(budget), Some(reservation)) = (&self.budget, &reservation) {
                     let _ = budget.release(reservation).await;
@@ -405,10 +430,10 @@ impl X402Client {
                 return Err(error);
             }
         };
-        let extensions = Self::echo_extensions(required.extensions.as_ref());
+        let extensions = Self::echo_extensions(required.extensions.as_ref(), created.extensions);
         let payload = PaymentPayload {
             x402_version: X402_VERSION,
-            payload,
+            payload: created.payload,
             extensions,
             resource: Some(required.resource.clone()),
             accepted: requirements,
@@ -429,13 +454,26 @@ impl X402Client {
     }
 
     /// Echoes the server's extensions, adding a payment identifier when the
-    /// server supports one (it is then reused on every retry of this payment).
-    fn echo_extensions(offered: Option<&Extensions>) -> Option<Extensions> {
-        let mut extensions = offered?.clone();
+    /// server supports one (it is then reused on every retry of this payment),
+    /// and the extension data the scheme produced with the payment (e.g. a
+    /// gas-sponsoring permit), merged into the server's declarations.
+    fn echo_extensions(offered: Option<&Extensions>, created: JsonObject) -> Option<Extensions> {
+        if offered.is_none() && created.is_empty() {
+            return None;
+        }
+        let mut extensions = offered.cloned().unwrap_or_default();
         if extensions.contains(PAYMENT_IDENTIFIER) {
             let mut id = serde_json::Map::new();
             id.insert("id".into(), serde_json::Value::String(random_id("pay_")));
             extensions.append_info(PAYMENT_IDENTIFIER, id);
+        }
+        for (key, value) in created {
+            match extensions.0.get_mut(&key) {
+                Some(declared) => merge_extension(declared, value),
+                None => {
+                    extensions.0.insert(key, value);
+                }
+            }
         }
         Some(extensions)
     }
@@ -460,12 +498,17 @@ impl X402Client {
             None if answer == AnswerStatus::Granted => PaymentStatus::Paid,
             _ => PaymentStatus::NotPaid,
         };
-        let settled = receipt.as_ref().is_some_and(|r| r.success);
-        if let (Some(budget), Some(reservation), true) =
+        let settled = receipt.as_ref().filter(|r| r.success);
+        if let (Some(budget), Some(reservation), Some(settled)) =
             (&self.budget, &prepared.reservation, settled)
-            && let Err(error) = budget.commit(reservation).await
         {
-            tracing::error!(%error, "could not record the payment in the budget");
+            let committed = match self.charged(&prepared.payload.accepted, settled) {
+                Some(charged) => budget.commit_charged(reservation, charged).await,
+                None => budget.commit(reservation).await,
+            };
+            if let Err(error) = committed {
+                tracing::error!(%error, "could not record the payment in the budget");
+            }
         }
         let outcome = PaymentOutcome {
             requirements: prepared.payload.accepted.clone(),
@@ -474,6 +517,26 @@ impl X402Client {
         };
         self.hooks.after_payment(&outcome).await;
         outcome
+    }
+
+    /// What a settled usage-based payment was charged, by its receipt:
+    /// `None` (the whole amount counts) for other schemes, without an
+    /// `amount`, or when it claims more than the authorized maximum.
+    fn charged(
+        &self,
+        accepted: &PaymentRequirements,
+        receipt: &SettleResponse,
+    ) -> Option<paywire_core::AtomicAmount> {
+        if !self.policy.is_usage_based(&accepted.scheme) {
+            return None;
+        }
+        let charged = receipt.amount?;
+        if charged > accepted.amount {
+            tracing::warn!(%charged, maximum = %accepted.amount,
+                "receipt claims more than the authorized maximum; counting the maximum");
+            return None;
+        }
+        Some(charged)
     }
 
     /// Releases the budget of a prepared payment that was never sent (its
@@ -535,5 +598,180 @@ mod tests {
         assert_eq!(wallet.0.load(Ordering::SeqCst), 0, "nothing signed");
         long.accepts[0].max_timeout_seconds = 300;
         assert!(client.prepare(&long).await.is_ok());
+    }
+
+    /// A usage-based wallet that adds a gas-sponsoring permit to its payment
+    /// when the server declared the extension.
+    struct UptoWallet;
+
+    impl SchemeClient for UptoWallet {
+        fn scheme(&self) -> &'static str {
+            "upto"
+        }
+        fn payer(&self, _: &paywire_core::ChainId) -> Option<String> {
+            Some("0xpayer".into())
+        }
+        fn create_payload<'a>(
+            &'a self,
+            _: &'a PaymentRequirements,
+        ) -> BoxFuture<'a, Result<JsonObject, paywire_core::SchemeError>> {
+            Box::pin(async {
+                Err(paywire_core::SchemeError::Unsupported(
+                    "signs through create_payment".into(),
+                ))
+            })
+        }
+        fn create_payment<'a>(
+            &'a self,
+            requirements: &'a PaymentRequirements,
+            offered: Option<&'a Extensions>,
+        ) -> BoxFuture<'a, Result<paywire_core::CreatedPayment, paywire_core::SchemeError>>
+        {
+            let sponsored = offered.is_some_and(|e| e.contains("gasSponsoring"));
+            Box::pin(async move {
+                let mut payload = JsonObject::new();
+                payload.insert("max".into(), requirements.amount.to_string().into());
+                let mut created = paywire_core::CreatedPayment::new(payload);
+                if sponsored {
+                    created = created.with_extension(
+                        "gasSponsoring",
+                        serde_json::json!({"info": {"permit": "0xsigned", "version": "client"}}),
+                    );
+                }
+                Ok(created)
+            })
+        }
+    }
+
+    fn upto_required(sponsoring: bool) -> PaymentRequired {
+        let mut required = required();
+        required.accepts[0].scheme = "upto".into();
+        if sponsoring && let Some(extensions) = required.extensions.as_mut() {
+            extensions.0.insert(
+                "gasSponsoring".into(),
+                serde_json::json!({"info": {"version": "server"}, "schema": {}}),
+            );
+        }
+        required
+    }
+
+    fn usdc_scope() -> crate::budget::BudgetScope {
+        crate::budget::BudgetScope::Asset {
+            network: paywire_core::ChainId::parse("eip155:8453").unwrap(),
+            asset: "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".into(),
+        }
+    }
+
+    async fn upto_client() -> (X402Client, Arc<Budget>) {
+        let rule = crate::budget::BudgetRule {
+            scope: usdc_scope(),
+            per_call: Some(10_000),
+            per_hour: None,
+            per_day: None,
+            total: Some(1_000_000),
+        };
+        let budget = Arc::new(Budget::in_memory(vec![rule]).await.unwrap());
+        let client = X402Client::builder()
+            .wallet(
+                ChainIdPattern::parse("eip155:*").unwrap(),
+                Arc::new(UptoWallet),
+            )
+            .budget(budget.clone())
+            .build();
+        (client, budget)
+    }
+
+    fn receipt(amount: Option<u64>) -> SettleResponse {
+        let mut receipt = SettleResponse::settled(
+            paywire_core::ChainId::parse("eip155:8453").unwrap(),
+            "0xtx",
+            None,
+        );
+        receipt.amount = amount.map(Into::into);
+        receipt
+    }
+
+    #[tokio::test]
+    async fn a_usage_based_payment_reserves_its_maximum_and_commits_its_charge() {
+        let (client, budget) = upto_client().await;
+        let scope = usdc_scope();
+        for (claimed, committed) in [
+            (Some(2_500), 2_500),
+            (Some(0), 0),
+            // Above the maximum, or silent: the maximum counts.
+            (Some(20_000), 10_000),
+            (None, 10_000),
+        ] {
+            let before = budget.spent_total(&scope).await.unwrap();
+            let prepared = client.prepare(&upto_required(false)).await.unwrap();
+            assert_eq!(budget.outstanding_total(&scope).await.unwrap(), 10_000);
+            let outcome = client
+                .finish(&prepared, AnswerStatus::Granted, Some(receipt(claimed)))
+                .await;
+            assert_eq!(outcome.status, PaymentStatus::Paid);
+            assert_eq!(budget.outstanding_total(&scope).await.unwrap(), 0);
+            let spent = budget.spent_total(&scope).await.unwrap() - before;
+            assert_eq!(spent, committed, "{claimed:?}");
+        }
+
+        // An exact payment's receipt never lowers what it counts.
+        let exact = Arc::new(CountingWallet(AtomicUsize::new(0)));
+        let rule = crate::budget::BudgetRule {
+            scope: usdc_scope(),
+            per_call: None,
+            per_hour: None,
+            per_day: None,
+            total: None,
+        };
+        let budget = Arc::new(Budget::in_memory(vec![rule]).await.unwrap());
+        let client = X402Client::builder()
+            .wallet(ChainIdPattern::parse("eip155:*").unwrap(), exact)
+            .budget(budget.clone())
+            .build();
+        let prepared = client.prepare(&required()).await.unwrap();
+        client
+            .finish(&prepared, AnswerStatus::Granted, Some(receipt(Some(1))))
+            .await;
+        assert_eq!(budget.spent_total(&scope).await.unwrap(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn a_usage_based_maximum_over_the_per_call_limit_is_not_signed() {
+        let (client, _budget) = upto_client().await;
+        let mut required = upto_required(false);
+        required.accepts[0].amount = 10_001u64.into();
+        required.accepts[0].extra = Some(
+            [("expectedAmount".to_owned(), serde_json::json!("10"))]
+                .into_iter()
+                .collect(),
+        );
+        assert!(matches!(
+            client.prepare(&required).await,
+            Err(ClientError::NoAcceptableOption(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn extension_data_from_the_scheme_is_sent_with_the_payment() {
+        let (client, _budget) = upto_client().await;
+        let prepared = client.prepare(&upto_required(true)).await.unwrap();
+        let extensions = prepared.payload.extensions.clone().unwrap();
+        assert_eq!(
+            extensions.0["gasSponsoring"],
+            serde_json::json!({"info": {"version": "server", "permit": "0xsigned"}, "schema": {}}),
+            "the server's fields stay, the client's are added"
+        );
+        let id = extensions
+            .info(PAYMENT_IDENTIFIER)
+            .and_then(|info| info.get("id").cloned());
+        assert!(id.is_some_and(|id| id.as_str().is_some_and(|id| id.starts_with("pay_"))));
+        let sent: PaymentPayload =
+            codec::decode_payment_signature(prepared.header.as_bytes()).unwrap();
+        assert_eq!(sent.extensions, prepared.payload.extensions);
+
+        // Nothing declared: nothing added.
+        let prepared = client.prepare(&upto_required(false)).await.unwrap();
+        let extensions = prepared.payload.extensions.unwrap();
+        assert!(!extensions.contains("gasSponsoring"));
     }
 }

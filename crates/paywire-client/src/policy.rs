@@ -95,6 +95,14 @@ pub struct SelectionPolicy {
     /// [`DEFAULT_MAX_TIMEOUT_SECONDS`]): a signed authorization stays valid
     /// that long, and the server holding it may settle it until then.
     pub max_timeout_seconds: u64,
+    /// Schemes that charge by usage (default `["upto"]`): the payer
+    /// authorizes the requirements' `amount` as a maximum and is charged at
+    /// most that. Such an option is compared with others by its
+    /// `extra.expectedAmount` when it states one (at most the maximum),
+    /// otherwise by its maximum; ceilings and budgets always apply to the
+    /// maximum, and the budget commits the receipt's `amount` (when present
+    /// and not above the maximum) instead of the maximum.
+    pub usage_based_schemes: Vec<String>,
 }
 
 impl Default for SelectionPolicy {
@@ -111,6 +119,7 @@ impl Default for SelectionPolicy {
             deny_pay_to: Vec::new(),
             max_per_call: Vec::new(),
             max_timeout_seconds: DEFAULT_MAX_TIMEOUT_SECONDS,
+            usage_based_schemes: vec!["upto".to_owned()],
         }
     }
 }
@@ -362,6 +371,23 @@ impl SelectionPolicy {
         listed(&self.deny_pay_to).then_some(Exclusion::PayToDenied)
     }
 
+    /// Whether `scheme` charges by usage ([`Self::usage_based_schemes`]).
+    pub fn is_usage_based(&self, scheme: &str) -> bool {
+        self.usage_based_schemes.iter().any(|s| s == scheme)
+    }
+
+    /// The amount an option is compared by: its `amount`, or for a
+    /// usage-based option its expected amount when it states one.
+    fn comparable_amount(&self, requirements: &PaymentRequirements) -> AtomicAmount {
+        if self.is_usage_based(&requirements.scheme) {
+            requirements
+                .expected_amount()
+                .unwrap_or(requirements.amount)
+        } else {
+            requirements.amount
+        }
+    }
+
     fn preference_rank(&self, network: &ChainId) -> usize {
         self.prefer_networks
             .iter()
@@ -390,7 +416,7 @@ impl SelectionPolicy {
             };
             if excluded.is_none() {
                 let value = info.as_ref().map(|i| Value {
-                    amount: requirements.amount.as_u256(),
+                    amount: self.comparable_amount(requirements).as_u256(),
                     decimals: i.decimals,
                 });
                 eligible.push((index, value, self.preference_rank(&requirements.network)));
@@ -747,5 +773,49 @@ mod tests {
         let selection = SelectionPolicy::default().select(&accepts, &catalog(), evm_only, none);
         assert_eq!(selection.chosen, Some(1));
         assert_eq!(selection.verdicts[0].excluded, Some(Exclusion::NoWallet));
+    }
+
+    #[test]
+    fn a_usage_based_option_counts_at_its_expected_amount_or_its_maximum() {
+        let upto = |expected: Option<&str>| {
+            let mut upto = option("base", "0xusdc-base", 10_000, "0xa");
+            upto.scheme = "upto".into();
+            upto.extra = expected.map(|e| {
+                let mut extra = paywire_core::JsonObject::new();
+                extra.insert("expectedAmount".into(), e.into());
+                extra
+            });
+            upto
+        };
+        let exact = option("solana", "USDC-SOL", 5_000, "0xa");
+        let policy = SelectionPolicy::default();
+        let pick = |accepts: &[PaymentRequirements]| policy.select(accepts, &catalog(), any, none);
+        // Expected to cost 1000: cheaper than the exact 5000.
+        assert_eq!(pick(&[exact.clone(), upto(Some("1000"))]).chosen, Some(1));
+        // No (or an unusable) expectation: its maximum, 10000, loses.
+        for expected in [None, Some("20000"), Some("01000"), Some("-1")] {
+            let selection = pick(&[exact.clone(), upto(expected)]);
+            assert_eq!(selection.chosen, Some(0), "{expected:?}");
+        }
+        // An exact option's expectedAmount means nothing.
+        let mut bogus = option("base", "0xusdc-base", 10_000, "0xa");
+        bogus.extra = upto(Some("1")).extra;
+        assert_eq!(pick(&[exact.clone(), bogus]).chosen, Some(0));
+        // Unless the client is told the scheme charges by usage.
+        let mut told = upto(Some("1000"));
+        told.scheme = "metered".into();
+        let metered = SelectionPolicy {
+            usage_based_schemes: vec!["metered".into()],
+            ..SelectionPolicy::default()
+        };
+        let selection = metered.select(&[exact.clone(), told], &catalog(), any, none);
+        assert_eq!(selection.chosen, Some(1));
+        // Ceilings apply to the maximum, whatever is expected.
+        let capped = SelectionPolicy {
+            max_per_call: vec![PriceCap::Usd(Money::parse("$0.005").unwrap())],
+            ..SelectionPolicy::default()
+        };
+        let selection = capped.select(&[upto(Some("1000"))], &catalog(), any, none);
+        assert_eq!(selection.chosen, None, "{}", selection.explain());
     }
 }

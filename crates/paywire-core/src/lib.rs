@@ -54,7 +54,7 @@ pub use scheme::{
     SpendProbe, SpendState,
 };
 pub use types::{
-    FacilitatorRequest, JsonObject, PaymentPayload, PaymentRequired, PaymentRequirements,
-    ResourceInfo, SettleRequest, SettleResponse, SupportedKind, SupportedResponse, VerifyRequest,
-    VerifyResponse, X402_VERSION,
+    EXPECTED_AMOUNT_EXTRA, FacilitatorRequest, JsonObject, PaymentPayload, PaymentRequired,
+    PaymentRequirements, ResourceInfo, SettleRequest, SettleResponse, SupportedKind,
+    SupportedResponse, VerifyRequest, VerifyResponse, X402_VERSION,
 };

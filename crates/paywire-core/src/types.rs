@@ -77,10 +77,24 @@ pub struct PaymentRequirements {
     pub extra: Option<JsonObject>,
 }
 
+/// The `extra` member in which a usage-based option (`upto`) states the
+/// amount a typical request is expected to cost, in atomic units as a decimal
+/// string (`"2500"`). Informative only: the payer still authorizes
+/// `amount`, the maximum. Clients compare such options by it when present.
+pub const EXPECTED_AMOUNT_EXTRA: &str = "expectedAmount";
+
 impl PaymentRequirements {
     /// A string member of `extra`, if present.
     pub fn extra_str(&self, key: &str) -> Option<&str> {
         self.extra.as_ref()?.get(key)?.as_str()
+    }
+
+    /// The expected charge of a usage-based option
+    /// ([`EXPECTED_AMOUNT_EXTRA`]), when present, well formed and not above
+    /// `amount`; anything else reads as absent.
+    pub fn expected_amount(&self) -> Option<AtomicAmount> {
+        let expected = AtomicAmount::parse(self.extra_str(EXPECTED_AMOUNT_EXTRA)?).ok()?;
+        (expected <= self.amount).then_some(expected)
     }
 }
 

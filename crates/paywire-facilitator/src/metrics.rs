@@ -184,6 +184,7 @@ pub struct Metrics {
     settle: Family<OutcomeLabels, Counter>,
     verify_duration: Histograms,
     settle_duration: Histograms,
+    settled_amount: Family<PaymentKind, Counter>,
     unresolved: Gauge,
     recovered: Family<OutcomeLabel, Counter>,
     rate_limited: Family<LimitLabel, Counter>,
@@ -211,6 +212,7 @@ impl Default for Metrics {
             settle: Family::default(),
             verify_duration: Family::new_with_constructor(verify_histogram),
             settle_duration: Family::new_with_constructor(settle_histogram),
+            settled_amount: Family::default(),
             unresolved: Gauge::default(),
             recovered: Family::default(),
             rate_limited: Family::default(),
@@ -261,6 +263,13 @@ impl Metrics {
             "settle_duration_seconds",
             "Time spent settling through the scheme.",
             self.settle_duration.clone(),
+        );
+        registry.register(
+            "settled_amount",
+            "Atomic units settled (confirmed), by network and scheme: the settlement answer's amount \
+             (what a usage-based payment was charged), else the requirements' amount. Sums every \
+             asset of the network and scheme.",
+            self.settled_amount.clone(),
         );
         registry.register(
             "settlements_unresolved",
@@ -315,6 +324,16 @@ impl Metrics {
     pub fn settle(&self, kind: &PaymentKind, outcome: &'static str, reason: &str) {
         let labels = self.outcome_labels(kind, outcome, reason);
         self.settle.get_or_create(&labels).inc();
+    }
+
+    /// Adds one confirmed settlement's `amount` (atomic units; saturating
+    /// at `u64::MAX`) to the settled volume of `kind`.
+    pub fn settled_amount(&self, kind: &PaymentKind, amount: &paywire_core::AtomicAmount) {
+        let amount = amount
+            .to_u128()
+            .and_then(|amount| u64::try_from(amount).ok())
+            .unwrap_or(u64::MAX);
+        self.settled_amount.get_or_create(kind).inc_by(amount);
     }
 
     /// Records the duration of one scheme settlement.

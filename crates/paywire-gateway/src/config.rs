@@ -132,6 +132,44 @@ pub struct GatewayConfig {
     /// Priced routes; every other path is proxied without payment.
     #[serde(default)]
     pub routes: Vec<RouteEntry>,
+    /// The upstream response header reporting a request's usage, for
+    /// usage-based (`upto`) options (default `X-Paywire-Usage`; a route may
+    /// name its own). Always removed from answers before they leave the
+    /// gateway.
+    #[serde(default = "default_usage_header")]
+    pub usage_header: String,
+}
+
+fn default_usage_header() -> String {
+    DEFAULT_USAGE_HEADER.into()
+}
+
+/// The default name of the upstream's usage header.
+pub const DEFAULT_USAGE_HEADER: &str = "X-Paywire-Usage";
+
+/// What a usage-based payment is charged when the upstream's usage header
+/// is missing or malformed (`missing_usage` of a route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MissingUsageEntry {
+    /// The authorized maximum, with a warning (default).
+    #[default]
+    ChargeMaximum,
+    /// Nothing (the authorization is consumed); the answer is served.
+    ChargeNothing,
+    /// `500 usage_missing`, the answer withheld, nothing charged.
+    Refuse,
+}
+
+impl From<MissingUsageEntry> for paywire_server::MissingUsage {
+    fn from(entry: MissingUsageEntry) -> Self {
+        match entry {
+            MissingUsageEntry::ChargeMaximum => Self::ChargeMaximum,
+            MissingUsageEntry::ChargeNothing => Self::ChargeNothing,
+            MissingUsageEntry::Refuse => Self::Refuse,
+        }
+    }
 }
 
 /// One facilitator.
@@ -186,6 +224,12 @@ pub struct RouteEntry {
     /// facilitators with a bazaar catalog list it once someone has paid.
     #[serde(default)]
     pub discovery: Option<DiscoveryEntry>,
+    /// This route's usage header, instead of the global `usage_header`.
+    #[serde(default)]
+    pub usage_header: Option<String>,
+    /// What a usage-based payment is charged without a usable usage header.
+    #[serde(default)]
+    pub missing_usage: MissingUsageEntry,
 }
 
 /// `[routes.discovery]`: a bazaar declaration of the route (needs `method`).
@@ -233,6 +277,14 @@ pub struct AcceptEntry {
     pub asset: Option<String>,
     /// Recipient address.
     pub pay_to: String,
+    /// Usage-based options: the money a typical request costs (`"$0.002"`),
+    /// advertised as `extra.expectedAmount`.
+    #[serde(default)]
+    pub expected_price: Option<String>,
+    /// Usage-based options priced with `amount` + `asset`: the typical
+    /// charge in atomic units of that asset.
+    #[serde(default)]
+    pub expected_amount: Option<String>,
 }
 
 impl GatewayConfig {
@@ -321,6 +373,10 @@ max_paid_response_bytes_in_flight = 268435456
 # (PostgreSQL: pooled, reconnects by itself after a database restart; TLS
 # with sslmode/sslrootcert, pool size with pool_max_size: docs/sellers.md.)
 
+# The upstream response header that reports a request's usage on usage-based
+# (upto) routes; a route may name its own. Removed from every answer.
+usage_header = "X-Paywire-Usage"
+
 # The registered plugins' built-in networks (EVM: Base, Ethereum, Polygon,
 # Arbitrum, OP, Avalanche and their testnets, each with Circle's USDC) are
 # known unless this is false.
@@ -368,6 +424,29 @@ pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 [routes.discovery]
 query_params = { city = "Paris" }
 output_example = { city = "Paris", temperature = 21 }
+
+# A usage-based route (scheme "upto"): the buyer authorizes at most `price`,
+# the upstream reports what the request used in a response header and only
+# that is charged (never more than the maximum; zero is allowed). The header
+# holds atomic units of the asset ("1858") or dollars ("$0.0021", which must
+# be exact in the asset's decimals); it is always removed before the answer
+# leaves the gateway, on every route. (Uncomment once a plugin serving "upto"
+# on the network is registered.)
+# [[routes]]
+# method = "POST"
+# path = "/complete"
+# description = "Text completion, charged by tokens"
+# usage_header = "X-Paywire-Usage"   # default: the global `usage_header`
+# Without a usable header: "charge_maximum" (default, logged),
+# "charge_nothing", or "refuse" (500 usage_missing, nothing charged).
+# missing_usage = "charge_maximum"
+
+# [[routes.accepts]]
+# scheme = "upto"
+# network = "base-sepolia"
+# price = "$0.05"                  # the most one request may cost
+# expected_price = "$0.01"         # optional: shown as extra.expectedAmount
+# pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 
 [[routes]]
 method = "POST"

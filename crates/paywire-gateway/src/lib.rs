@@ -48,8 +48,8 @@ use paywire_server::{
 };
 
 pub use config::{
-    AcceptEntry, DiscoveryEntry, FacilitatorEntry, GatewayConfig, GatewayConfigError, RouteEntry,
-    example_config,
+    AcceptEntry, DEFAULT_USAGE_HEADER, DiscoveryEntry, FacilitatorEntry, GatewayConfig,
+    GatewayConfigError, MissingUsageEntry, RouteEntry, example_config,
 };
 
 use servers::ServerSide;
@@ -165,7 +165,8 @@ impl Gateway {
             &config.public_origin,
             Duration::from_secs(config.upstream_timeout_seconds),
         )
-        .map_err(|detail| invalid("upstream", detail))?;
+        .map_err(|detail| invalid("upstream", detail))?
+        .with_usage_headers(usage_headers(config)?);
         let router = axum::Router::new()
             .fallback(proxy::forward)
             .with_state(Arc::new(proxy))
@@ -201,6 +202,29 @@ impl Gateway {
         .await?;
         Ok(())
     }
+}
+
+/// The usage header names: the global one, then each route's own (keyed by
+/// the route pattern the payment layer reports).
+fn usage_headers(config: &GatewayConfig) -> Result<proxy::UsageHeaders, GatewayError> {
+    let parse = |at: String, name: &str| {
+        http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(at, format!("{name:?} is not a header name")))
+    };
+    let mut headers = proxy::UsageHeaders::new(parse("usage_header".into(), &config.usage_header)?);
+    for (index, entry) in config.routes.iter().enumerate() {
+        if let Some(name) = &entry.usage_header {
+            let name = parse(format!("routes[{index}].usage_header"), name)?;
+            let pattern = paywire_server::RoutePattern::parse(&route_pattern(entry))?;
+            headers.route(pattern.as_str(), name);
+        }
+    }
+    Ok(headers)
+}
+
+/// The route pattern of a `[[routes]]` entry.
+fn route_pattern(entry: &RouteEntry) -> String {
+    format!("{} {}", entry.method.as_deref().unwrap_or("*"), entry.path)
 }
 
 /// The configuration's facilitators, in preference order, as one failover set.
@@ -275,8 +299,9 @@ fn route(
     entry: &RouteEntry,
 ) -> Result<Route, GatewayError> {
     let at = format!("routes[{index}]");
-    let pattern = format!("{} {}", entry.method.as_deref().unwrap_or("*"), entry.path);
-    let mut route = Route::new(&pattern)?.max_timeout_seconds(entry.max_timeout_seconds);
+    let mut route = Route::new(&route_pattern(entry))?
+        .max_timeout_seconds(entry.max_timeout_seconds)
+        .on_missing_usage(entry.missing_usage.into());
     if let Some(description) = &entry.description {
         route = route.description(description);
     }
@@ -359,12 +384,38 @@ fn option(
         Ok(_) | Err(SchemeError::NeedsFacilitatorData(_)) => {}
         Err(error) => return Err(invalid(at, error.to_string())),
     }
-    Ok(PaymentOption::new(
+    let option = PaymentOption::new(
         accept.scheme.clone(),
         network,
         price,
         PayTo::address(&accept.pay_to),
-    ))
+    );
+    Ok(match expected_price(at, accept)? {
+        Some(expected) => option.expected_price(expected),
+        None => option,
+    })
+}
+
+/// The `expected_price` / `expected_amount` of a usage-based option.
+fn expected_price(at: &str, accept: &AcceptEntry) -> Result<Option<Price>, GatewayError> {
+    match (
+        &accept.expected_price,
+        &accept.expected_amount,
+        &accept.asset,
+    ) {
+        (None, None, _) => Ok(None),
+        (Some(price), None, _) => Ok(Some(money(price)?)),
+        (None, Some(amount), Some(asset)) => Ok(Some(Price::Atomic {
+            amount: AtomicAmount::parse(amount)
+                .map_err(|e| invalid(format!("{at}.expected_amount"), e.to_string()))?,
+            asset: asset.clone(),
+            extra: None,
+        })),
+        _ => Err(invalid(
+            at,
+            "give either `expected_price` (\"$0.01\") or `expected_amount` with `amount` + `asset`",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -408,7 +459,7 @@ mod tests {
             // No options.
             "[[routes]]\npath = \"/a\"\naccepts = []\n",
             // A scheme no plugin serves.
-            "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nscheme = \"upto\"\nnetwork = \"base\"\nprice = \"$1\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
+            "[[routes]]\npath = \"/a\"\n[[routes.accepts]]\nscheme = \"nope\"\nnetwork = \"base\"\nprice = \"$1\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n",
         ];
         for case in cases {
             assert!(

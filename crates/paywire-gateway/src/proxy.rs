@@ -14,8 +14,8 @@ use http::{Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use paywire_core::codec::{PAYMENT_SIGNATURE_HEADER, V1_PAYMENT_HEADER};
 
-use paywire_server::layer::{json_error, path_refused as refused};
-use paywire_server::{PathError, normalize_path};
+use paywire_server::layer::{PricedRoute, json_error, path_refused as refused};
+use paywire_server::{PathError, Usage, UsageError, normalize_path};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -57,8 +57,76 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The upstream response headers that report usage: the global name and
+/// the routes' own. Every one of them is removed from every answer.
+#[derive(Debug, Clone)]
+pub(crate) struct UsageHeaders {
+    default: HeaderName,
+    /// Route pattern → its header.
+    routes: Vec<(String, HeaderName)>,
+}
+
+impl UsageHeaders {
+    pub(crate) fn new(default: HeaderName) -> Self {
+        Self {
+            default,
+            routes: Vec::new(),
+        }
+    }
+
+    /// `pattern`'s own header; the first declaration of a pattern wins, as
+    /// the first matching route does.
+    pub(crate) fn route(&mut self, pattern: &str, name: HeaderName) {
+        if !self.routes.iter().any(|(known, _)| known == pattern) {
+            self.routes.push((pattern.to_owned(), name));
+        }
+    }
+
+    /// The header reporting usage on the priced route `route`.
+    fn of(&self, route: Option<&PricedRoute>) -> &HeaderName {
+        route
+            .and_then(|route| self.routes.iter().find(|(p, _)| p == route.pattern()))
+            .map_or(&self.default, |(_, name)| name)
+    }
+
+    /// Takes the usage report out of `headers` (all usage headers are
+    /// removed): the one of `route`, parsed, for a priced route. A
+    /// malformed report is dropped with a warning (the route's
+    /// missing-usage policy then applies).
+    pub(crate) fn take(
+        &self,
+        headers: &mut HeaderMap,
+        route: Option<&PricedRoute>,
+    ) -> Option<Usage> {
+        let name = self.of(route);
+        let reported = route.and_then(|_| {
+            let mut values = headers.get_all(name).iter();
+            let first = values.next()?;
+            if values.next().is_some() {
+                tracing::warn!(header = %name, "several usage headers from the upstream; ignored");
+                return None;
+            }
+            let parsed = first
+                .to_str()
+                .map_err(|_| UsageError::Malformed("(not text)".into()))
+                .and_then(Usage::parse);
+            parsed
+                .inspect_err(
+                    |error| tracing::warn!(header = %name, %error, "upstream usage ignored"),
+                )
+                .ok()
+        });
+        headers.remove(&self.default);
+        for (_, name) in &self.routes {
+            headers.remove(name);
+        }
+        reported
+    }
+}
+
 pub(crate) struct Proxy {
     client: reqwest::Client,
+    usage: UsageHeaders,
     /// The upstream base URL; its path is replaced per request.
     upstream: reqwest::Url,
     /// The normalized base path without its trailing `/` (empty at the root).
@@ -95,6 +163,7 @@ impl Proxy {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             client,
+            usage: UsageHeaders::new(HeaderName::from_static("x-paywire-usage")),
             upstream: url,
             base_path,
             proto: if public_origin.starts_with("https://") {
@@ -103,6 +172,12 @@ impl Proxy {
                 "http"
             },
         })
+    }
+
+    /// With these usage headers (default: `X-Paywire-Usage` only).
+    pub(crate) fn with_usage_headers(mut self, usage: UsageHeaders) -> Self {
+        self.usage = usage;
+        self
     }
 
     /// The upstream URL for a request: the base path joined with the
@@ -168,6 +243,7 @@ pub(crate) async fn forward(
         Ok(url) => url,
         Err(error) => return refused(error),
     };
+    let priced = parts.extensions.get::<PricedRoute>().cloned();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     let original_host = headers.remove(header::HOST);
@@ -206,6 +282,9 @@ pub(crate) async fn forward(
             let response: Response<reqwest::Body> = response.into();
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(usage) = proxy.usage.take(&mut parts.headers, priced.as_ref()) {
+                parts.extensions.insert(usage);
+            }
             Response::from_parts(parts, Body::new(body))
         }
         Err(error) => {

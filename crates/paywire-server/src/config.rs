@@ -9,6 +9,7 @@ use paywire_core::{BoxFuture, ChainId, Money, Price};
 use crate::context::RequestContext;
 use crate::error::{ConfigError, PricingError};
 use crate::path::{NormalizedPath, canonical_segment, normalize_path};
+use crate::usage::MissingUsage;
 
 /// Parses a money price such as `"$0.01"` or `"0.5 USDC"`.
 pub fn money(text: &str) -> Result<Price, ConfigError> {
@@ -396,6 +397,7 @@ pub struct PaymentOption {
     pub(crate) price: PriceSpec,
     pub(crate) pay_to: PayToSpec,
     pub(crate) max_timeout_seconds: Option<u64>,
+    pub(crate) expected_price: Option<Price>,
 }
 
 impl PaymentOption {
@@ -412,6 +414,7 @@ impl PaymentOption {
             price: price.into(),
             pay_to: pay_to.into(),
             max_timeout_seconds: None,
+            expected_price: None,
         }
     }
 
@@ -427,6 +430,17 @@ impl PaymentOption {
     /// Overrides the route's `maxTimeoutSeconds` for this option.
     pub fn max_timeout_seconds(mut self, seconds: u64) -> Self {
         self.max_timeout_seconds = Some(seconds);
+        self
+    }
+
+    /// For a usage-based option (`upto`): what a typical request costs,
+    /// converted like the price and stated in the requirements'
+    /// `extra.expectedAmount` (atomic units), so that clients can compare it
+    /// with other options by its likely cost rather than its maximum. Left
+    /// out (with a warning) when it is above the maximum or in another
+    /// asset; refused at build on an option that does not charge by usage.
+    pub fn expected_price(mut self, price: Price) -> Self {
+        self.expected_price = Some(price);
         self
     }
 }
@@ -472,6 +486,7 @@ pub struct Route {
     pub(crate) body_limit: Option<usize>,
     pub(crate) settle_mode: SettleMode,
     pub(crate) pending: PendingPolicy,
+    pub(crate) missing_usage: MissingUsage,
     pub(crate) service_name: Option<String>,
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) icon_url: Option<String>,
@@ -491,6 +506,7 @@ impl Route {
             body_limit: None,
             settle_mode: SettleMode::default(),
             pending: PendingPolicy::default(),
+            missing_usage: MissingUsage::default(),
             service_name: None,
             tags: None,
             icon_url: None,
@@ -575,6 +591,14 @@ impl Route {
     /// What to do with a pending settlement.
     pub fn on_pending(mut self, policy: PendingPolicy) -> Self {
         self.pending = policy;
+        self
+    }
+
+    /// What a usage-based payment is charged when the handler reports no
+    /// usage, or one that cannot be converted (default
+    /// [`MissingUsage::ChargeMaximum`]).
+    pub fn on_missing_usage(mut self, policy: MissingUsage) -> Self {
+        self.missing_usage = policy;
         self
     }
 }

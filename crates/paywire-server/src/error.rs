@@ -32,6 +32,26 @@ pub enum ConfigError {
     /// A pay-to role is used but no resolver is configured.
     #[error("route {0} uses a pay-to role but no role resolver is configured")]
     NoResolver(String),
+    /// A usage-based option on a route that settles before its handler:
+    /// the charge is only known after the handler ran.
+    #[error(
+        "route {route} accepts {scheme}, which charges by usage: it must settle after its \
+         handler (remove settle_before_handler)"
+    )]
+    UsageBeforeHandler {
+        /// The route pattern.
+        route: String,
+        /// The usage-based scheme.
+        scheme: String,
+    },
+    /// An expected price on an option whose scheme does not charge by usage.
+    #[error("route {route}: an expected price needs a usage-based scheme, not {scheme}")]
+    ExpectedPriceNotUsageBased {
+        /// The route pattern.
+        route: String,
+        /// The option's scheme.
+        scheme: String,
+    },
 }
 
 /// Why the price, pay-to or requirements of a request could not be computed.

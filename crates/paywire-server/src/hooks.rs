@@ -111,6 +111,13 @@ pub enum PaymentFailure {
     Busy,
     /// A `before_verify` or `before_settle` hook aborted the payment.
     Aborted(String),
+    /// A usage-based payment's handler reported no usable usage on a route
+    /// that refuses then ([`crate::MissingUsage::Refuse`]); nothing was
+    /// charged.
+    UsageMissing(String),
+    /// The facilitator claimed to have settled more than the gate asked for:
+    /// never served (the payment is not reused either).
+    OverCharged(SettleResponse),
 }
 
 /// Hooks with no-op defaults; implement the ones you need.

@@ -2,6 +2,10 @@
 //! normalizes the path (and hands the inner service exactly that path),
 //! reads what the gate needs from the request, runs the inner service as the
 //! gate's [`Handler`], and renders the gate's [`Outcome`] as HTTP.
+//!
+//! On a usage-based option, the inner service reports what a request used
+//! by inserting a [`crate::Usage`] into its response's extensions (never
+//! sent to the client).
 
 use std::task::{Context, Poll};
 
@@ -24,11 +28,24 @@ use crate::path::normalize_request;
 use crate::responses::{
     add_receipt, protect, refusal_response, set_headers, status_of, wants_html,
 };
+use crate::usage::Usage;
 
 pub use crate::path::refused as path_refused;
 pub use crate::responses::json_error;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The route a priced request matched, in the request's extensions when the
+/// inner service runs (e.g. to find a per-route setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricedRoute(String);
+
+impl PricedRoute {
+    /// The route pattern, as configured ([`crate::RoutePattern::as_str`]).
+    pub fn pattern(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Configures a [`PaymentLayer`]: the [`PaymentGate`] options, built into
 /// the layer.
@@ -160,6 +177,9 @@ where
         Ok(None) => return call_inner(inner, request).await,
         Err(error) => return Ok(path_refused(error)),
     };
+    request
+        .extensions_mut()
+        .insert(PricedRoute(matched.pattern().to_owned()));
     let (parts, body) = request.into_parts();
     let (buffered, body) = match matched.body_limit() {
         Some(limit) => match Limited::new(body, limit).collect().await {
@@ -289,6 +309,10 @@ where
 
     fn class(reply: &Self::Reply) -> ReplyClass {
         ReplyClass::of_status(reply.status().as_u16())
+    }
+
+    fn usage(reply: &Self::Reply) -> Option<Usage> {
+        reply.extensions().get::<Usage>().cloned()
     }
 
     fn hold(reply: Self::Reply, hold: Hold) -> BoxFuture<'static, Result<Self::Held, HoldError>> {

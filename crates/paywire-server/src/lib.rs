@@ -13,6 +13,9 @@
 //!   usable with `axum::Router::layer`.
 //! - [`Route`], [`PaymentOption`], [`PriceSpec`], [`PayToSpec`]: per-route
 //!   configuration with fixed or dynamic prices and pay-to roles.
+//! - [`Usage`], [`MissingUsage`]: usage-based prices (`upto`): the handler
+//!   reports what a request used and the gate settles that, at most the
+//!   authorized maximum.
 //! - [`PaymentHooks`]: observation points, `grant_access` / `check_access`
 //!   (serve without payment) and extensions added to every 402.
 //! - [`ReservationStore`] / [`InMemoryReservationStore`]: atomic single use of
@@ -51,6 +54,7 @@ mod responses;
 mod router;
 mod settlement;
 mod sqlite;
+mod usage;
 
 pub use config::{
     DynamicPayTo, DynamicPrice, PayTo, PayToResolver, PayToSpec, PaymentOption, PendingPolicy,
@@ -75,3 +79,4 @@ pub use reservation::{
 };
 pub use router::FacilitatorRouter;
 pub use sqlite::SqliteReservationStore;
+pub use usage::{MissingUsage, Usage, UsageError};

@@ -10,6 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use paywire_core::AtomicAmount;
+
 use crate::gate::KeptReply;
 use crate::path::NormalizedPath;
 use crate::reservation::{PayloadFingerprint, ReservationKey};
@@ -75,12 +77,24 @@ impl Inner {
     }
 }
 
+/// Most settle amounts of usage-based payments remembered at once.
+const MAX_CHARGES: usize = 100_000;
+
 /// Size- and age-bounded cache of paid responses whose settlement outcome is
-/// unknown, keyed by reservation.
+/// unknown, keyed by reservation, and of the amounts usage-based payments
+/// were settled for (kept apart from the responses, so that a response too
+/// large to keep still leaves the retry the same amount to settle).
 pub(crate) struct ResponseCache {
     inner: Mutex<Inner>,
+    charges: Mutex<Charges>,
     ttl: Duration,
     capacity: usize,
+}
+
+#[derive(Default)]
+struct Charges {
+    amounts: HashMap<ReservationKey, (Instant, AtomicAmount)>,
+    order: VecDeque<(Instant, ReservationKey)>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -97,6 +111,7 @@ impl ResponseCache {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
+            charges: Mutex::new(Charges::default()),
             ttl,
             capacity,
         }
@@ -142,6 +157,38 @@ impl ResponseCache {
                 size,
             },
         );
+    }
+
+    /// Remembers that the payment `key` was (maybe) settled for `amount`, so
+    /// that a retry after an unknown outcome asks for the same amount.
+    pub(crate) fn remember_charge(&self, key: ReservationKey, amount: AtomicAmount) {
+        let Ok(mut charges) = self.charges.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some(&(stored, oldest)) = charges.order.front() {
+            let expired = now.duration_since(stored) >= self.ttl;
+            if !expired && charges.amounts.len() < MAX_CHARGES {
+                break;
+            }
+            charges.order.pop_front();
+            if charges
+                .amounts
+                .get(&oldest)
+                .is_some_and(|(at, _)| *at == stored)
+            {
+                charges.amounts.remove(&oldest);
+            }
+        }
+        charges.order.push_back((now, key));
+        charges.amounts.insert(key, (now, amount));
+    }
+
+    /// The amount remembered for the payment `key`, if still fresh.
+    pub(crate) fn charge(&self, key: &ReservationKey) -> Option<AtomicAmount> {
+        let charges = self.charges.lock().ok()?;
+        let (stored, amount) = charges.amounts.get(key)?;
+        (stored.elapsed() < self.ttl).then_some(*amount)
     }
 
     /// Takes the response kept for this payment and request, if still fresh.
@@ -241,5 +288,18 @@ mod tests {
             "expired"
         );
         assert_eq!(short.inner.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn remembers_charges_apart_from_responses() {
+        let cache = ResponseCache::new(Duration::from_secs(60), 10);
+        let (key, fp) = (ReservationKey([3; 32]), PayloadFingerprint([3; 32]));
+        cache.remember_charge(key, AtomicAmount::from(42u64));
+        cache.put(key, fp, request("/"), response(11));
+        assert!(cache.take(&key, &fp, &request("/")).is_none(), "too large");
+        assert_eq!(cache.charge(&key), Some(AtomicAmount::from(42u64)));
+        cache.remember_charge(key, AtomicAmount::from(7u64));
+        assert_eq!(cache.charge(&key), Some(AtomicAmount::from(7u64)));
+        assert_eq!(cache.charge(&ReservationKey([4; 32])), None);
     }
 }

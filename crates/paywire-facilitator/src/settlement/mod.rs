@@ -274,6 +274,7 @@ impl LedgeredFacilitator {
             );
             if let Some(bound) = self.ledger.payment_id_binding(&id).await?
                 && bound != key
+                && !self.settled_same_payment(&bound, request).await?
             {
                 let kind = self.payment_kind(request).await;
                 self.metrics
@@ -302,6 +303,24 @@ impl LedgeredFacilitator {
                 Err(error.into())
             }
         }
+    }
+
+    /// Whether the settlement keyed `bound` settled the very payment of
+    /// `request` (same signed payload, same `accepted`) for other
+    /// requirements: a usage-based payment is verified at its maximum and
+    /// settled for its charge, so the resource server's retry verifies a
+    /// payment whose identifier is bound to the settlement of its charge.
+    async fn settled_same_payment(
+        &self,
+        bound: &str,
+        request: &FacilitatorRequest,
+    ) -> Result<bool, SettlementError> {
+        let record = self.ledger.get(bound).await?;
+        let earlier = record.as_ref().and_then(|record| record.request.as_ref());
+        Ok(earlier.is_some_and(|earlier| {
+            earlier.payment_payload.payload == request.payment_payload.payload
+                && earlier.payment_payload.accepted == request.payment_payload.accepted
+        }))
     }
 
     /// The refusal of a settlement that needs neither the ledger nor the
@@ -506,6 +525,155 @@ mod tests {
         let (a, b) = tokio::join!(settlements.settle(&first), settlements.settle(&second));
         assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
         assert!(!scheme.overlapped.load(Ordering::SeqCst));
+        Ok(())
+    }
+
+    /// A usage-based toy: one authorization (one spend key) settles any
+    /// amount up to the signed one; zero moves nothing (no transaction).
+    #[derive(Default)]
+    struct Metered {
+        runs: AtomicUsize,
+    }
+
+    impl Facilitator for Metered {
+        fn verify<'a>(
+            &'a self,
+            _request: &'a FacilitatorRequest,
+        ) -> BoxFuture<'a, Result<VerifyResponse, FacilitatorError>> {
+            Box::pin(async { Ok(VerifyResponse::valid("0xpayer")) })
+        }
+
+        fn settle<'a>(
+            &'a self,
+            request: &'a FacilitatorRequest,
+        ) -> BoxFuture<'a, Result<SettleResponse, FacilitatorError>> {
+            let run = self.runs.fetch_add(1, Ordering::SeqCst);
+            let required = &request.payment_requirements;
+            let transaction = if required.amount.is_zero() {
+                String::new()
+            } else {
+                format!("0xtx{run}")
+            };
+            let mut answer = SettleResponse::settled(required.network.clone(), transaction, None);
+            answer.amount = Some(required.amount);
+            Box::pin(async move { Ok(answer) })
+        }
+
+        fn supported(&self) -> BoxFuture<'_, Result<SupportedResponse, FacilitatorError>> {
+            Box::pin(async {
+                Ok(serde_json::from_value(serde_json::json!({
+                    "kinds": [{"x402Version": 2, "scheme": "exact", "network": "eip155:1"}]
+                }))
+                .unwrap_or_default())
+            })
+        }
+
+        fn spend_key(&self, _request: &FacilitatorRequest) -> Option<String> {
+            Some("toy:authorization-1".into())
+        }
+    }
+
+    fn charging(amount: u64) -> FacilitatorRequest {
+        let mut request = request();
+        request.payment_requirements.amount = amount.into();
+        request
+    }
+
+    /// Settling one authorization again with another amount (a usage-based
+    /// charge asked twice) is refused without reaching the scheme; the same
+    /// amount again is the idempotent retry.
+    #[tokio::test]
+    async fn an_authorization_settled_for_one_amount_is_refused_for_another()
+    -> Result<(), SettlementError> {
+        for first in [0u64, 1] {
+            let scheme = Arc::new(Metered::default());
+            let inner: Arc<dyn Facilitator> = scheme.clone();
+            let settlements = LedgeredFacilitator::new(inner, Ledger::in_memory().await?);
+            let retry_id = Caller {
+                key: Some("seller".into()),
+                payment_id: None,
+            };
+            let settled = settlements
+                .settle_as(&charging(first), retry_id.clone())
+                .await?;
+            assert!(settled.success);
+            assert_eq!(settled.amount, Some(first.into()));
+            let again = settlements
+                .settle_as(&charging(first), retry_id.clone())
+                .await?;
+            assert_eq!(again, settled, "the same amount: the recorded answer");
+            for other in [0u64, 1, 7] {
+                if other == first {
+                    continue;
+                }
+                let refused = settlements
+                    .settle_as(&charging(other), retry_id.clone())
+                    .await?;
+                assert!(!refused.success, "{first} then {other}");
+                assert!(refused.transaction.is_empty());
+                assert_eq!(
+                    refused.error_message.as_deref(),
+                    Some(REPLAY_REFUSAL_MESSAGE)
+                );
+            }
+            assert_eq!(scheme.runs.load(Ordering::SeqCst), 1, "one charge only");
+        }
+        Ok(())
+    }
+
+    /// The settled volume counts what the answer says was charged.
+    #[tokio::test]
+    async fn settled_volume_counts_the_charged_amount() -> Result<(), SettlementError> {
+        let inner: Arc<dyn Facilitator> = Arc::new(Metered::default());
+        let settlements = LedgeredFacilitator::new(inner, Ledger::in_memory().await?);
+        settlements
+            .settle_as(&charging(42), Caller::default())
+            .await?;
+        let text = settlements.metrics().render(crate::metrics::Format::Text);
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("paywire_settled_amount_total{"))
+            .unwrap_or_default();
+        assert!(line.contains("network=\"eip155:1\""), "{text}");
+        assert!(line.ends_with(" 42"), "{line}");
+        Ok(())
+    }
+
+    /// A usage-based payment carrying a payment identifier: verified at its
+    /// maximum again (the resource server's retry) after it settled for
+    /// less, the identifier is no conflict; another payment with the same
+    /// identifier still is.
+    #[tokio::test]
+    async fn a_payment_settled_for_less_verifies_again_under_its_identifier()
+    -> Result<(), SettlementError> {
+        let inner: Arc<dyn Facilitator> = Arc::new(Metered::default());
+        let settlements = LedgeredFacilitator::new(inner, Ledger::in_memory().await?);
+        let identified = |amount: u64, signature: &str| {
+            let mut request = request();
+            request.payment_payload.accepted.amount = 10u64.into();
+            request.payment_requirements.amount = amount.into();
+            request
+                .payment_payload
+                .payload
+                .insert("signature".into(), signature.into());
+            request.payment_payload.extensions = serde_json::from_value(serde_json::json!({
+                "payment-identifier": {"info": {"required": false, "id": "pay_0123456789abcdef"}}
+            }))
+            .ok();
+            request
+        };
+        let settled = settlements
+            .settle(&identified(4, "0x01"))
+            .await
+            .map_err(SettlementError::Facilitator)?;
+        assert_eq!(settled.amount, Some(4u64.into()));
+        let again = settlements.verify_request(&identified(10, "0x01")).await?;
+        assert!(again.is_valid);
+        let other = settlements.verify_request(&identified(10, "0x02")).await;
+        assert!(
+            matches!(other, Err(SettlementError::PaymentIdConflict(_))),
+            "{other:?}"
+        );
         Ok(())
     }
 }

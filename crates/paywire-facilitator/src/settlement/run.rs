@@ -149,6 +149,14 @@ impl LedgeredFacilitator {
             tracing::warn!(fingerprint = %key, caller = ?caller.key, "replayed settle refused");
             return Ok((Ok(self.replay_refusal(request, Some(record))), None));
         }
+        if let Some(other) = self.spent_by_another(key, request).await? {
+            // The same authorization, settled (or broadcast) for other
+            // requirements, e.g. a usage-based payment asked again with
+            // another amount: never a second charge.
+            tracing::warn!(fingerprint = %key, %other,
+                "the authorization was already settled for other requirements; refused as a replay");
+            return Ok((Ok(self.replay_refusal(request, record.as_ref())), None));
+        }
         let answered = self
             .answer(key, request, record.as_ref(), caller, lock)
             .await;
@@ -263,8 +271,41 @@ impl LedgeredFacilitator {
                 response.transaction = transaction;
             }
         }
+        if (response.success || response.is_pending())
+            && let Some(spend) = spend_binding(self.inner.spend_key(request))
+            && let PaymentIdClaim::Conflict { fingerprint } =
+                self.ledger.claim_payment_id(&spend, key).await?
+        {
+            tracing::warn!(%key, other = %fingerprint,
+                "the authorization was settled for another payload first; a replay");
+            let transaction = std::mem::take(&mut response.transaction);
+            response = self.refusal_for(request, response.payer.take());
+            response.transaction = transaction;
+        }
         let recorded = self.ledger.record_outcome(key, &response).await?;
+        if recorded == SettlementState::Confirmed {
+            let amount = response
+                .amount
+                .unwrap_or(request.payment_requirements.amount);
+            self.metrics
+                .settled_amount(&self.known_payment_kind(request), &amount);
+        }
         Ok((response, recorded))
+    }
+
+    /// The payload another settlement of the same authorization (the
+    /// scheme's spend key) was answered success or pending for, if not this
+    /// one's `key`.
+    async fn spent_by_another(
+        &self,
+        key: &str,
+        request: &FacilitatorRequest,
+    ) -> Result<Option<String>, SettlementError> {
+        let Some(spend) = spend_binding(self.inner.spend_key(request)) else {
+            return Ok(None);
+        };
+        let bound = self.ledger.payment_id_binding(&spend).await?;
+        Ok(bound.filter(|bound| bound != key))
     }
 
     /// Runs the scheme for the settlement keyed `key` and records every
@@ -306,6 +347,14 @@ impl LedgeredFacilitator {
         );
         Ok(response)
     }
+}
+
+/// The binding that ties an authorization (the scheme's spend key) to the
+/// one payload it was settled for. It lives beside the `payment-identifier`
+/// bindings under a prefix no payment identifier can have (`:` is not in
+/// their alphabet), so the stores need no new table.
+fn spend_binding(spend_key: Option<String>) -> Option<String> {
+    spend_key.map(|key| format!("spend:{key}"))
 }
 
 /// The recorded answer a repeated settle gets, or `None` when the scheme

@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paywire_core::{
-    ChainId, ChainIdPattern, Facilitator, NetworkDirectory, PaymentRequired, PaymentRequirements,
-    RequirementsRequest, ResourceInfo, SchemeError, SchemeRegistry, SchemeServer,
-    SupportedResponse,
+    AtomicAmount, ChainId, ChainIdPattern, EXPECTED_AMOUNT_EXTRA, Facilitator, NetworkDirectory,
+    PaymentRequired, PaymentRequirements, Price, RequirementsRequest, ResourceInfo, SchemeError,
+    SchemeRegistry, SchemeServer, SupportedKind, SupportedResponse,
 };
 
 pub use transport::{
@@ -309,19 +309,20 @@ impl<Target> PaymentGateBuilder<Target> {
     }
 
     /// Every route has options, a scheme server for each, and a resolver when
-    /// it names a pay-to role.
+    /// it names a pay-to role; usage-based options settle after the handler.
     fn check_routes(&self) -> Result<(), ConfigError> {
         for route in &self.routes {
             if route.options.is_empty() {
                 return Err(ConfigError::NoOptions(route.pattern.as_str().to_owned()));
             }
             for option in &route.options {
-                if !self.schemes.supports(&option.scheme, &option.network) {
+                let Some(server) = self.schemes.find(&option.scheme, &option.network) else {
                     return Err(ConfigError::UnknownScheme {
                         scheme: option.scheme.clone(),
                         network: option.network.to_string(),
                     });
-                }
+                };
+                check_usage(route, option, server.usage_based())?;
                 if matches!(option.pay_to, PayToSpec::Fixed(PayTo::Role(_)))
                     && self.resolver.is_none()
                 {
@@ -331,6 +332,28 @@ impl<Target> PaymentGateBuilder<Target> {
         }
         Ok(())
     }
+}
+
+/// A usage-based option needs settlement after the handler; an expected
+/// price needs a usage-based option.
+fn check_usage(
+    route: &Route,
+    option: &crate::config::PaymentOption,
+    usage_based: bool,
+) -> Result<(), ConfigError> {
+    if usage_based && route.settle_mode == crate::config::SettleMode::BeforeHandler {
+        return Err(ConfigError::UsageBeforeHandler {
+            route: route.pattern.as_str().to_owned(),
+            scheme: option.scheme.clone(),
+        });
+    }
+    if !usage_based && option.expected_price.is_some() {
+        return Err(ConfigError::ExpectedPriceNotUsageBased {
+            route: route.pattern.as_str().to_owned(),
+            scheme: option.scheme.clone(),
+        });
+    }
+    Ok(())
 }
 
 impl PaymentGateBuilder<PaymentGate> {
@@ -352,6 +375,66 @@ fn checked_origin(origin: &str) -> Result<String, ConfigError> {
         }
         _ => Err(ConfigError::Origin(origin.to_owned())),
     }
+}
+
+/// `price` in atomic units of `requirement`'s asset, as `server` converts
+/// it for the same network and recipient: `None` when it cannot, or names
+/// another asset.
+pub(crate) fn amount_in_asset(
+    server: &dyn SchemeServer,
+    requirement: &PaymentRequirements,
+    price: &Price,
+    facilitator_kind: Option<&SupportedKind>,
+) -> Result<AtomicAmount, String> {
+    let converted = server
+        .requirements(&RequirementsRequest {
+            network: &requirement.network,
+            price,
+            pay_to: &requirement.pay_to,
+            max_timeout_seconds: requirement.max_timeout_seconds,
+            facilitator_kind,
+        })
+        .map_err(|error| error.to_string())?;
+    let same_asset = if converted.asset.starts_with("0x") {
+        converted.asset.eq_ignore_ascii_case(&requirement.asset)
+    } else {
+        converted.asset == requirement.asset
+    };
+    if !same_asset {
+        return Err(format!(
+            "{price:?} converts to asset {}, not the option's {}",
+            converted.asset, requirement.asset
+        ));
+    }
+    Ok(converted.amount)
+}
+
+/// `requirement` with `extra.expectedAmount` from the option's expected
+/// price, when it has one that converts to at most the maximum.
+fn with_expected_amount(
+    server: &dyn SchemeServer,
+    option: &crate::config::PaymentOption,
+    mut requirement: PaymentRequirements,
+    kind: Option<&SupportedKind>,
+) -> PaymentRequirements {
+    let Some(price) = &option.expected_price else {
+        return requirement;
+    };
+    match amount_in_asset(server, &requirement, price, kind) {
+        Ok(expected) if expected <= requirement.amount => {
+            requirement
+                .extra
+                .get_or_insert_with(Default::default)
+                .insert(
+                    EXPECTED_AMOUNT_EXTRA.to_owned(),
+                    expected.to_string().into(),
+                );
+        }
+        Ok(expected) => tracing::warn!(%expected, maximum = %requirement.amount,
+            "expected price above the maximum: not advertised"),
+        Err(detail) => tracing::warn!(%detail, "expected price not advertised"),
+    }
+    requirement
 }
 
 /// The payment pipeline in front of priced routes, for any transport (see
@@ -522,7 +605,9 @@ impl GateCore {
                 facilitator_kind: kind,
             });
             match requirement {
-                Ok(requirement) => accepts.push(requirement),
+                Ok(requirement) => {
+                    accepts.push(with_expected_amount(&**server, option, requirement, kind));
+                }
                 // The facilitator does not offer this option (now): the
                 // route still sells through its other options.
                 Err(SchemeError::NeedsFacilitatorData(detail)) => {
@@ -539,6 +624,31 @@ impl GateCore {
             ))),
             _ => Ok(accepts),
         }
+    }
+
+    /// The extensions the offered options' schemes declare for this 402,
+    /// given what the facilitator supports (route-declared ones win).
+    async fn scheme_extensions(
+        &self,
+        accepts: &[PaymentRequirements],
+        mut extensions: Option<paywire_core::Extensions>,
+    ) -> Option<paywire_core::Extensions> {
+        let supported = self.supported().await;
+        let listed = supported.as_deref().map_or(&[][..], |s| &s.extensions[..]);
+        for requirement in accepts {
+            let Some(server) = self.schemes.find(&requirement.scheme, &requirement.network) else {
+                continue;
+            };
+            let declared = server.payment_required_extensions(requirement, listed);
+            if declared.is_empty() {
+                continue;
+            }
+            let merged = extensions.get_or_insert_with(paywire_core::Extensions::new);
+            for (key, value) in declared {
+                merged.0.entry(key).or_insert(value);
+            }
+        }
+        extensions
     }
 
     /// The 402's `resource`: the route's own URL, or the transport's.

@@ -24,6 +24,7 @@ use crate::settlement::{Guard, Settlement};
 mod answers;
 mod decode;
 mod settle;
+mod usage;
 
 /// The message of the 402 answered to x402 v1 clients.
 const V1_MESSAGE: &str = "x402 v1 (X-PAYMENT header) is not supported: this server speaks x402 v2; \
@@ -66,8 +67,10 @@ impl PaymentGate {
                 x402_version: X402_VERSION,
                 error: None,
                 resource: GateCore::resource(route, request.resource_url),
+                extensions: core
+                    .scheme_extensions(&accepts, core.extensions(route, &ctx.params))
+                    .await,
                 accepts,
-                extensions: core.extensions(route, &ctx.params),
             },
             ctx,
             identity,
@@ -227,6 +230,16 @@ impl Paid<'_> {
                 return Ok(Outcome::Refuse(self.upgrade_refused(status).await));
             }
         }
+        let charge = match self
+            .charge(&request.payment_requirements, H::usage(&reply))
+            .await
+        {
+            Ok(charge) => charge,
+            Err(refusal) => {
+                guard.release().await;
+                return Ok(Outcome::Refuse(refusal));
+            }
+        };
         let limit = self.core.max_response_bytes;
         let held = match H::hold(reply, Hold::new(limit, self.core.held.clone())).await {
             Ok(held) => held,
@@ -236,7 +249,13 @@ impl Paid<'_> {
                 return Ok(Outcome::Refuse(self.unbuffered(error, limit).await));
             }
         };
-        Ok(match self.settle(&mut guard, request).await {
+        if let Some(amount) = charge {
+            // Before settling: a retry after any unknown outcome (also a
+            // hang-up mid-settlement) must ask for the same amount.
+            self.core.responses.remember_charge(guard.key, amount);
+        }
+        let request = usage::settle_request(request, charge);
+        Ok(match self.settle(&mut guard, &request).await {
             Settlement::Settled(settled) => with_receipt(H::release(held), settled.into_receipt()),
             Settlement::Unknown(unknown) => {
                 // The response cache bounds what it keeps by itself.
@@ -280,7 +299,12 @@ impl Paid<'_> {
         request: &FacilitatorRequest,
     ) -> Result<Outcome<H::Reply>, H::Error> {
         tracing::info!(key = %guard.key.to_hex(), "resuming a payment whose settlement outcome was unknown");
-        let settled = match self.settle(guard, request).await {
+        let charge = self.resumed_charge(&guard.key, &request.payment_requirements);
+        if let Some(amount) = charge {
+            self.core.responses.remember_charge(guard.key, amount);
+        }
+        let request = usage::settle_request(request, charge);
+        let settled = match self.settle(guard, &request).await {
             Settlement::Settled(settled) => settled,
             Settlement::Unknown(unknown) => {
                 guard.keep_unknown().await;

@@ -14,6 +14,7 @@ use crate::config::Route;
 use crate::path::NormalizedPath;
 use crate::proof::{Settled, Verified};
 use crate::settlement::HeldBytes;
+use crate::usage::Usage;
 
 /// Named request metadata as a transport carries it: the HTTP headers, or
 /// what another transport has instead (an MCP call's `_meta` entries).
@@ -409,6 +410,14 @@ pub trait Handler: Send + Sized {
 
     /// A kept reply, to be served.
     fn restore(kept: KeptReply) -> Self::Reply;
+
+    /// What the request used, as the reply reports it, for options that
+    /// charge by usage (read once, before [`Handler::hold`]). The default
+    /// reports nothing: the route's [`crate::MissingUsage`] policy applies.
+    fn usage(reply: &Self::Reply) -> Option<Usage> {
+        let _ = reply;
+        None
+    }
 }
 
 /// What the gate decided for one request.

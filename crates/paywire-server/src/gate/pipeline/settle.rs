@@ -1,9 +1,10 @@
 //! Settlement and how its answer is judged: settled, refused for good, or of
 //! unknown outcome (the payment is then kept for the payer's retry).
 
-use paywire_core::{ChainId, FacilitatorRequest, SettleResponse};
+use paywire_core::{FacilitatorRequest, PaymentRequirements, SettleResponse};
 
 use super::Paid;
+use super::usage::overcharged;
 use crate::config::PendingPolicy;
 use crate::gate::transport::{ErrorRefusal, Refusal};
 use crate::hooks::{HookVerdict, PaymentFailure};
@@ -57,19 +58,27 @@ impl Paid<'_> {
             }
         };
         hooks.after_settle(&self.ctx, request, &answer).await;
-        let requirement = &request.payment_requirements;
-        self.judge(guard, answer, &requirement.scheme, &requirement.network)
+        self.judge(guard, answer, &request.payment_requirements)
             .await
     }
 
-    /// Judges a settlement answer (see [`Paid::settle`]).
+    /// Judges a settlement answer to a settle of `requirement` (see
+    /// [`Paid::settle`]).
     async fn judge(
         &self,
         guard: &mut Guard,
-        answer: SettleResponse,
-        scheme: &str,
-        network: &ChainId,
+        mut answer: SettleResponse,
+        requirement: &PaymentRequirements,
     ) -> Settlement<Refusal> {
+        if (answer.success || answer.is_pending()) && overcharged(&answer, &requirement.amount) {
+            return Settlement::Refused(self.overcharged(guard, answer, requirement).await);
+        }
+        if answer.success && answer.amount.is_none() && self.usage_based(requirement) {
+            // The receipt states the charge of a usage-based payment: the
+            // payer's budget commits it.
+            answer.amount = Some(requirement.amount);
+        }
+        let (scheme, network) = (&requirement.scheme, &requirement.network);
         let answer = match Settled::check(answer) {
             Ok(settled) => {
                 guard.consume().await;
@@ -110,6 +119,32 @@ impl Paid<'_> {
             self.fail(PaymentFailure::SettleFailed(answer), refusal)
                 .await,
         )
+    }
+
+    /// A settlement claiming more than was asked for: the facilitator
+    /// misbehaved, or the chain moved more than the seller meant to charge.
+    /// Never served, and the payment is never reused (it may be spent).
+    async fn overcharged(
+        &self,
+        guard: &mut Guard,
+        answer: SettleResponse,
+        requirement: &PaymentRequirements,
+    ) -> Refusal {
+        tracing::error!(requested = %requirement.amount, claimed = ?answer.amount,
+            transaction = %answer.transaction, network = %answer.network,
+            "the facilitator claims to have settled more than requested; not serving");
+        guard.consume().await;
+        let refusal = ErrorRefusal::new(
+            502,
+            "settlement_amount_mismatch",
+            format!(
+                "the facilitator reported a settlement above the {} requested; the response \
+                 is withheld",
+                requirement.amount
+            ),
+        );
+        self.fail(PaymentFailure::OverCharged(answer), Refusal::Error(refusal))
+            .await
     }
 
     /// A broadcast but unconfirmed settlement: served on routes that accept
