@@ -155,7 +155,11 @@ impl CreatedPayment {
     }
 
     /// Adds extension data under `identifier`.
-    pub fn with_extension(mut self, identifier: impl Into<String>, value: serde_json::Value) -> Self {
+    pub fn with_extension(
+        mut self,
+        identifier: impl Into<String>,
+        value: serde_json::Value,
+    ) -> Self {
         self.extensions.insert(identifier.into(), value);
         self
     }
@@ -185,7 +189,11 @@ pub trait SchemeClient: Send + Sync {
         offered: Option<&'a Extensions>,
     ) -> BoxFuture<'a, Result<CreatedPayment, SchemeError>> {
         let _ = offered;
-        Box::pin(async move { self.create_payload(requirements).await.map(CreatedPayment::new) })
+        Box::pin(async move {
+            self.create_payload(requirements)
+                .await
+                .map(CreatedPayment::new)
+        })
     }
 }
 

@@ -460,7 +460,11 @@ mod tests {
         let mut config = FacilitatorConfig::default();
         config.entries = entries.clone();
         let parts = plugin.facilitator(&config).await.unwrap();
-        let schemes: Vec<_> = parts.schemes.iter().map(|s| s.scheme().to_owned()).collect();
+        let schemes: Vec<_> = parts
+            .schemes
+            .iter()
+            .map(|s| s.scheme().to_owned())
+            .collect();
         assert_eq!(schemes, ["exact", "upto"]);
         for scheme in &parts.schemes {
             assert_eq!(

@@ -218,7 +218,8 @@ fn decimal_or_hex<'de, D: Deserializer<'de>>(deserializer: D) -> Result<U256, D:
     use serde::de::Error;
     let text = String::deserialize(deserializer)?;
     if let Some(hex) = text.strip_prefix("0x") {
-        let valid = !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        let valid =
+            !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
         return valid
             .then(|| U256::from_str_radix(hex, 16).ok())
             .flatten()
@@ -285,7 +286,11 @@ mod tests {
         };
         let json = payload.to_json();
         assert_eq!(json["permit2Authorization"]["nonce"], "7");
-        assert!(json["permit2Authorization"]["witness"].get("facilitator").is_none());
+        assert!(
+            json["permit2Authorization"]["witness"]
+                .get("facilitator")
+                .is_none()
+        );
         assert_eq!(Permit2Payload::from_json(&json)?, payload);
         let mut hex = json.clone();
         hex["permit2Authorization"]["nonce"] = "0x07".into();
@@ -293,7 +298,10 @@ mod tests {
         for bad in ["", "0x", "-1", "07", " 7", "0xzz"] {
             let mut wrong = json.clone();
             wrong["permit2Authorization"]["nonce"] = bad.into();
-            assert!(Permit2Payload::from_json(&wrong).is_err(), "{bad:?} was read");
+            assert!(
+                Permit2Payload::from_json(&wrong).is_err(),
+                "{bad:?} was read"
+            );
         }
         Ok(())
     }
