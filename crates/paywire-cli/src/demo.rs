@@ -20,11 +20,12 @@ use paywire_client::{
 use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator, Secret, ServerConfig};
 use paywire_devnet::{DevAccount, Devnet};
 use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
+use paywire_evm::upto::{UptoEvmClient, UptoEvmServer};
 use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
 use paywire_litesvm::{DEVNET_GENESIS_HASH, Pubkey, RpcServer, SolanaTestChain, TokenProgram};
 use paywire_server::{
     HttpFacilitator, PayTo, PayToSpec, PaymentLayer, PaymentLayerBuilder, PaymentOption, PriceSpec,
-    PricingError, RequestContext, Route, money,
+    PricingError, RequestContext, Route, Usage, money,
 };
 
 struct Style {
@@ -152,12 +153,16 @@ network = "eip155:31337"
 rpc_urls = ["{rpc}"]
 signer_private_keys = ["{key}"]
 max_fee_per_gas_gwei = 1000
+# The metered route is paid with Permit2; a first-time payer's EIP-2612 permit
+# for Permit2 is submitted with the settlement, at the facilitator's gas.
+eip2612_gas_sponsoring = true
 [[chains.assets]]
 address = "{usdc}"
 symbol = "USDC"
 decimals = 6
 eip712_name = "USD Coin"
 eip712_version = "2"
+eip2612 = true
 [[chains]]
 network = "solana-devnet"
 rpc_urls = ["{solana_rpc}"]
@@ -274,11 +279,10 @@ fn payment_layer(
         Arc::new(HttpFacilitator::new(facilitator_url).map_err(|e| fail(&e))?);
     let (acme, globex) = (payees.acme, payees.globex);
     let merchant = PayTo::address(payees.merchant.to_string());
+    let evm = ChainIdPattern::namespace("eip155").map_err(|e| fail(&e))?;
     let mut builder = PaymentLayer::builder(facilitator)
-        .scheme(
-            ChainIdPattern::namespace("eip155").map_err(|e| fail(&e))?,
-            Arc::new(ExactEvmServer::new(table)),
-        )
+        .scheme(evm.clone(), Arc::new(ExactEvmServer::new(table.clone())))
+        .scheme(evm, Arc::new(UptoEvmServer::new(table)))
         .public_origin(url.to_owned())
         .hooks(Arc::new(hooks))
         .asset(&chain, &devnet.usdc().to_string(), "USDC", 6)
@@ -304,14 +308,15 @@ fn payment_layer(
 }
 
 /// `/weather` (on the EVM chain or on Solana) and `/premium/*` at a fixed
-/// price to the merchant; `/summarise` priced by size, paid to the tenant.
+/// price to the merchant; `/summarise` priced by size, paid to the tenant;
+/// `/generate` charged by the tokens it produced (`upto`, at most $0.05).
 /// The bazaar declarations let facilitators that keep a catalog list these
 /// endpoints once a buyer has paid for them.
 fn priced_routes(
     chain: &ChainId,
     merchant: PayTo,
     (solana, solana_merchant): (&ChainId, PayTo),
-) -> Result<[Route; 3], String> {
+) -> Result<[Route; 4], String> {
     let fail = |e: &dyn std::fmt::Display| e.to_string();
     // $0.01 per KiB of input, at least $0.01.
     let by_size = PriceSpec::dynamic(|ctx: &RequestContext| {
@@ -354,7 +359,7 @@ fn priced_routes(
             .accept(PaymentOption::exact(
                 chain.clone(),
                 money("$0.05").map_err(|e| fail(&e))?,
-                merchant,
+                merchant.clone(),
             )),
         Route::new("POST /summarise")
             .map_err(|e| fail(&e))?
@@ -362,6 +367,15 @@ fn priced_routes(
             .extension(summarise_key, summarise_declaration)
             .with_body(16 * 1024)
             .accept(PaymentOption::exact(chain.clone(), by_size, per_tenant)),
+        Route::new("GET /generate")
+            .map_err(|e| fail(&e))?
+            .description("Text generation, $0.00001 per token produced, at most $0.05")
+            .accept(PaymentOption::new(
+                "upto",
+                chain.clone(),
+                money("$0.05").map_err(|e| fail(&e))?,
+                merchant,
+            )),
     ])
 }
 
@@ -380,6 +394,24 @@ fn api_handlers() -> Router {
             "/summarise",
             post(|body: String| async move { format!(r#"{{"summary_of_bytes":{}}}"#, body.len()) }),
         )
+        .route("/generate", get(generate))
+}
+
+/// Produces `?tokens=N` tokens and reports their price, $0.00001 (10 atomic
+/// USDC) each, as the request's usage: the buyer authorized at most $0.05
+/// and is charged this.
+async fn generate(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let tokens: u64 = uri
+        .query()
+        .and_then(|query| query.strip_prefix("tokens="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default();
+    let mut response = format!(r#"{{"tokens":{tokens}}}"#).into_response();
+    response
+        .extensions_mut()
+        .insert(Usage::atomic(tokens.saturating_mul(10)));
+    response
 }
 
 /// What the first steps started: the chain, our facilitator and the paid API.
@@ -421,7 +453,8 @@ async fn set_the_stage(style: &Style) -> Result<Stage, String> {
     let api = start_api(&devnet, &solana.network, &facilitator_url, &payees).await?;
     style.ok(&format!(
         "{api}  GET /weather $0.01 (anvil or Solana) · POST /summarise $0.01/KiB to the tenant · \
-         GET /premium/* $0.05 for a one-hour pass (sign-in-with-x)"
+         GET /premium/* $0.05 for a one-hour pass (sign-in-with-x) · GET /generate \
+         $0.00001/token, at most $0.05 (upto, Permit2)"
     ));
     Ok(Stage {
         devnet,
@@ -445,6 +478,16 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
     let mut catalog = EvmNetworks::empty();
     catalog.insert(EvmNetwork::anvil(devnet.usdc()));
     let wallet = LocalSigner::new(payer.signer());
+    // The node lets the usage-based client see that the payer has not
+    // approved Permit2 yet and attach a gas-sponsored EIP-2612 permit.
+    let rpc = Arc::new(
+        paywire_evm::rpc::RpcClient::new(
+            vec![devnet.rpc_url().to_owned()],
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let upto = UptoEvmClient::new(wallet.clone()).with_rpc(ChainId::eip155(31337), rpc);
     let sign_in = paywire_siwx::SiwxSignIn::new(
         Arc::new(paywire_evm::siwx::EvmSiwxSigner::new(wallet.clone())),
         vec![ChainId::eip155(31337)],
@@ -453,6 +496,10 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
         .wallet(
             ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
             Arc::new(ExactEvmClient::new(wallet)),
+        )
+        .wallet(
+            ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
+            Arc::new(upto),
         )
         .sign_in(Arc::new(sign_in))
         .catalog(Arc::new(catalog))
@@ -520,6 +567,10 @@ fn planned_calls(
             summarise(http, api, "globex", "y".repeat(3 * 1024)),
         ),
         ("GET /weather", weather()),
+        (
+            "GET /generate (1858 tokens, metered)",
+            http.get(format!("{api}/generate?tokens=1858")),
+        ),
         ("GET /premium/report (buys the pass)", premium()),
         ("GET /premium/report (returning)", premium()),
         ("GET /premium/report (returning)", premium()),
@@ -578,18 +629,31 @@ fn report_call(
     let status = response.status();
     match outcome {
         Some(outcome) if outcome.status == PaymentStatus::Paid && status.is_success() => {
-            let tx = outcome.receipt.map(|r| r.transaction).unwrap_or_default();
             let network = &outcome.requirements.network;
-            style.ok(&format!(
-                "{label}: HTTP {status}, paid {}",
-                usdc(outcome.requirements.amount.as_u256())
-            ));
+            // A usage-based receipt names the charge (the requirements
+            // carry the authorized maximum).
+            let charged = outcome
+                .receipt
+                .as_ref()
+                .and_then(|r| r.amount)
+                .unwrap_or(outcome.requirements.amount);
+            let paid = if charged == outcome.requirements.amount {
+                usdc(charged.as_u256())
+            } else {
+                format!(
+                    "{} (authorized at most {})",
+                    usdc(charged.as_u256()),
+                    usdc(outcome.requirements.amount.as_u256())
+                )
+            };
+            let tx = outcome.receipt.map(|r| r.transaction).unwrap_or_default();
+            style.ok(&format!("{label}: HTTP {status}, paid {paid}"));
             Some(Row {
                 request: label.to_owned(),
                 network: crate::plugins::networks()
                     .name_of(network)
                     .map_or_else(|| network.to_string(), str::to_owned),
-                price: usdc(outcome.requirements.amount.as_u256()),
+                price: usdc(charged.as_u256()),
                 how: "paid".into(),
                 tx,
                 latency_ms,
@@ -695,9 +759,9 @@ async fn check_balances(
         received += balance;
         println!("{name:<8} {who}  received {}", usdc(balance));
     }
-    // 0.01 + 0.01 + 0.03 + 0.01 + 0.05 for the pass = 0.11 USDC; the
-    // returning visits cost nothing.
-    let expected = U256::from(110_000u64);
+    // 0.01 + 0.01 + 0.03 + 0.01 + 0.01858 for 1858 generated tokens + 0.05
+    // for the pass = 0.12858 USDC; the returning visits cost nothing.
+    let expected = U256::from(128_580u64);
     if spent != expected || received != expected {
         style.fail(&format!(
             "balances: spent {} and received {}, expected {}",
@@ -791,7 +855,7 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     failures += usize::from(!check_solana_balances(style, &stage));
     let _ = std::fs::remove_dir_all(&stage.dir);
     println!();
-    if failures == 0 && rows.len() == 8 {
+    if failures == 0 && rows.len() == 9 {
         println!(
             "{} every step did what it says ({:.1}s)",
             style.paint("1;32", "demo complete:"),

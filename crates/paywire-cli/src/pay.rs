@@ -301,9 +301,20 @@ fn receipt_line(outcome: &PaymentOutcome) -> String {
         PaymentStatus::Pending => "pending",
         PaymentStatus::NotPaid => "not paid",
     };
+    // A usage-based (`upto`) receipt names what was charged, at most the
+    // authorized maximum in the requirements.
+    let charged = outcome
+        .receipt
+        .as_ref()
+        .and_then(|r| r.amount)
+        .filter(|amount| *amount != req.amount)
+        .map_or_else(
+            || req.amount.to_string(),
+            |amount| format!("{amount} (at most {})", req.amount),
+        );
     format!(
-        "paywire: {status} {} (atomic) of {} on {} to {} tx {tx}",
-        req.amount, req.asset, req.network, req.pay_to
+        "paywire: {status} {charged} (atomic) of {} on {} to {} tx {tx}",
+        req.asset, req.network, req.pay_to
     )
 }
 

@@ -797,13 +797,29 @@ max_wallet_deployment_gas = 1000000
 # back to the authorization's validAfter but at most reconcile_lookback_seconds.
 log_range_blocks = 2000
 reconcile_lookback_seconds = 86400
+# Gas sponsoring of the one-time Permit2 approval (off by default; see
+# docs/facilitator-operators.md): an EIP-2612 permit submitted with the
+# settlement, or the payer's signed approve() sent after funding its gas
+# (not atomic: each such payment can cost you up to the funding cap).
+eip2612_gas_sponsoring = false
+erc20_approval_gas_sponsoring = false
+max_sponsored_approval_gas = 100000
+max_approval_funding_wei = 1000000000000000
 # Accepted assets. When omitted, the chain's well-known USDC is accepted.
+# EIP-3009 tokens (the default transfer method) need their EIP-712 domain.
 [[chains.assets]]
 address = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
 symbol = "USDC"
 decimals = 6
 eip712_name = "USDC"
 eip712_version = "2"
+# Any other ERC-20 is paid through Permit2 (exact and upto); add eip2612 = true
+# with eip712_name/eip712_version for a token with EIP-2612 permit().
+# [[chains.assets]]
+# address = "0x..."
+# symbol = "DAI"
+# decimals = 18
+# transfer_method = "permit2"
 
 [[chains]]
 network = "base"

@@ -430,23 +430,23 @@ output_example = { city = "Paris", temperature = 21 }
 # that is charged (never more than the maximum; zero is allowed). The header
 # holds atomic units of the asset ("1858") or dollars ("$0.0021", which must
 # be exact in the asset's decimals); it is always removed before the answer
-# leaves the gateway, on every route. (Uncomment once a plugin serving "upto"
-# on the network is registered.)
-# [[routes]]
-# method = "POST"
-# path = "/complete"
-# description = "Text completion, charged by tokens"
-# usage_header = "X-Paywire-Usage"   # default: the global `usage_header`
+# leaves the gateway, on every route. On EVM chains "upto" is paid through
+# Permit2: the buyer approves the Permit2 contract for the token once.
+[[routes]]
+method = "POST"
+path = "/complete"
+description = "Text completion, charged by tokens"
+usage_header = "X-Paywire-Usage"   # default: the global `usage_header`
 # Without a usable header: "charge_maximum" (default, logged),
 # "charge_nothing", or "refuse" (500 usage_missing, nothing charged).
-# missing_usage = "charge_maximum"
+missing_usage = "charge_maximum"
 
-# [[routes.accepts]]
-# scheme = "upto"
-# network = "base-sepolia"
-# price = "$0.05"                  # the most one request may cost
-# expected_price = "$0.01"         # optional: shown as extra.expectedAmount
-# pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+[[routes.accepts]]
+scheme = "upto"
+network = "base-sepolia"
+price = "$0.05"                  # the most one request may cost
+expected_price = "$0.01"         # optional: shown as extra.expectedAmount
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 
 [[routes]]
 method = "POST"

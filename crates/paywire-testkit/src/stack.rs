@@ -131,6 +131,40 @@ eip712_version = "2"
     text
 }
 
+/// `[[chains.assets]]` entries accepting the devnet's two test tokens, paid through Permit2
+/// (`exact` with `assetTransferMethod: "permit2"`, and `upto`); append after
+/// [`config_text`]'s chain.
+pub fn permit2_assets_text(devnet: &Devnet) -> String {
+    let tokens = devnet.test_tokens();
+    format!(
+        r#"
+[[chains.assets]]
+address = "{plain}"
+symbol = "{plain_symbol}"
+decimals = {decimals}
+usd_stable = true
+transfer_method = "permit2"
+
+[[chains.assets]]
+address = "{permit}"
+symbol = "{permit_symbol}"
+decimals = {decimals}
+usd_stable = true
+transfer_method = "permit2"
+eip2612 = true
+eip712_name = "{permit_name}"
+eip712_version = "{permit_version}"
+"#,
+        plain = tokens.plain,
+        plain_symbol = paywire_devnet::PLAIN_TOKEN_SYMBOL,
+        permit = tokens.permit,
+        permit_symbol = paywire_devnet::PERMIT_TOKEN_SYMBOL,
+        permit_name = paywire_devnet::PERMIT_TOKEN_NAME,
+        permit_version = paywire_devnet::PERMIT_TOKEN_VERSION,
+        decimals = paywire_devnet::TEST_TOKEN_DECIMALS,
+    )
+}
+
 /// The chain plugins a [`Stack`]'s facilitator settles with: EVM.
 pub fn plugins() -> PluginRegistry {
     PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin))
@@ -312,6 +346,7 @@ impl Stack {
             Some(devnet.usdc()),
             &ledger.location(),
         );
+        text.push_str(&permit2_assets_text(&devnet));
         text.push_str(&options.extra_config);
         let signer_key = devnet.usdc_owner().private_key_hex();
         let facilitator = FacilitatorServer::start(&text, &signer_key).await?;

@@ -85,18 +85,7 @@ struct ChainEntry {
     #[serde(default = "default_max_approval_funding_wei")]
     max_approval_funding_wei: u64,
     #[serde(default)]
-    assets: Vec<SettledAsset>,
-}
-
-/// One `[[chains.assets]]` entry: an EIP-3009 token accepted on the chain.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettledAsset {
-    address: String,
-    symbol: String,
-    decimals: u8,
-    eip712_name: String,
-    eip712_version: String,
+    assets: Vec<crate::plugin::AssetEntry>,
 }
 
 /// A list of strings, refused without quoting a value of another shape
@@ -171,27 +160,16 @@ fn gwei_to_wei(gwei: f64) -> Option<u128> {
 /// well-known USDC.
 fn settled_network(
     entry: &ConfigEntry,
-    assets: &[SettledAsset],
+    assets: &[crate::plugin::AssetEntry],
     names: &NetworkDirectory,
 ) -> Result<EvmNetwork, PluginError> {
     let at = &entry.at;
     let chain_id = chain_id_of(&entry.network, at)?;
     let mut listed = Vec::with_capacity(assets.len());
     for (n, asset) in assets.iter().enumerate() {
-        let address: Address = asset.address.parse().map_err(|e| {
-            let at = format!("{at}.assets[{n}].address");
-            PluginError::config(at, format!("{:?}: {e}", asset.address))
-        })?;
-        listed.push(EvmAsset {
-            address,
-            symbol: asset.symbol.clone(),
-            decimals: asset.decimals,
-            eip712_name: asset.eip712_name.clone(),
-            eip712_version: asset.eip712_version.clone(),
-            usd_stable: matches!(asset.symbol.as_str(), "USDC" | "USDT" | "PYUSD"),
-            transfer_method: crate::networks::TransferMethod::Eip3009,
-            eip2612: false,
-        });
+        let mut asset = asset.to_asset(&format!("{at}.assets[{n}]"))?;
+        asset.usd_stable |= matches!(asset.symbol.as_str(), "USDC" | "USDT" | "PYUSD");
+        listed.push(asset);
     }
     let mut listed = listed.into_iter();
     let Some(default_asset) = listed.next() else {
