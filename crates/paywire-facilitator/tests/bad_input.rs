@@ -306,7 +306,7 @@ async fn malformed_and_invalid_requests_table() -> TestResult {
         ),
         (
             "unknown scheme",
-            text(&both(good.clone(), "scheme", json!("upto"))),
+            text(&both(good.clone(), "scheme", json!("nope"))),
             Invalid("unsupported_scheme"),
         ),
         (

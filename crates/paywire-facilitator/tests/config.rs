@@ -57,12 +57,24 @@ async fn example_parses() -> Result<(), Box<dyn std::error::Error>> {
         StoreLocation::Sqlite("/var/lib/paywire/facilitator.sqlite".into())
     );
     // The EVM plugin takes both chains: base-sepolia with its listed USDC,
-    // base with its well-known one.
+    // base with its well-known one; each serves `exact` and `upto`.
     let registry = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
     let parts = paywire_facilitator::chain_parts(&config, &registry).await?;
     let supported = parts.facilitator.supported().await?;
-    let networks: Vec<&str> = supported.kinds.iter().map(|k| k.network.as_str()).collect();
-    assert_eq!(networks, ["eip155:8453", "eip155:84532"]);
+    let kinds: Vec<(&str, &str)> = supported
+        .kinds
+        .iter()
+        .map(|k| (k.scheme.as_str(), k.network.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("exact", "eip155:8453"),
+            ("exact", "eip155:84532"),
+            ("upto", "eip155:8453"),
+            ("upto", "eip155:84532")
+        ]
+    );
     let probed: Vec<String> = parts
         .probes
         .iter()

@@ -271,9 +271,9 @@ async fn bad_input_gets_json_errors() -> TestResult {
     // Well-formed but unsupported: a normal invalid answer, not an error.
     let requirements = requirements(devnet, Address::random());
     let mut payload = pay(devnet, 4, &requirements, None).await?;
-    payload.accepted.scheme = "upto".into();
+    payload.accepted.scheme = "nope".into();
     let mut other = requirements.clone();
-    other.scheme = "upto".into();
+    other.scheme = "nope".into();
     let (status, answer) = post(&client, &server.url("/verify"), &body(&payload, &other)).await?;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["isValid"], json!(false));
@@ -293,9 +293,14 @@ async fn supported_health_ready_and_metrics() -> TestResult {
         .await?
         .json()
         .await?;
+    let signer = stack.facilitator_signer().address.to_checksum(None);
     assert_eq!(
         supported["kinds"],
-        json!([{"x402Version": 2, "scheme": "exact", "network": "eip155:31337"}]),
+        json!([
+            {"x402Version": 2, "scheme": "exact", "network": "eip155:31337"},
+            {"x402Version": 2, "scheme": "upto", "network": "eip155:31337",
+             "extra": {"facilitatorAddress": signer}}
+        ]),
         "{supported}"
     );
     assert_eq!(

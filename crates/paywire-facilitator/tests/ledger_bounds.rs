@@ -75,7 +75,7 @@ async fn refusals_without_the_chain_leave_nothing(store: TestStore) -> TestResul
     let mut elsewhere = served.clone();
     elsewhere.network = ChainId::eip155(999_999);
     let mut other_scheme = served.clone();
-    other_scheme.scheme = "upto".into();
+    other_scheme.scheme = "nope".into();
 
     // (payload's accepted requirements, requirements, expected reason)
     let cases = [
