@@ -116,11 +116,18 @@ impl UsageHeaders {
                 )
                 .ok()
         });
+        self.remove_all(headers);
+        reported
+    }
+
+    /// Removes every usage header: from answers, and from requests, so that
+    /// an upstream reflecting request headers cannot be made to report a
+    /// usage the client chose.
+    pub(crate) fn remove_all(&self, headers: &mut HeaderMap) {
         headers.remove(&self.default);
         for (_, name) in &self.routes {
             headers.remove(name);
         }
-        reported
     }
 }
 
@@ -256,6 +263,7 @@ pub(crate) async fn forward(
     for name in REROUTING_HEADERS {
         headers.remove(*name);
     }
+    proxy.usage.remove_all(&mut headers);
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);
     }

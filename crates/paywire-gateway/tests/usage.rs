@@ -138,9 +138,13 @@ impl Facilitator for Recording {
 }
 
 /// The upstream: answers with the usage headers its query asks for
-/// (`?usage=…&tokens=…&status=…`).
+/// (`?usage=…&tokens=…&status=…`); with `?reflect=1` it echoes the request's
+/// `X-Paywire-Usage` (a debug endpoint a client could abuse).
 async fn upstream() -> String {
-    async fn answer(Query(query): Query<HashMap<String, String>>) -> axum::response::Response {
+    async fn answer(
+        Query(query): Query<HashMap<String, String>>,
+        request_headers: http::HeaderMap,
+    ) -> axum::response::Response {
         let status = query
             .get("status")
             .and_then(|s| s.parse::<u16>().ok())
@@ -153,6 +157,13 @@ async fn upstream() -> String {
             {
                 response.headers_mut().append(header, value);
             }
+        }
+        if query.contains_key("reflect")
+            && let Some(value) = request_headers.get("x-paywire-usage")
+        {
+            response
+                .headers_mut()
+                .append("x-paywire-usage", value.clone());
         }
         response
     }
@@ -209,7 +220,20 @@ impl Shop {
     }
 
     async fn get(&self, target: &str, paid: bool) -> http::Response<Body> {
+        self.get_with(target, paid, &[]).await
+    }
+
+    /// [`Shop::get`] with extra request headers.
+    async fn get_with(
+        &self,
+        target: &str,
+        paid: bool,
+        headers: &[(&str, &str)],
+    ) -> http::Response<Body> {
         let mut request = Request::get(target);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if paid {
             let unpaid = self
                 .gateway
@@ -309,4 +333,25 @@ async fn a_malformed_usage_header_falls_back_to_the_route_policy() {
     assert_eq!(refused.status(), 500);
     no_usage_header(&refused);
     assert!(shop.facilitator.settled().is_empty());
+}
+
+#[tokio::test]
+async fn a_client_sent_usage_header_never_reaches_the_upstream() {
+    let shop = Shop::new("charge_maximum").await;
+    // The upstream would reflect it as its usage report; the gateway removed it from the
+    // request, so the route's policy (the maximum) applies instead of the client's "0".
+    let paid = shop
+        .get_with("/complete?reflect=1", true, &[("x-paywire-usage", "0")])
+        .await;
+    assert_eq!(paid.status(), 200);
+    assert_eq!(charged(&paid), Some(AtomicAmount::from(125u64)));
+    no_usage_header(&paid);
+    let custom = shop
+        .get_with(
+            "/complete?reflect=1&again=1",
+            true,
+            &[("x-tokens", "0"), ("x-paywire-usage", "1")],
+        )
+        .await;
+    assert_eq!(charged(&custom), Some(AtomicAmount::from(125u64)));
 }

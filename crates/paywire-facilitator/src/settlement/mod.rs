@@ -37,6 +37,7 @@ use paywire_core::{
 use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 
 use crate::ledger::{Ledger, LedgerError, fingerprint};
+use crate::store::SettlementState;
 use crate::metrics::{Metrics, PaymentKind, reason_code};
 
 pub use locks::SettlementGuard;
@@ -282,6 +283,12 @@ impl LedgeredFacilitator {
                 return Err(SettlementError::PaymentIdConflict(id));
             }
         }
+        if let Some(refusal) = self.spent_authorization(request).await? {
+            let kind = self.payment_kind(request).await;
+            let reason = reason_code(refusal.invalid_reason.as_ref());
+            self.metrics.verify(&kind, "invalid", &reason);
+            return Ok(refusal);
+        }
         let kind = self.payment_kind(request).await;
         let started = Instant::now();
         let result = self.inner.verify(request).await;
@@ -303,6 +310,32 @@ impl LedgeredFacilitator {
                 Err(error.into())
             }
         }
+    }
+
+    /// The refusal of an authorization (the scheme's spend key) whose
+    /// settlement already succeeded, for this payload or another spelling
+    /// of it: it can never pay again, even where the chain does not show it
+    /// (a usage-based charge of zero sends no transaction, so the signed
+    /// authorization still looks unused on chain). `None`: not settled here.
+    async fn spent_authorization(
+        &self,
+        request: &FacilitatorRequest,
+    ) -> Result<Option<VerifyResponse>, SettlementError> {
+        let Some(spend) = run::spend_binding(self.inner.spend_key(request)) else {
+            return Ok(None);
+        };
+        let Some(bound) = self.ledger.payment_id_binding(&spend).await? else {
+            return Ok(None);
+        };
+        let settled = self.ledger.get(&bound).await?;
+        if !settled.is_some_and(|record| record.state == SettlementState::Confirmed) {
+            return Ok(None);
+        }
+        let reason = self.inner.replay_reason(request);
+        let payer = self.inner.authenticated_payer(request);
+        Ok(Some(
+            VerifyResponse::invalid(reason, payer).with_message(REPLAY_REFUSAL_MESSAGE),
+        ))
     }
 
     /// Whether the settlement keyed `bound` settled the very payment of
@@ -641,8 +674,10 @@ mod tests {
 
     /// A usage-based payment carrying a payment identifier: verified at its
     /// maximum again (the resource server's retry) after it settled for
-    /// less, the identifier is no conflict; another payment with the same
-    /// identifier still is.
+    /// less, the identifier is no conflict (the answer is the replay
+    /// refusal a spent authorization gets, which a resuming server handles
+    /// like a used nonce); another payment with the same identifier still
+    /// is a conflict.
     #[tokio::test]
     async fn a_payment_settled_for_less_verifies_again_under_its_identifier()
     -> Result<(), SettlementError> {
@@ -668,12 +703,33 @@ mod tests {
             .map_err(SettlementError::Facilitator)?;
         assert_eq!(settled.amount, Some(4u64.into()));
         let again = settlements.verify_request(&identified(10, "0x01")).await?;
-        assert!(again.is_valid);
+        assert!(!again.is_valid);
+        assert_eq!(again.invalid_message.as_deref(), Some(REPLAY_REFUSAL_MESSAGE));
         let other = settlements.verify_request(&identified(10, "0x02")).await;
         assert!(
             matches!(other, Err(SettlementError::PaymentIdConflict(_))),
             "{other:?}"
         );
+        Ok(())
+    }
+
+    /// An authorization charged zero (no transaction: the chain still shows
+    /// it unused) no longer verifies, whatever amount or spelling asks; an
+    /// authorization whose settlement failed still does.
+    #[tokio::test]
+    async fn an_authorization_charged_zero_no_longer_verifies() -> Result<(), SettlementError> {
+        let inner: Arc<dyn Facilitator> = Arc::new(Metered::default());
+        let settlements = LedgeredFacilitator::new(inner, Ledger::in_memory().await?);
+        assert!(settlements.verify_request(&charging(10)).await?.is_valid);
+        let settled = settlements
+            .settle_as(&charging(0), Caller::default())
+            .await?;
+        assert!(settled.success && settled.transaction.is_empty());
+        for amount in [0u64, 10] {
+            let again = settlements.verify_request(&charging(amount)).await?;
+            assert!(!again.is_valid, "{amount}");
+            assert_eq!(again.invalid_message.as_deref(), Some(REPLAY_REFUSAL_MESSAGE));
+        }
         Ok(())
     }
 }

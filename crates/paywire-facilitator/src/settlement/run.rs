@@ -353,7 +353,7 @@ impl LedgeredFacilitator {
 /// one payload it was settled for. It lives beside the `payment-identifier`
 /// bindings under a prefix no payment identifier can have (`:` is not in
 /// their alphabet), so the stores need no new table.
-fn spend_binding(spend_key: Option<String>) -> Option<String> {
+pub(super) fn spend_binding(spend_key: Option<String>) -> Option<String> {
     spend_key.map(|key| format!("spend:{key}"))
 }
 
