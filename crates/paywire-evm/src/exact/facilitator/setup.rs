@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::Address;
 use paywire_core::{
     ConfigEntry, FacilitatorConfig, FacilitatorParts, NetworkDirectory, PluginError, Secret,
     SettlementSettings,
@@ -20,7 +19,7 @@ use serde::{Deserialize, de};
 
 use super::probe::EvmChainProbe;
 use super::{CounterfactualWallets, EvmChainConfig, ExactEvmFacilitator};
-use crate::networks::{EvmAsset, EvmNetwork, EvmNetworks, network_names};
+use crate::networks::{EvmNetwork, EvmNetworks, network_names};
 use crate::permit2::{EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING};
 use crate::plugin::{chain_id_of, table};
 use crate::rpc::{RpcClient, RpcUrl};
