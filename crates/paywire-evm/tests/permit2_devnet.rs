@@ -488,6 +488,8 @@ struct ApprovalTx {
     nonce: u64,
     gas_limit: u64,
     max_fee_per_gas: u128,
+    /// The EIP-2718 type: 2 (EIP-1559), 1 (EIP-2930) or 0 (legacy).
+    kind: u8,
 }
 
 impl ApprovalTx {
@@ -499,35 +501,92 @@ impl ApprovalTx {
             amount: U256::MAX,
             nonce,
             gas_limit,
-            max_fee_per_gas: 10_000_000_000,
+            // Within twice anvil's gas price (at least 1 gwei) plus a tip.
+            max_fee_per_gas: 2_000_000_000,
+            kind: 2,
         }
     }
 
     fn sign(&self, key: &LocalSigner) -> alloy_primitives::Bytes {
-        use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-        use alloy_eips::eip2718::Encodable2718;
+        use alloy_consensus::{SignableTransaction, TxEip2930, TxLegacy};
         use alloy_sol_types::SolCall;
         let input = paywire_evm::contracts::IErc20::approveCall {
             spender: self.spender,
             amount: self.amount,
         }
         .abi_encode();
-        let tx = TxEip1559 {
-            chain_id: self.chain_id,
-            nonce: self.nonce,
-            gas_limit: self.gas_limit,
-            max_fee_per_gas: self.max_fee_per_gas,
-            max_priority_fee_per_gas: 1_000_000_000,
-            to: alloy_primitives::TxKind::Call(self.to),
-            value: U256::ZERO,
-            access_list: Default::default(),
-            input: input.into(),
-        };
-        let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
-        TxEnvelope::from(tx.into_signed(signature))
-            .encoded_2718()
-            .into()
+        let to = alloy_primitives::TxKind::Call(self.to);
+        match self.kind {
+            0 => {
+                let tx = TxLegacy {
+                    chain_id: Some(self.chain_id),
+                    nonce: self.nonce,
+                    gas_price: self.max_fee_per_gas,
+                    gas_limit: self.gas_limit,
+                    to,
+                    value: U256::ZERO,
+                    input: input.into(),
+                };
+                let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+                encode(tx.into_signed(signature))
+            }
+            1 => {
+                let tx = TxEip2930 {
+                    chain_id: self.chain_id,
+                    nonce: self.nonce,
+                    gas_price: self.max_fee_per_gas,
+                    gas_limit: self.gas_limit,
+                    to,
+                    value: U256::ZERO,
+                    access_list: Default::default(),
+                    input: input.into(),
+                };
+                let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+                encode(tx.into_signed(signature))
+            }
+            _ => signed_call(
+                key,
+                (self.chain_id, self.nonce),
+                self.to,
+                input,
+                (self.gas_limit, self.max_fee_per_gas),
+            ),
+        }
     }
+}
+
+fn encode<T>(signed: alloy_consensus::Signed<T>) -> alloy_primitives::Bytes
+where
+    alloy_consensus::TxEnvelope: From<alloy_consensus::Signed<T>>,
+{
+    use alloy_eips::eip2718::Encodable2718;
+    alloy_consensus::TxEnvelope::from(signed)
+        .encoded_2718()
+        .into()
+}
+
+/// `key`'s EIP-1559 transaction calling `to` with `input`.
+fn signed_call(
+    key: &LocalSigner,
+    (chain_id, nonce): (u64, u64),
+    to: Address,
+    input: Vec<u8>,
+    (gas_limit, max_fee_per_gas): (u64, u128),
+) -> alloy_primitives::Bytes {
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    let tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit,
+        max_fee_per_gas,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: alloy_primitives::TxKind::Call(to),
+        value: U256::ZERO,
+        access_list: Default::default(),
+        input: input.into(),
+    };
+    let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+    encode(tx.into_signed(signature))
 }
 
 fn approval_info(
@@ -580,6 +639,24 @@ async fn erc20_approval_sponsoring_funds_approves_and_settles() {
     )
     .await;
 
+    // A fee far above the network's price (within the funding cap): the
+    // payer would choose what the facilitator pays it.
+    let mut pricey = ApprovalTx::new(token, 0, 60_000);
+    pricey.max_fee_per_gas = 15_000_000_000;
+    let refused = with_extension(
+        plain.clone(),
+        "erc20ApprovalGasSponsoring",
+        approval_info(&key, token, &pricey.sign(&key)),
+    );
+    expect_refused(
+        &kit,
+        "approval fee above the network's price",
+        &refused,
+        &requirements,
+        &reasons::ERC20_APPROVAL_FAILED,
+    )
+    .await;
+
     let raw = signed_approval(&key, token, 0, 60_000);
     let payment = with_extension(
         plain,
@@ -604,6 +681,78 @@ async fn erc20_approval_sponsoring_funds_approves_and_settles() {
     // Funding, then the settlement.
     assert_eq!(kit.sent().await, 2);
     assert_eq!(kit.sent_by(key.address()).await, 1);
+    // Unlimited: the next payment needs no sponsoring.
+    assert_eq!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap(),
+        U256::MAX
+    );
+}
+
+/// The payer queues a transfer of all its tokens right behind its
+/// approval: once the approval lands the settlement would fail, so it is
+/// simulated again and not sent.
+#[tokio::test]
+async fn a_settlement_failing_after_the_sponsored_approval_is_not_sent() {
+    let kit = Kit::start_with(1, |chain| chain.erc20_approval_gas_sponsoring = true).await;
+    let token = kit.devnet.plain_token();
+    let key = LocalSigner::random();
+    let held = U256::from(1_000_000);
+    kit.devnet
+        .mint_token(token, key.address(), held)
+        .await
+        .unwrap();
+    // Gas of its own: no funding, so only a settlement could be sent.
+    kit.devnet
+        .set_eth_balance(key.address(), U256::from(10u128.pow(18)))
+        .await
+        .unwrap();
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let payment = with_extension(
+        wrap(
+            &sign(&key, kit.authorization(&requirements, key.address())),
+            &requirements,
+        ),
+        "erc20ApprovalGasSponsoring",
+        approval_info(&key, token, &signed_approval(&key, token, 0, 60_000)),
+    );
+    let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
+    assert!(verified.is_valid, "{verified:?}");
+    // Nonce 1 waits in the pool for the approval (nonce 0).
+    let drain = {
+        use alloy_sol_types::SolCall;
+        alloy_sol_types::sol! {
+            function transfer(address to, uint256 amount) external returns (bool);
+        }
+        transferCall {
+            to: Address::repeat_byte(0x99),
+            amount: held,
+        }
+        .abi_encode()
+    };
+    let drain = signed_call(&key, (31337, 1), token, drain, (100_000, 2_000_000_000));
+    kit.devnet
+        .rpc("eth_sendRawTransaction", serde_json::json!([drain]))
+        .await
+        .unwrap();
+    let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert!(!settled.success, "{settled:?}");
+    assert_eq!(
+        settled.error_reason,
+        Some(reasons::PERMIT2_INSUFFICIENT_BALANCE),
+        "{settled:?}"
+    );
+    assert_eq!(kit.sent().await, 0, "a settlement was sent");
+    // The approval itself stays.
+    assert_eq!(
+        kit.devnet
+            .allowance(token, key.address(), kit::PERMIT2)
+            .await
+            .unwrap(),
+        U256::MAX
+    );
 }
 
 /// One row per EIP-2612 sponsoring rule: refused with its reason at
@@ -729,6 +878,21 @@ async fn erc20_approval_sponsoring_refusals() {
             reasons::ERC20_APPROVAL_INVALID_CALLDATA,
         ),
         (
+            "approves a bounded amount covering the payment",
+            {
+                let bounded = U256::from(1_000_000);
+                let mut info = spoiled(&|tx| tx.amount = bounded);
+                info["amount"] = bounded.to_string().into();
+                info
+            },
+            reasons::ERC20_APPROVAL_INVALID_CALLDATA,
+        ),
+        (
+            "an EIP-2930 transaction",
+            spoiled(&|tx| tx.kind = 1),
+            reasons::ERC20_APPROVAL_FAILED,
+        ),
+        (
             "signed for another chain",
             spoiled(&|tx| tx.chain_id = 1),
             reasons::ERC20_APPROVAL_FAILED,
@@ -740,7 +904,11 @@ async fn erc20_approval_sponsoring_refusals() {
         ),
         (
             "funding above the cap",
-            spoiled(&|tx| tx.max_fee_per_gas = 10_000_000_000),
+            // 90k gas at 2 gwei (a fee the network accepts): 1.8e14 wei.
+            spoiled(&|tx| {
+                tx.max_fee_per_gas = 2_000_000_000;
+                tx.gas_limit = 90_000;
+            }),
             reasons::ERC20_APPROVAL_FAILED,
         ),
         (
@@ -780,6 +948,14 @@ async fn erc20_approval_sponsoring_refusals() {
         plain,
         "erc20ApprovalGasSponsoring",
         approval_info(&key, token, &valid.sign(&key)),
+    );
+    let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
+    assert!(verified.is_valid, "{verified:?}");
+    // So does a legacy one.
+    let payment = with_extension(
+        payment,
+        "erc20ApprovalGasSponsoring",
+        spoiled(&|tx| tx.kind = 0),
     );
     let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
     assert!(verified.is_valid, "{verified:?}");

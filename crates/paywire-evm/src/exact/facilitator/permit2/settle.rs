@@ -108,6 +108,12 @@ impl ExactEvmFacilitator {
                 {
                     return Ok(Err(rejection));
                 }
+                // The plain simulation could not run before the allowance
+                // existed: it runs now, and a failure sends nothing more.
+                if let Err(rejection) = self.recheck_settlement(verified).await? {
+                    tracing::info!(payer = %auth.from, reason = %rejection.reason, "the settlement fails after the sponsored approval; not sent");
+                    return Ok(Err(rejection));
+                }
                 verified.calldata.as_slice()
             }
             None => verified.calldata.as_slice(),

@@ -12,9 +12,16 @@
 //! The second flow is NOT atomic: a plain node has no bundles, so between
 //! the funding and the approval the payer can spend the funding (replace
 //! its approval at the same nonce, or send the ETH away). What that can
-//! cost per payment is bounded by `max_approval_funding_wei`, and the gas
-//! of the approval by `max_sponsored_approval_gas`; operators who cannot
-//! accept that leave the extension off.
+//! cost is bounded three ways: the funding covers at most the approval's
+//! gas limit (capped by `max_sponsored_approval_gas`) at today's fee (an
+//! approval offering more than twice the node's gas price plus a tip is
+//! refused), never more than `max_approval_funding_wei`; and only an
+//! unlimited approval (`U256::MAX`, what the official client signs) is
+//! sponsored, so a payer gets it once per token, not once per payment.
+//! Between the approval and the settlement the payer can also move its
+//! tokens away, so the settlement is simulated again once the approval has
+//! landed, and nothing more is sent when it would fail. Operators who
+//! cannot accept the residual cost leave the extension off.
 
 use std::time::Instant;
 
@@ -30,7 +37,7 @@ use super::super::verify::{Answers, Halt, Step};
 use super::super::{
     ChainState, ExactEvmFacilitator, Rejection, chain_error, reject, revert_message,
 };
-use super::{Proxy, Target, exact_permit, upto_permit};
+use super::{Permit2Verified, Proxy, Target, exact_permit, upto_permit};
 use crate::contracts::{IErc20, Permit, exact_permit2_proxy, upto_permit2_proxy};
 use crate::exact::eip712_domain;
 use crate::permit2::{EIP2612_GAS_SPONSORING, ERC20_APPROVAL_GAS_SPONSORING, PERMIT2_ADDRESS};
@@ -245,7 +252,7 @@ impl ExactEvmFacilitator {
                     payer,
                 );
             };
-            return self.check_approval(target, amount, &info).await;
+            return self.check_approval(target, &info).await;
         }
         let message = format!(
             "the payer's allowance to Permit2 is below {amount} and no accepted gas-sponsoring extension is present"
@@ -317,16 +324,12 @@ impl ExactEvmFacilitator {
         }
     }
 
-    /// The payer's signed approval: `approve(Permit2, amount ≥ payment)` on
-    /// this token, signed by the payer for this chain at its current nonce,
-    /// within the gas and fee caps, succeeding when simulated; and the
-    /// funding its gas needs, within the funding cap.
-    async fn check_approval(
-        &self,
-        target: &Target<'_>,
-        amount: U256,
-        info: &ApprovalInfo,
-    ) -> Step<Sponsor> {
+    /// The payer's signed approval: an EIP-1559 or legacy transaction
+    /// `approve(Permit2, U256::MAX)` on this token, signed by the payer for
+    /// this chain at its current nonce, within the gas and fee caps,
+    /// succeeding when simulated; and the funding its gas needs, within the
+    /// funding cap.
+    async fn check_approval(&self, target: &Target<'_>, info: &ApprovalInfo) -> Step<Sponsor> {
         let payer = target.payload.permit2_authorization.from;
         if info.from != payer {
             return refuse(
@@ -356,6 +359,16 @@ impl ExactEvmFacilitator {
                 payer,
             );
         };
+        if !matches!(tx, TxEnvelope::Eip1559(_) | TxEnvelope::Legacy(_)) {
+            // Other types carry what a sponsored approval has no use for
+            // (blobs, access lists, EIP-7702 delegations of the payer's
+            // account) and that fees and checks here do not account for.
+            let message = format!(
+                "the approval is a type {} transaction; only EIP-1559 (type 2) and legacy ones are sponsored",
+                u8::from(tx.tx_type())
+            );
+            return refuse(reasons::ERC20_APPROVAL_FAILED, message, payer);
+        }
         if tx.recover_signer().ok() != Some(payer) {
             return refuse(
                 reasons::ERC20_APPROVAL_SIGNER_MISMATCH,
@@ -374,11 +387,17 @@ impl ExactEvmFacilitator {
             spender: PERMIT2_ADDRESS,
             amount: info.amount.as_u256(),
         };
-        if tx.input().as_ref() != expected.abi_encode()
-            || !tx.value().is_zero()
-            || info.amount.as_u256() < amount
-        {
-            let message = "the transaction is not approve(Permit2, amount covering the payment) without value";
+        if tx.input().as_ref() != expected.abi_encode() || !tx.value().is_zero() {
+            let message = "the transaction is not approve(Permit2, amount) without value";
+            return refuse(reasons::ERC20_APPROVAL_INVALID_CALLDATA, message, payer);
+        }
+        if info.amount.as_u256() != U256::MAX {
+            // A bounded approval would run out and be sponsored again: only
+            // an unlimited one, sponsored once per payer and token.
+            let message = format!(
+                "the approval is for {}; only an unlimited approval (2^256 - 1) is sponsored",
+                info.amount
+            );
             return refuse(reasons::ERC20_APPROVAL_INVALID_CALLDATA, message, payer);
         }
         let funding = self.approval_funding(target.chain, payer, &tx).await?;
@@ -417,6 +436,7 @@ impl ExactEvmFacilitator {
         }
         let call = serde_json::json!([{"from": payer, "to": tx.to(), "data": tx.input(), "gas": format!("0x{:x}", tx.gas_limit())}, "pending"]);
         let calls = vec![
+            ("eth_gasPrice", serde_json::json!([])),
             (
                 "eth_getTransactionCount",
                 serde_json::json!([payer, "pending"]),
@@ -432,6 +452,18 @@ impl ExactEvmFacilitator {
                 .and_then(|v| serde_json::from_value::<U256>(v).ok())
                 .ok_or_else(|| Halt::Failed(SchemeError::Chain(format!("{what} unreadable"))))
         };
+        let price = read(answers.next(), "gas price")?;
+        let price = u128::try_from(price).unwrap_or(u128::MAX);
+        let fee_bound = price
+            .saturating_mul(2)
+            .saturating_add(price.min(config.max_priority_fee_per_gas));
+        if tx.max_fee_per_gas() > fee_bound {
+            // The payer picks the fee the funding pays for: only today's.
+            return fail(format!(
+                "the approval offers {} wei per gas, above twice the network's price {price} plus a tip ({fee_bound})",
+                tx.max_fee_per_gas()
+            ));
+        }
         let nonce = read(answers.next(), "nonce")?;
         let balance = read(answers.next(), "balance")?;
         if nonce != U256::from(tx.nonce()) {
@@ -446,7 +478,8 @@ impl ExactEvmFacilitator {
                 revert_message(&error)
             ));
         }
-        let cost = U256::from(tx.gas_limit()).saturating_mul(U256::from(tx.max_fee_per_gas()));
+        let fee = tx.max_fee_per_gas().min(fee_bound);
+        let cost = U256::from(tx.gas_limit()).saturating_mul(U256::from(fee));
         let deficit = cost.saturating_sub(balance);
         if deficit > U256::from(config.max_approval_funding_wei) {
             return fail(format!(
@@ -515,6 +548,54 @@ impl ExactEvmFacilitator {
                 "the payer's approval {} was not confirmed in time",
                 approval.hash
             )),
+        }
+    }
+
+    /// After a sponsored approval landed, before the settlement is sent: the
+    /// payer's balance and the proxy call simulated again from the signer
+    /// that sends it (the payer may have moved its tokens or its allowance
+    /// behind the approval). `Err`: why nothing more is sent.
+    pub(super) async fn recheck_settlement(
+        &self,
+        verified: &Permit2Verified<'_>,
+    ) -> Result<Result<(), Rejection>, SchemeError> {
+        let chain = verified.chain;
+        let payer = verified.payload.permit2_authorization.from;
+        let simulator = chain.slots[verified.sender.unwrap_or(0)].signer.address();
+        let balance = IErc20::balanceOfCall { account: payer }.abi_encode();
+        let proxy = verified.proxy.address();
+        let calls = vec![
+            (
+                "eth_call",
+                pending_call_params(None, verified.asset, &balance),
+            ),
+            (
+                "eth_call",
+                pending_call_params(Some(simulator), proxy, &verified.calldata),
+            ),
+        ];
+        let answers = chain.config.rpc.batch(calls).await.map_err(chain_error)?;
+        let mut answers = Answers(answers.into_iter());
+        let balance = super::read_u256(answers.next(), "balanceOf")?;
+        if balance < verified.amount {
+            let message = format!(
+                "after the approval the payer's balance {balance} is below {}",
+                verified.amount
+            );
+            let reason = reasons::PERMIT2_INSUFFICIENT_BALANCE;
+            return Ok(Err(reject(reason, message, Some(payer))));
+        }
+        match answers.next() {
+            Ok(_) => Ok(Ok(())),
+            Err(error @ RpcError::Node { .. }) => {
+                let message = format!(
+                    "after the approval the settlement simulation reverted: {}",
+                    revert_message(&error)
+                );
+                let reason = reasons::PERMIT2_SIMULATION_FAILED;
+                Ok(Err(reject(reason, message, Some(payer))))
+            }
+            Err(error) => Err(chain_error(error)),
         }
     }
 }
