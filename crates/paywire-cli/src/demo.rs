@@ -722,12 +722,12 @@ async fn check_budget_refusal(
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<38} {:<13} {:>10}  {:<7} {:<88} {:>9}",
+        "{:<38} {:<13} {:>12}  {:<7} {:<88} {:>9}",
         "request", "network", "price", "how", "transaction", "latency"
     );
     for row in rows {
         println!(
-            "{:<38} {:<13} {:>10}  {:<7} {:<88} {:>7.1}ms",
+            "{:<38} {:<13} {:>12}  {:<7} {:<88} {:>7.1}ms",
             row.request, row.network, row.price, row.how, row.tx, row.latency_ms
         );
     }

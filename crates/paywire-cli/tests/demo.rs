@@ -1,5 +1,5 @@
 //! `paywire demo` runs end to end and its final table shows every call paid,
-//! one of them on Solana.
+//! one of them on Solana and one metered (`upto`, charged by its usage).
 
 #[test]
 fn demo_runs_end_to_end() {
@@ -20,13 +20,21 @@ fn demo_runs_end_to_end() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert_eq!(table.len(), 8, "{stdout}");
-    for row in &table[..5] {
+    assert_eq!(table.len(), 9, "{stdout}");
+    for row in &table[..6] {
         assert!(row.contains(" anvil "), "{row}");
         assert!(row.contains(" paid "), "{row}");
         assert!(row.contains(" 0x"), "a transaction hash: {row}");
     }
-    for row in &table[5..7] {
+    // The metered call is charged its usage, not the $0.05 it authorized.
+    let metered = table[4];
+    assert!(metered.starts_with("GET /generate"), "{metered}");
+    assert!(metered.contains(" 0.01858 USDC  paid "), "{metered}");
+    assert!(
+        stdout.contains("paid 0.01858 USDC (authorized at most 0.05 USDC)"),
+        "{stdout}"
+    );
+    for row in &table[6..8] {
         assert!(
             row.contains(" session "),
             "a returning wallet signs in: {row}"
@@ -35,7 +43,7 @@ fn demo_runs_end_to_end() {
     }
     // The agent preferring Solana pays on Solana (a base58 signature, no
     // 0x hash) although the route offers anvil too.
-    let solana = table[7];
+    let solana = table[8];
     assert!(
         solana.starts_with("GET /weather (prefers Solana)"),
         "{solana}"
@@ -43,7 +51,7 @@ fn demo_runs_end_to_end() {
     assert!(solana.contains(" solana-devnet "), "{solana}");
     assert!(solana.contains(" 0.01 USDC  paid "), "{solana}");
     assert!(!solana.contains(" 0x"), "{solana}");
-    assert!(stdout.contains("spent 0.11 USDC"), "{stdout}");
+    assert!(stdout.contains("spent 0.12858 USDC"), "{stdout}");
     let line = |prefix: &str| {
         stdout
             .lines()
