@@ -12,7 +12,9 @@ use paywire_core::{ChainId, ChainIdPattern, Facilitator, LocalFacilitator};
 use paywire_evm::exact::{EvmChainConfig, ExactEvmFacilitator, ExactEvmServer};
 use paywire_evm::rpc::RpcClient;
 use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
-use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, money};
+use paywire_evm::permit2::UptoEvmFacilitator;
+use paywire_evm::upto::UptoEvmServer;
+use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, Usage, money};
 use paywire_testkit::Devnet;
 
 struct Env {
@@ -33,12 +35,15 @@ async fn env() -> Env {
         .await
         .expect("fund");
     let keys: Vec<Arc<dyn EvmSigner>> = vec![Arc::new(key)];
-    let evm = ExactEvmFacilitator::builder()
-        .chain(EvmChainConfig::new(network.clone(), rpc, keys))
-        .build()
-        .expect("facilitator");
+    let evm = Arc::new(
+        ExactEvmFacilitator::builder()
+            .chain(EvmChainConfig::new(network.clone(), rpc, keys))
+            .build()
+            .expect("facilitator"),
+    );
     let mut local = LocalFacilitator::new();
-    local.register(Arc::new(evm));
+    local.register(Arc::new(UptoEvmFacilitator::new(Arc::clone(&evm))));
+    local.register(evm);
     let facilitator: Arc<dyn Facilitator> = Arc::new(local);
     let mut table = EvmNetworks::empty();
     table.insert(network);
@@ -66,7 +71,11 @@ async fn env() -> Env {
     let layer = PaymentLayer::builder(facilitator)
         .scheme(
             ChainIdPattern::parse("eip155:*").expect("pattern"),
-            Arc::new(ExactEvmServer::new(table)),
+            Arc::new(ExactEvmServer::new(table.clone())),
+        )
+        .scheme(
+            ChainIdPattern::parse("eip155:*").expect("pattern"),
+            Arc::new(UptoEvmServer::new(table)),
         )
         .public_origin(url.clone())
         .hooks(Arc::new(hooks))
@@ -88,16 +97,35 @@ async fn env() -> Env {
                     PayTo::address(payee.to_string()),
                 )),
         )
+        .route(
+            Route::new("GET /generate")
+                .expect("route")
+                .accept(PaymentOption::new(
+                    "upto",
+                    ChainId::eip155(31337),
+                    money("$0.05").expect("price"),
+                    PayTo::address(payee.to_string()),
+                )),
+        )
         .build()
         .expect("layer");
     let app = Router::new()
         .route("/report", get(|| async { "the report" }))
+        .route("/generate", get(generate))
         .route("/pass", get(|| async { "members only" }))
         .layer(layer);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Env { devnet, url, payee }
+}
+
+/// A metered handler: it used 1858 atomic units of the paid asset.
+async fn generate() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = "1858 tokens".into_response();
+    response.extensions_mut().insert(Usage::atomic(1858u64));
+    response
 }
 
 async fn x402_pay(env: &Env, extra: &[&str]) -> (i32, String, String) {
@@ -291,4 +319,22 @@ async fn a_bad_rpc_option_does_not_echo_the_url() {
         );
         assert!(!stderr.contains("SECRET-KEY"), "{stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metered_route_charges_the_usage_and_says_so() {
+    let env = env().await;
+    let payer = env.devnet.payer(2);
+    env.devnet
+        .approve_permit2(env.devnet.usdc(), payer, U256::MAX)
+        .await
+        .expect("one-time Permit2 approval");
+    let (code, stdout, stderr) = x402_pay_path(&env, "/generate", &["--max", "0.05"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "1858 tokens");
+    assert!(stderr.contains("paywire: paid 1858 (at most 50000)"), "{stderr}");
+    assert_eq!(
+        env.devnet.usdc_balance(env.payee).await.expect("balance"),
+        U256::from(1858)
+    );
 }
