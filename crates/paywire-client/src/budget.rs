@@ -594,8 +594,9 @@ impl Budget {
 
     /// Records the payment as spent for `charged`, when a usage-based
     /// payment was settled for less than the reserved maximum: the rest of
-    /// the reservation stops counting. A `charged` at or above the reserved
-    /// amount commits the reserved amount (a receipt never raises a
+    /// the reservation stops counting. Pass only an amount the chain proved
+    /// (a receipt's `amount` is the server's claim). A `charged` at or above
+    /// the reserved amount commits the reserved amount (nothing raises a
     /// reservation). Dollar amounts shrink in proportion, rounded up.
     pub async fn commit_charged(
         &self,

@@ -480,9 +480,10 @@ impl X402Client {
 
     /// Records the outcome of a sent payment in the budget and hooks, given
     /// the final answer's status and receipt: a receipt with `success: true`
-    /// commits it as spent; any other answer leaves it outstanding (the
-    /// server may still settle the authorization it holds) until it is
-    /// settled or proven unspent.
+    /// commits it as spent (a usage-based payment for what the chain proves
+    /// it was charged); any other answer leaves it
+    /// outstanding (the server may still settle the authorization it holds)
+    /// until it is settled or proven unspent.
     pub async fn finish(
         &self,
         prepared: &PreparedPayment,
@@ -502,9 +503,10 @@ impl X402Client {
         if let (Some(budget), Some(reservation), Some(settled)) =
             (&self.budget, &prepared.reservation, settled)
         {
-            let committed = match self.charged(&prepared.payload.accepted, settled) {
-                Some(charged) => budget.commit_charged(reservation, charged).await,
-                None => budget.commit(reservation).await,
+            let committed = match self.charge(&prepared.payload, settled).await {
+                Charge::Proven(charged) => budget.commit_charged(reservation, charged).await,
+                Charge::Maximum => budget.commit(reservation).await,
+                Charge::Outstanding => Ok(()),
             };
             if let Err(error) = committed {
                 tracing::error!(%error, "could not record the payment in the budget");
@@ -519,24 +521,42 @@ impl X402Client {
         outcome
     }
 
-    /// What a settled usage-based payment was charged, by its receipt:
-    /// `None` (the whole amount counts) for other schemes, without an
-    /// `amount`, or when it claims more than the authorized maximum.
-    fn charged(
-        &self,
-        accepted: &PaymentRequirements,
-        receipt: &SettleResponse,
-    ) -> Option<paywire_core::AtomicAmount> {
+    /// What a settled payment counts in the budget. The server chooses the
+    /// facilitator of a usage-based payment, so its receipt's `amount` is a
+    /// claim, never the truth: only the chain, through the spend probe, can
+    /// lower the authorized maximum, and only to what the named transaction
+    /// moved under this very authorization. A receipt naming no transaction
+    /// (a zero charge) proves nothing either: the authorization may still be
+    /// settled until its deadline, so its maximum stays outstanding until
+    /// the probe proves it unspent. Other schemes count their whole amount.
+    async fn charge(&self, payload: &PaymentPayload, receipt: &SettleResponse) -> Charge {
+        let accepted = &payload.accepted;
         if !self.policy.is_usage_based(&accepted.scheme) {
-            return None;
+            return Charge::Maximum;
         }
-        let charged = receipt.amount?;
-        if charged > accepted.amount {
-            tracing::warn!(%charged, maximum = %accepted.amount,
-                "receipt claims more than the authorized maximum; counting the maximum");
-            return None;
+        if receipt.transaction.is_empty() {
+            tracing::info!(claimed = ?receipt.amount,
+                "usage-based payment settled without a transaction; its maximum stays outstanding until proven unspent");
+            return Charge::Outstanding;
         }
-        Some(charged)
+        let Some(probe) = &self.spend_probe else {
+            tracing::info!("no spend probe to verify the usage-based charge; counting the maximum");
+            return Charge::Maximum;
+        };
+        let read = probe.settled_amount(payload, &receipt.transaction);
+        let Ok(Some(onchain)) = tokio::time::timeout(self.reconcile_timeout, read).await else {
+            tracing::warn!(claimed = ?receipt.amount, transaction = %receipt.transaction,
+                "the chain does not confirm the usage-based charge; counting the maximum");
+            return Charge::Maximum;
+        };
+        if receipt.amount != Some(onchain) {
+            tracing::warn!(claimed = ?receipt.amount, %onchain,
+                "the receipt's charge differs from the chain's; counting the chain's");
+        }
+        if onchain > accepted.amount {
+            return Charge::Maximum;
+        }
+        Charge::Proven(onchain)
     }
 
     /// Releases the budget of a prepared payment that was never sent (its
@@ -549,10 +569,22 @@ impl X402Client {
     }
 }
 
+/// What a settled payment counts in the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charge {
+    /// The amount the chain proves was moved.
+    Proven(paywire_core::AtomicAmount),
+    /// The whole reserved amount.
+    Maximum,
+    /// Nothing proven yet: the payment stays outstanding at its maximum.
+    Outstanding,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{CountingWallet, required};
+    use paywire_core::SpendState;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Veto;
@@ -662,7 +694,46 @@ mod tests {
         }
     }
 
-    async fn upto_client() -> (X402Client, Arc<Budget>) {
+    /// The chain as the tests script it: what a named transaction moved
+    /// (for any payload), whether the authorization is spent, and which
+    /// transactions it was asked about.
+    struct ChainProbe {
+        moved: Option<u64>,
+        state: std::sync::Mutex<SpendState>,
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ChainProbe {
+        fn new(moved: Option<u64>) -> Arc<Self> {
+            Arc::new(Self {
+                moved,
+                state: std::sync::Mutex::new(SpendState::Unknown),
+                asked: std::sync::Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl SpendProbe for ChainProbe {
+        fn probe<'a>(&'a self, _: &'a PaymentPayload) -> BoxFuture<'a, SpendState> {
+            let state = *self.state.lock().unwrap();
+            Box::pin(async move { state })
+        }
+        fn settled_amount<'a>(
+            &'a self,
+            _: &'a PaymentPayload,
+            transaction: &'a str,
+        ) -> BoxFuture<'a, Option<paywire_core::AtomicAmount>> {
+            self.asked.lock().unwrap().push(transaction.to_owned());
+            let moved = self.moved.map(Into::into);
+            Box::pin(async move { moved })
+        }
+    }
+
+    /// An `upto` client with a budget on a clock the test moves, and, if
+    /// given, a spend probe.
+    async fn upto_client_on(
+        probe: Option<Arc<ChainProbe>>,
+    ) -> (X402Client, Arc<Budget>, Arc<std::sync::atomic::AtomicI64>) {
         let rule = crate::budget::BudgetRule {
             scope: usdc_scope(),
             per_call: Some(10_000),
@@ -670,14 +741,27 @@ mod tests {
             per_day: None,
             total: Some(1_000_000),
         };
-        let budget = Arc::new(Budget::in_memory(vec![rule]).await.unwrap());
-        let client = X402Client::builder()
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(1_800_000_000));
+        let clock = Arc::clone(&now);
+        let budget = Budget::in_memory(vec![rule])
+            .await
+            .unwrap()
+            .with_clock(move || clock.load(Ordering::SeqCst));
+        let budget = Arc::new(budget);
+        let mut builder = X402Client::builder()
             .wallet(
                 ChainIdPattern::parse("eip155:*").unwrap(),
                 Arc::new(UptoWallet),
             )
-            .budget(budget.clone())
-            .build();
+            .budget(budget.clone());
+        if let Some(probe) = probe {
+            builder = builder.spend_probe(probe);
+        }
+        (builder.build(), budget, now)
+    }
+
+    async fn upto_client() -> (X402Client, Arc<Budget>) {
+        let (client, budget, _) = upto_client_on(None).await;
         (client, budget)
     }
 
@@ -691,30 +775,103 @@ mod tests {
         receipt
     }
 
-    #[tokio::test]
-    async fn a_usage_based_payment_reserves_its_maximum_and_commits_its_charge() {
-        let (client, budget) = upto_client().await;
+    /// Pays one `upto` option (maximum 10,000) and finishes it with
+    /// `receipt`; returns what it added to the spent and outstanding totals.
+    async fn settle_upto(
+        client: &X402Client,
+        budget: &Budget,
+        receipt: SettleResponse,
+    ) -> (u128, u128) {
         let scope = usdc_scope();
-        for (claimed, committed) in [
-            (Some(2_500), 2_500),
-            (Some(0), 0),
-            // Above the maximum, or silent: the maximum counts.
-            (Some(20_000), 10_000),
-            (None, 10_000),
-        ] {
-            let before = budget.spent_total(&scope).await.unwrap();
-            let prepared = client.prepare(&upto_required(false)).await.unwrap();
-            assert_eq!(budget.outstanding_total(&scope).await.unwrap(), 10_000);
-            let outcome = client
-                .finish(&prepared, AnswerStatus::Granted, Some(receipt(claimed)))
-                .await;
-            assert_eq!(outcome.status, PaymentStatus::Paid);
-            assert_eq!(budget.outstanding_total(&scope).await.unwrap(), 0);
-            let spent = budget.spent_total(&scope).await.unwrap() - before;
-            assert_eq!(spent, committed, "{claimed:?}");
-        }
+        let spent = budget.spent_total(&scope).await.unwrap();
+        let outstanding = budget.outstanding_total(&scope).await.unwrap();
+        let prepared = client.prepare(&upto_required(false)).await.unwrap();
+        assert_eq!(
+            budget.outstanding_total(&scope).await.unwrap(),
+            outstanding + 10_000
+        );
+        let outcome = client
+            .finish(&prepared, AnswerStatus::Granted, Some(receipt))
+            .await;
+        assert_eq!(outcome.status, PaymentStatus::Paid);
+        (
+            budget.spent_total(&scope).await.unwrap() - spent,
+            budget.outstanding_total(&scope).await.unwrap() - outstanding,
+        )
+    }
 
-        // An exact payment's receipt never lowers what it counts.
+    /// Hostile review r2: the server (which picks the facilitator) can claim
+    /// any charge; without the chain's word the maximum counts.
+    #[tokio::test]
+    async fn a_claimed_charge_the_chain_does_not_confirm_counts_the_maximum() {
+        let unconfirmed = ChainProbe::new(None);
+        for probe in [None, Some(Arc::clone(&unconfirmed))] {
+            let (client, budget, _) = upto_client_on(probe).await;
+            for claimed in [Some(2_500), Some(1), Some(0), Some(20_000), None] {
+                let counted = settle_upto(&client, &budget, receipt(claimed)).await;
+                assert_eq!(counted, (10_000, 0), "{claimed:?}");
+            }
+        }
+        assert_eq!(unconfirmed.asked.lock().unwrap().len(), 5);
+        assert!(
+            unconfirmed
+                .asked
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|t| t == "0xtx")
+        );
+    }
+
+    /// What the chain proves was moved counts, whatever the receipt claims
+    /// (lower or higher), but never more than the authorized maximum.
+    #[tokio::test]
+    async fn a_charge_the_chain_confirms_counts_the_chains_amount() {
+        for (claimed, moved, counted) in [
+            (Some(2_500), 2_500, 2_500),
+            (Some(1), 4_000, 4_000),
+            (None, 3_000, 3_000),
+            (Some(2_500), 20_000, 10_000),
+        ] {
+            let probe = ChainProbe::new(Some(moved));
+            let (client, budget, _) = upto_client_on(Some(Arc::clone(&probe))).await;
+            let added = settle_upto(&client, &budget, receipt(claimed)).await;
+            assert_eq!(added, (counted, 0), "{claimed:?} {moved}");
+            assert_eq!(*probe.asked.lock().unwrap(), ["0xtx"]);
+        }
+    }
+
+    /// A zero charge sends no transaction, so nothing proves it; the
+    /// authorization could still be settled until its deadline. Its maximum
+    /// stays outstanding until the chain proves it unspent (field lesson 31).
+    #[tokio::test]
+    async fn a_zero_charge_stays_outstanding_until_proven_unspent() {
+        let probe = ChainProbe::new(Some(0));
+        let (client, budget, now) = upto_client_on(Some(Arc::clone(&probe))).await;
+        let mut zero = receipt(Some(0));
+        zero.transaction = String::new();
+        assert_eq!(settle_upto(&client, &budget, zero).await, (0, 10_000));
+        assert!(
+            probe.asked.lock().unwrap().is_empty(),
+            "no transaction to ask about"
+        );
+
+        now.fetch_add(3_600, Ordering::SeqCst);
+        assert_eq!(client.reconcile().await.map(|r| r.undecided), Some(1));
+        let scope = usdc_scope();
+        assert_eq!(budget.outstanding_total(&scope).await.unwrap(), 10_000);
+
+        *probe.state.lock().unwrap() = SpendState::Unspent;
+        now.fetch_add(3_600, Ordering::SeqCst);
+        assert_eq!(client.reconcile().await.map(|r| r.released), Some(1));
+        assert_eq!(budget.outstanding_total(&scope).await.unwrap(), 0);
+        assert_eq!(budget.spent_total(&scope).await.unwrap(), 0);
+    }
+
+    /// An exact payment's receipt never lowers what it counts, even with a
+    /// probe that would confirm a lower amount.
+    #[tokio::test]
+    async fn an_exact_payment_counts_its_whole_amount() {
         let exact = Arc::new(CountingWallet(AtomicUsize::new(0)));
         let rule = crate::budget::BudgetRule {
             scope: usdc_scope(),
@@ -724,15 +881,18 @@ mod tests {
             total: None,
         };
         let budget = Arc::new(Budget::in_memory(vec![rule]).await.unwrap());
+        let probe = ChainProbe::new(Some(1));
         let client = X402Client::builder()
             .wallet(ChainIdPattern::parse("eip155:*").unwrap(), exact)
             .budget(budget.clone())
+            .spend_probe(probe.clone())
             .build();
         let prepared = client.prepare(&required()).await.unwrap();
         client
             .finish(&prepared, AnswerStatus::Granted, Some(receipt(Some(1))))
             .await;
-        assert_eq!(budget.spent_total(&scope).await.unwrap(), 10_000);
+        assert_eq!(budget.spent_total(&usdc_scope()).await.unwrap(), 10_000);
+        assert!(probe.asked.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

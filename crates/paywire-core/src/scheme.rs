@@ -219,6 +219,22 @@ pub enum SpendState {
 pub trait SpendProbe: Send + Sync {
     /// Whether `payload`'s authorization was spent.
     fn probe<'a>(&'a self, payload: &'a PaymentPayload) -> BoxFuture<'a, SpendState>;
+
+    /// The amount the mined, successful transaction `transaction` moved
+    /// under `payload`'s authorization, read from the chain: the truth
+    /// about what a usage-based payment was charged, whatever the server's
+    /// receipt claims. `None` whenever the chain does not prove it (an
+    /// unknown, pending or reverted transaction, one that settled another
+    /// authorization, a payload this probe does not know, an RPC failure);
+    /// the caller then counts the authorized maximum. The default knows no
+    /// payload.
+    fn settled_amount<'a>(
+        &'a self,
+        _payload: &'a PaymentPayload,
+        _transaction: &'a str,
+    ) -> BoxFuture<'a, Option<AtomicAmount>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Watches the side effects of one settlement, so that a durable ledger can

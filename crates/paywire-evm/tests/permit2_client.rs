@@ -162,8 +162,9 @@ impl Env {
         self.devnet.token_balance(token, owner).await.unwrap()
     }
 
-    /// Calls the exact proxy's `settle` with `payload` from the unlocked `caller`.
-    async fn settle_exact(&self, caller: Address, payload: &Permit2Payload) {
+    /// Calls the exact proxy's `settle` with `payload` from the unlocked
+    /// `caller`; returns the transaction hash.
+    async fn settle_exact(&self, caller: Address, payload: &Permit2Payload) -> B256 {
         let authorization = &payload.permit2_authorization;
         let call = IExactProxy::settleCall {
             permit: permit_of(payload),
@@ -177,18 +178,19 @@ impl Env {
         self.devnet
             .transact(caller, EXACT_PERMIT2_PROXY, call.abi_encode())
             .await
-            .unwrap();
+            .unwrap()
+            .transaction_hash
     }
 
     /// The upto proxy's `settle` of `amount`, from `caller`: simulated first,
     /// an `Err` carrying the node's refusal (with the revert data) if it
-    /// reverts, else sent and mined.
+    /// reverts, else sent and mined (its transaction hash).
     async fn settle_upto(
         &self,
         caller: Address,
         payload: &Permit2Payload,
         amount: U256,
-    ) -> Result<(), String> {
+    ) -> Result<B256, String> {
         let authorization = &payload.permit2_authorization;
         let call = IUptoProxy::settleCall {
             permit: permit_of(payload),
@@ -211,7 +213,7 @@ impl Env {
         self.devnet
             .transact(caller, UPTO_PERMIT2_PROXY, data)
             .await
-            .map(drop)
+            .map(|receipt| receipt.transaction_hash)
             .map_err(|e| e.to_string())
     }
 }
@@ -312,7 +314,8 @@ async fn an_exact_permit2_payment_settles_through_the_proxy_and_the_probe_follow
         env.balance(token, pay_to).await,
     );
     // Anyone may call the exact proxy: the witness fixes the recipient.
-    env.settle_exact(env.devnet.account(0).address, &signed(&created))
+    let hash = env
+        .settle_exact(env.devnet.account(0).address, &signed(&created))
         .await;
     assert_eq!(
         env.balance(token, payer.address).await,
@@ -323,6 +326,10 @@ async fn an_exact_permit2_payment_settles_through_the_proxy_and_the_probe_follow
         before.1 + U256::from(PRICE)
     );
     assert_eq!(env.probe().state(&payload).await, SpendState::Spent);
+    assert_eq!(
+        env.probe().settled(&payload, &hash.to_string()).await,
+        Some(AtomicAmount::from(PRICE))
+    );
 }
 
 #[tokio::test]
@@ -730,4 +737,113 @@ async fn the_typescript_facilitator_settles_what_our_clients_sign() {
         facilitator.log_tail()
     );
     assert_eq!(env.balance(token, pay_to).await, before + U256::from(used));
+}
+
+/// Hostile review r2: a usage-based charge counts what the chain proves,
+/// never the receipt's claim. The probe reads the named transaction: the
+/// settled amount for this very authorization, and nothing for another
+/// payment's settlement, a reverted replay or an unknown hash.
+#[tokio::test]
+async fn the_probe_reads_what_an_upto_settlement_moved_and_nothing_else() {
+    let env = env().await;
+    let token = env.devnet.plain_token();
+    let payer = env.devnet.usdc_holders()[1].clone();
+    let facilitator = env.devnet.account(0).address;
+    let pay_to = env.devnet.account(9).address;
+    env.devnet
+        .approve_permit2(token, &payer, U256::MAX)
+        .await
+        .unwrap();
+    let requirements = env.upto_requirements(token, pay_to, facilitator);
+    let client = env.upto_client(payer.index);
+    let first = client.create_payment(&requirements, None).await.unwrap();
+    let second = client.create_payment(&requirements, None).await.unwrap();
+    let (first_payment, second_payment) = (
+        payment(&requirements, &first),
+        payment(&requirements, &second),
+    );
+    let probe = env.probe();
+
+    let used = U256::from(PRICE - 7_000);
+    let settled = env
+        .settle_upto(facilitator, &signed(&first), used)
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.settled(&first_payment, &settled.to_string()).await,
+        Some(AtomicAmount::from(used))
+    );
+    let full = env
+        .settle_upto(facilitator, &signed(&second), U256::from(PRICE))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.settled(&second_payment, &full.to_string()).await,
+        Some(AtomicAmount::from(PRICE))
+    );
+    // Another payment's settlement proves nothing about this one.
+    assert_eq!(probe.settled(&first_payment, &full.to_string()).await, None);
+    assert_eq!(
+        probe.settled(&second_payment, &settled.to_string()).await,
+        None
+    );
+
+    // The same settlement again: mined, but reverted (the nonce is used).
+    let replay = IUptoProxy::settleCall {
+        permit: permit_of(&signed(&first)),
+        amount: used,
+        owner: payer.address,
+        witness: UptoWitness {
+            to: pay_to,
+            facilitator,
+            validAfter: signed(&first)
+                .permit2_authorization
+                .witness
+                .valid_after
+                .as_u256(),
+        },
+        signature: signed(&first).signature,
+    };
+    let sent = env
+        .devnet
+        .rpc(
+            "eth_sendTransaction",
+            json!([{
+                "from": facilitator,
+                "to": UPTO_PERMIT2_PROXY,
+                "data": Bytes::from(replay.abi_encode()),
+                "gas": "0x200000",
+            }]),
+        )
+        .await
+        .unwrap();
+    let reverted: B256 = serde_json::from_value(sent).unwrap();
+    let mut receipt = None;
+    for _ in 0..200 {
+        receipt = env.rpc.receipt(reverted).await.unwrap();
+        if receipt.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receipt = receipt.expect("the replay is mined");
+    assert!(
+        !receipt.succeeded(),
+        "the replay must be mined and reverted"
+    );
+    assert_eq!(
+        probe.settled(&first_payment, &reverted.to_string()).await,
+        None
+    );
+
+    // Unknown or malformed hashes, and an unconfigured network.
+    let unknown = B256::repeat_byte(0x42).to_string();
+    assert_eq!(probe.settled(&first_payment, &unknown).await, None);
+    assert_eq!(probe.settled(&first_payment, "0xnot-a-hash").await, None);
+    assert_eq!(probe.settled(&first_payment, "").await, None);
+    let blind = ExactEvmSpendProbe::new();
+    assert_eq!(
+        blind.settled(&first_payment, &settled.to_string()).await,
+        None
+    );
 }

@@ -2,23 +2,25 @@
 //! it reads the token's `authorizationState(authorizer, nonce)`, for Permit2
 //! payments (`exact` with Permit2, `upto`) the Permit2 contract's
 //! `nonceBitmap(owner, nonce >> 8)`, and the chain's time, so that the
-//! client's budget can release an authorization that expired unused.
+//! client's budget can release an authorization that expired unused; and,
+//! for Permit2 payments, what a named settlement transaction really moved,
+//! so that a usage-based charge counts what the chain says, not the receipt.
 
 use crate::Eip155ChainId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
-use paywire_core::{BoxFuture, ChainId, PaymentPayload};
+use paywire_core::{AtomicAmount, BoxFuture, ChainId, PaymentPayload};
 use paywire_core::{SpendProbe, SpendState};
 use serde_json::{Value, json};
 
 use super::SCHEME;
 use super::payload::ExactEvmPayload;
 use crate::contracts::IEip3009Token;
-use crate::permit2::spend::Permit2Nonce;
-use crate::rpc::{RpcClient, RpcError, call_params, decode_bytes};
+use crate::permit2::spend::{Permit2Nonce, Permit2Settlement};
+use crate::rpc::{Receipt, RpcClient, RpcError, Transaction, call_params, decode_bytes};
 
 /// Default margin past `validBefore` before an unused authorization counts
 /// as unspent: a chain reorganisation cannot bring back blocks this old.
@@ -85,6 +87,42 @@ impl ExactEvmSpendProbe {
         }
     }
 
+    /// What transaction `transaction` moved under the Permit2 authorization
+    /// of `payload` (`upto`: the settled amount; `exact` Permit2: the
+    /// permitted amount), read from the chain; `None` for an EIP-3009 or
+    /// unknown payload, an unconfigured network, a transaction that is not
+    /// a mined, successful settlement of exactly this authorization through
+    /// the scheme's proxy with the token's matching `Transfer` log, or any
+    /// RPC failure.
+    pub async fn settled(
+        &self,
+        payload: &PaymentPayload,
+        transaction: &str,
+    ) -> Option<AtomicAmount> {
+        let settlement = Permit2Settlement::of(payload)?;
+        let network = &payload.accepted.network;
+        let chain_id = network.eip155_id()?;
+        let rpc = self.nodes.get(network)?;
+        let Ok(hash) = transaction.parse::<B256>() else {
+            tracing::warn!(%network, "the receipt names no valid transaction hash");
+            return None;
+        };
+        let read = match read_settlement(rpc, chain_id, hash).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%network, error = rpc_error_kind(&error),
+                    "spend probe could not read the settlement; the maximum counts");
+                return None;
+            }
+        };
+        let moved = read.and_then(|(tx, receipt)| settlement.amount_moved(hash, &tx, &receipt));
+        if moved.is_none() {
+            tracing::warn!(%network, %hash,
+                "the named transaction does not prove a settlement of this payment; the maximum counts");
+        }
+        moved.map(AtomicAmount::from)
+    }
+
     /// What to ask which node, or `None` for a payload this probe cannot judge.
     fn query_for(&self, payload: &PaymentPayload) -> Option<Query<'_>> {
         let accepted = &payload.accepted;
@@ -129,6 +167,47 @@ impl SpendProbe for ExactEvmSpendProbe {
     fn probe<'a>(&'a self, payload: &'a PaymentPayload) -> BoxFuture<'a, SpendState> {
         Box::pin(self.state(payload))
     }
+
+    fn settled_amount<'a>(
+        &'a self,
+        payload: &'a PaymentPayload,
+        transaction: &'a str,
+    ) -> BoxFuture<'a, Option<AtomicAmount>> {
+        Box::pin(self.settled(payload, transaction))
+    }
+}
+
+/// The transaction `hash` and its receipt, in one round trip that also
+/// checks the node serves `chain_id`; `None` when either is unknown (never
+/// sent, or still pending).
+async fn read_settlement(
+    rpc: &RpcClient,
+    chain_id: u64,
+    hash: B256,
+) -> Result<Option<(Transaction, Receipt)>, RpcError> {
+    let mut answers = rpc
+        .batch(vec![
+            ("eth_chainId", json!([])),
+            ("eth_getTransactionByHash", json!([hash])),
+            ("eth_getTransactionReceipt", json!([hash])),
+        ])
+        .await?
+        .into_iter();
+    let mut next = || {
+        answers
+            .next()
+            .unwrap_or_else(|| Err(RpcError::Decode("short batch answer".into())))
+    };
+    let (chain, transaction, receipt) = (next(), next(), next());
+    let chain: U256 = decode(chain)?;
+    if chain != U256::from(chain_id) {
+        return Err(RpcError::Decode(format!(
+            "the node serves chain {chain}, not {chain_id}"
+        )));
+    }
+    let transaction: Option<Transaction> = decode(transaction)?;
+    let receipt: Option<Receipt> = decode(receipt)?;
+    Ok(transaction.zip(receipt))
 }
 
 /// One authorization to look up.
@@ -146,7 +225,7 @@ enum Read {
     Eip3009 {
         token: Address,
         authorizer: Address,
-        nonce: alloy_primitives::B256,
+        nonce: B256,
     },
     /// The Permit2 contract's nonce bitmap.
     Permit2(Permit2Nonce),
