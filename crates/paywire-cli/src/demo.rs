@@ -19,7 +19,7 @@ use paywire_client::{
 };
 use paywire_core::{AtomicAmount, ChainId, ChainIdPattern, Facilitator, Secret, ServerConfig};
 use paywire_devnet::{DevAccount, Devnet};
-use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
+use paywire_evm::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
 use paywire_evm::upto::{UptoEvmClient, UptoEvmServer};
 use paywire_evm::{EvmNetwork, EvmNetworks, LocalSigner};
 use paywire_litesvm::{DEVNET_GENESIS_HASH, Pubkey, RpcServer, SolanaTestChain, TokenProgram};
@@ -487,7 +487,10 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
         )
         .map_err(|e| e.to_string())?,
     );
-    let upto = UptoEvmClient::new(wallet.clone()).with_rpc(ChainId::eip155(31337), rpc);
+    let upto = UptoEvmClient::new(wallet.clone()).with_rpc(ChainId::eip155(31337), rpc.clone());
+    // The budget counts what the chain shows a metered call moved, not what
+    // the server's receipt claims.
+    let probe = ExactEvmSpendProbe::new().network(ChainId::eip155(31337), rpc);
     let sign_in = paywire_siwx::SiwxSignIn::new(
         Arc::new(paywire_evm::siwx::EvmSiwxSigner::new(wallet.clone())),
         vec![ChainId::eip155(31337)],
@@ -502,6 +505,7 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
             Arc::new(upto),
         )
         .sign_in(Arc::new(sign_in))
+        .spend_probe(Arc::new(probe))
         .catalog(Arc::new(catalog))
         .policy(SelectionPolicy::default())
         .budget(Arc::new(budget))

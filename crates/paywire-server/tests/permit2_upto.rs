@@ -12,6 +12,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use axum::Router;
@@ -23,7 +24,8 @@ use paywire_client::{
 };
 use paywire_core::codec::decode_payment_response;
 use paywire_core::{ChainIdPattern, Facilitator, SettleResponse};
-use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
+use paywire_evm::exact::{ExactEvmClient, ExactEvmServer, ExactEvmSpendProbe};
+use paywire_evm::rpc::RpcClient;
 use paywire_evm::upto::{UptoEvmClient, UptoEvmServer};
 use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks, LocalSigner, TransferMethod};
 use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, Usage, money};
@@ -105,13 +107,18 @@ async fn our_app(devnet: &Devnet, facilitator: Arc<dyn Facilitator>, payee: Addr
     serve(app).await
 }
 
-/// Our client paying from `payer` with both EVM schemes and, if given, a budget.
+/// Our client paying from `payer` with both EVM schemes and, if given, a budget, whose
+/// spend probe reads on chain what a usage-based settlement really moved.
 fn our_client(devnet: &Devnet, payer: &DevAccount, budget: Option<Arc<Budget>>) -> X402Client {
     let signer = || LocalSigner::new(payer.signer());
+    let rpc = RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10))
+        .expect("rpc");
+    let probe = ExactEvmSpendProbe::new().network(chain(), Arc::new(rpc));
     let mut builder = X402Client::builder()
         .wallet(pattern(), Arc::new(ExactEvmClient::new(signer())))
         .wallet(pattern(), Arc::new(UptoEvmClient::new(signer())))
-        .catalog(Arc::new(table(devnet)));
+        .catalog(Arc::new(table(devnet)))
+        .spend_probe(Arc::new(probe));
     if let Some(budget) = budget {
         builder = builder.budget(budget);
     }
@@ -170,9 +177,15 @@ async fn our_client_with_a_budget_pays_permit2_and_exactly_the_usage() {
     assert_eq!(balance(devnet, payee).await, U256::from(PRICE + USAGE));
     assert_eq!(balance(devnet, payer.address).await, before - U256::from(PRICE + USAGE));
     let spent = budget.spent_total(&BudgetScope::Usd).await.expect("spent");
-    assert_eq!(spent, u128::from(PRICE + USAGE), "the budget counts the usage, not the maximum");
+    assert_eq!(
+        spent,
+        u128::from(PRICE + USAGE),
+        "the budget counts the usage the chain shows, not the maximum"
+    );
 
-    // Zero usage: served, nothing charged, nothing counted.
+    // Zero usage: served and nothing charged; the authorization stays valid on chain until
+    // its deadline, so the budget keeps the maximum outstanding (not spent) until the chain
+    // proves it unspent.
     let (status, _, receipt) = fetch(&client, &format!("{url}/generate?tokens=0"))
         .await
         .expect("paid");
@@ -183,6 +196,10 @@ async fn our_client_with_a_budget_pays_permit2_and_exactly_the_usage() {
     assert_eq!(
         budget.spent_total(&BudgetScope::Usd).await.expect("spent"),
         u128::from(PRICE + USAGE)
+    );
+    assert_eq!(
+        budget.outstanding_total(&BudgetScope::Usd).await.expect("outstanding"),
+        u128::from(MAX)
     );
 
     // A budget below the $0.05 maximum refuses the metered route before anything is signed,
