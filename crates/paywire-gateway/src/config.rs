@@ -477,13 +477,16 @@ mod tests {
         assert_eq!(config.facilitators[1].token, None);
         assert_eq!(config.networks[0]["network"], "eip155:31337");
         assert_eq!(config.routes[0].accepts[0].scheme, "exact");
-        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes.len(), 3);
         assert_eq!(config.routes[0].accepts[0].price.as_deref(), Some("$0.01"));
+        // The usage-based route.
+        assert_eq!(config.routes[1].accepts[0].scheme, "upto");
+        assert_eq!(config.routes[1].accepts[0].price.as_deref(), Some("$0.05"));
         assert_eq!(
-            config.routes[1].accepts[0].amount.as_deref(),
+            config.routes[2].accepts[0].amount.as_deref(),
             Some("250000")
         );
-        assert!(config.routes[1].settle_before_handler);
+        assert!(config.routes[2].settle_before_handler);
         assert!(!config.case_insensitive_paths);
         assert_eq!(config.max_paid_response_bytes, 8 << 20);
         assert_eq!(config.max_paid_response_bytes_in_flight, 256 << 20);
