@@ -12,6 +12,8 @@ use paywire_evm::reasons;
 #[path = "common/permit2.rs"]
 mod kit;
 
+mod common;
+
 use kit::{Kit, now, payee, permit_info, permit_info_by, sign, with_extension, wrap};
 
 const PRICE: u64 = 10_000;
@@ -1011,4 +1013,159 @@ async fn a_rerun_waits_for_the_transaction_under_way() {
     assert!(settled.success, "{settled:?}");
     assert_eq!(settled.transaction, first.transaction);
     assert_eq!(kit.balance(token, payee()).await, U256::from(PRICE));
+}
+
+/// A payer whose balance covers one payment signs two (distinct nonces)
+/// and both are settled at once, on a node whose `pending` reads show
+/// nothing of the pool (so each passes its own balance read and
+/// simulation): the facilitator counts the first transfer in flight and
+/// refuses the second before sending it, rather than broadcasting a
+/// transaction that reverts at its expense.
+#[tokio::test]
+async fn one_balance_pays_for_one_permit2_transfer_in_flight() {
+    let devnet = paywire_testkit::Devnet::start().await.unwrap();
+    let proxy = common::RpcProxy::start(devnet.rpc_url()).await;
+    proxy.set_rule(common::without_pending_state);
+    let kit = Kit::on(
+        devnet,
+        proxy.url(),
+        1,
+        |_| {},
+        |builder| builder.receipt_timeout(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    let token = kit.devnet.plain_token();
+    kit.approve(token, 1).await;
+    let payer = kit.devnet.payer(1).address;
+    // The price is the payer's whole balance: it pays for one payment.
+    let price = kit.balance(token, payer).await.to::<u64>();
+    let requirements = kit.requirements("exact", token, payee(), price);
+    let (first, _) = signed_payment(&kit, 1, &requirements);
+    let (second, _) = signed_payment(&kit, 1, &requirements);
+    assert_ne!(
+        first.permit2_authorization.nonce,
+        second.permit2_authorization.nonce
+    );
+    let (first, second) = (wrap(&first, &requirements), wrap(&second, &requirements));
+    for (method, params) in [
+        ("evm_setAutomine", serde_json::json!([false])),
+        ("evm_setIntervalMining", serde_json::json!([0])),
+    ] {
+        kit.devnet.rpc(method, params).await.unwrap();
+    }
+    let (a, b) = tokio::join!(
+        kit.exact.settle(&first, &requirements),
+        kit.exact.settle(&second, &requirements)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let pending = Some(ErrorReason::TRANSACTION_PENDING);
+    let (sent, refused) = if a.error_reason == pending {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(sent.error_reason, pending, "{sent:?}");
+    assert_eq!(
+        refused.error_reason,
+        Some(reasons::PERMIT2_INSUFFICIENT_BALANCE),
+        "{refused:?}"
+    );
+    assert!(refused.transaction.is_empty());
+    let signed: U256 = serde_json::from_value(
+        kit.devnet
+            .rpc(
+                "eth_getTransactionCount",
+                serde_json::json!([kit.signers[0], "pending"]),
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(signed, U256::from(1), "one transaction signed");
+    kit.devnet.mine().await.unwrap();
+    assert_eq!(kit.balance(token, payee()).await, U256::from(price));
+    assert_eq!(kit.balance(token, payer).await, U256::ZERO);
+}
+
+/// EIP-3009 and Permit2 transfers of one token count against one balance:
+/// with an EIP-3009 payment of the payer's whole USDC in flight, a Permit2
+/// payment of that USDC is refused unsent, and the other way round.
+#[tokio::test]
+async fn eip3009_and_permit2_transfers_in_flight_share_the_balance() {
+    let devnet = paywire_testkit::Devnet::start().await.unwrap();
+    let proxy = common::RpcProxy::start(devnet.rpc_url()).await;
+    proxy.set_rule(common::without_pending_state);
+    let kit = Kit::on(
+        devnet,
+        proxy.url(),
+        1,
+        |_| {},
+        |builder| builder.receipt_timeout(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    let usdc = kit.devnet.usdc();
+    kit.approve(usdc, 1).await;
+    let payer = kit.devnet.payer(1).address;
+    let price = kit.balance(usdc, payer).await.to::<u64>();
+    let permit2 = kit.requirements("exact", usdc, payee(), price);
+    let mut eip3009 = permit2.clone();
+    let mut extra = paywire_core::JsonObject::new();
+    extra.insert("name".into(), "USD Coin".into());
+    extra.insert("version".into(), "2".into());
+    eip3009.extra = Some(extra);
+    let client = paywire_evm::exact::ExactEvmClient::new(kit.payer(1));
+    let by_eip3009 = |requirements: PaymentRequirements| {
+        let client = &client;
+        async move {
+            let exact = client.sign(&requirements).await.unwrap();
+            PaymentPayload {
+                x402_version: 2,
+                payload: exact.to_json(),
+                extensions: None,
+                resource: None,
+                accepted: requirements,
+            }
+        }
+    };
+    let by_permit2 = || signed_payment(&kit, 1, &permit2).1;
+    for (method, params) in [
+        ("evm_setAutomine", serde_json::json!([false])),
+        ("evm_setIntervalMining", serde_json::json!([0])),
+    ] {
+        kit.devnet.rpc(method, params).await.unwrap();
+    }
+    let pending = Some(ErrorReason::TRANSACTION_PENDING);
+
+    let first = by_eip3009(eip3009.clone()).await;
+    let sent = kit.exact.settle(&first, &eip3009).await.unwrap();
+    assert_eq!(sent.error_reason, pending, "{sent:?}");
+    let refused = kit.exact.settle(&by_permit2(), &permit2).await.unwrap();
+    assert_eq!(
+        refused.error_reason,
+        Some(reasons::PERMIT2_INSUFFICIENT_BALANCE),
+        "{refused:?}"
+    );
+    kit.devnet.mine().await.unwrap();
+    assert_eq!(kit.balance(usdc, payer).await, U256::ZERO);
+
+    let automine = |on: bool| kit.devnet.rpc("evm_setAutomine", serde_json::json!([on]));
+    automine(true).await.unwrap();
+    kit.devnet
+        .mint_usdc(payer, U256::from(price))
+        .await
+        .unwrap();
+    automine(false).await.unwrap();
+    let sent = kit.exact.settle(&by_permit2(), &permit2).await.unwrap();
+    assert_eq!(sent.error_reason, pending, "{sent:?}");
+    let second = by_eip3009(eip3009.clone()).await;
+    let refused = kit.exact.settle(&second, &eip3009).await.unwrap();
+    assert_eq!(
+        refused.error_reason,
+        Some(ErrorReason::INSUFFICIENT_FUNDS),
+        "{refused:?}"
+    );
+    assert_eq!(kit.sent_by(kit.signers[0]).await, 1, "mined so far");
+    kit.devnet.mine().await.unwrap();
+    assert_eq!(kit.sent().await, 2, "one transaction per balance");
+    assert_eq!(kit.balance(usdc, payee()).await, U256::from(2 * price));
 }

@@ -1024,6 +1024,7 @@ impl ExactEvmFacilitator {
         };
         let attempt = super::inflight::Attempt {
             calldata: verified.calldata.clone(),
+            token: verified.asset,
             value: auth.value.as_u256(),
             valid_before: u64::try_from(auth.valid_before.as_u256()).unwrap_or(u64::MAX),
             hash: sent.hash,

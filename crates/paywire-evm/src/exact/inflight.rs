@@ -9,7 +9,8 @@
 //! executes one authorization once and the other transaction reverts, at the
 //! facilitator's expense. And a payer's balance pays for one transfer at a
 //! time: transfers broadcast but not mined count against it, so K
-//! authorizations backed by one price are not K broadcasts.
+//! authorizations backed by one price are not K broadcasts, whichever
+//! method (EIP-3009 or Permit2) each of them uses.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,7 +21,8 @@ use alloy_consensus::TxEip1559;
 use alloy_primitives::{Address, B256, U256};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-/// (token, payer, nonce): identifies one EIP-3009 authorization.
+/// (token, payer, nonce): identifies one EIP-3009 authorization; a Permit2
+/// one is (Permit2, payer, nonce), its nonce being the owner's across tokens.
 pub(super) type AuthorizationKey = (Address, Address, B256);
 
 /// (token, payer): whose balance a transfer spends.
@@ -102,6 +104,8 @@ pub(super) struct Attempt {
     /// The `transferWithAuthorization` call it makes: the authorization
     /// and the signature it executes.
     pub calldata: Vec<u8>,
+    /// The token it moves (for Permit2 not in the key).
+    pub token: Address,
     /// What it moves from the payer.
     pub value: U256,
     /// The authorization's `validBefore` (Unix seconds).
@@ -170,8 +174,8 @@ impl Attempts {
     }
 
     /// Transfers from `payer` on `token` under way for other authorizations
-    /// than `except`, unexpired ones only: (authorization, transaction,
-    /// value).
+    /// than `except`, by either method, unexpired ones only: (authorization,
+    /// transaction, value).
     pub(super) fn in_flight(
         &self,
         (token, payer): PayerKey,
@@ -180,8 +184,8 @@ impl Attempts {
     ) -> Vec<(AuthorizationKey, B256, U256)> {
         lock_map(&self.attempts)
             .iter()
-            .filter(|((t, p, _), a)| {
-                (*t, *p) == (token, payer)
+            .filter(|((_, p, _), a)| {
+                (a.token, *p) == (token, payer)
                     && a.valid_before.saturating_add(EXPIRY_MARGIN_SECS) >= now
             })
             .filter(|(key, _)| *key != except)
@@ -197,6 +201,7 @@ mod tests {
     fn attempt(hash: u8, value: u64, valid_before: u64) -> Attempt {
         Attempt {
             calldata: Vec::new(),
+            token: Address::repeat_byte(1),
             value: U256::from(value),
             valid_before,
             hash: B256::repeat_byte(hash),
@@ -243,6 +248,33 @@ mod tests {
         assert!(attempts.get(&key(payer, 1)).is_none());
         attempts.forget_all(&key(payer, 4));
         assert!(attempts.get(&key(payer, 4)).is_none());
+    }
+
+    #[test]
+    fn in_flight_counts_by_the_token_moved_not_the_key() {
+        let (token, payer, permit2) = (
+            Address::repeat_byte(1),
+            Address::repeat_byte(2),
+            Address::repeat_byte(9),
+        );
+        let attempts = Attempts::default();
+        let eip3009 = (token, payer, B256::repeat_byte(1));
+        let same_token = (permit2, payer, B256::repeat_byte(2));
+        let other_token = (permit2, payer, B256::repeat_byte(3));
+        attempts.record(eip3009, attempt(1, 10, 1_000), 0);
+        attempts.record(same_token, attempt(2, 20, 1_000), 0);
+        let mut elsewhere = attempt(3, 30, 1_000);
+        elsewhere.token = Address::repeat_byte(4);
+        attempts.record(other_token, elsewhere, 0);
+        let mut seen = attempts.in_flight((token, payer), &(token, payer, B256::ZERO), 0);
+        seen.sort_by_key(|(_, _, value)| *value);
+        assert_eq!(
+            seen,
+            vec![
+                (eip3009, B256::repeat_byte(1), U256::from(10)),
+                (same_token, B256::repeat_byte(2), U256::from(20)),
+            ]
+        );
     }
 
     #[tokio::test]

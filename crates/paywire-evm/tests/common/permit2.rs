@@ -67,8 +67,20 @@ impl Kit {
         build: impl FnOnce(ExactEvmFacilitatorBuilder) -> ExactEvmFacilitatorBuilder,
     ) -> Self {
         let devnet = Devnet::start().await.unwrap();
-        let rpc =
-            RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).unwrap();
+        let url = devnet.rpc_url().to_owned();
+        Self::on(devnet, &url, signers, tune, build).await
+    }
+
+    /// [`Self::start_tuned`] on `devnet`, the facilitator reaching it
+    /// through `rpc_url` (a proxy in front of it, say).
+    pub async fn on(
+        devnet: Devnet,
+        rpc_url: &str,
+        signers: usize,
+        tune: impl FnOnce(&mut EvmChainConfig),
+        build: impl FnOnce(ExactEvmFacilitatorBuilder) -> ExactEvmFacilitatorBuilder,
+    ) -> Self {
+        let rpc = RpcClient::new(vec![rpc_url.to_owned()], Duration::from_secs(10)).unwrap();
         let mut keys: Vec<Arc<dyn EvmSigner>> = Vec::new();
         for _ in 0..signers {
             let key = LocalSigner::random();

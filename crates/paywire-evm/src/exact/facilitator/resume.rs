@@ -26,6 +26,19 @@ use crate::exact::lookup::pays;
 use crate::exact::payload::ExactEvmPayload;
 use crate::rpc::{Receipt, RpcError, Transaction, call_params, decode_bytes};
 
+/// A transfer about to be broadcast, checked against the payer's balance
+/// and its transfers in flight.
+pub(super) struct InFlight {
+    /// The token it moves.
+    pub token: Address,
+    /// Whose balance pays it.
+    pub payer: Address,
+    /// Its own authorization's key (not counted as in flight).
+    pub key: AuthorizationKey,
+    /// What it moves.
+    pub value: U256,
+}
+
 /// What the node says about an earlier settlement transaction.
 enum Status {
     /// Mined, with this receipt.
@@ -316,29 +329,51 @@ impl ExactEvmFacilitator {
     }
 
     /// Refuses (`insufficient_funds`) a transfer the payer's balance does not
-    /// cover together with its transfers in flight (broadcast, not mined):
-    /// each would pass its own simulation, and all but the first would
-    /// revert at the facilitator's expense. The caller holds the payer's
-    /// lock.
+    /// cover together with its transfers in flight: see [`Self::uncovered`].
+    /// The caller holds the payer's lock.
     pub(super) async fn uncovered_by_balance(
         &self,
         verified: &Verified<'_>,
     ) -> Result<Option<Rejection>, SchemeError> {
-        let chain = verified.chain;
         let auth = &verified.payload.authorization;
-        let key = (verified.asset, auth.from, auth.nonce);
-        let others = chain
-            .attempts
-            .in_flight((verified.asset, auth.from), &key, (self.clock)());
+        let transfer = InFlight {
+            token: verified.asset,
+            payer: auth.from,
+            key: (verified.asset, auth.from, auth.nonce),
+            value: auth.value.as_u256(),
+        };
+        self.uncovered(verified.chain, &transfer, ErrorReason::INSUFFICIENT_FUNDS)
+            .await
+    }
+
+    /// Refuses (with `reason`) `transfer` when the payer's balance does not
+    /// cover it together with the payer's other transfers of the token in
+    /// flight (broadcast, not mined), EIP-3009 and Permit2 alike: each would
+    /// pass its own simulation, and all but the first would revert at the
+    /// facilitator's expense. The caller holds the (token, payer) lock.
+    pub(super) async fn uncovered(
+        &self,
+        chain: &ChainState,
+        transfer: &InFlight,
+        reason: ErrorReason,
+    ) -> Result<Option<Rejection>, SchemeError> {
+        let others = chain.attempts.in_flight(
+            (transfer.token, transfer.payer),
+            &transfer.key,
+            (self.clock)(),
+        );
         if others.is_empty() {
             return Ok(None);
         }
-        let balance_call = IEip3009Token::balanceOfCall { account: auth.from }.abi_encode();
+        let balance_call = IEip3009Token::balanceOfCall {
+            account: transfer.payer,
+        }
+        .abi_encode();
         let mut calls: Vec<(&str, Value)> = others
             .iter()
             .map(|(_, hash, _)| ("eth_getTransactionReceipt", json!([hash])))
             .collect();
-        calls.push(("eth_call", call_params(None, verified.asset, &balance_call)));
+        calls.push(("eth_call", call_params(None, transfer.token, &balance_call)));
         let mut answers = chain.config.rpc.batch(calls).await.map_err(chain_error)?;
         let balance = answers
             .pop()
@@ -355,15 +390,15 @@ impl ExactEvmFacilitator {
                 unmined = unmined.saturating_add(*value);
             }
         }
-        if balance >= unmined.saturating_add(auth.value.as_u256()) {
+        if balance >= unmined.saturating_add(transfer.value) {
             return Ok(None);
         }
         Ok(Some(reject(
-            ErrorReason::INSUFFICIENT_FUNDS,
+            reason,
             format!(
                 "balance {balance} does not cover this payment and the payer's transfers in flight ({unmined})"
             ),
-            Some(auth.from),
+            Some(transfer.payer),
         )))
     }
 
@@ -400,6 +435,7 @@ impl ExactEvmFacilitator {
         };
         let attempt = Attempt {
             calldata,
+            token: asset,
             value: auth.value.as_u256(),
             valid_before: u64::try_from(auth.valid_before.as_u256()).unwrap_or(u64::MAX),
             hash,

@@ -14,7 +14,7 @@ use paywire_core::{
 use serde_json::json;
 
 use super::super::method::Settlement;
-use super::super::resume::Revived;
+use super::super::resume::{InFlight, Revived};
 use super::super::{ChainState, ExactEvmFacilitator, Rejection, chain_error, failure, reject};
 use super::{Permit2Outcome, Permit2Verified, Phase, Proxy, Sponsor, permit2_key, settle_calldata};
 use crate::Eip155ChainId;
@@ -88,7 +88,9 @@ impl ExactEvmFacilitator {
     }
 
     /// Sends the proxy call from the signer the payment needs and records
-    /// the attempt, under the payer's lock.
+    /// the attempt, under the payer's lock; a payment the payer's balance
+    /// does not cover together with its transfers of the token in flight is
+    /// refused (`permit2_insufficient_balance`) before anything is sent.
     async fn permit2_broadcast(
         &self,
         verified: &Permit2Verified<'_>,
@@ -97,7 +99,22 @@ impl ExactEvmFacilitator {
     ) -> Result<Result<Broadcast, Rejection>, SchemeError> {
         let chain = verified.chain;
         let auth = &verified.payload.permit2_authorization;
+        // The same lock and in-flight count as EIP-3009 transfers of this
+        // token: a payer's concurrent payments, by either method, are not
+        // broadcast beyond its balance (the sponsored approval neither).
         let _payer = chain.payers.lock((verified.asset, auth.from)).await;
+        let transfer = InFlight {
+            token: verified.asset,
+            payer: auth.from,
+            key: permit2_key(auth),
+            value: verified.amount,
+        };
+        if let Some(rejection) = self
+            .uncovered(chain, &transfer, reasons::PERMIT2_INSUFFICIENT_BALANCE)
+            .await?
+        {
+            return Ok(Err(rejection));
+        }
         let calldata = match &verified.sponsor {
             Some(Sponsor::Permit(with_permit)) => with_permit.as_slice(),
             Some(Sponsor::Approval(approval)) => {
@@ -135,6 +152,7 @@ impl ExactEvmFacilitator {
         };
         let attempt = Attempt {
             calldata: verified.calldata.clone(),
+            token: verified.asset,
             value: verified.amount,
             valid_before: u64::try_from(auth.deadline.as_u256()).unwrap_or(u64::MAX),
             hash: sent.hash,
@@ -306,6 +324,7 @@ impl ExactEvmFacilitator {
         let deadline = parsed.permit2_authorization.deadline.as_u256();
         let attempt = Attempt {
             calldata,
+            token: outcome.asset,
             value: outcome.amount,
             valid_before: u64::try_from(deadline).unwrap_or(u64::MAX),
             hash,
