@@ -10,10 +10,10 @@ use axum::Router;
 use axum::routing::get;
 use paywire_core::{ChainId, ChainIdPattern, Facilitator, LocalFacilitator};
 use paywire_evm::exact::{EvmChainConfig, ExactEvmFacilitator, ExactEvmServer};
-use paywire_evm::rpc::RpcClient;
-use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use paywire_evm::permit2::UptoEvmFacilitator;
+use paywire_evm::rpc::RpcClient;
 use paywire_evm::upto::UptoEvmServer;
+use paywire_evm::{EvmNetwork, EvmNetworks, EvmSigner, LocalSigner};
 use paywire_server::{PayTo, PaymentLayer, PaymentOption, Route, Usage, money};
 use paywire_testkit::Devnet;
 
@@ -332,7 +332,10 @@ async fn a_metered_route_charges_the_usage_and_says_so() {
     let (code, stdout, stderr) = x402_pay_path(&env, "/generate", &["--max", "0.05"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "1858 tokens");
-    assert!(stderr.contains("paywire: paid 1858 (at most 50000)"), "{stderr}");
+    assert!(
+        stderr.contains("paywire: paid 1858 (at most 50000)"),
+        "{stderr}"
+    );
     assert_eq!(
         env.devnet.usdc_balance(env.payee).await.expect("balance"),
         U256::from(1858)

@@ -86,7 +86,11 @@ async fn our_app(devnet: &Devnet, facilitator: Arc<dyn Facilitator>, payee: Addr
         .route(
             Route::new("GET /report")
                 .expect("route")
-                .accept(PaymentOption::exact(chain(), money("$0.01").expect("price"), pay_to())),
+                .accept(PaymentOption::exact(
+                    chain(),
+                    money("$0.01").expect("price"),
+                    pay_to(),
+                )),
         )
         .route(
             Route::new("GET /generate")
@@ -111,8 +115,8 @@ async fn our_app(devnet: &Devnet, facilitator: Arc<dyn Facilitator>, payee: Addr
 /// spend probe reads on chain what a usage-based settlement really moved.
 fn our_client(devnet: &Devnet, payer: &DevAccount, budget: Option<Arc<Budget>>) -> X402Client {
     let signer = || LocalSigner::new(payer.signer());
-    let rpc = RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10))
-        .expect("rpc");
+    let rpc =
+        RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc");
     let probe = ExactEvmSpendProbe::new().network(chain(), Arc::new(rpc));
     let mut builder = X402Client::builder()
         .wallet(pattern(), Arc::new(ExactEvmClient::new(signer())))
@@ -126,7 +130,10 @@ fn our_client(devnet: &Devnet, payer: &DevAccount, budget: Option<Arc<Budget>>) 
 }
 
 /// A paid GET through our client: status, body and receipt.
-async fn fetch(client: &X402Client, url: &str) -> Result<(u16, String, SettleResponse), ClientError> {
+async fn fetch(
+    client: &X402Client,
+    url: &str,
+) -> Result<(u16, String, SettleResponse), ClientError> {
     let http = reqwest::Client::new();
     let request = http.get(url).build().expect("request");
     let response = client.send(&http, request).await?;
@@ -164,18 +171,29 @@ async fn our_client_with_a_budget_pays_permit2_and_exactly_the_usage() {
     let budget = Arc::new(Budget::in_memory(vec![rule]).await.expect("budget"));
     let client = our_client(devnet, payer, Some(Arc::clone(&budget)));
 
-    let (status, body, receipt) = fetch(&client, &format!("{url}/report")).await.expect("paid");
+    let (status, body, receipt) = fetch(&client, &format!("{url}/report"))
+        .await
+        .expect("paid");
     assert_eq!((status, body.as_str()), (200, "report"));
-    assert!(receipt.success && receipt.transaction.len() == 66, "{receipt:?}");
+    assert!(
+        receipt.success && receipt.transaction.len() == 66,
+        "{receipt:?}"
+    );
     assert_eq!(balance(devnet, payee).await, U256::from(PRICE));
 
     let (status, body, receipt) = fetch(&client, &format!("{url}/generate?tokens={USAGE}"))
         .await
         .expect("paid");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(receipt.amount.map(|a| a.to_string()), Some(USAGE.to_string()));
+    assert_eq!(
+        receipt.amount.map(|a| a.to_string()),
+        Some(USAGE.to_string())
+    );
     assert_eq!(balance(devnet, payee).await, U256::from(PRICE + USAGE));
-    assert_eq!(balance(devnet, payer.address).await, before - U256::from(PRICE + USAGE));
+    assert_eq!(
+        balance(devnet, payer.address).await,
+        before - U256::from(PRICE + USAGE)
+    );
     let spent = budget.spent_total(&BudgetScope::Usd).await.expect("spent");
     assert_eq!(
         spent,
@@ -198,7 +216,10 @@ async fn our_client_with_a_budget_pays_permit2_and_exactly_the_usage() {
         u128::from(PRICE + USAGE)
     );
     assert_eq!(
-        budget.outstanding_total(&BudgetScope::Usd).await.expect("outstanding"),
+        budget
+            .outstanding_total(&BudgetScope::Usd)
+            .await
+            .expect("outstanding"),
         u128::from(MAX)
     );
 
@@ -249,13 +270,22 @@ async fn the_official_client_pays_our_server_for_permit2_and_upto() {
     .await
     .expect("TS client ran");
     assert_eq!(metered.status, 200, "{metered:#?}");
-    let header = metered.payment_response_header.as_deref().expect("PAYMENT-RESPONSE");
+    let header = metered
+        .payment_response_header
+        .as_deref()
+        .expect("PAYMENT-RESPONSE");
     let receipt = decode_payment_response(header.as_bytes()).expect("receipt");
-    assert_eq!(receipt.amount.map(|a| a.to_string()), Some(USAGE.to_string()));
+    assert_eq!(
+        receipt.amount.map(|a| a.to_string()),
+        Some(USAGE.to_string())
+    );
     let theirs = metered.payment_response.expect("the SDK read the receipt");
     assert_eq!(theirs["amount"], USAGE.to_string(), "{theirs}");
     assert_eq!(balance(devnet, payee).await, U256::from(PRICE + USAGE));
-    assert_eq!(balance(devnet, payer.address).await, before - U256::from(PRICE + USAGE));
+    assert_eq!(
+        balance(devnet, payer.address).await,
+        before - U256::from(PRICE + USAGE)
+    );
 }
 
 #[tokio::test]
@@ -291,7 +321,13 @@ async fn our_client_pays_the_official_server_through_our_facilitator() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", server.log_tail()));
     assert_eq!(status, 200, "{body}\n{}", server.log_tail());
-    assert_eq!(receipt.amount.map(|a| a.to_string()), Some(USAGE.to_string()));
+    assert_eq!(
+        receipt.amount.map(|a| a.to_string()),
+        Some(USAGE.to_string())
+    );
     assert_eq!(balance(devnet, payee).await, U256::from(PRICE + USAGE));
-    assert_eq!(balance(devnet, payer.address).await, before - U256::from(PRICE + USAGE));
+    assert_eq!(
+        balance(devnet, payer.address).await,
+        before - U256::from(PRICE + USAGE)
+    );
 }

@@ -37,8 +37,8 @@ use paywire_core::{
 use tokio::sync::{OnceCell, OwnedRwLockReadGuard, RwLock};
 
 use crate::ledger::{Ledger, LedgerError, fingerprint};
-use crate::store::SettlementState;
 use crate::metrics::{Metrics, PaymentKind, reason_code};
+use crate::store::SettlementState;
 
 pub use locks::SettlementGuard;
 pub use payment_id::payment_id;
@@ -704,7 +704,10 @@ mod tests {
         assert_eq!(settled.amount, Some(4u64.into()));
         let again = settlements.verify_request(&identified(10, "0x01")).await?;
         assert!(!again.is_valid);
-        assert_eq!(again.invalid_message.as_deref(), Some(REPLAY_REFUSAL_MESSAGE));
+        assert_eq!(
+            again.invalid_message.as_deref(),
+            Some(REPLAY_REFUSAL_MESSAGE)
+        );
         let other = settlements.verify_request(&identified(10, "0x02")).await;
         assert!(
             matches!(other, Err(SettlementError::PaymentIdConflict(_))),
@@ -728,7 +731,10 @@ mod tests {
         for amount in [0u64, 10] {
             let again = settlements.verify_request(&charging(amount)).await?;
             assert!(!again.is_valid, "{amount}");
-            assert_eq!(again.invalid_message.as_deref(), Some(REPLAY_REFUSAL_MESSAGE));
+            assert_eq!(
+                again.invalid_message.as_deref(),
+                Some(REPLAY_REFUSAL_MESSAGE)
+            );
         }
         Ok(())
     }
