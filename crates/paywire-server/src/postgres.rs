@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use paywire_core::BoxFuture;
+use paywire_core::{AtomicAmount, BoxFuture};
 use paywire_store::postgres::{Param, PgPool};
 use paywire_store::tokio_postgres::Row;
 use paywire_store::tokio_postgres::error::SqlState;
@@ -11,7 +11,7 @@ use paywire_store::{Migration, Migrations, StoreError};
 
 use crate::reservation::{
     PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
-    Transition, transition,
+    Transition, parse_charge, transition,
 };
 
 const RESERVED: i16 = 0;
@@ -26,22 +26,31 @@ const RESUMING: i16 = 3;
 /// `IF NOT EXISTS`, so a database of those releases is adopted as it is. It
 /// also takes the advisory lock those releases took around their schema
 /// statements, so that an older instance starting during a rolling upgrade
-/// does not race this one on `CREATE TABLE`.
+/// does not race this one on `CREATE TABLE`. Version 2 adds the charge
+/// (decimal atomic units) an unknown settlement of a usage-based payment
+/// asked for (NULL in rows written before).
 const MIGRATIONS: Migrations = Migrations::new(
     "reservations",
-    &[Migration::new(
-        1,
-        "reservations",
-        "SELECT pg_advisory_xact_lock(2017473026);
-         CREATE TABLE IF NOT EXISTS x402_reservations (
-             key BYTEA PRIMARY KEY,
-             state SMALLINT NOT NULL,
-             expires_ms BIGINT NOT NULL
-         );
-         ALTER TABLE x402_reservations
-             ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
-             ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;",
-    )],
+    &[
+        Migration::new(
+            1,
+            "reservations",
+            "SELECT pg_advisory_xact_lock(2017473026);
+             CREATE TABLE IF NOT EXISTS x402_reservations (
+                 key BYTEA PRIMARY KEY,
+                 state SMALLINT NOT NULL,
+                 expires_ms BIGINT NOT NULL
+             );
+             ALTER TABLE x402_reservations
+                 ADD COLUMN IF NOT EXISTS fingerprint BYTEA,
+                 ADD COLUMN IF NOT EXISTS held_until_ms BIGINT;",
+        ),
+        Migration::new(
+            2,
+            "unknown charges",
+            "ALTER TABLE x402_reservations ADD COLUMN IF NOT EXISTS charge TEXT;",
+        ),
+    ],
 );
 
 /// PostgreSQL-backed [`ReservationStore`] with the semantics of
@@ -286,7 +295,8 @@ impl ReservationStore for PostgresReservationStore {
                          expires_ms = CASE WHEN r.expires_ms <= $5
                              THEN EXCLUDED.expires_ms ELSE r.expires_ms END,
                          fingerprint = EXCLUDED.fingerprint,
-                         held_until_ms = CASE WHEN r.expires_ms <= $5 THEN NULL ELSE $3 END
+                         held_until_ms = CASE WHEN r.expires_ms <= $5 THEN NULL ELSE $3 END,
+                         charge = CASE WHEN r.expires_ms <= $5 THEN NULL ELSE r.charge END
                      WHERE r.expires_ms <= $5
                         OR (r.fingerprint = EXCLUDED.fingerprint
                             AND (r.state = $7 OR (r.state = $6 AND r.held_until_ms <= $5)))
@@ -351,17 +361,34 @@ impl ReservationStore for PostgresReservationStore {
         key: &'a ReservationKey,
         fingerprint: &'a PayloadFingerprint,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        self.mark_unknown_with_charge(key, fingerprint, None)
+    }
+
+    fn mark_unknown_with_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+        charge: Option<AtomicAmount>,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
         Box::pin(async move {
             let now = now_ms();
             let expires = now.saturating_add(ms(self.retention));
+            let charge = charge.map(|amount| amount.to_string());
+            // Without a new charge, the one recorded for this very payload
+            // (the attempt a retry resumed) stays.
             self.query(
                 Patience::Record,
                 "INSERT INTO x402_reservations AS r
-                         (key, state, expires_ms, fingerprint, held_until_ms)
-                     VALUES ($1, $2, $3, $4, NULL)
+                         (key, state, expires_ms, fingerprint, held_until_ms, charge)
+                     VALUES ($1, $2, $3, $4, NULL, $7)
                      ON CONFLICT (key) DO UPDATE
                          SET state = EXCLUDED.state, expires_ms = EXCLUDED.expires_ms,
-                             fingerprint = EXCLUDED.fingerprint, held_until_ms = NULL
+                             fingerprint = EXCLUDED.fingerprint, held_until_ms = NULL,
+                             charge = CASE
+                                 WHEN EXCLUDED.charge IS NOT NULL THEN EXCLUDED.charge
+                                 WHEN r.fingerprint = EXCLUDED.fingerprint
+                                     AND r.expires_ms > $6 THEN r.charge
+                             END
                          WHERE r.state <> $5 OR r.expires_ms <= $6",
                 &[
                     &&key.0[..],
@@ -370,6 +397,7 @@ impl ReservationStore for PostgresReservationStore {
                     &&fingerprint.0[..],
                     &CONSUMED,
                     &now,
+                    &charge,
                 ],
             )
             .await?;
@@ -399,6 +427,32 @@ impl ReservationStore for PostgresReservationStore {
                 )
                 .await?;
             Ok(!row.is_empty())
+        })
+    }
+
+    fn unknown_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<Option<AtomicAmount>, ReservationError>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    Patience::Request,
+                    "SELECT charge FROM x402_reservations
+                     WHERE key = $1 AND state IN ($2, $3) AND fingerprint = $4
+                         AND expires_ms > $5",
+                    &[
+                        &&key.0[..],
+                        &UNKNOWN,
+                        &RESUMING,
+                        &&fingerprint.0[..],
+                        &now_ms(),
+                    ],
+                )
+                .await?;
+            let charge = rows.first().and_then(|row| row.get::<_, Option<String>>(0));
+            parse_charge(charge)
         })
     }
 }

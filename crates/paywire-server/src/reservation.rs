@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use paywire_core::{BoxFuture, PaymentPayload};
+use paywire_core::{AtomicAmount, BoxFuture, PaymentPayload};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -190,6 +190,49 @@ pub trait ReservationStore: Send + Sync {
         key: &'a ReservationKey,
         fingerprint: &'a PayloadFingerprint,
     ) -> BoxFuture<'a, Result<bool, ReservationError>>;
+
+    /// [`ReservationStore::mark_unknown`], also recording `charge`: the
+    /// amount of a usage-based payment the unknown settlement asked for, so
+    /// that a retry served by another instance, or after a restart, asks for
+    /// the same amount (a different one would be refused as a second charge).
+    /// `None` keeps the charge already recorded for this payload, if any.
+    ///
+    /// The default forgets the charge (stores written before it existed):
+    /// a retry then settles the route's default for a missing usage report.
+    fn mark_unknown_with_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+        charge: Option<AtomicAmount>,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        let _ = charge;
+        self.mark_unknown(key, fingerprint)
+    }
+
+    /// The charge recorded by [`ReservationStore::mark_unknown_with_charge`]
+    /// for `key` while its outcome is unknown for the payload `fingerprint`;
+    /// `None` when there is none (the default: not recorded).
+    fn unknown_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<Option<AtomicAmount>, ReservationError>> {
+        let _ = (key, fingerprint);
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A recorded charge, read back; a value this build cannot read is an error
+/// (the caller then settles the route's default), never a panic.
+pub(crate) fn parse_charge(
+    charge: Option<String>,
+) -> Result<Option<AtomicAmount>, ReservationError> {
+    charge
+        .map(|text| {
+            text.parse::<AtomicAmount>()
+                .map_err(|error| ReservationError(format!("unreadable recorded charge: {error}")))
+        })
+        .transpose()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +252,8 @@ struct Entry {
     expires: Instant,
     fingerprint: Option<PayloadFingerprint>,
     held_until: Option<Instant>,
+    /// The amount an unknown settlement of a usage-based payment asked for.
+    charge: Option<AtomicAmount>,
 }
 
 /// What `reserve` does with an existing live entry, shared by every store.
@@ -309,6 +354,7 @@ impl ReservationStore for InMemoryReservationStore {
                         expires: now + self.reservation_ttl,
                         fingerprint: Some(*fingerprint),
                         held_until: None,
+                        charge: None,
                     },
                 );
                 return ReserveOutcome::Reserved;
@@ -359,6 +405,7 @@ impl ReservationStore for InMemoryReservationStore {
                     expires: Instant::now() + self.retention,
                     fingerprint,
                     held_until: None,
+                    charge: None,
                 },
             );
         });
@@ -370,22 +417,37 @@ impl ReservationStore for InMemoryReservationStore {
         key: &'a ReservationKey,
         fingerprint: &'a PayloadFingerprint,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        self.mark_unknown_with_charge(key, fingerprint, None)
+    }
+
+    fn mark_unknown_with_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+        charge: Option<AtomicAmount>,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
         let result = self.with(|entries| {
             let now = Instant::now();
-            let settled = entries
-                .get(key)
-                .is_some_and(|entry| entry.state == State::Consumed && entry.expires > now);
-            if !settled {
-                entries.insert(
-                    *key,
-                    Entry {
-                        state: State::Unknown,
-                        expires: now + self.retention,
-                        fingerprint: Some(*fingerprint),
-                        held_until: None,
-                    },
-                );
+            let live = entries.get(key).filter(|entry| entry.expires > now);
+            if live.is_some_and(|entry| entry.state == State::Consumed) {
+                return;
             }
+            // A retry that did not get as far as choosing its charge keeps
+            // the one of the attempt it resumed.
+            let charge = charge.or_else(|| {
+                live.filter(|entry| entry.fingerprint == Some(*fingerprint))
+                    .and_then(|entry| entry.charge)
+            });
+            entries.insert(
+                *key,
+                Entry {
+                    state: State::Unknown,
+                    expires: now + self.retention,
+                    fingerprint: Some(*fingerprint),
+                    held_until: None,
+                    charge,
+                },
+            );
         });
         Box::pin(async move { result })
     }
@@ -401,6 +463,24 @@ impl ReservationStore for InMemoryReservationStore {
                     && entry.expires > Instant::now()
                     && entry.fingerprint == Some(*fingerprint)
             })
+        });
+        Box::pin(async move { result })
+    }
+
+    fn unknown_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<Option<AtomicAmount>, ReservationError>> {
+        let result = self.with(|entries| {
+            entries
+                .get(key)
+                .filter(|entry| {
+                    matches!(entry.state, State::Unknown | State::Resuming)
+                        && entry.expires > Instant::now()
+                        && entry.fingerprint == Some(*fingerprint)
+                })
+                .and_then(|entry| entry.charge)
         });
         Box::pin(async move { result })
     }
@@ -582,6 +662,70 @@ mod tests {
         );
     }
 
+    /// The charge recorded with an unknown outcome: read back for the same
+    /// payload only, kept by a resume that records none, gone once settled
+    /// or freed.
+    pub(crate) async fn charge_semantics(store: &dyn ReservationStore) {
+        let key = ReservationKey([20; 32]);
+        let charge = AtomicAmount::from(1_234_567u64);
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), None);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), None);
+        store
+            .mark_unknown_with_charge(&key, &FP, Some(charge))
+            .await
+            .unwrap();
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), Some(charge));
+        assert_eq!(store.unknown_charge(&key, &OTHER_FP).await.unwrap(), None);
+        assert_eq!(
+            store.reserve(&key, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
+        assert_eq!(
+            store.unknown_charge(&key, &FP).await.unwrap(),
+            Some(charge),
+            "a resume keeps the charge"
+        );
+        // A retry let go before choosing its charge keeps the recorded one.
+        store.mark_unknown(&key, &FP).await.unwrap();
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), Some(charge));
+        let max = AtomicAmount::from(u128::MAX);
+        store
+            .mark_unknown_with_charge(&key, &FP, Some(max))
+            .await
+            .unwrap();
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), Some(max));
+        store.consume(&key).await.unwrap();
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), None);
+        // A settled key stays settled, with no charge to resume.
+        store
+            .mark_unknown_with_charge(&key, &FP, Some(charge))
+            .await
+            .unwrap();
+        assert_eq!(store.unknown_charge(&key, &FP).await.unwrap(), None);
+        // Freed, then reserved by another payload: no charge carried over.
+        let freed = ReservationKey([21; 32]);
+        store
+            .mark_unknown_with_charge(&freed, &FP, Some(charge))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.reserve(&freed, &FP).await.unwrap(),
+            ReserveOutcome::Resumed
+        );
+        store.release(&freed).await.unwrap();
+        assert_eq!(
+            store.reserve(&freed, &OTHER_FP).await.unwrap(),
+            ReserveOutcome::Reserved
+        );
+        store.mark_unknown(&freed, &OTHER_FP).await.unwrap();
+        assert_eq!(store.unknown_charge(&freed, &OTHER_FP).await.unwrap(), None);
+        assert_eq!(store.unknown_charge(&freed, &FP).await.unwrap(), None);
+    }
+
     /// Reservations and consumed keys expire; an abandoned resume can be
     /// taken over once its hold expired.
     async fn expiry(store: &dyn ReservationStore) {
@@ -641,6 +785,13 @@ mod tests {
         semantics(&InMemoryReservationStore::default()).await;
         let path = temp_db("semantics");
         semantics(&crate::SqliteReservationStore::open(&path).unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_charges_round_trip() {
+        charge_semantics(&InMemoryReservationStore::default()).await;
+        let path = temp_db("charges");
+        charge_semantics(&crate::SqliteReservationStore::open(&path).unwrap()).await;
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use paywire_core::{FacilitatorError, SchemeError, SchemeServer, SettleResponse};
+use paywire_core::{AtomicAmount, FacilitatorError, SchemeError, SchemeServer, SettleResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http_facilitator::request_not_sent;
@@ -22,6 +22,9 @@ pub(crate) struct Guard {
     /// Holds a payment resumed after an unknown outcome: letting it go keeps
     /// it unknown (the first attempt may have been charged).
     pub(crate) resumed: bool,
+    /// The amount a usage-based settlement asks for, recorded with an
+    /// unknown outcome so that any instance's retry asks for the same.
+    pub(crate) charge: Option<AtomicAmount>,
     pub(crate) state: GuardState,
 }
 
@@ -57,6 +60,7 @@ impl Guard {
             key,
             fingerprint,
             resumed,
+            charge: None,
             state: GuardState::Held,
         }
     }
@@ -90,7 +94,14 @@ impl Guard {
     /// Records `finish` in the store; `Done` only once the store answered.
     async fn finish(&mut self, finish: Finish) {
         self.state = GuardState::Finishing(finish);
-        let result = apply(&*self.store, &self.key, &self.fingerprint, finish).await;
+        let result = apply(
+            &*self.store,
+            &self.key,
+            &self.fingerprint,
+            self.charge,
+            finish,
+        )
+        .await;
         self.state = GuardState::Done;
         if let Err(error) = result {
             tracing::error!(%error, "recording how a payment reservation ended failed");
@@ -103,12 +114,17 @@ async fn apply(
     store: &dyn ReservationStore,
     key: &ReservationKey,
     fingerprint: &PayloadFingerprint,
+    charge: Option<AtomicAmount>,
     finish: Finish,
 ) -> Result<(), crate::reservation::ReservationError> {
     match finish {
         Finish::Release => store.release(key).await,
         Finish::Consume => store.consume(key).await,
-        Finish::KeepUnknown => store.mark_unknown(key, fingerprint).await,
+        Finish::KeepUnknown => {
+            store
+                .mark_unknown_with_charge(key, fingerprint, charge)
+                .await
+        }
     }
 }
 
@@ -122,9 +138,10 @@ impl Drop for Guard {
             GuardState::Finishing(finish) => finish,
         };
         let (store, key, fingerprint) = (Arc::clone(&self.store), self.key, self.fingerprint);
+        let charge = self.charge;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                if let Err(error) = apply(&*store, &key, &fingerprint, finish).await {
+                if let Err(error) = apply(&*store, &key, &fingerprint, charge, finish).await {
                     tracing::error!(%error, "cleaning up a dropped reservation failed");
                 }
             });

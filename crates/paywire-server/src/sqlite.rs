@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use paywire_core::BoxFuture;
+use paywire_core::{AtomicAmount, BoxFuture};
 use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
 use paywire_store::sqlite::{SqliteHandle, SqliteOptions};
 use paywire_store::{Migration, Migrations};
 
 use crate::reservation::{
     PayloadFingerprint, ReservationError, ReservationKey, ReservationStore, ReserveOutcome,
-    Transition, transition,
+    Transition, parse_charge, transition,
 };
 
 const RESERVED: i64 = 0;
@@ -31,7 +31,9 @@ const PURGE_EVERY: u64 = 1024;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema, component `reservations`: the table as the first releases
-/// created it, then the two columns of unknown settlement outcomes.
+/// created it, then the two columns of unknown settlement outcomes, then
+/// the charge (decimal atomic units) an unknown settlement of a usage-based
+/// payment asked for (NULL in rows written before).
 ///
 /// SQLite cannot add a column only if it is missing, so a file written
 /// before the bookkeeping table existed is placed by its columns: no table
@@ -54,6 +56,11 @@ const MIGRATIONS: Migrations = Migrations::new(
             "unknown outcomes",
             "ALTER TABLE x402_reservations ADD COLUMN fingerprint BLOB;
              ALTER TABLE x402_reservations ADD COLUMN held_until_ms INTEGER;",
+        ),
+        Migration::new(
+            3,
+            "unknown charges",
+            "ALTER TABLE x402_reservations ADD COLUMN charge TEXT;",
         ),
     ],
 )
@@ -303,17 +310,35 @@ impl ReservationStore for SqliteReservationStore {
         key: &'a ReservationKey,
         fingerprint: &'a PayloadFingerprint,
     ) -> BoxFuture<'a, Result<(), ReservationError>> {
+        self.mark_unknown_with_charge(key, fingerprint, None)
+    }
+
+    fn mark_unknown_with_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+        charge: Option<AtomicAmount>,
+    ) -> BoxFuture<'a, Result<(), ReservationError>> {
         let (key, fingerprint) = (key.0, fingerprint.0);
+        let charge = charge.map(|amount| amount.to_string());
         let retention = ms(self.retention);
         Box::pin(self.with(move |connection| {
             let now = now_ms();
+            // Without a new charge, the one recorded for this very payload
+            // (the attempt a retry resumed) stays.
             connection.execute(
                 "INSERT INTO x402_reservations
-                     (key, state, expires_ms, fingerprint, held_until_ms)
-                 VALUES (?1, ?2, ?3, ?4, NULL)
+                     (key, state, expires_ms, fingerprint, held_until_ms, charge)
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?7)
                  ON CONFLICT (key) DO UPDATE
                      SET state = excluded.state, expires_ms = excluded.expires_ms,
-                         fingerprint = excluded.fingerprint, held_until_ms = NULL
+                         fingerprint = excluded.fingerprint, held_until_ms = NULL,
+                         charge = CASE
+                             WHEN excluded.charge IS NOT NULL THEN excluded.charge
+                             WHEN x402_reservations.fingerprint = excluded.fingerprint
+                                 AND x402_reservations.expires_ms > ?6
+                                 THEN x402_reservations.charge
+                         END
                      WHERE x402_reservations.state <> ?5 OR x402_reservations.expires_ms <= ?6",
                 params![
                     &key[..],
@@ -321,7 +346,8 @@ impl ReservationStore for SqliteReservationStore {
                     now.saturating_add(retention),
                     &fingerprint[..],
                     CONSUMED,
-                    now
+                    now,
+                    charge
                 ],
             )?;
             Ok(())
@@ -346,5 +372,26 @@ impl ReservationStore for SqliteReservationStore {
                 .optional()
                 .map(|row| row.is_some())
         }))
+    }
+
+    fn unknown_charge<'a>(
+        &'a self,
+        key: &'a ReservationKey,
+        fingerprint: &'a PayloadFingerprint,
+    ) -> BoxFuture<'a, Result<Option<AtomicAmount>, ReservationError>> {
+        let (key, fingerprint) = (key.0, fingerprint.0);
+        let read = self.with(move |connection| {
+            connection
+                .query_row(
+                    "SELECT charge FROM x402_reservations
+                     WHERE key = ?1 AND state IN (?2, ?3) AND fingerprint = ?4
+                         AND expires_ms > ?5",
+                    params![&key[..], UNKNOWN, RESUMING, &fingerprint[..], now_ms()],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()
+                .map(Option::flatten)
+        });
+        Box::pin(async move { parse_charge(read.await?) })
     }
 }

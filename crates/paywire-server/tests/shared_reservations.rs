@@ -15,8 +15,8 @@ use axum::routing::get;
 use common::*;
 use paywire_core::codec::encode_header;
 use paywire_core::{
-    BoxFuture, ChainIdPattern, Facilitator, FacilitatorError, FacilitatorRequest, JsonObject,
-    PaymentPayload, SettleResponse, SupportedResponse, VerifyResponse,
+    AtomicAmount, BoxFuture, ChainIdPattern, Facilitator, FacilitatorError, FacilitatorRequest,
+    JsonObject, PaymentPayload, SettleResponse, SupportedResponse, VerifyResponse,
 };
 use paywire_evm::EvmNetworks;
 use paywire_evm::exact::ExactEvmServer;
@@ -360,6 +360,51 @@ async fn unknown_outcome_survives_a_reopen(open: Open) {
     );
 }
 
+/// The charge of a usage-based settlement with an unknown outcome outlives
+/// the connection and is read by another one: the retry asks for the same
+/// amount on any instance. A payload recorded without a charge reads none;
+/// another payload never reads this one's.
+async fn unknown_charge_survives_a_reopen(open: &Open) {
+    let (key, bare) = (
+        ReservationKey(B256::random().0),
+        ReservationKey(B256::random().0),
+    );
+    let fp = PayloadFingerprint(B256::random().0);
+    let other_fp = PayloadFingerprint(B256::random().0);
+    let charge = AtomicAmount::from(987_654_321_u64);
+    {
+        let before = open().await;
+        assert_eq!(
+            before.reserve(&key, &fp).await.expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        before
+            .mark_unknown_with_charge(&key, &fp, Some(charge))
+            .await
+            .expect("mark");
+        before.mark_unknown(&bare, &fp).await.expect("mark");
+    }
+    let (a, b) = (open().await, open().await);
+    assert_eq!(
+        a.unknown_charge(&key, &fp).await.expect("read"),
+        Some(charge)
+    );
+    assert_eq!(a.unknown_charge(&key, &other_fp).await.expect("read"), None);
+    assert_eq!(a.unknown_charge(&bare, &fp).await.expect("read"), None);
+    assert_eq!(
+        b.reserve(&key, &fp).await.expect("reserve"),
+        ReserveOutcome::Resumed
+    );
+    // The resumed attempt is let go before choosing its charge: kept.
+    b.mark_unknown(&key, &fp).await.expect("mark");
+    assert_eq!(
+        a.unknown_charge(&key, &fp).await.expect("read"),
+        Some(charge)
+    );
+    b.consume(&key).await.expect("consume");
+    assert_eq!(a.unknown_charge(&key, &fp).await.expect("read"), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_keeps_unknown_outcomes_across_a_reopen() {
     let (dir, path) = temp_sqlite("unknown");
@@ -370,6 +415,7 @@ async fn sqlite_keeps_unknown_outcomes_across_a_reopen() {
                 as Arc<dyn ReservationStore>
         })
     });
+    unknown_charge_survives_a_reopen(&open).await;
     unknown_outcome_survives_a_reopen(open).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -393,6 +439,7 @@ async fn postgres_keeps_unknown_outcomes_across_a_reopen() {
             ) as Arc<dyn ReservationStore>
         })
     });
+    unknown_charge_survives_a_reopen(&open).await;
     unknown_outcome_survives_a_reopen(open).await;
     drop(cluster);
 }
@@ -526,6 +573,11 @@ async fn sqlite_adopts_a_file_of_the_wave_one_release() {
     );
     assert!(store.is_unknown(&unknown, &fp).await.expect("read"));
     assert_eq!(
+        store.unknown_charge(&unknown, &fp).await.expect("read"),
+        None,
+        "rows written before charges were recorded have none"
+    );
+    assert_eq!(
         store.reserve(&unknown, &fp).await.expect("reserve"),
         ReserveOutcome::Resumed
     );
@@ -538,7 +590,7 @@ async fn sqlite_adopts_a_file_of_the_wave_one_release() {
             |row| row.get(0),
         )
         .expect("recorded");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -767,6 +819,11 @@ async fn postgres_adopts_wave_one_and_refuses_a_newer_schema() {
         .expect("adopted");
     assert!(store.is_unknown(&unknown, &fp).await.expect("read"));
     assert_eq!(
+        store.unknown_charge(&unknown, &fp).await.expect("read"),
+        None,
+        "rows written before charges were recorded have none"
+    );
+    assert_eq!(
         store.reserve(&unknown, &fp).await.expect("reserve"),
         ReserveOutcome::Resumed
     );
@@ -778,7 +835,7 @@ async fn postgres_adopts_wave_one_and_refuses_a_newer_schema() {
         .await
         .expect("recorded")
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 
     client
         .execute(

@@ -19,8 +19,8 @@ use paywire_server::gate::{
     Refusal, ReplyClass, Served,
 };
 use paywire_server::{
-    ConfigError, MissingUsage, PayTo, PaymentGate, PaymentOption, Route, Usage, money,
-    normalize_path,
+    ConfigError, MissingUsage, PayTo, PaymentGate, PaymentOption, Route, SqliteReservationStore,
+    Usage, money, normalize_path,
 };
 use serde_json::{Value, json};
 
@@ -540,6 +540,61 @@ async fn a_retry_after_an_unknown_outcome_settles_the_same_amount() {
     assert_eq!(kept.text, "the answer");
     assert_eq!(receipt.amount, Some(AtomicAmount::from(30u64)));
     assert_eq!(facilitator.settled(), ["30", "30"]);
+}
+
+/// The charge of an unknown outcome is recorded with the reservation: a
+/// retry served by a fresh gate (a restart, or another instance on the same
+/// store), which remembers nothing in memory, still asks for the first
+/// attempt's amount; the route's default (here the maximum) would be a
+/// second charge.
+#[tokio::test]
+async fn a_retry_on_a_restarted_gate_settles_the_same_amount() {
+    let dir = std::env::temp_dir().join(format!(
+        "paywire-usage-restart-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos())
+            .unwrap_or_default()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("dir: {error}"));
+    let path = dir.join("reservations.sqlite");
+    let on_store = |facilitator: Arc<Scripted>| {
+        let store =
+            SqliteReservationStore::open(&path).unwrap_or_else(|error| panic!("store: {error}"));
+        let route = Route::new("CALL /tools/complete")
+            .unwrap_or_else(|_| unreachable!())
+            .accept(tab_option());
+        builder(facilitator)
+            .reservations(Arc::new(store))
+            .route(route)
+            .build()
+            .unwrap_or_else(|error| panic!("gate: {error}"))
+    };
+    let facilitator = Scripted::new(&[]);
+    let before = on_store(facilitator.clone());
+    let accepted = offer(&before).await;
+    facilitator.then(Next::TimeOut);
+    let first = call(
+        &before,
+        Some(pay(&accepted, 7)),
+        reply(Some(Usage::atomic(30u64))),
+    )
+    .await;
+    assert!(matches!(first, Outcome::Refuse(_)), "{first:?}");
+    drop(before);
+    let after = on_store(facilitator.clone());
+    let (_, receipt) = served(
+        call(
+            &after,
+            Some(pay(&accepted, 7)),
+            reply(Some(Usage::atomic(99u64))),
+        )
+        .await,
+    );
+    assert_eq!(receipt.amount, Some(AtomicAmount::from(30u64)));
+    assert_eq!(facilitator.settled(), ["30", "30"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

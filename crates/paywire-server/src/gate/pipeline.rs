@@ -251,8 +251,11 @@ impl Paid<'_> {
         };
         if let Some(amount) = charge {
             // Before settling: a retry after any unknown outcome (also a
-            // hang-up mid-settlement) must ask for the same amount.
+            // hang-up mid-settlement) must ask for the same amount. The
+            // guard records it with the unknown outcome for other instances
+            // and restarts.
             self.core.responses.remember_charge(guard.key, amount);
+            guard.charge = Some(amount);
         }
         let request = usage::settle_request(request, charge);
         Ok(match self.settle(&mut guard, &request).await {
@@ -299,9 +302,12 @@ impl Paid<'_> {
         request: &FacilitatorRequest,
     ) -> Result<Outcome<H::Reply>, H::Error> {
         tracing::info!(key = %guard.key.to_hex(), "resuming a payment whose settlement outcome was unknown");
-        let charge = self.resumed_charge(&guard.key, &request.payment_requirements);
+        let charge = self
+            .resumed_charge(guard, &request.payment_requirements)
+            .await;
         if let Some(amount) = charge {
             self.core.responses.remember_charge(guard.key, amount);
+            guard.charge = Some(amount);
         }
         let request = usage::settle_request(request, charge);
         let settled = match self.settle(guard, &request).await {

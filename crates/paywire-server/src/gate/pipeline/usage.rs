@@ -9,7 +9,7 @@ use super::Paid;
 use crate::gate::amount_in_asset;
 use crate::gate::transport::{ErrorRefusal, Refusal};
 use crate::hooks::PaymentFailure;
-use crate::reservation::ReservationKey;
+use crate::settlement::Guard;
 use crate::usage::{MissingUsage, Usage};
 
 impl Paid<'_> {
@@ -105,17 +105,26 @@ impl Paid<'_> {
     }
 
     /// The amount a retry of a usage-based payment whose outcome was unknown
-    /// settles: the one the first attempt asked for, while remembered;
-    /// otherwise what the route charges a request without usage (the
-    /// maximum when it would refuse: the first attempt may have been
+    /// settles: the one the first attempt asked for, as recorded with the
+    /// unknown outcome (by any instance sharing the store) or remembered by
+    /// this one; otherwise what the route charges a request without usage
+    /// (the maximum when it would refuse: the first attempt may have been
     /// charged, so the retry cannot be refused uncharged).
-    pub(super) fn resumed_charge(
+    pub(super) async fn resumed_charge(
         &self,
-        key: &ReservationKey,
+        guard: &Guard,
         requirement: &PaymentRequirements,
     ) -> Option<AtomicAmount> {
         if !self.usage_based(requirement) {
             return None;
+        }
+        let key = &guard.key;
+        match guard.store.unknown_charge(key, &guard.fingerprint).await {
+            Ok(Some(amount)) => return Some(amount),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "reading the recorded charge failed");
+            }
         }
         if let Some(amount) = self.core.responses.charge(key) {
             return Some(amount);
