@@ -236,15 +236,20 @@ async fn settlement_moves_exactly_the_amount_and_replays_are_refused() {
     );
     assert_eq!(kit.sent().await, 1);
 
-    // The settled nonce: refused by verify and settle, nothing broadcast.
-    expect_refused(
-        &kit,
-        "replay",
-        &payment,
-        &requirements,
-        &reasons::NONCE_USED,
-    )
-    .await;
+    // The settled nonce: verify refuses it; settling it again reports the
+    // same transaction truthfully (as EIP-3009 does; the facilitator's
+    // ledger answers replays) and broadcasts nothing.
+    let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
+    assert_eq!(verified.invalid_reason, Some(reasons::NONCE_USED));
+    let again = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert!(again.success, "{again:?}");
+    assert_eq!(again.transaction, settled.transaction);
+    assert_eq!(kit.sent().await, 1);
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        payee_before + U256::from(PRICE),
+        "paid once"
+    );
     assert_eq!(kit.exact.replay_reason(), reasons::NONCE_USED);
 }
 
@@ -261,9 +266,10 @@ async fn parallel_settles_of_one_authorization_send_one_transaction() {
         kit.exact.settle(&payment, &requirements)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(a.success != b.success, "exactly one succeeds: {a:?} {b:?}");
-    let refused = if a.success { &b } else { &a };
-    assert_eq!(refused.error_reason, Some(reasons::NONCE_USED));
+    // The second finds the nonce used by the first's transaction and
+    // reports it (as EIP-3009 does).
+    assert!(a.success && b.success, "{a:?} {b:?}");
+    assert_eq!(a.transaction, b.transaction);
     assert_eq!(kit.sent().await, 1, "one transaction");
     assert_eq!(
         kit.balance(token, payee()).await,
@@ -334,15 +340,15 @@ async fn lookup_finds_the_settlement_and_sends_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(kit.sent().await, sent);
-    // Without the transaction, a used nonce cannot be this payment's.
+    // Without the transaction, the chain's logs find it.
     match kit
         .exact
         .lookup_settlement(&payment, &requirements, None)
         .await
         .unwrap()
     {
-        Some(paywire_core::SettlementLookup::Unsettleable(failed)) => {
-            assert_eq!(failed.error_reason, Some(reasons::NONCE_USED));
+        Some(paywire_core::SettlementLookup::Settled(response)) => {
+            assert_eq!(response.transaction, settled.transaction);
         }
         other => panic!("{other:?}"),
     }
@@ -1168,4 +1174,204 @@ async fn eip3009_and_permit2_transfers_in_flight_share_the_balance() {
     kit.devnet.mine().await.unwrap();
     assert_eq!(kit.sent().await, 2, "one transaction per balance");
     assert_eq!(kit.balance(usdc, payee()).await, U256::from(2 * price));
+}
+
+/// The exact proxy's `settle` of `payload`, as anyone holding it may send.
+fn proxy_settle(payload: &Permit2Payload) -> Vec<u8> {
+    use alloy_sol_types::SolCall;
+    use paywire_evm::contracts::exact_permit2_proxy::{
+        PermitTransferFrom, TokenPermissions, Witness, settleCall,
+    };
+    let auth = &payload.permit2_authorization;
+    settleCall {
+        permit: PermitTransferFrom {
+            permitted: TokenPermissions {
+                token: auth.permitted.token,
+                amount: auth.permitted.amount.as_u256(),
+            },
+            nonce: auth.nonce,
+            deadline: auth.deadline.as_u256(),
+        },
+        owner: auth.from,
+        witness: Witness {
+            to: auth.witness.to,
+            validAfter: auth.witness.valid_after.as_u256(),
+        },
+        signature: payload.signature.clone(),
+    }
+    .abi_encode()
+}
+
+/// Field lesson 16 for Permit2: a third party (a mempool copier, the
+/// resource server) calls the exact proxy with the payer's signature first.
+/// The payee was paid, so settle answers success with that transaction and
+/// sends nothing; the payment stays spent for verify; crash lookup finds it.
+#[tokio::test]
+async fn a_front_run_payment_is_settled_by_the_front_runners_transaction() {
+    let kit = Kit::start().await;
+    let token = kit.devnet.plain_token();
+    kit.approve(token, 1).await;
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let (payload, payment) = signed_payment(&kit, 1, &requirements);
+    let before = kit.balance(token, payee()).await;
+    let copier = kit.devnet.payer(3).address;
+    let front_run = kit
+        .devnet
+        .transact(copier, EXACT_PERMIT2_PROXY, proxy_settle(&payload))
+        .await
+        .unwrap();
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        before + U256::from(PRICE)
+    );
+
+    let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(settled.transaction, front_run.transaction_hash.to_string());
+    assert_eq!(settled.amount, Some(PRICE.into()));
+    let payer = kit.devnet.payer(1).address.to_string();
+    assert_eq!(settled.payer.as_deref(), Some(payer.as_str()));
+    assert_eq!(kit.sent().await, 0, "the facilitator sent a transaction");
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        before + U256::from(PRICE),
+        "paid once"
+    );
+
+    let verified = kit.exact.verify(&payment, &requirements).await.unwrap();
+    assert!(!verified.is_valid, "{verified:?}");
+    assert_eq!(verified.invalid_reason, Some(reasons::NONCE_USED));
+
+    match kit
+        .exact
+        .lookup_settlement(&payment, &requirements, None)
+        .await
+        .unwrap()
+    {
+        Some(paywire_core::SettlementLookup::Settled(response)) => {
+            assert_eq!(response.transaction, settled.transaction);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kit.sent().await, 0);
+}
+
+/// Another payment of the same payer reusing the nonce, executed by a third
+/// party with the same token, recipient and amount (so the same `Transfer`
+/// event), is not this payment: settle refuses it as a replay.
+#[tokio::test]
+async fn another_payment_reusing_the_nonce_is_not_misattributed() {
+    let kit = Kit::start().await;
+    let token = kit.devnet.plain_token();
+    kit.approve(token, 1).await;
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let key = kit.payer(1);
+    let auth = kit.authorization(&requirements, key.address());
+    let mut later = auth.clone();
+    later.deadline = (later.deadline.as_u256() + U256::from(1u64)).into();
+    let (ours, theirs) = (sign(&key, auth), sign(&key, later));
+    let copier = kit.devnet.payer(3).address;
+    let executed = kit
+        .devnet
+        .transact(copier, EXACT_PERMIT2_PROXY, proxy_settle(&theirs))
+        .await
+        .unwrap();
+    assert!(executed.status);
+
+    let payment = wrap(&ours, &requirements);
+    let settled = kit.exact.settle(&payment, &requirements).await.unwrap();
+    assert!(!settled.success, "{settled:?}");
+    assert_eq!(settled.error_reason, Some(reasons::NONCE_USED));
+    assert_eq!(kit.sent().await, 0);
+    match kit
+        .exact
+        .lookup_settlement(&payment, &requirements, None)
+        .await
+        .unwrap()
+    {
+        Some(paywire_core::SettlementLookup::Unsettleable(failed)) => {
+            assert_eq!(failed.error_reason, Some(reasons::NONCE_USED));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The race itself: our settlement passed verification and is in the pool
+/// when a third party's call of the same payment, paying a higher tip, is
+/// mined first. Our transaction reverts; the answer is success with the
+/// third party's transaction.
+#[tokio::test]
+async fn a_settlement_losing_the_race_reports_the_winner() {
+    let kit = Kit::start().await;
+    let token = kit.devnet.plain_token();
+    kit.approve(token, 1).await;
+    let requirements = kit.requirements("exact", token, payee(), PRICE);
+    let (payload, payment) = signed_payment(&kit, 1, &requirements);
+    let before = kit.balance(token, payee()).await;
+    // No mining (neither per transaction nor per second) until both wait.
+    for (method, arg) in [
+        ("evm_setAutomine", serde_json::Value::from(false)),
+        ("evm_setIntervalMining", 0.into()),
+    ] {
+        kit.devnet
+            .rpc(method, serde_json::json!([arg]))
+            .await
+            .unwrap();
+    }
+    let settle = {
+        let (exact, payment, requirements) = (kit.exact.clone(), payment.clone(), requirements);
+        tokio::spawn(async move { exact.settle(&payment, &requirements).await })
+    };
+    // Wait for our transaction in the pool.
+    let signer = kit.signers[0];
+    for _ in 0..500 {
+        let pending = kit
+            .devnet
+            .rpc(
+                "eth_getTransactionCount",
+                serde_json::json!([signer, "pending"]),
+            )
+            .await
+            .unwrap();
+        if pending != serde_json::json!("0x0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let copier = kit.payer(3);
+    let raw = signed_call(
+        &copier,
+        (31337, kit.sent_by(copier.address()).await),
+        EXACT_PERMIT2_PROXY,
+        proxy_settle(&payload),
+        // Anvil orders its pool by the fee cap: above the facilitator's.
+        (300_000, 1_000_000_000_000),
+    );
+    let winner = kit
+        .devnet
+        .rpc("eth_sendRawTransaction", serde_json::json!([raw]))
+        .await
+        .unwrap();
+    kit.devnet.mine().await.unwrap();
+    for (method, arg) in [
+        ("evm_setAutomine", serde_json::Value::from(true)),
+        ("evm_setIntervalMining", 1.into()),
+    ] {
+        kit.devnet
+            .rpc(method, serde_json::json!([arg]))
+            .await
+            .unwrap();
+    }
+    let settled = settle.await.unwrap().unwrap();
+    assert!(settled.success, "{settled:?}");
+    assert_eq!(
+        serde_json::json!(settled.transaction),
+        winner,
+        "{settled:?}"
+    );
+    assert_eq!(kit.sent().await, 1, "ours was sent and reverted");
+    assert_eq!(
+        kit.balance(token, payee()).await,
+        before + U256::from(PRICE)
+    );
 }

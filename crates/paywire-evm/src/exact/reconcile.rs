@@ -77,6 +77,21 @@ impl SearchCache {
     }
 }
 
+impl SearchCache {
+    /// An earlier outcome under `key` (see [`Self::get`]), for searches
+    /// other than [`LogSearch::used_by`] (which pick keys of their own that
+    /// no token address can collide with).
+    #[allow(clippy::option_option)]
+    pub(super) fn cached(&self, key: &AuthorizationKey) -> Option<Option<B256>> {
+        self.get(key)
+    }
+
+    /// Remembers the outcome of such a search.
+    pub(super) fn remember(&self, key: AuthorizationKey, found: Option<B256>) {
+        self.put(key, found);
+    }
+}
+
 #[derive(Deserialize)]
 struct Header {
     number: U256,
@@ -252,6 +267,83 @@ impl LogSearch<'_> {
                 Ok(false)
             }
             Err(error) => Err(error),
+        }
+    }
+}
+
+/// The token's `Transfer(from, to)` logs in a [`LogSearch`]'s range, read
+/// newest first one chunk at a time (see [`LogSearch::transfers`]), so the
+/// caller stops reading once it found what it looks for.
+pub(super) struct Transfers<'s, 'a> {
+    search: &'s LogSearch<'a>,
+    topics: Vec<Option<B256>>,
+    /// The oldest block searched.
+    first: u64,
+    /// The newest block not read yet; `None` once the range is read.
+    high: Option<u64>,
+}
+
+impl LogSearch<'_> {
+    /// Every `Transfer(from, to)` log of the asset, in the range back to
+    /// `valid_after` or the lookback, whichever is later. Used where the
+    /// token emits no per-authorization event (a Permit2 transfer): every
+    /// transfer between the two is a candidate.
+    pub async fn transfers(
+        &self,
+        from: Address,
+        to: Address,
+        valid_after: u64,
+    ) -> Result<Transfers<'_, '_>, RpcError> {
+        let latest: Header = self
+            .rpc
+            .request("eth_getBlockByNumber", serde_json::json!(["latest", false]))
+            .await?;
+        let (latest, latest_time) = (to_u64(latest.number)?, to_u64(latest.timestamp)?);
+        let not_before = valid_after.max(latest_time.saturating_sub(self.lookback_seconds));
+        let first = self
+            .last_block_before(not_before, latest, latest_time)
+            .await?;
+        Ok(Transfers {
+            search: self,
+            topics: vec![
+                Some(crate::contracts::IErc20::Transfer::SIGNATURE_HASH),
+                Some(from.into_word()),
+                Some(to.into_word()),
+            ],
+            first,
+            high: Some(latest),
+        })
+    }
+}
+
+impl Transfers<'_, '_> {
+    /// The transactions of the next (older) chunk's logs, newest first;
+    /// `None` once the whole range is read. The chunk is halved whenever
+    /// the node refuses a request, as in [`LogSearch::used_by`].
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<B256>>, RpcError> {
+        let Some(high) = self.high else {
+            return Ok(None);
+        };
+        let search = self.search;
+        loop {
+            let chunk = search.range_blocks.load(Ordering::Relaxed).max(1);
+            let low = high.saturating_sub(chunk - 1).max(self.first);
+            match search
+                .rpc
+                .logs(search.asset, self.topics.clone(), low, high)
+                .await
+            {
+                Ok(logs) => {
+                    self.high = (low > self.first).then(|| low - 1);
+                    let hashes = logs.iter().rev().filter_map(|l| l.transaction_hash);
+                    return Ok(Some(hashes.collect()));
+                }
+                Err(error @ RpcError::Node { .. }) if chunk > 1 => {
+                    tracing::info!(%error, chunk, "eth_getLogs range refused; halving it");
+                    search.range_blocks.store(chunk / 2, Ordering::Relaxed);
+                }
+                Err(error) => return Err(error),
+            }
         }
     }
 }

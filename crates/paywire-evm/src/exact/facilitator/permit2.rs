@@ -34,6 +34,7 @@ use paywire_core::{
     SettleResponse, VerifyResponse, X402_VERSION,
 };
 
+mod frontrun;
 mod settle;
 mod sponsor;
 
@@ -630,9 +631,33 @@ pub(super) struct Permit2Outcome<'a> {
     pub(super) asset: Address,
     pub(super) pay_to: Address,
     pub(super) amount: U256,
+    pub(super) proxy: Proxy,
+    /// What the payer signed (to recognise another transaction's execution).
+    pub(super) authorization: Permit2Authorization,
 }
 
 impl Permit2Outcome<'_> {
+    fn sought(&self) -> frontrun::Sought<'_> {
+        frontrun::Sought {
+            authorization: &self.authorization,
+            asset: self.asset,
+            pay_to: self.pay_to,
+            amount: self.amount,
+        }
+    }
+
+    /// Another transaction that executed this payment (front-run), looked
+    /// for when the nonce is found used or our transaction reverted.
+    async fn executed_elsewhere(
+        &self,
+        engine: &ExactEvmFacilitator,
+        nonce_used: bool,
+    ) -> Result<Option<B256>, SchemeError> {
+        engine
+            .find_permit2_execution(self.chain, self.proxy, &self.sought(), nonce_used)
+            .await
+    }
+
     fn proves(&self, receipt: &Receipt) -> bool {
         receipt.succeeded()
             && has_transfer_log(receipt, self.asset, self.payer, self.pay_to, self.amount)
@@ -665,13 +690,21 @@ impl Settlement for Permit2Outcome<'_> {
 
     fn judge<'a>(
         &'a self,
-        _engine: &'a ExactEvmFacilitator,
+        engine: &'a ExactEvmFacilitator,
         hash: B256,
         receipt: &'a Receipt,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
         Box::pin(async move {
             if self.proves(receipt) {
                 return Ok(self.settled(hash));
+            }
+            if !receipt.succeeded()
+                && let Some(earlier) = self.executed_elsewhere(engine, false).await?
+            {
+                // Our transaction lost the race to another execution of this
+                // very payment: the payer was charged once, by that one.
+                tracing::info!(%hash, %earlier, "Permit2 payment executed by another transaction");
+                return Ok(self.settled(earlier));
             }
             let message = if receipt.succeeded() {
                 "transaction succeeded but did not transfer the exact amount to payTo"

@@ -59,7 +59,11 @@ impl ExactEvmFacilitator {
             .await?
         {
             Ok(verified) => verified,
-            Err(rejection) => return Ok(failure(network, rejection, String::new())),
+            Err(rejection) => {
+                return self
+                    .permit2_refused(rejection, payload, requirements, proxy)
+                    .await;
+            }
         };
         let auth = &verified.payload.permit2_authorization;
         let outcome = Permit2Outcome {
@@ -70,6 +74,8 @@ impl ExactEvmFacilitator {
             asset: verified.asset,
             pay_to: auth.witness.to,
             amount: verified.amount,
+            proxy,
+            authorization: auth.clone(),
         };
         if verified.amount.is_zero() {
             // Nothing used, nothing charged: no transaction (the facilitator's
@@ -85,6 +91,45 @@ impl ExactEvmFacilitator {
         };
         self.await_outcome(&outcome, sent.hash, Some(&sent.raw), deadline)
             .await
+    }
+
+    /// Settlement of a payment that verification refused: nothing is sent.
+    /// An `exact` payment whose nonce is used, or whose deadline passed
+    /// with its nonce used, is first looked for on chain: when another
+    /// transaction executed this very payment (front-run), the payer was
+    /// charged and the answer says so, with that transaction. Only a payment
+    /// its payer signed is looked for (the search reads many blocks): the
+    /// nonce refusal comes after the signature check (ECDSA or EIP-1271),
+    /// the deadline's before it, so there only an ECDSA signature counts.
+    async fn permit2_refused(
+        &self,
+        rejection: Rejection,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        proxy: Proxy,
+    ) -> Result<SettleResponse, SchemeError> {
+        let network = &requirements.network;
+        let chain = network.eip155_id().and_then(|id| self.chains.get(&id));
+        let parsed = Permit2Payload::from_json(&payload.payload).ok();
+        if proxy == Proxy::Exact
+            && let (Some(chain), Some(parsed)) = (chain, &parsed)
+            && let Some(outcome) = paid_by(chain, network, parsed, requirements, proxy)
+        {
+            let search = if rejection.reason == proxy.replay_reason() {
+                true
+            } else if rejection.reason == reasons::PERMIT2_DEADLINE_EXPIRED {
+                self.permit2_payer(payload, requirements).is_some()
+                    && self
+                        .permit2_nonce_used(chain, &parsed.permit2_authorization)
+                        .await?
+            } else {
+                false
+            };
+            if search && let Some(hash) = outcome.executed_elsewhere(self, true).await? {
+                return Ok(outcome.settled(hash));
+            }
+        }
+        Ok(failure(network, rejection, String::new()))
     }
 
     /// Sends the proxy call from the signer the payment needs and records
@@ -275,6 +320,13 @@ impl ExactEvmFacilitator {
             )))
         };
         if super::nonce_used(word, auth.nonce) {
+            // Executed by someone else's transaction (front-run): settled.
+            if self.permit2_payer(payload, requirements).is_some()
+                && let Some(hash) = outcome.executed_elsewhere(self, true).await?
+            {
+                chain.attempts.forget_all(&outcome.key);
+                return Ok(Some(SettlementLookup::Settled(outcome.settled(hash))));
+            }
             let message = "the Permit2 nonce was used without executing this payment";
             return unsettleable(proxy.replay_reason(), message);
         }
@@ -366,6 +418,8 @@ fn paid_by<'a>(
             asset,
             pay_to,
             amount: amount.as_u256(),
+            proxy,
+            authorization: auth.clone(),
         }
     })
 }
