@@ -120,7 +120,11 @@ impl Paid<'_> {
         }
         let key = &guard.key;
         match guard.store.unknown_charge(key, &guard.fingerprint).await {
-            Ok(Some(amount)) => return Some(amount),
+            // Never more than the authorized maximum, whatever the store says.
+            Ok(Some(amount)) if amount <= requirement.amount => return Some(amount),
+            Ok(Some(amount)) => {
+                tracing::error!(%amount, "the recorded charge exceeds the maximum; ignored");
+            }
             Ok(None) => {}
             Err(error) => {
                 tracing::error!(%error, "reading the recorded charge failed");

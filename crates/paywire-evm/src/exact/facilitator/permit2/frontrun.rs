@@ -32,23 +32,16 @@ pub(in crate::exact::facilitator) struct Sought<'a> {
 }
 
 impl Sought<'_> {
-    /// The search-cache key: Permit2's address (no token's) and the owner,
-    /// and a hash of every signed field, so another payment reusing the
-    /// nonce never shares an outcome.
+    /// The search-cache key: Permit2's address (no token's), the owner, and
+    /// a hash of the nonce, token and payee the search filters on, but not
+    /// of the other signed fields. A Permit2 nonce executes once, so payloads
+    /// that differ only in amount or deadline share one search (a caller
+    /// varying them cannot make the facilitator search again); a cached
+    /// transaction is checked against each payload's own fields.
     fn cache_key(&self) -> (Address, Address, B256) {
         let auth = self.authorization;
-        let fields = (
-            auth.permitted.token,
-            auth.permitted.amount.as_u256(),
-            auth.nonce,
-            auth.deadline.as_u256(),
-            auth.witness.to,
-            auth.witness.valid_after.as_u256(),
-            self.asset,
-            self.pay_to,
-            self.amount,
-        );
-        (PERMIT2_ADDRESS, auth.from, keccak256(fields.abi_encode()))
+        let searched = (auth.nonce, self.asset, self.pay_to);
+        (PERMIT2_ADDRESS, auth.from, keccak256(searched.abi_encode()))
     }
 }
 
@@ -73,7 +66,16 @@ impl ExactEvmFacilitator {
         }
         let key = sought.cache_key();
         if let Some(found) = chain.searches.cached(&key) {
-            return Ok(found);
+            return match found {
+                Some(hash)
+                    if executes(&chain.config.rpc, hash, sought)
+                        .await
+                        .map_err(chain_error)? =>
+                {
+                    Ok(Some(hash))
+                }
+                _ => Ok(None),
+            };
         }
         let search = LogSearch {
             rpc: &chain.config.rpc,
