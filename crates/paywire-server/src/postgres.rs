@@ -150,13 +150,16 @@ impl PostgresReservationStore {
 enum Patience {
     Request,
     Record,
+    /// A record whose statement gives the same row however often it runs:
+    /// also repeated after a connection closed without an answer.
+    IdempotentRecord,
 }
 
 impl Patience {
     fn limit(self) -> Duration {
         match self {
             Self::Request => Duration::from_secs(5),
-            Self::Record => Duration::from_secs(30),
+            Self::Record | Self::IdempotentRecord => Duration::from_secs(30),
         }
     }
 }
@@ -196,6 +199,7 @@ impl PostgresReservationStore {
         &self,
         sql: &str,
         params: &[Param<'_>],
+        idempotent: bool,
     ) -> Result<Vec<Row>, (StoreError, bool)> {
         let connection = self.pool.get().await.map_err(|e| {
             let retry = safe_to_retry(&e);
@@ -207,7 +211,7 @@ impl PostgresReservationStore {
             (StoreError::from(e), retry)
         })?;
         connection.query(&statement, params).await.map_err(|e| {
-            let retry = aborted_by_server(&e);
+            let retry = aborted_by_server(&e) || (idempotent && e.is_closed());
             (StoreError::from(e), retry)
         })
     }
@@ -224,7 +228,8 @@ impl PostgresReservationStore {
         let deadline = tokio::time::Instant::now() + patience.limit();
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.attempt(sql, params).await {
+            let idempotent = matches!(patience, Patience::IdempotentRecord);
+            match self.attempt(sql, params, idempotent).await {
                 Ok(rows) => return Ok(rows),
                 Err((error, true)) if tokio::time::Instant::now() + pause < deadline => {
                     tracing::debug!(%error, "reservation database unavailable; trying again");
@@ -376,8 +381,10 @@ impl ReservationStore for PostgresReservationStore {
             let charge = charge.map(|amount| amount.to_string());
             // Without a new charge, the one recorded for this very payload
             // (the attempt a retry resumed) stays.
+            // Running it twice gives the same row: a write cut off by a
+            // restart is simply repeated.
             self.query(
-                Patience::Record,
+                Patience::IdempotentRecord,
                 "INSERT INTO x402_reservations AS r
                          (key, state, expires_ms, fingerprint, held_until_ms, charge)
                      VALUES ($1, $2, $3, $4, NULL, $7)
