@@ -17,26 +17,7 @@ use crate::rpc::{RpcClient, RpcError, call_params, decode_bytes};
 use crate::signer::EvmSigner;
 
 /// The ERC-20 calls and EIP-2612 message of the approval paths.
-mod abi {
-    #![allow(missing_docs)]
-    alloy_sol_types::sol! {
-        interface IErc20Approval {
-            function allowance(address owner, address spender) external view returns (uint256);
-            function approve(address spender, uint256 amount) external returns (bool);
-            function nonces(address owner) external view returns (uint256);
-        }
-
-        struct Permit {
-            address owner;
-            address spender;
-            uint256 value;
-            uint256 nonce;
-            uint256 deadline;
-        }
-    }
-}
-
-pub use abi::IErc20Approval;
+use crate::contracts::{IErc20, Permit};
 
 /// Gas limit of a signed `approve` (a first approval writes one storage
 /// slot and logs `Approval`: about 46k on common tokens; the TypeScript SDK
@@ -52,7 +33,7 @@ const APPROVE_RECEIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `approve(PERMIT2_ADDRESS, amount)` calldata.
 pub fn approve_permit2_calldata(amount: U256) -> Bytes {
-    IErc20Approval::approveCall {
+    IErc20::approveCall {
         spender: PERMIT2_ADDRESS,
         amount,
     }
@@ -68,14 +49,13 @@ pub async fn permit2_allowance(
     token: Address,
     owner: Address,
 ) -> Result<U256, RpcError> {
-    let call = IErc20Approval::allowanceCall {
+    let call = IErc20::allowanceCall {
         owner,
         spender: PERMIT2_ADDRESS,
     }
     .abi_encode();
     let bytes = checked_call(rpc, chain_id, token, &call).await?;
-    IErc20Approval::allowanceCall::abi_decode_returns(&bytes)
-        .map_err(|e| RpcError::Decode(e.to_string()))
+    IErc20::allowanceCall::abi_decode_returns(&bytes).map_err(|e| RpcError::Decode(e.to_string()))
 }
 
 /// One `eth_call`, batched with `eth_chainId` so that a node serving
@@ -130,15 +110,15 @@ pub(crate) async fn sign_eip2612_permit<S: EvmSigner + ?Sized>(
     request: &PermitRequest<'_>,
 ) -> Result<Value, SchemeError> {
     let owner = signer.address();
-    let call = IErc20Approval::noncesCall { owner }.abi_encode();
+    let call = IErc20::noncesCall { owner }.abi_encode();
     let nonce = checked_call(rpc, request.chain_id, request.token, &call)
         .await
         .and_then(|bytes| {
-            IErc20Approval::noncesCall::abi_decode_returns(&bytes)
+            IErc20::noncesCall::abi_decode_returns(&bytes)
                 .map_err(|e| RpcError::Decode(e.to_string()))
         })
         .map_err(|e| chain_error("reading the token's EIP-2612 nonce", &e))?;
-    let permit = abi::Permit {
+    let permit = Permit {
         owner,
         spender: PERMIT2_ADDRESS,
         value: request.value,
@@ -328,7 +308,7 @@ mod tests {
 
     #[test]
     fn the_permit_type_is_eip2612s() {
-        let permit = abi::Permit {
+        let permit = Permit {
             owner: Address::ZERO,
             spender: Address::ZERO,
             value: U256::ZERO,
@@ -348,7 +328,7 @@ mod tests {
         let data = approve_permit2_calldata(U256::MAX);
         // approve(address,uint256)
         assert_eq!(data[..4], [0x09, 0x5e, 0xa7, 0xb3]);
-        let call = IErc20Approval::approveCall::abi_decode(&data).unwrap();
+        let call = IErc20::approveCall::abi_decode(&data).unwrap();
         assert_eq!(call.spender, PERMIT2_ADDRESS);
         assert_eq!(call.amount, U256::MAX);
     }

@@ -16,7 +16,7 @@ pub(crate) mod server;
 pub(crate) mod spend;
 
 pub use approval::{
-    APPROVE_GAS_LIMIT, IErc20Approval, SignedApproval, approve_permit2, approve_permit2_calldata,
+    APPROVE_GAS_LIMIT, SignedApproval, approve_permit2, approve_permit2_calldata,
     permit2_allowance, sign_approve_permit2,
 };
 pub use facilitator::{UPTO_SCHEME, UptoEvmFacilitator};
