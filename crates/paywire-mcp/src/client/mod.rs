@@ -1,0 +1,1 @@
+//! An MCP client that pays for tool calls (being built: issue 17).

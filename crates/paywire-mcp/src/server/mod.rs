@@ -1,0 +1,1 @@
+//! Paid MCP tools over the payment gate (being built: issue 17).
