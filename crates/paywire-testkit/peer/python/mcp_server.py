@@ -7,13 +7,14 @@ FastMCP decorator), priced in ``exact`` on the devnet through an ``x402ResourceS
 Usage: python mcp_server.py '{"facilitatorUrl": "http://127.0.0.1:P", "network": "eip155:31337",
   "payTo": "0x..", "amount": "10000", "asset": "0x..", "eip712Name": "USD Coin",
   "eip712Version": "2", "paidTool": "get_weather", "freeTool": "ping",
-  "resourceUrl": null, "transport": "http"}'
+  "resourceUrl": null, "transport": "http", "logFile": null}'
 
 transport "http" (default): streamable HTTP at http://127.0.0.1:<port>/mcp; prints
 "READY <port>" on stdout once it listens and the facilitator's /supported was read.
 transport "stdio": MCP over stdin/stdout (nothing else may go to stdout); logs go to stderr.
 
-Every tool run is logged to stderr as "TOOL_RUN <name> <arguments JSON>" so a test can
+Log lines go to stderr, or are appended to "logFile" when set (with stdio, the client owns the
+server's stderr). Every tool run is logged as "TOOL_RUN <name> <arguments JSON>" so a test can
 count how often the tool body ran; every settlement as "SETTLED <SettleResponse JSON>".
 """
 
@@ -38,7 +39,11 @@ CONFIG = json.loads(sys.argv[1])
 
 def log(*parts):
     stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    print(stamp, *parts, file=sys.stderr, flush=True)
+    if CONFIG.get("logFile"):
+        with open(CONFIG["logFile"], "a", encoding="utf-8") as file:
+            print(stamp, *parts, file=file, flush=True)
+    else:
+        print(stamp, *parts, file=sys.stderr, flush=True)
 
 
 def build_resource_server():
