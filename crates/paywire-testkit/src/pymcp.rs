@@ -397,6 +397,9 @@ pub struct PyMcpServerOptions {
     pub resource_url: Option<String>,
     /// `maxTimeoutSeconds` of the requirements (default 300).
     pub max_timeout_seconds: u64,
+    /// When set, the paid tool's body (after it logged its run, so after verification) waits
+    /// until this file exists: a test acts between verification and settlement, then creates it.
+    pub pause_file: Option<PathBuf>,
 }
 
 impl PyMcpServerOptions {
@@ -415,6 +418,7 @@ impl PyMcpServerOptions {
             free_tool: PY_FREE_TOOL.to_owned(),
             resource_url: None,
             max_timeout_seconds: 300,
+            pause_file: None,
         }
     }
 
@@ -433,6 +437,7 @@ impl PyMcpServerOptions {
             "maxTimeoutSeconds": self.max_timeout_seconds,
             "transport": transport,
             "logFile": log_file,
+            "pauseFile": self.pause_file,
         })
     }
 }
@@ -621,6 +626,12 @@ pub struct PyMcpCall {
     /// The SDK's parse of `_meta["x402/payment-response"]` (a `SettleResponse`, or the raw
     /// value when it did not validate).
     pub payment_response: Option<Value>,
+    /// Whether `payment_response` validated as the SDK's `SettleResponse`.
+    pub payment_response_valid: bool,
+    /// The SDK's own reading of the final result as a payment-required result
+    /// (`structuredContent`, else `content[0].text`), when it is an error; `None` when the SDK
+    /// does not see one.
+    pub payment_required: Option<Value>,
     /// The `PaymentPayload` the SDK signed (as sent in `_meta["x402/payment"]`).
     pub payment_payload: Option<Value>,
     /// The tool names `tools/list` returned.

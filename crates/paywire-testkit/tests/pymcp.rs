@@ -22,6 +22,7 @@ const PRICE: u128 = 10_000;
 /// a transaction on the devnet's network.
 fn settled_receipt(call: &PyMcpCall, network: &str) -> Value {
     let receipt = call.payment_response.clone().expect("a payment response");
+    assert!(call.payment_response_valid, "a SettleResponse: {receipt}");
     assert_eq!(receipt["success"], true, "{call:#?}");
     assert_eq!(receipt["network"], network);
     let tx = receipt["transaction"].as_str().expect("a transaction hash");

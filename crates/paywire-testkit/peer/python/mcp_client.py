@@ -13,7 +13,10 @@ With "command": ["prog", "arg", ...] instead of "url", the server is a stdio chi
 
 Prints one JSON line on stdout:
   {"isError", "content", "structuredContent", "meta" (the result's _meta), "paymentMade",
-   "paymentResponse" (the SDK's parse of _meta["x402/payment-response"]), "paymentPayload"
+   "paymentResponse" (the SDK's parse of _meta["x402/payment-response"]),
+   "paymentResponseValid" (whether that validated as the SDK's SettleResponse),
+   "paymentRequired" (the SDK's parse of a final payment-required result, else null),
+   "paymentPayload"
    (what was sent in _meta["x402/payment"], if anything), "tools" (names from tools/list),
    "error" (an exception the SDK raised, as text; then the other fields are null)}
 Exits 0 whenever it printed that line.
@@ -32,6 +35,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 
 from x402 import x402Client
+from x402.schemas import SettleResponse
 from x402.mcp import x402MCPSession
 from x402.mechanisms.evm.exact import ExactEvmClientScheme
 
@@ -99,6 +103,10 @@ async def call():
             tools = await mcp.list_tools()
             result = await mcp.call_tool(CONFIG["tool"], CONFIG.get("arguments") or {})
             raw = result.raw_result
+            # The same reading the session does on a first answer (structuredContent, then
+            # content text), applied to the final one: shows whether the SDK understands a
+            # payment-required (or settlement-failed) result.
+            required = mcp._extract_payment_required(raw) if result.is_error else None
             return {
                 "isError": bool(result.is_error),
                 "content": [dump(item) for item in result.content],
@@ -106,6 +114,8 @@ async def call():
                 "meta": getattr(raw, "meta", None),
                 "paymentMade": result.payment_made,
                 "paymentResponse": dump(result.payment_response),
+                "paymentResponseValid": isinstance(result.payment_response, SettleResponse),
+                "paymentRequired": dump(required),
                 "paymentPayload": sent[-1] if sent else None,
                 "tools": [tool.name for tool in tools.tools],
                 "error": None,

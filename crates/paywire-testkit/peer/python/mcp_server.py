@@ -7,7 +7,7 @@ FastMCP decorator), priced in ``exact`` on the devnet through an ``x402ResourceS
 Usage: python mcp_server.py '{"facilitatorUrl": "http://127.0.0.1:P", "network": "eip155:31337",
   "payTo": "0x..", "amount": "10000", "asset": "0x..", "eip712Name": "USD Coin",
   "eip712Version": "2", "paidTool": "get_weather", "freeTool": "ping",
-  "resourceUrl": null, "transport": "http", "logFile": null}'
+  "resourceUrl": null, "transport": "http", "logFile": null, "pauseFile": null}'
 
 transport "http" (default): streamable HTTP at http://127.0.0.1:<port>/mcp; prints
 "READY <port>" on stdout once it listens and the facilitator's /supported was read.
@@ -16,11 +16,14 @@ transport "stdio": MCP over stdin/stdout (nothing else may go to stdout); logs g
 Log lines go to stderr, or are appended to "logFile" when set (with stdio, the client owns the
 server's stderr). Every tool run is logged as "TOOL_RUN <name> <arguments JSON>" so a test can
 count how often the tool body ran; every settlement as "SETTLED <SettleResponse JSON>".
+With "pauseFile", the paid tool's body waits (after logging TOOL_RUN, i.e. after verification)
+until that file exists, so a test can act between verification and settlement.
 """
 
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 from datetime import datetime, timezone
@@ -93,6 +96,9 @@ def build_app(server, accepts):
 
     async def paid_tool(city: str) -> dict:
         log("TOOL_RUN", paid_name, json.dumps({"city": city}))
+        pause_file = CONFIG.get("pauseFile")
+        while pause_file and not os.path.exists(pause_file):
+            await asyncio.sleep(0.02)
         return {"city": city, "weather": "sunny", "temperature": 70}
 
     # The wrapper names the default resource after the function; keep the name configurable.
