@@ -12,20 +12,26 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
-use paywire_core::{ChainId, ChainIdPattern};
+use paywire_client::{Budget, BudgetRule, BudgetScope, ClientError, PaymentStatus, X402Client};
+use paywire_core::{
+    BoxFuture, ChainId, ChainIdPattern, PaymentRequirements, SchemeClient, SchemeError,
+};
 use paywire_evm::Eip155ChainId;
-use paywire_evm::exact::ExactEvmServer;
+use paywire_evm::LocalSigner;
+use paywire_evm::exact::{ExactEvmClient, ExactEvmServer};
 use paywire_evm::{EvmAsset, EvmNetwork, EvmNetworks, TransferMethod};
+use paywire_mcp::client::{ApprovalRequest, McpClientError, PaidCall, PayingMcpClient};
 use paywire_mcp::server::{McpPaymentServer, PaidTools, ToolContext, ToolOutput};
+use paywire_mcp::wire;
 use paywire_server::{HttpFacilitator, PayTo, PaymentGate, PaymentOption, money};
 use paywire_testkit::pymcp::{
-    PY_FREE_TOOL, PY_PAID_TOOL, PyMcpCall, PyMcpCallOptions, py_mcp_call, py_mcp_call_stdio,
-    python_or_skip, stdio_relay_command,
+    PY_FREE_TOOL, PY_PAID_TOOL, PyMcpCall, PyMcpCallOptions, PyMcpServer, PyMcpServerOptions,
+    PyMcpStdioServer, py_mcp_call, py_mcp_call_stdio, python_or_skip, stdio_relay_command,
 };
 use paywire_testkit::{Devnet, Stack};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool};
@@ -190,7 +196,7 @@ impl Ours {
                 let (read, write) = stream.into_split();
                 let server = server.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = server.serve_io(read, write).await {
+                    if let Err(error) = Box::pin(server.serve_io(read, write)).await {
                         eprintln!("serve_io ended: {error}");
                     }
                 });
@@ -198,20 +204,21 @@ impl Ours {
         });
         port
     }
+}
 
-    /// Moves all of `owner`'s USDC to a fresh address.
-    async fn drain(&self, owner: Address) {
-        let balance = self.usdc(owner).await;
-        // ERC-20 `transfer(address,uint256)`.
-        let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
-        data.extend_from_slice(&[0; 12]);
-        data.extend_from_slice(Address::random().as_slice());
-        data.extend_from_slice(&balance.to_be_bytes::<32>());
-        self.devnet()
-            .transact(owner, self.devnet().usdc(), data)
-            .await
-            .expect("funds moved away");
-    }
+/// Moves all of `owner`'s USDC to a fresh address (so a verified payment cannot settle).
+async fn drain(stack: &Stack, owner: Address) {
+    let devnet = stack.devnet();
+    let balance = devnet.usdc_balance(owner).await.expect("balance");
+    // ERC-20 `transfer(address,uint256)`.
+    let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
+    data.extend_from_slice(&[0; 12]);
+    data.extend_from_slice(Address::random().as_slice());
+    data.extend_from_slice(&balance.to_be_bytes::<32>());
+    devnet
+        .transact(owner, devnet.usdc(), data)
+        .await
+        .expect("funds moved away");
 }
 
 /// Their client's view of a settled call: our result text, our receipt parsed as their
@@ -352,7 +359,7 @@ async fn their_client_gets_no_content_when_our_settlement_fails() -> TestResult 
     tokio::time::timeout(Duration::from_secs(60), ours.pause.entered.notified())
         .await
         .expect("the tool ran after verification");
-    ours.drain(payer.address).await;
+    drain(&ours.stack, payer.address).await;
     ours.pause.release.notify_one();
     let failed = call.await??;
 
@@ -377,5 +384,337 @@ async fn their_client_gets_no_content_when_our_settlement_fails() -> TestResult 
     );
     assert_eq!(ours.runs.load(Ordering::SeqCst), 1);
     assert_eq!(ours.usdc(ours.pay_to).await, U256::ZERO, "nothing was paid");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our client → their server.
+
+/// A wallet that counts its signatures.
+struct Counting {
+    wallet: ExactEvmClient<LocalSigner>,
+    signed: AtomicUsize,
+}
+
+impl SchemeClient for Counting {
+    fn scheme(&self) -> &str {
+        self.wallet.scheme()
+    }
+    fn payer(&self, network: &ChainId) -> Option<String> {
+        self.wallet.payer(network)
+    }
+    fn create_payload<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<paywire_core::JsonObject, SchemeError>> {
+        self.signed.fetch_add(1, Ordering::SeqCst);
+        self.wallet.create_payload(requirements)
+    }
+}
+
+/// Our buyer: the stack's payer, with a budget of `total` atomic devnet USDC.
+struct Buyer {
+    x402: Arc<X402Client>,
+    wallet: Arc<Counting>,
+    budget: Arc<Budget>,
+    scope: BudgetScope,
+}
+
+impl Buyer {
+    async fn new(stack: &Stack, total: u128) -> Self {
+        let devnet = stack.devnet();
+        let scope = BudgetScope::Asset {
+            network: ChainId::parse(devnet.network()).expect("network"),
+            asset: devnet.usdc().to_string(),
+        };
+        let budget = Arc::new(
+            Budget::in_memory(vec![BudgetRule {
+                scope: scope.clone(),
+                per_call: None,
+                per_hour: None,
+                per_day: None,
+                total: Some(total),
+            }])
+            .await
+            .expect("budget"),
+        );
+        let wallet = Arc::new(Counting {
+            wallet: ExactEvmClient::new(LocalSigner::new(stack.payer().signer())),
+            signed: AtomicUsize::new(0),
+        });
+        let x402 = X402Client::builder()
+            .wallet(
+                ChainIdPattern::parse("eip155:*").expect("pattern"),
+                Arc::clone(&wallet) as Arc<dyn SchemeClient>,
+            )
+            .catalog(Arc::new(usdc_table(devnet)))
+            .budget(Arc::clone(&budget))
+            .max_outcome_wait(Duration::from_secs(2))
+            .build();
+        Self {
+            x402: Arc::new(x402),
+            wallet,
+            budget,
+            scope,
+        }
+    }
+
+    fn signed(&self) -> usize {
+        self.wallet.signed.load(Ordering::SeqCst)
+    }
+
+    async fn spent(&self) -> u128 {
+        self.budget.spent_total(&self.scope).await.expect("budget")
+    }
+
+    async fn outstanding(&self) -> u128 {
+        self.budget
+            .outstanding_total(&self.scope)
+            .await
+            .expect("budget")
+    }
+}
+
+fn city(name: &str) -> JsonObject {
+    let mut arguments = JsonObject::new();
+    arguments.insert("city".into(), name.into());
+    arguments
+}
+
+fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|text| text.text.clone()))
+        .collect()
+}
+
+/// Their server's answer to our paid call: its tool's output, our outcome `Paid` with their
+/// receipt (read from `_meta`), the USDC moved.
+async fn assert_paid_by_us(stack: &Stack, call: &PaidCall, pay_to: Address) {
+    assert_ne!(call.result.is_error, Some(true), "{:?}", call.result);
+    assert!(text_of(&call.result).contains("sunny"), "{:?}", call.result);
+    let outcome = call.outcome.as_ref().expect("a payment was made");
+    assert_eq!(outcome.status, PaymentStatus::Paid, "{outcome:?}");
+    let receipt = outcome
+        .receipt
+        .as_ref()
+        .expect("their receipt, read from _meta");
+    assert!(receipt.success, "{receipt:?}");
+    assert_eq!(receipt.network.to_string(), stack.devnet().network());
+    assert_eq!(receipt.transaction.len(), 66, "{receipt:?}");
+    assert_eq!(outcome.requirements.amount, PRICE.into());
+    assert_eq!(
+        stack.devnet().usdc_balance(pay_to).await.expect("balance"),
+        U256::from(PRICE)
+    );
+}
+
+#[tokio::test]
+async fn our_client_pays_their_server_over_streamable_http() -> TestResult {
+    if python_or_skip()?.is_none() {
+        return Ok(());
+    }
+    let stack = Stack::start().await?;
+    let devnet = stack.devnet();
+    let options = PyMcpServerOptions::new(devnet, stack.facilitator_url(), stack.pay_to(), PRICE);
+    let server = PyMcpServer::start(&options).await?;
+    let buyer = Buyer::new(&stack, 1_000_000).await;
+    let approvals: Arc<Mutex<Vec<ApprovalRequest>>> = Arc::default();
+    let asked = Arc::clone(&approvals);
+    let client = PayingMcpClient::connect_http(server.url(), Arc::clone(&buyer.x402))
+        .await?
+        .approval(move |request: &ApprovalRequest| {
+            asked.lock().expect("lock").push(request.clone());
+            true
+        });
+    let payer = stack.payer().address;
+    let before = devnet.usdc_balance(payer).await?;
+
+    let tools: Vec<String> = client
+        .list_tools()
+        .await?
+        .into_iter()
+        .map(|tool| tool.name.to_string())
+        .collect();
+    assert_eq!(tools, [PY_PAID_TOOL, PY_FREE_TOOL]);
+
+    let call = client.call_tool(PY_PAID_TOOL, city("Lisbon")).await?;
+    assert_paid_by_us(&stack, &call, stack.pay_to()).await;
+    assert_eq!(server.tool_runs(PY_PAID_TOOL), 1, "{}", server.log_tail());
+    assert_eq!(server.settlements().len(), 1);
+    assert_eq!(buyer.signed(), 1);
+    assert_eq!(buyer.spent().await, PRICE);
+    assert_eq!(buyer.outstanding().await, 0);
+    assert_eq!(
+        devnet.usdc_balance(payer).await?,
+        before - U256::from(PRICE)
+    );
+    // The approval saw their offer as built by their resource server.
+    let seen = approvals.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].tool, PY_PAID_TOOL);
+    assert_eq!(seen[0].arguments, city("Lisbon"));
+    assert_eq!(seen[0].requirements.amount, PRICE.into());
+    assert!(
+        seen[0]
+            .requirements
+            .pay_to
+            .eq_ignore_ascii_case(&stack.pay_to().to_string())
+    );
+
+    // Their free tool: no payment, no approval asked.
+    let mut message = JsonObject::new();
+    message.insert("message".into(), "hi".into());
+    let free = client.call_tool(PY_FREE_TOOL, message).await?;
+    assert!(free.outcome.is_none(), "{free:?}");
+    assert_eq!(text_of(&free.result), "hi");
+    assert_eq!(buyer.signed(), 1);
+    assert_eq!(approvals.lock().expect("lock").len(), 1);
+    client.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn our_client_pays_their_server_over_stdio() -> TestResult {
+    if python_or_skip()?.is_none() {
+        return Ok(());
+    }
+    let stack = Stack::start().await?;
+    let options = PyMcpServerOptions::new(
+        stack.devnet(),
+        stack.facilitator_url(),
+        stack.pay_to(),
+        PRICE,
+    );
+    let server = PyMcpStdioServer::new(&options)?;
+    let buyer = Buyer::new(&stack, 1_000_000).await;
+    let client = PayingMcpClient::connect_stdio(server.command()?, Arc::clone(&buyer.x402)).await?;
+
+    let call = client.call_tool(PY_PAID_TOOL, city("Porto")).await?;
+    assert_paid_by_us(&stack, &call, stack.pay_to()).await;
+    assert_eq!(server.tool_runs(PY_PAID_TOOL), 1, "{}", server.log_text());
+    assert_eq!(buyer.spent().await, PRICE);
+    client.close().await?;
+    Ok(())
+}
+
+/// Field lesson 1 from the other side: their tool ran, then their settlement fails (the
+/// payer's USDC left after verification). Their server answers a settlement-failed
+/// payment-required result (its failure receipt inside `structuredContent`, not `_meta`); our
+/// client returns it without tool content, reports NotPaid, signs nothing new, and keeps the
+/// amount outstanding in the budget.
+#[tokio::test]
+async fn our_client_gets_no_content_when_their_settlement_fails() -> TestResult {
+    if python_or_skip()?.is_none() {
+        return Ok(());
+    }
+    let stack = Stack::start().await?;
+    let pause = tempfile::tempdir()?;
+    let release = pause.path().join("release");
+    let mut options = PyMcpServerOptions::new(
+        stack.devnet(),
+        stack.facilitator_url(),
+        stack.pay_to(),
+        PRICE,
+    );
+    options.pause_file = Some(release.clone());
+    let server = PyMcpServer::start(&options).await?;
+    let buyer = Buyer::new(&stack, 1_000_000).await;
+    let client = PayingMcpClient::connect_http(server.url(), Arc::clone(&buyer.x402)).await?;
+
+    let call = async {
+        let started = tokio::time::Instant::now();
+        let (call, ()) = tokio::join!(client.call_tool(PY_PAID_TOOL, city("Faro")), async {
+            while server.tool_runs(PY_PAID_TOOL) == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the tool never ran"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drain(&stack, stack.payer().address).await;
+            std::fs::write(&release, b"go").expect("release the tool");
+        });
+        call
+    };
+    let call = call.await?;
+
+    assert_eq!(call.result.is_error, Some(true), "{:?}", call.result);
+    assert!(
+        !text_of(&call.result).contains("sunny"),
+        "no tool content: {:?}",
+        call.result
+    );
+    let required = wire::payment_required_of(&call.result)
+        .expect("their settlement failure reads as a payment-required result")
+        .expect("readable");
+    let error = required.error.unwrap_or_default();
+    assert!(error.starts_with("Payment settlement failed"), "{error}");
+    let outcome = call.outcome.expect("a payment was made");
+    assert_eq!(outcome.status, PaymentStatus::NotPaid, "{outcome:?}");
+    assert_eq!(buyer.signed(), 1, "not paid again with a new payment");
+    assert_eq!(
+        buyer.outstanding().await,
+        PRICE,
+        "the signed authorization stays counted"
+    );
+    assert_eq!(buyer.spent().await, 0);
+    assert_eq!(server.tool_runs(PY_PAID_TOOL), 1);
+    assert!(server.settlements().is_empty());
+    assert_eq!(
+        stack.devnet().usdc_balance(stack.pay_to()).await?,
+        U256::ZERO
+    );
+    Ok(())
+}
+
+/// Our refusals happen before signing, whoever the server is: an exhausted budget and a
+/// refusing approval hook sign nothing, and their server sees no paid call.
+#[tokio::test]
+async fn our_client_refuses_their_price_before_signing() -> TestResult {
+    if python_or_skip()?.is_none() {
+        return Ok(());
+    }
+    let stack = Stack::start().await?;
+    let options = PyMcpServerOptions::new(
+        stack.devnet(),
+        stack.facilitator_url(),
+        stack.pay_to(),
+        PRICE,
+    );
+    let server = PyMcpServer::start(&options).await?;
+
+    let poor = Buyer::new(&stack, PRICE - 1).await;
+    let client = PayingMcpClient::connect_http(server.url(), Arc::clone(&poor.x402)).await?;
+    let refused = client.call_tool(PY_PAID_TOOL, city("Braga")).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(McpClientError::Payment(ClientError::NoAcceptableOption(why))) if why.contains("budget")
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(poor.signed(), 0, "nothing signed");
+    assert_eq!(poor.outstanding().await, 0);
+
+    let buyer = Buyer::new(&stack, 1_000_000).await;
+    let client = PayingMcpClient::connect_http(server.url(), Arc::clone(&buyer.x402))
+        .await?
+        .approval(|request: &ApprovalRequest| request.requirements.amount < PRICE.into());
+    let refused = client.call_tool(PY_PAID_TOOL, city("Braga")).await;
+    assert!(
+        matches!(&refused, Err(McpClientError::Refused(_))),
+        "{refused:?}"
+    );
+    assert_eq!(buyer.signed(), 0, "nothing signed");
+    assert_eq!(buyer.outstanding().await, 0, "budget untouched");
+
+    assert_eq!(server.tool_runs(PY_PAID_TOOL), 0, "{}", server.log_tail());
+    assert!(server.settlements().is_empty());
+    assert_eq!(
+        stack.devnet().usdc_balance(stack.pay_to()).await?,
+        U256::ZERO
+    );
     Ok(())
 }
