@@ -539,7 +539,9 @@ impl PyMcpStdioServer {
     }
 
     /// A fresh command running the server on its stdin/stdout (stderr appended to the log,
-    /// killed when the child handle is dropped).
+    /// killed when the child handle is dropped). A spawner may replace the stderr setting
+    /// (rmcp's `TokioChildProcess::new` inherits it); the script's own log lines, which
+    /// [`Self::tool_runs`] reads, go to the log file either way.
     pub fn command(&self) -> Result<tokio::process::Command> {
         let log = fs::OpenOptions::new()
             .create(true)
