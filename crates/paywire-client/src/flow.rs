@@ -729,6 +729,8 @@ mod tests {
         assert_eq!(approving.seen.lock().expect("lock").len(), 1);
         assert_eq!(wallet.0.load(Ordering::SeqCst), 1);
         assert_eq!(approving.paid_calls.load(Ordering::SeqCst), 1);
-        assert_eq!(budget.spent_total(&scope).await.expect("read"), 10_000);
+        // Reserved before signing; granted without a receipt, it stays
+        // counted as outstanding.
+        assert_eq!(budget.outstanding_total(&scope).await.expect("read"), 10_000);
     }
 }

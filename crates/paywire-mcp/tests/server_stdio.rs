@@ -30,6 +30,22 @@ async fn a_paid_call_over_a_pipe_is_refused_unpaid_and_served_paid() {
     // With an endpoint URL, tools share it as their resource URL.
     assert_eq!(required.resource.url, ENDPOINT);
     assert_eq!(count(&env.runs.forecast), 0);
+    // The tool's bazaar declaration, echoed by the payment, makes a valid
+    // catalog entry for this endpoint and tool.
+    let payment = env.sign(env.stack.payer(), &required).await;
+    let echoed: paywire_core::PaymentPayload =
+        serde_json::from_value(payment.clone()).expect("payload");
+    let entry = paywire_bazaar::extract(&echoed, &required.accepts[0], 0)
+        .expect("a declaration")
+        .expect("a valid catalog entry");
+    assert_eq!(
+        (
+            entry.kind.as_str(),
+            entry.tool_name(),
+            entry.resource.as_str()
+        ),
+        ("mcp", Some("forecast"), ENDPOINT)
+    );
 
     let malformed = call(
         &client,
@@ -41,7 +57,6 @@ async fn a_paid_call_over_a_pipe_is_refused_unpaid_and_served_paid() {
     assert!(required_of(&malformed).error.is_some());
     assert_eq!(count(&env.runs.forecast), 0);
 
-    let payment = env.sign(env.stack.payer(), &required).await;
     let paid = call(&client, "forecast", json!({"city": "Lima"}), Some(payment)).await;
     assert!(text_of(&paid).starts_with("sunny in Lima"), "{paid:?}");
     assert!(receipt_of(&paid).success);

@@ -300,6 +300,10 @@ async fn forecast(context: ToolContext, arguments: JsonObject) -> ToolOutput {
 }
 
 async fn flaky(_: ToolContext, arguments: JsonObject) -> ToolOutput {
+    assert!(
+        arguments.get("panic").and_then(Value::as_bool) != Some(true),
+        "the tool panics as asked"
+    );
     if arguments.get("fail").and_then(Value::as_bool) == Some(true) {
         CallToolResult::error(vec![ContentBlock::text("upstream failed")]).into()
     } else {
