@@ -478,6 +478,11 @@ pub struct ErrorRefusal {
     pub details: serde_json::Map<String, serde_json::Value>,
     /// Seconds after which a retry makes sense (HTTP: `Retry-After`).
     pub retry_after: Option<u32>,
+    /// The request's requirements, with `error` saying why, when the refusal
+    /// is about the payment itself (a malformed payment): transports whose
+    /// spec answers an invalid payment with the requirements (MCP) render it
+    /// as payment-required; HTTP answers the status and body.
+    pub required: Option<Box<PaymentRequired>>,
 }
 
 impl ErrorRefusal {
@@ -489,6 +494,7 @@ impl ErrorRefusal {
             message: message.into(),
             details: serde_json::Map::new(),
             retry_after: None,
+            required: None,
         }
     }
 

@@ -45,7 +45,15 @@ impl Paid<'_> {
         let payload = match decoded {
             Ok(payload) => payload,
             Err(error) => {
-                let refusal = ErrorRefusal::new(400, error.reason(), error.to_string());
+                let mut refusal = ErrorRefusal::new(400, error.reason(), error.to_string());
+                // For transports that answer an invalid payment with the
+                // requirements and the reason (MCP).
+                let reason = format!("{}: {error}", error.reason());
+                if let Refusal::PaymentRequired { required, .. } =
+                    self.payment_required(reason, None).await
+                {
+                    refusal.required = Some(required);
+                }
                 return Err(self
                     .fail(
                         PaymentFailure::Malformed(error.to_string()),
