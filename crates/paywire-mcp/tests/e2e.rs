@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use alloy_primitives::U256;
 use paywire_client::{Budget, BudgetRule, BudgetScope, ClientError, PaymentStatus, X402Client};
 use paywire_core::{
-    BoxFuture, ChainId, ChainIdPattern, PaymentRequirements, SchemeClient, SchemeError,
+    BoxFuture, ChainId, ChainIdPattern, CreatedPayment, Extensions, PaymentRequirements,
+    SchemeClient, SchemeError,
 };
 use paywire_evm::LocalSigner;
 use paywire_evm::exact::ExactEvmClient;
@@ -35,12 +36,25 @@ impl<C: SchemeClient> SchemeClient for Counting<C> {
         self.inner.scheme()
     }
 
+    fn payer(&self, network: &ChainId) -> Option<String> {
+        self.inner.payer(network)
+    }
+
     fn create_payload<'a>(
         &'a self,
         requirements: &'a PaymentRequirements,
-    ) -> BoxFuture<'a, Result<Value, SchemeError>> {
+    ) -> BoxFuture<'a, Result<JsonObject, SchemeError>> {
         self.signed.fetch_add(1, Ordering::SeqCst);
         self.inner.create_payload(requirements)
+    }
+
+    fn create_payment<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+        offered: Option<&'a Extensions>,
+    ) -> BoxFuture<'a, Result<CreatedPayment, SchemeError>> {
+        self.signed.fetch_add(1, Ordering::SeqCst);
+        self.inner.create_payment(requirements, offered)
     }
 }
 
@@ -166,6 +180,15 @@ async fn our_client_pays_our_server_over_streamable_http() {
     pays_for_tools(&env, &agent, &client).await;
 
     // Usage-based: the agent signs at most $0.05 and is charged its usage.
+    let (devnet, payer) = (env.devnet(), env.stack.payer());
+    devnet
+        .mint_token(devnet.plain_token(), payer.address, U256::from(1_000_000u64))
+        .await
+        .expect("tokens");
+    devnet
+        .approve_permit2(devnet.plain_token(), payer, U256::MAX)
+        .await
+        .expect("one-time Permit2 approval");
     let metered = client
         .call_tool("metered", arguments(json!({"tokens": 1858})))
         .await
