@@ -395,6 +395,17 @@ impl X402Client {
         &self,
         required: &PaymentRequired,
     ) -> Result<PreparedPayment, ClientError> {
+        let (requirements, selection) = self.choose(required).await?;
+        self.sign_chosen(required, requirements, selection).await
+    }
+
+    /// The option to pay for `required`, chosen by wallets, policy and
+    /// budget, and accepted by the `before_sign` hook. Nothing is reserved
+    /// or signed yet.
+    pub(crate) async fn choose(
+        &self,
+        required: &PaymentRequired,
+    ) -> Result<(PaymentRequirements, Selection), ClientError> {
         self.reconcile().await;
         let selection = self.select(required).await;
         let Some(requirements) = selection.chosen().cloned() else {
@@ -404,6 +415,17 @@ impl X402Client {
             .before_sign(&requirements)
             .await
             .map_err(ClientError::Vetoed)?;
+        Ok((requirements, selection))
+    }
+
+    /// Reserves budget for and signs `requirements`, the option
+    /// [`Self::choose`] chose from `required`.
+    pub(crate) async fn sign_chosen(
+        &self,
+        required: &PaymentRequired,
+        requirements: PaymentRequirements,
+        selection: Selection,
+    ) -> Result<PreparedPayment, ClientError> {
         let info = self
             .catalog
             .asset_info(&requirements.network, &requirements.asset);

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use paywire_core::{BoxFuture, JsonObject, PaymentRequired, SettleResponse};
+use paywire_core::{BoxFuture, JsonObject, PaymentRequired, PaymentRequirements, SettleResponse};
 use url::Url;
 
 use crate::client::{ClientError, PaymentOutcome, PreparedPayment, X402Client};
@@ -200,6 +200,20 @@ pub trait PaymentTransport: Send + Sync {
     /// What `response` says.
     fn status(&self, response: &Self::Response) -> AnswerStatus;
 
+    /// Asks whether `request` may be paid with `requirements`, the option
+    /// the policy chose, before the budget is reserved and anything is
+    /// signed; `Err(reason)` refuses ([`ClientError::Vetoed`], nothing
+    /// signed). A per-request approval (say, of an MCP tool call with its
+    /// arguments), where [`crate::PaymentHooks::before_sign`] sees only the
+    /// option. Approves by default.
+    fn approve<'a>(
+        &'a self,
+        _request: &'a Self::Request,
+        _requirements: &'a PaymentRequirements,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The settlement receipt `response` carries, if any and readable.
     fn receipt(&self, response: &Self::Response) -> Option<SettleResponse>;
 
@@ -368,7 +382,16 @@ impl X402Client {
                 }
             }
         }
-        let prepared = self.prepare(&required).await?;
+        let (requirements, selection) = self.choose(&required).await?;
+        // The transport's approval comes after the policy chose (it sees the
+        // option that would be paid) and before the budget is reserved.
+        transport
+            .approve(&retry, &requirements)
+            .await
+            .map_err(ClientError::Vetoed)?;
+        let prepared = self
+            .sign_chosen(&required, requirements, selection)
+            .await?;
         Ok(Challenge::Pay(retry, Box::new(prepared)))
     }
 
@@ -564,5 +587,143 @@ async fn follow_unpaid<T: PaymentTransport>(
     Delivered {
         response,
         outcome: Some(outcome),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use paywire_core::ChainIdPattern;
+
+    use super::*;
+    use crate::budget::{Budget, BudgetRule, BudgetScope};
+    use crate::testing::{CountingWallet, required};
+
+    /// Answers every unpaid call with [`required`]'s offer and every paid
+    /// one as granted; approves or refuses as told, recording what it saw.
+    struct Approving {
+        verdict: Result<(), String>,
+        seen: Mutex<Vec<(String, PaymentRequirements)>>,
+        paid_calls: AtomicUsize,
+    }
+
+    impl PaymentTransport for Approving {
+        type Request = String;
+        type Response = AnswerStatus;
+
+        fn resource<'r>(&self, _: &'r String) -> &'r Url {
+            unreachable!("no sign-in provider is configured")
+        }
+        fn try_clone(&self, request: &String) -> Option<String> {
+            Some(request.clone())
+        }
+        fn attach(&self, _: &mut String, _: &Credential) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn attach_payment(&self, _: &mut String, _: &PreparedPayment) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn send(&self, _: String) -> BoxFuture<'_, Result<AnswerStatus, TransportError>> {
+            Box::pin(async { Ok(AnswerStatus::PaymentRequired) })
+        }
+        fn send_paid(&self, _: String) -> BoxFuture<'_, Result<AnswerStatus, TransportError>> {
+            self.paid_calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(AnswerStatus::Granted) })
+        }
+        fn status(&self, response: &AnswerStatus) -> AnswerStatus {
+            *response
+        }
+        fn receipt(&self, _: &AnswerStatus) -> Option<SettleResponse> {
+            None
+        }
+        fn field<'r>(&self, _: &'r AnswerStatus, _: &str) -> Option<&'r str> {
+            None
+        }
+        fn read_offer(
+            &self,
+            _: AnswerStatus,
+            _: usize,
+        ) -> BoxFuture<'_, Result<PaymentRequired, ClientError>> {
+            Box::pin(async { Ok(required()) })
+        }
+        fn approve<'a>(
+            &'a self,
+            request: &'a String,
+            requirements: &'a PaymentRequirements,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            self.seen
+                .lock()
+                .expect("lock")
+                .push((request.clone(), requirements.clone()));
+            let verdict = self.verdict.clone();
+            Box::pin(async move { verdict })
+        }
+    }
+
+    async fn client() -> (X402Client, Arc<CountingWallet>, Arc<Budget>, BudgetScope) {
+        let wallet = Arc::new(CountingWallet(AtomicUsize::new(0)));
+        let offered = &required().accepts[0];
+        let scope = BudgetScope::Asset {
+            network: offered.network.clone(),
+            asset: offered.asset.clone(),
+        };
+        let rule = BudgetRule {
+            scope: scope.clone(),
+            per_call: None,
+            per_hour: None,
+            per_day: None,
+            total: Some(1_000_000),
+        };
+        let budget = Arc::new(Budget::in_memory(vec![rule]).await.expect("budget"));
+        let client = X402Client::builder()
+            .wallet(
+                ChainIdPattern::parse("eip155:*").expect("pattern"),
+                wallet.clone(),
+            )
+            .budget(budget.clone())
+            .build();
+        (client, wallet, budget, scope)
+    }
+
+    fn transport(verdict: Result<(), String>) -> Approving {
+        Approving {
+            verdict,
+            seen: Mutex::new(Vec::new()),
+            paid_calls: AtomicUsize::new(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_approval_signs_nothing_and_reserves_nothing() {
+        let (client, wallet, budget, scope) = client().await;
+        let refusing = transport(Err("too dear for this call".into()));
+        let refused = client.pay_through(&refusing, "forecast".into()).await;
+        assert!(
+            matches!(&refused, Err(ClientError::Vetoed(reason)) if reason == "too dear for this call"),
+            "{refused:?}"
+        );
+        let seen = refusing.seen.lock().expect("lock").clone();
+        assert_eq!(seen, [("forecast".to_owned(), required().accepts[0].clone())]);
+        assert_eq!(wallet.0.load(Ordering::SeqCst), 0, "nothing signed");
+        assert_eq!(refusing.paid_calls.load(Ordering::SeqCst), 0);
+        assert_eq!(budget.outstanding_total(&scope).await.expect("read"), 0);
+        assert_eq!(budget.spent_total(&scope).await.expect("read"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_approved_payment_is_signed_once_and_sent() {
+        let (client, wallet, budget, scope) = client().await;
+        let approving = transport(Ok(()));
+        let delivered = client
+            .pay_through(&approving, "forecast".into())
+            .await
+            .expect("paid");
+        assert_eq!(delivered.response, AnswerStatus::Granted);
+        assert_eq!(approving.seen.lock().expect("lock").len(), 1);
+        assert_eq!(wallet.0.load(Ordering::SeqCst), 1);
+        assert_eq!(approving.paid_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(budget.spent_total(&scope).await.expect("read"), 10_000);
     }
 }
