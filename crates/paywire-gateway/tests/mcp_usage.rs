@@ -165,7 +165,32 @@ async fn upstream() -> String {
         .expect("bind");
     let address = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let _ = axum::serve(listener, axum::Router::new().fallback(answer)).await;
+        let app = axum::Router::new()
+            .route("/big", axum::routing::get(|| async { "B".repeat(4096) }))
+            .route(
+                "/moved",
+                axum::routing::get(|| async {
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [("location", "https://cdn.example.test/file?sig=paid")],
+                    )
+                }),
+            )
+            .route(
+                "/image",
+                axum::routing::get(|| async {
+                    (
+                        [("content-type", "image/png")],
+                        vec![0x89u8, b'P', b'N', b'G', 0xff],
+                    )
+                }),
+            )
+            .route(
+                "/json",
+                axum::routing::get(|| async { axum::Json(json!({"answer": 42})) }),
+            )
+            .fallback(answer);
+        let _ = axum::serve(listener, app).await;
     });
     format!("http://{address}")
 }
@@ -180,10 +205,15 @@ fn config(upstream: &str) -> GatewayConfig {
     };
     let text = format!(
         "public_origin = \"https://shop.example.test\"\nupstream = \"{upstream}\"\n\
+         max_paid_response_bytes = 2048\n\
          [[facilitators]]\nurl = \"http://127.0.0.1:1\"\n\
-         [[networks]]\nnetwork = \"ledger\"\n{}{}",
+         [[networks]]\nnetwork = \"ledger\"\n{}{}{}{}{}{}",
         route("/complete", ""),
         route("/custom", "usage_header = \"X-Tokens\"\n"),
+        route("/big", ""),
+        route("/moved", ""),
+        route("/image", ""),
+        route("/json", ""),
     );
     GatewayConfig::parse_with_env(&text, |_| None).expect("config")
 }
@@ -288,5 +318,39 @@ async fn the_upstream_usage_header_is_what_a_tool_call_is_charged() {
         .await;
     assert_eq!(failed.is_error, Some(true));
     assert_eq!(charged(&failed), None);
+    assert_eq!(shop.facilitator.settled().len(), 3);
+}
+
+#[tokio::test]
+async fn upstream_answers_become_tool_results() {
+    let shop = Shop::new().await;
+    // A JSON object: text and structuredContent.
+    let json = shop.paid("get_json", json!({})).await;
+    assert_eq!(
+        json.structured_content,
+        Some(json!({"answer": 42})),
+        "{json:?}"
+    );
+    assert_eq!(
+        json.content[0].as_text().expect("text").text,
+        r#"{"answer":42}"#
+    );
+    // A redirect is sold like content: where it points.
+    let moved = shop.paid("get_moved", json!({})).await;
+    assert_ne!(moved.is_error, Some(true), "{moved:?}");
+    assert_eq!(
+        moved.content[0].as_text().expect("text").text,
+        "https://cdn.example.test/file?sig=paid"
+    );
+    // An image: image content, base64.
+    let image = shop.paid("get_image", json!({})).await;
+    let content = image.content[0].as_image().expect("image content");
+    assert_eq!(content.mime_type, "image/png");
+    assert_eq!(content.data, "iVBOR/8=");
+    assert_eq!(shop.facilitator.settled().len(), 3);
+    // Over max_paid_response_bytes: a tool error, never charged.
+    let big = shop.paid("get_big", json!({})).await;
+    assert_eq!(big.is_error, Some(true), "{big:?}");
+    assert_eq!(charged(&big), None);
     assert_eq!(shop.facilitator.settled().len(), 3);
 }
