@@ -107,6 +107,11 @@ pub struct ToolContext {
     pub payer: Option<String>,
     /// The settlement, when the route settles before its handler runs.
     pub receipt: Option<SettleResponse>,
+    /// The normalized path the gate matched routes on
+    /// ([`paywire_server::normalize_path`] of [`PreparedCall::path`]): a
+    /// backend that forwards the call (the gateway bridge) forwards this
+    /// path, so what runs is what was priced.
+    pub path: String,
     /// The call's `_meta` entries (the payment among them, when it carries
     /// one).
     pub meta: JsonObject,

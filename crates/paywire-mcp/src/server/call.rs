@@ -64,9 +64,10 @@ async fn gated(gate: &PaymentGate, prepared: PreparedCall, meta: JsonObject) -> 
         Ok(path) => path,
         Err(error) => return refused(400, "invalid_path", &error.to_string()),
     };
+    let priced_path = path.as_str().to_owned();
     let matched = match gate.route(&method, &path) {
         Ok(Some(matched)) => matched,
-        Ok(None) => return run_unpriced(run, meta).await,
+        Ok(None) => return run_unpriced(run, meta, priced_path).await,
         Err(error) => return refused(400, "invalid_path", &error.to_string()),
     };
     let body = match (matched.body_limit(), body) {
@@ -82,7 +83,11 @@ async fn gated(gate: &PaymentGate, prepared: PreparedCall, meta: JsonObject) -> 
         .payment(payment_of(&meta));
     request.query = query;
     request.body = body;
-    let handler = ToolHandler { run, meta };
+    let handler = ToolHandler {
+        run,
+        meta,
+        path: priced_path,
+    };
     match gate.process(matched, request, handler).await {
         Ok(outcome) => render(outcome),
         Err(never) => match never {},
@@ -90,8 +95,9 @@ async fn gated(gate: &PaymentGate, prepared: PreparedCall, meta: JsonObject) -> 
 }
 
 /// A tool no route prices: run as is, no payment read.
-async fn run_unpriced(run: Box<dyn RunTool>, meta: JsonObject) -> CallToolResult {
+async fn run_unpriced(run: Box<dyn RunTool>, meta: JsonObject, path: String) -> CallToolResult {
     let context = ToolContext {
+        path,
         meta,
         ..ToolContext::default()
     };
@@ -136,9 +142,11 @@ fn payment_of(meta: &JsonObject) -> PaymentInput {
 struct ToolHandler {
     run: Box<dyn RunTool>,
     meta: JsonObject,
+    path: String,
 }
 
 /// A tool's output, with the pool bytes it holds once held back.
+#[derive(Debug)]
 struct Reply {
     output: ToolOutput,
     _permit: Option<HoldPermit>,
@@ -162,6 +170,7 @@ impl Handler for ToolHandler {
             payer: access.payer().map(str::to_owned),
             receipt: access.receipt().cloned(),
             meta: self.meta,
+            path: self.path,
         };
         let run = self.run;
         Box::pin(async move {
@@ -233,16 +242,27 @@ impl Handler for ToolHandler {
 fn render(outcome: Outcome<Reply>) -> CallToolResult {
     match outcome {
         Outcome::Serve(served) => served_result(served),
-        Outcome::Refuse(Refusal::PaymentRequired { required, receipt }) => {
+        Outcome::Refuse(refusal) => refusal_result(refusal),
+        other => {
+            tracing::error!(?other, "an outcome this adapter does not know");
+            refused(500, "refused", "the call was refused; nothing was charged")
+        }
+    }
+}
+
+/// The tool result of one of the gate's refusals.
+fn refusal_result(refusal: Refusal) -> CallToolResult {
+    match refusal {
+        Refusal::PaymentRequired { required, receipt } => {
             let mut result = payment_required(*required);
             if let Some(receipt) = receipt {
                 wire::attach_receipt(&mut result, &receipt);
             }
             result
         }
-        Outcome::Refuse(Refusal::Error(refusal)) => error_refusal(refusal),
-        Outcome::Refuse(Refusal::Custom(custom)) => custom_refusal(&custom),
-        Outcome::Refuse(other) => {
+        Refusal::Error(refusal) => error_refusal(refusal),
+        Refusal::Custom(custom) => custom_refusal(&custom),
+        other => {
             tracing::error!(?other, "a refusal this adapter does not know");
             refused(500, "refused", "the call was refused")
         }
@@ -301,26 +321,27 @@ fn custom_refusal(custom: &CustomRefusal) -> CallToolResult {
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
         .and_then(|(_, value)| value.trim().parse::<u32>().ok());
-    let mut answer = match serde_json::from_slice::<Value>(&custom.body) {
-        Ok(Value::Object(mut body)) => {
-            let text = |body: &mut JsonObject, key: &str| match body.remove(key) {
-                Some(Value::String(text)) => Some(text),
-                Some(other) => {
-                    body.insert(key.to_owned(), other);
-                    None
-                }
-                None => None,
-            };
-            let error = text(&mut body, "error").unwrap_or_else(|| "refused".to_owned());
-            let message = text(&mut body, "message").unwrap_or_default();
-            body.remove("status");
-            body.remove("retryAfter");
-            ErrorAnswer::new(custom.status, error, message).details(body)
-        }
-        _ => {
-            let text = String::from_utf8_lossy(&custom.body);
-            ErrorAnswer::new(custom.status, "refused", truncated(&text, MAX_CUSTOM_MESSAGE))
-        }
+    let mut answer = if let Ok(Value::Object(mut body)) = serde_json::from_slice(&custom.body) {
+        let mut take_text = |key: &str| match body.remove(key) {
+            Some(Value::String(text)) => Some(text),
+            Some(other) => {
+                body.insert(key.to_owned(), other);
+                None
+            }
+            None => None,
+        };
+        let error = take_text("error").unwrap_or_else(|| "refused".to_owned());
+        let message = take_text("message").unwrap_or_default();
+        body.remove("status");
+        body.remove("retryAfter");
+        ErrorAnswer::new(custom.status, error, message).details(body)
+    } else {
+        let text = String::from_utf8_lossy(&custom.body);
+        ErrorAnswer::new(
+            custom.status,
+            "refused",
+            truncated(&text, MAX_CUSTOM_MESSAGE),
+        )
     };
     if let Some(seconds) = retry_after {
         answer = answer.retry_after(seconds);
@@ -357,8 +378,13 @@ mod tests {
     #[test]
     fn gate_messages_speak_of_meta_not_headers() {
         assert!(!mcp_wording("PAYMENT-SIGNATURE header is required").contains("PAYMENT-SIGNATURE"));
-        let pending = mcp_wording("do not pay again: retry this request with the same PAYMENT-SIGNATURE to receive");
-        assert!(pending.contains("same _meta[\"x402/payment\"]"), "{pending}");
+        let pending = mcp_wording(
+            "do not pay again: retry this request with the same PAYMENT-SIGNATURE to receive",
+        );
+        assert!(
+            pending.contains("same _meta[\"x402/payment\"]"),
+            "{pending}"
+        );
         assert_eq!(mcp_wording("other"), "other");
     }
 
@@ -367,12 +393,22 @@ mod tests {
         let custom = CustomRefusal::new(403, r#"{"error":"blocked","message":"no","extra":1}"#)
             .header("Retry-After", "7");
         let answer = wire::error_answer_of(&custom_refusal(&custom)).expect("an error answer");
-        assert_eq!((answer.status, answer.error.as_str(), answer.message.as_str()), (403, "blocked", "no"));
+        assert_eq!(
+            (
+                answer.status,
+                answer.error.as_str(),
+                answer.message.as_str()
+            ),
+            (403, "blocked", "no")
+        );
         assert_eq!(answer.retry_after, Some(7));
         assert_eq!(answer.details.get("extra"), Some(&Value::from(1)));
         let html = CustomRefusal::new(451, "<h1>nope</h1>");
         let answer = wire::error_answer_of(&custom_refusal(&html)).expect("an error answer");
-        assert_eq!((answer.status, answer.message.as_str()), (451, "<h1>nope</h1>"));
+        assert_eq!(
+            (answer.status, answer.message.as_str()),
+            (451, "<h1>nope</h1>")
+        );
     }
 
     #[test]
@@ -385,6 +421,9 @@ mod tests {
         assert_eq!(headers.text("n"), Some("5"));
         assert_eq!(payment_of(&meta), PaymentInput::Absent);
         meta.insert(wire::PAYMENT_META_KEY.into(), Value::Null);
-        assert_eq!(payment_of(&meta), PaymentInput::Json(Bytes::from_static(b"null")));
+        assert_eq!(
+            payment_of(&meta),
+            PaymentInput::Json(Bytes::from_static(b"null"))
+        );
     }
 }

@@ -44,7 +44,7 @@ pub use tools::{
 pub enum McpServeError {
     /// The client did not complete the MCP handshake.
     #[error("MCP initialization failed: {0}")]
-    Initialize(#[from] rmcp::service::ServerInitializeError),
+    Initialize(#[from] Box<rmcp::service::ServerInitializeError>),
     /// The service task failed.
     #[error("the MCP service task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -138,7 +138,7 @@ impl<B: ToolBackend> McpPaymentServer<B> {
     /// Serves MCP over this process's stdin and stdout until stdin closes.
     pub async fn serve_stdio(self) -> Result<(), McpServeError> {
         let (stdin, stdout) = rmcp::transport::stdio();
-        self.serve_io(stdin, stdout).await
+        Box::pin(self.serve_io(stdin, stdout)).await
     }
 
     /// Serves MCP (newline-delimited JSON-RPC, the stdio transport) over any
@@ -148,7 +148,7 @@ impl<B: ToolBackend> McpPaymentServer<B> {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let running = self.serve((read, write)).await?;
+        let running = self.serve((read, write)).await.map_err(Box::new)?;
         let reason = running.waiting().await?;
         tracing::debug!(?reason, "MCP connection ended");
         Ok(())
@@ -170,7 +170,10 @@ impl<B: ToolBackend> ServerHandler for McpPaymentServer<B> {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.backend.tools().into_iter().find(|tool| tool.name == name)
+        self.backend
+            .tools()
+            .into_iter()
+            .find(|tool| tool.name == name)
     }
 
     async fn call_tool(

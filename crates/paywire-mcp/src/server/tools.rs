@@ -11,8 +11,8 @@ use paywire_server::{PaymentGateBuilder, Route};
 use rmcp::model::{JsonObject, Tool};
 use serde_json::Value;
 
-use super::backend::{PreparedCall, RunTool, ToolBackend, ToolContext, ToolError, ToolOutput};
 use super::McpPaymentServer;
+use super::backend::{PreparedCall, RunTool, ToolBackend, ToolContext, ToolError, ToolOutput};
 use crate::wire;
 
 /// The verb of tool routes: `CALL /tools/<name>`.
@@ -93,7 +93,7 @@ impl std::fmt::Debug for PaidTools {
         f.debug_struct("PaidTools")
             .field("tools", &self.index.keys().collect::<Vec<_>>())
             .field("endpoint_url", &self.endpoint_url)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,7 +228,9 @@ impl PaidToolsBuilder {
     /// Records an invalid or duplicate name; `true` when the name is usable.
     fn check_name(&mut self, name: &str) -> bool {
         let problem = if !is_valid_tool_name(name) {
-            Some(ConfigError::ToolName(name.chars().take(MAX_TOOL_NAME + 8).collect()))
+            Some(ConfigError::ToolName(
+                name.chars().take(MAX_TOOL_NAME + 8).collect(),
+            ))
         } else if self.entries.iter().any(|entry| entry.tool.name == name) {
             Some(ConfigError::DuplicateTool(name.to_owned()))
         } else {
@@ -265,7 +267,10 @@ fn default_route(route: Route, tool: &Tool) -> Route {
 
 impl ToolBackend for PaidTools {
     fn tools(&self) -> Vec<Tool> {
-        self.entries.iter().map(|entry| entry.tool.clone()).collect()
+        self.entries
+            .iter()
+            .map(|entry| entry.tool.clone())
+            .collect()
     }
 
     fn prepare(
@@ -314,7 +319,17 @@ mod tests {
         for good in ["weather", "a", "get_quote.v2", "x-y", &"n".repeat(128)] {
             assert!(is_valid_tool_name(good), "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "a b", "é", "a%2f", "a?b", &"n".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "é",
+            "a%2f",
+            "a?b",
+            &"n".repeat(129),
+        ] {
             assert!(!is_valid_tool_name(bad), "{bad}");
         }
     }
