@@ -27,6 +27,7 @@ mod devnet;
 pub mod factory;
 pub mod peer;
 pub mod postgres;
+pub mod pymcp;
 pub mod shortchange;
 #[cfg(feature = "stack")]
 pub mod stack;

@@ -202,7 +202,9 @@ impl PayingMcpClient {
         })
     }
 
-    /// Asks `hook` before paying for any tool call (see [`Approval`]).
+    /// Asks `hook` before paying for any tool call (see [`Approval`]). A
+    /// closure needs its parameter's type spelled out, as in
+    /// `.approval(|asked: &ApprovalRequest| asked.requirements.amount <= cap)`.
     #[must_use]
     pub fn approval(mut self, hook: impl Approval + 'static) -> Self {
         self.approval = Some(Arc::new(hook));

@@ -358,7 +358,9 @@ mod tests {
         v3.x402_version = 3;
         assert!(matches!(
             read_offer(&wire::payment_required_result(&v3), 1024),
-            Err(ClientError::BadPaymentRequired(DecodeError::UnsupportedVersion { found: Some(3) }))
+            Err(ClientError::BadPaymentRequired(
+                DecodeError::UnsupportedVersion { found: Some(3) }
+            ))
         ));
         let plain = CallToolResult::error(vec![ContentBlock::text("boom")]);
         assert!(matches!(
@@ -406,6 +408,8 @@ mod tests {
             .send()
             .await
             .expect_err("nothing listens");
-        assert!(transport_error("t", &send_error(StreamableHttpError::Client(refused))).is_retryable());
+        assert!(
+            transport_error("t", &send_error(StreamableHttpError::Client(refused))).is_retryable()
+        );
     }
 }
