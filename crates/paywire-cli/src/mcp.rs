@@ -144,7 +144,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 /// Connects to `url`: streamable HTTP, or a child process for `stdio:...`.
 async fn connect(url: &str, x402: Arc<X402Client>) -> Result<PayingMcpClient, Failure> {
-    let connection = |e: McpClientError| Failure(EXIT_NETWORK, format!("{url}: {e}"));
+    // The URL is not repeated: it may carry an access token.
+    let connection = |e: McpClientError| Failure(EXIT_NETWORK, e.to_string());
     if let Some(command_line) = url.strip_prefix("stdio:") {
         let mut words = command_line.split_whitespace();
         let program = words.next().ok_or_else(|| {
