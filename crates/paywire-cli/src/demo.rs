@@ -2,9 +2,13 @@
 //! configured: a devnet with Circle's USDC, a Solana chain in process
 //! (litesvm) with Circle's devnet USDC mint, our facilitator settling on
 //! both, a sample paid API, an agent with a budget paying for a sequence of
-//! calls, and a second agent whose policy prefers Solana.
+//! calls, a second agent whose policy prefers Solana, and the first agent
+//! calling a paid MCP tool (a gateway route sold through
+//! `paywire_gateway::mcp`).
 //!
 //! Exits 0 only if every step did what it says.
+
+mod mcp_row;
 
 use paywire_evm::Eip155ChainId;
 use std::io::{IsTerminal, Write};
@@ -422,6 +426,8 @@ struct Stage {
     dir: std::path::PathBuf,
     facilitator_url: String,
     api: String,
+    /// The MCP endpoint selling `GET /forecast/:city` as a paid tool.
+    mcp: String,
     payees: Payees,
 }
 
@@ -456,25 +462,37 @@ async fn set_the_stage(style: &Style) -> Result<Stage, String> {
          GET /premium/* $0.05 for a one-hour pass (sign-in-with-x) · GET /generate \
          $0.00001/token, at most $0.05 (upto, Permit2)"
     ));
+    style.step("Selling a gateway route as a paid MCP tool (paywire mcp serve, streamable HTTP)");
+    let mcp = mcp_row::start(&devnet, &facilitator_url, payees.merchant).await?;
+    style.ok(&format!(
+        "{mcp}  tool get_forecast_city $0.01 (GET /forecast/:city upstream)"
+    ));
     Ok(Stage {
         devnet,
         solana,
         dir,
         facilitator_url,
         api,
+        mcp,
         payees,
     })
 }
 
-/// An agent paying from `payer`'s wallet within a $0.25 budget; the same
-/// wallet signs in (SIWE) when it returns for the pass.
-async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Client, String> {
-    let budget = Budget::in_memory(vec![BudgetRule {
-        total: Some(250_000),
-        ..BudgetRule::usd()
-    }])
-    .await
-    .map_err(|e| e.to_string())?;
+/// An agent paying from `payer`'s wallet within a $0.25 budget (returned
+/// too, to show what it counts); the same wallet signs in (SIWE) when it
+/// returns for the pass.
+async fn budgeted_agent(
+    devnet: &Devnet,
+    payer: &DevAccount,
+) -> Result<(X402Client, Arc<Budget>), String> {
+    let budget = Arc::new(
+        Budget::in_memory(vec![BudgetRule {
+            total: Some(250_000),
+            ..BudgetRule::usd()
+        }])
+        .await
+        .map_err(|e| e.to_string())?,
+    );
     let mut catalog = EvmNetworks::empty();
     catalog.insert(EvmNetwork::anvil(devnet.usdc()));
     let wallet = LocalSigner::new(payer.signer());
@@ -495,7 +513,7 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
         Arc::new(paywire_evm::siwx::EvmSiwxSigner::new(wallet.clone())),
         vec![ChainId::eip155(31337)],
     );
-    Ok(X402Client::builder()
+    let agent = X402Client::builder()
         .wallet(
             ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
             Arc::new(ExactEvmClient::new(wallet)),
@@ -508,8 +526,9 @@ async fn budgeted_agent(devnet: &Devnet, payer: &DevAccount) -> Result<X402Clien
         .spend_probe(Arc::new(probe))
         .catalog(Arc::new(catalog))
         .policy(SelectionPolicy::default())
-        .budget(Arc::new(budget))
-        .build())
+        .budget(Arc::clone(&budget))
+        .build();
+    Ok((agent, budget))
 }
 
 /// A second agent with the same EVM wallet and a Solana wallet (both built
@@ -764,8 +783,9 @@ async fn check_balances(
         println!("{name:<8} {who}  received {}", usdc(balance));
     }
     // 0.01 + 0.01 + 0.03 + 0.01 + 0.01858 for 1858 generated tokens + 0.05
-    // for the pass = 0.12858 USDC; the returning visits cost nothing.
-    let expected = U256::from(128_580u64);
+    // for the pass + 0.01 for the MCP tool call = 0.13858 USDC; the
+    // returning visits cost nothing.
+    let expected = U256::from(138_580u64);
     if spent != expected || received != expected {
         style.fail(&format!(
             "balances: spent {} and received {}, expected {}",
@@ -831,7 +851,8 @@ async fn run_demo(style: &Style) -> Result<(), String> {
 
     style.step("An agent with a $0.25 budget pays for a sequence of calls");
     let payer = stage.devnet.payer(1);
-    let agent = budgeted_agent(&stage.devnet, payer).await?;
+    let (agent, budget) = budgeted_agent(&stage.devnet, payer).await?;
+    let agent = Arc::new(agent);
     let before = stage
         .devnet
         .usdc_balance(payer.address)
@@ -848,6 +869,15 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     rows.extend(solana_rows);
     failures += solana_failures;
 
+    style.step("The first agent pays for a tool call on the MCP server, within the same budget");
+    match mcp_row::pay_for_tool(style, &stage, &agent, &budget).await {
+        Ok(row) => rows.push(row),
+        Err(error) => {
+            style.fail(&error);
+            failures += 1;
+        }
+    }
+
     style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
     failures += usize::from(!check_discovery(style, &stage).await);
 
@@ -859,7 +889,7 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     failures += usize::from(!check_solana_balances(style, &stage));
     let _ = std::fs::remove_dir_all(&stage.dir);
     println!();
-    if failures == 0 && rows.len() == 9 {
+    if failures == 0 && rows.len() == 10 {
         println!(
             "{} every step did what it says ({:.1}s)",
             style.paint("1;32", "demo complete:"),

@@ -10,6 +10,7 @@ use paywire_core::codec;
 
 mod demo;
 mod discover;
+mod mcp;
 #[cfg(feature = "otel")]
 mod otel;
 mod pay;
@@ -70,6 +71,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// MCP: sell a gateway configuration's priced routes as paid MCP tools
+    /// (`serve`), pay for one tool call (`call`), list a server's tools
+    /// (`tools`).
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
     /// Run the facilitator service (`/verify`, `/settle`, `/supported`, …)
     /// until Ctrl-C or SIGTERM. Log level from `RUST_LOG` (default `info`).
     Facilitator {
@@ -223,6 +229,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Pay(args) => Ok(pay::run(*args)),
         Command::Discover(args) => Ok(discover::run(*args)),
+        Command::Mcp(command) => Ok(mcp::run(command)),
         other => run_simple(other).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -260,7 +267,9 @@ fn run_simple(command: Command) -> Result<(), String> {
                 None => Err("--config is required".into()),
             }
         }
-        Command::Pay(_) | Command::Discover(_) => Err("dispatched by run()".into()),
+        Command::Pay(_) | Command::Discover(_) | Command::Mcp(_) => {
+            Err("dispatched by run()".into())
+        }
         Command::Devnet { state_dir } => run_devnet(state_dir),
         Command::Demo => demo::run(),
         Command::Gateway {

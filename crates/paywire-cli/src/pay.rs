@@ -33,6 +33,17 @@ pub struct PayArgs {
     /// Request body.
     #[arg(short = 'd', long = "data")]
     data: Option<String>,
+    #[command(flatten)]
+    payer: PayerArgs,
+    /// Show what would be paid and why, without signing or paying.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The payer's wallet, budget and policy: what `paywire pay` and
+/// `paywire mcp call` pay with.
+#[derive(Debug, Args)]
+pub struct PayerArgs {
     /// Largest acceptable price per call, in US dollars (e.g. 0.05).
     #[arg(long)]
     max: Option<String>,
@@ -89,9 +100,6 @@ pub struct PayArgs {
     /// Largest 402 body read, in bytes (a larger one is refused unsigned).
     #[arg(long = "max-402-body", value_name = "BYTES", default_value_t = DEFAULT_MAX_402_BODY)]
     max_402_body: usize,
-    /// Show what would be paid and why, without signing or paying.
-    #[arg(long)]
-    dry_run: bool,
 }
 
 /// Where the EVM key is read from without `--wallet-env`.
@@ -99,15 +107,15 @@ const EVM_KEY_ENV: &str = "PAYWIRE_PRIVATE_KEY";
 /// Where the Solana key is read from without `--solana-wallet-env`.
 const SOLANA_KEY_ENV: &str = "PAYWIRE_SOLANA_KEY";
 
-const EXIT_HTTP: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
-const EXIT_NOT_SETTLED: u8 = 4;
-const EXIT_NETWORK: u8 = 5;
+pub(crate) const EXIT_HTTP: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_REFUSED: u8 = 3;
+pub(crate) const EXIT_NOT_SETTLED: u8 = 4;
+pub(crate) const EXIT_NETWORK: u8 = 5;
 
 pub(crate) struct Failure(pub(crate) u8, pub(crate) String);
 
-fn usage(message: impl Into<String>) -> Failure {
+pub(crate) fn usage(message: impl Into<String>) -> Failure {
     Failure(EXIT_USAGE, message.into())
 }
 
@@ -174,7 +182,7 @@ fn rpc_urls(rpcs: &[String]) -> Result<Vec<(ChainId, Secret)>, Failure> {
 }
 
 /// The payer's wallets: an EVM key, a Solana key, or both; at least one.
-fn wallets(args: &PayArgs, policy: &SelectionPolicy) -> Result<Wallets, Failure> {
+fn wallets(args: &PayerArgs, policy: &SelectionPolicy) -> Result<Wallets, Failure> {
     let evm = KeySource {
         file: args.wallet_file.as_deref(),
         env: args.wallet_env.as_deref().unwrap_or(EVM_KEY_ENV),
@@ -204,7 +212,7 @@ fn wallets(args: &PayArgs, policy: &SelectionPolicy) -> Result<Wallets, Failure>
 }
 
 /// The selection policy of the options.
-fn policy(args: &PayArgs) -> Result<SelectionPolicy, Failure> {
+fn policy(args: &PayerArgs) -> Result<SelectionPolicy, Failure> {
     let networks = crate::plugins::networks();
     let mut policy = SelectionPolicy {
         networks: networks.clone(),
@@ -235,7 +243,7 @@ fn policy(args: &PayArgs) -> Result<SelectionPolicy, Failure> {
 /// Every asset the registered plugins know (Circle's USDC on Base and on
 /// Solana, …) plus the `--asset` options, for dollar caps and comparing
 /// offers by value.
-fn catalog(args: &PayArgs) -> Result<StaticCatalog, Failure> {
+fn catalog(args: &PayerArgs) -> Result<StaticCatalog, Failure> {
     let mut catalog = crate::plugins::known_assets();
     for asset in &args.assets {
         let (network, address, info) = parse_asset(asset)?;
@@ -244,7 +252,9 @@ fn catalog(args: &PayArgs) -> Result<StaticCatalog, Failure> {
     Ok(catalog)
 }
 
-async fn build_client(args: &PayArgs) -> Result<X402Client, Failure> {
+/// The paying client of the payer options: wallets, policy, catalog and
+/// budget (with its spend probe).
+pub(crate) async fn build_client(args: &PayerArgs) -> Result<X402Client, Failure> {
     let policy = policy(args)?;
     let wallets = wallets(args, &policy)?;
     let mut builder = X402Client::builder()
@@ -288,7 +298,8 @@ fn build_request(http: &reqwest::Client, args: &PayArgs) -> Result<reqwest::Requ
     request.build().map_err(|e| usage(e.to_string()))
 }
 
-fn receipt_line(outcome: &PaymentOutcome) -> String {
+/// The one-line receipt printed on stderr.
+pub(crate) fn receipt_line(outcome: &PaymentOutcome) -> String {
     let req = &outcome.requirements;
     let tx = outcome
         .receipt
@@ -351,7 +362,7 @@ async fn dry_run(
 }
 
 async fn pay(args: PayArgs) -> Result<(), Failure> {
-    let client = build_client(&args).await?;
+    let client = build_client(&args.payer).await?;
     let http = reqwest::Client::new();
     let request = build_request(&http, &args)?;
     if args.dry_run {

@@ -1,5 +1,6 @@
 //! `paywire demo` runs end to end and its final table shows every call paid,
-//! one of them on Solana and one metered (`upto`, charged by its usage).
+//! one of them on Solana, one metered (`upto`, charged by its usage) and one
+//! a paid MCP tool call.
 
 #[test]
 fn demo_runs_end_to_end() {
@@ -20,7 +21,7 @@ fn demo_runs_end_to_end() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert_eq!(table.len(), 9, "{stdout}");
+    assert_eq!(table.len(), 10, "{stdout}");
     for row in &table[..6] {
         assert!(row.contains(" anvil "), "{row}");
         assert!(row.contains(" paid "), "{row}");
@@ -51,7 +52,18 @@ fn demo_runs_end_to_end() {
     assert!(solana.contains(" solana-devnet "), "{solana}");
     assert!(solana.contains(" 0.01 USDC  paid "), "{solana}");
     assert!(!solana.contains(" 0x"), "{solana}");
-    assert!(stdout.contains("spent 0.12858 USDC"), "{stdout}");
+    // The agent's paid MCP tool call: a gateway route as a tool, paid on
+    // the EVM chain within the agent's budget, its receipt in `_meta`.
+    let mcp = table[9];
+    assert!(mcp.starts_with("MCP get_forecast_city (Lisbon)"), "{mcp}");
+    assert!(mcp.contains(" anvil "), "{mcp}");
+    assert!(mcp.contains(" 0.01 USDC  paid "), "{mcp}");
+    assert!(mcp.contains(" 0x"), "a transaction hash: {mcp}");
+    assert!(
+        stdout.contains("(receipt in _meta); the budget counts it"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("spent 0.13858 USDC"), "{stdout}");
     let line = |prefix: &str| {
         stdout
             .lines()

@@ -230,6 +230,11 @@ pub struct RouteEntry {
     /// What a usage-based payment is charged without a usable usage header.
     #[serde(default)]
     pub missing_usage: MissingUsageEntry,
+    /// The route's MCP tool name under `paywire mcp serve` (1-128 of
+    /// `A-Z a-z 0-9 _ . -`, unique); derived from the method and path when
+    /// absent (`GET /weather/:city` is `get_weather_city`).
+    #[serde(default)]
+    pub tool: Option<String>,
 }
 
 /// `[routes.discovery]`: a bazaar declaration of the route (needs `method`).
@@ -410,6 +415,10 @@ description = "Current weather"
 mime_type = "application/json"
 max_timeout_seconds = 60
 
+# Its tool name under `paywire mcp serve` (which sells these routes as paid
+# MCP tools); derived from method and path when absent (get_weather).
+tool = "weather"
+
 service_name = "Example Weather"        # optional service metadata for
 tags = ["weather", "forecast"]          # discovery catalogs
 # icon_url = "https://api.example.com/icon.png"
@@ -478,6 +487,8 @@ mod tests {
         assert_eq!(config.networks[0]["network"], "eip155:31337");
         assert_eq!(config.routes[0].accepts[0].scheme, "exact");
         assert_eq!(config.routes.len(), 3);
+        assert_eq!(config.routes[0].tool.as_deref(), Some("weather"));
+        assert_eq!(config.routes[1].tool, None);
         assert_eq!(config.routes[0].accepts[0].price.as_deref(), Some("$0.01"));
         // The usage-based route.
         assert_eq!(config.routes[1].accepts[0].scheme, "upto");

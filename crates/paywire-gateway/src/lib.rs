@@ -24,11 +24,17 @@
 //! paywire_gateway::run(config, plugins).await?;   // until Ctrl-C / SIGTERM
 //! // or: Gateway::from_config(&config, &plugins)?.router()   // to embed
 //! ```
+//!
+//! With feature `mcp`, [`mcp`] sells the same routes as paid MCP tools
+//! (`paywire mcp serve`), through the same payment gate construction and
+//! the same forwarding code.
 
 #![forbid(unsafe_code)]
 
 mod config;
 mod discovery;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 mod proxy;
 mod reservations;
 mod servers;
@@ -43,8 +49,8 @@ use paywire_core::{
     RequirementsRequest, SchemeError,
 };
 use paywire_server::{
-    ConfigError, FacilitatorRouter, HttpFacilitator, PayTo, PaymentLayer, PaymentOption,
-    ReservationStore, Route, money,
+    ConfigError, FacilitatorRouter, HttpFacilitator, PayTo, PaymentGate, PaymentLayer,
+    PaymentOption, ReservationStore, Route, money,
 };
 
 pub use config::{
@@ -77,6 +83,10 @@ pub enum GatewayError {
     /// Binding or serving failed.
     #[error("gateway I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Serving MCP failed (`paywire mcp serve`).
+    #[cfg(feature = "mcp")]
+    #[error("MCP: {0}")]
+    Mcp(String),
 }
 
 fn invalid(at: impl Into<String>, detail: impl Into<String>) -> GatewayError {
@@ -136,41 +146,17 @@ impl Gateway {
         facilitator: Arc<dyn Facilitator>,
         reservations: Option<Arc<dyn ReservationStore>>,
     ) -> Result<Self, GatewayError> {
-        let servers = ServerSide::build(config, plugins)?;
-        let mut builder = PaymentLayer::builder(facilitator)
-            .networks(plugins.networks().clone())
-            .schemes(servers.schemes.clone())
-            .public_origin(&config.public_origin)
-            .case_insensitive_paths(config.case_insensitive_paths)
-            .format_suffixes(config.format_suffixes)
-            .max_paid_response_bytes(config.max_paid_response_bytes)
-            .max_paid_response_bytes_in_flight(config.max_paid_response_bytes_in_flight);
-        for asset in &servers.assets {
-            builder = builder.asset(
-                &asset.network,
-                &asset.asset,
-                &asset.info.symbol,
-                asset.info.decimals,
-            );
-        }
-        for (index, entry) in config.routes.iter().enumerate() {
-            builder = builder.route(route(&servers, plugins, index, entry)?);
-        }
-        if let Some(store) = reservations {
-            builder = builder.reservations(store);
-        }
-        let layer = builder.build()?;
-        let proxy = proxy::Proxy::new(
-            &config.upstream,
-            &config.public_origin,
-            Duration::from_secs(config.upstream_timeout_seconds),
-        )
-        .map_err(|detail| invalid("upstream", detail))?
-        .with_usage_headers(usage_headers(config)?);
+        let parts = Parts::build(
+            config,
+            plugins,
+            facilitator,
+            reservations,
+            &discovery::http_declaration,
+        )?;
         let router = axum::Router::new()
             .fallback(proxy::forward)
-            .with_state(Arc::new(proxy))
-            .layer(layer);
+            .with_state(parts.proxy)
+            .layer(PaymentLayer::new(parts.gate));
         Ok(Self {
             router,
             listen: config.listen.clone(),
@@ -201,6 +187,68 @@ impl Gateway {
         .with_graceful_shutdown(shutdown)
         .await?;
         Ok(())
+    }
+}
+
+/// What every transport of a configuration shares: the payment gate over
+/// its routes, and the proxy that forwards to the upstream.
+pub(crate) struct Parts {
+    pub(crate) gate: PaymentGate,
+    pub(crate) proxy: Arc<proxy::Proxy>,
+}
+
+/// The bazaar declaration of route `index` (`at` names it in errors), as
+/// one transport describes it; `None`: the route declares none.
+pub(crate) type Declare<'a> = dyn Fn(&str, usize, &RouteEntry) -> Result<Option<(String, serde_json::Value)>, GatewayError>
+    + 'a;
+
+impl Parts {
+    /// The gate of `config`'s routes (with the scheme servers and assets of
+    /// `plugins`, each route's discovery declaration from `declare`) and
+    /// the proxy to its upstream.
+    pub(crate) fn build(
+        config: &GatewayConfig,
+        plugins: &PluginRegistry,
+        facilitator: Arc<dyn Facilitator>,
+        reservations: Option<Arc<dyn ReservationStore>>,
+        declare: &Declare<'_>,
+    ) -> Result<Self, GatewayError> {
+        let servers = ServerSide::build(config, plugins)?;
+        let mut builder = PaymentGate::builder(facilitator)
+            .networks(plugins.networks().clone())
+            .schemes(servers.schemes.clone())
+            .public_origin(&config.public_origin)
+            .case_insensitive_paths(config.case_insensitive_paths)
+            .format_suffixes(config.format_suffixes)
+            .max_paid_response_bytes(config.max_paid_response_bytes)
+            .max_paid_response_bytes_in_flight(config.max_paid_response_bytes_in_flight);
+        for asset in &servers.assets {
+            builder = builder.asset(
+                &asset.network,
+                &asset.asset,
+                &asset.info.symbol,
+                asset.info.decimals,
+            );
+        }
+        for (index, entry) in config.routes.iter().enumerate() {
+            let declaration = declare(&format!("routes[{index}]"), index, entry)?;
+            builder = builder.route(route(&servers, plugins, index, entry, declaration)?);
+        }
+        if let Some(store) = reservations {
+            builder = builder.reservations(store);
+        }
+        let gate = builder.build()?;
+        let proxy = proxy::Proxy::new(
+            &config.upstream,
+            &config.public_origin,
+            Duration::from_secs(config.upstream_timeout_seconds),
+        )
+        .map_err(|detail| invalid("upstream", detail))?
+        .with_usage_headers(usage_headers(config)?);
+        Ok(Self {
+            gate,
+            proxy: Arc::new(proxy),
+        })
     }
 }
 
@@ -297,6 +345,7 @@ fn route(
     plugins: &PluginRegistry,
     index: usize,
     entry: &RouteEntry,
+    declaration: Option<(String, serde_json::Value)>,
 ) -> Result<Route, GatewayError> {
     let at = format!("routes[{index}]");
     let mut route = Route::new(&route_pattern(entry))?
@@ -314,8 +363,7 @@ fn route(
     if let Some(name) = &entry.service_name {
         route = route.service(name, entry.tags.clone(), entry.icon_url.clone());
     }
-    if let Some(discovery) = &entry.discovery {
-        let (key, declaration) = discovery::declaration(&at, entry.method.as_deref(), discovery)?;
+    if let Some((key, declaration)) = declaration {
         route = route.extension(key, declaration);
     }
     if entry.accepts.is_empty() {

@@ -82,22 +82,18 @@ impl UsageHeaders {
         }
     }
 
-    /// The header reporting usage on the priced route `route`.
-    fn of(&self, route: Option<&PricedRoute>) -> &HeaderName {
+    /// The header reporting usage on the priced route of pattern `route`.
+    fn of(&self, route: Option<&str>) -> &HeaderName {
         route
-            .and_then(|route| self.routes.iter().find(|(p, _)| p == route.pattern()))
+            .and_then(|route| self.routes.iter().find(|(p, _)| p == route))
             .map_or(&self.default, |(_, name)| name)
     }
 
     /// Takes the usage report out of `headers` (all usage headers are
-    /// removed): the one of `route`, parsed, for a priced route. A
+    /// removed): the one of the priced route of pattern `route`, parsed. A
     /// malformed report is dropped with a warning (the route's
     /// missing-usage policy then applies).
-    pub(crate) fn take(
-        &self,
-        headers: &mut HeaderMap,
-        route: Option<&PricedRoute>,
-    ) -> Option<Usage> {
+    pub(crate) fn take(&self, headers: &mut HeaderMap, route: Option<&str>) -> Option<Usage> {
         let name = self.of(route);
         let reported = route.and_then(|_| {
             let mut values = headers.get_all(name).iter();
@@ -238,72 +234,122 @@ impl http_body::Body for SyncBody {
     }
 }
 
+/// One request for the upstream, from any transport: the HTTP gateway's
+/// incoming request, or an MCP tool call made into a request.
+pub(crate) struct Outgoing {
+    /// The method.
+    pub(crate) method: http::Method,
+    /// The request target (path and query) as the gate saw it.
+    pub(crate) uri: http::Uri,
+    /// The request headers, before hygiene.
+    pub(crate) headers: HeaderMap,
+    /// The body.
+    pub(crate) body: reqwest::Body,
+    /// The pattern of the priced route the gate matched, if any.
+    pub(crate) priced: Option<String>,
+    /// The client's address, for `X-Forwarded-For`.
+    pub(crate) peer: Option<SocketAddr>,
+}
+
 /// The fallback handler: forwards any request to the upstream.
 pub(crate) async fn forward(
     State(proxy): State<Arc<Proxy>>,
     request: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    // The layer already normalized the path; normalizing again (a no-op)
-    // keeps free paths safe even if the proxy is reached another way.
-    let url = match proxy.url_for(&parts.uri) {
-        Ok(url) => url,
-        Err(error) => return refused(error),
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer);
+    let outgoing = Outgoing {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: reqwest::Body::wrap(SyncBody(Mutex::new(body))),
+        priced: parts
+            .extensions
+            .get::<PricedRoute>()
+            .map(|route| route.pattern().to_owned()),
+        peer,
     };
-    let priced = parts.extensions.get::<PricedRoute>().cloned();
-    let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    let original_host = headers.remove(header::HOST);
-    // The payment is the gateway's business; the upstream never sees it.
-    headers.remove(PAYMENT_SIGNATURE_HEADER);
-    headers.remove(V1_PAYMENT_HEADER);
-    // Frameworks that honour these would run another method or path than
-    // the one the gateway priced (Rails turns `POST /paid` with
-    // `X-HTTP-Method-Override: GET` into `GET /paid`).
-    for name in REROUTING_HEADERS {
-        headers.remove(*name);
-    }
-    proxy.usage.remove_all(&mut headers);
-    if let Some(host) = original_host {
-        headers.insert("x-forwarded-host", host);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proxy.proto));
-    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-        let ip = peer.ip().to_string();
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(previous) => format!("{previous}, {ip}"),
-            None => ip,
+    proxy.send(outgoing).await
+}
+
+impl Proxy {
+    /// Sends `outgoing` to the upstream with the gateway's header hygiene;
+    /// the answer's usage report (priced routes) is in its extensions as a
+    /// [`Usage`]. Upstream failures are answered `502`/`504` JSON errors.
+    pub(crate) async fn send(&self, outgoing: Outgoing) -> Response<Body> {
+        // The layer (or the MCP bridge) already normalized the path;
+        // normalizing again (a no-op) keeps free paths safe even if the
+        // proxy is reached another way.
+        let url = match self.url_for(&outgoing.uri) {
+            Ok(url) => url,
+            Err(error) => return refused(error),
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert("x-forwarded-for", value);
+        let headers = self.upstream_headers(outgoing.headers, outgoing.peer);
+        let upstream = self
+            .client
+            .request(outgoing.method, url.clone())
+            .headers(headers)
+            .body(outgoing.body)
+            .send()
+            .await;
+        match upstream {
+            Ok(response) => {
+                let response: Response<reqwest::Body> = response.into();
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some(usage) = self
+                    .usage
+                    .take(&mut parts.headers, outgoing.priced.as_deref())
+                {
+                    parts.extensions.insert(usage);
+                }
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err(error) => {
+                tracing::warn!(%error, %url, "upstream request failed");
+                let (status, code) = if error.is_timeout() {
+                    (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+                } else {
+                    (StatusCode::BAD_GATEWAY, "upstream_unavailable")
+                };
+                json_error(status, code, &format!("the upstream failed: {error}"))
+            }
         }
     }
-    let upstream = proxy
-        .client
-        .request(parts.method, url.clone())
-        .headers(headers)
-        .body(reqwest::Body::wrap(SyncBody(Mutex::new(body))))
-        .send()
-        .await;
-    match upstream {
-        Ok(response) => {
-            let response: Response<reqwest::Body> = response.into();
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(usage) = proxy.usage.take(&mut parts.headers, priced.as_ref()) {
-                parts.extensions.insert(usage);
-            }
-            Response::from_parts(parts, Body::new(body))
+
+    /// The request headers the upstream gets: hop-by-hop, payment, rerouting
+    /// and usage headers removed, `X-Forwarded-*` set.
+    fn upstream_headers(&self, mut headers: HeaderMap, peer: Option<SocketAddr>) -> HeaderMap {
+        strip_hop_by_hop(&mut headers);
+        let original_host = headers.remove(header::HOST);
+        // The payment is the gateway's business; the upstream never sees it.
+        headers.remove(PAYMENT_SIGNATURE_HEADER);
+        headers.remove(V1_PAYMENT_HEADER);
+        // Frameworks that honour these would run another method or path than
+        // the one the gateway priced (Rails turns `POST /paid` with
+        // `X-HTTP-Method-Override: GET` into `GET /paid`).
+        for name in REROUTING_HEADERS {
+            headers.remove(*name);
         }
-        Err(error) => {
-            tracing::warn!(%error, %url, "upstream request failed");
-            let (status, code) = if error.is_timeout() {
-                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-            } else {
-                (StatusCode::BAD_GATEWAY, "upstream_unavailable")
+        self.usage.remove_all(&mut headers);
+        if let Some(host) = original_host {
+            headers.insert("x-forwarded-host", host);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(self.proto));
+        if let Some(peer) = peer {
+            let ip = peer.ip().to_string();
+            let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(previous) => format!("{previous}, {ip}"),
+                None => ip,
             };
-            json_error(status, code, &format!("the upstream failed: {error}"))
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert("x-forwarded-for", value);
+            }
         }
+        headers
     }
 }
 
