@@ -731,6 +731,9 @@ mod tests {
         assert_eq!(approving.paid_calls.load(Ordering::SeqCst), 1);
         // Reserved before signing; granted without a receipt, it stays
         // counted as outstanding.
-        assert_eq!(budget.outstanding_total(&scope).await.expect("read"), 10_000);
+        assert_eq!(
+            budget.outstanding_total(&scope).await.expect("read"),
+            10_000
+        );
     }
 }

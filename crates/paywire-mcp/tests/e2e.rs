@@ -182,7 +182,11 @@ async fn our_client_pays_our_server_over_streamable_http() {
     // Usage-based: the agent signs at most $0.05 and is charged its usage.
     let (devnet, payer) = (env.devnet(), env.stack.payer());
     devnet
-        .mint_token(devnet.plain_token(), payer.address, U256::from(1_000_000u64))
+        .mint_token(
+            devnet.plain_token(),
+            payer.address,
+            U256::from(1_000_000u64),
+        )
         .await
         .expect("tokens");
     devnet
