@@ -115,10 +115,35 @@ fn block_on(work: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, message)) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", redact_urls(&message));
             ExitCode::from(code)
         }
     }
+}
+
+/// `text` with every URL cut to its scheme and host (field lesson 33): the
+/// errors of the MCP and HTTP libraries repeat the whole URL, whose path,
+/// query or user part may carry an access token.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        out.push_str(&rest[..at + 3]);
+        let after = &rest[at + 3..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ','))
+            .unwrap_or(after.len());
+        let url = &after[..end];
+        let authority_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let authority = &url[..authority_end];
+        out.push_str(authority.rsplit('@').next().unwrap_or(authority));
+        if authority_end < url.len() || authority.contains('@') {
+            out.push_str("/...");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -264,4 +289,25 @@ async fn tools(args: ToolsArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_urls;
+
+    #[test]
+    fn urls_in_errors_keep_only_scheme_and_host() {
+        let text = "error sending request for url (https://user:pw@api.example.com:8443/mcp?token=s3cret): refused";
+        let redacted = redact_urls(text);
+        assert_eq!(
+            redacted,
+            "error sending request for url (https://api.example.com:8443/...): refused"
+        );
+        assert!(!redacted.contains("s3cret") && !redacted.contains("pw"));
+        assert_eq!(redact_urls("no url here"), "no url here");
+        assert_eq!(
+            redact_urls("http://127.0.0.1:9 down"),
+            "http://127.0.0.1:9 down"
+        );
+    }
 }

@@ -315,7 +315,13 @@ impl Proxy {
                 } else {
                     (StatusCode::BAD_GATEWAY, "upstream_unavailable")
                 };
-                json_error(status, code, &format!("the upstream failed: {error}"))
+                // The buyer sees why, never the upstream's address (it may be
+                // internal, or carry a key in its path or query).
+                json_error(
+                    status,
+                    code,
+                    &format!("the upstream failed: {}", error.without_url()),
+                )
             }
         }
     }

@@ -422,6 +422,22 @@ fn body_of(
     }
 }
 
+/// Query parameters some frameworks (Laravel, Symfony, Rack) read as the
+/// request's method: the upstream would run another method than the one
+/// the gate priced (the proxy strips the header forms for the same reason).
+const METHOD_OVERRIDE_PARAMETERS: &[&str] = &[
+    "_method",
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
+fn is_method_override(name: &str) -> bool {
+    METHOD_OVERRIDE_PARAMETERS
+        .iter()
+        .any(|parameter| name.trim().eq_ignore_ascii_case(parameter))
+}
+
 /// The query from the arguments not used by the path or the body: scalars
 /// as text, arrays of scalars as repeated parameters; `null` is left out.
 fn query_of(
@@ -433,6 +449,11 @@ fn query_of(
     for (name, value) in arguments {
         if used.contains(&name.as_str()) {
             continue;
+        }
+        if is_method_override(name) {
+            return Err(argument_error(format!(
+                "argument {name:?} would ask the upstream for another method than the one priced"
+            )));
         }
         let values = match value {
             Value::Array(items) => items.iter().collect(),
@@ -554,6 +575,18 @@ mod tests {
     }
 
     #[test]
+    fn method_override_arguments_are_refused() {
+        let mut arguments = Map::new();
+        arguments.insert("q".into(), Value::from("x"));
+        assert!(query_of(&arguments, &[]).is_ok());
+        for name in ["_method", "_METHOD", " _method", "X-HTTP-Method-Override"] {
+            let mut arguments = Map::new();
+            arguments.insert(name.into(), Value::from("DELETE"));
+            assert!(query_of(&arguments, &[]).is_err(), "{name:?} was sent on");
+        }
+    }
+
+    #[test]
     fn default_names_come_from_method_and_path() {
         assert_eq!(one(Some("GET"), "/weather/:city").name, "get_weather_city");
         assert_eq!(
@@ -660,7 +693,8 @@ mod tests {
                 Err(error) => assert!(!error.0.is_empty(), "{value:?}"),
             }
         }
-        // Refused outright: the normalized path would differ, or climb.
+        // Either refused, or kept as exactly one segment under /weather that
+        // never climbs (`..` and the empty value must be refused: below).
         for value in [
             "..", ".", "", "%2e%2e", "../admin", "%2F", "a%252e", "x;y", "end.",
         ] {

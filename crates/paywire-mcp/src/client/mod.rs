@@ -32,8 +32,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::transport::{McpTransport, ToolCall};
 
-/// How long one `tools/call` may take before it counts as timed out
-/// (by default): the payment flow then sends the same payment again.
+/// How long one `tools/call` may take before the client stops waiting (by
+/// default). A paid call that times out is not sent again (the server may
+/// still run and settle it): it ends in an error and the budget keeps the
+/// payment outstanding until it is proven settled or unspent.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why connecting, or a tool call, failed.
@@ -213,8 +215,8 @@ impl PayingMcpClient {
 
     /// How long one `tools/call` may take (default
     /// [`DEFAULT_CALL_TIMEOUT`]; `None`: no limit). A paid call that times
-    /// out is sent again with the same payment (the flow's transport
-    /// retries); the server runs the tool once per payment.
+    /// out ends in an error, and is not sent again: the server may still run
+    /// and settle it, so the budget keeps the payment outstanding.
     #[must_use]
     pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.call_timeout = timeout;

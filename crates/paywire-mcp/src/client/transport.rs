@@ -81,8 +81,13 @@ impl McpTransport<'_> {
         let name = call.name.clone();
         let sent = self.peer.call_tool(call.params());
         let answered = match self.timeout {
+            // Not retryable: the server may still be running the paid call,
+            // and a re-send of the same payment would meet its reservation
+            // and read as unpaid. The budget keeps the payment outstanding.
             Some(limit) => tokio::time::timeout(limit, sent).await.map_err(|_| {
-                TransportError::retryable(format!("tools/call `{name}` timed out after {limit:?}"))
+                TransportError::fatal(format!(
+                    "tools/call `{name}` timed out after {limit:?}; the payment may have been taken"
+                ))
             })?,
             None => sent.await,
         };
@@ -91,14 +96,13 @@ impl McpTransport<'_> {
 }
 
 /// A failed `tools/call` as the flow sees it: retryable only when the call
-/// certainly did not reach the server (the connection was refused) or timed
-/// out. A call that may have reached the server is not sent again by the
-/// flow; when it is re-sent, it carries the same payment, which the server
-/// settles at most once.
+/// certainly did not reach the server (the connection was refused). A call
+/// that may have reached the server, one that timed out included, is not
+/// sent again: the server may still be running it under the payment's
+/// reservation, so a re-send would read as unpaid while the first settles.
 fn transport_error(tool: &str, error: &ServiceError) -> TransportError {
     let message = format!("tools/call `{tool}`: {error}");
     match error {
-        ServiceError::Timeout { .. } => TransportError::retryable(message),
         ServiceError::TransportSend(sent) if never_connected(sent.error.as_ref()) => {
             TransportError::retryable(message)
         }
@@ -106,21 +110,21 @@ fn transport_error(tool: &str, error: &ServiceError) -> TransportError {
     }
 }
 
-/// Whether the error chain holds an HTTP connection or time-out failure
-/// (nothing of the request reached the server, or it timed out). The
+/// Whether the error chain holds an HTTP connection failure (nothing of the
+/// request reached the server). The
 /// streamable HTTP transport keeps reqwest's error as a variant, not as a
 /// `source`, so that variant is looked for too.
 fn never_connected(error: &(dyn std::error::Error + 'static)) -> bool {
-    let connect_or_timeout = |http: &reqwest::Error| http.is_connect() || http.is_timeout();
+    let never_sent = |http: &reqwest::Error| http.is_connect();
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(StreamableHttpError::Client(http)) =
             error.downcast_ref::<StreamableHttpError<reqwest::Error>>()
         {
-            return connect_or_timeout(http);
+            return never_sent(http);
         }
         if let Some(http) = error.downcast_ref::<reqwest::Error>() {
-            return connect_or_timeout(http);
+            return never_sent(http);
         }
         current = error.source();
     }
@@ -378,11 +382,11 @@ mod tests {
     }
 
     #[test]
-    fn only_timeouts_and_refused_connections_are_retryable() {
+    fn only_refused_connections_are_retryable() {
         let timeout = ServiceError::Timeout {
             timeout: Duration::from_secs(1),
         };
-        assert!(transport_error("t", &timeout).is_retryable());
+        assert!(!transport_error("t", &timeout).is_retryable());
         assert!(!transport_error("t", &ServiceError::TransportClosed).is_retryable());
         assert!(!transport_error("t", &ServiceError::UnexpectedResponse).is_retryable());
         let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe");

@@ -46,6 +46,11 @@ pub struct PreparedCall {
     /// Runs the tool; called at most once, and on a priced route only once
     /// the gate has verified and reserved (or settled) the payment.
     pub run: Box<dyn RunTool>,
+    /// The route pattern (as configured) that must price this call: when
+    /// set, a call the gate prices with another route (an earlier route
+    /// shadowing it, a format suffix, case folding), or does not price at
+    /// all, is refused and the tool does not run.
+    pub priced_by: Option<String>,
 }
 
 impl PreparedCall {
@@ -64,7 +69,15 @@ impl PreparedCall {
             body: None,
             resource_url: resource_url.into(),
             run,
+            priced_by: None,
         }
+    }
+
+    /// Requires the gate to price the call with the route `pattern` (see
+    /// [`PreparedCall::priced_by`]).
+    pub fn priced_by(mut self, pattern: impl Into<String>) -> Self {
+        self.priced_by = Some(pattern.into());
+        self
     }
 
     /// With a query string (without `?`).
@@ -88,6 +101,7 @@ impl std::fmt::Debug for PreparedCall {
             .field("query", &self.query)
             .field("body_len", &self.body.as_ref().map(Bytes::len))
             .field("resource_url", &self.resource_url)
+            .field("priced_by", &self.priced_by)
             .finish_non_exhaustive()
     }
 }

@@ -59,6 +59,7 @@ async fn gated(gate: &PaymentGate, prepared: PreparedCall, meta: JsonObject) -> 
         body,
         resource_url,
         run,
+        priced_by,
     } = prepared;
     let path = match normalize_path(&path) {
         Ok(path) => path,
@@ -67,9 +68,16 @@ async fn gated(gate: &PaymentGate, prepared: PreparedCall, meta: JsonObject) -> 
     let priced_path = path.as_str().to_owned();
     let matched = match gate.route(&method, &path) {
         Ok(Some(matched)) => matched,
-        Ok(None) => return run_unpriced(run, meta, priced_path).await,
+        Ok(None) if priced_by.is_none() => return run_unpriced(run, meta, priced_path).await,
+        Ok(None) => return not_its_price(),
         Err(error) => return refused(400, "invalid_path", &error.to_string()),
     };
+    if priced_by
+        .as_deref()
+        .is_some_and(|own| own != matched.pattern())
+    {
+        return not_its_price();
+    }
     let body = match (matched.body_limit(), body) {
         (Some(limit), Some(body)) if body.len() > limit => {
             let message = format!("the arguments are over the {limit}-byte limit of this tool");
@@ -92,6 +100,17 @@ async fn gated(gate: &PaymentGate, prepared: PreparedCall, meta: JsonObject) -> 
         Ok(outcome) => render(outcome),
         Err(never) => match never {},
     }
+}
+
+/// A paid tool the gate would price with another route than its own (or
+/// not at all): refused, the tool does not run. A configuration error.
+fn not_its_price() -> CallToolResult {
+    tracing::error!("a paid tool is priced by another route than its own; refusing the call");
+    refused(
+        500,
+        "tool_price_misconfigured",
+        "this tool cannot be sold right now; nothing was charged",
+    )
 }
 
 /// A tool no route prices: run as is, no payment read.
@@ -121,13 +140,37 @@ async fn run_isolated(run: Box<dyn RunTool>, context: ToolContext) -> ToolOutput
 /// The call's `_meta` as request metadata for pricing and hooks: strings as
 /// their bytes, other values as JSON text.
 fn headers_of(meta: &JsonObject) -> Headers {
-    Headers::from_pairs(meta.iter().map(|(name, value)| {
-        let bytes = match value {
-            Value::String(text) => text.clone().into_bytes(),
-            other => other.to_string().into_bytes(),
-        };
-        (name.clone(), bytes)
-    }))
+    Headers::from_pairs(meta.iter().filter(|(name, _)| !is_reserved_name(name)).map(
+        |(name, value)| {
+            let bytes = match value {
+                Value::String(text) => text.clone().into_bytes(),
+                other => other.to_string().into_bytes(),
+            };
+            (name.clone(), bytes)
+        },
+    ))
+}
+
+/// `_meta` names that would be read as HTTP credentials by hooks (sign-in
+/// proofs, session tokens, payments): never handed on as metadata, since
+/// sign-in-with-x is not offered over MCP (see `docs/mcp.md`) and the
+/// payment is read from `x402/payment` only.
+const RESERVED_NAMES: &[&str] = &[
+    "sign-in-with-x",
+    "authorization",
+    "cookie",
+    "payment-signature",
+    "payment-response",
+    "payment-required",
+    "x-payment",
+    // paywire_siwx::SESSION_HEADER (not a dependency of this crate).
+    "sign-in-with-x-session",
+];
+
+fn is_reserved_name(name: &str) -> bool {
+    RESERVED_NAMES
+        .iter()
+        .any(|reserved| name.eq_ignore_ascii_case(reserved))
 }
 
 /// The payment as the call carries it: whatever `x402/payment` holds goes to
@@ -269,22 +312,12 @@ fn refusal_result(refusal: Refusal) -> CallToolResult {
     }
 }
 
-/// A served result: the receipt in `_meta`, and a hook's metadata beside it
-/// (never over the tool's own entries or the receipt).
+/// A served result with the receipt in `_meta`. Metadata a hook added (a
+/// sign-in session token over HTTP) is not passed on: no session is
+/// offered over MCP.
 fn served_result(served: Served<Reply>) -> CallToolResult {
-    let Served {
-        reply,
-        receipt,
-        headers,
-        ..
-    } = served;
+    let Served { reply, receipt, .. } = served;
     let mut result = reply.output.result;
-    if !headers.is_empty() {
-        let meta = result.meta.get_or_insert_with(MetaObject::new);
-        for (name, value) in headers {
-            meta.0.entry(name).or_insert(Value::String(value));
-        }
-    }
     if let Some(receipt) = &receipt {
         wire::attach_receipt(&mut result, receipt);
     }
@@ -409,6 +442,32 @@ mod tests {
             (answer.status, answer.message.as_str()),
             (451, "<h1>nope</h1>")
         );
+    }
+
+    #[test]
+    fn credentials_in_meta_never_reach_hooks() {
+        let mut meta = JsonObject::new();
+        for name in [
+            "SIGN-IN-WITH-X",
+            "sign-in-with-x-session",
+            "Authorization",
+            "payment-signature",
+            "X-PAYMENT",
+        ] {
+            meta.insert(name.into(), Value::from("credential"));
+        }
+        meta.insert("trace".into(), Value::from("abc"));
+        let headers = headers_of(&meta);
+        for name in [
+            "sign-in-with-x",
+            "sign-in-with-x-session",
+            "authorization",
+            "payment-signature",
+            "x-payment",
+        ] {
+            assert!(!headers.contains_key(name), "{name} reached the hooks");
+        }
+        assert_eq!(headers.text("trace"), Some("abc"));
     }
 
     #[test]

@@ -78,6 +78,8 @@ where
 struct Entry {
     tool: Tool,
     handler: Handler,
+    /// The route pattern that must price a call of a paid tool.
+    priced_by: Option<String>,
 }
 
 /// Free and priced tools with their handlers, served by
@@ -147,6 +149,7 @@ impl PaidToolsBuilder {
             self.entries.push(Entry {
                 tool,
                 handler: boxed(handler),
+                priced_by: None,
             });
         }
         self
@@ -171,13 +174,15 @@ impl PaidToolsBuilder {
         if !self.check_name(&tool.name) {
             return self;
         }
-        match Route::new(&format!("{TOOL_METHOD} {}", tool_path(&tool.name))) {
+        let pattern = format!("{TOOL_METHOD} {}", tool_path(&tool.name));
+        match Route::new(&pattern) {
             Ok(route) => {
                 let route = configure(default_route(route, &tool));
                 self.routes.push(route);
                 self.entries.push(Entry {
                     tool,
                     handler: boxed(handler),
+                    priced_by: Some(pattern),
                 });
             }
             Err(error) => {
@@ -287,13 +292,16 @@ impl ToolBackend for PaidTools {
             handler: Arc::clone(&entry.handler),
             arguments,
         };
-        let call = PreparedCall::new(
+        let mut call = PreparedCall::new(
             TOOL_METHOD,
             tool_path(name),
             self.resource_url(name),
             Box::new(run),
         )
         .body(body);
+        if let Some(pattern) = &entry.priced_by {
+            call = call.priced_by(pattern.clone());
+        }
         Ok(Some(call))
     }
 }
@@ -306,7 +314,10 @@ struct HandlerRun {
 
 impl RunTool for HandlerRun {
     fn run(self: Box<Self>, context: ToolContext) -> BoxFuture<'static, ToolOutput> {
-        (self.handler)(context, self.arguments)
+        // The seller's closure is called inside the returned future, so a
+        // closure that panics before returning its own future panics in the
+        // task that isolates the tool, not in the connection's.
+        Box::pin(async move { (self.handler)(context, self.arguments).await })
     }
 }
 
