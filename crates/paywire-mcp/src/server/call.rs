@@ -12,7 +12,7 @@ use paywire_server::gate::{
 };
 use paywire_server::{PaymentGate, Usage, normalize_path};
 use rmcp::ErrorData as McpError;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject, MetaObject};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, JsonObject};
 use serde_json::Value;
 
 use super::backend::{PreparedCall, RunTool, ToolBackend, ToolContext, ToolOutput};

@@ -479,9 +479,10 @@ pub struct ErrorRefusal {
     /// Seconds after which a retry makes sense (HTTP: `Retry-After`).
     pub retry_after: Option<u32>,
     /// The request's requirements, with `error` saying why, when the refusal
-    /// is about the payment itself (a malformed payment): transports whose
-    /// spec answers an invalid payment with the requirements (MCP) render it
-    /// as payment-required; HTTP answers the status and body.
+    /// is about the payment itself (a malformed payment given as
+    /// [`PaymentInput::Json`]): transports whose spec answers an invalid
+    /// payment with the requirements (MCP) render it as payment-required.
+    /// `None` for HTTP, which answers the status and body.
     pub required: Option<Box<PaymentRequired>>,
 }
 

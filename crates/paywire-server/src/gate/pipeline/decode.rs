@@ -46,13 +46,18 @@ impl Paid<'_> {
             Ok(payload) => payload,
             Err(error) => {
                 let mut refusal = ErrorRefusal::new(400, error.reason(), error.to_string());
-                // For transports that answer an invalid payment with the
-                // requirements and the reason (MCP).
-                let reason = format!("{}: {error}", error.reason());
-                if let Refusal::PaymentRequired { required, .. } =
-                    self.payment_required(reason, None).await
-                {
-                    refusal.required = Some(required);
+                // A JSON payment comes from a transport that answers an
+                // invalid payment with the requirements and the reason (MCP).
+                // Only then is that answer built: building it runs the 402
+                // hooks (a sign-in challenge stores a nonce), for nothing
+                // over HTTP, which answers 400.
+                if matches!(payment, PaymentInput::Json(_)) {
+                    let reason = format!("{}: {error}", error.reason());
+                    if let Refusal::PaymentRequired { required, .. } =
+                        self.payment_required(reason, None).await
+                    {
+                        refusal.required = Some(required);
+                    }
                 }
                 return Err(self
                     .fail(
