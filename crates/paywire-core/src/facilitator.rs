@@ -105,6 +105,25 @@ pub trait Facilitator: Send + Sync {
         let _ = (request, known_transaction);
         Box::pin(async { Ok(None) })
     }
+
+    /// Whether `caller` (the id of the API key the HTTP caller presented,
+    /// never the key) may settle `request`
+    /// ([`SchemeFacilitator::admit_caller`]). The default admits everyone.
+    fn admit_caller(
+        &self,
+        caller: Option<&str>,
+        request: &FacilitatorRequest,
+    ) -> Result<(), ErrorReason> {
+        let _ = (caller, request);
+        Ok(())
+    }
+
+    /// Whether an identical repeat of a settled `request` must get the
+    /// recorded answer again ([`SchemeFacilitator::idempotent_settle`]).
+    fn idempotent_settle(&self, request: &FacilitatorRequest) -> bool {
+        let _ = request;
+        false
+    }
 }
 
 impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
@@ -152,6 +171,18 @@ impl<T: Facilitator + ?Sized> Facilitator for Arc<T> {
         known_transaction: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<SettlementLookup>, FacilitatorError>> {
         (**self).lookup_settlement(request, known_transaction)
+    }
+
+    fn admit_caller(
+        &self,
+        caller: Option<&str>,
+        request: &FacilitatorRequest,
+    ) -> Result<(), ErrorReason> {
+        (**self).admit_caller(caller, request)
+    }
+
+    fn idempotent_settle(&self, request: &FacilitatorRequest) -> bool {
+        (**self).idempotent_settle(request)
     }
 }
 
@@ -279,6 +310,29 @@ impl Facilitator for LocalFacilitator {
         match self.route(request) {
             Routed::Plugin(plugin) => plugin.replay_reason(),
             Routed::Rejected(..) => ErrorReason::DUPLICATE_SETTLEMENT,
+        }
+    }
+
+    fn admit_caller(
+        &self,
+        caller: Option<&str>,
+        request: &FacilitatorRequest,
+    ) -> Result<(), ErrorReason> {
+        match self.route(request) {
+            Routed::Plugin(plugin) => plugin.admit_caller(
+                caller,
+                &request.payment_payload,
+                &request.payment_requirements,
+            ),
+            // Refused later with the routing reason.
+            Routed::Rejected(..) => Ok(()),
+        }
+    }
+
+    fn idempotent_settle(&self, request: &FacilitatorRequest) -> bool {
+        match self.route(request) {
+            Routed::Plugin(plugin) => plugin.idempotent_settle(),
+            Routed::Rejected(..) => false,
         }
     }
 

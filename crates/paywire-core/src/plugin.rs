@@ -25,6 +25,7 @@ use std::time::Duration;
 use crate::amount::U256;
 use crate::asset::AssetInfo;
 use crate::chain::{ChainId, ChainIdError, ChainIdPattern};
+use crate::endpoint::PluginEndpoint;
 use crate::network::{NetworkDirectory, NetworkInfo};
 use crate::scheme::{BoxFuture, SchemeClient, SchemeFacilitator, SchemeServer, SpendProbe};
 
@@ -171,6 +172,14 @@ pub struct FacilitatorConfig {
     /// Whether callers of `/settle` must present an API key (plugins may
     /// refuse risky settings without one).
     pub settle_authenticated: bool,
+    /// Where the facilitator keeps its ledger (a `postgres://` URL or an
+    /// SQLite path; `None`: in memory), so that a plugin keeping state (a
+    /// rail's balances) can keep it in the same database. May carry a
+    /// password: never log it.
+    pub ledger: Option<Secret>,
+    /// The facilitator's API key ids, so that a plugin can bind its own
+    /// callers (a rail's registered resource servers) to them.
+    pub api_key_ids: Vec<String>,
 }
 
 /// What a plugin's server side is built from.
@@ -280,6 +289,9 @@ pub struct FacilitatorParts {
     /// plugin's configuration (e.g. `eip2612GasSponsoring`), listed in
     /// `/supported`.
     pub extensions: Vec<String>,
+    /// HTTP endpoints the facilitator serves for this plugin (a rail's
+    /// client-facing calls).
+    pub endpoints: Vec<Arc<dyn PluginEndpoint>>,
 }
 
 impl fmt::Debug for FacilitatorParts {
@@ -288,6 +300,7 @@ impl fmt::Debug for FacilitatorParts {
             .field("schemes", &self.schemes.len())
             .field("probes", &self.probes.len())
             .field("extensions", &self.extensions)
+            .field("endpoints", &self.endpoints)
             .finish()
     }
 }
@@ -425,6 +438,13 @@ pub trait ChainPlugin: Send + Sync {
     /// The CAIP-2 namespace it serves (`eip155`, `solana`).
     fn namespace(&self) -> &str;
 
+    /// Whether it serves `network`. The default: every network of its
+    /// namespace. A rail whose networks are named by their operator (the
+    /// `credit` binding's `<authority>:credit`) answers by reference.
+    fn serves(&self, network: &ChainId) -> bool {
+        network.namespace() == self.namespace()
+    }
+
     /// Networks it knows by name.
     fn networks(&self) -> Vec<NetworkInfo> {
         Vec::new()
@@ -529,6 +549,7 @@ impl PluginRegistry {
         self.plugins
             .iter()
             .find(|plugin| plugin.namespace() == network.namespace())
+            .or_else(|| self.plugins.iter().find(|plugin| plugin.serves(network)))
             .ok_or_else(|| PluginError::NoPlugin(network.clone(), network.namespace().to_owned()))
     }
 
@@ -593,6 +614,40 @@ mod tests {
                 NetworkClass::Mainnet,
             )]
         }
+    }
+
+    /// Serves `<anything>:credit`, as the bank rail does.
+    struct ByReference;
+
+    impl ChainPlugin for ByReference {
+        fn namespace(&self) -> &str {
+            "credit"
+        }
+
+        fn serves(&self, network: &ChainId) -> bool {
+            network.reference() == "credit"
+        }
+    }
+
+    #[test]
+    fn a_plugin_may_serve_networks_named_by_their_operator() {
+        let registry = PluginRegistry::new()
+            .with(Arc::new(Named("eip155")))
+            .with(Arc::new(ByReference));
+        let acme: ChainId = "acme:credit".parse().unwrap();
+        assert_eq!(registry.plugin_for(&acme).unwrap().namespace(), "credit");
+        // A namespace's own plugin comes first.
+        let evm: ChainId = "eip155:credit".parse().unwrap();
+        assert_eq!(registry.plugin_for(&evm).unwrap().namespace(), "eip155");
+        let other: ChainId = "acme:debit".parse().unwrap();
+        assert!(registry.plugin_for(&other).is_err());
+        let routed = registry
+            .route_entries(vec![serde_json::json!({"network": "acme:credit"})], |i| {
+                format!("chains[{i}]")
+            })
+            .unwrap();
+        let (plugin, entries) = &routed[1];
+        assert_eq!((plugin.namespace(), entries.len()), ("credit", 1));
     }
 
     #[test]

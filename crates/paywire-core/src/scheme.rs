@@ -334,6 +334,34 @@ pub trait SchemeFacilitator: Send + Sync {
         ErrorReason::DUPLICATE_SETTLEMENT
     }
 
+    /// Whether `caller` may settle this payment: `caller` is the id of the
+    /// API key the HTTP caller presented (never the key), `None` when it
+    /// presented none. Checked when a `/settle` is admitted, before anything
+    /// is recorded; an `Err` refuses the settlement with that reason. The
+    /// default admits everyone (the facilitator's API keys already decide
+    /// who may call `/settle`); a scheme whose payments are bound to one
+    /// audience (the `credit` binding's `aud`) checks it here.
+    fn admit_caller(
+        &self,
+        caller: Option<&str>,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Result<(), ErrorReason> {
+        let _ = (caller, payload, requirements);
+        Ok(())
+    }
+
+    /// Whether an identical repeat of a settled payment gets the recorded
+    /// answer again rather than a replay refusal. `false` (the default) for
+    /// schemes whose success lets a server serve: a replayed payload must
+    /// not buy a second response. A scheme answers `true` only when its
+    /// specification requires idempotent settlement and its verification
+    /// refuses an already settled payment, so a replay is stopped before
+    /// anything is served (the `credit` binding's `jti`).
+    fn idempotent_settle(&self) -> bool {
+        false
+    }
+
     /// The payer, when a local check (no chain access) proves they signed
     /// the payload; see [`crate::Facilitator::authenticated_payer`].
     fn authenticated_payer(

@@ -124,6 +124,11 @@ impl ApiKeys {
         self
     }
 
+    /// The id of every configured key.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|key| key.id.clone()).collect()
+    }
+
     /// Whether `endpoint` needs a key.
     pub fn protects(&self, endpoint: Endpoint) -> bool {
         self.keys

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paywire_core::extensions::{BAZAAR, PAYMENT_IDENTIFIER};
-use paywire_core::{ChainProbe, LocalFacilitator, PluginError, PluginRegistry};
+use paywire_core::{ChainProbe, LocalFacilitator, PluginEndpoint, PluginError, PluginRegistry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -24,6 +24,8 @@ pub struct ChainParts {
     pub facilitator: LocalFacilitator,
     /// Readiness and signer-balance probes, one per chain.
     pub probes: Vec<Arc<dyn ChainProbe>>,
+    /// HTTP endpoints the plugins serve from the facilitator.
+    pub endpoints: Vec<Arc<dyn PluginEndpoint>>,
 }
 
 impl std::fmt::Debug for ChainParts {
@@ -56,6 +58,7 @@ pub async fn chain_parts(
     let api_keys = config.api_keys()?;
     let mut facilitator = LocalFacilitator::new();
     let mut probes = Vec::new();
+    let mut endpoints = Vec::new();
     for (plugin, entries) in routed {
         if entries.is_empty() {
             continue;
@@ -64,11 +67,14 @@ pub async fn chain_parts(
         plugin_config.entries = entries;
         plugin_config.settings = config.settlement_settings();
         plugin_config.settle_authenticated = api_keys.protects(Endpoint::Settle);
+        plugin_config.api_key_ids = api_keys.ids();
+        plugin_config.ledger = Some(ledger_location(config)?);
         let parts = plugin.facilitator(&plugin_config).await?;
         for scheme in parts.schemes {
             facilitator.register(scheme);
         }
         probes.extend(parts.probes);
+        endpoints.extend(parts.endpoints);
         for extension in parts.extensions {
             facilitator.declare_extension(extension);
         }
@@ -76,6 +82,16 @@ pub async fn chain_parts(
     Ok(ChainParts {
         facilitator,
         probes,
+        endpoints,
+    })
+}
+
+/// The ledger's location for plugins keeping state beside it
+/// (`None`-equivalent for memory is the literal `:memory:`).
+fn ledger_location(config: &FacilitatorConfig) -> Result<paywire_core::Secret, SetupError> {
+    Ok(match config.store_location()? {
+        StoreLocation::Sqlite(path) => paywire_core::Secret::new(path.display().to_string()),
+        StoreLocation::Postgres(url) => paywire_core::Secret::new(url.expose()),
     })
 }
 
@@ -119,6 +135,7 @@ pub async fn build(
     let ChainParts {
         mut facilitator,
         probes,
+        endpoints,
     } = chain_parts(config, plugins).await?;
     let (ledger, ledger_pool) = open_ledger(config).await?;
     tracing::info!(store = ledger.kind(), "settlement ledger opened");
@@ -132,7 +149,9 @@ pub async fn build(
     if catalog.is_some() {
         facilitator.declare_extension(BAZAAR);
     }
-    let mut state = configured_state(config, Arc::new(facilitator), ledger)?.with_probes(probes);
+    let mut state = configured_state(config, Arc::new(facilitator), ledger)?
+        .with_probes(probes)
+        .with_endpoints(endpoints)?;
     if let Some(catalog) = catalog {
         if config.bazaar.confirm_private_addresses {
             tracing::warn!(

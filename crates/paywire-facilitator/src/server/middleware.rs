@@ -116,7 +116,7 @@ pub(super) async fn guard(
     next.run(request).await
 }
 
-fn rate_limited(message: &str, wait: Duration) -> Response {
+pub(super) fn rate_limited(message: &str, wait: Duration) -> Response {
     let mut response =
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -14,6 +14,7 @@
 
 mod discovery;
 mod middleware;
+mod plugins;
 mod probes;
 
 use std::hash::Hash;
@@ -31,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use paywire_bazaar::{Catalog, OriginConfirmer};
 use paywire_core::extensions::BAZAAR;
-use paywire_core::{ChainProbe, Facilitator, FacilitatorRequest};
+use paywire_core::{ChainProbe, Facilitator, FacilitatorRequest, PluginEndpoint};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -89,6 +90,7 @@ pub struct AppState {
     settle_slots: Arc<Semaphore>,
     catalog: Option<Arc<dyn Catalog>>,
     catalog_confirmer: Option<Arc<OriginConfirmer>>,
+    endpoints: Arc<[Arc<dyn PluginEndpoint>]>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -129,7 +131,25 @@ impl AppState {
             settle_slots: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_SETTLEMENTS)),
             catalog: None,
             catalog_confirmer: None,
+            endpoints: Arc::from(Vec::new()),
         }
+    }
+
+    /// Serves the plugins' HTTP endpoints ([`PluginEndpoint`]) next to the
+    /// facilitator's own routes. Refuses a path that takes one of the
+    /// facilitator's routes or overlaps another endpoint's.
+    pub fn with_endpoints(
+        mut self,
+        endpoints: Vec<Arc<dyn PluginEndpoint>>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        plugins::check_paths(&endpoints).map_err(|message| {
+            crate::config::ConfigError::Invalid {
+                field: "chains".into(),
+                message,
+            }
+        })?;
+        self.endpoints = Arc::from(endpoints);
+        Ok(self)
     }
 
     /// Keeps a bazaar catalog: settled payments that carry a `bazaar`
@@ -311,7 +331,8 @@ impl AppState {
 /// The facilitator's HTTP routes with body limit, metrics, tracing and
 /// panic-to-JSON layers.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let own = Router::new();
+    plugins::mount(own, &state.endpoints)
         .route("/verify", post(verify))
         .route("/settle", post(settle))
         .route("/supported", get(supported))
@@ -376,6 +397,7 @@ struct Admitted {
 /// settle, or no free settlement slot.
 async fn admit_settle(
     state: &AppState,
+    caller: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Admitted, Response> {
     let request = match parse_request(body) {
@@ -393,6 +415,13 @@ async fn admit_settle(
         .map_err(|error| ApiError::from(error).into_response())?;
     if let Some(limited) = middleware::check_payer(state, &request) {
         return Err(limited);
+    }
+    if let Err(reason) = state.settlements.admit_caller(caller, &request) {
+        let kind = state.settlements.payment_kind(&request).await;
+        state.metrics.settle(&kind, "refused", reason.as_str());
+        let network = request.payment_requirements.network.clone();
+        let refused = paywire_core::SettleResponse::failed(network, reason, None, "");
+        return Err(Json(refused).into_response());
     }
     if let Some(refused) = state.settlements.precheck(&request).await {
         return Err(Json(refused).into_response());
@@ -414,18 +443,16 @@ async fn settle(
     caller_key: Option<Extension<CallerKey>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let key = caller_key.map(|Extension(CallerKey(id))| id);
     let Admitted {
         request,
         payment_id,
         slot,
-    } = match admit_settle(&state, body).await {
+    } = match admit_settle(&state, key.as_deref(), body).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    let caller = Caller {
-        key: caller_key.map(|Extension(CallerKey(id))| id),
-        payment_id,
-    };
+    let caller = Caller { key, payment_id };
     // The settlement runs in its own task so that a client hanging up cannot
     // cancel it half-way, and it holds an in-flight guard so that a graceful
     // shutdown waits for it.

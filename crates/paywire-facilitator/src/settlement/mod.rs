@@ -356,6 +356,16 @@ impl LedgeredFacilitator {
         }))
     }
 
+    /// Whether the HTTP caller (its API key id) may settle `request`
+    /// ([`Facilitator::admit_caller`]); checked before anything is recorded.
+    pub fn admit_caller(
+        &self,
+        caller: Option<&str>,
+        request: &FacilitatorRequest,
+    ) -> Result<(), ErrorReason> {
+        self.inner.admit_caller(caller, request)
+    }
+
     /// The refusal of a settlement that needs neither the ledger nor the
     /// chain: a payload that disagrees with the requirements on version,
     /// scheme or network, or a (scheme, network) this facilitator does not

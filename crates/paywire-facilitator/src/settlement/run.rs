@@ -144,6 +144,7 @@ impl LedgeredFacilitator {
     ) -> Result<Answered, SettlementError> {
         let record = self.ledger.get(key).await?;
         if let Some(record) = &record
+            && !self.inner.idempotent_settle(request)
             && is_replay(record, caller, self.retry_window, unix_now())
         {
             tracing::warn!(fingerprint = %key, caller = ?caller.key, "replayed settle refused");

@@ -1,0 +1,1 @@
+//! (owner: helper C1) not built yet.

@@ -1,0 +1,1 @@
+//! (owner: helper C2) not built yet.

@@ -1,0 +1,1 @@
+//! (owner: helper A) not built yet.

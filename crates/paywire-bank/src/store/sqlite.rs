@@ -1,0 +1,1 @@
+//! (owner: helper B) not built yet.
