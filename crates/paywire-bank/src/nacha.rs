@@ -161,7 +161,11 @@ pub fn write(file: &AchFile) -> Result<String, FileError> {
     }
     let mut out = String::with_capacity(records.len() * (RECORD_LEN + 1));
     for record in &records {
-        debug_assert_eq!(record.len(), RECORD_LEN, "{}", &record[..1]);
+        // Every field is fixed-width ASCII; a record of another length would be a bug here,
+        // refused rather than written.
+        if record.len() != RECORD_LEN {
+            return Err(FileError::Overflow("record length"));
+        }
         out.push_str(record);
         out.push('\n');
     }
