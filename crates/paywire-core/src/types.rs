@@ -261,6 +261,11 @@ pub struct SettleResponse {
     /// Amount actually settled, in atomic units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<AtomicAmount>,
+    /// Scheme-specific settlement data (the `batch-settlement` bindings'
+    /// commitment id and channel or bundle state). Not in the core
+    /// specification's table; the `credit` binding defines it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<JsonObject>,
     /// Extensions data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Extensions>,
@@ -281,6 +286,7 @@ impl SettleResponse {
             transaction: transaction.into(),
             network,
             amount: None,
+            extra: None,
             extensions: None,
         }
     }
@@ -303,6 +309,7 @@ impl SettleResponse {
             transaction: transaction.into(),
             network,
             amount: None,
+            extra: None,
             extensions: None,
         }
     }
@@ -363,6 +370,8 @@ struct SettleResponseWire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     amount: Option<&'a AtomicAmount>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a JsonObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     extensions: Option<&'a Extensions>,
 }
 
@@ -376,6 +385,7 @@ impl Serialize for SettleResponse {
             transaction: self.wire_transaction(),
             network: &self.network,
             amount: self.amount.as_ref(),
+            extra: self.extra.as_ref(),
             extensions: self.extensions.as_ref(),
         }
         .serialize(serializer)

@@ -53,6 +53,7 @@ impl Facilitator for Instant {
                 transaction: "0xabc".into(),
                 network: ChainId::eip155(31337),
                 amount: None,
+                extra: None,
                 extensions: None,
             })
         })
