@@ -48,9 +48,13 @@ pub enum CredentialError {
     /// `[A-Za-z0-9_-]`.
     #[error("the bundle id must be 1 to 64 characters of [A-Za-z0-9_-]")]
     BundleId,
-    /// The secret is not 16 to 256 base64url characters.
-    #[error("the credential secret must be 16 to 256 base64url characters")]
+    /// The secret is not 16 to 128 base64url characters.
+    #[error("the credential secret must be 16 to 128 base64url characters")]
     Secret,
+    /// A plain `http` authority that is not this machine: the credential
+    /// would cross the network in clear.
+    #[error("the authority must be https (plain http only on localhost)")]
+    Insecure,
     /// The authority is not an `http(s)` origin.
     #[error("the authority must be an http(s) origin: {0}")]
     Authority(#[from] crate::server::OriginError),
@@ -84,17 +88,24 @@ impl BundleCredential {
         if !id_ok {
             return Err(CredentialError::BundleId);
         }
-        let secret_ok = (16..=256).contains(&secret.len())
+        let secret_ok = (16..=128).contains(&secret.len())
             && secret
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
         if !secret_ok {
             return Err(CredentialError::Secret);
         }
+        let authority = origin_of(authority, true)?;
+        if let Some(host) = authority.strip_prefix("http://") {
+            let host = host.rsplit_once(':').map_or(host, |(host, _)| host);
+            if !matches!(host, "localhost" | "127.0.0.1" | "[::1]") {
+                return Err(CredentialError::Insecure);
+            }
+        }
         Ok(Self {
             bundle_id: bundle_id.to_owned(),
             secret: Secret::new(secret),
-            authority: origin_of(authority, true)?,
+            authority,
         })
     }
 
@@ -504,6 +515,8 @@ mod tests {
         assert_eq!(credential.bundle_id(), "bdl_7f3a91");
         assert_eq!(credential.authority(), "https://credits.acme.example");
         assert_eq!(credential.secret(), SECRET);
+        let local = format!("pwb1.b.{SECRET}@http://127.0.0.1:8080");
+        assert!(BundleCredential::parse(&local).is_ok());
         for shown in [format!("{credential}"), format!("{credential:?}")] {
             assert!(!shown.contains(SECRET), "{shown}");
             assert!(shown.contains("bdl_7f3a91"), "{shown}");
@@ -516,6 +529,7 @@ mod tests {
             "pwb1.b.short@https://a.example".to_owned(),
             format!("pwb1.b.{SECRET}@https://a.example/path"),
             format!("pwb1.b/x.{SECRET}@https://a.example"),
+            format!("pwb1.b.{SECRET}@http://credits.example"),
         ] {
             let error = BundleCredential::parse(&bad).unwrap_err();
             assert!(!error.to_string().contains(SECRET), "{error}");
