@@ -7,20 +7,26 @@
 //! ([`Availability`]): spendable at once up to a risk limit per purchase,
 //! or only some days after the collection date.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use paywire_core::{
-    BoxFuture, ChainId, EndpointPath, PluginEndpoint, PluginRequest, PluginResponse,
-};
+use base64::Engine as _;
+use paywire_core::ChainId;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::account::{AbaRouting, AchAccount, AchAccountType, Bic, Iban};
-use crate::files::FileError;
+use crate::files::{
+    AchEntry, AchFile, AchKind, AchOriginator, DateTime, FileError, SepaCollection, SepaDebit,
+    SepaParty,
+};
 use crate::money::{Currency, MAX_MINOR};
 use crate::outbox::Outbox;
-use crate::store::{AuthorityStore, StoreError};
+use crate::store::{AuthorityStore, CollectionEntry, StoreError};
+
+mod page;
+
+pub use page::{purchase_endpoint, purchase_endpoints};
 
 /// Path of the purchase page and API.
 pub const PURCHASE_PATH: &str = "/purchase";
@@ -132,7 +138,7 @@ pub enum Availability {
 }
 
 /// Our SEPA creditor identity (the collecting account).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SepaCreditorConfig {
     /// Account holder name.
@@ -147,7 +153,7 @@ pub struct SepaCreditorConfig {
 }
 
 /// Our ACH originator identity (collections and payouts).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AchOriginatorConfig {
     /// Company name.
@@ -263,81 +269,330 @@ impl std::fmt::Debug for FundingContext {
     }
 }
 
-/// The purchase page and API at exactly [`PURCHASE_PATH`]: `GET` → the
-/// form, `POST` → a purchase (form-encoded or JSON).
-pub fn purchase_endpoint(ctx: FundingContext) -> Arc<dyn PluginEndpoint> {
-    Arc::new(Purchase {
-        shared: Arc::new(Shared::new(ctx)),
-        path: PURCHASE_PATH,
-    })
+/// One day in seconds.
+const DAY: u64 = 86_400;
+
+/// A stored mandate's details (the JSON in [`crate::store::Mandate::details`]):
+/// bank details, so no `Debug`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "rail", rename_all = "lowercase", deny_unknown_fields)]
+pub(crate) enum MandateDetails {
+    /// A SEPA Core direct-debit mandate.
+    Sepa {
+        /// Debtor name.
+        name: String,
+        /// Debtor account.
+        iban: Iban,
+        /// Debtor bank, if given.
+        bic: Option<Bic>,
+        /// Signature date, `YYYY-MM-DD`.
+        signed_on: String,
+    },
+    /// An ACH debit authorization.
+    Ach {
+        /// Account holder name.
+        name: String,
+        /// Receiving bank.
+        routing: AbaRouting,
+        /// Account.
+        account: AchAccount,
+        /// Checking or savings.
+        account_type: AchAccountType,
+        /// Authorization date, `YYYY-MM-DD`.
+        signed_on: String,
+    },
 }
 
-/// Both funding endpoints ([`PURCHASE_PATH`] and [`TOP_UP_PATH`]), sharing
-/// one state: register both.
-pub fn purchase_endpoints(ctx: FundingContext) -> Vec<Arc<dyn PluginEndpoint>> {
-    let shared = Arc::new(Shared::new(ctx));
-    vec![
-        Arc::new(Purchase {
-            shared: Arc::clone(&shared),
-            path: PURCHASE_PATH,
-        }),
-        Arc::new(Purchase {
-            shared,
-            path: TOP_UP_PATH,
-        }),
-    ]
-}
-
-/// State shared by the funding endpoints.
-struct Shared {
-    ctx: FundingContext,
-    /// Top-up totals per (bundle, UTC day) in this process.
-    top_ups: Mutex<HashMap<(String, u64), u64>>,
-}
-
-impl Shared {
-    fn new(ctx: FundingContext) -> Self {
-        Self {
-            ctx,
-            top_ups: Mutex::new(HashMap::new()),
-        }
+impl MandateDetails {
+    /// The last four characters of the account, for receipts.
+    pub(crate) fn masked_account(&self) -> String {
+        let full = match self {
+            Self::Sepa { iban, .. } => iban.as_str(),
+            Self::Ach { account, .. } => account.as_str(),
+        };
+        let tail: String = full
+            .chars()
+            .skip(full.chars().count().saturating_sub(4))
+            .collect();
+        format!("…{tail}")
     }
 }
 
-struct Purchase {
-    shared: Arc<Shared>,
-    path: &'static str,
+/// `n` random bytes as lower-case hex.
+pub(crate) fn random_hex(n: usize) -> Result<String, getrandom::Error> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
 }
 
-impl PluginEndpoint for Purchase {
-    fn path(&self) -> EndpointPath {
-        EndpointPath::Exact(self.path.to_owned())
-    }
+/// A fresh credential secret: 32 random bytes, base64url without padding.
+pub(crate) fn new_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
 
-    fn handle(&self, request: PluginRequest) -> BoxFuture<'_, PluginResponse> {
-        let _ = (&self.shared.ctx, &self.shared.top_ups, request);
-        Box::pin(async { PluginResponse::new(501, "text/plain", "not yet") })
+/// What the ledger keeps of a credential secret: SHA-256 of its text.
+pub(crate) fn credential_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// `YYYY-MM-DD` of the UTC day of `unix`.
+pub(crate) fn iso_date(unix: u64, field: &'static str) -> Result<String, FileError> {
+    let t = DateTime::from_unix(unix, field)?;
+    Ok(format!(
+        "{:04}-{:02}-{:02}",
+        t.date.year, t.date.month, t.date.day
+    ))
+}
+
+/// A batch id: `<prefix>_<yyyymmdd>_<16 hex>` (29 characters).
+pub(crate) fn batch_id(prefix: &str, now: u64) -> Result<String, OpsError> {
+    let day = iso_date(now, "batch date")?.replace('-', "");
+    let random = random_hex(8).map_err(|e| OpsError::Config(format!("randomness: {e}")))?;
+    Ok(format!("{prefix}_{day}_{random}"))
+}
+
+/// `now + days` days, in seconds, saturating.
+pub(crate) fn days_after(now: u64, days: u32) -> u64 {
+    now.saturating_add(u64::from(days) * DAY)
+}
+
+/// The NACHA individual id of an ACH purchase: ACH purchase ids are
+/// `pur_` and 15 hex digits, written as those 15 digits in upper case.
+pub(crate) fn ach_entry_id(purchase_id: &str) -> Option<String> {
+    let hex = purchase_id.strip_prefix("pur_")?;
+    (hex.len() == 15 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_uppercase())
+}
+
+/// The purchase id of a NACHA individual id (see [`ach_entry_id`]).
+pub(crate) fn purchase_of_ach_id(id: &str) -> String {
+    let id = id.trim();
+    if id.len() == 15 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("pur_{}", id.to_ascii_lowercase())
+    } else {
+        id.to_owned()
+    }
+}
+
+/// Credits spendable at once and when the rest becomes spendable, under
+/// the configured policy (measured from `now`, not aligned to days).
+pub(crate) fn availability(config: &FundingConfig, credits: u64, now: u64) -> (u64, u64) {
+    let collection = days_after(now, config.collection_days_ahead);
+    match config.availability {
+        Availability::Immediate { risk_limit } => (credits.min(risk_limit), collection),
+        Availability::AfterCollection { days } => (0, days_after(collection, days)),
     }
 }
 
 /// Claims every purchase not yet collected into one batch and writes its
 /// collection file (`<batch id>.xml` for SEPA, `.ach` for ACH) to
 /// `outbox`. Nothing to collect: nothing written, an empty list.
+///
+/// The claim is atomic and final (each purchase is in exactly one batch);
+/// a file that then fails to be written is reported as
+/// [`OpsError::Unwritten`] with the claimed purchase ids in the error log.
 pub async fn run_collection(
     store: &dyn AuthorityStore,
     config: &FundingConfig,
     outbox: &Outbox,
     now: u64,
 ) -> Result<Vec<WrittenFile>, OpsError> {
-    let _ = (store, config, outbox, now);
-    Err(OpsError::Config("not yet".into()))
+    config.validate()?;
+    let currency = config.currency();
+    let batch = batch_id("col", now)?;
+    let entries = store
+        .claim_collection(&batch, config.rail.name(), currency, now)
+        .await?;
+    if entries.is_empty() {
+        tracing::info!(rail = config.rail.name(), "collection: nothing to collect");
+        return Ok(Vec::new());
+    }
+    let count = entries.len();
+    let written = write_collection(config, outbox, &batch, &entries, now).map_err(|error| {
+        let ids: Vec<&str> = entries.iter().map(|e| e.purchase_id.as_str()).collect();
+        tracing::error!(batch = %batch, purchases = ?ids, %error, "collection claimed but not written");
+        match error {
+            OpsError::File(source) => OpsError::Unwritten { batch_id: batch.clone(), count, source },
+            other => other,
+        }
+    })?;
+    tracing::info!(
+        batch = %batch, count, total = written.total, currency = %currency,
+        "collection file written"
+    );
+    Ok(vec![written])
+}
+
+/// Builds and writes one collection file.
+fn write_collection(
+    config: &FundingConfig,
+    outbox: &Outbox,
+    batch: &str,
+    entries: &[CollectionEntry],
+    now: u64,
+) -> Result<WrittenFile, OpsError> {
+    let total = entries
+        .iter()
+        .try_fold(0u64, |sum, e| sum.checked_add(e.price))
+        .ok_or(FileError::Overflow("collection total"))?;
+    let date = iso_date(
+        days_after(now, config.collection_days_ahead),
+        "collection date",
+    )?;
+    let (name, text) = match config.rail {
+        Rail::Sepa => {
+            let collection = sepa_collection(config, batch, entries, now, date)?;
+            (format!("{batch}.xml"), crate::sepa::pain008(&collection)?)
+        }
+        Rail::Ach => {
+            let file = ach_debits(config, batch, entries, now, date)?;
+            (format!("{batch}.ach"), crate::nacha::write(&file)?)
+        }
+    };
+    let path = outbox.write(&name, &text)?;
+    Ok(WrittenFile {
+        batch_id: batch.to_owned(),
+        path,
+        count: entries.len(),
+        total,
+        currency: config.currency(),
+    })
+}
+
+/// The stored details of an entry's mandate.
+fn details_of(entry: &CollectionEntry) -> Result<MandateDetails, OpsError> {
+    serde_json::from_str(&entry.mandate.details)
+        .map_err(|_| OpsError::Mandate(entry.mandate.id.clone()))
+}
+
+fn sepa_collection(
+    config: &FundingConfig,
+    batch: &str,
+    entries: &[CollectionEntry],
+    now: u64,
+    collection_date: String,
+) -> Result<SepaCollection, OpsError> {
+    let creditor = config
+        .sepa
+        .as_ref()
+        .ok_or_else(|| OpsError::Config("funding.sepa: required for rail \"sepa\"".into()))?;
+    let mut debits = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let MandateDetails::Sepa {
+            name,
+            iban,
+            bic,
+            signed_on,
+        } = details_of(entry)?
+        else {
+            return Err(OpsError::Mandate(entry.mandate.id.clone()));
+        };
+        debits.push(SepaDebit {
+            end_to_end_id: entry.purchase_id.clone(),
+            amount: entry.price,
+            debtor: SepaParty { name, iban, bic },
+            mandate_id: entry.mandate.id.clone(),
+            mandate_signed_on: signed_on,
+        });
+    }
+    Ok(SepaCollection {
+        batch_id: batch.to_owned(),
+        created_at: now,
+        collection_date,
+        creditor: SepaParty {
+            name: creditor.name.clone(),
+            iban: creditor.iban.clone(),
+            bic: creditor.bic.clone(),
+        },
+        creditor_scheme_id: creditor.creditor_scheme_id.clone(),
+        debits,
+    })
+}
+
+/// Our ACH originator as the file writer wants it.
+pub(crate) fn originator(config: &AchOriginatorConfig) -> AchOriginator {
+    AchOriginator {
+        company_name: config.company_name.clone(),
+        company_id: config.company_id.clone(),
+        odfi_routing: config.odfi_routing.clone(),
+        immediate_destination: config.immediate_destination.clone(),
+        destination_name: config.destination_name.clone(),
+        origin_name: config.origin_name.clone(),
+    }
+}
+
+fn ach_debits(
+    config: &FundingConfig,
+    batch: &str,
+    entries: &[CollectionEntry],
+    now: u64,
+    effective_date: String,
+) -> Result<AchFile, OpsError> {
+    let origin = config
+        .ach
+        .as_ref()
+        .ok_or_else(|| OpsError::Config("funding.ach: required for rail \"ach\"".into()))?;
+    let mut lines = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let MandateDetails::Ach {
+            name,
+            routing,
+            account,
+            account_type,
+            ..
+        } = details_of(entry)?
+        else {
+            return Err(OpsError::Mandate(entry.mandate.id.clone()));
+        };
+        let id = ach_entry_id(&entry.purchase_id)
+            .ok_or_else(|| OpsError::Mandate(entry.mandate.id.clone()))?;
+        lines.push(AchEntry {
+            id,
+            name,
+            routing,
+            account,
+            account_type,
+            amount: entry.price,
+        });
+    }
+    Ok(AchFile {
+        batch_id: batch.to_owned(),
+        created_at: now,
+        effective_date,
+        originator: originator(origin),
+        kind: AchKind::Debits,
+        entries: lines,
+    })
 }
 
 /// Makes the credits of purchases whose time came spendable; returns how
 /// many purchases matured.
 pub async fn mature(store: &dyn AuthorityStore, now: u64) -> Result<u64, OpsError> {
-    Ok(store.mature_purchases(now).await?)
+    let matured = store.mature_purchases(now).await?;
+    if matured > 0 {
+        tracing::info!(matured, "purchases matured");
+    }
+    Ok(matured)
 }
 
-#[allow(dead_code)]
-fn _uses(_: AchAccount, _: AchAccountType) {}
+/// `Debug` of configured accounts: no names, the account types mask their
+/// numbers themselves.
+impl std::fmt::Debug for SepaCreditorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SepaCreditorConfig")
+            .field("iban", &self.iban)
+            .field("bic", &self.bic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AchOriginatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AchOriginatorConfig")
+            .field("odfi_routing", &self.odfi_routing)
+            .field("immediate_destination", &self.immediate_destination)
+            .finish_non_exhaustive()
+    }
+}
