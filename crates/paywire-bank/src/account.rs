@@ -322,7 +322,7 @@ impl AbaRouting {
             .zip([3u32, 7, 1].iter().cycle())
             .map(|(b, w)| u32::from(b - b'0') * w)
             .sum();
-        if sum % 10 != 0 {
+        if !sum.is_multiple_of(10) {
             return Err(AccountError::RoutingChecksum);
         }
         Ok(Self(digits.to_owned()))

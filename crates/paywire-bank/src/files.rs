@@ -346,7 +346,7 @@ impl DateTime {
 
 /// Letters with diacritics and ligatures mapped to plain Latin letters
 /// (the common ones of European names).
-fn transliterate(c: char) -> Option<&'static str> {
+pub(crate) fn transliterate(c: char) -> Option<&'static str> {
     Some(match c {
         'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
         'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' | 'Ā' | 'Ă' | 'Ą' => "A",
