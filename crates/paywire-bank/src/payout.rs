@@ -358,6 +358,7 @@ fn group(
             });
         }
         let Some(g) = per_seller.iter_mut().find(|g| g.seller.name == seller.name) else {
+            unassigned.push(charge);
             continue;
         };
         g.gross = g
