@@ -486,7 +486,12 @@ impl AssetCatalog for CreditCatalog {
 /// A wallet holding a bundle credential (`WalletConfig::key`): a
 /// `batch-settlement` client on every `*:credit` network (the offers it
 /// pays are those of its own authority), the bundle id as its address, no
-/// spend probe (a credit payment counts at its maximum until settled).
+/// spend probe.
+///
+/// Budgets count a credit payment at its authorized maximum (the offer's
+/// `amount`), also once settled: the receipt's `chargedAmount` comes from
+/// the resource server, and nothing the client can check (no chain, no
+/// authority balance query) proves it, so counting it could under-count.
 pub fn wallet_parts(config: &WalletConfig) -> Result<WalletParts, PluginError> {
     let credential = BundleCredential::parse(config.key.expose())
         .map_err(|e| PluginError::config("key", e.to_string()))?;

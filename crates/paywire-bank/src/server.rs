@@ -379,6 +379,139 @@ pub fn server_parts(config: &ServerConfig) -> Result<ServerParts, PluginError> {
 mod tests {
     use super::*;
 
+    fn server(currency: Currency) -> CreditServer {
+        let mut network = CreditNetwork::new(
+            "acme:credit".parse().unwrap(),
+            "https://credits.acme.example",
+            currency,
+        )
+        .unwrap();
+        network.purchase_url = Some("https://credits.acme.example/purchase".into());
+        network.tiers.push(Tier {
+            credits: "10000".into(),
+            price: "9000".into(),
+            asset: currency.code().into(),
+        });
+        CreditServer::new(vec![network])
+    }
+
+    fn offer(
+        server: &CreditServer,
+        price: &Price,
+        pay_to: &str,
+    ) -> Result<PaymentRequirements, SchemeError> {
+        server.requirements(&RequirementsRequest {
+            network: &"acme:credit".parse().unwrap(),
+            price,
+            pay_to,
+            max_timeout_seconds: 60,
+            facilitator_kind: None,
+        })
+    }
+
+    fn money(text: &str) -> Price {
+        Price::Money(text.parse().unwrap())
+    }
+
+    #[test]
+    fn offers_are_minor_units_of_the_currency_paid_to_the_merchant() {
+        let eur = server(Currency::Eur);
+        let requirements = offer(&eur, &money("0.50"), "merchant").unwrap();
+        assert_eq!(requirements.scheme, "batch-settlement");
+        assert_eq!(requirements.amount.to_string(), "50");
+        assert_eq!(requirements.asset, "EUR");
+        assert_eq!(requirements.pay_to, "merchant");
+        let extra = serde_json::Value::Object(requirements.extra.unwrap());
+        assert_eq!(
+            extra,
+            serde_json::json!({
+                "version": "1.0.0",
+                "authority": "https://credits.acme.example",
+                "purchaseUrl": "https://credits.acme.example/purchase",
+                "tiers": [{"credits": "10000", "price": "9000", "asset": "EUR"}],
+            })
+        );
+        assert_eq!(
+            offer(&eur, &money("1.5 EUR"), "")
+                .unwrap()
+                .amount
+                .to_string(),
+            "150"
+        );
+        let usd = server(Currency::Usd);
+        assert_eq!(
+            offer(&usd, &money("$0.07"), "merchant")
+                .unwrap()
+                .amount
+                .to_string(),
+            "7"
+        );
+        assert!(eur.usage_based());
+    }
+
+    #[test]
+    fn prices_in_another_unit_or_without_value_are_refused() {
+        let eur = server(Currency::Eur);
+        for price in ["$0.50", "0.50 USD", "0.001", "0", "0.00"] {
+            assert!(offer(&eur, &money(price), "merchant").is_err(), "{price}");
+        }
+        let usd_atomic = Price::Atomic {
+            amount: 50u64.into(),
+            asset: "USD".into(),
+            extra: None,
+        };
+        assert!(offer(&eur, &usd_atomic, "merchant").is_err());
+        assert!(
+            offer(&eur, &money("0.50"), "0xabc").is_err(),
+            "payTo is the merchant"
+        );
+        let other = RequirementsRequest {
+            network: &"other:credit".parse().unwrap(),
+            price: &money("0.50"),
+            pay_to: "merchant",
+            max_timeout_seconds: 60,
+            facilitator_kind: None,
+        };
+        assert!(matches!(
+            eur.requirements(&other),
+            Err(SchemeError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn server_tables_are_checked() {
+        let entry = |table: serde_json::Value| {
+            paywire_core::ConfigEntry::new("acme:credit".parse().unwrap(), "chains[0]", table)
+        };
+        let good = serde_json::json!({
+            "network": "acme:credit", "authority": "https://credits.acme.example",
+            "currency": "USD", "tiers": [{"credits": 1000, "price": 1000}],
+        });
+        let mut config = ServerConfig::default();
+        config.entries = vec![entry(good.clone())];
+        let parts = server_parts(&config).unwrap();
+        assert_eq!(parts.schemes.len(), 1);
+        assert_eq!(parts.assets.len(), 1);
+        assert!(parts.assets[0].info.usd_stable);
+        for (key, value) in [
+            ("currency", serde_json::json!("GBP")),
+            (
+                "authority",
+                serde_json::json!("https://credits.acme.example/x"),
+            ),
+            ("unknown", serde_json::json!(1)),
+            ("tiers", serde_json::json!([{"credits": 0, "price": 1}])),
+        ] {
+            let mut bad = good.clone();
+            bad[key] = value;
+            let mut config = ServerConfig::default();
+            config.entries = vec![entry(bad)];
+            assert!(server_parts(&config).is_err(), "{key}");
+        }
+        let empty = server_parts(&ServerConfig::default()).unwrap();
+        assert!(empty.schemes.is_empty());
+    }
+
     #[test]
     fn origins_are_normalized_and_bare() {
         assert_eq!(
