@@ -14,9 +14,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::{
-    AtomicAmount, BoxFuture, ChainId, ErrorReason, Extensions, FacilitatorConfig,
-    FacilitatorParts, PaymentPayload, PaymentRequirements, PluginError, SchemeError,
-    SchemeFacilitator, SettleResponse, SettlementLookup, VerifyResponse,
+    AtomicAmount, BoxFuture, ChainId, ErrorReason, Extensions, FacilitatorConfig, FacilitatorParts,
+    PaymentPayload, PaymentRequirements, PluginError, SchemeError, SchemeFacilitator,
+    SettleResponse, SettlementLookup, VerifyResponse,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -101,7 +101,10 @@ impl Authority {
             serde_json::from_value(serde_json::Value::Object(payload.payload.clone()))
                 .map_err(|_| refuse(reason::ATTESTATION_INVALID, "payload is not a consume"))?;
         if consume.kind != wire::CONSUME {
-            return Err(refuse(reason::ATTESTATION_INVALID, "payload type is not consume"));
+            return Err(refuse(
+                reason::ATTESTATION_INVALID,
+                "payload type is not consume",
+            ));
         }
         let verified = self
             .config
@@ -128,7 +131,10 @@ impl Authority {
             ));
         }
         if requirements.pay_to != wire::PAY_TO_MERCHANT {
-            return Err(refuse("invalid_payment_requirements", "payTo must be merchant"));
+            return Err(refuse(
+                "invalid_payment_requirements",
+                "payTo must be merchant",
+            ));
         }
         if requirements.asset != self.config.currency.code() {
             return Err(refuse("unsupported_asset", "not this authority's currency"));
@@ -155,22 +161,31 @@ impl Authority {
             refusal
         };
         if claims.asset != requirements.asset {
-            return Err(with_payer(refuse(reason::ATTESTATION_INVALID, "asset differs")));
+            return Err(with_payer(refuse(
+                reason::ATTESTATION_INVALID,
+                "asset differs",
+            )));
         }
         let amount = parse_minor(&claims.amount)
             .map_err(|_| with_payer(refuse(reason::ATTESTATION_INVALID, "bad amount claim")))?;
         if claims.hold_exp <= claims.exp {
-            return Err(with_payer(refuse(reason::ATTESTATION_INVALID, "holdExp before exp")));
+            return Err(with_payer(refuse(
+                reason::ATTESTATION_INVALID,
+                "holdExp before exp",
+            )));
         }
-        let expected = expected_resource(payload)
-            .map_err(|refusal| with_payer(refusal))?;
+        let expected = expected_resource(payload).map_err(&with_payer)?;
         if claims.resource != expected {
             return Err(with_payer(refuse(
                 reason::ATTESTATION_INVALID,
                 "attested for another resource",
             )));
         }
-        if let Some(url) = payload.resource.as_ref().map(|resource| resource.url.as_str()) {
+        if let Some(url) = payload
+            .resource
+            .as_ref()
+            .map(|resource| resource.url.as_str())
+        {
             let origin = resource_origin(url)
                 .map_err(|detail| with_payer(refuse(reason::ATTESTATION_INVALID, detail)))?;
             if claims.aud != origin {
@@ -203,7 +218,10 @@ impl Authority {
         };
         let price = requirements.amount.to_u128().unwrap_or(u128::MAX);
         if u128::from(checked.amount) < price {
-            return fail(reason::PRICE_NOT_ACCEPTABLE, "attested amount below the price");
+            return fail(
+                reason::PRICE_NOT_ACCEPTABLE,
+                "attested amount below the price",
+            );
         }
         if now >= checked.claims.exp {
             return fail(reason::ATTESTATION_EXPIRED, "presentation window passed");
@@ -217,13 +235,14 @@ impl Authority {
             return fail(reason::ATTESTATION_INVALID, "unknown attestation");
         };
         if hold_mismatch(&hold, &checked) {
-            return fail(reason::ATTESTATION_INVALID, "attestation does not match its hold");
+            return fail(
+                reason::ATTESTATION_INVALID,
+                "attestation does not match its hold",
+            );
         }
         match hold.status {
             HoldStatus::Open if now < hold.hold_exp => Ok(Ok(checked)),
-            HoldStatus::Open | HoldStatus::Expired => {
-                fail(reason::HOLD_EXPIRED, "the hold lapsed")
-            }
+            HoldStatus::Open | HoldStatus::Expired => fail(reason::HOLD_EXPIRED, "the hold lapsed"),
             HoldStatus::Settled => fail(reason::ALREADY_SETTLED, "already settled"),
             HoldStatus::Revoked => fail(reason::REVOKED, "revoked by the principal"),
         }
@@ -364,7 +383,10 @@ pub fn expected_resource(payload: &PaymentPayload) -> Result<String, Refusal> {
     }
     let value = serde_json::to_value(&payload.accepted)
         .map_err(|_| refuse(reason::ATTESTATION_INVALID, "unreadable requirements"))?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(jcs(&value)))))
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(jcs(&value)))
+    ))
 }
 
 /// RFC 8785 canonical JSON for the values requirements hold (objects with
@@ -428,7 +450,10 @@ impl SchemeFacilitator for CreditFacilitator {
             "authority".to_owned(),
             self.authority.config.origin.clone().into(),
         );
-        extra.insert("asset".to_owned(), self.authority.config.currency.code().into());
+        extra.insert(
+            "asset".to_owned(),
+            self.authority.config.currency.code().into(),
+        );
         Some(extra)
     }
 
@@ -462,7 +487,10 @@ impl SchemeFacilitator for CreditFacilitator {
         payload: &'a PaymentPayload,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
-        Box::pin(self.authority.settle_checked(payload, requirements, unix_now()))
+        Box::pin(
+            self.authority
+                .settle_checked(payload, requirements, unix_now()),
+        )
     }
 
     fn spend_key(
@@ -574,7 +602,12 @@ pub async fn facilitator_parts(
             .raw
             .store
             .clone()
-            .or_else(|| config.ledger.as_ref().map(|ledger| ledger.expose().to_owned()))
+            .or_else(|| {
+                config
+                    .ledger
+                    .as_ref()
+                    .map(|ledger| ledger.expose().to_owned())
+            })
             .unwrap_or_else(|| ":memory:".to_owned());
         let store = store::open(&location).await.map_err(|error| {
             PluginError::config(format!("{}.store", entry.at), error.to_string())
@@ -584,7 +617,9 @@ pub async fn facilitator_parts(
             store,
         });
         spawn_sweeper(Arc::downgrade(&authority.store));
-        parts.endpoints.extend(crate::endpoints::endpoints(&authority));
+        parts
+            .endpoints
+            .extend(crate::endpoints::endpoints(&authority));
         parts
             .schemes
             .push(Arc::new(CreditFacilitator::new(authority)));

@@ -181,7 +181,8 @@ impl BankConfig {
                 format!("must be 1..={MAX_PRESENTATION_TTL}"),
             ));
         }
-        if self.hold_seconds <= self.presentation_ttl_seconds || self.hold_seconds > MAX_HOLD_SECONDS
+        if self.hold_seconds <= self.presentation_ttl_seconds
+            || self.hold_seconds > MAX_HOLD_SECONDS
         {
             return Err(PluginError::config(
                 format!("{at}.hold_seconds"),
