@@ -595,6 +595,12 @@ pub async fn facilitator_parts(
     config: &FacilitatorConfig,
 ) -> Result<FacilitatorParts, PluginError> {
     let mut parts = FacilitatorParts::default();
+    if let Some(second) = config.entries.get(1) {
+        return Err(PluginError::config(
+            &second.at,
+            "one credit network per facilitator (its origin is the authority, its /authorize the only one)",
+        ));
+    }
     for entry in &config.entries {
         let checked = BankConfig::from_entry(entry)?;
         check_admission(config, &entry.at, &checked)?;
