@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::{
-    AtomicAmount, BoxFuture, ChainId, ErrorReason, Extensions, FacilitatorConfig, FacilitatorParts,
+    AtomicAmount, BoxFuture, ChainId, ErrorReason, FacilitatorConfig, FacilitatorParts,
     PaymentPayload, PaymentRequirements, PluginError, SchemeError, SchemeFacilitator,
     SettleResponse, SettlementLookup, VerifyResponse,
 };
@@ -28,10 +28,6 @@ use crate::wire::{self, BundleState, Claims, ConsumePayload, SettleExtra, reason
 
 /// How often the sweeper releases lapsed holds.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
-/// Key of the settle answer's [`SettleExtra`] in `SettleResponse.extensions`
-/// (the core response has no top-level `extra`; see the crate notes).
-pub const SETTLE_EXTRA_KEY: &str = "credit";
-
 /// The authority: its checked configuration and its ledger, shared by the
 /// scheme facilitator and the HTTP endpoints.
 pub struct Authority {
@@ -275,12 +271,14 @@ impl Authority {
             Some(hold.bundle_id.clone()),
         );
         response.amount = Some(AtomicAmount::from(charged));
-        let mut extensions = serde_json::Map::new();
-        extensions.insert(
-            SETTLE_EXTRA_KEY.to_owned(),
-            serde_json::to_value(&extra).map_err(|error| SchemeError::Chain(error.to_string()))?,
-        );
-        response.extensions = Some(Extensions(extensions));
+        let serde_json::Value::Object(extra) =
+            serde_json::to_value(&extra).map_err(|error| SchemeError::Chain(error.to_string()))?
+        else {
+            return Err(SchemeError::Chain(
+                "the settle extra is not an object".into(),
+            ));
+        };
+        response.extra = Some(extra);
         Ok(response)
     }
 
@@ -673,7 +671,7 @@ fn spawn_sweeper(store: Weak<dyn AuthorityStore>) {
                 Ok(released) => tracing::info!(released, "lapsed credit holds released"),
                 Err(error) => tracing::warn!(%error, "releasing lapsed credit holds failed"),
             }
-            // INTEGRATION: `crate::funding::mature(&*store, now)` (C2).
+            // INTEGRATION: the same as C2's `crate::funding::mature(&*store, now)`.
             if let Err(error) = store.mature_purchases(now).await {
                 tracing::warn!(%error, "maturing purchases failed");
             }

@@ -430,7 +430,13 @@ async fn settle_charges_once_and_refuses_conflicts_overcharges_and_strangers() -
     assert_eq!(settled["transaction"], "");
     assert_eq!(settled["payer"], bob.id.as_str());
     assert_eq!(settled["amount"], "35");
-    let extra = &settled["extensions"]["credit"];
+    let extra = &settled["extra"];
+    assert_eq!(
+        extra["commitmentId"],
+        decode(token.split('.').nth(1).ok_or("claims")?)?["jti"]
+    );
+    assert_eq!(extra["bundleState"]["bundleId"], bob.id.as_str());
+    assert_eq!(extra["bundleState"]["asset"], "EUR");
     assert_eq!(extra["chargedAmount"], "35");
     assert_eq!(extra["bundleState"]["balance"], "965");
     assert_eq!(balance(&*db.ledger, &bob.id).await?, 965);
