@@ -14,9 +14,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywire_core::{
-    AtomicAmount, BoxFuture, ChainId, ErrorReason, Extensions, FacilitatorConfig,
-    FacilitatorParts, PaymentPayload, PaymentRequirements, PluginError, SchemeError,
-    SchemeFacilitator, SettleResponse, SettlementLookup, VerifyResponse,
+    AtomicAmount, BoxFuture, ChainId, ErrorReason, FacilitatorConfig, FacilitatorParts,
+    PaymentPayload, PaymentRequirements, PluginError, SchemeError, SchemeFacilitator,
+    SettleResponse, SettlementLookup, VerifyResponse,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -28,10 +28,6 @@ use crate::wire::{self, BundleState, Claims, ConsumePayload, SettleExtra, reason
 
 /// How often the sweeper releases lapsed holds.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
-/// Key of the settle answer's [`SettleExtra`] in `SettleResponse.extensions`
-/// (the core response has no top-level `extra`; see the crate notes).
-pub const SETTLE_EXTRA_KEY: &str = "credit";
-
 /// The authority: its checked configuration and its ledger, shared by the
 /// scheme facilitator and the HTTP endpoints.
 pub struct Authority {
@@ -101,7 +97,10 @@ impl Authority {
             serde_json::from_value(serde_json::Value::Object(payload.payload.clone()))
                 .map_err(|_| refuse(reason::ATTESTATION_INVALID, "payload is not a consume"))?;
         if consume.kind != wire::CONSUME {
-            return Err(refuse(reason::ATTESTATION_INVALID, "payload type is not consume"));
+            return Err(refuse(
+                reason::ATTESTATION_INVALID,
+                "payload type is not consume",
+            ));
         }
         let verified = self
             .config
@@ -128,7 +127,10 @@ impl Authority {
             ));
         }
         if requirements.pay_to != wire::PAY_TO_MERCHANT {
-            return Err(refuse("invalid_payment_requirements", "payTo must be merchant"));
+            return Err(refuse(
+                "invalid_payment_requirements",
+                "payTo must be merchant",
+            ));
         }
         if requirements.asset != self.config.currency.code() {
             return Err(refuse("unsupported_asset", "not this authority's currency"));
@@ -155,22 +157,31 @@ impl Authority {
             refusal
         };
         if claims.asset != requirements.asset {
-            return Err(with_payer(refuse(reason::ATTESTATION_INVALID, "asset differs")));
+            return Err(with_payer(refuse(
+                reason::ATTESTATION_INVALID,
+                "asset differs",
+            )));
         }
         let amount = parse_minor(&claims.amount)
             .map_err(|_| with_payer(refuse(reason::ATTESTATION_INVALID, "bad amount claim")))?;
         if claims.hold_exp <= claims.exp {
-            return Err(with_payer(refuse(reason::ATTESTATION_INVALID, "holdExp before exp")));
+            return Err(with_payer(refuse(
+                reason::ATTESTATION_INVALID,
+                "holdExp before exp",
+            )));
         }
-        let expected = expected_resource(payload)
-            .map_err(|refusal| with_payer(refusal))?;
+        let expected = expected_resource(payload).map_err(&with_payer)?;
         if claims.resource != expected {
             return Err(with_payer(refuse(
                 reason::ATTESTATION_INVALID,
                 "attested for another resource",
             )));
         }
-        if let Some(url) = payload.resource.as_ref().map(|resource| resource.url.as_str()) {
+        if let Some(url) = payload
+            .resource
+            .as_ref()
+            .map(|resource| resource.url.as_str())
+        {
             let origin = resource_origin(url)
                 .map_err(|detail| with_payer(refuse(reason::ATTESTATION_INVALID, detail)))?;
             if claims.aud != origin {
@@ -203,7 +214,10 @@ impl Authority {
         };
         let price = requirements.amount.to_u128().unwrap_or(u128::MAX);
         if u128::from(checked.amount) < price {
-            return fail(reason::PRICE_NOT_ACCEPTABLE, "attested amount below the price");
+            return fail(
+                reason::PRICE_NOT_ACCEPTABLE,
+                "attested amount below the price",
+            );
         }
         if now >= checked.claims.exp {
             return fail(reason::ATTESTATION_EXPIRED, "presentation window passed");
@@ -217,13 +231,14 @@ impl Authority {
             return fail(reason::ATTESTATION_INVALID, "unknown attestation");
         };
         if hold_mismatch(&hold, &checked) {
-            return fail(reason::ATTESTATION_INVALID, "attestation does not match its hold");
+            return fail(
+                reason::ATTESTATION_INVALID,
+                "attestation does not match its hold",
+            );
         }
         match hold.status {
             HoldStatus::Open if now < hold.hold_exp => Ok(Ok(checked)),
-            HoldStatus::Open | HoldStatus::Expired => {
-                fail(reason::HOLD_EXPIRED, "the hold lapsed")
-            }
+            HoldStatus::Open | HoldStatus::Expired => fail(reason::HOLD_EXPIRED, "the hold lapsed"),
             HoldStatus::Settled => fail(reason::ALREADY_SETTLED, "already settled"),
             HoldStatus::Revoked => fail(reason::REVOKED, "revoked by the principal"),
         }
@@ -256,12 +271,14 @@ impl Authority {
             Some(hold.bundle_id.clone()),
         );
         response.amount = Some(AtomicAmount::from(charged));
-        let mut extensions = serde_json::Map::new();
-        extensions.insert(
-            SETTLE_EXTRA_KEY.to_owned(),
-            serde_json::to_value(&extra).map_err(|error| SchemeError::Chain(error.to_string()))?,
-        );
-        response.extensions = Some(Extensions(extensions));
+        let serde_json::Value::Object(extra) =
+            serde_json::to_value(&extra).map_err(|error| SchemeError::Chain(error.to_string()))?
+        else {
+            return Err(SchemeError::Chain(
+                "the settle extra is not an object".into(),
+            ));
+        };
+        response.extra = Some(extra);
         Ok(response)
     }
 
@@ -364,7 +381,10 @@ pub fn expected_resource(payload: &PaymentPayload) -> Result<String, Refusal> {
     }
     let value = serde_json::to_value(&payload.accepted)
         .map_err(|_| refuse(reason::ATTESTATION_INVALID, "unreadable requirements"))?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(jcs(&value)))))
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(jcs(&value)))
+    ))
 }
 
 /// RFC 8785 canonical JSON for the values requirements hold (objects with
@@ -428,7 +448,10 @@ impl SchemeFacilitator for CreditFacilitator {
             "authority".to_owned(),
             self.authority.config.origin.clone().into(),
         );
-        extra.insert("asset".to_owned(), self.authority.config.currency.code().into());
+        extra.insert(
+            "asset".to_owned(),
+            self.authority.config.currency.code().into(),
+        );
         Some(extra)
     }
 
@@ -462,7 +485,10 @@ impl SchemeFacilitator for CreditFacilitator {
         payload: &'a PaymentPayload,
         requirements: &'a PaymentRequirements,
     ) -> BoxFuture<'a, Result<SettleResponse, SchemeError>> {
-        Box::pin(self.authority.settle_checked(payload, requirements, unix_now()))
+        Box::pin(
+            self.authority
+                .settle_checked(payload, requirements, unix_now()),
+        )
     }
 
     fn spend_key(
@@ -567,6 +593,12 @@ pub async fn facilitator_parts(
     config: &FacilitatorConfig,
 ) -> Result<FacilitatorParts, PluginError> {
     let mut parts = FacilitatorParts::default();
+    if let Some(second) = config.entries.get(1) {
+        return Err(PluginError::config(
+            &second.at,
+            "one credit network per facilitator (its origin is the authority, its /authorize the only one)",
+        ));
+    }
     for entry in &config.entries {
         let checked = BankConfig::from_entry(entry)?;
         check_admission(config, &entry.at, &checked)?;
@@ -574,7 +606,12 @@ pub async fn facilitator_parts(
             .raw
             .store
             .clone()
-            .or_else(|| config.ledger.as_ref().map(|ledger| ledger.expose().to_owned()))
+            .or_else(|| {
+                config
+                    .ledger
+                    .as_ref()
+                    .map(|ledger| ledger.expose().to_owned())
+            })
             .unwrap_or_else(|| ":memory:".to_owned());
         let store = store::open(&location).await.map_err(|error| {
             PluginError::config(format!("{}.store", entry.at), error.to_string())
@@ -584,7 +621,9 @@ pub async fn facilitator_parts(
             store,
         });
         spawn_sweeper(Arc::downgrade(&authority.store));
-        parts.endpoints.extend(crate::endpoints::endpoints(&authority));
+        parts
+            .endpoints
+            .extend(crate::endpoints::endpoints(&authority));
         parts
             .schemes
             .push(Arc::new(CreditFacilitator::new(authority)));
@@ -632,7 +671,7 @@ fn spawn_sweeper(store: Weak<dyn AuthorityStore>) {
                 Ok(released) => tracing::info!(released, "lapsed credit holds released"),
                 Err(error) => tracing::warn!(%error, "releasing lapsed credit holds failed"),
             }
-            // INTEGRATION: `crate::funding::mature(&*store, now)` (C2).
+            // INTEGRATION: the same as C2's `crate::funding::mature(&*store, now)`.
             if let Err(error) = store.mature_purchases(now).await {
                 tracing::warn!(%error, "maturing purchases failed");
             }

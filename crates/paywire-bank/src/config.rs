@@ -68,8 +68,9 @@ pub struct RegisteredServer {
     pub seller: String,
 }
 
-/// One credit network's `[[chains]]` table.
-#[derive(Debug, Clone, Deserialize)]
+/// One credit network's `[[chains]]` table. Its `Debug` shows neither the
+/// key secrets nor the store location (it may carry a password).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BankConfig {
     /// `<label>:credit`.
@@ -103,6 +104,23 @@ pub struct BankConfig {
     pub store: Option<String>,
     // INTEGRATION: `funding: crate::funding::FundingConfig` and
     // `payouts: crate::payout::PayoutConfig` (C2's types) go here.
+}
+
+impl fmt::Debug for BankConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BankConfig")
+            .field("network", &self.network)
+            .field("authority", &self.authority)
+            .field("allow_insecure_origin", &self.allow_insecure_origin)
+            .field("currency", &self.currency)
+            .field("signing_keys", &self.signing_keys)
+            .field("presentation_ttl_seconds", &self.presentation_ttl_seconds)
+            .field("hold_seconds", &self.hold_seconds)
+            .field("max_authorize_amount", &self.max_authorize_amount)
+            .field("servers", &self.servers)
+            .field("store", &self.store.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 fn default_ttl() -> u64 {
@@ -181,7 +199,8 @@ impl BankConfig {
                 format!("must be 1..={MAX_PRESENTATION_TTL}"),
             ));
         }
-        if self.hold_seconds <= self.presentation_ttl_seconds || self.hold_seconds > MAX_HOLD_SECONDS
+        if self.hold_seconds <= self.presentation_ttl_seconds
+            || self.hold_seconds > MAX_HOLD_SECONDS
         {
             return Err(PluginError::config(
                 format!("{at}.hold_seconds"),
@@ -314,6 +333,7 @@ mod tests {
             "currency": "EUR",
             "signing_keys": [{"kid": "k1", "secret": "A".repeat(43), "active": true}],
             "servers": [{"origin": "https://api.shop.example", "api_key": "shop", "seller": "shop"}],
+            "store": "postgres://bank:hunter2@db.example/bank",
         })
     }
 
@@ -323,7 +343,9 @@ mod tests {
         assert_eq!(config.origin, "https://credits.acme.example");
         assert_eq!(config.raw.presentation_ttl_seconds, 300);
         assert_eq!(config.raw.hold_seconds, 900);
-        assert!(!format!("{config:?}").contains("AAAAAAAA"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("AAAAAAAA"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl Answer {
             message: self.message.clone(),
         };
         let value = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
-        let response = PluginResponse::json(self.status, &value).with_header("cache-control", "no-store");
+        let response =
+            PluginResponse::json(self.status, &value).with_header("cache-control", "no-store");
         if self.status == 401 {
             response.with_header("www-authenticate", "Bearer")
         } else {
@@ -96,11 +97,18 @@ fn require_post(request: &PluginRequest) -> Result<(), Answer> {
     if request.method != "POST" {
         return Err(answer(405, "invalid_request", "use POST"));
     }
-    let json = request
-        .header("content-type")
-        .is_some_and(|value| value.split(';').next().is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json")));
+    let json = request.header("content-type").is_some_and(|value| {
+        value
+            .split(';')
+            .next()
+            .is_some_and(|kind| kind.trim().eq_ignore_ascii_case("application/json"))
+    });
     if !json {
-        return Err(answer(415, "invalid_request", "the body must be application/json"));
+        return Err(answer(
+            415,
+            "invalid_request",
+            "the body must be application/json",
+        ));
     }
     Ok(())
 }
@@ -219,12 +227,19 @@ fn mint_jti() -> Result<String, Answer> {
     Ok(format!("att_{}", hex::encode(bytes)))
 }
 
-async fn authorize(authority: &Authority, request: &PluginRequest) -> Result<PluginResponse, Answer> {
+async fn authorize(
+    authority: &Authority,
+    request: &PluginRequest,
+) -> Result<PluginResponse, Answer> {
     require_post(request)?;
     let bundle = authenticate(authority, request).await?;
     let authorization = parse_authorization(authority, &request.body)?;
     if authorization.request.bundle_id != bundle.id {
-        return Err(answer(404, reason::BUNDLE_NOT_FOUND, "no such bundle for this credential"));
+        return Err(answer(
+            404,
+            reason::BUNDLE_NOT_FOUND,
+            "no such bundle for this credential",
+        ));
     }
     let now = unix_now();
     let settings = &authority.config.raw;
@@ -268,10 +283,18 @@ async fn authorize(authority: &Authority, request: &PluginRequest) -> Result<Plu
         }
         AuthorizeOutcome::Replayed { attestation } => attestation,
         AuthorizeOutcome::Conflict => {
-            return Err(answer(409, reason::IDEMPOTENCY_CONFLICT, "the idempotency key was used with other parameters"));
+            return Err(answer(
+                409,
+                reason::IDEMPOTENCY_CONFLICT,
+                "the idempotency key was used with other parameters",
+            ));
         }
         AuthorizeOutcome::Insufficient { .. } => {
-            return Err(answer(402, reason::INSUFFICIENT_CREDITS, "the bundle cannot cover the amount"));
+            return Err(answer(
+                402,
+                reason::INSUFFICIENT_CREDITS,
+                "the bundle cannot cover the amount",
+            ));
         }
         AuthorizeOutcome::NotFound => {
             return Err(answer(404, reason::BUNDLE_NOT_FOUND, "no such bundle"));
@@ -280,7 +303,11 @@ async fn authorize(authority: &Authority, request: &PluginRequest) -> Result<Plu
             return Err(answer(403, reason::BUNDLE_REVOKED, "the bundle is frozen"));
         }
         AuthorizeOutcome::CurrencyMismatch => {
-            return Err(answer(400, "invalid_request", "the asset is not the bundle's currency"));
+            return Err(answer(
+                400,
+                "invalid_request",
+                "the asset is not the bundle's currency",
+            ));
         }
     };
     let body = serde_json::to_value(AuthorizeResponse { attestation })
@@ -302,8 +329,12 @@ impl PluginEndpoint for JwksEndpoint {
             if request.method != "GET" && request.method != "HEAD" {
                 return answer(405, "invalid_request", "use GET").response();
             }
-            PluginResponse::new(200, "application/jwk-set+json", self.0.config.keys.jwks().to_string())
-                .with_header("cache-control", "public, max-age=300")
+            PluginResponse::new(
+                200,
+                "application/jwk-set+json",
+                self.0.config.keys.jwks().to_string(),
+            )
+            .with_header("cache-control", "public, max-age=300")
         })
     }
 }
@@ -333,14 +364,27 @@ impl PluginEndpoint for FreezeEndpoint {
 async fn freeze(authority: &Authority, request: &PluginRequest) -> Result<PluginResponse, Answer> {
     require_post(request)?;
     let bundle = authenticate(authority, request).await?;
-    let body: FreezeRequest = serde_json::from_slice(&request.body)
-        .map_err(|_| answer(400, "invalid_request", "the body is `{}` or `{\"reason\": \"...\"}`"))?;
+    let body: FreezeRequest = serde_json::from_slice(&request.body).map_err(|_| {
+        answer(
+            400,
+            "invalid_request",
+            "the body is `{}` or `{\"reason\": \"...\"}`",
+        )
+    })?;
     let reason_text = match body.reason.as_deref() {
         None => "principal".to_owned(),
-        Some(text) if text.len() <= 64 && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+        Some(text)
+            if text.len() <= 64 && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+        {
             format!("principal: {text}")
         }
-        Some(_) => return Err(answer(400, "invalid_request", "reason: at most 64 printable ASCII characters")),
+        Some(_) => {
+            return Err(answer(
+                400,
+                "invalid_request",
+                "reason: at most 64 printable ASCII characters",
+            ));
+        }
     };
     if bundle.status == BundleStatus::Active {
         let frozen = authority
@@ -353,7 +397,9 @@ async fn freeze(authority: &Authority, request: &PluginRequest) -> Result<Plugin
         }
         tracing::info!(bundle = %bundle.id, "bundle frozen by its principal");
     }
-    Ok(ok_json(&serde_json::json!({ "bundleId": bundle.id, "status": "frozen" })))
+    Ok(ok_json(
+        &serde_json::json!({ "bundleId": bundle.id, "status": "frozen" }),
+    ))
 }
 
 /// `POST /attestations/revoke` (body `{"jti": "att_..."}`): the principal
@@ -380,9 +426,20 @@ impl PluginEndpoint for RevokeEndpoint {
 async fn revoke(authority: &Authority, request: &PluginRequest) -> Result<PluginResponse, Answer> {
     require_post(request)?;
     let bundle = authenticate(authority, request).await?;
-    let body: RevokeRequest = serde_json::from_slice(&request.body)
-        .map_err(|_| answer(400, "invalid_request", "the body is `{\"jti\": \"att_...\"}`"))?;
-    let not_found = || answer(404, "attestation_not_found", "no such attestation of this bundle");
+    let body: RevokeRequest = serde_json::from_slice(&request.body).map_err(|_| {
+        answer(
+            400,
+            "invalid_request",
+            "the body is `{\"jti\": \"att_...\"}`",
+        )
+    })?;
+    let not_found = || {
+        answer(
+            404,
+            "attestation_not_found",
+            "no such attestation of this bundle",
+        )
+    };
     if body.jti.len() > 64 {
         return Err(not_found());
     }
@@ -399,8 +456,14 @@ async fn revoke(authority: &Authority, request: &PluginRequest) -> Result<Plugin
         .await
         .map_err(|error| internal(&error))?;
     if !revoked {
-        return Err(answer(409, "not_revocable", "the attestation is no longer open (settled, lapsed or revoked)"));
+        return Err(answer(
+            409,
+            "not_revocable",
+            "the attestation is no longer open (settled, lapsed or revoked)",
+        ));
     }
     tracing::info!(bundle = %bundle.id, jti = %hold.jti, "attestation revoked by its principal");
-    Ok(ok_json(&serde_json::json!({ "jti": hold.jti, "status": "revoked" })))
+    Ok(ok_json(
+        &serde_json::json!({ "jti": hold.jti, "status": "revoked" }),
+    ))
 }
