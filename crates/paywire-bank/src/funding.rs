@@ -346,11 +346,26 @@ pub(crate) fn iso_date(unix: u64, field: &'static str) -> Result<String, FileErr
     ))
 }
 
-/// A batch id: `<prefix>_<yyyymmdd>_<16 hex>` (29 characters).
+/// A batch id: `<prefix>-<yyyymmdd>-<16 hex>` (29 characters; `-`, not
+/// `_`, which the SEPA character set lacks).
 pub(crate) fn batch_id(prefix: &str, now: u64) -> Result<String, OpsError> {
     let day = iso_date(now, "batch date")?.replace('-', "");
     let random = random_hex(8).map_err(|e| OpsError::Config(format!("randomness: {e}")))?;
-    Ok(format!("{prefix}_{day}_{random}"))
+    Ok(format!("{prefix}-{day}-{random}"))
+}
+
+/// A ledger id (`pur_…`, `mdt_…`) as a SEPA file carries it: the SEPA
+/// character set has no `_`, so `pur-…`, `mdt-…`.
+pub(crate) fn sepa_reference(id: &str) -> String {
+    id.replacen('_', "-", 1)
+}
+
+/// The purchase id of a SEPA end-to-end id (see [`sepa_reference`]).
+pub(crate) fn purchase_of_sepa_reference(reference: &str) -> String {
+    match reference.strip_prefix("pur-") {
+        Some(rest) => format!("pur_{rest}"),
+        None => reference.to_owned(),
+    }
 }
 
 /// `now + days` days, in seconds, saturating.
@@ -490,10 +505,10 @@ fn sepa_collection(
             return Err(OpsError::Mandate(entry.mandate.id.clone()));
         };
         debits.push(SepaDebit {
-            end_to_end_id: entry.purchase_id.clone(),
+            end_to_end_id: sepa_reference(&entry.purchase_id),
             amount: entry.price,
             debtor: SepaParty { name, iban, bic },
-            mandate_id: entry.mandate.id.clone(),
+            mandate_id: sepa_reference(&entry.mandate.id),
             mandate_signed_on: signed_on,
         });
     }
