@@ -521,6 +521,18 @@ async fn charge(
     amount: u64,
     charge: u64,
 ) -> String {
+    charge_in(store, Currency::Eur, bundle, audience, amount, charge).await
+}
+
+/// [`charge`] in `currency`.
+async fn charge_in(
+    store: &dyn AuthorityStore,
+    currency: Currency,
+    bundle: &str,
+    audience: &str,
+    amount: u64,
+    charge: u64,
+) -> String {
     let jti = format!("jti-{}", now_nanos());
     let t = now();
     let outcome = store
@@ -530,7 +542,7 @@ async fn charge(
             params_digest: Sha256::digest(jti.as_bytes()).into(),
             jti: jti.clone(),
             amount,
-            currency: Currency::Eur,
+            currency,
             audience: audience.to_owned(),
             attestation: "header.claims.signature".to_owned(),
             hold_exp: t + 900,
@@ -954,4 +966,64 @@ fn configurations_refuse_what_cannot_work() {
     ] {
         assert!(!debug.contains(secret), "{secret} in Debug");
     }
+}
+
+#[tokio::test]
+async fn ach_payouts_are_nacha_credits() {
+    let ledger = ledger().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut funding = ach_funding(dir.path());
+    funding.availability =
+        serde_json::from_value(json!({ "mode": "immediate", "risk_limit": 100000 })).unwrap();
+    let (purchase, _) = endpoints(context(&ledger.store, funding));
+    let order = json!({ "tier": 0, "name": "Ann Lee", "routing": "021000021",
+                        "account": "12345678901", "accountType": "checking", "accept": true });
+    let receipt = body_json(&purchase.handle(json_post("/purchase", &order)).await);
+    let bundle = receipt["bundleId"].as_str().unwrap();
+    let store = &*ledger.store;
+    let jtis = [
+        charge_in(store, Currency::Usd, bundle, SHOP, 1234, 1234).await,
+        charge_in(store, Currency::Usd, bundle, SHOP, 766, 766).await,
+    ];
+    let config: PayoutConfig = serde_json::from_value(json!({
+        "fee_bps": 1000,
+        "outbox": dir.path(),
+        "debtor": { "ach": {
+            "company_name": "PAYWIRE CREDITS", "company_id": "1234567890",
+            "odfi_routing": "021000021", "immediate_destination": "011000015",
+            "destination_name": "FEDERAL RESERVE BANK", "origin_name": "PAYWIRE CREDITS" } },
+        "sellers": [{ "name": "shop", "origin": SHOP, "rail": "ach",
+            "ach": { "name": "Shop Inc", "routing": "011000015", "account": "99887766",
+                     "account_type": "savings" } }]
+    }))
+    .unwrap();
+    let outbox = Outbox::new(dir.path()).unwrap();
+    let report = payout::run_payout(store, &config, &outbox, now() + 1)
+        .await
+        .unwrap();
+    assert_eq!(report.sellers.len(), 1);
+    let shop = &report.sellers[0];
+    assert_eq!(
+        (shop.currency, shop.gross, shop.fee, shop.net),
+        (Currency::Usd, 2000, 200, 1800)
+    );
+    assert_eq!(
+        shop.jtis.iter().collect::<BTreeSet<_>>(),
+        jtis.iter().collect()
+    );
+    let file = &report.files[0];
+    assert_eq!(file.path.extension().and_then(|e| e.to_str()), Some("ach"));
+    let text = read(file);
+    let entries: Vec<&str> = text.lines().filter(|l| l.starts_with('6')).collect();
+    assert_eq!(entries.len(), 1);
+    // Savings credit (32) to the seller's bank and account, the net amount.
+    let entry = entries[0];
+    assert_eq!((&entry[1..3], &entry[3..11]), ("32", "01100001"));
+    assert_eq!(entry[12..29].trim(), "99887766");
+    assert_eq!(&entry[29..39], "0000001800");
+    // The batch control: service class 220 (credits only), total credit 18.00.
+    let control = text.lines().find(|l| l.starts_with('8')).unwrap();
+    assert_eq!(&control[1..4], "220");
+    assert_eq!(&control[20..32], "000000000000", "total debit");
+    assert_eq!(&control[32..44], "000000001800", "total credit");
 }
