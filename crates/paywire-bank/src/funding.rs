@@ -239,11 +239,60 @@ impl FundingConfig {
         if self.collection_days_ahead > 60 {
             return bad("funding.collection_days_ahead: at most 60");
         }
-        match self.rail {
-            Rail::Sepa if self.sepa.is_none() => bad("funding.sepa: required for rail \"sepa\""),
-            Rail::Ach if self.ach.is_none() => bad("funding.ach: required for rail \"ach\""),
-            _ => Ok(()),
+        match (self.rail, &self.sepa, &self.ach) {
+            (Rail::Sepa, Some(sepa), _) => sepa.validate("funding.sepa"),
+            (Rail::Ach, _, Some(ach)) => ach.validate("funding.ach"),
+            (Rail::Sepa, None, _) => bad("funding.sepa: required for rail \"sepa\""),
+            (Rail::Ach, _, None) => bad("funding.ach: required for rail \"ach\""),
         }
+    }
+}
+
+/// Refuses a name a SEPA file cannot carry (checked with the writer's own
+/// rule, so a claimed batch never fails on configuration).
+pub(crate) fn check_sepa_name(name: &str, at: &str) -> Result<(), OpsError> {
+    crate::files::sepa_text(name, "name", 70)
+        .map(drop)
+        .map_err(|_| OpsError::Config(format!("{at}.name: no characters a SEPA file can carry")))
+}
+
+/// Refuses a name a NACHA file cannot carry.
+pub(crate) fn check_ach_name(name: &str, at: &str) -> Result<(), OpsError> {
+    if name.chars().any(|c| c.is_ascii_alphanumeric()) {
+        Ok(())
+    } else {
+        Err(OpsError::Config(format!("{at}: needs letters or digits")))
+    }
+}
+
+impl SepaCreditorConfig {
+    fn validate(&self, at: &str) -> Result<(), OpsError> {
+        check_sepa_name(&self.name, at)?;
+        crate::files::sepa_id(&self.creditor_scheme_id, "creditor_scheme_id", 35).map_err(
+            |_| {
+                OpsError::Config(format!(
+                    "{at}.creditor_scheme_id: 1 to 35 characters of the SEPA set, no spaces"
+                ))
+            },
+        )?;
+        Ok(())
+    }
+}
+
+impl AchOriginatorConfig {
+    /// Checks the names and the company id the NACHA writer needs.
+    pub(crate) fn validate(&self, at: &str) -> Result<(), OpsError> {
+        check_ach_name(&self.company_name, &format!("{at}.company_name"))?;
+        check_ach_name(&self.destination_name, &format!("{at}.destination_name"))?;
+        check_ach_name(&self.origin_name, &format!("{at}.origin_name"))?;
+        let id_ok = (1..=10).contains(&self.company_id.len())
+            && self.company_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !id_ok {
+            return Err(OpsError::Config(format!(
+                "{at}.company_id: 1 to 10 letters or digits"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -346,11 +395,26 @@ pub(crate) fn iso_date(unix: u64, field: &'static str) -> Result<String, FileErr
     ))
 }
 
-/// A batch id: `<prefix>_<yyyymmdd>_<16 hex>` (29 characters).
+/// A batch id: `<prefix>-<yyyymmdd>-<16 hex>` (29 characters; `-`, not
+/// `_`, which the SEPA character set lacks).
 pub(crate) fn batch_id(prefix: &str, now: u64) -> Result<String, OpsError> {
     let day = iso_date(now, "batch date")?.replace('-', "");
     let random = random_hex(8).map_err(|e| OpsError::Config(format!("randomness: {e}")))?;
-    Ok(format!("{prefix}_{day}_{random}"))
+    Ok(format!("{prefix}-{day}-{random}"))
+}
+
+/// A ledger id (`pur_…`, `mdt_…`) as a SEPA file carries it: the SEPA
+/// character set has no `_`, so `pur-…`, `mdt-…`.
+pub(crate) fn sepa_reference(id: &str) -> String {
+    id.replacen('_', "-", 1)
+}
+
+/// The purchase id of a SEPA end-to-end id (see [`sepa_reference`]).
+pub(crate) fn purchase_of_sepa_reference(reference: &str) -> String {
+    match reference.strip_prefix("pur-") {
+        Some(rest) => format!("pur_{rest}"),
+        None => reference.to_owned(),
+    }
 }
 
 /// `now + days` days, in seconds, saturating.
@@ -490,10 +554,10 @@ fn sepa_collection(
             return Err(OpsError::Mandate(entry.mandate.id.clone()));
         };
         debits.push(SepaDebit {
-            end_to_end_id: entry.purchase_id.clone(),
+            end_to_end_id: sepa_reference(&entry.purchase_id),
             amount: entry.price,
             debtor: SepaParty { name, iban, bic },
-            mandate_id: entry.mandate.id.clone(),
+            mandate_id: sepa_reference(&entry.mandate.id),
             mandate_signed_on: signed_on,
         });
     }

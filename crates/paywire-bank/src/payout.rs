@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use crate::account::{AbaRouting, AchAccount, AchAccountType, Bic, Iban};
 use crate::files::{AchEntry, AchFile, AchKind, FileError, SepaCredit, SepaParty, SepaPayout};
 use crate::funding::{
-    AchOriginatorConfig, OpsError, Rail, WrittenFile, batch_id, days_after, iso_date, originator,
+    AchOriginatorConfig, OpsError, Rail, WrittenFile, batch_id, check_ach_name, check_sepa_name,
+    days_after, iso_date, originator,
 };
 use crate::money::Currency;
 use crate::outbox::Outbox;
@@ -158,6 +159,12 @@ impl PayoutConfig {
         if self.execution_days_ahead > 60 {
             return bad("payouts.execution_days_ahead: at most 60".into());
         }
+        if let Some(sepa) = &self.debtor.sepa {
+            check_sepa_name(&sepa.name, "payouts.debtor.sepa")?;
+        }
+        if let Some(ach) = &self.debtor.ach {
+            ach.validate("payouts.debtor.ach")?;
+        }
         let mut seen = HashSet::new();
         for (n, seller) in self.sellers.iter().enumerate() {
             let name_ok = !seller.name.is_empty()
@@ -182,6 +189,13 @@ impl PayoutConfig {
                 return bad(format!(
                     "payouts.sellers[{n}]: the account of its rail is missing"
                 ));
+            }
+            let at = format!("payouts.sellers[{n}]");
+            if let Some(sepa) = &seller.sepa {
+                check_sepa_name(&sepa.name, &format!("{at}.sepa"))?;
+            }
+            if let Some(ach) = &seller.ach {
+                check_ach_name(&ach.name, &format!("{at}.ach.name"))?;
             }
             let twice = self.sellers[..n]
                 .iter()

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::funding::{OpsError, purchase_of_ach_id};
+use crate::funding::{OpsError, purchase_of_ach_id, purchase_of_sepa_reference};
 use crate::store::{AuthorityStore, ReturnOutcome};
 
 /// One return recorded by an import.
@@ -36,7 +36,8 @@ pub struct ReturnsReport {
 
 /// Imports a `pain.002` status report: every rejected transaction (or
 /// every transaction of a rejected group or payment information) is a
-/// returned debit, matched by its end-to-end id (the purchase id).
+/// returned debit, matched by its end-to-end id (the purchase id, `pur-…`
+/// in the file for `pur_…` in the ledger).
 /// Accepted transactions are ignored. Importing the same report again
 /// changes nothing (`already` counts the repeats).
 pub async fn import_pain002(
@@ -47,7 +48,7 @@ pub async fn import_pain002(
     let items = crate::pain002::parse(text)?;
     let rejected = items.into_iter().filter(|item| item.rejected).map(|item| {
         (
-            item.end_to_end_id,
+            purchase_of_sepa_reference(&item.end_to_end_id),
             item.reason.unwrap_or_else(|| "RJCT".to_owned()),
         )
     });

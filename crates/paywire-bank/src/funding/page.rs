@@ -192,6 +192,7 @@ impl Done {
             "bundleId": self.bundle_id,
             "purchaseId": self.purchase_id,
             "mandateId": self.mandate_id,
+            "mandateReference": super::sepa_reference(&self.mandate_id),
             "credits": self.tier.credits.to_string(),
             "price": self.tier.price.to_string(),
             "asset": self.asset,
