@@ -1,7 +1,7 @@
 //! `paywire pay` with a bank-rail bundle credential: the real binary pays a
 //! credit-priced route through a real facilitator running the bundle
 //! authority, reading the credential from `PAYWIRE_BUNDLE_CREDENTIAL` and
-//! never printing it.
+//! never printing it; then `paywire bank payout` pays the shop.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -69,8 +69,9 @@ async fn fund(store: &dyn AuthorityStore) {
 }
 
 /// The authority (a facilitator with the bank plugin) and a shop selling
-/// `GET /report` for at most €0.25; returns both base URLs and the ledger.
-async fn start(dir: &std::path::Path) -> (String, String, Arc<dyn AuthorityStore>) {
+/// `GET /report` for at most €0.25; returns both base URLs, the ledger and
+/// the facilitator configuration.
+async fn start(dir: &std::path::Path) -> (String, String, Arc<dyn AuthorityStore>, String) {
     let authority_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let authority = format!("http://{}", authority_listener.local_addr().expect("addr"));
     let shop_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -142,13 +143,13 @@ servers = [{{ origin = "{shop}", api_key = "shop", seller = "shop" }}]
     tokio::spawn(async move {
         let _ = axum::serve(shop_listener, app).await;
     });
-    (authority, shop, store)
+    (authority, shop, store, text)
 }
 
 #[tokio::test]
 async fn pay_spends_a_bundle_credential_from_the_environment_without_printing_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (authority, shop, store) = start(dir.path()).await;
+    let (authority, shop, store, text) = start(dir.path()).await;
     let credential = format!("pwb1.{BUNDLE}.{SECRET}@{authority}");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
         .args(["pay", &format!("{shop}/report")])
@@ -169,6 +170,70 @@ async fn pay_spends_a_bundle_credential_from_the_environment_without_printing_it
     }
     let bundle = store.bundle(BUNDLE).await.expect("read").expect("bundle");
     assert_eq!((bundle.balance, bundle.held), (475, 0));
+
+    // The payout run pays the shop its charge: a pain.001 in the outbox and
+    // the totals per seller on stdout, in exact decimal money.
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir(&outbox).expect("outbox");
+    let operations = dir.path().join("operations.toml");
+    let payouts = format!(
+        r#"
+[chains.payouts]
+fee_bps = 0
+outbox = "{outbox}"
+[chains.payouts.debtor.sepa]
+name = "Paywire Credits GmbH"
+iban = "NL91ABNA0417164300"
+[[chains.payouts.sellers]]
+name = "shop"
+origin = "{shop}"
+rail = "sepa"
+[chains.payouts.sellers.sepa]
+name = "Shop SARL"
+iban = "FR1420041010050500013M02606"
+"#,
+        outbox = outbox.display()
+    );
+    std::fs::write(&operations, format!("{text}{payouts}")).expect("write");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+        .args(["bank", "payout", "--config"])
+        .arg(&operations)
+        .output()
+        .await
+        .expect("run paywire bank payout");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("seller shop: 1 charge(s), gross 0.25 EUR, fee 0.00 EUR, net 0.25 EUR"),
+        "{stdout}"
+    );
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    let payment = files
+        .iter()
+        .find(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| text.contains("pain.001.001.03"))
+        })
+        .expect("a pain.001 file");
+    assert!(stdout.contains(&payment.display().to_string()), "{stdout}");
+    for iban in ["FR1420041010050500013M02606", "NL91ABNA0417164300"] {
+        assert!(
+            !stdout.contains(iban) && !stderr.contains(iban),
+            "{stdout}{stderr}"
+        );
+    }
+    // Nothing left to pay.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
+        .args(["bank", "payout", "--config"])
+        .arg(&operations)
+        .output()
+        .await
+        .expect("run paywire bank payout");
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to pay out"));
 
     // A malformed credential is refused without being quoted.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_paywire"))
