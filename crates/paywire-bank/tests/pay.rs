@@ -248,19 +248,12 @@ fn client(credential: BundleCredential) -> X402Client {
         .build()
 }
 
-/// The credit binding's `extra` of a receipt. INTEGRATION: the authority's
-/// first cut put it under `extensions.credit`; the binding wants `extra`.
+/// The credit binding's `extra` of a receipt.
 fn settle_extra(receipt: &SettleResponse) -> SettleExtra {
     let value = receipt
         .extra
         .clone()
         .map(serde_json::Value::Object)
-        .or_else(|| {
-            receipt
-                .extensions
-                .as_ref()
-                .and_then(|e| e.0.get("credit").cloned())
-        })
         .expect("the receipt carries the credit extra");
     serde_json::from_value(value).expect("a SettleExtra")
 }
