@@ -16,7 +16,9 @@ use paywire_bank::server::{CreditNetwork, CreditServer};
 use paywire_bank::store::{self, AuthorityStore, Mandate, NewBundle, NewPurchase};
 use paywire_bank::wire::{SCHEME, SettleExtra};
 use paywire_bank::{BankPlugin, Currency};
-use paywire_client::{Budget, BudgetRule, ClientError, PaymentOutcome, PaymentStatus, X402Client};
+use paywire_client::{
+    Budget, BudgetRule, BudgetScope, ClientError, PaymentOutcome, PaymentStatus, X402Client,
+};
 use paywire_core::codec::PAYMENT_REQUIRED_HEADER;
 use paywire_core::{
     ChainId, ChainIdPattern, Facilitator, PaymentRequired, PluginRegistry, ResourceInfo,
@@ -72,7 +74,12 @@ struct Env {
 
 /// The authority's facilitator configuration: one EUR credit network, the
 /// shop registered with its API key.
-fn facilitator_config(dir: &std::path::Path, authority: &str, shop: &str) -> String {
+fn facilitator_config(
+    dir: &std::path::Path,
+    authority: &str,
+    shop: &str,
+    currency: Currency,
+) -> String {
     let seed = URL_SAFE_NO_PAD.encode([7u8; 32]);
     format!(
         r#"
@@ -88,7 +95,7 @@ endpoints = ["verify", "settle"]
 network = "{NETWORK}"
 authority = "{authority}"
 allow_insecure_origin = true
-currency = "EUR"
+currency = "{currency}"
 store = "{bank}"
 signing_keys = [{{ kid = "k1", secret = "{seed}", active = true }}]
 servers = [{{ origin = "{shop}", api_key = "shop", seller = "shop" }}]
@@ -99,12 +106,12 @@ servers = [{{ origin = "{shop}", api_key = "shop", seller = "shop" }}]
 }
 
 /// A bundle with [`CREDITS`] spendable euro cents, its credential [`SECRET`].
-async fn fund_bundle(store: &dyn AuthorityStore) {
+async fn fund_bundle(store: &dyn AuthorityStore, currency: Currency) {
     let at = now();
     store
         .create_bundle(NewBundle {
             id: BUNDLE.into(),
-            currency: Currency::Eur,
+            currency,
             credential_digest: Sha256::digest(SECRET.as_bytes()).into(),
             expires_at: None,
             now: at,
@@ -130,7 +137,7 @@ async fn fund_bundle(store: &dyn AuthorityStore) {
             mandate_id: mandate_id.into(),
             credits: CREDITS,
             price: CREDITS,
-            currency: Currency::Eur,
+            currency,
             spendable_now: CREDITS,
             spendable_at: at,
             now: at,
@@ -141,10 +148,10 @@ async fn fund_bundle(store: &dyn AuthorityStore) {
 
 /// The shop: `GET /report` (at most €0.50, reports €0.35 of usage) and
 /// `GET /full` (at most €0.20, reports nothing: charged in full).
-fn shop_app(authority: &str, shop: &str, served: &Arc<AtomicUsize>) -> Router {
+fn shop_app(authority: &str, shop: &str, served: &Arc<AtomicUsize>, currency: Currency) -> Router {
     let network: ChainId = NETWORK.parse().expect("network");
     let mut credit =
-        CreditNetwork::new(network.clone(), authority, Currency::Eur).expect("credit network");
+        CreditNetwork::new(network.clone(), authority, currency).expect("credit network");
     credit.purchase_url = Some(format!("{authority}/purchase"));
     let facilitator: Arc<dyn Facilitator> = Arc::new(
         HttpFacilitator::builder(authority)
@@ -202,10 +209,14 @@ fn shop_app(authority: &str, shop: &str, served: &Arc<AtomicUsize>) -> Router {
 }
 
 async fn env() -> Env {
+    env_in(Currency::Eur).await
+}
+
+async fn env_in(currency: Currency) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
     let (authority_listener, authority) = listener().await;
     let (shop_listener, shop) = listener().await;
-    let text = facilitator_config(dir.path(), &authority, &shop);
+    let text = facilitator_config(dir.path(), &authority, &shop, currency);
     let config = FacilitatorConfig::parse_with_env(&text, |_| None).expect("config");
     let plugins = PluginRegistry::new().with(Arc::new(BankPlugin));
     let state = paywire_facilitator::build(&config, &plugins)
@@ -218,9 +229,9 @@ async fn env() -> Env {
     let store = store::open(&bank.display().to_string())
         .await
         .expect("bank store");
-    fund_bundle(store.as_ref()).await;
+    fund_bundle(store.as_ref(), currency).await;
     let served = Arc::new(AtomicUsize::new(0));
-    let app = shop_app(&authority, &shop, &served);
+    let app = shop_app(&authority, &shop, &served, currency);
     tokio::spawn(async move {
         let _ = axum::serve(shop_listener, app).await;
     });
@@ -380,6 +391,69 @@ async fn a_dollar_budget_refuses_euro_credits() {
         .expect("bundle");
     assert_eq!((bundle.balance, bundle.held), (CREDITS, 0), "nothing held");
     assert_eq!(env.served.load(Ordering::SeqCst), 0);
+}
+
+/// USD credits count against a dollar budget as dollars at two decimals:
+/// the authorized maximum ($0.50 = 500 000 micro-dollars) is
+/// reserved, and stays counted after settlement although the receipt says
+/// 35 cents were charged (the receipt is the server's claim).
+#[tokio::test]
+async fn a_dollar_budget_counts_usd_credits_at_their_maximum() {
+    let env = env_in(Currency::Usd).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = BudgetRule {
+        total: Some(1_000_000),
+        ..BudgetRule::usd()
+    };
+    let budget = Arc::new(
+        Budget::open(dir.path().join("budget.sqlite"), vec![rule])
+            .await
+            .expect("budget"),
+    );
+    let wallet = CreditClient::new(credential(&env.authority)).expect("credit client");
+    let client = X402Client::builder()
+        .wallet(
+            ChainIdPattern::parse("*:credit").expect("pattern"),
+            Arc::new(wallet),
+        )
+        .catalog(Arc::new(CreditCatalog))
+        .budget(Arc::clone(&budget))
+        .build();
+    let response = pay(&client, &format!("{}/report", env.shop))
+        .await
+        .expect("paid within the budget");
+    assert_eq!(response.status(), 200);
+    let receipt = response
+        .extensions()
+        .get::<PaymentOutcome>()
+        .and_then(|o| o.receipt.clone())
+        .expect("receipt");
+    assert_eq!(settle_extra(&receipt).charged_amount, "35");
+    let spent = budget.spent_total(&BudgetScope::Usd).await.expect("spent");
+    let outstanding = budget
+        .outstanding_total(&BudgetScope::Usd)
+        .await
+        .expect("outstanding");
+    assert_eq!(spent + outstanding, 500_000, "the $0.50 maximum counts");
+    // A second $0.50 call would still fit ($1.00 total), a third not.
+    assert!(pay(&client, &format!("{}/report", env.shop)).await.is_ok());
+    let refused = pay(&client, &format!("{}/report", env.shop)).await;
+    assert!(
+        matches!(refused, Err(ClientError::NoAcceptableOption(_))),
+        "{:?}",
+        refused.map(|r| r.status())
+    );
+    let bundle = env
+        .store
+        .bundle(BUNDLE)
+        .await
+        .expect("read")
+        .expect("bundle");
+    assert_eq!(
+        bundle.balance,
+        CREDITS - 70,
+        "the authority charged the usage"
+    );
 }
 
 /// A 402 naming another authority (and its purchase URL) never receives
