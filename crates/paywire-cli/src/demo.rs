@@ -8,6 +8,7 @@
 //!
 //! Exits 0 only if every step did what it says.
 
+mod credit_row;
 mod mcp_row;
 
 use paywire_evm::Eip155ChainId;
@@ -878,6 +879,18 @@ async fn run_demo(style: &Style) -> Result<(), String> {
         }
     }
 
+    style.step(
+        "A buyer with a SEPA mandate buys euro credits, pays two calls from the bundle, \
+         and the payout run pays the seller (pain.001)",
+    );
+    match pay_with_credits(style, &stage.dir).await {
+        Ok(credit_rows) => rows.extend(credit_rows),
+        Err(error) => {
+            style.fail(&error);
+            failures += 1;
+        }
+    }
+
     style.step("The agent finds paid APIs in the facilitator's bazaar catalog");
     failures += usize::from(!check_discovery(style, &stage).await);
 
@@ -889,7 +902,7 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     failures += usize::from(!check_solana_balances(style, &stage));
     let _ = std::fs::remove_dir_all(&stage.dir);
     println!();
-    if failures == 0 && rows.len() == 10 {
+    if failures == 0 && rows.len() == 12 {
         println!(
             "{} every step did what it says ({:.1}s)",
             style.paint("1;32", "demo complete:"),
@@ -899,6 +912,13 @@ async fn run_demo(style: &Style) -> Result<(), String> {
     } else {
         Err(format!("{failures} step(s) failed"))
     }
+}
+
+/// The bank-rail row: a bundle authority and a credit-priced shop, a
+/// bundle bought by SEPA mandate, two calls paid from it, the payout.
+async fn pay_with_credits(style: &Style, dir: &std::path::Path) -> Result<Vec<Row>, String> {
+    let credit = credit_row::start(dir).await?;
+    credit_row::run(style, &credit).await
 }
 
 /// What the facilitator cataloged from the payments above, and the cheapest

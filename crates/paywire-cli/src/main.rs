@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use paywire_core::codec;
 
+mod bank;
 mod demo;
 mod discover;
 mod mcp;
@@ -76,6 +77,13 @@ enum Command {
     /// (`tools`).
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
+    /// The bank rail's batch operations on a facilitator configuration's
+    /// credit network: `collect` (debit file of new purchases), `payout`
+    /// (credit transfer file per seller, with totals), `returns --file F`
+    /// (import a pain.002 or NACHA returns file).
+    /// Exit codes: 0 done, 1 failed, 2 usage.
+    #[command(subcommand)]
+    Bank(bank::BankCommand),
     /// Run the facilitator service (`/verify`, `/settle`, `/supported`, …)
     /// until Ctrl-C or SIGTERM. Log level from `RUST_LOG` (default `info`).
     Facilitator {
@@ -230,6 +238,10 @@ fn run(command: Command) -> Result<ExitCode, String> {
         Command::Pay(args) => Ok(pay::run(*args)),
         Command::Discover(args) => Ok(discover::run(*args)),
         Command::Mcp(command) => Ok(mcp::run(command)),
+        Command::Bank(command) => {
+            let runtime = new_runtime()?;
+            Ok(runtime.block_on(bank::run(command)))
+        }
         other => run_simple(other).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -267,7 +279,7 @@ fn run_simple(command: Command) -> Result<(), String> {
                 None => Err("--config is required".into()),
             }
         }
-        Command::Pay(_) | Command::Discover(_) | Command::Mcp(_) => {
+        Command::Pay(_) | Command::Discover(_) | Command::Mcp(_) | Command::Bank(_) => {
             Err("dispatched by run()".into())
         }
         Command::Devnet { state_dir } => run_devnet(state_dir),

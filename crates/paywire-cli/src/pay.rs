@@ -106,6 +106,9 @@ pub struct PayerArgs {
 const EVM_KEY_ENV: &str = "PAYWIRE_PRIVATE_KEY";
 /// Where the Solana key is read from without `--solana-wallet-env`.
 const SOLANA_KEY_ENV: &str = "PAYWIRE_SOLANA_KEY";
+/// Where a bank-rail bundle credential (`pwb1.<bundle>.<secret>@<authority>`)
+/// is read from; never printed or logged.
+pub(crate) const BUNDLE_CREDENTIAL_ENV: &str = "PAYWIRE_BUNDLE_CREDENTIAL";
 
 pub(crate) const EXIT_HTTP: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
@@ -194,9 +197,17 @@ fn wallets(args: &PayerArgs, policy: &SelectionPolicy) -> Result<Wallets, Failur
         env_required: args.solana_wallet_env.is_some(),
     };
     let (evm_key, solana_key) = (evm.read().map_err(usage)?, solana.read().map_err(usage)?);
-    if evm_key.is_none() && solana_key.is_none() {
+    let credential = KeySource {
+        file: None,
+        env: BUNDLE_CREDENTIAL_ENV,
+        env_required: false,
+    }
+    .read()
+    .map_err(usage)?;
+    if evm_key.is_none() && solana_key.is_none() && credential.is_none() {
         return Err(usage(format!(
-            "no payer key: set {} to an EVM hex private key or {} to a Solana keypair \
+            "no payer key: set {} to an EVM hex private key, {} to a Solana keypair \
+             or {BUNDLE_CREDENTIAL_ENV} to a bundle credential \
              (or use --wallet-file / --solana-wallet-file)",
             evm.env, solana.env
         )));
@@ -208,7 +219,12 @@ fn wallets(args: &PayerArgs, policy: &SelectionPolicy) -> Result<Wallets, Failur
         .first()
         .or(policy.allow_networks.first())
         .is_some_and(wallet::is_solana);
-    wallet::build(evm_key, solana_key, &rpc_urls(&args.rpcs)?, solana_first).map_err(usage)
+    let mut wallets =
+        wallet::build(evm_key, solana_key, &rpc_urls(&args.rpcs)?, solana_first).map_err(usage)?;
+    if let Some(credential) = credential {
+        wallets.extend(wallet::credit_wallet(credential).map_err(usage)?);
+    }
+    Ok(wallets)
 }
 
 /// The selection policy of the options.
@@ -260,6 +276,7 @@ pub(crate) async fn build_client(args: &PayerArgs) -> Result<X402Client, Failure
     let mut builder = X402Client::builder()
         .sign_in(Arc::new(wallets.sign_in))
         .catalog(Arc::new(catalog(args)?))
+        .catalog(Arc::new(paywire_bank::client::CreditCatalog))
         .policy(policy)
         .max_402_body(args.max_402_body);
     for registration in wallets.schemes {

@@ -12,6 +12,7 @@ pub(crate) fn registry() -> PluginRegistry {
     PluginRegistry::new()
         .with(Arc::new(paywire_evm::EvmPlugin))
         .with(Arc::new(paywire_svm::SvmPlugin))
+        .with(Arc::new(paywire_bank::BankPlugin))
 }
 
 /// Every network name the registered plugins contribute.

@@ -180,6 +180,35 @@ pub(crate) fn build(
     Ok(wallets)
 }
 
+/// The bank rail's paying side: a bundle credential
+/// (`pwb1.<bundle>.<secret>@<authority>`), paying `batch-settlement`
+/// offers of its own authority on any `<label>:credit` network. It signs
+/// in nowhere and has no spend probe (a credit payment counts at its
+/// maximum until settled).
+pub(crate) fn credit_wallet(credential: Secret) -> Result<Wallets, String> {
+    let parts = wallet_parts(
+        paywire_bank::wire::CREDIT_REFERENCE,
+        "bundle credential (pwb1.<bundle>.<secret>@<authority>)",
+        credential,
+        &[],
+    )?;
+    Ok(Wallets {
+        schemes: parts.schemes,
+        spend_probe: None,
+        sign_in: SignIns::default(),
+    })
+}
+
+impl Wallets {
+    /// Adds `other`'s scheme clients and sign-ins after these (this spend
+    /// probe first).
+    pub(crate) fn extend(&mut self, other: Wallets) {
+        self.schemes.extend(other.schemes);
+        self.spend_probe = self.spend_probe.take().or(other.spend_probe);
+        self.sign_in.0.extend(other.sign_in.0);
+    }
+}
+
 /// Whether `pattern` names only Solana networks (so a Solana wallet should
 /// sign in first).
 pub(crate) fn is_solana(pattern: &ChainIdPattern) -> bool {

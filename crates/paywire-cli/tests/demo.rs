@@ -21,7 +21,7 @@ fn demo_runs_end_to_end() {
         .skip(1)
         .take_while(|l| !l.is_empty())
         .collect();
-    assert_eq!(table.len(), 10, "{stdout}");
+    assert_eq!(table.len(), 12, "{stdout}");
     for row in &table[..6] {
         assert!(row.contains(" anvil "), "{row}");
         assert!(row.contains(" paid "), "{row}");
@@ -64,6 +64,18 @@ fn demo_runs_end_to_end() {
         "{stdout}"
     );
     assert!(stdout.contains("spent 0.13858 USDC"), "{stdout}");
+    // The bank rail: two calls paid from a euro bundle bought by SEPA
+    // mandate, each charged its usage; the payout pays the seller.
+    for row in &table[10..12] {
+        assert!(row.starts_with("GET /report (credits"), "{row}");
+        assert!(row.contains(" acme:credit "), "{row}");
+        assert!(row.contains(" 0.35 EUR  paid "), "{row}");
+    }
+    assert!(
+        stdout.contains("seller shop: 2 charge(s), gross 0.70 EUR, fee 0.01 EUR, net 0.69 EUR"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pain.001 written: "), "{stdout}");
     let line = |prefix: &str| {
         stdout
             .lines()

@@ -438,7 +438,11 @@ impl X402Client {
             .find(&requirements.scheme, &requirements.network)
         {
             Some(wallet) => wallet
-                .create_payment(&requirements, required.extensions.as_ref())
+                .create_payment_for(
+                    &requirements,
+                    required.extensions.as_ref(),
+                    &required.resource,
+                )
                 .await
                 .map_err(|e| ClientError::Signing(e.to_string())),
             None => Err(ClientError::Signing("no wallet".into())),

@@ -142,6 +142,10 @@ pub enum ChainIdPattern {
     Exact(ChainId),
     /// Any chain matching one of the patterns.
     Set(Vec<ChainIdPattern>),
+    /// Every chain with this reference, whatever its namespace, written
+    /// `*:reference`: a rail whose networks are named by their operators
+    /// (the `credit` binding's `<label>:credit`).
+    Reference(Box<str>),
 }
 
 impl ChainIdPattern {
@@ -159,6 +163,9 @@ impl ChainIdPattern {
     }
 
     fn parse_single(text: &str) -> Result<Self, ChainIdError> {
+        if let Some(reference) = text.strip_prefix("*:") {
+            return Self::reference(reference);
+        }
         if let Some(namespace) = text.strip_suffix(":*") {
             if valid_namespace(namespace) {
                 return Ok(Self::Namespace(namespace.into()));
@@ -174,9 +181,10 @@ impl ChainIdPattern {
         text: &str,
         resolve: impl Fn(&str) -> Result<ChainId, ChainIdError>,
     ) -> Result<Self, ChainIdError> {
-        let single = |part: &str| match part.strip_suffix(":*") {
-            Some(namespace) => Self::namespace(namespace),
-            None => resolve(part).map(Self::Exact),
+        let single = |part: &str| match (part.strip_prefix("*:"), part.strip_suffix(":*")) {
+            (Some(reference), _) => Self::reference(reference),
+            (None, Some(namespace)) => Self::namespace(namespace),
+            (None, None) => resolve(part).map(Self::Exact),
         };
         if text.contains(',') {
             let parts = text
@@ -197,10 +205,21 @@ impl ChainIdPattern {
         }
     }
 
+    /// A pattern matching every chain whose reference is `reference`, in
+    /// any namespace (`*:credit`).
+    pub fn reference(reference: &str) -> Result<Self, ChainIdError> {
+        if valid_reference(reference) {
+            Ok(Self::Reference(reference.into()))
+        } else {
+            Err(ChainIdError::InvalidPattern(format!("*:{reference}")))
+        }
+    }
+
     /// Whether `chain` belongs to this pattern.
     pub fn matches(&self, chain: &ChainId) -> bool {
         match self {
             Self::Namespace(namespace) => chain.namespace() == &**namespace,
+            Self::Reference(reference) => chain.reference() == &**reference,
             Self::Exact(exact) => exact == chain,
             Self::Set(patterns) => patterns.iter().any(|p| p.matches(chain)),
         }
@@ -209,7 +228,7 @@ impl ChainIdPattern {
     /// How specific the pattern is; registries prefer the most specific match.
     pub fn specificity(&self) -> u8 {
         match self {
-            Self::Namespace(_) => 0,
+            Self::Namespace(_) | Self::Reference(_) => 0,
             Self::Set(_) => 1,
             Self::Exact(_) => 2,
         }
@@ -226,6 +245,7 @@ impl fmt::Display for ChainIdPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Namespace(namespace) => write!(f, "{namespace}:*"),
+            Self::Reference(reference) => write!(f, "*:{reference}"),
             Self::Exact(chain) => write!(f, "{chain}"),
             Self::Set(patterns) => {
                 for (i, pattern) in patterns.iter().enumerate() {
@@ -324,6 +344,20 @@ mod tests {
         assert_eq!(set.to_string(), "eip155:8453,solana:*");
         assert!(ChainIdPattern::parse("E:*").is_err());
         assert!(exact.specificity() > all_evm.specificity());
+    }
+
+    #[test]
+    fn reference_patterns_match_any_namespace() {
+        let credit = ChainIdPattern::parse("*:credit").unwrap();
+        assert!(credit.matches(&ChainId::parse("acme:credit").unwrap()));
+        assert!(credit.matches(&ChainId::parse("other:credit").unwrap()));
+        assert!(!credit.matches(&ChainId::parse("acme:debit").unwrap()));
+        assert_eq!(credit.to_string(), "*:credit");
+        let set = ChainIdPattern::parse("*:credit,eip155:*").unwrap();
+        assert!(set.matches(&ChainId::parse("eip155:1").unwrap()));
+        for bad in ["*:", "*:a/b", "*:*"] {
+            assert!(ChainIdPattern::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

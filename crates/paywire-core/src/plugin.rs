@@ -620,7 +620,7 @@ mod tests {
     struct ByReference;
 
     impl ChainPlugin for ByReference {
-        fn namespace(&self) -> &str {
+        fn namespace(&self) -> &'static str {
             "credit"
         }
 

@@ -11,7 +11,8 @@ use crate::chain::{ChainId, ChainIdPattern};
 use crate::extensions::Extensions;
 use crate::reason::ErrorReason;
 use crate::types::{
-    JsonObject, PaymentPayload, PaymentRequirements, SettleResponse, SupportedKind, VerifyResponse,
+    JsonObject, PaymentPayload, PaymentRequirements, ResourceInfo, SettleResponse, SupportedKind,
+    VerifyResponse,
 };
 
 /// A boxed, sendable future; keeps the plugin traits object safe.
@@ -194,6 +195,21 @@ pub trait SchemeClient: Send + Sync {
                 .await
                 .map(CreatedPayment::new)
         })
+    }
+
+    /// [`SchemeClient::create_payment`] for the resource the 402 described
+    /// (`resource`, the `PaymentRequired.resource` the payment will echo):
+    /// the paying client calls this one. A scheme whose authorization names
+    /// the resource (the `credit` binding's attestation is bound to the
+    /// resource URL) overrides it; the default ignores the resource.
+    fn create_payment_for<'a>(
+        &'a self,
+        requirements: &'a PaymentRequirements,
+        offered: Option<&'a Extensions>,
+        resource: &'a ResourceInfo,
+    ) -> BoxFuture<'a, Result<CreatedPayment, SchemeError>> {
+        let _ = resource;
+        self.create_payment(requirements, offered)
     }
 }
 

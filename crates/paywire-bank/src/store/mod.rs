@@ -8,6 +8,8 @@
 //! [`crate::money::MAX_MINOR`] each); times are Unix seconds.
 
 use std::fmt;
+#[cfg(feature = "authority")]
+use std::sync::Arc;
 
 use paywire_core::BoxFuture;
 
@@ -400,6 +402,16 @@ pub trait AuthorityStore: Send + Sync {
     /// freezes its bundle, takes the uncollected credits back as far as
     /// they are unspent and books the rest as the authority's loss (never
     /// a seller's: their charges stay payable).
+    ///
+    /// Precisely: the bundle is frozen (reason `returned_debit`, unless it
+    /// was frozen already); all the purchase's credits are owed back, first
+    /// from the purchase's own credits still pending (not matured), then
+    /// from the bundle's spendable balance; the part neither covers (credits
+    /// already reserved by open holds or charged) is booked as the
+    /// authority's loss in [`ReturnOutcome::Recorded::loss`] and
+    /// [`AuthorityStore::losses`]. Only a purchase claimed into a collection
+    /// file can be returned ([`ReturnOutcome::Unknown`] otherwise); a second
+    /// return of it changes nothing ([`ReturnOutcome::AlreadyReturned`]).
     fn record_return(
         &self,
         purchase_id: &str,
@@ -421,3 +433,134 @@ pub trait AuthorityStore: Send + Sync {
     /// The authority's booked losses from returned debits, per currency.
     fn losses(&self) -> StoreFuture<'_, Vec<(Currency, u64)>>;
 }
+
+/// Opens the ledger at `location` (the facilitator's `ledger` setting) and
+/// migrates it: `postgres://…` or `postgresql://…` is a PostgreSQL URL
+/// ([`postgres::PgAuthorityStore`]), `:memory:` an in-memory SQLite
+/// database (tests), anything else an SQLite file path
+/// ([`sqlite::SqliteAuthorityStore`]). Errors never quote the URL.
+#[cfg(feature = "authority")]
+pub async fn open(location: &str) -> Result<Arc<dyn AuthorityStore>, StoreError> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PgAuthorityStore::connect(location).await?,
+        ))
+    } else if location == ":memory:" {
+        Ok(Arc::new(
+            sqlite::SqliteAuthorityStore::open_in_memory().await?,
+        ))
+    } else if location.is_empty() {
+        Err(StoreError::Database("empty ledger location".into()))
+    } else {
+        Ok(Arc::new(
+            sqlite::SqliteAuthorityStore::open(location).await?,
+        ))
+    }
+}
+
+// Shared by both backends: how values are spelled in the database.
+
+/// A `u64` amount or time as the databases' signed 64-bit integer.
+#[cfg(feature = "authority")]
+fn to_db(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Database("value out of range".into()))
+}
+
+/// A stored non-negative integer back as `u64`.
+#[cfg(feature = "authority")]
+fn from_db(value: i64, column: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative {column}")))
+}
+
+/// An optional stored non-negative integer.
+#[cfg(feature = "authority")]
+fn from_db_opt(value: Option<i64>, column: &str) -> Result<Option<u64>, StoreError> {
+    value.map(|v| from_db(v, column)).transpose()
+}
+
+/// An optional `u64` for the database.
+#[cfg(feature = "authority")]
+fn to_db_opt(value: Option<u64>) -> Result<Option<i64>, StoreError> {
+    value.map(to_db).transpose()
+}
+
+/// A stored currency code.
+#[cfg(feature = "authority")]
+fn currency_from_db(code: &str) -> Result<Currency, StoreError> {
+    Currency::from_code(code).map_err(|_| StoreError::Corrupt("unknown currency".into()))
+}
+
+/// A stored 32-byte digest.
+#[cfg(feature = "authority")]
+fn digest_from_db(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| StoreError::Corrupt("digest length".into()))
+}
+
+#[cfg(feature = "authority")]
+impl BundleStatus {
+    fn from_db(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "active" => Ok(Self::Active),
+            "frozen" => Ok(Self::Frozen),
+            _ => Err(StoreError::Corrupt("bundle status".into())),
+        }
+    }
+}
+
+#[cfg(feature = "authority")]
+impl HoldStatus {
+    fn as_db(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Settled => "settled",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    fn from_db(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "open" => Ok(Self::Open),
+            "settled" => Ok(Self::Settled),
+            "expired" => Ok(Self::Expired),
+            "revoked" => Ok(Self::Revoked),
+            _ => Err(StoreError::Corrupt("hold status".into())),
+        }
+    }
+}
+
+/// The reason a bundle is frozen with when one of its debits comes back.
+#[cfg(feature = "authority")]
+const RETURNED_DEBIT: &str = "returned_debit";
+
+/// How a returned purchase's credits are taken back (see
+/// [`AuthorityStore::record_return`]): all `credits` of the purchase are
+/// owed back. They come first from the purchase's own still-pending credits
+/// (`purchase_pending`, never more than the bundle's `pending`), then from
+/// the bundle's spendable `balance`. Whatever cannot be taken back was
+/// already held by an open hold or charged to a seller: it is the
+/// authority's loss (sellers keep their charges). Returns
+/// `(from_pending, from_balance, loss)`, summing to `credits`.
+#[cfg(feature = "authority")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TakeBack {
+    from_pending: u64,
+    from_balance: u64,
+    loss: u64,
+}
+
+#[cfg(feature = "authority")]
+fn take_back(credits: u64, purchase_pending: u64, bundle_pending: u64, balance: u64) -> TakeBack {
+    let from_pending = credits.min(purchase_pending).min(bundle_pending);
+    let from_balance = (credits - from_pending).min(balance);
+    TakeBack {
+        from_pending,
+        from_balance,
+        loss: credits - from_pending - from_balance,
+    }
+}
+
+/// Bounded retries of a PostgreSQL transaction that lost a race
+/// (serialization failure, deadlock, a unique key taken concurrently).
+#[cfg(feature = "authority")]
+const RETRIES: u32 = 8;
