@@ -356,12 +356,17 @@ async fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcom
         ],
     )
     .await?;
-    tx.execute(
-        "UPDATE bank_bundles SET balance = balance - $1, held = held + $1, updated_at = $2
-          WHERE id = $3 AND balance >= $1",
-        &[&amount, &now, &hold.bundle_id],
-    )
-    .await?;
+    let changed = tx
+        .execute(
+            "UPDATE bank_bundles SET balance = balance - $1, held = held + $1, updated_at = $2
+              WHERE id = $3 AND balance >= $1",
+            &[&amount, &now, &hold.bundle_id],
+        )
+        .await?;
+    if changed != 1 {
+        // Cannot happen under the row lock; refuse rather than mint.
+        return Err(StoreError::Corrupt("bundle balance changed under its lock".into()).into());
+    }
     Ok(AuthorizeOutcome::Created)
 }
 
