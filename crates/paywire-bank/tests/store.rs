@@ -166,6 +166,11 @@ async fn authorize_semantics(store: &dyn AuthorityStore) -> TestResult {
         AuthorizeOutcome::Created
     );
     assert_eq!(money(store, "bdl_auth").await?, (0, 0, 1000));
+    Ok(())
+}
+
+/// Continues [`authorize_semantics`]: key bindings outlive their holds.
+async fn bindings_outlive_holds(store: &dyn AuthorityStore) -> TestResult {
     // The binding outlives the hold: settled, then replayed.
     let settled = store.settle(charge("j1", 100, 9, T0 + 10)).await?;
     assert!(matches!(settled, SettleOutcome::Settled(_)));
@@ -435,6 +440,11 @@ async fn returns(store: &dyn AuthorityStore) -> TestResult {
         paid.iter().any(|c| c.jti == "r1" && c.charged == 100),
         "{paid:?}"
     );
+    Ok(())
+}
+
+/// Continues [`returns`]: a return before the purchase matured.
+async fn return_before_maturity(store: &dyn AuthorityStore) -> TestResult {
     // Not matured, partly held: pending first, then balance, the held part lost.
     funded(store, "bdl_ret2", Currency::Eur, 0).await?;
     assert!(
@@ -506,10 +516,12 @@ async fn payouts(store: &dyn AuthorityStore) -> TestResult {
 /// Every semantic of the contract, on a fresh database.
 async fn conformance(store: &dyn AuthorityStore) -> TestResult {
     authorize_semantics(store).await?;
+    bindings_outlive_holds(store).await?;
     settle_semantics(store).await?;
     expiry_freeze_credentials(store).await?;
     purchases_and_collections(store).await?;
     returns(store).await?;
+    return_before_maturity(store).await?;
     payouts(store).await?;
     Ok(())
 }

@@ -609,6 +609,13 @@ async fn record_return(
         ],
     )
     .await?;
+    tracing::warn!(
+        bundle = %bundle_id,
+        purchase = %purchase_id,
+        recovered = take.from_pending + take.from_balance,
+        loss = take.loss,
+        "returned debit: bundle frozen"
+    );
     Ok(ReturnOutcome::Recorded {
         bundle_id,
         returned: from_db(row.try_get(2)?, "price")?,

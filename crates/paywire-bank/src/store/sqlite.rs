@@ -662,6 +662,13 @@ fn record_return(
             purchase_id
         ],
     )?;
+    tracing::warn!(
+        bundle = %bundle_id,
+        purchase = %purchase_id,
+        recovered = take.from_pending + take.from_balance,
+        loss = take.loss,
+        "returned debit: bundle frozen"
+    );
     Ok(ReturnOutcome::Recorded {
         bundle_id,
         returned: from_db(price, "price")?,
