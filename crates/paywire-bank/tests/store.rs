@@ -533,6 +533,8 @@ async fn concurrency(a: Arc<dyn AuthorityStore>, b: Arc<dyn AuthorityStore>) -> 
     distinct_keys(&stores).await?;
     one_jti(&stores).await?;
     claims(&stores).await?;
+    expiry_races(&stores).await?;
+    maturity_and_return_races(&stores).await?;
     Ok(())
 }
 
@@ -684,6 +686,94 @@ async fn claims(stores: &[Arc<dyn AuthorityStore>; 2]) -> TestResult {
     assert_eq!(collected_set.len(), 40);
     assert_eq!(paid.len(), 40, "a charge in two batches, or missing");
     assert_eq!(paid_set.len(), 40);
+    Ok(())
+}
+
+/// Settles racing `release_expired` and each other, on both instances:
+/// every hold ends settled or expired, once, and the money adds up.
+async fn expiry_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> TestResult {
+    funded(&*stores[0], "bdl_c5", Currency::Eur, 3000).await?;
+    for i in 0..30 {
+        let mut new = hold("bdl_c5", &format!("k{i}"), 1, &format!("c5_{i}"), 100);
+        new.hold_exp = T0 + 10;
+        stores[i % 2].authorize(new).await?;
+    }
+    let mut set = JoinSet::new();
+    for i in 0..30 {
+        let store = Arc::clone(&stores[i % 2]);
+        // At hold_exp a settle is still in time; release_expired at
+        // hold_exp releases: whichever commits first wins.
+        set.spawn(async move {
+            let outcome = store
+                .settle(charge(&format!("c5_{i}"), 30, 1, T0 + 10))
+                .await?;
+            Ok::<_, store::StoreError>(matches!(outcome, SettleOutcome::Settled(_)))
+        });
+        if i % 5 == 0 {
+            let store = Arc::clone(&stores[(i + 1) % 2]);
+            set.spawn(async move { Ok(store.release_expired(T0 + 10).await? > 1_000) });
+        }
+    }
+    while let Some(answer) = set.join_next().await {
+        answer??;
+    }
+    let mut settled = 0;
+    for i in 0..30 {
+        let held = stores[0].hold(&format!("c5_{i}")).await?.ok_or("no hold")?;
+        match held.status {
+            HoldStatus::Settled => settled += 1,
+            HoldStatus::Expired => {}
+            other => return Err(format!("hold {i} ended {other:?}").into()),
+        }
+    }
+    assert_eq!(
+        money(&*stores[1], "bdl_c5").await?,
+        (3000 - 30 * settled, 0, 0)
+    );
+    Ok(())
+}
+
+/// Two instances maturing purchases at once credit each exactly once;
+/// two imports of one return record it once.
+async fn maturity_and_return_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> TestResult {
+    funded(&*stores[0], "bdl_c6", Currency::Eur, 0).await?;
+    for i in 0..20 {
+        let bought = stores[0].purchase(purchase("bdl_c6", &format!("pur_c6_{i:02}"), 100, 10));
+        assert!(bought.await?);
+    }
+    assert_eq!(money(&*stores[0], "bdl_c6").await?, (200, 1800, 0));
+    let mut set = JoinSet::new();
+    for i in 0..6 {
+        let store = Arc::clone(&stores[i % 2]);
+        set.spawn(async move { store.mature_purchases(T0 + 500).await });
+    }
+    let mut matured = 0;
+    while let Some(answer) = set.join_next().await {
+        matured += answer??;
+    }
+    assert_eq!(matured, 20);
+    assert_eq!(money(&*stores[1], "bdl_c6").await?, (2000, 0, 0));
+    stores[0]
+        .claim_collection("col_c6", "sepa", Currency::Eur, T0 + 501)
+        .await?;
+    let mut set = JoinSet::new();
+    for i in 0..6 {
+        let store = Arc::clone(&stores[i % 2]);
+        set.spawn(async move { store.record_return("pur_c6_00", "AM04", T0 + 600).await });
+    }
+    let mut recorded = 0;
+    while let Some(answer) = set.join_next().await {
+        match answer?? {
+            ReturnOutcome::Recorded { loss, .. } => {
+                assert_eq!(loss, 0);
+                recorded += 1;
+            }
+            ReturnOutcome::AlreadyReturned => {}
+            ReturnOutcome::Unknown => return Err("return unknown".into()),
+        }
+    }
+    assert_eq!(recorded, 1);
+    assert_eq!(money(&*stores[1], "bdl_c6").await?, (1900, 0, 0));
     Ok(())
 }
 
