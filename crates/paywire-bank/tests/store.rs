@@ -806,6 +806,17 @@ async fn open_in_memory_by_location() -> TestResult {
     let store = store::open(":memory:").await?;
     assert!(store.bundle("bdl_x").await?.is_none());
     assert!(store::open("").await.is_err());
+    assert!(store::open("sqlite://").await.is_err());
+    let Err(refused) = store::open("mysql://root:pw@db/bank").await else {
+        return Err("mysql accepted".into());
+    };
+    assert!(!refused.to_string().contains("pw@"), "{refused}");
+    // `sqlite://path`, as the facilitator's store setting spells it.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ledger.sqlite");
+    let location = format!("sqlite://{}", path.to_str().ok_or("path")?);
+    store::open(&location).await?;
+    assert!(path.exists(), "sqlite:// not stripped");
     Ok(())
 }
 

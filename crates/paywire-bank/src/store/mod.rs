@@ -436,26 +436,35 @@ pub trait AuthorityStore: Send + Sync {
 
 /// Opens the ledger at `location` (the facilitator's `ledger` setting) and
 /// migrates it: `postgres://…` or `postgresql://…` is a PostgreSQL URL
-/// ([`postgres::PgAuthorityStore`]), `:memory:` an in-memory SQLite
-/// database (tests), anything else an SQLite file path
-/// ([`sqlite::SqliteAuthorityStore`]). Errors never quote the URL.
+/// ([`postgres::PgAuthorityStore`]), `:memory:` (or `memory`) an in-memory
+/// SQLite database (tests), anything else an SQLite file path, optionally
+/// written `sqlite://path` as in the facilitator's `store`
+/// ([`sqlite::SqliteAuthorityStore`]). Another `scheme://` is refused.
+/// Errors never quote the URL.
 #[cfg(feature = "authority")]
 pub async fn open(location: &str) -> Result<Arc<dyn AuthorityStore>, StoreError> {
+    let location = location.trim();
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        Ok(Arc::new(
+        return Ok(Arc::new(
             postgres::PgAuthorityStore::connect(location).await?,
-        ))
-    } else if location == ":memory:" {
-        Ok(Arc::new(
-            sqlite::SqliteAuthorityStore::open_in_memory().await?,
-        ))
-    } else if location.is_empty() {
-        Err(StoreError::Database("empty ledger location".into()))
-    } else {
-        Ok(Arc::new(
-            sqlite::SqliteAuthorityStore::open(location).await?,
-        ))
+        ));
     }
+    let path = location.strip_prefix("sqlite://").unwrap_or(location);
+    if path == ":memory:" || path == "memory" {
+        return Ok(Arc::new(
+            sqlite::SqliteAuthorityStore::open_in_memory().await?,
+        ));
+    }
+    if path.is_empty() {
+        return Err(StoreError::Database("empty ledger location".into()));
+    }
+    if let Some((scheme, _)) = path.split_once("://") {
+        let scheme: String = scheme.chars().take(16).collect();
+        return Err(StoreError::Database(format!(
+            "unsupported ledger URL scheme {scheme:?}: use an SQLite path or a postgres:// URL"
+        )));
+    }
+    Ok(Arc::new(sqlite::SqliteAuthorityStore::open(path).await?))
 }
 
 // Shared by both backends: how values are spelled in the database.
