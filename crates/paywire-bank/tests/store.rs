@@ -158,6 +158,17 @@ async fn authorize_semantics(store: &dyn AuthorityStore) -> TestResult {
     );
     let unknown = store.authorize(hold("bdl_nope", "k1", 1, "j4", 1)).await?;
     assert_eq!(unknown, AuthorizeOutcome::NotFound);
+    // Amounts over the largest handled are refused, not wrapped.
+    let huge = hold(
+        "bdl_auth",
+        "k4",
+        1,
+        "j4",
+        paywire_bank::money::MAX_MINOR + 1,
+    );
+    assert!(store.authorize(huge).await.is_err());
+    assert!(store.settle(charge("j1", u64::MAX, 1, T0)).await.is_err());
+    assert_eq!(money(store, "bdl_auth").await?, (700, 0, 300));
     // Exactly the balance is fine, never below zero.
     assert_eq!(
         store

@@ -469,10 +469,22 @@ pub async fn open(location: &str) -> Result<Arc<dyn AuthorityStore>, StoreError>
 
 // Shared by both backends: how values are spelled in the database.
 
-/// A `u64` amount or time as the databases' signed 64-bit integer.
+/// A `u64` amount or time as the databases' signed 64-bit integer,
+/// refusing anything over [`crate::money::MAX_MINOR`] (no amount is larger,
+/// and Unix times are far smaller), so that sums never overflow.
 #[cfg(feature = "authority")]
 fn to_db(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Database("value out of range".into()))
+    if value > crate::money::MAX_MINOR {
+        return Err(StoreError::Database("amount or time out of range".into()));
+    }
+    i64::try_from(value).map_err(|_| StoreError::Database("amount or time out of range".into()))
+}
+
+/// Refuses a request carrying an amount or time [`to_db`] refuses, before
+/// anything is read: bad input is an error whatever the ledger's state.
+#[cfg(feature = "authority")]
+fn in_range(values: &[u64]) -> Result<(), StoreError> {
+    values.iter().try_for_each(|&value| to_db(value).map(drop))
 }
 
 /// A stored non-negative integer back as `u64`.

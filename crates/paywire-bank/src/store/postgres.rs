@@ -26,7 +26,7 @@ use super::{
     AuthorityStore, AuthorizeOutcome, Bundle, BundleStatus, CollectionEntry, Hold, HoldStatus,
     Mandate, NewBundle, NewHold, NewPurchase, PayoutCharge, RETRIES, RETURNED_DEBIT, ReturnOutcome,
     SettleCharge, SettleOutcome, StoreError, StoreFuture, currency_from_db, digest_from_db,
-    from_db, from_db_opt, take_back, to_db, to_db_opt,
+    from_db, from_db_opt, in_range, take_back, to_db, to_db_opt,
 };
 use crate::money::Currency;
 
@@ -303,6 +303,7 @@ async fn release(tx: &Transaction<'_>, hold: &Hold, status: HoldStatus, now: u64
 }
 
 async fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcome> {
+    in_range(&[hold.amount, hold.hold_exp, hold.now])?;
     // The bundle lock first: a concurrent call with the same key waits
     // here, then sees this one's binding.
     let bundle = lock_bundle(tx, &hold.bundle_id).await?;
@@ -371,6 +372,7 @@ async fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcom
 }
 
 async fn settle(tx: &Transaction<'_>, charge: &SettleCharge) -> Done<SettleOutcome> {
+    in_range(&[charge.charge, charge.now])?;
     let Some(hold) = lock_hold(tx, &charge.jti).await? else {
         return Ok(SettleOutcome::Unknown);
     };
@@ -442,6 +444,12 @@ async fn release_expired(tx: &Transaction<'_>, now: u64) -> Done<u64> {
 }
 
 async fn purchase(tx: &Transaction<'_>, purchase: &NewPurchase) -> Done<bool> {
+    in_range(&[
+        purchase.credits,
+        purchase.price,
+        purchase.spendable_now,
+        purchase.spendable_at,
+    ])?;
     let Some(bundle) = lock_bundle(tx, &purchase.bundle_id).await? else {
         return Ok(false);
     };
