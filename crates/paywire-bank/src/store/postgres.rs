@@ -148,15 +148,17 @@ impl From<Fail> for StoreError {
 }
 
 impl Fail {
-    /// Whether running the transaction again may succeed: it lost a race.
-    fn is_race(&self) -> bool {
+    /// Whether running the transaction again may succeed: it lost a race
+    /// (serialization failure or deadlock; with `unique`, also a unique key
+    /// another transaction inserted meanwhile, which the next run reads).
+    fn is_race(&self, unique: bool) -> bool {
         let Self::Pg(error) = self else {
             return false;
         };
         error.code().is_some_and(|code| {
             *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::UNIQUE_VIOLATION
+                || (unique && *code == SqlState::UNIQUE_VIOLATION)
         })
     }
 }
@@ -176,9 +178,13 @@ impl std::fmt::Debug for PgAuthorityStore {
 }
 
 /// Runs one operation's transaction until it commits, retrying it (at most
-/// [`RETRIES`] times) when it lost a race.
+/// [`RETRIES`] times) when it lost a race ([`Fail::is_race`]; `unique`: a
+/// unique violation counts as one).
 macro_rules! retried {
-    ($store:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident| $body:expr) => {
+        retried!($store, false, |$tx| $body)
+    };
+    ($store:expr, $unique:expr, |$tx:ident| $body:expr) => {{
         let mut attempt = 0;
         loop {
             let result: Done<_> = async {
@@ -190,7 +196,7 @@ macro_rules! retried {
             }
             .await;
             match result {
-                Err(fail) if fail.is_race() && attempt < RETRIES => {
+                Err(fail) if fail.is_race($unique) && attempt < RETRIES => {
                     attempt += 1;
                     tracing::debug!(attempt, "bank ledger transaction lost a race; retrying");
                 }
@@ -711,7 +717,7 @@ impl AuthorityStore for PgAuthorityStore {
     }
 
     fn authorize(&self, hold: NewHold) -> StoreFuture<'_, AuthorizeOutcome> {
-        Box::pin(async move { retried!(self, |tx| authorize(&tx, &hold).await?) })
+        Box::pin(async move { retried!(self, true, |tx| authorize(&tx, &hold).await?) })
     }
 
     fn hold(&self, jti: &str) -> StoreFuture<'_, Option<Hold>> {
