@@ -158,6 +158,17 @@ async fn authorize_semantics(store: &dyn AuthorityStore) -> TestResult {
     );
     let unknown = store.authorize(hold("bdl_nope", "k1", 1, "j4", 1)).await?;
     assert_eq!(unknown, AuthorizeOutcome::NotFound);
+    // Amounts over the largest handled are refused, not wrapped.
+    let huge = hold(
+        "bdl_auth",
+        "k4",
+        1,
+        "j4",
+        paywire_bank::money::MAX_MINOR + 1,
+    );
+    assert!(store.authorize(huge).await.is_err());
+    assert!(store.settle(charge("j1", u64::MAX, 1, T0)).await.is_err());
+    assert_eq!(money(store, "bdl_auth").await?, (700, 0, 300));
     // Exactly the balance is fine, never below zero.
     assert_eq!(
         store
@@ -166,6 +177,11 @@ async fn authorize_semantics(store: &dyn AuthorityStore) -> TestResult {
         AuthorizeOutcome::Created
     );
     assert_eq!(money(store, "bdl_auth").await?, (0, 0, 1000));
+    Ok(())
+}
+
+/// Continues [`authorize_semantics`]: key bindings outlive their holds.
+async fn bindings_outlive_holds(store: &dyn AuthorityStore) -> TestResult {
     // The binding outlives the hold: settled, then replayed.
     let settled = store.settle(charge("j1", 100, 9, T0 + 10)).await?;
     assert!(matches!(settled, SettleOutcome::Settled(_)));
@@ -435,6 +451,11 @@ async fn returns(store: &dyn AuthorityStore) -> TestResult {
         paid.iter().any(|c| c.jti == "r1" && c.charged == 100),
         "{paid:?}"
     );
+    Ok(())
+}
+
+/// Continues [`returns`]: a return before the purchase matured.
+async fn return_before_maturity(store: &dyn AuthorityStore) -> TestResult {
     // Not matured, partly held: pending first, then balance, the held part lost.
     funded(store, "bdl_ret2", Currency::Eur, 0).await?;
     assert!(
@@ -506,10 +527,12 @@ async fn payouts(store: &dyn AuthorityStore) -> TestResult {
 /// Every semantic of the contract, on a fresh database.
 async fn conformance(store: &dyn AuthorityStore) -> TestResult {
     authorize_semantics(store).await?;
+    bindings_outlive_holds(store).await?;
     settle_semantics(store).await?;
     expiry_freeze_credentials(store).await?;
     purchases_and_collections(store).await?;
     returns(store).await?;
+    return_before_maturity(store).await?;
     payouts(store).await?;
     Ok(())
 }
@@ -521,6 +544,8 @@ async fn concurrency(a: Arc<dyn AuthorityStore>, b: Arc<dyn AuthorityStore>) -> 
     distinct_keys(&stores).await?;
     one_jti(&stores).await?;
     claims(&stores).await?;
+    expiry_races(&stores).await?;
+    maturity_and_return_races(&stores).await?;
     Ok(())
 }
 
@@ -675,6 +700,94 @@ async fn claims(stores: &[Arc<dyn AuthorityStore>; 2]) -> TestResult {
     Ok(())
 }
 
+/// Settles racing `release_expired` and each other, on both instances:
+/// every hold ends settled or expired, once, and the money adds up.
+async fn expiry_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> TestResult {
+    funded(&*stores[0], "bdl_c5", Currency::Eur, 3000).await?;
+    for i in 0..30 {
+        let mut new = hold("bdl_c5", &format!("k{i}"), 1, &format!("c5_{i}"), 100);
+        new.hold_exp = T0 + 10;
+        stores[i % 2].authorize(new).await?;
+    }
+    let mut set = JoinSet::new();
+    for i in 0..30 {
+        let store = Arc::clone(&stores[i % 2]);
+        // At hold_exp a settle is still in time; release_expired at
+        // hold_exp releases: whichever commits first wins.
+        set.spawn(async move {
+            let outcome = store
+                .settle(charge(&format!("c5_{i}"), 30, 1, T0 + 10))
+                .await?;
+            Ok::<_, store::StoreError>(matches!(outcome, SettleOutcome::Settled(_)))
+        });
+        if i % 5 == 0 {
+            let store = Arc::clone(&stores[(i + 1) % 2]);
+            set.spawn(async move { Ok(store.release_expired(T0 + 10).await? > 1_000) });
+        }
+    }
+    while let Some(answer) = set.join_next().await {
+        answer??;
+    }
+    let mut settled = 0;
+    for i in 0..30 {
+        let held = stores[0].hold(&format!("c5_{i}")).await?.ok_or("no hold")?;
+        match held.status {
+            HoldStatus::Settled => settled += 1,
+            HoldStatus::Expired => {}
+            other => return Err(format!("hold {i} ended {other:?}").into()),
+        }
+    }
+    assert_eq!(
+        money(&*stores[1], "bdl_c5").await?,
+        (3000 - 30 * settled, 0, 0)
+    );
+    Ok(())
+}
+
+/// Two instances maturing purchases at once credit each exactly once;
+/// two imports of one return record it once.
+async fn maturity_and_return_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> TestResult {
+    funded(&*stores[0], "bdl_c6", Currency::Eur, 0).await?;
+    for i in 0..20 {
+        let bought = stores[0].purchase(purchase("bdl_c6", &format!("pur_c6_{i:02}"), 100, 10));
+        assert!(bought.await?);
+    }
+    assert_eq!(money(&*stores[0], "bdl_c6").await?, (200, 1800, 0));
+    let mut set = JoinSet::new();
+    for i in 0..6 {
+        let store = Arc::clone(&stores[i % 2]);
+        set.spawn(async move { store.mature_purchases(T0 + 500).await });
+    }
+    let mut matured = 0;
+    while let Some(answer) = set.join_next().await {
+        matured += answer??;
+    }
+    assert_eq!(matured, 20);
+    assert_eq!(money(&*stores[1], "bdl_c6").await?, (2000, 0, 0));
+    stores[0]
+        .claim_collection("col_c6", "sepa", Currency::Eur, T0 + 501)
+        .await?;
+    let mut set = JoinSet::new();
+    for i in 0..6 {
+        let store = Arc::clone(&stores[i % 2]);
+        set.spawn(async move { store.record_return("pur_c6_00", "AM04", T0 + 600).await });
+    }
+    let mut recorded = 0;
+    while let Some(answer) = set.join_next().await {
+        match answer?? {
+            ReturnOutcome::Recorded { loss, .. } => {
+                assert_eq!(loss, 0);
+                recorded += 1;
+            }
+            ReturnOutcome::AlreadyReturned => {}
+            ReturnOutcome::Unknown => return Err("return unknown".into()),
+        }
+    }
+    assert_eq!(recorded, 1);
+    assert_eq!(money(&*stores[1], "bdl_c6").await?, (1900, 0, 0));
+    Ok(())
+}
+
 #[tokio::test]
 async fn sqlite_in_memory_conforms() -> TestResult {
     let store = SqliteAuthorityStore::open_in_memory().await?;
@@ -704,6 +817,17 @@ async fn open_in_memory_by_location() -> TestResult {
     let store = store::open(":memory:").await?;
     assert!(store.bundle("bdl_x").await?.is_none());
     assert!(store::open("").await.is_err());
+    assert!(store::open("sqlite://").await.is_err());
+    let Err(refused) = store::open("mysql://root:pw@db/bank").await else {
+        return Err("mysql accepted".into());
+    };
+    assert!(!refused.to_string().contains("pw@"), "{refused}");
+    // `sqlite://path`, as the facilitator's store setting spells it.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ledger.sqlite");
+    let location = format!("sqlite://{}", path.to_str().ok_or("path")?);
+    store::open(&location).await?;
+    assert!(path.exists(), "sqlite:// not stripped");
     Ok(())
 }
 

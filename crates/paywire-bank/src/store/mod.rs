@@ -436,34 +436,55 @@ pub trait AuthorityStore: Send + Sync {
 
 /// Opens the ledger at `location` (the facilitator's `ledger` setting) and
 /// migrates it: `postgres://…` or `postgresql://…` is a PostgreSQL URL
-/// ([`postgres::PgAuthorityStore`]), `:memory:` an in-memory SQLite
-/// database (tests), anything else an SQLite file path
-/// ([`sqlite::SqliteAuthorityStore`]). Errors never quote the URL.
+/// ([`postgres::PgAuthorityStore`]), `:memory:` (or `memory`) an in-memory
+/// SQLite database (tests), anything else an SQLite file path, optionally
+/// written `sqlite://path` as in the facilitator's `store`
+/// ([`sqlite::SqliteAuthorityStore`]). Another `scheme://` is refused.
+/// Errors never quote the URL.
 #[cfg(feature = "authority")]
 pub async fn open(location: &str) -> Result<Arc<dyn AuthorityStore>, StoreError> {
+    let location = location.trim();
     if location.starts_with("postgres://") || location.starts_with("postgresql://") {
-        Ok(Arc::new(
+        return Ok(Arc::new(
             postgres::PgAuthorityStore::connect(location).await?,
-        ))
-    } else if location == ":memory:" {
-        Ok(Arc::new(
-            sqlite::SqliteAuthorityStore::open_in_memory().await?,
-        ))
-    } else if location.is_empty() {
-        Err(StoreError::Database("empty ledger location".into()))
-    } else {
-        Ok(Arc::new(
-            sqlite::SqliteAuthorityStore::open(location).await?,
-        ))
+        ));
     }
+    let path = location.strip_prefix("sqlite://").unwrap_or(location);
+    if path == ":memory:" || path == "memory" {
+        return Ok(Arc::new(
+            sqlite::SqliteAuthorityStore::open_in_memory().await?,
+        ));
+    }
+    if path.is_empty() {
+        return Err(StoreError::Database("empty ledger location".into()));
+    }
+    if let Some((scheme, _)) = path.split_once("://") {
+        let scheme: String = scheme.chars().take(16).collect();
+        return Err(StoreError::Database(format!(
+            "unsupported ledger URL scheme {scheme:?}: use an SQLite path or a postgres:// URL"
+        )));
+    }
+    Ok(Arc::new(sqlite::SqliteAuthorityStore::open(path).await?))
 }
 
 // Shared by both backends: how values are spelled in the database.
 
-/// A `u64` amount or time as the databases' signed 64-bit integer.
+/// A `u64` amount or time as the databases' signed 64-bit integer,
+/// refusing anything over [`crate::money::MAX_MINOR`] (no amount is larger,
+/// and Unix times are far smaller), so that sums never overflow.
 #[cfg(feature = "authority")]
 fn to_db(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Database("value out of range".into()))
+    if value > crate::money::MAX_MINOR {
+        return Err(StoreError::Database("amount or time out of range".into()));
+    }
+    i64::try_from(value).map_err(|_| StoreError::Database("amount or time out of range".into()))
+}
+
+/// Refuses a request carrying an amount or time [`to_db`] refuses, before
+/// anything is read: bad input is an error whatever the ledger's state.
+#[cfg(feature = "authority")]
+fn in_range(values: &[u64]) -> Result<(), StoreError> {
+    values.iter().try_for_each(|&value| to_db(value).map(drop))
 }
 
 /// A stored non-negative integer back as `u64`.

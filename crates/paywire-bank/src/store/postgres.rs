@@ -26,7 +26,7 @@ use super::{
     AuthorityStore, AuthorizeOutcome, Bundle, BundleStatus, CollectionEntry, Hold, HoldStatus,
     Mandate, NewBundle, NewHold, NewPurchase, PayoutCharge, RETRIES, RETURNED_DEBIT, ReturnOutcome,
     SettleCharge, SettleOutcome, StoreError, StoreFuture, currency_from_db, digest_from_db,
-    from_db, from_db_opt, take_back, to_db, to_db_opt,
+    from_db, from_db_opt, in_range, take_back, to_db, to_db_opt,
 };
 use crate::money::Currency;
 
@@ -148,15 +148,17 @@ impl From<Fail> for StoreError {
 }
 
 impl Fail {
-    /// Whether running the transaction again may succeed: it lost a race.
-    fn is_race(&self) -> bool {
+    /// Whether running the transaction again may succeed: it lost a race
+    /// (serialization failure or deadlock; with `unique`, also a unique key
+    /// another transaction inserted meanwhile, which the next run reads).
+    fn is_race(&self, unique: bool) -> bool {
         let Self::Pg(error) = self else {
             return false;
         };
         error.code().is_some_and(|code| {
             *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::UNIQUE_VIOLATION
+                || (unique && *code == SqlState::UNIQUE_VIOLATION)
         })
     }
 }
@@ -176,9 +178,13 @@ impl std::fmt::Debug for PgAuthorityStore {
 }
 
 /// Runs one operation's transaction until it commits, retrying it (at most
-/// [`RETRIES`] times) when it lost a race.
+/// [`RETRIES`] times) when it lost a race ([`Fail::is_race`]; `unique`: a
+/// unique violation counts as one).
 macro_rules! retried {
-    ($store:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident| $body:expr) => {
+        retried!($store, false, |$tx| $body)
+    };
+    ($store:expr, $unique:expr, |$tx:ident| $body:expr) => {{
         let mut attempt = 0;
         loop {
             let result: Done<_> = async {
@@ -190,7 +196,7 @@ macro_rules! retried {
             }
             .await;
             match result {
-                Err(fail) if fail.is_race() && attempt < RETRIES => {
+                Err(fail) if fail.is_race($unique) && attempt < RETRIES => {
                     attempt += 1;
                     tracing::debug!(attempt, "bank ledger transaction lost a race; retrying");
                 }
@@ -303,6 +309,7 @@ async fn release(tx: &Transaction<'_>, hold: &Hold, status: HoldStatus, now: u64
 }
 
 async fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcome> {
+    in_range(&[hold.amount, hold.hold_exp, hold.now])?;
     // The bundle lock first: a concurrent call with the same key waits
     // here, then sees this one's binding.
     let bundle = lock_bundle(tx, &hold.bundle_id).await?;
@@ -356,16 +363,22 @@ async fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcom
         ],
     )
     .await?;
-    tx.execute(
-        "UPDATE bank_bundles SET balance = balance - $1, held = held + $1, updated_at = $2
-          WHERE id = $3 AND balance >= $1",
-        &[&amount, &now, &hold.bundle_id],
-    )
-    .await?;
+    let changed = tx
+        .execute(
+            "UPDATE bank_bundles SET balance = balance - $1, held = held + $1, updated_at = $2
+              WHERE id = $3 AND balance >= $1",
+            &[&amount, &now, &hold.bundle_id],
+        )
+        .await?;
+    if changed != 1 {
+        // Cannot happen under the row lock; refuse rather than mint.
+        return Err(StoreError::Corrupt("bundle balance changed under its lock".into()).into());
+    }
     Ok(AuthorizeOutcome::Created)
 }
 
 async fn settle(tx: &Transaction<'_>, charge: &SettleCharge) -> Done<SettleOutcome> {
+    in_range(&[charge.charge, charge.now])?;
     let Some(hold) = lock_hold(tx, &charge.jti).await? else {
         return Ok(SettleOutcome::Unknown);
     };
@@ -437,6 +450,12 @@ async fn release_expired(tx: &Transaction<'_>, now: u64) -> Done<u64> {
 }
 
 async fn purchase(tx: &Transaction<'_>, purchase: &NewPurchase) -> Done<bool> {
+    in_range(&[
+        purchase.credits,
+        purchase.price,
+        purchase.spendable_now,
+        purchase.spendable_at,
+    ])?;
     let Some(bundle) = lock_bundle(tx, &purchase.bundle_id).await? else {
         return Ok(false);
     };
@@ -604,6 +623,13 @@ async fn record_return(
         ],
     )
     .await?;
+    tracing::warn!(
+        bundle = %bundle_id,
+        purchase = %purchase_id,
+        recovered = take.from_pending + take.from_balance,
+        loss = take.loss,
+        "returned debit: bundle frozen"
+    );
     Ok(ReturnOutcome::Recorded {
         bundle_id,
         returned: from_db(row.try_get(2)?, "price")?,
@@ -691,7 +717,7 @@ impl AuthorityStore for PgAuthorityStore {
     }
 
     fn authorize(&self, hold: NewHold) -> StoreFuture<'_, AuthorizeOutcome> {
-        Box::pin(async move { retried!(self, |tx| authorize(&tx, &hold).await?) })
+        Box::pin(async move { retried!(self, true, |tx| authorize(&tx, &hold).await?) })
     }
 
     fn hold(&self, jti: &str) -> StoreFuture<'_, Option<Hold>> {

@@ -17,7 +17,7 @@ use super::{
     AuthorityStore, AuthorizeOutcome, Bundle, BundleStatus, CollectionEntry, Hold, HoldStatus,
     Mandate, NewBundle, NewHold, NewPurchase, PayoutCharge, RETURNED_DEBIT, ReturnOutcome,
     SettleCharge, SettleOutcome, StoreError, StoreFuture, currency_from_db, digest_from_db,
-    from_db, from_db_opt, take_back, to_db, to_db_opt,
+    from_db, from_db_opt, in_range, take_back, to_db, to_db_opt,
 };
 use crate::money::Currency;
 
@@ -329,6 +329,7 @@ fn release(tx: &Transaction<'_>, hold: &Hold, status: HoldStatus, now: u64) -> D
 }
 
 fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcome> {
+    in_range(&[hold.amount, hold.hold_exp, hold.now])?;
     let bound: Option<(Vec<u8>, String)> = tx
         .query_row(
             "SELECT params_digest, attestation FROM bank_holds
@@ -385,6 +386,7 @@ fn authorize(tx: &Transaction<'_>, hold: &NewHold) -> Done<AuthorizeOutcome> {
 }
 
 fn settle(tx: &Transaction<'_>, charge: &SettleCharge) -> Done<SettleOutcome> {
+    in_range(&[charge.charge, charge.now])?;
     let Some(hold) = read_hold(tx, &charge.jti)? else {
         return Ok(SettleOutcome::Unknown);
     };
@@ -451,6 +453,12 @@ fn release_expired(tx: &Transaction<'_>, now: u64) -> Done<u64> {
 }
 
 fn purchase(tx: &Transaction<'_>, purchase: &NewPurchase) -> Done<bool> {
+    in_range(&[
+        purchase.credits,
+        purchase.price,
+        purchase.spendable_now,
+        purchase.spendable_at,
+    ])?;
     let Some(bundle) = read_bundle(tx, &purchase.bundle_id)? else {
         return Ok(false);
     };
@@ -662,6 +670,13 @@ fn record_return(
             purchase_id
         ],
     )?;
+    tracing::warn!(
+        bundle = %bundle_id,
+        purchase = %purchase_id,
+        recovered = take.from_pending + take.from_balance,
+        loss = take.loss,
+        "returned debit: bundle frozen"
+    );
     Ok(ReturnOutcome::Recorded {
         bundle_id,
         returned: from_db(price, "price")?,
