@@ -6,6 +6,30 @@
 //! Availability of the bought credits follows the operator's policy
 //! ([`Availability`]): spendable at once up to a risk limit per purchase,
 //! or only some days after the collection date.
+//!
+//! Decisions:
+//! - Ids: bundle `bdl_<24 hex>`, its mandate `mdt_<same hex>` (one mandate
+//!   per bundle, found again for top-ups), purchase `pur_<24 hex>` (SEPA)
+//!   or `pur_<15 hex>` (ACH: the NACHA individual id holds 15 characters,
+//!   written as the 15 digits upper-cased and mapped back on returns).
+//!   The SEPA character set has no `_`: files carry `pur-…`/`mdt-…`, and
+//!   batch ids are `col-<yyyymmdd>-<16 hex>` / `pay-<yyyymmdd>-<16 hex>`.
+//! - A purchase validates every field (tier, name, IBAN/BIC or ABA/account,
+//!   the mandate checkbox) before the first write; the three writes
+//!   (bundle, mandate, purchase) are separate ledger calls, so a database
+//!   failure between them can leave an empty bundle nobody holds a
+//!   credential for, never credits without a purchase.
+//! - The credential (`pwb1.<bundle>.<secret>@<authority>`, 32 random bytes
+//!   base64url) is shown once; the ledger keeps SHA-256 of the secret text.
+//! - Top-ups need the bundle credential, `top_up.allowed`, a mandate
+//!   accepted with "off session", an active bundle; `top_up.max_per_day`
+//!   (price, minor units, per bundle and UTC day) is counted in the
+//!   process's memory (not shared across instances, reset on restart).
+//! - The collection claim is final: each purchase is in exactly one file.
+//!   Configurations are checked with the writers' own rules first, and
+//!   mandates are validated at purchase, so a claimed batch fails to be
+//!   written only on I/O; that is [`OpsError::Unwritten`], with the claimed
+//!   ids logged.
 
 use std::path::PathBuf;
 use std::sync::Arc;

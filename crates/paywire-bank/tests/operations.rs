@@ -401,6 +401,16 @@ async fn bad_purchases_are_refused_with_a_reason_and_store_nothing() {
     assert_eq!(response.status, 400);
     let page = String::from_utf8(response.body.clone()).unwrap();
     assert!(page.contains("mod 97") && !page.contains("DE89370400440532013001"));
+    // What is echoed (an unknown field's name) is escaped.
+    let response = sepa
+        .handle(form_post(
+            "/purchase",
+            "tier=0&%3Cscript%3Ealert(1)%3C%2Fscript%3E=1",
+        ))
+        .await;
+    assert_eq!(response.status, 400);
+    let page = String::from_utf8(response.body.clone()).unwrap();
+    assert!(page.contains("&lt;script&gt;alert(1)") && !page.contains("<script>"));
     let unsupported = sepa
         .handle(PluginRequest::new("POST", "/purchase").with_body("tier=0"))
         .await;
