@@ -1037,3 +1037,30 @@ async fn ach_payouts_are_nacha_credits() {
     assert_eq!(&control[20..32], "000000000000", "total debit");
     assert_eq!(&control[32..44], "000000001800", "total credit");
 }
+
+#[tokio::test]
+async fn first_purchases_are_rate_limited() {
+    let ledger = ledger().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let mut config = sepa_funding(outbox.path());
+    config.max_purchases_per_minute = 2;
+    // Retried once should the minute turn during the three purchases.
+    for attempt in 0..2 {
+        let (purchase, _) = endpoints(context(&ledger.store, config.clone()));
+        let minute = now() / 60;
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let response = purchase
+                .handle(json_post("/purchase", &sepa_order(0)))
+                .await;
+            statuses.push(response.status);
+        }
+        if now() / 60 != minute && attempt == 0 {
+            continue;
+        }
+        assert_eq!(statuses, [201, 201, 429]);
+        break;
+    }
+    let (bundles, _, purchases) = ledger.counts();
+    assert!(bundles == purchases && bundles % 2 == 0 && bundles > 0);
+}
