@@ -6,6 +6,30 @@
 //! Availability of the bought credits follows the operator's policy
 //! ([`Availability`]): spendable at once up to a risk limit per purchase,
 //! or only some days after the collection date.
+//!
+//! Decisions:
+//! - Ids: bundle `bdl_<24 hex>`, its mandate `mdt_<same hex>` (one mandate
+//!   per bundle, found again for top-ups), purchase `pur_<24 hex>` (SEPA)
+//!   or `pur_<15 hex>` (ACH: the NACHA individual id holds 15 characters,
+//!   written as the 15 digits upper-cased and mapped back on returns).
+//!   The SEPA character set has no `_`: files carry `pur-…`/`mdt-…`, and
+//!   batch ids are `col-<yyyymmdd>-<16 hex>` / `pay-<yyyymmdd>-<16 hex>`.
+//! - A purchase validates every field (tier, name, IBAN/BIC or ABA/account,
+//!   the mandate checkbox) before the first write; the three writes
+//!   (bundle, mandate, purchase) are separate ledger calls, so a database
+//!   failure between them can leave an empty bundle nobody holds a
+//!   credential for, never credits without a purchase.
+//! - The credential (`pwb1.<bundle>.<secret>@<authority>`, 32 random bytes
+//!   base64url) is shown once; the ledger keeps SHA-256 of the secret text.
+//! - Top-ups need the bundle credential, `top_up.allowed`, a mandate
+//!   accepted with "off session", an active bundle; `top_up.max_per_day`
+//!   (price, minor units, per bundle and UTC day) is counted in the
+//!   process's memory (not shared across instances, reset on restart).
+//! - The collection claim is final: each purchase is in exactly one file.
+//!   Configurations are checked with the writers' own rules first, and
+//!   mandates are validated at purchase, so a claimed batch fails to be
+//!   written only on I/O; that is [`OpsError::Unwritten`], with the claimed
+//!   ids logged.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -208,10 +232,19 @@ pub struct FundingConfig {
     /// Off-session top-ups.
     #[serde(default)]
     pub top_up: TopUpConfig,
+    /// Most first purchases (new bundles) one process accepts per minute,
+    /// all callers together: the purchase API is unauthenticated and every
+    /// purchase is a debit instruction and ledger rows (default 60).
+    #[serde(default = "default_purchase_rate")]
+    pub max_purchases_per_minute: u32,
 }
 
 fn default_days_ahead() -> u32 {
     2
+}
+
+fn default_purchase_rate() -> u32 {
+    60
 }
 
 impl FundingConfig {
@@ -658,5 +691,48 @@ impl std::fmt::Debug for AchOriginatorConfig {
             .field("odfi_routing", &self.odfi_routing)
             .field("immediate_destination", &self.immediate_destination)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_ids_map_to_file_references_and_back() {
+        let ach = "pur_0123456789abcde";
+        let entry = ach_entry_id(ach).unwrap();
+        assert_eq!(entry, "0123456789ABCDE");
+        assert_eq!(purchase_of_ach_id(&entry), ach);
+        assert_eq!(purchase_of_ach_id(" 0123456789ABCDE "), ach);
+        assert_eq!(ach_entry_id("pur_0123456789abcdef01234567"), None);
+        assert_eq!(purchase_of_ach_id("B000001"), "B000001");
+        let sepa = "pur_0123456789abcdef01234567";
+        assert_eq!(sepa_reference(sepa), "pur-0123456789abcdef01234567");
+        assert_eq!(purchase_of_sepa_reference(&sepa_reference(sepa)), sepa);
+        assert_eq!(purchase_of_sepa_reference("PAYOUT-1"), "PAYOUT-1");
+    }
+
+    #[test]
+    fn availability_follows_the_policy() {
+        let mut config: FundingConfig = serde_json::from_value(serde_json::json!({
+            "tiers": [{ "credits": 1000, "price": 900 }], "rail": "sepa",
+            "availability": { "mode": "immediate", "risk_limit": 300 },
+            "collection_days_ahead": 2, "outbox": "/x"
+        }))
+        .unwrap();
+        let now = 1_790_000_000;
+        assert_eq!(availability(&config, 1000, now), (300, now + 2 * DAY));
+        assert_eq!(availability(&config, 200, now), (200, now + 2 * DAY));
+        config.availability = Availability::AfterCollection { days: 5 };
+        assert_eq!(availability(&config, 1000, now), (0, now + 7 * DAY));
+    }
+
+    #[test]
+    fn batch_ids_fit_sepa_message_ids() {
+        let id = batch_id("col", 1_790_000_000).unwrap();
+        assert_eq!(id.len(), 29);
+        assert!(id.starts_with("col-20260921-"));
+        assert!(crate::files::sepa_id(&id, "MsgId", 35).is_ok());
     }
 }

@@ -401,6 +401,16 @@ async fn bad_purchases_are_refused_with_a_reason_and_store_nothing() {
     assert_eq!(response.status, 400);
     let page = String::from_utf8(response.body.clone()).unwrap();
     assert!(page.contains("mod 97") && !page.contains("DE89370400440532013001"));
+    // What is echoed (an unknown field's name) is escaped.
+    let response = sepa
+        .handle(form_post(
+            "/purchase",
+            "tier=0&%3Cscript%3Ealert(1)%3C%2Fscript%3E=1",
+        ))
+        .await;
+    assert_eq!(response.status, 400);
+    let page = String::from_utf8(response.body.clone()).unwrap();
+    assert!(page.contains("&lt;script&gt;alert(1)") && !page.contains("<script>"));
     let unsupported = sepa
         .handle(PluginRequest::new("POST", "/purchase").with_body("tier=0"))
         .await;
@@ -1026,4 +1036,31 @@ async fn ach_payouts_are_nacha_credits() {
     assert_eq!(&control[1..4], "220");
     assert_eq!(&control[20..32], "000000000000", "total debit");
     assert_eq!(&control[32..44], "000000001800", "total credit");
+}
+
+#[tokio::test]
+async fn first_purchases_are_rate_limited() {
+    let ledger = ledger().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let mut config = sepa_funding(outbox.path());
+    config.max_purchases_per_minute = 2;
+    // Retried once should the minute turn during the three purchases.
+    for attempt in 0..2 {
+        let (purchase, _) = endpoints(context(&ledger.store, config.clone()));
+        let minute = now() / 60;
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let response = purchase
+                .handle(json_post("/purchase", &sepa_order(0)))
+                .await;
+            statuses.push(response.status);
+        }
+        if now() / 60 != minute && attempt == 0 {
+            continue;
+        }
+        assert_eq!(statuses, [201, 201, 429]);
+        break;
+    }
+    let (bundles, _, purchases) = ledger.counts();
+    assert!(bundles == purchases && bundles % 2 == 0 && bundles > 0);
 }

@@ -53,6 +53,8 @@ struct Shared {
     ctx: FundingContext,
     /// Top-up prices per (bundle, UTC day) taken by this process.
     top_ups: Mutex<HashMap<(String, u64), u64>>,
+    /// First purchases of the current minute: (minute, count).
+    purchases: Mutex<(u64, u32)>,
 }
 
 impl Shared {
@@ -60,7 +62,30 @@ impl Shared {
         Self {
             ctx,
             top_ups: Mutex::new(HashMap::new()),
+            purchases: Mutex::new((0, 0)),
         }
+    }
+
+    /// Counts a first purchase against the per-minute limit.
+    fn admit_purchase(&self, now: u64) -> Result<(), Refusal> {
+        let mut window = self
+            .purchases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let minute = now / 60;
+        if window.0 != minute {
+            *window = (minute, 0);
+        }
+        if window.1 >= self.config().max_purchases_per_minute {
+            tracing::warn!("purchase refused: per-minute limit reached");
+            return Err(Refusal::new(
+                429,
+                "rate_limited",
+                "too many purchases, try again in a minute",
+            ));
+        }
+        window.1 += 1;
+        Ok(())
     }
 
     fn config(&self) -> &FundingConfig {
@@ -394,6 +419,7 @@ async fn purchase(shared: &Shared, request: &PluginRequest) -> Result<Done, Refu
     let config = shared.config();
     let now = unix_now();
     let order = order(config, &fields(request)?, now)?;
+    shared.admit_purchase(now)?;
     // Every id and secret before the first write.
     let hex = random_hex(12).map_err(|_| Refusal::internal())?;
     let (bundle_id, mandate_id) = (format!("bdl_{hex}"), format!("mdt_{hex}"));

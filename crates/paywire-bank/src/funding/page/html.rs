@@ -130,14 +130,15 @@ pub(super) fn receipt(ctx: &FundingContext, done: &Done) -> PluginResponse {
     let mut body = format!(
         "<h1>Purchase recorded</h1><p>Bundle <code>{}</code>, purchase <code>{}</code>, \
          mandate <code>{}</code>, debited from the account ending {}.</p>\
-         <p>{} {currency} of credits, {} {currency} spendable now, the rest from {} (Unix time).</p>",
+         <p>{} {currency} of credits, {} {currency} spendable now, the rest from {} (UTC).</p>",
         escape(&done.bundle_id),
         escape(&done.purchase_id),
         escape(&done.mandate_id),
         escape(&done.account),
         currency.format(done.tier.credits),
         currency.format(done.spendable_now),
-        done.spendable_at,
+        crate::funding::iso_date(done.spendable_at, "spendable date")
+            .unwrap_or_else(|_| done.spendable_at.to_string()),
     );
     if let Some(credential) = &done.credential {
         let _ = write!(
