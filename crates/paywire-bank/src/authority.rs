@@ -624,6 +624,16 @@ pub async fn facilitator_parts(
         parts
             .endpoints
             .extend(crate::endpoints::endpoints(&authority));
+        if let Some(funding) = &authority.config.raw.funding {
+            parts.endpoints.extend(crate::funding::purchase_endpoints(
+                crate::funding::FundingContext {
+                    store: Arc::clone(&authority.store),
+                    config: Arc::new(funding.clone()),
+                    authority: authority.config.origin.clone(),
+                    network: authority.config.network.clone(),
+                },
+            ));
+        }
         parts
             .schemes
             .push(Arc::new(CreditFacilitator::new(authority)));
@@ -653,8 +663,7 @@ fn check_admission(
     Ok(())
 }
 
-/// Releases lapsed holds (and, once C2's operations are merged, matures
-/// purchases) every [`SWEEP_INTERVAL`], until the ledger is dropped.
+/// Releases lapsed holds and matures purchases every [`SWEEP_INTERVAL`], until the ledger is dropped.
 fn spawn_sweeper(store: Weak<dyn AuthorityStore>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!("no tokio runtime: lapsed credit holds are released at settle only");
@@ -671,8 +680,7 @@ fn spawn_sweeper(store: Weak<dyn AuthorityStore>) {
                 Ok(released) => tracing::info!(released, "lapsed credit holds released"),
                 Err(error) => tracing::warn!(%error, "releasing lapsed credit holds failed"),
             }
-            // INTEGRATION: the same as C2's `crate::funding::mature(&*store, now)`.
-            if let Err(error) = store.mature_purchases(now).await {
+            if let Err(error) = crate::funding::mature(&*store, now).await {
                 tracing::warn!(%error, "maturing purchases failed");
             }
         }

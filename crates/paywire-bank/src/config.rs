@@ -102,8 +102,15 @@ pub struct BankConfig {
     /// an SQLite path, `:memory:`). May carry a password: never logged.
     #[serde(default)]
     pub store: Option<String>,
-    // INTEGRATION: `funding: crate::funding::FundingConfig` and
-    // `payouts: crate::payout::PayoutConfig` (C2's types) go here.
+    /// How bundles are bought and funded (`[chains.funding]`): tiers,
+    /// mandate rail, availability policy, collection files. Without it the
+    /// authority serves no purchase page (bundles come from elsewhere).
+    #[serde(default)]
+    pub funding: Option<crate::funding::FundingConfig>,
+    /// How sellers are paid (`[chains.payouts]`): fee, sellers' accounts,
+    /// payout files (read by `paywire bank payout`).
+    #[serde(default)]
+    pub payouts: Option<crate::payout::PayoutConfig>,
 }
 
 impl fmt::Debug for BankConfig {
@@ -119,6 +126,8 @@ impl fmt::Debug for BankConfig {
             .field("max_authorize_amount", &self.max_authorize_amount)
             .field("servers", &self.servers)
             .field("store", &self.store.as_ref().map(|_| "***"))
+            .field("funding", &self.funding)
+            .field("payouts", &self.payouts)
             .finish()
     }
 }
@@ -180,6 +189,7 @@ impl BankConfig {
             .map_err(|error| PluginError::config(format!("{at}.currency"), error.to_string()))?;
         self.check_windows(at)?;
         self.check_servers(at)?;
+        self.check_operations(at)?;
         let keys = self.key_set(at)?;
         Ok(AuthorityConfig {
             network: self.network.clone(),
@@ -188,6 +198,20 @@ impl BankConfig {
             keys,
             raw: self,
         })
+    }
+
+    fn check_operations(&self, at: &str) -> Result<(), PluginError> {
+        if let Some(funding) = &self.funding {
+            funding
+                .validate()
+                .map_err(|error| PluginError::config(format!("{at}.funding"), error.to_string()))?;
+        }
+        if let Some(payouts) = &self.payouts {
+            payouts
+                .validate()
+                .map_err(|error| PluginError::config(format!("{at}.payouts"), error.to_string()))?;
+        }
+        Ok(())
     }
 
     fn check_windows(&self, at: &str) -> Result<(), PluginError> {

@@ -28,7 +28,7 @@ struct Tab {
 }
 
 impl SchemeFacilitator for Tab {
-    fn scheme(&self) -> &str {
+    fn scheme(&self) -> &'static str {
         "tab"
     }
 
@@ -126,7 +126,7 @@ struct Rail {
 }
 
 impl ChainPlugin for Rail {
-    fn namespace(&self) -> &str {
+    fn namespace(&self) -> &'static str {
         "rail"
     }
 
