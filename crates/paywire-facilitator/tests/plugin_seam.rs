@@ -306,6 +306,18 @@ async fn a_plugin_cannot_take_the_facilitator_routes_or_each_others() {
     ];
     let (rail, _) = rail(false, overlapping);
     assert!(start(rail, &dir.path().join("l.sqlite")).await.is_err());
+    // Distinct exact paths, one under the other, are two routes.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nested = vec![
+        EndpointPath::Exact("/purchase".into()),
+        EndpointPath::Exact("/purchase/top-up".into()),
+    ];
+    let (nested_rail, _) = rail_admitting(false, false, nested);
+    assert!(
+        start(nested_rail, &dir.path().join("l.sqlite"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -3,10 +3,9 @@
 //! two calls to a credit-priced route paid from the bundle, and the payout
 //! run that writes the seller's `pain.001` and prints its totals.
 //!
-//! INTEGRATION: the purchase is made through the authority's purchase
-//! endpoint in process; once the authority configuration carries its
-//! `funding` table, the facilitator serves it at `/purchase` and the buyer
-//! posts there over HTTP.
+//! The buyer buys over HTTP from the authority's `/purchase`, which the
+//! facilitator serves from the credit table's `funding` table; the payout
+//! run is what `paywire bank payout` does with the `payouts` table.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,14 +17,14 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use paywire_bank::client::{BundleCredential, CreditCatalog, CreditClient};
-use paywire_bank::funding::{self, FundingConfig, FundingContext};
+use paywire_bank::funding;
 use paywire_bank::outbox::Outbox;
 use paywire_bank::payout::{self, PayoutConfig};
 use paywire_bank::server::{CreditNetwork, CreditServer};
 use paywire_bank::store::AuthorityStore;
 use paywire_bank::{BankPlugin, Currency};
 use paywire_client::{PaymentOutcome, PaymentStatus, X402Client};
-use paywire_core::{ChainId, ChainIdPattern, Facilitator, PluginRegistry, PluginRequest};
+use paywire_core::{ChainId, ChainIdPattern, Facilitator, PluginRegistry};
 use paywire_server::{HttpFacilitator, PayTo, PaymentLayer, PaymentOption, Route, Usage, money};
 use serde_json::json;
 
@@ -40,7 +39,6 @@ pub(super) struct CreditStage {
     authority: String,
     shop: String,
     store: Arc<dyn AuthorityStore>,
-    funding: FundingConfig,
     payouts: PayoutConfig,
 }
 
@@ -55,10 +53,14 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn operations_config(dir: &Path, shop: &str) -> Result<(FundingConfig, PayoutConfig), String> {
+/// The credit table's `funding` and `payouts` tables.
+fn operations_tables(
+    dir: &Path,
+    shop: &str,
+) -> Result<(serde_json::Value, serde_json::Value), String> {
     let outbox = dir.join("bank-outbox");
     std::fs::create_dir_all(&outbox).map_err(|e| e.to_string())?;
-    let funding = serde_json::from_value(json!({
+    let funding = json!({
         "tiers": [{ "credits": 1000, "price": 1000 }],
         "rail": "sepa",
         "availability": { "mode": "immediate", "risk_limit": 1000 },
@@ -69,17 +71,35 @@ fn operations_config(dir: &Path, shop: &str) -> Result<(FundingConfig, PayoutCon
             "bic": "ABNANL2A",
             "creditor_scheme_id": "DE98ZZZ09999999999"
         }
-    }))
-    .map_err(|e| format!("funding: {e}"))?;
-    let payouts = serde_json::from_value(json!({
+    });
+    let payouts = json!({
         "fee_bps": 200,
         "outbox": outbox,
         "debtor": { "sepa": { "name": "Acme Credits GmbH", "iban": "NL91ABNA0417164300" } },
         "sellers": [{ "name": "shop", "origin": shop, "rail": "sepa",
                       "sepa": { "name": "Shop SARL", "iban": "FR1420041010050500013M02606" } }]
-    }))
-    .map_err(|e| format!("payouts: {e}"))?;
+    });
     Ok((funding, payouts))
+}
+
+/// A JSON value as a TOML inline value (the demo's tables hold strings,
+/// integers, booleans, arrays and objects only).
+fn inline_toml(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(key, value)| format!("{key} = {}", inline_toml(value)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(inline_toml).collect();
+            format!("[{}]", items.join(", "))
+        }
+        // JSON string escapes are valid TOML basic-string escapes.
+        other => other.to_string(),
+    }
 }
 
 /// Starts the authority and the credit-priced shop.
@@ -98,6 +118,7 @@ pub(super) async fn start(dir: &Path) -> Result<CreditStage, String> {
     let (authority, shop) = (origin(&authority_listener)?, origin(&shop_listener)?);
     let api_key = random_token();
     let bank = dir.join("bank.sqlite");
+    let (funding_table, payouts_table) = operations_tables(dir, &shop)?;
     let text = format!(
         r#"listen = "127.0.0.1:0"
 store = "{ledger}"
@@ -114,10 +135,14 @@ currency = "EUR"
 store = "{bank}"
 signing_keys = [{{ kid = "demo", secret = "{seed}", active = true }}]
 servers = [{{ origin = "{shop}", api_key = "{SHOP_KEY_NAME}", seller = "shop" }}]
+funding = {funding}
+payouts = {payouts}
 "#,
         ledger = dir.join("authority.sqlite").display(),
         bank = bank.display(),
         seed = random_token(),
+        funding = inline_toml(&funding_table),
+        payouts = inline_toml(&payouts_table),
     );
     let config = paywire_facilitator::FacilitatorConfig::parse_with_env(&text, |_| None)
         .map_err(|e| e.to_string())?;
@@ -135,12 +160,11 @@ servers = [{{ origin = "{shop}", api_key = "{SHOP_KEY_NAME}", seller = "shop" }}
     tokio::spawn(async move {
         let _ = axum::serve(shop_listener, app).await;
     });
-    let (funding, payouts) = operations_config(dir, &shop)?;
+    let payouts = serde_json::from_value(payouts_table).map_err(|e| format!("payouts: {e}"))?;
     Ok(CreditStage {
         authority,
         shop,
         store,
-        funding,
         payouts,
     })
 }
@@ -188,32 +212,27 @@ fn shop_app(authority: &str, shop: &str, api_key: &str) -> Result<Router, String
         .layer(layer))
 }
 
-/// Buys a €10.00 bundle with a SEPA mandate; the credential it answers.
+/// Buys a €10.00 bundle with a SEPA mandate at the authority's
+/// `/purchase`; the credential it answers.
 async fn buy(stage: &CreditStage) -> Result<BundleCredential, String> {
-    let purchase = funding::purchase_endpoint(FundingContext {
-        store: Arc::clone(&stage.store),
-        config: Arc::new(stage.funding.clone()),
-        authority: stage.authority.clone(),
-        network: NETWORK
-            .parse()
-            .map_err(|e: paywire_core::ChainIdError| e.to_string())?,
-    });
     let order = json!({ "tier": 0, "name": "Zoe Buyer", "iban": "DE89370400440532013000",
                         "accept": true, "offSession": false });
-    let response = purchase
-        .handle(
-            PluginRequest::new("POST", funding::PURCHASE_PATH)
-                .with_header("content-type", "application/json")
-                .with_body(order.to_string()),
-        )
-        .await;
-    let body: serde_json::Value =
-        serde_json::from_slice(&response.body).map_err(|e| e.to_string())?;
+    let response = reqwest::Client::new()
+        .post(format!("{}{}", stage.authority, funding::PURCHASE_PATH))
+        .json(&order)
+        .send()
+        .await
+        .map_err(|e| format!("purchase: {}", e.without_url()))?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|e| format!("purchase: {}", e.without_url()))?;
     let credential = body
         .get("credential")
         .and_then(serde_json::Value::as_str)
-        .filter(|_| response.status == 201)
-        .ok_or_else(|| format!("purchase refused (HTTP {})", response.status))?;
+        .filter(|_| status == 201)
+        .ok_or_else(|| format!("purchase refused (HTTP {status})"))?;
     BundleCredential::parse(credential).map_err(|e| e.to_string())
 }
 

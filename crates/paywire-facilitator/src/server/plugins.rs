@@ -30,7 +30,7 @@ const OWN_PATHS: &[&str] = &[
 /// Why an endpoint cannot be mounted: it takes one of the facilitator's
 /// paths, another endpoint's path, or is not an absolute path.
 pub(crate) fn check_paths(endpoints: &[Arc<dyn PluginEndpoint>]) -> Result<(), String> {
-    let mut taken: Vec<String> = Vec::new();
+    let mut taken: Vec<(String, bool)> = Vec::new();
     for endpoint in endpoints {
         let path = endpoint.path();
         let (EndpointPath::Exact(text) | EndpointPath::Prefix(text)) = &path else {
@@ -61,10 +61,18 @@ pub(crate) fn check_paths(endpoints: &[Arc<dyn PluginEndpoint>]) -> Result<(), S
                 "endpoint path {text:?} takes the facilitator's {own}"
             ));
         }
-        if let Some(other) = taken.iter().find(|other| clashes(other)) {
+        // Two exact paths clash only when equal; a prefix clashes with
+        // anything under it.
+        let is_prefix = matches!(path, EndpointPath::Prefix(_));
+        let overlaps = |(other, other_prefix): &&(String, bool)| {
+            text == other
+                || (*other_prefix && text.starts_with(&format!("{other}/")))
+                || (is_prefix && other.starts_with(&format!("{text}/")))
+        };
+        if let Some((other, _)) = taken.iter().find(overlaps) {
             return Err(format!("endpoint path {text:?} overlaps {other:?}"));
         }
-        taken.push(text.clone());
+        taken.push((text.clone(), is_prefix));
     }
     Ok(())
 }
