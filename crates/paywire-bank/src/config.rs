@@ -286,7 +286,7 @@ impl BankConfig {
 
 /// A serde error's text without the offending value (which could be a
 /// secret): only the message up to the first quote-delimited value.
-fn scrub_serde_error(error: &serde_json::Error) -> String {
+pub fn scrub_serde_error(error: &serde_json::Error) -> String {
     let text = error.to_string();
     if text.starts_with("unknown field") || text.starts_with("missing field") {
         // These quote field names, never values.

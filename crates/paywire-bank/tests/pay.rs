@@ -19,7 +19,7 @@ use paywire_bank::{BankPlugin, Currency};
 use paywire_client::{
     Budget, BudgetRule, BudgetScope, ClientError, PaymentOutcome, PaymentStatus, X402Client,
 };
-use paywire_core::codec::PAYMENT_REQUIRED_HEADER;
+use paywire_core::codec::{PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER};
 use paywire_core::{
     ChainId, ChainIdPattern, Facilitator, PaymentRequired, PluginRegistry, ResourceInfo,
     SchemeClient, SchemeError, SchemeServer as _, SettleResponse,
@@ -499,6 +499,73 @@ async fn a_credential_never_reaches_another_origin() {
         0,
         "the rogue saw nothing"
     );
+    assert_eq!(env.served.load(Ordering::SeqCst), 0);
+}
+
+/// A rogue server relays the shop's 402 (whose resource names the shop):
+/// the client binds its authorization to the origin it contacted, so the
+/// payment it hands the rogue buys nothing at the shop.
+#[tokio::test]
+async fn a_relayed_402_buys_nothing_at_the_origin_it_names() {
+    let env = env().await;
+    let report = format!("{}/report", env.shop);
+    let unpaid = reqwest::get(&report).await.expect("unpaid request");
+    assert_eq!(unpaid.status(), 402);
+    let offer = unpaid
+        .headers()
+        .get(PAYMENT_REQUIRED_HEADER)
+        .expect("the 402 header")
+        .clone();
+    let (listener, rogue) = listener().await;
+    let captured = Arc::new(std::sync::Mutex::new(None::<String>));
+    let keep = Arc::clone(&captured);
+    let app = Router::new().fallback(any(move |headers: axum::http::HeaderMap| {
+        let keep = Arc::clone(&keep);
+        let offer = offer.clone();
+        async move {
+            if let Some(payment) = headers.get(PAYMENT_SIGNATURE_HEADER) {
+                let payment = payment.to_str().expect("ascii").to_owned();
+                *keep.lock().expect("lock") = Some(payment);
+                return (axum::http::StatusCode::OK, "thanks").into_response();
+            }
+            let mut answer = axum::http::StatusCode::PAYMENT_REQUIRED.into_response();
+            answer.headers_mut().insert(PAYMENT_REQUIRED_HEADER, offer);
+            answer
+        }
+    }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let client = client(credential(&env.authority));
+    let _ = pay(&client, &format!("{rogue}/report")).await;
+    let payment = captured
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the client paid the rogue");
+    let payload: serde_json::Value =
+        serde_json::from_slice(&STANDARD.decode(&payment).expect("base64")).expect("JSON");
+    let attestation = payload["payload"]["attestation"]
+        .as_str()
+        .expect("an attestation");
+    let claims = attestation.split('.').nth(1).expect("claims");
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("base64url"))
+            .expect("JSON claims");
+    assert_eq!(
+        claims["aud"],
+        rogue.as_str(),
+        "bound to the contacted origin"
+    );
+
+    let replayed = reqwest::Client::new()
+        .get(&report)
+        .header(PAYMENT_SIGNATURE_HEADER, &payment)
+        .send()
+        .await
+        .expect("replay");
+    assert_ne!(replayed.status(), 200, "the shop refuses it");
     assert_eq!(env.served.load(Ordering::SeqCst), 0);
 }
 

@@ -230,16 +230,15 @@ async fn settle_semantics(store: &dyn AuthorityStore) -> TestResult {
         HoldStatus::Open
     );
     assert_eq!(money(store, "bdl_set").await?, (700, 0, 300));
-    // Commit at exactly hold_exp is still in the window.
-    let SettleOutcome::Settled(settled) = store.settle(charge("s1", 120, 7, T0 + 100)).await?
-    else {
+    // The last second before hold_exp is still in the window.
+    let SettleOutcome::Settled(settled) = store.settle(charge("s1", 120, 7, T0 + 99)).await? else {
         return Err("not settled".into());
     };
     assert_eq!(settled.status, HoldStatus::Settled);
     assert_eq!(settled.charged, Some(120));
     assert_eq!(settled.settle_digest, Some(digest(7)));
     assert_eq!(settled.balance_after, Some(880));
-    assert_eq!(settled.settled_at, Some(T0 + 100));
+    assert_eq!(settled.settled_at, Some(T0 + 99));
     assert_eq!(money(store, "bdl_set").await?, (880, 0, 0));
     // Repeat with the same digest: the same hold; another digest: conflict.
     let again = store.settle(charge("s1", 120, 7, T0 + 500)).await?;
@@ -253,11 +252,12 @@ async fn settle_semantics(store: &dyn AuthorityStore) -> TestResult {
         store.settle(charge("nope", 1, 7, T0)).await?,
         SettleOutcome::Unknown
     );
-    // Past hold_exp: released and refused, then refused again.
+    // At hold_exp (when the sweeper releases it too): released and
+    // refused, then refused again.
     store.authorize(hold("bdl_set", "b", 1, "s2", 200)).await?;
     assert_eq!(money(store, "bdl_set").await?, (680, 0, 200));
     assert_eq!(
-        store.settle(charge("s2", 10, 7, T0 + 101)).await?,
+        store.settle(charge("s2", 10, 7, T0 + 100)).await?,
         SettleOutcome::HoldExpired
     );
     assert_eq!(
@@ -346,10 +346,10 @@ async fn purchases_and_collections(store: &dyn AuthorityStore) -> TestResult {
             .await?
     );
     assert_eq!(money(store, "bdl_pur").await?, (400, 600, 0));
-    assert_eq!(store.mature_purchases(T0 + 499).await?, 0);
-    assert_eq!(store.mature_purchases(T0 + 500).await?, 1);
-    assert_eq!(store.mature_purchases(T0 + 900).await?, 0);
-    assert_eq!(money(store, "bdl_pur").await?, (1000, 0, 0));
+    // A debit never put in a collection file cannot be returned: its
+    // credits stay pending past their date until it is collected.
+    store.mature_purchases(T0 + 500).await?;
+    assert_eq!(money(store, "bdl_pur").await?, (400, 600, 0));
     let mut dollars = purchase("bdl_usd", "pur_usd", 500, 500);
     dollars.currency = Currency::Usd;
     assert!(store.purchase(dollars).await?);
@@ -378,6 +378,12 @@ async fn purchases_and_collections(store: &dyn AuthorityStore) -> TestResult {
     assert_eq!(ids, ["pur_1", "pur_2"]);
     assert_eq!(sepa[0].price, 1000);
     assert_eq!(sepa[0].mandate, mandate);
+    // Collected: pending credits mature on their date, once.
+    store.mature_purchases(T0 + 499).await?;
+    assert_eq!(money(store, "bdl_pur").await?, (700, 600, 0));
+    assert!(store.mature_purchases(T0 + 500).await? >= 1);
+    assert_eq!(store.mature_purchases(T0 + 900).await?, 0);
+    assert_eq!(money(store, "bdl_pur").await?, (1300, 0, 0));
     assert!(
         store
             .claim_collection("col_2", "sepa", Currency::Eur, T0 + 2)
@@ -504,12 +510,12 @@ async fn payouts(store: &dyn AuthorityStore) -> TestResult {
     assert_eq!(first[0].audience, "https://shop.example");
     assert!(
         store
-            .claim_payout("pay_usd", Currency::Usd, T0 + 99, T0 + 40)
+            .claim_payout("pay_usd", Currency::Usd, T0 + 90, T0 + 40)
             .await?
             .is_empty()
     );
     let second = store
-        .claim_payout("pay_2", Currency::Eur, T0 + 99, T0 + 40)
+        .claim_payout("pay_2", Currency::Eur, T0 + 90, T0 + 40)
         .await?;
     assert_eq!(
         second.iter().map(|c| c.jti.as_str()).collect::<Vec<_>>(),
@@ -517,7 +523,7 @@ async fn payouts(store: &dyn AuthorityStore) -> TestResult {
     );
     assert!(
         store
-            .claim_payout("pay_3", Currency::Eur, T0 + 99, T0 + 40)
+            .claim_payout("pay_3", Currency::Eur, T0 + 90, T0 + 40)
             .await?
             .is_empty()
     );
@@ -753,6 +759,9 @@ async fn maturity_and_return_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> Tes
         assert!(bought.await?);
     }
     assert_eq!(money(&*stores[0], "bdl_c6").await?, (200, 1800, 0));
+    stores[0]
+        .claim_collection("col_c6", "sepa", Currency::Eur, T0 + 1)
+        .await?;
     let mut set = JoinSet::new();
     for i in 0..6 {
         let store = Arc::clone(&stores[i % 2]);
@@ -764,9 +773,6 @@ async fn maturity_and_return_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> Tes
     }
     assert_eq!(matured, 20);
     assert_eq!(money(&*stores[1], "bdl_c6").await?, (2000, 0, 0));
-    stores[0]
-        .claim_collection("col_c6", "sepa", Currency::Eur, T0 + 501)
-        .await?;
     let mut set = JoinSet::new();
     for i in 0..6 {
         let store = Arc::clone(&stores[i % 2]);

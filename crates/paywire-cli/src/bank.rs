@@ -62,8 +62,9 @@ impl Operations {
             .get(key)
             .cloned()
             .ok_or_else(|| format!("the credit network has no `{key}` table"))?;
-        // serde's message names the field, never a value of this table.
-        serde_json::from_value(value).map_err(|e| format!("`{key}`: {e}"))
+        // Tables hold bank details: the error names a field, never a value.
+        serde_json::from_value(value)
+            .map_err(|e| format!("`{key}`: {}", paywire_bank::config::scrub_serde_error(&e)))
     }
 }
 

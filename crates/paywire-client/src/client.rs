@@ -396,7 +396,8 @@ impl X402Client {
         required: &PaymentRequired,
     ) -> Result<PreparedPayment, ClientError> {
         let (requirements, selection) = self.choose(required).await?;
-        self.sign_chosen(required, requirements, selection).await
+        self.sign_chosen(required, requirements, selection, None)
+            .await
     }
 
     /// The option to pay for `required`, chosen by wallets, policy and
@@ -425,7 +426,9 @@ impl X402Client {
         required: &PaymentRequired,
         requirements: PaymentRequirements,
         selection: Selection,
+        requested: Option<&url::Url>,
     ) -> Result<PreparedPayment, ClientError> {
+        let resource = bound_resource(&required.resource, requested);
         let info = self
             .catalog
             .asset_info(&requirements.network, &requirements.asset);
@@ -438,11 +441,7 @@ impl X402Client {
             .find(&requirements.scheme, &requirements.network)
         {
             Some(wallet) => wallet
-                .create_payment_for(
-                    &requirements,
-                    required.extensions.as_ref(),
-                    &required.resource,
-                )
+                .create_payment_for(&requirements, required.extensions.as_ref(), &resource)
                 .await
                 .map_err(|e| ClientError::Signing(e.to_string())),
             None => Err(ClientError::Signing("no wallet".into())),
@@ -604,6 +603,31 @@ enum Charge {
     Maximum,
     /// Nothing proven yet: the payment stays outstanding at its maximum.
     Outstanding,
+}
+
+/// The resource a payment is bound to: the 402's, unless it names another
+/// origin than the one the request went to. A scheme binding its
+/// authorization to the resource (the `credit` binding's `aud`) then binds
+/// it to the origin actually contacted, so a server cannot have the payer
+/// authorize a payment for someone else's resource and spend it there.
+fn bound_resource(
+    offered: &paywire_core::ResourceInfo,
+    requested: Option<&url::Url>,
+) -> paywire_core::ResourceInfo {
+    // Only web origins compare; other transports (MCP's `mcp://tool/…`)
+    // name no server in their resource.
+    let Some(requested) = requested.filter(|url| matches!(url.scheme(), "http" | "https")) else {
+        return offered.clone();
+    };
+    let same_origin =
+        url::Url::parse(&offered.url).is_ok_and(|offered| offered.origin() == requested.origin());
+    if same_origin {
+        return offered.clone();
+    }
+    paywire_core::ResourceInfo {
+        url: requested.as_str().to_owned(),
+        ..offered.clone()
+    }
 }
 
 #[cfg(test)]

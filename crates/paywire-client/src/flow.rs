@@ -389,7 +389,10 @@ impl X402Client {
             .approve(&retry, &requirements)
             .await
             .map_err(ClientError::Vetoed)?;
-        let prepared = self.sign_chosen(&required, requirements, selection).await?;
+        let requested = transport.resource(&retry).clone();
+        let prepared = self
+            .sign_chosen(&required, requirements, selection, Some(&requested))
+            .await?;
         Ok(Challenge::Pay(retry, Box::new(prepared)))
     }
 
@@ -612,7 +615,10 @@ mod tests {
         type Response = AnswerStatus;
 
         fn resource<'r>(&self, _: &'r String) -> &'r Url {
-            unreachable!("no sign-in provider is configured")
+            static RESOURCE: std::sync::LazyLock<Url> = std::sync::LazyLock::new(|| {
+                Url::parse("https://api.example/paid").expect("a valid URL")
+            });
+            &RESOURCE
         }
         fn try_clone(&self, request: &String) -> Option<String> {
             Some(request.clone())

@@ -383,8 +383,10 @@ pub trait AuthorityStore: Send + Sync {
     /// pending. Refused (`Ok(false)`) when the bundle is frozen or unknown.
     fn purchase(&self, purchase: NewPurchase) -> StoreFuture<'_, bool>;
 
-    /// Makes pending credits of purchases with `spendable_at ≤ now` (and
-    /// not returned) spendable; returns how many purchases matured.
+    /// Makes pending credits of purchases with `spendable_at ≤ now` that
+    /// were claimed into a collection file (a debit never sent can never be
+    /// returned, so its credits stay pending) and not returned spendable;
+    /// returns how many purchases matured.
     fn mature_purchases(&self, now: u64) -> StoreFuture<'_, u64>;
 
     /// Atomically claims every purchase of `rail` and `currency` not yet in

@@ -389,7 +389,7 @@ async fn settle(tx: &Transaction<'_>, charge: &SettleCharge) -> Done<SettleOutco
         HoldStatus::Settled => Ok(SettleOutcome::Conflict),
         HoldStatus::Expired => Ok(SettleOutcome::HoldExpired),
         HoldStatus::Revoked => Ok(SettleOutcome::Revoked),
-        HoldStatus::Open if charge.now > hold.hold_exp => {
+        HoldStatus::Open if charge.now >= hold.hold_exp => {
             release(tx, &hold, HoldStatus::Expired, charge.now).await?;
             Ok(SettleOutcome::HoldExpired)
         }
@@ -507,6 +507,7 @@ async fn mature(tx: &Transaction<'_>, now: u64) -> Done<u64> {
         .query(
             "SELECT id, bundle_id, pending FROM bank_purchases
               WHERE pending > 0 AND spendable_at <= $1 AND returned_at IS NULL
+                AND collection_batch IS NOT NULL
               ORDER BY id FOR UPDATE",
             &[&now],
         )

@@ -397,7 +397,7 @@ fn settle(tx: &Transaction<'_>, charge: &SettleCharge) -> Done<SettleOutcome> {
         HoldStatus::Settled => Ok(SettleOutcome::Conflict),
         HoldStatus::Expired => Ok(SettleOutcome::HoldExpired),
         HoldStatus::Revoked => Ok(SettleOutcome::Revoked),
-        HoldStatus::Open if charge.now > hold.hold_exp => {
+        HoldStatus::Open if charge.now >= hold.hold_exp => {
             release(tx, &hold, HoldStatus::Expired, charge.now)?;
             Ok(SettleOutcome::HoldExpired)
         }
@@ -510,7 +510,8 @@ fn mature(tx: &Transaction<'_>, now: u64) -> Done<u64> {
     let due: Vec<(String, String, i64)> = {
         let mut statement = tx.prepare(
             "SELECT id, bundle_id, pending FROM bank_purchases
-              WHERE pending > 0 AND spendable_at <= ?1 AND returned_at IS NULL ORDER BY id",
+              WHERE pending > 0 AND spendable_at <= ?1 AND returned_at IS NULL
+                AND collection_batch IS NOT NULL ORDER BY id",
         )?;
         statement
             .query_map(params![to_db(now)?], |row| {
