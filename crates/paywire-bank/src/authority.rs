@@ -520,7 +520,7 @@ impl SchemeFacilitator for CreditFacilitator {
         if self.authority.admits(caller, &verified.claims.aud) {
             Ok(())
         } else {
-            tracing::warn!(aud = %verified.claims.aud, "settle by a caller not registered for the audience");
+            tracing::warn!(aud = %verified.claims.aud, "verify or settle by a caller not registered for the audience");
             Err(ErrorReason::from_static(reason::UNAUTHORIZED_SERVER))
         }
     }

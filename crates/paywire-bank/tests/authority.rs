@@ -522,20 +522,25 @@ async fn verify_refuses_expired_forged_foreign_and_misbound_attestations() -> Te
         verify(&node, &unsigned).await?,
         (false, "attestation_invalid".into())
     );
-    // Properly signed with our key but another issuer, audience or resource.
-    for (claim, value) in [
-        ("iss", "https://credits.evil.test"),
-        ("aud", "https://api.other.test"),
-        ("resource", "https://api.shop.test/v1/other"),
+    // Properly signed with our key but another issuer, audience or
+    // resource; another audience is not the calling server's.
+    for (claim, value, refusal) in [
+        ("iss", "https://credits.evil.test", "attestation_invalid"),
+        ("aud", "https://api.other.test", "unauthorized_server"),
+        ("resource", "https://api.shop.test/v1/other", "attestation_invalid"),
     ] {
         let mut altered = claims.clone();
         altered[claim] = value.into();
         assert_eq!(
             verify(&node, &forge(&header, &altered, &ours)).await?,
-            (false, "attestation_invalid".into()),
+            (false, refusal.into()),
             "{claim}"
         );
     }
+    // A genuine attestation verified by a server it was not made for.
+    let (_, body) = call(&node, "/verify", OTHER_KEY, &request(&token, 50, 50)).await?;
+    assert_eq!(body["isValid"], json!(false), "{body}");
+    assert_eq!(body["invalidReason"], "unauthorized_server");
     // The same signed claims re-signed verify (the forgeries fail for
     // their changes, not for the re-signing).
     assert_eq!(

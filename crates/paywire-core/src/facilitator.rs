@@ -107,7 +107,7 @@ pub trait Facilitator: Send + Sync {
     }
 
     /// Whether `caller` (the id of the API key the HTTP caller presented,
-    /// never the key) may settle `request`
+    /// never the key) may verify or settle `request`
     /// ([`SchemeFacilitator::admit_caller`]). The default admits everyone.
     fn admit_caller(
         &self,

@@ -350,12 +350,12 @@ pub trait SchemeFacilitator: Send + Sync {
         ErrorReason::DUPLICATE_SETTLEMENT
     }
 
-    /// Whether `caller` may settle this payment: `caller` is the id of the
-    /// API key the HTTP caller presented (never the key), `None` when it
-    /// presented none. Checked when a `/settle` is admitted, before anything
-    /// is recorded; an `Err` refuses the settlement with that reason. The
-    /// default admits everyone (the facilitator's API keys already decide
-    /// who may call `/settle`); a scheme whose payments are bound to one
+    /// Whether `caller` may verify or settle this payment: `caller` is the
+    /// id of the API key the HTTP caller presented (never the key), `None`
+    /// when it presented none. Checked when a `/verify` or `/settle` is
+    /// admitted, before anything is recorded; an `Err` refuses it with that
+    /// reason. The default admits everyone (the facilitator's API keys
+    /// already decide who may call it); a scheme whose payments are bound to one
     /// audience (the `credit` binding's `aud`) checks it here.
     fn admit_caller(
         &self,

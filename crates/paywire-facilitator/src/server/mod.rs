@@ -362,7 +362,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn verify(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn verify(
+    State(state): State<AppState>,
+    caller_key: Option<Extension<CallerKey>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let request = match parse_request(body) {
         Ok(request) => request,
         Err(Refusal::Http(error)) => return error.into_response(),
@@ -376,6 +380,14 @@ async fn verify(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
     };
     if let Some(limited) = middleware::check_payer(&state, &request) {
         return limited;
+    }
+    // A payment bound to its audience is valid only for the server it was
+    // made for: another caller learns nothing from verifying it.
+    let key = caller_key.map(|Extension(CallerKey(id))| id);
+    if let Err(reason) = state.settlements.admit_caller(key.as_deref(), &request) {
+        let kind = state.settlements.payment_kind(&request).await;
+        state.metrics.verify(&kind, "refused", reason.as_str());
+        return Json(paywire_core::VerifyResponse::invalid(reason, None)).into_response();
     }
     match state.settlements.verify_request(&request).await {
         Ok(response) => Json(response).into_response(),
