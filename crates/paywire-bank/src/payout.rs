@@ -178,6 +178,11 @@ impl PayoutConfig {
                     "payouts.sellers[{n}].name: 1 to 64 of A-Z a-z 0-9 - _"
                 ));
             }
+            if seller.name == "unassigned" {
+                return bad(format!(
+                    "payouts.sellers[{n}].name: `unassigned` names the statement of charges without a seller"
+                ));
+            }
             if !seen.insert(seller.name.as_str()) {
                 return bad(format!("payouts.sellers[{n}].name: used twice"));
             }
@@ -313,7 +318,13 @@ fn pay_batch(
         let name = format!("{batch}-unassigned.statement.json");
         statements.push((name, unassigned_statement(batch, currency, &unassigned)));
     }
-    // Built: now write.
+    // Built: now write, statements first. The payment file is the last
+    // write, so a failure before it leaves the batch claimed with no
+    // payment file (what `OpsError::Unwritten` tells the operator), never
+    // a written payment reported as unwritten and paid again by hand.
+    for (name, text) in &statements {
+        outbox.write(name, text)?;
+    }
     if let Some((name, text)) = payment {
         let path = outbox.write(&name, &text)?;
         let total = paid.iter().map(|g| g.net).sum();
@@ -325,9 +336,6 @@ fn pay_batch(
             total,
             currency,
         });
-    }
-    for (name, text) in &statements {
-        outbox.write(name, text)?;
     }
     for g in groups {
         report.sellers.push(SellerPayout {

@@ -527,7 +527,11 @@ async fn verify_refuses_expired_forged_foreign_and_misbound_attestations() -> Te
     for (claim, value, refusal) in [
         ("iss", "https://credits.evil.test", "attestation_invalid"),
         ("aud", "https://api.other.test", "unauthorized_server"),
-        ("resource", "https://api.shop.test/v1/other", "attestation_invalid"),
+        (
+            "resource",
+            "https://api.shop.test/v1/other",
+            "attestation_invalid",
+        ),
     ] {
         let mut altered = claims.clone();
         altered[claim] = value.into();

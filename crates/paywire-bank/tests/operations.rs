@@ -962,6 +962,11 @@ fn configurations_refuse_what_cannot_work() {
     payout.fee_bps = 100;
     payout.sellers[1].name = "shop".into();
     assert!(payout.validate().is_err(), "seller named twice");
+    payout.sellers[1].name = "unassigned".into();
+    assert!(
+        payout.validate().is_err(),
+        "a seller named like the statement of charges without a seller"
+    );
     payout.sellers[1].name = "../etc".into();
     assert!(
         payout.validate().is_err(),
