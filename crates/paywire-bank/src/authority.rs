@@ -320,6 +320,11 @@ impl Authority {
                 "the charge is above the attested amount",
             )));
         };
+        // Checked before the charge is committed, so that a mismatch never
+        // leaves a settled hold answered as a failure.
+        if self.mismatched_hold(&checked).await? {
+            return Ok(self.failed(refusal(reason::ATTESTATION_INVALID, "hold mismatch")));
+        }
         let outcome = self
             .store
             .settle(SettleCharge {
@@ -348,6 +353,17 @@ impl Authority {
             SettleOutcome::Unknown => (reason::ATTESTATION_INVALID, "unknown attestation"),
         };
         Ok(self.failed(refusal(code, message)))
+    }
+
+    /// Whether the ledger holds `checked`'s `jti` for another bundle,
+    /// amount, audience or asset than the attestation says.
+    async fn mismatched_hold(&self, checked: &Checked) -> Result<bool, SchemeError> {
+        let recorded = self
+            .store
+            .hold(&checked.claims.jti)
+            .await
+            .map_err(|error| store_error(&error))?;
+        Ok(recorded.is_some_and(|hold| hold_mismatch(&hold, checked)))
     }
 
     /// The registered server allowed to settle for `audience` with API key
