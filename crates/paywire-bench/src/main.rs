@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 #[derive(Parser, Debug)]
 #[command(name = "paywire-bench", version)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
-struct Args {
+pub(crate) struct Args {
     /// Concurrent workers for throughput phases.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -81,6 +81,33 @@ struct Args {
     /// them in PostgreSQL (shows what the verdict catches).
     #[arg(long)]
     unshared_reservations: bool,
+    /// Skip the official TypeScript stack's legs (they need Node.js and npm;
+    /// without this switch a missing Node fails the run).
+    #[arg(long)]
+    no_ts: bool,
+    /// Instead of the phases above: `/verify` and `/settle` throughput and
+    /// p99 at each `--sweep-concurrency` (one signer), and `/settle` at
+    /// `--sweep-signers-concurrency` with each `--sweep-signers` count.
+    #[arg(long)]
+    sweep: bool,
+    /// Sweep: the concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64,256")]
+    sweep_concurrency: Vec<usize>,
+    /// Sweep: the signer counts of the `/settle` signer series.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    sweep_signers: Vec<usize>,
+    /// Sweep: the concurrency of the `/settle` signer series.
+    #[arg(long, default_value_t = 64)]
+    sweep_signers_concurrency: usize,
+    /// Sweep: seconds per `/verify` point.
+    #[arg(long, default_value_t = 2)]
+    sweep_duration: u64,
+    /// Sweep: payments settled per worker at each `/settle` point (at least 20 per point).
+    #[arg(long, default_value_t = 4)]
+    sweep_settlements_per_worker: usize,
+    /// Sweep: write an SVG plot of throughput and p99 against concurrency here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Internal: run only the resource server (`paid` with the payment
     /// layer, `plain` without) in this process, for its memory figure.
     #[arg(long, hide = true, requires = "usdc")]
@@ -100,7 +127,7 @@ enum ServeMode {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Stats {
+pub(crate) struct Stats {
     count: usize,
     errors: usize,
     seconds: f64,
@@ -108,7 +135,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn throughput(&self) -> f64 {
+    pub(crate) fn throughput(&self) -> f64 {
         if self.seconds > 0.0 {
             self.count as f64 / self.seconds
         } else {
@@ -116,7 +143,7 @@ impl Stats {
         }
     }
 
-    fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }
@@ -126,7 +153,7 @@ impl Stats {
         sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "count": self.count,
             "errors": self.errors,
@@ -187,7 +214,7 @@ where
     stats
 }
 
-fn requirements(usdc: Address, pay_to: Address) -> PaymentRequirements {
+pub(crate) fn requirements(usdc: Address, pay_to: Address) -> PaymentRequirements {
     let mut table = EvmNetworks::empty();
     table.insert(EvmNetwork::anvil(usdc));
     let chain = ChainId::eip155(31337);
@@ -203,7 +230,7 @@ fn requirements(usdc: Address, pay_to: Address) -> PaymentRequirements {
         .expect("requirements")
 }
 
-async fn sign_payments(
+pub(crate) async fn sign_payments(
     devnet: &Devnet,
     requirements: &PaymentRequirements,
     count: usize,
@@ -335,13 +362,17 @@ async fn wait_receipt(rpc: &RpcClient, hash: B256) -> bool {
     false
 }
 
-struct FacilitatorProcess {
+pub(crate) struct FacilitatorProcess {
     child: tokio::process::Child,
     url: String,
     _dir: tempdir::TempDir,
 }
 
+mod gateway;
+mod plot;
 mod scale;
+mod sweep;
+mod ts;
 
 mod tempdir {
     //! A temporary directory removed on drop (no extra dependency).
@@ -378,7 +409,7 @@ mod tempdir {
 /// How to start the facilitator: the dedicated `paywire-facilitator` binary
 /// next to this one when it was built (what an operator deploys), else
 /// `paywire facilitator`; `--paywire` forces the latter with that path.
-fn facilitator_command(args: &Args) -> Result<(PathBuf, Option<&'static str>), String> {
+pub(crate) fn facilitator_command(args: &Args) -> Result<(PathBuf, Option<&'static str>), String> {
     if let Some(path) = &args.paywire {
         return Ok((path.clone(), Some("facilitator")));
     }
@@ -406,6 +437,31 @@ pub(crate) fn facilitator_config(
     receipt_timeout_seconds: u64,
     devnet: &Devnet,
 ) -> String {
+    facilitator_config_with_signers(port, store, receipt_timeout_seconds, devnet, 1)
+}
+
+/// The environment variable holding signer key `index`: `BENCH_SIGNER_KEY`,
+/// then `BENCH_SIGNER_KEY_1`, `BENCH_SIGNER_KEY_2`, ... (keys stay out of
+/// the configuration file).
+fn signer_key_variable(index: usize) -> String {
+    if index == 0 {
+        "BENCH_SIGNER_KEY".to_owned()
+    } else {
+        format!("BENCH_SIGNER_KEY_{index}")
+    }
+}
+
+/// [`facilitator_config`] with `signers` keys (see [`signer_key_variable`]).
+fn facilitator_config_with_signers(
+    port: u16,
+    store: &str,
+    receipt_timeout_seconds: u64,
+    devnet: &Devnet,
+    signers: usize,
+) -> String {
+    let keys: Vec<String> = (0..signers.max(1))
+        .map(|i| format!("\"${{{}}}\"", signer_key_variable(i)))
+        .collect();
     format!(
         r#"listen = "127.0.0.1:{port}"
 store = "{store}"
@@ -414,7 +470,7 @@ receipt_timeout_seconds = {receipt_timeout_seconds}
 [[chains]]
 network = "eip155:31337"
 rpc_urls = ["{rpc}"]
-signer_private_keys = ["${{BENCH_SIGNER_KEY}}"]
+signer_private_keys = [{keys}]
 max_fee_per_gas_gwei = 1000
 
 [[chains.assets]]
@@ -426,33 +482,58 @@ eip712_version = "2"
 "#,
         rpc = devnet.rpc_url(),
         usdc = devnet.usdc(),
+        keys = keys.join(", "),
     )
 }
 
-async fn start_facilitator(
-    devnet: &Devnet,
-    (binary, subcommand): &(PathBuf, Option<&'static str>),
-) -> Result<FacilitatorProcess, String> {
-    let dir = tempdir::TempDir::new().map_err(|e| e.to_string())?;
-    let signer_key = B256::random().to_string();
-    let key = LocalSigner::from_hex(&signer_key).map_err(|e| e.to_string())?;
+/// A fresh key holding plenty of devnet ETH for gas.
+pub(crate) async fn funded_key(devnet: &Devnet) -> Result<B256, String> {
+    let key = B256::random();
+    let signer = LocalSigner::from_hex(&key.to_string()).map_err(|e| e.to_string())?;
     devnet
-        .set_eth_balance(key.address(), U256::from(10u128.pow(22)))
+        .set_eth_balance(signer.address(), U256::from(10u128.pow(22)))
         .await
         .map_err(|e| e.to_string())?;
+    Ok(key)
+}
+
+/// Starts our facilitator (SQLite store) with one signer.
+async fn start_facilitator(
+    devnet: &Devnet,
+    binary: &(PathBuf, Option<&'static str>),
+) -> Result<FacilitatorProcess, String> {
+    start_facilitator_with_signers(devnet, binary, 1).await
+}
+
+/// Starts our facilitator (SQLite store) settling from `signers` fresh,
+/// funded keys.
+pub(crate) async fn start_facilitator_with_signers(
+    devnet: &Devnet,
+    (binary, subcommand): &(PathBuf, Option<&'static str>),
+    signers: usize,
+) -> Result<FacilitatorProcess, String> {
+    let dir = tempdir::TempDir::new().map_err(|e| e.to_string())?;
+    let mut keys = Vec::new();
+    for index in 0..signers.max(1) {
+        keys.push((
+            signer_key_variable(index),
+            funded_key(devnet).await?.to_string(),
+        ));
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
     let store = dir.path().join("ledger.sqlite");
-    let config = facilitator_config(port, &store.display().to_string(), 30, devnet);
+    let config =
+        facilitator_config_with_signers(port, &store.display().to_string(), 30, devnet, signers);
     let config_path = dir.path().join("facilitator.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let child = tokio::process::Command::new(binary)
         .args(subcommand)
         .arg("--config")
         .arg(&config_path)
-        .env("BENCH_SIGNER_KEY", signer_key)
+        .envs(keys)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -461,7 +542,7 @@ async fn start_facilitator(
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    for _ in 0..200 {
+    for _ in 0..400 {
         if http
             .get(format!("{url}/health"))
             .send()
@@ -480,7 +561,7 @@ async fn start_facilitator(
 }
 
 /// Peak resident set size of a process, in KiB (Linux `VmHWM`).
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -594,31 +675,35 @@ async fn start_server(
     })
 }
 
-/// Paid requests at concurrency 1 against a seller server process; returns
-/// the figures and the server's peak RSS.
-async fn paid_requests(
-    devnet: &Devnet,
-    facilitator_url: &str,
-    args: &Args,
-) -> Result<(Stats, Option<u64>), String> {
-    let usdc = devnet.usdc();
-    let server = start_server(ServeMode::Paid, usdc, facilitator_url).await?;
+/// Our Rust buyer: `X402Client` with the exact EVM scheme, paying from
+/// devnet payer `payer`.
+fn rust_client(devnet: &Devnet, payer: usize) -> Result<Arc<X402Client>, String> {
     let mut table = EvmNetworks::empty();
-    table.insert(EvmNetwork::anvil(usdc));
-    let client = Arc::new(
+    table.insert(EvmNetwork::anvil(devnet.usdc()));
+    Ok(Arc::new(
         X402Client::builder()
             .wallet(
                 ChainIdPattern::namespace("eip155").map_err(|e| e.to_string())?,
                 Arc::new(ExactEvmClient::new(LocalSigner::new(
-                    devnet.payer(8).signer(),
+                    devnet.payer(payer).signer(),
                 ))),
             )
             .catalog(Arc::new(table))
             .build(),
-    );
+    ))
+}
+
+/// `count` paid `GET url` requests at `concurrency` with our Rust client; a
+/// request counts when the client reports it paid.
+pub(crate) async fn pay_requests(
+    client: Arc<X402Client>,
+    url: &str,
+    count: usize,
+    concurrency: usize,
+) -> Stats {
     let http = reqwest::Client::new();
-    let url = server.url.clone();
-    let stats = drive(1, Some(args.paid_requests), None, move |_| {
+    let url = url.to_owned();
+    drive(concurrency, Some(count), None, move |_| {
         let (client, http, url) = (Arc::clone(&client), http.clone(), url.clone());
         async move {
             let Ok(request) = http.get(&url).build() else {
@@ -633,8 +718,22 @@ async fn paid_requests(
             }
         }
     })
-    .await;
-    Ok((stats, server.child.id().and_then(peak_rss_kib)))
+    .await
+}
+
+/// Paid requests against a seller server process: at concurrency 1, then
+/// (after its peak RSS was read) at `--concurrency`.
+async fn paid_requests(
+    devnet: &Devnet,
+    facilitator_url: &str,
+    args: &Args,
+) -> Result<(Stats, Stats, Option<u64>), String> {
+    let server = start_server(ServeMode::Paid, devnet.usdc(), facilitator_url).await?;
+    let client = rust_client(devnet, 8)?;
+    let serial = pay_requests(Arc::clone(&client), &server.url, args.paid_requests, 1).await;
+    let rss = server.child.id().and_then(peak_rss_kib);
+    let concurrent = pay_requests(client, &server.url, args.paid_requests, args.concurrency).await;
+    Ok((serial, concurrent, rss))
 }
 
 /// The memory baseline: the same server without the payment layer, under
@@ -656,62 +755,123 @@ async fn plain_requests(usdc: Address, args: &Args) -> Result<Option<u64>, Strin
     Ok(server.child.id().and_then(peak_rss_kib))
 }
 
+/// `/verify` for `duration` at `concurrency`, cycling through `payloads`.
+pub(crate) async fn measure_verify(
+    facilitator_url: &str,
+    requirements: &PaymentRequirements,
+    payloads: Arc<Vec<PaymentPayload>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Stats {
+    let http = reqwest::Client::new();
+    let url = format!("{facilitator_url}/verify");
+    let requirements = requirements.clone();
+    drive(concurrency, None, Some(duration), move |i| {
+        let body = serde_json::to_value(FacilitatorRequest::new(
+            payloads[i % payloads.len()].clone(),
+            requirements.clone(),
+        ))
+        .unwrap_or_default();
+        let (http, url) = (http.clone(), url.clone());
+        async move { post_json(&http, &url, &body, "isValid").await }
+    })
+    .await
+}
+
+/// `/settle` of every one of `payloads` (distinct payments) at `concurrency`.
+pub(crate) async fn measure_settle(
+    facilitator_url: &str,
+    requirements: &PaymentRequirements,
+    payloads: Vec<PaymentPayload>,
+    concurrency: usize,
+) -> Stats {
+    let http = reqwest::Client::new();
+    let url = format!("{facilitator_url}/settle");
+    let requirements = requirements.clone();
+    let count = payloads.len();
+    let payloads = Arc::new(payloads);
+    drive(concurrency, Some(count), None, move |i| {
+        let body = serde_json::to_value(FacilitatorRequest::new(
+            payloads[i].clone(),
+            requirements.clone(),
+        ))
+        .unwrap_or_default();
+        let (http, url) = (http.clone(), url.clone());
+        async move { post_json(&http, &url, &body, "success").await }
+    })
+    .await
+}
+
+/// Our facilitator's figures: `/verify` and `/settle` at `--concurrency`,
+/// with one signer.
+async fn our_facilitator(
+    devnet: &Devnet,
+    facilitator: &FacilitatorProcess,
+    requirements: &PaymentRequirements,
+    verify_payloads: &Arc<Vec<PaymentPayload>>,
+    args: &Args,
+) -> (Stats, Stats) {
+    eprintln!("[3/8] facilitator: /verify ...");
+    let verify = measure_verify(
+        &facilitator.url,
+        requirements,
+        Arc::clone(verify_payloads),
+        args.concurrency,
+        Duration::from_secs(args.duration),
+    )
+    .await;
+    eprintln!("[4/8] facilitator: /settle ...");
+    let payloads = sign_payments(devnet, requirements, args.settlements).await;
+    let settle = measure_settle(&facilitator.url, requirements, payloads, args.concurrency).await;
+    (verify, settle)
+}
+
 async fn run(args: Args) -> Result<Value, String> {
     let binary = facilitator_command(&args)?;
+    let gateway_binary = gateway::command(&args)?;
+    if !args.no_ts {
+        ts::ensure_node().await?;
+    }
     let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
     let requirements = requirements(devnet.usdc(), Address::random());
-    eprintln!("[1/5] node: eth_call of transferWithAuthorization ...");
+    eprintln!("[1/8] node: eth_call of transferWithAuthorization ...");
     let node_call = node_eth_call(&devnet, &requirements, &args).await;
-    eprintln!("[2/5] node: send-and-mine ...");
+    eprintln!("[2/8] node: send-and-mine ...");
     let node_send = node_send_and_mine(&devnet, &args).await;
 
     let facilitator = start_facilitator(&devnet, &binary).await?;
-    let http = reqwest::Client::new();
-    eprintln!("[3/5] facilitator: /verify ...");
     let verify_payloads = Arc::new(sign_payments(&devnet, &requirements, 256).await);
-    let verify_url = format!("{}/verify", facilitator.url);
-    let (h, r, p) = (
-        http.clone(),
-        requirements.clone(),
-        Arc::clone(&verify_payloads),
-    );
-    let verify = drive(
-        args.concurrency,
-        None,
-        Some(Duration::from_secs(args.duration)),
-        move |i| {
-            let body =
-                serde_json::to_value(FacilitatorRequest::new(p[i % p.len()].clone(), r.clone()))
-                    .unwrap_or_default();
-            let (h, url) = (h.clone(), verify_url.clone());
-            async move { post_json(&h, &url, &body, "isValid").await }
-        },
+    let (verify, settle) = our_facilitator(
+        &devnet,
+        &facilitator,
+        &requirements,
+        &verify_payloads,
+        &args,
     )
     .await;
 
-    eprintln!("[4/5] facilitator: /settle ...");
-    let settle_payloads = Arc::new(sign_payments(&devnet, &requirements, args.settlements).await);
-    let settle_url = format!("{}/settle", facilitator.url);
-    let (h, r, p) = (
-        http.clone(),
-        requirements.clone(),
-        Arc::clone(&settle_payloads),
+    eprintln!(
+        "[5/8] paid requests end to end (concurrency 1, then {}) ...",
+        args.concurrency
     );
-    let settle = drive(args.concurrency, Some(args.settlements), None, move |i| {
-        let body = serde_json::to_value(FacilitatorRequest::new(p[i].clone(), r.clone()))
-            .unwrap_or_default();
-        let (h, url) = (h.clone(), settle_url.clone());
-        async move { post_json(&h, &url, &body, "success").await }
-    })
-    .await;
-
-    eprintln!("[5/5] paid requests end to end (concurrency 1) ...");
-    let (paid, server_rss) = paid_requests(&devnet, &facilitator.url, &args).await?;
+    let (paid, paid_concurrent, server_rss) =
+        paid_requests(&devnet, &facilitator.url, &args).await?;
     let plain_rss = plain_requests(devnet.usdc(), &args).await?;
+    eprintln!(
+        "[6/8] gateway: paid requests (concurrency {}) ...",
+        args.concurrency
+    );
+    let gateway = gateway::measure(&devnet, &gateway_binary, &facilitator.url, &args).await?;
     let rss = facilitator.child.id().and_then(peak_rss_kib);
+    let ts = if args.no_ts {
+        eprintln!("[7-8/8] the TypeScript stack: skipped (--no-ts)");
+        Value::Null
+    } else {
+        ts::measure(&devnet, &requirements, &verify_payloads, &args).await?
+    };
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-    Ok(json!({
+    let mut report = json!({
         "concurrency": args.concurrency,
         "facilitator_binary": binary.0.file_name().map(|n| n.to_string_lossy().into_owned()),
         "node": {"eth_call": node_call.to_json(), "send_and_mine": node_send.to_json()},
@@ -721,46 +881,63 @@ async fn run(args: Args) -> Result<Value, String> {
             "peak_rss_kib": rss,
         },
         "paid_request": paid.to_json(),
+        "paid_request_concurrent": paid_concurrent.to_json(),
         "server": {
             "peak_rss_kib_with_layer": server_rss,
             "peak_rss_kib_without_layer": plain_rss,
             "layer_rss_kib": server_rss.zip(plain_rss).map(|(with, without)| with as i64 - without as i64),
         },
+        "gateway": gateway,
+        "ts": ts,
         "ratios": {
             "verify_per_second_vs_node_eth_call": ratio(verify.throughput(), node_call.throughput()),
             "settle_per_second_vs_node_send_and_mine": ratio(settle.throughput(), node_send.throughput()),
             "paid_request_p50_vs_node_send_p50": ratio(paid.percentile(0.5), node_send.percentile(0.5)),
         },
-    }))
+    });
+    ts::add_ratios(&mut report);
+    Ok(report)
+}
+
+/// One table row of a [`Stats::to_json`] object.
+pub(crate) fn print_row(name: &str, stats: &Value) {
+    println!(
+        "{name:<40} {:>9.1}/s  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  ({} ok, {} errors)",
+        stats["per_second"].as_f64().unwrap_or_default(),
+        stats["p50_ms"].as_f64().unwrap_or_default(),
+        stats["p90_ms"].as_f64().unwrap_or_default(),
+        stats["p99_ms"].as_f64().unwrap_or_default(),
+        stats["count"],
+        stats["errors"],
+    );
 }
 
 fn print_table(report: &Value) {
-    let row = |name: &str, stats: &Value| {
-        println!(
-            "{name:<34} {:>9.1}/s  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  ({} ok, {} errors)",
-            stats["per_second"].as_f64().unwrap_or_default(),
-            stats["p50_ms"].as_f64().unwrap_or_default(),
-            stats["p90_ms"].as_f64().unwrap_or_default(),
-            stats["p99_ms"].as_f64().unwrap_or_default(),
-            stats["count"],
-            stats["errors"],
-        );
-    };
+    let c = &report["concurrency"];
     println!(
-        "concurrency {}, facilitator binary {}",
-        report["concurrency"], report["facilitator_binary"]
+        "concurrency {c}, facilitator binary {}, gateway binary {}",
+        report["facilitator_binary"], report["gateway"]["binary"]
     );
-    row(
+    print_row(
         "node eth_call(transferWithAuth)",
         &report["node"]["eth_call"],
     );
-    row("node send-and-mine", &report["node"]["send_and_mine"]);
-    row("facilitator /verify", &report["facilitator"]["verify"]);
-    row("facilitator /settle", &report["facilitator"]["settle"]);
-    row("paid request e2e (concurrency 1)", &report["paid_request"]);
+    print_row("node send-and-mine", &report["node"]["send_and_mine"]);
+    print_row("facilitator /verify", &report["facilitator"]["verify"]);
+    print_row("facilitator /settle", &report["facilitator"]["settle"]);
+    print_row("paid request e2e (concurrency 1)", &report["paid_request"]);
+    print_row(
+        &format!("paid request e2e (concurrency {c})"),
+        &report["paid_request_concurrent"],
+    );
+    print_row(
+        &format!("paid via gateway (concurrency {c})"),
+        &report["gateway"]["paid"],
+    );
+    ts::print_rows(report);
     println!(
-        "facilitator peak RSS: {} KiB",
-        report["facilitator"]["peak_rss_kib"]
+        "facilitator peak RSS: {} KiB; gateway peak RSS: {} KiB",
+        report["facilitator"]["peak_rss_kib"], report["gateway"]["peak_rss_kib"]
     );
     println!(
         "seller server peak RSS: {} KiB with the payment layer, {} KiB without (layer adds {} KiB)",
@@ -787,6 +964,9 @@ async fn main() -> std::process::ExitCode {
     }
     if args.scale_out {
         return scale_out(args).await;
+    }
+    if args.sweep {
+        return sweep::main(args).await;
     }
     let json = args.json;
     match run(args).await {

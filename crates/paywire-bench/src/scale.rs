@@ -70,11 +70,11 @@ fn kind(index: usize) -> Kind {
 }
 
 /// One child process (facilitator or gateway), its log file and URL.
-struct Instance {
+pub(crate) struct Instance {
     name: String,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
-    _child: tokio::process::Child,
+    pub(crate) child: tokio::process::Child,
 }
 
 impl Instance {
@@ -85,7 +85,7 @@ impl Instance {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -96,7 +96,7 @@ async fn spawn(
     paywire: &Path,
     dir: &Path,
     name: &str,
-    subcommand: &str,
+    subcommand: Option<&str>,
     config: &str,
     env: &[(&str, String)],
 ) -> Result<(tokio::process::Child, PathBuf), String> {
@@ -106,7 +106,7 @@ async fn spawn(
     let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let mut command = tokio::process::Command::new(paywire);
     command
-        .arg(subcommand)
+        .args(subcommand)
         .arg("--config")
         .arg(&config_path)
         .env("RUST_LOG", "warn")
@@ -161,8 +161,15 @@ async fn start_facilitator(
     let config = crate::facilitator_config(port, store, 20, devnet);
     let name = format!("facilitator-{index}");
     let env = [("BENCH_SIGNER_KEY", signer_key.to_owned())];
-    let (mut child, log) =
-        spawn(&options.paywire, dir, &name, "facilitator", &config, &env).await?;
+    let (mut child, log) = spawn(
+        &options.paywire,
+        dir,
+        &name,
+        Some("facilitator"),
+        &config,
+        &env,
+    )
+    .await?;
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let health = format!("{url}/health");
@@ -177,7 +184,7 @@ async fn start_facilitator(
         name,
         url,
         log,
-        _child: child,
+        child,
     })
 }
 
@@ -197,22 +204,35 @@ async fn start_gateway(
     facilitators: [&str; 2],
 ) -> Result<Instance, String> {
     let port = free_port()?;
-    let reservations = if options.unshared_reservations {
-        String::new()
-    } else {
-        format!("reservations = \"{store}\"\n")
-    };
-    let config = format!(
+    let reservations = (!options.unshared_reservations).then_some(store);
+    let config = gateway_config(port, upstream, reservations, &facilitators, usdc, pay_to);
+    let binary = (options.paywire.clone(), Some("gateway"));
+    launch_gateway(&binary, dir, &format!("gateway-{index}"), port, &config).await
+}
+
+/// A gateway configuration: `GET /paid` for $0.001 USDC on the devnet, in
+/// front of `upstream`, behind [`ORIGIN`], with the facilitators in order
+/// and reservations in `reservations` (a PostgreSQL URL; `None`: memory).
+pub(crate) fn gateway_config(
+    port: u16,
+    upstream: &str,
+    reservations: Option<&str>,
+    facilitators: &[&str],
+    usdc: Address,
+    pay_to: Address,
+) -> String {
+    let reservations = reservations
+        .map(|store| format!("reservations = \"{store}\"\n"))
+        .unwrap_or_default();
+    let facilitators: String = facilitators
+        .iter()
+        .map(|url| format!("\n[[facilitators]]\nurl = \"{url}\"\n"))
+        .collect();
+    format!(
         r#"listen = "127.0.0.1:{port}"
 public_origin = "{ORIGIN}"
 upstream = "{upstream}"
-{reservations}
-[[facilitators]]
-url = "{first}"
-
-[[facilitators]]
-url = "{second}"
-
+{reservations}{facilitators}
 [[networks]]
 network = "eip155:31337"
 name = "Anvil"
@@ -227,15 +247,23 @@ max_timeout_seconds = 300
 network = "eip155:31337"
 price = "$0.001"
 pay_to = "{pay_to}"
-"#,
-        first = facilitators[0],
-        second = facilitators[1],
-    );
-    let name = format!("gateway-{index}");
-    let (mut child, log) = spawn(&options.paywire, dir, &name, "gateway", &config, &[]).await?;
+"#
+    )
+}
+
+/// Starts a gateway (`binary` with its optional subcommand) with `config`
+/// listening on `port`; ready once `GET /paid` answers 402.
+pub(crate) async fn launch_gateway(
+    (binary, subcommand): &(PathBuf, Option<&'static str>),
+    dir: &Path,
+    name: &str,
+    port: u16,
+    config: &str,
+) -> Result<Instance, String> {
+    let (mut child, log) = spawn(binary, dir, name, *subcommand, config, &[]).await?;
     let url = format!("http://127.0.0.1:{port}/paid");
     let http = reqwest::Client::new();
-    wait_until(&name, &mut child, &log, async || {
+    wait_until(name, &mut child, &log, async || {
         http.get(&url)
             .send()
             .await
@@ -243,10 +271,10 @@ pay_to = "{pay_to}"
     })
     .await?;
     Ok(Instance {
-        name,
+        name: name.to_owned(),
         url,
         log,
-        _child: child,
+        child,
     })
 }
 

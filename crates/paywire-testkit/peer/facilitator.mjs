@@ -3,8 +3,9 @@
 // GET /supported, POST /verify, POST /settle (body {x402Version, paymentPayload, paymentRequirements}).
 //
 // Usage: node facilitator.mjs '{"rpcUrl": "...", "privateKey": "0x..", "network": "eip155:31337",
-//   "pollingIntervalMs": 50, "confirmationTimeoutMs": 180000, "upto": false}'
-// With "upto": true it also serves the upto scheme (UptoEvmScheme).
+//   "pollingIntervalMs": 50, "confirmationTimeoutMs": 180000, "upto": false, "quiet": false}'
+// With "upto": true it also serves the upto scheme (UptoEvmScheme). With "quiet": true it does
+// not log every request and answer (the load tool measures it; errors are still logged).
 // Prints "READY <port>" on stdout once it listens on 127.0.0.1 (port 0: the OS picks).
 import express from "express";
 import { x402Facilitator } from "@x402/core/facilitator";
@@ -42,6 +43,9 @@ if (config.upto) {
 }
 
 const log = (...args) => console.error(new Date().toISOString(), ...args);
+// Per-request logging (JSON.stringify of every body) would dominate a load measurement, so
+// "quiet" skips the stringify too, not only the write.
+const verbose = !config.quiet;
 const failure = (res, route, error) => {
   log(`${route} error:`, error);
   res.status(500).json({ error: error instanceof Error ? error.message : String(error) });
@@ -58,9 +62,9 @@ app.get("/supported", (req, res) => {
 });
 app.post("/verify", async (req, res) => {
   try {
-    log("verify request:", JSON.stringify(req.body));
+    if (verbose) log("verify request:", JSON.stringify(req.body));
     const answer = await facilitator.verify(req.body.paymentPayload, req.body.paymentRequirements);
-    log("verify answer:", JSON.stringify(answer));
+    if (verbose) log("verify answer:", JSON.stringify(answer));
     res.json(answer);
   } catch (error) {
     failure(res, "verify", error);
@@ -68,9 +72,9 @@ app.post("/verify", async (req, res) => {
 });
 app.post("/settle", async (req, res) => {
   try {
-    log("settle request:", JSON.stringify(req.body));
+    if (verbose) log("settle request:", JSON.stringify(req.body));
     const answer = await facilitator.settle(req.body.paymentPayload, req.body.paymentRequirements);
-    log("settle answer:", JSON.stringify(answer));
+    if (verbose) log("settle answer:", JSON.stringify(answer));
     res.json(answer);
   } catch (error) {
     failure(res, "settle", error);

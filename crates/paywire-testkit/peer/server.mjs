@@ -3,7 +3,9 @@
 // GET /weather priced {amount, asset, extra: {name, version}} on the devnet.
 //
 // Usage: node server.mjs '{"facilitatorUrl": "...", "network": "eip155:31337", "payTo": "0x..",
-//   "amount": "10000", "asset": "0x..", "eip712Name": "USD Coin", "eip712Version": "2"}'
+//   "amount": "10000", "asset": "0x..", "eip712Name": "USD Coin", "eip712Version": "2",
+//   "quiet": false}'
+// With "quiet": true it does not log every request (the load tool measures it).
 // Prints "READY <port>" on stdout once it listens on 127.0.0.1 and an unpaid GET /weather
 // answered 402 (so the facilitator's /supported was fetched).
 import express from "express";
@@ -36,6 +38,10 @@ const routes = {
 
 const app = express();
 app.use((req, res, next) => {
+  if (config.quiet) {
+    next();
+    return;
+  }
   log(req.method, req.url, "payment-signature:", req.get("payment-signature") ?? "-");
   res.on("finish", () => {
     log(req.method, req.url, "->", res.statusCode, "payment-response:", res.get("payment-response") ?? "-");

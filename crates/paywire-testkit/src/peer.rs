@@ -66,6 +66,10 @@ const CLIENT_SCRIPT: Script = Script {
     name: "client",
     source: include_str!("../peer/client.mjs"),
 };
+const LOAD_CLIENT_SCRIPT: Script = Script {
+    name: "load-client",
+    source: include_str!("../peer/load-client.mjs"),
+};
 
 /// Environment variable: the `node` executable to run (default `node` on `PATH`).
 pub const ENV_NODE: &str = "PAYWIRE_NODE";
@@ -359,6 +363,9 @@ pub struct TsFacilitatorOptions {
     /// Also serve the `upto` scheme (`UptoEvmScheme` from `@x402/evm/upto/facilitator`), with
     /// the signer as `facilitatorAddress` (default false: `/supported` lists `exact` only).
     pub upto: bool,
+    /// Do not log every request and answer (default false). A load measurement sets it:
+    /// the script's `JSON.stringify` of every body would otherwise dominate.
+    pub quiet: bool,
 }
 
 impl Default for TsFacilitatorOptions {
@@ -367,6 +374,7 @@ impl Default for TsFacilitatorOptions {
             polling_interval: Duration::from_millis(FACILITATOR_POLLING_MS),
             confirmation_timeout: None,
             upto: false,
+            quiet: false,
         }
     }
 }
@@ -410,6 +418,7 @@ impl TsFacilitator {
                 .confirmation_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             "upto": options.upto,
+            "quiet": options.quiet,
         });
         let mut process =
             NodeProcess::spawn("TS facilitator", &FACILITATOR_SCRIPT, &config, false).await?;
@@ -442,7 +451,7 @@ impl TsFacilitator {
         self.process.pid()
     }
 
-    /// The log file (stdout and stderr; it logs every request and answer).
+    /// The log file (stdout and stderr; it logs every request and answer unless quiet).
     pub fn log_path(&self) -> &Path {
         &self.process.log
     }
@@ -456,6 +465,13 @@ impl TsFacilitator {
     pub fn keep_log(&mut self) {
         self.process.keep_dir = true;
     }
+}
+
+/// How [`TsServer::start_with`] configures the TS resource server.
+#[derive(Clone, Debug, Default)]
+pub struct TsServerOptions {
+    /// Do not log every request (default false); for load measurements.
+    pub quiet: bool,
 }
 
 /// The official TS resource server: `@x402/express` `paymentMiddleware` with
@@ -480,6 +496,24 @@ impl TsServer {
         pay_to: Address,
         price_atomic: u128,
     ) -> Result<Self> {
+        Self::start_with(
+            devnet,
+            facilitator_url,
+            pay_to,
+            price_atomic,
+            TsServerOptions::default(),
+        )
+        .await
+    }
+
+    /// Like [`TsServer::start`], with `options`.
+    pub async fn start_with(
+        devnet: &Devnet,
+        facilitator_url: &str,
+        pay_to: Address,
+        price_atomic: u128,
+        options: TsServerOptions,
+    ) -> Result<Self> {
         let config = json!({
             "facilitatorUrl": facilitator_url,
             "network": devnet.network(),
@@ -488,6 +522,7 @@ impl TsServer {
             "asset": devnet.usdc().to_string(),
             "eip712Name": USDC_NAME,
             "eip712Version": USDC_VERSION,
+            "quiet": options.quiet,
         });
         let mut process = NodeProcess::spawn("TS server", &SERVER_SCRIPT, &config, false).await?;
         let port = process.wait_ready().await?;
@@ -602,6 +637,70 @@ pub async fn ts_client_fetch_asset(
         .map_err(|e| process.error(format!("printed a malformed result ({e}): {line}")))?;
     response.log = process.log_text();
     Ok(response)
+}
+
+/// What [`ts_client_load`] measured.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TsLoadReport {
+    /// Requests attempted.
+    pub requests: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Requests that ended 200 with a `PAYMENT-RESPONSE` header.
+    pub ok: usize,
+    /// The others (refused, failed or thrown).
+    pub errors: usize,
+    /// Wall time of the whole load, in seconds (Node start-up excluded).
+    pub seconds: f64,
+    /// `ok / seconds`.
+    pub per_second: f64,
+    /// The latency of every successful request, in milliseconds, in completion order.
+    pub latencies_ms: Vec<f64>,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+/// `requests` paid `GET url` requests at `concurrency` from ONE Node process with the
+/// official TS client (`wrapFetchWithPayment` + `x402Client.fromConfig` with
+/// `ExactEvmScheme`, USDC allowed up to 1 USDC per payment); worker `w` pays from
+/// `payer_keys[w % len]`. For throughput figures: [`ts_client_fetch`] starts Node per request.
+pub async fn ts_client_load(
+    devnet: &Devnet,
+    payer_keys: &[B256],
+    url: &str,
+    requests: usize,
+    concurrency: usize,
+) -> Result<TsLoadReport> {
+    if payer_keys.is_empty() {
+        return Err(DevnetError::Unexpected(
+            "ts_client_load needs at least one payer key".into(),
+        ));
+    }
+    let config = json!({
+        "url": url,
+        "privateKeys": payer_keys.iter().map(hex::encode_prefixed).collect::<Vec<_>>(),
+        "network": devnet.network(),
+        "asset": devnet.usdc().to_string(),
+        "maxAmountPerPayment": "1000000",
+        "requests": requests,
+        "concurrency": concurrency,
+    });
+    let mut process =
+        NodeProcess::spawn("TS load client", &LOAD_CLIENT_SCRIPT, &config, true).await?;
+    // A generous bound: a second per request on top of the one-shot client's.
+    let timeout = CLIENT_TIMEOUT + Duration::from_secs(u64::try_from(requests).unwrap_or(0));
+    let status = process.wait_exit(timeout).await?;
+    let out_path = process.dir.join(format!("{}.out", LOAD_CLIENT_SCRIPT.name));
+    let out = fs::read_to_string(&out_path).unwrap_or_default();
+    if !status.success() {
+        return Err(process.error(format!("failed ({status}); stdout: {}", tail(&out, 5))));
+    }
+    let Some(line) = out.lines().rev().find(|l| l.starts_with('{')) else {
+        return Err(process.error(format!("printed no JSON result; stdout: {}", tail(&out, 5))));
+    };
+    serde_json::from_str(line)
+        .map_err(|e| process.error(format!("printed a malformed result ({e}): {line}")))
 }
 
 #[cfg(test)]
