@@ -132,6 +132,9 @@ pub(crate) struct Stats {
     errors: usize,
     seconds: f64,
     latencies_us: Vec<u64>,
+    /// The first failure seen, for the report (why requests failed matters
+    /// as much as how many did).
+    first_error: Option<String>,
 }
 
 impl Stats {
@@ -162,12 +165,13 @@ impl Stats {
             "p50_ms": self.percentile(0.50),
             "p90_ms": self.percentile(0.90),
             "p99_ms": self.percentile(0.99),
+            "first_error": self.first_error,
         })
     }
 }
 
 /// Runs `work(i)` for i in 0..total with `concurrency` workers (or until
-/// `deadline`), timing each call.
+/// `deadline`), timing each successful call and keeping the first error.
 async fn drive<F, Fut>(
     concurrency: usize,
     total: Option<usize>,
@@ -176,7 +180,7 @@ async fn drive<F, Fut>(
 ) -> Stats
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = bool> + Send,
+    Fut: Future<Output = Result<(), String>> + Send,
 {
     let work = Arc::new(work);
     let next = Arc::new(AtomicUsize::new(0));
@@ -187,27 +191,31 @@ where
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
+            let mut first_error = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if total.is_some_and(|t| i >= t) || deadline.is_some_and(|d| start.elapsed() >= d) {
                     break;
                 }
                 let began = Instant::now();
-                if work(i).await {
-                    latencies.push(began.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
+                match work(i).await {
+                    Ok(()) => latencies.push(began.elapsed().as_micros() as u64),
+                    Err(error) => {
+                        errors += 1;
+                        first_error.get_or_insert(error);
+                    }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         }));
     }
     let mut stats = Stats::default();
     for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
+        if let Ok((latencies, errors, first_error)) = task.await {
             stats.count += latencies.len();
             stats.latencies_us.extend(latencies);
             stats.errors += errors;
+            stats.first_error = stats.first_error.or(first_error);
         }
     }
     stats.seconds = start.elapsed().as_secs_f64();
@@ -277,7 +285,12 @@ async fn node_eth_call(devnet: &Devnet, requirements: &PaymentRequirements, args
         Some(Duration::from_secs(args.duration)),
         move |_| {
             let (rpc, data) = (Arc::clone(&rpc), data.clone());
-            async move { rpc.call(None, usdc, &data).await.is_ok() }
+            async move {
+                rpc.call(None, usdc, &data)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
         },
     )
     .await
@@ -572,14 +585,28 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-async fn post_json(http: &reqwest::Client, url: &str, body: &Value, key: &str) -> bool {
-    match http.post(url).json(body).send().await {
-        Ok(response) if response.status().is_success() => response
-            .json::<Value>()
-            .await
-            .is_ok_and(|v| v.get(key) == Some(&Value::Bool(true))),
-        _ => false,
+/// Posts `body` and expects a JSON answer with `key` true; an error says
+/// what came back instead (shortened).
+async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    key: &str,
+) -> Result<(), String> {
+    let response = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or_default();
+    if status.is_success() && answer.get(key) == Some(&Value::Bool(true)) {
+        return Ok(());
     }
+    let shown: String = text.chars().take(300).collect();
+    Err(format!("{status}: {shown}"))
 }
 
 /// The seller's app: `GET /paid` behind `PaymentLayer` (or, for the memory
@@ -706,15 +733,19 @@ pub(crate) async fn pay_requests(
     drive(concurrency, Some(count), None, move |_| {
         let (client, http, url) = (Arc::clone(&client), http.clone(), url.clone());
         async move {
-            let Ok(request) = http.get(&url).build() else {
-                return false;
-            };
-            match client.send(&http, request).await {
-                Ok(response) => response
-                    .extensions()
-                    .get::<paywire_client::PaymentOutcome>()
-                    .is_some_and(|o| o.status == PaymentStatus::Paid),
-                Err(_) => false,
+            let request = http.get(&url).build().map_err(|e| e.to_string())?;
+            let response = client
+                .send(&http, request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let outcome = response
+                .extensions()
+                .get::<paywire_client::PaymentOutcome>()
+                .map(|o| o.status);
+            match outcome {
+                Some(PaymentStatus::Paid) => Ok(()),
+                outcome => Err(format!("{status}, payment status {outcome:?}")),
             }
         }
     })
@@ -745,10 +776,11 @@ async fn plain_requests(usdc: Address, args: &Args) -> Result<Option<u64>, Strin
     drive(1, Some(args.paid_requests), None, move |_| {
         let (http, url) = (http.clone(), url.clone());
         async move {
-            http.get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
+            match http.get(&url).send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(response.status().to_string()),
+                Err(error) => Err(error.to_string()),
+            }
         }
     })
     .await;
@@ -776,6 +808,32 @@ pub(crate) async fn measure_verify(
         async move { post_json(&http, &url, &body, "isValid").await }
     })
     .await
+}
+
+/// Requests sent to a freshly started facilitator before it is measured, so
+/// that lazy start-up work (first RPC connections, Node's module loading and
+/// JIT) is not counted as the first points' latency; same for ours and TS.
+const WARM_UP_VERIFIES: usize = 32;
+
+/// Sends [`WARM_UP_VERIFIES`] unmeasured `/verify` requests at concurrency 8.
+pub(crate) async fn warm_up(
+    facilitator_url: &str,
+    requirements: &PaymentRequirements,
+    payloads: &Arc<Vec<PaymentPayload>>,
+) {
+    let http = reqwest::Client::new();
+    let url = format!("{facilitator_url}/verify");
+    let (requirements, payloads) = (requirements.clone(), Arc::clone(payloads));
+    drive(8, Some(WARM_UP_VERIFIES), None, move |i| {
+        let body = serde_json::to_value(FacilitatorRequest::new(
+            payloads[i % payloads.len()].clone(),
+            requirements.clone(),
+        ))
+        .unwrap_or_default();
+        let (http, url) = (http.clone(), url.clone());
+        async move { post_json(&http, &url, &body, "isValid").await }
+    })
+    .await;
 }
 
 /// `/settle` of every one of `payloads` (distinct payments) at `concurrency`.
@@ -812,6 +870,7 @@ async fn our_facilitator(
     args: &Args,
 ) -> (Stats, Stats) {
     eprintln!("[3/8] facilitator: /verify ...");
+    warm_up(&facilitator.url, requirements, verify_payloads).await;
     let verify = measure_verify(
         &facilitator.url,
         requirements,
@@ -910,6 +969,9 @@ pub(crate) fn print_row(name: &str, stats: &Value) {
         stats["count"],
         stats["errors"],
     );
+    if let Some(error) = stats["first_error"].as_str() {
+        println!("{:<40} first error: {error}", "");
+    }
 }
 
 fn print_table(report: &Value) {

@@ -96,6 +96,7 @@ async fn run(args: &Args) -> Result<Value, String> {
     let requirements = requirements(devnet.usdc(), Address::random());
     let verify_payloads = Arc::new(sign_payments(&devnet, &requirements, 256).await);
     let facilitator = start_facilitator_with_signers(&devnet, &binary, 1).await?;
+    crate::warm_up(&facilitator.url, &requirements, &verify_payloads).await;
     let ours = Target {
         url: &facilitator.url,
         devnet: &devnet,
@@ -144,6 +145,7 @@ async fn signer_points(
         let signers = signers.max(1);
         eprintln!("sweep: /settle at concurrency {concurrency} with {signers} signer(s) ...");
         let facilitator = start_facilitator_with_signers(devnet, binary, signers).await?;
+        crate::warm_up(&facilitator.url, requirements, verify_payloads).await;
         let target = Target {
             url: &facilitator.url,
             devnet,
@@ -177,6 +179,7 @@ async fn ts_points(
     let facilitator = TsFacilitator::start_with(devnet, funded_key(devnet).await?, options)
         .await
         .map_err(|e| e.to_string())?;
+    crate::warm_up(facilitator.url(), requirements, verify_payloads).await;
     let target = Target {
         url: facilitator.url(),
         devnet,

@@ -18,7 +18,8 @@ use paywire_testkit::peer::{
 use serde_json::{Value, json};
 
 use crate::{
-    Args, Stats, funded_key, measure_settle, measure_verify, peak_rss_kib, print_row, sign_payments,
+    Args, Stats, funded_key, measure_settle, measure_verify, peak_rss_kib, print_row,
+    sign_payments, warm_up,
 };
 
 /// The TS facilitator's receipt polling interval (the script's default;
@@ -66,13 +67,13 @@ fn load_stats(report: &TsLoadReport) -> Stats {
             .iter()
             .map(|ms| (ms * 1000.0) as u64)
             .collect(),
+        first_error: report.first_error.clone(),
     }
 }
 
 fn load_json(report: &TsLoadReport) -> Value {
     let mut value = load_stats(report).to_json();
     value["concurrency"] = json!(report.concurrency);
-    value["first_error"] = json!(report.first_error);
     value
 }
 
@@ -95,6 +96,7 @@ pub(crate) async fn measure(
     let facilitator = TsFacilitator::start_with(devnet, funded_key(devnet).await?, options)
         .await
         .map_err(|e| e.to_string())?;
+    warm_up(facilitator.url(), requirements, verify_payloads).await;
     let verify = measure_verify(
         facilitator.url(),
         requirements,
