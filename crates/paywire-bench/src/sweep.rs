@@ -209,7 +209,7 @@ fn print_points(title: &str, points: &Value) {
         let (verify, settle) = (&point["verify"], &point["settle"]);
         println!(
             "{:>11} {:>10.1} {:>9.2} ms {:>10.1} {:>9.2} ms {:>8}",
-            point["concurrency"],
+            point["concurrency"].as_u64().unwrap_or_default(),
             verify["per_second"].as_f64().unwrap_or_default(),
             verify["p99_ms"].as_f64().unwrap_or_default(),
             settle["per_second"].as_f64().unwrap_or_default(),
@@ -240,10 +240,10 @@ fn print_table(report: &Value) {
         let settle = &point["settle"];
         println!(
             "{:>7} {:>10.1} {:>9.2} ms {:>8}",
-            point["signers"],
+            point["signers"].as_u64().unwrap_or_default(),
             settle["per_second"].as_f64().unwrap_or_default(),
             settle["p99_ms"].as_f64().unwrap_or_default(),
-            settle["errors"],
+            settle["errors"].as_u64().unwrap_or_default(),
         );
     }
     if !report["ts"].is_null() {
