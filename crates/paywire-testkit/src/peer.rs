@@ -738,4 +738,46 @@ mod tests {
         assert_eq!(deps["@x402/core"], PAYWIRE_SDK_VERSION);
         assert_eq!(lock_hash().len(), 16);
     }
+
+    /// The load client (`load-client.mjs`) pays every request it reports as ok: the payee's
+    /// USDC balance is exactly `ok` times the price; the quiet peers still answer (they only
+    /// stop logging every request).
+    #[tokio::test]
+    async fn the_load_client_pays_each_request_it_counts() -> Result<()> {
+        const PRICE: u128 = 1_000;
+        const REQUESTS: usize = 3;
+        let devnet = Devnet::start().await?;
+        let quiet = TsFacilitatorOptions {
+            quiet: true,
+            ..TsFacilitatorOptions::default()
+        };
+        let facilitator =
+            TsFacilitator::start_with(&devnet, devnet.usdc_owner().private_key, quiet).await?;
+        let payee = Address::repeat_byte(0x5e);
+        let options = TsServerOptions { quiet: true };
+        let server =
+            TsServer::start_with(&devnet, facilitator.url(), payee, PRICE, options).await?;
+        // One worker: one TS facilitator signer settles concurrent payments with colliding
+        // nonces (the SDK's behaviour, which the load tool reports as errors).
+        let keys = [devnet.payer(2).private_key, devnet.payer(3).private_key];
+        let report = ts_client_load(&devnet, &keys, &server.resource_url(), REQUESTS, 1).await?;
+
+        assert_eq!(
+            (report.ok, report.errors),
+            (REQUESTS, 0),
+            "{report:#?}\n{}",
+            facilitator.log_tail()
+        );
+        assert_eq!(report.latencies_ms.len(), REQUESTS);
+        assert!(report.latencies_ms.iter().all(|ms| *ms > 0.0));
+        assert_eq!(
+            devnet.usdc_balance(payee).await?,
+            alloy_primitives::U256::from(PRICE) * alloy_primitives::U256::from(REQUESTS)
+        );
+        assert!(
+            !facilitator.log_tail().contains("settle request:"),
+            "a quiet facilitator logged a request"
+        );
+        Ok(())
+    }
 }
