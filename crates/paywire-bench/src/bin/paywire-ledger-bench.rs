@@ -67,8 +67,11 @@ struct Args {
     ops: usize,
     /// Path of a `paywire` binary to run `paywire facilitator` from
     /// (default: `paywire-facilitator` next to this binary, else `paywire`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "facilitator")]
     paywire: Option<PathBuf>,
+    /// Path of a `paywire-facilitator` binary to run.
+    #[arg(long)]
+    facilitator: Option<PathBuf>,
     /// PostgreSQL: the (empty) database for the full ledger, instead of a
     /// throwaway cluster; needs `--postgres-empty-url`.
     #[arg(long, requires = "postgres_empty_url")]
@@ -169,7 +172,8 @@ async fn fill_full(run: &Run, templates: &[Template]) -> Result<Value, String> {
 }
 
 async fn execute(args: Args) -> Result<Value, String> {
-    let command = service::facilitator_command(args.paywire.as_deref())?;
+    let command =
+        service::facilitator_command(args.facilitator.as_deref(), args.paywire.as_deref())?;
     let dir = TempDir::new().map_err(|e| e.to_string())?;
     let ledgers = match args.store {
         StoreKind::Sqlite => Ledgers::sqlite(&dir.0),
@@ -289,7 +293,7 @@ fn report(run: &Run, r: Report) -> Value {
         "rows": run.args.rows,
         "settlements_per_phase": run.args.settlements,
         "concurrency": run.args.concurrency,
-        "facilitator_binary": run.command.0.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "facilitator_binary": run.command.0.display().to_string(),
         "size": {
             "migrated_empty": r.migrated_size,
             "after_fill": r.full_size,
@@ -314,8 +318,12 @@ fn report(run: &Run, r: Report) -> Value {
 
 fn print_table(report: &Value) {
     println!(
-        "store {}, {} settlements in the full ledger, {} per phase at concurrency {}",
-        report["store"], report["rows"], report["settlements_per_phase"], report["concurrency"]
+        "store {}, {} settlements in the full ledger, {} per phase at concurrency {}, facilitator {}",
+        report["store"],
+        report["rows"],
+        report["settlements_per_phase"],
+        report["concurrency"],
+        report["facilitator_binary"]
     );
     let size = &report["size"];
     println!(

@@ -160,11 +160,16 @@ impl FacilitatorProcess {
     }
 }
 
-/// How to start the facilitator: the `paywire-facilitator` binary next to
-/// this one, else `paywire facilitator`; `--paywire` forces the latter.
+/// How to start the facilitator: `--facilitator` (a `paywire-facilitator`
+/// binary), else `--paywire` (`paywire facilitator`), else the
+/// `paywire-facilitator` binary next to this one, else `paywire` there.
 pub fn facilitator_command(
+    facilitator: Option<&Path>,
     paywire: Option<&Path>,
 ) -> Result<(PathBuf, Option<&'static str>), String> {
+    if let Some(path) = facilitator {
+        return Ok((path.to_path_buf(), None));
+    }
     if let Some(path) = paywire {
         return Ok((path.to_path_buf(), Some("facilitator")));
     }
