@@ -39,9 +39,8 @@ use paywire_store::tokio_postgres::{self, Row};
 use paywire_store::{Migration, Migrations};
 
 use crate::store::{
-    Delivery, HeldLock, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS,
-    RawRow, SettlementRecord, SettlementState, StoreFuture, StoreLock, UNSENT_FAILURE, decode_row,
-    now, stored_response,
+    Delivery, HeldLock, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RawRow,
+    SettlementRecord, SettlementState, StoreFuture, StoreLock, decode_row, now, stored_response,
 };
 
 /// Advisory lock namespace of settlement locks (the object id is
@@ -140,7 +139,120 @@ const MIGRATIONS: Migrations = Migrations::new(
 // once): adopt such a database where it stands.
 .with_legacy_version("SELECT COALESCE(MAX(version), 0)::BIGINT FROM x402_schema_migrations");
 
-const COLUMNS: &str = RECORD_COLUMNS;
+/// The ledger's statements, one item each, so that the store and
+/// [`ledger_statements`] (the query-plan tests) use the same text.
+mod sql {
+    use crate::store::{RECORD_COLUMNS as COLUMNS, UNSENT_FAILURE};
+
+    pub(super) const STATE_COUNTS: &str =
+        "SELECT state, COUNT(*) FROM x402_settlements GROUP BY state";
+
+    pub(super) fn get() -> String {
+        format!("SELECT {COLUMNS} FROM x402_settlements WHERE fingerprint = $1")
+    }
+
+    pub(super) fn unresolved() -> String {
+        format!(
+            "SELECT {COLUMNS} FROM x402_settlements
+             WHERE state IN ('received', 'submitted', 'pending') ORDER BY updated_at"
+        )
+    }
+
+    pub(super) fn find_by_transaction() -> String {
+        format!(
+            "SELECT {COLUMNS} FROM x402_settlements WHERE transaction_hash = $1
+             ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM x402_settled_transactions
+                                              WHERE transaction_hash = $1), false) DESC,
+                      updated_at DESC
+             LIMIT 1"
+        )
+    }
+
+    pub(super) const PAYMENT_ID_BINDING: &str =
+        "SELECT fingerprint FROM x402_payment_ids WHERE id = $1";
+
+    pub(super) const CLAIM_PAYMENT_ID: &str =
+        "INSERT INTO x402_payment_ids (id, fingerprint, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING";
+
+    pub(super) const TRANSACTION_BINDING: &str =
+        "SELECT fingerprint FROM x402_settled_transactions WHERE transaction_hash = $1";
+
+    pub(super) const CLAIM_TRANSACTION: &str =
+        "INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
+         VALUES ($1, $2, $3) ON CONFLICT (transaction_hash) DO NOTHING";
+
+    pub(super) const MARK_DELIVERED: &str =
+        "UPDATE x402_settlements SET delivered_state = $2, delivered_to = $3,
+                delivered_payment_id = $4, delivered_at = $5
+         WHERE fingerprint = $1";
+
+    pub(super) const MARK_RECEIVED: &str = "INSERT INTO x402_settlements
+            (fingerprint, network, payment_id, state, attempts, created_at, updated_at, request)
+         VALUES ($1, $2, $3, 'received', 1, $4, $4, $5)
+         ON CONFLICT (fingerprint) DO UPDATE SET
+            state = CASE WHEN x402_settlements.state IN ('submitted', 'pending')
+                         THEN x402_settlements.state ELSE 'received' END,
+            payment_id = COALESCE(x402_settlements.payment_id, EXCLUDED.payment_id),
+            request = COALESCE(x402_settlements.request, EXCLUDED.request),
+            attempts = x402_settlements.attempts + 1,
+            updated_at = EXCLUDED.updated_at";
+
+    pub(super) const MARK_SUBMITTED: &str =
+        "UPDATE x402_settlements SET state = 'submitted', transaction_hash = $2, updated_at = $3
+         WHERE fingerprint = $1";
+
+    pub(super) const RECORD_OUTCOME: &str = "UPDATE x402_settlements SET state = $2,
+                transaction_hash = COALESCE($3, transaction_hash),
+                response = $4, last_error = NULL, updated_at = $5
+         WHERE fingerprint = $1";
+
+    pub(super) const RECORD_ERROR: &str =
+        "UPDATE x402_settlements SET last_error = $2, updated_at = $3 WHERE fingerprint = $1";
+
+    pub(super) fn purge_unsent_failures() -> String {
+        format!(
+            "DELETE FROM x402_settlements WHERE fingerprint IN (
+                SELECT fingerprint FROM x402_settlements
+                 WHERE {UNSENT_FAILURE} AND updated_at < $1 LIMIT $2)"
+        )
+    }
+
+    pub(super) const PURGE_ORPHAN_PAYMENT_IDS: &str = "DELETE FROM x402_payment_ids WHERE id IN (
+            SELECT id FROM x402_payment_ids p
+             WHERE p.created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM x402_settlements s
+                                WHERE s.fingerprint = p.fingerprint)
+             LIMIT $2)";
+}
+
+/// Every statement the PostgreSQL ledger runs, by the name of the store
+/// call that runs it (as [`crate::sqlite::ledger_statements`]; the
+/// settlement lock is an advisory lock, no table). For the query-plan
+/// regression tests (`tests/ledger_plans.rs`) only.
+#[doc(hidden)]
+pub fn ledger_statements() -> Vec<(&'static str, String)> {
+    vec![
+        ("get", sql::get()),
+        ("payment_id_binding", sql::PAYMENT_ID_BINDING.to_owned()),
+        ("claim_payment_id", sql::CLAIM_PAYMENT_ID.to_owned()),
+        ("transaction_binding", sql::TRANSACTION_BINDING.to_owned()),
+        ("claim_transaction", sql::CLAIM_TRANSACTION.to_owned()),
+        ("mark_received", sql::MARK_RECEIVED.to_owned()),
+        ("mark_submitted", sql::MARK_SUBMITTED.to_owned()),
+        ("record_outcome", sql::RECORD_OUTCOME.to_owned()),
+        ("record_error", sql::RECORD_ERROR.to_owned()),
+        ("mark_delivered", sql::MARK_DELIVERED.to_owned()),
+        ("find_by_transaction", sql::find_by_transaction()),
+        ("unresolved", sql::unresolved()),
+        ("purge_unsent_failures", sql::purge_unsent_failures()),
+        (
+            "purge_orphan_payment_ids",
+            sql::PURGE_ORPHAN_PAYMENT_IDS.to_owned(),
+        ),
+        ("state_counts", sql::STATE_COUNTS.to_owned()),
+    ]
+}
 
 /// The PostgreSQL store: pooled connections for queries, one lock session
 /// for the settlement locks.
@@ -229,27 +341,12 @@ impl PostgresStore {
     }
 
     async fn get(&self, fingerprint: &str) -> Result<Option<SettlementRecord>, LedgerError> {
-        let row = self
-            .pool
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM x402_settlements WHERE fingerprint = $1"),
-                &[&fingerprint],
-            )
-            .await?;
+        let row = self.pool.query_opt(&sql::get(), &[&fingerprint]).await?;
         row.as_ref().map(decode).transpose()
     }
 
     async fn unresolved(&self) -> Result<Vec<SettlementRecord>, LedgerError> {
-        let rows = self
-            .pool
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM x402_settlements
-                     WHERE state IN ('received', 'submitted', 'pending') ORDER BY updated_at"
-                ),
-                &[],
-            )
-            .await?;
+        let rows = self.pool.query(&sql::unresolved(), &[]).await?;
         rows.iter().map(decode).collect()
     }
 
@@ -259,28 +356,13 @@ impl PostgresStore {
     ) -> Result<Option<SettlementRecord>, LedgerError> {
         let row = self
             .pool
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM x402_settlements WHERE transaction_hash = $1
-                     ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM x402_settled_transactions
-                                                      WHERE transaction_hash = $1), false) DESC,
-                              updated_at DESC
-                     LIMIT 1"
-                ),
-                &[&transaction],
-            )
+            .query_opt(&sql::find_by_transaction(), &[&transaction])
             .await?;
         row.as_ref().map(decode).transpose()
     }
 
     async fn payment_id_binding(&self, id: &str) -> Result<Option<String>, LedgerError> {
-        let row = self
-            .pool
-            .query_opt(
-                "SELECT fingerprint FROM x402_payment_ids WHERE id = $1",
-                &[&id],
-            )
-            .await?;
+        let row = self.pool.query_opt(sql::PAYMENT_ID_BINDING, &[&id]).await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
@@ -290,9 +372,8 @@ impl PostgresStore {
         fingerprint: &str,
     ) -> Result<PaymentIdClaim, LedgerError> {
         self.claim(
-            "INSERT INTO x402_payment_ids (id, fingerprint, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO NOTHING",
-            "SELECT fingerprint FROM x402_payment_ids WHERE id = $1",
+            sql::CLAIM_PAYMENT_ID,
+            sql::PAYMENT_ID_BINDING,
             id,
             fingerprint,
         )
@@ -305,9 +386,8 @@ impl PostgresStore {
         fingerprint: &str,
     ) -> Result<PaymentIdClaim, LedgerError> {
         self.claim(
-            "INSERT INTO x402_settled_transactions (transaction_hash, fingerprint, created_at)
-             VALUES ($1, $2, $3) ON CONFLICT (transaction_hash) DO NOTHING",
-            "SELECT fingerprint FROM x402_settled_transactions WHERE transaction_hash = $1",
+            sql::CLAIM_TRANSACTION,
+            sql::TRANSACTION_BINDING,
             transaction,
             fingerprint,
         )
@@ -347,9 +427,7 @@ impl PostgresStore {
         let at = i64::try_from(delivery.at).unwrap_or(i64::MAX);
         self.pool
             .execute(
-                "UPDATE x402_settlements SET delivered_state = $2, delivered_to = $3,
-                        delivered_payment_id = $4, delivered_at = $5
-                 WHERE fingerprint = $1",
+                sql::MARK_DELIVERED,
                 &[
                     &fingerprint,
                     &delivery.state.as_str(),
@@ -370,19 +448,9 @@ impl PostgresStore {
     ) -> Result<(), LedgerError> {
         let network = request.payment_requirements.network.to_string();
         let request = to_json(request)?;
-        self
-            .pool
+        self.pool
             .execute(
-                "INSERT INTO x402_settlements
-                    (fingerprint, network, payment_id, state, attempts, created_at, updated_at, request)
-                 VALUES ($1, $2, $3, 'received', 1, $4, $4, $5)
-                 ON CONFLICT (fingerprint) DO UPDATE SET
-                    state = CASE WHEN x402_settlements.state IN ('submitted', 'pending')
-                                 THEN x402_settlements.state ELSE 'received' END,
-                    payment_id = COALESCE(x402_settlements.payment_id, EXCLUDED.payment_id),
-                    request = COALESCE(x402_settlements.request, EXCLUDED.request),
-                    attempts = x402_settlements.attempts + 1,
-                    updated_at = EXCLUDED.updated_at",
+                sql::MARK_RECEIVED,
                 &[&fingerprint, &network, &payment_id, &now(), &request],
             )
             .await?;
@@ -396,11 +464,7 @@ impl PostgresStore {
     ) -> Result<(), LedgerError> {
         let changed = self
             .pool
-            .execute(
-                "UPDATE x402_settlements SET state = 'submitted', transaction_hash = $2, updated_at = $3
-                 WHERE fingerprint = $1",
-                &[&fingerprint, &transaction, &now()],
-            )
+            .execute(sql::MARK_SUBMITTED, &[&fingerprint, &transaction, &now()])
             .await?;
         if changed == 1 {
             Ok(())
@@ -421,10 +485,7 @@ impl PostgresStore {
         let transaction = Some(response.transaction.as_str()).filter(|t| !t.is_empty());
         self.pool
             .execute(
-                "UPDATE x402_settlements SET state = $2,
-                        transaction_hash = COALESCE($3, transaction_hash),
-                        response = $4, last_error = NULL, updated_at = $5
-                 WHERE fingerprint = $1",
+                sql::RECORD_OUTCOME,
                 &[&fingerprint, &state.as_str(), &transaction, &json, &now()],
             )
             .await?;
@@ -432,12 +493,8 @@ impl PostgresStore {
     }
 
     async fn record_error(&self, fingerprint: &str, error: &str) -> Result<(), LedgerError> {
-        self
-            .pool
-            .execute(
-                "UPDATE x402_settlements SET last_error = $2, updated_at = $3 WHERE fingerprint = $1",
-                &[&fingerprint, &error, &now()],
-            )
+        self.pool
+            .execute(sql::RECORD_ERROR, &[&fingerprint, &error, &now()])
             .await?;
         Ok(())
     }
@@ -455,14 +512,7 @@ impl PostgresStore {
         loop {
             let batch = self
                 .pool
-                .execute(
-                    &format!(
-                        "DELETE FROM x402_settlements WHERE fingerprint IN (
-                            SELECT fingerprint FROM x402_settlements
-                             WHERE {UNSENT_FAILURE} AND updated_at < $1 LIMIT $2)"
-                    ),
-                    &[&before, &PURGE_BATCH],
-                )
+                .execute(&sql::purge_unsent_failures(), &[&before, &PURGE_BATCH])
                 .await?;
             deleted += batch;
             if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
@@ -472,15 +522,7 @@ impl PostgresStore {
         loop {
             let batch = self
                 .pool
-                .execute(
-                    "DELETE FROM x402_payment_ids WHERE id IN (
-                        SELECT id FROM x402_payment_ids p
-                         WHERE p.created_at < $1
-                           AND NOT EXISTS (SELECT 1 FROM x402_settlements s
-                                            WHERE s.fingerprint = p.fingerprint)
-                         LIMIT $2)",
-                    &[&before, &PURGE_BATCH],
-                )
+                .execute(sql::PURGE_ORPHAN_PAYMENT_IDS, &[&before, &PURGE_BATCH])
                 .await?;
             if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
                 break;
@@ -587,13 +629,7 @@ impl LedgerStore for PostgresStore {
     }
     fn state_counts(&self) -> StoreFuture<'_, Option<Vec<(SettlementState, u64)>>> {
         Box::pin(async move {
-            let rows = self
-                .pool
-                .query(
-                    "SELECT state, COUNT(*) FROM x402_settlements GROUP BY state",
-                    &[],
-                )
-                .await?;
+            let rows = self.pool.query(sql::STATE_COUNTS, &[]).await?;
             let counts = rows
                 .iter()
                 .map(|row| Ok((row.try_get::<_, String>(0)?, row.try_get::<_, i64>(1)?)))

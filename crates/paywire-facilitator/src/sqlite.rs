@@ -12,9 +12,8 @@ use paywire_store::sqlite::SqliteHandle;
 use paywire_store::{Migration, Migrations};
 
 use crate::store::{
-    Delivery, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RECORD_COLUMNS, RawRow,
-    SettlementRecord, SettlementState, StoreFuture, UNSENT_FAILURE, decode_row, now,
-    stored_response,
+    Delivery, LedgerError, LedgerStore, PURGE_BATCH, PaymentIdClaim, RawRow, SettlementRecord,
+    SettlementState, StoreFuture, decode_row, now, stored_response,
 };
 
 // 1: settlements and payment-identifier bindings.
@@ -84,6 +83,12 @@ CREATE INDEX settlements_unsent_failures ON settlements(updated_at)
 CREATE INDEX payment_ids_created ON payment_ids(created_at);
 "#;
 
+// 6: a settlement's lookup by its transaction (`find_by_transaction`) read
+// the whole table: index it, as the PostgreSQL ledger always has.
+const V6: &str = r#"
+CREATE INDEX settlements_transaction ON settlements(transaction_hash);
+"#;
+
 /// Ledger schema migrations (component `ledger`). Versions 1 to 5 are the
 /// schema earlier releases built and counted in `PRAGMA user_version`; never
 /// edit one, add the next.
@@ -95,11 +100,126 @@ const MIGRATIONS: Migrations = Migrations::new(
         Migration::new(3, "deliveries and settled transactions", V3),
         Migration::new(4, "claims of transactions out", V4),
         Migration::new(5, "retention indexes", V5),
+        Migration::new(6, "transaction index", V6),
     ],
 )
 // SQLite has no ADD COLUMN IF NOT EXISTS, so version 1 cannot be a no-op
 // on an old file: adopt it at the version it recorded.
 .with_legacy_version("SELECT user_version FROM pragma_user_version");
+
+/// The ledger's statements, one item each, so that the store and
+/// [`ledger_statements`] (the query-plan tests) use the same text.
+mod sql {
+    use crate::store::{RECORD_COLUMNS, UNSENT_FAILURE};
+
+    pub(super) const STATE_COUNTS: &str = "SELECT state, COUNT(*) FROM settlements GROUP BY state";
+
+    pub(super) fn get() -> String {
+        format!("SELECT {RECORD_COLUMNS} FROM settlements WHERE fingerprint = ?1")
+    }
+
+    pub(super) fn find_by_transaction() -> String {
+        format!(
+            "SELECT {RECORD_COLUMNS} FROM settlements WHERE transaction_hash = ?1
+             ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM settled_transactions
+                                              WHERE transaction_hash = ?1), 0) DESC,
+                      updated_at DESC
+             LIMIT 1"
+        )
+    }
+
+    pub(super) fn unresolved() -> String {
+        format!(
+            "SELECT {RECORD_COLUMNS} FROM settlements
+             WHERE state IN ('received', 'submitted', 'pending') ORDER BY updated_at"
+        )
+    }
+
+    pub(super) const PAYMENT_ID_BINDING: &str = "SELECT fingerprint FROM payment_ids WHERE id = ?1";
+
+    pub(super) const CLAIM_PAYMENT_ID: &str =
+        "INSERT OR IGNORE INTO payment_ids (id, fingerprint, created_at) VALUES (?1, ?2, ?3)";
+
+    pub(super) const TRANSACTION_BINDING: &str =
+        "SELECT fingerprint FROM settled_transactions WHERE transaction_hash = ?1";
+
+    pub(super) const CLAIM_TRANSACTION: &str =
+        "INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
+         VALUES (?1, ?2, ?3)";
+
+    pub(super) const MARK_DELIVERED: &str =
+        "UPDATE settlements SET delivered_state = ?2, delivered_to = ?3,
+                delivered_payment_id = ?4, delivered_at = ?5
+         WHERE fingerprint = ?1";
+
+    pub(super) const MARK_RECEIVED: &str =
+        "INSERT INTO settlements (fingerprint, network, payment_id, state, attempts, created_at, updated_at, request)
+         VALUES (?1, ?2, ?3, 'received', 1, ?4, ?4, ?5)
+         ON CONFLICT (fingerprint) DO UPDATE SET
+            state = CASE WHEN settlements.state IN ('submitted', 'pending')
+                         THEN settlements.state ELSE 'received' END,
+            payment_id = COALESCE(settlements.payment_id, excluded.payment_id),
+            request = COALESCE(settlements.request, excluded.request),
+            attempts = settlements.attempts + 1,
+            updated_at = excluded.updated_at";
+
+    pub(super) const MARK_SUBMITTED: &str =
+        "UPDATE settlements SET state = 'submitted', transaction_hash = ?2, updated_at = ?3
+         WHERE fingerprint = ?1";
+
+    pub(super) const RECORD_OUTCOME: &str =
+        "UPDATE settlements SET state = ?2, transaction_hash = COALESCE(?3, transaction_hash),
+                response = ?4, last_error = NULL, updated_at = ?5
+         WHERE fingerprint = ?1";
+
+    pub(super) const RECORD_ERROR: &str =
+        "UPDATE settlements SET last_error = ?2, updated_at = ?3 WHERE fingerprint = ?1";
+
+    pub(super) fn purge_unsent_failures() -> String {
+        format!(
+            "DELETE FROM settlements WHERE rowid IN (
+                SELECT rowid FROM settlements
+                 WHERE {UNSENT_FAILURE} AND updated_at < ?1 LIMIT ?2)"
+        )
+    }
+
+    pub(super) const PURGE_ORPHAN_PAYMENT_IDS: &str = "DELETE FROM payment_ids WHERE rowid IN (
+            SELECT rowid FROM payment_ids
+             WHERE created_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM settlements
+                                WHERE settlements.fingerprint = payment_ids.fingerprint)
+             LIMIT ?2)";
+}
+
+/// Every statement the SQLite ledger runs, by the name of the store call
+/// that runs it: the `/settle` path (`get`, `payment_id_binding`, the
+/// claims, the marks, `record_outcome`, `record_error`), the periodic jobs
+/// (`unresolved` for recovery, the purge, `state_counts` for `/metrics`) and
+/// the lookup `find_by_transaction`. For the query-plan regression tests
+/// (`tests/ledger_plans.rs`) only.
+#[doc(hidden)]
+pub fn ledger_statements() -> Vec<(&'static str, String)> {
+    vec![
+        ("get", sql::get()),
+        ("payment_id_binding", sql::PAYMENT_ID_BINDING.to_owned()),
+        ("claim_payment_id", sql::CLAIM_PAYMENT_ID.to_owned()),
+        ("transaction_binding", sql::TRANSACTION_BINDING.to_owned()),
+        ("claim_transaction", sql::CLAIM_TRANSACTION.to_owned()),
+        ("mark_received", sql::MARK_RECEIVED.to_owned()),
+        ("mark_submitted", sql::MARK_SUBMITTED.to_owned()),
+        ("record_outcome", sql::RECORD_OUTCOME.to_owned()),
+        ("record_error", sql::RECORD_ERROR.to_owned()),
+        ("mark_delivered", sql::MARK_DELIVERED.to_owned()),
+        ("find_by_transaction", sql::find_by_transaction()),
+        ("unresolved", sql::unresolved()),
+        ("purge_unsent_failures", sql::purge_unsent_failures()),
+        (
+            "purge_orphan_payment_ids",
+            sql::PURGE_ORPHAN_PAYMENT_IDS.to_owned(),
+        ),
+        ("state_counts", sql::STATE_COUNTS.to_owned()),
+    ]
+}
 
 /// The SQLite store. Cheap to clone; queries run on the handle's thread.
 #[derive(Clone)]
@@ -124,8 +244,7 @@ impl LedgerStore for SqliteStore {
         Box::pin(async move {
             let counts = self
                 .with(|conn| {
-                    let mut statement =
-                        conn.prepare("SELECT state, COUNT(*) FROM settlements GROUP BY state")?;
+                    let mut statement = conn.prepare(sql::STATE_COUNTS)?;
                     let rows = statement
                         .query_map([], |row| {
                             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
@@ -241,11 +360,7 @@ impl SqliteStore {
         let fingerprint = fingerprint.to_owned();
         self.with(move |conn| {
             let row = conn
-                .query_row(
-                    &format!("SELECT {RECORD_COLUMNS} FROM settlements WHERE fingerprint = ?1"),
-                    params![fingerprint],
-                    raw_row,
-                )
+                .query_row(&sql::get(), params![fingerprint], raw_row)
                 .optional()?;
             row.map(decode_row).transpose()
         })
@@ -260,17 +375,7 @@ impl SqliteStore {
         let transaction = transaction.to_owned();
         self.with(move |conn| {
             let row = conn
-                .query_row(
-                    &format!(
-                        "SELECT {RECORD_COLUMNS} FROM settlements WHERE transaction_hash = ?1
-                         ORDER BY COALESCE(fingerprint = (SELECT fingerprint FROM settled_transactions
-                                                          WHERE transaction_hash = ?1), 0) DESC,
-                                  updated_at DESC
-                         LIMIT 1"
-                    ),
-                    params![transaction],
-                    raw_row,
-                )
+                .query_row(&sql::find_by_transaction(), params![transaction], raw_row)
                 .optional()?;
             row.map(decode_row).transpose()
         })
@@ -281,10 +386,7 @@ impl SqliteStore {
     /// `pending`): the work list of a recovery job.
     pub async fn unresolved(&self) -> Result<Vec<SettlementRecord>, LedgerError> {
         self.with(|conn| {
-            let mut statement = conn.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM settlements
-                 WHERE state IN ('received', 'submitted', 'pending') ORDER BY updated_at"
-            ))?;
+            let mut statement = conn.prepare(&sql::unresolved())?;
             let rows = statement
                 .query_map([], raw_row)?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -298,11 +400,7 @@ impl SqliteStore {
         let id = id.to_owned();
         self.with(move |conn| {
             Ok(conn
-                .query_row(
-                    "SELECT fingerprint FROM payment_ids WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
+                .query_row(sql::PAYMENT_ID_BINDING, params![id], |r| r.get(0))
                 .optional()?)
         })
         .await
@@ -336,15 +434,8 @@ impl SqliteStore {
     ) -> Result<PaymentIdClaim, LedgerError> {
         let (key, fingerprint) = (key.to_owned(), fingerprint.to_owned());
         let (insert, select) = match table {
-            ClaimTable::PaymentIds => (
-                "INSERT OR IGNORE INTO payment_ids (id, fingerprint, created_at) VALUES (?1, ?2, ?3)",
-                "SELECT fingerprint FROM payment_ids WHERE id = ?1",
-            ),
-            ClaimTable::SettledTransactions => (
-                "INSERT OR IGNORE INTO settled_transactions (transaction_hash, fingerprint, created_at)
-                 VALUES (?1, ?2, ?3)",
-                "SELECT fingerprint FROM settled_transactions WHERE transaction_hash = ?1",
-            ),
+            ClaimTable::PaymentIds => (sql::CLAIM_PAYMENT_ID, sql::PAYMENT_ID_BINDING),
+            ClaimTable::SettledTransactions => (sql::CLAIM_TRANSACTION, sql::TRANSACTION_BINDING),
         };
         self.with(move |conn| {
             // Write-locked from the start: the read-back must see the winner.
@@ -371,9 +462,7 @@ impl SqliteStore {
         let delivery = delivery.clone();
         self.with(move |conn| {
             conn.execute(
-                "UPDATE settlements SET delivered_state = ?2, delivered_to = ?3,
-                        delivered_payment_id = ?4, delivered_at = ?5
-                 WHERE fingerprint = ?1",
+                sql::MARK_DELIVERED,
                 params![
                     fingerprint,
                     delivery.state.as_str(),
@@ -404,15 +493,7 @@ impl SqliteStore {
         self.with(move |conn| {
             let at = now();
             conn.execute(
-                "INSERT INTO settlements (fingerprint, network, payment_id, state, attempts, created_at, updated_at, request)
-                 VALUES (?1, ?2, ?3, 'received', 1, ?4, ?4, ?5)
-                 ON CONFLICT (fingerprint) DO UPDATE SET
-                    state = CASE WHEN settlements.state IN ('submitted', 'pending')
-                                 THEN settlements.state ELSE 'received' END,
-                    payment_id = COALESCE(settlements.payment_id, excluded.payment_id),
-                    request = COALESCE(settlements.request, excluded.request),
-                    attempts = settlements.attempts + 1,
-                    updated_at = excluded.updated_at",
+                sql::MARK_RECEIVED,
                 params![fingerprint, network, payment_id, at, request],
             )?;
             Ok(())
@@ -431,8 +512,7 @@ impl SqliteStore {
         let (fingerprint, transaction) = (fingerprint.to_owned(), transaction.to_owned());
         self.with(move |conn| {
             let changed = conn.execute(
-                "UPDATE settlements SET state = 'submitted', transaction_hash = ?2, updated_at = ?3
-                 WHERE fingerprint = ?1",
+                sql::MARK_SUBMITTED,
                 params![fingerprint, transaction, now()],
             )?;
             if changed == 1 {
@@ -458,9 +538,7 @@ impl SqliteStore {
         let fingerprint = fingerprint.to_owned();
         self.with(move |conn| {
             conn.execute(
-                "UPDATE settlements SET state = ?2, transaction_hash = COALESCE(?3, transaction_hash),
-                        response = ?4, last_error = NULL, updated_at = ?5
-                 WHERE fingerprint = ?1",
+                sql::RECORD_OUTCOME,
                 params![fingerprint, state.as_str(), transaction, json, now()],
             )?;
             Ok(())
@@ -474,10 +552,7 @@ impl SqliteStore {
     pub async fn record_error(&self, fingerprint: &str, error: &str) -> Result<(), LedgerError> {
         let (fingerprint, error) = (fingerprint.to_owned(), error.to_owned());
         self.with(move |conn| {
-            conn.execute(
-                "UPDATE settlements SET last_error = ?2, updated_at = ?3 WHERE fingerprint = ?1",
-                params![fingerprint, error, now()],
-            )?;
+            conn.execute(sql::RECORD_ERROR, params![fingerprint, error, now()])?;
             Ok(())
         })
         .await
@@ -490,14 +565,7 @@ impl SqliteStore {
         loop {
             let batch = self
                 .with(move |conn| {
-                    Ok(conn.execute(
-                        &format!(
-                            "DELETE FROM settlements WHERE rowid IN (
-                                SELECT rowid FROM settlements
-                                 WHERE {UNSENT_FAILURE} AND updated_at < ?1 LIMIT ?2)"
-                        ),
-                        params![before, PURGE_BATCH],
-                    )?)
+                    Ok(conn.execute(&sql::purge_unsent_failures(), params![before, PURGE_BATCH])?)
                 })
                 .await?;
             deleted += u64::try_from(batch).unwrap_or(0);
@@ -508,15 +576,7 @@ impl SqliteStore {
         loop {
             let batch = self
                 .with(move |conn| {
-                    Ok(conn.execute(
-                        "DELETE FROM payment_ids WHERE rowid IN (
-                            SELECT rowid FROM payment_ids
-                             WHERE created_at < ?1
-                               AND NOT EXISTS (SELECT 1 FROM settlements
-                                                WHERE settlements.fingerprint = payment_ids.fingerprint)
-                             LIMIT ?2)",
-                        params![before, PURGE_BATCH],
-                    )?)
+                    Ok(conn.execute(sql::PURGE_ORPHAN_PAYMENT_IDS, params![before, PURGE_BATCH])?)
                 })
                 .await?;
             if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
@@ -731,10 +791,10 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
             ledger.payment_id_binding("pay-1").await?,
             Some("kept".into())
         );
-        assert_eq!(ledger_version(&path)?, Some(5));
+        assert_eq!(ledger_version(&path)?, Some(6));
         drop(ledger);
         Ledger::open(&path).await?;
-        assert_eq!(ledger_version(&path)?, Some(5));
+        assert_eq!(ledger_version(&path)?, Some(6));
         Ok(())
     }
 
@@ -744,7 +804,7 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
         let path = dir.path().join("new.sqlite");
         drop(Ledger::open(&path).await?);
         Connection::open(&path)?.execute(
-            "UPDATE paywire_schema_versions SET version = 6 WHERE component = 'ledger'",
+            "UPDATE paywire_schema_versions SET version = 7 WHERE component = 'ledger'",
             [],
         )?;
         let error = Ledger::open(&path).await.err().ok_or("accepted")?;
@@ -752,8 +812,8 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
             matches!(
                 &error,
                 LedgerError::Store(paywire_store::StoreError::SchemaTooNew {
-                    database: 6,
-                    code: 5,
+                    database: 7,
+                    code: 6,
                     ..
                 })
             ),
