@@ -285,7 +285,8 @@ impl BankConfig {
 }
 
 /// A serde error's text without the offending value (which could be a
-/// secret): only the message up to the first quote-delimited value.
+/// secret): missing and unknown field errors as they are (they name
+/// fields only), any other error by its category alone.
 pub fn scrub_serde_error(error: &serde_json::Error) -> String {
     let text = error.to_string();
     if text.starts_with("unknown field") || text.starts_with("missing field") {

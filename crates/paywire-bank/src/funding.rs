@@ -519,6 +519,15 @@ pub async fn run_collection(
         batch = %batch, count, total = written.total, currency = %currency,
         "collection file written"
     );
+    // The policy's maturity counts from this collection, not from the
+    // purchase: a late collection run never makes credits spendable
+    // before their debit can have executed.
+    let (_, spendable_at) = availability(config, 0, now);
+    if let Err(error) = store.collection_written(&batch, spendable_at, now).await {
+        // The file exists and goes to the bank; its credits stay pending
+        // (the safe side) until the operator records the batch.
+        tracing::error!(batch = %batch, %error, "collection file written but not recorded as written; its credits stay pending");
+    }
     Ok(vec![written])
 }
 

@@ -178,12 +178,13 @@ impl PayoutConfig {
                     "payouts.sellers[{n}].name: 1 to 64 of A-Z a-z 0-9 - _"
                 ));
             }
-            if seller.name == "unassigned" {
+            if seller.name.eq_ignore_ascii_case("unassigned") {
                 return bad(format!(
                     "payouts.sellers[{n}].name: `unassigned` names the statement of charges without a seller"
                 ));
             }
-            if !seen.insert(seller.name.as_str()) {
+            // Case-insensitive file systems would merge their statements.
+            if !seen.insert(seller.name.to_ascii_lowercase()) {
                 return bad(format!("payouts.sellers[{n}].name: used twice"));
             }
             let account = match seller.rail {

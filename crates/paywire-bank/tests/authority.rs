@@ -20,7 +20,7 @@ use paywire_bank::authority::{Authority, CreditFacilitator};
 use paywire_bank::config::BankConfig;
 use paywire_bank::endpoints::credential_digest;
 use paywire_bank::money::Currency;
-use paywire_bank::store::{self, AuthorityStore, Mandate, NewBundle, NewPurchase};
+use paywire_bank::store::{self, AuthorityStore, HoldStatus, Mandate, NewBundle, NewPurchase};
 use paywire_core::{
     ChainId, ConfigEntry, PaymentPayload, PaymentRequirements, PluginRegistry, SchemeFacilitator,
 };
@@ -405,6 +405,33 @@ async fn authorize_mints_an_attestation_that_verifies_against_the_jwks() -> Test
     assert_eq!(attest(&node, &alice, 50, "key-alice-0001").await?, token);
     assert_eq!(balance(&*db.ledger, &alice.id).await?, 950);
     assert_eq!(verify(&node, &token).await?, (true, String::new()));
+    node.stop().await;
+    Ok(())
+}
+
+/// An attestation signed with the authority's key (a leaked key, or a bug)
+/// whose claims disagree with the hold of its `jti` settles nothing: the
+/// hold is compared before the charge is committed, not after.
+#[tokio::test]
+async fn settle_compares_the_hold_before_charging() -> TestResult {
+    let db = sqlite().await?;
+    let node = Node::start(&db.path, &Knobs::default()).await?;
+    let dora = bundle(&*db.ledger, "dora", 1000).await?;
+    let token = attest(&node, &dora, 50, "key-dora-0000001").await?;
+    let parts: Vec<&str> = token.split('.').collect();
+    let header = decode(parts[0])?;
+    let mut claims = decode(parts[1])?;
+    claims["amount"] = "60".into();
+    let mismatched = forge(&header, &claims, &SigningKey::from_bytes(&NEW_SEED));
+    let refused = settle(&node, SHOP_KEY, &mismatched, 50).await?;
+    assert_eq!(refused["success"], false, "{refused}");
+    assert_eq!(reason(&refused), "attestation_invalid");
+    let jti = claims["jti"].as_str().ok_or("jti")?;
+    let hold = db.ledger.hold(jti).await?.ok_or("no hold")?;
+    assert_eq!(hold.status, HoldStatus::Open, "nothing was charged");
+    // The genuine attestation still settles.
+    let settled = settle(&node, SHOP_KEY, &token, 50).await?;
+    assert_eq!(settled["success"], true, "{settled}");
     node.stop().await;
     Ok(())
 }

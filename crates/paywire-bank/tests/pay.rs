@@ -558,6 +558,12 @@ async fn a_relayed_402_buys_nothing_at_the_origin_it_names() {
         rogue.as_str(),
         "bound to the contacted origin"
     );
+    assert_eq!(claims["resource"], format!("{rogue}/report"));
+    assert_eq!(
+        payload["resource"]["url"],
+        format!("{rogue}/report"),
+        "the payload names what the attestation is for"
+    );
 
     let replayed = reqwest::Client::new()
         .get(&report)

@@ -378,10 +378,21 @@ async fn purchases_and_collections(store: &dyn AuthorityStore) -> TestResult {
     assert_eq!(ids, ["pur_1", "pur_2"]);
     assert_eq!(sepa[0].price, 1000);
     assert_eq!(sepa[0].mandate, mandate);
-    // Collected: pending credits mature on their date, once.
-    store.mature_purchases(T0 + 499).await?;
+    // Claimed but its file not written: still nothing matures.
+    store.mature_purchases(T0 + 500).await?;
     assert_eq!(money(store, "bdl_pur").await?, (700, 600, 0));
-    assert!(store.mature_purchases(T0 + 500).await? >= 1);
+    // Written: maturity counts from the collection when that is later
+    // than the purchase's own date; once, and a second mark changes nothing.
+    assert!(store.collection_written("col_1", T0 + 600, T0 + 1).await? >= 2);
+    assert_eq!(
+        store
+            .collection_written("col_1", T0 + 9_000, T0 + 2)
+            .await?,
+        0
+    );
+    store.mature_purchases(T0 + 599).await?;
+    assert_eq!(money(store, "bdl_pur").await?, (700, 600, 0));
+    assert!(store.mature_purchases(T0 + 600).await? >= 1);
     assert_eq!(store.mature_purchases(T0 + 900).await?, 0);
     assert_eq!(money(store, "bdl_pur").await?, (1300, 0, 0));
     assert!(
@@ -761,6 +772,9 @@ async fn maturity_and_return_races(stores: &[Arc<dyn AuthorityStore>; 2]) -> Tes
     assert_eq!(money(&*stores[0], "bdl_c6").await?, (200, 1800, 0));
     stores[0]
         .claim_collection("col_c6", "sepa", Currency::Eur, T0 + 1)
+        .await?;
+    stores[1]
+        .collection_written("col_c6", T0 + 500, T0 + 1)
         .await?;
     let mut set = JoinSet::new();
     for i in 0..6 {

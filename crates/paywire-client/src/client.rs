@@ -390,7 +390,10 @@ impl X402Client {
     /// Chooses, reserves budget for, and signs a payment for `required`.
     /// From here the payment counts as outstanding in the budget: if it is
     /// then not sent at all, hand it to [`Self::abandon`]; once sent, to
-    /// [`Self::finish`].
+    /// [`Self::finish`]. The payment is bound to the 402's own resource:
+    /// this method does not know where the 402 came from, so it is for
+    /// callers that do (the client's own transports bind payments to the
+    /// URL they contacted).
     pub async fn prepare(
         &self,
         required: &PaymentRequired,
@@ -460,7 +463,7 @@ impl X402Client {
             x402_version: X402_VERSION,
             payload: created.payload,
             extensions,
-            resource: Some(required.resource.clone()),
+            resource: Some(resource),
             accepted: requirements,
         };
         if let (Some(budget), Some(reservation)) = (&self.budget, &reservation)
@@ -606,26 +609,35 @@ enum Charge {
 }
 
 /// The resource a payment is bound to: the 402's, unless it names another
-/// origin than the one the request went to. A scheme binding its
+/// server than the one the request went to. A scheme binding its
 /// authorization to the resource (the `credit` binding's `aud`) then binds
-/// it to the origin actually contacted, so a server cannot have the payer
-/// authorize a payment for someone else's resource and spend it there.
+/// it to the resource actually contacted, so a server relaying someone
+/// else's 402 cannot have the payer authorize a payment it spends there.
+/// Without a contacted URL ([`X402Client::prepare`]) the 402's stands.
 fn bound_resource(
     offered: &paywire_core::ResourceInfo,
     requested: Option<&url::Url>,
 ) -> paywire_core::ResourceInfo {
-    // Only web origins compare; other transports (MCP's `mcp://tool/…`)
-    // name no server in their resource.
-    let Some(requested) = requested.filter(|url| matches!(url.scheme(), "http" | "https")) else {
+    let Some(requested) = requested else {
         return offered.clone();
     };
-    let same_origin =
-        url::Url::parse(&offered.url).is_ok_and(|offered| offered.origin() == requested.origin());
-    if same_origin {
+    let web = |url: &url::Url| matches!(url.scheme(), "http" | "https");
+    let mut contacted = requested.clone();
+    // Never sent to a server, so never part of what was bought.
+    contacted.set_fragment(None);
+    let keep = match url::Url::parse(&offered.url) {
+        // The same web origin.
+        Ok(offered) if web(&contacted) => web(&offered) && offered.origin() == contacted.origin(),
+        // Transports whose resources name no server (MCP's `mcp://tool/…`)
+        // keep theirs, unless the 402 names a web resource.
+        Ok(offered) => !web(&offered),
+        Err(_) => !web(&contacted),
+    };
+    if keep {
         return offered.clone();
     }
     paywire_core::ResourceInfo {
-        url: requested.as_str().to_owned(),
+        url: contacted.into(),
         ..offered.clone()
     }
 }
@@ -645,6 +657,48 @@ mod tests {
         ) -> BoxFuture<'a, Result<(), String>> {
             Box::pin(async { Err("not today".into()) })
         }
+    }
+
+    #[test]
+    fn payments_are_bound_to_the_server_contacted() {
+        let bound = |offered: &str, contacted: &str| {
+            let contacted = url::Url::parse(contacted).unwrap();
+            let offered = paywire_core::ResourceInfo::new(offered);
+            bound_resource(&offered, Some(&contacted)).url
+        };
+        // The same origin: the 402's resource as it is.
+        assert_eq!(
+            bound(
+                "https://shop.example/r?x=1",
+                "https://SHOP.example:443/other#f"
+            ),
+            "https://shop.example/r?x=1"
+        );
+        // Another origin (host, scheme or port): the URL contacted, no fragment.
+        for contacted in [
+            "https://rogue.example/r#frag",
+            "http://shop.example/r",
+            "https://shop.example:8443/r",
+        ] {
+            let expected = contacted.split('#').next().unwrap();
+            assert_eq!(bound("https://shop.example/r", contacted), expected);
+        }
+        // MCP names no server: its own resource stays, a relayed web one does not.
+        assert_eq!(
+            bound("mcp://tool/forecast", "mcp://tool/forecast"),
+            "mcp://tool/forecast"
+        );
+        assert_eq!(
+            bound("https://shop.example/r", "mcp://tool/forecast"),
+            "mcp://tool/forecast"
+        );
+        assert_eq!(
+            bound("not a url", "https://a.example/r"),
+            "https://a.example/r"
+        );
+        // Without a contacted URL nothing is rebound.
+        let offered = paywire_core::ResourceInfo::new("https://shop.example/r");
+        assert_eq!(bound_resource(&offered, None).url, offered.url);
     }
 
     #[tokio::test]

@@ -383,10 +383,11 @@ pub trait AuthorityStore: Send + Sync {
     /// pending. Refused (`Ok(false)`) when the bundle is frozen or unknown.
     fn purchase(&self, purchase: NewPurchase) -> StoreFuture<'_, bool>;
 
-    /// Makes pending credits of purchases with `spendable_at ≤ now` that
-    /// were claimed into a collection file (a debit never sent can never be
-    /// returned, so its credits stay pending) and not returned spendable;
-    /// returns how many purchases matured.
+    /// Makes pending credits of purchases with `spendable_at ≤ now` whose
+    /// collection file was written ([`Self::collection_written`]: a debit
+    /// never sent can never be returned, so its due date proves nothing)
+    /// and that were not returned spendable; returns how many purchases
+    /// matured.
     fn mature_purchases(&self, now: u64) -> StoreFuture<'_, u64>;
 
     /// Atomically claims every purchase of `rail` and `currency` not yet in
@@ -399,6 +400,18 @@ pub trait AuthorityStore: Send + Sync {
         currency: Currency,
         now: u64,
     ) -> StoreFuture<'_, Vec<CollectionEntry>>;
+
+    /// Records that batch `batch_id`'s collection file was written (its
+    /// debits went to the bank), and moves its purchases' maturity to no
+    /// earlier than `spendable_at` (the policy's date counted from the
+    /// collection, not from the purchase). Returns how many purchases it
+    /// marked; a batch already marked is left as it is.
+    fn collection_written(
+        &self,
+        batch_id: &str,
+        spendable_at: u64,
+        now: u64,
+    ) -> StoreFuture<'_, u64>;
 
     /// Records that the bank returned purchase `purchase_id`'s debit:
     /// freezes its bundle, takes the uncollected credits back as far as

@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS bank_purchases (
     spendable_at     BIGINT NOT NULL,
     collection_batch TEXT,
     collected_at     BIGINT,
+    collection_written_at BIGINT,
     returned_at      BIGINT,
     return_reason    TEXT,
     recovered        BIGINT,
@@ -100,6 +101,7 @@ CREATE TABLE IF NOT EXISTS bank_purchases (
 );
 CREATE INDEX IF NOT EXISTS bank_purchases_uncollected ON bank_purchases(currency)
     WHERE collection_batch IS NULL;
+CREATE INDEX IF NOT EXISTS bank_purchases_batch ON bank_purchases(collection_batch);
 ";
 
 /// The bank ledger's PostgreSQL migrations (component `bank`).
@@ -507,7 +509,7 @@ async fn mature(tx: &Transaction<'_>, now: u64) -> Done<u64> {
         .query(
             "SELECT id, bundle_id, pending FROM bank_purchases
               WHERE pending > 0 AND spendable_at <= $1 AND returned_at IS NULL
-                AND collection_batch IS NOT NULL
+                AND collection_written_at IS NOT NULL
               ORDER BY id FOR UPDATE",
             &[&now],
         )
@@ -528,6 +530,23 @@ async fn mature(tx: &Transaction<'_>, now: u64) -> Done<u64> {
         .await?;
     }
     Ok(rows.len() as u64)
+}
+
+async fn collection_written(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    spendable_at: u64,
+    now: u64,
+) -> Done<u64> {
+    let marked = tx
+        .execute(
+            "UPDATE bank_purchases SET collection_written_at = $2,
+                    spendable_at = GREATEST(spendable_at, $3)
+              WHERE collection_batch = $1 AND collection_written_at IS NULL",
+            &[&batch_id, &to_db(now)?, &to_db(spendable_at)?],
+        )
+        .await?;
+    Ok(marked)
 }
 
 async fn claim_collection(
@@ -820,6 +839,24 @@ impl AuthorityStore for PgAuthorityStore {
         Box::pin(async move {
             retried!(self, |tx| claim_collection(
                 &tx, &batch_id, &rail, currency, now
+            )
+            .await?)
+        })
+    }
+
+    fn collection_written(
+        &self,
+        batch_id: &str,
+        spendable_at: u64,
+        now: u64,
+    ) -> StoreFuture<'_, u64> {
+        let batch_id = batch_id.to_owned();
+        Box::pin(async move {
+            retried!(self, |tx| collection_written(
+                &tx,
+                &batch_id,
+                spendable_at,
+                now
             )
             .await?)
         })

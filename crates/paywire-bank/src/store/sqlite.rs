@@ -83,6 +83,7 @@ CREATE TABLE bank_purchases (
     spendable_at     INTEGER NOT NULL,
     collection_batch TEXT,
     collected_at     INTEGER,
+    collection_written_at INTEGER,
     returned_at      INTEGER,
     return_reason    TEXT,
     recovered        INTEGER,
@@ -91,6 +92,7 @@ CREATE TABLE bank_purchases (
 );
 CREATE INDEX bank_purchases_uncollected ON bank_purchases(currency)
     WHERE collection_batch IS NULL;
+CREATE INDEX bank_purchases_batch ON bank_purchases(collection_batch);
 ";
 
 /// The bank ledger's SQLite migrations (component `bank`).
@@ -511,7 +513,7 @@ fn mature(tx: &Transaction<'_>, now: u64) -> Done<u64> {
         let mut statement = tx.prepare(
             "SELECT id, bundle_id, pending FROM bank_purchases
               WHERE pending > 0 AND spendable_at <= ?1 AND returned_at IS NULL
-                AND collection_batch IS NOT NULL ORDER BY id",
+                AND collection_written_at IS NOT NULL ORDER BY id",
         )?;
         statement
             .query_map(params![to_db(now)?], |row| {
@@ -557,6 +559,21 @@ fn decode_mandate(raw: (String, String, String, String, bool, i64)) -> Result<Ma
         off_session,
         created_at: from_db(created_at, "created_at")?,
     })
+}
+
+fn collection_written(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    spendable_at: u64,
+    now: u64,
+) -> Done<u64> {
+    let marked = tx.execute(
+        "UPDATE bank_purchases SET collection_written_at = ?2,
+                spendable_at = MAX(spendable_at, ?3)
+          WHERE collection_batch = ?1 AND collection_written_at IS NULL",
+        params![batch_id, to_db(now)?, to_db(spendable_at)?],
+    )?;
+    Ok(u64::try_from(marked).unwrap_or(u64::MAX))
 }
 
 fn claim_collection(
@@ -857,6 +874,16 @@ impl AuthorityStore for SqliteAuthorityStore {
     ) -> StoreFuture<'_, Vec<CollectionEntry>> {
         let (batch_id, rail) = (batch_id.to_owned(), rail.to_owned());
         Box::pin(self.write(move |tx| claim_collection(tx, &batch_id, &rail, currency, now)))
+    }
+
+    fn collection_written(
+        &self,
+        batch_id: &str,
+        spendable_at: u64,
+        now: u64,
+    ) -> StoreFuture<'_, u64> {
+        let batch_id = batch_id.to_owned();
+        Box::pin(self.write(move |tx| collection_written(tx, &batch_id, spendable_at, now)))
     }
 
     fn record_return(

@@ -471,6 +471,14 @@ impl Facilitator for LedgeredFacilitator {
         self.inner.replay_reason(request)
     }
 
+    fn admit_caller(
+        &self,
+        caller: Option<&str>,
+        request: &FacilitatorRequest,
+    ) -> Result<(), ErrorReason> {
+        self.inner.admit_caller(caller, request)
+    }
+
     fn lookup_settlement<'a>(
         &'a self,
         request: &'a FacilitatorRequest,
