@@ -787,6 +787,19 @@ async fn plain_requests(usdc: Address, args: &Args) -> Result<Option<u64>, Strin
     Ok(server.child.id().and_then(peak_rss_kib))
 }
 
+/// Longest wait for one facilitator answer: above any receipt timeout a
+/// facilitator is configured with here, so that a stuck request counts as an
+/// error instead of hanging the run.
+const FACILITATOR_ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The HTTP client of the facilitator phases (ours and the TS one).
+fn facilitator_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(FACILITATOR_ANSWER_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
 /// `/verify` for `duration` at `concurrency`, cycling through `payloads`.
 pub(crate) async fn measure_verify(
     facilitator_url: &str,
@@ -795,7 +808,7 @@ pub(crate) async fn measure_verify(
     concurrency: usize,
     duration: Duration,
 ) -> Stats {
-    let http = reqwest::Client::new();
+    let http = facilitator_http();
     let url = format!("{facilitator_url}/verify");
     let requirements = requirements.clone();
     drive(concurrency, None, Some(duration), move |i| {
@@ -821,7 +834,7 @@ pub(crate) async fn warm_up(
     requirements: &PaymentRequirements,
     payloads: &Arc<Vec<PaymentPayload>>,
 ) {
-    let http = reqwest::Client::new();
+    let http = facilitator_http();
     let url = format!("{facilitator_url}/verify");
     let (requirements, payloads) = (requirements.clone(), Arc::clone(payloads));
     drive(8, Some(WARM_UP_VERIFIES), None, move |i| {
@@ -843,7 +856,7 @@ pub(crate) async fn measure_settle(
     payloads: Vec<PaymentPayload>,
     concurrency: usize,
 ) -> Stats {
-    let http = reqwest::Client::new();
+    let http = facilitator_http();
     let url = format!("{facilitator_url}/settle");
     let requirements = requirements.clone();
     let count = payloads.len();
@@ -958,6 +971,47 @@ async fn run(args: Args) -> Result<Value, String> {
     Ok(report)
 }
 
+/// The legs of a run that failed, so that a broken stack cannot pass as a
+/// slow one: each of ours must answer every request; the TS SDK's must have
+/// answered at least once where it can (its `/settle` through one signer
+/// collides nonces under concurrency by itself, so errors there and in its
+/// concurrent paid requests are figures, not failures).
+fn failed_legs(report: &Value) -> Vec<String> {
+    let ours = [
+        ("node eth_call", &report["node"]["eth_call"]),
+        ("node send-and-mine", &report["node"]["send_and_mine"]),
+        ("facilitator /verify", &report["facilitator"]["verify"]),
+        ("facilitator /settle", &report["facilitator"]["settle"]),
+        ("paid request (concurrency 1)", &report["paid_request"]),
+        (
+            "paid request (concurrent)",
+            &report["paid_request_concurrent"],
+        ),
+        ("paid via gateway", &report["gateway"]["paid"]),
+    ];
+    let count = |stats: &Value| stats["count"].as_u64().unwrap_or(0);
+    let mut failed = Vec::new();
+    for (name, stats) in ours {
+        let errors = stats["errors"].as_u64().unwrap_or(0);
+        if count(stats) == 0 || errors > 0 {
+            failed.push(format!("{name}: {} ok, {errors} errors", count(stats)));
+        }
+    }
+    let ts = &report["ts"];
+    if !ts.is_null() {
+        let theirs = [
+            ("TS facilitator /verify", &ts["facilitator"]["verify"]),
+            ("TS paid request (concurrency 1)", &ts["paid_request"]),
+        ];
+        for (name, stats) in theirs {
+            if count(stats) == 0 {
+                failed.push(format!("{name}: nothing succeeded"));
+            }
+        }
+    }
+    failed
+}
+
 /// One table row of a [`Stats::to_json`] object.
 pub(crate) fn print_row(name: &str, stats: &Value) {
     println!(
@@ -1038,7 +1092,14 @@ async fn main() -> std::process::ExitCode {
             } else {
                 print_table(&report);
             }
-            std::process::ExitCode::SUCCESS
+            let failed = failed_legs(&report);
+            if failed.is_empty() {
+                return std::process::ExitCode::SUCCESS;
+            }
+            for leg in failed {
+                eprintln!("failed: {leg}");
+            }
+            std::process::ExitCode::from(1)
         }
         Err(error) => {
             eprintln!("error: {error}");
@@ -1107,5 +1168,46 @@ fn paywire_binary(args: &Args) -> Result<PathBuf, String> {
             "no paywire binary at {}; build it (cargo build -p paywire-cli) or pass --paywire",
             sibling.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(count: u64, errors: u64) -> Value {
+        json!({ "count": count, "errors": errors })
+    }
+
+    fn healthy() -> Value {
+        json!({
+            "node": { "eth_call": leg(10, 0), "send_and_mine": leg(10, 0) },
+            "facilitator": { "verify": leg(10, 0), "settle": leg(10, 0) },
+            "paid_request": leg(5, 0),
+            "paid_request_concurrent": leg(5, 0),
+            "gateway": { "paid": leg(5, 0) },
+            "ts": {
+                "facilitator": { "verify": leg(10, 0), "settle": leg(3, 7) },
+                "paid_request": leg(5, 0),
+                "paid_request_concurrent": leg(2, 3),
+            },
+        })
+    }
+
+    #[test]
+    fn a_run_fails_on_our_errors_not_on_the_ts_sdks_nonce_collisions() {
+        assert!(failed_legs(&healthy()).is_empty());
+        let mut settle_errors = healthy();
+        settle_errors["facilitator"]["settle"] = leg(9, 1);
+        assert_eq!(failed_legs(&settle_errors).len(), 1);
+        let mut no_gateway = healthy();
+        no_gateway["gateway"]["paid"] = leg(0, 0);
+        assert_eq!(failed_legs(&no_gateway).len(), 1);
+        let mut ts_refuses = healthy();
+        ts_refuses["ts"]["facilitator"]["verify"] = leg(0, 10);
+        assert_eq!(failed_legs(&ts_refuses).len(), 1);
+        let mut no_ts = healthy();
+        no_ts["ts"] = Value::Null;
+        assert!(failed_legs(&no_ts).is_empty());
     }
 }
