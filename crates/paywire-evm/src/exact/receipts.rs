@@ -159,14 +159,6 @@ impl Drop for Registration {
     }
 }
 
-impl std::fmt::Debug for Registration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration")
-            .field("hash", &self.hash)
-            .finish()
-    }
-}
-
 /// Re-broadcasts of one transaction, and the direct receipt lookup that
 /// precedes each.
 struct Rebroadcast<'a> {
