@@ -20,6 +20,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::inflight::{Attempts, AuthorizationKey, Broadcast, KeyedLocks, PayerKey};
 use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
+use super::receipts::ReceiptWatcher;
 use super::reconcile::{LogSearch, SearchCache};
 use super::{Clock, SCHEME, system_clock};
 use crate::contracts::{ERC1271_MAGIC_VALUE, IEip3009Token, IErc1271};
@@ -170,16 +171,8 @@ struct ChainState {
     payers: KeyedLocks<PayerKey>,
     /// Transactions broadcast whose outcome is not known yet.
     attempts: Attempts,
-}
-
-/// Sends a transaction's signed bytes again. The answer only informs the
-/// log: "already known" or "nonce too low" mean the node still has it or has
-/// mined it, and the receipt poll decides what happened either way.
-async fn rebroadcast(rpc: &RpcClient, hash: B256, raw: &[u8]) {
-    match rpc.send_raw_transaction(raw).await {
-        Ok(_) => tracing::warn!(%hash, "transaction still unconfirmed; re-broadcast it"),
-        Err(error) => tracing::debug!(%hash, %error, "re-broadcast not needed"),
-    }
+    /// Learns receipts per block for every settlement of the chain.
+    receipts: ReceiptWatcher,
 }
 
 /// Builder for [`ExactEvmFacilitator`].
@@ -231,7 +224,10 @@ impl ExactEvmFacilitatorBuilder {
         self
     }
 
-    /// Longest pause between receipt checks (checks start at 1 ms and double).
+    /// Longest pause between two polls of the chain's receipt watcher (it
+    /// polls at once after a new block or a new broadcast, then after pauses
+    /// starting at 1 ms and doubling up to this), and between receipt checks
+    /// on a node without `eth_getBlockReceipts`.
     pub fn receipt_poll_max(mut self, interval: Duration) -> Self {
         self.receipt_poll_max = interval;
         self
@@ -290,6 +286,7 @@ impl ExactEvmFacilitatorBuilder {
                     nonces: AsyncMutex::new(NonceState::default()),
                 })
                 .collect();
+            let receipts = ReceiptWatcher::new(Arc::clone(&config.rpc), self.receipt_poll_max);
             chains.insert(
                 config.network.chain_id,
                 ChainState {
@@ -303,6 +300,7 @@ impl ExactEvmFacilitatorBuilder {
                     authorizations: KeyedLocks::default(),
                     payers: KeyedLocks::default(),
                     attempts: Attempts::default(),
+                    receipts,
                 },
             );
         }
@@ -310,7 +308,6 @@ impl ExactEvmFacilitatorBuilder {
             chains,
             valid_before_buffer: self.valid_before_buffer.as_secs(),
             receipt_timeout: self.receipt_timeout,
-            receipt_poll_max: self.receipt_poll_max,
             rebroadcast_interval: self.rebroadcast_interval,
             dropped_after: self.dropped_after,
             clock: self.clock,
@@ -324,7 +321,6 @@ pub struct ExactEvmFacilitator {
     chains: HashMap<u64, ChainState>,
     valid_before_buffer: u64,
     receipt_timeout: Duration,
-    receipt_poll_max: Duration,
     rebroadcast_interval: Duration,
     dropped_after: Duration,
     clock: Clock,
@@ -471,7 +467,9 @@ fn already_known(message: &str) -> bool {
         .any(|text| message.contains(text))
 }
 
-/// Signs `tx` with the signer of `slot`: its hash and the bytes to broadcast.
+/// Signs `tx` with the signer of `slot`: its hash and the bytes to
+/// broadcast, registered with the chain's receipt watcher (before any
+/// broadcast, so that the watcher cannot miss its block).
 async fn sign_transaction(
     chain: &ChainState,
     slot: usize,
@@ -483,11 +481,13 @@ async fn sign_transaction(
         .await
         .map_err(|e| SchemeError::Signing(e.to_string()))?;
     let envelope = TxEnvelope::from(tx.clone().into_signed(signature));
+    let hash = *envelope.tx_hash();
     Ok(Broadcast {
-        hash: *envelope.tx_hash(),
+        hash,
         raw: envelope.encoded_2718(),
         tx,
         slot,
+        _receipt_watch: Arc::new(chain.receipts.register(hash)),
     })
 }
 
@@ -529,6 +529,11 @@ async fn resolve_in_doubt(rpc: &RpcClient, nonces: &mut NonceState) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A duration in whole microseconds, for timing logs.
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn revert_message(error: &RpcError) -> String {
@@ -669,7 +674,9 @@ impl ExactEvmFacilitator {
             .filter(|slot| *slot < chain.slots.len())
             .unwrap_or_else(|| chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len());
         let slot = &chain.slots[index];
+        let asked = Instant::now();
         let mut nonces = slot.nonces.lock().await;
+        let locked = Instant::now();
         resolve_in_doubt(&config.rpc, &mut nonces).await?;
         let mut resynced = false;
         loop {
@@ -692,7 +699,9 @@ impl ExactEvmFacilitator {
                 access_list: Default::default(),
                 input: Bytes::copy_from_slice(call.1),
             };
+            let signing = Instant::now();
             let sent = sign_transaction(chain, index, tx).await?;
+            let recording = Instant::now();
             // The ledger learns the hash before the transaction can exist.
             observer
                 .before_broadcast(&config.network.chain, &sent.hash.to_string())
@@ -700,7 +709,14 @@ impl ExactEvmFacilitator {
                 .map_err(|e| {
                     SchemeError::Chain(format!("settlement not recorded, not sent: {e}"))
                 })?;
+            let sending = Instant::now();
             let outcome = config.rpc.send_raw_transaction(&sent.raw).await;
+            tracing::debug!(hash = %sent.hash, nonce,
+                lock_wait_us = micros(locked - asked),
+                sign_us = micros(recording - signing),
+                record_us = micros(sending - recording),
+                send_us = micros(sending.elapsed()),
+                "settlement broadcast");
             match self.broadcast_outcome(&mut nonces, nonce, &sent, outcome, &mut resynced) {
                 SendOutcome::Sent => return Ok(Ok(sent)),
                 SendOutcome::Retry => {}
@@ -769,41 +785,26 @@ impl ExactEvmFacilitator {
         SendOutcome::Refused(error)
     }
 
-    /// Polls for transaction `hash`'s receipt (1 ms, doubling up to the
-    /// configured maximum) until it appears or `deadline` passes, sending its
-    /// signed bytes `raw` (when known) again whenever a re-broadcast interval
-    /// passes without one.
+    /// Waits for transaction `hash`'s receipt from the chain's receipt
+    /// watcher until it appears or `deadline` passes, sending its signed
+    /// bytes `raw` (when known) again whenever a re-broadcast interval passes
+    /// without one. Transport failures are retried; a node error ends the
+    /// wait.
     async fn wait_receipt(
         &self,
-        rpc: &RpcClient,
+        chain: &ChainState,
         hash: B256,
         raw: Option<&[u8]>,
         deadline: Instant,
     ) -> Result<Option<Receipt>, SchemeError> {
-        let mut next_rebroadcast = Instant::now() + self.rebroadcast_interval;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match rpc.receipt(hash).await {
-                Ok(Some(receipt)) => return Ok(Some(receipt)),
-                Ok(None) => {}
-                Err(RpcError::Transport(error)) => {
-                    tracing::warn!(%hash, %error, "receipt poll failed; retrying");
-                }
-                Err(error) => return Err(chain_error(error)),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            if now >= next_rebroadcast
-                && let Some(raw) = raw
-            {
-                next_rebroadcast = now + self.rebroadcast_interval;
-                rebroadcast(rpc, hash, raw).await;
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(self.receipt_poll_max);
-        }
+        let waited = Instant::now();
+        let receipt = chain
+            .receipts
+            .wait(hash, raw, deadline, self.rebroadcast_interval)
+            .await
+            .map_err(chain_error);
+        tracing::debug!(%hash, wait_us = micros(waited.elapsed()), "receipt wait ended");
+        receipt
     }
 
     /// Looks on chain for an earlier execution of this very authorization
@@ -931,12 +932,7 @@ impl ExactEvmFacilitator {
             Err(rejection) => return Ok(Some(failure(network, rejection, String::new()))),
         };
         let receipt = self
-            .wait_receipt(
-                &verified.chain.config.rpc,
-                sent.hash,
-                Some(&sent.raw),
-                deadline,
-            )
+            .wait_receipt(verified.chain, sent.hash, Some(&sent.raw), deadline)
             .await;
         let hash = sent.hash;
         let problem = match receipt {
@@ -1049,8 +1045,10 @@ impl ExactEvmFacilitator {
     ) -> Result<SettleResponse, SchemeError> {
         let payer = Some(outcome.payer().to_string());
         let network = outcome.network();
-        let rpc = &outcome.chain().config.rpc;
-        let receipt = match self.wait_receipt(rpc, hash, raw, deadline).await {
+        let receipt = match self
+            .wait_receipt(outcome.chain(), hash, raw, deadline)
+            .await
+        {
             Ok(Some(receipt)) => receipt,
             Ok(None) => {
                 tracing::warn!(%hash, "settlement not confirmed in time; reporting pending");

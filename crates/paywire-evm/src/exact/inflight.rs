@@ -21,6 +21,8 @@ use alloy_consensus::TxEip1559;
 use alloy_primitives::{Address, B256, U256};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+use super::receipts::Registration;
+
 /// (token, payer, nonce): identifies one EIP-3009 authorization; a Permit2
 /// one is (Permit2, payer, nonce), its nonce being the owner's across tokens.
 pub(super) type AuthorizationKey = (Address, Address, B256);
@@ -96,6 +98,9 @@ pub(super) struct Broadcast {
     pub tx: TxEip1559,
     /// Which of the chain's signers signed it.
     pub slot: usize,
+    /// Its registration with the chain's receipt watcher, made before the
+    /// broadcast and held while the transaction is known here.
+    pub _receipt_watch: Arc<Registration>,
 }
 
 /// The settlement transaction of one authorization, not seen mined yet.

@@ -6,6 +6,7 @@ mod facilitator;
 pub(crate) mod inflight;
 mod lookup;
 mod payload;
+mod receipts;
 mod reconcile;
 mod server;
 mod spend;

@@ -522,7 +522,7 @@ impl ExactEvmFacilitator {
                 Err(rejection) => return Ok(Err(rejection)),
             };
             match self
-                .wait_receipt(rpc, sent.hash, Some(&sent.raw), deadline)
+                .wait_receipt(chain, sent.hash, Some(&sent.raw), deadline)
                 .await?
             {
                 Some(receipt) if receipt.succeeded() => {}
@@ -539,7 +539,7 @@ impl ExactEvmFacilitator {
             tracing::debug!(hash = %approval.hash, %error, "approval broadcast answered with an error; waiting for its receipt");
         }
         match self
-            .wait_receipt(rpc, approval.hash, Some(&approval.raw), deadline)
+            .wait_receipt(chain, approval.hash, Some(&approval.raw), deadline)
             .await?
         {
             Some(receipt) if receipt.succeeded() => Ok(Ok(())),
