@@ -233,6 +233,9 @@ pub struct FacilitatorConfig {
     /// Fault injection for tests. Never enable in production.
     #[serde(default)]
     pub fault_injection: FaultInjectionConfig,
+    /// Threads of the async runtime.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 /// `[bazaar]`: the discovery catalog.
@@ -424,6 +427,65 @@ impl Default for RecoveryConfig {
     }
 }
 
+/// Most worker threads by default: settlement and verification wait on the
+/// chain's node, so more cores add threads (each with its stack and malloc
+/// arena) without adding throughput.
+pub const DEFAULT_MAX_WORKER_THREADS: usize = 4;
+
+/// `[runtime]`: the async runtime's threads (read by the binaries that build
+/// the runtime from this configuration).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// Worker threads (default: one per core, at most
+    /// [`DEFAULT_MAX_WORKER_THREADS`]; at least 1).
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+    /// Most threads for blocking work, e.g. resolving host names (default 16;
+    /// at least 1). Idle ones exit after 10 s.
+    #[serde(default = "default_max_blocking_threads")]
+    pub max_blocking_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            worker_threads: None,
+            max_blocking_threads: default_max_blocking_threads(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The worker threads to start: the configured number, else one per
+    /// core up to [`DEFAULT_MAX_WORKER_THREADS`].
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(DEFAULT_MAX_WORKER_THREADS)
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.worker_threads == Some(0) {
+            return Err(invalid("runtime.worker_threads", "must be at least 1"));
+        }
+        if self.max_blocking_threads == 0 {
+            return Err(invalid(
+                "runtime.max_blocking_threads",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_blocking_threads() -> usize {
+    16
+}
+
 /// `[fault_injection]`: test-only switches.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -486,6 +548,7 @@ impl FacilitatorConfig {
         }
         self.api_keys()?;
         self.bazaar.validate()?;
+        self.runtime.validate()?;
         Ok(())
     }
 
@@ -769,6 +832,14 @@ store = "/var/lib/paywire/bazaar.sqlite"
 confirm_timeout_seconds = 5
 confirm_private_addresses = false
 
+# Threads of the async runtime: worker_threads defaults to one per core, at
+# most 4 (the node, not the facilitator's CPU, bounds throughput; each thread
+# costs memory); max_blocking_threads bounds the threads for blocking work
+# such as resolving host names (default 16).
+[runtime]
+worker_threads = 2
+max_blocking_threads = 16
+
 # TEST ONLY. crash_after_broadcast aborts the process right after a settlement
 # transaction is broadcast, to exercise crash recovery. Never enable it.
 [fault_injection]
@@ -891,6 +962,32 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("must be a table"), "{error}");
         assert!(!error.contains("SECRET"), "{error}");
+        Ok(())
+    }
+
+    #[test]
+    fn runtime_threads_default_capped_and_configurable() -> Result<(), ConfigError> {
+        let default = FacilitatorConfig::parse_with_env("", |_| None)?;
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(
+            default.runtime.worker_threads(),
+            cores.min(DEFAULT_MAX_WORKER_THREADS)
+        );
+        assert_eq!(default.runtime.max_blocking_threads, 16);
+        let set = FacilitatorConfig::parse_with_env(
+            "[runtime]\nworker_threads = 1\nmax_blocking_threads = 3\n",
+            |_| None,
+        )?;
+        assert_eq!(set.runtime.worker_threads(), 1);
+        assert_eq!(set.runtime.max_blocking_threads, 3);
+        for zero in ["worker_threads = 0", "max_blocking_threads = 0"] {
+            let refused =
+                FacilitatorConfig::parse_with_env(&format!("[runtime]\n{zero}\n"), |_| None);
+            assert!(
+                matches!(&refused, Err(ConfigError::Invalid { field, .. }) if field.starts_with("runtime.")),
+                "{zero}: {refused:?}"
+            );
+        }
         Ok(())
     }
 

@@ -42,7 +42,7 @@ pub mod sqlite;
 pub mod store;
 mod wire;
 
-pub use config::{ChainTable, ConfigError, FacilitatorConfig, example_config};
+pub use config::{ChainTable, ConfigError, FacilitatorConfig, RuntimeConfig, example_config};
 pub use error::{ApiError, SetupError};
 pub use ledger::{
     Delivery, Ledger, LedgerError, LedgerStore, PoolStatus, SettlementRecord, SettlementState,

@@ -138,6 +138,69 @@ pub struct GatewayConfig {
     /// gateway.
     #[serde(default = "default_usage_header")]
     pub usage_header: String,
+    /// Threads of the async runtime (`[runtime]`).
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// Most worker threads by default: a proxy waits on its upstream and its
+/// facilitators, so more cores add threads (each with its stack and malloc
+/// arena) rather than throughput.
+pub const DEFAULT_MAX_WORKER_THREADS: usize = 4;
+
+/// `[runtime]`: the async runtime's threads (read by the binaries that build
+/// the runtime from this configuration).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// Worker threads (default: one per core, at most
+    /// [`DEFAULT_MAX_WORKER_THREADS`]; at least 1).
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+    /// Most threads for blocking work, e.g. resolving host names (default 16;
+    /// at least 1). Idle ones exit after 10 s.
+    #[serde(default = "default_max_blocking_threads")]
+    pub max_blocking_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            worker_threads: None,
+            max_blocking_threads: default_max_blocking_threads(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The worker threads to start: the configured number, else one per
+    /// core up to [`DEFAULT_MAX_WORKER_THREADS`].
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(DEFAULT_MAX_WORKER_THREADS)
+        })
+    }
+
+    fn validate(&self) -> Result<(), GatewayConfigError> {
+        let at_least_one = |at: &str| GatewayConfigError::Invalid {
+            at: at.into(),
+            detail: "must be at least 1".into(),
+        };
+        if self.worker_threads == Some(0) {
+            return Err(at_least_one("runtime.worker_threads"));
+        }
+        if self.max_blocking_threads == 0 {
+            return Err(at_least_one("runtime.max_blocking_threads"));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_blocking_threads() -> usize {
+    16
 }
 
 fn default_usage_header() -> String {
@@ -318,9 +381,11 @@ impl GatewayConfig {
         for (key, item) in &mut value {
             paywire_core::envsubst::substitute_toml(item, key, &env).map_err(env_error)?;
         }
-        toml::Value::Table(value)
+        let config: Self = toml::Value::Table(value)
             .try_into()
-            .map_err(|e: toml::de::Error| GatewayConfigError::Toml(e.to_string()))
+            .map_err(|e: toml::de::Error| GatewayConfigError::Toml(e.to_string()))?;
+        config.runtime.validate()?;
+        Ok(config)
     }
 }
 
@@ -386,6 +451,14 @@ usage_header = "X-Paywire-Usage"
 # Arbitrum, OP, Avalanche and their testnets, each with Circle's USDC) are
 # known unless this is false.
 well_known_networks = true
+
+# Threads of the async runtime: worker_threads defaults to one per core, at
+# most 4 (the upstream and the facilitators, not the gateway's CPU, bound
+# throughput; each thread costs memory); max_blocking_threads bounds the
+# threads for blocking work such as resolving host names (default 16).
+[runtime]
+worker_threads = 2
+max_blocking_threads = 16
 
 # Facilitators, most preferred first. Each (scheme, network) goes to the
 # ones listing it in /supported; verify fails over on errors.
@@ -473,6 +546,33 @@ pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_threads_default_capped_and_configurable() {
+        let base = "public_origin = \"https://a.example\"\nupstream = \"http://127.0.0.1:1\"\nfacilitators = []\n";
+        let default = GatewayConfig::parse_with_env(base, |_| None).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(
+            default.runtime.worker_threads(),
+            cores.min(DEFAULT_MAX_WORKER_THREADS)
+        );
+        assert_eq!(default.runtime.max_blocking_threads, 16);
+        let set = GatewayConfig::parse_with_env(
+            &format!("{base}[runtime]\nworker_threads = 1\nmax_blocking_threads = 3\n"),
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(set.runtime.worker_threads(), 1);
+        assert_eq!(set.runtime.max_blocking_threads, 3);
+        for zero in ["worker_threads = 0", "max_blocking_threads = 0"] {
+            let refused =
+                GatewayConfig::parse_with_env(&format!("{base}[runtime]\n{zero}\n"), |_| None);
+            assert!(
+                matches!(&refused, Err(GatewayConfigError::Invalid { at, .. }) if at.starts_with("runtime.")),
+                "{zero}: {refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn example_parses() {

@@ -55,7 +55,7 @@ use paywire_server::{
 
 pub use config::{
     AcceptEntry, DEFAULT_USAGE_HEADER, DiscoveryEntry, FacilitatorEntry, GatewayConfig,
-    GatewayConfigError, MissingUsageEntry, RouteEntry, example_config,
+    GatewayConfigError, MissingUsageEntry, RouteEntry, RuntimeConfig, example_config,
 };
 
 use servers::ServerSide;

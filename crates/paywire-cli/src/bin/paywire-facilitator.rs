@@ -13,67 +13,29 @@ use std::sync::Arc;
 
 use paywire_core::PluginRegistry;
 
-const USAGE: &str = "usage: paywire-facilitator --config FILE [--log-format text|json]\n       paywire-facilitator --print-config-example";
+#[path = "../service.rs"]
+mod service;
 
 fn main() -> ExitCode {
-    let mut config = None;
-    let mut json_logs = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => config = args.next(),
-            "--log-format" => match args.next().as_deref() {
-                Some("json") => json_logs = true,
-                Some("text") => json_logs = false,
-                _ => return usage("--log-format takes text or json"),
-            },
-            "--print-config-example" => {
-                print!("{}", paywire_facilitator::example_config());
-                return ExitCode::SUCCESS;
-            }
-            "--version" | "-V" => {
-                println!("paywire-facilitator {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => return usage(&format!("unknown argument {other:?}")),
-        }
-    }
-    let Some(path) = config else {
-        return usage("--config is required");
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let installed = if json_logs {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
-    if let Err(error) = installed {
-        eprintln!("warning: cannot initialise logging: {error}");
-    }
-    let config = match paywire_facilitator::FacilitatorConfig::load(std::path::Path::new(&path)) {
+    let (path, json_logs) =
+        match service::parse_args("paywire-facilitator", paywire_facilitator::example_config()) {
+            service::Invocation::Serve { config, json_logs } => (config, json_logs),
+            service::Invocation::Exit(code) => return code,
+        };
+    service::init_logging(json_logs);
+    let config = match paywire_facilitator::FacilitatorConfig::load(&path) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match service::runtime(
+        config.runtime.worker_threads(),
+        config.runtime.max_blocking_threads,
+    ) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let plugins = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
     match runtime.block_on(paywire_facilitator::run(config, &plugins)) {
@@ -84,9 +46,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn usage(problem: &str) -> ExitCode {
-    eprintln!("error: {problem}\n{USAGE}");
-    ExitCode::from(2)
 }

@@ -1,0 +1,98 @@
+//! What the dedicated service binaries (`paywire-facilitator`,
+//! `paywire-gateway`) share: their command line, their logging and their
+//! async runtime. Included by each binary with `#[path]`, so that neither
+//! links the all-in-one CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// What the command line asks for.
+pub(crate) enum Invocation {
+    /// Serve with this configuration file.
+    Serve {
+        /// The TOML configuration file.
+        config: PathBuf,
+        /// One JSON object per log line instead of text.
+        json_logs: bool,
+    },
+    /// Nothing to serve (help, version, example, or a usage error): exit.
+    Exit(ExitCode),
+}
+
+/// Parses the service's arguments: `--config FILE`, `--log-format text|json`,
+/// `--print-config-example` (prints `example`), `--version`, `--help`.
+pub(crate) fn parse_args(name: &str, example: &str) -> Invocation {
+    let usage = format!(
+        "usage: {name} --config FILE [--log-format text|json]\n       {name} --print-config-example"
+    );
+    let refuse = |problem: &str| {
+        eprintln!("error: {problem}\n{usage}");
+        Invocation::Exit(ExitCode::from(2))
+    };
+    let mut config = None;
+    let mut json_logs = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => config = args.next(),
+            "--log-format" => match args.next().as_deref() {
+                Some("json") => json_logs = true,
+                Some("text") => json_logs = false,
+                _ => return refuse("--log-format takes text or json"),
+            },
+            "--print-config-example" => {
+                print!("{example}");
+                return Invocation::Exit(ExitCode::SUCCESS);
+            }
+            "--version" | "-V" => {
+                println!("{name} {}", env!("CARGO_PKG_VERSION"));
+                return Invocation::Exit(ExitCode::SUCCESS);
+            }
+            "--help" | "-h" => {
+                println!("{usage}");
+                return Invocation::Exit(ExitCode::SUCCESS);
+            }
+            other => return refuse(&format!("unknown argument {other:?}")),
+        }
+    }
+    match config {
+        Some(path) => Invocation::Serve {
+            config: PathBuf::from(path),
+            json_logs,
+        },
+        None => refuse("--config is required"),
+    }
+}
+
+/// Logs on stderr at the level `RUST_LOG` asks for (default `info`).
+pub(crate) fn init_logging(json_logs: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = if json_logs {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Err(error) = installed {
+        eprintln!("warning: cannot initialise logging: {error}");
+    }
+}
+
+/// The async runtime with the configuration's thread counts (`[runtime]`).
+pub(crate) fn runtime(
+    worker_threads: usize,
+    max_blocking_threads: usize,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .max_blocking_threads(max_blocking_threads)
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::from(2)
+        })
+}
