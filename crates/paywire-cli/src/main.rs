@@ -16,6 +16,7 @@ mod mcp;
 mod otel;
 mod pay;
 mod plugins;
+mod runtime;
 mod wallet;
 
 /// x402 v2 payments from the command line.
@@ -173,25 +174,9 @@ fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// The runtime of a long-running service, with its configuration's thread counts.
-fn service_runtime(
-    worker_threads: usize,
-    max_blocking_threads: usize,
-) -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .max_blocking_threads(max_blocking_threads)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
 fn run_facilitator(config: &std::path::Path, log_format: LogFormat) -> Result<(), String> {
     let config = paywire_facilitator::FacilitatorConfig::load(config).map_err(|e| e.to_string())?;
-    let runtime = service_runtime(
-        config.runtime.worker_threads(),
-        config.runtime.max_blocking_threads,
-    )?;
+    let runtime = runtime::service_runtime(&config.runtime)?;
     let _telemetry = init_logging(log_format, "paywire-facilitator", runtime.handle());
     runtime.block_on(async {
         paywire_facilitator::run(config, &plugins::registry())
@@ -311,10 +296,7 @@ fn run_simple(command: Command) -> Result<(), String> {
             }
             let path = config.ok_or("--config is required")?;
             let config = paywire_gateway::GatewayConfig::load(&path).map_err(|e| e.to_string())?;
-            let runtime = service_runtime(
-                config.runtime.worker_threads(),
-                config.runtime.max_blocking_threads,
-            )?;
+            let runtime = runtime::service_runtime(&config.runtime)?;
             let _telemetry = init_logging(log_format, "paywire-gateway", runtime.handle());
             runtime
                 .block_on(paywire_gateway::run(config, plugins::registry()))

@@ -1,7 +1,7 @@
 //! What the dedicated service binaries (`paywire-facilitator`,
-//! `paywire-gateway`) share: their command line, their logging and their
-//! async runtime. Included by each binary with `#[path]`, so that neither
-//! links the all-in-one CLI.
+//! `paywire-gateway`) share: their command line and their logging.
+//! Included by each binary with `#[path]`, so that neither links the
+//! all-in-one CLI.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,20 +79,4 @@ pub(crate) fn init_logging(json_logs: bool) {
     if let Err(error) = installed {
         eprintln!("warning: cannot initialise logging: {error}");
     }
-}
-
-/// The async runtime with the configuration's thread counts (`[runtime]`).
-pub(crate) fn runtime(
-    worker_threads: usize,
-    max_blocking_threads: usize,
-) -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads)
-        .max_blocking_threads(max_blocking_threads)
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            eprintln!("error: cannot start the async runtime: {error}");
-            ExitCode::from(2)
-        })
 }

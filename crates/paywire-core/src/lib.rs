@@ -14,6 +14,7 @@
 //! - [`scheme`] and [`facilitator`]: the plugin traits every chain crate
 //!   implements, a registry keyed by (scheme, network), and an in-process
 //!   facilitator that dispatches to registered plugins;
+//! - [`runtime`]: the `[runtime]` thread counts the services share;
 //! - [`plugin`]: [`ChainPlugin`], the one trait a chain family or payment
 //!   rail implements to join (networks, server, facilitator and wallet
 //!   sides), and the [`PluginRegistry`] a composition root fills.
@@ -33,6 +34,7 @@ pub mod facilitator;
 pub mod network;
 pub mod plugin;
 pub mod reason;
+pub mod runtime;
 pub mod scheme;
 pub mod types;
 
@@ -50,6 +52,7 @@ pub use plugin::{
     ServerConfig, ServerParts, SettlementSettings, SignerBalance, WalletConfig, WalletParts,
 };
 pub use reason::ErrorReason;
+pub use runtime::{RuntimeConfig, RuntimeConfigError};
 pub use scheme::{
     BoxFuture, CreatedPayment, NoObserver, Price, RequirementsRequest, SchemeClient, SchemeError,
     SchemeFacilitator, SchemeRegistry, SchemeServer, SettlementLookup, SettlementObserver,

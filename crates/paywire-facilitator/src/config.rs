@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use paywire_core::SettlementSettings;
+use paywire_core::{RuntimeConfig, SettlementSettings};
 use serde::Deserialize;
 
 use crate::ops::{ApiKeys, ClientKey, DEFAULT_MAX_TRACKED_KEYS, Endpoint, RateLimiter};
@@ -427,65 +427,6 @@ impl Default for RecoveryConfig {
     }
 }
 
-/// Most worker threads by default: settlement and verification wait on the
-/// chain's node, so more cores add threads (each with its stack and malloc
-/// arena) without adding throughput.
-pub const DEFAULT_MAX_WORKER_THREADS: usize = 4;
-
-/// `[runtime]`: the async runtime's threads (read by the binaries that build
-/// the runtime from this configuration).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RuntimeConfig {
-    /// Worker threads (default: one per core, at most
-    /// [`DEFAULT_MAX_WORKER_THREADS`]; at least 1).
-    #[serde(default)]
-    pub worker_threads: Option<usize>,
-    /// Most threads for blocking work, e.g. resolving host names (default 16;
-    /// at least 1). Idle ones exit after 10 s.
-    #[serde(default = "default_max_blocking_threads")]
-    pub max_blocking_threads: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            worker_threads: None,
-            max_blocking_threads: default_max_blocking_threads(),
-        }
-    }
-}
-
-impl RuntimeConfig {
-    /// The worker threads to start: the configured number, else one per
-    /// core up to [`DEFAULT_MAX_WORKER_THREADS`].
-    pub fn worker_threads(&self) -> usize {
-        self.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, std::num::NonZeroUsize::get)
-                .min(DEFAULT_MAX_WORKER_THREADS)
-        })
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.worker_threads == Some(0) {
-            return Err(invalid("runtime.worker_threads", "must be at least 1"));
-        }
-        if self.max_blocking_threads == 0 {
-            return Err(invalid(
-                "runtime.max_blocking_threads",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn default_max_blocking_threads() -> usize {
-    16
-}
-
 /// `[fault_injection]`: test-only switches.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -548,7 +489,9 @@ impl FacilitatorConfig {
         }
         self.api_keys()?;
         self.bazaar.validate()?;
-        self.runtime.validate()?;
+        self.runtime
+            .validate()
+            .map_err(|e| invalid(e.field, e.rule))?;
         Ok(())
     }
 
@@ -966,14 +909,9 @@ mod tests {
     }
 
     #[test]
-    fn runtime_threads_default_capped_and_configurable() -> Result<(), ConfigError> {
+    fn runtime_table_is_read_and_zero_threads_refused() -> Result<(), ConfigError> {
         let default = FacilitatorConfig::parse_with_env("", |_| None)?;
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        assert_eq!(
-            default.runtime.worker_threads(),
-            cores.min(DEFAULT_MAX_WORKER_THREADS)
-        );
-        assert_eq!(default.runtime.max_blocking_threads, 16);
+        assert_eq!(default.runtime, RuntimeConfig::default());
         let set = FacilitatorConfig::parse_with_env(
             "[runtime]\nworker_threads = 1\nmax_blocking_threads = 3\n",
             |_| None,

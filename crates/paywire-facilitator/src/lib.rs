@@ -42,13 +42,14 @@ pub mod sqlite;
 pub mod store;
 mod wire;
 
-pub use config::{ChainTable, ConfigError, FacilitatorConfig, RuntimeConfig, example_config};
+pub use config::{ChainTable, ConfigError, FacilitatorConfig, example_config};
 pub use error::{ApiError, SetupError};
 pub use ledger::{
     Delivery, Ledger, LedgerError, LedgerStore, PoolStatus, SettlementRecord, SettlementState,
     SqliteStore, StoreLock,
 };
 pub use ops::{ApiKeys, Endpoint};
+pub use paywire_core::RuntimeConfig;
 pub use postgres::PostgresStore;
 pub use server::{AppState, CallerKey, router};
 pub use settlement::recovery::{LedgerObserver, ReconcileReport};

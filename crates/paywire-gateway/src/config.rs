@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use paywire_core::RuntimeConfig;
 use serde::Deserialize;
 
 /// A configuration problem (parse, environment substitution, validation).
@@ -141,66 +142,6 @@ pub struct GatewayConfig {
     /// Threads of the async runtime (`[runtime]`).
     #[serde(default)]
     pub runtime: RuntimeConfig,
-}
-
-/// Most worker threads by default: a proxy waits on its upstream and its
-/// facilitators, so more cores add threads (each with its stack and malloc
-/// arena) rather than throughput.
-pub const DEFAULT_MAX_WORKER_THREADS: usize = 4;
-
-/// `[runtime]`: the async runtime's threads (read by the binaries that build
-/// the runtime from this configuration).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RuntimeConfig {
-    /// Worker threads (default: one per core, at most
-    /// [`DEFAULT_MAX_WORKER_THREADS`]; at least 1).
-    #[serde(default)]
-    pub worker_threads: Option<usize>,
-    /// Most threads for blocking work, e.g. resolving host names (default 16;
-    /// at least 1). Idle ones exit after 10 s.
-    #[serde(default = "default_max_blocking_threads")]
-    pub max_blocking_threads: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            worker_threads: None,
-            max_blocking_threads: default_max_blocking_threads(),
-        }
-    }
-}
-
-impl RuntimeConfig {
-    /// The worker threads to start: the configured number, else one per
-    /// core up to [`DEFAULT_MAX_WORKER_THREADS`].
-    pub fn worker_threads(&self) -> usize {
-        self.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(1, std::num::NonZeroUsize::get)
-                .min(DEFAULT_MAX_WORKER_THREADS)
-        })
-    }
-
-    fn validate(&self) -> Result<(), GatewayConfigError> {
-        let at_least_one = |at: &str| GatewayConfigError::Invalid {
-            at: at.into(),
-            detail: "must be at least 1".into(),
-        };
-        if self.worker_threads == Some(0) {
-            return Err(at_least_one("runtime.worker_threads"));
-        }
-        if self.max_blocking_threads == 0 {
-            return Err(at_least_one("runtime.max_blocking_threads"));
-        }
-        Ok(())
-    }
-}
-
-fn default_max_blocking_threads() -> usize {
-    16
 }
 
 fn default_usage_header() -> String {
@@ -384,7 +325,13 @@ impl GatewayConfig {
         let config: Self = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| GatewayConfigError::Toml(e.to_string()))?;
-        config.runtime.validate()?;
+        config
+            .runtime
+            .validate()
+            .map_err(|e| GatewayConfigError::Invalid {
+                at: e.field.into(),
+                detail: e.rule.into(),
+            })?;
         Ok(config)
     }
 }
@@ -548,15 +495,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_threads_default_capped_and_configurable() {
+    fn runtime_table_is_read_and_zero_threads_refused() {
         let base = "public_origin = \"https://a.example\"\nupstream = \"http://127.0.0.1:1\"\nfacilitators = []\n";
         let default = GatewayConfig::parse_with_env(base, |_| None).unwrap();
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        assert_eq!(
-            default.runtime.worker_threads(),
-            cores.min(DEFAULT_MAX_WORKER_THREADS)
-        );
-        assert_eq!(default.runtime.max_blocking_threads, 16);
+        assert_eq!(default.runtime, RuntimeConfig::default());
         let set = GatewayConfig::parse_with_env(
             &format!("{base}[runtime]\nworker_threads = 1\nmax_blocking_threads = 3\n"),
             |_| None,

@@ -55,8 +55,10 @@ use paywire_server::{
 
 pub use config::{
     AcceptEntry, DEFAULT_USAGE_HEADER, DiscoveryEntry, FacilitatorEntry, GatewayConfig,
-    GatewayConfigError, MissingUsageEntry, RouteEntry, RuntimeConfig, example_config,
+    GatewayConfigError, MissingUsageEntry, RouteEntry, example_config,
 };
+
+pub use paywire_core::RuntimeConfig;
 
 use servers::ServerSide;
 

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use paywire_core::PluginRegistry;
 
+#[path = "../runtime.rs"]
+mod runtime;
 #[path = "../service.rs"]
 mod service;
 
@@ -30,12 +32,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match service::runtime(
-        config.runtime.worker_threads(),
-        config.runtime.max_blocking_threads,
-    ) {
+    let runtime = match runtime::service_runtime(&config.runtime) {
         Ok(runtime) => runtime,
-        Err(code) => return code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
     };
     let plugins = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
     match runtime.block_on(paywire_facilitator::run(config, &plugins)) {
