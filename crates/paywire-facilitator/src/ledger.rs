@@ -242,9 +242,11 @@ impl Ledger {
 
     /// Deletes the settlements that failed before any transaction was sent
     /// (no transaction hash recorded, never answered success) and last
-    /// changed before unix time `before`, and the payment-identifier
-    /// bindings older than that whose settlement is gone. Returns how many
-    /// settlements were deleted.
+    /// changed before unix time `before`, with their payment-identifier
+    /// bindings, and the bindings that never got a settlement among those
+    /// created between the previous run's `before` (a cursor kept in the
+    /// store) and this one's, so that no run visits every old binding.
+    /// Returns how many settlements were deleted.
     ///
     /// Nothing the replay guard needs goes: a refusal before sending may be
     /// retried anyway, and every row that names a transaction (confirmed,
@@ -547,6 +549,33 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(ledger.purge_unsent_failures(now + 3600).await?, 0);
+
+        // Later runs look for never-settled bindings only among those
+        // created since the last run's cutoff (the cursor, now + 3600): an
+        // older orphan is not visited again...
+        ledger
+            .claim_payment_id("pay_late_orphan_000", "never-written-either")
+            .await?;
+        // ...while a purged settlement's bindings go with it, however old.
+        ledger
+            .mark_received("unsent-later", &request(), Some("pay_id_unsent_later"))
+            .await?;
+        ledger.record_outcome("unsent-later", &refused).await?;
+        ledger
+            .claim_payment_id("pay_id_unsent_later", "unsent-later")
+            .await?;
+        assert_eq!(ledger.purge_unsent_failures(now + 7200).await?, 1);
+        assert_eq!(
+            ledger.payment_id_binding("pay_id_unsent_later").await?,
+            None
+        );
+        assert_eq!(
+            ledger
+                .payment_id_binding("pay_late_orphan_000")
+                .await?
+                .as_deref(),
+            Some("never-written-either")
+        );
         Ok(())
     }
 }

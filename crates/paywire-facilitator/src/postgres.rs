@@ -123,6 +123,18 @@ CREATE INDEX x402_settlements_unsent_failures ON x402_settlements(updated_at)
 CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
 "#;
 
+// 5: the retention purge deletes a purged settlement's bindings with it
+// (by fingerprint), and looks for bindings that never got a settlement only
+// among those created since its last run (the cursor), instead of visiting
+// every old binding at every run.
+const V5: &str = r#"
+CREATE INDEX x402_payment_ids_fingerprint ON x402_payment_ids(fingerprint);
+CREATE TABLE x402_ledger_cursors (
+    name  TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+"#;
+
 /// Ledger schema migrations (component `ledger`). Versions 1 to 4 are the
 /// schema earlier releases built and counted in `x402_schema_migrations`;
 /// never edit one, add the next.
@@ -133,6 +145,7 @@ const MIGRATIONS: Migrations = Migrations::new(
         Migration::new(2, "deliveries and settled transactions", V2),
         Migration::new(3, "claims of transactions out", V3),
         Migration::new(4, "retention indexes", V4),
+        Migration::new(5, "bounded retention purge", V5),
     ],
 )
 // Earlier releases recorded their own versions (and ran data migrations
@@ -210,20 +223,36 @@ mod sql {
     pub(super) const RECORD_ERROR: &str =
         "UPDATE x402_settlements SET last_error = $2, updated_at = $3 WHERE fingerprint = $1";
 
+    /// Deletes a batch of settlements that failed before sending and
+    /// their payment-identifier bindings; answers how many settlements went.
     pub(super) fn purge_unsent_failures() -> String {
         format!(
-            "DELETE FROM x402_settlements WHERE fingerprint IN (
-                SELECT fingerprint FROM x402_settlements
-                 WHERE {UNSENT_FAILURE} AND updated_at < $1 LIMIT $2)"
+            "WITH gone AS (
+                DELETE FROM x402_settlements WHERE fingerprint IN (
+                    SELECT fingerprint FROM x402_settlements
+                     WHERE {UNSENT_FAILURE} AND updated_at < $1 LIMIT $2)
+                RETURNING fingerprint),
+             unbound AS (
+                DELETE FROM x402_payment_ids
+                 WHERE fingerprint IN (SELECT fingerprint FROM gone))
+             SELECT COUNT(*)::BIGINT FROM gone"
         )
     }
 
+    pub(super) const ORPHAN_CURSOR: &str =
+        "SELECT value FROM x402_ledger_cursors WHERE name = 'orphan_payment_ids'";
+
     pub(super) const PURGE_ORPHAN_PAYMENT_IDS: &str = "DELETE FROM x402_payment_ids WHERE id IN (
             SELECT id FROM x402_payment_ids p
-             WHERE p.created_at < $1
+             WHERE p.created_at >= $1 AND p.created_at < $2
                AND NOT EXISTS (SELECT 1 FROM x402_settlements s
                                 WHERE s.fingerprint = p.fingerprint)
-             LIMIT $2)";
+             LIMIT $3)";
+
+    pub(super) const ADVANCE_ORPHAN_CURSOR: &str =
+        "INSERT INTO x402_ledger_cursors (name, value) VALUES ('orphan_payment_ids', $1)
+         ON CONFLICT (name) DO UPDATE
+            SET value = GREATEST(x402_ledger_cursors.value, EXCLUDED.value)";
 }
 
 /// Every statement the PostgreSQL ledger runs, by the name of the store
@@ -246,9 +275,14 @@ pub fn ledger_statements() -> Vec<(&'static str, String)> {
         ("find_by_transaction", sql::find_by_transaction()),
         ("unresolved", sql::unresolved()),
         ("purge_unsent_failures", sql::purge_unsent_failures()),
+        ("orphan_cursor", sql::ORPHAN_CURSOR.to_owned()),
         (
             "purge_orphan_payment_ids",
             sql::PURGE_ORPHAN_PAYMENT_IDS.to_owned(),
+        ),
+        (
+            "advance_orphan_cursor",
+            sql::ADVANCE_ORPHAN_CURSOR.to_owned(),
         ),
         ("state_counts", sql::STATE_COUNTS.to_owned()),
     ]
@@ -508,26 +542,37 @@ impl PostgresStore {
     }
 
     async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
-        let mut deleted = 0;
+        let mut deleted = 0u64;
+        loop {
+            let batch: i64 = self
+                .pool
+                .query_one(&sql::purge_unsent_failures(), &[&before, &PURGE_BATCH])
+                .await?
+                .try_get(0)?;
+            deleted += u64::try_from(batch).unwrap_or(0);
+            if batch < PURGE_BATCH {
+                break;
+            }
+        }
+        let since: i64 = match self.pool.query_opt(sql::ORPHAN_CURSOR, &[]).await? {
+            Some(row) => row.try_get(0)?,
+            None => 0,
+        };
         loop {
             let batch = self
                 .pool
-                .execute(&sql::purge_unsent_failures(), &[&before, &PURGE_BATCH])
+                .execute(
+                    sql::PURGE_ORPHAN_PAYMENT_IDS,
+                    &[&since, &before, &PURGE_BATCH],
+                )
                 .await?;
-            deleted += batch;
             if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
                 break;
             }
         }
-        loop {
-            let batch = self
-                .pool
-                .execute(sql::PURGE_ORPHAN_PAYMENT_IDS, &[&before, &PURGE_BATCH])
-                .await?;
-            if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
-                break;
-            }
-        }
+        self.pool
+            .execute(sql::ADVANCE_ORPHAN_CURSOR, &[&before])
+            .await?;
         Ok(deleted)
     }
 }
@@ -870,7 +915,7 @@ CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
         )
         .await?;
         let ledger = Ledger::connect_postgres(cluster.url()).await?;
-        assert_eq!(ledger_version(&observer(&cluster).await?).await?, Some(4));
+        assert_eq!(ledger_version(&observer(&cluster).await?).await?, Some(5));
         let settled = ledger.get("settled").await?.ok_or("missing")?;
         assert_eq!(
             settled.delivery.map(|d| (d.state, d.caller, d.at)),
@@ -946,10 +991,10 @@ CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
             }
         );
         let observer = observer(&cluster).await?;
-        assert_eq!(ledger_version(&observer).await?, Some(4));
+        assert_eq!(ledger_version(&observer).await?, Some(5));
         // A second start finds its own bookkeeping.
         Ledger::connect_postgres(cluster.url()).await?;
-        assert_eq!(ledger_version(&observer).await?, Some(4));
+        assert_eq!(ledger_version(&observer).await?, Some(5));
         Ok(())
     }
 
@@ -959,7 +1004,7 @@ CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
             return Ok(());
         };
         let store = PostgresStore::connect(cluster.url()).await?;
-        assert_eq!(ledger_version(store.pool()).await?, Some(4));
+        assert_eq!(ledger_version(store.pool()).await?, Some(5));
         let indexes: i64 = store
             .pool()
             .query_one(
@@ -983,7 +1028,7 @@ CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
         observer(&cluster)
             .await?
             .execute(
-                "UPDATE paywire_schema_versions SET version = 5 WHERE component = 'ledger'",
+                "UPDATE paywire_schema_versions SET version = 6 WHERE component = 'ledger'",
                 &[],
             )
             .await?;
@@ -993,8 +1038,8 @@ CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
             matches!(
                 &error,
                 LedgerError::Store(paywire_store::StoreError::SchemaTooNew {
-                    database: 5,
-                    code: 4,
+                    database: 6,
+                    code: 5,
                     ..
                 })
             ),

@@ -89,6 +89,18 @@ const V6: &str = r#"
 CREATE INDEX settlements_transaction ON settlements(transaction_hash);
 "#;
 
+// 7: the retention purge deletes a purged settlement's bindings with it
+// (by fingerprint), and looks for bindings that never got a settlement only
+// among those created since its last run (the cursor), instead of visiting
+// every old binding at every run.
+const V7: &str = r#"
+CREATE INDEX payment_ids_fingerprint ON payment_ids(fingerprint);
+CREATE TABLE ledger_cursors (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#;
+
 /// Ledger schema migrations (component `ledger`). Versions 1 to 5 are the
 /// schema earlier releases built and counted in `PRAGMA user_version`; never
 /// edit one, add the next.
@@ -101,6 +113,7 @@ const MIGRATIONS: Migrations = Migrations::new(
         Migration::new(4, "claims of transactions out", V4),
         Migration::new(5, "retention indexes", V5),
         Migration::new(6, "transaction index", V6),
+        Migration::new(7, "bounded retention purge", V7),
     ],
 )
 // SQLite has no ADD COLUMN IF NOT EXISTS, so version 1 cannot be a no-op
@@ -179,16 +192,26 @@ mod sql {
         format!(
             "DELETE FROM settlements WHERE rowid IN (
                 SELECT rowid FROM settlements
-                 WHERE {UNSENT_FAILURE} AND updated_at < ?1 LIMIT ?2)"
+                 WHERE {UNSENT_FAILURE} AND updated_at < ?1 LIMIT ?2)
+             RETURNING fingerprint"
         )
     }
 
+    pub(super) const UNBIND_PURGED: &str = "DELETE FROM payment_ids WHERE fingerprint = ?1";
+
+    pub(super) const ORPHAN_CURSOR: &str =
+        "SELECT value FROM ledger_cursors WHERE name = 'orphan_payment_ids'";
+
     pub(super) const PURGE_ORPHAN_PAYMENT_IDS: &str = "DELETE FROM payment_ids WHERE rowid IN (
             SELECT rowid FROM payment_ids
-             WHERE created_at < ?1
+             WHERE created_at >= ?1 AND created_at < ?2
                AND NOT EXISTS (SELECT 1 FROM settlements
                                 WHERE settlements.fingerprint = payment_ids.fingerprint)
-             LIMIT ?2)";
+             LIMIT ?3)";
+
+    pub(super) const ADVANCE_ORPHAN_CURSOR: &str =
+        "INSERT INTO ledger_cursors (name, value) VALUES ('orphan_payment_ids', ?1)
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)";
 }
 
 /// Every statement the SQLite ledger runs, by the name of the store call
@@ -213,9 +236,15 @@ pub fn ledger_statements() -> Vec<(&'static str, String)> {
         ("find_by_transaction", sql::find_by_transaction()),
         ("unresolved", sql::unresolved()),
         ("purge_unsent_failures", sql::purge_unsent_failures()),
+        ("unbind_purged", sql::UNBIND_PURGED.to_owned()),
+        ("orphan_cursor", sql::ORPHAN_CURSOR.to_owned()),
         (
             "purge_orphan_payment_ids",
             sql::PURGE_ORPHAN_PAYMENT_IDS.to_owned(),
+        ),
+        (
+            "advance_orphan_cursor",
+            sql::ADVANCE_ORPHAN_CURSOR.to_owned(),
         ),
         ("state_counts", sql::STATE_COUNTS.to_owned()),
     ]
@@ -558,33 +587,62 @@ impl SqliteStore {
         .await
     }
 
-    /// See [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures): one batch per blocking call,
-    /// so that other queries get the connection in between.
+    /// See [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures):
+    /// one batch per blocking call, so that other queries get the
+    /// connection in between.
     pub async fn purge_unsent_failures(&self, before: i64) -> Result<u64, LedgerError> {
         let mut deleted = 0u64;
         loop {
             let batch = self
-                .with(move |conn| {
-                    Ok(conn.execute(&sql::purge_unsent_failures(), params![before, PURGE_BATCH])?)
-                })
+                .with(move |conn| purge_unsent_batch(conn, before))
                 .await?;
-            deleted += u64::try_from(batch).unwrap_or(0);
+            deleted += batch;
             if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
                 break;
             }
         }
+        let since: i64 = self
+            .with(|conn| {
+                Ok(conn
+                    .query_row(sql::ORPHAN_CURSOR, [], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0))
+            })
+            .await?;
         loop {
             let batch = self
                 .with(move |conn| {
-                    Ok(conn.execute(sql::PURGE_ORPHAN_PAYMENT_IDS, params![before, PURGE_BATCH])?)
+                    Ok(conn.execute(
+                        sql::PURGE_ORPHAN_PAYMENT_IDS,
+                        params![since, before, PURGE_BATCH],
+                    )?)
                 })
                 .await?;
             if i64::try_from(batch).unwrap_or(0) < PURGE_BATCH {
                 break;
             }
         }
+        self.with(move |conn| Ok(conn.execute(sql::ADVANCE_ORPHAN_CURSOR, params![before])?))
+            .await?;
         Ok(deleted)
     }
+}
+
+/// Deletes one batch of settlements that failed before sending and last
+/// changed before `before`, with their payment-identifier bindings, in one
+/// transaction: how many settlements went.
+fn purge_unsent_batch(conn: &mut Connection, before: i64) -> Result<u64, LedgerError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let purged = {
+        let mut statement = tx.prepare(&sql::purge_unsent_failures())?;
+        let rows = statement.query_map(params![before, PURGE_BATCH], |r| r.get::<_, String>(0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    for fingerprint in &purged {
+        tx.execute(sql::UNBIND_PURGED, params![fingerprint])?;
+    }
+    tx.commit()?;
+    Ok(u64::try_from(purged.len()).unwrap_or(u64::MAX))
 }
 
 /// The table a claim binds into.
@@ -791,10 +849,10 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
             ledger.payment_id_binding("pay-1").await?,
             Some("kept".into())
         );
-        assert_eq!(ledger_version(&path)?, Some(6));
+        assert_eq!(ledger_version(&path)?, Some(7));
         drop(ledger);
         Ledger::open(&path).await?;
-        assert_eq!(ledger_version(&path)?, Some(6));
+        assert_eq!(ledger_version(&path)?, Some(7));
         Ok(())
     }
 
@@ -804,7 +862,7 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
         let path = dir.path().join("new.sqlite");
         drop(Ledger::open(&path).await?);
         Connection::open(&path)?.execute(
-            "UPDATE paywire_schema_versions SET version = 7 WHERE component = 'ledger'",
+            "UPDATE paywire_schema_versions SET version = 8 WHERE component = 'ledger'",
             [],
         )?;
         let error = Ledger::open(&path).await.err().ok_or("accepted")?;
@@ -812,8 +870,8 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
             matches!(
                 &error,
                 LedgerError::Store(paywire_store::StoreError::SchemaTooNew {
-                    database: 7,
-                    code: 6,
+                    database: 8,
+                    code: 7,
                     ..
                 })
             ),
