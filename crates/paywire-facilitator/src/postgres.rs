@@ -126,9 +126,10 @@ CREATE INDEX x402_payment_ids_created ON x402_payment_ids(created_at);
 // 5: the retention purge deletes a purged settlement's bindings with it
 // (by fingerprint), and looks for bindings that never got a settlement only
 // among those created since its last run (the cursor), instead of visiting
-// every old binding at every run.
+// every old binding at every run. `IF NOT EXISTS`: an operator may build
+// the index beforehand without blocking writes (`CREATE INDEX CONCURRENTLY`).
 const V5: &str = r#"
-CREATE INDEX x402_payment_ids_fingerprint ON x402_payment_ids(fingerprint);
+CREATE INDEX IF NOT EXISTS x402_payment_ids_fingerprint ON x402_payment_ids(fingerprint);
 CREATE TABLE x402_ledger_cursors (
     name  TEXT PRIMARY KEY,
     value BIGINT NOT NULL
