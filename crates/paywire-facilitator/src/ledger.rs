@@ -234,6 +234,21 @@ impl Ledger {
         self.store.claim_transaction(transaction, fingerprint).await
     }
 
+    /// Claims `transaction` for `fingerprint` and, when the claim holds,
+    /// records the settlement `submitted` with it: what
+    /// [`Self::claim_transaction`] then [`Self::mark_submitted`] do, in one
+    /// store call, right before a broadcast. A conflicting claim changes
+    /// nothing and is answered as such.
+    pub async fn claim_and_mark_submitted(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        self.store
+            .claim_and_mark_submitted(transaction, fingerprint)
+            .await
+    }
+
     /// Takes the store-wide lock of the settlements keyed `key` (see
     /// [`LedgerStore::lock`]).
     pub async fn lock(&self, key: &str) -> Result<StoreLock, LedgerError> {
@@ -317,7 +332,47 @@ pub(crate) mod tests {
         payment_id_bound_once(ledger).await?;
         delivery_recorded(ledger).await?;
         transaction_claimed_once(ledger).await?;
+        claimed_and_submitted_together(ledger).await?;
         failure_keeps_its_transaction(ledger).await
+    }
+
+    async fn claimed_and_submitted_together(ledger: &Ledger) -> Result<(), LedgerError> {
+        ledger.mark_received("cs1", &request(), None).await?;
+        ledger.mark_received("cs2", &request(), None).await?;
+        assert_eq!(
+            ledger.claim_and_mark_submitted("0xcs", "cs1").await?,
+            PaymentIdClaim::Bound
+        );
+        let record = stored_record(ledger, "cs1").await?;
+        assert_eq!(record.state, SettlementState::Submitted);
+        assert_eq!(record.transaction.as_deref(), Some("0xcs"));
+        // Another payload naming the same transaction: refused, unchanged.
+        assert_eq!(
+            ledger.claim_and_mark_submitted("0xcs", "cs2").await?,
+            PaymentIdClaim::Conflict {
+                fingerprint: "cs1".into()
+            }
+        );
+        let other = stored_record(ledger, "cs2").await?;
+        assert_eq!(other.state, SettlementState::Received);
+        assert_eq!(other.transaction, None);
+        // The same broadcast again (a re-sign after a restart): still bound.
+        assert_eq!(
+            ledger.claim_and_mark_submitted("0xcs", "cs1").await?,
+            PaymentIdClaim::Bound
+        );
+        // No settlement to mark: an error, nothing claimed.
+        assert!(
+            ledger
+                .claim_and_mark_submitted("0xnone", "unknown")
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            ledger.claim_transaction("0xnone", "cs2").await?,
+            PaymentIdClaim::Bound
+        );
+        Ok(())
     }
 
     async fn stored_record(

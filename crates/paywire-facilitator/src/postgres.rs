@@ -454,6 +454,40 @@ impl PostgresStore {
         })
     }
 
+    /// The claim and the `submitted` mark in one transaction: one commit
+    /// (one WAL flush) on the broadcast's critical path instead of two.
+    async fn claim_and_mark_submitted(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        let mut connection = self.pool.get().await?;
+        let tx = connection.transaction().await?;
+        tx.execute(
+            sql::CLAIM_TRANSACTION,
+            &[&transaction, &fingerprint, &now()],
+        )
+        .await?;
+        let bound: String = tx
+            .query_one(sql::TRANSACTION_BINDING, &[&transaction])
+            .await?
+            .try_get(0)?;
+        if bound != fingerprint {
+            return Ok(PaymentIdClaim::Conflict { fingerprint: bound });
+        }
+        let changed = tx
+            .execute(sql::MARK_SUBMITTED, &[&fingerprint, &transaction, &now()])
+            .await?;
+        if changed != 1 {
+            // Dropping `tx` rolls the claim back too.
+            return Err(LedgerError::Corrupt(format!(
+                "no settlement {fingerprint} to mark submitted"
+            )));
+        }
+        tx.commit().await?;
+        Ok(PaymentIdClaim::Bound)
+    }
+
     async fn mark_delivered(
         &self,
         fingerprint: &str,
@@ -648,6 +682,17 @@ impl LedgerStore for PostgresStore {
         fingerprint: &'a str,
     ) -> StoreFuture<'a, PaymentIdClaim> {
         Box::pin(PostgresStore::claim_transaction(
+            self,
+            transaction,
+            fingerprint,
+        ))
+    }
+    fn claim_and_mark_submitted<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(PostgresStore::claim_and_mark_submitted(
             self,
             transaction,
             fingerprint,

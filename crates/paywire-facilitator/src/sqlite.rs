@@ -349,6 +349,17 @@ impl LedgerStore for SqliteStore {
             fingerprint,
         ))
     }
+    fn claim_and_mark_submitted<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(SqliteStore::claim_and_mark_submitted(
+            self,
+            transaction,
+            fingerprint,
+        ))
+    }
     fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64> {
         Box::pin(SqliteStore::purge_unsent_failures(self, before))
     }
@@ -469,14 +480,45 @@ impl SqliteStore {
         self.with(move |conn| {
             // Write-locked from the start: the read-back must see the winner.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(insert, params![key, fingerprint, now()])?;
-            let bound: String = tx.query_row(select, params![key], |r| r.get(0))?;
+            let claim = claim_in(&tx, insert, select, &key, &fingerprint)?;
             tx.commit()?;
-            Ok(if bound == fingerprint {
-                PaymentIdClaim::Bound
-            } else {
-                PaymentIdClaim::Conflict { fingerprint: bound }
-            })
+            Ok(claim)
+        })
+        .await
+    }
+
+    /// Claims `transaction` for `fingerprint` and, if the claim holds, marks
+    /// the settlement `submitted` with it: one transaction, one trip to the
+    /// connection's thread (this is on the broadcast's critical path).
+    pub async fn claim_and_mark_submitted(
+        &self,
+        transaction: &str,
+        fingerprint: &str,
+    ) -> Result<PaymentIdClaim, LedgerError> {
+        let (transaction, fingerprint) = (transaction.to_owned(), fingerprint.to_owned());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claim = claim_in(
+                &tx,
+                sql::CLAIM_TRANSACTION,
+                sql::TRANSACTION_BINDING,
+                &transaction,
+                &fingerprint,
+            )?;
+            if claim == PaymentIdClaim::Bound {
+                let changed = tx.execute(
+                    sql::MARK_SUBMITTED,
+                    params![fingerprint, transaction, now()],
+                )?;
+                if changed != 1 {
+                    // Dropping `tx` rolls the claim back too.
+                    return Err(LedgerError::Corrupt(format!(
+                        "no settlement {fingerprint} to mark submitted"
+                    )));
+                }
+            }
+            tx.commit()?;
+            Ok(claim)
         })
         .await
     }
@@ -626,6 +668,25 @@ impl SqliteStore {
             .await?;
         Ok(deleted)
     }
+}
+
+/// Inserts `(key, fingerprint)` with `insert` unless `key` is bound, then
+/// reads the binding back with `select`, inside the caller's write
+/// transaction.
+fn claim_in(
+    tx: &rusqlite::Transaction<'_>,
+    insert: &str,
+    select: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<PaymentIdClaim, LedgerError> {
+    tx.execute(insert, params![key, fingerprint, now()])?;
+    let bound: String = tx.query_row(select, params![key], |r| r.get(0))?;
+    Ok(if bound == fingerprint {
+        PaymentIdClaim::Bound
+    } else {
+        PaymentIdClaim::Conflict { fingerprint: bound }
+    })
 }
 
 /// Deletes one batch of settlements that failed before sending and last

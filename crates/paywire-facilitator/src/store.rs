@@ -329,6 +329,23 @@ pub trait LedgerStore: Send + Sync + 'static {
         transaction: &'a str,
         fingerprint: &'a str,
     ) -> StoreFuture<'a, PaymentIdClaim>;
+    /// See [`Ledger::claim_and_mark_submitted`](crate::ledger::Ledger::claim_and_mark_submitted).
+    /// The default makes the two writes one after the other; a store that
+    /// can should make them one transaction (one round trip on the
+    /// broadcast's critical path).
+    fn claim_and_mark_submitted<'a>(
+        &'a self,
+        transaction: &'a str,
+        fingerprint: &'a str,
+    ) -> StoreFuture<'a, PaymentIdClaim> {
+        Box::pin(async move {
+            let claim = self.claim_transaction(transaction, fingerprint).await?;
+            if claim == PaymentIdClaim::Bound {
+                self.mark_submitted(fingerprint, transaction).await?;
+            }
+            Ok(claim)
+        })
+    }
     /// See [`Ledger::purge_unsent_failures`](crate::ledger::Ledger::purge_unsent_failures).
     fn purge_unsent_failures(&self, before: i64) -> StoreFuture<'_, u64>;
     /// Takes the store-wide lock of the settlements keyed `key` (what they

@@ -36,10 +36,10 @@ impl LedgerObserver {
 }
 
 impl SettlementObserver for LedgerObserver {
-    /// Claims the transaction for this settlement's payload, then records
-    /// it `submitted`. The claim comes first so that no answer naming this
-    /// transaction can ever be given to another payload (a re-spelled
-    /// authorization) while the settlement is still `pending`.
+    /// Claims the transaction for this settlement's payload and records it
+    /// `submitted`, in one ledger call. The claim is checked first so that no
+    /// answer naming this transaction can ever be given to another payload
+    /// (a re-spelled authorization) while the settlement is still `pending`.
     fn before_broadcast<'a>(
         &'a self,
         network: &'a ChainId,
@@ -51,7 +51,7 @@ impl SettlementObserver for LedgerObserver {
             }
             let claim = self
                 .ledger
-                .claim_transaction(transaction, &self.fingerprint)
+                .claim_and_mark_submitted(transaction, &self.fingerprint)
                 .await
                 .map_err(|e| e.to_string())?;
             if let PaymentIdClaim::Conflict { fingerprint } = claim {
@@ -59,10 +59,6 @@ impl SettlementObserver for LedgerObserver {
                     "transaction {transaction} is already claimed by settlement {fingerprint}"
                 ));
             }
-            self.ledger
-                .mark_submitted(&self.fingerprint, transaction)
-                .await
-                .map_err(|e| e.to_string())?;
             tracing::info!(fingerprint = %self.fingerprint, %network, %transaction, "settlement submitted");
             Ok(())
         })
