@@ -606,8 +606,9 @@ pub(crate) mod tests {
         assert_eq!(ledger.purge_unsent_failures(now + 3600).await?, 0);
 
         // Later runs look for never-settled bindings only among those
-        // created since the last run's cutoff (the cursor, now + 3600): an
-        // older orphan is not visited again...
+        // created since the last run's cutoff (the cursor, now + 3600): one
+        // created behind it (a clock set back) is never looked at; it only
+        // takes space...
         ledger
             .claim_payment_id("pay_late_orphan_000", "never-written-either")
             .await?;

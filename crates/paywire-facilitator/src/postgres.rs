@@ -463,20 +463,17 @@ impl PostgresStore {
     ) -> Result<PaymentIdClaim, LedgerError> {
         let mut connection = self.pool.get().await?;
         let tx = connection.transaction().await?;
-        tx.execute(
-            sql::CLAIM_TRANSACTION,
-            &[&transaction, &fingerprint, &now()],
-        )
-        .await?;
-        let bound: String = tx
-            .query_one(sql::TRANSACTION_BINDING, &[&transaction])
-            .await?
-            .try_get(0)?;
+        let claim = tx.prepare_cached(sql::CLAIM_TRANSACTION).await?;
+        let binding = tx.prepare_cached(sql::TRANSACTION_BINDING).await?;
+        let mark = tx.prepare_cached(sql::MARK_SUBMITTED).await?;
+        tx.execute(&claim, &[&transaction, &fingerprint, &now()])
+            .await?;
+        let bound: String = tx.query_one(&binding, &[&transaction]).await?.try_get(0)?;
         if bound != fingerprint {
             return Ok(PaymentIdClaim::Conflict { fingerprint: bound });
         }
         let changed = tx
-            .execute(sql::MARK_SUBMITTED, &[&fingerprint, &transaction, &now()])
+            .execute(&mark, &[&fingerprint, &transaction, &now()])
             .await?;
         if changed != 1 {
             // Dropping `tx` rolls the claim back too.

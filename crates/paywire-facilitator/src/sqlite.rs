@@ -699,8 +699,11 @@ fn purge_unsent_batch(conn: &mut Connection, before: i64) -> Result<u64, LedgerE
         let rows = statement.query_map(params![before, PURGE_BATCH], |r| r.get::<_, String>(0))?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
-    for fingerprint in &purged {
-        tx.execute(sql::UNBIND_PURGED, params![fingerprint])?;
+    {
+        let mut unbind = tx.prepare_cached(sql::UNBIND_PURGED)?;
+        for fingerprint in &purged {
+            unbind.execute(params![fingerprint])?;
+        }
     }
     tx.commit()?;
     Ok(u64::try_from(purged.len()).unwrap_or(u64::MAX))

@@ -162,10 +162,11 @@ impl Proxy {
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none());
-        if url.scheme() == "http" {
+        if url.scheme() == "http" && !proxy_configured() {
             // The client only ever talks to this upstream and follows no
             // redirect: plain HTTP never verifies a certificate, so the
-            // system's root store (some 600 KB resident) is not loaded.
+            // system's root store (some 600 KB resident) is not loaded. An
+            // environment proxy may be reached over TLS: then keep it.
             builder = builder.tls_certs_only(Vec::new());
         }
         let client = builder.build().map_err(|e| e.to_string())?;
@@ -362,6 +363,20 @@ impl Proxy {
         }
         headers
     }
+}
+
+/// Whether the environment names a proxy reqwest would use.
+fn proxy_configured() -> bool {
+    [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
 }
 
 #[cfg(test)]

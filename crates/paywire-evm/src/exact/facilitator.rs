@@ -225,7 +225,7 @@ impl ExactEvmFacilitatorBuilder {
     }
 
     /// Longest pause between two polls of the chain's receipt watcher (it
-    /// polls at once after a new block or a new broadcast, then after pauses
+    /// polls at once after a new block or when a new wait starts, then after pauses
     /// starting at 1 ms and doubling up to this), and between receipt checks
     /// on a node without `eth_getBlockReceipts`.
     pub fn receipt_poll_max(mut self, interval: Duration) -> Self {

@@ -21,12 +21,17 @@
 //! moved into a block the driver had already read is found there, as a
 //! per-transaction poll found it before.
 //!
-//! A node without `eth_getBlockReceipts` (method unknown, or three failures
-//! in a row) is remembered: its waiters poll their own receipts as before
-//! (1 ms doubling up to `receipt_poll_max`).
+//! A node without `eth_getBlockReceipts` (it answers "method not found") is
+//! remembered for an hour, one failing it three times in a row for a
+//! minute: meanwhile waiters poll their own receipts as before (1 ms
+//! doubling up to `receipt_poll_max`), then the driver tries again.
+//!
+//! A receipt kept from before a wait ended (the settlement was answered
+//! `pending`) is confirmed with one direct lookup when a later wait starts,
+//! and a reorganisation the driver notices drops every kept receipt: a
+//! receipt of a block that is no longer on the chain is never reported.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,6 +51,14 @@ const FAILURES_BEFORE_FALLBACK: u32 = 3;
 /// Shortest pause between two polls.
 const MIN_PAUSE: Duration = Duration::from_millis(1);
 
+/// How long a node that does not know `eth_getBlockReceipts` is polled per
+/// transaction before the method is tried again.
+const UNKNOWN_METHOD_FALLBACK: Duration = Duration::from_secs(3_600);
+
+/// How long a node that failed `eth_getBlockReceipts` repeatedly is polled
+/// per transaction before the method is tried again.
+const FAILING_METHOD_FALLBACK: Duration = Duration::from_secs(60);
+
 /// The receipt watcher of one chain.
 pub(crate) struct ReceiptWatcher {
     shared: Arc<Shared>,
@@ -58,8 +71,9 @@ struct Shared {
     kick: Notify,
     /// Longest pause between polls.
     poll_max: Duration,
-    /// The node does not offer `eth_getBlockReceipts`: per-transaction polls.
-    unsupported: AtomicBool,
+    /// Until when waiters poll per transaction (the node does not offer
+    /// `eth_getBlockReceipts`, or it kept failing).
+    fallback_until: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -84,6 +98,9 @@ struct Slot {
     /// blocks; `None`: not covered.
     covered: Option<u64>,
     receipt: Option<Receipt>,
+    /// A wait on it ended without a receipt (answered `pending`): a receipt
+    /// kept since is confirmed before a later wait reports it.
+    waited: bool,
     notify: Arc<Notify>,
 }
 
@@ -96,7 +113,7 @@ impl ReceiptWatcher {
                 state: Mutex::new(State::default()),
                 kick: Notify::new(),
                 poll_max: poll_max.max(MIN_PAUSE),
-                unsupported: AtomicBool::new(false),
+                fallback_until: Mutex::new(None),
             }),
         }
     }
@@ -104,7 +121,9 @@ impl ReceiptWatcher {
     /// Registers transaction `hash` before it is broadcast; while the
     /// registration lives, a receipt the driver reads for it is kept.
     pub(crate) fn register(&self, hash: B256) -> Registration {
-        self.shared.hold(hash);
+        let mut state = self.shared.lock();
+        self.shared.hold_locked(&mut state, hash, true);
+        drop(state);
         Registration {
             shared: Arc::clone(&self.shared),
             hash,
@@ -124,10 +143,12 @@ impl ReceiptWatcher {
     ) -> Result<Option<Receipt>, RpcError> {
         let shared = &self.shared;
         let mut rebroadcast = Rebroadcast::new(hash, raw, rebroadcast_every);
-        if !shared.unsupported.load(Ordering::Relaxed) {
+        if !shared.per_transaction() {
             // While the driver is idle the transaction may be mined already,
-            // and one lookup may spare starting the driver at all.
-            if !shared.following()
+            // and one lookup may spare starting the driver at all; a receipt
+            // kept since an earlier wait ended is confirmed the same way.
+            let stale = shared.drop_stale_receipt(hash);
+            if (stale || !shared.following())
                 && let Some(receipt) = direct_lookup(&shared.rpc, hash).await?
             {
                 return Ok(Some(receipt));
@@ -242,7 +263,12 @@ struct Waiter<'a> {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.shared.lock().waiting -= 1;
+        let mut state = self.shared.lock();
+        state.waiting -= 1;
+        if let Some(slot) = state.slots.get_mut(&self.hash) {
+            slot.waited = true;
+        }
+        drop(state);
         self.shared.release(self.hash);
     }
 }
@@ -263,7 +289,9 @@ impl<'a> Waiter<'a> {
         let notify = {
             let mut state = shared.lock();
             state.waiting += 1;
-            let notify = Arc::clone(&shared.hold_locked(&mut state, hash).notify);
+            // Not covered unless registered: the driver may have read its
+            // block already.
+            let notify = Arc::clone(&shared.hold_locked(&mut state, hash, false).notify);
             if !state.running {
                 state.running = true;
                 let driver = Arc::clone(shared);
@@ -316,7 +344,7 @@ impl<'a> Waiter<'a> {
             let notified = self.notify.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
-            if self.shared.unsupported.load(Ordering::Relaxed) {
+            if self.shared.per_transaction() {
                 return Ok(None);
             }
             match self.seen() {
@@ -364,23 +392,59 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn hold(&self, hash: B256) {
-        let mut state = self.lock();
-        self.hold_locked(&mut state, hash);
-    }
-
-    fn hold_locked<'s>(&self, state: &'s mut State, hash: B256) -> &'s mut Slot {
-        // Covered when registered while blocks are followed: the
-        // transaction cannot be in a block read before now.
-        let covered = state.next_block.map(|_| state.epoch);
+    /// Holds `hash`'s slot. `registering`: before its broadcast, so covered
+    /// when blocks are followed (it cannot be in a block read before now).
+    fn hold_locked<'s>(&self, state: &'s mut State, hash: B256, registering: bool) -> &'s mut Slot {
+        let covered = state
+            .next_block
+            .filter(|_| registering)
+            .map(|_| state.epoch);
         let slot = state.slots.entry(hash).or_insert_with(|| Slot {
             holders: 0,
             covered,
             receipt: None,
+            waited: false,
             notify: Arc::new(Notify::new()),
         });
         slot.holders += 1;
         slot
+    }
+
+    /// Drops the receipt kept for `hash` if a wait on it ended since it
+    /// may have been read (the block may have been reorganised away);
+    /// whether one was dropped (then look it up directly).
+    fn drop_stale_receipt(&self, hash: B256) -> bool {
+        let mut state = self.lock();
+        let Some(slot) = state.slots.get_mut(&hash) else {
+            return false;
+        };
+        if !slot.waited || slot.receipt.is_none() {
+            return false;
+        }
+        slot.receipt = None;
+        slot.covered = None;
+        true
+    }
+
+    /// Whether waiters poll per transaction now (see `fallback_until`).
+    fn per_transaction(&self) -> bool {
+        let until = self
+            .fallback_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Polls per transaction for `period`, and wakes every waiter to do so.
+    fn fall_back(&self, period: Duration) {
+        *self
+            .fallback_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + period);
+        let mut state = self.lock();
+        state.running = false;
+        state.next_block = None;
+        wake_all(&state);
     }
 
     fn release(&self, hash: B256) {
@@ -413,22 +477,32 @@ impl From<RpcError> for RoundError {
     }
 }
 
-/// Whether a node's error says it does not offer the method at all.
+/// Whether a node's error says it does not offer the method at all (not
+/// that a block is missing: "header not found" is about the block).
 fn method_unknown(error: &RpcError) -> bool {
     let RpcError::Node { code, message, .. } = error else {
         return false;
     };
     let message = message.to_ascii_lowercase();
     *code == -32601
-        || [
-            "not found",
-            "not supported",
-            "unsupported",
-            "does not exist",
-            "not available",
-        ]
-        .iter()
-        .any(|text| message.contains(text))
+        || (message.contains("method")
+            && [
+                "not found",
+                "not supported",
+                "unsupported",
+                "does not exist",
+                "not available",
+            ]
+            .iter()
+            .any(|text| message.contains(text)))
+}
+
+/// Wakes every waiter (to re-check coverage, or to poll on its own).
+fn wake_all(state: &State) {
+    state
+        .slots
+        .values()
+        .for_each(|slot| slot.notify.notify_waiters());
 }
 
 fn quantity(block: u64) -> Value {
@@ -453,7 +527,7 @@ impl Shared {
         loop {
             {
                 let mut state = self.lock();
-                if state.waiting == 0 || self.unsupported.load(Ordering::Relaxed) {
+                if state.waiting == 0 || self.per_transaction() {
                     state.running = false;
                     state.next_block = None;
                     return;
@@ -472,17 +546,16 @@ impl Shared {
                     failures += 1;
                     tracing::warn!(%error, "block receipts poll failed; retrying");
                 }
-                Err(RoundError::Failed(error) | RoundError::Unsupported(error)) => {
+                Err(RoundError::Failed(error)) => {
                     tracing::warn!(%error,
-                        "the node does not serve eth_getBlockReceipts; polling each transaction's receipt");
-                    self.unsupported.store(true, Ordering::Relaxed);
-                    let mut state = self.lock();
-                    state.running = false;
-                    state.next_block = None;
-                    state
-                        .slots
-                        .values()
-                        .for_each(|slot| slot.notify.notify_waiters());
+                        "eth_getBlockReceipts keeps failing; polling each transaction's receipt for a minute");
+                    self.fall_back(FAILING_METHOD_FALLBACK);
+                    return;
+                }
+                Err(RoundError::Unsupported(error)) => {
+                    tracing::warn!(%error,
+                        "the node does not serve eth_getBlockReceipts; polling each transaction's receipt for an hour");
+                    self.fall_back(UNKNOWN_METHOD_FALLBACK);
                     return;
                 }
             }
@@ -502,7 +575,7 @@ impl Shared {
     async fn round(&self) -> Result<Round, RoundError> {
         let Some(next) = self.lock().next_block else {
             let head = self.rpc.block_number().await?;
-            self.follow_from(head + 1);
+            self.follow_from(head.saturating_add(1));
             return Ok(Round::Blocks);
         };
         let mut answers = self
@@ -515,11 +588,11 @@ impl Shared {
             .into_iter();
         let head: alloy_primitives::U256 = decode(answers.next().unwrap_or(Ok(Value::Null))?)?;
         let head = u64::try_from(head).map_err(|e| RpcError::Decode(e.to_string()))?;
-        if head + 1 < next {
+        if head.saturating_add(1) < next {
             // The chain is shorter than what was read (a reorganisation or a
             // devnet reset): follow from its head, and let every waiter look
             // its transaction up once.
-            self.follow_from(head + 1);
+            self.follow_from(head.saturating_add(1));
             return Ok(Round::Blocks);
         }
         let receipts = answers
@@ -532,16 +605,22 @@ impl Shared {
             Err(error) => return Err(error.into()),
         };
         self.deliver(next, receipts)?;
-        let mut read = 1;
-        while next + read <= head {
-            read += self.read_blocks(next + read, head).await?;
+        let mut from = next.saturating_add(1);
+        while from <= head {
+            let read = self.read_blocks(from, head).await?;
+            if read == 0 {
+                // The node that answers lags the one that gave the head:
+                // pause rather than ask again at once.
+                return Ok(Round::Idle);
+            }
+            from = from.saturating_add(read);
         }
         Ok(Round::Blocks)
     }
 
     /// Reads blocks `from..=to` (at most [`BLOCKS_PER_BATCH`]); how many.
     async fn read_blocks(&self, from: u64, to: u64) -> Result<u64, RoundError> {
-        let last = to.min(from + BLOCKS_PER_BATCH - 1);
+        let last = to.min(from.saturating_add(BLOCKS_PER_BATCH - 1));
         let calls = (from..=last)
             .map(|block| ("eth_getBlockReceipts", quantity(block)))
             .collect();
@@ -559,15 +638,16 @@ impl Shared {
     }
 
     /// Starts a new epoch following blocks from `next`; waiters not covered
-    /// in it look their transaction up once.
+    /// in it look their transaction up once. Receipts kept so far are
+    /// dropped: their blocks may be gone (a reorganisation, a reset).
     fn follow_from(&self, next: u64) {
         let mut state = self.lock();
         state.epoch += 1;
         state.next_block = Some(next);
-        state
-            .slots
-            .values()
-            .for_each(|slot| slot.notify.notify_waiters());
+        for slot in state.slots.values_mut() {
+            slot.receipt = None;
+        }
+        wake_all(&state);
     }
 
     /// Hands block `block`'s awaited receipts to their waiters.
@@ -590,7 +670,7 @@ impl Shared {
             }
         }
         if state.next_block == Some(block) {
-            state.next_block = Some(block + 1);
+            state.next_block = Some(block.saturating_add(1));
         }
         Ok(())
     }
@@ -857,7 +937,32 @@ mod tests {
             assert_eq!(receipt.transaction_hash, hash);
         }
         assert_eq!(kit.proxy.calls("eth_getBlockReceipts").len(), 1);
-        assert!(kit.watcher.shared.unsupported.load(Ordering::Relaxed));
+        assert!(kit.watcher.shared.per_transaction());
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_an_unregistered_transaction_looks_it_up_once() {
+        let mut kit = kit(false).await;
+        let sentinel = kit.following().await;
+        // Mined while blocks are followed, but never registered (a
+        // transaction of an earlier run): the driver reads its block before
+        // anyone waits for it.
+        let (hash, raw) = kit.transfer();
+        kit.send(&raw).await;
+        kit.devnet.mine().await.unwrap();
+        let asked = kit.proxy.calls("eth_getBlockReceipts").len();
+        kit.proxy
+            .until_asked("eth_getBlockReceipts", asked + 3)
+            .await;
+        let started = Instant::now();
+        let receipt = kit.wait(hash).await.unwrap().expect("found");
+        assert_eq!(receipt.transaction_hash, hash);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "not at the deadline"
+        );
+        assert_eq!(kit.proxy.lookups_of(hash), 1);
+        sentinel.abort();
     }
 
     #[tokio::test]
