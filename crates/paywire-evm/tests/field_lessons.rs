@@ -4,8 +4,10 @@
 //! - 9: `accepted.scheme` must be the requirements' scheme;
 //! - 12: a token whose `transferWithAuthorization` succeeds but pays short
 //!   (or nothing) is never reported settled;
-//! - 15: a refused broadcast frees its nonce, and a signer whose key is used
-//!   outside the facilitator recovers from "nonce too low";
+//! - 15: a refused broadcast frees its nonce (also with later transactions
+//!   of its signer queued behind it), and a signer whose key is used
+//!   outside the facilitator recovers from "nonce too low"; broadcasts of
+//!   one signer are pipelined;
 //! - 16: our settlement transaction, beaten in the pool by an outsider's
 //!   execution of the same authorization, reports the outsider's transaction;
 //! - 27: the EIP-712 domain is read from the token, not from the asset table.
@@ -19,7 +21,10 @@ use alloy_consensus::Transaction as _;
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
-use paywire_core::{ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator};
+use paywire_core::{
+    BoxFuture, ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator,
+    SettlementObserver,
+};
 use paywire_evm::contracts::IEip3009Token;
 use paywire_evm::exact::{
     Authorization, CounterfactualWallets, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator,
@@ -400,6 +405,265 @@ async fn the_signer_recovers_when_its_key_is_used_outside_the_facilitator() {
         transaction_nonce(&devnet, &next.transaction).await,
         cached + 1
     );
+    assert_eq!(
+        devnet.usdc_balance(pay_to).await.unwrap(),
+        U256::from(2 * PRICE)
+    );
+}
+
+/// Counts the transactions a settlement records before broadcasting them.
+#[derive(Default)]
+struct Recorded(AtomicUsize);
+
+impl SettlementObserver for Recorded {
+    fn before_broadcast<'a>(
+        &'a self,
+        _network: &'a ChainId,
+        _transaction: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Waits (at most `limit`) until `check` holds; whether it did.
+async fn eventually(limit: Duration, check: impl Fn() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
+
+/// The nonces of the distinct transactions sent through `proxy`, in the
+/// order they were first sent (a receipt wait's re-broadcast of the same
+/// bytes is not a new transaction).
+fn sent_nonces(proxy: &common::RpcProxy) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::new();
+    proxy
+        .calls("eth_sendRawTransaction")
+        .iter()
+        .filter_map(|call| {
+            let raw: Bytes = serde_json::from_value(call["params"][0].clone()).unwrap();
+            let tx = alloy_consensus::TxEnvelope::decode_2718(&mut raw.as_ref()).unwrap();
+            seen.insert(*tx.tx_hash()).then(|| tx.nonce())
+        })
+        .collect()
+}
+
+/// Broadcasts of one signer are pipelined: the next settlement signs and
+/// records its transaction while the node has not yet answered the
+/// previous broadcast (the nonce lock is not held across the send).
+#[tokio::test]
+async fn the_next_settlement_signs_while_the_previous_broadcast_is_unanswered() {
+    let devnet = Devnet::start().await.unwrap();
+    let proxy = common::RpcProxy::start(devnet.rpc_url()).await;
+    let facilitator = Arc::new(
+        facilitator(
+            &devnet,
+            proxy.url(),
+            EvmNetwork::anvil(devnet.usdc()),
+            LocalSigner::random(),
+            |_| {},
+            |b| b,
+        )
+        .await,
+    );
+    let requirements = usdc_requirements(&devnet, Address::random());
+    let (first, second) = (
+        pay(&devnet, 1, &requirements).await,
+        pay(&devnet, 2, &requirements).await,
+    );
+    // The node takes the first transaction; its answer is held for 6 s.
+    let stalled = Arc::new(AtomicUsize::new(1));
+    let left = Arc::clone(&stalled);
+    proxy.set_rule(move |body| {
+        if body["method"] == "eth_sendRawTransaction"
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return common::Action::ForwardThenStall(Duration::from_secs(6));
+        }
+        common::Action::Forward
+    });
+    let recorded = Arc::new(Recorded::default());
+    let settle = |payload: PaymentPayload| {
+        let (facilitator, recorded, requirements) = (
+            Arc::clone(&facilitator),
+            Arc::clone(&recorded),
+            requirements.clone(),
+        );
+        tokio::spawn(async move {
+            facilitator
+                .settle_observed(&payload, &requirements, recorded.as_ref())
+                .await
+                .unwrap()
+        })
+    };
+    let first = settle(first);
+    assert!(
+        eventually(Duration::from_secs(5), || !proxy
+            .calls("eth_sendRawTransaction")
+            .is_empty())
+        .await
+    );
+    let second = settle(second);
+    assert!(
+        eventually(Duration::from_secs(4), || recorded.0.load(Ordering::SeqCst)
+            == 2)
+        .await,
+        "the second transaction was not signed and recorded while the first broadcast was unanswered"
+    );
+    assert!(
+        proxy.calls("eth_sendRawTransaction").len() == 1,
+        "the second transaction was sent before the first broadcast was answered"
+    );
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_settled(&first);
+    assert_settled(&second);
+    assert_eq!(sent_nonces(&proxy), vec![0, 1]);
+}
+
+/// Many settlements of one signer at once, on a multi-threaded runtime:
+/// every one settles, the signer's transactions reach the node in nonce
+/// order, and no nonce is skipped or used twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_settlements_of_one_signer_are_sent_in_nonce_order() {
+    const SETTLEMENTS: usize = 24;
+    let devnet = Devnet::start().await.unwrap();
+    let proxy = common::RpcProxy::start(devnet.rpc_url()).await;
+    let facilitator = Arc::new(
+        facilitator(
+            &devnet,
+            proxy.url(),
+            EvmNetwork::anvil(devnet.usdc()),
+            LocalSigner::random(),
+            |_| {},
+            |b| b,
+        )
+        .await,
+    );
+    let signer = signer_of(&facilitator);
+    let pay_to = Address::random();
+    let requirements = usdc_requirements(&devnet, pay_to);
+    let mut payloads = Vec::new();
+    for index in 0..SETTLEMENTS {
+        payloads.push(pay(&devnet, 1 + index % 8, &requirements).await);
+    }
+    let settlements: Vec<_> = payloads
+        .into_iter()
+        .map(|payload| {
+            let (facilitator, requirements) = (Arc::clone(&facilitator), requirements.clone());
+            tokio::spawn(async move { facilitator.settle(&payload, &requirements).await.unwrap() })
+        })
+        .collect();
+    for settlement in settlements {
+        assert_settled(&settlement.await.unwrap());
+    }
+    let expected: Vec<u64> = (0..SETTLEMENTS as u64).collect();
+    assert_eq!(sent_nonces(&proxy), expected, "sent out of nonce order");
+    let count = devnet
+        .rpc("eth_getTransactionCount", json!([signer, "latest"]))
+        .await
+        .unwrap();
+    assert_eq!(common::block_number(&count), SETTLEMENTS as u64);
+    assert_eq!(
+        devnet.usdc_balance(pay_to).await.unwrap(),
+        U256::from(SETTLEMENTS as u64 * PRICE)
+    );
+}
+
+/// A refused broadcast with later transactions of its signer queued behind
+/// it: the queued ones are never sent behind the gap; they are signed again
+/// from the refused nonce and settle, and no nonce is skipped.
+#[tokio::test]
+async fn a_refused_broadcast_with_later_transactions_queued_leaves_no_gap() {
+    let devnet = Devnet::start().await.unwrap();
+    let proxy = common::RpcProxy::start(devnet.rpc_url()).await;
+    let facilitator = Arc::new(
+        facilitator(
+            &devnet,
+            proxy.url(),
+            EvmNetwork::anvil(devnet.usdc()),
+            LocalSigner::random(),
+            |_| {},
+            // A transaction stuck behind a gap would never confirm: fail fast.
+            |b| b.receipt_timeout(Duration::from_secs(5)),
+        )
+        .await,
+    );
+    let signer = signer_of(&facilitator);
+    let pay_to = Address::random();
+    let requirements = usdc_requirements(&devnet, pay_to);
+    let mut payloads = Vec::new();
+    for index in 1..=3 {
+        payloads.push(pay(&devnet, index, &requirements).await);
+    }
+    // The node refuses the first transaction, 3 s after it was sent.
+    let refusals = Arc::new(AtomicUsize::new(1));
+    let left = Arc::clone(&refusals);
+    proxy.set_rule(move |body| {
+        if body["method"] == "eth_sendRawTransaction"
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            let refusal = common::error_answer(body, -32000, "txpool is full");
+            return common::Action::RespondAfter(refusal, Duration::from_secs(3));
+        }
+        common::Action::Forward
+    });
+    let recorded = Arc::new(Recorded::default());
+    let settle = |payload: PaymentPayload| {
+        let (facilitator, recorded, requirements) = (
+            Arc::clone(&facilitator),
+            Arc::clone(&recorded),
+            requirements.clone(),
+        );
+        tokio::spawn(async move {
+            facilitator
+                .settle_observed(&payload, &requirements, recorded.as_ref())
+                .await
+                .unwrap()
+        })
+    };
+    let mut payloads = payloads.into_iter();
+    let refused = settle(payloads.next().unwrap());
+    assert!(
+        eventually(Duration::from_secs(5), || !proxy
+            .calls("eth_sendRawTransaction")
+            .is_empty())
+        .await
+    );
+    let queued: Vec<_> = payloads.map(settle).collect();
+    assert!(
+        eventually(Duration::from_secs(2), || recorded.0.load(Ordering::SeqCst)
+            == 3)
+        .await,
+        "the later transactions were not queued behind the unanswered one"
+    );
+    let refused = refused.await.unwrap();
+    assert!(!refused.success);
+    assert_eq!(
+        refused.error_reason,
+        Some(ErrorReason::INVALID_TRANSACTION_STATE)
+    );
+    assert!(refused.transaction.is_empty(), "nothing was sent");
+    for settlement in queued {
+        assert_settled(&settlement.await.unwrap());
+    }
+    // Nonces 1 and 2 (signed behind the refused 0) were never sent; the two
+    // settlements signed again at 0 and 1.
+    assert_eq!(sent_nonces(&proxy), vec![0, 0, 1]);
+    let count = devnet
+        .rpc("eth_getTransactionCount", json!([signer, "latest"]))
+        .await
+        .unwrap();
+    assert_eq!(common::block_number(&count), 2, "no nonce was skipped");
     assert_eq!(
         devnet.usdc_balance(pay_to).await.unwrap(),
         U256::from(2 * PRICE)

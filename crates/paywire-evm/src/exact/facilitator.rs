@@ -16,7 +16,6 @@ use paywire_core::{
     BoxFuture, ChainId, ErrorReason, NoObserver, PaymentPayload, PaymentRequirements, SchemeError,
     SchemeFacilitator, SettleResponse, SettlementLookup, SettlementObserver, VerifyResponse,
 };
-use tokio::sync::Mutex as AsyncMutex;
 
 use super::inflight::{Attempts, AuthorizationKey, Broadcast, KeyedLocks, PayerKey};
 use super::payload::{ExactEvmPayload, eip712_domain, signing_hash};
@@ -33,11 +32,13 @@ mod method;
 mod permit2;
 mod probe;
 mod resume;
+mod sending;
 mod setup;
 mod verify;
 
 use method::TransferMethod;
 pub(crate) use permit2::{Proxy, spend_key as permit2_spend_key};
+use sending::{Sent, SignerSlot};
 pub(crate) use setup::facilitator_parts;
 
 /// One chain the facilitator settles on.
@@ -130,26 +131,6 @@ pub enum CounterfactualWallets {
     /// the facilitator's signer within `max_wallet_deployment_gas`), then
     /// settle.
     Deploy,
-}
-
-/// Per-signer nonce state. The lock is held from nonce allocation to the end
-/// of `eth_sendRawTransaction`, never while waiting for a receipt: sends of
-/// one signer are ordered (no nonce gaps, no collisions) and confirmations
-/// overlap.
-struct SignerSlot {
-    signer: Arc<dyn EvmSigner>,
-    nonces: AsyncMutex<NonceState>,
-}
-
-#[derive(Default)]
-struct NonceState {
-    /// The next nonce to use; `None`: ask the node.
-    next: Option<u64>,
-    /// A transaction whose broadcast ended without an answer (timeout,
-    /// dropped connection): the node may hold it. Its nonce stays taken, and
-    /// its bytes are sent again before this signer's next transaction, which
-    /// would otherwise wait forever behind a nonce gap if they were lost.
-    in_doubt: Option<Broadcast>,
 }
 
 struct ChainState {
@@ -281,9 +262,9 @@ impl ExactEvmFacilitatorBuilder {
             let slots = config
                 .signers
                 .iter()
-                .map(|signer| SignerSlot {
-                    signer: Arc::clone(signer),
-                    nonces: AsyncMutex::new(NonceState::default()),
+                .map(|signer| {
+                    let rpc = Arc::clone(&config.rpc);
+                    SignerSlot::new(Arc::clone(signer), rpc, self.crash_after_broadcast)
                 })
                 .collect();
             let receipts = ReceiptWatcher::new(Arc::clone(&config.rpc), self.receipt_poll_max);
@@ -311,7 +292,6 @@ impl ExactEvmFacilitatorBuilder {
             rebroadcast_interval: self.rebroadcast_interval,
             dropped_after: self.dropped_after,
             clock: self.clock,
-            crash_after_broadcast: self.crash_after_broadcast,
         })
     }
 }
@@ -324,7 +304,6 @@ pub struct ExactEvmFacilitator {
     rebroadcast_interval: Duration,
     dropped_after: Duration,
     clock: Clock,
-    crash_after_broadcast: bool,
 }
 
 /// A payment refused by verification.
@@ -491,46 +470,6 @@ async fn sign_transaction(
     })
 }
 
-/// What became of one `eth_sendRawTransaction`.
-enum SendOutcome {
-    /// The node has the transaction, or may have it.
-    Sent,
-    /// Try again with a nonce re-read from the node.
-    Retry,
-    /// The node refused it; nothing was sent.
-    Refused(RpcError),
-}
-
-/// Sends again the signer's transaction whose broadcast went unanswered, so
-/// that the next transaction does not queue behind a gap at its nonce. While
-/// the node cannot be reached, nothing new is sent; a refusal means the
-/// transaction never entered the pool, and the nonce is re-read.
-async fn resolve_in_doubt(rpc: &RpcClient, nonces: &mut NonceState) -> Result<(), SchemeError> {
-    let Some(doubt) = nonces.in_doubt.take() else {
-        return Ok(());
-    };
-    let hash = doubt.hash;
-    match rpc.send_raw_transaction(&doubt.raw).await {
-        Ok(_) => tracing::info!(%hash, "unanswered broadcast sent again"),
-        Err(error @ RpcError::Node { .. }) => {
-            let message = error
-                .node_message()
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            // Known to the node, or mined (its nonce is spent): settled.
-            if !(already_known(&message) || message.contains("nonce too low")) {
-                tracing::warn!(%hash, %error, "unanswered broadcast refused on re-send; re-reading the nonce");
-                nonces.next = None;
-            }
-        }
-        Err(error) => {
-            nonces.in_doubt = Some(doubt);
-            return Err(chain_error(error));
-        }
-    }
-    Ok(())
-}
-
 /// A duration in whole microseconds, for timing logs.
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -673,116 +612,29 @@ impl ExactEvmFacilitator {
         let index = slot
             .filter(|slot| *slot < chain.slots.len())
             .unwrap_or_else(|| chain.next_slot.fetch_add(1, Ordering::Relaxed) % chain.slots.len());
-        let slot = &chain.slots[index];
-        let asked = Instant::now();
-        let mut nonces = slot.nonces.lock().await;
-        let locked = Instant::now();
-        resolve_in_doubt(&config.rpc, &mut nonces).await?;
-        let mut resynced = false;
-        loop {
-            let nonce = match nonces.next {
-                Some(nonce) => nonce,
-                None => config
-                    .rpc
-                    .pending_nonce(slot.signer.address())
-                    .await
-                    .map_err(chain_error)?,
-            };
-            let tx = TxEip1559 {
-                chain_id: config.network.chain_id,
-                nonce,
-                gas_limit: call.2,
-                max_fee_per_gas: max_fee,
-                max_priority_fee_per_gas: priority,
-                to: TxKind::Call(call.0),
-                value,
-                access_list: Default::default(),
-                input: Bytes::copy_from_slice(call.1),
-            };
-            let signing = Instant::now();
-            let sent = sign_transaction(chain, index, tx).await?;
-            let recording = Instant::now();
-            // The ledger learns the hash before the transaction can exist.
-            observer
-                .before_broadcast(&config.network.chain, &sent.hash.to_string())
-                .await
-                .map_err(|e| {
-                    SchemeError::Chain(format!("settlement not recorded, not sent: {e}"))
-                })?;
-            let sending = Instant::now();
-            let outcome = config.rpc.send_raw_transaction(&sent.raw).await;
-            tracing::debug!(hash = %sent.hash, nonce,
-                lock_wait_us = micros(locked - asked),
-                sign_us = micros(recording - signing),
-                record_us = micros(sending - recording),
-                send_us = micros(sending.elapsed()),
-                "settlement broadcast");
-            match self.broadcast_outcome(&mut nonces, nonce, &sent, outcome, &mut resynced) {
-                SendOutcome::Sent => return Ok(Ok(sent)),
-                SendOutcome::Retry => {}
-                SendOutcome::Refused(error) => {
-                    return Ok(Err(reject(
-                        ErrorReason::INVALID_TRANSACTION_STATE,
-                        format!(
-                            "node refused the settlement transaction: {}",
-                            revert_message(&error)
-                        ),
-                        Some(payer),
-                    )));
-                }
-            }
-        }
-    }
-
-    /// What an `eth_sendRawTransaction` answer means for the settlement and
-    /// for the signer's nonces.
-    fn broadcast_outcome(
-        &self,
-        nonces: &mut NonceState,
-        nonce: u64,
-        sent: &Broadcast,
-        outcome: Result<B256, RpcError>,
-        resynced: &mut bool,
-    ) -> SendOutcome {
-        let hash = sent.hash;
-        let error = match outcome {
-            Ok(_) => {
-                nonces.next = Some(nonce + 1);
-                if self.crash_after_broadcast {
-                    tracing::error!(%hash, "fault injection: crashing after broadcast");
-                    std::process::abort();
-                }
-                return SendOutcome::Sent;
-            }
-            Err(error @ RpcError::Node { .. }) => error,
-            Err(error) => {
-                // No answer: the node may have accepted the transaction, and
-                // the ledger already holds its hash. Treat it as sent (the
-                // receipt wait re-broadcasts it, and answers `pending` if it
-                // never shows), and keep its nonce taken.
-                tracing::warn!(%hash, %error, "broadcast unanswered; the transaction may be pending");
-                nonces.next = Some(nonce + 1);
-                nonces.in_doubt = Some(sent.clone());
-                return SendOutcome::Sent;
-            }
+        let build = |nonce| TxEip1559 {
+            chain_id: config.network.chain_id,
+            nonce,
+            gas_limit: call.2,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            to: TxKind::Call(call.0),
+            value,
+            access_list: Default::default(),
+            input: Bytes::copy_from_slice(call.1),
         };
-        let message = error
-            .node_message()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if already_known(&message) {
-            nonces.next = Some(nonce + 1);
-            return SendOutcome::Sent;
+        let line = &chain.slots[index].line;
+        match line.broadcast(chain, index, &build, observer).await? {
+            Sent::Broadcast(sent) => Ok(Ok(sent)),
+            Sent::Refused(error) => Ok(Err(reject(
+                ErrorReason::INVALID_TRANSACTION_STATE,
+                format!(
+                    "node refused the settlement transaction: {}",
+                    revert_message(&error)
+                ),
+                Some(payer),
+            ))),
         }
-        // Refused: nothing was accepted, the nonce is not consumed.
-        nonces.next = None;
-        if !*resynced && (message.contains("nonce too low") || message.contains("nonce too high")) {
-            // Someone else used this key, or a send was lost: re-read the
-            // chain's view and try once more.
-            *resynced = true;
-            return SendOutcome::Retry;
-        }
-        SendOutcome::Refused(error)
     }
 
     /// Waits for transaction `hash`'s receipt from the chain's receipt

@@ -27,6 +27,9 @@ pub enum Action {
     ForwardThenStall(Duration),
     /// Pass this body to the node instead, and relay the answer.
     ForwardAs(Value),
+    /// Answer with this JSON body after this long; the node never sees the
+    /// request.
+    RespondAfter(Value, Duration),
 }
 
 /// Decides the [`Action`] for a request body.
@@ -141,6 +144,10 @@ async fn handle(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             answer
         }
         Action::ForwardAs(other) => forward_body(Bytes::from(other.to_string())).await,
+        Action::RespondAfter(answer, pause) => {
+            tokio::time::sleep(pause).await;
+            axum::Json(answer).into_response()
+        }
     }
 }
 

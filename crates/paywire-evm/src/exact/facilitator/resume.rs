@@ -289,8 +289,9 @@ impl ExactEvmFacilitator {
                 "settlement transaction under-priced; the fee caps leave no room to replace it");
             return Ok((signed.hash, Some(signed.raw)));
         };
-        // Ordered with the signer's other sends.
-        let _nonces = chain.slots[signed.slot].nonces.lock().await;
+        // No new nonce is allocated meanwhile. The replacement reuses an older
+        // nonce, so its place among the signer's queued sends does not matter.
+        let _nonces = chain.slots[signed.slot].line.nonces.lock().await;
         let replacement = sign_transaction(chain, signed.slot, tx).await?;
         let network = &config.network.chain;
         let record = |hash: B256| async move {
