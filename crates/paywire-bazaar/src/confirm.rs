@@ -17,7 +17,7 @@
 mod address;
 mod cache;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use paywire_core::extensions::BAZAAR;
@@ -116,7 +116,10 @@ type Answer = Result<Arc<PaymentRequired>, Unconfirmed>;
 /// Confirms declarations against their origins, remembering the origins'
 /// answers for a short while.
 pub struct OriginConfirmer {
-    http: reqwest::Client,
+    /// Built at the first confirmation: a facilitator whose payments carry
+    /// no declaration never loads the root certificates (about 1 MB
+    /// resident).
+    http: OnceLock<reqwest::Client>,
     config: ConfirmConfig,
     cache: AnswerCache<Answer>,
     fetches: Semaphore,
@@ -131,30 +134,26 @@ impl std::fmt::Debug for OriginConfirmer {
 }
 
 impl OriginConfirmer {
-    /// A confirmer with `config`.
+    /// A confirmer with `config`. Its HTTP client is built at the first
+    /// confirmation; a client that cannot be built then leaves that
+    /// declaration unconfirmed, with the reason.
     pub fn new(config: ConfirmConfig) -> Result<Self, ConfirmSetupError> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .user_agent(concat!(
-                "paywire-bazaar/",
-                env!("CARGO_PKG_VERSION"),
-                " (catalog confirmation)"
-            ));
-        if !config.allow_private_addresses {
-            builder = builder.dns_resolver(PublicOnlyResolver);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ConfirmSetupError(e.to_string()))?;
         Ok(Self {
-            http,
+            http: OnceLock::new(),
             cache: AnswerCache::new(config.cache_capacity),
             fetches: Semaphore::new(config.max_concurrent_fetches.max(1)),
             config,
         })
+    }
+
+    /// The HTTP client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, Unconfirmed> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let http = build_client(&self.config)
+            .map_err(|e| unconfirmed(format!("cannot start the HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| http))
     }
 
     /// The settings in use.
@@ -273,7 +272,7 @@ impl OriginConfirmer {
 
     async fn fetch(&self, probe: &Probe) -> Result<PaymentRequired, Unconfirmed> {
         let mut request = self
-            .http
+            .http()?
             .request(probe.method.clone(), probe.url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
         // Never the example body or headers of the declaration: the payer
@@ -298,6 +297,26 @@ impl OriginConfirmer {
         }
         answer
     }
+}
+
+/// The confirmer's HTTP client: no redirects, no proxy, the configured
+/// timeouts, and (unless private addresses are allowed) a resolver that
+/// refuses names resolving to non-public addresses.
+fn build_client(config: &ConfirmConfig) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .user_agent(concat!(
+            "paywire-bazaar/",
+            env!("CARGO_PKG_VERSION"),
+            " (catalog confirmation)"
+        ));
+    if !config.allow_private_addresses {
+        builder = builder.dns_resolver(PublicOnlyResolver);
+    }
+    builder.build()
 }
 
 /// What a reqwest failure tells the payer: no internal detail (resolved
