@@ -1,13 +1,65 @@
 //! What the dedicated service binaries (`paywire-facilitator`,
-//! `paywire-gateway`) share: their command line and their logging.
-//! Included by each binary with `#[path]`, so that neither links the
-//! all-in-one CLI.
+//! `paywire-gateway`) share: their command line, their logging and their
+//! start-up. Included by each binary with `#[path]` (next to `runtime.rs`),
+//! so that neither links the all-in-one CLI.
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use paywire_core::RuntimeConfig;
+
+/// One dedicated service: how it loads its configuration and how it runs.
+pub(crate) struct Service<C> {
+    /// The binary's name, for usage and version lines.
+    pub name: &'static str,
+    /// The commented example configuration `--print-config-example` prints.
+    pub example: &'static str,
+    /// Reads and checks the configuration file.
+    pub load: fn(&Path) -> Result<C, String>,
+    /// The configuration's `[runtime]` table.
+    pub runtime: fn(&C) -> &RuntimeConfig,
+}
+
+impl<C> Service<C> {
+    /// Parses the arguments, starts logging, loads the configuration and
+    /// runs `run` on a runtime built from it until it stops. Exit code 2 on
+    /// a usage, configuration or run error.
+    pub(crate) fn serve<F, E>(self, run: impl FnOnce(C) -> F) -> ExitCode
+    where
+        F: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        let (path, json_logs) = match parse_args(self.name, self.example) {
+            Invocation::Serve { config, json_logs } => (config, json_logs),
+            Invocation::Exit(code) => return code,
+        };
+        init_logging(json_logs);
+        let started = (self.load)(&path).and_then(|config| {
+            let runtime = super::runtime::service_runtime((self.runtime)(&config))?;
+            Ok((config, runtime))
+        });
+        let (config, runtime) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        match runtime.block_on(run(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "{} stopped with an error", self.name);
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
 /// What the command line asks for.
-pub(crate) enum Invocation {
+enum Invocation {
     /// Serve with this configuration file.
     Serve {
         /// The TOML configuration file.
@@ -21,7 +73,7 @@ pub(crate) enum Invocation {
 
 /// Parses the service's arguments: `--config FILE`, `--log-format text|json`,
 /// `--print-config-example` (prints `example`), `--version`, `--help`.
-pub(crate) fn parse_args(name: &str, example: &str) -> Invocation {
+fn parse_args(name: &str, example: &str) -> Invocation {
     let usage = format!(
         "usage: {name} --config FILE [--log-format text|json]\n       {name} --print-config-example"
     );
@@ -65,7 +117,7 @@ pub(crate) fn parse_args(name: &str, example: &str) -> Invocation {
 }
 
 /// Logs on stderr at the level `RUST_LOG` asks for (default `info`).
-pub(crate) fn init_logging(json_logs: bool) {
+fn init_logging(json_logs: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use paywire_core::PluginRegistry;
+use paywire_facilitator::FacilitatorConfig;
 
 #[path = "../runtime.rs"]
 mod runtime;
@@ -19,33 +20,14 @@ mod runtime;
 mod service;
 
 fn main() -> ExitCode {
-    let (path, json_logs) =
-        match service::parse_args("paywire-facilitator", paywire_facilitator::example_config()) {
-            service::Invocation::Serve { config, json_logs } => (config, json_logs),
-            service::Invocation::Exit(code) => return code,
-        };
-    service::init_logging(json_logs);
-    let config = match paywire_facilitator::FacilitatorConfig::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+    let service = service::Service {
+        name: "paywire-facilitator",
+        example: paywire_facilitator::example_config(),
+        load: |path| FacilitatorConfig::load(path).map_err(|e| e.to_string()),
+        runtime: |config: &FacilitatorConfig| &config.runtime,
     };
-    let runtime = match runtime::service_runtime(&config.runtime) {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let plugins = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
-    match runtime.block_on(paywire_facilitator::run(config, &plugins)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "facilitator stopped with an error");
-            eprintln!("error: {error}");
-            ExitCode::from(2)
-        }
-    }
+    service.serve(|config| async move {
+        let plugins = PluginRegistry::new().with(Arc::new(paywire_evm::EvmPlugin));
+        paywire_facilitator::run(config, &plugins).await
+    })
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use paywire_core::PluginRegistry;
+use paywire_gateway::GatewayConfig;
 
 #[path = "../runtime.rs"]
 mod runtime;
@@ -18,36 +19,17 @@ mod runtime;
 mod service;
 
 fn main() -> ExitCode {
-    let (path, json_logs) =
-        match service::parse_args("paywire-gateway", paywire_gateway::example_config()) {
-            service::Invocation::Serve { config, json_logs } => (config, json_logs),
-            service::Invocation::Exit(code) => return code,
-        };
-    service::init_logging(json_logs);
-    let config = match paywire_gateway::GatewayConfig::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+    let service = service::Service {
+        name: "paywire-gateway",
+        example: paywire_gateway::example_config(),
+        load: |path| GatewayConfig::load(path).map_err(|e| e.to_string()),
+        runtime: |config: &GatewayConfig| &config.runtime,
     };
-    let runtime = match runtime::service_runtime(&config.runtime) {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let plugins = PluginRegistry::new()
-        .with(Arc::new(paywire_evm::EvmPlugin))
-        .with(Arc::new(paywire_svm::SvmPlugin))
-        .with(Arc::new(paywire_bank::BankPlugin));
-    match runtime.block_on(paywire_gateway::run(config, plugins)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "gateway stopped with an error");
-            eprintln!("error: {error}");
-            ExitCode::from(2)
-        }
-    }
+    service.serve(|config| {
+        let plugins = PluginRegistry::new()
+            .with(Arc::new(paywire_evm::EvmPlugin))
+            .with(Arc::new(paywire_svm::SvmPlugin))
+            .with(Arc::new(paywire_bank::BankPlugin));
+        paywire_gateway::run(config, plugins)
+    })
 }
