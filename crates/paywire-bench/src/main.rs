@@ -263,18 +263,7 @@ pub(crate) async fn sign_payments(
 /// Node ceiling 1: raw `eth_call` of `transferWithAuthorization`.
 async fn node_eth_call(devnet: &Devnet, requirements: &PaymentRequirements, args: &Args) -> Stats {
     let payload = sign_payments(devnet, requirements, 1).await.remove(0);
-    let exact = paywire_evm::exact::ExactEvmPayload::from_json(&payload.payload).expect("payload");
-    let auth = &exact.authorization;
-    let call = paywire_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
-        from: auth.from,
-        to: auth.to,
-        value: auth.value.as_u256(),
-        validAfter: auth.valid_after.as_u256(),
-        validBefore: auth.valid_before.as_u256(),
-        nonce: auth.nonce,
-        signature: exact.signature.clone(),
-    };
-    let data: Bytes = alloy_sol_types::SolCall::abi_encode(&call).into();
+    let data = transfer_calldata(&payload);
     let rpc = Arc::new(
         RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc"),
     );
@@ -296,15 +285,65 @@ async fn node_eth_call(devnet: &Devnet, requirements: &PaymentRequirements, args
     .await
 }
 
-/// Node ceiling 2: raw send-and-mine of simple transfers, one key per worker
-/// (sequential nonces per key, so no nonce manager is involved).
+/// The `transferWithAuthorization` call settling `payload`.
+fn transfer_calldata(payload: &PaymentPayload) -> Bytes {
+    let exact = paywire_evm::exact::ExactEvmPayload::from_json(&payload.payload).expect("payload");
+    let auth = &exact.authorization;
+    let call = paywire_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
+        from: auth.from,
+        to: auth.to,
+        value: auth.value.as_u256(),
+        validAfter: auth.valid_after.as_u256(),
+        validBefore: auth.valid_before.as_u256(),
+        nonce: auth.nonce,
+        signature: exact.signature.clone(),
+    };
+    alloy_sol_types::SolCall::abi_encode(&call).into()
+}
+
+/// One transaction of a send-and-mine ceiling: target, calldata, value, gas.
+type NodeCall = (Address, Bytes, U256, u64);
+
+/// Node ceiling 2: raw send-and-mine of simple transfers.
 async fn node_send_and_mine(devnet: &Devnet, args: &Args) -> Stats {
+    let calls = (0..args.settlements)
+        .map(|_| (Address::random(), Bytes::new(), U256::from(1), 21_000))
+        .collect();
+    send_and_mine(devnet, args.concurrency, calls).await
+}
+
+/// Node ceiling 3: raw send-and-mine of the settlement transactions
+/// themselves (`transferWithAuthorization` of distinct signed payments, as
+/// `/settle` sends them, without its checks and ledger).
+async fn node_settlement_send_and_mine(
+    devnet: &Devnet,
+    requirements: &PaymentRequirements,
+    args: &Args,
+) -> Stats {
+    let usdc = devnet.usdc();
+    let calls = sign_payments(devnet, requirements, args.settlements)
+        .await
+        .iter()
+        .map(|payload| (usdc, transfer_calldata(payload), U256::ZERO, 150_000))
+        .collect();
+    send_and_mine(devnet, args.concurrency, calls).await
+}
+
+/// Sends `calls` from `workers` fresh keys, one key per worker, each waiting
+/// for a transaction's receipt before sending its next (sequential nonces
+/// per key, so no nonce manager is involved).
+async fn send_and_mine(devnet: &Devnet, workers: usize, calls: Vec<NodeCall>) -> Stats {
     let rpc = Arc::new(
         RpcClient::new(vec![devnet.rpc_url().to_owned()], Duration::from_secs(10)).expect("rpc"),
     );
     let gas_price = rpc.gas_price().await.expect("gas price");
+    let workers = workers.max(1);
+    let mut shares: Vec<Vec<NodeCall>> = vec![Vec::new(); workers];
+    for (index, call) in calls.into_iter().enumerate() {
+        shares[index % workers].push(call);
+    }
     let mut keys = Vec::new();
-    for _ in 0..args.concurrency {
+    for _ in 0..workers {
         let key = LocalSigner::random();
         devnet
             .set_eth_balance(key.address(), U256::from(10u128.pow(22)))
@@ -312,25 +351,24 @@ async fn node_send_and_mine(devnet: &Devnet, args: &Args) -> Stats {
             .expect("fund");
         keys.push(key);
     }
-    let per_worker = args.settlements.div_ceil(args.concurrency) as u64;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for key in keys {
+    for (key, share) in keys.into_iter().zip(shares) {
         let rpc = Arc::clone(&rpc);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
-            for nonce in 0..per_worker {
+            for (nonce, (to, input, value, gas_limit)) in (0u64..).zip(share) {
                 let tx = TxEip1559 {
                     chain_id: 31337,
                     nonce,
-                    gas_limit: 21_000,
+                    gas_limit,
                     max_fee_per_gas: gas_price * 2,
                     max_priority_fee_per_gas: 1,
-                    to: TxKind::Call(Address::random()),
-                    value: U256::from(1),
+                    to: TxKind::Call(to),
+                    value,
                     access_list: Default::default(),
-                    input: Bytes::new(),
+                    input,
                 };
                 let began = Instant::now();
                 let Ok(signature) = key.sign_hash_sync(&tx.signature_hash()) else {
@@ -904,12 +942,20 @@ async fn run(args: Args) -> Result<Value, String> {
     if !args.no_ts {
         ts::ensure_node().await?;
     }
-    let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
-    let requirements = requirements(devnet.usdc(), Address::random());
+    // anvil mines more slowly as its chain grows: the node's ceilings get a
+    // devnet of their own, so that our /settle starts from as short a chain
+    // as the node's send-and-mine did.
+    let node_devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+    let requirements = requirements(node_devnet.usdc(), Address::random());
     eprintln!("[1/8] node: eth_call of transferWithAuthorization ...");
-    let node_call = node_eth_call(&devnet, &requirements, &args).await;
-    eprintln!("[2/8] node: send-and-mine ...");
-    let node_send = node_send_and_mine(&devnet, &args).await;
+    let node_call = node_eth_call(&node_devnet, &requirements, &args).await;
+    eprintln!("[2/8] node: send-and-mine (plain transfers, then settlement transactions) ...");
+    let node_send = node_send_and_mine(&node_devnet, &args).await;
+    drop(node_devnet);
+    let node_devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+    let node_settlements = node_settlement_send_and_mine(&node_devnet, &requirements, &args).await;
+    drop(node_devnet);
+    let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
 
     let facilitator = start_facilitator(&devnet, &binary).await?;
     let verify_payloads = Arc::new(sign_payments(&devnet, &requirements, 256).await);
@@ -946,7 +992,11 @@ async fn run(args: Args) -> Result<Value, String> {
     let mut report = json!({
         "concurrency": args.concurrency,
         "facilitator_binary": binary.0.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "node": {"eth_call": node_call.to_json(), "send_and_mine": node_send.to_json()},
+        "node": {
+            "eth_call": node_call.to_json(),
+            "send_and_mine": node_send.to_json(),
+            "settlement_send_and_mine": node_settlements.to_json(),
+        },
         "facilitator": {
             "verify": verify.to_json(),
             "settle": settle.to_json(),
@@ -964,6 +1014,7 @@ async fn run(args: Args) -> Result<Value, String> {
         "ratios": {
             "verify_per_second_vs_node_eth_call": ratio(verify.throughput(), node_call.throughput()),
             "settle_per_second_vs_node_send_and_mine": ratio(settle.throughput(), node_send.throughput()),
+            "settle_per_second_vs_node_settlement_send_and_mine": ratio(settle.throughput(), node_settlements.throughput()),
             "paid_request_p50_vs_node_send_p50": ratio(paid.percentile(0.5), node_send.percentile(0.5)),
         },
     });
@@ -980,6 +1031,10 @@ fn failed_legs(report: &Value) -> Vec<String> {
     let ours = [
         ("node eth_call", &report["node"]["eth_call"]),
         ("node send-and-mine", &report["node"]["send_and_mine"]),
+        (
+            "node settlement send-and-mine",
+            &report["node"]["settlement_send_and_mine"],
+        ),
         ("facilitator /verify", &report["facilitator"]["verify"]),
         ("facilitator /settle", &report["facilitator"]["settle"]),
         ("paid request (concurrency 1)", &report["paid_request"]),
@@ -1039,6 +1094,10 @@ fn print_table(report: &Value) {
         &report["node"]["eth_call"],
     );
     print_row("node send-and-mine", &report["node"]["send_and_mine"]);
+    print_row(
+        "node settlement send-and-mine",
+        &report["node"]["settlement_send_and_mine"],
+    );
     print_row("facilitator /verify", &report["facilitator"]["verify"]);
     print_row("facilitator /settle", &report["facilitator"]["settle"]);
     print_row("paid request e2e (concurrency 1)", &report["paid_request"]);
@@ -1181,7 +1240,11 @@ mod tests {
 
     fn healthy() -> Value {
         json!({
-            "node": { "eth_call": leg(10, 0), "send_and_mine": leg(10, 0) },
+            "node": {
+                "eth_call": leg(10, 0),
+                "send_and_mine": leg(10, 0),
+                "settlement_send_and_mine": leg(10, 0),
+            },
             "facilitator": { "verify": leg(10, 0), "settle": leg(10, 0) },
             "paid_request": leg(5, 0),
             "paid_request_concurrent": leg(5, 0),

@@ -5,6 +5,11 @@
 //! for `--sweep-duration` seconds, `/settle` settles
 //! `--sweep-settlements-per-worker` distinct payments per worker (at least
 //! [`MIN_SETTLEMENTS`]).
+//!
+//! Every point runs on a fresh devnet with a fresh facilitator: anvil mines
+//! more slowly as its chain grows (about five times slower after 2,500
+//! transactions), so points measured one after the other on one chain would
+//! show the chain's length, not the facilitator's behaviour.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -94,34 +99,39 @@ async fn run(args: &Args) -> Result<Value, String> {
     }
     let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
     let requirements = requirements(devnet.usdc(), Address::random());
+    // Devnets start from one snapshot: the same payers, token and domain,
+    // so these payloads verify on each of them.
     let verify_payloads = Arc::new(sign_payments(&devnet, &requirements, 256).await);
-    let facilitator = start_facilitator_with_signers(&devnet, &binary, 1).await?;
-    crate::warm_up(&facilitator.url, &requirements, &verify_payloads).await;
-    let ours = Target {
-        url: &facilitator.url,
-        devnet: &devnet,
-        requirements: &requirements,
-        verify_payloads: &verify_payloads,
-    };
+    drop(devnet);
     let mut points = Vec::new();
+    let mut rss = None;
     for &concurrency in &args.sweep_concurrency {
         eprintln!("sweep: /verify and /settle at concurrency {concurrency} ...");
+        let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+        let facilitator = start_facilitator_with_signers(&devnet, &binary, 1).await?;
+        crate::warm_up(&facilitator.url, &requirements, &verify_payloads).await;
+        let ours = Target {
+            url: &facilitator.url,
+            devnet: &devnet,
+            requirements: &requirements,
+            verify_payloads: &verify_payloads,
+        };
         points.push(ours.point(concurrency.max(1), args).await);
+        rss = rss.max(facilitator.child.id().and_then(peak_rss_kib));
     }
-    let rss = facilitator.child.id().and_then(peak_rss_kib);
-    drop(facilitator);
 
-    let signers = signer_points(&devnet, &binary, &requirements, &verify_payloads, args).await?;
+    let signers = signer_points(&binary, &requirements, &verify_payloads, args).await?;
     let ts = if args.no_ts {
         Value::Null
     } else {
-        ts_points(&devnet, &requirements, &verify_payloads, args).await?
+        ts_points(&requirements, &verify_payloads, args).await?
     };
     Ok(json!({
         "facilitator_binary": binary.0.file_name().map(|n| n.to_string_lossy().into_owned()),
         "verify_seconds_per_point": args.sweep_duration,
         "settlements_per_worker": args.sweep_settlements_per_worker,
         "min_settlements_per_point": MIN_SETTLEMENTS,
+        "fresh_devnet_per_point": true,
         "concurrency_points": points,
         "facilitator_peak_rss_kib": rss,
         "signers_concurrency": args.sweep_signers_concurrency,
@@ -130,10 +140,9 @@ async fn run(args: &Args) -> Result<Value, String> {
     }))
 }
 
-/// `/settle` at `--sweep-signers-concurrency` with a fresh facilitator per
-/// signer count, every signer funded.
+/// `/settle` at `--sweep-signers-concurrency` with a fresh devnet and
+/// facilitator per signer count, every signer funded.
 async fn signer_points(
-    devnet: &Devnet,
     binary: &(std::path::PathBuf, Option<&'static str>),
     requirements: &PaymentRequirements,
     verify_payloads: &Arc<Vec<PaymentPayload>>,
@@ -144,6 +153,7 @@ async fn signer_points(
     for &signers in &args.sweep_signers {
         let signers = signers.max(1);
         eprintln!("sweep: /settle at concurrency {concurrency} with {signers} signer(s) ...");
+        let devnet = &Devnet::start().await.map_err(|e| e.to_string())?;
         let facilitator = start_facilitator_with_signers(devnet, binary, signers).await?;
         crate::warm_up(&facilitator.url, requirements, verify_payloads).await;
         let target = Target {
@@ -166,36 +176,38 @@ async fn signer_points(
 /// The official TS facilitator (one signer, receipts polled every 50 ms,
 /// request logging off) at the same concurrency points.
 async fn ts_points(
-    devnet: &Devnet,
     requirements: &PaymentRequirements,
     verify_payloads: &Arc<Vec<PaymentPayload>>,
     args: &Args,
 ) -> Result<Value, String> {
-    let options = TsFacilitatorOptions {
-        polling_interval: Duration::from_millis(50),
-        quiet: true,
-        ..TsFacilitatorOptions::default()
-    };
-    let facilitator = TsFacilitator::start_with(devnet, funded_key(devnet).await?, options)
-        .await
-        .map_err(|e| e.to_string())?;
-    crate::warm_up(facilitator.url(), requirements, verify_payloads).await;
-    let target = Target {
-        url: facilitator.url(),
-        devnet,
-        requirements,
-        verify_payloads,
-    };
     let mut points = Vec::new();
+    let mut rss = None;
     for &concurrency in &args.sweep_concurrency {
         eprintln!("sweep: TS /verify and /settle at concurrency {concurrency} ...");
+        let devnet = &Devnet::start().await.map_err(|e| e.to_string())?;
+        let options = TsFacilitatorOptions {
+            polling_interval: Duration::from_millis(50),
+            quiet: true,
+            ..TsFacilitatorOptions::default()
+        };
+        let facilitator = TsFacilitator::start_with(devnet, funded_key(devnet).await?, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::warm_up(facilitator.url(), requirements, verify_payloads).await;
+        let target = Target {
+            url: facilitator.url(),
+            devnet,
+            requirements,
+            verify_payloads,
+        };
         points.push(target.point(concurrency.max(1), args).await);
+        rss = rss.max(facilitator.pid().and_then(peak_rss_kib));
     }
     Ok(json!({
         "receipt_polling_ms": 50,
         "request_logging": false,
         "concurrency_points": points,
-        "facilitator_peak_rss_kib": facilitator.pid().and_then(peak_rss_kib),
+        "facilitator_peak_rss_kib": rss,
     }))
 }
 
