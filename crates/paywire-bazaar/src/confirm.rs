@@ -17,7 +17,8 @@
 mod address;
 mod cache;
 
-use std::sync::{Arc, OnceLock};
+use std::error::Error as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paywire_core::extensions::BAZAAR;
@@ -116,10 +117,11 @@ type Answer = Result<Arc<PaymentRequired>, Unconfirmed>;
 /// Confirms declarations against their origins, remembering the origins'
 /// answers for a short while.
 pub struct OriginConfirmer {
-    /// Built at the first confirmation: a facilitator whose payments carry
-    /// no declaration never loads the root certificates (about 1 MB
-    /// resident).
-    http: OnceLock<reqwest::Client>,
+    /// Built once, at the first confirmation: a facilitator whose payments
+    /// carry no declaration never loads the root certificates (about 1 MB
+    /// resident). A failed build is kept too (with its cause, logged once):
+    /// it is not retried for every declaration.
+    http: tokio::sync::OnceCell<Result<reqwest::Client, String>>,
     config: ConfirmConfig,
     cache: AnswerCache<Answer>,
     fetches: Semaphore,
@@ -135,25 +137,39 @@ impl std::fmt::Debug for OriginConfirmer {
 
 impl OriginConfirmer {
     /// A confirmer with `config`. Its HTTP client is built at the first
-    /// confirmation; a client that cannot be built then leaves that
-    /// declaration unconfirmed, with the reason.
+    /// confirmation; a client that cannot be built then leaves every
+    /// declaration unconfirmed, with the reason, and is logged as an error.
+    /// Never fails today; the `Result` keeps room for checks of `config`.
     pub fn new(config: ConfirmConfig) -> Result<Self, ConfirmSetupError> {
         Ok(Self {
-            http: OnceLock::new(),
+            http: tokio::sync::OnceCell::new(),
             cache: AnswerCache::new(config.cache_capacity),
             fetches: Semaphore::new(config.max_concurrent_fetches.max(1)),
             config,
         })
     }
 
-    /// The HTTP client, built on first use.
-    fn http(&self) -> Result<&reqwest::Client, Unconfirmed> {
-        if let Some(http) = self.http.get() {
-            return Ok(http);
-        }
-        let http = build_client(&self.config)
-            .map_err(|e| unconfirmed(format!("cannot start the HTTP client: {e}")))?;
-        Ok(self.http.get_or_init(|| http))
+    /// The HTTP client, built on first use off the async workers (loading
+    /// the system's root certificates reads files).
+    async fn http(&self) -> Result<&reqwest::Client, Unconfirmed> {
+        let built = self
+            .http
+            .get_or_init(|| async {
+                let config = self.config.clone();
+                let built = tokio::task::spawn_blocking(move || build_client(&config))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|built| built.map_err(|e| with_causes(&e)));
+                if let Err(error) = &built {
+                    tracing::error!(%error,
+                        "bazaar: cannot start the HTTP client; no declaration can be confirmed");
+                }
+                built
+            })
+            .await;
+        built
+            .as_ref()
+            .map_err(|e| unconfirmed(format!("cannot start the HTTP client: {e}")))
     }
 
     /// The settings in use.
@@ -272,7 +288,8 @@ impl OriginConfirmer {
 
     async fn fetch(&self, probe: &Probe) -> Result<PaymentRequired, Unconfirmed> {
         let mut request = self
-            .http()?
+            .http()
+            .await?
             .request(probe.method.clone(), probe.url.clone())
             .header(reqwest::header::ACCEPT, "application/json");
         // Never the example body or headers of the declaration: the payer
@@ -297,6 +314,19 @@ impl OriginConfirmer {
         }
         answer
     }
+}
+
+/// `error` with its chain of causes (reqwest's own message names only the
+/// kind of failure).
+fn with_causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// The confirmer's HTTP client: no redirects, no proxy, the configured
