@@ -43,7 +43,8 @@ pub(crate) struct Args {
     /// Seconds per time-boxed phase (eth_call ceiling, /verify).
     #[arg(long, default_value_t = 5)]
     duration: u64,
-    /// Payments settled in the /settle phase (and transfers in the send-and-mine phase).
+    /// Payments settled in the /settle phase (and transactions in each of the
+    /// node's send-and-mine ceilings).
     #[arg(long, default_value_t = 400)]
     settlements: usize,
     /// Paid requests end to end (concurrency 1).
@@ -301,6 +302,9 @@ fn transfer_calldata(payload: &PaymentPayload) -> Bytes {
     alloy_sol_types::SolCall::abi_encode(&call).into()
 }
 
+/// The gas limit of a settlement transaction: our facilitator's default.
+const SETTLEMENT_GAS_LIMIT: u64 = 250_000;
+
 /// One transaction of a send-and-mine ceiling: target, calldata, value, gas.
 type NodeCall = (Address, Bytes, U256, u64);
 
@@ -324,7 +328,14 @@ async fn node_settlement_send_and_mine(
     let calls = sign_payments(devnet, requirements, args.settlements)
         .await
         .iter()
-        .map(|payload| (usdc, transfer_calldata(payload), U256::ZERO, 150_000))
+        .map(|payload| {
+            (
+                usdc,
+                transfer_calldata(payload),
+                U256::ZERO,
+                SETTLEMENT_GAS_LIMIT,
+            )
+        })
         .collect();
     send_and_mine(devnet, args.concurrency, calls).await
 }
@@ -358,6 +369,7 @@ async fn send_and_mine(devnet: &Devnet, workers: usize, calls: Vec<NodeCall>) ->
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
+            let mut first_error = None;
             for (nonce, (to, input, value, gas_limit)) in (0u64..).zip(share) {
                 let tx = TxEip1559 {
                     chain_id: 31337,
@@ -371,30 +383,40 @@ async fn send_and_mine(devnet: &Devnet, workers: usize, calls: Vec<NodeCall>) ->
                     input,
                 };
                 let began = Instant::now();
-                let Ok(signature) = key.sign_hash_sync(&tx.signature_hash()) else {
-                    errors += 1;
-                    continue;
+                let sent = match key.sign_hash_sync(&tx.signature_hash()) {
+                    Ok(signature) => {
+                        let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
+                        rpc.send_raw_transaction(&raw)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Err(error) => Err(error.to_string()),
                 };
-                let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
-                let Ok(hash) = rpc.send_raw_transaction(&raw).await else {
-                    errors += 1;
-                    continue;
+                let failure = match sent {
+                    Ok(hash) if wait_receipt(&rpc, hash).await => {
+                        latencies.push(began.elapsed().as_micros() as u64);
+                        continue;
+                    }
+                    Ok(hash) => format!("transaction {hash} reverted or was not mined"),
+                    Err(error) => error,
                 };
-                if wait_receipt(&rpc, hash).await {
-                    latencies.push(began.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
-                }
+                errors += 1;
+                first_error.get_or_insert(failure);
+                // Its nonce may be unused: later ones would wait behind it.
+                break;
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         }));
     }
     let mut stats = Stats::default();
     for task in tasks {
-        if let Ok((latencies, errors)) = task.await {
+        if let Ok((latencies, errors, first_error)) = task.await {
             stats.count += latencies.len();
             stats.latencies_us.extend(latencies);
             stats.errors += errors;
+            if stats.first_error.is_none() {
+                stats.first_error = first_error;
+            }
         }
     }
     stats.seconds = start.elapsed().as_secs_f64();
@@ -985,7 +1007,9 @@ async fn run(args: Args) -> Result<Value, String> {
         eprintln!("[7-8/8] the TypeScript stack: skipped (--no-ts)");
         Value::Null
     } else {
-        ts::measure(&devnet, &requirements, &verify_payloads, &args).await?
+        // A devnet of its own: on ours the chain has grown by every leg above.
+        let ts_devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+        ts::measure(&ts_devnet, &requirements, &verify_payloads, &args).await?
     };
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -1263,6 +1287,9 @@ mod tests {
         let mut settle_errors = healthy();
         settle_errors["facilitator"]["settle"] = leg(9, 1);
         assert_eq!(failed_legs(&settle_errors).len(), 1);
+        let mut settlement_ceiling_fails = healthy();
+        settlement_ceiling_fails["node"]["settlement_send_and_mine"] = leg(9, 1);
+        assert_eq!(failed_legs(&settlement_ceiling_fails).len(), 1);
         let mut no_gateway = healthy();
         no_gateway["gateway"]["paid"] = leg(0, 0);
         assert_eq!(failed_legs(&no_gateway).len(), 1);

@@ -97,17 +97,12 @@ async fn run(args: &Args) -> Result<Value, String> {
     if !args.no_ts {
         crate::ts::ensure_node().await?;
     }
-    let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
-    let requirements = requirements(devnet.usdc(), Address::random());
-    // Devnets start from one snapshot: the same payers, token and domain,
-    // so these payloads verify on each of them.
-    let verify_payloads = Arc::new(sign_payments(&devnet, &requirements, 256).await);
-    drop(devnet);
     let mut points = Vec::new();
     let mut rss = None;
     for &concurrency in &args.sweep_concurrency {
         eprintln!("sweep: /verify and /settle at concurrency {concurrency} ...");
         let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+        let (requirements, verify_payloads) = signed_for(&devnet).await;
         let facilitator = start_facilitator_with_signers(&devnet, &binary, 1).await?;
         crate::warm_up(&facilitator.url, &requirements, &verify_payloads).await;
         let ours = Target {
@@ -120,11 +115,11 @@ async fn run(args: &Args) -> Result<Value, String> {
         rss = rss.max(facilitator.child.id().and_then(peak_rss_kib));
     }
 
-    let signers = signer_points(&binary, &requirements, &verify_payloads, args).await?;
+    let signers = signer_points(&binary, args).await?;
     let ts = if args.no_ts {
         Value::Null
     } else {
-        ts_points(&requirements, &verify_payloads, args).await?
+        ts_points(args).await?
     };
     Ok(json!({
         "facilitator_binary": binary.0.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -140,12 +135,19 @@ async fn run(args: &Args) -> Result<Value, String> {
     }))
 }
 
+/// The requirements for `devnet`'s USDC and 256 payments signed for them
+/// (signed per point: an authorization is valid for 600 s, and a long sweep
+/// outlasts that).
+async fn signed_for(devnet: &Devnet) -> (PaymentRequirements, Arc<Vec<PaymentPayload>>) {
+    let requirements = requirements(devnet.usdc(), Address::random());
+    let payloads = Arc::new(sign_payments(devnet, &requirements, 256).await);
+    (requirements, payloads)
+}
+
 /// `/settle` at `--sweep-signers-concurrency` with a fresh devnet and
 /// facilitator per signer count, every signer funded.
 async fn signer_points(
     binary: &(std::path::PathBuf, Option<&'static str>),
-    requirements: &PaymentRequirements,
-    verify_payloads: &Arc<Vec<PaymentPayload>>,
     args: &Args,
 ) -> Result<Vec<Value>, String> {
     let concurrency = args.sweep_signers_concurrency.max(1);
@@ -154,13 +156,14 @@ async fn signer_points(
         let signers = signers.max(1);
         eprintln!("sweep: /settle at concurrency {concurrency} with {signers} signer(s) ...");
         let devnet = &Devnet::start().await.map_err(|e| e.to_string())?;
+        let (requirements, verify_payloads) = signed_for(devnet).await;
         let facilitator = start_facilitator_with_signers(devnet, binary, signers).await?;
-        crate::warm_up(&facilitator.url, requirements, verify_payloads).await;
+        crate::warm_up(&facilitator.url, &requirements, &verify_payloads).await;
         let target = Target {
             url: &facilitator.url,
             devnet,
-            requirements,
-            verify_payloads,
+            requirements: &requirements,
+            verify_payloads: &verify_payloads,
         };
         let settle = target.settle(concurrency, args).await;
         points.push(json!({
@@ -175,16 +178,13 @@ async fn signer_points(
 
 /// The official TS facilitator (one signer, receipts polled every 50 ms,
 /// request logging off) at the same concurrency points.
-async fn ts_points(
-    requirements: &PaymentRequirements,
-    verify_payloads: &Arc<Vec<PaymentPayload>>,
-    args: &Args,
-) -> Result<Value, String> {
+async fn ts_points(args: &Args) -> Result<Value, String> {
     let mut points = Vec::new();
     let mut rss = None;
     for &concurrency in &args.sweep_concurrency {
         eprintln!("sweep: TS /verify and /settle at concurrency {concurrency} ...");
         let devnet = &Devnet::start().await.map_err(|e| e.to_string())?;
+        let (requirements, verify_payloads) = signed_for(devnet).await;
         let options = TsFacilitatorOptions {
             polling_interval: Duration::from_millis(50),
             quiet: true,
@@ -193,12 +193,12 @@ async fn ts_points(
         let facilitator = TsFacilitator::start_with(devnet, funded_key(devnet).await?, options)
             .await
             .map_err(|e| e.to_string())?;
-        crate::warm_up(facilitator.url(), requirements, verify_payloads).await;
+        crate::warm_up(facilitator.url(), &requirements, &verify_payloads).await;
         let target = Target {
             url: facilitator.url(),
             devnet,
-            requirements,
-            verify_payloads,
+            requirements: &requirements,
+            verify_payloads: &verify_payloads,
         };
         points.push(target.point(concurrency.max(1), args).await);
         rss = rss.max(facilitator.pid().and_then(peak_rss_kib));
