@@ -222,8 +222,8 @@ pub async fn size(url: &str) -> Result<Value, String> {
     for table in TABLES {
         let row = pool
             .query_one(
-                "SELECT pg_total_relation_size($1::regclass), pg_indexes_size($1::regclass),
-                        pg_relation_size($1::regclass)",
+                "SELECT pg_total_relation_size($1::text::regclass), pg_indexes_size($1::text::regclass),
+                        pg_relation_size($1::text::regclass)",
                 &[&table],
             )
             .await
