@@ -33,7 +33,7 @@ use paywire_evm::exact::{
 use paywire_evm::rpc::RpcClient;
 use paywire_evm::{EvmAsset, EvmNetwork, EvmSigner, LocalSigner};
 use paywire_testkit::{Devnet, DevnetOptions};
-use serde_json::json;
+use serde_json::{Value, json};
 
 mod common;
 
@@ -302,17 +302,8 @@ async fn a_refused_broadcast_frees_its_nonce_for_the_next_settlement() {
     assert_eq!(transaction_nonce(&devnet, &first.transaction).await, 0);
 
     // The node refuses exactly one broadcast.
-    let refusals = Arc::new(AtomicUsize::new(1));
-    let left = Arc::clone(&refusals);
-    proxy.set_rule(move |body| {
-        if body["method"] == "eth_sendRawTransaction"
-            && left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return common::Action::Respond(common::error_answer(body, -32000, "txpool is full"));
-        }
-        common::Action::Forward
+    let refusals = on_first_send(&proxy, |body| {
+        common::Action::Respond(common::error_answer(body, -32000, "txpool is full"))
     });
     proxy.clear();
     let refused = facilitator
@@ -454,6 +445,59 @@ fn sent_nonces(proxy: &common::RpcProxy) -> Vec<u64> {
         .collect()
 }
 
+/// Makes `proxy` answer the first `eth_sendRawTransaction` with `first(request)`
+/// and forward every other call; the number of such answers still to give
+/// (1, then 0).
+fn on_first_send(
+    proxy: &common::RpcProxy,
+    first: impl Fn(&Value) -> common::Action + Send + Sync + 'static,
+) -> Arc<AtomicUsize> {
+    let left = Arc::new(AtomicUsize::new(1));
+    let counter = Arc::clone(&left);
+    proxy.set_rule(move |body| {
+        if body["method"] == "eth_sendRawTransaction"
+            && counter
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return first(body);
+        }
+        common::Action::Forward
+    });
+    left
+}
+
+/// Settles `payload` in a task of its own, reporting broadcasts to `recorded`.
+fn spawn_settle(
+    facilitator: &Arc<ExactEvmFacilitator>,
+    recorded: &Arc<Recorded>,
+    requirements: &PaymentRequirements,
+    payload: PaymentPayload,
+) -> tokio::task::JoinHandle<paywire_core::SettleResponse> {
+    let (facilitator, recorded, requirements) = (
+        Arc::clone(facilitator),
+        Arc::clone(recorded),
+        requirements.clone(),
+    );
+    tokio::spawn(async move {
+        facilitator
+            .settle_observed(&payload, &requirements, recorded.as_ref())
+            .await
+            .unwrap()
+    })
+}
+
+/// Waits (at most 5 s) until `proxy` has seen a broadcast.
+async fn until_first_send(proxy: &common::RpcProxy) {
+    assert!(
+        eventually(Duration::from_secs(5), || !proxy
+            .calls("eth_sendRawTransaction")
+            .is_empty())
+        .await,
+        "no broadcast reached the node"
+    );
+}
+
 /// Broadcasts of one signer are pipelined: the next settlement signs and
 /// records its transaction while the node has not yet answered the
 /// previous broadcast (the nonce lock is not held across the send).
@@ -478,39 +522,13 @@ async fn the_next_settlement_signs_while_the_previous_broadcast_is_unanswered() 
         pay(&devnet, 2, &requirements).await,
     );
     // The node takes the first transaction; its answer is held for 6 s.
-    let stalled = Arc::new(AtomicUsize::new(1));
-    let left = Arc::clone(&stalled);
-    proxy.set_rule(move |body| {
-        if body["method"] == "eth_sendRawTransaction"
-            && left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return common::Action::ForwardThenStall(Duration::from_secs(6));
-        }
-        common::Action::Forward
+    on_first_send(&proxy, |_| {
+        common::Action::ForwardThenStall(Duration::from_secs(6))
     });
     let recorded = Arc::new(Recorded::default());
-    let settle = |payload: PaymentPayload| {
-        let (facilitator, recorded, requirements) = (
-            Arc::clone(&facilitator),
-            Arc::clone(&recorded),
-            requirements.clone(),
-        );
-        tokio::spawn(async move {
-            facilitator
-                .settle_observed(&payload, &requirements, recorded.as_ref())
-                .await
-                .unwrap()
-        })
-    };
+    let settle = |payload| spawn_settle(&facilitator, &recorded, &requirements, payload);
     let first = settle(first);
-    assert!(
-        eventually(Duration::from_secs(5), || !proxy
-            .calls("eth_sendRawTransaction")
-            .is_empty())
-        .await
-    );
+    until_first_send(&proxy).await;
     let second = settle(second);
     assert!(
         eventually(Duration::from_secs(4), || recorded.0.load(Ordering::SeqCst)
@@ -604,41 +622,15 @@ async fn a_refused_broadcast_with_later_transactions_queued_leaves_no_gap() {
         payloads.push(pay(&devnet, index, &requirements).await);
     }
     // The node refuses the first transaction, 3 s after it was sent.
-    let refusals = Arc::new(AtomicUsize::new(1));
-    let left = Arc::clone(&refusals);
-    proxy.set_rule(move |body| {
-        if body["method"] == "eth_sendRawTransaction"
-            && left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            let refusal = common::error_answer(body, -32000, "txpool is full");
-            return common::Action::RespondAfter(refusal, Duration::from_secs(3));
-        }
-        common::Action::Forward
+    on_first_send(&proxy, |body| {
+        let refusal = common::error_answer(body, -32000, "txpool is full");
+        common::Action::RespondAfter(refusal, Duration::from_secs(3))
     });
     let recorded = Arc::new(Recorded::default());
-    let settle = |payload: PaymentPayload| {
-        let (facilitator, recorded, requirements) = (
-            Arc::clone(&facilitator),
-            Arc::clone(&recorded),
-            requirements.clone(),
-        );
-        tokio::spawn(async move {
-            facilitator
-                .settle_observed(&payload, &requirements, recorded.as_ref())
-                .await
-                .unwrap()
-        })
-    };
+    let settle = |payload| spawn_settle(&facilitator, &recorded, &requirements, payload);
     let mut payloads = payloads.into_iter();
     let refused = settle(payloads.next().unwrap());
-    assert!(
-        eventually(Duration::from_secs(5), || !proxy
-            .calls("eth_sendRawTransaction")
-            .is_empty())
-        .await
-    );
+    until_first_send(&proxy).await;
     let queued: Vec<_> = payloads.map(settle).collect();
     assert!(
         eventually(Duration::from_secs(2), || recorded.0.load(Ordering::SeqCst)
