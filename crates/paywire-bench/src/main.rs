@@ -286,20 +286,12 @@ async fn node_eth_call(devnet: &Devnet, requirements: &PaymentRequirements, args
     .await
 }
 
-/// The `transferWithAuthorization` call settling `payload`.
+/// The `transferWithAuthorization` call settling `payload`, as our facilitator sends it.
 fn transfer_calldata(payload: &PaymentPayload) -> Bytes {
-    let exact = paywire_evm::exact::ExactEvmPayload::from_json(&payload.payload).expect("payload");
-    let auth = &exact.authorization;
-    let call = paywire_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
-        from: auth.from,
-        to: auth.to,
-        value: auth.value.as_u256(),
-        validAfter: auth.valid_after.as_u256(),
-        validBefore: auth.valid_before.as_u256(),
-        nonce: auth.nonce,
-        signature: exact.signature.clone(),
-    };
-    alloy_sol_types::SolCall::abi_encode(&call).into()
+    paywire_evm::exact::ExactEvmPayload::from_json(&payload.payload)
+        .expect("payload")
+        .transfer_calldata()
+        .into()
 }
 
 /// The gas limit of a settlement transaction: our facilitator's default.

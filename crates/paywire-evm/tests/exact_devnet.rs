@@ -386,7 +386,8 @@ async fn front_run_authorization_is_reconciled_not_refused() {
     let requirements = env.requirements(pay_to);
     let payload = env.pay(4, &requirements).await;
     let exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
-    // Someone else submits the authorization first.
+    // Someone else submits the authorization first, in the `bytes` form our
+    // facilitator does not send for an EOA: reconciliation must read both.
     let auth = &exact.authorization;
     let call = paywire_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
         from: auth.from,
@@ -1130,21 +1131,6 @@ async fn zero_value_payment_never_produces_a_transaction() {
     );
 }
 
-/// `transferWithAuthorization` (bytes overload) calldata of `payload`.
-fn transfer_call(payload: &ExactEvmPayload) -> Vec<u8> {
-    let auth = &payload.authorization;
-    paywire_evm::contracts::IEip3009Token::transferWithAuthorization_1Call {
-        from: auth.from,
-        to: auth.to,
-        value: auth.value.as_u256(),
-        validAfter: auth.valid_after.as_u256(),
-        validBefore: auth.valid_before.as_u256(),
-        nonce: auth.nonce,
-        signature: payload.signature.clone(),
-    }
-    .abi_encode()
-}
-
 #[tokio::test]
 async fn new_authorization_reusing_a_settled_nonce_fails_at_settle() {
     let env = env().await;
@@ -1193,7 +1179,7 @@ async fn front_run_through_a_contract_is_reconciled_from_the_call_trace() {
     let execute = paywire_testkit::ISmartWallet::executeCall {
         to: env.devnet.usdc(),
         value: U256::ZERO,
-        data: transfer_call(&signed).into(),
+        data: signed.transfer_calldata().into(),
     };
     let receipt = env
         .devnet
@@ -1269,7 +1255,7 @@ async fn front_run(
     let outsider = env.devnet.account(7).address;
     let receipt = env
         .devnet
-        .transact(outsider, env.devnet.usdc(), transfer_call(&signed))
+        .transact(outsider, env.devnet.usdc(), signed.transfer_calldata())
         .await
         .unwrap();
     (signed, receipt.transaction_hash)

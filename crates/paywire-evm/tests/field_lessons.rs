@@ -20,12 +20,10 @@ use std::time::Duration;
 use alloy_consensus::Transaction as _;
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, B256, Bytes, U256};
-use alloy_sol_types::SolCall;
 use paywire_core::{
     BoxFuture, ChainId, ErrorReason, PaymentPayload, PaymentRequirements, SchemeFacilitator,
     SettlementObserver,
 };
-use paywire_evm::contracts::IEip3009Token;
 use paywire_evm::exact::{
     Authorization, CounterfactualWallets, EvmChainConfig, ExactEvmClient, ExactEvmFacilitator,
     ExactEvmFacilitatorBuilder, ExactEvmPayload, eip712_domain, signing_hash,
@@ -680,20 +678,11 @@ async fn wait_for_pool(devnet: &Devnet, expected: u64) {
     panic!("the pool never held {expected} transaction(s)");
 }
 
-/// `transferWithAuthorization` (bytes form) of `payload`, as anyone may send it.
+/// `transferWithAuthorization` of `payload`, as anyone may send it.
 fn transfer_call(payload: &PaymentPayload) -> Vec<u8> {
-    let exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
-    let auth = &exact.authorization;
-    IEip3009Token::transferWithAuthorization_1Call {
-        from: auth.from,
-        to: auth.to,
-        value: auth.value.as_u256(),
-        validAfter: auth.valid_after.as_u256(),
-        validBefore: auth.valid_before.as_u256(),
-        nonce: auth.nonce,
-        signature: exact.signature,
-    }
-    .abi_encode()
+    ExactEvmPayload::from_json(&payload.payload)
+        .unwrap()
+        .transfer_calldata()
 }
 
 #[tokio::test]

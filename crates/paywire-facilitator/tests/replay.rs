@@ -220,8 +220,6 @@ async fn a_repeated_settle_is_refused_and_sends_nothing(store: TestStore) -> Tes
 }
 
 async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult {
-    use alloy_sol_types::SolCall;
-    use paywire_evm::contracts::IEip3009Token;
     use paywire_evm::exact::ExactEvmPayload;
 
     let stack = Stack::start_with(StackOptions::default().ledger(store)).await?;
@@ -235,17 +233,7 @@ async fn a_front_run_settlement_is_reported_once(store: TestStore) -> TestResult
 
     // Someone else submits the payer's authorization first.
     let exact = ExactEvmPayload::from_json(&payload.payload)?;
-    let auth = &exact.authorization;
-    let calldata = IEip3009Token::transferWithAuthorization_1Call {
-        from: auth.from,
-        to: auth.to,
-        value: auth.value.as_u256(),
-        validAfter: auth.valid_after.as_u256(),
-        validBefore: auth.valid_before.as_u256(),
-        nonce: auth.nonce,
-        signature: exact.signature.clone(),
-    }
-    .abi_encode();
+    let calldata = exact.transfer_calldata();
     let front_runner = devnet.account(3).address;
     let receipt = devnet
         .transact(front_runner, devnet.usdc(), calldata)

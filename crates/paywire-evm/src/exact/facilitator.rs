@@ -353,43 +353,6 @@ fn ecdsa_signer_matches(signature: &[u8], digest: &B256, from: Address) -> bool 
     crate::ecrecover::recover_address(signature, digest) == Some(from)
 }
 
-/// Calldata of `transferWithAuthorization`: the `(v, r, s)` form for 65-byte
-/// signatures (understood by every EIP-3009 token) and the `bytes` form
-/// (EIP-1271 capable tokens such as FiatTokenV2_2) for anything else.
-fn transfer_calldata(payload: &ExactEvmPayload) -> Vec<u8> {
-    let auth = &payload.authorization;
-    let signature = &payload.signature;
-    if signature.len() == 65 {
-        let v = match signature[64] {
-            v @ (0 | 1) => v + 27,
-            v => v,
-        };
-        IEip3009Token::transferWithAuthorization_0Call {
-            from: auth.from,
-            to: auth.to,
-            value: auth.value.as_u256(),
-            validAfter: auth.valid_after.as_u256(),
-            validBefore: auth.valid_before.as_u256(),
-            nonce: auth.nonce,
-            v,
-            r: B256::from_slice(&signature[..32]),
-            s: B256::from_slice(&signature[32..64]),
-        }
-        .abi_encode()
-    } else {
-        IEip3009Token::transferWithAuthorization_1Call {
-            from: auth.from,
-            to: auth.to,
-            value: auth.value.as_u256(),
-            validAfter: auth.valid_after.as_u256(),
-            validBefore: auth.valid_before.as_u256(),
-            nonce: auth.nonce,
-            signature: signature.clone(),
-        }
-        .abi_encode()
-    }
-}
-
 /// Whether `receipt` carries `Transfer(from, to, value)` emitted by `asset`.
 fn has_transfer_log(
     receipt: &Receipt,
@@ -1298,9 +1261,9 @@ mod tests {
                 raw.into()
             },
         };
-        let call = IEip3009Token::transferWithAuthorization_0Call::abi_decode(&transfer_calldata(
-            &payload,
-        ))
+        let call = IEip3009Token::transferWithAuthorization_0Call::abi_decode(
+            &payload.transfer_calldata(),
+        )
         .unwrap();
         assert_eq!(call.v, 28);
     }

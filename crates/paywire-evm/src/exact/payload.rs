@@ -1,11 +1,11 @@
 //! The `payload` object of an EIP-3009 `exact` payment and its EIP-712 hash.
 
 use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::{Eip712Domain, SolStruct};
+use alloy_sol_types::{Eip712Domain, SolCall, SolStruct};
 use paywire_core::{AtomicAmount, JsonObject};
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::TransferWithAuthorization;
+use crate::contracts::{IEip3009Token, TransferWithAuthorization};
 
 /// EIP-3009 authorization parameters, as carried on the wire (numbers as
 /// decimal strings).
@@ -46,6 +46,45 @@ impl ExactEvmPayload {
     /// Reads the payload from a `PaymentPayload.payload` object.
     pub fn from_json(object: &JsonObject) -> Result<Self, serde_json::Error> {
         Self::deserialize(serde_json::Value::Object(object.clone()))
+    }
+
+    /// Calldata of the `transferWithAuthorization` call that settles this
+    /// payment, exactly as the facilitator sends it: the `(v, r, s)` form for
+    /// a 65-byte signature (every EIP-3009 token knows it) and the `bytes`
+    /// form (EIP-1271 capable tokens such as FiatTokenV2_2) for anything else.
+    pub fn transfer_calldata(&self) -> Vec<u8> {
+        let auth = &self.authorization;
+        let signature = &self.signature;
+        if let Ok(raw) = <&[u8; 65]>::try_from(signature.as_ref()) {
+            // Some signers write the recovery id as 0/1; the token expects 27/28.
+            let v = match raw[64] {
+                v @ (0 | 1) => v + 27,
+                v => v,
+            };
+            IEip3009Token::transferWithAuthorization_0Call {
+                from: auth.from,
+                to: auth.to,
+                value: auth.value.as_u256(),
+                validAfter: auth.valid_after.as_u256(),
+                validBefore: auth.valid_before.as_u256(),
+                nonce: auth.nonce,
+                v,
+                r: B256::from_slice(&raw[..32]),
+                s: B256::from_slice(&raw[32..64]),
+            }
+            .abi_encode()
+        } else {
+            IEip3009Token::transferWithAuthorization_1Call {
+                from: auth.from,
+                to: auth.to,
+                value: auth.value.as_u256(),
+                validAfter: auth.valid_after.as_u256(),
+                validBefore: auth.valid_before.as_u256(),
+                nonce: auth.nonce,
+                signature: signature.clone(),
+            }
+            .abi_encode()
+        }
     }
 
     /// Converts into a `PaymentPayload.payload` object.

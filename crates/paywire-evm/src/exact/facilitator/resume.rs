@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{
     ChainState, ExactEvmFacilitator, Outcome, Rejection, Verified, already_known, chain_error,
-    executed_payload, failure, reject, sign_transaction, transfer_calldata,
+    executed_payload, failure, reject, sign_transaction,
 };
 use crate::contracts::IEip3009Token;
 use crate::exact::inflight::{Attempt, AuthorizationKey};
@@ -129,7 +129,7 @@ impl ExactEvmFacilitator {
             return Ok(None);
         }
         let executed = executed_payload(&exact);
-        if transfer_calldata(&executed) != attempt.calldata {
+        if executed.transfer_calldata() != attempt.calldata {
             // Another authorization (or signature) for this nonce: the
             // transaction under way makes it fail. Nothing proved the payer.
             let rejection = reject(
@@ -424,7 +424,7 @@ impl ExactEvmFacilitator {
             .transaction(hash)
             .await
             .map_err(chain_error)?;
-        let calldata = transfer_calldata(&executed_payload(exact));
+        let calldata = executed_payload(exact).transfer_calldata();
         let Some(transaction) = transaction.filter(|t| {
             t.block_number.is_none() && t.to == Some(asset) && t.input.as_ref() == calldata
         }) else {

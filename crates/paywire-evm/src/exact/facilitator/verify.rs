@@ -14,7 +14,6 @@ use serde_json::Value;
 use super::{
     ChainState, Checked, CounterfactualWallets, Deployment, EvmChainConfig, ExactEvmFacilitator,
     Rejection, Verified, chain_error, ecdsa_signer_matches, reject, revert_message,
-    transfer_calldata,
 };
 use crate::Eip155ChainId;
 use crate::contracts::{ERC1271_MAGIC_VALUE, IEip3009Token, IErc1271};
@@ -401,7 +400,7 @@ impl ExactEvmFacilitator {
             },
             None => exact.clone(),
         };
-        let calldata = transfer_calldata(&executed);
+        let calldata = executed.transfer_calldata();
         Ok(Signed {
             digest,
             counterfactual,
