@@ -286,7 +286,8 @@ async fn node_eth_call(devnet: &Devnet, requirements: &PaymentRequirements, args
     .await
 }
 
-/// The `transferWithAuthorization` call settling `payload`, as our facilitator sends it.
+/// The `transferWithAuthorization` call settling `payload` (an EOA's: no EIP-6492 wrapper), as
+/// our facilitator builds it.
 fn transfer_calldata(payload: &PaymentPayload) -> Bytes {
     paywire_evm::exact::ExactEvmPayload::from_json(&payload.payload)
         .expect("payload")

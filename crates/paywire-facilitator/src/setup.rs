@@ -137,7 +137,7 @@ pub async fn build(
         probes,
         endpoints,
     } = chain_parts(config, plugins).await?;
-    let (ledger, ledger_connection) = open_ledger(config).await?;
+    let (ledger, ledger_pool) = open_ledger(config).await?;
     tracing::info!(store = ledger.kind(), "settlement ledger opened");
     if config.fault_injection.crash_after_broadcast {
         tracing::warn!(
@@ -145,7 +145,7 @@ pub async fn build(
         );
     }
     facilitator.declare_extension(PAYMENT_IDENTIFIER);
-    let catalog = open_catalog(config, ledger_connection).await?;
+    let catalog = open_catalog(config, ledger_pool).await?;
     if catalog.is_some() {
         facilitator.declare_extension(BAZAAR);
     }
@@ -278,37 +278,22 @@ pub async fn shutdown_signal() {
 /// The bazaar catalog the configuration asks for, if any.
 /// The ledger the configuration names, and its PostgreSQL pool (if any), which
 /// the bazaar catalog shares when it lives in the ledger's database.
-/// The ledger's database connection, which the bazaar catalog shares when
-/// it lives in the same database.
-enum LedgerConnection {
-    Sqlite(paywire_store::sqlite::SqliteHandle),
-    Postgres(paywire_store::postgres::PgPool),
-}
-
-async fn open_ledger(config: &FacilitatorConfig) -> Result<(Ledger, LedgerConnection), SetupError> {
+async fn open_ledger(
+    config: &FacilitatorConfig,
+) -> Result<(Ledger, Option<paywire_store::postgres::PgPool>), SetupError> {
     Ok(match config.store_location()? {
-        StoreLocation::Sqlite(path) => {
-            let store = crate::SqliteStore::open(&path).await?;
-            let handle = store.handle().clone();
-            (
-                Ledger::from_store(Arc::new(store)),
-                LedgerConnection::Sqlite(handle),
-            )
-        }
+        StoreLocation::Sqlite(path) => (Ledger::open(&path).await?, None),
         StoreLocation::Postgres(url) => {
             let store = crate::PostgresStore::connect(url.expose()).await?;
             let pool = store.pool().clone();
-            (
-                Ledger::from_store(Arc::new(store)),
-                LedgerConnection::Postgres(pool),
-            )
+            (Ledger::from_store(Arc::new(store)), Some(pool))
         }
     })
 }
 
 async fn open_catalog(
     config: &FacilitatorConfig,
-    ledger_connection: LedgerConnection,
+    ledger_pool: Option<paywire_store::postgres::PgPool>,
 ) -> Result<Option<Arc<dyn paywire_bazaar::Catalog>>, SetupError> {
     if !config.bazaar.enabled {
         return Ok(None);
@@ -328,21 +313,19 @@ async fn open_catalog(
                 .await
                 .map_err(failed)?,
         ),
-        // In the ledger's database, on the ledger's connection: one SQLite
-        // connection (and thread) or one PostgreSQL pool (one connection
-        // budget) for both.
-        (None, _) => match ledger_connection {
-            LedgerConnection::Sqlite(handle) => Arc::new(
-                paywire_bazaar::SqliteCatalog::from_handle(handle)
-                    .await
-                    .map_err(failed)?,
-            ),
-            LedgerConnection::Postgres(pool) => Arc::new(
-                paywire_bazaar::PostgresCatalog::from_pool(pool)
-                    .await
-                    .map_err(failed)?,
-            ),
-        },
+        (None, StoreLocation::Sqlite(path)) => Arc::new(
+            paywire_bazaar::SqliteCatalog::open(&path)
+                .await
+                .map_err(failed)?,
+        ),
+        // In the ledger's database: one pool for both (one connection budget).
+        (None, StoreLocation::Postgres(url)) => Arc::new(
+            match ledger_pool {
+                Some(pool) => paywire_bazaar::PostgresCatalog::from_pool(pool).await,
+                None => paywire_bazaar::PostgresCatalog::connect(url.expose()).await,
+            }
+            .map_err(failed)?,
+        ),
     };
     tracing::info!("bazaar catalog opened");
     Ok(Some(catalog))

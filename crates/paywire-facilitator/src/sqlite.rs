@@ -379,13 +379,6 @@ impl SqliteStore {
         Self::init(SqliteHandle::open_in_memory().await?).await
     }
 
-    /// The connection the ledger's queries use (to share it: the bazaar
-    /// catalog in the same file runs on it instead of a connection and a
-    /// thread of its own).
-    pub fn handle(&self) -> &SqliteHandle {
-        &self.db
-    }
-
     async fn init(db: SqliteHandle) -> Result<Self, LedgerError> {
         let report = db.migrate(&MIGRATIONS).await?;
         if !report.applied.is_empty() {

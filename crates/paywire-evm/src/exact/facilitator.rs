@@ -1243,28 +1243,4 @@ mod tests {
             "paid someone else"
         );
     }
-
-    #[test]
-    fn v_is_normalised_for_the_vrs_overload() {
-        let payload = ExactEvmPayload {
-            authorization: super::super::Authorization {
-                from: Address::ZERO,
-                to: Address::ZERO,
-                value: 1u64.into(),
-                valid_after: 0u64.into(),
-                valid_before: 1u64.into(),
-                nonce: B256::ZERO,
-            },
-            signature: {
-                let mut raw = vec![0u8; 65];
-                raw[64] = 1;
-                raw.into()
-            },
-        };
-        let call = IEip3009Token::transferWithAuthorization_0Call::abi_decode(
-            &payload.transfer_calldata(),
-        )
-        .unwrap();
-        assert_eq!(call.v, 28);
-    }
 }

@@ -49,9 +49,11 @@ impl ExactEvmPayload {
     }
 
     /// Calldata of the `transferWithAuthorization` call that settles this
-    /// payment, exactly as the facilitator sends it: the `(v, r, s)` form for
-    /// a 65-byte signature (every EIP-3009 token knows it) and the `bytes`
-    /// form (EIP-1271 capable tokens such as FiatTokenV2_2) for anything else.
+    /// payment, as the facilitator builds it: the `(v, r, s)` form for a
+    /// 65-byte signature (every EIP-3009 token knows it) and the `bytes` form
+    /// (EIP-1271 capable tokens such as FiatTokenV2_2) for anything else. The
+    /// signature is used as it is: the facilitator first removes an EIP-6492
+    /// wrapper (a counterfactual wallet's deployment data) from it.
     pub fn transfer_calldata(&self) -> Vec<u8> {
         let auth = &self.authorization;
         let signature = &self.signature;
@@ -124,4 +126,63 @@ pub fn eip712_domain(name: &str, version: &str, chain_id: u64, token: Address) -
 /// The digest the payer signs for `authorization` under `domain`.
 pub fn signing_hash(authorization: &Authorization, domain: &Eip712Domain) -> B256 {
     authorization.to_message().eip712_signing_hash(domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)`.
+    const VRS_SELECTOR: [u8; 4] = [0xe3, 0xee, 0x16, 0x0e];
+    /// `transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)`.
+    const BYTES_SELECTOR: [u8; 4] = [0xcf, 0x09, 0x29, 0x95];
+
+    fn payload(signature: Vec<u8>) -> ExactEvmPayload {
+        ExactEvmPayload {
+            authorization: Authorization {
+                from: Address::repeat_byte(0x11),
+                to: Address::repeat_byte(0x22),
+                value: 1_000u64.into(),
+                valid_after: 5u64.into(),
+                valid_before: 6u64.into(),
+                nonce: B256::repeat_byte(0x33),
+            },
+            signature: signature.into(),
+        }
+    }
+
+    #[test]
+    fn a_65_byte_signature_is_sent_as_v_r_s_with_v_normalised() {
+        for (written, sent) in [(0u8, 27u8), (1, 28), (27, 27), (28, 28)] {
+            let mut signature = vec![0xaa; 32];
+            signature.extend([0xbb; 32]);
+            signature.push(written);
+            let calldata = payload(signature).transfer_calldata();
+            assert_eq!(calldata[..4], VRS_SELECTOR);
+            let call =
+                IEip3009Token::transferWithAuthorization_0Call::abi_decode(&calldata).unwrap();
+            assert_eq!(call.v, sent, "v written as {written}");
+            assert_eq!(call.r, B256::repeat_byte(0xaa));
+            assert_eq!(call.s, B256::repeat_byte(0xbb));
+            assert_eq!(call.from, Address::repeat_byte(0x11));
+            assert_eq!(call.to, Address::repeat_byte(0x22));
+            assert_eq!(call.value, U256::from(1_000));
+            assert_eq!(call.validAfter, U256::from(5));
+            assert_eq!(call.validBefore, U256::from(6));
+            assert_eq!(call.nonce, B256::repeat_byte(0x33));
+        }
+    }
+
+    #[test]
+    fn any_other_signature_is_sent_whole_in_the_bytes_form() {
+        for length in [64, 66, 200] {
+            let signature = vec![0x44; length];
+            let calldata = payload(signature.clone()).transfer_calldata();
+            assert_eq!(calldata[..4], BYTES_SELECTOR);
+            let call =
+                IEip3009Token::transferWithAuthorization_1Call::abi_decode(&calldata).unwrap();
+            assert_eq!(call.signature.as_ref(), signature.as_slice());
+            assert_eq!(call.nonce, B256::repeat_byte(0x33));
+        }
+    }
 }
