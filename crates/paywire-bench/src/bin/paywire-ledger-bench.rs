@@ -8,7 +8,9 @@
 //! `spend:` binding, settled-transaction claim) `--rows` times into the
 //! FULL ledger with fresh keys, hashes and spread timestamps, reports its
 //! size, then settles as many fresh payments on the FULL ledger; with
-//! `--rounds 2` the empty and full phases alternate (A, B, A, B). Optionally
+//! `--rounds 2` the empty and full phases alternate (A, B, A, B). Every
+//! `/settle` phase runs on a fresh devnet of its own, so that no phase is
+//! slowed by the chain the earlier ones grew. Optionally
 //! (`--ops`) it also times the ledger calls of `/settle` and the periodic
 //! queries in process, on both ledgers.
 #![forbid(unsafe_code)]
@@ -28,7 +30,6 @@ use std::time::Instant;
 
 use alloy_primitives::Address;
 use clap::Parser;
-use paywire_core::PaymentRequirements;
 use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
@@ -105,21 +106,23 @@ impl Drop for TempDir {
 /// What the run shares between phases.
 struct Run {
     args: Args,
-    devnet: Devnet,
-    requirements: PaymentRequirements,
     command: (PathBuf, Option<&'static str>),
     ledgers: Ledgers,
     dir: TempDir,
 }
 
 impl Run {
-    /// One timed `/settle` phase on `store`: a new facilitator process, fresh
-    /// payments, then the process is stopped.
+    /// One timed `/settle` phase on `store`: a fresh devnet (anvil mines
+    /// more slowly as its chain grows, which would slow every later phase
+    /// whatever its ledger), a new facilitator process, fresh payments, then
+    /// the process is stopped.
     async fn settle_phase(&self, store: &str, label: &str) -> Result<Value, String> {
+        let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
+        let requirements = service::requirements(devnet.usdc(), Address::random())?;
         let requests =
-            service::sign_payments(&self.devnet, &self.requirements, self.args.settlements).await?;
+            service::sign_payments(&devnet, &requirements, self.args.settlements).await?;
         let process: FacilitatorProcess =
-            service::start_facilitator(&self.devnet, &self.command, store, &self.dir.0).await?;
+            service::start_facilitator(&devnet, &self.command, store, &self.dir.0).await?;
         eprintln!(
             "  {label}: facilitator healthy after {:?}, settling ...",
             process.startup
@@ -187,17 +190,13 @@ async fn execute(args: Args) -> Result<Value, String> {
             .await?
         }
     };
-    eprintln!("[1/5] devnet and ledgers ...");
-    let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
-    let requirements = service::requirements(devnet.usdc(), Address::random())?;
+    eprintln!("[1/5] ledgers ...");
     for store in [&ledgers.empty, &ledgers.full] {
         drop(ledgers.open(store).await?);
     }
     let migrated_size = ledgers.size(&ledgers.full).await?;
     let run = Run {
         args,
-        devnet,
-        requirements,
         command,
         ledgers,
         dir,
