@@ -9,14 +9,12 @@ use paywire_evm::Eip155ChainId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::SolCall;
+use alloy_primitives::{Address, U256};
 use criterion::{Criterion, criterion_group, criterion_main};
 use paywire_core::{
     ChainId, Money, PaymentPayload, PaymentRequirements, Price, RequirementsRequest,
     SchemeFacilitator, SchemeServer, codec,
 };
-use paywire_evm::contracts::IEip3009Token;
 use paywire_evm::ecrecover::recover_address;
 use paywire_evm::exact::{
     EvmChainConfig, ExactEvmClient, ExactEvmFacilitator, ExactEvmPayload, ExactEvmServer,
@@ -86,19 +84,7 @@ fn benches(c: &mut Criterion) {
             let exact = ExactEvmPayload::from_json(&payload.payload).unwrap();
             let digest = signing_hash(&exact.authorization, &domain);
             let auth = &exact.authorization;
-            let signature = &exact.signature;
-            let calldata = IEip3009Token::transferWithAuthorization_0Call {
-                from: auth.from,
-                to: auth.to,
-                value: auth.value.as_u256(),
-                validAfter: auth.valid_after.as_u256(),
-                validBefore: auth.valid_before.as_u256(),
-                nonce: auth.nonce,
-                v: signature[64],
-                r: B256::from_slice(&signature[..32]),
-                s: B256::from_slice(&signature[32..64]),
-            }
-            .abi_encode();
+            let calldata = exact.transfer_calldata();
             let body = serde_json::to_vec(&call_params(Some(auth.to), usdc, &calldata)).unwrap();
             std::hint::black_box((digest, body));
         });

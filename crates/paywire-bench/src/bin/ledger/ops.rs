@@ -114,12 +114,7 @@ pub async fn time_operations(
     for (name, timing) in names.iter().zip(&timings) {
         report.insert((*name).to_owned(), timing.to_json());
     }
-    let mut periodic = [
-        Timings::default(),
-        Timings::default(),
-        Timings::default(),
-        Timings::default(),
-    ];
+    let mut periodic: [Timings; 4] = Default::default();
     timed!(periodic[0], ledger.unresolved());
     timed!(periodic[1], ledger.state_counts());
     let now = u64::try_from(paywire_now()).unwrap_or(0);
