@@ -59,6 +59,28 @@ async fn a_file_is_opened_with_wal_busy_timeout_and_foreign_keys() -> TestResult
 }
 
 #[tokio::test]
+async fn the_page_cache_is_bounded_by_default_and_configurable() -> TestResult {
+    let cache = |handle: SqliteHandle| async move {
+        handle
+            .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
+            .await
+    };
+    let dir = tempfile::tempdir()?;
+    let default_kib = i64::from(paywire_store::sqlite::DEFAULT_PAGE_CACHE_KIB);
+    // Negative: a size in KiB. SQLite's own default would read -2000.
+    let file = SqliteHandle::open(dir.path().join("a.sqlite")).await?;
+    assert_eq!(cache(file).await?, -default_kib);
+    assert_eq!(
+        cache(SqliteHandle::open_in_memory().await?).await?,
+        -default_kib
+    );
+    let options = SqliteOptions::default().with_page_cache_kib(4096);
+    let larger = SqliteHandle::open_with(dir.path().join("b.sqlite"), options).await?;
+    assert_eq!(cache(larger).await?, -4096);
+    Ok(())
+}
+
+#[tokio::test]
 async fn busy_timeout_waits_for_another_writer() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("db.sqlite");
