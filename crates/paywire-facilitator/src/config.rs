@@ -173,6 +173,13 @@ fn default_idempotent_retry_window() -> u64 {
 fn default_max_concurrent_settlements() -> usize {
     crate::ops::DEFAULT_MAX_CONCURRENT_SETTLEMENTS
 }
+fn default_sqlite_page_cache_kib() -> u32 {
+    paywire_store::sqlite::DEFAULT_PAGE_CACHE_KIB
+}
+
+/// The range `sqlite_page_cache_kib` accepts: below 64 KiB SQLite keeps its
+/// own minimum of pages anyway; above 4 GiB is a typo, not a cache.
+const SQLITE_PAGE_CACHE_KIB: std::ops::RangeInclusive<u32> = 64..=4 * 1024 * 1024;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -215,6 +222,11 @@ pub struct FacilitatorConfig {
     /// gets `503 overloaded` with `Retry-After`, before anything is written.
     #[serde(default = "default_max_concurrent_settlements")]
     pub max_concurrent_settlements: usize,
+    /// The page cache of each SQLite connection (the ledger's and the bazaar
+    /// catalog's), in KiB (default 256): resident memory, worth raising only
+    /// for a ledger larger than the host's own page cache keeps.
+    #[serde(default = "default_sqlite_page_cache_kib")]
+    pub sqlite_page_cache_kib: u32,
     /// The chains settled on: one table per network, for its plugin.
     #[serde(default)]
     pub chains: Vec<ChainTable>,
@@ -487,6 +499,16 @@ impl FacilitatorConfig {
         if self.max_concurrent_settlements == 0 {
             return Err(invalid("max_concurrent_settlements", "must be positive"));
         }
+        if !SQLITE_PAGE_CACHE_KIB.contains(&self.sqlite_page_cache_kib) {
+            return Err(invalid(
+                "sqlite_page_cache_kib",
+                format!(
+                    "must be between {} and {}",
+                    SQLITE_PAGE_CACHE_KIB.start(),
+                    SQLITE_PAGE_CACHE_KIB.end()
+                ),
+            ));
+        }
         self.api_keys()?;
         self.bazaar.validate()?;
         self.runtime
@@ -577,6 +599,12 @@ impl FacilitatorConfig {
             ));
         }
         Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+    }
+
+    /// How the ledger's and the catalog's SQLite connections are opened.
+    pub fn sqlite_options(&self) -> paywire_store::sqlite::SqliteOptions {
+        paywire_store::sqlite::SqliteOptions::default()
+            .with_page_cache_kib(self.sqlite_page_cache_kib)
     }
 
     /// Receipt timeout as a duration.
@@ -728,6 +756,11 @@ idempotent_retry_window_seconds = 600
 # Most settlements in progress at once; more get 503 "overloaded" with
 # Retry-After, before anything is written to the ledger.
 max_concurrent_settlements = 64
+
+# Page cache of each SQLite connection (ledger, bazaar catalog), in KiB. It is
+# resident memory; the file's pages also stay in the operating system's page
+# cache. Raise it only for a ledger larger than the host's memory keeps there.
+sqlite_page_cache_kib = 256
 
 # Optional API keys (Authorization: Bearer <key>). An endpoint listed by any
 # key requires a key; endpoints no key lists stay open. Unknown key: 401;
@@ -925,6 +958,23 @@ mod tests {
                 matches!(&refused, Err(ConfigError::Invalid { field, .. }) if field.starts_with("runtime.")),
                 "{zero}: {refused:?}"
             );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sqlite_page_cache_defaults_to_256_kib_and_refuses_nonsense() -> Result<(), ConfigError> {
+        let default = FacilitatorConfig::parse_with_env("", |_| None)?;
+        assert_eq!(default.sqlite_page_cache_kib, 256);
+        assert_eq!(default.sqlite_options().page_cache_kib, 256);
+        let set = FacilitatorConfig::parse_with_env("sqlite_page_cache_kib = 8192\n", |_| None)?;
+        assert_eq!(set.sqlite_options().page_cache_kib, 8192);
+        for refused in ["0", "63", "4194305", "-1"] {
+            let result = FacilitatorConfig::parse_with_env(
+                &format!("sqlite_page_cache_kib = {refused}\n"),
+                |_| None,
+            );
+            assert!(result.is_err(), "{refused}: {result:?}");
         }
         Ok(())
     }

@@ -282,13 +282,28 @@ async fn open_ledger(
     config: &FacilitatorConfig,
 ) -> Result<(Ledger, Option<paywire_store::postgres::PgPool>), SetupError> {
     Ok(match config.store_location()? {
-        StoreLocation::Sqlite(path) => (Ledger::open(&path).await?, None),
+        StoreLocation::Sqlite(path) => (
+            Ledger::open_with(&path, config.sqlite_options()).await?,
+            None,
+        ),
         StoreLocation::Postgres(url) => {
             let store = crate::PostgresStore::connect(url.expose()).await?;
             let pool = store.pool().clone();
             (Ledger::from_store(Arc::new(store)), Some(pool))
         }
     })
+}
+
+/// The bazaar catalog in the SQLite file at `path`, opened with the
+/// configuration's connection settings.
+async fn sqlite_catalog(
+    path: impl AsRef<std::path::Path>,
+    config: &FacilitatorConfig,
+) -> Result<paywire_bazaar::SqliteCatalog, paywire_bazaar::CatalogError> {
+    let handle = paywire_store::sqlite::SqliteHandle::open_with(path, config.sqlite_options())
+        .await
+        .map_err(paywire_bazaar::CatalogError::from)?;
+    paywire_bazaar::SqliteCatalog::from_handle(handle).await
 }
 
 async fn open_catalog(
@@ -309,15 +324,13 @@ async fn open_catalog(
                 .map_err(failed)?,
         ),
         (Some(store), _) => Arc::new(
-            paywire_bazaar::SqliteCatalog::open(store.strip_prefix("sqlite://").unwrap_or(store))
+            sqlite_catalog(store.strip_prefix("sqlite://").unwrap_or(store), config)
                 .await
                 .map_err(failed)?,
         ),
-        (None, StoreLocation::Sqlite(path)) => Arc::new(
-            paywire_bazaar::SqliteCatalog::open(&path)
-                .await
-                .map_err(failed)?,
-        ),
+        (None, StoreLocation::Sqlite(path)) => {
+            Arc::new(sqlite_catalog(&path, config).await.map_err(failed)?)
+        }
         // In the ledger's database: one pool for both (one connection budget).
         (None, StoreLocation::Postgres(url)) => Arc::new(
             match ledger_pool {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use paywire_core::{FacilitatorRequest, SettleResponse};
 use paywire_store::rusqlite::{self, Connection, OptionalExtension, TransactionBehavior, params};
-use paywire_store::sqlite::SqliteHandle;
+use paywire_store::sqlite::{SqliteHandle, SqliteOptions};
 use paywire_store::{Migration, Migrations};
 
 use crate::store::{
@@ -371,7 +371,12 @@ impl LedgerStore for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, LedgerError> {
-        Self::init(SqliteHandle::open(path).await?).await
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// [`SqliteStore::open`] with these connection settings (the page cache).
+    pub async fn open_with(path: &Path, options: SqliteOptions) -> Result<Self, LedgerError> {
+        Self::init(SqliteHandle::open_with(path, options).await?).await
     }
 
     /// An in-memory ledger (tests, ephemeral deployments).
@@ -818,6 +823,24 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
                 |row| row.get(0),
             )
             .optional()?)
+    }
+
+    #[tokio::test]
+    async fn the_ledger_connection_takes_the_configured_page_cache()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let cache = |store: SqliteStore| async move {
+            store
+                .db
+                .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
+                .await
+        };
+        let default = SqliteStore::open(&dir.path().join("a.sqlite")).await?;
+        assert_eq!(cache(default).await?, -256);
+        let options = SqliteOptions::default().with_page_cache_kib(8192);
+        let set = SqliteStore::open_with(&dir.path().join("b.sqlite"), options).await?;
+        assert_eq!(cache(set).await?, -8192);
+        Ok(())
     }
 
     #[tokio::test]

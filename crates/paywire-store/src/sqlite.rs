@@ -30,16 +30,25 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::migrate::{VERSIONS_TABLE, now, stored_version};
 use crate::{MigrationReport, Migrations, StoreError};
 
-/// The page cache each connection keeps unless told otherwise, in KiB.
+/// The page cache a file database's connection keeps for its main schema
+/// unless told otherwise, in KiB. (An in-memory database keeps every page
+/// whatever this says.)
 ///
-/// SQLite's own default (2,000 KiB) was most of a small service's heap: the
-/// facilitator's two connections (ledger and catalog) filled 1.4 MB of it
-/// under the standard load. The file's pages stay in the operating system's
-/// page cache, so a page this cache drops costs a read system call on its next
-/// use, not a disk access; the interior pages of the B-trees, which every
-/// lookup touches, are the ones it keeps. At 1,000,000 settlements the ledger's
-/// calls took no measurably longer (BENCHMARKS.md, "Memory").
+/// SQLite's own default (2,000 KiB) was the largest single part of a small
+/// service's heap: the facilitator's two connections (ledger and catalog)
+/// filled 1.3 MiB of it under the load tool's standard run. A page this cache
+/// drops is read again from the file on its next use, which the operating
+/// system's page cache usually answers without a disk access; at 1,000,000
+/// settlements (a 2.4 GB file the host kept cached) the ledger's calls were no
+/// slower (BENCHMARKS.md, "Memory: SQLite's page cache").
 pub const DEFAULT_PAGE_CACHE_KIB: u32 = 256;
+
+/// The page cache while migrations run, in KiB: a migration that rewrites a
+/// large table or builds an index over it would otherwise spill to the file
+/// every 64 pages. Pages are allocated only as they are read, so a small
+/// database's migrations cost no more memory; the connection's own size is
+/// restored afterwards.
+const MIGRATION_PAGE_CACHE_KIB: u32 = 64 * 1024;
 
 /// Settings applied when a connection opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,9 +57,10 @@ pub struct SqliteOptions {
     /// How long a statement waits for another connection's lock before
     /// failing with "database is locked" (default 5 s).
     pub busy_timeout: Duration,
-    /// The most memory the connection's page cache may hold, in KiB
-    /// (default [`DEFAULT_PAGE_CACHE_KIB`]; SQLite keeps at least a few pages
-    /// whatever this says).
+    /// The most memory the connection's page cache may hold for the main
+    /// schema of a file database, in KiB (default [`DEFAULT_PAGE_CACHE_KIB`];
+    /// SQLite keeps at least a few pages whatever this says, and values above
+    /// `i32::MAX` count as `i32::MAX`).
     pub page_cache_kib: u32,
 }
 
@@ -138,10 +148,11 @@ impl SqliteHandle {
                     tracing::warn!(mode, "sqlite refused WAL mode");
                 }
             }
-            // A negative cache_size is a size in KiB, not a page count.
+            // SQLite reads a cache_size beyond i32 as 0 (its smallest cache).
+            let kib = options.page_cache_kib.min(i32::MAX.unsigned_abs());
             connection.execute_batch(&format!(
-                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{};",
-                options.page_cache_kib
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
+                cache_size_pragma(kib)
             ))
         })
         .await
@@ -185,14 +196,28 @@ impl SqliteHandle {
     pub async fn migrate(&self, migrations: &Migrations) -> Result<MigrationReport, StoreError> {
         let migrations = *migrations;
         migrations.validate()?;
-        self.call_and_then(move |connection| run_migrations(connection, &migrations))
-            .await
+        self.call_and_then(move |connection| {
+            let kept: i64 = connection.query_row("PRAGMA cache_size", [], |row| row.get(0))?;
+            connection.execute_batch(&cache_size_pragma(MIGRATION_PAGE_CACHE_KIB))?;
+            let report = run_migrations(connection, &migrations);
+            let restored = connection.execute_batch(&format!("PRAGMA cache_size = {kept}"));
+            let report = report?;
+            restored?;
+            Ok(report)
+        })
+        .await
     }
 
     /// Closes the connection; later calls fail with [`StoreError::Worker`].
     pub async fn close(&self) -> Result<(), StoreError> {
         self.client.close().await.map_err(worker_error)
     }
+}
+
+/// Sets the page cache to `kib` KiB (a negative `cache_size` is a size in
+/// KiB, a positive one a page count).
+fn cache_size_pragma(kib: u32) -> String {
+    format!("PRAGMA cache_size = -{kib};")
 }
 
 /// A closure's own error, or the worker's.

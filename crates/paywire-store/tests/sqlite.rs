@@ -58,25 +58,65 @@ async fn a_file_is_opened_with_wal_busy_timeout_and_foreign_keys() -> TestResult
     Ok(())
 }
 
+/// The connection's `cache_size` (negative: KiB).
+async fn cache_size(handle: &SqliteHandle) -> Result<i64, StoreError> {
+    handle
+        .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
+        .await
+}
+
 #[tokio::test]
-async fn the_page_cache_is_bounded_by_default_and_configurable() -> TestResult {
-    let cache = |handle: SqliteHandle| async move {
-        handle
-            .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
-            .await
-    };
+async fn the_page_cache_is_256_kib_by_default_and_configurable() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let default_kib = i64::from(paywire_store::sqlite::DEFAULT_PAGE_CACHE_KIB);
-    // Negative: a size in KiB. SQLite's own default would read -2000.
+    // SQLite's own default would read -2000 (2,000 KiB).
     let file = SqliteHandle::open(dir.path().join("a.sqlite")).await?;
-    assert_eq!(cache(file).await?, -default_kib);
+    assert_eq!(cache_size(&file).await?, -256);
     assert_eq!(
-        cache(SqliteHandle::open_in_memory().await?).await?,
-        -default_kib
+        cache_size(&SqliteHandle::open_in_memory().await?).await?,
+        -256
     );
     let options = SqliteOptions::default().with_page_cache_kib(4096);
     let larger = SqliteHandle::open_with(dir.path().join("b.sqlite"), options).await?;
-    assert_eq!(cache(larger).await?, -4096);
+    assert_eq!(cache_size(&larger).await?, -4096);
+    // Beyond i32, SQLite would read 0 (its smallest cache): clamped instead.
+    let options = SqliteOptions::default().with_page_cache_kib(u32::MAX);
+    let huge = SqliteHandle::open_with(dir.path().join("c.sqlite"), options).await?;
+    assert_eq!(cache_size(&huge).await?, -i64::from(i32::MAX));
+    Ok(())
+}
+
+#[tokio::test]
+async fn migrations_run_with_a_large_page_cache_and_restore_the_connections() -> TestResult {
+    // The migration records the cache size it ran with.
+    const RECORDS_CACHE: &[Migration] = &[Migration::new(
+        1,
+        "records cache",
+        "CREATE TABLE seen AS SELECT cache_size FROM pragma_cache_size()",
+    )];
+    let dir = tempfile::tempdir()?;
+    let options = SqliteOptions::default().with_page_cache_kib(512);
+    let handle = SqliteHandle::open_with(dir.path().join("db.sqlite"), options).await?;
+    handle
+        .migrate(&Migrations::new("cache", RECORDS_CACHE))
+        .await?;
+    let during = handle
+        .call(|c| c.query_row("SELECT cache_size FROM seen", [], |r| r.get::<_, i64>(0)))
+        .await?;
+    assert_eq!(
+        during,
+        -64 * 1024,
+        "migrations ran with the connection's cache"
+    );
+    assert_eq!(cache_size(&handle).await?, -512, "cache size not restored");
+    // Also after a failed migration.
+    const BROKEN: &[Migration] = &[Migration::new(1, "typo", "CREATE TABEL x (id INTEGER)")];
+    assert!(
+        handle
+            .migrate(&Migrations::new("broken", BROKEN))
+            .await
+            .is_err()
+    );
+    assert_eq!(cache_size(&handle).await?, -512, "cache size not restored");
     Ok(())
 }
 
