@@ -2,9 +2,30 @@
 //! composition root with the EVM plugin) and `paywire-gateway` (the gateway's,
 //! with the chain plugins that price routes).
 
+use std::path::PathBuf;
+
+/// The service binary `name` under test: the one in `PAYWIRE_SERVICE_BIN_DIR`
+/// when that is set (CI points it at the lean `--no-default-features` build,
+/// which this test's own build never produces), else `built`, the one cargo
+/// built next to the CLI for this test.
+fn service_binary(name: &str, built: &str) -> PathBuf {
+    match std::env::var_os("PAYWIRE_SERVICE_BIN_DIR") {
+        Some(dir) => {
+            let path = PathBuf::from(dir).join(name);
+            assert!(
+                path.is_file(),
+                "PAYWIRE_SERVICE_BIN_DIR is set but has no {name}: {}",
+                path.display()
+            );
+            path
+        }
+        None => PathBuf::from(built),
+    }
+}
+
 /// A service binary prints its documented example (containing `sections`)
 /// and refuses a missing, unknown or unreadable configuration with exit 2.
-fn prints_example_and_refuses_bad_arguments(binary: &str, sections: &[&str]) {
+fn prints_example_and_refuses_bad_arguments(binary: &std::path::Path, sections: &[&str]) {
     let example = std::process::Command::new(binary)
         .arg("--print-config-example")
         .output()
@@ -14,7 +35,8 @@ fn prints_example_and_refuses_bad_arguments(binary: &str, sections: &[&str]) {
     for section in sections {
         assert!(
             text.contains(section),
-            "{binary}: {section} missing in {text}"
+            "{}: {section} missing in {text}",
+            binary.display()
         );
     }
     for args in [
@@ -28,10 +50,16 @@ fn prints_example_and_refuses_bad_arguments(binary: &str, sections: &[&str]) {
             .args(args)
             .output()
             .expect("run");
-        assert_eq!(output.status.code(), Some(2), "{binary} {args:?}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{} {args:?}",
+            binary.display()
+        );
         assert!(
             String::from_utf8_lossy(&output.stderr).contains("error"),
-            "{binary} {args:?}"
+            "{} {args:?}",
+            binary.display()
         );
     }
 }
@@ -59,9 +87,12 @@ fn free_port() -> u16 {
 /// configuration files (the gateway prices a route through the facilitator).
 #[tokio::test]
 async fn dedicated_binaries_run_the_services() {
-    let binary = env!("CARGO_BIN_EXE_paywire-facilitator");
+    let binary = &service_binary(
+        "paywire-facilitator",
+        env!("CARGO_BIN_EXE_paywire-facilitator"),
+    );
     prints_example_and_refuses_bad_arguments(binary, &["[[chains]]", "[bazaar]", "[runtime]"]);
-    let gateway = env!("CARGO_BIN_EXE_paywire-gateway");
+    let gateway = &service_binary("paywire-gateway", env!("CARGO_BIN_EXE_paywire-gateway"));
     prints_example_and_refuses_bad_arguments(gateway, &["[[routes]]", "[runtime]"]);
 
     // A chain no registered plugin serves: refused at start, named.
@@ -144,16 +175,22 @@ async fn dedicated_binaries_run_the_services() {
 /// commands (pay, demo, devnet, mcp) is linked into them.
 #[test]
 fn dedicated_binary_is_smaller_than_the_cli() {
-    let size = |path: &str| std::fs::metadata(path).map(|m| m.len()).expect("binary");
-    let all_in_one = size(env!("CARGO_BIN_EXE_paywire"));
+    let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).expect("binary");
+    let all_in_one = size(PathBuf::from(env!("CARGO_BIN_EXE_paywire")));
     for (name, dedicated) in [
         (
             "paywire-facilitator",
-            size(env!("CARGO_BIN_EXE_paywire-facilitator")),
+            size(service_binary(
+                "paywire-facilitator",
+                env!("CARGO_BIN_EXE_paywire-facilitator"),
+            )),
         ),
         (
             "paywire-gateway",
-            size(env!("CARGO_BIN_EXE_paywire-gateway")),
+            size(service_binary(
+                "paywire-gateway",
+                env!("CARGO_BIN_EXE_paywire-gateway"),
+            )),
         ),
     ] {
         assert!(
