@@ -177,8 +177,9 @@ fn default_sqlite_page_cache_kib() -> u32 {
     paywire_store::sqlite::DEFAULT_PAGE_CACHE_KIB
 }
 
-/// The range `sqlite_page_cache_kib` accepts: below 64 KiB SQLite keeps its
-/// own minimum of pages anyway; above 4 GiB is a typo, not a cache.
+/// The range `sqlite_page_cache_kib` accepts: below 64 KiB (sixteen pages)
+/// a lookup in a large ledger rereads B-tree pages it has just read; above
+/// 4 GiB is a typo, not a cache.
 const SQLITE_PAGE_CACHE_KIB: std::ops::RangeInclusive<u32> = 64..=4 * 1024 * 1024;
 
 /// The whole configuration file.
@@ -503,7 +504,7 @@ impl FacilitatorConfig {
             return Err(invalid(
                 "sqlite_page_cache_kib",
                 format!(
-                    "must be between {} and {}",
+                    "must be between {} and {} (KiB)",
                     SQLITE_PAGE_CACHE_KIB.start(),
                     SQLITE_PAGE_CACHE_KIB.end()
                 ),
@@ -969,13 +970,21 @@ mod tests {
         assert_eq!(default.sqlite_options().page_cache_kib, 256);
         let set = FacilitatorConfig::parse_with_env("sqlite_page_cache_kib = 8192\n", |_| None)?;
         assert_eq!(set.sqlite_options().page_cache_kib, 8192);
-        for refused in ["0", "63", "4194305", "-1"] {
+        for refused in ["0", "63", "4194305"] {
             let result = FacilitatorConfig::parse_with_env(
                 &format!("sqlite_page_cache_kib = {refused}\n"),
                 |_| None,
             );
-            assert!(result.is_err(), "{refused}: {result:?}");
+            assert!(
+                matches!(&result, Err(ConfigError::Invalid { field, .. }) if field == "sqlite_page_cache_kib"),
+                "{refused}: {result:?}"
+            );
         }
+        let negative = FacilitatorConfig::parse_with_env("sqlite_page_cache_kib = -1\n", |_| None);
+        assert!(
+            matches!(negative, Err(ConfigError::Parse(_))),
+            "{negative:?}"
+        );
         Ok(())
     }
 

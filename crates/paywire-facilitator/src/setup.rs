@@ -275,7 +275,6 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// The bazaar catalog the configuration asks for, if any.
 /// The ledger the configuration names, and its PostgreSQL pool (if any), which
 /// the bazaar catalog shares when it lives in the ledger's database.
 async fn open_ledger(
@@ -283,7 +282,7 @@ async fn open_ledger(
 ) -> Result<(Ledger, Option<paywire_store::postgres::PgPool>), SetupError> {
     Ok(match config.store_location()? {
         StoreLocation::Sqlite(path) => (
-            Ledger::open_with(&path, config.sqlite_options()).await?,
+            Ledger::from_store(Arc::new(sqlite_ledger(&path, config).await?)),
             None,
         ),
         StoreLocation::Postgres(url) => {
@@ -292,6 +291,15 @@ async fn open_ledger(
             (Ledger::from_store(Arc::new(store)), Some(pool))
         }
     })
+}
+
+/// The ledger in the SQLite file at `path`, opened with the configuration's
+/// connection settings.
+async fn sqlite_ledger(
+    path: &std::path::Path,
+    config: &FacilitatorConfig,
+) -> Result<crate::SqliteStore, crate::LedgerError> {
+    crate::SqliteStore::open_with(path, config.sqlite_options()).await
 }
 
 /// The bazaar catalog in the SQLite file at `path`, opened with the
@@ -306,6 +314,7 @@ async fn sqlite_catalog(
     paywire_bazaar::SqliteCatalog::from_handle(handle).await
 }
 
+/// The bazaar catalog the configuration asks for, if any.
 async fn open_catalog(
     config: &FacilitatorConfig,
     ledger_pool: Option<paywire_store::postgres::PgPool>,
@@ -342,4 +351,34 @@ async fn open_catalog(
     };
     tracing::info!("bazaar catalog opened");
     Ok(Some(catalog))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration's page cache reaches the ledger's and the catalog's
+    /// connections (the paths `open_ledger` and `open_catalog` take for SQLite).
+    #[tokio::test]
+    async fn sqlite_ledger_and_catalog_take_the_configured_page_cache()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("ledger.sqlite");
+        let config = FacilitatorConfig::parse_with_env(
+            &format!(
+                "store = \"{}\"\nsqlite_page_cache_kib = 1024\n",
+                file.display()
+            ),
+            |_| None,
+        )?;
+        let ledger = sqlite_ledger(&file, &config).await?;
+        assert_eq!(ledger.cache_size().await?, -1024);
+        let catalog = sqlite_catalog(&file, &config).await?;
+        let size = catalog
+            .handle()
+            .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
+            .await?;
+        assert_eq!(size, -1024);
+        Ok(())
+    }
 }

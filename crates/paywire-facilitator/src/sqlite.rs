@@ -384,6 +384,16 @@ impl SqliteStore {
         Self::init(SqliteHandle::open_in_memory().await?).await
     }
 
+    /// The connection's `PRAGMA cache_size` (negative: KiB), for tests of
+    /// the wiring.
+    #[cfg(test)]
+    pub(crate) async fn cache_size(&self) -> Result<i64, LedgerError> {
+        Ok(self
+            .db
+            .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
+            .await?)
+    }
+
     async fn init(db: SqliteHandle) -> Result<Self, LedgerError> {
         let report = db.migrate(&MIGRATIONS).await?;
         if !report.applied.is_empty() {
@@ -829,17 +839,11 @@ CREATE INDEX payment_ids_created ON payment_ids(created_at);
     async fn the_ledger_connection_takes_the_configured_page_cache()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let cache = |store: SqliteStore| async move {
-            store
-                .db
-                .call(|c| c.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0)))
-                .await
-        };
         let default = SqliteStore::open(&dir.path().join("a.sqlite")).await?;
-        assert_eq!(cache(default).await?, -256);
+        assert_eq!(default.cache_size().await?, -256);
         let options = SqliteOptions::default().with_page_cache_kib(8192);
         let set = SqliteStore::open_with(&dir.path().join("b.sqlite"), options).await?;
-        assert_eq!(cache(set).await?, -8192);
+        assert_eq!(set.cache_size().await?, -8192);
         Ok(())
     }
 

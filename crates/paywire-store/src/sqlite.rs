@@ -43,12 +43,14 @@ use crate::{MigrationReport, Migrations, StoreError};
 /// slower (BENCHMARKS.md, "Memory: SQLite's page cache").
 pub const DEFAULT_PAGE_CACHE_KIB: u32 = 256;
 
-/// The page cache while migrations run, in KiB: a migration that rewrites a
-/// large table or builds an index over it would otherwise spill to the file
-/// every 64 pages. Pages are allocated only as they are read, so a small
-/// database's migrations cost no more memory; the connection's own size is
-/// restored afterwards.
-const MIGRATION_PAGE_CACHE_KIB: u32 = 64 * 1024;
+/// The smallest page cache migrations run with, in KiB: SQLite's own default,
+/// what they ran with before connections kept less. A migration that rewrites
+/// a large table or builds an index over it spills less (and sorts more in
+/// memory) than with 256 KiB, and no more memory is at stake than before.
+/// Pages are allocated only as they are read, so a small database's
+/// migrations cost nothing extra; the connection's own size is restored
+/// afterwards.
+const MIGRATION_PAGE_CACHE_KIB: i64 = 2_000;
 
 /// Settings applied when a connection opens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +61,9 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// The most memory the connection's page cache may hold for the main
     /// schema of a file database, in KiB (default [`DEFAULT_PAGE_CACHE_KIB`];
-    /// SQLite keeps at least a few pages whatever this says, and values above
-    /// `i32::MAX` count as `i32::MAX`).
+    /// SQLite keeps at least ten pages whatever this says; 0 counts as 1 and
+    /// values above `i32::MAX` as `i32::MAX`). Migrations run with at least
+    /// 2,000 KiB.
     pub page_cache_kib: u32,
 }
 
@@ -148,8 +151,9 @@ impl SqliteHandle {
                     tracing::warn!(mode, "sqlite refused WAL mode");
                 }
             }
-            // SQLite reads a cache_size beyond i32 as 0 (its smallest cache).
-            let kib = options.page_cache_kib.min(i32::MAX.unsigned_abs());
+            // SQLite reads a cache_size beyond i32 as 0, and 0 as its own
+            // default at the next schema change: neither is what was asked.
+            let kib = options.page_cache_kib.clamp(1, i32::MAX.unsigned_abs());
             connection.execute_batch(&format!(
                 "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
                 cache_size_pragma(kib)
@@ -196,16 +200,27 @@ impl SqliteHandle {
     pub async fn migrate(&self, migrations: &Migrations) -> Result<MigrationReport, StoreError> {
         let migrations = *migrations;
         migrations.validate()?;
-        self.call_and_then(move |connection| {
-            let kept: i64 = connection.query_row("PRAGMA cache_size", [], |row| row.get(0))?;
-            connection.execute_batch(&cache_size_pragma(MIGRATION_PAGE_CACHE_KIB))?;
-            let report = run_migrations(connection, &migrations);
-            let restored = connection.execute_batch(&format!("PRAGMA cache_size = {kept}"));
-            let report = report?;
-            restored?;
-            Ok(report)
+        let kept: i64 = self
+            .call(|connection| connection.query_row("PRAGMA cache_size", [], |row| row.get(0)))
+            .await?;
+        let during = migration_cache_size(kept);
+        self.call(move |connection| {
+            connection.execute_batch(&format!("PRAGMA cache_size = {during}"))
         })
-        .await
+        .await?;
+        let report = self
+            .call_and_then(move |connection| run_migrations(connection, &migrations))
+            .await;
+        // A call of its own, so that it runs whatever the migrations did (a
+        // panicking one included: the handle keeps working after it).
+        let restored = self
+            .call(move |connection| {
+                connection.execute_batch(&format!("PRAGMA cache_size = {kept}"))
+            })
+            .await;
+        let report = report?;
+        restored?;
+        Ok(report)
     }
 
     /// Closes the connection; later calls fail with [`StoreError::Worker`].
@@ -218,6 +233,17 @@ impl SqliteHandle {
 /// KiB, a positive one a page count).
 fn cache_size_pragma(kib: u32) -> String {
     format!("PRAGMA cache_size = -{kib};")
+}
+
+/// The `cache_size` migrations run with, given the connection's: at least
+/// [`MIGRATION_PAGE_CACHE_KIB`] when it is a size in KiB (negative); a page
+/// count (positive) was set on purpose and is kept.
+fn migration_cache_size(kept: i64) -> i64 {
+    if kept < 0 {
+        kept.min(-MIGRATION_PAGE_CACHE_KIB)
+    } else {
+        kept
+    }
 }
 
 /// A closure's own error, or the worker's.

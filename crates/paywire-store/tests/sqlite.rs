@@ -78,45 +78,74 @@ async fn the_page_cache_is_256_kib_by_default_and_configurable() -> TestResult {
     let options = SqliteOptions::default().with_page_cache_kib(4096);
     let larger = SqliteHandle::open_with(dir.path().join("b.sqlite"), options).await?;
     assert_eq!(cache_size(&larger).await?, -4096);
-    // Beyond i32, SQLite would read 0 (its smallest cache): clamped instead.
+    // Beyond i32 SQLite would read 0, and 0 as its own default: clamped.
     let options = SqliteOptions::default().with_page_cache_kib(u32::MAX);
     let huge = SqliteHandle::open_with(dir.path().join("c.sqlite"), options).await?;
     assert_eq!(cache_size(&huge).await?, -i64::from(i32::MAX));
+    let options = SqliteOptions::default().with_page_cache_kib(0);
+    let zero = SqliteHandle::open_with(dir.path().join("d.sqlite"), options).await?;
+    assert_eq!(cache_size(&zero).await?, -1);
     Ok(())
 }
 
-#[tokio::test]
-async fn migrations_run_with_a_large_page_cache_and_restore_the_connections() -> TestResult {
-    // The migration records the cache size it ran with.
-    const RECORDS_CACHE: &[Migration] = &[Migration::new(
-        1,
-        "records cache",
-        "CREATE TABLE seen AS SELECT cache_size FROM pragma_cache_size()",
-    )];
-    let dir = tempfile::tempdir()?;
-    let options = SqliteOptions::default().with_page_cache_kib(512);
-    let handle = SqliteHandle::open_with(dir.path().join("db.sqlite"), options).await?;
+/// Runs a migration that records the `cache_size` it ran with, and returns
+/// that.
+async fn cache_size_during_migration(
+    handle: &SqliteHandle,
+    component: &'static str,
+) -> Result<i64, Box<dyn Error>> {
+    const RECORDS_CACHE: &[Migration] = &[
+        Migration::new(
+            1,
+            "seen table",
+            "CREATE TABLE IF NOT EXISTS seen (component TEXT, cache_size INTEGER)",
+        ),
+        Migration::new(
+            2,
+            "records cache",
+            "INSERT INTO seen SELECT NULL, cache_size FROM pragma_cache_size()",
+        ),
+    ];
     handle
-        .migrate(&Migrations::new("cache", RECORDS_CACHE))
+        .migrate(&Migrations::new(component, RECORDS_CACHE))
         .await?;
-    let during = handle
-        .call(|c| c.query_row("SELECT cache_size FROM seen", [], |r| r.get::<_, i64>(0)))
+    Ok(handle
+        .call(|c| {
+            c.query_row(
+                "SELECT cache_size FROM seen ORDER BY rowid DESC LIMIT 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await?)
+}
+
+#[tokio::test]
+async fn migrations_run_with_at_least_sqlites_default_cache_and_restore_the_connections()
+-> TestResult {
+    let dir = tempfile::tempdir()?;
+    let small = SqliteHandle::open(dir.path().join("small.sqlite")).await?;
+    assert_eq!(cache_size_during_migration(&small, "a").await?, -2000);
+    assert_eq!(cache_size(&small).await?, -256, "cache size not restored");
+    // A larger cache is never made smaller for migrations.
+    let options = SqliteOptions::default().with_page_cache_kib(8192);
+    let large = SqliteHandle::open_with(dir.path().join("large.sqlite"), options).await?;
+    assert_eq!(cache_size_during_migration(&large, "a").await?, -8192);
+    assert_eq!(cache_size(&large).await?, -8192);
+    // A page count set on purpose is kept.
+    large
+        .call(|c| c.execute_batch("PRAGMA cache_size = 100"))
         .await?;
-    assert_eq!(
-        during,
-        -64 * 1024,
-        "migrations ran with the connection's cache"
-    );
-    assert_eq!(cache_size(&handle).await?, -512, "cache size not restored");
-    // Also after a failed migration.
+    assert_eq!(cache_size_during_migration(&large, "b").await?, 100);
+    assert_eq!(cache_size(&large).await?, 100);
+    // Restored after a failed migration too.
     const BROKEN: &[Migration] = &[Migration::new(1, "typo", "CREATE TABEL x (id INTEGER)")];
+    let failed = small.migrate(&Migrations::new("broken", BROKEN)).await;
     assert!(
-        handle
-            .migrate(&Migrations::new("broken", BROKEN))
-            .await
-            .is_err()
+        matches!(failed, Err(StoreError::Migration { version: 1, .. })),
+        "{failed:?}"
     );
-    assert_eq!(cache_size(&handle).await?, -512, "cache size not restored");
+    assert_eq!(cache_size(&small).await?, -256, "cache size not restored");
     Ok(())
 }
 
