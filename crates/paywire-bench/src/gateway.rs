@@ -10,7 +10,6 @@ use paywire_testkit::Devnet;
 use serde_json::{Value, json};
 
 use crate::scale::{free_port, gateway_config, launch_gateway};
-use crate::tempdir::TempDir;
 use crate::{Args, pay_requests, peak_rss_kib, rust_client};
 
 /// How to start a gateway: the dedicated `paywire-gateway` binary next to
@@ -61,7 +60,7 @@ pub(crate) async fn measure(
     facilitator_url: &str,
     args: &Args,
 ) -> Result<Value, String> {
-    let dir = TempDir::new().map_err(|e| e.to_string())?;
+    let dir = crate::temp_dir().map_err(|e| e.to_string())?;
     let upstream = start_upstream().await?;
     let port = free_port()?;
     let config = gateway_config(

@@ -431,7 +431,7 @@ async fn wait_receipt(rpc: &RpcClient, hash: B256) -> bool {
 pub(crate) struct FacilitatorProcess {
     child: tokio::process::Child,
     url: String,
-    _dir: tempdir::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 mod gateway;
@@ -440,36 +440,9 @@ mod scale;
 mod sweep;
 mod ts;
 
-mod tempdir {
-    //! A temporary directory removed on drop (no extra dependency).
-    use std::path::{Path, PathBuf};
-
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new() -> std::io::Result<Self> {
-            let path = std::env::temp_dir().join(format!(
-                "paywire-bench-{}-{}",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default()
-            ));
-            std::fs::create_dir_all(&path)?;
-            Ok(Self(path))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// A temporary folder removed on drop, named after the tool.
+fn temp_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("paywire-bench-").tempdir()
 }
 
 /// How to start the facilitator: the dedicated `paywire-facilitator` binary
@@ -578,7 +551,7 @@ pub(crate) async fn start_facilitator_with_signers(
     (binary, subcommand): &(PathBuf, Option<&'static str>),
     signers: usize,
 ) -> Result<FacilitatorProcess, String> {
-    let dir = tempdir::TempDir::new().map_err(|e| e.to_string())?;
+    let dir = temp_dir().map_err(|e| e.to_string())?;
     let mut keys = Vec::new();
     for index in 0..signers.max(1) {
         keys.push((

@@ -22,8 +22,6 @@ use paywire_testkit::Devnet;
 use paywire_testkit::postgres::PgCluster;
 use serde_json::{Value, json};
 
-use crate::tempdir::TempDir;
-
 /// The request header that tags a paid request with its payment (the
 /// authorization nonce), so the upstream can count serves per payment.
 const TAG: &str = "x-bench-payment";
@@ -795,7 +793,7 @@ pub(crate) async fn run(options: Options) -> Result<Value, String> {
     eprintln!("[1/5] devnet, PostgreSQL ...");
     let devnet = Devnet::start().await.map_err(|e| e.to_string())?;
     let cluster = PgCluster::start().await.map_err(|e| e.to_string())?;
-    let dir = TempDir::new().map_err(|e| e.to_string())?;
+    let dir = crate::temp_dir().map_err(|e| e.to_string())?;
     let keys = signer_keys(&devnet, options.shared_signer).await?;
 
     eprintln!("[2/5] two facilitators, one upstream, two gateways ...");

@@ -85,30 +85,12 @@ struct Args {
     json: bool,
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> std::io::Result<Self> {
-        let path =
-            std::env::temp_dir().join(format!("paywire-ledger-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What the run shares between phases.
 struct Run {
     args: Args,
     command: (PathBuf, Option<&'static str>),
     ledgers: Ledgers,
-    dir: TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Run {
@@ -122,7 +104,7 @@ impl Run {
         let requests =
             service::sign_payments(&devnet, &requirements, self.args.settlements).await?;
         let process: FacilitatorProcess =
-            service::start_facilitator(&devnet, &self.command, store, &self.dir.0).await?;
+            service::start_facilitator(&devnet, &self.command, store, self.dir.path()).await?;
         eprintln!(
             "  {label}: facilitator healthy after {:?}, settling ...",
             process.startup
@@ -177,9 +159,12 @@ async fn fill_full(run: &Run, templates: &[Template]) -> Result<Value, String> {
 async fn execute(args: Args) -> Result<Value, String> {
     let command =
         service::facilitator_command(args.facilitator.as_deref(), args.paywire.as_deref())?;
-    let dir = TempDir::new().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("paywire-ledger-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let ledgers = match args.store {
-        StoreKind::Sqlite => Ledgers::sqlite(&dir.0),
+        StoreKind::Sqlite => Ledgers::sqlite(dir.path()),
         StoreKind::Postgres => {
             Ledgers::postgres(
                 args.postgres_url
