@@ -106,16 +106,6 @@ impl Ledger {
         Ok(Self::from_store(Arc::new(SqliteStore::open(path).await?)))
     }
 
-    /// [`Ledger::open`] with these connection settings (the page cache).
-    pub async fn open_with(
-        path: &Path,
-        options: paywire_store::sqlite::SqliteOptions,
-    ) -> Result<Self, LedgerError> {
-        Ok(Self::from_store(Arc::new(
-            SqliteStore::open_with(path, options).await?,
-        )))
-    }
-
     /// An in-memory SQLite ledger (tests, ephemeral deployments).
     pub async fn in_memory() -> Result<Self, LedgerError> {
         Ok(Self::from_store(Arc::new(SqliteStore::in_memory().await?)))

@@ -156,7 +156,7 @@ impl SqliteHandle {
             let kib = options.page_cache_kib.clamp(1, i32::MAX.unsigned_abs());
             connection.execute_batch(&format!(
                 "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
-                cache_size_pragma(kib)
+                cache_size_pragma(-i64::from(kib))
             ))
         })
         .await
@@ -204,19 +204,15 @@ impl SqliteHandle {
             .call(|connection| connection.query_row("PRAGMA cache_size", [], |row| row.get(0)))
             .await?;
         let during = migration_cache_size(kept);
-        self.call(move |connection| {
-            connection.execute_batch(&format!("PRAGMA cache_size = {during}"))
-        })
-        .await?;
+        self.call(move |connection| connection.execute_batch(&cache_size_pragma(during)))
+            .await?;
         let report = self
             .call_and_then(move |connection| run_migrations(connection, &migrations))
             .await;
         // A call of its own, so that it runs whatever the migrations did (a
         // panicking one included: the handle keeps working after it).
         let restored = self
-            .call(move |connection| {
-                connection.execute_batch(&format!("PRAGMA cache_size = {kept}"))
-            })
+            .call(move |connection| connection.execute_batch(&cache_size_pragma(kept)))
             .await;
         let report = report?;
         restored?;
@@ -229,10 +225,10 @@ impl SqliteHandle {
     }
 }
 
-/// Sets the page cache to `kib` KiB (a negative `cache_size` is a size in
-/// KiB, a positive one a page count).
-fn cache_size_pragma(kib: u32) -> String {
-    format!("PRAGMA cache_size = -{kib};")
+/// Sets the page cache to `value` as SQLite reads it: negative, a size in
+/// KiB; positive, a page count.
+fn cache_size_pragma(value: i64) -> String {
+    format!("PRAGMA cache_size = {value};")
 }
 
 /// The `cache_size` migrations run with, given the connection's: at least
